@@ -1,0 +1,96 @@
+// The typed declaration of everything the native addon exports, and the loader that finds the built addon.
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+
+/** The native storage behind a Tensor. Owned by exactly one Tensor; never handed to users. */
+export interface NativeTensorHandle {
+  readonly shape: number[];
+  readonly disposed: boolean;
+  /** [sync] A copy of the contents. */
+  read(): Float32Array;
+  /** [sync] Copies `data` in. RangeError unless `data.length` equals the size. */
+  write(data: Float32Array): void;
+  /** [sync] Frees the storage now. Idempotent. */
+  dispose(): void;
+}
+
+export type Isa = 'generic' | 'avx2' | 'avx512';
+
+export interface BuildInfo {
+  /** The package version the addon was built from. */
+  version: string;
+  /** Instruction-set paths compiled into the addon. */
+  isaCompiled: Isa[];
+  /** Paths this CPU can run. */
+  isaSupported: Isa[];
+  /** The path kernels use now (`BIDORA_ISA` or the best supported). */
+  isa: Isa;
+  /** Threads a parallel kernel uses now. */
+  threads: number;
+  /** Threads in the native pool (`BIDORA_NUM_THREADS` or the cores this process may use). */
+  poolThreads: number;
+  /** Whether the CUDA backend was compiled in. */
+  cuda: boolean;
+}
+
+export interface NativeMemory {
+  /** Live native buffers charged to this thread's environment (tensors, plus kernel scratch during a call). */
+  buffers: number;
+  bytes: number;
+  /** Highest `bytes` since the last `resetPeakMemory()`. */
+  peakBytes: number;
+  /** Reusable per-thread kernel workspaces (GEMM packing panels), shared by the whole process. */
+  workspaceBytes: number;
+}
+
+type Handle = NativeTensorHandle;
+
+/** Every native function; each validates its arguments and throws TypeError or RangeError naming them. */
+export interface NativeBinding {
+  TensorHandle: abstract new () => NativeTensorHandle;
+  buildInfo(): BuildInfo;
+  setIsa(isa: string): Isa;
+  setNumThreads(threads: number): number;
+  memory(): NativeMemory;
+  resetPeakMemory(): void;
+
+  fromFloat32Array(data: Float32Array, shape: readonly number[]): Handle;
+  full(shape: readonly number[], value: number): Handle;
+  randn(shape: readonly number[], seed: number, mean: number, std: number): Handle;
+  uniform(shape: readonly number[], seed: number, low: number, high: number): Handle;
+
+  matmul(a: Handle, b: Handle, transposeA: boolean, transposeB: boolean): Handle;
+  linear(input: Handle, weight: Handle, bias: Handle | undefined): Handle;
+
+  add(a: Handle, b: Handle): Handle;
+  sub(a: Handle, b: Handle): Handle;
+  mul(a: Handle, b: Handle): Handle;
+  scale(a: Handle, alpha: number): Handle;
+  axpy(y: Handle, alpha: number, x: Handle): void;
+  sum(a: Handle, axis: number | undefined, keepDims: boolean): Handle;
+  globalNorm(tensors: Handle[]): number;
+}
+
+/**
+ * Finds the addon: `BIDORA_ADDON` if set (a path to a `.node` file), else `build/Release/bidora.node` at the package
+ * root, where both cmake-js and node-gyp put it.
+ */
+function addonPath(): string {
+  const override = process.env.BIDORA_ADDON;
+  if (override !== undefined && override !== '') return override;
+  return join(__dirname, '..', 'build', 'Release', 'bidora.node');
+}
+
+function load(): NativeBinding {
+  const path = addonPath();
+  if (!existsSync(path)) {
+    throw new Error(
+      `bidora: the native addon was not found at ${path}. Build it with \`npm run build:native\` ` +
+        '(CMake) or `npm run build:native:gyp` (node-gyp).',
+    );
+  }
+  return createRequire(__filename)(path) as NativeBinding;
+}
+
+export const native: NativeBinding = load();

@@ -1,0 +1,208 @@
+// The Tensor class: float32, contiguous, row-major data in native memory, with explicit and scoped disposal.
+import { native, type NativeTensorHandle } from './binding';
+
+export type Shape = readonly number[];
+
+export interface RandomOptions {
+  /** Any integer from 0 to 2^53 - 1; the same seed gives the same numbers on every machine and thread count. */
+  seed?: number;
+}
+
+let unwrapHandle: (tensor: Tensor) => NativeTensorHandle;
+let wrapHandle: (handle: NativeTensorHandle) => Tensor;
+
+/** A tensor of float32 values in native, 64-byte-aligned memory. Rank 0 to 4, contiguous, row-major. */
+export class Tensor {
+  #handle: NativeTensorHandle;
+  /** Dimensions, outermost first. */
+  readonly shape: Shape;
+  /** Number of elements. */
+  readonly size: number;
+
+  static {
+    unwrapHandle = (tensor) => tensor.#handle;
+    wrapHandle = (handle) => new Tensor(handle);
+  }
+
+  private constructor(handle: NativeTensorHandle) {
+    this.#handle = handle;
+    this.shape = Object.freeze(handle.shape);
+    this.size = this.shape.reduce((count, dim) => count * dim, 1);
+    scopes.at(-1)?.add(this);
+  }
+
+  /** A tensor holding a copy of `data` (a Float32Array or an array of numbers); `shape` defaults to 1-D. */
+  static from(data: Float32Array | readonly number[], shape?: Shape): Tensor {
+    let values: Float32Array;
+    if (data instanceof Float32Array) {
+      values = data;
+    } else if (Array.isArray(data)) {
+      values = new Float32Array(data.length);
+      data.forEach((value: unknown, index) => {
+        if (typeof value !== 'number') {
+          throw new TypeError(`Tensor.from: data[${index}] must be a number, got ${typeof value}`);
+        }
+        values[index] = value;
+      });
+    } else {
+      throw new TypeError(`Tensor.from: data must be a Float32Array or an array of numbers, got ${describe(data)}`);
+    }
+    return new Tensor(native.fromFloat32Array(values, shape ?? [values.length]));
+  }
+
+  static zeros(shape: Shape): Tensor {
+    return new Tensor(native.full(shape, 0));
+  }
+
+  static ones(shape: Shape): Tensor {
+    return new Tensor(native.full(shape, 1));
+  }
+
+  static full(shape: Shape, value: number): Tensor {
+    return new Tensor(native.full(shape, value));
+  }
+
+  /** Normal samples, N(mean, std²) (defaults 0 and 1). */
+  static randn(shape: Shape, options: RandomOptions & { mean?: number; std?: number } = {}): Tensor {
+    return new Tensor(native.randn(shape, seedOf(options), options.mean ?? 0, options.std ?? 1));
+  }
+
+  /** Uniform samples on [low, high) (defaults 0 and 1). */
+  static uniform(shape: Shape, options: RandomOptions & { low?: number; high?: number } = {}): Tensor {
+    return new Tensor(native.uniform(shape, seedOf(options), options.low ?? 0, options.high ?? 1));
+  }
+
+  get rank(): number {
+    return this.shape.length;
+  }
+
+  get isDisposed(): boolean {
+    return this.#handle.disposed;
+  }
+
+  /** A copy of the values, row-major. */
+  toFloat32Array(): Float32Array {
+    return handleOf(this, 'toFloat32Array', 'tensor').read();
+  }
+
+  /** The single value of a one-element tensor. */
+  item(): number {
+    if (this.size !== 1) throw new RangeError(`item: expected a tensor of one element, got shape [${this.shape}]`);
+    return this.toFloat32Array()[0];
+  }
+
+  /** Frees the native memory now. Idempotent; any later use throws a TypeError. */
+  dispose(): void {
+    this.#handle.dispose();
+  }
+
+  toString(): string {
+    return `Tensor(shape=[${this.shape.join(', ')}]${this.isDisposed ? ', disposed' : ''})`;
+  }
+}
+
+function seedOf(options: RandomOptions): number {
+  return options.seed ?? Math.floor(Math.random() * 2 ** 32);
+}
+
+function describe(value: unknown): string {
+  if (value === null) return 'null';
+  if (ArrayBuffer.isView(value)) return value.constructor.name;
+  return typeof value;
+}
+
+/** The live native handle of `tensor`, or a TypeError naming `function`'s argument `name`. */
+export function handleOf(tensor: unknown, functionName: string, name: string): NativeTensorHandle {
+  if (!(tensor instanceof Tensor)) {
+    throw new TypeError(`${functionName}: ${name} must be a Tensor, got ${describe(tensor)}`);
+  }
+  const handle = unwrapHandle(tensor);
+  if (handle.disposed) throw new TypeError(`${functionName}: ${name} is a disposed Tensor`);
+  return handle;
+}
+
+/** Wraps a handle fresh from the addon (used by ops). */
+export function tensorOf(handle: NativeTensorHandle): Tensor {
+  return wrapHandle(handle);
+}
+
+// ---- scoped disposal -------------------------------------------------------------------------------------------
+
+const scopes: Set<Tensor>[] = [];
+
+/** What a tidy function may return: tensors, possibly inside arrays or plain objects, kept alive past the scope. */
+export type TensorContainer = Tensor | TensorContainer[] | { [key: string]: TensorContainer } | number | string |
+  boolean | null | undefined | void;
+
+function collect(value: unknown, into: Set<Tensor>, seen: Set<unknown>): void {
+  if (value instanceof Tensor) {
+    into.add(value);
+  } else if (value !== null && typeof value === 'object' && !seen.has(value)) {
+    seen.add(value);
+    for (const item of Array.isArray(value) ? value : Object.values(value)) collect(item, into, seen);
+  }
+}
+
+/**
+ * Runs `fn` and disposes every tensor created during it, except those it returns (found inside arrays and plain
+ * objects too). Scopes nest: what an inner scope returns belongs to the outer one.
+ */
+export function tidy<T>(fn: () => T): T {
+  if (typeof fn !== 'function') throw new TypeError('tidy: fn must be a function');
+  const scope = new Set<Tensor>();
+  scopes.push(scope);
+  let result: T;
+  try {
+    result = fn();
+  } catch (error) {
+    scopes.pop();
+    for (const tensor of scope) tensor.dispose();
+    throw error;
+  }
+  scopes.pop();
+  if (result instanceof Promise) {
+    for (const tensor of scope) tensor.dispose();
+    throw new TypeError('tidy: fn must be synchronous (it returned a Promise)');
+  }
+  const kept = new Set<Tensor>();
+  collect(result, kept, new Set());
+  const parent = scopes.at(-1);
+  for (const tensor of scope) {
+    if (kept.has(tensor)) parent?.add(tensor);
+    else tensor.dispose();
+  }
+  return result;
+}
+
+/** Stops `tensor` from being disposed by the enclosing tidy scopes. */
+export function keep<T extends Tensor>(tensor: T): T {
+  for (const scope of scopes) scope.delete(tensor);
+  return tensor;
+}
+
+export interface MemoryInfo {
+  /** Live native buffers of this thread: the undisposed, not yet collected tensors when no call is running. */
+  tensors: number;
+  /** Bytes those buffers hold. */
+  bytes: number;
+  /** Highest `bytes` since the last `resetPeakMemory()`, kernel scratch included. */
+  peakBytes: number;
+  /** Reusable kernel workspaces of the whole process (GEMM packing panels), not counted in `bytes`. */
+  workspaceBytes: number;
+}
+
+/** Native memory of this thread's environment (each worker thread has its own). */
+export function memory(): MemoryInfo {
+  const counts = native.memory();
+  return {
+    tensors: counts.buffers,
+    bytes: counts.bytes,
+    peakBytes: counts.peakBytes,
+    workspaceBytes: counts.workspaceBytes,
+  };
+}
+
+/** Restarts `memory().peakBytes` from what is live now. */
+export function resetPeakMemory(): void {
+  native.resetPeakMemory();
+}

@@ -1,0 +1,106 @@
+// Module entry: per-environment state, build information and the process-wide knobs (ISA path, threads).
+#include <napi.h>
+
+#include "../core/cpu_features.h"
+#include "../core/threadpool.h"
+#include "args.h"
+#include "ops.h"
+#include "tensor_handle.h"
+
+#ifndef BIDORA_VERSION
+#define BIDORA_VERSION "0.0.0"
+#endif
+
+namespace bidora::binding {
+
+namespace {
+
+// [sync] buildInfo(): { version, isaCompiled: string[], isaSupported: string[], isa, threads, poolThreads, cuda }
+Napi::Value build_info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("version", BIDORA_VERSION);
+  Napi::Array compiled = Napi::Array::New(env);
+  Napi::Array supported = Napi::Array::New(env);
+  for (Isa isa : {Isa::Generic, Isa::Avx2, Isa::Avx512}) {
+    if (isa_compiled(isa)) compiled.Set(compiled.Length(), isa_name(isa));
+    if (isa_supported(isa)) supported.Set(supported.Length(), isa_name(isa));
+  }
+  result.Set("isaCompiled", compiled);
+  result.Set("isaSupported", supported);
+  result.Set("isa", isa_name(active_isa()));
+  result.Set("threads", num_threads());
+  result.Set("poolThreads", pool_size());
+  result.Set("cuda", false);
+  return result;
+}
+
+// [sync] setIsa(name: 'generic' | 'avx2' | 'avx512'): string - the previous path. Process-wide.
+// Throws TypeError (not a string), RangeError (unknown name, or not runnable on this CPU).
+Napi::Value set_isa(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    const Isa isa = parse_isa(string_arg({info, 0, "setIsa", "isa"}), "setIsa: isa");
+    const Isa previous = active_isa();
+    set_active_isa(isa);
+    return Napi::String::New(info.Env(), isa_name(previous));
+  });
+}
+
+// [sync] setNumThreads(threads: number): number - caps the threads jobs use (1 to the pool size); returns the
+// previous cap. Process-wide. Throws TypeError, RangeError (not an integer of at least 1).
+Napi::Value set_num_threads(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    const int64_t threads = integer_arg({info, 0, "setNumThreads", "threads"}, 1, 1 << 20);
+    return Napi::Number::New(info.Env(), set_thread_limit(static_cast<int>(threads)));
+  });
+}
+
+// [sync] memory(): { buffers, bytes, peakBytes, workspaceBytes } - native memory of this environment (tensors and
+// kernel scratch), and the process's reusable kernel workspaces.
+Napi::Value memory(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const MemoryStats& stats = *state(env).stats;
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("buffers", static_cast<double>(stats.live_buffers.load()));
+  result.Set("bytes", static_cast<double>(stats.live_bytes.load()));
+  result.Set("peakBytes", static_cast<double>(stats.peak_bytes.load()));
+  result.Set("workspaceBytes", static_cast<double>(workspace_bytes()));
+  return result;
+}
+
+// [sync] resetPeakMemory(): void - peakBytes restarts from the bytes live now.
+Napi::Value reset_peak_memory(const Napi::CallbackInfo& info) {
+  state(info.Env()).stats->reset_peak();
+  return info.Env().Undefined();
+}
+
+Napi::Object init(Napi::Env env, Napi::Object exports) {
+  auto* addon_state = new AddonState();
+  env.SetInstanceData(addon_state);
+  try {
+    (void)active_isa();  // a bad BIDORA_ISA fails here, at require(), with its own message
+    (void)num_threads();
+  } catch (const bidora::RangeError& error) {
+    throw Napi::RangeError::New(env, error.what());
+  }
+  Napi::Function tensor_class = TensorHandle::define(env);
+  addon_state->tensor_constructor = Napi::Persistent(tensor_class);
+  exports.Set("TensorHandle", tensor_class);
+  exports.Set("buildInfo", Napi::Function::New<build_info>(env, "buildInfo"));
+  exports.Set("setIsa", Napi::Function::New<set_isa>(env, "setIsa"));
+  exports.Set("setNumThreads", Napi::Function::New<set_num_threads>(env, "setNumThreads"));
+  exports.Set("memory", Napi::Function::New<memory>(env, "memory"));
+  exports.Set("resetPeakMemory", Napi::Function::New<reset_peak_memory>(env, "resetPeakMemory"));
+  register_creation(env, exports);
+  register_linear_algebra(env, exports);
+  register_elementwise(env, exports);
+  return exports;
+}
+
+}  // namespace
+
+}  // namespace bidora::binding
+
+static Napi::Object InitBidora(Napi::Env env, Napi::Object exports) { return bidora::binding::init(env, exports); }
+
+NODE_API_MODULE(bidora, InitBidora)

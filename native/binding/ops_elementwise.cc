@@ -1,0 +1,144 @@
+// Node-API glue for elementwise arithmetic and reductions.
+#include <cmath>
+#include <vector>
+
+#include "../cpu/elementwise.h"
+#include "args.h"
+#include "ops.h"
+#include "tensor_handle.h"
+
+namespace bidora::binding {
+
+namespace {
+
+// b broadcasts over a when its shape equals a's or the trailing dims of a's (a bias over rows).
+int64_t broadcast_period(const char* function, const Shape& a, const Shape& b) {
+  if (b.rank > a.rank) {
+    throw RangeError(std::string(function) + ": b must have the shape of a or of its trailing dims, but " +
+                     describe("a", a) + " and " + describe("b", b));
+  }
+  for (int axis = 0; axis < b.rank; ++axis) {
+    if (b[b.rank - 1 - axis] != a[a.rank - 1 - axis]) {
+      throw RangeError(std::string(function) + ": b must have the shape of a or of its trailing dims, but " +
+                       describe("a", a) + " and " + describe("b", b));
+    }
+  }
+  return b.numel();
+}
+
+template <void (*Kernel)(float*, const float*, const float*, int64_t, int64_t)>
+Napi::Value binary(const Napi::CallbackInfo& info, const char* function) {
+  return guarded(info, [&]() -> Napi::Value {
+    TensorHandle& a = tensor_arg({info, 0, function, "a"});
+    TensorHandle& b = tensor_arg({info, 1, function, "b"});
+    const int64_t period = broadcast_period(function, a.shape(), b.shape());
+    TensorHandle* out = nullptr;
+    Napi::Object result = TensorHandle::allocate(info.Env(), a.shape(), &out);
+    if (a.numel() > 0) Kernel(out->data(), a.data(), b.data(), a.numel(), period);
+    return result;
+  });
+}
+
+// [sync] add(a, b) / sub(a, b) / mul(a, b): TensorHandle shaped like a. b: a's shape or its trailing dims.
+// Throws TypeError (not a live tensor), RangeError (shapes that do not broadcast).
+Napi::Value add(const Napi::CallbackInfo& info) { return binary<cpu::add>(info, "add"); }
+Napi::Value sub(const Napi::CallbackInfo& info) { return binary<cpu::sub>(info, "sub"); }
+Napi::Value mul(const Napi::CallbackInfo& info) { return binary<cpu::mul>(info, "mul"); }
+
+// [sync] scale(a, alpha: number): TensorHandle = alpha * a. Throws TypeError, RangeError (alpha not finite).
+Napi::Value scale(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    TensorHandle& a = tensor_arg({info, 0, "scale", "a"});
+    const double alpha = number_arg({info, 1, "scale", "alpha"});
+    TensorHandle* out = nullptr;
+    Napi::Object result = TensorHandle::allocate(info.Env(), a.shape(), &out);
+    cpu::scale(out->data(), a.data(), static_cast<float>(alpha), a.numel());
+    return result;
+  });
+}
+
+// [sync] axpy(y, alpha: number, x): void - y += alpha * x in place. Throws TypeError, RangeError (shapes differ).
+Napi::Value axpy(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    TensorHandle& y = tensor_arg({info, 0, "axpy", "y"});
+    const double alpha = number_arg({info, 1, "axpy", "alpha"});
+    TensorHandle& x = tensor_arg({info, 2, "axpy", "x"});
+    if (x.shape() != y.shape()) {
+      throw RangeError("axpy: x and y must have the same shape, but " + describe("y", y.shape()) + " and " +
+                       describe("x", x.shape()));
+    }
+    cpu::axpy(y.data(), static_cast<float>(alpha), x.data(), y.numel());
+    return info.Env().Undefined();
+  });
+}
+
+// [sync] sum(a, axis: number | undefined, keepDims: boolean): TensorHandle - over one axis (negative counts from
+// the end), or over everything when axis is undefined. Throws TypeError, RangeError (axis out of range).
+Napi::Value sum(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    TensorHandle& a = tensor_arg({info, 0, "sum", "a"});
+    const Shape& shape = a.shape();
+    const bool keep_dims = boolean_arg({info, 2, "sum", "keepDims"}, false);
+    Shape out_shape;
+    int64_t outer = 1, axis_length = a.numel(), inner = 1;
+    if (Arg{info, 1, "sum", "axis"}.missing()) {
+      out_shape.rank = keep_dims ? shape.rank : 0;
+      for (int axis = 0; axis < out_shape.rank; ++axis) out_shape.dims[axis] = 1;
+    } else {
+      const int rank = std::max(shape.rank, 1);
+      int64_t axis = integer_arg({info, 1, "sum", "axis"}, -rank, rank - 1);
+      if (axis < 0) axis += rank;
+      if (shape.rank == 0) {
+        axis_length = 1;
+      } else {
+        for (int dim = 0; dim < axis; ++dim) outer *= shape[dim];
+        axis_length = shape[static_cast<int>(axis)];
+        for (int dim = static_cast<int>(axis) + 1; dim < shape.rank; ++dim) inner *= shape[dim];
+      }
+      for (int dim = 0; dim < shape.rank; ++dim) {
+        if (dim == axis) {
+          if (keep_dims) out_shape.dims[out_shape.rank++] = 1;
+        } else {
+          out_shape.dims[out_shape.rank++] = shape[dim];
+        }
+      }
+    }
+    TensorHandle* out = nullptr;
+    Napi::Object result = TensorHandle::allocate(info.Env(), out_shape, &out);
+    cpu::sum_axis(out->data(), a.data(), outer, axis_length, inner);
+    return result;
+  });
+}
+
+// [sync] globalNorm(tensors: TensorHandle[]): number - sqrt of the sum of squares of every element of every tensor,
+// accumulated in double. Throws TypeError (not an array of live tensors).
+Napi::Value global_norm(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    if (!info[0].IsArray()) throw bidora::TypeError("globalNorm: tensors must be an array of Tensors");
+    Napi::Array list = info[0].As<Napi::Array>();
+    std::vector<const float*> arrays;
+    std::vector<int64_t> lengths;
+    for (uint32_t index = 0; index < list.Length(); ++index) {
+      TensorHandle& handle =
+          tensor_value(info.Env(), list.Get(index), "globalNorm: tensors[" + std::to_string(index) + "]");
+      arrays.push_back(handle.data());
+      lengths.push_back(handle.numel());
+    }
+    const double squares = cpu::sum_of_squares(arrays.data(), lengths.data(), static_cast<int64_t>(arrays.size()));
+    return Napi::Number::New(info.Env(), std::sqrt(squares));
+  });
+}
+
+}  // namespace
+
+void register_elementwise(Napi::Env env, Napi::Object exports) {
+  exports.Set("add", Napi::Function::New<add>(env, "add"));
+  exports.Set("sub", Napi::Function::New<sub>(env, "sub"));
+  exports.Set("mul", Napi::Function::New<mul>(env, "mul"));
+  exports.Set("scale", Napi::Function::New<scale>(env, "scale"));
+  exports.Set("axpy", Napi::Function::New<axpy>(env, "axpy"));
+  exports.Set("sum", Napi::Function::New<sum>(env, "sum"));
+  exports.Set("globalNorm", Napi::Function::New<global_norm>(env, "globalNorm"));
+}
+
+}  // namespace bidora::binding

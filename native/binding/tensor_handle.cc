@@ -1,0 +1,190 @@
+// The native tensor handle and the functions that create tensors.
+#include "tensor_handle.h"
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+#include "../cpu/random.h"
+#include "args.h"
+
+namespace bidora::binding {
+
+namespace {
+
+// The buffer a handle being created from C++ takes over; JavaScript cannot construct handles itself.
+thread_local FloatBuffer* pending_buffer = nullptr;
+thread_local const Shape* pending_shape = nullptr;
+
+}  // namespace
+
+Napi::Function TensorHandle::define(Napi::Env env) {
+  return DefineClass(env, "TensorHandle",
+                     {
+                         InstanceMethod<&TensorHandle::read>("read"),
+                         InstanceMethod<&TensorHandle::write>("write"),
+                         InstanceMethod<&TensorHandle::dispose>("dispose"),
+                         InstanceAccessor<&TensorHandle::shape_getter>("shape"),
+                         InstanceAccessor<&TensorHandle::disposed_getter>("disposed"),
+                     });
+}
+
+Napi::Object TensorHandle::create(Napi::Env env, const Shape& shape, FloatBuffer buffer) {
+  pending_buffer = &buffer;
+  pending_shape = &shape;
+  Napi::Object object;
+  try {
+    object = state(env).tensor_constructor.New({});
+  } catch (...) {
+    pending_buffer = nullptr;
+    pending_shape = nullptr;
+    throw;
+  }
+  pending_buffer = nullptr;
+  pending_shape = nullptr;
+  return object;
+}
+
+Napi::Object TensorHandle::allocate(Napi::Env env, const Shape& shape, TensorHandle** handle) {
+  Napi::Object object = create(env, shape, FloatBuffer(shape.numel()));
+  *handle = Unwrap(object);
+  return object;
+}
+
+TensorHandle::TensorHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TensorHandle>(info) {
+  if (pending_buffer == nullptr) {
+    throw Napi::TypeError::New(info.Env(), "TensorHandle cannot be constructed directly; use Tensor.from()");
+  }
+  shape_ = *pending_shape;
+  buffer_ = std::move(*pending_buffer);
+  pending_buffer = nullptr;
+  pending_shape = nullptr;
+  // Tell V8 about native memory so that garbage collection (and with it the finaliser) runs under pressure.
+  reported_bytes_ = buffer_.size() * static_cast<int64_t>(sizeof(float));
+  Napi::MemoryManagement::AdjustExternalMemory(info.Env(), reported_bytes_);
+}
+
+TensorHandle::~TensorHandle() {
+  // The finaliser: frees what dispose() did not. Memory counters live in shared state, so this is safe even when
+  // the environment is being torn down.
+  buffer_.reset();
+}
+
+void TensorHandle::release_memory(Napi::Env env) {
+  buffer_.reset();
+  disposed_ = true;
+  if (reported_bytes_ > 0) Napi::MemoryManagement::AdjustExternalMemory(env, -reported_bytes_);
+  reported_bytes_ = 0;
+}
+
+Napi::Value TensorHandle::read(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (disposed_) throw_type_error(env, "read: the tensor is disposed");
+  Napi::Float32Array copy = Napi::Float32Array::New(env, static_cast<size_t>(numel()));
+  if (numel() > 0) std::memcpy(copy.Data(), buffer_.data(), static_cast<size_t>(numel()) * sizeof(float));
+  return copy;
+}
+
+Napi::Value TensorHandle::write(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (disposed_) throw_type_error(env, "write: the tensor is disposed");
+  Napi::Float32Array data = float32_arg({info, 0, "write", "data"});
+  if (static_cast<int64_t>(data.ElementLength()) != numel()) {
+    throw_range_error(env, "write: data has " + std::to_string(data.ElementLength()) +
+                               " elements but the tensor has shape " + shape_.str());
+  }
+  if (numel() > 0) std::memcpy(buffer_.data(), data.Data(), static_cast<size_t>(numel()) * sizeof(float));
+  return env.Undefined();
+}
+
+Napi::Value TensorHandle::dispose(const Napi::CallbackInfo& info) {
+  if (!disposed_) release_memory(info.Env());
+  return info.Env().Undefined();
+}
+
+Napi::Value TensorHandle::shape_getter(const Napi::CallbackInfo& info) {
+  Napi::Array dims = Napi::Array::New(info.Env(), shape_.rank);
+  for (int axis = 0; axis < shape_.rank; ++axis) {
+    dims.Set(static_cast<uint32_t>(axis), Napi::Number::New(info.Env(), static_cast<double>(shape_.dims[axis])));
+  }
+  return dims;
+}
+
+Napi::Value TensorHandle::disposed_getter(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), disposed_);
+}
+
+namespace {
+
+// [sync] fromFloat32Array(data: Float32Array, shape: number[]): TensorHandle - copies data.
+// Throws TypeError (not a Float32Array, bad shape entries), RangeError (length does not match the shape).
+Napi::Value from_float32_array(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Napi::Float32Array data = float32_arg({info, 0, "Tensor.from", "data"});
+    const Shape shape = shape_arg({info, 1, "Tensor.from", "shape"});
+    if (static_cast<int64_t>(data.ElementLength()) != shape.numel()) {
+      throw_range_error(info.Env(), "Tensor.from: data has " + std::to_string(data.ElementLength()) +
+                                        " elements but shape " + shape.str() + " needs " +
+                                        std::to_string(shape.numel()));
+    }
+    FloatBuffer buffer(shape.numel());
+    if (shape.numel() > 0) {
+      std::memcpy(buffer.data(), data.Data(), static_cast<size_t>(shape.numel()) * sizeof(float));
+    }
+    return TensorHandle::create(info.Env(), shape, std::move(buffer));
+  });
+}
+
+// [sync] full(shape: number[], value: number): TensorHandle. Throws TypeError/RangeError for a bad shape or value.
+Napi::Value full(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    const Shape shape = shape_arg({info, 0, "Tensor.full", "shape"});
+    const double value = number_arg({info, 1, "Tensor.full", "value"});
+    FloatBuffer buffer(shape.numel(), value == 0.0);
+    if (value != 0.0) std::fill(buffer.data(), buffer.data() + shape.numel(), static_cast<float>(value));
+    return TensorHandle::create(info.Env(), shape, std::move(buffer));
+  });
+}
+
+constexpr int64_t kMaxSafeInteger = 9007199254740991;
+
+// [sync] randn(shape: number[], seed: number, mean: number, std: number): TensorHandle - seeded normal samples.
+Napi::Value randn(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    const Shape shape = shape_arg({info, 0, "Tensor.randn", "shape"});
+    const int64_t seed = integer_arg({info, 1, "Tensor.randn", "seed"}, 0, kMaxSafeInteger);
+    const double mean = number_arg({info, 2, "Tensor.randn", "mean"});
+    const double stddev = number_arg({info, 3, "Tensor.randn", "std"});
+    if (stddev < 0) throw_range_error(info.Env(), "Tensor.randn: std must be non-negative");
+    FloatBuffer buffer(shape.numel());
+    cpu::fill_normal(buffer.data(), shape.numel(), static_cast<uint64_t>(seed), static_cast<float>(mean),
+                     static_cast<float>(stddev));
+    return TensorHandle::create(info.Env(), shape, std::move(buffer));
+  });
+}
+
+// [sync] uniform(shape: number[], seed: number, low: number, high: number): TensorHandle - seeded U[low, high).
+Napi::Value uniform(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    const Shape shape = shape_arg({info, 0, "Tensor.uniform", "shape"});
+    const int64_t seed = integer_arg({info, 1, "Tensor.uniform", "seed"}, 0, kMaxSafeInteger);
+    const double low = number_arg({info, 2, "Tensor.uniform", "low"});
+    const double high = number_arg({info, 3, "Tensor.uniform", "high"});
+    if (!(low < high)) throw_range_error(info.Env(), "Tensor.uniform: low must be below high");
+    FloatBuffer buffer(shape.numel());
+    cpu::fill_uniform(buffer.data(), shape.numel(), static_cast<uint64_t>(seed), static_cast<float>(low),
+                      static_cast<float>(high));
+    return TensorHandle::create(info.Env(), shape, std::move(buffer));
+  });
+}
+
+}  // namespace
+
+void register_creation(Napi::Env env, Napi::Object exports) {
+  exports.Set("fromFloat32Array", Napi::Function::New<from_float32_array>(env, "fromFloat32Array"));
+  exports.Set("full", Napi::Function::New<full>(env, "full"));
+  exports.Set("randn", Napi::Function::New<randn>(env, "randn"));
+  exports.Set("uniform", Napi::Function::New<uniform>(env, "uniform"));
+}
+
+}  // namespace bidora::binding

@@ -1,0 +1,66 @@
+// 64-byte-aligned float storage with live/peak accounting, so memory() can show what tensors and kernels hold.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+namespace bidora {
+
+constexpr size_t kAlignment = 64;
+
+// Counters of one JavaScript environment (main thread or a worker): tensors and kernel scratch charged to it.
+struct MemoryStats {
+  std::atomic<int64_t> live_buffers{0};
+  std::atomic<int64_t> live_bytes{0};
+  std::atomic<int64_t> peak_bytes{0};
+
+  void charge(int64_t bytes);
+  void release(int64_t bytes);
+  void reset_peak() { peak_bytes.store(live_bytes.load()); }
+};
+
+// The stats that allocations on this thread are charged to (may be empty). The binding sets them for the duration
+// of each call; buffers keep them alive, so a buffer may outlive its environment.
+const std::shared_ptr<MemoryStats>& current_stats();
+class StatsScope {
+ public:
+  explicit StatsScope(const std::shared_ptr<MemoryStats>& stats);
+  ~StatsScope();
+  StatsScope(const StatsScope&) = delete;
+  StatsScope& operator=(const StatsScope&) = delete;
+
+ private:
+  const std::shared_ptr<MemoryStats>* previous_;
+};
+
+// An owned, 64-byte-aligned, zero-initialised-on-request array of floats, charged to the stats current when it was
+// made. Moves only.
+class FloatBuffer {
+ public:
+  FloatBuffer() = default;
+  explicit FloatBuffer(int64_t count, bool zeroed = false);
+  ~FloatBuffer();
+  FloatBuffer(FloatBuffer&& other) noexcept;
+  FloatBuffer& operator=(FloatBuffer&& other) noexcept;
+  FloatBuffer(const FloatBuffer&) = delete;
+  FloatBuffer& operator=(const FloatBuffer&) = delete;
+
+  float* data() { return data_; }
+  const float* data() const { return data_; }
+  int64_t size() const { return count_; }
+  void reset();
+
+ private:
+  float* data_ = nullptr;
+  int64_t count_ = 0;
+  std::shared_ptr<MemoryStats> stats_;
+};
+
+// Scratch that a kernel keeps between calls on one thread (GEMM packing panels): grows, never shrinks, never
+// charged to an environment because it outlives them. workspace_bytes() reports the process total.
+float* thread_workspace(int slot, int64_t count);
+int64_t workspace_bytes();
+
+}  // namespace bidora

@@ -1,0 +1,37 @@
+// Single-precision matrix product for every layer above: packed, cache-blocked, register-tiled, multi-threaded.
+//
+// Legend: M rows of C, N columns of C, K the shared dimension.
+// Every matrix is addressed by a row stride and a column stride, so transposes are free:
+//   A(i, k) = a[i * a_row_stride + k * a_col_stride]   (M x K)
+//   B(k, j) = b[k * b_row_stride + j * b_col_stride]   (K x N)
+//   C(i, j) = c[i * c_row_stride + j * c_col_stride]   (M x N)
+// Computes C = alpha * A B + beta * C. With beta == 0, C is only written (whatever it held, NaN included, is
+// ignored). Each C element is accumulated in the same order whatever the thread count, so results do not depend on
+// the number of threads.
+#pragma once
+
+#include <cstdint>
+
+#include "../core/cpu_features.h"
+
+namespace bidora::cpu {
+
+struct GemmOperands {
+  float* c;
+  int64_t c_row_stride, c_col_stride;
+  const float* a;
+  int64_t a_row_stride, a_col_stride;
+  const float* b;
+  int64_t b_row_stride, b_col_stride;
+  int64_t m, n, k;
+  float alpha, beta;
+};
+
+// Uses active_isa() and the thread pool.
+void gemm(const GemmOperands& operands);
+// Same with an explicit path (the tests run every path this CPU has).
+void gemm(const GemmOperands& operands, Isa isa);
+// Plain triple loop accumulating in double: the reference every fast path is tested against.
+void gemm_reference(const GemmOperands& operands);
+
+}  // namespace bidora::cpu
