@@ -131,8 +131,8 @@ export function tensorOf(handle: NativeTensorHandle): Tensor {
 const scopes: Set<Tensor>[] = [];
 
 /** What a tidy function may return: tensors, possibly inside arrays or plain objects, kept alive past the scope. */
-export type TensorContainer = Tensor | TensorContainer[] | { [key: string]: TensorContainer } | number | string |
-  boolean | null | undefined | void;
+export type TensorContainer =
+  Tensor | TensorContainer[] | { [key: string]: TensorContainer } | number | string | boolean | null | undefined | void;
 
 function collect(value: unknown, into: Set<Tensor>, seen: Set<unknown>): void {
   if (value instanceof Tensor) {

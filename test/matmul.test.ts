@@ -76,7 +76,15 @@ describe.each(isaPaths)('matmul on the %s path', (isa) => {
       const bData = b.toFloat32Array();
       for (let batch = 0; batch < 6; batch++) {
         const aSlice = aData.subarray(batch * 153, (batch + 1) * 153);
-        const expected = matmulReference(aSlice, false, bData.subarray(batch * 117, (batch + 1) * 117), true, 17, 13, 9);
+        const expected = matmulReference(
+          aSlice,
+          false,
+          bData.subarray(batch * 117, (batch + 1) * 117),
+          true,
+          17,
+          13,
+          9,
+        );
         expect(relativeError(batched.subarray(batch * 221, (batch + 1) * 221), expected)).toBeLessThan(1e-5);
         const expectedShared = matmulReference(aSlice, false, shared.toFloat32Array(), false, 17, 5, 9);
         expect(relativeError(sharedProduct.subarray(batch * 85, (batch + 1) * 85), expectedShared)).toBeLessThan(1e-5);

@@ -21,6 +21,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "../../native/core/cpu_features.h"
@@ -71,8 +72,8 @@ int check_case(const Case& cs, Isa isa, std::mt19937& rng) {
   }
   auto c0 = random_vector(c_size + 1, rng);
   if (cs.beta == 0.0f) std::fill(c0.begin(), c0.end(), std::nanf(""));
-  GemmOperands ops{nullptr, c_row, c_col, a.data(), cs.ta ? 1 : lda, cs.ta ? lda : 1,
-                   b.data(), cs.tb ? 1 : ldb, cs.tb ? ldb : 1, cs.m, cs.n, cs.k, cs.alpha, cs.beta};
+  GemmOperands ops{nullptr,         c_row, c_col, a.data(), cs.ta ? 1 : lda, cs.ta ? lda : 1, b.data(), cs.tb ? 1 : ldb,
+                   cs.tb ? ldb : 1, cs.m,  cs.n,  cs.k,     cs.alpha,        cs.beta};
   auto ref = c0;
   ops.c = ref.data();
   bidora::cpu::gemm_reference(ops);
@@ -108,10 +109,11 @@ int check_case(const Case& cs, Isa isa, std::mt19937& rng) {
   const double rel = max_diff / std::max({max_ref, typical, 1e-30});
   const bool ok = rel < 1e-5 && same_threads && untouched_ok;
   if (!ok) {
-    std::printf("FAIL %s m=%ld n=%ld k=%ld ta=%d tb=%d alpha=%g beta=%g pad=%ld c_col=%ld ct=%d rel=%g threads_equal=%d "
-                "untouched=%d\n",
-                bidora::isa_name(isa), (long)cs.m, (long)cs.n, (long)cs.k, cs.ta, cs.tb, cs.alpha, cs.beta,
-                (long)cs.pad, (long)cs.c_col, cs.c_transposed, rel, same_threads, untouched_ok);
+    std::printf(
+        "FAIL %s m=%ld n=%ld k=%ld ta=%d tb=%d alpha=%g beta=%g pad=%ld c_col=%ld ct=%d rel=%g threads_equal=%d "
+        "untouched=%d\n",
+        bidora::isa_name(isa), (long)cs.m, (long)cs.n, (long)cs.k, cs.ta, cs.tb, cs.alpha, cs.beta, (long)cs.pad,
+        (long)cs.c_col, cs.c_transposed, rel, same_threads, untouched_ok);
   }
   return ok ? 0 : 1;
 }
@@ -132,11 +134,26 @@ int run_checks() {
             ++index;
             Case cs{m, n, k, (t & 1) != 0, (t & 2) != 0, 1.0f, 0.0f, 0, 1, false};
             switch (index % 5) {
-              case 1: cs.alpha = -0.75f; cs.beta = 0.5f; break;
-              case 2: cs.pad = 3; cs.beta = 1.0f; break;
-              case 3: cs.c_col = 2; cs.alpha = 2.0f; cs.beta = -1.5f; break;
-              case 4: cs.c_transposed = true; cs.pad = 5; cs.beta = 0.25f; break;
-              default: break;
+              case 1:
+                cs.alpha = -0.75f;
+                cs.beta = 0.5f;
+                break;
+              case 2:
+                cs.pad = 3;
+                cs.beta = 1.0f;
+                break;
+              case 3:
+                cs.c_col = 2;
+                cs.alpha = 2.0f;
+                cs.beta = -1.5f;
+                break;
+              case 4:
+                cs.c_transposed = true;
+                cs.pad = 5;
+                cs.beta = 0.25f;
+                break;
+              default:
+                break;
             }
             failures += check_case(cs, isa, rng);
             ++total;
@@ -148,8 +165,15 @@ int run_checks() {
       for (int t = 0; t < 4; ++t)
         for (int variant = 0; variant < 3; ++variant) {
           Case cs{s[0], s[1], s[2], (t & 1) != 0, (t & 2) != 0, 1.0f, 0.0f, 0, 1, false};
-          if (variant == 1) { cs.alpha = 0.5f; cs.beta = 2.0f; cs.pad = 1; }
-          if (variant == 2) { cs.c_transposed = true; cs.beta = 1.0f; }
+          if (variant == 1) {
+            cs.alpha = 0.5f;
+            cs.beta = 2.0f;
+            cs.pad = 1;
+          }
+          if (variant == 2) {
+            cs.c_transposed = true;
+            cs.beta = 1.0f;
+          }
           failures += check_case(cs, isa, rng);
           ++total;
         }
@@ -170,23 +194,27 @@ Timing time_shape(int64_t m, int64_t n, int64_t k, bool ta, bool tb, int threads
   std::mt19937 rng(1);
   auto a = random_vector(m * k, rng), b = random_vector(k * n, rng), c = random_vector(m * n, rng);
   const int64_t lda = ta ? m : k, ldb = tb ? k : n;
-  GemmOperands ops{c.data(), n, 1, a.data(), ta ? 1 : lda, ta ? lda : 1, b.data(), tb ? 1 : ldb, tb ? ldb : 1,
-                   m, n, k, 1.0f, 0.0f};
+  GemmOperands ops{c.data(),     n, 1, a.data(), ta ? 1 : lda, ta ? lda : 1, b.data(), tb ? 1 : ldb,
+                   tb ? ldb : 1, m, n, k,        1.0f,         0.0f};
   bidora::set_thread_limit(threads);
   openblas_set_num_threads(threads);
   const double flops = 2.0 * m * n * k;
   // Enough calls per sample that tiny shapes are not dominated by clock resolution.
-  const int inner = std::max<int>(1, std::min<double>(200, 2e8 / flops));
-  auto run_ours = [&] { for (int i = 0; i < inner; ++i) bidora::cpu::gemm(ops); };
+  const int inner = std::max<int>(1, std::min<double>(200, 4e9 / flops));
+  auto run_ours = [&] {
+    for (int i = 0; i < inner; ++i) bidora::cpu::gemm(ops);
+  };
   auto run_blas = [&] {
     for (int i = 0; i < inner; ++i)
-      cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)m, (int)n,
-                  (int)k, 1.0f, a.data(), (int)lda, b.data(), (int)ldb, 0.0f, c.data(), (int)n);
+      cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)k,
+                  1.0f, a.data(), (int)lda, b.data(), (int)ldb, 0.0f, c.data(), (int)n);
   };
-  run_ours();
   run_blas();
+  run_ours();
   double best_ours = 1e30, best_blas = 1e30;
   for (int r = 0; r < repeats; ++r) {
+    // OpenBLAS workers busy-wait for a while after each call and would steal the second core from ours.
+    std::this_thread::sleep_for(std::chrono::milliseconds(threads > 1 ? 150 : 0));
     double t0 = seconds_now();
     run_ours();
     best_ours = std::min(best_ours, (seconds_now() - t0) / inner);

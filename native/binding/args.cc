@@ -59,8 +59,8 @@ Shape shape_arg(const Arg& arg) {
   if (!arg.value().IsArray()) throw_type_error(env, arg.where() + " must be an array of dimensions");
   Napi::Array array = arg.value().As<Napi::Array>();
   if (array.Length() > static_cast<uint32_t>(kMaxRank)) {
-    throw_range_error(env, arg.where() + ": rank " + std::to_string(array.Length()) +
-                               " is not supported (expected rank 0 to 4)");
+    throw_range_error(
+        env, arg.where() + ": rank " + std::to_string(array.Length()) + " is not supported (expected rank 0 to 4)");
   }
   std::vector<int64_t> dims;
   for (uint32_t axis = 0; axis < array.Length(); ++axis) {
@@ -70,8 +70,8 @@ Shape shape_arg(const Arg& arg) {
     }
     const double value = dim.As<Napi::Number>().DoubleValue();
     if (!std::isfinite(value) || value < 0 || value != std::floor(value) || value > 9007199254740991.0) {
-      throw_range_error(env, arg.where() + ": dimension " + std::to_string(axis) + " is " +
-                                 dim.ToString().Utf8Value() + " (expected a non-negative integer)");
+      throw_range_error(env, arg.where() + ": dimension " + std::to_string(axis) + " is " + dim.ToString().Utf8Value() +
+                                 " (expected a non-negative integer)");
     }
     dims.push_back(static_cast<int64_t>(value));
   }

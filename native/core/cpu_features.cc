@@ -76,9 +76,12 @@ std::atomic<int>& active_slot() {
 
 const char* isa_name(Isa isa) {
   switch (isa) {
-    case Isa::Avx512: return "avx512";
-    case Isa::Avx2: return "avx2";
-    default: return "generic";
+    case Isa::Avx512:
+      return "avx512";
+    case Isa::Avx2:
+      return "avx2";
+    default:
+      return "generic";
   }
 }
 
@@ -102,9 +105,12 @@ bool isa_supported(Isa isa) {
   if (!isa_compiled(isa)) return false;
 #if BIDORA_X86
   switch (isa) {
-    case Isa::Avx512: return cpu().avx512;
-    case Isa::Avx2: return cpu().avx2_fma;
-    default: return true;
+    case Isa::Avx512:
+      return cpu().avx512;
+    case Isa::Avx2:
+      return cpu().avx2_fma;
+    default:
+      return true;
   }
 #else
   return true;

@@ -169,8 +169,7 @@ void split_range(int64_t n, int64_t grain, int part, int parts, int64_t* begin, 
   *end = std::min(n, last * grain);
 }
 
-void parallel_for(int64_t n, int64_t grain, int64_t min_parallel,
-                  const std::function<void(int64_t, int64_t)>& body) {
+void parallel_for(int64_t n, int64_t grain, int64_t min_parallel, const std::function<void(int64_t, int64_t)>& body) {
   if (n <= 0) return;
   grain = std::max<int64_t>(grain, 1);
   const int64_t blocks = (n + grain - 1) / grain;

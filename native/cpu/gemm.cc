@@ -90,8 +90,20 @@ struct Problem {
 };
 
 Problem from_operands(const GemmOperands& o) {
-  return {o.c,           o.c_row_stride, o.c_col_stride, o.a, o.a_row_stride, o.a_col_stride, o.b, o.b_row_stride,
-          o.b_col_stride, o.m,           o.n,            o.k, o.alpha,        o.beta};
+  return {o.c,
+          o.c_row_stride,
+          o.c_col_stride,
+          o.a,
+          o.a_row_stride,
+          o.a_col_stride,
+          o.b,
+          o.b_row_stride,
+          o.b_col_stride,
+          o.m,
+          o.n,
+          o.k,
+          o.alpha,
+          o.beta};
 }
 
 // ---- Blocking and per-ISA choices ------------------------------------------------------------------------------
@@ -110,9 +122,9 @@ struct Path {
 };
 
 Blocking tuned_blocking[3] = {
-    {256, 256, 512},   // generic
-    {256, 960, 768},   // avx2, 6x16 tiles
-    {384, 960, 512},   // avx512, 12x32 tiles
+    {256, 256, 512},  // generic
+    {256, 960, 768},  // avx2, 6x16 tiles
+    {384, 960, 512},  // avx512, 12x32 tiles
 };
 
 Path path_for(Isa isa) {
@@ -121,7 +133,9 @@ Path path_for(Isa isa) {
   if (isa == Isa::Avx512) return {kernels::tile_kernel_avx512(), blocking, &kernels::dot_block_avx512, 6};
   if (isa == Isa::Avx2) return {kernels::tile_kernel_avx2(), blocking, &kernels::dot_block_avx2, 6};
 #endif
-  return {{kGenericMr, kGenericNr, &run_tile_generic}, blocking, nullptr, 1};
+  return {{kGenericMr, kGenericNr, &run_tile_generic, &kernels::pack_a_panels<kGenericMr>,
+           &kernels::pack_b_panels<kGenericNr>},
+          blocking, nullptr, 1};
 }
 
 // Below this many flops a second thread costs more to wake than it saves.
@@ -178,50 +192,6 @@ void run_dot(const Problem& p, const Path& path) {
 
 // ---- Packed, blocked form --------------------------------------------------------------------------------------
 
-// Rows [0, rows) x depth [0, kc) of A into MR-row panels, each stored k-major (MR values per k step).
-void pack_a(const float* a, int64_t ars, int64_t acs, int64_t rows, int64_t kc, int mr, float* out) {
-  for (int64_t i0 = 0; i0 < rows; i0 += mr) {
-    const int count = static_cast<int>(std::min<int64_t>(mr, rows - i0));
-    float* dst = out + i0 * kc;
-    const float* src = a + i0 * ars;
-    if (acs == 1) {
-      for (int r = 0; r < count; ++r) {
-        const float* row = src + r * ars;
-        for (int64_t q = 0; q < kc; ++q) dst[q * mr + r] = row[q];
-      }
-    } else if (ars == 1) {
-      for (int64_t q = 0; q < kc; ++q) std::copy(src + q * acs, src + q * acs + count, dst + q * mr);
-    } else {
-      for (int64_t q = 0; q < kc; ++q) {
-        for (int r = 0; r < count; ++r) dst[q * mr + r] = src[r * ars + q * acs];
-      }
-    }
-  }
-}
-
-// Depth [0, kc) x columns [0, cols) of B into NR-column panels stored k-major, the last one zero-padded so kernels
-// may always read NR columns.
-void pack_b(const float* b, int64_t brs, int64_t bcs, int64_t kc, int64_t cols, int nr, float* out) {
-  for (int64_t j0 = 0; j0 < cols; j0 += nr) {
-    const int count = static_cast<int>(std::min<int64_t>(nr, cols - j0));
-    float* dst = out + j0 * kc;
-    const float* src = b + j0 * bcs;
-    if (count < nr) std::fill(dst, dst + kc * nr, 0.0f);
-    if (bcs == 1) {
-      for (int64_t q = 0; q < kc; ++q) std::copy(src + q * brs, src + q * brs + count, dst + q * nr);
-    } else if (brs == 1) {
-      for (int j = 0; j < count; ++j) {
-        const float* column = src + j * bcs;
-        for (int64_t q = 0; q < kc; ++q) dst[q * nr + j] = column[q];
-      }
-    } else {
-      for (int64_t q = 0; q < kc; ++q) {
-        for (int j = 0; j < count; ++j) dst[q * nr + j] = src[q * brs + j * bcs];
-      }
-    }
-  }
-}
-
 // One thread's share: C(m x n) = alpha A B + beta C, looping KC (depth) > MC (rows) > NC (columns) > MR > NR.
 void run_blocked_part(const Problem& p, const Path& path) {
   const int mr = path.tile.mr;
@@ -238,13 +208,13 @@ void run_blocked_part(const Problem& p, const Path& path) {
     for (int64_t ic = 0; ic < p.m; ic += blocking.mc) {
       const int64_t mc = std::min(blocking.mc, p.m - ic);
       float* packed_a = thread_workspace(kSlotPackedA, round_up(mc, mr) * kc);
-      pack_a(p.a + ic * p.ars + pc * p.acs, p.ars, p.acs, mc, kc, mr, packed_a);
+      path.tile.pack_a(p.a + ic * p.ars + pc * p.acs, p.ars, p.acs, mc, kc, packed_a);
       for (int64_t jc = 0; jc < p.n; jc += blocking.nc) {
         const int64_t nc = std::min(blocking.nc, p.n - jc);
         float* packed_b = nullptr;
         if (!b_in_place) {
           packed_b = thread_workspace(kSlotPackedB, round_up(nc, nr) * kc);
-          pack_b(p.b + pc * p.brs + jc * p.bcs, p.brs, p.bcs, kc, nc, nr, packed_b);
+          path.tile.pack_b(p.b + pc * p.brs + jc * p.bcs, p.brs, p.bcs, kc, nc, packed_b);
         }
         for (int64_t ir = 0; ir < mc; ir += mr) {
           Tile tile;

@@ -25,11 +25,74 @@ struct Tile {
 };
 
 using TileKernel = void (*)(const Tile& tile);
+// Packs rows x kc of A (element (i, p) at a[i * row_stride + p * col_stride]) into MR-row panels, k-major.
+using PackA = void (*)(const float* a, int64_t row_stride, int64_t col_stride, int64_t rows, int64_t kc, float* out);
+// Packs kc x cols of B into NR-column panels, k-major, the last one zero-padded to NR columns.
+using PackB = void (*)(const float* b, int64_t row_stride, int64_t col_stride, int64_t kc, int64_t cols, float* out);
 
 struct TileKernelInfo {
   int mr, nr;
   TileKernel run;
+  PackA pack_a;
+  PackB pack_b;
 };
+
+namespace {
+
+// Packing templates, instantiated by each kernel file with its own compiler flags (hence internal linkage: the
+// AVX-512 instantiation must never be linked into the portable path). Fixed MR/NR let the copies vectorize.
+template <int Mr>
+void pack_a_panels(const float* a, int64_t ars, int64_t acs, int64_t rows, int64_t kc, float* out) {
+  for (int64_t i0 = 0; i0 < rows; i0 += Mr) {
+    const int64_t count = rows - i0 < Mr ? rows - i0 : Mr;
+    float* dst = out + i0 * kc;
+    const float* src = a + i0 * ars;
+    if (count == Mr && acs == 1) {
+      // Row-major A: walk all Mr rows together so each k step writes one contiguous group.
+      const float* row[Mr];
+      for (int r = 0; r < Mr; ++r) row[r] = src + r * ars;
+      for (int64_t q = 0; q < kc; ++q) {
+        for (int r = 0; r < Mr; ++r) dst[q * Mr + r] = row[r][q];
+      }
+    } else if (count == Mr && ars == 1) {
+      for (int64_t q = 0; q < kc; ++q) {
+        for (int r = 0; r < Mr; ++r) dst[q * Mr + r] = src[q * acs + r];
+      }
+    } else {
+      for (int64_t q = 0; q < kc; ++q) {
+        for (int64_t r = 0; r < count; ++r) dst[q * Mr + r] = src[r * ars + q * acs];
+      }
+    }
+  }
+}
+
+template <int Nr>
+void pack_b_panels(const float* b, int64_t brs, int64_t bcs, int64_t kc, int64_t cols, float* out) {
+  for (int64_t j0 = 0; j0 < cols; j0 += Nr) {
+    const int64_t count = cols - j0 < Nr ? cols - j0 : Nr;
+    float* dst = out + j0 * kc;
+    const float* src = b + j0 * bcs;
+    if (count == Nr && bcs == 1) {
+      for (int64_t q = 0; q < kc; ++q) {
+        for (int j = 0; j < Nr; ++j) dst[q * Nr + j] = src[q * brs + j];
+      }
+    } else if (count == Nr && brs == 1) {
+      // Transposed B: read each column along k (contiguous), write across the panel.
+      for (int64_t q0 = 0; q0 < kc; q0 += 16) {
+        const int64_t q1 = q0 + 16 < kc ? q0 + 16 : kc;
+        for (int j = 0; j < Nr; ++j) {
+          for (int64_t q = q0; q < q1; ++q) dst[q * Nr + j] = src[j * bcs + q];
+        }
+      }
+    } else {
+      for (int64_t q = 0; q < kc; ++q) {
+        for (int64_t j = 0; j < Nr; ++j) dst[q * Nr + j] = j < count ? src[q * brs + j * bcs] : 0.0f;
+      }
+    }
+  }
+}
+
+}  // namespace
 
 // Dot-product form for a thin C (few columns): C(i, j) = alpha * sum_p A(i, p) Bt(j, p) + beta * C(i, j) with rows of
 // A and of Bt contiguous along p, so A streams from memory once without packing.
