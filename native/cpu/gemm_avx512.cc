@@ -15,6 +15,7 @@ constexpr int kMr = 12;
 constexpr int kNr = 32;
 // How many k steps ahead B is prefetched: far enough to cover an L2 hit, and a strided (unpacked) B a memory miss.
 constexpr int kPrefetchSteps = 8;
+constexpr int kMinDepthForCPrefetch = 32;
 
 enum class Cols { Full, PaddedEdge, Edge };
 
@@ -46,8 +47,9 @@ void tile_avx512(const Tile& t) {
   const __mmask16 mask1 = Shape == Cols::Full ? 0xFFFF : low_mask(t.cols - 16);
   float* c = t.c;
   const int64_t ldc = t.c_row_stride;
-  // C is needed only after the k loop: start fetching it now so the stores do not wait on memory.
-  for (int r = 0; r < Rows; ++r) {
+  // C is needed only after the k loop: start fetching it now so the stores do not wait on memory. (A short loop
+  // leaves no time to hide anything.)
+  for (int r = 0; r < (t.k >= kMinDepthForCPrefetch ? Rows : 0); ++r) {
     _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc), _MM_HINT_T0);
     _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + kNr - 1), _MM_HINT_T0);
   }
