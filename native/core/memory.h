@@ -12,7 +12,8 @@ constexpr size_t kAlignment = 64;
 
 // Counters of one JavaScript environment (main thread or a worker): tensors and kernel scratch charged to it.
 struct MemoryStats {
-  std::atomic<int64_t> live_buffers{0};
+  std::atomic<int64_t> live_tensors{0};  // tensor handles not yet disposed or collected
+  std::atomic<int64_t> live_buffers{0};  // every charged buffer: tensor storage, caches, kernel scratch
   std::atomic<int64_t> live_bytes{0};
   std::atomic<int64_t> peak_bytes{0};
 

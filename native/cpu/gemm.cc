@@ -135,7 +135,9 @@ Path path_for(Isa isa) {
 #endif
   return {{kGenericMr, kGenericNr, &run_tile_generic, &kernels::pack_a_panels<kGenericMr>,
            &kernels::pack_b_panels<kGenericNr>},
-          blocking, nullptr, 1};
+          blocking,
+          nullptr,
+          1};
 }
 
 // Below this many flops a second thread costs more to wake than it saves.
@@ -143,6 +145,8 @@ constexpr double kParallelFlops = 1 << 21;
 // The thin-C (dot) form streams A without packing; it needs a contiguous k, few columns and enough depth.
 constexpr int64_t kDotMaxCols = 16;
 constexpr int64_t kDotMinDepth = 64;
+constexpr int64_t kRowGrain = 4;
+constexpr int64_t kColumnGrain = 16;
 
 int threads_for(const Problem& p) {
   const double flops = 2.0 * static_cast<double>(p.m) * static_cast<double>(p.n) * static_cast<double>(p.k);
@@ -263,18 +267,19 @@ void run_blocked(const Problem& p, const Path& path) {
   const int64_t row_tiles = (p.m + mr - 1) / mr;
   const int64_t col_tiles = (p.n + nr - 1) / nr;
   const int threads = static_cast<int>(std::min<int64_t>(threads_for(p), std::max(row_tiles, col_tiles)));
-  // Whole tiles per thread, so every thread sees the same tile grid and the split never changes a result.
+  // Every kernel computes an element the same way wherever its tile starts, so the split may cut through tiles: rows
+  // in steps of 4 (columns in whole vectors) keep both threads' shares equal to within a few rows.
   const bool split_rows = row_tiles >= 2 * threads || row_tiles >= col_tiles;
   run_on_threads(threads, [&](int part, int parts) {
     Problem mine = p;
     int64_t begin, end;
     if (split_rows) {
-      split_range(p.m, mr, part, parts, &begin, &end);
+      split_range(p.m, kRowGrain, part, parts, &begin, &end);
       mine.m = end - begin;
       mine.a = p.a + begin * p.ars;
       mine.c = p.c + begin * p.crs;
     } else {
-      split_range(p.n, nr, part, parts, &begin, &end);
+      split_range(p.n, kColumnGrain, part, parts, &begin, &end);
       mine.n = end - begin;
       mine.b = p.b + begin * p.bcs;
       mine.c = p.c + begin * p.ccs;

@@ -45,8 +45,10 @@ void tile_avx2(const Tile& t) {
   const int64_t as = t.a_k_stride;
   const int64_t bs = t.b_k_stride;
   const int64_t ahead = kPrefetchSteps * bs;
-#pragma GCC unroll 4
-  for (int64_t p = 0; p < t.k; ++p) {
+  // A local depth and an explicit 4-step body keep the accumulators in registers (a pragma-unrolled loop with
+  // early exits made GCC store them back every step).
+  const int64_t depth = t.k;
+  const auto step = [&]() __attribute__((always_inline)) {
     _mm_prefetch(reinterpret_cast<const char*>(b + ahead), _MM_HINT_T0);
     __m256 b0, b1;
     if constexpr (Shape == Cols::Edge) {
@@ -63,7 +65,15 @@ void tile_avx2(const Tile& t) {
     }
     a += as;
     b += bs;
+  };
+  int64_t p = 0;
+  for (; p + 4 <= depth; p += 4) {
+    step();
+    step();
+    step();
+    step();
   }
+  for (; p < depth; ++p) step();
   const __m256 alpha = _mm256_set1_ps(t.alpha);
   const __m256 beta = _mm256_set1_ps(t.beta);
   const bool read_c = t.beta != 0.0f;

@@ -58,8 +58,10 @@ void tile_avx512(const Tile& t) {
   const int64_t as = t.a_k_stride;
   const int64_t bs = t.b_k_stride;
   const int64_t ahead = kPrefetchSteps * bs;
-#pragma GCC unroll 4
-  for (int64_t p = 0; p < t.k; ++p) {
+  // A local depth and an explicit 4-step body keep the accumulators in registers (a pragma-unrolled loop with
+  // early exits made GCC store them back every step).
+  const int64_t depth = t.k;
+  const auto step = [&]() __attribute__((always_inline)) {
     _mm_prefetch(reinterpret_cast<const char*>(b + ahead), _MM_HINT_T0);
     _mm_prefetch(reinterpret_cast<const char*>(b + ahead + 16), _MM_HINT_T0);
     __m512 b0, b1;
@@ -77,7 +79,15 @@ void tile_avx512(const Tile& t) {
     }
     a += as;
     b += bs;
+  };
+  int64_t p = 0;
+  for (; p + 4 <= depth; p += 4) {
+    step();
+    step();
+    step();
+    step();
   }
+  for (; p < depth; ++p) step();
   const __m512 alpha = _mm512_set1_ps(t.alpha);
   const __m512 beta = _mm512_set1_ps(t.beta);
   const bool read_c = t.beta != 0.0f;
@@ -180,9 +190,83 @@ const std::array<std::array<DotGroup, kDotCols>, kDotRows> kDotGroups = {
     make_dot_row<3>(std::make_integer_sequence<int, kDotCols>()),
 };
 
+// In-register 16x16 transpose: on entry v[r] is row r, on return v[c] is column c. (All-ones zero-masked forms
+// because the plain intrinsics trip a false -Wuninitialized in GCC 12 headers; they compile to the same code.)
+inline void transpose16(__m512 v[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_maskz_unpacklo_ps(0xFFFF, v[i], v[i + 1]);
+    t[i + 1] = _mm512_maskz_unpackhi_ps(0xFFFF, v[i], v[i + 1]);
+  }
+  const auto pd = [](__m512 x) { return _mm512_castps_pd(x); };
+  for (int i = 0; i < 16; i += 4) {
+    v[i] = _mm512_castpd_ps(_mm512_maskz_unpacklo_pd(0xFF, pd(t[i]), pd(t[i + 2])));
+    v[i + 1] = _mm512_castpd_ps(_mm512_maskz_unpackhi_pd(0xFF, pd(t[i]), pd(t[i + 2])));
+    v[i + 2] = _mm512_castpd_ps(_mm512_maskz_unpacklo_pd(0xFF, pd(t[i + 1]), pd(t[i + 3])));
+    v[i + 3] = _mm512_castpd_ps(_mm512_maskz_unpackhi_pd(0xFF, pd(t[i + 1]), pd(t[i + 3])));
+  }
+  // Now v[4g + c] holds, in 128-bit lane L, rows 4g..4g+3 of column 4L + c: gather the lanes across g.
+  for (int c = 0; c < 4; ++c) {
+    const __m512 x0 = _mm512_maskz_shuffle_f32x4(0xFFFF, v[c], v[4 + c], 0x88);
+    const __m512 x1 = _mm512_maskz_shuffle_f32x4(0xFFFF, v[c], v[4 + c], 0xDD);
+    const __m512 y0 = _mm512_maskz_shuffle_f32x4(0xFFFF, v[8 + c], v[12 + c], 0x88);
+    const __m512 y1 = _mm512_maskz_shuffle_f32x4(0xFFFF, v[8 + c], v[12 + c], 0xDD);
+    t[c] = _mm512_maskz_shuffle_f32x4(0xFFFF, x0, y0, 0x88);
+    t[8 + c] = _mm512_maskz_shuffle_f32x4(0xFFFF, x0, y0, 0xDD);
+    t[4 + c] = _mm512_maskz_shuffle_f32x4(0xFFFF, x1, y1, 0x88);
+    t[12 + c] = _mm512_maskz_shuffle_f32x4(0xFFFF, x1, y1, 0xDD);
+  }
+  for (int i = 0; i < 16; ++i) v[i] = t[i];
+}
+
+// Row-major A (the common case) needs a transpose into k-major panels: do it 16 k at a time in registers.
+void pack_a_avx512(const float* a, int64_t ars, int64_t acs, int64_t rows, int64_t kc, float* out) {
+  if (acs != 1 || kc < 16) return pack_a_panels<kMr>(a, ars, acs, rows, kc, out);
+  const int64_t full_rows = rows / kMr * kMr;
+  const int64_t full_depth = kc / 16 * 16;
+  for (int64_t i0 = 0; i0 < full_rows; i0 += kMr) {
+    const float* src = a + i0 * ars;
+    float* dst = out + i0 * kc;
+    for (int64_t q0 = 0; q0 < full_depth; q0 += 16) {
+      __m512 v[16];
+      for (int r = 0; r < kMr; ++r) v[r] = _mm512_loadu_ps(src + r * ars + q0);
+      for (int r = kMr; r < 16; ++r) v[r] = _mm512_setzero_ps();
+      transpose16(v);
+      for (int q = 0; q < 16; ++q) _mm512_mask_storeu_ps(dst + (q0 + q) * kMr, (1u << kMr) - 1, v[q]);
+    }
+    for (int64_t q = full_depth; q < kc; ++q) {
+      for (int r = 0; r < kMr; ++r) dst[q * kMr + r] = src[r * ars + q];
+    }
+  }
+  if (full_rows < rows) pack_a_panels<kMr>(a + full_rows * ars, ars, acs, rows - full_rows, kc, out + full_rows * kc);
+}
+
+// Transposed B (contiguous along k) likewise: 16 columns x 16 k per register transpose.
+void pack_b_avx512(const float* b, int64_t brs, int64_t bcs, int64_t kc, int64_t cols, float* out) {
+  if (brs != 1 || kc < 16) return pack_b_panels<kNr>(b, brs, bcs, kc, cols, out);
+  const int64_t full_cols = cols / kNr * kNr;
+  const int64_t full_depth = kc / 16 * 16;
+  for (int64_t j0 = 0; j0 < full_cols; j0 += kNr) {
+    float* dst = out + j0 * kc;
+    for (int half = 0; half < kNr; half += 16) {
+      const float* src = b + (j0 + half) * bcs;
+      for (int64_t q0 = 0; q0 < full_depth; q0 += 16) {
+        __m512 v[16];
+        for (int j = 0; j < 16; ++j) v[j] = _mm512_loadu_ps(src + j * bcs + q0);
+        transpose16(v);
+        for (int q = 0; q < 16; ++q) _mm512_storeu_ps(dst + (q0 + q) * kNr + half, v[q]);
+      }
+      for (int64_t q = full_depth; q < kc; ++q) {
+        for (int j = 0; j < 16; ++j) dst[q * kNr + half + j] = src[j * bcs + q];
+      }
+    }
+  }
+  if (full_cols < cols) pack_b_panels<kNr>(b + full_cols * bcs, brs, bcs, kc, cols - full_cols, out + full_cols * kc);
+}
+
 }  // namespace
 
-TileKernelInfo tile_kernel_avx512() { return {kMr, kNr, &run_tile, &pack_a_panels<kMr>, &pack_b_panels<kNr>}; }
+TileKernelInfo tile_kernel_avx512() { return {kMr, kNr, &run_tile, &pack_a_avx512, &pack_b_avx512}; }
 
 void dot_block_avx512(const DotBlock& d) {
   for (int64_t i = 0; i < d.m; i += kDotRows) {
