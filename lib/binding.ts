@@ -7,6 +7,8 @@ import { join } from 'node:path';
 export interface NativeTensorHandle {
   readonly shape: number[];
   readonly disposed: boolean;
+  /** Bumped by every in-place change (write, axpy). */
+  readonly version: number;
   /** [sync] A copy of the contents. */
   read(): Float32Array;
   /** [sync] Copies `data` in. RangeError unless `data.length` equals the size. */
@@ -35,6 +37,8 @@ export interface BuildInfo {
 }
 
 export interface NativeMemory {
+  /** Live tensor handles of this thread's environment. */
+  tensors: number;
   /** Live native buffers charged to this thread's environment (tensors, plus kernel scratch during a call). */
   buffers: number;
   bytes: number;
@@ -70,6 +74,122 @@ export interface NativeBinding {
   axpy(y: Handle, alpha: number, x: Handle): void;
   sum(a: Handle, axis: number | undefined, keepDims: boolean): Handle;
   globalNorm(tensors: Handle[]): number;
+
+  doraForward(
+    input: Handle,
+    weight: Handle,
+    bias: Handle | undefined,
+    loraA: Handle,
+    loraB: Handle,
+    magnitude: Handle,
+    scale: number,
+    eps: number,
+    dropout: number,
+    seed: number,
+  ): { output: Handle; combined: Handle; hidden: Handle; norm: Handle; weightLoraA: Handle; loraGram: Handle };
+  doraBackward(
+    gradOutput: Handle,
+    input: Handle,
+    weight: Handle,
+    bias: Handle | undefined,
+    loraA: Handle,
+    loraB: Handle,
+    magnitude: Handle,
+    combined: Handle,
+    hidden: Handle,
+    norm: Handle,
+    weightLoraA: Handle,
+    loraGram: Handle,
+    scale: number,
+    eps: number,
+    detachNorm: boolean,
+    dropout: number,
+    seed: number,
+    needs: GradientRequest | undefined,
+  ): NativeAdapterGrads;
+  loraForward(
+    input: Handle,
+    weight: Handle,
+    bias: Handle | undefined,
+    loraA: Handle,
+    loraB: Handle,
+    scale: number,
+    dropout: number,
+    seed: number,
+  ): { output: Handle; hidden: Handle };
+  loraBackward(
+    gradOutput: Handle,
+    input: Handle,
+    weight: Handle,
+    bias: Handle | undefined,
+    loraA: Handle,
+    loraB: Handle,
+    hidden: Handle,
+    scale: number,
+    dropout: number,
+    seed: number,
+    needs: GradientRequest | undefined,
+  ): NativeAdapterGrads;
+  doraWeightNorm(weight: Handle, loraA: Handle, loraB: Handle, scale: number, eps: number): Handle;
+  adapterMerge(
+    weight: Handle,
+    loraA: Handle,
+    loraB: Handle,
+    magnitude: Handle | undefined,
+    scale: number,
+    eps: number,
+  ): Handle;
+  adapterUnmerge(
+    merged: Handle,
+    loraA: Handle,
+    loraB: Handle,
+    magnitude: Handle | undefined,
+    norm: Handle | undefined,
+    scale: number,
+  ): Handle;
+  adapterForwardReference(
+    input: Handle,
+    weight: Handle,
+    bias: Handle | undefined,
+    loraA: Handle,
+    loraB: Handle,
+    magnitude: Handle | undefined,
+    scale: number,
+    eps: number,
+    dropout: number,
+    seed: number,
+  ): Handle;
+  adapterBackwardReference(
+    gradOutput: Handle,
+    input: Handle,
+    weight: Handle,
+    bias: Handle | undefined,
+    loraA: Handle,
+    loraB: Handle,
+    magnitude: Handle | undefined,
+    scale: number,
+    eps: number,
+    detachNorm: boolean,
+    dropout: number,
+    seed: number,
+  ): NativeAdapterGrads;
+}
+
+/** Which gradients an adapter backward computes; each defaults to true. */
+export interface GradientRequest {
+  input?: boolean;
+  loraA?: boolean;
+  loraB?: boolean;
+  magnitude?: boolean;
+  bias?: boolean;
+}
+
+export interface NativeAdapterGrads {
+  input?: Handle;
+  loraA?: Handle;
+  loraB?: Handle;
+  magnitude?: Handle;
+  bias?: Handle;
 }
 
 /**

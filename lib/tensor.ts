@@ -181,8 +181,10 @@ export function keep<T extends Tensor>(tensor: T): T {
 }
 
 export interface MemoryInfo {
-  /** Live native buffers of this thread: the undisposed, not yet collected tensors when no call is running. */
+  /** Live tensors of this thread: neither disposed nor collected. */
   tensors: number;
+  /** Live native buffers: tensor storage plus caches (and kernel scratch while a call runs). */
+  buffers: number;
   /** Bytes those buffers hold. */
   bytes: number;
   /** Highest `bytes` since the last `resetPeakMemory()`, kernel scratch included. */
@@ -195,7 +197,8 @@ export interface MemoryInfo {
 export function memory(): MemoryInfo {
   const counts = native.memory();
   return {
-    tensors: counts.buffers,
+    tensors: counts.tensors,
+    buffers: counts.buffers,
     bytes: counts.bytes,
     peakBytes: counts.peakBytes,
     workspaceBytes: counts.workspaceBytes,

@@ -55,12 +55,13 @@ Napi::Value set_num_threads(const Napi::CallbackInfo& info) {
   });
 }
 
-// [sync] memory(): { buffers, bytes, peakBytes, workspaceBytes } - native memory of this environment (tensors and
-// kernel scratch), and the process's reusable kernel workspaces.
+// [sync] memory(): { tensors, buffers, bytes, peakBytes, workspaceBytes } - native memory of this environment
+// (tensors, caches and kernel scratch), and the process's reusable kernel workspaces.
 Napi::Value memory(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const MemoryStats& stats = *state(env).stats;
   Napi::Object result = Napi::Object::New(env);
+  result.Set("tensors", static_cast<double>(stats.live_tensors.load()));
   result.Set("buffers", static_cast<double>(stats.live_buffers.load()));
   result.Set("bytes", static_cast<double>(stats.live_bytes.load()));
   result.Set("peakBytes", static_cast<double>(stats.peak_bytes.load()));
@@ -94,6 +95,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   register_creation(env, exports);
   register_linear_algebra(env, exports);
   register_elementwise(env, exports);
+  register_adapter(env, exports);
   return exports;
 }
 

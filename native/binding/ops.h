@@ -8,5 +8,6 @@ namespace bidora::binding {
 void register_creation(Napi::Env env, Napi::Object exports);
 void register_linear_algebra(Napi::Env env, Napi::Object exports);
 void register_elementwise(Napi::Env env, Napi::Object exports);
+void register_adapter(Napi::Env env, Napi::Object exports);
 
 }  // namespace bidora::binding

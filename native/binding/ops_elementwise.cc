@@ -68,6 +68,7 @@ Napi::Value axpy(const Napi::CallbackInfo& info) {
                        describe("x", x.shape()));
     }
     cpu::axpy(y.data(), static_cast<float>(alpha), x.data(), y.numel());
+    y.mark_modified();
     return info.Env().Undefined();
   });
 }

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <utility>
 
+#include "../cpu/dora.h"
 #include "../cpu/random.h"
 #include "args.h"
 
@@ -26,6 +27,7 @@ Napi::Function TensorHandle::define(Napi::Env env) {
                          InstanceMethod<&TensorHandle::dispose>("dispose"),
                          InstanceAccessor<&TensorHandle::shape_getter>("shape"),
                          InstanceAccessor<&TensorHandle::disposed_getter>("disposed"),
+                         InstanceAccessor<&TensorHandle::version_getter>("version"),
                      });
 }
 
@@ -60,6 +62,8 @@ TensorHandle::TensorHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Te
   pending_buffer = nullptr;
   pending_shape = nullptr;
   // Tell V8 about native memory so that garbage collection (and with it the finaliser) runs under pressure.
+  stats_ = state(info.Env()).stats;
+  stats_->live_tensors.fetch_add(1, std::memory_order_relaxed);
   reported_bytes_ = buffer_.size() * static_cast<int64_t>(sizeof(float));
   Napi::MemoryManagement::AdjustExternalMemory(info.Env(), reported_bytes_);
 }
@@ -68,11 +72,25 @@ TensorHandle::~TensorHandle() {
   // The finaliser: frees what dispose() did not. Memory counters live in shared state, so this is safe even when
   // the environment is being torn down.
   buffer_.reset();
+  row_sq_norms_.reset();
+  if (!disposed_ && stats_) stats_->live_tensors.fetch_sub(1, std::memory_order_relaxed);
+}
+
+const float* TensorHandle::row_sq_norms() {
+  if (row_sq_norms_.size() == 0 || row_sq_norms_version_ != version_) {
+    const int64_t rows = shape_.rank == 0 ? 1 : shape_[0];
+    if (row_sq_norms_.size() != rows) row_sq_norms_ = FloatBuffer(rows);
+    cpu::row_sq_norms(row_sq_norms_.data(), buffer_.data(), rows, rows == 0 ? 0 : numel() / rows);
+    row_sq_norms_version_ = version_;
+  }
+  return row_sq_norms_.data();
 }
 
 void TensorHandle::release_memory(Napi::Env env) {
   buffer_.reset();
+  row_sq_norms_.reset();
   disposed_ = true;
+  stats_->live_tensors.fetch_sub(1, std::memory_order_relaxed);
   if (reported_bytes_ > 0) Napi::MemoryManagement::AdjustExternalMemory(env, -reported_bytes_);
   reported_bytes_ = 0;
 }
@@ -94,6 +112,7 @@ Napi::Value TensorHandle::write(const Napi::CallbackInfo& info) {
                                " elements but the tensor has shape " + shape_.str());
   }
   if (numel() > 0) std::memcpy(buffer_.data(), data.Data(), static_cast<size_t>(numel()) * sizeof(float));
+  mark_modified();
   return env.Undefined();
 }
 
@@ -108,6 +127,10 @@ Napi::Value TensorHandle::shape_getter(const Napi::CallbackInfo& info) {
     dims.Set(static_cast<uint32_t>(axis), Napi::Number::New(info.Env(), static_cast<double>(shape_.dims[axis])));
   }
   return dims;
+}
+
+Napi::Value TensorHandle::version_getter(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(version_));
 }
 
 Napi::Value TensorHandle::disposed_getter(const Napi::CallbackInfo& info) {

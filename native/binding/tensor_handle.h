@@ -24,6 +24,12 @@ class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
   int64_t numel() const { return shape_.numel(); }
   bool disposed() const { return disposed_; }
 
+  // Bumped by every in-place change, so saved activations and caches can tell the contents changed.
+  uint64_t version() const { return version_; }
+  void mark_modified() { ++version_; }
+  // ||row||² of a rank-2 tensor, computed once per version (DoRA's frozen-weight norms).
+  const float* row_sq_norms();
+
  private:
   // [sync] read(): Float32Array - a copy of the contents.
   Napi::Value read(const Napi::CallbackInfo& info);
@@ -33,6 +39,7 @@ class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
   Napi::Value dispose(const Napi::CallbackInfo& info);
   Napi::Value shape_getter(const Napi::CallbackInfo& info);
   Napi::Value disposed_getter(const Napi::CallbackInfo& info);
+  Napi::Value version_getter(const Napi::CallbackInfo& info);
 
   void release_memory(Napi::Env env);
 
@@ -40,6 +47,10 @@ class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
   FloatBuffer buffer_;
   bool disposed_ = false;
   int64_t reported_bytes_ = 0;
+  std::shared_ptr<MemoryStats> stats_;  // counts this handle among the environment's live tensors
+  uint64_t version_ = 0;
+  FloatBuffer row_sq_norms_;
+  uint64_t row_sq_norms_version_ = 0;
 };
 
 // Registers fromFloat32Array, zeros, full, randn, uniform on `exports`.

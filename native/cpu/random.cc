@@ -54,4 +54,15 @@ void fill_uniform(float* out, int64_t n, uint64_t seed, float low, float high) {
   });
 }
 
+void dropout(float* out, const float* in, int64_t n, float p, uint64_t seed) {
+  const uint64_t key = stream_key(seed ^ 0xd5a61266f0c9392cull);
+  const float keep_scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
+  parallel_for(n, 1024, kParallelElements, [&](int64_t begin, int64_t end) {
+    for (int64_t index = begin; index < end; ++index) {
+      const bool keep = unit_open(mix(key + static_cast<uint64_t>(index))) >= p;
+      out[index] = keep ? in[index] * keep_scale : 0.0f;
+    }
+  });
+}
+
 }  // namespace bidora::cpu

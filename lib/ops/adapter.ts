@@ -1,0 +1,428 @@
+// The fused DoRA and LoRA layer as functions: the contract other frameworks call. Forward returns the output and
+// a `saved` object owning what backward needs; backward consumes it.
+import { type GradientRequest, native, type NativeAdapterGrads, type NativeTensorHandle } from '../binding';
+import { handleOf, keep, type Tensor, tensorOf } from '../tensor';
+
+export type { GradientRequest } from '../binding';
+
+/** Default floor of the direction's row norm: a zero row gives finite outputs and gradients. */
+export const DEFAULT_NORM_EPS = 1e-6;
+
+export interface LoraArgs {
+  /** [N, in] or [batch, seq, in]. */
+  input: Tensor;
+  /** The frozen base weight W0, [out, in]. */
+  weight: Tensor;
+  /** [out]. */
+  bias?: Tensor;
+  /** A, [r, in]. */
+  loraA: Tensor;
+  /** B, [out, r]. */
+  loraB: Tensor;
+  /** s: alpha / r (or alpha / sqrt(r) for rsLoRA). */
+  scale: number;
+  /** Dropout on the low-rank branch's input (PEFT's lora_dropout); the base product sees the undropped input. */
+  dropout?: number;
+  /** Seed of the dropout mask, which backward regenerates instead of storing. */
+  seed?: number;
+}
+
+export interface DoraArgs extends LoraArgs {
+  /** m, [out]. */
+  magnitude: Tensor;
+  /** Treat the row norm as a constant in backward (PEFT's default, DoRA §4.3); false differentiates through it. */
+  detachNorm?: boolean;
+  /** Floor of the row norm (default 1e-6). */
+  eps?: number;
+}
+
+export interface AdapterGradients {
+  input?: Tensor;
+  loraA?: Tensor;
+  loraB?: Tensor;
+  magnitude?: Tensor;
+  bias?: Tensor;
+}
+
+type Kind = 'dora' | 'lora';
+
+interface SavedOptions {
+  scale: number;
+  eps: number;
+  detachNorm: boolean;
+  dropout: number;
+  seed: number;
+}
+
+/**
+ * What backward needs from one forward: references to the inputs (checked unchanged at backward) and the saved
+ * activations it owns. Released by backward or by `dispose()`; tidy scopes leave it alone.
+ */
+export class AdapterSaved {
+  readonly kind: Kind;
+  #inputs: Record<string, Tensor | undefined>;
+  #versions: Map<Tensor, number>;
+  #owned: Record<string, Tensor>;
+  #options: SavedOptions;
+  #released = false;
+
+  /** @internal */
+  constructor(
+    kind: Kind,
+    inputs: Record<string, Tensor | undefined>,
+    owned: Record<string, NativeTensorHandle>,
+    options: SavedOptions,
+  ) {
+    this.kind = kind;
+    this.#inputs = inputs;
+    this.#versions = new Map();
+    for (const [name, tensor] of Object.entries(inputs)) {
+      if (tensor !== undefined) this.#versions.set(tensor, handleOf(tensor, kind, name).version);
+    }
+    this.#owned = Object.fromEntries(Object.entries(owned).map(([name, handle]) => [name, keep(tensorOf(handle))]));
+    this.#options = options;
+  }
+
+  get isDisposed(): boolean {
+    return this.#released;
+  }
+
+  /** Frees the saved activations. Idempotent. */
+  dispose(): void {
+    if (this.#released) return;
+    this.#released = true;
+    for (const tensor of Object.values(this.#owned)) tensor.dispose();
+  }
+
+  /** @internal The handles backward passes to the addon, after checking nothing changed since forward. */
+  use(functionName: string): {
+    inputs: Record<string, NativeTensorHandle | undefined>;
+    owned: Record<string, NativeTensorHandle>;
+    options: SavedOptions;
+  } {
+    if (this.#released) {
+      throw new TypeError(`${functionName}: saved was already used by a backward pass or disposed`);
+    }
+    const inputs: Record<string, NativeTensorHandle | undefined> = {};
+    for (const [name, tensor] of Object.entries(this.#inputs)) {
+      if (tensor === undefined) continue;
+      const handle = handleOf(tensor, functionName, `saved ${name}`);
+      if (handle.version !== this.#versions.get(tensor)) {
+        throw new TypeError(`${functionName}: ${name} was modified in place after the forward pass that saved it`);
+      }
+      inputs[name] = handle;
+    }
+    const owned = Object.fromEntries(
+      Object.entries(this.#owned).map(([name, tensor]) => [name, handleOf(tensor, functionName, `saved ${name}`)]),
+    );
+    return { inputs, owned, options: this.#options };
+  }
+}
+
+function optional(tensor: Tensor | undefined, functionName: string, name: string): NativeTensorHandle | undefined {
+  return tensor === undefined ? undefined : handleOf(tensor, functionName, name);
+}
+
+function requireArgs(args: unknown, functionName: string): void {
+  if (args === null || typeof args !== 'object') {
+    throw new TypeError(`${functionName}: expected an object of named arguments`);
+  }
+}
+
+function wrapGrads(grads: NativeAdapterGrads): AdapterGradients {
+  const result: AdapterGradients = {};
+  for (const [name, handle] of Object.entries(grads) as [keyof AdapterGradients, NativeTensorHandle][]) {
+    result[name] = tensorOf(handle);
+  }
+  return result;
+}
+
+function seedOf(seed: number | undefined, dropout: number): number {
+  return seed ?? (dropout > 0 ? Math.floor(Math.random() * 2 ** 32) : 0);
+}
+
+/**
+ * DoRA forward: y = (m / n) ⊙ (x W0ᵀ + s (x_d Aᵀ) Bᵀ) + bias, with n the row norms of W0 + s B A computed from
+ * factored terms (no [out, in] buffer). Returns the output and the state backward needs.
+ */
+export function doraForward(args: DoraArgs): { output: Tensor; saved: AdapterSaved } {
+  const fn = 'doraForward';
+  requireArgs(args, fn);
+  const dropout = args.dropout ?? 0;
+  const options = {
+    scale: args.scale,
+    eps: args.eps ?? DEFAULT_NORM_EPS,
+    detachNorm: args.detachNorm ?? true,
+    dropout,
+    seed: seedOf(args.seed, dropout),
+  };
+  if (typeof options.detachNorm !== 'boolean') throw new TypeError(`${fn}: detachNorm must be a boolean`);
+  const result = native.doraForward(
+    handleOf(args.input, fn, 'input'),
+    handleOf(args.weight, fn, 'weight'),
+    optional(args.bias, fn, 'bias'),
+    handleOf(args.loraA, fn, 'loraA'),
+    handleOf(args.loraB, fn, 'loraB'),
+    handleOf(args.magnitude, fn, 'magnitude'),
+    options.scale,
+    options.eps,
+    options.dropout,
+    options.seed,
+  );
+  const { output, ...owned } = result;
+  const inputs = {
+    input: args.input,
+    weight: args.weight,
+    bias: args.bias,
+    loraA: args.loraA,
+    loraB: args.loraB,
+    magnitude: args.magnitude,
+  };
+  return { output: tensorOf(output), saved: new AdapterSaved('dora', inputs, owned, options) };
+}
+
+/**
+ * DoRA backward from the saved state and dL/dy. Returns fresh gradients for input, loraA, loraB, magnitude and
+ * bias (when there is one); `needs` skips any of them, and with it every product only it needs (e.g. only
+ * `{ magnitude: true, input: true }` skips the A and B products). Releases `saved`.
+ */
+export function doraBackward(saved: AdapterSaved, gradOutput: Tensor, needs?: GradientRequest): AdapterGradients {
+  const fn = 'doraBackward';
+  if (!(saved instanceof AdapterSaved) || saved.kind !== 'dora') {
+    throw new TypeError(`${fn}: saved must be the saved state of doraForward`);
+  }
+  const { inputs, owned, options } = saved.use(fn);
+  try {
+    return wrapGrads(
+      native.doraBackward(
+        handleOf(gradOutput, fn, 'gradOutput'),
+        inputs.input!,
+        inputs.weight!,
+        inputs.bias,
+        inputs.loraA!,
+        inputs.loraB!,
+        inputs.magnitude!,
+        owned.combined,
+        owned.hidden,
+        owned.norm,
+        owned.weightLoraA,
+        owned.loraGram,
+        options.scale,
+        options.eps,
+        options.detachNorm,
+        options.dropout,
+        options.seed,
+        withDefaults(needs),
+      ),
+    );
+  } finally {
+    saved.dispose();
+  }
+}
+
+function withDefaults(needs: GradientRequest | undefined): GradientRequest | undefined {
+  if (needs === undefined) return undefined;
+  if (needs === null || typeof needs !== 'object') throw new TypeError('needs must be an object of booleans');
+  // Asking for some gradients (true) means only those; turning some off (false) keeps all the others.
+  const fallback = !Object.values(needs).some((wanted) => wanted === true);
+  return {
+    input: needs.input ?? fallback,
+    loraA: needs.loraA ?? fallback,
+    loraB: needs.loraB ?? fallback,
+    magnitude: needs.magnitude ?? fallback,
+    bias: needs.bias ?? fallback,
+  };
+}
+
+/** LoRA forward: y = x W0ᵀ + s (x_d Aᵀ) Bᵀ + bias. */
+export function loraForward(args: LoraArgs): { output: Tensor; saved: AdapterSaved } {
+  const fn = 'loraForward';
+  requireArgs(args, fn);
+  const dropout = args.dropout ?? 0;
+  const options = {
+    scale: args.scale,
+    eps: DEFAULT_NORM_EPS,
+    detachNorm: true,
+    dropout,
+    seed: seedOf(args.seed, dropout),
+  };
+  const { output, hidden } = native.loraForward(
+    handleOf(args.input, fn, 'input'),
+    handleOf(args.weight, fn, 'weight'),
+    optional(args.bias, fn, 'bias'),
+    handleOf(args.loraA, fn, 'loraA'),
+    handleOf(args.loraB, fn, 'loraB'),
+    options.scale,
+    options.dropout,
+    options.seed,
+  );
+  const inputs = { input: args.input, weight: args.weight, bias: args.bias, loraA: args.loraA, loraB: args.loraB };
+  return { output: tensorOf(output), saved: new AdapterSaved('lora', inputs, { hidden }, options) };
+}
+
+/** LoRA backward; as doraBackward without a magnitude. Releases `saved`. */
+export function loraBackward(saved: AdapterSaved, gradOutput: Tensor, needs?: GradientRequest): AdapterGradients {
+  const fn = 'loraBackward';
+  if (!(saved instanceof AdapterSaved) || saved.kind !== 'lora') {
+    throw new TypeError(`${fn}: saved must be the saved state of loraForward`);
+  }
+  const { inputs, owned, options } = saved.use(fn);
+  try {
+    return wrapGrads(
+      native.loraBackward(
+        handleOf(gradOutput, fn, 'gradOutput'),
+        inputs.input!,
+        inputs.weight!,
+        inputs.bias,
+        inputs.loraA!,
+        inputs.loraB!,
+        owned.hidden,
+        options.scale,
+        options.dropout,
+        options.seed,
+        withDefaults(needs),
+      ),
+    );
+  } finally {
+    saved.dispose();
+  }
+}
+
+export interface WeightNormArgs {
+  weight: Tensor;
+  loraA: Tensor;
+  loraB: Tensor;
+  scale: number;
+  eps?: number;
+}
+
+/** n = max(||W0 + s B A||_row, eps), shape [out], from factored terms. */
+export function doraWeightNorm(args: WeightNormArgs): Tensor {
+  const fn = 'doraWeightNorm';
+  requireArgs(args, fn);
+  return tensorOf(
+    native.doraWeightNorm(
+      handleOf(args.weight, fn, 'weight'),
+      handleOf(args.loraA, fn, 'loraA'),
+      handleOf(args.loraB, fn, 'loraB'),
+      args.scale,
+      args.eps ?? DEFAULT_NORM_EPS,
+    ),
+  );
+}
+
+/** The merged weight (m / n) ⊙ (W0 + s B A), [out, in]. */
+export function doraMerge(args: WeightNormArgs & { magnitude: Tensor }): Tensor {
+  const fn = 'doraMerge';
+  requireArgs(args, fn);
+  return tensorOf(
+    native.adapterMerge(
+      handleOf(args.weight, fn, 'weight'),
+      handleOf(args.loraA, fn, 'loraA'),
+      handleOf(args.loraB, fn, 'loraB'),
+      handleOf(args.magnitude, fn, 'magnitude'),
+      args.scale,
+      args.eps ?? DEFAULT_NORM_EPS,
+    ),
+  );
+}
+
+/** W0 back from a DoRA-merged weight: merged ⊙ (n / m) − s B A, with `norm` = doraWeightNorm before merging. */
+export function doraUnmerge(args: {
+  merged: Tensor;
+  loraA: Tensor;
+  loraB: Tensor;
+  magnitude: Tensor;
+  norm: Tensor;
+  scale: number;
+}): Tensor {
+  const fn = 'doraUnmerge';
+  requireArgs(args, fn);
+  return tensorOf(
+    native.adapterUnmerge(
+      handleOf(args.merged, fn, 'merged'),
+      handleOf(args.loraA, fn, 'loraA'),
+      handleOf(args.loraB, fn, 'loraB'),
+      handleOf(args.magnitude, fn, 'magnitude'),
+      handleOf(args.norm, fn, 'norm'),
+      args.scale,
+    ),
+  );
+}
+
+/** The merged weight W0 + s B A. */
+export function loraMerge(args: { weight: Tensor; loraA: Tensor; loraB: Tensor; scale: number }): Tensor {
+  const fn = 'loraMerge';
+  requireArgs(args, fn);
+  return tensorOf(
+    native.adapterMerge(
+      handleOf(args.weight, fn, 'weight'),
+      handleOf(args.loraA, fn, 'loraA'),
+      handleOf(args.loraB, fn, 'loraB'),
+      undefined,
+      args.scale,
+      DEFAULT_NORM_EPS,
+    ),
+  );
+}
+
+/** W0 back from a LoRA-merged weight: merged − s B A. */
+export function loraUnmerge(args: { merged: Tensor; loraA: Tensor; loraB: Tensor; scale: number }): Tensor {
+  const fn = 'loraUnmerge';
+  requireArgs(args, fn);
+  return tensorOf(
+    native.adapterUnmerge(
+      handleOf(args.merged, fn, 'merged'),
+      handleOf(args.loraA, fn, 'loraA'),
+      handleOf(args.loraB, fn, 'loraB'),
+      undefined,
+      undefined,
+      args.scale,
+    ),
+  );
+}
+
+/**
+ * The plain double-precision references of the adapter layer, which form V = W0 + s B A explicitly: for tests and
+ * for anyone checking another implementation. Without `magnitude` they compute LoRA.
+ */
+export const reference = {
+  forward(args: LoraArgs & { magnitude?: Tensor; eps?: number }): Tensor {
+    const fn = 'reference.forward';
+    requireArgs(args, fn);
+    return tensorOf(
+      native.adapterForwardReference(
+        handleOf(args.input, fn, 'input'),
+        handleOf(args.weight, fn, 'weight'),
+        optional(args.bias, fn, 'bias'),
+        handleOf(args.loraA, fn, 'loraA'),
+        handleOf(args.loraB, fn, 'loraB'),
+        optional(args.magnitude, fn, 'magnitude'),
+        args.scale,
+        args.eps ?? DEFAULT_NORM_EPS,
+        args.dropout ?? 0,
+        args.seed ?? 0,
+      ),
+    );
+  },
+  backward(args: LoraArgs & { magnitude?: Tensor; eps?: number; detachNorm?: boolean }, gradOutput: Tensor) {
+    const fn = 'reference.backward';
+    requireArgs(args, fn);
+    return wrapGrads(
+      native.adapterBackwardReference(
+        handleOf(gradOutput, fn, 'gradOutput'),
+        handleOf(args.input, fn, 'input'),
+        handleOf(args.weight, fn, 'weight'),
+        optional(args.bias, fn, 'bias'),
+        handleOf(args.loraA, fn, 'loraA'),
+        handleOf(args.loraB, fn, 'loraB'),
+        optional(args.magnitude, fn, 'magnitude'),
+        args.scale,
+        args.eps ?? DEFAULT_NORM_EPS,
+        args.detachNorm ?? true,
+        args.dropout ?? 0,
+        args.seed ?? 0,
+      ),
+    );
+  },
+};

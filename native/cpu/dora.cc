@@ -1,0 +1,423 @@
+// The fused DoRA and LoRA kernels and their double-precision references.
+#include "dora.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "../core/memory.h"
+#include "../core/threadpool.h"
+#include "matrix.h"
+
+namespace bidora::cpu {
+
+namespace {
+
+constexpr int64_t kColumnGrain = 64;   // columns per thread share: whole cache lines, stable partitions
+constexpr int64_t kColumnBlock = 256;  // columns whose double accumulators stay in L1
+constexpr int64_t kParallelElements = 1 << 15;
+
+// For columns [begin, end) of [rows, cols] matrices: the column sums of grad_output and of grad_output ⊙ combined,
+// in double, then combined <- grad_output ⊙ gain (what the input and direction gradients are made from).
+void reduce_and_scale_columns(float* column_sums, double* column_dots, float* combined, const float* grad_output,
+                              const float* gain, int64_t rows, int64_t cols, int64_t begin, int64_t end) {
+  double sums[kColumnBlock];
+  double dots[kColumnBlock];
+  for (int64_t block = begin; block < end; block += kColumnBlock) {
+    const int64_t width = std::min(kColumnBlock, end - block);
+    std::fill_n(sums, width, 0.0);
+    std::fill_n(dots, width, 0.0);
+    for (int64_t row = 0; row < rows; ++row) {
+      const float* gy = grad_output + row * cols + block;
+      float* u = combined + row * cols + block;
+      const float* g = gain + block;
+      for (int64_t j = 0; j < width; ++j) {
+        sums[j] += gy[j];
+        dots[j] += static_cast<double>(gy[j]) * u[j];
+        u[j] = gy[j] * g[j];
+      }
+    }
+    if (column_sums != nullptr) {
+      for (int64_t j = 0; j < width; ++j) column_sums[block + j] = static_cast<float>(sums[j]);
+    }
+    std::copy_n(dots, width, column_dots + block);
+  }
+}
+
+// Column sums of a [rows, cols] matrix in double, split by columns so the result does not depend on threads.
+void column_sums(float* out, const float* values, int64_t rows, int64_t cols) {
+  parallel_for(cols, kColumnGrain, kParallelElements / std::max<int64_t>(rows, 1), [&](int64_t begin, int64_t end) {
+    double totals[kColumnBlock];
+    for (int64_t block = begin; block < end; block += kColumnBlock) {
+      const int64_t width = std::min(kColumnBlock, end - block);
+      std::fill_n(totals, width, 0.0);
+      for (int64_t row = 0; row < rows; ++row) {
+        const float* line = values + row * cols + block;
+        for (int64_t j = 0; j < width; ++j) totals[j] += line[j];
+      }
+      for (int64_t j = 0; j < width; ++j) out[block + j] = static_cast<float>(totals[j]);
+    }
+  });
+}
+
+// out[i, :] = gain ⊙ combined[i, :] + bias, by rows.
+void compose_rows(float* output, const float* combined, const float* gain, const float* bias, int64_t rows,
+                  int64_t cols) {
+  parallel_for(rows, 1, std::max<int64_t>(1, kParallelElements / std::max<int64_t>(cols, 1)),
+               [&](int64_t begin, int64_t end) {
+                 for (int64_t row = begin; row < end; ++row) {
+                   const float* u = combined + row * cols;
+                   float* y = output + row * cols;
+                   if (bias != nullptr) {
+                     for (int64_t j = 0; j < cols; ++j) y[j] = gain[j] * u[j] + bias[j];
+                   } else {
+                     for (int64_t j = 0; j < cols; ++j) y[j] = gain[j] * u[j];
+                   }
+                 }
+               });
+}
+
+void fill_rows_with_bias(float* output, const float* bias, int64_t rows, int64_t cols) {
+  parallel_for(rows, 1, std::max<int64_t>(1, kParallelElements / std::max<int64_t>(cols, 1)),
+               [&](int64_t begin, int64_t end) {
+                 for (int64_t row = begin; row < end; ++row) std::copy_n(bias, cols, output + row * cols);
+               });
+}
+
+// grad_input = g W0 + s (gh A) [masked by dropout's backward when the branch saw a dropped input].
+void input_gradient(float* grad_input, const float* grad_combined, const float* grad_hidden, const float* weight,
+                    const float* lora_a, float lora_factor, DropoutBackward dropout, const void* dropout_context,
+                    const AdapterDims& dims) {
+  const auto [n, k, m, r] = dims;
+  matmul_rowmajor(grad_input, grad_combined, false, weight, false, n, k, m, 1.0f, 0.0f);
+  if (dropout == nullptr) {
+    matmul_rowmajor(grad_input, grad_hidden, false, lora_a, false, n, k, r, lora_factor, 1.0f);
+    return;
+  }
+  FloatBuffer branch(n * k);
+  matmul_rowmajor(branch.data(), grad_hidden, false, lora_a, false, n, k, r, lora_factor, 0.0f);
+  dropout(branch.data(), n * k, dropout_context);
+  parallel_for(n * k, 1024, kParallelElements, [&](int64_t begin, int64_t end) {
+    for (int64_t index = begin; index < end; ++index) grad_input[index] += branch.data()[index];
+  });
+}
+
+}  // namespace
+
+void row_sq_norms(float* out, const float* weight, int64_t m, int64_t k) {
+  parallel_for(m, 1, std::max<int64_t>(1, kParallelElements / std::max<int64_t>(k, 1)),
+               [&](int64_t begin, int64_t end) {
+                 for (int64_t row = begin; row < end; ++row) {
+                   const float* line = weight + row * k;
+                   double total = 0;
+                   for (int64_t col = 0; col < k; ++col) total += static_cast<double>(line[col]) * line[col];
+                   out[row] = static_cast<float>(total);
+                 }
+               });
+}
+
+void dora_norm(float* norm, float* weight_lora_a, float* lora_gram, const float* weight, const float* weight_sq_norms,
+               const float* lora_a, const float* lora_b, float scale, float eps, int64_t m, int64_t k, int64_t r) {
+  matmul_rowmajor(weight_lora_a, weight, false, lora_a, true, m, r, k, 1.0f, 0.0f);  // W0 Aᵀ [M,R]
+  matmul_rowmajor(lora_gram, lora_a, false, lora_a, true, r, r, k, 1.0f, 0.0f);      // A Aᵀ [R,R]
+  parallel_for(m, 16, 4096 / std::max<int64_t>(r * r, 1), [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const float* b = lora_b + row * r;
+      const float* wa = weight_lora_a + row * r;
+      float cross = 0;      // (W0 Aᵀ)_j · B_j
+      float quadratic = 0;  // B_j (A Aᵀ) B_jᵀ
+      for (int64_t p = 0; p < r; ++p) {
+        cross += wa[p] * b[p];
+        float gram_b = 0;
+        for (int64_t q = 0; q < r; ++q) gram_b += lora_gram[p * r + q] * b[q];
+        quadratic += b[p] * gram_b;
+      }
+      const float squared = std::max(0.0f, weight_sq_norms[row] + 2.0f * scale * cross + scale * scale * quadratic);
+      norm[row] = std::max(std::sqrt(squared), eps);
+    }
+  });
+}
+
+void dora_forward(float* output, float* combined, float* hidden, const float* input, const float* lora_input,
+                  const float* weight, const float* bias, const float* lora_a, const float* lora_b,
+                  const float* magnitude, const float* norm, float scale, const AdapterDims& dims) {
+  const auto [n, k, m, r] = dims;
+  matmul_rowmajor(hidden, lora_input, false, lora_a, true, n, r, k, 1.0f, 0.0f);  // h = x_d Aᵀ
+  matmul_rowmajor(combined, input, false, weight, true, n, m, k, 1.0f, 0.0f);     // u = x W0ᵀ
+  matmul_rowmajor(combined, hidden, false, lora_b, true, n, m, r, scale, 1.0f);   // u += s h Bᵀ
+  std::vector<float> gain(m);
+  for (int64_t j = 0; j < m; ++j) gain[j] = magnitude[j] / norm[j];
+  compose_rows(output, combined, gain.data(), bias, n, m);
+}
+
+void dora_backward(const AdapterGrads& grads, float* combined, const float* grad_output, const float* lora_input,
+                   const float* weight, const float* lora_a, const float* lora_b, const float* magnitude,
+                   const float* norm, const float* hidden, const float* weight_lora_a, const float* lora_gram,
+                   float scale, float eps, bool detach_norm, DropoutBackward dropout, const void* dropout_context,
+                   const AdapterDims& dims) {
+  const auto [n, k, m, r] = dims;
+  std::vector<float> gain(m);
+  for (int64_t j = 0; j < m; ++j) gain[j] = magnitude[j] / norm[j];
+
+  // One pass over grad_output: Σ_i gy_ij (bias), Σ_i gy_ij u_ij (magnitude and norm), and u <- gy ⊙ (m / n).
+  std::vector<double> dots(m);
+  parallel_for(m, kColumnGrain, kParallelElements / std::max<int64_t>(n, 1), [&](int64_t begin, int64_t end) {
+    reduce_and_scale_columns(grads.bias, dots.data(), combined, grad_output, gain.data(), n, m, begin, end);
+  });
+  const float* grad_combined = combined;
+  if (grads.magnitude != nullptr) {
+    for (int64_t j = 0; j < m; ++j) grads.magnitude[j] = static_cast<float>(dots[j] / norm[j]);
+  }
+
+  // Through the norm: dL/dV_j = norm_coefficient_j V_j, with dL/dn_j = −m_j Σ_i gy_ij u_ij / n_j² and dn_j/dV_j =
+  // V_j / n_j. A norm floored at eps is a constant.
+  const bool through_norm = !detach_norm && (grads.lora_a != nullptr || grads.lora_b != nullptr);
+  std::vector<float> norm_coefficient;
+  if (through_norm) {
+    norm_coefficient.resize(m);
+    for (int64_t j = 0; j < m; ++j) {
+      const double nj = norm[j];
+      const bool floored = nj <= eps;
+      norm_coefficient[j] = floored ? 0.0f : static_cast<float>(-magnitude[j] * dots[j] / (nj * nj * nj));
+    }
+  }
+
+  const bool need_hidden_grad = grads.lora_a != nullptr || grads.input != nullptr;
+  FloatBuffer grad_hidden;
+  if (need_hidden_grad) {
+    grad_hidden = FloatBuffer(n * r);
+    matmul_rowmajor(grad_hidden.data(), grad_combined, false, lora_b, false, n, r, m, 1.0f, 0.0f);  // ĝ B
+  }
+
+  if (grads.lora_b != nullptr) {
+    matmul_rowmajor(grads.lora_b, grad_combined, true, hidden, false, m, r, n, scale, 0.0f);  // s ĝᵀ h
+    if (through_norm) {
+      // + s c_j (V Aᵀ)_j with V Aᵀ = W0 Aᵀ + s B (A Aᵀ), all [M,R].
+      parallel_for(m, 16, 4096 / std::max<int64_t>(r * r, 1), [&](int64_t begin, int64_t end) {
+        for (int64_t row = begin; row < end; ++row) {
+          const float* b = lora_b + row * r;
+          const float factor = scale * norm_coefficient[row];
+          for (int64_t p = 0; p < r; ++p) {
+            float b_gram = 0;
+            for (int64_t q = 0; q < r; ++q) b_gram += b[q] * lora_gram[q * r + p];
+            grads.lora_b[row * r + p] += factor * (weight_lora_a[row * r + p] + scale * b_gram);
+          }
+        }
+      });
+    }
+  }
+
+  if (grads.lora_a != nullptr) {
+    matmul_rowmajor(grads.lora_a, grad_hidden.data(), true, lora_input, false, r, k, n, scale, 0.0f);  // s ghᵀ x_d
+    if (through_norm) {
+      // + s Bᵀ diag(c) V = s (cB)ᵀ W0 + s² ((cB)ᵀ B) A.
+      FloatBuffer scaled_b(m * r);
+      for (int64_t row = 0; row < m; ++row) {
+        for (int64_t p = 0; p < r; ++p) scaled_b.data()[row * r + p] = norm_coefficient[row] * lora_b[row * r + p];
+      }
+      matmul_rowmajor(grads.lora_a, scaled_b.data(), true, weight, false, r, k, m, scale, 1.0f);
+      FloatBuffer small(r * r);
+      matmul_rowmajor(small.data(), scaled_b.data(), true, lora_b, false, r, r, m, 1.0f, 0.0f);
+      matmul_rowmajor(grads.lora_a, small.data(), false, lora_a, false, r, k, r, scale * scale, 1.0f);
+    }
+  }
+
+  if (grads.input != nullptr) {
+    input_gradient(grads.input, grad_combined, grad_hidden.data(), weight, lora_a, scale, dropout, dropout_context,
+                   dims);
+  }
+}
+
+void lora_forward(float* output, float* hidden, const float* input, const float* lora_input, const float* weight,
+                  const float* bias, const float* lora_a, const float* lora_b, float scale, const AdapterDims& dims) {
+  const auto [n, k, m, r] = dims;
+  matmul_rowmajor(hidden, lora_input, false, lora_a, true, n, r, k, 1.0f, 0.0f);
+  if (bias != nullptr) fill_rows_with_bias(output, bias, n, m);
+  matmul_rowmajor(output, input, false, weight, true, n, m, k, 1.0f, bias != nullptr ? 1.0f : 0.0f);
+  matmul_rowmajor(output, hidden, false, lora_b, true, n, m, r, scale, 1.0f);
+}
+
+void lora_backward(const AdapterGrads& grads, const float* grad_output, const float* lora_input, const float* weight,
+                   const float* lora_a, const float* lora_b, const float* hidden, float scale, DropoutBackward dropout,
+                   const void* dropout_context, const AdapterDims& dims) {
+  const auto [n, k, m, r] = dims;
+  if (grads.bias != nullptr) column_sums(grads.bias, grad_output, n, m);
+  if (grads.lora_b != nullptr) {
+    matmul_rowmajor(grads.lora_b, grad_output, true, hidden, false, m, r, n, scale, 0.0f);  // s gyᵀ h
+  }
+  if (grads.lora_a == nullptr && grads.input == nullptr) return;
+  FloatBuffer grad_hidden(n * r);
+  matmul_rowmajor(grad_hidden.data(), grad_output, false, lora_b, false, n, r, m, 1.0f, 0.0f);  // gy B
+  if (grads.lora_a != nullptr) {
+    matmul_rowmajor(grads.lora_a, grad_hidden.data(), true, lora_input, false, r, k, n, scale, 0.0f);
+  }
+  if (grads.input != nullptr) {
+    input_gradient(grads.input, grad_output, grad_hidden.data(), weight, lora_a, scale, dropout, dropout_context, dims);
+  }
+}
+
+void adapter_merge(float* merged, const float* weight, const float* lora_a, const float* lora_b, const float* magnitude,
+                   const float* norm, float scale, int64_t m, int64_t k, int64_t r) {
+  std::copy_n(weight, m * k, merged);
+  matmul_rowmajor(merged, lora_b, false, lora_a, false, m, k, r, scale, 1.0f);  // V = W0 + s B A
+  if (magnitude == nullptr) return;
+  parallel_for(m, 1, std::max<int64_t>(1, kParallelElements / std::max<int64_t>(k, 1)),
+               [&](int64_t begin, int64_t end) {
+                 for (int64_t row = begin; row < end; ++row) {
+                   const float gain = magnitude[row] / norm[row];
+                   for (int64_t col = 0; col < k; ++col) merged[row * k + col] *= gain;
+                 }
+               });
+}
+
+void adapter_unmerge(float* weight, const float* merged, const float* lora_a, const float* lora_b,
+                     const float* magnitude, const float* norm, float scale, int64_t m, int64_t k, int64_t r) {
+  if (magnitude == nullptr) {
+    std::copy_n(merged, m * k, weight);
+  } else {
+    parallel_for(m, 1, std::max<int64_t>(1, kParallelElements / std::max<int64_t>(k, 1)),
+                 [&](int64_t begin, int64_t end) {
+                   for (int64_t row = begin; row < end; ++row) {
+                     const float inverse_gain = norm[row] / magnitude[row];
+                     for (int64_t col = 0; col < k; ++col) weight[row * k + col] = merged[row * k + col] * inverse_gain;
+                   }
+                 });
+  }
+  matmul_rowmajor(weight, lora_b, false, lora_a, false, m, k, r, -scale, 1.0f);
+}
+
+// ---- references ---------------------------------------------------------------------------------------------------
+
+namespace {
+
+struct ReferenceState {
+  std::vector<double> direction;  // V [M,K]
+  std::vector<double> norm;       // [M]
+  std::vector<double> hidden;     // h = x_d Aᵀ [N,R]
+  std::vector<double> combined;   // u [N,M]
+};
+
+ReferenceState reference_state(const float* input, const float* lora_input, const float* weight, const float* lora_a,
+                               const float* lora_b, float scale, float eps, const AdapterDims& dims) {
+  const auto [n, k, m, r] = dims;
+  ReferenceState state;
+  state.direction.assign(m * k, 0.0);
+  state.norm.assign(m, 0.0);
+  for (int64_t j = 0; j < m; ++j) {
+    double squared = 0;
+    for (int64_t c = 0; c < k; ++c) {
+      double value = weight[j * k + c];
+      for (int64_t p = 0; p < r; ++p) value += static_cast<double>(scale) * lora_b[j * r + p] * lora_a[p * k + c];
+      state.direction[j * k + c] = value;
+      squared += value * value;
+    }
+    state.norm[j] = std::max(std::sqrt(squared), static_cast<double>(eps));
+  }
+  state.hidden.assign(n * r, 0.0);
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t p = 0; p < r; ++p) {
+      double total = 0;
+      for (int64_t c = 0; c < k; ++c) total += static_cast<double>(lora_input[i * k + c]) * lora_a[p * k + c];
+      state.hidden[i * r + p] = total;
+    }
+  }
+  state.combined.assign(n * m, 0.0);
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t j = 0; j < m; ++j) {
+      double total = 0;
+      for (int64_t c = 0; c < k; ++c) total += static_cast<double>(input[i * k + c]) * weight[j * k + c];
+      for (int64_t p = 0; p < r; ++p) total += scale * state.hidden[i * r + p] * lora_b[j * r + p];
+      state.combined[i * m + j] = total;
+    }
+  }
+  return state;
+}
+
+}  // namespace
+
+void adapter_forward_reference(float* output, const float* input, const float* lora_input, const float* weight,
+                               const float* bias, const float* lora_a, const float* lora_b, const float* magnitude,
+                               float scale, float eps, const AdapterDims& dims) {
+  const auto [n, k, m, r] = dims;
+  const ReferenceState state = reference_state(input, lora_input, weight, lora_a, lora_b, scale, eps, dims);
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t j = 0; j < m; ++j) {
+      const double gain = magnitude == nullptr ? 1.0 : magnitude[j] / state.norm[j];
+      output[i * m + j] = static_cast<float>(gain * state.combined[i * m + j] + (bias == nullptr ? 0.0 : bias[j]));
+    }
+  }
+}
+
+void adapter_backward_reference(const AdapterGrads& grads, const float* grad_output, const float* input,
+                                const float* lora_input, const float* lora_input_mask, const float* weight,
+                                const float* lora_a, const float* lora_b, const float* magnitude, float scale,
+                                float eps, bool detach_norm, const AdapterDims& dims) {
+  const auto [n, k, m, r] = dims;
+  const ReferenceState state = reference_state(input, lora_input, weight, lora_a, lora_b, scale, eps, dims);
+  // ĝ = dL/du = gy ⊙ gain; for DoRA also dL/dm and dL/dV through the norm, with V formed explicitly.
+  std::vector<double> grad_combined(n * m);
+  std::vector<double> grad_direction(m * k, 0.0);
+  for (int64_t j = 0; j < m; ++j) {
+    const double gain = magnitude == nullptr ? 1.0 : magnitude[j] / state.norm[j];
+    double dot = 0, total = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      grad_combined[i * m + j] = grad_output[i * m + j] * gain;
+      dot += static_cast<double>(grad_output[i * m + j]) * state.combined[i * m + j];
+      total += grad_output[i * m + j];
+    }
+    if (grads.bias != nullptr) grads.bias[j] = static_cast<float>(total);
+    if (magnitude == nullptr) continue;
+    if (grads.magnitude != nullptr) grads.magnitude[j] = static_cast<float>(dot / state.norm[j]);
+    double squared = 0;
+    for (int64_t c = 0; c < k; ++c) squared += state.direction[j * k + c] * state.direction[j * k + c];
+    const bool floored = std::sqrt(squared) <= eps;
+    if (!detach_norm && !floored) {
+      const double grad_norm = -magnitude[j] * dot / (state.norm[j] * state.norm[j]);
+      for (int64_t c = 0; c < k; ++c)
+        grad_direction[j * k + c] = grad_norm * state.direction[j * k + c] / state.norm[j];
+    }
+  }
+  // u = x W0ᵀ + s h Bᵀ, V = W0 + s B A: dL/dB = s ĝᵀ h + s (dL/dV) Aᵀ, dL/dA = s (ĝ B)ᵀ x_d + s Bᵀ (dL/dV).
+  std::vector<double> grad_hidden(n * r, 0.0);
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t p = 0; p < r; ++p) {
+      double total = 0;
+      for (int64_t j = 0; j < m; ++j) total += grad_combined[i * m + j] * lora_b[j * r + p];
+      grad_hidden[i * r + p] = scale * total;
+    }
+  }
+  if (grads.lora_b != nullptr) {
+    for (int64_t j = 0; j < m; ++j) {
+      for (int64_t p = 0; p < r; ++p) {
+        double total = 0;
+        for (int64_t i = 0; i < n; ++i) total += grad_combined[i * m + j] * state.hidden[i * r + p];
+        for (int64_t c = 0; c < k; ++c) total += grad_direction[j * k + c] * lora_a[p * k + c];
+        grads.lora_b[j * r + p] = static_cast<float>(scale * total);
+      }
+    }
+  }
+  if (grads.lora_a != nullptr) {
+    for (int64_t p = 0; p < r; ++p) {
+      for (int64_t c = 0; c < k; ++c) {
+        double total = 0;
+        for (int64_t i = 0; i < n; ++i) total += grad_hidden[i * r + p] * lora_input[i * k + c];
+        double through_direction = 0;
+        for (int64_t j = 0; j < m; ++j) through_direction += lora_b[j * r + p] * grad_direction[j * k + c];
+        grads.lora_a[p * k + c] = static_cast<float>(total + scale * through_direction);
+      }
+    }
+  }
+  if (grads.input != nullptr) {
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t c = 0; c < k; ++c) {
+        double base = 0, branch = 0;
+        for (int64_t j = 0; j < m; ++j) base += grad_combined[i * m + j] * weight[j * k + c];
+        for (int64_t p = 0; p < r; ++p) branch += grad_hidden[i * r + p] * lora_a[p * k + c];
+        if (lora_input_mask != nullptr) branch *= lora_input_mask[i * k + c];
+        grads.input[i * k + c] = static_cast<float>(base + branch);
+      }
+    }
+  }
+}
+
+}  // namespace bidora::cpu
