@@ -1,9 +1,10 @@
-// The benchmark suite: `npm run bench [-- --quick] [-- --threads 1,2]`. Prints GFLOP/s and ratios against
+// The benchmark suites: `npm run bench [-- gemm|dora] [--quick] [--threads 1,2]`. Prints GFLOP/s and ratios against
 // baselines measured in the same run, and writes bench/results/<suite>.json.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 
+import { runDora } from './dora.mjs';
 import { runGemm } from './gemm.mjs';
 
 const require = createRequire(import.meta.url);
@@ -14,11 +15,18 @@ const quick = args.includes('--quick');
 const threadsArg = args.indexOf('--threads');
 const threadCounts = threadsArg >= 0 ? args[threadsArg + 1].split(',').map(Number) : [bidora.buildInfo().poolThreads];
 
+const suites = { gemm: runGemm, dora: runDora };
+const named = args.filter((arg) => arg in suites);
+const selected = named.length > 0 ? named : Object.keys(suites);
+
 const info = bidora.buildInfo();
 console.log(`bidora ${info.version}, ${info.isa} path, pool of ${info.poolThreads} threads, ${os.cpus()[0].model}`);
-const rows = threadCounts.flatMap((threads) => runGemm(bidora, { quick, threads }));
-
 const results = new URL('./results/', import.meta.url);
 mkdirSync(results, { recursive: true });
-const record = { suite: 'gemm', date: new Date().toISOString(), quick, buildInfo: info, cpu: os.cpus()[0].model, rows };
-writeFileSync(new URL(quick ? 'gemm-quick.json' : 'gemm.json', results), JSON.stringify(record, null, 2) + '\n');
+for (const suite of selected) {
+  console.log(`\n== ${suite}`);
+  const rows = threadCounts.flatMap((threads) => suites[suite](bidora, { quick, threads }));
+  const record = { suite, date: new Date().toISOString(), quick, buildInfo: info, cpu: os.cpus()[0].model, rows };
+  const file = `${suite}${quick ? '-quick' : ''}.json`;
+  writeFileSync(new URL(file, results), JSON.stringify(record, null, 2) + '\n');
+}
