@@ -96,6 +96,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   register_linear_algebra(env, exports);
   register_elementwise(env, exports);
   register_adapter(env, exports);
+  register_nn(env, exports);
   return exports;
 }
 
