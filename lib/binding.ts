@@ -74,6 +74,8 @@ export interface NativeBinding {
   axpy(y: Handle, alpha: number, x: Handle): void;
   sum(a: Handle, axis: number | undefined, keepDims: boolean): Handle;
   globalNorm(tensors: Handle[]): number;
+  broadcastAxis(a: Handle, shape: readonly number[], axis: number | undefined): Handle;
+  reshape(x: Handle, shape: readonly number[]): Handle;
 
   doraForward(
     input: Handle,

@@ -111,6 +111,33 @@ Napi::Value sum(const Napi::CallbackInfo& info) {
   });
 }
 
+// [sync] broadcastAxis(a, shape: number[], axis: number | undefined): TensorHandle of `shape`, repeating a along
+// `axis` (a has shape without that axis), or filling it with the one value of a when axis is undefined: the gradient
+// of sum. Throws TypeError, RangeError (a's size does not match).
+Napi::Value broadcast_axis(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    TensorHandle& a = tensor_arg({info, 0, "broadcastAxis", "a"});
+    const Shape shape = shape_arg({info, 1, "broadcastAxis", "shape"});
+    int64_t outer = 1, length = shape.numel(), inner = 1;
+    if (!Arg{info, 2, "broadcastAxis", "axis"}.missing()) {
+      const int rank = std::max(shape.rank, 1);
+      int64_t axis = integer_arg({info, 2, "broadcastAxis", "axis"}, -rank, rank - 1);
+      if (axis < 0) axis += rank;
+      length = shape.rank == 0 ? 1 : shape[static_cast<int>(axis)];
+      for (int dim = 0; dim < axis; ++dim) outer *= shape[dim];
+      for (int dim = static_cast<int>(axis) + 1; dim < shape.rank; ++dim) inner *= shape[dim];
+    }
+    if (a.numel() != outer * inner) {
+      throw RangeError("broadcastAxis: " + describe("a", a.shape()) + " does not match " + shape.str() +
+                       " without the broadcast axis");
+    }
+    TensorHandle* out = nullptr;
+    Napi::Object result = TensorHandle::allocate(info.Env(), shape, &out);
+    cpu::broadcast_axis(out->data(), a.data(), outer, length, inner);
+    return result;
+  });
+}
+
 // [sync] globalNorm(tensors: TensorHandle[]): number - sqrt of the sum of squares of every element of every tensor,
 // accumulated in double. Throws TypeError (not an array of live tensors).
 Napi::Value global_norm(const Napi::CallbackInfo& info) {
@@ -139,6 +166,7 @@ void register_elementwise(Napi::Env env, Napi::Object exports) {
   exports.Set("scale", Napi::Function::New<scale>(env, "scale"));
   exports.Set("axpy", Napi::Function::New<axpy>(env, "axpy"));
   exports.Set("sum", Napi::Function::New<sum>(env, "sum"));
+  exports.Set("broadcastAxis", Napi::Function::New<broadcast_axis>(env, "broadcastAxis"));
   exports.Set("globalNorm", Napi::Function::New<global_norm>(env, "globalNorm"));
 }
 

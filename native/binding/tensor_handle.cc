@@ -13,9 +13,23 @@ namespace bidora::binding {
 
 namespace {
 
-// The buffer a handle being created from C++ takes over; JavaScript cannot construct handles itself.
-thread_local FloatBuffer* pending_buffer = nullptr;
+// What a handle being created from C++ takes over; JavaScript cannot construct handles itself.
+thread_local std::shared_ptr<Storage>* pending_storage = nullptr;
 thread_local const Shape* pending_shape = nullptr;
+thread_local bool pending_is_view = false;
+
+Napi::Object construct(Napi::Env env, const Shape& shape, std::shared_ptr<Storage> storage, bool is_view) {
+  pending_storage = &storage;
+  pending_shape = &shape;
+  pending_is_view = is_view;
+  struct Reset {
+    ~Reset() {
+      pending_storage = nullptr;
+      pending_shape = nullptr;
+    }
+  } reset;
+  return state(env).tensor_constructor.New({});
+}
 
 }  // namespace
 
@@ -32,20 +46,10 @@ Napi::Function TensorHandle::define(Napi::Env env) {
 }
 
 Napi::Object TensorHandle::create(Napi::Env env, const Shape& shape, FloatBuffer buffer) {
-  pending_buffer = &buffer;
-  pending_shape = &shape;
-  Napi::Object object;
-  try {
-    object = state(env).tensor_constructor.New({});
-  } catch (...) {
-    pending_buffer = nullptr;
-    pending_shape = nullptr;
-    throw;
-  }
-  pending_buffer = nullptr;
-  pending_shape = nullptr;
-  return object;
+  return construct(env, shape, std::make_shared<Storage>(std::move(buffer)), false);
 }
+
+Napi::Object TensorHandle::view(Napi::Env env, const Shape& shape) { return construct(env, shape, storage_, true); }
 
 Napi::Object TensorHandle::allocate(Napi::Env env, const Shape& shape, TensorHandle** handle) {
   Napi::Object object = create(env, shape, FloatBuffer(shape.numel()));
@@ -54,41 +58,42 @@ Napi::Object TensorHandle::allocate(Napi::Env env, const Shape& shape, TensorHan
 }
 
 TensorHandle::TensorHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TensorHandle>(info) {
-  if (pending_buffer == nullptr) {
+  if (pending_storage == nullptr) {
     throw Napi::TypeError::New(info.Env(), "TensorHandle cannot be constructed directly; use Tensor.from()");
   }
   shape_ = *pending_shape;
-  buffer_ = std::move(*pending_buffer);
-  pending_buffer = nullptr;
+  storage_ = *pending_storage;
+  const bool is_view = pending_is_view;
+  pending_storage = nullptr;
   pending_shape = nullptr;
-  // Tell V8 about native memory so that garbage collection (and with it the finaliser) runs under pressure.
   stats_ = state(info.Env()).stats;
   stats_->live_tensors.fetch_add(1, std::memory_order_relaxed);
-  reported_bytes_ = buffer_.size() * static_cast<int64_t>(sizeof(float));
-  Napi::MemoryManagement::AdjustExternalMemory(info.Env(), reported_bytes_);
+  // Tell V8 about native memory so that garbage collection (and with it the finaliser) runs under pressure.
+  reported_bytes_ = is_view ? 0 : storage_->buffer.size() * static_cast<int64_t>(sizeof(float));
+  if (reported_bytes_ > 0) Napi::MemoryManagement::AdjustExternalMemory(info.Env(), reported_bytes_);
 }
 
 TensorHandle::~TensorHandle() {
   // The finaliser: frees what dispose() did not. Memory counters live in shared state, so this is safe even when
   // the environment is being torn down.
-  buffer_.reset();
-  row_sq_norms_.reset();
+  storage_.reset();
   if (!disposed_ && stats_) stats_->live_tensors.fetch_sub(1, std::memory_order_relaxed);
 }
 
 const float* TensorHandle::row_sq_norms() {
-  if (row_sq_norms_.size() == 0 || row_sq_norms_version_ != version_) {
-    const int64_t rows = shape_.rank == 0 ? 1 : shape_[0];
-    if (row_sq_norms_.size() != rows) row_sq_norms_ = FloatBuffer(rows);
-    cpu::row_sq_norms(row_sq_norms_.data(), buffer_.data(), rows, rows == 0 ? 0 : numel() / rows);
-    row_sq_norms_version_ = version_;
+  Storage& storage = *storage_;
+  const int64_t rows = shape_.rank == 0 ? 1 : shape_[0];
+  if (storage.row_sq_norms_rows != rows || storage.row_sq_norms_version != storage.version) {
+    if (storage.row_sq_norms.size() != rows) storage.row_sq_norms = FloatBuffer(rows);
+    cpu::row_sq_norms(storage.row_sq_norms.data(), storage.buffer.data(), rows, rows == 0 ? 0 : numel() / rows);
+    storage.row_sq_norms_rows = rows;
+    storage.row_sq_norms_version = storage.version;
   }
-  return row_sq_norms_.data();
+  return storage.row_sq_norms.data();
 }
 
 void TensorHandle::release_memory(Napi::Env env) {
-  buffer_.reset();
-  row_sq_norms_.reset();
+  storage_.reset();
   disposed_ = true;
   stats_->live_tensors.fetch_sub(1, std::memory_order_relaxed);
   if (reported_bytes_ > 0) Napi::MemoryManagement::AdjustExternalMemory(env, -reported_bytes_);
@@ -99,7 +104,7 @@ Napi::Value TensorHandle::read(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (disposed_) throw_type_error(env, "read: the tensor is disposed");
   Napi::Float32Array copy = Napi::Float32Array::New(env, static_cast<size_t>(numel()));
-  if (numel() > 0) std::memcpy(copy.Data(), buffer_.data(), static_cast<size_t>(numel()) * sizeof(float));
+  if (numel() > 0) std::memcpy(copy.Data(), data(), static_cast<size_t>(numel()) * sizeof(float));
   return copy;
 }
 
@@ -111,7 +116,7 @@ Napi::Value TensorHandle::write(const Napi::CallbackInfo& info) {
     throw_range_error(env, "write: data has " + std::to_string(data.ElementLength()) +
                                " elements but the tensor has shape " + shape_.str());
   }
-  if (numel() > 0) std::memcpy(buffer_.data(), data.Data(), static_cast<size_t>(numel()) * sizeof(float));
+  if (numel() > 0) std::memcpy(this->data(), data.Data(), static_cast<size_t>(numel()) * sizeof(float));
   mark_modified();
   return env.Undefined();
 }
@@ -130,7 +135,7 @@ Napi::Value TensorHandle::shape_getter(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value TensorHandle::version_getter(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), static_cast<double>(version_));
+  return Napi::Number::New(info.Env(), static_cast<double>(version()));
 }
 
 Napi::Value TensorHandle::disposed_getter(const Napi::CallbackInfo& info) {
@@ -201,9 +206,24 @@ Napi::Value uniform(const Napi::CallbackInfo& info) {
   });
 }
 
+// [sync] reshape(x, shape: number[]): TensorHandle - a view of x's storage with another shape of the same size
+// (no copy; in-place changes show through every view). Throws TypeError, RangeError (sizes differ).
+Napi::Value reshape(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    TensorHandle& x = tensor_arg({info, 0, "reshape", "x"});
+    const Shape shape = shape_arg({info, 1, "reshape", "shape"});
+    if (shape.numel() != x.numel()) {
+      throw RangeError("reshape: " + describe("x", x.shape()) + " (" + std::to_string(x.numel()) +
+                       " elements), which shape " + shape.str() + " cannot hold");
+    }
+    return x.view(info.Env(), shape);
+  });
+}
+
 }  // namespace
 
 void register_creation(Napi::Env env, Napi::Object exports) {
+  exports.Set("reshape", Napi::Function::New<reshape>(env, "reshape"));
   exports.Set("fromFloat32Array", Napi::Function::New<from_float32_array>(env, "fromFloat32Array"));
   exports.Set("full", Napi::Function::New<full>(env, "full"));
   exports.Set("randn", Napi::Function::New<randn>(env, "randn"));

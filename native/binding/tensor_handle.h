@@ -1,12 +1,25 @@
-// The native handle behind every TypeScript Tensor: an owned, aligned float buffer and its shape.
+// The native handle behind every TypeScript Tensor: a shape over shared, aligned float storage. Several handles may
+// view one storage (reshape, aliases kept for backward); the storage lives until the last of them is disposed.
 #pragma once
 
 #include <napi.h>
+
+#include <memory>
 
 #include "../core/memory.h"
 #include "../core/shape.h"
 
 namespace bidora::binding {
+
+// Contents shared by every view, with the version that in-place changes bump and a cache derived from them.
+struct Storage {
+  explicit Storage(FloatBuffer data) : buffer(std::move(data)) {}
+  FloatBuffer buffer;
+  uint64_t version = 0;
+  FloatBuffer row_sq_norms;  // ||row||² for the row count below, valid while version is unchanged
+  int64_t row_sq_norms_rows = -1;
+  uint64_t row_sq_norms_version = 0;
+};
 
 class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
  public:
@@ -15,18 +28,20 @@ class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
   static Napi::Object create(Napi::Env env, const Shape& shape, FloatBuffer buffer);
   // A new handle with uninitialised storage for `shape`.
   static Napi::Object allocate(Napi::Env env, const Shape& shape, TensorHandle** handle);
+  // A new handle viewing this one's storage with another shape of the same size.
+  Napi::Object view(Napi::Env env, const Shape& shape);
 
   explicit TensorHandle(const Napi::CallbackInfo& info);
   ~TensorHandle() override;
 
   const Shape& shape() const { return shape_; }
-  float* data() { return buffer_.data(); }
+  float* data() { return storage_->buffer.data(); }
   int64_t numel() const { return shape_.numel(); }
   bool disposed() const { return disposed_; }
 
   // Bumped by every in-place change, so saved activations and caches can tell the contents changed.
-  uint64_t version() const { return version_; }
-  void mark_modified() { ++version_; }
+  uint64_t version() const { return storage_ ? storage_->version : 0; }
+  void mark_modified() { ++storage_->version; }
   // ||row||² of a rank-2 tensor, computed once per version (DoRA's frozen-weight norms).
   const float* row_sq_norms();
 
@@ -44,13 +59,10 @@ class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
   void release_memory(Napi::Env env);
 
   Shape shape_;
-  FloatBuffer buffer_;
+  std::shared_ptr<Storage> storage_;
   bool disposed_ = false;
-  int64_t reported_bytes_ = 0;
+  int64_t reported_bytes_ = 0;  // what this handle told V8 it holds: its storage's bytes if it made the storage
   std::shared_ptr<MemoryStats> stats_;  // counts this handle among the environment's live tensors
-  uint64_t version_ = 0;
-  FloatBuffer row_sq_norms_;
-  uint64_t row_sq_norms_version_ = 0;
 };
 
 // Registers fromFloat32Array, zeros, full, randn, uniform on `exports`.

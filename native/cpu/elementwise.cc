@@ -101,6 +101,15 @@ void sum_axis(float* out, const float* a, int64_t outer, int64_t axis, int64_t i
                [&](int64_t begin, int64_t end) { kernel(out, a, begin, end, axis, inner); });
 }
 
+void broadcast_axis(float* out, const float* a, int64_t outer, int64_t axis, int64_t inner) {
+  const int64_t slab = std::max<int64_t>(axis * inner, 1);
+  parallel_for(outer, 1, std::max<int64_t>(1, kParallelElements / slab), [&](int64_t begin, int64_t end) {
+    for (int64_t o = begin; o < end; ++o) {
+      for (int64_t j = 0; j < axis; ++j) std::copy_n(a + o * inner, inner, out + (o * axis + j) * inner);
+    }
+  });
+}
+
 double sum_of_squares(const float* const* arrays, const int64_t* lengths, int64_t count) {
   // Fixed-size chunks summed in a fixed order: the same bits whatever the thread count.
   constexpr int64_t kChunk = 1 << 15;

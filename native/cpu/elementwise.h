@@ -29,6 +29,8 @@ void mul(float* out, const float* a, const float* b, int64_t n, int64_t period);
 void scale(float* out, const float* a, float alpha, int64_t n);
 void axpy(float* y, float alpha, const float* x, int64_t n);
 void sum_axis(float* out, const float* a, int64_t outer, int64_t axis, int64_t inner);
+// The reverse of sum_axis: out[o, j, i] = a[o, i] for every j (the gradient of a sum over an axis).
+void broadcast_axis(float* out, const float* a, int64_t outer, int64_t axis, int64_t inner);
 // Sum of squares over several arrays, in double, independent of the thread count (fixed chunking).
 double sum_of_squares(const float* const* arrays, const int64_t* lengths, int64_t count);
 
