@@ -1,6 +1,7 @@
 // bidora: LoRA, DoRA and BiDoRA adapter fine-tuning for Node.js on native kernels.
 import { type BuildInfo, type Isa, native } from './binding';
 
+export { backward, grad, isGradEnabled, noGrad } from './autograd';
 export * as ops from './ops/index';
 export { keep, memory, resetPeakMemory, type MemoryInfo, type RandomOptions, type Shape, Tensor, tidy } from './tensor';
 export type { BuildInfo, Isa } from './binding';

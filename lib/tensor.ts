@@ -1,11 +1,27 @@
 // The Tensor class: float32, contiguous, row-major data in native memory, with explicit and scoped disposal.
+// autograd.ts and ops/shape.ts import this module too; each side uses the other only inside functions, so the cycle
+// is harmless.
+import { backward as runBackward, type BackwardOptions } from './autograd';
 import { native, type NativeTensorHandle } from './binding';
+import { reshape as reshapeOp } from './ops/shape';
 
 export type Shape = readonly number[];
 
 export interface RandomOptions {
   /** Any integer from 0 to 2^53 - 1; the same seed gives the same numbers on every machine and thread count. */
   seed?: number;
+}
+
+/**
+ * How an op's output was made, for reverse-mode differentiation (see autograd.ts). `backward` returns the gradient
+ * of each input (undefined where `needs` is false or there is none) as fresh tensors the caller owns.
+ */
+export interface GradNode {
+  readonly op: string;
+  readonly inputs: readonly (Tensor | undefined)[];
+  backward(gradOutput: Tensor, needs: readonly boolean[]): (Tensor | undefined)[];
+  /** Frees what the node saved for backward. */
+  release(): void;
 }
 
 let unwrapHandle: (tensor: Tensor) => NativeTensorHandle;
@@ -18,6 +34,11 @@ export class Tensor {
   readonly shape: Shape;
   /** Number of elements. */
   readonly size: number;
+  /** The accumulated gradient of a leaf that requires one, after `backward()`. */
+  grad: Tensor | undefined;
+  #requiresGrad = false;
+  /** @internal The op that made this tensor, while a graph is recorded. */
+  gradNode: GradNode | undefined;
 
   static {
     unwrapHandle = (tensor) => tensor.#handle;
@@ -80,6 +101,43 @@ export class Tensor {
     return this.#handle.disposed;
   }
 
+  /** Whether gradients flow to this tensor: set it on parameters (leaves); op outputs inherit it. */
+  get requiresGrad(): boolean {
+    return this.#requiresGrad;
+  }
+
+  set requiresGrad(value: boolean) {
+    if (typeof value !== 'boolean') throw new TypeError('requiresGrad must be a boolean');
+    if (!value && this.gradNode !== undefined) {
+      throw new TypeError('requiresGrad: an op output cannot stop requiring grad; use detach()');
+    }
+    this.#requiresGrad = value;
+  }
+
+  /** Marks this tensor as a parameter that gradients flow to; returns it. */
+  requireGrad(): this {
+    this.requiresGrad = true;
+    return this;
+  }
+
+  /** A view of the same values with another shape (one dim may be -1); no copy. */
+  reshape(shape: Shape): Tensor {
+    return reshapeOp(this, shape);
+  }
+
+  /** A new tensor sharing these values but outside any graph. */
+  detach(): Tensor {
+    return new Tensor(native.reshape(handleOf(this, 'detach', 'tensor'), this.shape));
+  }
+
+  /**
+   * Backpropagates from this tensor (a scalar unless `gradient` is given) and accumulates into the `.grad` of every
+   * leaf that requires grad, or only of `inputs` when given.
+   */
+  backward(options: BackwardOptions = {}): void {
+    runBackward(this, options);
+  }
+
   /** A copy of the values, row-major. */
   toFloat32Array(): Float32Array {
     return handleOf(this, 'toFloat32Array', 'tensor').read();
@@ -99,6 +157,11 @@ export class Tensor {
   toString(): string {
     return `Tensor(shape=[${this.shape.join(', ')}]${this.isDisposed ? ', disposed' : ''})`;
   }
+}
+
+/** @internal A second tensor over the same storage, so a graph node can keep values alive after users dispose. */
+export function share(tensor: Tensor): Tensor {
+  return keep(tensorOf(native.reshape(handleOf(tensor, 'share', 'tensor'), tensor.shape)));
 }
 
 function seedOf(options: RandomOptions): number {

@@ -1,29 +1,55 @@
-// Elementwise arithmetic: add, sub, mul (b may be a trailing-dims broadcast such as a bias), scale, axpy.
+// Elementwise arithmetic with gradients: add, sub, mul (b may be a trailing-dims broadcast such as a bias), scale,
+// and the in-place axpy.
+import { isGradEnabled, record } from '../autograd';
 import { native } from '../binding';
 import { handleOf, type Tensor, tensorOf } from '../tensor';
+import { sumToShape } from './reduce';
 
 /** a + b; `b` has a's shape or a's trailing dims (then it repeats over the leading ones). */
 export function add(a: Tensor, b: Tensor): Tensor {
-  return tensorOf(native.add(handleOf(a, 'add', 'a'), handleOf(b, 'add', 'b')));
+  const output = tensorOf(native.add(handleOf(a, 'add', 'a'), handleOf(b, 'add', 'b')));
+  const bShape = b.shape;
+  return record(output, 'add', [a, b], () => (gradOutput, [needA, needB]) => [
+    needA ? scale(gradOutput, 1) : undefined,
+    needB ? sumToShape(gradOutput, bShape) : undefined,
+  ]);
 }
 
 /** a − b, broadcasting as `add`. */
 export function sub(a: Tensor, b: Tensor): Tensor {
-  return tensorOf(native.sub(handleOf(a, 'sub', 'a'), handleOf(b, 'sub', 'b')));
+  const output = tensorOf(native.sub(handleOf(a, 'sub', 'a'), handleOf(b, 'sub', 'b')));
+  const bShape = b.shape;
+  return record(output, 'sub', [a, b], () => (gradOutput, [needA, needB]) => [
+    needA ? scale(gradOutput, 1) : undefined,
+    needB ? scale(sumToShape(gradOutput, bShape), -1) : undefined,
+  ]);
 }
 
 /** a ⊙ b, broadcasting as `add`. */
 export function mul(a: Tensor, b: Tensor): Tensor {
-  return tensorOf(native.mul(handleOf(a, 'mul', 'a'), handleOf(b, 'mul', 'b')));
+  const output = tensorOf(native.mul(handleOf(a, 'mul', 'a'), handleOf(b, 'mul', 'b')));
+  return record(output, 'mul', [a, b], (saved) => {
+    const savedA = b.requiresGrad ? saved.save(a) : undefined;
+    const savedB = a.requiresGrad ? saved.save(b) : undefined;
+    const bShape = b.shape;
+    return (gradOutput, [needA, needB]) => [
+      needA ? mul(gradOutput, savedB!) : undefined,
+      needB ? sumToShape(mul(gradOutput, savedA!), bShape) : undefined,
+    ];
+  });
 }
 
 /** alpha · a. */
 export function scale(a: Tensor, alpha: number): Tensor {
-  return tensorOf(native.scale(handleOf(a, 'scale', 'a'), alpha));
+  const output = tensorOf(native.scale(handleOf(a, 'scale', 'a'), alpha));
+  return record(output, 'scale', [a], () => (gradOutput) => [scale(gradOutput, alpha)]);
 }
 
-/** y += alpha · x, in place (as BLAS axpy); returns y. */
+/** y += alpha · x, in place (as BLAS axpy); returns y. Not differentiable: y must not be part of a recorded graph. */
 export function axpy(y: Tensor, alpha: number, x: Tensor): Tensor {
+  if (isGradEnabled() && (y.gradNode !== undefined || (y.requiresGrad && x.requiresGrad))) {
+    throw new TypeError('axpy: an in-place update of a tensor in a recorded graph; run it inside noGrad()');
+  }
   native.axpy(handleOf(y, 'axpy', 'y'), alpha, handleOf(x, 'axpy', 'x'));
   return y;
 }

@@ -19,4 +19,5 @@ export {
 } from './adapter';
 export { add, axpy, mul, scale, sub } from './elementwise';
 export { linear, matmul, type MatmulOptions } from './matmul';
-export { globalNorm, sum, type SumOptions } from './reduce';
+export { globalNorm, mean, sum, sumToShape, type SumOptions } from './reduce';
+export { reshape } from './shape';
