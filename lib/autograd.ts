@@ -23,6 +23,7 @@ export function isGradEnabled(): boolean {
 /** Saved values of one node: aliases over the inputs' storage, so users may dispose their tensors before backward. */
 export class SavedTensors {
   #tensors: Tensor[] = [];
+  #releasers: (() => void)[] = [];
 
   /** Keeps `tensor`'s values for backward; returns the alias to read them from. */
   save(tensor: Tensor): Tensor {
@@ -37,9 +38,16 @@ export class SavedTensors {
     return tensor;
   }
 
+  /** Runs `free` when the node is released (for state saved by other means, such as a fused op's saved object). */
+  onRelease(free: () => void): void {
+    this.#releasers.push(free);
+  }
+
   release(): void {
     for (const tensor of this.#tensors) tensor.dispose();
     this.#tensors = [];
+    for (const free of this.#releasers) free();
+    this.#releasers = [];
   }
 }
 
@@ -77,6 +85,29 @@ const RELEASED: GradNode = {
   },
   release() {},
 };
+
+/**
+ * Frees the graph nodes of `discarded` tensors that no tensor in `survivors` can reach: nobody can backpropagate
+ * through them any more (a forward pass under tidy whose loss was not returned, an evaluation without noGrad).
+ */
+export function releaseOrphanedGraphs(discarded: readonly Tensor[], survivors: readonly Tensor[]): void {
+  const orphans = discarded.filter((tensor) => tensor.gradNode !== undefined && tensor.gradNode !== RELEASED);
+  if (orphans.length === 0) return;
+  const reachable = new Set<GradNode>();
+  const stack = survivors.map((tensor) => tensor.gradNode).filter((node) => node !== undefined);
+  while (stack.length > 0) {
+    const node = stack.pop()!;
+    if (reachable.has(node)) continue;
+    reachable.add(node);
+    for (const input of node.inputs) if (input?.gradNode !== undefined) stack.push(input.gradNode);
+  }
+  for (const tensor of orphans) {
+    const node = tensor.gradNode!;
+    if (reachable.has(node)) continue;
+    node.release();
+    tensor.gradNode = RELEASED;
+  }
+}
 
 /** Whether `tensor` is differentiable: it requires grad (as a leaf or as the output of a recorded op). */
 function differentiable(tensor: Tensor | undefined): tensor is Tensor {

@@ -1,8 +1,13 @@
 // bidora: LoRA, DoRA and BiDoRA adapter fine-tuning for Node.js on native kernels.
 import { type BuildInfo, type Isa, native } from './binding';
 
+export * as adapters from './adapters/index';
 export { backward, grad, isGradEnabled, noGrad } from './autograd';
+export * as io from './io/index';
+export * as models from './models/index';
+export * as nn from './nn/index';
 export * as ops from './ops/index';
+export * as tokenizers from './tokenizers/index';
 export { keep, memory, resetPeakMemory, type MemoryInfo, type RandomOptions, type Shape, Tensor, tidy } from './tensor';
 export type { BuildInfo, Isa } from './binding';
 

@@ -1,7 +1,7 @@
 // The Tensor class: float32, contiguous, row-major data in native memory, with explicit and scoped disposal.
 // autograd.ts and ops/shape.ts import this module too; each side uses the other only inside functions, so the cycle
 // is harmless.
-import { backward as runBackward, type BackwardOptions } from './autograd';
+import { backward as runBackward, type BackwardOptions, releaseOrphanedGraphs } from './autograd';
 import { native, type NativeTensorHandle } from './binding';
 import { reshape as reshapeOp } from './ops/shape';
 
@@ -49,7 +49,7 @@ export class Tensor {
     this.#handle = handle;
     this.shape = Object.freeze(handle.shape);
     this.size = this.shape.reduce((count, dim) => count * dim, 1);
-    scopes.at(-1)?.add(this);
+    scopes.at(-1)?.created.add(this);
   }
 
   /** A tensor holding a copy of `data` (a Float32Array or an array of numbers); `shape` defaults to 1-D. */
@@ -191,7 +191,14 @@ export function tensorOf(handle: NativeTensorHandle): Tensor {
 
 // ---- scoped disposal -------------------------------------------------------------------------------------------
 
-const scopes: Set<Tensor>[] = [];
+interface Scope {
+  /** Tensors made in the scope, disposed at its end unless returned. */
+  created: Set<Tensor>;
+  /** Tensors taken out of the scope by keep(): they may still be differentiated later. */
+  kept: Tensor[];
+}
+
+const scopes: Scope[] = [];
 
 /** What a tidy function may return: tensors, possibly inside arrays or plain objects, kept alive past the scope. */
 export type TensorContainer =
@@ -212,34 +219,45 @@ function collect(value: unknown, into: Set<Tensor>, seen: Set<unknown>): void {
  */
 export function tidy<T>(fn: () => T): T {
   if (typeof fn !== 'function') throw new TypeError('tidy: fn must be a function');
-  const scope = new Set<Tensor>();
+  const scope: Scope = { created: new Set(), kept: [] };
   scopes.push(scope);
   let result: T;
   try {
     result = fn();
   } catch (error) {
     scopes.pop();
-    for (const tensor of scope) tensor.dispose();
+    discard(scope, []);
     throw error;
   }
   scopes.pop();
   if (result instanceof Promise) {
-    for (const tensor of scope) tensor.dispose();
+    discard(scope, []);
     throw new TypeError('tidy: fn must be synchronous (it returned a Promise)');
   }
-  const kept = new Set<Tensor>();
-  collect(result, kept, new Set());
+  const returned = new Set<Tensor>();
+  collect(result, returned, new Set());
   const parent = scopes.at(-1);
-  for (const tensor of scope) {
-    if (kept.has(tensor)) parent?.add(tensor);
-    else tensor.dispose();
+  const survivors = [...scope.kept, ...returned];
+  for (const tensor of scope.created) {
+    if (returned.has(tensor)) parent?.created.add(tensor);
   }
+  if (parent) parent.kept.push(...scope.kept);
+  discard(scope, survivors);
   return result;
+}
+
+/** Disposes what the scope made except `survivors`, and frees the graph nodes no survivor can reach any more. */
+function discard(scope: Scope, survivors: readonly Tensor[]): void {
+  const keptSet = new Set(survivors);
+  const discarded = [...scope.created].filter((tensor) => !keptSet.has(tensor));
+  for (const tensor of discarded) tensor.dispose();
+  releaseOrphanedGraphs(discarded, survivors);
 }
 
 /** Stops `tensor` from being disposed by the enclosing tidy scopes. */
 export function keep<T extends Tensor>(tensor: T): T {
-  for (const scope of scopes) scope.delete(tensor);
+  for (const scope of scopes) scope.created.delete(tensor);
+  if (tensor.gradNode !== undefined) scopes.at(-1)?.kept.push(tensor);
   return tensor;
 }
 

@@ -8,6 +8,7 @@
 //   g++ -O3 -std=c++17 -pthread bench/native/gemm_tune.cc native/core/*.cc /tmp/gemm*.o -o /tmp/gemm_tune -lopenblas
 // Run:
 //   /tmp/gemm_tune check                        every path, transposes, odd sizes, strides, alpha/beta, 1 vs 2 threads
+//   /tmp/gemm_tune check-stacked                gemm_stacked only (also part of check)
 //   OPENBLAS_CORETYPE=SkylakeX /tmp/gemm_tune bench [repeats]       square and LoRA-adapter shapes, 1 and 2 threads
 //   OPENBLAS_CORETYPE=SkylakeX /tmp/gemm_tune shape m n k ta tb threads [repeats]
 //   BIDORA_GEMM_BLOCKING=kc,mc,nc overrides the active path's block sizes (for sweeps).
@@ -182,6 +183,110 @@ int run_checks() {
   return failures == 0 ? 0 : 1;
 }
 
+// gemm_stacked: blocks of assorted heights, A orientations, C layouts and alpha/beta against one shared B. Each block
+// must match the reference, 1 and 2 threads must agree bitwise, padding must stay untouched, and a block whose plain
+// call takes the untransposed packed form (contiguous C columns, n >= 32, m > 16) must match that call bitwise.
+int check_stacked_case(Isa isa, int64_t n, int64_t k, bool tb, const std::vector<int64_t>& heights, std::mt19937& rng) {
+  const int count = static_cast<int>(heights.size());
+  auto b = random_vector(k * n + 1, rng);
+  const int64_t b_rs = tb ? 1 : n, b_cs = tb ? k : 1;
+  std::vector<std::vector<float>> as(count), c0(count);
+  std::vector<GemmOperands> ops(count);
+  std::vector<char> padded(count);
+  for (int i = 0; i < count; ++i) {
+    const int64_t m = heights[i];
+    const bool ta = (i + n) % 2 == 1;
+    as[i] = random_vector(m * k + 1, rng);
+    const int layout = (i * 7 + static_cast<int>(k)) % 3;  // 0 row-major, 1 strided columns, 2 column-major
+    int64_t crs, ccs, size;
+    if (layout == 0) {
+      crs = n + 2, ccs = 1, size = m * crs;
+    } else if (layout == 1) {
+      crs = 2 * n, ccs = 2, size = m * crs;
+    } else {
+      crs = 1, ccs = m + 3, size = n * ccs;
+    }
+    c0[i] = random_vector(size + 1, rng);
+    const float alphas[] = {1.0f, -0.75f, 2.0f, 0.0f};
+    const float betas[] = {0.0f, 1.0f, 0.5f, -1.5f};
+    const float alpha = alphas[(i + count) % 4 == 3 && i % 2 == 0 ? 3 : i % 3];
+    const float beta = betas[(i + static_cast<int>(n)) % 4];
+    if (beta == 0.0f) std::fill(c0[i].begin(), c0[i].end(), std::nanf(""));
+    ops[i] = GemmOperands{nullptr, crs, ccs, as[i].data(), ta ? 1 : k, ta ? m : 1, b.data(), b_rs, b_cs,
+                          m,       n,   k,   alpha,        beta};
+    padded[i] = layout == 0 ? 1 : 0;
+  }
+  auto run = [&](int threads, bool stacked) {
+    std::vector<std::vector<float>> out = c0;
+    for (int i = 0; i < count; ++i) ops[i].c = out[i].data();
+    bidora::set_thread_limit(threads);
+    if (stacked) {
+      bidora::cpu::gemm_stacked(ops.data(), count, isa);
+    } else {
+      for (int i = 0; i < count; ++i) bidora::cpu::gemm(ops[i], isa);
+    }
+    bidora::set_thread_limit(64);
+    return out;
+  };
+  const auto one = run(1, true), two = run(2, true), plain = run(2, false);
+  int failures = 0;
+  for (int i = 0; i < count; ++i) {
+    auto ref = c0[i];
+    GemmOperands o = ops[i];
+    o.c = ref.data();
+    bidora::cpu::gemm_reference(o);
+    double max_ref = 0, max_diff = 0;
+    for (size_t e = 0; e < ref.size(); ++e) {
+      const bool untouched = std::memcmp(&ref[e], &c0[i][e], 4) == 0 && std::isnan(ref[e]);
+      if (untouched) continue;  // padding, or NaN where beta == 0 would have overwritten it (none remain)
+      max_ref = std::max(max_ref, (double)std::fabs(ref[e]));
+      const double diff = std::fabs((double)ref[e] - one[i][e]);
+      max_diff = std::max(max_diff, std::isnan(diff) ? 1e30 : diff);
+    }
+    const double typical = std::fabs(o.alpha) * std::sqrt((double)k) / 3.0;
+    const double rel = max_diff / std::max({max_ref, typical, 1e-30});
+    const bool threads_equal = std::memcmp(one[i].data(), two[i].data(), one[i].size() * 4) == 0;
+    // Padding (row-major C's last two columns per row, the strided layouts' gaps) must keep its bits.
+    bool untouched_ok = true;
+    std::vector<char> inside(c0[i].size(), 0);
+    for (int64_t r = 0; r < o.m; ++r)
+      for (int64_t j = 0; j < n; ++j) inside[r * o.c_row_stride + j * o.c_col_stride] = 1;
+    for (size_t e = 0; e < c0[i].size(); ++e) {
+      if (!inside[e] && std::memcmp(&one[i][e], &c0[i][e], 4) != 0) untouched_ok = false;
+    }
+    const bool expect_bits = o.c_col_stride == 1 && n >= 32 && o.m > 16;
+    const bool bits_ok = !expect_bits || std::memcmp(one[i].data(), plain[i].data(), one[i].size() * 4) == 0;
+    if (!(rel < 1e-5 && threads_equal && untouched_ok && bits_ok)) {
+      std::printf(
+          "FAIL stacked %s n=%ld k=%ld tb=%d block %d/%d m=%ld alpha=%g beta=%g ccs=%ld rel=%g threads=%d "
+          "untouched=%d bits=%d\n",
+          bidora::isa_name(isa), (long)n, (long)k, tb, i, count, (long)o.m, o.alpha, o.beta, (long)o.c_col_stride, rel,
+          threads_equal, untouched_ok, bits_ok);
+      ++failures;
+    }
+  }
+  return failures == 0 ? 0 : 1;
+}
+
+int run_stacked_checks() {
+  std::mt19937 rng(11);
+  int failures = 0, total = 0;
+  const std::vector<std::vector<int64_t>> stacks = {
+      {40, 16}, {5, 0, 130}, {1, 1, 1}, {257, 13, 7}, {12, 12, 12, 12}, {33, 4, 9, 2, 100, 1, 17, 30, 5, 64}};
+  for (Isa isa : {Isa::Generic, Isa::Avx2, Isa::Avx512}) {
+    if (!bidora::isa_supported(isa)) continue;
+    for (int64_t n : {7, 33, 130, 520})
+      for (int64_t k : {1, 64, 400, 1100})
+        for (int tb = 0; tb < 2; ++tb)
+          for (const auto& heights : stacks) {
+            failures += check_stacked_case(isa, n, k, tb != 0, heights, rng);
+            ++total;
+          }
+  }
+  std::printf("%d of %d stacked cases passed\n", total - failures, total);
+  return failures == 0 ? 0 : 1;
+}
+
 double seconds_now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
@@ -257,7 +362,8 @@ int main(int argc, char** argv) {
     }
   }
   const std::string mode = argc > 1 ? argv[1] : "check";
-  if (mode == "check") return run_checks();
+  if (mode == "check") return run_checks() | run_stacked_checks();
+  if (mode == "check-stacked") return run_stacked_checks();
   if (mode == "bench") {
     run_bench(argc > 2 ? std::atoi(argv[2]) : 5);
     return 0;

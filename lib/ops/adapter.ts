@@ -1,5 +1,6 @@
 // The fused DoRA and LoRA layer as functions: the contract other frameworks call. Forward returns the output and
 // a `saved` object owning what backward needs; backward consumes it.
+import { isGradEnabled, record } from '../autograd';
 import { type GradientRequest, native, type NativeAdapterGrads, type NativeTensorHandle } from '../binding';
 import { handleOf, keep, type Tensor, tensorOf } from '../tensor';
 
@@ -426,3 +427,51 @@ export const reference = {
     );
   },
 };
+
+// ---- differentiable layers over the fused kernels --------------------------------------------------------------
+
+function refuseWeightGrad(weight: Tensor, functionName: string): void {
+  if (weight.requiresGrad) {
+    throw new TypeError(`${functionName}: weight must be frozen (requiresGrad false); adapters train A, B and m`);
+  }
+}
+
+/**
+ * The DoRA layer as a differentiable op: the output records a node whose backward calls the fused backward, asking
+ * only for the gradients that lead to tensors requiring them (so a magnitude-only backward skips the A and B
+ * products). The frozen weight never gets a gradient.
+ */
+export function doraLinear(args: DoraArgs): Tensor {
+  refuseWeightGrad(args.weight, 'doraLinear');
+  const differentiable = [args.input, args.loraA, args.loraB, args.magnitude, args.bias];
+  const { output, saved } = doraForward(args);
+  if (!isGradEnabled() || !differentiable.some((tensor) => tensor?.requiresGrad)) {
+    saved.dispose();
+    return output;
+  }
+  return record(output, 'doraLinear', differentiable, (store) => {
+    store.onRelease(() => saved.dispose());
+    return (gradOutput, [input, loraA, loraB, magnitude, bias]) => {
+      const grads = doraBackward(saved, gradOutput, { input, loraA, loraB, magnitude, bias: bias ?? false });
+      return [grads.input, grads.loraA, grads.loraB, grads.magnitude, grads.bias];
+    };
+  });
+}
+
+/** The LoRA layer as a differentiable op (see doraLinear). */
+export function loraLinear(args: LoraArgs): Tensor {
+  refuseWeightGrad(args.weight, 'loraLinear');
+  const differentiable = [args.input, args.loraA, args.loraB, args.bias];
+  const { output, saved } = loraForward(args);
+  if (!isGradEnabled() || !differentiable.some((tensor) => tensor?.requiresGrad)) {
+    saved.dispose();
+    return output;
+  }
+  return record(output, 'loraLinear', differentiable, (store) => {
+    store.onRelease(() => saved.dispose());
+    return (gradOutput, [input, loraA, loraB, bias]) => {
+      const grads = loraBackward(saved, gradOutput, { input, loraA, loraB, bias: bias ?? false });
+      return [grads.input, grads.loraA, grads.loraB, grads.bias];
+    };
+  });
+}

@@ -4,6 +4,7 @@ export {
   type AdapterGradients,
   DEFAULT_NORM_EPS,
   doraBackward,
+  doraLinear,
   doraForward,
   doraMerge,
   doraUnmerge,
@@ -11,6 +12,7 @@ export {
   type DoraArgs,
   type GradientRequest,
   loraBackward,
+  loraLinear,
   loraForward,
   loraMerge,
   loraUnmerge,
@@ -20,4 +22,10 @@ export {
 export { add, axpy, mul, scale, sub } from './elementwise';
 export { linear, matmul, type MatmulOptions } from './matmul';
 export { globalNorm, mean, sum, sumToShape, type SumOptions } from './reduce';
-export { reshape } from './shape';
+export { mergeHeads, narrow, permute0213, reshape, select, splitHeads } from './shape';
+export { gelu, relu, tanh } from './activation';
+export { softmax } from './attention';
+export { dropout } from './dropout';
+export { embedding } from './embedding';
+export { crossEntropy, IGNORE_INDEX, mseLoss } from './loss';
+export { layerNorm } from './normalization';

@@ -24,3 +24,54 @@ export function reshape(tensor: Tensor, shape: Shape): Tensor {
   const original = tensor.shape;
   return record(output, 'reshape', [tensor], () => (gradOutput) => [reshape(gradOutput, original)]);
 }
+
+/** A copy of `length` entries from `start` along `axis` (negative counts from the end). */
+export function narrow(tensor: Tensor, axis: number, start: number, length: number): Tensor {
+  const output = tensorOf(native.narrow(handleOf(tensor, 'narrow', 'tensor'), axis, start, length));
+  const shape = tensor.shape;
+  return record(output, 'narrow', [tensor], () => (gradOutput) => [
+    tensorOf(native.narrowBackward(handleOf(gradOutput, 'narrow', 'gradOutput'), shape, axis, start)),
+  ]);
+}
+
+/** Entry `index` along `axis`, that axis removed: e.g. the first token's hidden state, [batch, seq, H] → [batch, H]. */
+export function select(tensor: Tensor, axis: number, index: number): Tensor {
+  const picked = narrow(tensor, axis, index, 1);
+  const resolvedAxis = axis < 0 ? axis + tensor.rank : axis;
+  const output = reshape(
+    picked,
+    tensor.shape.filter((_, position) => position !== resolvedAxis),
+  );
+  picked.dispose();
+  return output;
+}
+
+/** [a, b, c, d] → [a, c, b, d]: the head split ([batch, seq, heads, dim] → [batch, heads, seq, dim]) and merge. */
+export function permute0213(tensor: Tensor): Tensor {
+  const output = tensorOf(native.permute0213(handleOf(tensor, 'permute0213', 'tensor')));
+  // The permutation is its own inverse.
+  return record(output, 'permute0213', [tensor], () => (gradOutput) => [permute0213(gradOutput)]);
+}
+
+/** [batch, seq, heads · dim] → [batch, heads, seq, dim]. */
+export function splitHeads(tensor: Tensor, heads: number): Tensor {
+  const [batch, seq, hidden] = tensor.shape;
+  if (tensor.rank !== 3 || hidden % heads !== 0) {
+    throw new RangeError(
+      `splitHeads: expected [batch, seq, hidden] with hidden divisible by ${heads} heads, got [${tensor.shape.join(', ')}]`,
+    );
+  }
+  const grouped = reshape(tensor, [batch, seq, heads, hidden / heads]);
+  const output = permute0213(grouped);
+  grouped.dispose();
+  return output;
+}
+
+/** [batch, heads, seq, dim] → [batch, seq, heads · dim]. */
+export function mergeHeads(tensor: Tensor): Tensor {
+  const [batch, heads, seq, dim] = tensor.shape;
+  const permuted = permute0213(tensor);
+  const output = reshape(permuted, [batch, seq, heads * dim]);
+  permuted.dispose();
+  return output;
+}

@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "../cpu/elementwise.h"
+#include "../cpu/narrow.h"
 #include "args.h"
 #include "ops.h"
 #include "tensor_handle.h"
@@ -138,6 +139,60 @@ Napi::Value broadcast_axis(const Napi::CallbackInfo& info) {
   });
 }
 
+// The [outer, axis, inner] reading of `shape` around `axis` (negative counts from the end); RangeError if out of range.
+struct AxisSplit {
+  int axis;
+  int64_t outer, length, inner;
+};
+
+AxisSplit split_at(const Napi::CallbackInfo& info, size_t index, const char* fn, const Shape& shape) {
+  const int64_t rank = std::max(shape.rank, 1);
+  int64_t axis = integer_arg({info, index, fn, "axis"}, -rank, rank - 1);
+  if (axis < 0) axis += rank;
+  if (shape.rank == 0) throw RangeError(std::string(fn) + ": cannot take a range of a rank-0 tensor");
+  AxisSplit split{static_cast<int>(axis), 1, shape[static_cast<int>(axis)], 1};
+  for (int dim = 0; dim < axis; ++dim) split.outer *= shape[dim];
+  for (int dim = split.axis + 1; dim < shape.rank; ++dim) split.inner *= shape[dim];
+  return split;
+}
+
+// [sync] narrow(a, axis: number, start: number, length: number): TensorHandle - a copy of
+// a[..., start : start + length, ...] along `axis`. Throws TypeError, RangeError (axis or range out of bounds).
+Napi::Value narrow(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    TensorHandle& a = tensor_arg({info, 0, "narrow", "a"});
+    const AxisSplit split = split_at(info, 1, "narrow", a.shape());
+    const int64_t start = integer_arg({info, 2, "narrow", "start"}, 0, split.length);
+    const int64_t length = integer_arg({info, 3, "narrow", "length"}, 0, split.length - start);
+    Shape out_shape = a.shape();
+    out_shape.dims[split.axis] = length;
+    TensorHandle* out = nullptr;
+    Napi::Object result = TensorHandle::allocate(info.Env(), out_shape, &out);
+    cpu::narrow(out->data(), a.data(), split.outer, split.length, split.inner, start, length);
+    return result;
+  });
+}
+
+// [sync] narrowBackward(grad, shape: number[], axis: number, start: number): TensorHandle of `shape`, zero but for
+// grad at [start, start + grad's length) along `axis`. Throws TypeError, RangeError (shapes disagree).
+Napi::Value narrow_backward(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    TensorHandle& grad = tensor_arg({info, 0, "narrowBackward", "grad"});
+    const Shape shape = shape_arg({info, 1, "narrowBackward", "shape"});
+    const AxisSplit split = split_at(info, 2, "narrowBackward", shape);
+    const Shape& g = grad.shape();
+    const int64_t length = g.rank == shape.rank ? g[split.axis] : -1;
+    const int64_t start = integer_arg({info, 3, "narrowBackward", "start"}, 0, split.length);
+    if (length < 0 || start + length > split.length || grad.numel() != split.outer * length * split.inner) {
+      throw RangeError("narrowBackward: " + describe("grad", g) + " is not a range of " + shape.str());
+    }
+    TensorHandle* out = nullptr;
+    Napi::Object result = TensorHandle::allocate(info.Env(), shape, &out);
+    cpu::narrow_backward(out->data(), grad.data(), split.outer, split.length, split.inner, start, length);
+    return result;
+  });
+}
+
 // [sync] globalNorm(tensors: TensorHandle[]): number - sqrt of the sum of squares of every element of every tensor,
 // accumulated in double. Throws TypeError (not an array of live tensors).
 Napi::Value global_norm(const Napi::CallbackInfo& info) {
@@ -167,6 +222,8 @@ void register_elementwise(Napi::Env env, Napi::Object exports) {
   exports.Set("axpy", Napi::Function::New<axpy>(env, "axpy"));
   exports.Set("sum", Napi::Function::New<sum>(env, "sum"));
   exports.Set("broadcastAxis", Napi::Function::New<broadcast_axis>(env, "broadcastAxis"));
+  exports.Set("narrow", Napi::Function::New<narrow>(env, "narrow"));
+  exports.Set("narrowBackward", Napi::Function::New<narrow_backward>(env, "narrowBackward"));
   exports.Set("globalNorm", Napi::Function::New<global_norm>(env, "globalNorm"));
 }
 

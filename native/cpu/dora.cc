@@ -84,12 +84,13 @@ void fill_rows_with_bias(float* output, const float* bias, int64_t rows, int64_t
                });
 }
 
-// grad_input = g W0 + s (gh A) [masked by dropout's backward when the branch saw a dropped input].
+// grad_input = g W0 + s (gh A) [masked by dropout's backward when the branch saw a dropped input]. base_written:
+// grad_input already holds g W0 (computed in a shared pass over W0).
 void input_gradient(float* grad_input, const float* grad_combined, const float* grad_hidden, const float* weight,
                     const float* lora_a, float lora_factor, DropoutBackward dropout, const void* dropout_context,
-                    const AdapterDims& dims) {
+                    const AdapterDims& dims, bool base_written = false) {
   const auto [n, k, m, r] = dims;
-  matmul_rowmajor(grad_input, grad_combined, false, weight, false, n, k, m, 1.0f, 0.0f);
+  if (!base_written) matmul_rowmajor(grad_input, grad_combined, false, weight, false, n, k, m, 1.0f, 0.0f);
   if (dropout == nullptr) {
     matmul_rowmajor(grad_input, grad_hidden, false, lora_a, false, n, k, r, lora_factor, 1.0f);
     return;
@@ -100,6 +101,37 @@ void input_gradient(float* grad_input, const float* grad_combined, const float* 
   parallel_for(n * k, 1024, kParallelElements, [&](int64_t begin, int64_t end) {
     for (int64_t index = begin; index < end; ++index) grad_input[index] += branch.data()[index];
   });
+}
+
+// n_j from its factored terms (see dora_norm), given W0 Aᵀ and A Aᵀ.
+void norm_from_factors(float* norm, const float* weight_lora_a, const float* lora_gram, const float* weight_sq_norms,
+                       const float* lora_b, float scale, float eps, int64_t m, int64_t r) {
+  parallel_for(m, 16, 4096 / std::max<int64_t>(r * r, 1), [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const float* b = lora_b + row * r;
+      const float* wa = weight_lora_a + row * r;
+      float cross = 0;      // (W0 Aᵀ)_j · B_j
+      float quadratic = 0;  // B_j (A Aᵀ) B_jᵀ
+      for (int64_t p = 0; p < r; ++p) {
+        cross += wa[p] * b[p];
+        float gram_b = 0;
+        for (int64_t q = 0; q < r; ++q) gram_b += lora_gram[p * r + q] * b[q];
+        quadratic += b[p] * gram_b;
+      }
+      const float squared = std::max(0.0f, weight_sq_norms[row] + 2.0f * scale * cross + scale * scale * quadratic);
+      norm[row] = std::max(std::sqrt(squared), eps);
+    }
+  });
+}
+
+// output = (m / n) ⊙ u + bias, from u = x W0ᵀ already in combined: adds s h Bᵀ to u first.
+void finish_forward(float* output, float* combined, const float* hidden, const float* bias, const float* lora_b,
+                    const float* magnitude, const float* norm, float scale, const AdapterDims& dims) {
+  const auto [n, k, m, r] = dims;
+  matmul_rowmajor(combined, hidden, false, lora_b, true, n, m, r, scale, 1.0f);  // u += s h Bᵀ
+  std::vector<float> gain(m);
+  for (int64_t j = 0; j < m; ++j) gain[j] = magnitude[j] / norm[j];
+  compose_rows(output, combined, gain.data(), bias, n, m);
 }
 
 }  // namespace
@@ -120,22 +152,7 @@ void dora_norm(float* norm, float* weight_lora_a, float* lora_gram, const float*
                const float* lora_a, const float* lora_b, float scale, float eps, int64_t m, int64_t k, int64_t r) {
   matmul_rowmajor(weight_lora_a, weight, false, lora_a, true, m, r, k, 1.0f, 0.0f);  // W0 Aᵀ [M,R]
   matmul_rowmajor(lora_gram, lora_a, false, lora_a, true, r, r, k, 1.0f, 0.0f);      // A Aᵀ [R,R]
-  parallel_for(m, 16, 4096 / std::max<int64_t>(r * r, 1), [&](int64_t begin, int64_t end) {
-    for (int64_t row = begin; row < end; ++row) {
-      const float* b = lora_b + row * r;
-      const float* wa = weight_lora_a + row * r;
-      float cross = 0;      // (W0 Aᵀ)_j · B_j
-      float quadratic = 0;  // B_j (A Aᵀ) B_jᵀ
-      for (int64_t p = 0; p < r; ++p) {
-        cross += wa[p] * b[p];
-        float gram_b = 0;
-        for (int64_t q = 0; q < r; ++q) gram_b += lora_gram[p * r + q] * b[q];
-        quadratic += b[p] * gram_b;
-      }
-      const float squared = std::max(0.0f, weight_sq_norms[row] + 2.0f * scale * cross + scale * scale * quadratic);
-      norm[row] = std::max(std::sqrt(squared), eps);
-    }
-  });
+  norm_from_factors(norm, weight_lora_a, lora_gram, weight_sq_norms, lora_b, scale, eps, m, r);
 }
 
 void dora_forward(float* output, float* combined, float* hidden, const float* input, const float* lora_input,
@@ -144,10 +161,24 @@ void dora_forward(float* output, float* combined, float* hidden, const float* in
   const auto [n, k, m, r] = dims;
   matmul_rowmajor(hidden, lora_input, false, lora_a, true, n, r, k, 1.0f, 0.0f);  // h = x_d Aᵀ
   matmul_rowmajor(combined, input, false, weight, true, n, m, k, 1.0f, 0.0f);     // u = x W0ᵀ
-  matmul_rowmajor(combined, hidden, false, lora_b, true, n, m, r, scale, 1.0f);   // u += s h Bᵀ
-  std::vector<float> gain(m);
-  for (int64_t j = 0; j < m; ++j) gain[j] = magnitude[j] / norm[j];
-  compose_rows(output, combined, gain.data(), bias, n, m);
+  finish_forward(output, combined, hidden, bias, lora_b, magnitude, norm, scale, dims);
+}
+
+void dora_forward_with_norm(float* output, float* combined, float* hidden, float* norm, float* weight_lora_a,
+                            float* lora_gram, const float* input, const float* lora_input, const float* weight,
+                            const float* weight_sq_norms, const float* bias, const float* lora_a, const float* lora_b,
+                            const float* magnitude, float scale, float eps, const AdapterDims& dims) {
+  const auto [n, k, m, r] = dims;
+  matmul_rowmajor(hidden, lora_input, false, lora_a, true, n, r, k, 1.0f, 0.0f);  // h = x_d Aᵀ
+  matmul_rowmajor(lora_gram, lora_a, false, lora_a, true, r, r, k, 1.0f, 0.0f);   // A Aᵀ [R,R]
+  // u = x W0ᵀ and A W0ᵀ (stored transposed: W0 Aᵀ [M,R]) as rows of one product, so W0 streams from memory once.
+  GemmOperands blocks[2] = {
+      {combined, m, 1, input, k, 1, weight, 1, k, n, m, k, 1.0f, 0.0f},
+      {weight_lora_a, 1, r, lora_a, k, 1, weight, 1, k, r, m, k, 1.0f, 0.0f},
+  };
+  gemm_stacked(blocks, 2);
+  norm_from_factors(norm, weight_lora_a, lora_gram, weight_sq_norms, lora_b, scale, eps, m, r);
+  finish_forward(output, combined, hidden, bias, lora_b, magnitude, norm, scale, dims);
 }
 
 void dora_backward(const AdapterGrads& grads, float* combined, const float* grad_output, const float* lora_input,
@@ -207,6 +238,7 @@ void dora_backward(const AdapterGrads& grads, float* combined, const float* grad
     }
   }
 
+  bool input_base_written = false;
   if (grads.lora_a != nullptr) {
     matmul_rowmajor(grads.lora_a, grad_hidden.data(), true, lora_input, false, r, k, n, scale, 0.0f);  // s ghᵀ x_d
     if (through_norm) {
@@ -215,7 +247,17 @@ void dora_backward(const AdapterGrads& grads, float* combined, const float* grad
       for (int64_t row = 0; row < m; ++row) {
         for (int64_t p = 0; p < r; ++p) scaled_b.data()[row * r + p] = norm_coefficient[row] * lora_b[row * r + p];
       }
-      matmul_rowmajor(grads.lora_a, scaled_b.data(), true, weight, false, r, k, m, scale, 1.0f);
+      // (cB)ᵀ W0 [R,K] is a few more rows of ĝ W0 [N,K]: one pass over W0 serves both.
+      GemmOperands blocks[2] = {
+          {grads.input, k, 1, grad_combined, m, 1, weight, k, 1, n, k, m, 1.0f, 0.0f},
+          {grads.lora_a, k, 1, scaled_b.data(), 1, r, weight, k, 1, r, k, m, scale, 1.0f},
+      };
+      if (grads.input != nullptr) {
+        gemm_stacked(blocks, 2);
+        input_base_written = true;
+      } else {
+        gemm(blocks[1]);
+      }
       FloatBuffer small(r * r);
       matmul_rowmajor(small.data(), scaled_b.data(), true, lora_b, false, r, r, m, 1.0f, 0.0f);
       matmul_rowmajor(grads.lora_a, small.data(), false, lora_a, false, r, k, r, scale * scale, 1.0f);
@@ -224,7 +266,7 @@ void dora_backward(const AdapterGrads& grads, float* combined, const float* grad
 
   if (grads.input != nullptr) {
     input_gradient(grads.input, grad_combined, grad_hidden.data(), weight, lora_a, scale, dropout, dropout_context,
-                   dims);
+                   dims, input_base_written);
   }
 }
 

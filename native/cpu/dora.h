@@ -32,6 +32,14 @@ void dora_forward(float* output, float* combined, float* hidden, const float* in
                   const float* weight, const float* bias, const float* lora_a, const float* lora_b,
                   const float* magnitude, const float* norm, float scale, const AdapterDims& dims);
 
+// dora_norm then dora_forward, in fewer passes over W0: u = x W0ᵀ and W0 Aᵀ come from one product (B streamed once),
+// so this costs about a LoRA forward plus R/N of its base product, where the two calls stream W0 twice. Writes
+// everything the two calls write: output, combined, hidden, norm [M], weight_lora_a [M,R], lora_gram [R,R].
+void dora_forward_with_norm(float* output, float* combined, float* hidden, float* norm, float* weight_lora_a,
+                            float* lora_gram, const float* input, const float* lora_input, const float* weight,
+                            const float* weight_sq_norms, const float* bias, const float* lora_a, const float* lora_b,
+                            const float* magnitude, float scale, float eps, const AdapterDims& dims);
+
 // What backward writes; a null pointer skips that gradient and every product only it needs.
 struct AdapterGrads {
   float* input = nullptr;      // [N,K]

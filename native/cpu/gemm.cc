@@ -6,6 +6,7 @@
 #include <array>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "../core/errors.h"
 #include "../core/memory.h"
@@ -196,62 +197,138 @@ void run_dot(const Problem& p, const Path& path) {
 
 // ---- Packed, blocked form --------------------------------------------------------------------------------------
 
-// One thread's share: C(m x n) = alpha A B + beta C, looping KC (depth) > MC (rows) > NC (columns) > MR > NR.
-void run_blocked_part(const Problem& p, const Path& path) {
+// Rows of A and where their products land in C. A plain product is one block; a stacked one is several that share
+// B, so that B is packed (and streamed from memory) once for all of them.
+struct RowBlock {
+  const float* a;
+  int64_t ars, acs;
+  float* c;
+  int64_t crs, ccs;
+  int64_t m;
+  float alpha, beta;
+};
+
+// The B (k x n) every block multiplies.
+struct SharedB {
+  const float* b;
+  int64_t brs, bcs;
+  int64_t n, k;
+};
+
+RowBlock row_block_of(const Problem& p) { return {p.a, p.ars, p.acs, p.c, p.crs, p.ccs, p.m, p.alpha, p.beta}; }
+SharedB shared_b_of(const Problem& p) { return {p.b, p.brs, p.bcs, p.n, p.k}; }
+
+// Up to this many blocks live on the stack; more (rare) go to the heap.
+constexpr int kInlineBlocks = 8;
+
+// Storage for `count` items, on the stack when few.
+template <typename T>
+class SmallArray {
+ public:
+  explicit SmallArray(int count) {
+    if (count > kInlineBlocks) heap_.resize(count);
+  }
+  T* data() { return heap_.empty() ? inline_ : heap_.data(); }
+
+ private:
+  T inline_[kInlineBlocks];
+  std::vector<T> heap_;
+};
+
+// A run of one block's rows inside a packed A chunk; each piece starts on a fresh MR panel, so a register tile
+// never straddles two blocks.
+struct Piece {
+  const RowBlock* block;
+  int64_t row, rows;
+  int64_t packed_offset;  // floats from the start of the packed chunk
+};
+
+// One thread's share: C = alpha A B + beta C for every block, looping KC (depth) > MC (rows of all blocks, in order)
+// > NC (columns) > MR > NR. The MC chunk gathers rows across blocks, so a B block is packed once per chunk, not once
+// per block.
+void run_blocked_part(const RowBlock* blocks, int count, const SharedB& sb, const Path& path) {
   const int mr = path.tile.mr;
   const int nr = path.tile.nr;
   const Blocking& blocking = path.blocking;
+  int64_t total_rows = 0;
+  for (int i = 0; i < count; ++i) total_rows += blocks[i].m;
   // A B with contiguous rows that few row panels share is read in place: packing would cost more than it saves.
-  const bool b_in_place = p.bcs == 1 && p.m <= 2 * mr;
-  const bool c_in_place = p.ccs == 1;
+  const bool b_in_place = sb.bcs == 1 && total_rows <= 2 * mr;
+  SmallArray<Piece> piece_storage(count);
+  Piece* pieces = piece_storage.data();
   alignas(64) float staging[16 * 64];
-  for (int64_t pc = 0; pc < p.k; pc += blocking.kc) {
-    const int64_t kc = std::min(blocking.kc, p.k - pc);
-    // Later depth blocks add onto what the first one wrote.
-    const float beta = pc == 0 ? p.beta : 1.0f;
-    for (int64_t ic = 0; ic < p.m; ic += blocking.mc) {
-      const int64_t mc = std::min(blocking.mc, p.m - ic);
-      float* packed_a = thread_workspace(kSlotPackedA, round_up(mc, mr) * kc);
-      path.tile.pack_a(p.a + ic * p.ars + pc * p.acs, p.ars, p.acs, mc, kc, packed_a);
-      for (int64_t jc = 0; jc < p.n; jc += blocking.nc) {
-        const int64_t nc = std::min(blocking.nc, p.n - jc);
+  for (int64_t pc = 0; pc < sb.k; pc += blocking.kc) {
+    const int64_t kc = std::min(blocking.kc, sb.k - pc);
+    int block_index = 0;
+    int64_t block_row = 0;
+    while (block_index < count) {
+      // Gather the next chunk: up to MC rows, panel-padded, from consecutive blocks.
+      int piece_count = 0;
+      int64_t padded = 0;
+      while (block_index < count && padded < blocking.mc) {
+        const RowBlock& block = blocks[block_index];
+        const int64_t rows = std::min(block.m - block_row, blocking.mc - padded);
+        pieces[piece_count++] = {&block, block_row, rows, padded * kc};
+        padded += round_up(rows, mr);
+        block_row += rows;
+        if (block_row == block.m) {
+          ++block_index;
+          block_row = 0;
+        }
+      }
+      float* packed_a = thread_workspace(kSlotPackedA, padded * kc);
+      for (int q = 0; q < piece_count; ++q) {
+        const Piece& piece = pieces[q];
+        const RowBlock& block = *piece.block;
+        path.tile.pack_a(block.a + piece.row * block.ars + pc * block.acs, block.ars, block.acs, piece.rows, kc,
+                         packed_a + piece.packed_offset);
+      }
+      for (int64_t jc = 0; jc < sb.n; jc += blocking.nc) {
+        const int64_t nc = std::min(blocking.nc, sb.n - jc);
         float* packed_b = nullptr;
         if (!b_in_place) {
           packed_b = thread_workspace(kSlotPackedB, round_up(nc, nr) * kc);
-          path.tile.pack_b(p.b + pc * p.brs + jc * p.bcs, p.brs, p.bcs, kc, nc, packed_b);
+          path.tile.pack_b(sb.b + pc * sb.brs + jc * sb.bcs, sb.brs, sb.bcs, kc, nc, packed_b);
         }
-        for (int64_t ir = 0; ir < mc; ir += mr) {
-          Tile tile;
-          tile.k = kc;
-          tile.a = packed_a + ir * kc;
-          tile.a_k_stride = mr;
-          tile.rows = static_cast<int>(std::min<int64_t>(mr, mc - ir));
-          tile.b_padded = !b_in_place;
-          tile.b_k_stride = b_in_place ? p.brs : nr;
-          for (int64_t jr = 0; jr < nc; jr += nr) {
-            tile.b = b_in_place ? p.b + pc * p.brs + jc + jr : packed_b + jr * kc;
-            tile.cols = static_cast<int>(std::min<int64_t>(nr, nc - jr));
-            float* c = p.c + (ic + ir) * p.crs + (jc + jr) * p.ccs;
-            if (c_in_place) {
-              tile.c = c;
-              tile.c_row_stride = p.crs;
-              tile.alpha = p.alpha;
-              tile.beta = beta;
+        for (int q = 0; q < piece_count; ++q) {
+          const Piece& piece = pieces[q];
+          const RowBlock& block = *piece.block;
+          // Later depth blocks add onto what the first one wrote.
+          const float beta = pc == 0 ? block.beta : 1.0f;
+          const bool c_in_place = block.ccs == 1;
+          for (int64_t ir = 0; ir < piece.rows; ir += mr) {
+            Tile tile;
+            tile.k = kc;
+            tile.a = packed_a + piece.packed_offset + ir * kc;
+            tile.a_k_stride = mr;
+            tile.rows = static_cast<int>(std::min<int64_t>(mr, piece.rows - ir));
+            tile.b_padded = !b_in_place;
+            tile.b_k_stride = b_in_place ? sb.brs : nr;
+            for (int64_t jr = 0; jr < nc; jr += nr) {
+              tile.b = b_in_place ? sb.b + pc * sb.brs + jc + jr : packed_b + jr * kc;
+              tile.cols = static_cast<int>(std::min<int64_t>(nr, nc - jr));
+              float* c = block.c + (piece.row + ir) * block.crs + (jc + jr) * block.ccs;
+              if (c_in_place) {
+                tile.c = c;
+                tile.c_row_stride = block.crs;
+                tile.alpha = block.alpha;
+                tile.beta = beta;
+                path.tile.run(tile);
+                continue;
+              }
+              // Strided C columns: the kernel writes A B into a contiguous staging tile, then alpha/beta apply here.
+              tile.c = staging;
+              tile.c_row_stride = nr;
+              tile.alpha = 1.0f;
+              tile.beta = 0.0f;
               path.tile.run(tile);
-              continue;
-            }
-            // Strided C columns: the kernel writes A B into a contiguous staging tile, then alpha/beta apply here.
-            tile.c = staging;
-            tile.c_row_stride = nr;
-            tile.alpha = 1.0f;
-            tile.beta = 0.0f;
-            path.tile.run(tile);
-            for (int r = 0; r < tile.rows; ++r) {
-              float* row = c + r * p.crs;
-              for (int j = 0; j < tile.cols; ++j) {
-                const float value = staging[r * nr + j];
-                float& out = row[j * p.ccs];
-                out = beta == 0.0f ? p.alpha * value : p.alpha * value + beta * out;
+              for (int r = 0; r < tile.rows; ++r) {
+                float* row = c + r * block.crs;
+                for (int j = 0; j < tile.cols; ++j) {
+                  const float value = staging[r * nr + j];
+                  float& out = row[j * block.ccs];
+                  out = beta == 0.0f ? block.alpha * value : block.alpha * value + beta * out;
+                }
               }
             }
           }
@@ -261,30 +338,54 @@ void run_blocked_part(const Problem& p, const Path& path) {
   }
 }
 
-void run_blocked(const Problem& p, const Path& path) {
+void run_blocked(const RowBlock* blocks, int count, const SharedB& sb, const Path& path) {
   const int mr = path.tile.mr;
   const int nr = path.tile.nr;
-  const int64_t row_tiles = (p.m + mr - 1) / mr;
-  const int64_t col_tiles = (p.n + nr - 1) / nr;
-  const int threads = static_cast<int>(std::min<int64_t>(threads_for(p), std::max(row_tiles, col_tiles)));
+  int64_t total_rows = 0, row_tiles = 0;
+  for (int i = 0; i < count; ++i) {
+    total_rows += blocks[i].m;
+    row_tiles += (blocks[i].m + mr - 1) / mr;
+  }
+  const int64_t col_tiles = (sb.n + nr - 1) / nr;
+  const double flops = 2.0 * static_cast<double>(total_rows) * static_cast<double>(sb.n) * static_cast<double>(sb.k);
+  const int wanted = flops < kParallelFlops ? 1 : num_threads();
+  const int threads = static_cast<int>(std::min<int64_t>(wanted, std::max(row_tiles, col_tiles)));
   // Every kernel computes an element the same way wherever its tile starts, so the split may cut through tiles: rows
-  // in steps of 4 (columns in whole vectors) keep both threads' shares equal to within a few rows.
+  // in steps of 4 (columns in whole vectors) keep both threads' shares equal to within a few rows. Stacked blocks
+  // split as one run of rows, block after block.
   const bool split_rows = row_tiles >= 2 * threads || row_tiles >= col_tiles;
   run_on_threads(threads, [&](int part, int parts) {
-    Problem mine = p;
+    SmallArray<RowBlock> storage(count);
+    RowBlock* mine = storage.data();
+    int mine_count = 0;
+    SharedB my_b = sb;
     int64_t begin, end;
     if (split_rows) {
-      split_range(p.m, kRowGrain, part, parts, &begin, &end);
-      mine.m = end - begin;
-      mine.a = p.a + begin * p.ars;
-      mine.c = p.c + begin * p.crs;
+      split_range(total_rows, kRowGrain, part, parts, &begin, &end);
+      int64_t first = 0;  // row of the stack where blocks[i] starts
+      for (int i = 0; i < count; ++i) {
+        const RowBlock& block = blocks[i];
+        const int64_t lo = std::max(begin, first), hi = std::min(end, first + block.m);
+        if (lo < hi) {
+          RowBlock share = block;
+          share.a = block.a + (lo - first) * block.ars;
+          share.c = block.c + (lo - first) * block.crs;
+          share.m = hi - lo;
+          mine[mine_count++] = share;
+        }
+        first += block.m;
+      }
     } else {
-      split_range(p.n, kColumnGrain, part, parts, &begin, &end);
-      mine.n = end - begin;
-      mine.b = p.b + begin * p.bcs;
-      mine.c = p.c + begin * p.ccs;
+      split_range(sb.n, kColumnGrain, part, parts, &begin, &end);
+      my_b.n = end - begin;
+      my_b.b = sb.b + begin * sb.bcs;
+      for (int i = 0; i < count; ++i) {
+        mine[i] = blocks[i];
+        mine[i].c = blocks[i].c + begin * blocks[i].ccs;
+      }
+      mine_count = count;
     }
-    if (begin < end) run_blocked_part(mine, path);
+    if (begin < end && mine_count > 0) run_blocked_part(mine, mine_count, my_b, path);
   });
 }
 
@@ -325,7 +426,51 @@ void gemm(const GemmOperands& operands, Isa isa) {
   // A tile row is NR columns wide: with fewer columns than that, most of it would be padding.
   const auto wastes_columns = [nr](int64_t m, int64_t n) { return n < nr && m > n; };
   if (wastes_columns(p.m, p.n) || (!wastes_columns(p.n, p.m) && p.ccs != 1 && p.crs == 1)) p = p.transposed();
-  run_blocked(p, path);
+  const RowBlock block = row_block_of(p);
+  run_blocked(&block, 1, shared_b_of(p), path);
+}
+
+void gemm_stacked(const GemmOperands* blocks, int count) { gemm_stacked(blocks, count, active_isa()); }
+
+void gemm_stacked(const GemmOperands* blocks, int count, Isa isa) {
+  if (count < 0 || (count > 0 && blocks == nullptr)) throw RangeError("gemm_stacked: bad block list");
+  for (int i = 0; i < count; ++i) {
+    const GemmOperands& o = blocks[i];
+    check_operands(o);
+    const GemmOperands& first = blocks[0];
+    if (o.b != first.b || o.b_row_stride != first.b_row_stride || o.b_col_stride != first.b_col_stride ||
+        o.n != first.n || o.k != first.k) {
+      throw RangeError("gemm_stacked: block " + std::to_string(i) + " does not share block 0's B, n and k");
+    }
+  }
+  if (!isa_supported(isa)) {
+    throw RangeError(std::string("gemm_stacked: isa '") + isa_name(isa) + "' is not supported by this CPU or build");
+  }
+  if (count == 0 || blocks[0].n == 0) return;
+  SmallArray<RowBlock> storage(count);
+  SmallArray<int> origin(count);
+  RowBlock* active = storage.data();
+  int active_count = 0;
+  for (int i = 0; i < count; ++i) {
+    if (blocks[i].m == 0) continue;
+    const Problem p = from_operands(blocks[i]);
+    if (p.k == 0 || p.alpha == 0.0f) {
+      scale_c(p);
+      continue;
+    }
+    origin.data()[active_count] = i;
+    active[active_count++] = row_block_of(p);
+  }
+  if (active_count == 0) return;
+  const Path path = path_for(isa);
+  // With fewer columns than a register tile, B is small enough to stream once per block, and each block is better
+  // off with the plain call's own orientation (thin-C dot form or transposed).
+  if (active_count == 1 || blocks[0].n < path.tile.nr) {
+    for (int i = 0; i < active_count; ++i) gemm(blocks[origin.data()[i]], isa);
+    return;
+  }
+  const GemmOperands& first = blocks[0];
+  run_blocked(active, active_count, {first.b, first.b_row_stride, first.b_col_stride, first.n, first.k}, path);
 }
 
 void gemm_reference(const GemmOperands& o) {

@@ -31,6 +31,15 @@ struct GemmOperands {
 void gemm(const GemmOperands& operands);
 // Same with an explicit path (the tests run every path this CPU has).
 void gemm(const GemmOperands& operands, Isa isa);
+// Several products that share B: C_i = alpha_i A_i B + beta_i C_i for i < count, where every block has the same b,
+// b strides, n and k, and its own A, C, m, alpha and beta. B is packed and streamed once for all blocks (a pass over a
+// large B costs as much as the arithmetic of a few hundred rows). Each block gets the value a plain gemm() call on it
+// would give, to rounding, and the same bits whenever that call takes the packed form without transposing (C with
+// contiguous columns and at least a register tile of them). Results do not depend on the thread count. Blocks' C must
+// not overlap each other or any A or B. A C with strided columns (e.g. written transposed) goes through a small
+// staging tile: fine for a few rows, slow for a big block.
+void gemm_stacked(const GemmOperands* blocks, int count);
+void gemm_stacked(const GemmOperands* blocks, int count, Isa isa);
 // Plain triple loop accumulating in double: the reference every fast path is tested against.
 void gemm_reference(const GemmOperands& operands);
 

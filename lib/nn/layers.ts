@@ -1,0 +1,207 @@
+// The basic layers: Linear (optionally carrying a LoRA/DoRA adapter), Embedding, LayerNorm, Dropout, activations,
+// Sequential and MLP.
+import { gelu, relu, tanh } from '../ops/activation';
+import { doraLinear, loraLinear } from '../ops/adapter';
+import { dropout } from '../ops/dropout';
+import { embedding } from '../ops/embedding';
+import { linear } from '../ops/matmul';
+import { layerNorm } from '../ops/normalization';
+import { Tensor } from '../tensor';
+import { Module, SeedStream } from './module';
+
+export interface InitOptions {
+  /** Seed of the parameters' initial values. */
+  seed?: number;
+  /** Standard deviation of the normal initialisation (Hugging Face's initializer_range, 0.02 for BERT). */
+  std?: number;
+}
+
+/**
+ * A low-rank adapter carried by a Linear layer: W0 stays frozen, A [r, in] and B [out, r] train, and for DoRA the
+ * magnitude m [out] too. `scale` is alpha / r (or alpha / sqrt(r) with rsLoRA).
+ */
+export class LinearAdapter extends Module {
+  loraA: Tensor;
+  loraB: Tensor;
+  magnitude: Tensor | undefined;
+
+  constructor(
+    loraA: Tensor,
+    loraB: Tensor,
+    magnitude: Tensor | undefined,
+    readonly options: { scale: number; dropout: number; detachNorm: boolean; seed: number },
+  ) {
+    super();
+    this.loraA = loraA;
+    this.loraB = loraB;
+    this.magnitude = magnitude;
+    this.#seeds = new SeedStream(options.seed);
+  }
+
+  #seeds: SeedStream;
+
+  get kind(): 'lora' | 'dora' {
+    return this.magnitude === undefined ? 'lora' : 'dora';
+  }
+
+  /** The seed of the next dropout mask on the low-rank branch. */
+  nextSeed(): number {
+    return this.#seeds.next();
+  }
+}
+
+/** y = x Wᵀ + b, W stored (out, in) as in PyTorch; with an adapter, the fused LoRA or DoRA layer. */
+export class Linear extends Module {
+  weight: Tensor;
+  bias: Tensor | undefined;
+  adapter: LinearAdapter | undefined;
+
+  constructor(
+    readonly inFeatures: number,
+    readonly outFeatures: number,
+    options: InitOptions & { bias?: boolean } = {},
+  ) {
+    super();
+    this.weight = Tensor.randn([outFeatures, inFeatures], { seed: options.seed ?? 0, std: options.std ?? 0.02 });
+    this.bias = options.bias === false ? undefined : Tensor.zeros([outFeatures]);
+    this.weight.requiresGrad = true;
+    if (this.bias) this.bias.requiresGrad = true;
+  }
+
+  forward(input: Tensor): Tensor {
+    const adapter = this.adapter;
+    if (adapter === undefined) return linear(input, this.weight, this.bias);
+    const args = {
+      input,
+      weight: this.weight,
+      bias: this.bias,
+      loraA: adapter.loraA,
+      loraB: adapter.loraB,
+      scale: adapter.options.scale,
+      dropout: this.training ? adapter.options.dropout : 0,
+      seed: this.training && adapter.options.dropout > 0 ? adapter.nextSeed() : 0,
+    };
+    return adapter.magnitude === undefined
+      ? loraLinear(args)
+      : doraLinear({ ...args, magnitude: adapter.magnitude, detachNorm: adapter.options.detachNorm });
+  }
+}
+
+export class Embedding extends Module {
+  weight: Tensor;
+
+  constructor(
+    readonly numEmbeddings: number,
+    readonly dim: number,
+    options: InitOptions = {},
+  ) {
+    super();
+    this.weight = Tensor.randn([numEmbeddings, dim], { seed: options.seed ?? 0, std: options.std ?? 0.02 });
+    this.weight.requiresGrad = true;
+  }
+
+  /** ids of shape `shape` → [...shape, dim]. */
+  forward(ids: Int32Array, shape: readonly number[] = [ids.length]): Tensor {
+    return embedding(this.weight, ids, shape);
+  }
+}
+
+export class LayerNorm extends Module {
+  weight: Tensor;
+  bias: Tensor;
+
+  constructor(
+    readonly dim: number,
+    readonly eps = 1e-12,
+  ) {
+    super();
+    this.weight = Tensor.ones([dim]).requireGrad();
+    this.bias = Tensor.zeros([dim]).requireGrad();
+  }
+
+  forward(input: Tensor): Tensor {
+    return layerNorm(input, this.weight, this.bias, this.eps);
+  }
+}
+
+/** Drops entries with probability p in train mode; the identity in eval mode. */
+export class Dropout extends Module {
+  #seeds: SeedStream;
+
+  constructor(
+    readonly p: number,
+    seed = 0,
+  ) {
+    super();
+    if (!(p >= 0 && p < 1)) throw new RangeError(`Dropout: p must be in [0, 1), got ${p}`);
+    this.#seeds = new SeedStream(seed);
+  }
+
+  forward(input: Tensor): Tensor {
+    return this.training && this.p > 0 ? dropout(input, this.p, this.#seeds.next()) : input;
+  }
+}
+
+export class GELU extends Module {
+  forward(input: Tensor): Tensor {
+    return gelu(input);
+  }
+}
+
+export class ReLU extends Module {
+  forward(input: Tensor): Tensor {
+    return relu(input);
+  }
+}
+
+export class Tanh extends Module {
+  forward(input: Tensor): Tensor {
+    return tanh(input);
+  }
+}
+
+/** A module with a one-tensor forward. */
+export interface Layer extends Module {
+  forward(input: Tensor): Tensor;
+}
+
+/** Layers applied in order; parameters named by position (`0.weight`, `1.weight`, ...). */
+export class Sequential extends Module {
+  layers: Layer[];
+
+  constructor(...layers: Layer[]) {
+    super();
+    this.layers = layers;
+  }
+
+  override namedParameters(prefix = ''): [string, Tensor][] {
+    return this.layers.flatMap((layer, index) =>
+      layer.namedParameters(prefix === '' ? `${index}` : `${prefix}.${index}`),
+    );
+  }
+
+  forward(input: Tensor): Tensor {
+    return this.layers.reduce((value, layer) => layer.forward(value), input);
+  }
+}
+
+/** Linear layers with an activation between them (and dropout after each activation when p > 0). */
+export class MLP extends Sequential {
+  constructor(
+    sizes: readonly number[],
+    options: InitOptions & { activation?: 'gelu' | 'relu' | 'tanh'; dropout?: number } = {},
+  ) {
+    const layers: Layer[] = [];
+    const seed = options.seed ?? 0;
+    for (let index = 0; index + 1 < sizes.length; index++) {
+      layers.push(new Linear(sizes[index], sizes[index + 1], { seed: seed + index, std: options.std }));
+      if (index + 2 < sizes.length) {
+        layers.push(
+          options.activation === 'relu' ? new ReLU() : options.activation === 'tanh' ? new Tanh() : new GELU(),
+        );
+        if ((options.dropout ?? 0) > 0) layers.push(new Dropout(options.dropout!, seed + 1000 + index));
+      }
+    }
+    super(...layers);
+  }
+}

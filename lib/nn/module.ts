@@ -1,0 +1,95 @@
+// Layers are plain classes: parameters are Tensor fields, sub-layers are Module fields (or arrays of them), and the
+// dotted names of the fields are the parameter names, so they match Hugging Face checkpoints.
+import { Tensor } from '../tensor';
+
+/** A counter-based seed stream, so dropout masks are reproducible from one seed and the order of calls. */
+export class SeedStream {
+  #state: number;
+
+  constructor(seed: number) {
+    this.#state = seed >>> 0;
+  }
+
+  next(): number {
+    // A 32-bit LCG step, mixed: distinct seeds for every call; the native generator does the real mixing.
+    this.#state = (Math.imul(this.#state, 1664525) + 1013904223) >>> 0;
+    return (this.#state ^ (this.#state >>> 16)) >>> 0;
+  }
+}
+
+export abstract class Module {
+  /** Train mode (dropout active) or eval mode. */
+  training = true;
+
+  /** [dotted name, parameter] for every parameter of this module and its sub-modules, in declaration order. */
+  namedParameters(prefix = ''): [string, Tensor][] {
+    const found: [string, Tensor][] = [];
+    for (const [key, value] of Object.entries(this)) {
+      const name = prefix === '' ? key : `${prefix}.${key}`;
+      if (value instanceof Tensor) found.push([name, value]);
+      else if (value instanceof Module) found.push(...value.namedParameters(name));
+      else if (Array.isArray(value)) {
+        value.forEach((item, index) => {
+          if (item instanceof Module) found.push(...item.namedParameters(`${name}.${index}`));
+        });
+      }
+    }
+    return found;
+  }
+
+  parameters(): Tensor[] {
+    return this.namedParameters().map(([, tensor]) => tensor);
+  }
+
+  /** [dotted name, module] for this module (named `prefix`) and every sub-module. */
+  namedModules(prefix = ''): [string, Module][] {
+    const found: [string, Module][] = [[prefix, this]];
+    for (const [key, value] of Object.entries(this)) {
+      const name = prefix === '' ? key : `${prefix}.${key}`;
+      if (value instanceof Module) found.push(...value.namedModules(name));
+      else if (Array.isArray(value)) {
+        value.forEach((item, index) => {
+          if (item instanceof Module) found.push(...item.namedModules(`${name}.${index}`));
+        });
+      }
+    }
+    return found;
+  }
+
+  train(mode = true): this {
+    for (const [, module] of this.namedModules()) module.training = mode;
+    return this;
+  }
+
+  eval(): this {
+    return this.train(false);
+  }
+
+  /** Number of elements over parameters that require grad (or all parameters). */
+  parameterCount(options: { trainableOnly?: boolean } = {}): number {
+    return this.parameters()
+      .filter((tensor) => !options.trainableOnly || tensor.requiresGrad)
+      .reduce((total, tensor) => total + tensor.size, 0);
+  }
+
+  /** Frees every parameter (and gradient). */
+  dispose(): void {
+    for (const tensor of this.parameters()) {
+      tensor.grad?.dispose();
+      tensor.dispose();
+    }
+  }
+}
+
+/** Replaces the tensor at dotted `name` inside `root` (used by state loading and adapters); returns the old one. */
+export function replaceParameter(root: Module, name: string, tensor: Tensor): Tensor {
+  const path = name.split('.');
+  const field = path.pop()!;
+  let owner: unknown = root;
+  for (const part of path) owner = (owner as Record<string, unknown>)[part];
+  const record = owner as Record<string, unknown>;
+  const previous = record[field];
+  if (!(previous instanceof Tensor)) throw new RangeError(`no parameter named ${name}`);
+  record[field] = tensor;
+  return previous;
+}

@@ -1,0 +1,123 @@
+// The Transformer encoder layer in Hugging Face's BERT layout (attention.self.{query,key,value},
+// attention.output.{dense,LayerNorm}, intermediate.dense, output.{dense,LayerNorm}), so checkpoints load by name.
+import { add, scale } from '../ops/elementwise';
+import { gelu, relu } from '../ops/activation';
+import { softmax } from '../ops/attention';
+import { matmul } from '../ops/matmul';
+import { mergeHeads, splitHeads } from '../ops/shape';
+import { type Tensor } from '../tensor';
+import { Dropout, LayerNorm, Linear } from './layers';
+import { Module } from './module';
+
+export interface EncoderConfig {
+  hiddenSize: number;
+  numHeads: number;
+  intermediateSize: number;
+  hiddenDropout: number;
+  attentionDropout: number;
+  layerNormEps: number;
+  activation: 'gelu' | 'relu';
+  initializerRange: number;
+  seed: number;
+}
+
+/** Scaled dot-product self-attention over heads; `mask` [batch, seq] (1 = token, 0 = padding). */
+export class MultiHeadSelfAttention extends Module {
+  query: Linear;
+  key: Linear;
+  value: Linear;
+  dropout: Dropout;
+
+  constructor(readonly config: EncoderConfig) {
+    super();
+    const { hiddenSize: size, initializerRange: std, seed } = config;
+    if (size % config.numHeads !== 0) {
+      throw new RangeError(`hidden size ${size} is not a multiple of the ${config.numHeads} attention heads`);
+    }
+    this.query = new Linear(size, size, { std, seed: seed + 1 });
+    this.key = new Linear(size, size, { std, seed: seed + 2 });
+    this.value = new Linear(size, size, { std, seed: seed + 3 });
+    this.dropout = new Dropout(config.attentionDropout, seed + 4);
+  }
+
+  /** [batch, seq, hidden] → [batch, seq, hidden] (the heads' outputs concatenated). */
+  forward(hidden: Tensor, mask: Tensor | undefined): Tensor {
+    const heads = this.config.numHeads;
+    const query = splitHeads(this.query.forward(hidden), heads);
+    const key = splitHeads(this.key.forward(hidden), heads);
+    const value = splitHeads(this.value.forward(hidden), heads);
+    const headSize = this.config.hiddenSize / heads;
+    const scores = scale(matmul(query, key, { transposeB: true }), 1 / Math.sqrt(headSize));
+    const probabilities = this.dropout.forward(softmax(scores, mask));
+    return mergeHeads(matmul(probabilities, value));
+  }
+}
+
+/** dense → dropout → residual → LayerNorm: the output block after attention and after the feed-forward layer. */
+export class ResidualOutput extends Module {
+  dense: Linear;
+  LayerNorm: LayerNorm;
+  dropout: Dropout;
+
+  constructor(inFeatures: number, config: EncoderConfig, seed: number) {
+    super();
+    this.dense = new Linear(inFeatures, config.hiddenSize, { std: config.initializerRange, seed });
+    this.LayerNorm = new LayerNorm(config.hiddenSize, config.layerNormEps);
+    this.dropout = new Dropout(config.hiddenDropout, seed + 1);
+  }
+
+  forward(hidden: Tensor, residual: Tensor): Tensor {
+    return this.LayerNorm.forward(add(this.dropout.forward(this.dense.forward(hidden)), residual));
+  }
+}
+
+export class Attention extends Module {
+  self: MultiHeadSelfAttention;
+  output: ResidualOutput;
+
+  constructor(config: EncoderConfig) {
+    super();
+    this.self = new MultiHeadSelfAttention(config);
+    this.output = new ResidualOutput(config.hiddenSize, config, config.seed + 5);
+  }
+
+  forward(hidden: Tensor, mask: Tensor | undefined): Tensor {
+    return this.output.forward(this.self.forward(hidden, mask), hidden);
+  }
+}
+
+export class Intermediate extends Module {
+  dense: Linear;
+
+  constructor(readonly config: EncoderConfig) {
+    super();
+    this.dense = new Linear(config.hiddenSize, config.intermediateSize, {
+      std: config.initializerRange,
+      seed: config.seed + 7,
+    });
+  }
+
+  forward(hidden: Tensor): Tensor {
+    const projected = this.dense.forward(hidden);
+    return this.config.activation === 'relu' ? relu(projected) : gelu(projected);
+  }
+}
+
+/** Post-LayerNorm encoder layer: self-attention block, then the feed-forward block, each with a residual. */
+export class TransformerEncoderLayer extends Module {
+  attention: Attention;
+  intermediate: Intermediate;
+  output: ResidualOutput;
+
+  constructor(config: EncoderConfig) {
+    super();
+    this.attention = new Attention(config);
+    this.intermediate = new Intermediate(config);
+    this.output = new ResidualOutput(config.intermediateSize, config, config.seed + 8);
+  }
+
+  forward(hidden: Tensor, mask: Tensor | undefined): Tensor {
+    const attended = this.attention.forward(hidden, mask);
+    return this.output.forward(this.intermediate.forward(attended), attended);
+  }
+}

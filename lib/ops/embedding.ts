@@ -1,0 +1,22 @@
+// Embedding lookup by integer ids, with the scatter-add gradient into the table.
+import { record } from '../autograd';
+import { native } from '../binding';
+import { handleOf, type Tensor, tensorOf } from '../tensor';
+import { reshape } from './shape';
+
+/** Rows of `weight` [vocab, dim] picked by `ids` (of shape `idsShape`) → [...idsShape, dim]. */
+export function embedding(weight: Tensor, ids: Int32Array, idsShape: readonly number[] = [ids.length]): Tensor {
+  const fn = 'embedding';
+  if (!(ids instanceof Int32Array)) throw new TypeError(`${fn}: ids must be an Int32Array`);
+  if (idsShape.reduce((total, dim) => total * dim, 1) !== ids.length) {
+    throw new RangeError(`${fn}: ids has ${ids.length} entries but idsShape is [${idsShape.join(', ')}]`);
+  }
+  const [vocab, dim] = weight.shape;
+  const rows = tensorOf(native.embedding(handleOf(weight, fn, 'weight'), ids));
+  const output = reshape(rows, [...idsShape, dim]);
+  rows.dispose();
+  return record(output, fn, [weight], () => (gradOutput) => {
+    const flat = reshape(gradOutput, [ids.length, dim]);
+    return [tensorOf(native.embeddingBackward(handleOf(flat, fn, 'gradOutput'), ids, vocab))];
+  });
+}

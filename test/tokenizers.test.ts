@@ -1,0 +1,181 @@
+// Tokenizers: a WordPiece (BERT) and a byte-level BPE (RoBERTa) tokenizer.json written here, through the
+// @huggingface/tokenizers package, with padding, truncation, pairs and masks; and the character tokenizer.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { afterAll, describe, expect, it } from 'vitest';
+
+import { tokenizers } from '../lib/index';
+
+const dir = mkdtempSync(join(tmpdir(), 'bidora-tokenizers-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const wordPieceVocab = [
+  '[PAD]',
+  '[UNK]',
+  '[CLS]',
+  '[SEP]',
+  '[MASK]',
+  'hello',
+  'world',
+  'un',
+  '##believ',
+  '##able',
+  '!',
+];
+const wordPiece = {
+  version: '1.0',
+  truncation: null,
+  padding: null,
+  added_tokens: ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'].map((content, id) => ({
+    id,
+    content,
+    single_word: false,
+    lstrip: false,
+    rstrip: false,
+    normalized: false,
+    special: true,
+  })),
+  normalizer: {
+    type: 'BertNormalizer',
+    clean_text: true,
+    handle_chinese_chars: true,
+    strip_accents: null,
+    lowercase: true,
+  },
+  pre_tokenizer: { type: 'BertPreTokenizer' },
+  post_processor: {
+    type: 'TemplateProcessing',
+    single: [
+      { SpecialToken: { id: '[CLS]', type_id: 0 } },
+      { Sequence: { id: 'A', type_id: 0 } },
+      { SpecialToken: { id: '[SEP]', type_id: 0 } },
+    ],
+    pair: [
+      { SpecialToken: { id: '[CLS]', type_id: 0 } },
+      { Sequence: { id: 'A', type_id: 0 } },
+      { SpecialToken: { id: '[SEP]', type_id: 0 } },
+      { Sequence: { id: 'B', type_id: 1 } },
+      { SpecialToken: { id: '[SEP]', type_id: 1 } },
+    ],
+    special_tokens: {
+      '[CLS]': { id: '[CLS]', ids: [2], tokens: ['[CLS]'] },
+      '[SEP]': { id: '[SEP]', ids: [3], tokens: ['[SEP]'] },
+    },
+  },
+  decoder: { type: 'WordPiece', prefix: '##', cleanup: true },
+  model: {
+    type: 'WordPiece',
+    unk_token: '[UNK]',
+    continuing_subword_prefix: '##',
+    max_input_chars_per_word: 100,
+    vocab: Object.fromEntries(wordPieceVocab.map((token, id) => [token, id])),
+  },
+};
+
+describe('Hugging Face tokenizer.json', () => {
+  it('WordPiece: lowercases, splits sub-words, adds [CLS]/[SEP], pads with a mask, and types a pair', () => {
+    writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(wordPiece));
+    const tokenizer = tokenizers.load(dir);
+    expect(tokenizer.vocabSize).toBe(11);
+    expect(tokenizer.padTokenId).toBe(0);
+    const batch = tokenizer.encodeBatch(['Hello WORLD!', 'unbelievable'], { pairs: ['world', 'hello hello'] });
+    expect(batch.inputIds.shape).toEqual([2, 8]);
+    expect(Array.from(batch.inputIds.data.slice(0, 8))).toEqual([2, 5, 6, 10, 3, 6, 3, 0]);
+    expect(Array.from(batch.inputIds.data.slice(8))).toEqual([2, 7, 8, 9, 3, 5, 5, 3]);
+    expect(Array.from(batch.tokenTypeIds.data.slice(0, 8))).toEqual([0, 0, 0, 0, 0, 1, 1, 0]);
+    expect(Array.from(batch.attentionMask.data.slice(0, 8))).toEqual([1, 1, 1, 1, 1, 1, 1, 0]);
+    const single = tokenizer.encodeBatch(['hello', 'hello world !'], { padding: 'longest' });
+    expect(Array.from(single.inputIds.data)).toEqual([2, 5, 3, 0, 0, 2, 5, 6, 10, 3]);
+    expect(Array.from(single.attentionMask.data)).toEqual([1, 1, 1, 0, 0, 1, 1, 1, 1, 1]);
+  });
+
+  it('truncates to maxLength keeping the special tokens, and pads to max_length on request', () => {
+    const tokenizer = tokenizers.HuggingFaceTokenizer.fromFile(join(dir, 'tokenizer.json'));
+    const batch = tokenizer.encodeBatch(['hello world hello world hello'], { maxLength: 4 });
+    expect(Array.from(batch.inputIds.data)).toEqual([2, 5, 6, 3]);
+    const pair = tokenizer.encodeBatch(['hello hello hello'], { pairs: ['world'], maxLength: 6 });
+    expect(Array.from(pair.inputIds.data)).toEqual([2, 5, 5, 3, 6, 3]);
+    const padded = tokenizer.encodeBatch(['hello'], { padding: 'max_length', maxLength: 6 });
+    expect(Array.from(padded.inputIds.data)).toEqual([2, 5, 3, 0, 0, 0]);
+    expect(() => tokenizer.encodeBatch(['a'], { pairs: [] })).toThrow(RangeError);
+    expect(() => tokenizer.encodeBatch([3 as never])).toThrow(TypeError);
+  });
+
+  it('byte-level BPE (RoBERTa style) merges and wraps in <s> … </s>', () => {
+    const vocab = {
+      '<s>': 0,
+      '<pad>': 1,
+      '</s>': 2,
+      '<unk>': 3,
+      l: 4,
+      o: 5,
+      w: 6,
+      Ġ: 7,
+      lo: 8,
+      low: 9,
+      Ġlow: 10,
+      e: 11,
+      r: 12,
+    };
+    const bpe = {
+      version: '1.0',
+      added_tokens: ['<s>', '<pad>', '</s>', '<unk>'].map((content, id) => ({
+        id,
+        content,
+        single_word: false,
+        lstrip: false,
+        rstrip: false,
+        normalized: false,
+        special: true,
+      })),
+      normalizer: null,
+      pre_tokenizer: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true },
+      post_processor: {
+        type: 'RobertaProcessing',
+        sep: ['</s>', 2],
+        cls: ['<s>', 0],
+        trim_offsets: true,
+        add_prefix_space: false,
+      },
+      decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
+      model: {
+        type: 'BPE',
+        dropout: null,
+        unk_token: '<unk>',
+        continuing_subword_prefix: '',
+        end_of_word_suffix: '',
+        fuse_unk: false,
+        vocab,
+        merges: ['l o', 'lo w', 'Ġ low'],
+      },
+    };
+    const folder = mkdtempSync(join(dir, 'bpe-'));
+    writeFileSync(join(folder, 'tokenizer.json'), JSON.stringify(bpe));
+    writeFileSync(join(folder, 'tokenizer_config.json'), JSON.stringify({ pad_token: '<pad>' }));
+    const tokenizer = tokenizers.load(folder);
+    expect(tokenizer.padTokenId).toBe(1);
+    const batch = tokenizer.encodeBatch(['low low', 'lower']);
+    expect(batch.inputIds.shape).toEqual([2, 5]);
+    expect(Array.from(batch.inputIds.data.slice(0, 5))).toEqual([0, 9, 10, 2, 1]);
+    expect(Array.from(batch.inputIds.data.slice(5))).toEqual([0, 9, 11, 12, 2]);
+  });
+});
+
+describe('the character tokenizer', () => {
+  it('builds a vocabulary from texts, encodes pairs with [CLS]/[SEP], and saves and loads', () => {
+    const tokenizer = tokenizers.CharTokenizer.fromTexts(['abc', 'cab!']);
+    expect(tokenizer.vocabSize).toBe(5 + 4);
+    const batch = tokenizer.encodeBatch(['ab', 'c?'], { pairs: ['c', 'a'] });
+    const [a, b, c] = tokenizer.tokenize('abc');
+    expect(Array.from(batch.inputIds.data.slice(0, 6))).toEqual([2, a, b, 3, c, 3]);
+    expect(Array.from(batch.inputIds.data.slice(6))).toEqual([2, c, 1, 3, a, 3]);
+    expect(Array.from(batch.tokenTypeIds.data.slice(0, 6))).toEqual([0, 0, 0, 0, 1, 1]);
+    expect(tokenizer.decode(tokenizer.tokenize('cab'))).toBe('cab');
+    const folder = mkdtempSync(join(dir, 'char-'));
+    tokenizer.save(join(folder, tokenizers.CHAR_TOKENIZER_FILE));
+    const loaded = tokenizers.load(folder);
+    expect(loaded.encodeBatch(['cab']).inputIds.data).toEqual(tokenizer.encodeBatch(['cab']).inputIds.data);
+  });
+});
