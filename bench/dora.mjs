@@ -6,6 +6,7 @@ import { spawnSync } from 'node:child_process';
 import Benchmark from 'benchmark';
 
 import { median } from './baselines.mjs';
+import { pythonWithTorch } from './python.mjs';
 
 const shapes = [
   { n: 512, k: 1024, m: 1024, r: 8 },
@@ -83,14 +84,6 @@ function time(name, fn, quick) {
     },
   }).run();
   return seconds;
-}
-
-/** Debian's python3-torch installs for the system interpreter, which a pyenv or venv python3 on the PATH hides. */
-function pythonWithTorch() {
-  for (const candidate of [process.env.BIDORA_BENCH_PYTHON, 'python3', '/usr/bin/python3']) {
-    if (candidate && spawnSync(candidate, ['-c', 'import torch'], { stdio: 'ignore' }).status === 0) return candidate;
-  }
-  return 'python3';
 }
 
 function torchBaseline(threads, quick) {

@@ -200,7 +200,7 @@ interface Scope {
 
 const scopes: Scope[] = [];
 
-/** What a tidy function may return: tensors, possibly inside arrays or plain objects, kept alive past the scope. */
+/** What a tidy function may return: tensors, possibly inside arrays, maps, sets or plain objects, kept past the scope. */
 export type TensorContainer =
   Tensor | TensorContainer[] | { [key: string]: TensorContainer } | number | string | boolean | null | undefined | void;
 
@@ -209,13 +209,18 @@ function collect(value: unknown, into: Set<Tensor>, seen: Set<unknown>): void {
     into.add(value);
   } else if (value !== null && typeof value === 'object' && !seen.has(value)) {
     seen.add(value);
-    for (const item of Array.isArray(value) ? value : Object.values(value)) collect(item, into, seen);
+    const items = Array.isArray(value)
+      ? value
+      : value instanceof Map || value instanceof Set
+        ? [...value.values()]
+        : Object.values(value);
+    for (const item of items) collect(item, into, seen);
   }
 }
 
 /**
- * Runs `fn` and disposes every tensor created during it, except those it returns (found inside arrays and plain
- * objects too). Scopes nest: what an inner scope returns belongs to the outer one.
+ * Runs `fn` and disposes every tensor created during it, except those it returns (found inside arrays, maps, sets
+ * and plain objects too). Scopes nest: what an inner scope returns belongs to the outer one.
  */
 export function tidy<T>(fn: () => T): T {
   if (typeof fn !== 'function') throw new TypeError('tidy: fn must be a function');

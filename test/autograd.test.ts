@@ -143,3 +143,93 @@ describe('autograd semantics', () => {
     });
   });
 });
+
+describe('gradient rules of the layer ops against central differences', () => {
+  it('gelu, relu, tanh', () => {
+    tidy(() => {
+      checkGradients('gelu', ([x]) => ops.gelu(x), [leaf([3, 5])]);
+      // Keep ReLU's inputs away from the kink, where differences straddle it.
+      const away = Tensor.from(
+        randomTensor([3, 5])
+          .toFloat32Array()
+          .map((value) => (Math.abs(value) < 0.05 ? 0.5 : value)),
+        [3, 5],
+      ).requireGrad();
+      checkGradients('relu', ([x]) => ops.relu(x), [away]);
+      checkGradients('tanh', ([x]) => ops.tanh(x), [leaf([3, 5])]);
+    });
+  });
+
+  it('layerNorm for input, gamma and beta', () => {
+    tidy(() => {
+      checkGradients('layerNorm', ([x, gamma, beta]) => ops.layerNorm(x, gamma, beta, 1e-5), [
+        leaf([2, 3, 6]),
+        leaf([6]),
+        leaf([6]),
+      ]);
+    });
+  });
+
+  it('softmax with and without a padding mask', () => {
+    tidy(() => {
+      checkGradients('softmax', ([x]) => ops.softmax(x), [leaf([2, 5])]);
+      const mask = Tensor.from([1, 1, 0, 1, 1, 1, 1, 0], [2, 4]);
+      checkGradients('masked softmax', ([x]) => ops.softmax(x, mask), [leaf([2, 3, 2, 4])]);
+    });
+  });
+
+  it('embedding (repeated ids), narrow, select, permute and the head split/merge', () => {
+    tidy(() => {
+      const ids = Int32Array.from([3, 1, 3, 0, 2, 3]);
+      checkGradients('embedding', ([table]) => ops.embedding(table, ids, [2, 3]), [leaf([5, 4])]);
+      checkGradients('narrow', ([x]) => ops.narrow(x, 1, 1, 2), [leaf([2, 4, 3])]);
+      checkGradients('select', ([x]) => ops.select(x, 1, 0), [leaf([2, 4, 3])]);
+      checkGradients('permute0213', ([x]) => ops.permute0213(x), [leaf([2, 3, 4, 2])]);
+      checkGradients('split and merge heads', ([x]) => ops.mul(ops.mergeHeads(ops.splitHeads(x, 2)), x), [
+        leaf([2, 3, 4]),
+      ]);
+    });
+  });
+
+  it('dropout with a fixed seed', () => {
+    tidy(() => {
+      checkGradients('dropout', ([x]) => ops.dropout(x, 0.4, 77), [leaf([4, 6])]);
+    });
+  });
+
+  it('cross-entropy (with an ignored label) and MSE', () => {
+    tidy(() => {
+      const labels = Int32Array.from([2, -100, 0, 1]);
+      checkGradients('crossEntropy', ([logits]) => ops.crossEntropy(logits, labels), [leaf([4, 3])]);
+      checkGradients('mseLoss', ([prediction, target]) => ops.mseLoss(prediction, target), [leaf([5]), leaf([5])]);
+    });
+  });
+
+  it('the fused DoRA and LoRA layers through autograd, frozen weight', () => {
+    tidy(() => {
+      const weight = randomTensor([6, 5]);
+      const scale = 1.5;
+      checkGradients(
+        'doraLinear',
+        ([input, loraA, loraB, magnitude, bias]) =>
+          ops.doraLinear({ input, weight, bias, loraA, loraB, magnitude, scale, detachNorm: false }),
+        [leaf([2, 3, 5]), leaf([2, 5]), leaf([6, 2]), leaf([6]), leaf([6])],
+      );
+      checkGradients('loraLinear', ([input, loraA, loraB]) => ops.loraLinear({ input, weight, loraA, loraB, scale }), [
+        leaf([4, 5]),
+        leaf([2, 5]),
+        leaf([6, 2]),
+      ]);
+      expect(() =>
+        ops.doraLinear({
+          input: randomTensor([1, 5]),
+          weight: leaf([6, 5]),
+          loraA: leaf([2, 5]),
+          loraB: leaf([6, 2]),
+          magnitude: leaf([6]),
+          scale,
+        }),
+      ).toThrow(/weight must be frozen/);
+    });
+  });
+});

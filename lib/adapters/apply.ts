@@ -116,6 +116,13 @@ function matchedModulesToSave(model: Module, names: readonly string[]): [string,
   });
 }
 
+const applied = new WeakMap<Module, AdapterConfig>();
+
+/** The config `apply` attached to `model` with, if any. */
+export function appliedConfig(model: Module): AdapterConfig | undefined {
+  return applied.get(model);
+}
+
 /**
  * Attaches an adapter to every matching Linear layer and freezes every base parameter; returns the trainable
  * tensors by role. Throws, before changing anything, for unknown target modules, r < 1 or r > min(in, out).
@@ -166,5 +173,6 @@ export function apply(model: Module, config: AdapterConfig): ParameterGroups {
       groups.modulesToSave.push({ name: parameterName, tensor });
     }
   }
+  applied.set(model, { ...config, modulesToSave: saved.map(([name]) => name) });
   return groups;
 }

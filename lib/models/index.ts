@@ -2,6 +2,7 @@
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
+import { adaptedLayers } from '../adapters/layers';
 import { readSafetensors, writeSafetensors } from '../io/safetensors';
 import { writeFileAtomic } from '../io/atomic';
 import { replaceParameter } from '../nn/module';
@@ -138,9 +139,11 @@ function warnAbout(report: LoadReport, model: SequenceClassifier, dir: string): 
 
 /** Writes `config.json` and `model.safetensors` (Hugging Face names; adapters must be merged first). */
 export function save(model: SequenceClassifier, dir: string): void {
-  const adapted = model.namedModules().filter(([, module]) => 'adapter' in module && module.adapter !== undefined);
-  if (adapted.length > 0) {
-    throw new TypeError(`models.save: ${adapted[0][0]} carries an adapter; merge it first (adapters.merge)`);
+  const unmerged = adaptedLayers(model).filter(({ adapter }) => !adapter.merged);
+  if (unmerged.length > 0) {
+    throw new TypeError(
+      `models.save: ${unmerged[0].path} carries an unmerged adapter; merge it first (adapters.merge)`,
+    );
   }
   mkdirSync(dir, { recursive: true });
   const architecture =
@@ -149,5 +152,7 @@ export function save(model: SequenceClassifier, dir: string): void {
       : 'BertForSequenceClassification';
   const config = { ...model.config.raw, architectures: [architecture], model_type: model.config.modelType };
   writeFileAtomic(join(dir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
-  writeSafetensors(join(dir, 'model.safetensors'), new Map(model.namedParameters()), { format: 'pt' });
+  // A merged model saves only its Hugging Face parameters: the attached adapters stay out of the checkpoint.
+  const parameters = model.namedParameters().filter(([name]) => !name.includes('.adapter.'));
+  writeSafetensors(join(dir, 'model.safetensors'), new Map(parameters), { format: 'pt' });
 }

@@ -39,6 +39,18 @@ export class LinearAdapter extends Module {
   }
 
   #seeds: SeedStream;
+  /** While merged: the row norms of W0 + s·B·A from before merging (DoRA), which unmerging needs. */
+  #mergedNorm: Tensor | undefined;
+
+  get mergedNorm(): Tensor | undefined {
+    return this.#mergedNorm;
+  }
+
+  set mergedNorm(norm: Tensor | undefined) {
+    this.#mergedNorm = norm;
+  }
+  /** Whether the adapter is folded into the base weight (forward then runs the plain product). */
+  merged = false;
 
   get kind(): 'lora' | 'dora' {
     return this.magnitude === undefined ? 'lora' : 'dora';
@@ -70,7 +82,7 @@ export class Linear extends Module {
 
   forward(input: Tensor): Tensor {
     const adapter = this.adapter;
-    if (adapter === undefined) return linear(input, this.weight, this.bias);
+    if (adapter === undefined || adapter.merged) return linear(input, this.weight, this.bias);
     const args = {
       input,
       weight: this.weight,

@@ -190,8 +190,8 @@ Napi::Value layer_norm_backward(const Napi::CallbackInfo& info) {
     result.Set("input", new_tensor(env, x.shape(), &grad_input));
     result.Set("gamma", new_tensor(env, gamma.shape(), &grad_gamma));
     result.Set("beta", new_tensor(env, gamma.shape(), &grad_beta));
-    cpu::layer_norm_backward(grad_input, grad_gamma, grad_beta, grad_output.data(), x.data(), gamma.data(),
-                             mean.data(), rstd.data(), rows, d);
+    cpu::layer_norm_backward(grad_input, grad_gamma, grad_beta, grad_output.data(), x.data(), gamma.data(), mean.data(),
+                             rstd.data(), rows, d);
     return result;
   });
 }
@@ -220,7 +220,8 @@ Napi::Value softmax(const Napi::CallbackInfo& info) {
       batch = shape[0];
       if (mask_shape.rank != 2 || mask_shape[0] != batch || mask_shape[1] != d) {
         throw RangeError(std::string(fn) + ": expected mask of shape [" + std::to_string(batch) + ", " +
-                         std::to_string(d) + "] (x's first and last dims), but " + both("mask", mask_shape, "x", shape));
+                         std::to_string(d) + "] (x's first and last dims), but " +
+                         both("mask", mask_shape, "x", shape));
       }
       rows_per_batch = batch == 0 ? 0 : leading_rows(shape) / batch;
     }
@@ -350,8 +351,7 @@ Napi::Value cross_entropy(const Napi::CallbackInfo& info) {
     const Classification args = classification_args(info, "crossEntropy");
     float* loss = nullptr;
     Napi::Object result = new_tensor(info.Env(), Shape(), &loss);
-    cpu::cross_entropy_forward(loss, args.logits->data(), args.labels.data, args.ignore_index, args.rows,
-                               args.classes);
+    cpu::cross_entropy_forward(loss, args.logits->data(), args.labels.data, args.ignore_index, args.rows, args.classes);
     return result;
   });
 }

@@ -61,7 +61,7 @@ class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
   Shape shape_;
   std::shared_ptr<Storage> storage_;
   bool disposed_ = false;
-  int64_t reported_bytes_ = 0;  // what this handle told V8 it holds: its storage's bytes if it made the storage
+  int64_t reported_bytes_ = 0;          // what this handle told V8 it holds: its storage's bytes if it made the storage
   std::shared_ptr<MemoryStats> stats_;  // counts this handle among the environment's live tensors
 };
 

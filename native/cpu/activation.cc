@@ -26,17 +26,23 @@ void run_binary(Binary kernel, float* out, const float* a, const float* b, int64
 
 }  // namespace
 
-void gelu_forward(float* out, const float* x, int64_t n) { run_unary(nn_kernels(active_isa()).gelu_forward, out, x, n); }
+void gelu_forward(float* out, const float* x, int64_t n) {
+  run_unary(nn_kernels(active_isa()).gelu_forward, out, x, n);
+}
 void gelu_backward(float* grad_x, const float* x, const float* grad_out, int64_t n) {
   run_binary(nn_kernels(active_isa()).gelu_backward, grad_x, x, grad_out, n);
 }
 
-void relu_forward(float* out, const float* x, int64_t n) { run_unary(nn_kernels(active_isa()).relu_forward, out, x, n); }
+void relu_forward(float* out, const float* x, int64_t n) {
+  run_unary(nn_kernels(active_isa()).relu_forward, out, x, n);
+}
 void relu_backward(float* grad_x, const float* x, const float* grad_out, int64_t n) {
   run_binary(nn_kernels(active_isa()).relu_backward, grad_x, x, grad_out, n);
 }
 
-void tanh_forward(float* out, const float* x, int64_t n) { run_unary(nn_kernels(active_isa()).tanh_forward, out, x, n); }
+void tanh_forward(float* out, const float* x, int64_t n) {
+  run_unary(nn_kernels(active_isa()).tanh_forward, out, x, n);
+}
 void tanh_backward(float* grad_x, const float* out, const float* grad_out, int64_t n) {
   run_binary(nn_kernels(active_isa()).tanh_backward, grad_x, out, grad_out, n);
 }

@@ -36,11 +36,10 @@ void layer_norm_backward(float* grad_x, float* grad_gamma, float* grad_beta, con
   });
   // A reduction over rows: each thread owns whole columns and sums every row in order, so no partial sums need
   // combining and the result is the same for any thread count.
-  parallel_for(d, 16, std::max<int64_t>(1, kParallelElements / std::max<int64_t>(rows, 1)),
-               [&](int64_t begin, int64_t end) {
-                 kernels.layer_norm_parameter_grads(grad_gamma, grad_beta, grad_out, x, mean, rstd, rows, begin, end,
-                                                    d);
-               });
+  parallel_for(
+      d, 16, std::max<int64_t>(1, kParallelElements / std::max<int64_t>(rows, 1)), [&](int64_t begin, int64_t end) {
+        kernels.layer_norm_parameter_grads(grad_gamma, grad_beta, grad_out, x, mean, rstd, rows, begin, end, d);
+      });
 }
 
 }  // namespace bidora::cpu

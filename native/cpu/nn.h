@@ -41,8 +41,7 @@ void softmax_backward(float* grad_x, const float* out, const float* grad_out, in
 void embedding_forward(float* out, const float* weight, const int32_t* ids, int64_t n, int64_t d);
 // grad_weight [V, D] = scatter-add of grad_out [n, D] rows at ids. Deterministic without atomics: a counting sort
 // groups the positions of each id in ascending order, then each thread owns a range of vocabulary rows.
-void embedding_backward(float* grad_weight, const float* grad_out, const int32_t* ids, int64_t n, int64_t v,
-                        int64_t d);
+void embedding_backward(float* grad_weight, const float* grad_out, const int32_t* ids, int64_t n, int64_t v, int64_t d);
 
 // [a, b, c, d] -> [a, c, b, d]: the attention head split and merge. Its own inverse.
 void permute_0213(float* out, const float* x, int64_t a, int64_t b, int64_t c, int64_t d);

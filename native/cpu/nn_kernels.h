@@ -20,8 +20,8 @@ struct NnKernels {
   // One row of D; mean and rstd point at that row's slot.
   void (*layer_norm_row)(float* out, float* mean, float* rstd, const float* x, const float* gamma, const float* beta,
                          float eps, int64_t d);
-  void (*layer_norm_backward_row)(float* grad_x, const float* grad_out, const float* x, const float* gamma,
-                                  float mean, float rstd, int64_t d);
+  void (*layer_norm_backward_row)(float* grad_x, const float* grad_out, const float* x, const float* gamma, float mean,
+                                  float rstd, int64_t d);
   // grad_gamma and grad_beta for columns [column_begin, column_end), each a sum over all rows in row order.
   void (*layer_norm_parameter_grads)(float* grad_gamma, float* grad_beta, const float* grad_out, const float* x,
                                      const float* mean, const float* rstd, int64_t rows, int64_t column_begin,
