@@ -211,13 +211,13 @@ Napi::Value dora_forward(const Napi::CallbackInfo& info) {
     result.Set("norm", new_tensor(env, vector(m), &norm));
     result.Set("weightLoraA", new_tensor(env, matrix(m, r), &weight_lora_a));
     result.Set("loraGram", new_tensor(env, matrix(r, r), &lora_gram));
-    cpu::dora_norm(norm, weight_lora_a, lora_gram, adapter.weight->data(), adapter.weight->row_sq_norms(),
-                   adapter.lora_a->data(), adapter.lora_b->data(), scale, eps, m, k, r);
     FloatBuffer dropped;
     const float* branch_input = lora_input(*adapter.input, dropout, dropped);
-    cpu::dora_forward(output, combined, hidden, adapter.input->data(), branch_input, adapter.weight->data(),
-                      adapter.bias != nullptr ? adapter.bias->data() : nullptr, adapter.lora_a->data(),
-                      adapter.lora_b->data(), adapter.magnitude->data(), norm, scale, adapter.dims);
+    // One pass over W0 gives both the base product and W0 Aᵀ for the norm.
+    cpu::dora_forward_with_norm(output, combined, hidden, norm, weight_lora_a, lora_gram, adapter.input->data(),
+                                branch_input, adapter.weight->data(), adapter.weight->row_sq_norms(),
+                                adapter.bias != nullptr ? adapter.bias->data() : nullptr, adapter.lora_a->data(),
+                                adapter.lora_b->data(), adapter.magnitude->data(), scale, eps, adapter.dims);
     return result;
   });
 }
