@@ -228,6 +228,66 @@ export interface NativeBinding {
    * p in [0, 1]; seed an integer from 0 to 2^53 − 1.
    */
   dropout(x: Handle, p: number, seed: number): Handle;
+
+  // ---- optimizer kernels over tensor lists and the orthogonality regulariser (native/binding/ops_optim.cc) ----
+  // Every list op updates its first list in place, one call for the whole list; lists must have equal lengths and
+  // pairwise equal shapes, and a tensor written must not share storage with any other argument (RangeError naming
+  // both). Results do not depend on the thread count.
+
+  /**
+   * [sync] One AdamW update (torch.optim.AdamW) of each params[i] with its moments (zeros before the first step).
+   * step: this update's number, 1 first. lr, eps, weightDecay ≥ 0; beta1, beta2 in [0, 1).
+   */
+  adamwStep(
+    params: Handle[],
+    grads: Handle[],
+    expAvg: Handle[],
+    expAvgSq: Handle[],
+    lr: number,
+    beta1: number,
+    beta2: number,
+    eps: number,
+    weightDecay: number,
+    step: number,
+  ): void;
+  /**
+   * [sync] One SGD update (torch.optim.SGD, dampening 0). momentumBuffers start at zero (the first step then sets
+   * them to the gradient, as PyTorch does) and are required when momentum ≠ 0; nesterov requires momentum > 0.
+   */
+  sgdStep(
+    params: Handle[],
+    grads: Handle[],
+    momentumBuffers: Handle[] | undefined,
+    lr: number,
+    momentum: number,
+    weightDecay: number,
+    nesterov: boolean,
+  ): void;
+  /** [sync] ys[i] += alpha · xs[i]. */
+  axpyList(ys: Handle[], alpha: number, xs: Handle[]): void;
+  /** [sync] tensors[i] *= factor. */
+  scaleList(tensors: Handle[], factor: number): void;
+  /** [sync] direct[i] −= factor · (plus[i] − minus[i]) (BiDoRA's hypergradient: factor = ξ / (2ε)). */
+  combineHypergradient(direct: Handle[], plus: Handle[], minus: Handle[], factor: number): void;
+  /**
+   * [sync] BiDoRA's F = ‖D Dᵀ − I‖_F for D the row-normalised W0 + s·B·A (row norms floored at eps > 0), with
+   * dF/dA [R,K] and dF/dB [M,R] unless computeGradients is false, without forming an [M,K] matrix. weight W0 [M,K],
+   * weightGram = W0 W0ᵀ [M,M] (the caller caches it), loraA [R,K], loraB [M,R].
+   */
+  orthogonalityPenalty(
+    weight: Handle,
+    weightGram: Handle,
+    loraA: Handle,
+    loraB: Handle,
+    scale: number,
+    eps: number,
+    computeGradients?: boolean,
+  ): { value: number; gradA?: Handle; gradB?: Handle };
+  /**
+   * [sync] Where kernels can run: 'cpu', then 'cuda' when the addon was built with CUDA and a usable GPU (compute
+   * capability 8.0+) is present now. Never throws: no GPU or no driver gives ['cpu'].
+   */
+  devices(): string[];
 }
 
 /** Which gradients an adapter backward computes; each defaults to true. */

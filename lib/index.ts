@@ -7,7 +7,9 @@ export * as io from './io/index';
 export * as models from './models/index';
 export * as nn from './nn/index';
 export * as ops from './ops/index';
+export * as optim from './optim/index';
 export * as tokenizers from './tokenizers/index';
+export * as train from './train/index';
 export { keep, memory, resetPeakMemory, type MemoryInfo, type RandomOptions, type Shape, Tensor, tidy } from './tensor';
 export type { BuildInfo, Isa } from './binding';
 

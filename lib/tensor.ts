@@ -149,6 +149,18 @@ export class Tensor {
     return this.toFloat32Array()[0];
   }
 
+  /**
+   * Overwrites the values in place (same number of elements), as optimizers and checkpoint restores do. Not
+   * differentiable; graphs that saved this tensor notice the change.
+   */
+  copyFrom(source: Tensor | Float32Array): this {
+    if (this.gradNode !== undefined) throw new TypeError('copyFrom: cannot overwrite an op output in a recorded graph');
+    const values = source instanceof Tensor ? source.toFloat32Array() : source;
+    if (!(values instanceof Float32Array)) throw new TypeError('copyFrom: source must be a Tensor or a Float32Array');
+    handleOf(this, 'copyFrom', 'tensor').write(values);
+    return this;
+  }
+
   /** Frees the native memory now. Idempotent; any later use throws a TypeError. */
   dispose(): void {
     this.#handle.dispose();

@@ -60,6 +60,10 @@ export class LinearAdapter extends Module {
   nextSeed(): number {
     return this.#seeds.next();
   }
+
+  protected override ownSeedStreams(): SeedStream[] {
+    return [this.#seeds];
+  }
 }
 
 /** y = x Wᵀ + b, W stored (out, in) as in PyTorch; with an adapter, the fused LoRA or DoRA layer. */
@@ -151,6 +155,10 @@ export class Dropout extends Module {
 
   forward(input: Tensor): Tensor {
     return this.training && this.p > 0 ? dropout(input, this.p, this.#seeds.next()) : input;
+  }
+
+  protected override ownSeedStreams(): SeedStream[] {
+    return [this.#seeds];
   }
 }
 

@@ -15,6 +15,15 @@ export class SeedStream {
     this.#state = (Math.imul(this.#state, 1664525) + 1013904223) >>> 0;
     return (this.#state ^ (this.#state >>> 16)) >>> 0;
   }
+
+  /** The position in the stream, for checkpoints and for replaying the same masks. */
+  get state(): number {
+    return this.#state;
+  }
+
+  set state(value: number) {
+    this.#state = value >>> 0;
+  }
 }
 
 export abstract class Module {
@@ -54,6 +63,16 @@ export abstract class Module {
       }
     }
     return found;
+  }
+
+  /** The seed streams this module itself draws dropout masks from (layers with dropout override this). */
+  protected ownSeedStreams(): SeedStream[] {
+    return [];
+  }
+
+  /** Every seed stream of the model, in module order: save and restore their states to replay dropout exactly. */
+  seedStreams(): SeedStream[] {
+    return this.namedModules().flatMap(([, module]) => module.ownSeedStreams());
   }
 
   train(mode = true): this {

@@ -29,3 +29,5 @@ export { dropout } from './dropout';
 export { embedding } from './embedding';
 export { crossEntropy, IGNORE_INDEX, mseLoss } from './loss';
 export { layerNorm } from './normalization';
+export { axpyList, combineHypergradient, scaleList } from './multi';
+export { orthogonalityPenalty, type OrthogonalityArgs, releaseWeightGram } from './regularizer';

@@ -7,6 +7,13 @@
 #include "ops.h"
 #include "tensor_handle.h"
 
+#ifndef BIDORA_HAVE_CUDA
+#define BIDORA_HAVE_CUDA 0
+#endif
+#if BIDORA_HAVE_CUDA
+#include "../cuda/cuda_ops.h"
+#endif
+
 #ifndef BIDORA_VERSION
 #define BIDORA_VERSION "0.0.0"
 #endif
@@ -31,7 +38,18 @@ Napi::Value build_info(const Napi::CallbackInfo& info) {
   result.Set("isa", isa_name(active_isa()));
   result.Set("threads", num_threads());
   result.Set("poolThreads", pool_size());
-  result.Set("cuda", false);
+  result.Set("cuda", BIDORA_HAVE_CUDA != 0);
+  return result;
+}
+
+// [sync] devices(): string[] - where kernels can run: 'cpu', then 'cuda' when the addon was built with CUDA and a
+// GPU of compute capability 8.0 or newer is usable now. Never throws: no GPU or no driver gives ['cpu'].
+Napi::Value devices(const Napi::CallbackInfo& info) {
+  Napi::Array result = Napi::Array::New(info.Env());
+  result.Set(0u, "cpu");
+#if BIDORA_HAVE_CUDA
+  if (bidora::cuda::usable_device_count() > 0) result.Set(1u, "cuda");
+#endif
   return result;
 }
 
@@ -88,6 +106,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   addon_state->tensor_constructor = Napi::Persistent(tensor_class);
   exports.Set("TensorHandle", tensor_class);
   exports.Set("buildInfo", Napi::Function::New<build_info>(env, "buildInfo"));
+  exports.Set("devices", Napi::Function::New<devices>(env, "devices"));
   exports.Set("setIsa", Napi::Function::New<set_isa>(env, "setIsa"));
   exports.Set("setNumThreads", Napi::Function::New<set_num_threads>(env, "setNumThreads"));
   exports.Set("memory", Napi::Function::New<memory>(env, "memory"));
@@ -97,6 +116,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   register_elementwise(env, exports);
   register_adapter(env, exports);
   register_nn(env, exports);
+  register_optim(env, exports);
   return exports;
 }
 

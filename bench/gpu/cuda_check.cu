@@ -1,0 +1,700 @@
+// The GPU check of the CUDA backend, standalone (no Node on the GPU machine): every kernel against a plain CPU
+// reference in double on fresh random inputs, a determinism check, then fused DoRA forward + backward timed against
+// LoRA and against the plain frozen-layer GEMMs at the sizes of bench/gpu/run.sh. Prints a table; with $OUT set,
+// writes $OUT/cuda_check.json. Exit status 1 when a check fails. Tolerances (max |diff| / max |ref|): float32 paths
+// 1e-5, TF32 5e-3, BF16 2e-2.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cuda_ops.h"
+
+namespace {
+
+namespace cu = bidora::cuda;
+using Vector = std::vector<float>;
+using Doubles = std::vector<double>;
+
+#define CHECK_CUDA(call)                                                                               \
+  do {                                                                                                 \
+    const cudaError_t status_ = (call);                                                                \
+    if (status_ != cudaSuccess) {                                                                      \
+      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(status_)); \
+      std::exit(2);                                                                                    \
+    }                                                                                                  \
+  } while (0)
+
+constexpr double kFloat32Tolerance = 1e-5, kTf32Tolerance = 5e-3, kBf16Tolerance = 2e-2;
+
+std::mt19937_64 rng(std::random_device{}());
+int failures = 0;
+std::string json_checks, json_timings;
+
+// ---- helpers
+// ----------------------------------------------------------------------------------------------------------
+
+Vector random_vector(size_t count, float spread = 1.0f) {
+  std::normal_distribution<float> normal(0.0f, spread);
+  Vector values(count);
+  for (float& value : values) value = normal(rng);
+  return values;
+}
+
+// A device copy that frees itself; upload() and download() copy whole arrays.
+template <typename T>
+struct Device {
+  T* ptr = nullptr;
+  size_t count = 0;
+  explicit Device(size_t n) : count(n) { CHECK_CUDA(cudaMalloc(&ptr, std::max<size_t>(n, 1) * sizeof(T))); }
+  explicit Device(const std::vector<T>& host) : Device(host.size()) { upload(host); }
+  Device(const Device&) = delete;
+  ~Device() { cudaFree(ptr); }
+  void upload(const std::vector<T>& host) {
+    CHECK_CUDA(cudaMemcpy(ptr, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
+  }
+  std::vector<T> download() const {
+    std::vector<T> host(count);
+    CHECK_CUDA(cudaDeviceSynchronize());
+    CHECK_CUDA(cudaGetLastError());
+    CHECK_CUDA(cudaMemcpy(host.data(), ptr, count * sizeof(T), cudaMemcpyDeviceToHost));
+    return host;
+  }
+};
+
+double relative_error(const Vector& actual, const Doubles& expected) {
+  double max_diff = 0, max_ref = 0;
+  for (size_t i = 0; i < expected.size(); ++i) {
+    const double diff = std::fabs(actual[i] - expected[i]);
+    max_diff = std::isnan(diff) ? INFINITY : std::max(max_diff, diff);
+    max_ref = std::max(max_ref, std::fabs(expected[i]));
+  }
+  return max_ref == 0 ? max_diff : max_diff / max_ref;
+}
+
+void report(const std::string& name, double error, double tolerance) {
+  const bool pass = error <= tolerance;
+  if (!pass) ++failures;
+  std::printf("  %-58s %10.3g  (< %.0e)  %s\n", name.c_str(), error, tolerance, pass ? "ok" : "FAIL");
+  char line[256];
+  std::snprintf(line, sizeof line, "%s{\"name\":\"%s\",\"error\":%.6g,\"tolerance\":%g,\"pass\":%s}",
+                json_checks.empty() ? "" : ",", name.c_str(), error, tolerance, pass ? "true" : "false");
+  json_checks += line;
+}
+
+void check(const std::string& name, const Vector& actual, const Doubles& expected, double tolerance) {
+  report(name, relative_error(actual, expected), tolerance);
+}
+
+const char* precision_name(cu::GemmPrecision precision) {
+  return precision == cu::GemmPrecision::kFloat32 ? "fp32" : precision == cu::GemmPrecision::kTf32 ? "tf32" : "bf16";
+}
+
+double tolerance_of(cu::GemmPrecision precision) {
+  return precision == cu::GemmPrecision::kFloat32 ? kFloat32Tolerance
+         : precision == cu::GemmPrecision::kTf32  ? kTf32Tolerance
+                                                  : kBf16Tolerance;
+}
+
+// ---- GEMM
+// -------------------------------------------------------------------------------------------------------------
+
+void check_gemm() {
+  struct Shape {
+    int64_t m, n, k;
+  };
+  // Edges on every side, a single row, an empty K, and a skinny long-K product (split-K).
+  const Shape shapes[] = {{1, 1, 1}, {130, 67, 45}, {257, 300, 129}, {16, 64, 3000}, {7, 9, 0}, {200, 1, 77}};
+  Device<float> scratch(1 << 22);
+  for (const Shape& s : shapes) {
+    for (int transposes = 0; transposes < 4; ++transposes) {
+      const bool ta = transposes & 1, tb = transposes & 2;
+      const Vector a = random_vector(s.m * s.k), b = random_vector(s.k * s.n), c0 = random_vector(s.m * s.n);
+      const float alpha = 0.75f, beta = transposes == 3 ? 0.0f : -0.5f;
+      Doubles expected(s.m * s.n);
+      for (int64_t i = 0; i < s.m; ++i) {
+        for (int64_t j = 0; j < s.n; ++j) {
+          double total = 0;
+          for (int64_t p = 0; p < s.k; ++p) {
+            total += static_cast<double>(a[ta ? p * s.m + i : i * s.k + p]) * b[tb ? j * s.k + p : p * s.n + j];
+          }
+          expected[i * s.n + j] = alpha * total + (beta == 0 ? 0.0 : beta * c0[i * s.n + j]);
+        }
+      }
+      for (auto precision : {cu::GemmPrecision::kFloat32, cu::GemmPrecision::kTf32, cu::GemmPrecision::kBf16}) {
+        Device<float> da(a), db(b), dc(c0);
+        if (beta == 0) CHECK_CUDA(cudaMemset(dc.ptr, 0xff, dc.count * sizeof(float)));  // NaN: must not be read
+        cu::gemm(dc.ptr, da.ptr, ta, db.ptr, tb, s.m, s.n, s.k, alpha, beta, precision, {scratch.ptr, scratch.count},
+                 nullptr);
+        char name[128];
+        std::snprintf(name, sizeof name, "gemm %s %lldx%lldx%lld a%s b%s", precision_name(precision),
+                      static_cast<long long>(s.m), static_cast<long long>(s.n), static_cast<long long>(s.k),
+                      ta ? "T" : "", tb ? "T" : "");
+        check(name, dc.download(), expected, tolerance_of(precision));
+      }
+    }
+  }
+}
+
+// ---- DoRA and LoRA
+// ----------------------------------------------------------------------------------------------------
+
+struct Layer {
+  cu::AdapterDims dims;
+  float scale, eps;
+  Vector input, lora_input, dropout_scale, weight, bias, lora_a, lora_b, magnitude, grad_output;
+};
+
+Layer random_layer(int64_t n, int64_t k, int64_t m, int64_t r, bool dropout) {
+  Layer layer{{n, k, m, r}, 2.0f / static_cast<float>(r), 1e-6f};
+  layer.input = random_vector(n * k);
+  layer.lora_input = layer.input;
+  if (dropout) {
+    layer.dropout_scale.resize(n * k);
+    for (int64_t i = 0; i < n * k; ++i) {
+      const bool keep = rng() % 10 != 0;
+      layer.dropout_scale[i] = keep ? 1.0f / 0.9f : 0.0f;
+      layer.lora_input[i] = layer.input[i] * layer.dropout_scale[i];
+    }
+  }
+  layer.weight = random_vector(m * k, 0.05f);
+  layer.bias = random_vector(m);
+  layer.lora_a = random_vector(r * k, 0.05f);
+  layer.lora_b = random_vector(m * r, 0.05f);
+  layer.magnitude = random_vector(m);
+  layer.grad_output = random_vector(n * m);
+  return layer;
+}
+
+struct Reference {
+  Doubles output, grad_input, grad_lora_a, grad_lora_b, grad_magnitude, grad_bias;
+};
+
+// Plain loops in double that form V = W0 + s B A explicitly (dora false: LoRA).
+Reference adapter_reference(const Layer& L, bool dora, bool detach_norm) {
+  const auto [n, k, m, r] = L.dims;
+  const double s = L.scale;
+  Doubles direction(m * k), norm(m), hidden(n * r, 0.0), combined(n * m, 0.0);
+  for (int64_t j = 0; j < m; ++j) {
+    double sq = 0;
+    for (int64_t c = 0; c < k; ++c) {
+      double value = L.weight[j * k + c];
+      for (int64_t p = 0; p < r; ++p) value += s * L.lora_b[j * r + p] * L.lora_a[p * k + c];
+      direction[j * k + c] = value;
+      sq += value * value;
+    }
+    norm[j] = std::max(std::sqrt(sq), static_cast<double>(L.eps));
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t p = 0; p < r; ++p) {
+      for (int64_t c = 0; c < k; ++c)
+        hidden[i * r + p] += static_cast<double>(L.lora_input[i * k + c]) * L.lora_a[p * k + c];
+    }
+    for (int64_t j = 0; j < m; ++j) {
+      double total = 0;
+      for (int64_t c = 0; c < k; ++c) total += static_cast<double>(L.input[i * k + c]) * L.weight[j * k + c];
+      for (int64_t p = 0; p < r; ++p) total += s * hidden[i * r + p] * L.lora_b[j * r + p];
+      combined[i * m + j] = total;
+    }
+  }
+  Reference ref;
+  ref.output.resize(n * m);
+  Doubles grad_combined(n * m), grad_direction(m * k, 0.0);
+  ref.grad_bias.assign(m, 0.0);
+  ref.grad_magnitude.assign(m, 0.0);
+  for (int64_t j = 0; j < m; ++j) {
+    const double gain = dora ? L.magnitude[j] / norm[j] : 1.0;
+    double dot = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      ref.output[i * m + j] = gain * combined[i * m + j] + L.bias[j];
+      grad_combined[i * m + j] = gain * L.grad_output[i * m + j];
+      dot += L.grad_output[i * m + j] * combined[i * m + j];
+      ref.grad_bias[j] += L.grad_output[i * m + j];
+    }
+    if (!dora) continue;
+    ref.grad_magnitude[j] = dot / norm[j];
+    if (!detach_norm && norm[j] > L.eps) {
+      const double coefficient = -L.magnitude[j] * dot / (norm[j] * norm[j] * norm[j]);
+      for (int64_t c = 0; c < k; ++c) grad_direction[j * k + c] = coefficient * direction[j * k + c];
+    }
+  }
+  Doubles grad_hidden(n * r, 0.0);
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t p = 0; p < r; ++p) {
+      for (int64_t j = 0; j < m; ++j) grad_hidden[i * r + p] += s * grad_combined[i * m + j] * L.lora_b[j * r + p];
+    }
+  }
+  ref.grad_lora_b.assign(m * r, 0.0);
+  for (int64_t j = 0; j < m; ++j) {
+    for (int64_t p = 0; p < r; ++p) {
+      double total = 0;
+      for (int64_t i = 0; i < n; ++i) total += grad_combined[i * m + j] * hidden[i * r + p];
+      for (int64_t c = 0; c < k; ++c) total += grad_direction[j * k + c] * L.lora_a[p * k + c];
+      ref.grad_lora_b[j * r + p] = s * total;
+    }
+  }
+  ref.grad_lora_a.assign(r * k, 0.0);
+  for (int64_t p = 0; p < r; ++p) {
+    for (int64_t c = 0; c < k; ++c) {
+      double total = 0, through = 0;
+      for (int64_t i = 0; i < n; ++i) total += grad_hidden[i * r + p] * L.lora_input[i * k + c];
+      for (int64_t j = 0; j < m; ++j) through += L.lora_b[j * r + p] * grad_direction[j * k + c];
+      ref.grad_lora_a[p * k + c] = total + s * through;
+    }
+  }
+  ref.grad_input.assign(n * k, 0.0);
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t c = 0; c < k; ++c) {
+      double base = 0, branch = 0;
+      for (int64_t j = 0; j < m; ++j) base += grad_combined[i * m + j] * L.weight[j * k + c];
+      for (int64_t p = 0; p < r; ++p) branch += grad_hidden[i * r + p] * L.lora_a[p * k + c];
+      if (!L.dropout_scale.empty()) branch *= L.dropout_scale[i * k + c];
+      ref.grad_input[i * k + c] = base + branch;
+    }
+  }
+  return ref;
+}
+
+// Device copies of one layer and the outputs of a forward + backward.
+struct LayerOnDevice {
+  Device<float> input, lora_input, weight, weight_sq_norms, bias, lora_a, lora_b, magnitude, grad_output;
+  Device<float> output, combined, hidden, norm, weight_lora_a, lora_gram;
+  Device<float> grad_input, grad_lora_a, grad_lora_b, grad_magnitude, grad_bias;
+  Device<float> dropout_scale;
+  Device<char> workspace;
+  explicit LayerOnDevice(const Layer& L)
+      : input(L.input),
+        lora_input(L.lora_input),
+        weight(L.weight),
+        weight_sq_norms(L.dims.m),
+        bias(L.bias),
+        lora_a(L.lora_a),
+        lora_b(L.lora_b),
+        magnitude(L.magnitude),
+        grad_output(L.grad_output),
+        output(L.dims.n * L.dims.m),
+        combined(L.dims.n * L.dims.m),
+        hidden(L.dims.n * L.dims.r),
+        norm(L.dims.m),
+        weight_lora_a(L.dims.m * L.dims.r),
+        lora_gram(L.dims.r * L.dims.r),
+        grad_input(L.dims.n * L.dims.k),
+        grad_lora_a(L.dims.r * L.dims.k),
+        grad_lora_b(L.dims.m * L.dims.r),
+        grad_magnitude(L.dims.m),
+        grad_bias(L.dims.m),
+        dropout_scale(L.dropout_scale.empty() ? 1 : L.dropout_scale.size()),
+        workspace(cu::adapter_workspace_bytes(L.dims)) {
+    if (!L.dropout_scale.empty()) dropout_scale.upload(L.dropout_scale);
+    cu::row_sq_norms(weight_sq_norms.ptr, weight.ptr, L.dims.m, L.dims.k, nullptr);
+  }
+  cu::AdapterGrads grads() {
+    cu::AdapterGrads g;
+    g.input = grad_input.ptr;
+    g.lora_a = grad_lora_a.ptr;
+    g.lora_b = grad_lora_b.ptr;
+    g.magnitude = grad_magnitude.ptr;
+    g.bias = grad_bias.ptr;
+    return g;
+  }
+};
+
+void run_dora(LayerOnDevice& d, const Layer& L, bool detach_norm, cu::GemmPrecision precision, cudaStream_t stream) {
+  cu::dora_forward(d.output.ptr, d.combined.ptr, d.hidden.ptr, d.norm.ptr, d.weight_lora_a.ptr, d.lora_gram.ptr,
+                   d.input.ptr, d.lora_input.ptr, d.weight.ptr, d.weight_sq_norms.ptr, d.bias.ptr, d.lora_a.ptr,
+                   d.lora_b.ptr, d.magnitude.ptr, L.scale, L.eps, L.dims, precision, d.workspace.ptr, stream);
+  cu::dora_backward(d.grads(), d.combined.ptr, d.grad_output.ptr, d.lora_input.ptr,
+                    L.dropout_scale.empty() ? nullptr : d.dropout_scale.ptr, d.weight.ptr, d.lora_a.ptr, d.lora_b.ptr,
+                    d.magnitude.ptr, d.norm.ptr, d.hidden.ptr, d.weight_lora_a.ptr, d.lora_gram.ptr, L.scale, L.eps,
+                    detach_norm, L.dims, precision, d.workspace.ptr, stream);
+}
+
+void run_lora(LayerOnDevice& d, const Layer& L, cu::GemmPrecision precision, cudaStream_t stream) {
+  cu::lora_forward(d.output.ptr, d.hidden.ptr, d.input.ptr, d.lora_input.ptr, d.weight.ptr, d.bias.ptr, d.lora_a.ptr,
+                   d.lora_b.ptr, L.scale, L.dims, precision, d.workspace.ptr, stream);
+  cu::AdapterGrads grads = d.grads();
+  grads.magnitude = nullptr;
+  cu::lora_backward(grads, d.grad_output.ptr, d.lora_input.ptr, L.dropout_scale.empty() ? nullptr : d.dropout_scale.ptr,
+                    d.weight.ptr, d.lora_a.ptr, d.lora_b.ptr, d.hidden.ptr, L.scale, L.dims, precision, d.workspace.ptr,
+                    stream);
+}
+
+void check_adapters() {
+  for (bool dropout : {false, true}) {
+    const Layer L = random_layer(67, 150, 90, 8, dropout);
+    for (auto precision : {cu::GemmPrecision::kFloat32, cu::GemmPrecision::kTf32}) {
+      const double tolerance = tolerance_of(precision);
+      const std::string tag = std::string(precision_name(precision)) + (dropout ? " dropout" : "");
+      for (bool detach_norm : {true, false}) {
+        const Reference ref = adapter_reference(L, true, detach_norm);
+        LayerOnDevice d(L);
+        run_dora(d, L, detach_norm, precision, nullptr);
+        const std::string name = "dora " + tag + (detach_norm ? " detach" : " through-norm");
+        check(name + " output", d.output.download(), ref.output, tolerance);
+        check(name + " grad input", d.grad_input.download(), ref.grad_input, tolerance);
+        check(name + " grad lora_a", d.grad_lora_a.download(), ref.grad_lora_a, tolerance);
+        check(name + " grad lora_b", d.grad_lora_b.download(), ref.grad_lora_b, tolerance);
+        check(name + " grad magnitude", d.grad_magnitude.download(), ref.grad_magnitude, tolerance);
+        check(name + " grad bias", d.grad_bias.download(), ref.grad_bias, tolerance);
+      }
+      const Reference ref = adapter_reference(L, false, true);
+      LayerOnDevice d(L);
+      run_lora(d, L, precision, nullptr);
+      check("lora " + tag + " output", d.output.download(), ref.output, tolerance);
+      check("lora " + tag + " grad input", d.grad_input.download(), ref.grad_input, tolerance);
+      check("lora " + tag + " grad lora_a", d.grad_lora_a.download(), ref.grad_lora_a, tolerance);
+      check("lora " + tag + " grad lora_b", d.grad_lora_b.download(), ref.grad_lora_b, tolerance);
+      check("lora " + tag + " grad bias", d.grad_bias.download(), ref.grad_bias, tolerance);
+    }
+  }
+  // Same inputs, same bits: every reduction has a fixed order (split-K included).
+  const Layer L = random_layer(300, 2100, 260, 16, false);
+  LayerOnDevice first(L), second(L);
+  run_dora(first, L, false, cu::GemmPrecision::kTf32, nullptr);
+  run_dora(second, L, false, cu::GemmPrecision::kTf32, nullptr);
+  const Vector a = first.grad_lora_a.download(), b = second.grad_lora_a.download();
+  const Vector c = first.grad_magnitude.download(), e = second.grad_magnitude.download();
+  const bool same =
+      std::memcmp(a.data(), b.data(), a.size() * 4) == 0 && std::memcmp(c.data(), e.data(), c.size() * 4) == 0;
+  report("dora backward is bitwise deterministic (0 = same bits)", same ? 0.0 : 1.0, 0.0);
+}
+
+// ---- elementwise, nn, optimizer
+// ---------------------------------------------------------------------------------------
+
+void check_elementwise() {
+  const int64_t n = 100003, period = 37;
+  const Vector a = random_vector(n), b = random_vector(n), bias = random_vector(period);
+  Device<float> da(a), db(b), dbias(bias), out(n);
+  Doubles add_ref(n), mul_ref(n), scale_ref(n), axpy_ref(n);
+  for (int64_t i = 0; i < n; ++i) {
+    add_ref[i] = static_cast<double>(a[i]) + bias[i % period];
+    mul_ref[i] = static_cast<double>(a[i]) * b[i];
+    scale_ref[i] = 1.5 * a[i];
+    axpy_ref[i] = a[i] - 0.25 * static_cast<double>(b[i]);
+  }
+  cu::add(out.ptr, da.ptr, dbias.ptr, n, period, nullptr);
+  check("add (broadcast period 37)", out.download(), add_ref, kFloat32Tolerance);
+  cu::mul(out.ptr, da.ptr, db.ptr, n, n, nullptr);
+  check("mul", out.download(), mul_ref, kFloat32Tolerance);
+  cu::scale(out.ptr, da.ptr, 1.5f, n, nullptr);
+  check("scale", out.download(), scale_ref, kFloat32Tolerance);
+  cu::axpy(da.ptr, -0.25f, db.ptr, n, nullptr);
+  check("axpy", da.download(), axpy_ref, kFloat32Tolerance);
+}
+
+void check_nn() {
+  const int64_t rows = 193, d = 771;
+  const Vector x = random_vector(rows * d, 2.0f), gamma = random_vector(d), beta = random_vector(d);
+  const Vector grad_out = random_vector(rows * d);
+  Device<float> dx(x), dgamma(gamma), dbeta(beta), dgrad(grad_out), out(rows * d), mean(rows), rstd(rows);
+  Device<float> grad_x(rows * d), grad_gamma(d), grad_beta(d);
+
+  // GELU
+  Doubles gelu_ref(rows * d), gelu_grad_ref(rows * d);
+  for (int64_t i = 0; i < rows * d; ++i) {
+    const double v = x[i], cdf = 0.5 * std::erfc(-v / std::sqrt(2.0));
+    gelu_ref[i] = v * cdf;
+    gelu_grad_ref[i] = grad_out[i] * (cdf + v * std::exp(-0.5 * v * v) / std::sqrt(2 * M_PI));
+  }
+  cu::gelu_forward(out.ptr, dx.ptr, rows * d, nullptr);
+  check("gelu forward", out.download(), gelu_ref, kFloat32Tolerance);
+  cu::gelu_backward(grad_x.ptr, dx.ptr, dgrad.ptr, rows * d, nullptr);
+  check("gelu backward", grad_x.download(), gelu_grad_ref, kFloat32Tolerance);
+
+  // Layer norm
+  const float eps = 1e-5f;
+  Doubles ln_ref(rows * d), ln_grad_ref(rows * d), gamma_ref(d, 0.0), beta_ref(d, 0.0);
+  for (int64_t i = 0; i < rows; ++i) {
+    double mu = 0, var = 0;
+    for (int64_t j = 0; j < d; ++j) mu += x[i * d + j];
+    mu /= d;
+    for (int64_t j = 0; j < d; ++j) var += (x[i * d + j] - mu) * (x[i * d + j] - mu);
+    const double rs = 1.0 / std::sqrt(var / d + eps);
+    double sum_g = 0, sum_gx = 0;
+    for (int64_t j = 0; j < d; ++j) {
+      const double xhat = (x[i * d + j] - mu) * rs, g = static_cast<double>(grad_out[i * d + j]) * gamma[j];
+      ln_ref[i * d + j] = xhat * gamma[j] + beta[j];
+      sum_g += g;
+      sum_gx += g * xhat;
+      gamma_ref[j] += grad_out[i * d + j] * xhat;
+      beta_ref[j] += grad_out[i * d + j];
+    }
+    for (int64_t j = 0; j < d; ++j) {
+      const double xhat = (x[i * d + j] - mu) * rs;
+      ln_grad_ref[i * d + j] = rs * (grad_out[i * d + j] * gamma[j] - sum_g / d - xhat * sum_gx / d);
+    }
+  }
+  cu::layer_norm_forward(out.ptr, mean.ptr, rstd.ptr, dx.ptr, dgamma.ptr, dbeta.ptr, eps, rows, d, nullptr);
+  check("layer norm forward", out.download(), ln_ref, kFloat32Tolerance);
+  cu::layer_norm_backward(grad_x.ptr, grad_gamma.ptr, grad_beta.ptr, dgrad.ptr, dx.ptr, dgamma.ptr, mean.ptr, rstd.ptr,
+                          rows, d, nullptr);
+  check("layer norm backward input", grad_x.download(), ln_grad_ref, 1e-4);  // float row sums vs double (see host test)
+  check("layer norm backward gamma", grad_gamma.download(), gamma_ref, kFloat32Tolerance);
+  check("layer norm backward beta", grad_beta.download(), beta_ref, kFloat32Tolerance);
+
+  // Softmax with a [batch, D] mask over rows_per_batch rows each; the last batch entry fully masked.
+  const int64_t batch = 4, per_batch = 3, keys = 129;
+  const Vector logits = random_vector(batch * per_batch * keys, 3.0f), dy = random_vector(batch * per_batch * keys);
+  Vector mask(batch * keys);
+  for (int64_t i = 0; i < batch * keys; ++i) mask[i] = (i / keys == batch - 1 || rng() % 5 == 0) ? 0.0f : 1.0f;
+  Doubles softmax_ref(logits.size(), 0.0), softmax_grad_ref(logits.size());
+  for (int64_t row = 0; row < batch * per_batch; ++row) {
+    const float* mrow = &mask[(row / per_batch) * keys];
+    double mx = -INFINITY, total = 0, dot = 0;
+    for (int64_t j = 0; j < keys; ++j)
+      if (mrow[j] != 0) mx = std::max(mx, static_cast<double>(logits[row * keys + j]));
+    for (int64_t j = 0; j < keys; ++j) {
+      if (mrow[j] != 0) total += softmax_ref[row * keys + j] = std::exp(logits[row * keys + j] - mx);
+    }
+    for (int64_t j = 0; j < keys; ++j)
+      softmax_ref[row * keys + j] = total > 0 ? softmax_ref[row * keys + j] / total : 0;
+    for (int64_t j = 0; j < keys; ++j) dot += dy[row * keys + j] * softmax_ref[row * keys + j];
+    for (int64_t j = 0; j < keys; ++j) {
+      softmax_grad_ref[row * keys + j] = softmax_ref[row * keys + j] * (dy[row * keys + j] - dot);
+    }
+  }
+  Device<float> dlogits(logits), dmask(mask), ddy(dy), probs(logits.size()), dgrad_logits(logits.size());
+  cu::softmax_forward(probs.ptr, dlogits.ptr, dmask.ptr, batch, per_batch, keys, nullptr);
+  check("softmax forward (mask, a fully masked row)", probs.download(), softmax_ref, kFloat32Tolerance);
+  cu::softmax_backward(dgrad_logits.ptr, probs.ptr, ddy.ptr, batch * per_batch, keys, nullptr);
+  check("softmax backward", dgrad_logits.download(), softmax_grad_ref, kFloat32Tolerance);
+
+  // Cross-entropy with ignored rows.
+  const int64_t ce_rows = 300, classes = 1000;
+  const int32_t ignore = -100;
+  const Vector ce_logits = random_vector(ce_rows * classes, 2.0f);
+  std::vector<int32_t> labels(ce_rows);
+  for (int32_t& label : labels) label = rng() % 7 == 0 ? ignore : static_cast<int32_t>(rng() % classes);
+  double loss_total = 0;
+  int64_t counted = 0;
+  Doubles ce_grad_ref(ce_rows * classes, 0.0);
+  const float grad_loss = 1.3f;
+  for (int64_t row = 0; row < ce_rows; ++row)
+    if (labels[row] != ignore) ++counted;
+  for (int64_t row = 0; row < ce_rows; ++row) {
+    if (labels[row] == ignore) continue;
+    double mx = -INFINITY, total = 0;
+    for (int64_t j = 0; j < classes; ++j) mx = std::max(mx, static_cast<double>(ce_logits[row * classes + j]));
+    for (int64_t j = 0; j < classes; ++j) total += std::exp(ce_logits[row * classes + j] - mx);
+    loss_total += mx + std::log(total) - ce_logits[row * classes + labels[row]];
+    for (int64_t j = 0; j < classes; ++j) {
+      ce_grad_ref[row * classes + j] =
+          grad_loss / counted * (std::exp(ce_logits[row * classes + j] - mx) / total - (j == labels[row]));
+    }
+  }
+  Device<float> dce(ce_logits), loss(1), row_losses(ce_rows), row_scale(1), ce_grad(ce_rows * classes);
+  Device<int32_t> dlabels(labels);
+  cu::cross_entropy_forward(loss.ptr, row_losses.ptr, dce.ptr, dlabels.ptr, ignore, ce_rows, classes, nullptr);
+  check("cross-entropy forward", loss.download(), {loss_total / counted}, kFloat32Tolerance);
+  cu::cross_entropy_backward(ce_grad.ptr, row_scale.ptr, dce.ptr, dlabels.ptr, ignore, grad_loss, ce_rows, classes,
+                             nullptr);
+  check("cross-entropy backward", ce_grad.download(), ce_grad_ref, kFloat32Tolerance);
+
+  // Embedding: repeated ids, deterministic backward.
+  const int64_t vocab = 501, dim = 300, positions = 2000;
+  const Vector table = random_vector(vocab * dim), grad_rows = random_vector(positions * dim);
+  std::vector<int32_t> ids(positions), order(positions), row_start(vocab + 1);
+  for (int32_t& id : ids) id = static_cast<int32_t>(rng() % 97);  // most rows unused, used rows repeat
+  Doubles emb_ref(positions * dim), emb_grad_ref(vocab * dim, 0.0);
+  for (int64_t p = 0; p < positions; ++p) {
+    for (int64_t j = 0; j < dim; ++j) {
+      emb_ref[p * dim + j] = table[ids[p] * dim + j];
+      emb_grad_ref[ids[p] * dim + j] += grad_rows[p * dim + j];
+    }
+  }
+  cu::embedding_backward_plan(order.data(), row_start.data(), ids.data(), positions, vocab);
+  Device<float> dtable(table), dgrad_rows(grad_rows), emb_out(positions * dim), emb_grad(vocab * dim);
+  Device<int32_t> dids(ids), dorder(order), dstart(row_start);
+  cu::embedding_forward(emb_out.ptr, dtable.ptr, dids.ptr, positions, dim, nullptr);
+  check("embedding forward", emb_out.download(), emb_ref, 0.0);
+  CHECK_CUDA(cudaMemset(emb_grad.ptr, 0xff, emb_grad.count * sizeof(float)));  // unused rows must be written (0)
+  cu::embedding_backward(emb_grad.ptr, dgrad_rows.ptr, dorder.ptr, dstart.ptr, vocab, dim, nullptr);
+  check("embedding backward", emb_grad.download(), emb_grad_ref, kFloat32Tolerance);
+}
+
+void check_optimizer() {
+  // Three tensors of uneven sizes (one past a block's grid-stride, one tiny).
+  const std::vector<int64_t> sizes = {100003, 7, 4096};
+  std::vector<Vector> params, grads, plus, minus;
+  std::vector<std::unique_ptr<Device<float>>> keep;
+  std::vector<float*> p_ptrs, m_ptrs, v_ptrs, g_ptrs, plus_ptrs, minus_ptrs, out_ptrs;
+  auto device = [&](const Vector& host) {
+    keep.push_back(std::make_unique<Device<float>>(host));
+    return keep.back()->ptr;
+  };
+  for (int64_t size : sizes) {
+    params.push_back(random_vector(size));
+    grads.push_back(random_vector(size));
+    plus.push_back(random_vector(size));
+    minus.push_back(random_vector(size));
+    p_ptrs.push_back(device(params.back()));
+    m_ptrs.push_back(device(Vector(size, 0.0f)));
+    v_ptrs.push_back(device(Vector(size, 0.0f)));
+    g_ptrs.push_back(device(grads.back()));
+    plus_ptrs.push_back(device(plus.back()));
+    minus_ptrs.push_back(device(minus.back()));
+    out_ptrs.push_back(device(Vector(size, 0.0f)));
+  }
+  const int count = static_cast<int>(sizes.size());
+
+  // AdamW, one step from zero moments.
+  cu::AdamWStep step{1e-2f, 0.9f, 0.999f, 1e-8f, 0.1f, 1.0f - 0.9f, 1.0f - 0.999f};
+  cu::adamw_step(p_ptrs.data(), m_ptrs.data(), v_ptrs.data(), const_cast<const float* const*>(g_ptrs.data()),
+                 sizes.data(), count, step, nullptr);
+  for (int t = 0; t < count; ++t) {
+    Doubles expected(sizes[t]);
+    for (int64_t i = 0; i < sizes[t]; ++i) {
+      const double g = grads[t][i], b1 = step.beta1, b2 = step.beta2;
+      const double m = (1 - b1) * g, v = (1 - b2) * g * g;
+      expected[i] = params[t][i] * (1 - static_cast<double>(step.learning_rate) * step.weight_decay) -
+                    step.learning_rate / step.bias_correction1 * m /
+                        (std::sqrt(v) / std::sqrt(static_cast<double>(step.bias_correction2)) + step.eps);
+    }
+    std::vector<float> got(sizes[t]);
+    CHECK_CUDA(cudaMemcpy(got.data(), p_ptrs[t], sizes[t] * 4, cudaMemcpyDeviceToHost));
+    check("adamw tensor " + std::to_string(t), got, expected, kFloat32Tolerance);
+  }
+
+  // Global norm of the (updated) params, ε = 0.01 / norm, θ + εv then θ − εv, and the hypergradient.
+  std::vector<Vector> updated(count);
+  double squares = 0;
+  for (int t = 0; t < count; ++t) {
+    updated[t].resize(sizes[t]);
+    CHECK_CUDA(cudaMemcpy(updated[t].data(), p_ptrs[t], sizes[t] * 4, cudaMemcpyDeviceToHost));
+    for (float value : updated[t]) squares += static_cast<double>(value) * value;
+  }
+  Device<double> partials(count * cu::kNormPartialsPerTensor);
+  Device<float> norm(1), epsilon(1);
+  const auto const_ptrs = [](const std::vector<float*>& ptrs) { return const_cast<const float* const*>(ptrs.data()); };
+  cu::list_global_norm(norm.ptr, partials.ptr, const_ptrs(p_ptrs), sizes.data(), count, nullptr);
+  const double norm_ref = std::sqrt(squares);
+  check("list global norm", norm.download(), {norm_ref}, kFloat32Tolerance);
+  cu::perturbation_epsilon(epsilon.ptr, norm.ptr, 0.01f, nullptr);
+  const float eps_value = epsilon.download()[0];
+  check("perturbation epsilon", {eps_value}, {0.01 / norm_ref}, kFloat32Tolerance);
+  cu::list_axpy(m_ptrs.data(), const_ptrs(g_ptrs), sizes.data(), count, 1.0f, epsilon.ptr, nullptr);  // m += εg
+  for (int t = 0; t < count; ++t) {
+    Doubles expected(sizes[t]);
+    for (int64_t i = 0; i < sizes[t]; ++i) expected[i] = (1 - 0.9) * grads[t][i] + eps_value * grads[t][i];
+    std::vector<float> got(sizes[t]);
+    CHECK_CUDA(cudaMemcpy(got.data(), m_ptrs[t], sizes[t] * 4, cudaMemcpyDeviceToHost));
+    check("list axpy (theta + eps v) tensor " + std::to_string(t), got, expected, kFloat32Tolerance);
+  }
+  const float xi = 0.8f;
+  cu::hypergradient_combine(out_ptrs.data(), const_ptrs(g_ptrs), const_ptrs(plus_ptrs), const_ptrs(minus_ptrs),
+                            sizes.data(), count, xi, epsilon.ptr, nullptr);
+  for (int t = 0; t < count; ++t) {
+    Doubles expected(sizes[t]);
+    for (int64_t i = 0; i < sizes[t]; ++i) {
+      expected[i] = grads[t][i] - xi * (static_cast<double>(plus[t][i]) - minus[t][i]) / (2.0 * eps_value);
+    }
+    std::vector<float> got(sizes[t]);
+    CHECK_CUDA(cudaMemcpy(got.data(), out_ptrs[t], sizes[t] * 4, cudaMemcpyDeviceToHost));
+    check("hypergradient combine tensor " + std::to_string(t), got, expected, kFloat32Tolerance);
+  }
+}
+
+// ---- timing
+// -----------------------------------------------------------------------------------------------------------
+
+template <typename Body>
+double time_ms(Body body, int repeats) {
+  body();  // warm-up
+  body();
+  cudaEvent_t start, stop;
+  CHECK_CUDA(cudaEventCreate(&start));
+  CHECK_CUDA(cudaEventCreate(&stop));
+  CHECK_CUDA(cudaEventRecord(start));
+  for (int i = 0; i < repeats; ++i) body();
+  CHECK_CUDA(cudaEventRecord(stop));
+  CHECK_CUDA(cudaEventSynchronize(stop));
+  CHECK_CUDA(cudaGetLastError());
+  float ms = 0;
+  CHECK_CUDA(cudaEventElapsedTime(&ms, start, stop));
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  return ms / repeats;
+}
+
+void add_timing(const char* name, const cu::AdapterDims& dims, const char* precision, double ms, double flops) {
+  std::printf("  %-34s %-5s %9.3f ms %8.1f TFLOP/s\n", name, precision, ms, flops / (ms * 1e-3) / 1e12);
+  char line[320];
+  std::snprintf(line, sizeof line,
+                "%s{\"name\":\"%s\",\"n\":%lld,\"k\":%lld,\"m\":%lld,\"r\":%lld,\"precision\":\"%s\",\"ms\":%.4f}",
+                json_timings.empty() ? "" : ",", name, static_cast<long long>(dims.n), static_cast<long long>(dims.k),
+                static_cast<long long>(dims.m), static_cast<long long>(dims.r), precision, ms);
+  json_timings += line;
+}
+
+void bench(int64_t n, int64_t k, int64_t m, int64_t r) {
+  std::printf("\nN=%lld K=%lld M=%lld R=%lld (forward + backward; frozen W0: input, A, B, m and bias gradients)\n",
+              static_cast<long long>(n), static_cast<long long>(k), static_cast<long long>(m),
+              static_cast<long long>(r));
+  const Layer L = random_layer(n, k, m, r, false);
+  LayerOnDevice d(L);
+  const double base_flops = 2.0 * 2.0 * n * k * m;  // y = x W0ᵀ and grad_x = gy W0
+  Device<float> scratch(16 * std::max({n * r, m * r, r * k}));
+  for (auto precision : {cu::GemmPrecision::kTf32, cu::GemmPrecision::kBf16, cu::GemmPrecision::kFloat32}) {
+    const char* p = precision_name(precision);
+    const int repeats = precision == cu::GemmPrecision::kFloat32 ? 2 : 10;
+    const double gemm_ms = time_ms(
+        [&] {
+          cu::gemm(d.output.ptr, d.input.ptr, false, d.weight.ptr, true, n, m, k, 1.0f, 0.0f, precision, {}, nullptr);
+          cu::gemm(d.grad_input.ptr, d.grad_output.ptr, false, d.weight.ptr, false, n, k, m, 1.0f, 0.0f, precision, {},
+                   nullptr);
+        },
+        repeats);
+    const double lora_ms = time_ms([&] { run_lora(d, L, precision, nullptr); }, repeats);
+    const double dora_detach_ms = time_ms([&] { run_dora(d, L, true, precision, nullptr); }, repeats);
+    const double dora_ms = time_ms([&] { run_dora(d, L, false, precision, nullptr); }, repeats);
+    add_timing("plain GEMM (x W0^T, gy W0)", L.dims, p, gemm_ms, base_flops);
+    add_timing("LoRA fwd+bwd", L.dims, p, lora_ms, base_flops);
+    add_timing("DoRA fwd+bwd (detach norm)", L.dims, p, dora_detach_ms, base_flops);
+    add_timing("DoRA fwd+bwd (through norm)", L.dims, p, dora_ms, base_flops);
+    std::printf("  %-5s DoRA/LoRA %.3f (detach %.3f), DoRA/GEMM %.3f, LoRA/GEMM %.3f\n", p, dora_ms / lora_ms,
+                dora_detach_ms / lora_ms, dora_ms / gemm_ms, lora_ms / gemm_ms);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const bool quick = argc > 1 && std::strcmp(argv[1], "--checks-only") == 0;
+  int devices = cu::usable_device_count();
+  if (devices == 0) {
+    std::printf("no usable CUDA GPU (compute capability 8.0+): nothing to check\n");
+    return 3;
+  }
+  cudaDeviceProp prop{};
+  CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
+  std::printf("device: %s (sm_%d%d, %d SMs)\n\nchecks (max |diff| / max |ref| against double references)\n", prop.name,
+              prop.major, prop.minor, prop.multiProcessorCount);
+  check_gemm();
+  check_adapters();
+  check_elementwise();
+  check_nn();
+  check_optimizer();
+  std::printf("\n%d check(s) failed\n", failures);
+  if (!quick) {
+    bench(4096, 4096, 4096, 16);
+    bench(8192, 4096, 4096, 64);
+  }
+  if (const char* out_dir = std::getenv("OUT"); out_dir != nullptr && *out_dir != '\0') {
+    const std::string path = std::string(out_dir) + "/cuda_check.json";
+    if (FILE* file = std::fopen(path.c_str(), "w")) {
+      std::fprintf(file, "{\"device\":\"%s\",\"failures\":%d,\"checks\":[%s],\"timings\":[%s]}\n", prop.name, failures,
+                   json_checks.c_str(), json_timings.c_str());
+      std::fclose(file);
+      std::printf("wrote %s\n", path.c_str());
+    }
+  }
+  return failures == 0 ? 0 : 1;
+}

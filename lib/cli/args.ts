@@ -1,0 +1,88 @@
+// Command-line options: node:util's parseArgs, plus a JSON config file whose keys fill what the flags leave unset.
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+
+export interface OptionSpec {
+  type: 'string' | 'boolean';
+  description: string;
+  default?: string | boolean;
+  required?: boolean;
+}
+
+export class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'UsageError';
+  }
+}
+
+export function helpText(command: string, summary: string, specs: Record<string, OptionSpec>): string {
+  const lines = Object.entries(specs).map(([name, spec]) => {
+    const flag = spec.type === 'boolean' ? `--${name}` : `--${name} <value>`;
+    const extra = spec.required
+      ? ' (required)'
+      : spec.default !== undefined
+        ? ` (default ${String(spec.default)})`
+        : '';
+    return `  ${flag.padEnd(28)} ${spec.description}${extra}`;
+  });
+  return `Usage: bidora ${command} [options]\n\n${summary}\n\nOptions:\n${lines.join('\n')}\n  ${'--config <file.json>'.padEnd(28)} read options from a JSON file (flags win)\n  ${'--help'.padEnd(28)} show this help\n`;
+}
+
+/** Parsed options as strings and booleans; undefined when neither a flag, the config file nor a default gives one. */
+export function parseOptions(
+  command: string,
+  argv: string[],
+  specs: Record<string, OptionSpec>,
+): Record<string, string | boolean | undefined> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      options: {
+        ...Object.fromEntries(Object.entries(specs).map(([name, spec]) => [name, { type: spec.type }])),
+        config: { type: 'string' },
+        help: { type: 'boolean' },
+      },
+      strict: true,
+      allowPositionals: false,
+    });
+  } catch (error) {
+    throw new UsageError(`bidora ${command}: ${(error as Error).message} (see bidora ${command} --help)`);
+  }
+  const values: Record<string, string | boolean | undefined> = { ...parsed.values };
+  if (values.config !== undefined) {
+    let config: Record<string, unknown>;
+    try {
+      config = JSON.parse(readFileSync(values.config as string, 'utf8')) as Record<string, unknown>;
+    } catch (error) {
+      throw new UsageError(
+        `bidora ${command}: cannot read --config ${String(values.config)}: ${(error as Error).message}`,
+      );
+    }
+    for (const [key, value] of Object.entries(config)) {
+      const name = key.replace(/[A-Z]/g, (letter) => `-${letter.toLowerCase()}`);
+      if (!(name in specs))
+        throw new UsageError(`bidora ${command}: unknown option "${key}" in ${String(values.config)}`);
+      if (values[name] === undefined) values[name] = typeof value === 'boolean' ? value : String(value);
+    }
+  }
+  if (values.help) return values;
+  for (const [name, spec] of Object.entries(specs)) {
+    if (values[name] === undefined) values[name] = spec.default;
+    if (spec.required && values[name] === undefined) {
+      throw new UsageError(`bidora ${command}: --${name} is required (see bidora ${command} --help)`);
+    }
+  }
+  return values;
+}
+
+export function numberOption(values: Record<string, string | boolean | undefined>, name: string): number | undefined {
+  const raw = values[name];
+  if (raw === undefined) return undefined;
+  const value = Number(raw);
+  if (typeof raw !== 'string' || raw.trim() === '' || !Number.isFinite(value)) {
+    throw new UsageError(`--${name} must be a number, got ${JSON.stringify(raw)}`);
+  }
+  return value;
+}

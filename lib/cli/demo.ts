@@ -1,0 +1,302 @@
+// `bidora demo`: pretrain a small character-level encoder on one pronunciation task (cached), then adapt it to a
+// harder one with few examples per class using head-only, LoRA, DoRA, BiDoRA and full fine-tuning over paired
+// seeds; print the comparison and write a report with validation curves and the ΔM-vs-ΔD picture.
+import { existsSync, mkdirSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+
+import * as adapters from '../adapters/index';
+import { fromConfig, save } from '../models/index';
+import { type SequenceClassifier } from '../models/bert';
+import { CHAR_TOKENIZER_FILE, CharTokenizer } from '../tokenizers/char';
+import { BiLevelTrainer } from '../train/bilevel';
+import { type Example, splitLowerUpper } from '../train/data';
+import { evaluate } from '../train/evaluate';
+import { type EvalRecord, type FitResult } from '../train/loop';
+import { Random } from '../train/random';
+import { mean, standardDeviation, wilcoxonSignedRank } from '../train/stats';
+import { Trainer } from '../train/trainer';
+import { helpText, numberOption, type OptionSpec, parseOptions } from './args';
+import { firstSound, loadWords, stressedVowel, type Word, wordHash } from './demo-data';
+import { type DemoReport, writeDemoReport } from './reporting';
+import { loadClassifier } from './task';
+
+const demoOptions: Record<string, OptionSpec> = {
+  quick: { type: 'boolean', description: 'a smaller run (under 2 minutes): fewer steps and examples' },
+  out: { type: 'string', description: 'report folder', default: 'bidora-demo-report' },
+  seeds: { type: 'string', description: 'paired seeds per method (at least 5 for the full demo)' },
+  cache: { type: 'string', description: 'where the pretrained encoder is kept (BIDORA_CACHE or ~/.cache/bidora)' },
+  log: { type: 'string', description: 'auto | bar | json | none', default: 'none' },
+};
+
+export const METHODS = ['head', 'lora', 'dora', 'bidora', 'full'] as const;
+export type Method = (typeof METHODS)[number];
+
+interface Plan {
+  pretrainWords: number;
+  pretrainSteps: number;
+  trainExamples: number;
+  validationExamples: number;
+  testExamples: number;
+  epochs: number;
+  seeds: number;
+  learningRates: Record<Method, number[]>;
+}
+
+const FULL_PLAN: Plan = {
+  pretrainWords: 24_000,
+  pretrainSteps: 1500,
+  trainExamples: 480,
+  validationExamples: 600,
+  testExamples: 2000,
+  epochs: 12,
+  seeds: 5,
+  learningRates: {
+    head: [3e-3, 1e-2],
+    lora: [1e-3, 3e-3, 1e-2],
+    dora: [1e-3, 3e-3, 1e-2],
+    bidora: [1e-3, 3e-3, 1e-2],
+    full: [1e-4, 3e-4, 1e-3],
+  },
+};
+
+const QUICK_PLAN: Plan = {
+  ...FULL_PLAN,
+  pretrainWords: 8000,
+  pretrainSteps: 400,
+  trainExamples: 320,
+  validationExamples: 300,
+  testExamples: 800,
+  epochs: 6,
+  learningRates: { head: [1e-2], lora: [3e-3], dora: [3e-3], bidora: [3e-3], full: [3e-4] },
+};
+
+const ENCODER = { hidden: 128, layers: 4, heads: 4, intermediate: 256, maxLength: 16 };
+const ADAPTER = { r: 8, alpha: 16, targetModules: ['query', 'value'] };
+
+function encode(tokenizer: CharTokenizer, words: readonly Word[], label: (word: Word) => number): Example[] {
+  return words.map((word) => ({
+    inputIds: [tokenizer.clsId, ...tokenizer.tokenize(word.word), tokenizer.sepId],
+    label: label(word),
+  }));
+}
+
+/** The pretrained encoder's folder: built once per plan and reused. */
+async function pretrainedEncoder(words: Word[], plan: Plan, cacheRoot: string, log: string): Promise<string> {
+  const dir = join(cacheRoot, `demo-encoder-v1-${plan.pretrainWords}-${plan.pretrainSteps}`);
+  if (existsSync(join(dir, 'model.safetensors')) && existsSync(join(dir, CHAR_TOKENIZER_FILE))) return dir;
+  process.stderr.write(`pretraining the encoder (${plan.pretrainSteps} steps; cached in ${dir})\n`);
+  const pool = words.filter((word) => wordHash(word.word, 'role') < 0.5).slice(0, plan.pretrainWords);
+  const tokenizer = CharTokenizer.fromTexts(words.map((word) => word.word));
+  const sounds = [...new Set(pool.map(firstSound))].sort();
+  const model = fromConfig({
+    architectures: ['BertForSequenceClassification'],
+    model_type: 'bert',
+    vocab_size: tokenizer.vocabSize,
+    hidden_size: ENCODER.hidden,
+    num_hidden_layers: ENCODER.layers,
+    num_attention_heads: ENCODER.heads,
+    intermediate_size: ENCODER.intermediate,
+    max_position_embeddings: ENCODER.maxLength,
+    num_labels: sounds.length,
+    hidden_dropout_prob: 0.1,
+    attention_probs_dropout_prob: 0.1,
+  });
+  const trainer = new Trainer({
+    model,
+    batchSize: 64,
+    maxSteps: plan.pretrainSteps,
+    seed: 1,
+    log: log as 'none',
+    optimizer: {
+      lr: 1e-3,
+      weightDecay: 0.01,
+      schedule: { type: 'linear', warmupSteps: 100, totalSteps: plan.pretrainSteps },
+    },
+  });
+  const soundIds = new Map(sounds.map((sound, index) => [sound, index]));
+  await trainer.fit(encode(tokenizer, pool, (word) => soundIds.get(firstSound(word))!));
+  trainer.dispose();
+  mkdirSync(dir, { recursive: true });
+  tokenizer.save(join(dir, CHAR_TOKENIZER_FILE));
+  save(model, dir);
+  model.dispose();
+  return dir;
+}
+
+interface RunResult {
+  accuracy: number;
+  msPerStep: number;
+  trainable: number;
+  evals: EvalRecord[];
+  decomposition: { step: number; deltaMagnitude: number; deltaDirection: number }[];
+}
+
+/** One adaptation run: the pretrained encoder with a fresh head, trained by `method` with learning rate `lr`. */
+async function adapt(
+  encoderDir: string,
+  classes: string[],
+  method: Method,
+  lr: number,
+  seed: number,
+  train: Example[],
+  evaluation: { validation: Example[]; test?: Example[] },
+  plan: Plan,
+): Promise<RunResult> {
+  const model: SequenceClassifier = loadClassifier(encoderDir, { labels: classes }, seed);
+  try {
+    if (method === 'head') {
+      for (const [name, tensor] of model.namedParameters()) tensor.requiresGrad = name.startsWith('classifier.');
+    } else if (method !== 'full') {
+      adapters.apply(model, { method, ...ADAPTER, modulesToSave: ['classifier'], seed });
+    }
+    const trainable = model.parameterCount({ trainableOnly: true });
+    const batchSize = 16;
+    const maxSteps = Math.ceil(train.length / batchSize) * plan.epochs;
+    const decomposition: RunResult['decomposition'] = [];
+    const onEval = (record: EvalRecord) => {
+      if (method === 'lora' || method === 'dora' || method === 'bidora') {
+        for (const layer of adapters.analyze(model).layers) decomposition.push({ step: record.step, ...layer });
+      }
+    };
+    const common = { model, batchSize, maxSteps, seed, log: 'none' as const, onEval, restoreBest: false };
+    const optimizer = { lr, weightDecay: 0.01 };
+    const started = performance.now();
+    let result: FitResult;
+    const fitOptions = { evalExamples: evaluation.validation, evalEvery: Math.max(1, Math.floor(maxSteps / 8)) };
+    if (method === 'bidora') {
+      const trainer = new BiLevelTrainer({
+        ...common,
+        lowerOptimizer: optimizer,
+        upperOptimizer: { lr, weightDecay: 0 },
+      });
+      result = await trainer.fit(train, fitOptions);
+      trainer.dispose();
+    } else {
+      const trainer = new Trainer({ ...common, optimizer });
+      result = await trainer.fit(train, fitOptions);
+      trainer.dispose();
+    }
+    const msPerStep = (performance.now() - started) / result.steps;
+    const final = evaluate(model, evaluation.test ?? evaluation.validation);
+    return { accuracy: final.metrics.accuracy, msPerStep, trainable, evals: result.evals, decomposition };
+  } finally {
+    model.dispose();
+  }
+}
+
+export async function demoCommand(argv: string[]): Promise<void> {
+  const values = parseOptions('demo', argv, demoOptions);
+  if (values.help) {
+    process.stdout.write(
+      helpText('demo', 'Compare adapter methods on a small pronunciation task, end to end.', demoOptions),
+    );
+    return;
+  }
+  const plan: Plan = { ...(values.quick ? QUICK_PLAN : FULL_PLAN) };
+  plan.seeds = numberOption(values, 'seeds') ?? plan.seeds;
+  const cacheRoot =
+    (values.cache as string | undefined) ?? process.env.BIDORA_CACHE ?? join(homedir(), '.cache', 'bidora');
+  const started = performance.now();
+  const words = loadWords();
+  const encoderDir = await pretrainedEncoder(words, plan, cacheRoot, values.log as string);
+
+  // The target task: the stressed vowel, from words the encoder never saw.
+  const labelled = words
+    .filter((word) => wordHash(word.word, 'role') >= 0.5 && stressedVowel(word) !== undefined)
+    .sort((a, b) => wordHash(a.word, 'order') - wordHash(b.word, 'order'));
+  const classes = [...new Set(labelled.map((word) => stressedVowel(word)!))].sort();
+  const classIds = new Map(classes.map((label, index) => [label, index]));
+  const tokenizer = CharTokenizer.load(join(encoderDir, CHAR_TOKENIZER_FILE));
+  const toExamples = (list: Word[]) => encode(tokenizer, list, (word) => classIds.get(stressedVowel(word)!)!);
+  const test = toExamples(labelled.slice(0, plan.testExamples));
+  const validation = toExamples(labelled.slice(plan.testExamples, plan.testExamples + plan.validationExamples));
+  const candidates = toExamples(labelled.slice(plan.testExamples + plan.validationExamples));
+  const sampleFor = (seed: number) => {
+    const random = new Random(1000 + seed);
+    const chosen = new Set<number>();
+    while (chosen.size < plan.trainExamples) chosen.add(random.int(candidates.length));
+    return [...chosen].map((index) => candidates[index]);
+  };
+
+  // Learning rates are chosen on a split of the first seed's training sample only, never on the test set.
+  const chosenLr = {} as Record<Method, number>;
+  const selection = splitLowerUpper(sampleFor(0), 0.25, 7);
+  for (const method of METHODS) {
+    let best = { lr: plan.learningRates[method][0], accuracy: -1 };
+    for (const lr of plan.learningRates[method]) {
+      if (plan.learningRates[method].length === 1) break;
+      const run = await adapt(
+        encoderDir,
+        classes,
+        method,
+        lr,
+        0,
+        selection.lower,
+        { validation: selection.upper },
+        plan,
+      );
+      process.stderr.write(`lr search: ${method} lr ${lr}: held-out accuracy ${run.accuracy.toFixed(3)}\n`);
+      if (run.accuracy > best.accuracy) best = { lr, accuracy: run.accuracy };
+    }
+    chosenLr[method] = best.lr;
+  }
+
+  const runs = {} as Record<Method, RunResult[]>;
+  for (const method of METHODS) runs[method] = [];
+  const total = plan.seeds * METHODS.length;
+  let done = 0;
+  for (let seed = 0; seed < plan.seeds; seed++) {
+    const train = sampleFor(seed);
+    for (const method of METHODS) {
+      const run = await adapt(encoderDir, classes, method, chosenLr[method], seed, train, { validation, test }, plan);
+      runs[method].push(run);
+      done++;
+      process.stderr.write(
+        `\r[${'#'.repeat(Math.round((24 * done) / total)).padEnd(24, '.')}] ${done}/${total} ${method} seed ${seed}: ` +
+          `test accuracy ${run.accuracy.toFixed(3)}\u001b[K`,
+      );
+    }
+  }
+  process.stderr.write('\n');
+
+  const differences = runs.bidora.map((run, index) => run.accuracy - runs.dora[index].accuracy);
+  const wilcoxon = wilcoxonSignedRank(differences);
+  const rows = METHODS.map((method) => {
+    const accuracies = runs[method].map((run) => run.accuracy);
+    return {
+      method,
+      lr: chosenLr[method],
+      accuracyMean: mean(accuracies),
+      accuracyStd: standardDeviation(accuracies),
+      trainable: runs[method][0].trainable,
+      msPerStep: mean(runs[method].map((run) => run.msPerStep)),
+    };
+  });
+  const table = [
+    `method   accuracy (mean ± std over ${plan.seeds} seeds)   trainable params   ms/step   lr`,
+    ...rows.map(
+      (row) =>
+        `${row.method.padEnd(8)} ${(100 * row.accuracyMean).toFixed(1).padStart(6)} ± ${(100 * row.accuracyStd).toFixed(1).padEnd(29)}` +
+        `${row.trainable.toLocaleString('en-US').padStart(16)}   ${row.msPerStep.toFixed(1).padStart(7)}   ${row.lr}`,
+    ),
+    `BiDoRA − DoRA per seed (points): ${differences.map((value) => (100 * value).toFixed(1)).join(', ')}; ` +
+      `Wilcoxon signed-rank p = ${wilcoxon.pValue.toFixed(3)} (n = ${wilcoxon.n})`,
+  ].join('\n');
+  process.stdout.write(`${table}\n`);
+
+  const report: DemoReport = {
+    plan,
+    encoder: ENCODER,
+    adapter: ADAPTER,
+    classes,
+    rows,
+    differences,
+    wilcoxon,
+    runs: Object.fromEntries(METHODS.map((method) => [method, runs[method]])),
+    seconds: (performance.now() - started) / 1000,
+    table,
+  };
+  const files = writeDemoReport(values.out as string, report);
+  process.stdout.write(`report: ${files.join(', ')} (in ${values.out})\n`);
+}

@@ -1,0 +1,148 @@
+// `bidora train`: fine-tune a Hugging Face BERT-family checkpoint on a JSONL/CSV file with LoRA, DoRA or BiDoRA, and
+// write a PEFT adapter folder, the metrics and a report.
+import { copyFileSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+
+import * as adapters from '../adapters/index';
+import { writeFileAtomic } from '../io/atomic';
+import * as tokenizers from '../tokenizers/index';
+import { BiLevelTrainer } from '../train/bilevel';
+import { evaluate } from '../train/evaluate';
+import { type FitResult } from '../train/loop';
+import { Trainer } from '../train/trainer';
+import { helpText, numberOption, type OptionSpec, parseOptions, UsageError } from './args';
+import { writeTrainingReport } from './reporting';
+import { checkModelFolder, LABELS_FILE, loadClassifier, readRows, taskLabels, toExamples } from './task';
+
+export const trainOptions: Record<string, OptionSpec> = {
+  model: {
+    type: 'string',
+    description: 'Hugging Face checkpoint folder (config.json, model.safetensors, tokenizer.json)',
+    required: true,
+  },
+  data: { type: 'string', description: 'training examples, .jsonl or .csv (text[, text_pair], label)', required: true },
+  eval: { type: 'string', description: 'evaluation examples, same format' },
+  out: { type: 'string', description: 'output folder: PEFT adapter, metrics.json, report', required: true },
+  method: { type: 'string', description: 'lora | dora | bidora', default: 'dora' },
+  r: { type: 'string', description: 'adapter rank', default: '8' },
+  alpha: { type: 'string', description: 'lora_alpha (scale alpha / r)', default: '16' },
+  dropout: { type: 'string', description: 'lora_dropout', default: '0' },
+  target: { type: 'string', description: 'comma-separated module names to adapt', default: 'query,value' },
+  'modules-to-save': { type: 'string', description: 'comma-separated modules trained in full', default: 'classifier' },
+  lr: { type: 'string', description: 'learning rate (lower level for bidora)', default: '1e-3' },
+  'upper-lr': { type: 'string', description: 'bidora: learning rate of the magnitudes', default: '1e-3' },
+  'upper-fraction': {
+    type: 'string',
+    description: 'bidora: share of the training set for the magnitudes',
+    default: '0.2',
+  },
+  gamma: { type: 'string', description: 'bidora: orthogonality regulariser weight', default: '1e-5' },
+  hypergradient: {
+    type: 'string',
+    description: 'bidora: finite-difference | first-order',
+    default: 'finite-difference',
+  },
+  epochs: { type: 'string', description: 'passes over the training data', default: '3' },
+  'max-steps': { type: 'string', description: 'steps to run (overrides --epochs)' },
+  'batch-size': { type: 'string', description: 'examples per step', default: '16' },
+  'max-length': { type: 'string', description: 'longest tokenized sequence', default: '128' },
+  'weight-decay': { type: 'string', description: 'AdamW weight decay', default: '0.01' },
+  'eval-every': { type: 'string', description: 'steps between evaluations (default once per epoch)' },
+  seed: { type: 'string', description: 'seed of initialisation, data order and dropout', default: '0' },
+  log: { type: 'string', description: 'auto | bar | json | none', default: 'auto' },
+};
+
+export async function trainCommand(argv: string[]): Promise<void> {
+  const values = parseOptions('train', argv, trainOptions);
+  if (values.help) {
+    process.stdout.write(
+      helpText('train', 'Fine-tune a BERT-family classifier with LoRA, DoRA or BiDoRA.', trainOptions),
+    );
+    return;
+  }
+  const method = values.method as string;
+  if (!['lora', 'dora', 'bidora'].includes(method))
+    throw new UsageError(`--method must be lora, dora or bidora, got ${method}`);
+  const modelDir = values.model as string;
+  checkModelFolder(modelDir);
+  const trainRows = readRows(values.data as string, '--data');
+  const evalRows = values.eval === undefined ? undefined : readRows(values.eval as string, '--eval');
+  const task = taskLabels(trainRows);
+  const maxLength = numberOption(values, 'max-length')!;
+  const tokenizer = tokenizers.load(modelDir);
+  const train = toExamples(trainRows, tokenizer, task, maxLength, values.data as string);
+  const evalExamples = evalRows && toExamples(evalRows, tokenizer, task, maxLength, values.eval as string);
+  const seed = numberOption(values, 'seed')!;
+  const model = loadClassifier(modelDir, task, seed);
+  const outDir = values.out as string;
+  try {
+    adapters.apply(model, {
+      method: method as adapters.AdapterMethod,
+      r: numberOption(values, 'r')!,
+      alpha: numberOption(values, 'alpha'),
+      dropout: numberOption(values, 'dropout'),
+      targetModules: String(values.target).split(',').filter(Boolean),
+      modulesToSave: String(values['modules-to-save']).split(',').filter(Boolean),
+      seed,
+    });
+    const { line } = adapters.trainableParameters(model);
+    process.stderr.write(`${line}\n`);
+    const common = {
+      model,
+      batchSize: numberOption(values, 'batch-size'),
+      epochs: numberOption(values, 'epochs'),
+      maxSteps: numberOption(values, 'max-steps'),
+      seed,
+      log: values.log as 'auto',
+    };
+    const optimizer = { lr: numberOption(values, 'lr'), weightDecay: numberOption(values, 'weight-decay') };
+    const fitOptions = { evalExamples, evalEvery: numberOption(values, 'eval-every') };
+    let result: FitResult;
+    if (method === 'bidora') {
+      const trainer = new BiLevelTrainer({
+        ...common,
+        lowerOptimizer: optimizer,
+        upperOptimizer: { lr: numberOption(values, 'upper-lr'), weightDecay: 0 },
+        upperFraction: numberOption(values, 'upper-fraction'),
+        gamma: numberOption(values, 'gamma'),
+        hypergradient: values.hypergradient as 'first-order',
+      });
+      result = await trainer.fit(train, fitOptions);
+      trainer.dispose();
+    } else {
+      const trainer = new Trainer({ ...common, optimizer });
+      result = await trainer.fit(train, fitOptions);
+      trainer.dispose();
+    }
+    adapters.save(model, outDir, { baseModelNameOrPath: modelDir });
+    writeFileAtomic(join(outDir, LABELS_FILE), JSON.stringify({ labels: task.labels }, null, 2) + '\n');
+    for (const file of ['tokenizer.json', 'tokenizer_config.json', tokenizers.CHAR_TOKENIZER_FILE]) {
+      if (existsSync(join(modelDir, file))) copyFileSync(join(modelDir, file), join(outDir, file));
+    }
+    const final = evalExamples ? evaluate(model, evalExamples) : evaluate(model, train);
+    const analysis = adapters.analyze(model);
+    const metrics = {
+      method,
+      task: task.labels === null ? 'regression' : 'classification',
+      labels: task.labels,
+      trainable: adapters.trainableParameters(model),
+      steps: result.steps,
+      evaluatedOn: evalExamples ? values.eval : values.data,
+      final: { loss: final.loss, ...final.metrics },
+      best: result.best,
+      history: result.history,
+      evals: result.evals,
+      decomposition: analysis,
+    };
+    writeTrainingReport(outDir, metrics);
+    process.stdout.write(
+      `${method}: ${result.steps} steps; ${evalExamples ? 'eval' : 'train'} ` +
+        Object.entries(final.metrics)
+          .map(([name, value]) => `${name} ${value.toFixed(4)}`)
+          .join(', ') +
+        `\nwrote ${outDir}/adapter_config.json, adapter_model.safetensors, metrics.json, report.html\n`,
+    );
+  } finally {
+    model.dispose();
+  }
+}

@@ -1,0 +1,310 @@
+// BiDoRA's bi-level training (DESIGN.md, "The method, precisely"): the direction (A, B) and the head learn on the
+// lower split, the magnitudes on the upper split, coupled by a finite-difference hypergradient.
+import { adaptedLayers, type AdaptedLayer } from '../adapters/layers';
+import { appliedConfig } from '../adapters/apply';
+import { grad } from '../autograd';
+import { add, scale } from '../ops/elementwise';
+import { globalNorm } from '../ops/reduce';
+import { orthogonalityPenalty } from '../ops/regularizer';
+import { type Optimizer } from '../optim/index';
+import { keep, type Tensor, tidy } from '../tensor';
+import { BatchStream, collate, type Example, splitLowerUpper } from './data';
+import { applySecondOrder } from './hypergradient';
+import {
+  disposeAll,
+  type FitOptions,
+  type FitResult,
+  type LoopOptions,
+  positiveInteger,
+  type StepRecord,
+  TrainingLoop,
+} from './loop';
+import { type OptimizerOptions, ScheduledOptimizer } from './optimizers';
+import { Trainer } from './trainer';
+
+export interface BiLevelTrainerOptions extends LoopOptions {
+  /** Over the direction (A, B) and the modules to save; default AdamW lr 1e-3. */
+  lowerOptimizer?: OptimizerOptions;
+  /** Over the magnitudes; default AdamW lr 1e-3. */
+  upperOptimizer?: OptimizerOptions;
+  /** The share of the training set the magnitudes learn on (default 0.2). */
+  upperFraction?: number;
+  /** 'finite-difference' (default): g − xi·(g+ − g−)/(2ε); 'first-order': g alone. */
+  hypergradient?: 'finite-difference' | 'first-order';
+  /** The factor on the second-order term: 1 (default, as Betty in the official code) or the lower learning rate. */
+  xi?: number | 'lower-lr';
+  /** One upper step every this many lower steps (default 1). */
+  unrollSteps?: number;
+  /** Weight of the orthogonality regulariser mean_layers ||D Dᵀ − I||_F on the lower level (default 1e-5; 0: off). */
+  gamma?: number;
+  /**
+   * After the search, restore A, B and the head to their initial values and train them on the whole training set with
+   * the searched magnitudes fixed.
+   */
+  retrain?: false | { maxSteps?: number; epochs?: number; optimizer?: OptimizerOptions };
+}
+
+export interface BiLevelStep extends StepRecord {
+  lowerLoss: number;
+  /** The regulariser's value (before gamma), when gamma > 0. */
+  regularizer: number;
+  /** On steps with an upper update: */
+  upperLoss: number;
+  /** ||g||, the direct gradient of the upper loss with respect to the magnitudes. */
+  directNorm: number;
+  /** ||xi·(g+ − g−)/(2ε)||, the second-order term (0 in first-order mode). */
+  secondOrderNorm: number;
+}
+
+export interface BiLevelFitResult extends FitResult {
+  /** The retraining phase, when asked for. */
+  retrain?: FitResult;
+}
+
+export class BiLevelTrainer extends TrainingLoop {
+  readonly layers: AdaptedLayer[];
+  /** A and B of every adapted layer, then the modules to save: the lower level's parameters. */
+  readonly lowerParameters: Tensor[];
+  readonly magnitudes: Tensor[];
+  readonly #settings: Required<
+    Pick<BiLevelTrainerOptions, 'upperFraction' | 'hypergradient' | 'xi' | 'unrollSteps' | 'gamma'>
+  >;
+  #lowerOptimizer: ScheduledOptimizer | undefined;
+  #upperOptimizer: ScheduledOptimizer | undefined;
+  #lowerBatches: BatchStream<Example> | undefined;
+  #upperBatches: BatchStream<Example> | undefined;
+  #train: readonly Example[] = [];
+
+  constructor(options: BiLevelTrainerOptions) {
+    super(options);
+    this.layers = adaptedLayers(this.model);
+    if (this.layers.length === 0) {
+      throw new RangeError(
+        'BiLevelTrainer: the model has no adapters; call adapters.apply(model, { method: "bidora", ... })',
+      );
+    }
+    const missing = this.layers.find(({ adapter }) => adapter.magnitude === undefined);
+    if (missing)
+      throw new RangeError(`BiLevelTrainer: ${missing.path} is a LoRA adapter; BiDoRA needs magnitudes (DoRA)`);
+    const upperFraction = options.upperFraction ?? 0.2;
+    if (!(upperFraction > 0 && upperFraction < 1)) {
+      throw new RangeError(`BiLevelTrainer: upperFraction must be in (0, 1), got ${upperFraction}`);
+    }
+    const hypergradient = options.hypergradient ?? 'finite-difference';
+    if (hypergradient !== 'finite-difference' && hypergradient !== 'first-order') {
+      throw new RangeError(`BiLevelTrainer: hypergradient must be 'finite-difference' or 'first-order'`);
+    }
+    const xi = options.xi ?? 1;
+    if (xi !== 'lower-lr' && !Number.isFinite(xi))
+      throw new RangeError(`BiLevelTrainer: xi must be a number or 'lower-lr'`);
+    const gamma = options.gamma ?? 1e-5;
+    if (!(gamma >= 0)) throw new RangeError(`BiLevelTrainer: gamma must be non-negative, got ${gamma}`);
+    this.#settings = {
+      upperFraction,
+      hypergradient,
+      xi,
+      unrollSteps: positiveInteger(options.unrollSteps, 'unrollSteps', 1),
+      gamma,
+    };
+    const headNames = appliedConfig(this.model)?.modulesToSave ?? [];
+    const head = this.model
+      .namedParameters()
+      .filter(([name]) => headNames.some((module) => name.startsWith(`${module}.`)))
+      .map(([, tensor]) => tensor);
+    this.lowerParameters = [...this.layers.flatMap(({ adapter }) => [adapter.loraA, adapter.loraB]), ...head];
+    this.magnitudes = this.layers.map(({ adapter }) => adapter.magnitude!);
+  }
+
+  /** Task loss plus gamma × the mean orthogonality penalty over adapted layers, on `batch`. */
+  lowerObjective(batch: ReturnType<typeof collate>): { loss: Tensor; taskLoss: number; regularizer: number } {
+    const { loss: taskLoss } = this.model.forward(batch);
+    if (this.#settings.gamma === 0) return { loss: taskLoss!, taskLoss: taskLoss!.item(), regularizer: 0 };
+    const penalties = this.layers.map(({ layer, adapter }) =>
+      orthogonalityPenalty({
+        weight: layer.weight,
+        loraA: adapter.loraA,
+        loraB: adapter.loraB,
+        scale: adapter.options.scale,
+      }),
+    );
+    const mean = scale(
+      penalties.reduce((total, penalty) => add(total, penalty)),
+      1 / penalties.length,
+    );
+    return {
+      loss: add(taskLoss!, scale(mean, this.#settings.gamma)),
+      taskLoss: taskLoss!.item(),
+      regularizer: mean.item(),
+    };
+  }
+
+  /** dL_tr/dm on `batch` at the current parameters, computing no A, B or head gradient. */
+  #magnitudeGradients(batch: ReturnType<typeof collate>): Tensor[] {
+    return tidy(() => grad(this.lowerObjective(batch).loss, this.magnitudes));
+  }
+
+  #ensureOptimizers(totalSteps: number): void {
+    const options = this.options as BiLevelTrainerOptions;
+    this.#lowerOptimizer ??= new ScheduledOptimizer(this.lowerParameters, options.lowerOptimizer ?? {}, totalSteps);
+    this.#upperOptimizer ??= new ScheduledOptimizer(this.magnitudes, options.upperOptimizer ?? {}, totalSteps);
+  }
+
+  /**
+   * One iteration: a lower step on `lowerExamples`; then, if `upperExamples` are given, the hypergradient of the
+   * upper loss with respect to the magnitudes at the updated direction and one upper step. Returns the figures.
+   */
+  step(lowerExamples: readonly Example[], upperExamples?: readonly Example[], step = 0): BiLevelStep {
+    this.#ensureOptimizers(this.options.maxSteps ?? 1);
+    const pad = this.model.config.padTokenId;
+    const lowerBatch = collate([...lowerExamples], pad);
+    const { taskLoss, regularizer } = tidy(() => {
+      const objective = this.lowerObjective(lowerBatch);
+      objective.loss.backward({ inputs: this.lowerParameters });
+      return { taskLoss: objective.taskLoss, regularizer: objective.regularizer };
+    });
+    const { lr } = this.#lowerOptimizer!.step(step);
+    const record: BiLevelStep = {
+      step,
+      loss: taskLoss,
+      lr,
+      lowerLoss: taskLoss,
+      regularizer,
+      upperLoss: NaN,
+      directNorm: NaN,
+      secondOrderNorm: NaN,
+    };
+    if (upperExamples === undefined) return withoutUpper(record);
+
+    const upperBatch = collate([...upperExamples], pad);
+    const count = this.magnitudes.length;
+    const { upperLoss, direct, direction } = tidy(() => {
+      const { loss } = this.model.forward(upperBatch);
+      const grads = grad(loss!, [...this.magnitudes, ...this.lowerParameters]);
+      return { upperLoss: loss!.item(), direct: grads.slice(0, count), direction: grads.slice(count) };
+    });
+    record.upperLoss = upperLoss;
+    record.directNorm = globalNorm(direct);
+    record.secondOrderNorm = 0;
+    try {
+      if (this.#settings.hypergradient === 'finite-difference') {
+        record.secondOrderNorm = this.#secondOrder(lowerBatch, direct, direction, lr);
+      }
+      this.magnitudes.forEach((magnitude, index) => {
+        magnitude.grad?.dispose();
+        magnitude.grad = keep(direct[index]);
+      });
+      this.#upperOptimizer!.step(step);
+    } finally {
+      for (const tensor of direction) tensor.dispose();
+    }
+    return record;
+  }
+
+  /** Subtracts xi·(g+ − g−)/(2ε) from `direct` in place (same lower batch, same dropout masks); returns its norm. */
+  #secondOrder(lowerBatch: ReturnType<typeof collate>, direct: Tensor[], direction: Tensor[], lowerLr: number): number {
+    const streams = this.model.seedStreams();
+    const masks = streams.map((stream) => stream.state);
+    const xi = this.#settings.xi === 'lower-lr' ? lowerLr : this.#settings.xi;
+    return applySecondOrder(
+      direct,
+      {
+        magnitudeGradients: () => this.#magnitudeGradients(lowerBatch),
+        lowerParameters: this.lowerParameters,
+        direction,
+        beforePass: () => streams.forEach((stream, index) => (stream.state = masks[index])),
+      },
+      xi,
+    );
+  }
+
+  protected prepare(train: readonly Example[]): number {
+    const { lower, upper } = splitLowerUpper([...train], this.#settings.upperFraction, this.seed);
+    this.#train = train;
+    this.#lowerBatches = new BatchStream(lower, this.batchSize, this.seed);
+    this.#upperBatches = new BatchStream(upper, this.batchSize, this.seed + 1);
+    const stepsPerEpoch = Math.ceil(lower.length / this.batchSize);
+    this.#lowerOptimizer?.optimizer.dispose();
+    this.#upperOptimizer?.optimizer.dispose();
+    this.#lowerOptimizer = undefined;
+    this.#upperOptimizer = undefined;
+    this.#ensureOptimizers(this.options.maxSteps ?? (this.options.epochs ?? 3) * stepsPerEpoch);
+    return stepsPerEpoch;
+  }
+
+  protected nextStep(step: number): StepRecord {
+    const lower = this.#lowerBatches!.next();
+    const upper = (step + 1) % this.#settings.unrollSteps === 0 ? this.#upperBatches!.next() : undefined;
+    return this.step(lower, upper, step);
+  }
+
+  override async fit(train: readonly Example[], options: FitOptions = {}): Promise<BiLevelFitResult> {
+    const retrain = (this.options as BiLevelTrainerOptions).retrain;
+    const initial = retrain
+      ? new Map(this.lowerParameters.map((tensor) => [tensor, keep(tensor.detach())]))
+      : undefined;
+    try {
+      const result: BiLevelFitResult = await super.fit(train, options);
+      if (retrain && initial) {
+        for (const [tensor, start] of initial) tensor.copyFrom(start);
+        result.retrain = await this.#retrain(retrain, options);
+      }
+      return result;
+    } finally {
+      disposeAll(initial && new Map([...initial.values()].map((tensor, index) => [String(index), tensor])));
+    }
+  }
+
+  async #retrain(
+    retrain: Exclude<BiLevelTrainerOptions['retrain'], false | undefined>,
+    options: FitOptions,
+  ): Promise<FitResult> {
+    for (const magnitude of this.magnitudes) magnitude.requiresGrad = false;
+    const trainer = new Trainer({
+      ...this.options,
+      maxSteps: retrain.maxSteps,
+      epochs: retrain.epochs,
+      optimizer: retrain.optimizer ?? (this.options as BiLevelTrainerOptions).lowerOptimizer,
+      parameters: this.lowerParameters,
+    });
+    try {
+      return await trainer.fit(this.#train, { ...options, checkpointDir: undefined, resume: false });
+    } finally {
+      trainer.dispose();
+      for (const magnitude of this.magnitudes) magnitude.requiresGrad = true;
+    }
+  }
+
+  protected trainedTensors(): Map<string, Tensor> {
+    const names = new Map(this.model.namedParameters().map(([name, tensor]) => [tensor, name]));
+    return new Map([...this.lowerParameters, ...this.magnitudes].map((tensor) => [names.get(tensor)!, tensor]));
+  }
+
+  protected namedOptimizers(): Map<string, Optimizer> {
+    return new Map([
+      ['lower', this.#lowerOptimizer!.optimizer],
+      ['upper', this.#upperOptimizer!.optimizer],
+    ]);
+  }
+
+  protected streamState(): Record<string, unknown> {
+    return { lower: this.#lowerBatches!.state(), upper: this.#upperBatches!.state() };
+  }
+
+  protected restoreStreamState(state: Record<string, unknown>): void {
+    this.#lowerBatches!.restore(state.lower as never);
+    this.#upperBatches!.restore(state.upper as never);
+  }
+
+  dispose(): void {
+    this.#lowerOptimizer?.optimizer.dispose();
+    this.#upperOptimizer?.optimizer.dispose();
+    this.#lowerOptimizer = undefined;
+    this.#upperOptimizer = undefined;
+  }
+}
+
+/** A lower-only step's record: the upper figures are absent, not NaN (the loop rejects non-finite figures). */
+function withoutUpper(record: BiLevelStep): BiLevelStep {
+  const { upperLoss: _upper, directNorm: _direct, secondOrderNorm: _second, ...rest } = record;
+  return rest as BiLevelStep;
+}

@@ -1,0 +1,13 @@
+// Training: the single-level Trainer and BiDoRA's BiLevelTrainer, evaluation, metrics, data and statistics.
+export { type BiLevelFitResult, type BiLevelStep, BiLevelTrainer, type BiLevelTrainerOptions } from './bilevel';
+export { CHECKPOINT_FILE, loadCheckpoint, saveCheckpoint } from './checkpoint';
+export * from './data';
+export { type Evaluation, evaluate } from './evaluate';
+export { applySecondOrder, finiteDifferenceTerm, type SecondOrderInputs } from './hypergradient';
+export { type EvalRecord, type FitOptions, type FitResult, type LoopOptions, type StepRecord } from './loop';
+export * from './metrics';
+export { type OptimizerOptions } from './optimizers';
+export { type LogMode } from './progress';
+export * from './random';
+export * from './stats';
+export { Trainer, type TrainerOptions } from './trainer';

@@ -1,0 +1,189 @@
+// Evaluation metrics for classification (accuracy, macro F1, Matthews correlation) and regression (MSE, Pearson,
+// Spearman), defined as scikit-learn and SciPy define them so reported numbers compare with published ones.
+
+export interface ClassificationMetrics {
+  accuracy: number;
+  macroF1: number;
+  mcc: number;
+}
+
+export interface RegressionMetrics {
+  mse: number;
+  pearson: number;
+  spearman: number;
+}
+
+function checkPair(fn: string, predictions: ArrayLike<number>, labels: ArrayLike<number>): void {
+  if (predictions.length !== labels.length) {
+    throw new RangeError(`${fn}: ${predictions.length} predictions for ${labels.length} labels`);
+  }
+  if (predictions.length === 0) throw new RangeError(`${fn}: no predictions`);
+}
+
+function checkClassIds(fn: string, predictions: ArrayLike<number>, labels: ArrayLike<number>): void {
+  checkPair(fn, predictions, labels);
+  for (let index = 0; index < labels.length; index++) {
+    if (!Number.isInteger(predictions[index]) || !Number.isInteger(labels[index])) {
+      throw new RangeError(
+        `${fn}: class ids must be integers (prediction ${predictions[index]}, label ${labels[index]} at ${index})`,
+      );
+    }
+  }
+}
+
+/** The confusion matrix over the classes present in labels or predictions: counts[true][predicted]. */
+function confusionMatrix(predictions: ArrayLike<number>, labels: ArrayLike<number>): number[][] {
+  const classes = [...new Set([...Array.from(labels), ...Array.from(predictions)])].sort((a, b) => a - b);
+  const indexOf = new Map(classes.map((label, index) => [label, index]));
+  const counts = classes.map(() => new Array<number>(classes.length).fill(0));
+  for (let index = 0; index < labels.length; index++) {
+    counts[indexOf.get(labels[index])!][indexOf.get(predictions[index])!]++;
+  }
+  return counts;
+}
+
+/** Fraction of predictions equal to their label. */
+export function accuracy(predictions: ArrayLike<number>, labels: ArrayLike<number>): number {
+  checkPair('accuracy', predictions, labels);
+  let correct = 0;
+  for (let index = 0; index < labels.length; index++) if (predictions[index] === labels[index]) correct++;
+  return correct / labels.length;
+}
+
+/**
+ * The unweighted mean of per-class F1 over the classes present in labels or predictions. A class that is predicted
+ * but never true (or true but never predicted) scores 0, as scikit-learn's f1_score(average='macro') gives it; a
+ * class in neither never enters.
+ */
+export function macroF1(predictions: ArrayLike<number>, labels: ArrayLike<number>): number {
+  checkClassIds('macroF1', predictions, labels);
+  const counts = confusionMatrix(predictions, labels);
+  let total = 0;
+  counts.forEach((row, index) => {
+    const truePositives = row[index];
+    const actual = row.reduce((sum, count) => sum + count, 0);
+    const predicted = counts.reduce((sum, other) => sum + other[index], 0);
+    // 2PR/(P+R) with P = tp/predicted and R = tp/actual, written so that no term divides by zero.
+    total += (2 * truePositives) / (actual + predicted);
+  });
+  return total / counts.length;
+}
+
+/**
+ * Matthews correlation for any number of classes (Gorodkin's R_K, scikit-learn's matthews_corrcoef): the covariance
+ * of the one-hot truth and prediction over the square root of their variances; 0 when either is constant.
+ */
+export function matthewsCorrelation(predictions: ArrayLike<number>, labels: ArrayLike<number>): number {
+  checkClassIds('matthewsCorrelation', predictions, labels);
+  const counts = confusionMatrix(predictions, labels);
+  const samples = labels.length;
+  const trueTotals = counts.map((row) => row.reduce((sum, count) => sum + count, 0));
+  const predictedTotals = counts.map((_, column) => counts.reduce((sum, row) => sum + row[column], 0));
+  const correct = counts.reduce((sum, row, index) => sum + row[index], 0);
+  const dot = (a: number[], b: number[]): number => a.reduce((sum, value, index) => sum + value * b[index], 0);
+  const covariance = correct * samples - dot(trueTotals, predictedTotals);
+  const trueVariance = samples * samples - dot(trueTotals, trueTotals);
+  const predictedVariance = samples * samples - dot(predictedTotals, predictedTotals);
+  if (trueVariance === 0 || predictedVariance === 0) return 0;
+  return covariance / Math.sqrt(trueVariance * predictedVariance);
+}
+
+export function meanSquaredError(predictions: ArrayLike<number>, targets: ArrayLike<number>): number {
+  checkPair('meanSquaredError', predictions, targets);
+  let total = 0;
+  for (let index = 0; index < targets.length; index++) total += (predictions[index] - targets[index]) ** 2;
+  return total / targets.length;
+}
+
+/** Pearson's correlation coefficient; NaN when either side is constant (as SciPy's pearsonr). */
+export function pearson(x: ArrayLike<number>, y: ArrayLike<number>): number {
+  checkPair('pearson', x, y);
+  const count = x.length;
+  let meanX = 0;
+  let meanY = 0;
+  for (let index = 0; index < count; index++) {
+    meanX += x[index];
+    meanY += y[index];
+  }
+  meanX /= count;
+  meanY /= count;
+  // Centred sums (two passes) rather than Σxy − n·x̄ȳ, which cancels badly when the means are large.
+  let crossSum = 0;
+  let squaresX = 0;
+  let squaresY = 0;
+  for (let index = 0; index < count; index++) {
+    const dx = x[index] - meanX;
+    const dy = y[index] - meanY;
+    crossSum += dx * dy;
+    squaresX += dx * dx;
+    squaresY += dy * dy;
+  }
+  if (squaresX === 0 || squaresY === 0) return Number.NaN;
+  // Rounding can put |r| a hair above 1.
+  return Math.max(-1, Math.min(1, crossSum / Math.sqrt(squaresX * squaresY)));
+}
+
+/** 1-based ranks, tied values sharing the mean of the ranks they span. */
+export function averageRanks(values: ArrayLike<number>): Float64Array {
+  const order = Array.from({ length: values.length }, (_, index) => index).sort((a, b) => values[a] - values[b]);
+  const ranks = new Float64Array(values.length);
+  for (let start = 0; start < order.length;) {
+    let end = start + 1;
+    while (end < order.length && values[order[end]] === values[order[start]]) end++;
+    const shared = (start + 1 + end) / 2; // mean of ranks start+1 .. end
+    for (let position = start; position < end; position++) ranks[order[position]] = shared;
+    start = end;
+  }
+  return ranks;
+}
+
+/** Spearman's rank correlation: Pearson's correlation of the average ranks; NaN if any value is NaN. */
+export function spearman(x: ArrayLike<number>, y: ArrayLike<number>): number {
+  checkPair('spearman', x, y);
+  // NaN has no rank (it would also break the sort), so it propagates as it does through pearson.
+  if (Array.from(x).some(Number.isNaN) || Array.from(y).some(Number.isNaN)) return Number.NaN;
+  return pearson(averageRanks(x), averageRanks(y));
+}
+
+/** Accuracy, macro F1 and MCC of class-id predictions. */
+export function classificationMetrics(
+  predictions: ArrayLike<number>,
+  labels: ArrayLike<number>,
+): ClassificationMetrics {
+  return {
+    accuracy: accuracy(predictions, labels),
+    macroF1: macroF1(predictions, labels),
+    mcc: matthewsCorrelation(predictions, labels),
+  };
+}
+
+/** MSE, Pearson and Spearman of regression predictions. */
+export function regressionMetrics(predictions: ArrayLike<number>, targets: ArrayLike<number>): RegressionMetrics {
+  return {
+    mse: meanSquaredError(predictions, targets),
+    pearson: pearson(predictions, targets),
+    spearman: spearman(predictions, targets),
+  };
+}
+
+/** The index of the largest logit in each row of a [rows, classes] matrix (the first on ties; NaN never wins). */
+export function argmaxRows(logits: Float32Array, classes: number): Int32Array {
+  if (!Number.isInteger(classes) || classes < 1 || logits.length % classes !== 0) {
+    throw new RangeError(`argmaxRows: ${logits.length} logits do not make rows of ${classes} classes`);
+  }
+  const rows = logits.length / classes;
+  const result = new Int32Array(rows);
+  for (let row = 0; row < rows; row++) {
+    const offset = row * classes;
+    let best = 0;
+    let bestValue = -Infinity;
+    for (let column = 0; column < classes; column++) {
+      if (logits[offset + column] > bestValue) {
+        bestValue = logits[offset + column];
+        best = column;
+      }
+    }
+    result[row] = best;
+  }
+  return result;
+}

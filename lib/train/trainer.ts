@@ -1,0 +1,77 @@
+// Single-level training (LoRA, DoRA, full fine-tuning, head only): whatever requires grad is trained on the whole
+// training set.
+import { type Optimizer } from '../optim/index';
+import { tidy, type Tensor } from '../tensor';
+import { BatchStream, collate, type Example } from './data';
+import { type LoopOptions, type StepRecord, TrainingLoop } from './loop';
+import { type OptimizerOptions, ScheduledOptimizer } from './optimizers';
+
+export interface TrainerOptions extends LoopOptions {
+  optimizer?: OptimizerOptions;
+  /** The tensors to train; by default every parameter of the model that requires grad. */
+  parameters?: Tensor[];
+}
+
+export class Trainer extends TrainingLoop {
+  readonly parameters: Tensor[];
+  #optimizer: ScheduledOptimizer | undefined;
+  #batches: BatchStream<Example> | undefined;
+
+  constructor(options: TrainerOptions) {
+    super(options);
+    this.parameters = options.parameters ?? this.model.parameters().filter((tensor) => tensor.requiresGrad);
+    if (this.parameters.length === 0) throw new RangeError('Trainer: nothing to train (no parameter requires grad)');
+  }
+
+  protected prepare(train: readonly Example[]): number {
+    this.#batches = new BatchStream(train, this.batchSize, this.seed);
+    const stepsPerEpoch = Math.ceil(train.length / this.batchSize);
+    const options = this.options as TrainerOptions;
+    const totalSteps = options.maxSteps ?? (options.epochs ?? 3) * stepsPerEpoch;
+    this.#optimizer?.optimizer.dispose();
+    this.#optimizer = new ScheduledOptimizer(this.parameters, options.optimizer ?? {}, totalSteps);
+    return stepsPerEpoch;
+  }
+
+  /** One optimizer step on `examples` (for custom loops; fit() calls it with its own batches). */
+  step(examples: readonly Example[], step = 0): StepRecord {
+    if (this.#optimizer === undefined) {
+      const options = this.options as TrainerOptions;
+      this.#optimizer = new ScheduledOptimizer(this.parameters, options.optimizer ?? {}, options.maxSteps ?? 1);
+    }
+    const loss = tidy(() => {
+      const { loss } = this.model.forward(collate([...examples], this.model.config.padTokenId));
+      loss!.backward({ inputs: this.parameters });
+      return loss!.item();
+    });
+    const { lr, gradNorm } = this.#optimizer.step(step);
+    return gradNorm === undefined ? { step, loss, lr } : { step, loss, lr, gradNorm };
+  }
+
+  protected nextStep(step: number): StepRecord {
+    return this.step(this.#batches!.next(), step);
+  }
+
+  protected trainedTensors(): Map<string, Tensor> {
+    const names = new Map(this.model.namedParameters().map(([name, tensor]) => [tensor, name]));
+    return new Map(this.parameters.map((tensor, index) => [names.get(tensor) ?? `parameter.${index}`, tensor]));
+  }
+
+  protected namedOptimizers(): Map<string, Optimizer> {
+    return new Map(this.#optimizer ? [['main', this.#optimizer.optimizer]] : []);
+  }
+
+  protected streamState(): Record<string, unknown> {
+    return { batches: this.#batches!.state() };
+  }
+
+  protected restoreStreamState(state: Record<string, unknown>): void {
+    this.#batches!.restore(state.batches as never);
+  }
+
+  /** Frees the optimizer's state. */
+  dispose(): void {
+    this.#optimizer?.optimizer.dispose();
+    this.#optimizer = undefined;
+  }
+}

@@ -1,0 +1,325 @@
+// Node-API glue for the optimizer kernels over tensor lists and the orthogonality regulariser: argument checks,
+// in-place writes (with mark_modified), no arithmetic.
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "../cpu/optim.h"
+#include "../cpu/regularizer.h"
+#include "args.h"
+#include "ops.h"
+#include "tensor_handle.h"
+
+namespace bidora::binding {
+
+namespace {
+
+constexpr int64_t kMaxSafeInteger = 9007199254740991;
+
+// The tensors of one array argument, each checked live; messages name them like "adamwStep: grads[2]".
+struct TensorList {
+  std::string name;
+  std::vector<TensorHandle*> handles;
+};
+
+TensorList tensor_list(const Napi::CallbackInfo& info, size_t index, const char* fn, const char* name) {
+  TensorList list{name, {}};
+  if (!info[index].IsArray()) throw bidora::TypeError(std::string(fn) + ": " + name + " must be an array of Tensors");
+  Napi::Array array = info[index].As<Napi::Array>();
+  for (uint32_t position = 0; position < array.Length(); ++position) {
+    const std::string where = std::string(fn) + ": " + name + "[" + std::to_string(position) + "]";
+    list.handles.push_back(&tensor_value(info.Env(), array.Get(position), where));
+  }
+  return list;
+}
+
+std::string element(const TensorList& list, size_t position) {
+  return list.name + "[" + std::to_string(position) + "]";
+}
+
+// `other` must hold as many tensors as `first`, each of the same shape as its partner.
+void check_pairs(const char* fn, const TensorList& first, const TensorList& other) {
+  if (other.handles.size() != first.handles.size()) {
+    throw RangeError(std::string(fn) + ": " + other.name + " has " + std::to_string(other.handles.size()) +
+                     " tensors but " + first.name + " has " + std::to_string(first.handles.size()));
+  }
+  for (size_t position = 0; position < first.handles.size(); ++position) {
+    const Shape& expected = first.handles[position]->shape();
+    const Shape& actual = other.handles[position]->shape();
+    if (actual != expected) {
+      throw RangeError(std::string(fn) + ": " + element(other, position) + " must have the shape of " +
+                       element(first, position) + ", but " + describe(element(first, position).c_str(), expected) +
+                       " and " + describe(element(other, position).c_str(), actual));
+    }
+  }
+}
+
+// An in-place update of one storage through two handles (the same tensor twice, or a view of it) would update it
+// twice, or read what it has just written: refuse any storage that a written list shares with another tensor.
+void check_distinct_storage(const char* fn, const std::vector<const TensorList*>& written,
+                            const std::vector<const TensorList*>& read) {
+  struct Entry {
+    const float* data;
+    const TensorList* list;
+    size_t position;
+    bool writes;
+  };
+  std::vector<Entry> entries;
+  auto add = [&](const TensorList* list, bool writes) {
+    for (size_t position = 0; position < list->handles.size(); ++position) {
+      TensorHandle* handle = list->handles[position];
+      if (handle->numel() > 0) entries.push_back({handle->data(), list, position, writes});
+    }
+  };
+  for (const TensorList* list : written) add(list, true);
+  for (const TensorList* list : read) add(list, false);
+  std::stable_sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) { return a.data < b.data; });
+  for (size_t index = 1; index < entries.size(); ++index) {
+    const Entry& a = entries[index - 1];
+    const Entry& b = entries[index];
+    if (a.data == b.data && (a.writes || b.writes)) {
+      throw RangeError(std::string(fn) + ": " + element(*a.list, a.position) + " and " + element(*b.list, b.position) +
+                       " share storage, but an in-place update needs distinct tensors");
+    }
+  }
+}
+
+struct Pointers {
+  std::vector<float*> data;
+  std::vector<int64_t> lengths;
+};
+
+Pointers pointers(const TensorList& list) {
+  Pointers result;
+  for (TensorHandle* handle : list.handles) {
+    result.data.push_back(handle->data());
+    result.lengths.push_back(handle->numel());
+  }
+  return result;
+}
+
+std::vector<const float*> read_pointers(const TensorList& list) {
+  std::vector<const float*> result;
+  for (TensorHandle* handle : list.handles) result.push_back(handle->data());
+  return result;
+}
+
+void mark_modified(const TensorList& list) {
+  for (TensorHandle* handle : list.handles) handle->mark_modified();
+}
+
+// A finite number in [min, max] (or [min, max) when `max_open`), RangeError naming the bounds otherwise.
+double bounded_number(const Arg& arg, double min, double max, bool max_open = false) {
+  const double value = number_arg(arg);
+  if (value < min || value > max || (max_open && value == max)) {
+    throw RangeError(arg.where() + " must be in [" + std::to_string(min) + ", " + std::to_string(max) +
+                     (max_open ? ")" : "]") + ", got " + std::to_string(value));
+  }
+  return value;
+}
+
+double non_negative(const Arg& arg) {
+  const double value = number_arg(arg);
+  if (value < 0) throw RangeError(arg.where() + " must be non-negative, got " + std::to_string(value));
+  return value;
+}
+
+// [sync] adamwStep(params, grads, expAvg, expAvgSq, lr, beta1, beta2, eps, weightDecay, step): void
+// One AdamW update (PyTorch's rule, see native/cpu/optim.h) of every params[i] in place, with its moments expAvg[i]
+// and expAvgSq[i] (zeros before the first step). step: the update's number, 1 first. Throws TypeError (not an array
+// of live tensors, not a number), RangeError (lists of different lengths, a shape that differs from its param's,
+// shared storage, lr/eps/weightDecay negative, a beta outside [0, 1), step not an integer of at least 1).
+Napi::Value adamw_step(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    const char* fn = "adamwStep";
+    const TensorList params = tensor_list(info, 0, fn, "params");
+    const TensorList grads = tensor_list(info, 1, fn, "grads");
+    const TensorList exp_avg = tensor_list(info, 2, fn, "expAvg");
+    const TensorList exp_avg_sq = tensor_list(info, 3, fn, "expAvgSq");
+    cpu::AdamwOptions options{};
+    options.lr = non_negative({info, 4, fn, "lr"});
+    options.beta1 = bounded_number({info, 5, fn, "beta1"}, 0, 1, true);
+    options.beta2 = bounded_number({info, 6, fn, "beta2"}, 0, 1, true);
+    options.eps = non_negative({info, 7, fn, "eps"});
+    options.weight_decay = non_negative({info, 8, fn, "weightDecay"});
+    options.step = integer_arg({info, 9, fn, "step"}, 1, kMaxSafeInteger);
+    check_pairs(fn, params, grads);
+    check_pairs(fn, params, exp_avg);
+    check_pairs(fn, params, exp_avg_sq);
+    check_distinct_storage(fn, {&params, &exp_avg, &exp_avg_sq}, {&grads});
+    const Pointers p = pointers(params);
+    cpu::adamw_step(p.data.data(), read_pointers(grads).data(), pointers(exp_avg).data.data(),
+                    pointers(exp_avg_sq).data.data(), p.lengths.data(), static_cast<int64_t>(p.lengths.size()),
+                    options);
+    mark_modified(params);
+    mark_modified(exp_avg);
+    mark_modified(exp_avg_sq);
+    return info.Env().Undefined();
+  });
+}
+
+// [sync] sgdStep(params, grads, momentumBuffers | undefined, lr, momentum, weightDecay, nesterov): void
+// One SGD update (PyTorch's rule with dampening 0) of every params[i] in place. momentumBuffers: zeros before the
+// first step (which then sets them to the gradient, as PyTorch does); needed when momentum is non-zero. Throws
+// TypeError, RangeError (as adamwStep; momentum negative, nesterov without momentum, momentum without buffers).
+Napi::Value sgd_step(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    const char* fn = "sgdStep";
+    const TensorList params = tensor_list(info, 0, fn, "params");
+    const TensorList grads = tensor_list(info, 1, fn, "grads");
+    const bool has_buffers = !Arg{info, 2, fn, "momentumBuffers"}.missing();
+    const TensorList buffers = has_buffers ? tensor_list(info, 2, fn, "momentumBuffers") : TensorList{};
+    cpu::SgdOptions options{};
+    options.lr = non_negative({info, 3, fn, "lr"});
+    options.momentum = non_negative({info, 4, fn, "momentum"});
+    options.weight_decay = non_negative({info, 5, fn, "weightDecay"});
+    options.nesterov = boolean_arg({info, 6, fn, "nesterov"}, false);
+    if (options.nesterov && options.momentum == 0) {
+      throw RangeError(std::string(fn) + ": nesterov needs a non-zero momentum");
+    }
+    if (options.momentum != 0 && !has_buffers) {
+      throw bidora::TypeError(std::string(fn) + ": momentumBuffers must be an array of Tensors when momentum is " +
+                              std::to_string(options.momentum));
+    }
+    check_pairs(fn, params, grads);
+    if (has_buffers) check_pairs(fn, params, buffers);
+    check_distinct_storage(fn, {&params, &buffers}, {&grads});
+    const Pointers p = pointers(params);
+    const Pointers b = pointers(buffers);
+    cpu::sgd_step(p.data.data(), read_pointers(grads).data(), has_buffers ? b.data.data() : nullptr, p.lengths.data(),
+                  static_cast<int64_t>(p.lengths.size()), options);
+    mark_modified(params);
+    mark_modified(buffers);
+    return info.Env().Undefined();
+  });
+}
+
+// [sync] axpyList(ys, alpha, xs): void - ys[i] += alpha * xs[i] in place, for every pair. Throws TypeError,
+// RangeError (lists of different lengths, shapes that differ pairwise, a y sharing storage with another tensor).
+Napi::Value axpy_list(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    const char* fn = "axpyList";
+    const TensorList ys = tensor_list(info, 0, fn, "ys");
+    const double alpha = number_arg({info, 1, fn, "alpha"});
+    const TensorList xs = tensor_list(info, 2, fn, "xs");
+    check_pairs(fn, ys, xs);
+    check_distinct_storage(fn, {&ys}, {&xs});
+    const Pointers y = pointers(ys);
+    cpu::axpy_list(y.data.data(), static_cast<float>(alpha), read_pointers(xs).data(), y.lengths.data(),
+                   static_cast<int64_t>(y.lengths.size()));
+    mark_modified(ys);
+    return info.Env().Undefined();
+  });
+}
+
+// [sync] scaleList(tensors, factor): void - tensors[i] *= factor in place. Throws TypeError, RangeError (factor not
+// finite, one storage listed twice).
+Napi::Value scale_list(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    const char* fn = "scaleList";
+    const TensorList tensors = tensor_list(info, 0, fn, "tensors");
+    const double factor = number_arg({info, 1, fn, "factor"});
+    check_distinct_storage(fn, {&tensors}, {});
+    const Pointers t = pointers(tensors);
+    cpu::scale_list(t.data.data(), static_cast<float>(factor), t.lengths.data(),
+                    static_cast<int64_t>(t.lengths.size()));
+    mark_modified(tensors);
+    return info.Env().Undefined();
+  });
+}
+
+// [sync] combineHypergradient(direct, plus, minus, factor): void - direct[i] -= factor * (plus[i] - minus[i]) in
+// place (BiDoRA: g − ξ (g⁺ − g⁻) / (2ε), factor = ξ / (2ε)). Throws TypeError, RangeError (as axpyList).
+Napi::Value combine_hypergradient(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    const char* fn = "combineHypergradient";
+    const TensorList direct = tensor_list(info, 0, fn, "direct");
+    const TensorList plus = tensor_list(info, 1, fn, "plus");
+    const TensorList minus = tensor_list(info, 2, fn, "minus");
+    const double factor = number_arg({info, 3, fn, "factor"});
+    check_pairs(fn, direct, plus);
+    check_pairs(fn, direct, minus);
+    check_distinct_storage(fn, {&direct}, {&plus, &minus});
+    const Pointers d = pointers(direct);
+    cpu::combine_hypergradient(d.data.data(), read_pointers(plus).data(), read_pointers(minus).data(),
+                               static_cast<float>(factor), d.lengths.data(), static_cast<int64_t>(d.lengths.size()));
+    mark_modified(direct);
+    return info.Env().Undefined();
+  });
+}
+
+Shape matrix(int64_t rows, int64_t cols) {
+  Shape shape;
+  shape.rank = 2;
+  shape.dims[0] = rows;
+  shape.dims[1] = cols;
+  return shape;
+}
+
+// [sync] orthogonalityPenalty(weight, weightGram, loraA, loraB, scale, eps, computeGradients = true)
+//   -> { value: number, gradA?: TensorHandle [R,K], gradB?: TensorHandle [M,R] }
+// BiDoRA's F = ||D Dᵀ − I||_F for D the row-normalised W0 + s B A (norms floored at eps), and dF/dA, dF/dB (only
+// when computeGradients), from weight W0 [M,K], weightGram = W0 W0ᵀ [M,M], loraA [R,K] (R ≥ 1), loraB [M,R]; never
+// forms an [M,K] matrix. Throws TypeError (not a live tensor, not a number), RangeError (shapes that do not fit,
+// scale not finite, eps not positive).
+Napi::Value orthogonality_penalty(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    const char* fn = "orthogonalityPenalty";
+    TensorHandle& weight = tensor_arg({info, 0, fn, "weight"});
+    TensorHandle& weight_gram = tensor_arg({info, 1, fn, "weightGram"});
+    TensorHandle& lora_a = tensor_arg({info, 2, fn, "loraA"});
+    TensorHandle& lora_b = tensor_arg({info, 3, fn, "loraB"});
+    const double scale = number_arg({info, 4, fn, "scale"});
+    const double eps = number_arg({info, 5, fn, "eps"});
+    if (eps <= 0) throw RangeError(std::string(fn) + ": eps must be positive, got " + std::to_string(eps));
+    const bool compute_gradients = boolean_arg({info, 6, fn, "computeGradients"}, true);
+    const std::string where = std::string(fn) + ": ";
+    const Shape& w = weight.shape();
+    if (w.rank != 2) throw RangeError(where + "expected weight of rank 2 (out, in), but " + describe("weight", w));
+    const int64_t m = w[0], k = w[1];
+    const Shape& a = lora_a.shape();
+    if (a.rank != 2 || a[1] != k || a[0] < 1) {
+      throw RangeError(where + "expected loraA of shape [r, " + std::to_string(k) + "] with r >= 1, but " +
+                       describe("loraA", a) + " and " + describe("weight", w));
+    }
+    const int64_t r = a[0];
+    if (lora_b.shape() != matrix(m, r)) {
+      throw RangeError(where + "expected loraB of shape " + matrix(m, r).str() + ", but " +
+                       describe("loraB", lora_b.shape()) + " and " + describe("loraA", a) + " and " +
+                       describe("weight", w));
+    }
+    if (weight_gram.shape() != matrix(m, m)) {
+      throw RangeError(where + "expected weightGram (W0 W0ᵀ) of shape " + matrix(m, m).str() + ", but " +
+                       describe("weightGram", weight_gram.shape()) + " and " + describe("weight", w));
+    }
+    Napi::Env env = info.Env();
+    Napi::Object result = Napi::Object::New(env);
+    float* grad_a = nullptr;
+    float* grad_b = nullptr;
+    if (compute_gradients) {
+      TensorHandle* handle = nullptr;
+      result.Set("gradA", TensorHandle::allocate(env, a, &handle));
+      grad_a = handle->data();
+      result.Set("gradB", TensorHandle::allocate(env, lora_b.shape(), &handle));
+      grad_b = handle->data();
+    }
+    const double value =
+        cpu::orthogonality_penalty(grad_a, grad_b, weight.data(), weight_gram.data(), lora_a.data(), lora_b.data(),
+                                   static_cast<float>(scale), static_cast<float>(eps), m, k, r);
+    result.Set("value", Napi::Number::New(env, value));
+    return result;
+  });
+}
+
+}  // namespace
+
+void register_optim(Napi::Env env, Napi::Object exports) {
+  exports.Set("adamwStep", Napi::Function::New<adamw_step>(env, "adamwStep"));
+  exports.Set("sgdStep", Napi::Function::New<sgd_step>(env, "sgdStep"));
+  exports.Set("axpyList", Napi::Function::New<axpy_list>(env, "axpyList"));
+  exports.Set("scaleList", Napi::Function::New<scale_list>(env, "scaleList"));
+  exports.Set("combineHypergradient", Napi::Function::New<combine_hypergradient>(env, "combineHypergradient"));
+  exports.Set("orthogonalityPenalty", Napi::Function::New<orthogonality_penalty>(env, "orthogonalityPenalty"));
+}
+
+}  // namespace bidora::binding

@@ -1,0 +1,154 @@
+// The CUDA launchers: host functions that take device pointers and a stream and only enqueue work (no allocation,
+// no synchronisation), for the binding and the GPU check to call. Errors surface the CUDA way: the caller checks
+// cudaGetLastError() after a launch or the status of a later synchronisation.
+//
+// Legend: N tokens, K in-features, M out-features, R rank (adapter layers); n elements; rows x D for row ops.
+// Outputs first, then inputs, then dims, then the workspace and the stream. Gradients are assigned (=) into fresh
+// buffers, never accumulated, like native/cpu. Every reduction runs in a fixed order: results are the same run to
+// run on one GPU and do not depend on the device's SM count.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "nn_math.cuh"  // AdamWStep
+
+namespace bidora::cuda {
+
+// How many GPUs this process can run the kernels on (compute capability 8.0 or newer: TF32 and BF16 tensor cores);
+// 0 without a GPU or a driver. Prints nothing and leaves no CUDA error behind.
+int usable_device_count();
+
+// ---- GEMM ---------------------------------------------------------------------------------------------------------
+
+// kTf32 and kBf16 round the inputs for tensor cores (WMMA) and accumulate in float32; kFloat32 is a plain tiled
+// kernel in float32 throughout.
+enum class GemmPrecision { kFloat32, kTf32, kBf16 };
+
+// Optional scratch for split-K (a long K with few output tiles); too small or null: no split.
+struct GemmScratch {
+  float* data = nullptr;
+  size_t floats = 0;
+};
+
+// C [M,N] = alpha op(A) op(B) + beta C, row-major; op(A) [M,K] is A stored [M,K] or [K,M] (a_transposed), op(B)
+// [K,N] is B stored [K,N] or [N,K] (b_transposed). beta == 0: C is only written. Any M, N, K (K = 0 gives beta C).
+void gemm(float* c, const float* a, bool a_transposed, const float* b, bool b_transposed, int64_t m, int64_t n,
+          int64_t k, float alpha, float beta, GemmPrecision precision, GemmScratch scratch, cudaStream_t stream);
+
+// ---- fused DoRA and LoRA (same formulas as native/cpu/dora.h) ------------------------------------------------------
+
+struct AdapterDims {
+  int64_t n, k, m, r;
+};
+
+// What backward writes; a null pointer skips that gradient and every product only it needs.
+struct AdapterGrads {
+  float* input = nullptr;      // [N,K]
+  float* lora_a = nullptr;     // [R,K]
+  float* lora_b = nullptr;     // [M,R]
+  float* magnitude = nullptr;  // [M] (DoRA only)
+  float* bias = nullptr;       // [M]
+};
+
+// Bytes of device scratch every adapter launcher below needs for these dims (256-byte aligned pointer).
+size_t adapter_workspace_bytes(const AdapterDims& dims);
+
+// ||W0_j||² for every row [M], accumulated in double.
+void row_sq_norms(float* out, const float* weight, int64_t m, int64_t k, cudaStream_t stream);
+
+// n [M], W0 Aᵀ [M,R] and A Aᵀ [R,R] from the factored form (no [M,K] buffer). The factors are float32 products
+// whatever the layer's precision: n² is a difference of large terms.
+void dora_norm(float* norm, float* weight_lora_a, float* lora_gram, const float* weight, const float* weight_sq_norms,
+               const float* lora_a, const float* lora_b, float scale, float eps, const AdapterDims& dims,
+               void* workspace, cudaStream_t stream);
+
+// combined [N,M] receives u = x W0ᵀ + s h Bᵀ (saved for backward), hidden [N,R] receives h = x_d Aᵀ, norm and its
+// factors as dora_norm. bias may be null. lora_input is x after dropout (the same pointer as input without it).
+void dora_forward(float* output, float* combined, float* hidden, float* norm, float* weight_lora_a, float* lora_gram,
+                  const float* input, const float* lora_input, const float* weight, const float* weight_sq_norms,
+                  const float* bias, const float* lora_a, const float* lora_b, const float* magnitude, float scale,
+                  float eps, const AdapterDims& dims, GemmPrecision precision, void* workspace, cudaStream_t stream);
+
+// `combined` holds u on entry and is overwritten with (m / n) ⊙ grad_output. detach_norm: n is a constant (PEFT)
+// or differentiated through. dropout_scale [N,K]: the branch's mask / (1 − p), or null without dropout.
+void dora_backward(const AdapterGrads& grads, float* combined, const float* grad_output, const float* lora_input,
+                   const float* dropout_scale, const float* weight, const float* lora_a, const float* lora_b,
+                   const float* magnitude, const float* norm, const float* hidden, const float* weight_lora_a,
+                   const float* lora_gram, float scale, float eps, bool detach_norm, const AdapterDims& dims,
+                   GemmPrecision precision, void* workspace, cudaStream_t stream);
+
+void lora_forward(float* output, float* hidden, const float* input, const float* lora_input, const float* weight,
+                  const float* bias, const float* lora_a, const float* lora_b, float scale, const AdapterDims& dims,
+                  GemmPrecision precision, void* workspace, cudaStream_t stream);
+
+void lora_backward(const AdapterGrads& grads, const float* grad_output, const float* lora_input,
+                   const float* dropout_scale, const float* weight, const float* lora_a, const float* lora_b,
+                   const float* hidden, float scale, const AdapterDims& dims, GemmPrecision precision, void* workspace,
+                   cudaStream_t stream);
+
+// ---- elementwise (b repeats every `period` elements of a: period == n same shape, less a trailing broadcast) ------
+
+void add(float* out, const float* a, const float* b, int64_t n, int64_t period, cudaStream_t stream);
+void mul(float* out, const float* a, const float* b, int64_t n, int64_t period, cudaStream_t stream);
+void scale(float* out, const float* a, float alpha, int64_t n, cudaStream_t stream);
+void axpy(float* y, float alpha, const float* x, int64_t n, cudaStream_t stream);  // y += alpha x
+
+// ---- nn (same contracts as native/cpu/nn.h) ----------------------------------------------------------------------
+
+void gelu_forward(float* out, const float* x, int64_t n, cudaStream_t stream);
+void gelu_backward(float* grad_x, const float* x, const float* grad_out, int64_t n, cudaStream_t stream);
+
+void layer_norm_forward(float* out, float* mean, float* rstd, const float* x, const float* gamma, const float* beta,
+                        float eps, int64_t rows, int64_t d, cudaStream_t stream);
+void layer_norm_backward(float* grad_x, float* grad_gamma, float* grad_beta, const float* grad_out, const float* x,
+                         const float* gamma, const float* mean, const float* rstd, int64_t rows, int64_t d,
+                         cudaStream_t stream);
+
+// x read as [batch, rows_per_batch, D]; mask (nullable) [batch, D].
+void softmax_forward(float* out, const float* x, const float* mask, int64_t batch, int64_t rows_per_batch, int64_t d,
+                     cudaStream_t stream);
+void softmax_backward(float* grad_x, const float* out, const float* grad_out, int64_t rows, int64_t d,
+                      cudaStream_t stream);
+
+// loss: one float, the mean over rows whose label is not ignore_index (0 if none). row_losses: [N] scratch. Labels
+// are device int32, trusted in range (the binding checks them).
+void cross_entropy_forward(float* loss, float* row_losses, const float* logits, const int32_t* labels,
+                           int32_t ignore_index, int64_t rows, int64_t c, cudaStream_t stream);
+// row_scale: one float of scratch (grad_loss / counted rows, computed on the device).
+void cross_entropy_backward(float* grad_logits, float* row_scale, const float* logits, const int32_t* labels,
+                            int32_t ignore_index, float grad_loss, int64_t rows, int64_t c, cudaStream_t stream);
+
+void embedding_forward(float* out, const float* weight, const int32_t* ids, int64_t n, int64_t d, cudaStream_t stream);
+// Deterministic scatter-add without atomics. The ids live on the host in the binding (an Int32Array), so a stable
+// counting sort runs there (embedding_backward_plan, nn_math.cuh: order [n], row_start [V + 1]); the kernel takes
+// device copies and sums each vocabulary row's positions in that order, writing every row (zeros where unused).
+void embedding_backward(float* grad_weight, const float* grad_out, const int32_t* order, const int32_t* row_start,
+                        int64_t v, int64_t d, cudaStream_t stream);
+
+// ---- optimizer and hypergradient, over lists of tensors (host arrays of device pointers) -------------------------
+
+// One AdamW step per tensor: param, moment1, moment2 updated in place from grad.
+void adamw_step(float* const* params, float* const* moment1, float* const* moment2, const float* const* grads,
+                const int64_t* sizes, int count, const AdamWStep& step, cudaStream_t stream);
+
+// Blocks per tensor of the first pass of list_global_norm: the partition is fixed, so the sum order is too.
+constexpr int kNormPartialsPerTensor = 64;
+// norm (one float) = sqrt(Σ over tensors of Σ x²), in double, in two deterministic passes; partials: scratch of
+// count * kNormPartialsPerTensor doubles.
+void list_global_norm(float* norm, double* partials, const float* const* tensors, const int64_t* sizes, int count,
+                      cudaStream_t stream);
+// epsilon (one float) = radius / norm, 0 for a zero norm.
+void perturbation_epsilon(float* epsilon, const float* norm, float radius, cudaStream_t stream);
+// θ_i += alpha · (*device_factor) · v_i for every tensor, in place (device_factor null: alpha alone). With ε from
+// perturbation_epsilon: alpha = +1 gives θ + εv, then alpha = −2 gives θ − εv.
+void list_axpy(float* const* thetas, const float* const* directions, const int64_t* sizes, int count, float alpha,
+               const float* device_factor, cudaStream_t stream);
+// out_i = g_i − xi (g+_i − g−_i) / (2 ε), ε a device float; out may alias g.
+void hypergradient_combine(float* const* out, const float* const* grads, const float* const* grads_plus,
+                           const float* const* grads_minus, const int64_t* sizes, int count, float xi,
+                           const float* epsilon, cudaStream_t stream);
+
+}  // namespace bidora::cuda

@@ -1,0 +1,162 @@
+// Per-element and per-row math of the nn, optimizer and hypergradient kernels, shared with the host test. Row
+// functions take (lane, lanes): a kernel runs them with lanes = 32 (one warp per row) and combines the partials
+// with a fixed shuffle tree; the host test runs every lane in turn, which checks that the lanes cover each element
+// exactly once. Same formulas as native/cpu/nn_body.inc.
+//
+// Legend: D the row length (features, keys, classes).
+#pragma once
+
+#include <math.h>
+
+#include <vector>
+
+#include "host_device.h"
+
+namespace bidora::cuda {
+
+// ---- GELU (erf form), written with erfc so Φ keeps its relative precision deep in the negative tail -------------
+
+BIDORA_HD float normal_cdf(float x) { return 0.5f * erfcf(-x * 0.70710678118654752f); }
+BIDORA_HD float gelu(float x) { return x * normal_cdf(x); }
+// d/dx x Φ(x) = Φ(x) + x φ(x)
+BIDORA_HD float gelu_grad(float x) { return normal_cdf(x) + x * 0.39894228040143268f * expf(-0.5f * x * x); }
+
+// ---- layer norm: out = (x − mean) rstd gamma + beta, two passes (mean, then squared deviations) ------------------
+
+BIDORA_HD float strided_squared_deviation(const float* x, float mean, int64_t d, int lane, int lanes) {
+  float total = 0.0f;
+  for (int64_t j = lane; j < d; j += lanes) total += (x[j] - mean) * (x[j] - mean);
+  return total;
+}
+
+BIDORA_HD float layer_norm_rstd(float squared_deviation, int64_t d, float eps) {
+  return 1.0f / sqrtf(squared_deviation / static_cast<float>(d) + eps);
+}
+
+BIDORA_HD void layer_norm_apply(float* out, const float* x, const float* gamma, const float* beta, float mean,
+                                float rstd, int64_t d, int lane, int lanes) {
+  for (int64_t j = lane; j < d; j += lanes) out[j] = (x[j] - mean) * rstd * gamma[j] + beta[j];
+}
+
+// Backward: with g = dy ⊙ gamma and x̂ = (x − mean) rstd, dx = rstd (g − mean(g)) − x̂ rstd mean(g x̂).
+struct LayerNormSums {
+  float g, g_normalized;  // Σ g, Σ g x̂
+};
+
+BIDORA_HD LayerNormSums layer_norm_backward_partial(const float* grad_out, const float* x, const float* gamma,
+                                                    float mean, float rstd, int64_t d, int lane, int lanes) {
+  LayerNormSums sums{0.0f, 0.0f};
+  for (int64_t j = lane; j < d; j += lanes) {
+    const float g = grad_out[j] * gamma[j];
+    sums.g += g;
+    sums.g_normalized += g * ((x[j] - mean) * rstd);
+  }
+  return sums;
+}
+
+BIDORA_HD void layer_norm_backward_apply(float* grad_x, const float* grad_out, const float* x, const float* gamma,
+                                         float mean, float rstd, LayerNormSums sums, int64_t d, int lane, int lanes) {
+  const float mean_g = sums.g / static_cast<float>(d);
+  const float scaled_mean_g_normalized = rstd * sums.g_normalized / static_cast<float>(d);
+  for (int64_t j = lane; j < d; j += lanes) {
+    const float g = grad_out[j] * gamma[j];
+    grad_x[j] = rstd * (g - mean_g) - (x[j] - mean) * rstd * scaled_mean_g_normalized;
+  }
+}
+
+// ---- softmax with a key mask (0 masks; masked keys get exactly 0, a fully masked row is all zeros) --------------
+
+BIDORA_HD float masked_logit(const float* x, const float* mask, int64_t j) {
+  return mask == nullptr || mask[j] != 0.0f ? x[j] : -INFINITY;
+}
+
+BIDORA_HD float strided_masked_max(const float* x, const float* mask, int64_t d, int lane, int lanes) {
+  float best = -INFINITY;
+  for (int64_t j = lane; j < d; j += lanes) best = fmaxf(best, masked_logit(x, mask, j));
+  return best;
+}
+
+// Writes e^(x − max) (0 where masked) and returns the lane's share of their sum. max = −inf: every key masked.
+BIDORA_HD float softmax_exp_partial(float* out, const float* x, const float* mask, float max, int64_t d, int lane,
+                                    int lanes) {
+  float total = 0.0f;
+  for (int64_t j = lane; j < d; j += lanes) {
+    const float value = max == -INFINITY ? 0.0f : (mask == nullptr || mask[j] != 0.0f ? expf(x[j] - max) : 0.0f);
+    out[j] = value;
+    total += value;
+  }
+  return total;
+}
+
+BIDORA_HD void scale_strided(float* out, float factor, int64_t d, int lane, int lanes) {
+  for (int64_t j = lane; j < d; j += lanes) out[j] *= factor;
+}
+
+// 1 / Σ, or 0 for an all-masked row (whose entries are already 0).
+BIDORA_HD float softmax_normalizer(float total) { return total > 0.0f ? 1.0f / total : 0.0f; }
+
+// dx = y ⊙ (dy − Σ dy·y), given that dot.
+BIDORA_HD void softmax_backward_apply(float* grad_x, const float* out, const float* grad_out, float dot, int64_t d,
+                                      int lane, int lanes) {
+  for (int64_t j = lane; j < d; j += lanes) grad_x[j] = out[j] * (grad_out[j] - dot);
+}
+
+// ---- cross-entropy: per-row loss logsumexp − logit[label]; grad = scale (softmax − onehot) -----------------------
+
+BIDORA_HD float strided_exp_sum(const float* x, float max, int64_t d, int lane, int lanes) {
+  float total = 0.0f;
+  for (int64_t j = lane; j < d; j += lanes) total += expf(x[j] - max);
+  return total;
+}
+
+BIDORA_HD float cross_entropy_row_loss(float max, float exp_sum, float label_logit) {
+  return max + logf(exp_sum) - label_logit;
+}
+
+BIDORA_HD void cross_entropy_backward_apply(float* grad, const float* logits, float max, float exp_sum, float row_scale,
+                                            int32_t label, int64_t c, int lane, int lanes) {
+  const float factor = row_scale / exp_sum;
+  for (int64_t j = lane; j < c; j += lanes) grad[j] = factor * expf(logits[j] - max) - (j == label ? row_scale : 0.0f);
+}
+
+// ---- AdamW (decoupled weight decay, PyTorch's update order) ------------------------------------------------------
+
+struct AdamWStep {
+  float learning_rate, beta1, beta2, eps, weight_decay;
+  float bias_correction1, bias_correction2;  // 1 − β1^t, 1 − β2^t for this step t
+};
+
+BIDORA_HD void adamw_update(float& param, float& moment1, float& moment2, float grad, const AdamWStep& step) {
+  param *= 1.0f - step.learning_rate * step.weight_decay;
+  moment1 = step.beta1 * moment1 + (1.0f - step.beta1) * grad;
+  moment2 = step.beta2 * moment2 + (1.0f - step.beta2) * grad * grad;
+  const float denominator = sqrtf(moment2) / sqrtf(step.bias_correction2) + step.eps;
+  param -= step.learning_rate / step.bias_correction1 * moment1 / denominator;
+}
+
+// ---- BiDoRA hypergradient: g − xi (g+ − g−) / (2 ε), with ε = radius / ||v|| ------------------------------------
+
+// ε for the finite difference; a zero direction (||v|| = 0) gives ε = 0, and the combination then keeps g alone.
+BIDORA_HD float perturbation_epsilon(float radius, float direction_norm) {
+  return direction_norm > 0.0f ? radius / direction_norm : 0.0f;
+}
+
+BIDORA_HD float hypergradient_factor(float xi, float epsilon) { return epsilon > 0.0f ? xi / (2.0f * epsilon) : 0.0f; }
+
+BIDORA_HD float hypergradient_combine(float grad, float grad_plus, float grad_minus, float factor) {
+  return grad - factor * (grad_plus - grad_minus);
+}
+
+// ---- embedding backward's plan (host only: the ids are host memory in the binding) ------------------------------
+
+// A stable counting sort of positions by id: row_start [V + 1] delimits each id's slots in order [n], where its
+// positions appear in ascending order, so the kernel's sum order depends on the ids alone.
+inline void embedding_backward_plan(int32_t* order, int32_t* row_start, const int32_t* ids, int64_t n, int64_t v) {
+  for (int64_t id = 0; id <= v; ++id) row_start[id] = 0;
+  for (int64_t position = 0; position < n; ++position) ++row_start[ids[position] + 1];
+  for (int64_t id = 0; id < v; ++id) row_start[id + 1] += row_start[id];
+  std::vector<int32_t> cursor(row_start, row_start + v);
+  for (int64_t position = 0; position < n; ++position) order[cursor[ids[position]]++] = static_cast<int32_t>(position);
+}
+
+}  // namespace bidora::cuda
