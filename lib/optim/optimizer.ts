@@ -99,7 +99,7 @@ export abstract class Optimizer {
   protected abstract hyperparameters(): Record<string, unknown>;
   protected abstract loadHyperparameters(values: Record<string, unknown>): void;
 
-  /** @internal Handles of one slot for the given parameters. */
+  /** Handles of one state slot for the given parameters. */
   protected slotHandles(indices: readonly number[], slot: string): NativeTensorHandle[] {
     return indices.map((index) => handleOf(this.#slots[index]!.get(slot)!, this.constructor.name, `${index}.${slot}`));
   }

@@ -47,7 +47,7 @@ class ThreadPool {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       stopping_ = true;
-      ++generation_;
+      generation_.fetch_add(1, std::memory_order_release);
     }
     wake_.notify_all();
     for (auto& worker : workers_) worker.join();
@@ -68,9 +68,9 @@ class ThreadPool {
       job_threads_ = threads;
       pending_.store(threads - 1, std::memory_order_relaxed);
       error_ = nullptr;
-      ++generation_;
+      generation_.fetch_add(1, std::memory_order_release);
     }
-    wake_.notify_all();
+    if (sleepers_.load(std::memory_order_acquire) > 0) wake_.notify_all();
     std::exception_ptr own_error;
     inside_pool_job = true;
     try {
@@ -95,6 +95,18 @@ class ThreadPool {
     done_.wait(lock, [this] { return pending_.load(std::memory_order_acquire) == 0; });
   }
 
+  // Training runs many small kernels back to back: a worker that has just finished spins a little while for the
+  // next job before sleeping, so jobs do not each pay a futex wake-up (tens of microseconds in a VM).
+  bool spin_for_job(uint64_t seen) {
+    for (int spin = 0; spin < kSpinIterations; ++spin) {
+      if (generation_.load(std::memory_order_acquire) != seen) return true;
+#if defined(__x86_64__) || defined(_M_X64)
+      __builtin_ia32_pause();
+#endif
+    }
+    return false;
+  }
+
   void worker_loop(int index) {
     inside_pool_job = true;
     uint64_t seen = 0;
@@ -102,9 +114,14 @@ class ThreadPool {
       const std::function<void(int, int)>* body = nullptr;
       int threads = 0;
       {
+        const bool woke = spin_for_job(seen);
         std::unique_lock<std::mutex> lock(mutex_);
-        wake_.wait(lock, [&] { return generation_ != seen; });
-        seen = generation_;
+        if (!woke) {
+          sleepers_.fetch_add(1, std::memory_order_acq_rel);
+          wake_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
+          sleepers_.fetch_sub(1, std::memory_order_acq_rel);
+        }
+        seen = generation_.load(std::memory_order_acquire);
         if (stopping_) return;
         body = body_;
         threads = job_threads_;
@@ -129,7 +146,9 @@ class ThreadPool {
   std::mutex mutex_;
   std::condition_variable wake_;
   std::condition_variable done_;
-  uint64_t generation_ = 0;
+  static constexpr int kSpinIterations = 4000;  // tens of microseconds of pause instructions
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> sleepers_{0};
   bool stopping_ = false;
   const std::function<void(int, int)>* body_ = nullptr;
   int job_threads_ = 0;

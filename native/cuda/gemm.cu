@@ -107,8 +107,10 @@ struct WmmaTraits<__nv_bfloat16> {  // BF16: rounded (to nearest even) when stor
   __device__ static void round(Fragment&) {}
 };
 
+// Two blocks per SM (at most 128 registers a thread): the tile loads are not pipelined, so one block's loads hide
+// behind the other's tensor-core work.
 template <typename Element>
-__global__ void __launch_bounds__(wmma_tile::kThreads)
+__global__ void __launch_bounds__(wmma_tile::kThreads, 2)
     gemm_wmma_kernel(float* c, const float* a, const float* b, GemmArgs args) {
   using namespace wmma_tile;
   using Traits = WmmaTraits<Element>;

@@ -1,0 +1,261 @@
+// The command line end to end: `bidora train` on a tiny checkpoint folder and JSONL file written here, then the
+// adapter loaded back and the metrics file checked; `eval`, `merge`, `--help`, and bad input named before training.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { adapters, models, noGrad, tidy, tokenizers } from '../lib/index';
+
+const root = mkdtempSync(join(tmpdir(), 'bidora-cli-'));
+const cli = join(__dirname, '..', 'dist', 'cli', 'main.js');
+const modelDir = join(root, 'tiny-bert');
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+const words = ['good', 'great', 'fine', 'bad', 'awful', 'poor', 'nice', 'sad'];
+const vocab = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]', ...words];
+
+function writeTokenizer(dir: string): void {
+  writeFileSync(
+    join(dir, 'tokenizer.json'),
+    JSON.stringify({
+      version: '1.0',
+      added_tokens: vocab.slice(0, 5).map((content, id) => ({
+        id,
+        content,
+        single_word: false,
+        lstrip: false,
+        rstrip: false,
+        normalized: false,
+        special: true,
+      })),
+      normalizer: {
+        type: 'BertNormalizer',
+        clean_text: true,
+        handle_chinese_chars: true,
+        strip_accents: null,
+        lowercase: true,
+      },
+      pre_tokenizer: { type: 'BertPreTokenizer' },
+      post_processor: {
+        type: 'TemplateProcessing',
+        single: [
+          { SpecialToken: { id: '[CLS]', type_id: 0 } },
+          { Sequence: { id: 'A', type_id: 0 } },
+          { SpecialToken: { id: '[SEP]', type_id: 0 } },
+        ],
+        pair: [
+          { SpecialToken: { id: '[CLS]', type_id: 0 } },
+          { Sequence: { id: 'A', type_id: 0 } },
+          { SpecialToken: { id: '[SEP]', type_id: 0 } },
+          { Sequence: { id: 'B', type_id: 1 } },
+          { SpecialToken: { id: '[SEP]', type_id: 1 } },
+        ],
+        special_tokens: {
+          '[CLS]': { id: '[CLS]', ids: [2], tokens: ['[CLS]'] },
+          '[SEP]': { id: '[SEP]', ids: [3], tokens: ['[SEP]'] },
+        },
+      },
+      decoder: { type: 'WordPiece', prefix: '##', cleanup: true },
+      model: {
+        type: 'WordPiece',
+        unk_token: '[UNK]',
+        continuing_subword_prefix: '##',
+        max_input_chars_per_word: 100,
+        vocab: Object.fromEntries(vocab.map((token, id) => [token, id])),
+      },
+    }),
+  );
+}
+
+function writeData(path: string, count: number, seed: number): void {
+  let state = seed;
+  const next = () => (state = (state * 1103515245 + 12345) % 2147483648) / 2147483648;
+  const lines = Array.from({ length: count }, () => {
+    const chosen = Array.from({ length: 3 }, () => words[Math.floor(next() * words.length)]);
+    const positive = chosen.filter((word) => ['good', 'great', 'fine', 'nice'].includes(word)).length >= 2;
+    return JSON.stringify({ text: chosen.join(' '), label: positive ? 'pos' : 'neg' });
+  });
+  writeFileSync(path, lines.join('\n') + '\n');
+}
+
+function run(args: string[]) {
+  return spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
+}
+
+beforeAll(() => {
+  mkdirSync(modelDir);
+  const model = models.fromConfig({
+    architectures: ['BertForSequenceClassification'],
+    model_type: 'bert',
+    vocab_size: vocab.length,
+    hidden_size: 32,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
+    intermediate_size: 64,
+    max_position_embeddings: 16,
+    num_labels: 2,
+  });
+  models.save(model, modelDir);
+  model.dispose();
+  writeTokenizer(modelDir);
+  writeData(join(root, 'train.jsonl'), 160, 1);
+  writeData(join(root, 'eval.jsonl'), 40, 2);
+});
+
+describe('bidora train', () => {
+  it('fine-tunes with DoRA, writes a PEFT adapter, metrics and a report, and the adapter loads back', () => {
+    const out = join(root, 'run');
+    execFileSync(
+      process.execPath,
+      [
+        cli,
+        'train',
+        '--model',
+        modelDir,
+        '--data',
+        join(root, 'train.jsonl'),
+        '--eval',
+        join(root, 'eval.jsonl'),
+        '--method',
+        'dora',
+        '--r',
+        '4',
+        '--epochs',
+        '8',
+        '--batch-size',
+        '16',
+        '--lr',
+        '1e-2',
+        '--out',
+        out,
+        '--log',
+        'none',
+      ],
+      { encoding: 'utf8' },
+    );
+    for (const file of [
+      'adapter_config.json',
+      'adapter_model.safetensors',
+      'metrics.json',
+      'report.html',
+      'labels.json',
+    ]) {
+      expect(existsSync(join(out, file)), file).toBe(true);
+    }
+    const metrics = JSON.parse(readFileSync(join(out, 'metrics.json'), 'utf8'));
+    expect(metrics.method).toBe('dora');
+    expect(metrics.labels).toEqual(['neg', 'pos']);
+    expect(metrics.steps).toBe(80);
+    expect(metrics.final.accuracy).toBeGreaterThanOrEqual(0);
+    expect(metrics.evals).toHaveLength(8);
+    const losses = metrics.history.map((record: { loss: number }) => record.loss);
+    const average = (values: number[]) => values.reduce((total, value) => total + value, 0) / values.length;
+    expect(average(losses.slice(-10))).toBeLessThan(average(losses.slice(0, 10)));
+    const config = JSON.parse(readFileSync(join(out, 'adapter_config.json'), 'utf8'));
+    expect(config).toMatchObject({
+      peft_type: 'LORA',
+      r: 4,
+      use_dora: true,
+      target_modules: ['query', 'value'],
+      modules_to_save: ['classifier'],
+    });
+
+    // The adapter loads into the base model and reproduces the reported accuracy.
+    const model = models.load(modelDir, { quiet: true });
+    adapters.load(model, out);
+    model.eval();
+    const tokenizer = tokenizers.load(modelDir);
+    const rows = readFileSync(join(root, 'eval.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as { text: string; label: string });
+    const batch = tokenizer.encodeBatch(rows.map((row) => row.text));
+    const predictions = tidy(() => noGrad(() => model.forward(batch).logits.toFloat32Array()));
+    let correct = 0;
+    rows.forEach((row, index) => {
+      const predicted = predictions[2 * index + 1] > predictions[2 * index] ? 'pos' : 'neg';
+      if (predicted === row.label) correct++;
+    });
+    expect(correct / rows.length).toBeCloseTo(metrics.final.accuracy, 5);
+    model.dispose();
+
+    const scored = JSON.parse(
+      execFileSync(
+        process.execPath,
+        [cli, 'eval', '--model', modelDir, '--adapter', out, '--data', join(root, 'eval.jsonl')],
+        { encoding: 'utf8' },
+      ),
+    );
+    expect(scored.accuracy).toBeCloseTo(metrics.final.accuracy, 5);
+    const merged = join(root, 'merged');
+    execFileSync(process.execPath, [cli, 'merge', '--model', modelDir, '--adapter', out, '--out', merged]);
+    expect(existsSync(join(merged, 'model.safetensors'))).toBe(true);
+  });
+
+  it('trains BiDoRA from a JSON config file', () => {
+    const out = join(root, 'bidora');
+    const config = join(root, 'config.json');
+    writeFileSync(
+      config,
+      JSON.stringify({
+        model: modelDir,
+        data: join(root, 'train.jsonl'),
+        method: 'bidora',
+        r: 2,
+        maxSteps: 12,
+        out,
+        log: 'none',
+      }),
+    );
+    const result = run(['train', '--config', config]);
+    expect(result.status, result.stderr).toBe(0);
+    const metrics = JSON.parse(readFileSync(join(out, 'metrics.json'), 'utf8'));
+    expect(metrics.history[0]).toHaveProperty('upperLoss');
+  });
+
+  it('names the file and the problem for bad input, before training', () => {
+    const missingModel = run([
+      'train',
+      '--model',
+      join(root, 'nope'),
+      '--data',
+      join(root, 'train.jsonl'),
+      '--out',
+      join(root, 'x'),
+    ]);
+    expect(missingModel.status).toBe(2);
+    expect(missingModel.stderr).toMatch(/--model .*nope: no such folder/);
+    const noColumn = join(root, 'no-label.jsonl');
+    writeFileSync(noColumn, '{"text": "good"}\n');
+    expect(run(['train', '--model', modelDir, '--data', noColumn, '--out', join(root, 'x')]).stderr).toMatch(
+      /no-label\.jsonl:1: .*label/,
+    );
+    const empty = join(root, 'empty.jsonl');
+    writeFileSync(empty, '');
+    expect(run(['train', '--model', modelDir, '--data', empty, '--out', join(root, 'x')]).stderr).toMatch(
+      /empty\.jsonl/,
+    );
+    const unseen = join(root, 'unseen.jsonl');
+    writeFileSync(unseen, '{"text": "good", "label": "meh"}\n');
+    expect(
+      run([
+        'train',
+        '--model',
+        modelDir,
+        '--data',
+        join(root, 'train.jsonl'),
+        '--eval',
+        unseen,
+        '--out',
+        join(root, 'x'),
+      ]).stderr,
+    ).toMatch(/unseen\.jsonl: example 1 has the label "meh"/);
+    expect(run(['train', '--model', modelDir, '--out', join(root, 'x')]).stderr).toMatch(/--data is required/);
+    expect(run(['train', '--help']).stdout).toMatch(/Usage: bidora train/);
+    expect(run(['bogus']).status).toBe(2);
+    expect(existsSync(join(root, 'x'))).toBe(false);
+  });
+});
