@@ -1,10 +1,11 @@
-// The benchmark suites: `npm run bench [-- gemm|dora|bert] [--quick] [--threads 1,2]`. Prints GFLOP/s and ratios against
+// The benchmark suites: `npm run bench [-- gemm|dora|bert|bilevel] [--quick] [--threads 1,2]`. Prints GFLOP/s and ratios against
 // baselines measured in the same run, and writes bench/results/<suite>.json.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 
 import { runBert } from './bert.mjs';
+import { runBilevel } from './bilevel.mjs';
 import { runDora } from './dora.mjs';
 import { runGemm } from './gemm.mjs';
 
@@ -16,7 +17,7 @@ const quick = args.includes('--quick');
 const threadsArg = args.indexOf('--threads');
 const threadCounts = threadsArg >= 0 ? args[threadsArg + 1].split(',').map(Number) : [bidora.buildInfo().poolThreads];
 
-const suites = { gemm: runGemm, dora: runDora, bert: runBert };
+const suites = { gemm: runGemm, dora: runDora, bert: runBert, bilevel: runBilevel };
 const named = args.filter((arg) => arg in suites);
 const selected = named.length > 0 ? named : Object.keys(suites);
 

@@ -33,9 +33,12 @@ export function loadWords(): Word[] {
 /** The phoneme without its stress digit: "AH0" → "AH". */
 const bare = (phoneme: string) => phoneme.replace(/\d$/, '');
 
-/** Pretraining label: the word's first sound (about 39 classes, learnable from the first letters). */
-export function firstSound(word: Word): string {
-  return bare(word.phonemes[0]);
+const VOWEL = /^(AA|AE|AH|AO|AW|AY|EH|ER|EY|IH|IY|OW|OY|UH|UW)\d$/;
+
+/** Pretraining label: the vowel sound of the first syllable (15 classes), plentiful and related to the target. */
+export function firstVowel(word: Word): string | undefined {
+  const vowel = word.phonemes.find((phoneme) => VOWEL.test(phoneme));
+  return vowel === undefined ? undefined : bare(vowel);
 }
 
 /** Target label: the vowel that carries the primary stress (15 classes), which spelling only hints at. */

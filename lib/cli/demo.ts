@@ -17,7 +17,7 @@ import { Random } from '../train/random';
 import { mean, standardDeviation, wilcoxonSignedRank } from '../train/stats';
 import { Trainer } from '../train/trainer';
 import { helpText, numberOption, type OptionSpec, parseOptions } from './args';
-import { firstSound, loadWords, stressedVowel, type Word, wordHash } from './demo-data';
+import { firstVowel, loadWords, stressedVowel, type Word, wordHash } from './demo-data';
 import { type DemoReport, writeDemoReport } from './reporting';
 import { loadClassifier } from './task';
 
@@ -49,7 +49,7 @@ const FULL_PLAN: Plan = {
   trainExamples: 480,
   validationExamples: 600,
   testExamples: 2000,
-  epochs: 12,
+  epochs: 10,
   seeds: 5,
   learningRates: {
     head: [3e-3, 1e-2],
@@ -63,11 +63,11 @@ const FULL_PLAN: Plan = {
 const QUICK_PLAN: Plan = {
   ...FULL_PLAN,
   pretrainWords: 8000,
-  pretrainSteps: 400,
-  trainExamples: 320,
-  validationExamples: 300,
-  testExamples: 800,
-  epochs: 6,
+  pretrainSteps: 300,
+  trainExamples: 240,
+  validationExamples: 200,
+  testExamples: 600,
+  epochs: 5,
   learningRates: { head: [1e-2], lora: [3e-3], dora: [3e-3], bidora: [3e-3], full: [3e-4] },
 };
 
@@ -83,12 +83,14 @@ function encode(tokenizer: CharTokenizer, words: readonly Word[], label: (word: 
 
 /** The pretrained encoder's folder: built once per plan and reused. */
 async function pretrainedEncoder(words: Word[], plan: Plan, cacheRoot: string, log: string): Promise<string> {
-  const dir = join(cacheRoot, `demo-encoder-v1-${plan.pretrainWords}-${plan.pretrainSteps}`);
+  const dir = join(cacheRoot, `demo-encoder-v2-${plan.pretrainWords}-${plan.pretrainSteps}`);
   if (existsSync(join(dir, 'model.safetensors')) && existsSync(join(dir, CHAR_TOKENIZER_FILE))) return dir;
   process.stderr.write(`pretraining the encoder (${plan.pretrainSteps} steps; cached in ${dir})\n`);
-  const pool = words.filter((word) => wordHash(word.word, 'role') < 0.5).slice(0, plan.pretrainWords);
+  const pool = words
+    .filter((word) => wordHash(word.word, 'role') < 0.5 && firstVowel(word) !== undefined)
+    .slice(0, plan.pretrainWords);
   const tokenizer = CharTokenizer.fromTexts(words.map((word) => word.word));
-  const sounds = [...new Set(pool.map(firstSound))].sort();
+  const sounds = [...new Set(pool.map((word) => firstVowel(word)!))].sort();
   const model = fromConfig({
     architectures: ['BertForSequenceClassification'],
     model_type: 'bert',
@@ -115,7 +117,7 @@ async function pretrainedEncoder(words: Word[], plan: Plan, cacheRoot: string, l
     },
   });
   const soundIds = new Map(sounds.map((sound, index) => [sound, index]));
-  await trainer.fit(encode(tokenizer, pool, (word) => soundIds.get(firstSound(word))!));
+  await trainer.fit(encode(tokenizer, pool, (word) => soundIds.get(firstVowel(word)!)!));
   trainer.dispose();
   mkdirSync(dir, { recursive: true });
   tokenizer.save(join(dir, CHAR_TOKENIZER_FILE));
@@ -163,7 +165,7 @@ async function adapt(
     const optimizer = { lr, weightDecay: 0.01 };
     const started = performance.now();
     let result: FitResult;
-    const fitOptions = { evalExamples: evaluation.validation, evalEvery: Math.max(1, Math.floor(maxSteps / 8)) };
+    const fitOptions = { evalExamples: evaluation.validation, evalEvery: Math.max(1, Math.floor(maxSteps / 6)) };
     if (method === 'bidora') {
       const trainer = new BiLevelTrainer({
         ...common,

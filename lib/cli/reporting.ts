@@ -1,5 +1,5 @@
 // The reports the commands write: the charts and tables of a training run, and of the demo's comparison.
-import { type Chart, fitOf, type Series, writeReport } from '../report/index';
+import { type Chart, fitOf, PALETTE, type Series, writeReport } from '../report/index';
 import { mean, standardDeviation } from '../train/stats';
 
 interface TrainingMetrics {
@@ -55,7 +55,7 @@ export function writeTrainingReport(dir: string, metrics: TrainingMetrics): stri
     const points = layers.map((layer) => ({ x: layer.deltaDirection, y: layer.deltaMagnitude }));
     charts.push({
       title: 'Magnitude vs direction change per layer',
-      xLabel: 'ΔD (1 − cos)',
+      xLabel: 'ΔD (1 - cos)',
       yLabel: 'ΔM',
       series: [{ name: metrics.method, style: 'points', points }],
       fits: [fitOf(metrics.method, points)],
@@ -108,6 +108,15 @@ export interface DemoReport {
   table: string;
 }
 
+/** One colour per method in every chart of the demo, so the legend means the same thing throughout. */
+const METHOD_COLORS: Record<string, string> = {
+  head: PALETTE[6] ?? '#999999',
+  lora: PALETTE[0],
+  dora: PALETTE[1],
+  bidora: PALETTE[2],
+  full: PALETTE[3],
+};
+
 /** The demo's report: validation curves (mean ± std over seeds) and ΔM against ΔD with fitted slopes. */
 export function writeDemoReport(dir: string, report: DemoReport): string[] {
   const curves: Series[] = Object.entries(report.runs).map(([method, runs]) => {
@@ -118,6 +127,7 @@ export function writeDemoReport(dir: string, report: DemoReport): string[] {
     });
     return {
       name: method,
+      color: METHOD_COLORS[method],
       style: 'line+points',
       points: stats.map((entry) => ({ x: entry.step, y: entry.mean })),
       band: stats.map((entry) => ({ x: entry.step, low: entry.mean - entry.std, high: entry.mean + entry.std })),
@@ -130,14 +140,14 @@ export function writeDemoReport(dir: string, report: DemoReport): string[] {
       run.decomposition.map((entry) => ({ x: entry.deltaDirection, y: entry.deltaMagnitude })),
     );
     if (points.length < 2) continue;
-    scatter.push({ name: method, style: 'points', points });
+    scatter.push({ name: method, color: METHOD_COLORS[method], style: 'points', points });
     fits.push(fitOf(method, points));
   }
   const charts: Chart[] = [
     { title: 'Validation accuracy during adaptation', xLabel: 'step', yLabel: 'accuracy', series: curves },
     {
       title: 'Magnitude vs direction change (all layers and checkpoints)',
-      xLabel: 'ΔD (1 − cos)',
+      xLabel: 'ΔD (1 - cos)',
       yLabel: 'ΔM',
       series: scatter,
       fits,
@@ -148,7 +158,7 @@ export function writeDemoReport(dir: string, report: DemoReport): string[] {
     title: 'bidora demo: adapting a pretrained character encoder',
     summary:
       `Target task: predict the stressed vowel of an English word (${report.classes.length} classes) from its spelling, ` +
-      `with few labelled words per class, after pretraining the encoder on the words' first sounds.\n\n` +
+      `with few labelled words per class, after pretraining the encoder on the vowel of words' first syllables.\n\n` +
       `BiDoRA − DoRA per seed (accuracy points): ${report.differences.map(percent).join(', ')}; Wilcoxon signed-rank ` +
       `p = ${report.wilcoxon.pValue.toFixed(3)} (n = ${report.wilcoxon.n}).\n\nRun time ${report.seconds.toFixed(0)} s.`,
     tables: [

@@ -50,9 +50,11 @@ __global__ void layer_norm_forward_kernel(float* out, float* mean, float* rstd, 
   if (row < 0) return;
   const int lane = threadIdx.x % kWarpSize;
   const float* x_row = x + row * d;
-  const float row_mean = warp_sum(strided_sum(x_row, d, lane, kWarpSize)) / static_cast<float>(d);
+  // Statistics in double, stored as float, as on the CPU.
+  const double mean_double = warp_sum(strided_sum(x_row, d, lane, kWarpSize)) / static_cast<double>(d);
   const float row_rstd =
-      layer_norm_rstd(warp_sum(strided_squared_deviation(x_row, row_mean, d, lane, kWarpSize)), d, eps);
+      layer_norm_rstd(warp_sum(strided_squared_deviation(x_row, mean_double, d, lane, kWarpSize)), d, eps);
+  const float row_mean = static_cast<float>(mean_double);
   layer_norm_apply(out + row * d, x_row, gamma, beta, row_mean, row_rstd, d, lane, kWarpSize);
   if (lane == 0) {
     mean[row] = row_mean;
@@ -113,7 +115,7 @@ __global__ void softmax_forward_kernel(float* out, const float* x, const float* 
   const float* mask_row = mask == nullptr ? nullptr : mask + (row / rows_per_batch) * d;
   float* out_row = out + row * d;
   const float max = warp_max(strided_masked_max(x_row, mask_row, d, lane, kWarpSize));
-  const float total = warp_sum(softmax_exp_partial(out_row, x_row, mask_row, max, d, lane, kWarpSize));
+  const double total = warp_sum(softmax_exp_partial(out_row, x_row, mask_row, max, d, lane, kWarpSize));
   scale_strided(out_row, softmax_normalizer(total), d, lane, kWarpSize);  // each lane rescales what it wrote
 }
 
@@ -123,7 +125,7 @@ __global__ void softmax_backward_kernel(float* grad_x, const float* out, const f
   if (row < 0) return;
   const int lane = threadIdx.x % kWarpSize;
   const int64_t offset = row * d;
-  const float dot = warp_sum(strided_dot(grad_out + offset, out + offset, d, lane, kWarpSize));
+  const float dot = static_cast<float>(warp_sum(strided_dot(grad_out + offset, out + offset, d, lane, kWarpSize)));
   softmax_backward_apply(grad_x + offset, out + offset, grad_out + offset, dot, d, lane, kWarpSize);
 }
 
@@ -140,7 +142,7 @@ __global__ void cross_entropy_rows_kernel(float* row_losses, const float* logits
   }
   const float* logits_row = logits + row * c;
   const float max = warp_max(strided_masked_max(logits_row, nullptr, c, lane, kWarpSize));
-  const float exp_sum = warp_sum(strided_exp_sum(logits_row, max, c, lane, kWarpSize));
+  const double exp_sum = warp_sum(strided_exp_sum(logits_row, max, c, lane, kWarpSize));
   if (lane == 0) row_losses[row] = cross_entropy_row_loss(max, exp_sum, logits_row[labels[row]]);
 }
 
@@ -180,7 +182,7 @@ __global__ void cross_entropy_backward_kernel(float* grad_logits, const float* r
   }
   const float* logits_row = logits + row * c;
   const float max = warp_max(strided_masked_max(logits_row, nullptr, c, lane, kWarpSize));
-  const float exp_sum = warp_sum(strided_exp_sum(logits_row, max, c, lane, kWarpSize));
+  const double exp_sum = warp_sum(strided_exp_sum(logits_row, max, c, lane, kWarpSize));
   cross_entropy_backward_apply(grad_row, logits_row, max, exp_sum, *row_scale, labels[row], c, lane, kWarpSize);
 }
 

@@ -23,14 +23,14 @@ BIDORA_HD float gelu_grad(float x) { return normal_cdf(x) + x * 0.39894228040143
 
 // ---- layer norm: out = (x − mean) rstd gamma + beta, two passes (mean, then squared deviations) ------------------
 
-BIDORA_HD float strided_squared_deviation(const float* x, float mean, int64_t d, int lane, int lanes) {
-  float total = 0.0f;
+BIDORA_HD double strided_squared_deviation(const float* x, double mean, int64_t d, int lane, int lanes) {
+  double total = 0.0;
   for (int64_t j = lane; j < d; j += lanes) total += (x[j] - mean) * (x[j] - mean);
   return total;
 }
 
-BIDORA_HD float layer_norm_rstd(float squared_deviation, int64_t d, float eps) {
-  return 1.0f / sqrtf(squared_deviation / static_cast<float>(d) + eps);
+BIDORA_HD float layer_norm_rstd(double squared_deviation, int64_t d, float eps) {
+  return static_cast<float>(1.0 / sqrt(squared_deviation / static_cast<double>(d) + eps));
 }
 
 BIDORA_HD void layer_norm_apply(float* out, const float* x, const float* gamma, const float* beta, float mean,
@@ -38,28 +38,30 @@ BIDORA_HD void layer_norm_apply(float* out, const float* x, const float* gamma, 
   for (int64_t j = lane; j < d; j += lanes) out[j] = (x[j] - mean) * rstd * gamma[j] + beta[j];
 }
 
-// Backward: with g = dy ⊙ gamma and x̂ = (x − mean) rstd, dx = rstd (g − mean(g)) − x̂ rstd mean(g x̂).
+// Backward: with g = dy ⊙ gamma and x̂ = (x − mean) rstd, dx = rstd (g − mean(g)) − x̂ rstd mean(g x̂). g is the
+// same rounded product in both passes (rounded_product), so a row whose g is constant (D = 1) gets g − mean(g) = 0
+// exactly; an FMA of dy · gamma − mean(g) would leave its rounding error, amplified by rstd (1e6 for eps = 1e-12).
 struct LayerNormSums {
-  float g, g_normalized;  // Σ g, Σ g x̂
+  double g, g_normalized;  // Σ g, Σ g x̂
 };
 
 BIDORA_HD LayerNormSums layer_norm_backward_partial(const float* grad_out, const float* x, const float* gamma,
                                                     float mean, float rstd, int64_t d, int lane, int lanes) {
-  LayerNormSums sums{0.0f, 0.0f};
+  LayerNormSums sums{0.0, 0.0};
   for (int64_t j = lane; j < d; j += lanes) {
-    const float g = grad_out[j] * gamma[j];
+    const float g = rounded_product(grad_out[j], gamma[j]);
     sums.g += g;
-    sums.g_normalized += g * ((x[j] - mean) * rstd);
+    sums.g_normalized += static_cast<double>(g) * ((x[j] - mean) * rstd);
   }
   return sums;
 }
 
 BIDORA_HD void layer_norm_backward_apply(float* grad_x, const float* grad_out, const float* x, const float* gamma,
                                          float mean, float rstd, LayerNormSums sums, int64_t d, int lane, int lanes) {
-  const float mean_g = sums.g / static_cast<float>(d);
-  const float scaled_mean_g_normalized = rstd * sums.g_normalized / static_cast<float>(d);
+  const float mean_g = static_cast<float>(sums.g / static_cast<double>(d));
+  const float scaled_mean_g_normalized = static_cast<float>(rstd * sums.g_normalized / static_cast<double>(d));
   for (int64_t j = lane; j < d; j += lanes) {
-    const float g = grad_out[j] * gamma[j];
+    const float g = rounded_product(grad_out[j], gamma[j]);
     grad_x[j] = rstd * (g - mean_g) - (x[j] - mean) * rstd * scaled_mean_g_normalized;
   }
 }
@@ -77,9 +79,9 @@ BIDORA_HD float strided_masked_max(const float* x, const float* mask, int64_t d,
 }
 
 // Writes e^(x − max) (0 where masked) and returns the lane's share of their sum. max = −inf: every key masked.
-BIDORA_HD float softmax_exp_partial(float* out, const float* x, const float* mask, float max, int64_t d, int lane,
-                                    int lanes) {
-  float total = 0.0f;
+BIDORA_HD double softmax_exp_partial(float* out, const float* x, const float* mask, float max, int64_t d, int lane,
+                                     int lanes) {
+  double total = 0.0;
   for (int64_t j = lane; j < d; j += lanes) {
     const float value = max == -INFINITY ? 0.0f : (mask == nullptr || mask[j] != 0.0f ? expf(x[j] - max) : 0.0f);
     out[j] = value;
@@ -93,7 +95,7 @@ BIDORA_HD void scale_strided(float* out, float factor, int64_t d, int lane, int 
 }
 
 // 1 / Σ, or 0 for an all-masked row (whose entries are already 0).
-BIDORA_HD float softmax_normalizer(float total) { return total > 0.0f ? 1.0f / total : 0.0f; }
+BIDORA_HD float softmax_normalizer(double total) { return total > 0.0 ? static_cast<float>(1.0 / total) : 0.0f; }
 
 // dx = y ⊙ (dy − Σ dy·y), given that dot.
 BIDORA_HD void softmax_backward_apply(float* grad_x, const float* out, const float* grad_out, float dot, int64_t d,
@@ -103,19 +105,20 @@ BIDORA_HD void softmax_backward_apply(float* grad_x, const float* out, const flo
 
 // ---- cross-entropy: per-row loss logsumexp − logit[label]; grad = scale (softmax − onehot) -----------------------
 
-BIDORA_HD float strided_exp_sum(const float* x, float max, int64_t d, int lane, int lanes) {
-  float total = 0.0f;
+BIDORA_HD double strided_exp_sum(const float* x, float max, int64_t d, int lane, int lanes) {
+  double total = 0.0;
   for (int64_t j = lane; j < d; j += lanes) total += expf(x[j] - max);
   return total;
 }
 
-BIDORA_HD float cross_entropy_row_loss(float max, float exp_sum, float label_logit) {
-  return max + logf(exp_sum) - label_logit;
+// (max − logit) first: when the label holds the max the loss is log Σ alone, with no large terms to cancel.
+BIDORA_HD float cross_entropy_row_loss(float max, double exp_sum, float label_logit) {
+  return static_cast<float>(static_cast<double>(max - label_logit) + log(exp_sum));
 }
 
-BIDORA_HD void cross_entropy_backward_apply(float* grad, const float* logits, float max, float exp_sum, float row_scale,
-                                            int32_t label, int64_t c, int lane, int lanes) {
-  const float factor = row_scale / exp_sum;
+BIDORA_HD void cross_entropy_backward_apply(float* grad, const float* logits, float max, double exp_sum,
+                                            float row_scale, int32_t label, int64_t c, int lane, int lanes) {
+  const float factor = static_cast<float>(row_scale / exp_sum);
   for (int64_t j = lane; j < c; j += lanes) grad[j] = factor * expf(logits[j] - max) - (j == label ? row_scale : 0.0f);
 }
 
