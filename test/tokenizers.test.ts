@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 
 import { tokenizers } from '../lib/index';
+import { wordPieceTokenizerJson } from './fixtures/wordpiece';
 
 const dir = mkdtempSync(join(tmpdir(), 'bidora-tokenizers-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -24,55 +25,7 @@ const wordPieceVocab = [
   '##able',
   '!',
 ];
-const wordPiece = {
-  version: '1.0',
-  truncation: null,
-  padding: null,
-  added_tokens: ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'].map((content, id) => ({
-    id,
-    content,
-    single_word: false,
-    lstrip: false,
-    rstrip: false,
-    normalized: false,
-    special: true,
-  })),
-  normalizer: {
-    type: 'BertNormalizer',
-    clean_text: true,
-    handle_chinese_chars: true,
-    strip_accents: null,
-    lowercase: true,
-  },
-  pre_tokenizer: { type: 'BertPreTokenizer' },
-  post_processor: {
-    type: 'TemplateProcessing',
-    single: [
-      { SpecialToken: { id: '[CLS]', type_id: 0 } },
-      { Sequence: { id: 'A', type_id: 0 } },
-      { SpecialToken: { id: '[SEP]', type_id: 0 } },
-    ],
-    pair: [
-      { SpecialToken: { id: '[CLS]', type_id: 0 } },
-      { Sequence: { id: 'A', type_id: 0 } },
-      { SpecialToken: { id: '[SEP]', type_id: 0 } },
-      { Sequence: { id: 'B', type_id: 1 } },
-      { SpecialToken: { id: '[SEP]', type_id: 1 } },
-    ],
-    special_tokens: {
-      '[CLS]': { id: '[CLS]', ids: [2], tokens: ['[CLS]'] },
-      '[SEP]': { id: '[SEP]', ids: [3], tokens: ['[SEP]'] },
-    },
-  },
-  decoder: { type: 'WordPiece', prefix: '##', cleanup: true },
-  model: {
-    type: 'WordPiece',
-    unk_token: '[UNK]',
-    continuing_subword_prefix: '##',
-    max_input_chars_per_word: 100,
-    vocab: Object.fromEntries(wordPieceVocab.map((token, id) => [token, id])),
-  },
-};
+const wordPiece = wordPieceTokenizerJson(wordPieceVocab);
 
 describe('Hugging Face tokenizer.json', () => {
   it('WordPiece: lowercases, splits sub-words, adds [CLS]/[SEP], pads with a mask, and types a pair', () => {
