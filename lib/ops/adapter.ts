@@ -189,33 +189,43 @@ export function doraForward(args: DoraArgs): { output: Tensor; saved: AdapterSav
  */
 export function doraBackward(saved: AdapterSaved, gradOutput: Tensor, needs?: GradientRequest): AdapterGradients {
   const fn = 'doraBackward';
-  if (!(saved instanceof AdapterSaved) || saved.kind !== 'dora') {
-    throw new TypeError(`${fn}: saved must be the saved state of doraForward`);
+  return consume(saved, 'dora', fn, ({ inputs, owned, options }) =>
+    native.doraBackward(
+      handleOf(gradOutput, fn, 'gradOutput'),
+      inputs.input!,
+      inputs.weight!,
+      inputs.bias,
+      inputs.loraA!,
+      inputs.loraB!,
+      inputs.magnitude!,
+      owned.combined,
+      owned.hidden,
+      owned.norm,
+      owned.weightLoraA,
+      owned.loraGram,
+      options.scale,
+      options.eps,
+      options.detachNorm,
+      options.dropout,
+      options.seed,
+      withDefaults(needs),
+    ),
+  );
+}
+
+/** Checks `saved` came from the matching forward, runs the native backward on its state, and releases it. */
+function consume(
+  saved: AdapterSaved,
+  kind: Kind,
+  functionName: string,
+  run: (state: ReturnType<AdapterSaved['use']>) => NativeAdapterGrads,
+): AdapterGradients {
+  if (!(saved instanceof AdapterSaved) || saved.kind !== kind) {
+    throw new TypeError(`${functionName}: saved must be the saved state of ${kind}Forward`);
   }
-  const { inputs, owned, options } = saved.use(fn);
+  const state = saved.use(functionName);
   try {
-    return wrapGrads(
-      native.doraBackward(
-        handleOf(gradOutput, fn, 'gradOutput'),
-        inputs.input!,
-        inputs.weight!,
-        inputs.bias,
-        inputs.loraA!,
-        inputs.loraB!,
-        inputs.magnitude!,
-        owned.combined,
-        owned.hidden,
-        owned.norm,
-        owned.weightLoraA,
-        owned.loraGram,
-        options.scale,
-        options.eps,
-        options.detachNorm,
-        options.dropout,
-        options.seed,
-        withDefaults(needs),
-      ),
-    );
+    return wrapGrads(run(state));
   } finally {
     saved.dispose();
   }
@@ -264,29 +274,21 @@ export function loraForward(args: LoraArgs): { output: Tensor; saved: AdapterSav
 /** LoRA backward; as doraBackward without a magnitude. Releases `saved`. */
 export function loraBackward(saved: AdapterSaved, gradOutput: Tensor, needs?: GradientRequest): AdapterGradients {
   const fn = 'loraBackward';
-  if (!(saved instanceof AdapterSaved) || saved.kind !== 'lora') {
-    throw new TypeError(`${fn}: saved must be the saved state of loraForward`);
-  }
-  const { inputs, owned, options } = saved.use(fn);
-  try {
-    return wrapGrads(
-      native.loraBackward(
-        handleOf(gradOutput, fn, 'gradOutput'),
-        inputs.input!,
-        inputs.weight!,
-        inputs.bias,
-        inputs.loraA!,
-        inputs.loraB!,
-        owned.hidden,
-        options.scale,
-        options.dropout,
-        options.seed,
-        withDefaults(needs),
-      ),
-    );
-  } finally {
-    saved.dispose();
-  }
+  return consume(saved, 'lora', fn, ({ inputs, owned, options }) =>
+    native.loraBackward(
+      handleOf(gradOutput, fn, 'gradOutput'),
+      inputs.input!,
+      inputs.weight!,
+      inputs.bias,
+      inputs.loraA!,
+      inputs.loraB!,
+      owned.hidden,
+      options.scale,
+      options.dropout,
+      options.seed,
+      withDefaults(needs),
+    ),
+  );
 }
 
 export interface WeightNormArgs {
