@@ -83,6 +83,29 @@ export function runBilevel(bidora, { quick, threads }) {
     const doraSeconds = time(`dora ${config.name}`, () => doraTrainer.step(lower), quick);
     doraTrainer.dispose();
     doraModel.dispose();
+    // The orthogonality regulariser over every adapted layer (value and gradients) against one forward pass.
+    const probe = makeModel(bidora, config, 'bidora');
+    const layers = bidora.adapters.adaptedLayers(probe);
+    const batch = bidora.train.collate(lower, probe.config.padTokenId);
+    const penalty = () =>
+      bidora.tidy(() => {
+        for (const { layer, adapter } of layers) {
+          bidora.ops.orthogonalityPenalty({
+            weight: layer.weight,
+            loraA: adapter.loraA,
+            loraB: adapter.loraB,
+            scale: adapter.options.scale,
+          });
+        }
+      });
+    penalty(); // caches W0 W0ᵀ, as training does after its first step
+    const regularizerSeconds = time(`regularizer ${config.name}`, penalty, quick);
+    const forwardSeconds = time(
+      `forward ${config.name}`,
+      () => bidora.tidy(() => bidora.noGrad(() => probe.forward(batch))),
+      quick,
+    );
+    probe.dispose();
     const results = {};
     for (const hypergradient of ['finite-difference', 'first-order']) {
       const model = makeModel(bidora, config, 'bidora');
@@ -98,12 +121,15 @@ export function runBilevel(bidora, { quick, threads }) {
       bidoraIterationMs: results['finite-difference'] * 1e3,
       bidoraFirstOrderMs: results['first-order'] * 1e3,
       ratio: results['finite-difference'] / doraSeconds,
+      regularizerMs: regularizerSeconds * 1e3,
+      forwardMs: forwardSeconds * 1e3,
       firstOrderRatio: results['first-order'] / doraSeconds,
     };
     rows.push(row);
     console.log(
       `${config.name.padEnd(44)} DoRA step ${row.doraStepMs.toFixed(1)} ms  BiDoRA iteration ${row.bidoraIterationMs.toFixed(1)} ms ` +
-        `(${row.ratio.toFixed(2)}×; first-order ${row.firstOrderRatio.toFixed(2)}×)`,
+        `(${row.ratio.toFixed(2)}×; first-order ${row.firstOrderRatio.toFixed(2)}×); regulariser ` +
+        `${row.regularizerMs.toFixed(2)} ms vs forward ${row.forwardMs.toFixed(1)} ms`,
     );
   }
   bidora.setNumThreads(previousThreads);

@@ -115,10 +115,17 @@ export class BiLevelTrainer extends TrainingLoop {
     this.magnitudes = this.layers.map(({ adapter }) => adapter.magnitude!);
   }
 
-  /** Task loss plus gamma × the mean orthogonality penalty over adapted layers, on `batch`. */
-  lowerObjective(batch: ReturnType<typeof collate>): { loss: Tensor; taskLoss: number; regularizer: number } {
+  /**
+   * Task loss plus gamma × the mean orthogonality penalty over adapted layers, on `batch`. The penalty depends on the
+   * direction only (dR/dm ≡ 0), so passes that want magnitude gradients alone leave it out (`withPenalty` false).
+   */
+  lowerObjective(
+    batch: ReturnType<typeof collate>,
+    withPenalty = true,
+  ): { loss: Tensor; taskLoss: number; regularizer: number } {
     const { loss: taskLoss } = this.model.forward(batch);
-    if (this.#settings.gamma === 0) return { loss: taskLoss!, taskLoss: taskLoss!.item(), regularizer: 0 };
+    if (this.#settings.gamma === 0 || !withPenalty)
+      return { loss: taskLoss!, taskLoss: taskLoss!.item(), regularizer: 0 };
     const penalties = this.layers.map(({ layer, adapter }) =>
       orthogonalityPenalty({
         weight: layer.weight,
@@ -138,9 +145,12 @@ export class BiLevelTrainer extends TrainingLoop {
     };
   }
 
-  /** dL_tr/dm on `batch` at the current parameters, computing no A, B or head gradient. */
+  /**
+   * dL_tr/dm on `batch` at the current parameters, computing no A, B or head gradient. The regulariser is part of
+   * L_tr but contributes nothing to dL_tr/dm, so it is not evaluated here.
+   */
   #magnitudeGradients(batch: ReturnType<typeof collate>): Tensor[] {
-    return tidy(() => grad(this.lowerObjective(batch).loss, this.magnitudes));
+    return tidy(() => grad(this.lowerObjective(batch, false).loss, this.magnitudes));
   }
 
   #ensureOptimizers(totalSteps: number): void {
@@ -177,16 +187,18 @@ export class BiLevelTrainer extends TrainingLoop {
 
     const upperBatch = collate([...upperExamples], pad);
     const count = this.magnitudes.length;
+    // v = dL_val/dθ' is only needed for the second-order term: first-order asks for the magnitudes' gradients alone.
+    const firstOrder = this.#settings.hypergradient === 'first-order';
     const { upperLoss, direct, direction } = tidy(() => {
       const { loss } = this.model.forward(upperBatch);
-      const grads = grad(loss!, [...this.magnitudes, ...this.lowerParameters]);
+      const grads = grad(loss!, firstOrder ? this.magnitudes : [...this.magnitudes, ...this.lowerParameters]);
       return { upperLoss: loss!.item(), direct: grads.slice(0, count), direction: grads.slice(count) };
     });
     record.upperLoss = upperLoss;
     record.directNorm = globalNorm(direct);
     record.secondOrderNorm = 0;
     try {
-      if (this.#settings.hypergradient === 'finite-difference') {
+      if (!firstOrder) {
         record.secondOrderNorm = this.#secondOrder(lowerBatch, direct, direction, lr);
       }
       this.magnitudes.forEach((magnitude, index) => {
