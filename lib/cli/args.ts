@@ -77,6 +77,22 @@ export function parseOptions(
   return values;
 }
 
+/**
+ * The parsed options of `command`, or undefined after printing its help when --help was given: what every command
+ * starts with.
+ */
+export function commandOptions(
+  command: string,
+  summary: string,
+  argv: string[],
+  specs: Record<string, OptionSpec>,
+): Record<string, string | boolean | undefined> | undefined {
+  const values = parseOptions(command, argv, specs);
+  if (!values.help) return values;
+  process.stdout.write(helpText(command, summary, specs));
+  return undefined;
+}
+
 export function numberOption(values: Record<string, string | boolean | undefined>, name: string): number | undefined {
   const raw = values[name];
   if (raw === undefined) return undefined;

@@ -16,7 +16,7 @@ import { type EvalRecord, type FitResult } from '../train/loop';
 import { Random } from '../train/random';
 import { mean, standardDeviation, wilcoxonSignedRank } from '../train/stats';
 import { Trainer } from '../train/trainer';
-import { helpText, numberOption, type OptionSpec, parseOptions } from './args';
+import { commandOptions, numberOption, type OptionSpec } from './args';
 import { firstVowel, loadWords, stressedVowel, type Word, wordHash } from './demo-data';
 import { type DemoReport, writeDemoReport } from './reporting';
 import { loadClassifier } from './task';
@@ -188,13 +188,13 @@ async function adapt(
 }
 
 export async function demoCommand(argv: string[]): Promise<void> {
-  const values = parseOptions('demo', argv, demoOptions);
-  if (values.help) {
-    process.stdout.write(
-      helpText('demo', 'Compare adapter methods on a small pronunciation task, end to end.', demoOptions),
-    );
-    return;
-  }
+  const values = commandOptions(
+    'demo',
+    'Compare adapter methods on a small pronunciation task, end to end.',
+    argv,
+    demoOptions,
+  );
+  if (values === undefined) return;
   const plan: Plan = { ...(values.quick ? QUICK_PLAN : FULL_PLAN) };
   plan.seeds = numberOption(values, 'seeds') ?? plan.seeds;
   const cacheRoot =

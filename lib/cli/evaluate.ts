@@ -7,7 +7,7 @@ import { save } from '../models/index';
 import { type SequenceClassifier } from '../models/bert';
 import * as tokenizers from '../tokenizers/index';
 import { evaluate } from '../train/evaluate';
-import { helpText, numberOption, type OptionSpec, parseOptions, UsageError } from './args';
+import { commandOptions, numberOption, type OptionSpec, UsageError } from './args';
 import { checkModelFolder, LABELS_FILE, loadClassifier, readRows, type TaskLabels, toExamples } from './task';
 
 const adapterOption: OptionSpec = {
@@ -36,11 +36,13 @@ const evalOptions: Record<string, OptionSpec> = {
 };
 
 export async function evalCommand(argv: string[]): Promise<void> {
-  const values = parseOptions('eval', argv, evalOptions);
-  if (values.help) {
-    process.stdout.write(helpText('eval', 'Score an adapter on a data file; prints the metrics as JSON.', evalOptions));
-    return;
-  }
+  const values = commandOptions(
+    'eval',
+    'Score an adapter on a data file; prints the metrics as JSON.',
+    argv,
+    evalOptions,
+  );
+  if (values === undefined) return;
   const rows = readRows(values.data as string, '--data');
   const { model, task } = loadAdapted(values.model as string, values.adapter as string);
   try {
@@ -71,13 +73,13 @@ const mergeOptions: Record<string, OptionSpec> = {
 };
 
 export async function mergeCommand(argv: string[]): Promise<void> {
-  const values = parseOptions('merge', argv, mergeOptions);
-  if (values.help) {
-    process.stdout.write(
-      helpText('merge', 'Fold an adapter into the base weights and save a plain checkpoint.', mergeOptions),
-    );
-    return;
-  }
+  const values = commandOptions(
+    'merge',
+    'Fold an adapter into the base weights and save a plain checkpoint.',
+    argv,
+    mergeOptions,
+  );
+  if (values === undefined) return;
   const { model } = loadAdapted(values.model as string, values.adapter as string);
   try {
     adapters.merge(model);

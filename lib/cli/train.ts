@@ -10,7 +10,7 @@ import { BiLevelTrainer } from '../train/bilevel';
 import { evaluate } from '../train/evaluate';
 import { type FitResult } from '../train/loop';
 import { Trainer } from '../train/trainer';
-import { helpText, numberOption, type OptionSpec, parseOptions, UsageError } from './args';
+import { commandOptions, numberOption, type OptionSpec, UsageError } from './args';
 import { writeTrainingReport } from './reporting';
 import { checkModelFolder, LABELS_FILE, loadClassifier, readRows, taskLabels, toExamples } from './task';
 
@@ -53,13 +53,13 @@ export const trainOptions: Record<string, OptionSpec> = {
 };
 
 export async function trainCommand(argv: string[]): Promise<void> {
-  const values = parseOptions('train', argv, trainOptions);
-  if (values.help) {
-    process.stdout.write(
-      helpText('train', 'Fine-tune a BERT-family classifier with LoRA, DoRA or BiDoRA.', trainOptions),
-    );
-    return;
-  }
+  const values = commandOptions(
+    'train',
+    'Fine-tune a BERT-family classifier with LoRA, DoRA or BiDoRA.',
+    argv,
+    trainOptions,
+  );
+  if (values === undefined) return;
   const method = values.method as string;
   if (!['lora', 'dora', 'bidora'].includes(method))
     throw new UsageError(`--method must be lora, dora or bidora, got ${method}`);
