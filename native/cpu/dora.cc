@@ -7,74 +7,36 @@
 
 #include "../core/memory.h"
 #include "../core/threadpool.h"
+#include "dora_passes.h"
 #include "matrix.h"
 
 namespace bidora::cpu {
 
 namespace {
 
-constexpr int64_t kColumnGrain = 64;   // columns per thread share: whole cache lines, stable partitions
-constexpr int64_t kColumnBlock = 256;  // columns whose double accumulators stay in L1
+constexpr int64_t kColumnGrain = 64;  // columns per thread share: whole cache lines, stable partitions
 constexpr int64_t kParallelElements = 1 << 15;
 
-// For columns [begin, end) of [rows, cols] matrices: the column sums of grad_output and of grad_output ⊙ combined,
-// in double, then combined <- grad_output ⊙ gain (what the input and direction gradients are made from).
+// The elementwise passes around the products, vectorised per ISA path (dora_passes_body.inc).
 void reduce_and_scale_columns(float* column_sums, double* column_dots, float* combined, const float* grad_output,
                               const float* gain, int64_t rows, int64_t cols, int64_t begin, int64_t end) {
-  double sums[kColumnBlock];
-  double dots[kColumnBlock];
-  for (int64_t block = begin; block < end; block += kColumnBlock) {
-    const int64_t width = std::min(kColumnBlock, end - block);
-    std::fill_n(sums, width, 0.0);
-    std::fill_n(dots, width, 0.0);
-    for (int64_t row = 0; row < rows; ++row) {
-      const float* gy = grad_output + row * cols + block;
-      float* u = combined + row * cols + block;
-      const float* g = gain + block;
-      for (int64_t j = 0; j < width; ++j) {
-        sums[j] += gy[j];
-        dots[j] += static_cast<double>(gy[j]) * u[j];
-        u[j] = gy[j] * g[j];
-      }
-    }
-    if (column_sums != nullptr) {
-      for (int64_t j = 0; j < width; ++j) column_sums[block + j] = static_cast<float>(sums[j]);
-    }
-    std::copy_n(dots, width, column_dots + block);
-  }
+  dora_passes(active_isa()).reduce_and_scale_columns(column_sums, column_dots, combined, grad_output, gain, rows, cols,
+                                                     begin, end);
 }
 
 // Column sums of a [rows, cols] matrix in double, split by columns so the result does not depend on threads.
 void column_sums(float* out, const float* values, int64_t rows, int64_t cols) {
-  parallel_for(cols, kColumnGrain, kParallelElements / std::max<int64_t>(rows, 1), [&](int64_t begin, int64_t end) {
-    double totals[kColumnBlock];
-    for (int64_t block = begin; block < end; block += kColumnBlock) {
-      const int64_t width = std::min(kColumnBlock, end - block);
-      std::fill_n(totals, width, 0.0);
-      for (int64_t row = 0; row < rows; ++row) {
-        const float* line = values + row * cols + block;
-        for (int64_t j = 0; j < width; ++j) totals[j] += line[j];
-      }
-      for (int64_t j = 0; j < width; ++j) out[block + j] = static_cast<float>(totals[j]);
-    }
-  });
+  const auto kernel = dora_passes(active_isa()).column_sums;
+  parallel_for(cols, kColumnGrain, kParallelElements / std::max<int64_t>(rows, 1),
+               [&](int64_t begin, int64_t end) { kernel(out, values, rows, cols, begin, end); });
 }
 
 // out[i, :] = gain ⊙ combined[i, :] + bias, by rows.
 void compose_rows(float* output, const float* combined, const float* gain, const float* bias, int64_t rows,
                   int64_t cols) {
+  const auto kernel = dora_passes(active_isa()).compose_rows;
   parallel_for(rows, 1, std::max<int64_t>(1, kParallelElements / std::max<int64_t>(cols, 1)),
-               [&](int64_t begin, int64_t end) {
-                 for (int64_t row = begin; row < end; ++row) {
-                   const float* u = combined + row * cols;
-                   float* y = output + row * cols;
-                   if (bias != nullptr) {
-                     for (int64_t j = 0; j < cols; ++j) y[j] = gain[j] * u[j] + bias[j];
-                   } else {
-                     for (int64_t j = 0; j < cols; ++j) y[j] = gain[j] * u[j];
-                   }
-                 }
-               });
+               [&](int64_t begin, int64_t end) { kernel(output, combined, gain, bias, cols, begin, end); });
 }
 
 void fill_rows_with_bias(float* output, const float* bias, int64_t rows, int64_t cols) {
