@@ -20,8 +20,8 @@ constexpr int64_t kParallelElements = 1 << 15;
 // The elementwise passes around the products, vectorised per ISA path (dora_passes_body.inc).
 void reduce_and_scale_columns(float* column_sums, double* column_dots, float* combined, const float* grad_output,
                               const float* gain, int64_t rows, int64_t cols, int64_t begin, int64_t end) {
-  dora_passes(active_isa()).reduce_and_scale_columns(column_sums, column_dots, combined, grad_output, gain, rows, cols,
-                                                     begin, end);
+  dora_passes(active_isa())
+      .reduce_and_scale_columns(column_sums, column_dots, combined, grad_output, gain, rows, cols, begin, end);
 }
 
 // Column sums of a [rows, cols] matrix in double, split by columns so the result does not depend on threads.
