@@ -6,16 +6,8 @@ import { join } from 'node:path';
 
 import { afterAll, describe, expect, it } from 'vitest';
 
-import {
-  BatchStream,
-  collate,
-  type Example,
-  ExamplesFileError,
-  labelVocabulary,
-  readExamplesFile,
-  shuffled,
-  splitLowerUpper,
-} from '../lib/train/data';
+import { BatchStream, collate, type Example, shuffled, splitLowerUpper } from '../lib/train/data';
+import { ExamplesFileError, labelVocabulary, readExamplesFile } from '../lib/train/files';
 import { Random } from '../lib/train/random';
 
 const dir = mkdtempSync(join(tmpdir(), 'bidora-data-'));

@@ -7,7 +7,8 @@ import { fromConfig, loadStateDict, parseConfig } from '../models/index';
 import { type SequenceClassifier } from '../models/bert';
 import { readSafetensors } from '../io/safetensors';
 import * as tokenizers from '../tokenizers/index';
-import { type Example, type ExampleRow, ExamplesFileError, labelVocabulary, readExamplesFile } from '../train/data';
+import { type Example } from '../train/data';
+import { type ExampleRow, ExamplesFileError, labelVocabulary, readExamplesFile } from '../train/files';
 import { UsageError } from './args';
 
 export const LABELS_FILE = 'labels.json';

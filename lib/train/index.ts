@@ -2,6 +2,7 @@
 export { type BiLevelFitResult, type BiLevelStep, BiLevelTrainer, type BiLevelTrainerOptions } from './bilevel';
 export { CHECKPOINT_FILE, loadCheckpoint, saveCheckpoint } from './checkpoint';
 export * from './data';
+export * from './files';
 export { type Evaluation, evaluate } from './evaluate';
 export { applySecondOrder, finiteDifferenceTerm, type SecondOrderInputs } from './hypergradient';
 export { type EvalRecord, type FitOptions, type FitResult, type LoopOptions, type StepRecord } from './loop';

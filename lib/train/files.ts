@@ -1,0 +1,243 @@
+// Examples files (JSONL and CSV with text, text_pair and label columns) and the label vocabulary they define.
+import { readFileSync } from 'node:fs';
+import { extname } from 'node:path';
+
+/** One row of an examples file, before tokenization. */
+export interface ExampleRow {
+  text: string;
+  /** The second text of a sentence pair. */
+  textPair?: string;
+  /** As written in the file: CSV labels are always strings, JSONL labels may be numbers. */
+  label: string | number;
+}
+
+/** A malformed examples file: `file` and `line` (1-based) say where, the message says what. */
+export class ExamplesFileError extends Error {
+  constructor(
+    readonly file: string,
+    readonly line: number,
+    problem: string,
+  ) {
+    super(`${file}:${line}: ${problem}`);
+    this.name = 'ExamplesFileError';
+  }
+}
+
+function readJsonLines(file: string, content: string): ExampleRow[] {
+  const rows: ExampleRow[] = [];
+  content.split('\n').forEach((rawLine, index) => {
+    const lineNumber = index + 1;
+    const line = rawLine.endsWith('\r') ? rawLine.slice(0, -1) : rawLine;
+    if (line.trim() === '') return;
+    let value: unknown;
+    try {
+      value = JSON.parse(line);
+    } catch (error) {
+      throw new ExamplesFileError(file, lineNumber, `bad JSON: ${(error as Error).message}`);
+    }
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+      throw new ExamplesFileError(file, lineNumber, 'expected a JSON object with "text" and "label"');
+    }
+    const record = value as Record<string, unknown>;
+    if (typeof record.text !== 'string') {
+      throw new ExamplesFileError(file, lineNumber, '"text" is missing or not a string');
+    }
+    const pair = record.text_pair;
+    if (pair !== undefined && pair !== null && typeof pair !== 'string') {
+      throw new ExamplesFileError(file, lineNumber, '"text_pair" must be a string');
+    }
+    const label = record.label;
+    if (!(typeof label === 'string' || (typeof label === 'number' && Number.isFinite(label)))) {
+      throw new ExamplesFileError(file, lineNumber, '"label" is missing or not a string or finite number');
+    }
+    rows.push(typeof pair === 'string' ? { text: record.text, textPair: pair, label } : { text: record.text, label });
+  });
+  return rows;
+}
+
+interface CsvRecord {
+  fields: string[];
+  /** The line the record starts on (1-based): a quoted field may span several lines. */
+  line: number;
+}
+
+/**
+ * RFC 4180 records: fields split on commas, records on LF, CRLF or CR; a field that starts with a double quote runs
+ * to the matching quote, holding commas, line breaks and doubled quotes ("" for "). Blank lines are skipped.
+ */
+function parseCsv(file: string, content: string): CsvRecord[] {
+  const records: CsvRecord[] = [];
+  let fields: string[] = [];
+  let field = '';
+  let line = 1;
+  let recordLine = 1;
+  let index = 0;
+  // Whether the current field was quoted: an unquoted empty single field is a blank line, a quoted one is not.
+  let quoted = false;
+  const endRecord = (): void => {
+    fields.push(field);
+    if (fields.length > 1 || fields[0] !== '' || quoted) records.push({ fields, line: recordLine });
+    fields = [];
+    field = '';
+    quoted = false;
+  };
+  while (index < content.length) {
+    const character = content[index];
+    if (character === '"' && field === '' && !quoted) {
+      const openedOn = line;
+      quoted = true;
+      index++;
+      for (;;) {
+        if (index >= content.length) throw new ExamplesFileError(file, openedOn, 'unterminated quoted field');
+        const inside = content[index];
+        if (inside === '"') {
+          if (content[index + 1] === '"') {
+            field += '"';
+            index += 2;
+            continue;
+          }
+          index++;
+          break;
+        }
+        if (inside === '\n' || (inside === '\r' && content[index + 1] !== '\n')) line++;
+        field += inside;
+        index++;
+      }
+      const after = content[index];
+      if (after !== undefined && after !== ',' && after !== '\n' && after !== '\r') {
+        throw new ExamplesFileError(file, line, `unexpected ${JSON.stringify(after)} after a closing quote`);
+      }
+      continue;
+    }
+    if (character === ',') {
+      fields.push(field);
+      field = '';
+      quoted = false;
+      index++;
+    } else if (character === '\n' || character === '\r') {
+      endRecord();
+      index += character === '\r' && content[index + 1] === '\n' ? 2 : 1;
+      line++;
+      recordLine = line;
+    } else {
+      field += character;
+      index++;
+    }
+  }
+  if (field !== '' || fields.length > 0 || quoted) endRecord();
+  return records;
+}
+
+function readCsv(file: string, content: string): ExampleRow[] {
+  const records = parseCsv(file, content);
+  if (records.length === 0) throw new ExamplesFileError(file, 1, 'no header row');
+  const [header, ...body] = records;
+  const columns = header.fields.map((name) => name.trim());
+  const column = (name: string): number => columns.indexOf(name);
+  const textColumn = column('text');
+  const pairColumn = column('text_pair');
+  const labelColumn = column('label');
+  for (const [name, position] of [
+    ['text', textColumn],
+    ['label', labelColumn],
+  ] as const) {
+    if (position < 0) {
+      throw new ExamplesFileError(file, header.line, `missing column "${name}" (header: ${columns.join(', ')})`);
+    }
+  }
+  return body.map(({ fields, line }) => {
+    if (fields.length !== columns.length) {
+      throw new ExamplesFileError(file, line, `expected ${columns.length} fields, found ${fields.length}`);
+    }
+    const label = fields[labelColumn];
+    if (label === '') throw new ExamplesFileError(file, line, 'empty "label"');
+    const text = fields[textColumn];
+    // An empty text_pair cell is how CSV writes "no pair".
+    const pair = pairColumn >= 0 ? fields[pairColumn] : '';
+    return pair === '' ? { text, label } : { text, textPair: pair, label };
+  });
+}
+
+/**
+ * Reads labelled examples from a `.jsonl` file (one object a line: `text`, optional `text_pair`, `label`) or a `.csv`
+ * file (a header row naming `text`, optional `text_pair`, and `label`). Throws ExamplesFileError naming the file and
+ * line of the first problem.
+ */
+export function readExamplesFile(path: string): { rows: ExampleRow[] } {
+  const extension = extname(path).toLowerCase();
+  if (extension !== '.jsonl' && extension !== '.csv') {
+    throw new RangeError(`readExamplesFile: ${path}: expected a .jsonl or .csv file`);
+  }
+  let content = readFileSync(path, 'utf8');
+  if (content.startsWith('\uFEFF')) content = content.slice(1); // spreadsheet programs write a byte-order mark
+  const rows = extension === '.jsonl' ? readJsonLines(path, content) : readCsv(path, content);
+  if (rows.length === 0) throw new ExamplesFileError(path, 1, 'no examples');
+  return { rows };
+}
+
+/** More distinct integer labels than this are read as a regression target, not as classes. */
+export const MAX_INTEGER_CLASSES = 20;
+
+export interface LabelVocabulary {
+  /** Class names, sorted (numerically when they are all numbers); null for regression. */
+  labels: string[] | null;
+  /** The class id of a label, or for regression its target value. Throws RangeError on an unknown label. */
+  toId(label: string | number): number;
+}
+
+const NUMBER_PATTERN = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
+
+/** The label as a number when it is one, or a string that spells one ("3", " 0.5", "1e-3"); else null. */
+function numericValue(label: string | number): number | null {
+  if (typeof label === 'number') return Number.isFinite(label) ? label : null;
+  const trimmed = label.trim();
+  if (!NUMBER_PATTERN.test(trimmed)) return null;
+  const value = Number(trimmed);
+  return Number.isFinite(value) ? value : null;
+}
+
+/**
+ * The label set of `rows`. Every label numeric with a non-integer among them, or more than MAX_INTEGER_CLASSES
+ * distinct values: regression (labels null, toId gives the value). Otherwise classification, ids in sorted order so
+ * the same data always gives the same ids.
+ */
+export function labelVocabulary(rows: readonly { label: string | number }[]): LabelVocabulary {
+  if (rows.length === 0) throw new RangeError('labelVocabulary: rows must not be empty');
+  const values = rows.map((row) => numericValue(row.label));
+  if (values.every((value) => value !== null)) {
+    const numbers = values as number[];
+    const distinct = [...new Set(numbers)].sort((a, b) => a - b);
+    const unknown = (label: string | number): RangeError =>
+      new RangeError(`labelVocabulary: unknown label ${JSON.stringify(label)}`);
+    if (numbers.some((value) => !Number.isInteger(value)) || distinct.length > MAX_INTEGER_CLASSES) {
+      return {
+        labels: null,
+        toId(label) {
+          const value = numericValue(label);
+          if (value === null) throw unknown(label);
+          return value;
+        },
+      };
+    }
+    const ids = new Map(distinct.map((value, id) => [value, id]));
+    return {
+      labels: distinct.map(String),
+      toId(label) {
+        const id = ids.get(numericValue(label) ?? Number.NaN);
+        if (id === undefined) throw unknown(label);
+        return id;
+      },
+    };
+  }
+  // Code-unit order, not localeCompare: the ids must not depend on the machine's locale.
+  const labels = [...new Set(rows.map((row) => String(row.label)))].sort();
+  const ids = new Map(labels.map((label, id) => [label, id]));
+  return {
+    labels,
+    toId(label) {
+      const id = ids.get(String(label));
+      if (id === undefined) throw new RangeError(`labelVocabulary: unknown label ${JSON.stringify(label)}`);
+      return id;
+    },
+  };
+}
