@@ -20,9 +20,13 @@ function nodeDir() {
   process.exit(1);
 }
 
+// During `npm install` npm names its own bundled node-gyp; from a clone the dev dependency serves.
+const nodeGyp = process.env.npm_config_node_gyp
+  ? [process.execPath, [process.env.npm_config_node_gyp]]
+  : ['npx', ['--no-install', 'node-gyp']];
 const result = hasCmake
   ? run('npx', ['--no-install', 'cmake-js', 'compile', '--CDCMAKE_BUILD_TYPE=Release'])
-  : run('npx', ['--no-install', 'node-gyp', 'rebuild', `--nodedir=${nodeDir()}`]);
+  : run(nodeGyp[0], [...nodeGyp[1], 'rebuild', `--nodedir=${nodeDir()}`]);
 if (result.status !== 0) {
   console.error(`bidora: building the native addon with ${hasCmake ? 'cmake-js' : 'node-gyp'} failed`);
   process.exit(result.status ?? 1);
