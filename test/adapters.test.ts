@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 
 import { adapters, io, memory, models, type nn, noGrad, ops, Tensor, tidy } from '../lib/index';
+import { tinyBertConfig } from './fixtures/tiny-bert';
 import { randomTensor, relativeError } from './helpers';
 
 const root = mkdtempSync(join(tmpdir(), 'bidora-adapters-'));
@@ -14,17 +15,7 @@ afterAll(() => rmSync(root, { recursive: true, force: true }));
 let folders = 0;
 const folder = () => join(root, `case-${folders++}`);
 
-const tinyConfig = {
-  architectures: ['BertForSequenceClassification'],
-  model_type: 'bert',
-  vocab_size: 40,
-  hidden_size: 32,
-  num_hidden_layers: 2,
-  num_attention_heads: 4,
-  intermediate_size: 64,
-  max_position_embeddings: 16,
-  num_labels: 3,
-};
+const tinyConfig = tinyBertConfig();
 const batch = {
   inputIds: [
     [2, 7, 9, 11, 3, 0],

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 
 import { adapters, io, memory, models, type nn, Tensor, tidy } from '../lib/index';
+import { tinyBertConfig } from './fixtures/tiny-bert';
 import { checkGradients } from './gradcheck';
 import { randomTensor } from './helpers';
 
@@ -18,19 +19,7 @@ const scratch = () => {
 };
 afterAll(() => folders.forEach((dir) => rmSync(dir, { recursive: true, force: true })));
 
-const tinyConfig = (overrides: Record<string, unknown> = {}) => ({
-  architectures: ['BertForSequenceClassification'],
-  model_type: 'bert',
-  vocab_size: 40,
-  hidden_size: 32,
-  num_hidden_layers: 2,
-  num_attention_heads: 4,
-  intermediate_size: 64,
-  max_position_embeddings: 16,
-  type_vocab_size: 2,
-  num_labels: 3,
-  ...overrides,
-});
+const tinyConfig = tinyBertConfig;
 
 const inputIds = [
   [2, 7, 9, 11, 3, 0, 0],

@@ -7,6 +7,8 @@
 
 #include "../core/memory.h"
 #include "../core/threadpool.h"
+// The per-row norm math is shared with the CUDA kernels: one definition for both backends.
+#include "../cuda/dora_math.cuh"
 #include "dora_passes.h"
 #include "matrix.h"
 
@@ -70,18 +72,8 @@ void norm_from_factors(float* norm, const float* weight_lora_a, const float* lor
                        const float* lora_b, float scale, float eps, int64_t m, int64_t r) {
   parallel_for(m, 16, 4096 / std::max<int64_t>(r * r, 1), [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
-      const float* b = lora_b + row * r;
-      const float* wa = weight_lora_a + row * r;
-      float cross = 0;      // (W0 Aᵀ)_j · B_j
-      float quadratic = 0;  // B_j (A Aᵀ) B_jᵀ
-      for (int64_t p = 0; p < r; ++p) {
-        cross += wa[p] * b[p];
-        float gram_b = 0;
-        for (int64_t q = 0; q < r; ++q) gram_b += lora_gram[p * r + q] * b[q];
-        quadratic += b[p] * gram_b;
-      }
-      const float squared = std::max(0.0f, weight_sq_norms[row] + 2.0f * scale * cross + scale * scale * quadratic);
-      norm[row] = std::max(std::sqrt(squared), eps);
+      norm[row] = cuda::dora_row_norm(weight_lora_a + row * r, lora_gram, lora_b + row * r, weight_sq_norms[row], scale,
+                                      eps, r);
     }
   });
 }
@@ -168,11 +160,8 @@ void dora_backward(const AdapterGrads& grads, float* combined, const float* grad
   std::vector<float> norm_coefficient;
   if (through_norm) {
     norm_coefficient.resize(m);
-    for (int64_t j = 0; j < m; ++j) {
-      const double nj = norm[j];
-      const bool floored = nj <= eps;
-      norm_coefficient[j] = floored ? 0.0f : static_cast<float>(-magnitude[j] * dots[j] / (nj * nj * nj));
-    }
+    for (int64_t j = 0; j < m; ++j)
+      norm_coefficient[j] = cuda::dora_norm_coefficient(magnitude[j], dots[j], norm[j], eps);
   }
 
   const bool need_hidden_grad = grads.lora_a != nullptr || grads.input != nullptr;
@@ -188,12 +177,9 @@ void dora_backward(const AdapterGrads& grads, float* combined, const float* grad
       // + s c_j (V Aᵀ)_j with V Aᵀ = W0 Aᵀ + s B (A Aᵀ), all [M,R].
       parallel_for(m, 16, 4096 / std::max<int64_t>(r * r, 1), [&](int64_t begin, int64_t end) {
         for (int64_t row = begin; row < end; ++row) {
-          const float* b = lora_b + row * r;
-          const float factor = scale * norm_coefficient[row];
           for (int64_t p = 0; p < r; ++p) {
-            float b_gram = 0;
-            for (int64_t q = 0; q < r; ++q) b_gram += b[q] * lora_gram[q * r + p];
-            grads.lora_b[row * r + p] += factor * (weight_lora_a[row * r + p] + scale * b_gram);
+            grads.lora_b[row * r + p] += cuda::dora_lora_b_norm_term(
+                weight_lora_a + row * r, lora_gram, lora_b + row * r, norm_coefficient[row], scale, p, r);
           }
         }
       });

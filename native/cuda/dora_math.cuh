@@ -1,5 +1,5 @@
 // Per-row math of the fused DoRA kernels, shared by the CUDA kernels and the host test: the factored row norm, the
-// gain m / n, and the coefficient that carries the gradient through the norm. Same formulas as native/cpu/dora.cc.
+// gain m / n, and the coefficient that carries the gradient through the norm. native/cpu/dora.cc calls these too.
 //
 // Legend: N tokens, K in-features, M out-features, R rank. W0 [M,K], A [R,K], B [M,R], m [M], scale s.
 //   V = W0 + s B A (never formed), n_j = max(||V_j||, eps).
