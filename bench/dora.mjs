@@ -1,6 +1,7 @@
 // One adapted layer, forward + backward: LoRA, bidora's fused DoRA, and a naive DoRA built from bidora's own ops
 // the way PEFT computes it (B·A materialised, the full row norm of W0 + s·B·A), timed side by side; PyTorch as a
-// second baseline where Debian's python3-torch is installed.
+// second baseline where Debian's python3-torch is installed. Two settings: the layer's input is data (no input
+// gradient, as in a first layer and as PEFT benchmarks time a layer), and an inner layer (input gradient too).
 import { spawnSync } from 'node:child_process';
 
 import Benchmark from 'benchmark';
@@ -33,7 +34,7 @@ function disposeAll(values) {
 }
 
 /** PEFT's DoRA from bidora ops: materialise B·A and V, take full row norms (detached, as PEFT), then backward. */
-function naiveDora({ Tensor, ops, tidy }, layer) {
+function naiveDora({ Tensor, ops, tidy }, layer, inputGradient) {
   tidy(() => {
     const { input, weight, bias, loraA, loraB, magnitude, scale, gradOutput } = layer;
     const loraWeight = ops.matmul(loraB, loraA);
@@ -56,20 +57,20 @@ function naiveDora({ Tensor, ops, tidy }, layer) {
     const gradHidden = ops.scale(ops.matmul(gradCombined, loraB), scale);
     ops.scale(ops.matmul(gradCombined, hidden, { transposeA: true }), scale);
     ops.matmul(gradHidden, input, { transposeA: true });
-    ops.add(ops.matmul(gradCombined, weight), ops.matmul(gradHidden, loraA));
+    if (inputGradient) ops.add(ops.matmul(gradCombined, weight), ops.matmul(gradHidden, loraA));
   });
 }
 
-function lora({ ops }, layer) {
+function lora({ ops }, layer, needs) {
   const { output, saved } = ops.loraForward(layer);
-  const grads = ops.loraBackward(saved, layer.gradOutput);
+  const grads = ops.loraBackward(saved, layer.gradOutput, needs);
   output.dispose();
   disposeAll(grads);
 }
 
-function dora({ ops }, layer, detachNorm) {
+function dora({ ops }, layer, detachNorm, needs) {
   const { output, saved } = ops.doraForward({ ...layer, detachNorm });
-  const grads = ops.doraBackward(saved, layer.gradOutput);
+  const grads = ops.doraBackward(saved, layer.gradOutput, needs);
   output.dispose();
   disposeAll(grads);
 }
@@ -86,11 +87,18 @@ function time(name, fn, quick) {
   return seconds;
 }
 
+const settings = [
+  { name: 'input is data', inputGradient: false },
+  { name: 'inner layer', inputGradient: true },
+];
+
 function torchBaseline(threads, quick) {
   const script = new URL('./torch/dora.py', import.meta.url).pathname;
-  const result = spawnSync(pythonWithTorch(), [script, JSON.stringify(shapes), String(threads), quick ? '1' : '0'], {
-    encoding: 'utf8',
-  });
+  const result = spawnSync(
+    pythonWithTorch(),
+    [script, JSON.stringify(shapes), JSON.stringify(settings), String(threads), quick ? '1' : '0'],
+    { encoding: 'utf8' },
+  );
   if (result.status !== 0) {
     const reason = result.stderr.includes('No module named') ? 'python3-torch is not installed' : result.stderr;
     console.log(`PyTorch baseline skipped: ${reason.trim().split('\n').at(-1)}`);
@@ -99,45 +107,53 @@ function torchBaseline(threads, quick) {
   return JSON.parse(result.stdout.trim().split('\n').at(-1));
 }
 
+function timeShape(bidora, shape, setting, quick) {
+  const layer = makeLayer(bidora, shape);
+  const label = `(N,K,M,r)=(${shape.n},${shape.k},${shape.m},${shape.r})`;
+  // With the input as data only the adapter's own gradients are asked for, so its input products are skipped.
+  const needs = setting.inputGradient ? undefined : { input: false };
+  const loraSeconds = time(`lora ${label}`, () => lora(bidora, layer, needs), quick);
+  const doraSeconds = time(`dora ${label}`, () => dora(bidora, layer, true, needs), quick);
+  const doraThroughNormSeconds = time(`dora-norm ${label}`, () => dora(bidora, layer, false, needs), quick);
+  const naiveSeconds = time(`naive ${label}`, () => naiveDora(bidora, layer, setting.inputGradient), quick);
+  disposeAll(layer);
+  const row = {
+    ...shape,
+    setting: setting.name,
+    inputGradient: setting.inputGradient,
+    loraMs: loraSeconds * 1e3,
+    doraMs: doraSeconds * 1e3,
+    doraThroughNormMs: doraThroughNormSeconds * 1e3,
+    naiveDoraMs: naiveSeconds * 1e3,
+    doraOverLora: doraSeconds / loraSeconds,
+    doraThroughNormOverLora: doraThroughNormSeconds / loraSeconds,
+    naiveOverDora: naiveSeconds / doraSeconds,
+  };
+  console.log(
+    `${label.padEnd(30)} LoRA ${row.loraMs.toFixed(2)} ms  DoRA ${row.doraMs.toFixed(2)} ms ` +
+      `(${row.doraOverLora.toFixed(2)}× LoRA; through the norm ${row.doraThroughNormOverLora.toFixed(2)}×)  ` +
+      `naive DoRA ${row.naiveDoraMs.toFixed(2)} ms (${row.naiveOverDora.toFixed(2)}× fused)`,
+  );
+  return row;
+}
+
 export function runDora(bidora, { quick, threads }) {
   const previousThreads = bidora.setNumThreads(threads);
   const rows = [];
-  for (const shape of shapes) {
-    const layer = makeLayer(bidora, shape);
-    const label = `(N,K,M,r)=(${shape.n},${shape.k},${shape.m},${shape.r})`;
-    const loraSeconds = time(`lora ${label}`, () => lora(bidora, layer), quick);
-    const doraSeconds = time(`dora ${label}`, () => dora(bidora, layer, true), quick);
-    const doraThroughNormSeconds = time(`dora-norm ${label}`, () => dora(bidora, layer, false), quick);
-    const naiveSeconds = time(`naive ${label}`, () => naiveDora(bidora, layer), quick);
-    disposeAll(layer);
-    const row = {
-      ...shape,
-      threads,
-      loraMs: loraSeconds * 1e3,
-      doraMs: doraSeconds * 1e3,
-      doraThroughNormMs: doraThroughNormSeconds * 1e3,
-      naiveDoraMs: naiveSeconds * 1e3,
-      doraOverLora: doraSeconds / loraSeconds,
-      doraThroughNormOverLora: doraThroughNormSeconds / loraSeconds,
-      naiveOverDora: naiveSeconds / doraSeconds,
-    };
-    rows.push(row);
-    console.log(
-      `${label.padEnd(30)} LoRA ${row.loraMs.toFixed(2)} ms  DoRA ${row.doraMs.toFixed(2)} ms ` +
-        `(${row.doraOverLora.toFixed(2)}× LoRA; through the norm ${row.doraThroughNormOverLora.toFixed(2)}×)  ` +
-        `naive DoRA ${row.naiveDoraMs.toFixed(2)} ms (${row.naiveOverDora.toFixed(2)}× fused)`,
-    );
+  for (const setting of settings) {
+    console.log(`-- ${setting.name} (${setting.inputGradient ? 'with' : 'no'} input gradient)`);
+    for (const shape of shapes) rows.push({ threads, ...timeShape(bidora, shape, setting, quick) });
   }
   bidora.setNumThreads(previousThreads);
   const torch = torchBaseline(threads, quick);
   if (torch !== null) {
     for (const [index, entry] of torch.entries()) {
-      Object.assign(rows[index], { torchLoraMs: entry.loraMs, torchDoraMs: entry.doraMs });
-      const { n, k, m, r } = shapes[index];
+      const row = rows[index];
+      Object.assign(row, { torchLoraMs: entry.loraMs, torchDoraMs: entry.doraMs });
       console.log(
-        `PyTorch ${torch[index].version} (N,K,M,r)=(${n},${k},${m},${r})`.padEnd(38) +
+        `PyTorch ${entry.version} ${row.setting} (N,K,M,r)=(${row.n},${row.k},${row.m},${row.r})`.padEnd(58) +
           ` LoRA ${entry.loraMs.toFixed(2)} ms  PEFT-style DoRA ${entry.doraMs.toFixed(2)} ms  ` +
-          `(bidora fused DoRA ${(entry.doraMs / rows[index].doraMs).toFixed(2)}× faster)`,
+          `(bidora fused DoRA ${(entry.doraMs / row.doraMs).toFixed(2)}× faster)`,
       );
     }
   }

@@ -1,5 +1,6 @@
 """PyTorch baseline for bench/dora.mjs: one layer's forward + backward as LoRA, and as DoRA the way PEFT computes it
-(B·A materialised, the row norm of W0 + s·B·A detached, base and low-rank results combined), median milliseconds."""
+(B·A materialised, the row norm of W0 + s·B·A detached, base and low-rank results combined), median milliseconds,
+for each setting (the input as data, or needing its gradient) and shape."""
 import json
 import sys
 import time
@@ -7,11 +8,11 @@ import time
 import torch
 
 
-def make_layer(n, k, m, r):
+def make_layer(n, k, m, r, input_gradient):
     generator = torch.Generator().manual_seed(0)
     weight = torch.randn(m, k, generator=generator) / k**0.5
     return {
-        "x": torch.randn(n, k, generator=generator, requires_grad=True),
+        "x": torch.randn(n, k, generator=generator, requires_grad=input_gradient),
         "weight": weight,
         "bias": torch.randn(m, generator=generator),
         "lora_a": (torch.randn(r, k, generator=generator) / k**0.5).requires_grad_(),
@@ -58,11 +59,12 @@ def median_ms(step, layer, seconds):
 
 def main():
     shapes = json.loads(sys.argv[1])
-    torch.set_num_threads(int(sys.argv[2]))
-    seconds = 0.3 if sys.argv[3] == "1" else 3.0
+    settings = json.loads(sys.argv[2])
+    torch.set_num_threads(int(sys.argv[3]))
+    seconds = 0.3 if sys.argv[4] == "1" else 3.0
     results = []
-    for shape in shapes:
-        layer = make_layer(shape["n"], shape["k"], shape["m"], shape["r"])
+    for setting, shape in ((setting, shape) for setting in settings for shape in shapes):
+        layer = make_layer(shape["n"], shape["k"], shape["m"], shape["r"], setting["inputGradient"])
         results.append(
             {
                 "version": torch.__version__,

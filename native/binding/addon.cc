@@ -73,8 +73,9 @@ Napi::Value set_num_threads(const Napi::CallbackInfo& info) {
   });
 }
 
-// [sync] memory(): { tensors, buffers, bytes, peakBytes, workspaceBytes } - native memory of this environment
-// (tensors, caches and kernel scratch), and the process's reusable kernel workspaces.
+// [sync] memory(): { tensors, buffers, bytes, peakBytes, workspaceBytes, cachedBytes, deviceBytes } - native memory
+// of this environment (tensors, caches and kernel scratch), the process's reusable kernel workspaces and freed
+// buffers kept for reuse, and this environment's GPU memory.
 Napi::Value memory(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const MemoryStats& stats = *state(env).stats;
@@ -84,7 +85,14 @@ Napi::Value memory(const Napi::CallbackInfo& info) {
   result.Set("bytes", static_cast<double>(stats.live_bytes.load()));
   result.Set("peakBytes", static_cast<double>(stats.peak_bytes.load()));
   result.Set("workspaceBytes", static_cast<double>(workspace_bytes()));
+  result.Set("cachedBytes", static_cast<double>(cached_bytes()));
+  result.Set("deviceBytes", static_cast<double>(stats.device_bytes.load()));
   return result;
+}
+
+// [sync] emptyCache(): number - hands the freed buffers kept for reuse back to the system; returns their bytes.
+Napi::Value empty_cache(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(release_cached_memory()));
 }
 
 // [sync] resetPeakMemory(): void - peakBytes restarts from the bytes live now.
@@ -111,6 +119,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("setNumThreads", Napi::Function::New<set_num_threads>(env, "setNumThreads"));
   exports.Set("memory", Napi::Function::New<memory>(env, "memory"));
   exports.Set("resetPeakMemory", Napi::Function::New<reset_peak_memory>(env, "resetPeakMemory"));
+  exports.Set("emptyCache", Napi::Function::New<empty_cache>(env, "emptyCache"));
   register_creation(env, exports);
   register_linear_algebra(env, exports);
   register_elementwise(env, exports);

@@ -13,18 +13,41 @@ void throw_type_error(Napi::Env env, const std::string& message) { throw Napi::T
 
 void throw_range_error(Napi::Env env, const std::string& message) { throw Napi::RangeError::New(env, message); }
 
-TensorHandle& tensor_value(Napi::Env env, Napi::Value value, const std::string& where) {
+TensorHandle& tensor_value(Napi::Env env, Napi::Value value, const std::string& where, bool any_device) {
   if (!value.IsObject() || !value.As<Napi::Object>().InstanceOf(state(env).tensor_constructor.Value())) {
     throw_type_error(env, where + " must be a Tensor");
   }
   TensorHandle* handle = TensorHandle::Unwrap(value.As<Napi::Object>());
   if (handle->disposed()) throw_type_error(env, where + " is a disposed Tensor");
+  if (!any_device && handle->device() != Device::kCpu) {
+    throw_type_error(env, where + " is on '" + device_name(handle->device()) +
+                              "', but this op runs on the CPU only; move it with .to('cpu')");
+  }
   return *handle;
 }
 
 TensorHandle& tensor_arg(const Arg& arg) { return tensor_value(arg.info.Env(), arg.value(), arg.where()); }
 
 TensorHandle* optional_tensor_arg(const Arg& arg) { return arg.missing() ? nullptr : &tensor_arg(arg); }
+
+TensorHandle& any_tensor_arg(const Arg& arg) { return tensor_value(arg.info.Env(), arg.value(), arg.where(), true); }
+
+TensorHandle* optional_any_tensor_arg(const Arg& arg) { return arg.missing() ? nullptr : &any_tensor_arg(arg); }
+
+Device same_device(const char* function, std::initializer_list<NamedTensor> tensors) {
+  const NamedTensor* first = nullptr;
+  for (const NamedTensor& entry : tensors) {
+    if (entry.tensor == nullptr) continue;
+    if (first == nullptr) {
+      first = &entry;
+    } else if (entry.tensor->device() != first->tensor->device()) {
+      throw TypeError(std::string(function) + ": " + first->name + " is on '" + device_name(first->tensor->device()) +
+                      "' but " + entry.name + " is on '" + device_name(entry.tensor->device()) +
+                      "'; move one with .to() so both are on the same device");
+    }
+  }
+  return first == nullptr ? Device::kCpu : first->tensor->device();
+}
 
 double number_arg(const Arg& arg) {
   Napi::Env env = arg.info.Env();

@@ -4,6 +4,7 @@
 #include <napi.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <vector>
@@ -15,6 +16,7 @@
 namespace bidora::binding {
 
 class TensorHandle;
+enum class Device;
 
 // What one JavaScript environment (main thread or worker) keeps: its memory counters and the handle class.
 struct AddonState {
@@ -39,11 +41,22 @@ struct Arg {
   std::string where() const { return std::string(function) + ": " + name; }
 };
 
-// A live tensor handle (TypeError if not a tensor or disposed); `where` names it in messages.
-TensorHandle& tensor_value(Napi::Env env, Napi::Value value, const std::string& where);
+// A live tensor handle on the CPU (TypeError if not a tensor, disposed, or on another device: the op has no kernel
+// there); `where` names it in messages. With any_device, a tensor on any device: the op checks that its tensors
+// share one (same_device) and runs there.
+TensorHandle& tensor_value(Napi::Env env, Napi::Value value, const std::string& where, bool any_device = false);
 TensorHandle& tensor_arg(const Arg& arg);
 // A tensor handle or nullptr when undefined/null.
 TensorHandle* optional_tensor_arg(const Arg& arg);
+TensorHandle& any_tensor_arg(const Arg& arg);
+TensorHandle* optional_any_tensor_arg(const Arg& arg);
+
+// The device every given tensor is on (null entries skipped); TypeError naming two that differ and their devices.
+struct NamedTensor {
+  const char* name;
+  const TensorHandle* tensor;
+};
+Device same_device(const char* function, std::initializer_list<NamedTensor> tensors);
 // A finite number (TypeError if not a number, RangeError if NaN or infinite).
 double number_arg(const Arg& arg);
 // An integer within [min, max] (RangeError naming the bounds).

@@ -9,7 +9,51 @@
 #include "../cpu/random.h"
 #include "args.h"
 
+#ifndef BIDORA_HAVE_CUDA
+#define BIDORA_HAVE_CUDA 0
+#endif
+#if BIDORA_HAVE_CUDA
+#include "../cuda/cuda_ops.h"
+#endif
+
 namespace bidora::binding {
+
+const char* device_name(Device device) { return device == Device::kCuda ? "cuda" : "cpu"; }
+
+Device usable_device(const std::string& name, const std::string& where) {
+  if (name == "cpu") return Device::kCpu;
+  if (name != "cuda") throw RangeError(where + " must be 'cpu' or 'cuda', got '" + name + "'");
+#if BIDORA_HAVE_CUDA
+  // Asked once per process: the answer does not change while it runs.
+  static const bool usable = cuda::usable_device_count() > 0;
+  if (!usable) {
+    throw RangeError(where + " 'cuda' is not available: no GPU of compute capability 8.0 or newer is usable here " +
+                     "(devices() lists what is)");
+  }
+  return Device::kCuda;
+#else
+  throw RangeError(where + " 'cuda' is not available: this build of bidora has no CUDA kernels (built without " +
+                   "nvcc, or with BIDORA_CUDA=OFF)");
+#endif
+}
+
+Storage::Storage(int64_t count, std::shared_ptr<MemoryStats> stats) : device(Device::kCuda), gpu_count(count) {
+#if BIDORA_HAVE_CUDA
+  gpu = cuda::allocate_floats(count, "Tensor");
+#else
+  throw RangeError("Tensor: this build of bidora has no CUDA kernels");
+#endif
+  gpu_stats = std::move(stats);
+  if (gpu_stats) gpu_stats->device_bytes.fetch_add(count * static_cast<int64_t>(sizeof(float)));
+}
+
+Storage::~Storage() {
+#if BIDORA_HAVE_CUDA
+  cuda::free_floats(gpu);
+  cuda::free_floats(gpu_row_sq_norms);
+#endif
+  if (gpu_stats) gpu_stats->device_bytes.fetch_sub(gpu_count * static_cast<int64_t>(sizeof(float)));
+}
 
 namespace {
 
@@ -42,6 +86,7 @@ Napi::Function TensorHandle::define(Napi::Env env) {
                          InstanceAccessor<&TensorHandle::shape_getter>("shape"),
                          InstanceAccessor<&TensorHandle::disposed_getter>("disposed"),
                          InstanceAccessor<&TensorHandle::version_getter>("version"),
+                         InstanceAccessor<&TensorHandle::device_getter>("device"),
                      });
 }
 
@@ -51,9 +96,33 @@ Napi::Object TensorHandle::create(Napi::Env env, const Shape& shape, FloatBuffer
 
 Napi::Object TensorHandle::view(Napi::Env env, const Shape& shape) { return construct(env, shape, storage_, true); }
 
-Napi::Object TensorHandle::allocate(Napi::Env env, const Shape& shape, TensorHandle** handle) {
-  Napi::Object object = create(env, shape, FloatBuffer(shape.numel()));
+Napi::Object TensorHandle::allocate(Napi::Env env, const Shape& shape, TensorHandle** handle, Device device) {
+  Napi::Object object = device == Device::kCpu
+                            ? create(env, shape, FloatBuffer(shape.numel()))
+                            : construct(env, shape, std::make_shared<Storage>(shape.numel(), state(env).stats), false);
   *handle = Unwrap(object);
+  return object;
+}
+
+Napi::Object TensorHandle::copy_to(Napi::Env env, Device device, const char* function) {
+  TensorHandle* copy = nullptr;
+  Napi::Object object = allocate(env, shape_, &copy, device);
+  const int64_t count = numel();
+  if (device == Device::kCpu && this->device() == Device::kCpu) {
+    if (count > 0) std::memcpy(copy->data(), data(), static_cast<size_t>(count) * sizeof(float));
+    return object;
+  }
+#if BIDORA_HAVE_CUDA
+  if (device == Device::kCpu) {
+    cuda::copy_to_host(copy->data(), data(), count, function);
+  } else if (this->device() == Device::kCpu) {
+    cuda::copy_to_device(copy->data(), data(), count, function);
+  } else {
+    cuda::copy_on_device(copy->data(), data(), count, function);
+  }
+#else
+  (void)function;
+#endif
   return object;
 }
 
@@ -63,12 +132,14 @@ TensorHandle::TensorHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Te
   }
   shape_ = *pending_shape;
   storage_ = *pending_storage;
+  device_ = storage_->device;
   const bool is_view = pending_is_view;
   pending_storage = nullptr;
   pending_shape = nullptr;
   stats_ = state(info.Env()).stats;
   stats_->live_tensors.fetch_add(1, std::memory_order_relaxed);
   // Tell V8 about native memory so that garbage collection (and with it the finaliser) runs under pressure.
+  // GPU memory is not reported: V8's heuristics are about host memory, and memory() reports deviceBytes.
   reported_bytes_ = is_view ? 0 : storage_->buffer.size() * static_cast<int64_t>(sizeof(float));
   if (reported_bytes_ > 0) Napi::MemoryManagement::AdjustExternalMemory(info.Env(), reported_bytes_);
 }
@@ -83,9 +154,27 @@ TensorHandle::~TensorHandle() {
 const float* TensorHandle::row_sq_norms() {
   Storage& storage = *storage_;
   const int64_t rows = shape_.rank == 0 ? 1 : shape_[0];
-  if (storage.row_sq_norms_rows != rows || storage.row_sq_norms_version != storage.version) {
+  const int64_t cols = rows == 0 ? 0 : numel() / rows;
+  const bool stale = storage.row_sq_norms_rows != rows || storage.row_sq_norms_version != storage.version;
+#if BIDORA_HAVE_CUDA
+  if (storage.device == Device::kCuda) {
+    if (stale) {
+      if (storage.row_sq_norms_rows != rows) {
+        cuda::free_floats(storage.gpu_row_sq_norms);
+        storage.gpu_row_sq_norms = nullptr;
+        storage.gpu_row_sq_norms = cuda::allocate_floats(rows, "row norms");
+      }
+      cuda::row_sq_norms(storage.gpu_row_sq_norms, storage.gpu, rows, cols, nullptr);
+      cuda::check_launch("row norms");
+      storage.row_sq_norms_rows = rows;
+      storage.row_sq_norms_version = storage.version;
+    }
+    return storage.gpu_row_sq_norms;
+  }
+#endif
+  if (stale) {
     if (storage.row_sq_norms.size() != rows) storage.row_sq_norms = FloatBuffer(rows);
-    cpu::row_sq_norms(storage.row_sq_norms.data(), storage.buffer.data(), rows, rows == 0 ? 0 : numel() / rows);
+    cpu::row_sq_norms(storage.row_sq_norms.data(), storage.buffer.data(), rows, cols);
     storage.row_sq_norms_rows = rows;
     storage.row_sq_norms_version = storage.version;
   }
@@ -104,7 +193,16 @@ Napi::Value TensorHandle::read(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (disposed_) throw_type_error(env, "read: the tensor is disposed");
   Napi::Float32Array copy = Napi::Float32Array::New(env, static_cast<size_t>(numel()));
-  if (numel() > 0) std::memcpy(copy.Data(), data(), static_cast<size_t>(numel()) * sizeof(float));
+  guarded(info, [&]() -> Napi::Value {
+#if BIDORA_HAVE_CUDA
+    if (device() == Device::kCuda) {
+      cuda::copy_to_host(copy.Data(), data(), numel(), "read");
+      return env.Undefined();
+    }
+#endif
+    if (numel() > 0) std::memcpy(copy.Data(), data(), static_cast<size_t>(numel()) * sizeof(float));
+    return env.Undefined();
+  });
   return copy;
 }
 
@@ -116,7 +214,16 @@ Napi::Value TensorHandle::write(const Napi::CallbackInfo& info) {
     throw_range_error(env, "write: data has " + std::to_string(data.ElementLength()) +
                                " elements but the tensor has shape " + shape_.str());
   }
-  if (numel() > 0) std::memcpy(this->data(), data.Data(), static_cast<size_t>(numel()) * sizeof(float));
+  guarded(info, [&]() -> Napi::Value {
+#if BIDORA_HAVE_CUDA
+    if (device() == Device::kCuda) {
+      cuda::copy_to_device(this->data(), data.Data(), numel(), "write");
+      return env.Undefined();
+    }
+#endif
+    if (numel() > 0) std::memcpy(this->data(), data.Data(), static_cast<size_t>(numel()) * sizeof(float));
+    return env.Undefined();
+  });
   mark_modified();
   return env.Undefined();
 }
@@ -136,6 +243,10 @@ Napi::Value TensorHandle::shape_getter(const Napi::CallbackInfo& info) {
 
 Napi::Value TensorHandle::version_getter(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(version()));
+}
+
+Napi::Value TensorHandle::device_getter(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), device_name(device()));
 }
 
 Napi::Value TensorHandle::disposed_getter(const Napi::CallbackInfo& info) {
@@ -220,9 +331,20 @@ Napi::Value reshape(const Napi::CallbackInfo& info) {
   });
 }
 
+// [sync] toDevice(x, device: 'cpu' | 'cuda'): TensorHandle - a copy of x on `device` (also when x is there already).
+// Throws TypeError (not a live tensor, device not a string), RangeError (unknown device, or 'cuda' unusable here).
+Napi::Value to_device(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    TensorHandle& x = any_tensor_arg({info, 0, "Tensor.to", "x"});
+    const Device device = usable_device(string_arg({info, 1, "Tensor.to", "device"}), "Tensor.to: device");
+    return x.copy_to(info.Env(), device, "Tensor.to");
+  });
+}
+
 }  // namespace
 
 void register_creation(Napi::Env env, Napi::Object exports) {
+  exports.Set("toDevice", Napi::Function::New<to_device>(env, "toDevice"));
   exports.Set("reshape", Napi::Function::New<reshape>(env, "reshape"));
   exports.Set("fromFloat32Array", Napi::Function::New<from_float32_array>(env, "fromFloat32Array"));
   exports.Set("full", Napi::Function::New<full>(env, "full"));

@@ -16,6 +16,7 @@ struct MemoryStats {
   std::atomic<int64_t> live_buffers{0};  // every charged buffer: tensor storage, caches, kernel scratch
   std::atomic<int64_t> live_bytes{0};
   std::atomic<int64_t> peak_bytes{0};
+  std::atomic<int64_t> device_bytes{0};  // GPU memory of live tensors (not counted in live_bytes)
 
   void charge(int64_t bytes);
   void release(int64_t bytes);
@@ -63,5 +64,10 @@ class FloatBuffer {
 // charged to an environment because it outlives them. workspace_bytes() reports the process total.
 float* thread_workspace(int slot, int64_t count);
 int64_t workspace_bytes();
+
+// Freed buffers are kept for reuse by later ones of about the same size (bounded, see memory.cc): bytes held now,
+// and handing them all back to the system (returns how many bytes that was).
+int64_t cached_bytes();
+int64_t release_cached_memory();
 
 }  // namespace bidora

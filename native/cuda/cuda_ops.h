@@ -21,6 +21,21 @@ namespace bidora::cuda {
 // 0 without a GPU or a driver. Prints nothing and leaves no CUDA error behind.
 int usable_device_count();
 
+// ---- memory and errors, for the binding's device tensors (all on the current device, the default stream) --------
+// Each throws bidora::RangeError with CUDA's own message on failure (out of memory, a kernel fault surfacing at a
+// synchronising copy), prefixed by `function`.
+
+// count floats of device memory (nullptr for 0). Freed with free_floats.
+float* allocate_floats(int64_t count, const char* function);
+void free_floats(float* pointer);
+// Synchronous copies: they wait for every kernel queued before them, so a read sees finished results.
+void copy_to_device(float* device, const float* host, int64_t count, const char* function);
+void copy_to_host(float* host, const float* device, int64_t count, const char* function);
+void copy_on_device(float* destination, const float* source, int64_t count, const char* function);
+void copy_ints_to_device(int32_t* device, const int32_t* host, int64_t count, const char* function);
+// Throws if the launches queued so far by `function` failed to start (bad configuration, no kernel image).
+void check_launch(const char* function);
+
 // ---- GEMM ---------------------------------------------------------------------------------------------------------
 
 // kTf32 and kBf16 round the inputs for tensor cores (WMMA) and accumulate in float32; kFloat32 is a plain tiled

@@ -1,6 +1,10 @@
-// Run-time discovery of a GPU the kernels can use; quiet when there is none.
+// Run-time discovery of a GPU the kernels can use (quiet when there is none), and the memory and error plumbing the
+// binding's device tensors go through.
 #include <cuda_runtime.h>
 
+#include <string>
+
+#include "../core/errors.h"
 #include "cuda_ops.h"
 
 namespace bidora::cuda {
@@ -22,5 +26,52 @@ int usable_device_count() {
   (void)cudaGetLastError();
   return usable;
 }
+
+namespace {
+
+void check(cudaError_t status, const char* function, const char* what) {
+  if (status == cudaSuccess) return;
+  (void)cudaGetLastError();  // a sticky fault stays; a recoverable one (out of memory) must not poison later calls
+  throw RangeError(std::string(function) + ": CUDA " + what + " failed: " + cudaGetErrorString(status));
+}
+
+size_t float_bytes(int64_t count) { return static_cast<size_t>(count) * sizeof(float); }
+
+}  // namespace
+
+float* allocate_floats(int64_t count, const char* function) {
+  if (count == 0) return nullptr;
+  void* pointer = nullptr;
+  check(cudaMalloc(&pointer, float_bytes(count)), function, "allocation");
+  return static_cast<float*>(pointer);
+}
+
+void free_floats(float* pointer) {
+  if (pointer != nullptr) (void)cudaFree(pointer);
+}
+
+void copy_to_device(float* device, const float* host, int64_t count, const char* function) {
+  if (count > 0) check(cudaMemcpy(device, host, float_bytes(count), cudaMemcpyHostToDevice), function, "copy");
+}
+
+void copy_to_host(float* host, const float* device, int64_t count, const char* function) {
+  if (count > 0) check(cudaMemcpy(host, device, float_bytes(count), cudaMemcpyDeviceToHost), function, "copy");
+}
+
+void copy_on_device(float* destination, const float* source, int64_t count, const char* function) {
+  if (count > 0) {
+    check(cudaMemcpyAsync(destination, source, float_bytes(count), cudaMemcpyDeviceToDevice, nullptr), function,
+          "copy");
+  }
+}
+
+void copy_ints_to_device(int32_t* device, const int32_t* host, int64_t count, const char* function) {
+  if (count > 0) {
+    check(cudaMemcpy(device, host, static_cast<size_t>(count) * sizeof(int32_t), cudaMemcpyHostToDevice), function,
+          "copy");
+  }
+}
+
+void check_launch(const char* function) { check(cudaGetLastError(), function, "kernel launch"); }
 
 }  // namespace bidora::cuda
