@@ -161,7 +161,7 @@ function propagate(root: Tensor, options: BackwardOptions, deliver: (leaf: Tenso
     if (root.size !== 1) {
       throw new RangeError(`backward: a gradient is needed for a non-scalar root of shape [${root.shape.join(', ')}]`);
     }
-    seed = Tensor.ones(root.shape);
+    seed = Tensor.ones(root.shape, { device: root.device });
   } else if (!(seed instanceof Tensor) || seed.shape.join() !== root.shape.join()) {
     throw new RangeError(`backward: gradient must be a Tensor of the root's shape [${root.shape.join(', ')}]`);
   }
@@ -259,5 +259,5 @@ export function grad(
       }),
     ),
   );
-  return inputs.map((input) => results.get(input) ?? Tensor.zeros(input.shape));
+  return inputs.map((input) => results.get(input) ?? Tensor.zeros(input.shape, { device: input.device }));
 }

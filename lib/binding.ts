@@ -9,6 +9,8 @@ export interface NativeTensorHandle {
   readonly disposed: boolean;
   /** Bumped by every in-place change (write, axpy). */
   readonly version: number;
+  /** Where the contents live. */
+  readonly device: Device;
   /** [sync] A copy of the contents. */
   read(): Float32Array;
   /** [sync] Copies `data` in. RangeError unless `data.length` equals the size. */
@@ -36,6 +38,12 @@ export interface BuildInfo {
   cuda: boolean;
 }
 
+/** Where a tensor's contents live and its ops run. */
+export type Device = 'cpu' | 'cuda';
+
+/** How GPU products round float32 inputs (as PyTorch's set_float32_matmul_precision); the CPU is always float32. */
+export type MatmulPrecision = 'highest' | 'high' | 'medium';
+
 export interface NativeMemory {
   /** Live tensor handles of this thread's environment. */
   tensors: number;
@@ -46,6 +54,10 @@ export interface NativeMemory {
   peakBytes: number;
   /** Reusable per-thread kernel workspaces (GEMM packing panels), shared by the whole process. */
   workspaceBytes: number;
+  /** Freed buffers the whole process keeps for reuse by later ones of about their size (bounded). */
+  cachedBytes: number;
+  /** GPU memory of this thread's live tensors. */
+  deviceBytes: number;
 }
 
 type Handle = NativeTensorHandle;
@@ -58,6 +70,9 @@ export interface NativeBinding {
   setNumThreads(threads: number): number;
   memory(): NativeMemory;
   resetPeakMemory(): void;
+  emptyCache(): number;
+  setMatmulPrecision(precision: MatmulPrecision): MatmulPrecision;
+  toDevice(x: Handle, device: Device): Handle;
 
   fromFloat32Array(data: Float32Array, shape: readonly number[]): Handle;
   full(shape: readonly number[], value: number): Handle;

@@ -1,5 +1,5 @@
 // bidora: LoRA, DoRA and BiDoRA adapter fine-tuning for Node.js on native kernels.
-import { type BuildInfo, type Isa, native } from './binding';
+import { type BuildInfo, type Device, type Isa, type MatmulPrecision, native } from './binding';
 
 export * as adapters from './adapters/index';
 export { backward, grad, isGradEnabled, noGrad } from './autograd';
@@ -10,8 +10,19 @@ export * as ops from './ops/index';
 export * as optim from './optim/index';
 export * as tokenizers from './tokenizers/index';
 export * as train from './train/index';
-export { keep, memory, resetPeakMemory, type MemoryInfo, type RandomOptions, type Shape, Tensor, tidy } from './tensor';
-export type { BuildInfo, Isa } from './binding';
+export {
+  type DeviceOptions,
+  emptyCache,
+  keep,
+  memory,
+  resetPeakMemory,
+  type MemoryInfo,
+  type RandomOptions,
+  type Shape,
+  Tensor,
+  tidy,
+} from './tensor';
+export type { BuildInfo, Device, Isa, MatmulPrecision } from './binding';
 
 /** What was compiled, what runs, and how many threads: include it in bug reports. */
 export function buildInfo(): BuildInfo {
@@ -24,6 +35,23 @@ export function buildInfo(): BuildInfo {
  */
 export function setIsa(isa: Isa): Isa {
   return native.setIsa(isa);
+}
+
+/**
+ * Where tensors can live and ops run: 'cpu', then 'cuda' when this build has the CUDA kernels and a GPU of compute
+ * capability 8.0 or newer is usable. Never throws.
+ */
+export function devices(): Device[] {
+  return native.devices() as Device[];
+}
+
+/**
+ * How GPU matrix products round float32 inputs, for the whole process; returns the previous setting. As PyTorch's
+ * `set_float32_matmul_precision`: 'highest' (the default) keeps float32, 'high' uses TF32 tensor cores and
+ * 'medium' BF16, both accumulating in float32. CPU products are always float32.
+ */
+export function setMatmulPrecision(precision: MatmulPrecision): MatmulPrecision {
+  return native.setMatmulPrecision(precision);
 }
 
 /** Caps the threads kernels use (1 to the pool size, `BIDORA_NUM_THREADS`); returns the previous cap. */

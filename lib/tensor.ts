@@ -2,13 +2,18 @@
 // autograd.ts and ops/shape.ts import this module too; each side uses the other only inside functions, so the cycle
 // is harmless.
 import { backward as runBackward, type BackwardOptions, releaseOrphanedGraphs } from './autograd';
-import { native, type NativeTensorHandle } from './binding';
+import { type Device, native, type NativeTensorHandle } from './binding';
 import { reshape as reshapeOp } from './ops/shape';
 
 export type Shape = readonly number[];
 
-export interface RandomOptions {
-  /** Any integer from 0 to 2^53 - 1; the same seed gives the same numbers on every machine and thread count. */
+export interface DeviceOptions {
+  /** Where the tensor lives: 'cpu' (the default) or 'cuda' (see `devices()`). */
+  device?: Device;
+}
+
+export interface RandomOptions extends DeviceOptions {
+  /** Any integer from 0 to 2^53 - 1; the same seed gives the same numbers on every machine, thread count and device. */
   seed?: number;
 }
 
@@ -52,8 +57,11 @@ export class Tensor {
     scopes.at(-1)?.created.add(this);
   }
 
-  /** A tensor holding a copy of `data` (a Float32Array or an array of numbers); `shape` defaults to 1-D. */
-  static from(data: Float32Array | readonly number[], shape?: Shape): Tensor {
+  /**
+   * A tensor holding a copy of `data` (a Float32Array or an array of numbers); `shape` defaults to 1-D. The last
+   * argument may name a device instead: `Tensor.from(data, shape, { device: 'cuda' })`.
+   */
+  static from(data: Float32Array | readonly number[], shape?: Shape, options: DeviceOptions = {}): Tensor {
     let values: Float32Array;
     if (data instanceof Float32Array) {
       values = data;
@@ -68,29 +76,49 @@ export class Tensor {
     } else {
       throw new TypeError(`Tensor.from: data must be a Float32Array or an array of numbers, got ${describe(data)}`);
     }
-    return new Tensor(native.fromFloat32Array(values, shape ?? [values.length]));
+    return onDevice(native.fromFloat32Array(values, shape ?? [values.length]), options, 'Tensor.from');
   }
 
-  static zeros(shape: Shape): Tensor {
-    return new Tensor(native.full(shape, 0));
+  static zeros(shape: Shape, options: DeviceOptions = {}): Tensor {
+    return onDevice(native.full(shape, 0), options, 'Tensor.zeros');
   }
 
-  static ones(shape: Shape): Tensor {
-    return new Tensor(native.full(shape, 1));
+  static ones(shape: Shape, options: DeviceOptions = {}): Tensor {
+    return onDevice(native.full(shape, 1), options, 'Tensor.ones');
   }
 
-  static full(shape: Shape, value: number): Tensor {
-    return new Tensor(native.full(shape, value));
+  static full(shape: Shape, value: number, options: DeviceOptions = {}): Tensor {
+    return onDevice(native.full(shape, value), options, 'Tensor.full');
   }
 
   /** Normal samples, N(mean, std²) (defaults 0 and 1). */
   static randn(shape: Shape, options: RandomOptions & { mean?: number; std?: number } = {}): Tensor {
-    return new Tensor(native.randn(shape, seedOf(options), options.mean ?? 0, options.std ?? 1));
+    return onDevice(native.randn(shape, seedOf(options), options.mean ?? 0, options.std ?? 1), options, 'Tensor.randn');
   }
 
   /** Uniform samples on [low, high) (defaults 0 and 1). */
   static uniform(shape: Shape, options: RandomOptions & { low?: number; high?: number } = {}): Tensor {
-    return new Tensor(native.uniform(shape, seedOf(options), options.low ?? 0, options.high ?? 1));
+    return onDevice(
+      native.uniform(shape, seedOf(options), options.low ?? 0, options.high ?? 1),
+      options,
+      'Tensor.uniform',
+    );
+  }
+
+  /** Where the values live and this tensor's ops run: 'cpu' or 'cuda'. */
+  get device(): Device {
+    return this.#handle.device;
+  }
+
+  /**
+   * This tensor on `device`: itself when it is there already (as in PyTorch), else a copy outside any graph. An op
+   * takes tensors on one device and returns its result there; mixing devices is a TypeError naming both.
+   */
+  to(device: Device): Tensor {
+    const handle = handleOf(this, 'to', 'tensor');
+    if (typeof device !== 'string') throw new TypeError(`to: device must be 'cpu' or 'cuda', got ${describe(device)}`);
+    if (device === handle.device) return this;
+    return new Tensor(native.toDevice(handle, device));
   }
 
   get rank(): number {
@@ -174,6 +202,24 @@ export class Tensor {
 /** @internal A second tensor over the same storage, so a graph node can keep values alive after users dispose. */
 export function share(tensor: Tensor): Tensor {
   return keep(tensorOf(native.reshape(handleOf(tensor, 'share', 'tensor'), tensor.shape)));
+}
+
+/** `handle` (made on the CPU) as a tensor on the device `options` name, moving it there when that is not the CPU. */
+function onDevice(handle: NativeTensorHandle, options: DeviceOptions, functionName: string): Tensor {
+  if (options === null || typeof options !== 'object') {
+    handle.dispose();
+    throw new TypeError(`${functionName}: options must be an object, got ${describe(options)}`);
+  }
+  const device = options.device ?? 'cpu';
+  if (device === 'cpu') return tensorOf(handle);
+  try {
+    return tensorOf(native.toDevice(handle, device));
+  } catch (error) {
+    if (error instanceof Error) error.message = error.message.replace('Tensor.to:', `${functionName}:`);
+    throw error;
+  } finally {
+    handle.dispose();
+  }
 }
 
 function seedOf(options: RandomOptions): number {
@@ -289,6 +335,14 @@ export interface MemoryInfo {
   peakBytes: number;
   /** Reusable kernel workspaces of the whole process (GEMM packing panels), not counted in `bytes`. */
   workspaceBytes: number;
+  /**
+   * Freed buffers the whole process keeps for reuse by later ones of about their size (at most 1 GiB), so a
+   * training step does not fault in fresh pages for its activations; not counted in `bytes`. `emptyCache()`
+   * hands them back to the system.
+   */
+  cachedBytes: number;
+  /** GPU memory of this thread's live tensors (0 without a GPU). */
+  deviceBytes: number;
 }
 
 /** Native memory of this thread's environment (each worker thread has its own). */
@@ -300,7 +354,14 @@ export function memory(): MemoryInfo {
     bytes: counts.bytes,
     peakBytes: counts.peakBytes,
     workspaceBytes: counts.workspaceBytes,
+    cachedBytes: counts.cachedBytes,
+    deviceBytes: counts.deviceBytes,
   };
+}
+
+/** Hands the freed buffers kept for reuse (`memory().cachedBytes`) back to the system; returns how many bytes. */
+export function emptyCache(): number {
+  return native.emptyCache();
 }
 
 /** Restarts `memory().peakBytes` from what is live now. */

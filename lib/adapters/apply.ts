@@ -141,16 +141,18 @@ export function apply(model: Module, config: AdapterConfig): ParameterGroups {
   const groups: ParameterGroups = { direction: [], magnitude: [], modulesToSave: [] };
   targets.forEach(([name, layer], index) => {
     const { inFeatures, outFeatures } = layer;
+    const { device } = layer.weight;
     const layerSeed = seed * 7919 + index * 2;
     const loraA =
       config.init === 'gaussian'
-        ? Tensor.randn([config.r, inFeatures], { seed: layerSeed })
+        ? Tensor.randn([config.r, inFeatures], { seed: layerSeed, device })
         : Tensor.uniform([config.r, inFeatures], {
             seed: layerSeed,
             low: -1 / Math.sqrt(inFeatures),
             high: 1 / Math.sqrt(inFeatures),
+            device,
           });
-    const loraB = Tensor.zeros([outFeatures, config.r]);
+    const loraB = Tensor.zeros([outFeatures, config.r], { device });
     // With B = 0 the direction is W0, so m starts at W0's row norms and the adapted layer equals the base one.
     const magnitude = withMagnitude
       ? noGrad(() => doraWeightNorm({ weight: layer.weight, loraA, loraB, scale }))

@@ -168,7 +168,7 @@ export abstract class SequenceClassifier extends Module {
     expectSameShape(tokenTypes, ids, 'tokenTypeIds');
     const maskIds = inputs.attentionMask === undefined ? undefined : toIdBatch(inputs.attentionMask, 'attentionMask');
     if (maskIds) expectSameShape(maskIds, ids, 'attentionMask');
-    const mask = maskIds === undefined ? undefined : maskTensor(maskIds);
+    const mask = maskIds === undefined ? undefined : maskTensor(maskIds, this.device);
     const hidden = this.base.forward(ids, tokenTypes, mask);
     mask?.dispose();
     const logits = this.head(hidden);
@@ -179,7 +179,7 @@ export abstract class SequenceClassifier extends Module {
   private loss(logits: Tensor, labels: ArrayLike<number>, batch: number): Tensor {
     if (labels.length !== batch) throw new RangeError(`labels has ${labels.length} entries for a batch of ${batch}`);
     if (this.config.problemType === 'regression') {
-      const target = Tensor.from(Float32Array.from(labels), [batch]);
+      const target = Tensor.from(Float32Array.from(labels), [batch], { device: logits.device });
       const loss = mseLoss(reshape(logits, [batch]), target);
       target.dispose();
       return loss;

@@ -1,4 +1,5 @@
 // Batches of token ids as models take them: number[][] or an Int32Array with its [batch, seq] shape.
+import type { Device } from '../binding';
 import { Tensor } from '../tensor';
 
 export type IdMatrix = readonly (readonly number[])[] | { data: Int32Array; shape: readonly [number, number] };
@@ -48,10 +49,11 @@ export function expectSameShape(other: IdBatch, reference: IdBatch, name: string
   }
 }
 
-/** The attention mask as the float [batch, seq] tensor the masked softmax reads. */
-export function maskTensor(mask: IdBatch): Tensor {
+/** The attention mask as the float [batch, seq] tensor the masked softmax reads, on the model's device. */
+export function maskTensor(mask: IdBatch, device: Device = 'cpu'): Tensor {
   return Tensor.from(
     Float32Array.from(mask.data, (value) => (value === 0 ? 0 : 1)),
     [mask.batch, mask.seq],
+    { device },
   );
 }

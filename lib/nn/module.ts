@@ -1,5 +1,6 @@
 // Layers are plain classes: parameters are Tensor fields, sub-layers are Module fields (or arrays of them), and the
 // dotted names of the fields are the parameter names, so they match Hugging Face checkpoints.
+import type { Device } from '../binding';
 import { Tensor } from '../tensor';
 
 /** A counter-based seed stream, so dropout masks are reproducible from one seed and the order of calls. */
@@ -48,6 +49,30 @@ export abstract class Module {
 
   parameters(): Tensor[] {
     return this.namedParameters().map(([, tensor]) => tensor);
+  }
+
+  /** Where this module's parameters live: the first parameter's device ('cpu' for a module without any). */
+  get device(): Device {
+    return this.parameters()[0]?.device ?? 'cpu';
+  }
+
+  /**
+   * Moves every parameter to `device` in place, as PyTorch's `module.to(device)`: each is replaced by its copy there
+   * (requiresGrad carried over) and the old one disposed. Move a model before making its optimizer, which holds the
+   * parameters it was given. Returns this module.
+   */
+  to(device: Device): this {
+    for (const [, module] of this.namedModules()) {
+      const fields = module as unknown as Record<string, unknown>;
+      for (const [key, value] of Object.entries(module)) {
+        if (!(value instanceof Tensor) || value.device === device) continue;
+        const moved = value.to(device);
+        moved.requiresGrad = value.requiresGrad;
+        value.dispose();
+        fields[key] = moved;
+      }
+    }
+    return this;
   }
 
   /** [dotted name, module] for this module (named `prefix`) and every sub-module. */

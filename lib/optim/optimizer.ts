@@ -139,8 +139,9 @@ export abstract class Optimizer {
     for (const index of indices) {
       const slots = this.#slots[index] ?? new Map<string, Tensor>();
       this.#slots[index] = slots;
+      const param = this.params[index];
       for (const slot of this.slotNames()) {
-        if (!slots.has(slot)) slots.set(slot, keep(Tensor.zeros(this.params[index].shape)));
+        if (!slots.has(slot)) slots.set(slot, keep(Tensor.zeros(param.shape, { device: param.device })));
       }
     }
     if (indices.length > 0) {

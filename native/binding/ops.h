@@ -3,7 +3,19 @@
 
 #include <napi.h>
 
+#ifndef BIDORA_HAVE_CUDA
+#define BIDORA_HAVE_CUDA 0
+#endif
+#if BIDORA_HAVE_CUDA
+#include "../cuda/cuda_ops.h"
+#endif
+
 namespace bidora::binding {
+
+#if BIDORA_HAVE_CUDA
+// The rounding of GPU products chosen with setMatmulPrecision (ops_linear_algebra.cc).
+cuda::GemmPrecision gpu_gemm_precision();
+#endif
 
 void register_creation(Napi::Env env, Napi::Object exports);
 void register_linear_algebra(Napi::Env env, Napi::Object exports);

@@ -1,4 +1,5 @@
 // Node-API glue for the fused DoRA and LoRA kernels: argument and shape checks, output allocation, dropout masks.
+// The forward, backward and norm ops run on their tensors' device; merge, unmerge and the references on the CPU.
 #include <algorithm>
 #include <string>
 
@@ -24,6 +25,7 @@ struct Adapter {
   TensorHandle* magnitude = nullptr;
   cpu::AdapterDims dims{};
   Shape output_shape;
+  Device device = Device::kCpu;
 };
 
 std::string both(const char* first, const Shape& a, const char* second, const Shape& b) {
@@ -71,6 +73,12 @@ Adapter check_adapter(const char* fn, TensorHandle* input, TensorHandle& weight,
     adapter.output_shape.dims[x.rank - 1] = m;
   }
   adapter.dims = {n, k, m, r};
+  adapter.device = same_device(fn, {{"input", input},
+                                    {"weight", &weight},
+                                    {"bias", bias},
+                                    {"loraA", &lora_a},
+                                    {"loraB", &lora_b},
+                                    {"magnitude", magnitude}});
   return adapter;
 }
 
@@ -169,7 +177,7 @@ GradOutputs allocate_grads(Napi::Env env, const Adapter& adapter, const Needs& n
   auto add = [&](const char* key, bool wanted, const Shape& shape, float** slot) {
     if (!wanted) return;
     TensorHandle* handle = nullptr;
-    grads.object.Set(key, TensorHandle::allocate(env, shape, &handle));
+    grads.object.Set(key, TensorHandle::allocate(env, shape, &handle, adapter.device));
     *slot = handle->data();
   };
   add("input", needs.input, adapter.input->shape(), &grads.pointers.input);
@@ -180,12 +188,51 @@ GradOutputs allocate_grads(Napi::Env env, const Adapter& adapter, const Needs& n
   return grads;
 }
 
-Napi::Object new_tensor(Napi::Env env, const Shape& shape, float** data) {
+Napi::Object new_tensor(Napi::Env env, const Shape& shape, float** data, Device device = Device::kCpu) {
   TensorHandle* handle = nullptr;
-  Napi::Object object = TensorHandle::allocate(env, shape, &handle);
+  Napi::Object object = TensorHandle::allocate(env, shape, &handle, device);
   *data = handle->data();
   return object;
 }
+
+#if BIDORA_HAVE_CUDA
+// Dropout on the GPU with the CPU's mask: the same (seed, index) gives the same kept elements on either device. The
+// scale (keep / (1 − p)) is made on the host and copied; the dropped input is x ⊙ scale. Both live in scratch
+// until the next adapter call.
+struct GpuDropout {
+  const float* scale = nullptr;  // null without dropout
+  const float* input = nullptr;  // x itself without dropout
+};
+
+GpuDropout gpu_dropout(TensorHandle& input, const Dropout& dropout, const char* fn) {
+  if (dropout.p == 0) return {nullptr, input.data()};
+  const int64_t count = input.numel();
+  FloatBuffer host(count);
+  std::fill(host.data(), host.data() + count, 1.0f);
+  cpu::dropout(host.data(), host.data(), count, dropout.p, dropout.seed);
+  auto* scale = static_cast<float*>(cuda::scratch(2, static_cast<size_t>(count) * sizeof(float), fn));
+  cuda::copy_to_device(scale, host.data(), count, fn);
+  auto* dropped = static_cast<float*>(cuda::scratch(3, static_cast<size_t>(count) * sizeof(float), fn));
+  cuda::mul(dropped, input.data(), scale, count, count, nullptr);
+  return {scale, dropped};
+}
+
+cuda::AdapterDims gpu_dims(const cpu::AdapterDims& dims) { return {dims.n, dims.k, dims.m, dims.r}; }
+
+cuda::AdapterGrads gpu_grads(const cpu::AdapterGrads& grads) {
+  cuda::AdapterGrads result;
+  result.input = grads.input;
+  result.lora_a = grads.lora_a;
+  result.lora_b = grads.lora_b;
+  result.magnitude = grads.magnitude;
+  result.bias = grads.bias;
+  return result;
+}
+
+void* adapter_workspace(const cpu::AdapterDims& dims, const char* fn) {
+  return cuda::scratch(1, cuda::adapter_workspace_bytes(gpu_dims(dims)), fn);
+}
+#endif
 
 // [sync] doraForward(input, weight, bias?, loraA, loraB, magnitude, scale, eps, dropout, seed)
 //   -> { output, combined, hidden, norm, weightLoraA, loraGram }
@@ -195,9 +242,11 @@ Napi::Object new_tensor(Napi::Env env, const Shape& shape, float** data) {
 Napi::Value dora_forward(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
     const char* fn = "doraForward";
-    Adapter adapter = check_adapter(fn, &tensor_arg({info, 0, fn, "input"}), tensor_arg({info, 1, fn, "weight"}),
-                                    optional_tensor_arg({info, 2, fn, "bias"}), tensor_arg({info, 3, fn, "loraA"}),
-                                    tensor_arg({info, 4, fn, "loraB"}), &tensor_arg({info, 5, fn, "magnitude"}));
+    Adapter adapter =
+        check_adapter(fn, &any_tensor_arg({info, 0, fn, "input"}), any_tensor_arg({info, 1, fn, "weight"}),
+                      optional_any_tensor_arg({info, 2, fn, "bias"}), any_tensor_arg({info, 3, fn, "loraA"}),
+                      any_tensor_arg({info, 4, fn, "loraB"}), &any_tensor_arg({info, 5, fn, "magnitude"}));
+    const Device device = adapter.device;
     const float scale = scale_arg(info, 6, fn);
     const float eps = eps_arg(info, 7, fn);
     const Dropout dropout = dropout_args(info, 8, fn);
@@ -205,12 +254,24 @@ Napi::Value dora_forward(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     float *output, *combined, *hidden, *norm, *weight_lora_a, *lora_gram;
     Napi::Object result = Napi::Object::New(env);
-    result.Set("output", new_tensor(env, adapter.output_shape, &output));
-    result.Set("combined", new_tensor(env, matrix(n, m), &combined));
-    result.Set("hidden", new_tensor(env, matrix(n, r), &hidden));
-    result.Set("norm", new_tensor(env, vector(m), &norm));
-    result.Set("weightLoraA", new_tensor(env, matrix(m, r), &weight_lora_a));
-    result.Set("loraGram", new_tensor(env, matrix(r, r), &lora_gram));
+    result.Set("output", new_tensor(env, adapter.output_shape, &output, device));
+    result.Set("combined", new_tensor(env, matrix(n, m), &combined, device));
+    result.Set("hidden", new_tensor(env, matrix(n, r), &hidden, device));
+    result.Set("norm", new_tensor(env, vector(m), &norm, device));
+    result.Set("weightLoraA", new_tensor(env, matrix(m, r), &weight_lora_a, device));
+    result.Set("loraGram", new_tensor(env, matrix(r, r), &lora_gram, device));
+#if BIDORA_HAVE_CUDA
+    if (device == Device::kCuda) {
+      const GpuDropout branch = gpu_dropout(*adapter.input, dropout, fn);
+      cuda::dora_forward(output, combined, hidden, norm, weight_lora_a, lora_gram, adapter.input->data(), branch.input,
+                         adapter.weight->data(), adapter.weight->row_sq_norms(),
+                         adapter.bias != nullptr ? adapter.bias->data() : nullptr, adapter.lora_a->data(),
+                         adapter.lora_b->data(), adapter.magnitude->data(), scale, eps, gpu_dims(adapter.dims),
+                         gpu_gemm_precision(), adapter_workspace(adapter.dims, fn), nullptr);
+      cuda::check_launch(fn);
+      return result;
+    }
+#endif
     FloatBuffer dropped;
     const float* branch_input = lora_input(*adapter.input, dropout, dropped);
     // One pass over W0 gives both the base product and W0 Aᵀ for the norm.
@@ -228,16 +289,24 @@ Napi::Value dora_forward(const Napi::CallbackInfo& info) {
 Napi::Value dora_backward(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
     const char* fn = "doraBackward";
-    TensorHandle& grad_output = tensor_arg({info, 0, fn, "gradOutput"});
-    Adapter adapter = check_adapter(fn, &tensor_arg({info, 1, fn, "input"}), tensor_arg({info, 2, fn, "weight"}),
-                                    optional_tensor_arg({info, 3, fn, "bias"}), tensor_arg({info, 4, fn, "loraA"}),
-                                    tensor_arg({info, 5, fn, "loraB"}), &tensor_arg({info, 6, fn, "magnitude"}));
+    TensorHandle& grad_output = any_tensor_arg({info, 0, fn, "gradOutput"});
+    Adapter adapter =
+        check_adapter(fn, &any_tensor_arg({info, 1, fn, "input"}), any_tensor_arg({info, 2, fn, "weight"}),
+                      optional_any_tensor_arg({info, 3, fn, "bias"}), any_tensor_arg({info, 4, fn, "loraA"}),
+                      any_tensor_arg({info, 5, fn, "loraB"}), &any_tensor_arg({info, 6, fn, "magnitude"}));
     const auto [n, k, m, r] = adapter.dims;
-    TensorHandle& combined = tensor_arg({info, 7, fn, "combined"});
-    TensorHandle& hidden = tensor_arg({info, 8, fn, "hidden"});
-    TensorHandle& norm = tensor_arg({info, 9, fn, "norm"});
-    TensorHandle& weight_lora_a = tensor_arg({info, 10, fn, "weightLoraA"});
-    TensorHandle& lora_gram = tensor_arg({info, 11, fn, "loraGram"});
+    TensorHandle& combined = any_tensor_arg({info, 7, fn, "combined"});
+    TensorHandle& hidden = any_tensor_arg({info, 8, fn, "hidden"});
+    TensorHandle& norm = any_tensor_arg({info, 9, fn, "norm"});
+    TensorHandle& weight_lora_a = any_tensor_arg({info, 10, fn, "weightLoraA"});
+    TensorHandle& lora_gram = any_tensor_arg({info, 11, fn, "loraGram"});
+    same_device(fn, {{"weight", adapter.weight},
+                     {"gradOutput", &grad_output},
+                     {"combined", &combined},
+                     {"hidden", &hidden},
+                     {"norm", &norm},
+                     {"weightLoraA", &weight_lora_a},
+                     {"loraGram", &lora_gram}});
     if (grad_output.shape() != adapter.output_shape) {
       throw RangeError(std::string(fn) + ": gradOutput must have the output's shape " + adapter.output_shape.str() +
                        ", but " + describe("gradOutput", grad_output.shape()));
@@ -253,6 +322,19 @@ Napi::Value dora_backward(const Napi::CallbackInfo& info) {
     const Dropout dropout = dropout_args(info, 15, fn);
     const Needs needs = needs_arg(info, 17, fn);
     GradOutputs grads = allocate_grads(info.Env(), adapter, needs, true);
+#if BIDORA_HAVE_CUDA
+    if (adapter.device == Device::kCuda) {
+      const GpuDropout branch = gpu_dropout(*adapter.input, dropout, fn);
+      cuda::dora_backward(gpu_grads(grads.pointers), combined.data(), grad_output.data(), branch.input, branch.scale,
+                          adapter.weight->data(), adapter.lora_a->data(), adapter.lora_b->data(),
+                          adapter.magnitude->data(), norm.data(), hidden.data(), weight_lora_a.data(), lora_gram.data(),
+                          scale, eps, detach_norm, gpu_dims(adapter.dims), gpu_gemm_precision(),
+                          adapter_workspace(adapter.dims, fn), nullptr);
+      cuda::check_launch(fn);
+      combined.mark_modified();
+      return grads.object;
+    }
+#endif
     FloatBuffer dropped;
     const float* branch_input = needs.lora_a ? lora_input(*adapter.input, dropout, dropped) : adapter.input->data();
     cpu::dora_backward(grads.pointers, combined.data(), grad_output.data(), branch_input, adapter.weight->data(),
@@ -268,17 +350,29 @@ Napi::Value dora_backward(const Napi::CallbackInfo& info) {
 Napi::Value lora_forward(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
     const char* fn = "loraForward";
-    Adapter adapter = check_adapter(fn, &tensor_arg({info, 0, fn, "input"}), tensor_arg({info, 1, fn, "weight"}),
-                                    optional_tensor_arg({info, 2, fn, "bias"}), tensor_arg({info, 3, fn, "loraA"}),
-                                    tensor_arg({info, 4, fn, "loraB"}), nullptr);
+    Adapter adapter =
+        check_adapter(fn, &any_tensor_arg({info, 0, fn, "input"}), any_tensor_arg({info, 1, fn, "weight"}),
+                      optional_any_tensor_arg({info, 2, fn, "bias"}), any_tensor_arg({info, 3, fn, "loraA"}),
+                      any_tensor_arg({info, 4, fn, "loraB"}), nullptr);
     const float scale = scale_arg(info, 5, fn);
     const Dropout dropout = dropout_args(info, 6, fn);
     const auto [n, k, m, r] = adapter.dims;
     Napi::Env env = info.Env();
     float *output, *hidden;
     Napi::Object result = Napi::Object::New(env);
-    result.Set("output", new_tensor(env, adapter.output_shape, &output));
-    result.Set("hidden", new_tensor(env, matrix(n, r), &hidden));
+    result.Set("output", new_tensor(env, adapter.output_shape, &output, adapter.device));
+    result.Set("hidden", new_tensor(env, matrix(n, r), &hidden, adapter.device));
+#if BIDORA_HAVE_CUDA
+    if (adapter.device == Device::kCuda) {
+      const GpuDropout branch = gpu_dropout(*adapter.input, dropout, fn);
+      cuda::lora_forward(output, hidden, adapter.input->data(), branch.input, adapter.weight->data(),
+                         adapter.bias != nullptr ? adapter.bias->data() : nullptr, adapter.lora_a->data(),
+                         adapter.lora_b->data(), scale, gpu_dims(adapter.dims), gpu_gemm_precision(),
+                         adapter_workspace(adapter.dims, fn), nullptr);
+      cuda::check_launch(fn);
+      return result;
+    }
+#endif
     FloatBuffer dropped;
     const float* branch_input = lora_input(*adapter.input, dropout, dropped);
     cpu::lora_forward(output, hidden, adapter.input->data(), branch_input, adapter.weight->data(),
@@ -293,12 +387,14 @@ Napi::Value lora_forward(const Napi::CallbackInfo& info) {
 Napi::Value lora_backward(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
     const char* fn = "loraBackward";
-    TensorHandle& grad_output = tensor_arg({info, 0, fn, "gradOutput"});
-    Adapter adapter = check_adapter(fn, &tensor_arg({info, 1, fn, "input"}), tensor_arg({info, 2, fn, "weight"}),
-                                    optional_tensor_arg({info, 3, fn, "bias"}), tensor_arg({info, 4, fn, "loraA"}),
-                                    tensor_arg({info, 5, fn, "loraB"}), nullptr);
+    TensorHandle& grad_output = any_tensor_arg({info, 0, fn, "gradOutput"});
+    Adapter adapter =
+        check_adapter(fn, &any_tensor_arg({info, 1, fn, "input"}), any_tensor_arg({info, 2, fn, "weight"}),
+                      optional_any_tensor_arg({info, 3, fn, "bias"}), any_tensor_arg({info, 4, fn, "loraA"}),
+                      any_tensor_arg({info, 5, fn, "loraB"}), nullptr);
     const auto [n, k, m, r] = adapter.dims;
-    TensorHandle& hidden = tensor_arg({info, 6, fn, "hidden"});
+    TensorHandle& hidden = any_tensor_arg({info, 6, fn, "hidden"});
+    same_device(fn, {{"weight", adapter.weight}, {"gradOutput", &grad_output}, {"hidden", &hidden}});
     if (grad_output.shape() != adapter.output_shape) {
       throw RangeError(std::string(fn) + ": gradOutput must have the output's shape " + adapter.output_shape.str() +
                        ", but " + describe("gradOutput", grad_output.shape()));
@@ -308,6 +404,16 @@ Napi::Value lora_backward(const Napi::CallbackInfo& info) {
     const Dropout dropout = dropout_args(info, 8, fn);
     const Needs needs = needs_arg(info, 10, fn);
     GradOutputs grads = allocate_grads(info.Env(), adapter, needs, false);
+#if BIDORA_HAVE_CUDA
+    if (adapter.device == Device::kCuda) {
+      const GpuDropout branch = gpu_dropout(*adapter.input, dropout, fn);
+      cuda::lora_backward(gpu_grads(grads.pointers), grad_output.data(), branch.input, branch.scale,
+                          adapter.weight->data(), adapter.lora_a->data(), adapter.lora_b->data(), hidden.data(), scale,
+                          gpu_dims(adapter.dims), gpu_gemm_precision(), adapter_workspace(adapter.dims, fn), nullptr);
+      cuda::check_launch(fn);
+      return grads.object;
+    }
+#endif
     FloatBuffer dropped;
     const float* branch_input = needs.lora_a ? lora_input(*adapter.input, dropout, dropped) : adapter.input->data();
     cpu::lora_backward(grads.pointers, grad_output.data(), branch_input, adapter.weight->data(), adapter.lora_a->data(),
@@ -321,13 +427,24 @@ Napi::Value lora_backward(const Napi::CallbackInfo& info) {
 Napi::Value dora_weight_norm(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
     const char* fn = "doraWeightNorm";
-    Adapter adapter = check_adapter(fn, nullptr, tensor_arg({info, 0, fn, "weight"}), nullptr,
-                                    tensor_arg({info, 1, fn, "loraA"}), tensor_arg({info, 2, fn, "loraB"}), nullptr);
+    Adapter adapter =
+        check_adapter(fn, nullptr, any_tensor_arg({info, 0, fn, "weight"}), nullptr,
+                      any_tensor_arg({info, 1, fn, "loraA"}), any_tensor_arg({info, 2, fn, "loraB"}), nullptr);
     const float scale = scale_arg(info, 3, fn);
     const float eps = eps_arg(info, 4, fn);
     const auto [n, k, m, r] = adapter.dims;
     float* norm;
-    Napi::Object result = new_tensor(info.Env(), vector(m), &norm);
+    Napi::Object result = new_tensor(info.Env(), vector(m), &norm, adapter.device);
+#if BIDORA_HAVE_CUDA
+    if (adapter.device == Device::kCuda) {
+      auto* factors = static_cast<float*>(cuda::scratch(2, static_cast<size_t>(m * r + r * r) * sizeof(float), fn));
+      cuda::dora_norm(norm, factors, factors + m * r, adapter.weight->data(), adapter.weight->row_sq_norms(),
+                      adapter.lora_a->data(), adapter.lora_b->data(), scale, eps, gpu_dims(adapter.dims),
+                      adapter_workspace(adapter.dims, fn), nullptr);
+      cuda::check_launch(fn);
+      return result;
+    }
+#endif
     FloatBuffer weight_lora_a(m * r), lora_gram(r * r);
     cpu::dora_norm(norm, weight_lora_a.data(), lora_gram.data(), adapter.weight->data(), adapter.weight->row_sq_norms(),
                    adapter.lora_a->data(), adapter.lora_b->data(), scale, eps, m, k, r);

@@ -27,47 +27,90 @@ int64_t broadcast_period(const char* function, const Shape& a, const Shape& b) {
   return b.numel();
 }
 
-template <void (*Kernel)(float*, const float*, const float*, int64_t, int64_t)>
+using BinaryKernel = void (*)(float*, const float*, const float*, int64_t, int64_t);
+#if BIDORA_HAVE_CUDA
+using GpuBinaryKernel = void (*)(float*, const float*, const float*, int64_t, int64_t, cudaStream_t);
+#else
+using GpuBinaryKernel = void*;
+#endif
+
+template <BinaryKernel Kernel, GpuBinaryKernel GpuKernel>
 Napi::Value binary(const Napi::CallbackInfo& info, const char* function) {
   return guarded(info, [&]() -> Napi::Value {
-    TensorHandle& a = tensor_arg({info, 0, function, "a"});
-    TensorHandle& b = tensor_arg({info, 1, function, "b"});
+    TensorHandle& a = any_tensor_arg({info, 0, function, "a"});
+    TensorHandle& b = any_tensor_arg({info, 1, function, "b"});
+    const Device device = same_device(function, {{"a", &a}, {"b", &b}});
     const int64_t period = broadcast_period(function, a.shape(), b.shape());
     TensorHandle* out = nullptr;
-    Napi::Object result = TensorHandle::allocate(info.Env(), a.shape(), &out);
+    Napi::Object result = TensorHandle::allocate(info.Env(), a.shape(), &out, device);
+#if BIDORA_HAVE_CUDA
+    if (device == Device::kCuda) {
+      GpuKernel(out->data(), a.data(), b.data(), a.numel(), period, nullptr);
+      cuda::check_launch(function);
+      return result;
+    }
+#endif
     if (a.numel() > 0) Kernel(out->data(), a.data(), b.data(), a.numel(), period);
     return result;
   });
 }
 
-// [sync] add(a, b) / sub(a, b) / mul(a, b): TensorHandle shaped like a. b: a's shape or its trailing dims.
-// Throws TypeError (not a live tensor), RangeError (shapes that do not broadcast).
-Napi::Value add(const Napi::CallbackInfo& info) { return binary<cpu::add>(info, "add"); }
-Napi::Value sub(const Napi::CallbackInfo& info) { return binary<cpu::sub>(info, "sub"); }
-Napi::Value mul(const Napi::CallbackInfo& info) { return binary<cpu::mul>(info, "mul"); }
+#if BIDORA_HAVE_CUDA
+#define BIDORA_GPU(kernel) cuda::kernel
+#else
+#define BIDORA_GPU(kernel) nullptr
+#endif
 
-// [sync] scale(a, alpha: number): TensorHandle = alpha * a. Throws TypeError, RangeError (alpha not finite).
+// [sync] add(a, b) / sub(a, b) / mul(a, b): TensorHandle shaped like a, on a's and b's device. b: a's shape or its
+// trailing dims. Throws TypeError (not a live tensor, devices differ), RangeError (shapes that do not broadcast).
+Napi::Value add(const Napi::CallbackInfo& info) { return binary<cpu::add, BIDORA_GPU(add)>(info, "add"); }
+Napi::Value sub(const Napi::CallbackInfo& info) { return binary<cpu::sub, BIDORA_GPU(sub)>(info, "sub"); }
+Napi::Value mul(const Napi::CallbackInfo& info) { return binary<cpu::mul, BIDORA_GPU(mul)>(info, "mul"); }
+
+#undef BIDORA_GPU
+
+// [sync] scale(a, alpha: number): TensorHandle = alpha * a, on a's device. Throws TypeError, RangeError (alpha not
+// finite).
 Napi::Value scale(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
-    TensorHandle& a = tensor_arg({info, 0, "scale", "a"});
+    TensorHandle& a = any_tensor_arg({info, 0, "scale", "a"});
     const double alpha = number_arg({info, 1, "scale", "alpha"});
     TensorHandle* out = nullptr;
-    Napi::Object result = TensorHandle::allocate(info.Env(), a.shape(), &out);
+    Napi::Object result = TensorHandle::allocate(info.Env(), a.shape(), &out, a.device());
+#if BIDORA_HAVE_CUDA
+    if (a.device() == Device::kCuda) {
+      cuda::scale(out->data(), a.data(), static_cast<float>(alpha), a.numel(), nullptr);
+      cuda::check_launch("scale");
+      return result;
+    }
+#endif
     cpu::scale(out->data(), a.data(), static_cast<float>(alpha), a.numel());
     return result;
   });
 }
 
-// [sync] axpy(y, alpha: number, x): void - y += alpha * x in place. Throws TypeError, RangeError (shapes differ).
+// [sync] axpy(y, alpha: number, x): void - y += alpha * x in place, on their device. Throws TypeError (devices
+// differ), RangeError (shapes differ).
 Napi::Value axpy(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
-    TensorHandle& y = tensor_arg({info, 0, "axpy", "y"});
+    TensorHandle& y = any_tensor_arg({info, 0, "axpy", "y"});
     const double alpha = number_arg({info, 1, "axpy", "alpha"});
-    TensorHandle& x = tensor_arg({info, 2, "axpy", "x"});
+    TensorHandle& x = any_tensor_arg({info, 2, "axpy", "x"});
+    const Device device = same_device("axpy", {{"y", &y}, {"x", &x}});
     if (x.shape() != y.shape()) {
       throw RangeError("axpy: x and y must have the same shape, but " + describe("y", y.shape()) + " and " +
                        describe("x", x.shape()));
     }
+#if BIDORA_HAVE_CUDA
+    if (device == Device::kCuda) {
+      cuda::axpy(y.data(), static_cast<float>(alpha), x.data(), y.numel(), nullptr);
+      cuda::check_launch("axpy");
+      y.mark_modified();
+      return info.Env().Undefined();
+    }
+#else
+    (void)device;
+#endif
     cpu::axpy(y.data(), static_cast<float>(alpha), x.data(), y.numel());
     y.mark_modified();
     return info.Env().Undefined();
@@ -194,19 +237,36 @@ Napi::Value narrow_backward(const Napi::CallbackInfo& info) {
 }
 
 // [sync] globalNorm(tensors: TensorHandle[]): number - sqrt of the sum of squares of every element of every tensor,
-// accumulated in double. Throws TypeError (not an array of live tensors).
+// accumulated in double, on the tensors' device (a GPU result is rounded to float once). Throws TypeError (not an
+// array of live tensors, or tensors on different devices).
 Napi::Value global_norm(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
     if (!info[0].IsArray()) throw bidora::TypeError("globalNorm: tensors must be an array of Tensors");
     Napi::Array list = info[0].As<Napi::Array>();
     std::vector<const float*> arrays;
     std::vector<int64_t> lengths;
+    const TensorHandle* first = nullptr;
     for (uint32_t index = 0; index < list.Length(); ++index) {
-      TensorHandle& handle =
-          tensor_value(info.Env(), list.Get(index), "globalNorm: tensors[" + std::to_string(index) + "]");
+      const std::string name = "tensors[" + std::to_string(index) + "]";
+      TensorHandle& handle = tensor_value(info.Env(), list.Get(index), "globalNorm: " + name, true);
+      if (first == nullptr) first = &handle;
+      same_device("globalNorm", {{"tensors[0]", first}, {name.c_str(), &handle}});
       arrays.push_back(handle.data());
       lengths.push_back(handle.numel());
     }
+#if BIDORA_HAVE_CUDA
+    if (first != nullptr && first->device() == Device::kCuda) {
+      const int count = static_cast<int>(arrays.size());
+      auto* partials = static_cast<double*>(
+          cuda::scratch(0, static_cast<size_t>(count) * cuda::kNormPartialsPerTensor * sizeof(double), "globalNorm"));
+      auto* norm = static_cast<float*>(cuda::scratch(1, sizeof(float), "globalNorm"));
+      cuda::list_global_norm(norm, partials, arrays.data(), lengths.data(), count, nullptr);
+      cuda::check_launch("globalNorm");
+      float result = 0;
+      cuda::copy_to_host(&result, norm, 1, "globalNorm");
+      return Napi::Number::New(info.Env(), result);
+    }
+#endif
     const double squares = cpu::sum_of_squares(arrays.data(), lengths.data(), static_cast<int64_t>(arrays.size()));
     return Napi::Number::New(info.Env(), std::sqrt(squares));
   });

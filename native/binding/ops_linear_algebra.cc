@@ -1,12 +1,54 @@
-// Node-API glue for matmul and linear: shape checks, output allocation, one GEMM call each.
+// Node-API glue for matmul and linear: shape checks, output allocation, one GEMM call each on the operands' device.
 #include <algorithm>
+#include <atomic>
 
 #include "../cpu/gemm.h"
 #include "args.h"
 #include "ops.h"
 #include "tensor_handle.h"
 
+#ifndef BIDORA_HAVE_CUDA
+#define BIDORA_HAVE_CUDA 0
+#endif
+#if BIDORA_HAVE_CUDA
+#include "../cuda/cuda_ops.h"
+#endif
+
 namespace bidora::binding {
+
+namespace {
+
+// How GPU products round their inputs, as PyTorch's set_float32_matmul_precision: 'highest' keeps float32, 'high'
+// rounds to TF32 and 'medium' to BF16 for the tensor cores (float32 accumulation either way). The CPU is always
+// float32. Process-wide.
+enum class MatmulPrecision { kHighest, kHigh, kMedium };
+std::atomic<MatmulPrecision> matmul_precision{MatmulPrecision::kHighest};
+
+const char* precision_name(MatmulPrecision precision) {
+  switch (precision) {
+    case MatmulPrecision::kHigh:
+      return "high";
+    case MatmulPrecision::kMedium:
+      return "medium";
+    default:
+      return "highest";
+  }
+}
+
+}  // namespace
+
+#if BIDORA_HAVE_CUDA
+cuda::GemmPrecision gpu_gemm_precision() {
+  switch (matmul_precision.load()) {
+    case MatmulPrecision::kHigh:
+      return cuda::GemmPrecision::kTf32;
+    case MatmulPrecision::kMedium:
+      return cuda::GemmPrecision::kBf16;
+    default:
+      return cuda::GemmPrecision::kFloat32;
+  }
+}
+#endif
 
 namespace {
 
@@ -19,8 +61,9 @@ std::string two_shapes(const char* first, const Shape& a, const char* second, co
 // shared by every batch. Throws TypeError (not a live tensor), RangeError (rank below 2, mismatched dims).
 Napi::Value matmul(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
-    TensorHandle& a = tensor_arg({info, 0, "matmul", "a"});
-    TensorHandle& b = tensor_arg({info, 1, "matmul", "b"});
+    TensorHandle& a = any_tensor_arg({info, 0, "matmul", "a"});
+    TensorHandle& b = any_tensor_arg({info, 1, "matmul", "b"});
+    const Device device = same_device("matmul", {{"a", &a}, {"b", &b}});
     const bool transpose_a = boolean_arg({info, 2, "matmul", "transposeA"}, false);
     const bool transpose_b = boolean_arg({info, 3, "matmul", "transposeB"}, false);
     const Shape& sa = a.shape();
@@ -52,10 +95,21 @@ Napi::Value matmul(const Napi::CallbackInfo& info) {
     out_shape.dims[sa.rank - 2] = m;
     out_shape.dims[sa.rank - 1] = n;
     TensorHandle* out = nullptr;
-    Napi::Object result = TensorHandle::allocate(info.Env(), out_shape, &out);
+    Napi::Object result = TensorHandle::allocate(info.Env(), out_shape, &out, device);
 
     const int64_t a_rows = sa[sa.rank - 2], a_cols = sa[sa.rank - 1];
     const int64_t b_rows = sb[sb.rank - 2], b_cols = sb[sb.rank - 1];
+#if BIDORA_HAVE_CUDA
+    if (device == Device::kCuda) {
+      for (int64_t index = 0; index < batch; ++index) {
+        cuda::gemm(out->data() + index * m * n, a.data() + index * a_rows * a_cols, transpose_a,
+                   b.data() + (shared_b ? 0 : index * b_rows * b_cols), transpose_b, m, n, k, 1.0f, 0.0f,
+                   gpu_gemm_precision(), {}, nullptr);
+      }
+      cuda::check_launch("matmul");
+      return result;
+    }
+#endif
     cpu::GemmOperands operands{};
     operands.c_row_stride = n;
     operands.c_col_stride = 1;
@@ -92,9 +146,10 @@ Napi::Value matmul(const Napi::CallbackInfo& info) {
 // Throws TypeError (not a live tensor), RangeError (weight not rank 2, K or M mismatched).
 Napi::Value linear(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
-    TensorHandle& input = tensor_arg({info, 0, "linear", "input"});
-    TensorHandle& weight = tensor_arg({info, 1, "linear", "weight"});
-    TensorHandle* bias = optional_tensor_arg({info, 2, "linear", "bias"});
+    TensorHandle& input = any_tensor_arg({info, 0, "linear", "input"});
+    TensorHandle& weight = any_tensor_arg({info, 1, "linear", "weight"});
+    TensorHandle* bias = optional_any_tensor_arg({info, 2, "linear", "bias"});
+    const Device device = same_device("linear", {{"input", &input}, {"weight", &weight}, {"bias", bias}});
     const Shape& si = input.shape();
     const Shape& sw = weight.shape();
     if (si.rank < 1) throw RangeError("linear: expected input of rank 1 or more, but " + describe("input", si));
@@ -112,8 +167,17 @@ Napi::Value linear(const Napi::CallbackInfo& info) {
     Shape out_shape = si;
     out_shape.dims[si.rank - 1] = m;
     TensorHandle* out = nullptr;
-    Napi::Object result = TensorHandle::allocate(info.Env(), out_shape, &out);
+    Napi::Object result = TensorHandle::allocate(info.Env(), out_shape, &out, device);
     const int64_t rows = si.rows();
+#if BIDORA_HAVE_CUDA
+    if (device == Device::kCuda) {
+      cuda::gemm(out->data(), input.data(), false, weight.data(), true, rows, m, k, 1.0f, 0.0f, gpu_gemm_precision(),
+                 {}, nullptr);
+      if (bias != nullptr) cuda::add(out->data(), out->data(), bias->data(), rows * m, m, nullptr);
+      cuda::check_launch("linear");
+      return result;
+    }
+#endif
     if (bias != nullptr) {
       // Start C at the bias and let the GEMM accumulate onto it (beta = 1): no second pass over the output.
       for (int64_t row = 0; row < rows; ++row) std::copy_n(bias->data(), m, out->data() + row * m);
@@ -138,9 +202,29 @@ Napi::Value linear(const Napi::CallbackInfo& info) {
   });
 }
 
+// [sync] setMatmulPrecision(precision: 'highest' | 'high' | 'medium'): string - the previous setting. GPU products
+// only (see MatmulPrecision). Throws TypeError (not a string), RangeError (another name).
+Napi::Value set_matmul_precision(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    const std::string name = string_arg({info, 0, "setMatmulPrecision", "precision"});
+    MatmulPrecision precision;
+    if (name == "highest") {
+      precision = MatmulPrecision::kHighest;
+    } else if (name == "high") {
+      precision = MatmulPrecision::kHigh;
+    } else if (name == "medium") {
+      precision = MatmulPrecision::kMedium;
+    } else {
+      throw RangeError("setMatmulPrecision: precision must be 'highest', 'high' or 'medium', got '" + name + "'");
+    }
+    return Napi::String::New(info.Env(), precision_name(matmul_precision.exchange(precision)));
+  });
+}
+
 }  // namespace
 
 void register_linear_algebra(Napi::Env env, Napi::Object exports) {
+  exports.Set("setMatmulPrecision", Napi::Function::New<set_matmul_precision>(env, "setMatmulPrecision"));
   exports.Set("matmul", Napi::Function::New<matmul>(env, "matmul"));
   exports.Set("linear", Napi::Function::New<linear>(env, "linear"));
 }

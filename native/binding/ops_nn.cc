@@ -1,6 +1,8 @@
 // Node-API glue for the neural-network kernels: activations, layer norm, softmax, embedding, losses, permutes.
 // Every function is [sync], returns fresh tensor handles and checks every argument before a kernel runs; integer ids
 // and labels arrive as Int32Arrays (viewed without copying) and are range-checked here, so kernels index safely.
+// Ops with a CUDA launcher run on their tensors' device: ids and labels are checked on the host, then copied to
+// device scratch; the others take CPU tensors only.
 #include <string>
 #include <vector>
 
@@ -10,6 +12,13 @@
 #include "ops.h"
 #include "tensor_handle.h"
 
+#ifndef BIDORA_HAVE_CUDA
+#define BIDORA_HAVE_CUDA 0
+#endif
+#if BIDORA_HAVE_CUDA
+#include "../cuda/cuda_ops.h"
+#endif
+
 namespace bidora::binding {
 
 namespace {
@@ -17,9 +26,10 @@ namespace {
 constexpr int64_t kMaxSafeInteger = 9007199254740991;
 constexpr int64_t kMaxInt32 = 2147483647;
 
-Napi::Object new_tensor(Napi::Env env, const Shape& shape, float** data) {
+// A fresh tensor on `device`; *data is its contents there (a GPU pointer for kCuda).
+Napi::Object new_tensor(Napi::Env env, const Shape& shape, float** data, Device device = Device::kCpu) {
   TensorHandle* handle = nullptr;
-  Napi::Object object = TensorHandle::allocate(env, shape, &handle);
+  Napi::Object object = TensorHandle::allocate(env, shape, &handle, device);
   *data = handle->data();
   return object;
 }
@@ -83,6 +93,15 @@ void check_indices(const char* fn, const char* name, const IntegerArray& values,
   }
 }
 
+#if BIDORA_HAVE_CUDA
+// A device copy of checked ids or labels, in scratch `slot` (valid until the next use of that slot).
+const int32_t* device_ints(int slot, const int32_t* host, int64_t count, const char* fn) {
+  auto* device = static_cast<int32_t*>(cuda::scratch(slot, static_cast<size_t>(count) * sizeof(int32_t), fn));
+  cuda::copy_ints_to_device(device, host, count, fn);
+  return device;
+}
+#endif
+
 // ---- activations ----
 
 using UnaryKernel = void (*)(float*, const float*, int64_t);
@@ -112,16 +131,57 @@ Napi::Value unary_backward(const Napi::CallbackInfo& info, const char* fn, const
   });
 }
 
-// [sync] gelu(x) / relu(x) / tanh(x): TensorHandle shaped like x. GELU is the erf form. Throws TypeError.
-Napi::Value gelu_forward(const Napi::CallbackInfo& info) { return unary(info, "gelu", cpu::gelu_forward); }
+// [sync] gelu(x): TensorHandle shaped like x, on x's device. The erf form. Throws TypeError.
+Napi::Value gelu_forward(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    const char* fn = "gelu";
+    TensorHandle& x = any_tensor_arg({info, 0, fn, "x"});
+    const Device device = same_device(fn, {{"x", &x}});
+    float* out = nullptr;
+    Napi::Object result = new_tensor(info.Env(), x.shape(), &out, device);
+    if (x.numel() == 0) return result;
+#if BIDORA_HAVE_CUDA
+    if (device == Device::kCuda) {
+      cuda::gelu_forward(out, x.data(), x.numel(), nullptr);
+      cuda::check_launch(fn);
+      return result;
+    }
+#endif
+    cpu::gelu_forward(out, x.data(), x.numel());
+    return result;
+  });
+}
+
+// [sync] relu(x) / tanh(x): TensorHandle shaped like x, CPU only. Throws TypeError.
 Napi::Value relu_forward(const Napi::CallbackInfo& info) { return unary(info, "relu", cpu::relu_forward); }
 Napi::Value tanh_forward(const Napi::CallbackInfo& info) { return unary(info, "tanh", cpu::tanh_forward); }
 
-// [sync] geluBackward(x, gradOutput) / reluBackward(x, gradOutput) / tanhBackward(output, gradOutput): the input
-// gradient. Throws TypeError (not a live tensor), RangeError (gradOutput's shape differs).
+// [sync] geluBackward(x, gradOutput): the input gradient, on the tensors' device. Throws TypeError (not a live
+// tensor, tensors on different devices), RangeError (gradOutput's shape differs).
 Napi::Value gelu_backward(const Napi::CallbackInfo& info) {
-  return unary_backward(info, "geluBackward", "x", cpu::gelu_backward);
+  return guarded(info, [&]() -> Napi::Value {
+    const char* fn = "geluBackward";
+    TensorHandle& x = any_tensor_arg({info, 0, fn, "x"});
+    TensorHandle& grad_output = any_tensor_arg({info, 1, fn, "gradOutput"});
+    const Device device = same_device(fn, {{"x", &x}, {"gradOutput", &grad_output}});
+    require_same_shape(fn, "x", x, "gradOutput", grad_output);
+    float* grad = nullptr;
+    Napi::Object result = new_tensor(info.Env(), x.shape(), &grad, device);
+    if (x.numel() == 0) return result;
+#if BIDORA_HAVE_CUDA
+    if (device == Device::kCuda) {
+      cuda::gelu_backward(grad, x.data(), grad_output.data(), x.numel(), nullptr);
+      cuda::check_launch(fn);
+      return result;
+    }
+#endif
+    cpu::gelu_backward(grad, x.data(), grad_output.data(), x.numel());
+    return result;
+  });
 }
+
+// [sync] reluBackward(x, gradOutput) / tanhBackward(output, gradOutput): the input gradient, CPU only. Throws
+// TypeError (not a live tensor), RangeError (gradOutput's shape differs).
 Napi::Value relu_backward(const Napi::CallbackInfo& info) {
   return unary_backward(info, "reluBackward", "x", cpu::relu_backward);
 }
@@ -141,13 +201,15 @@ int64_t normalized_width(const char* fn, const char* name, const Shape& x) {
 }
 
 // [sync] layerNorm(x, gamma, beta, eps) -> { output, mean, rstd }: over the last axis D of x; gamma and beta [D];
-// mean and rstd [rows] (saved for backward). Throws TypeError, RangeError (shapes, eps not positive).
+// mean and rstd [rows] (saved for backward); all on the tensors' device. Throws TypeError (tensors on different
+// devices too), RangeError (shapes, eps not positive).
 Napi::Value layer_norm(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
     const char* fn = "layerNorm";
-    TensorHandle& x = tensor_arg({info, 0, fn, "x"});
-    TensorHandle& gamma = tensor_arg({info, 1, fn, "gamma"});
-    TensorHandle& beta = tensor_arg({info, 2, fn, "beta"});
+    TensorHandle& x = any_tensor_arg({info, 0, fn, "x"});
+    TensorHandle& gamma = any_tensor_arg({info, 1, fn, "gamma"});
+    TensorHandle& beta = any_tensor_arg({info, 2, fn, "beta"});
+    const Device device = same_device(fn, {{"x", &x}, {"gamma", &gamma}, {"beta", &beta}});
     const double eps = number_arg({info, 3, fn, "eps"});
     if (eps <= 0) throw RangeError(std::string(fn) + ": eps must be positive, got " + std::to_string(eps));
     const int64_t d = normalized_width(fn, "x", x.shape());
@@ -157,27 +219,36 @@ Napi::Value layer_norm(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     float *output = nullptr, *mean = nullptr, *rstd = nullptr;
     Napi::Object result = Napi::Object::New(env);
-    result.Set("output", new_tensor(env, x.shape(), &output));
-    result.Set("mean", new_tensor(env, shape_of({rows}, "mean"), &mean));
-    result.Set("rstd", new_tensor(env, shape_of({rows}, "rstd"), &rstd));
-    if (rows > 0) {
-      cpu::layer_norm_forward(output, mean, rstd, x.data(), gamma.data(), beta.data(), static_cast<float>(eps), rows,
-                              d);
+    result.Set("output", new_tensor(env, x.shape(), &output, device));
+    result.Set("mean", new_tensor(env, shape_of({rows}, "mean"), &mean, device));
+    result.Set("rstd", new_tensor(env, shape_of({rows}, "rstd"), &rstd, device));
+    if (rows == 0) return result;
+#if BIDORA_HAVE_CUDA
+    if (device == Device::kCuda) {
+      cuda::layer_norm_forward(output, mean, rstd, x.data(), gamma.data(), beta.data(), static_cast<float>(eps), rows,
+                               d, nullptr);
+      cuda::check_launch(fn);
+      return result;
     }
+#endif
+    cpu::layer_norm_forward(output, mean, rstd, x.data(), gamma.data(), beta.data(), static_cast<float>(eps), rows, d);
     return result;
   });
 }
 
 // [sync] layerNormBackward(gradOutput, x, gamma, mean, rstd) -> { input, gamma, beta }: gradients of x, gamma and
-// beta from layerNorm's saved mean and rstd. Throws TypeError, RangeError (shapes).
+// beta from layerNorm's saved mean and rstd, on the tensors' device. Throws TypeError (tensors on different devices
+// too), RangeError (shapes).
 Napi::Value layer_norm_backward(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
     const char* fn = "layerNormBackward";
-    TensorHandle& grad_output = tensor_arg({info, 0, fn, "gradOutput"});
-    TensorHandle& x = tensor_arg({info, 1, fn, "x"});
-    TensorHandle& gamma = tensor_arg({info, 2, fn, "gamma"});
-    TensorHandle& mean = tensor_arg({info, 3, fn, "mean"});
-    TensorHandle& rstd = tensor_arg({info, 4, fn, "rstd"});
+    TensorHandle& grad_output = any_tensor_arg({info, 0, fn, "gradOutput"});
+    TensorHandle& x = any_tensor_arg({info, 1, fn, "x"});
+    TensorHandle& gamma = any_tensor_arg({info, 2, fn, "gamma"});
+    TensorHandle& mean = any_tensor_arg({info, 3, fn, "mean"});
+    TensorHandle& rstd = any_tensor_arg({info, 4, fn, "rstd"});
+    const Device device =
+        same_device(fn, {{"gradOutput", &grad_output}, {"x", &x}, {"gamma", &gamma}, {"mean", &mean}, {"rstd", &rstd}});
     const int64_t d = normalized_width(fn, "x", x.shape());
     require_same_shape(fn, "x", x, "gradOutput", grad_output);
     require_vector(fn, "gamma", gamma, d, "x", x.shape());
@@ -187,9 +258,18 @@ Napi::Value layer_norm_backward(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     float *grad_input = nullptr, *grad_gamma = nullptr, *grad_beta = nullptr;
     Napi::Object result = Napi::Object::New(env);
-    result.Set("input", new_tensor(env, x.shape(), &grad_input));
-    result.Set("gamma", new_tensor(env, gamma.shape(), &grad_gamma));
-    result.Set("beta", new_tensor(env, gamma.shape(), &grad_beta));
+    result.Set("input", new_tensor(env, x.shape(), &grad_input, device));
+    result.Set("gamma", new_tensor(env, gamma.shape(), &grad_gamma, device));
+    result.Set("beta", new_tensor(env, gamma.shape(), &grad_beta, device));
+#if BIDORA_HAVE_CUDA
+    if (device == Device::kCuda) {
+      // Writes grad_gamma and grad_beta (zeros) even when rows is 0; d is at least 1 here.
+      cuda::layer_norm_backward(grad_input, grad_gamma, grad_beta, grad_output.data(), x.data(), gamma.data(),
+                                mean.data(), rstd.data(), rows, d, nullptr);
+      cuda::check_launch(fn);
+      return result;
+    }
+#endif
     cpu::layer_norm_backward(grad_input, grad_gamma, grad_beta, grad_output.data(), x.data(), gamma.data(), mean.data(),
                              rstd.data(), rows, d);
     return result;
@@ -200,13 +280,14 @@ Napi::Value layer_norm_backward(const Napi::CallbackInfo& info) {
 
 // [sync] softmax(x, mask | undefined): over the last axis. mask [x.shape[0], x.shape[last]] broadcasts over the
 // middle axes (a [batch, key] padding mask on [batch, heads, query, key] scores); 0 masks, any other value attends;
-// masked entries are exactly 0 and a fully masked row is all zeros. Throws TypeError, RangeError (x of rank 0, or
-// rank 1 with a mask; mask's shape).
+// masked entries are exactly 0 and a fully masked row is all zeros. Runs on the tensors' device. Throws TypeError
+// (x and mask on different devices too), RangeError (x of rank 0, or rank 1 with a mask; mask's shape).
 Napi::Value softmax(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
     const char* fn = "softmax";
-    TensorHandle& x = tensor_arg({info, 0, fn, "x"});
-    TensorHandle* mask = optional_tensor_arg({info, 1, fn, "mask"});
+    TensorHandle& x = any_tensor_arg({info, 0, fn, "x"});
+    TensorHandle* mask = optional_any_tensor_arg({info, 1, fn, "mask"});
+    const Device device = same_device(fn, {{"x", &x}, {"mask", mask}});
     const Shape& shape = x.shape();
     if (shape.rank < 1) throw RangeError(std::string(fn) + ": x must have rank 1 to 4, but " + describe("x", shape));
     const int64_t d = shape.last();
@@ -226,43 +307,59 @@ Napi::Value softmax(const Napi::CallbackInfo& info) {
       rows_per_batch = batch == 0 ? 0 : leading_rows(shape) / batch;
     }
     float* out = nullptr;
-    Napi::Object result = new_tensor(info.Env(), shape, &out);
-    if (x.numel() > 0) {
-      cpu::softmax_forward(out, x.data(), mask == nullptr ? nullptr : mask->data(), batch, rows_per_batch, d);
+    Napi::Object result = new_tensor(info.Env(), shape, &out, device);
+    if (x.numel() == 0) return result;
+    const float* mask_data = mask == nullptr ? nullptr : mask->data();
+#if BIDORA_HAVE_CUDA
+    if (device == Device::kCuda) {
+      cuda::softmax_forward(out, x.data(), mask_data, batch, rows_per_batch, d, nullptr);
+      cuda::check_launch(fn);
+      return result;
     }
+#endif
+    cpu::softmax_forward(out, x.data(), mask_data, batch, rows_per_batch, d);
     return result;
   });
 }
 
-// [sync] softmaxBackward(output, gradOutput): output ⊙ (gradOutput − Σ gradOutput·output) per row. Throws TypeError,
-// RangeError (shapes differ, rank 0).
+// [sync] softmaxBackward(output, gradOutput): output ⊙ (gradOutput − Σ gradOutput·output) per row, on the tensors'
+// device. Throws TypeError (tensors on different devices too), RangeError (shapes differ, rank 0).
 Napi::Value softmax_backward(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
     const char* fn = "softmaxBackward";
-    TensorHandle& output = tensor_arg({info, 0, fn, "output"});
-    TensorHandle& grad_output = tensor_arg({info, 1, fn, "gradOutput"});
+    TensorHandle& output = any_tensor_arg({info, 0, fn, "output"});
+    TensorHandle& grad_output = any_tensor_arg({info, 1, fn, "gradOutput"});
+    const Device device = same_device(fn, {{"output", &output}, {"gradOutput", &grad_output}});
     require_same_shape(fn, "output", output, "gradOutput", grad_output);
     const Shape& shape = output.shape();
     if (shape.rank < 1) {
       throw RangeError(std::string(fn) + ": output must have rank 1 to 4, but " + describe("output", shape));
     }
     float* grad = nullptr;
-    Napi::Object result = new_tensor(info.Env(), shape, &grad);
-    if (output.numel() > 0) {
-      cpu::softmax_backward(grad, output.data(), grad_output.data(), leading_rows(shape), shape.last());
+    Napi::Object result = new_tensor(info.Env(), shape, &grad, device);
+    if (output.numel() == 0) return result;
+#if BIDORA_HAVE_CUDA
+    if (device == Device::kCuda) {
+      cuda::softmax_backward(grad, output.data(), grad_output.data(), leading_rows(shape), shape.last(), nullptr);
+      cuda::check_launch(fn);
+      return result;
     }
+#endif
+    cpu::softmax_backward(grad, output.data(), grad_output.data(), leading_rows(shape), shape.last());
     return result;
   });
 }
 
 // ---- embedding ----
 
-// [sync] embedding(weight, ids: Int32Array): [ids.length, D] rows of weight [V, D]. Throws TypeError (ids not an
-// Int32Array), RangeError (weight not rank 2, an id outside [0, V), naming its position and value).
+// [sync] embedding(weight, ids: Int32Array): [ids.length, D] rows of weight [V, D], on weight's device. Throws
+// TypeError (ids not an Int32Array), RangeError (weight not rank 2, an id outside [0, V), naming its position and
+// value).
 Napi::Value embedding(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
     const char* fn = "embedding";
-    TensorHandle& weight = tensor_arg({info, 0, fn, "weight"});
+    TensorHandle& weight = any_tensor_arg({info, 0, fn, "weight"});
+    const Device device = same_device(fn, {{"weight", &weight}});
     const IntegerArray ids = int32_array_arg({info, 1, fn, "ids"});
     const Shape& shape = weight.shape();
     if (shape.rank != 2) {
@@ -270,18 +367,29 @@ Napi::Value embedding(const Napi::CallbackInfo& info) {
     }
     check_indices(fn, "ids", ids, shape[0], "the vocabulary size, weight's first dim");
     float* out = nullptr;
-    Napi::Object result = new_tensor(info.Env(), shape_of({ids.length, shape[1]}, "output"), &out);
-    if (ids.length > 0 && shape[1] > 0) cpu::embedding_forward(out, weight.data(), ids.data, ids.length, shape[1]);
+    Napi::Object result = new_tensor(info.Env(), shape_of({ids.length, shape[1]}, "output"), &out, device);
+    if (ids.length == 0 || shape[1] == 0) return result;
+#if BIDORA_HAVE_CUDA
+    if (device == Device::kCuda) {
+      const int32_t* device_ids = device_ints(0, ids.data, ids.length, fn);
+      cuda::embedding_forward(out, weight.data(), device_ids, ids.length, shape[1], nullptr);
+      cuda::check_launch(fn);
+      return result;
+    }
+#endif
+    cpu::embedding_forward(out, weight.data(), ids.data, ids.length, shape[1]);
     return result;
   });
 }
 
 // [sync] embeddingBackward(gradOutput, ids: Int32Array, vocabSize): [vocabSize, D], the rows of gradOutput [..., D]
-// (ids.length rows) added at their ids, deterministically. Throws TypeError, RangeError (shapes, ids, vocabSize).
+// (ids.length rows) added at their ids, deterministically, on gradOutput's device. Throws TypeError, RangeError
+// (shapes, ids, vocabSize; on the GPU, more than 2^31 − 1 ids).
 Napi::Value embedding_backward(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
     const char* fn = "embeddingBackward";
-    TensorHandle& grad_output = tensor_arg({info, 0, fn, "gradOutput"});
+    TensorHandle& grad_output = any_tensor_arg({info, 0, fn, "gradOutput"});
+    const Device device = same_device(fn, {{"gradOutput", &grad_output}});
     const IntegerArray ids = int32_array_arg({info, 1, fn, "ids"});
     const int64_t vocab_size = integer_arg({info, 2, fn, "vocabSize"}, 1, kMaxInt32);
     const Shape& shape = grad_output.shape();
@@ -293,8 +401,26 @@ Napi::Value embedding_backward(const Napi::CallbackInfo& info) {
     check_indices(fn, "ids", ids, vocab_size, "vocabSize");
     const int64_t d = shape.last();
     float* grad_weight = nullptr;
-    Napi::Object result = new_tensor(info.Env(), shape_of({vocab_size, d}, "vocabSize"), &grad_weight);
-    if (d > 0) cpu::embedding_backward(grad_weight, grad_output.data(), ids.data, ids.length, vocab_size, d);
+    Napi::Object result = new_tensor(info.Env(), shape_of({vocab_size, d}, "vocabSize"), &grad_weight, device);
+    if (d == 0) return result;
+#if BIDORA_HAVE_CUDA
+    if (device == Device::kCuda) {
+      // The plan holds positions and counts as int32.
+      if (ids.length > kMaxInt32) {
+        throw RangeError(std::string(fn) + ": on 'cuda' ids may hold at most " + std::to_string(kMaxInt32) +
+                         " entries, but has " + std::to_string(ids.length));
+      }
+      // The stable counting sort runs here, where the ids are; the kernel sums each row's positions in that order.
+      std::vector<int32_t> order(static_cast<size_t>(ids.length)), row_start(static_cast<size_t>(vocab_size) + 1);
+      cuda::embedding_backward_plan(order.data(), row_start.data(), ids.data, ids.length, vocab_size);
+      const int32_t* device_order = device_ints(0, order.data(), ids.length, fn);
+      const int32_t* device_row_start = device_ints(1, row_start.data(), vocab_size + 1, fn);
+      cuda::embedding_backward(grad_weight, grad_output.data(), device_order, device_row_start, vocab_size, d, nullptr);
+      cuda::check_launch(fn);
+      return result;
+    }
+#endif
+    cpu::embedding_backward(grad_weight, grad_output.data(), ids.data, ids.length, vocab_size, d);
     return result;
   });
 }
@@ -319,14 +445,14 @@ Napi::Value permute0213(const Napi::CallbackInfo& info) {
 // ---- losses ----
 
 struct Classification {
-  TensorHandle* logits;
+  TensorHandle* logits;  // on any device
   IntegerArray labels;
   int32_t ignore_index;
   int64_t rows, classes;
 };
 
 Classification classification_args(const Napi::CallbackInfo& info, const char* fn) {
-  Classification args{&tensor_arg({info, 0, fn, "logits"}), int32_array_arg({info, 1, fn, "labels"}), 0, 0, 0};
+  Classification args{&any_tensor_arg({info, 0, fn, "logits"}), int32_array_arg({info, 1, fn, "labels"}), 0, 0, 0};
   args.ignore_index = static_cast<int32_t>(integer_arg({info, 2, fn, "ignoreIndex"}, -kMaxInt32 - 1, kMaxInt32));
   const Shape& shape = args.logits->shape();
   if (shape.rank != 2 || shape[1] < 1) {
@@ -343,29 +469,53 @@ Classification classification_args(const Napi::CallbackInfo& info, const char* f
   return args;
 }
 
-// [sync] crossEntropy(logits [N, C], labels: Int32Array (N), ignoreIndex): rank-0 tensor, the mean over rows whose
-// label is not ignoreIndex of −log softmax(logits)[label]; 0 when every row is ignored. Throws TypeError, RangeError
-// (shapes, a label outside [0, C) that is not ignoreIndex, naming its position and value).
+// [sync] crossEntropy(logits [N, C], labels: Int32Array (N), ignoreIndex): rank-0 tensor on logits' device, the mean
+// over rows whose label is not ignoreIndex of −log softmax(logits)[label]; 0 when every row is ignored. Throws
+// TypeError, RangeError (shapes, a label outside [0, C) that is not ignoreIndex, naming its position and value).
 Napi::Value cross_entropy(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
-    const Classification args = classification_args(info, "crossEntropy");
+    const char* fn = "crossEntropy";
+    const Classification args = classification_args(info, fn);
+    const Device device = same_device(fn, {{"logits", args.logits}});
     float* loss = nullptr;
-    Napi::Object result = new_tensor(info.Env(), Shape(), &loss);
+    Napi::Object result = new_tensor(info.Env(), Shape(), &loss, device);
+#if BIDORA_HAVE_CUDA
+    if (device == Device::kCuda) {
+      // Writes the loss (0 for no rows) into the rank-0 device tensor, as the CPU kernel does on the host.
+      const int32_t* labels = device_ints(0, args.labels.data, args.rows, fn);
+      auto* row_losses = static_cast<float*>(cuda::scratch(1, static_cast<size_t>(args.rows) * sizeof(float), fn));
+      cuda::cross_entropy_forward(loss, row_losses, args.logits->data(), labels, args.ignore_index, args.rows,
+                                  args.classes, nullptr);
+      cuda::check_launch(fn);
+      return result;
+    }
+#endif
     cpu::cross_entropy_forward(loss, args.logits->data(), args.labels.data, args.ignore_index, args.rows, args.classes);
     return result;
   });
 }
 
 // [sync] crossEntropyBackward(logits, labels, ignoreIndex, gradLoss: number): dLogits [N, C] = gradLoss ·
-// (softmax − onehot) / counted rows, zero rows where ignored. Throws as crossEntropy, and RangeError (gradLoss not
-// finite).
+// (softmax − onehot) / counted rows, zero rows where ignored, on logits' device. Throws as crossEntropy, and
+// RangeError (gradLoss not finite).
 Napi::Value cross_entropy_backward(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
     const char* fn = "crossEntropyBackward";
     const Classification args = classification_args(info, fn);
+    const Device device = same_device(fn, {{"logits", args.logits}});
     const double grad_loss = number_arg({info, 3, fn, "gradLoss"});
     float* grad = nullptr;
-    Napi::Object result = new_tensor(info.Env(), args.logits->shape(), &grad);
+    Napi::Object result = new_tensor(info.Env(), args.logits->shape(), &grad, device);
+#if BIDORA_HAVE_CUDA
+    if (device == Device::kCuda) {
+      const int32_t* labels = device_ints(0, args.labels.data, args.rows, fn);
+      auto* row_scale = static_cast<float*>(cuda::scratch(1, sizeof(float), fn));
+      cuda::cross_entropy_backward(grad, row_scale, args.logits->data(), labels, args.ignore_index,
+                                   static_cast<float>(grad_loss), args.rows, args.classes, nullptr);
+      cuda::check_launch(fn);
+      return result;
+    }
+#endif
     cpu::cross_entropy_backward(grad, args.logits->data(), args.labels.data, args.ignore_index,
                                 static_cast<float>(grad_loss), args.rows, args.classes);
     return result;

@@ -1,6 +1,8 @@
 // Node-API glue for the optimizer kernels over tensor lists and the orthogonality regulariser: argument checks,
-// in-place writes (with mark_modified), no arithmetic.
+// in-place writes (with mark_modified), no arithmetic. adamwStep, axpyList, scaleList and combineHypergradient run
+// on their tensors' device (every tensor of a call on one device); sgdStep and orthogonalityPenalty on the CPU only.
 #include <algorithm>
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -10,31 +12,62 @@
 #include "ops.h"
 #include "tensor_handle.h"
 
+#ifndef BIDORA_HAVE_CUDA
+#define BIDORA_HAVE_CUDA 0
+#endif
+#if BIDORA_HAVE_CUDA
+#include "../cuda/cuda_ops.h"
+#endif
+
 namespace bidora::binding {
 
 namespace {
 
 constexpr int64_t kMaxSafeInteger = 9007199254740991;
 
-// The tensors of one array argument, each checked live; messages name them like "adamwStep: grads[2]".
+// The tensors of one array argument, each checked live (and on the CPU unless any_device); messages name them like
+// "adamwStep: grads[2]".
 struct TensorList {
   std::string name;
   std::vector<TensorHandle*> handles;
 };
 
-TensorList tensor_list(const Napi::CallbackInfo& info, size_t index, const char* fn, const char* name) {
+TensorList tensor_list(const Napi::CallbackInfo& info, size_t index, const char* fn, const char* name,
+                       bool any_device = false) {
   TensorList list{name, {}};
   if (!info[index].IsArray()) throw bidora::TypeError(std::string(fn) + ": " + name + " must be an array of Tensors");
   Napi::Array array = info[index].As<Napi::Array>();
   for (uint32_t position = 0; position < array.Length(); ++position) {
     const std::string where = std::string(fn) + ": " + name + "[" + std::to_string(position) + "]";
-    list.handles.push_back(&tensor_value(info.Env(), array.Get(position), where));
+    list.handles.push_back(&tensor_value(info.Env(), array.Get(position), where, any_device));
   }
   return list;
 }
 
 std::string element(const TensorList& list, size_t position) {
   return list.name + "[" + std::to_string(position) + "]";
+}
+
+// The device every tensor of the lists is on (the CPU when they are all empty); TypeError naming the first tensor
+// and one on another device, worded as same_device.
+Device list_device(const char* fn, const std::vector<const TensorList*>& lists) {
+  const TensorList* first = nullptr;
+  for (const TensorList* list : lists) {
+    for (size_t position = 0; position < list->handles.size(); ++position) {
+      if (first == nullptr) {
+        first = list;
+        continue;
+      }
+      const Device expected = first->handles[0]->device();
+      const Device actual = list->handles[position]->device();
+      if (actual != expected) {
+        throw bidora::TypeError(std::string(fn) + ": " + element(*first, 0) + " is on '" + device_name(expected) +
+                                "' but " + element(*list, position) + " is on '" + device_name(actual) +
+                                "'; move one with .to() so both are on the same device");
+      }
+    }
+  }
+  return first == nullptr ? Device::kCpu : first->handles[0]->device();
 }
 
 // `other` must hold as many tensors as `first`, each of the same shape as its partner.
@@ -126,16 +159,19 @@ double non_negative(const Arg& arg) {
 
 // [sync] adamwStep(params, grads, expAvg, expAvgSq, lr, beta1, beta2, eps, weightDecay, step): void
 // One AdamW update (PyTorch's rule, see native/cpu/optim.h) of every params[i] in place, with its moments expAvg[i]
-// and expAvgSq[i] (zeros before the first step). step: the update's number, 1 first. Throws TypeError (not an array
-// of live tensors, not a number), RangeError (lists of different lengths, a shape that differs from its param's,
-// shared storage, lr/eps/weightDecay negative, a beta outside [0, 1), step not an integer of at least 1).
+// and expAvgSq[i] (zeros before the first step). step: the update's number, 1 first. Runs on the tensors' device
+// (the fused kernel of native/cuda/optim.cu for 'cuda'; same rule, rounded in float32 on the device). Throws
+// TypeError (not an array of live tensors, tensors on different devices, not a number), RangeError (lists of
+// different lengths, a shape that differs from its param's, shared storage, lr/eps/weightDecay negative, a beta
+// outside [0, 1), step not an integer of at least 1).
 Napi::Value adamw_step(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
     const char* fn = "adamwStep";
-    const TensorList params = tensor_list(info, 0, fn, "params");
-    const TensorList grads = tensor_list(info, 1, fn, "grads");
-    const TensorList exp_avg = tensor_list(info, 2, fn, "expAvg");
-    const TensorList exp_avg_sq = tensor_list(info, 3, fn, "expAvgSq");
+    const TensorList params = tensor_list(info, 0, fn, "params", true);
+    const TensorList grads = tensor_list(info, 1, fn, "grads", true);
+    const TensorList exp_avg = tensor_list(info, 2, fn, "expAvg", true);
+    const TensorList exp_avg_sq = tensor_list(info, 3, fn, "expAvgSq", true);
+    const Device device = list_device(fn, {&params, &grads, &exp_avg, &exp_avg_sq});
     cpu::AdamwOptions options{};
     options.lr = non_negative({info, 4, fn, "lr"});
     options.beta1 = bounded_number({info, 5, fn, "beta1"}, 0, 1, true);
@@ -148,9 +184,31 @@ Napi::Value adamw_step(const Napi::CallbackInfo& info) {
     check_pairs(fn, params, exp_avg_sq);
     check_distinct_storage(fn, {&params, &exp_avg, &exp_avg_sq}, {&grads});
     const Pointers p = pointers(params);
-    cpu::adamw_step(p.data.data(), read_pointers(grads).data(), pointers(exp_avg).data.data(),
-                    pointers(exp_avg_sq).data.data(), p.lengths.data(), static_cast<int64_t>(p.lengths.size()),
-                    options);
+    if (device == Device::kCuda) {
+#if BIDORA_HAVE_CUDA
+      // The launcher takes the rule's inputs and forms the step's scalars on the device; only the bias corrections
+      // depend on the step, so they are computed here in double like the CPU's and rounded once.
+      const double step = static_cast<double>(options.step);
+      cuda::AdamWStep scalars{};
+      scalars.learning_rate = static_cast<float>(options.lr);
+      scalars.beta1 = static_cast<float>(options.beta1);
+      scalars.beta2 = static_cast<float>(options.beta2);
+      scalars.eps = static_cast<float>(options.eps);
+      scalars.weight_decay = static_cast<float>(options.weight_decay);
+      scalars.bias_correction1 = static_cast<float>(1.0 - std::pow(options.beta1, step));
+      scalars.bias_correction2 = static_cast<float>(1.0 - std::pow(options.beta2, step));
+      cuda::adamw_step(p.data.data(), pointers(exp_avg).data.data(), pointers(exp_avg_sq).data.data(),
+                       read_pointers(grads).data(), p.lengths.data(), static_cast<int>(p.lengths.size()), scalars,
+                       nullptr);
+      cuda::check_launch(fn);
+#else
+      throw RangeError(std::string(fn) + ": this build of bidora has no CUDA kernels");
+#endif
+    } else {
+      cpu::adamw_step(p.data.data(), read_pointers(grads).data(), pointers(exp_avg).data.data(),
+                      pointers(exp_avg_sq).data.data(), p.lengths.data(), static_cast<int64_t>(p.lengths.size()),
+                      options);
+    }
     mark_modified(params);
     mark_modified(exp_avg);
     mark_modified(exp_avg_sq);
@@ -160,8 +218,9 @@ Napi::Value adamw_step(const Napi::CallbackInfo& info) {
 
 // [sync] sgdStep(params, grads, momentumBuffers | undefined, lr, momentum, weightDecay, nesterov): void
 // One SGD update (PyTorch's rule with dampening 0) of every params[i] in place. momentumBuffers: zeros before the
-// first step (which then sets them to the gradient, as PyTorch does); needed when momentum is non-zero. Throws
-// TypeError, RangeError (as adamwStep; momentum negative, nesterov without momentum, momentum without buffers).
+// first step (which then sets them to the gradient, as PyTorch does); needed when momentum is non-zero. CPU only
+// (no CUDA kernel): a 'cuda' tensor is a TypeError. Throws TypeError, RangeError (as adamwStep; momentum negative,
+// nesterov without momentum, momentum without buffers).
 Napi::Value sgd_step(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
     const char* fn = "sgdStep";
@@ -194,55 +253,99 @@ Napi::Value sgd_step(const Napi::CallbackInfo& info) {
   });
 }
 
-// [sync] axpyList(ys, alpha, xs): void - ys[i] += alpha * xs[i] in place, for every pair. Throws TypeError,
-// RangeError (lists of different lengths, shapes that differ pairwise, a y sharing storage with another tensor).
+// [sync] axpyList(ys, alpha, xs): void - ys[i] += alpha * xs[i] in place, for every pair. Runs on the tensors'
+// device. Throws TypeError (as adamwStep), RangeError (lists of different lengths, shapes that differ pairwise, a y
+// sharing storage with another tensor).
 Napi::Value axpy_list(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
     const char* fn = "axpyList";
-    const TensorList ys = tensor_list(info, 0, fn, "ys");
+    const TensorList ys = tensor_list(info, 0, fn, "ys", true);
     const double alpha = number_arg({info, 1, fn, "alpha"});
-    const TensorList xs = tensor_list(info, 2, fn, "xs");
+    const TensorList xs = tensor_list(info, 2, fn, "xs", true);
+    const Device device = list_device(fn, {&ys, &xs});
     check_pairs(fn, ys, xs);
     check_distinct_storage(fn, {&ys}, {&xs});
     const Pointers y = pointers(ys);
-    cpu::axpy_list(y.data.data(), static_cast<float>(alpha), read_pointers(xs).data(), y.lengths.data(),
-                   static_cast<int64_t>(y.lengths.size()));
+    if (device == Device::kCuda) {
+#if BIDORA_HAVE_CUDA
+      cuda::list_axpy(y.data.data(), read_pointers(xs).data(), y.lengths.data(), static_cast<int>(y.lengths.size()),
+                      static_cast<float>(alpha), nullptr, nullptr);
+      cuda::check_launch(fn);
+#else
+      throw RangeError(std::string(fn) + ": this build of bidora has no CUDA kernels");
+#endif
+    } else {
+      cpu::axpy_list(y.data.data(), static_cast<float>(alpha), read_pointers(xs).data(), y.lengths.data(),
+                     static_cast<int64_t>(y.lengths.size()));
+    }
     mark_modified(ys);
     return info.Env().Undefined();
   });
 }
 
-// [sync] scaleList(tensors, factor): void - tensors[i] *= factor in place. Throws TypeError, RangeError (factor not
-// finite, one storage listed twice).
+// [sync] scaleList(tensors, factor): void - tensors[i] *= factor in place. Runs on the tensors' device (on 'cuda' one
+// elementwise launch per tensor: there is no list launcher for it). Throws TypeError (as adamwStep), RangeError
+// (factor not finite, one storage listed twice).
 Napi::Value scale_list(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
     const char* fn = "scaleList";
-    const TensorList tensors = tensor_list(info, 0, fn, "tensors");
+    const TensorList tensors = tensor_list(info, 0, fn, "tensors", true);
+    const Device device = list_device(fn, {&tensors});
     const double factor = number_arg({info, 1, fn, "factor"});
     check_distinct_storage(fn, {&tensors}, {});
     const Pointers t = pointers(tensors);
-    cpu::scale_list(t.data.data(), static_cast<float>(factor), t.lengths.data(),
-                    static_cast<int64_t>(t.lengths.size()));
+    if (device == Device::kCuda) {
+#if BIDORA_HAVE_CUDA
+      for (size_t index = 0; index < t.data.size(); ++index) {
+        cuda::scale(t.data[index], t.data[index], static_cast<float>(factor), t.lengths[index], nullptr);
+      }
+      cuda::check_launch(fn);
+#else
+      throw RangeError(std::string(fn) + ": this build of bidora has no CUDA kernels");
+#endif
+    } else {
+      cpu::scale_list(t.data.data(), static_cast<float>(factor), t.lengths.data(),
+                      static_cast<int64_t>(t.lengths.size()));
+    }
     mark_modified(tensors);
     return info.Env().Undefined();
   });
 }
 
 // [sync] combineHypergradient(direct, plus, minus, factor): void - direct[i] -= factor * (plus[i] - minus[i]) in
-// place (BiDoRA: g − ξ (g⁺ − g⁻) / (2ε), factor = ξ / (2ε)). Throws TypeError, RangeError (as axpyList).
+// place (BiDoRA: g − ξ (g⁺ − g⁻) / (2ε), factor = ξ / (2ε)). Runs on the tensors' device. Throws TypeError (as
+// adamwStep), RangeError (as axpyList).
 Napi::Value combine_hypergradient(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
     const char* fn = "combineHypergradient";
-    const TensorList direct = tensor_list(info, 0, fn, "direct");
-    const TensorList plus = tensor_list(info, 1, fn, "plus");
-    const TensorList minus = tensor_list(info, 2, fn, "minus");
+    const TensorList direct = tensor_list(info, 0, fn, "direct", true);
+    const TensorList plus = tensor_list(info, 1, fn, "plus", true);
+    const TensorList minus = tensor_list(info, 2, fn, "minus", true);
+    const Device device = list_device(fn, {&direct, &plus, &minus});
     const double factor = number_arg({info, 3, fn, "factor"});
     check_pairs(fn, direct, plus);
     check_pairs(fn, direct, minus);
     check_distinct_storage(fn, {&direct}, {&plus, &minus});
     const Pointers d = pointers(direct);
-    cpu::combine_hypergradient(d.data.data(), read_pointers(plus).data(), read_pointers(minus).data(),
-                               static_cast<float>(factor), d.lengths.data(), static_cast<int64_t>(d.lengths.size()));
+    if (device == Device::kCuda) {
+#if BIDORA_HAVE_CUDA
+      // The launcher forms the factor on the device as xi / (2ε) from a device ε; ε = 0.5 makes that exactly xi,
+      // so the factor from JavaScript (any sign) goes in as xi unchanged. out aliases g: the update is in place.
+      float* half = static_cast<float*>(cuda::scratch(0, sizeof(float), fn));
+      const float one_half = 0.5f;
+      cuda::copy_to_device(half, &one_half, 1, fn);
+      const std::vector<const float*> grads(d.data.begin(), d.data.end());
+      cuda::hypergradient_combine(d.data.data(), grads.data(), read_pointers(plus).data(), read_pointers(minus).data(),
+                                  d.lengths.data(), static_cast<int>(d.lengths.size()), static_cast<float>(factor),
+                                  half, nullptr);
+      cuda::check_launch(fn);
+#else
+      throw RangeError(std::string(fn) + ": this build of bidora has no CUDA kernels");
+#endif
+    } else {
+      cpu::combine_hypergradient(d.data.data(), read_pointers(plus).data(), read_pointers(minus).data(),
+                                 static_cast<float>(factor), d.lengths.data(), static_cast<int64_t>(d.lengths.size()));
+    }
     mark_modified(direct);
     return info.Env().Undefined();
   });
@@ -260,8 +363,8 @@ Shape matrix(int64_t rows, int64_t cols) {
 //   -> { value: number, gradA?: TensorHandle [R,K], gradB?: TensorHandle [M,R] }
 // BiDoRA's F = ||D Dᵀ − I||_F for D the row-normalised W0 + s B A (norms floored at eps), and dF/dA, dF/dB (only
 // when computeGradients), from weight W0 [M,K], weightGram = W0 W0ᵀ [M,M], loraA [R,K] (R ≥ 1), loraB [M,R]; never
-// forms an [M,K] matrix. Throws TypeError (not a live tensor, not a number), RangeError (shapes that do not fit,
-// scale not finite, eps not positive).
+// forms an [M,K] matrix. CPU only (no CUDA kernel): a 'cuda' tensor is a TypeError. Throws TypeError (not a live
+// tensor, not a number), RangeError (shapes that do not fit, scale not finite, eps not positive).
 Napi::Value orthogonality_penalty(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
     const char* fn = "orthogonalityPenalty";

@@ -35,6 +35,9 @@ void copy_on_device(float* destination, const float* source, int64_t count, cons
 void copy_ints_to_device(int32_t* device, const int32_t* host, int64_t count, const char* function);
 // Throws if the launches queued so far by `function` failed to start (bad configuration, no kernel image).
 void check_launch(const char* function);
+// Scratch on the device that grows and is reused by every call on this host thread: launches are ordered on the
+// default stream, so a call may reuse what an earlier one finished with. Slots 0-3 are independent buffers.
+void* scratch(int slot, size_t bytes, const char* function);
 
 // ---- GEMM ---------------------------------------------------------------------------------------------------------
 
@@ -107,6 +110,7 @@ void lora_backward(const AdapterGrads& grads, const float* grad_output, const fl
 // ---- elementwise (b repeats every `period` elements of a: period == n same shape, less a trailing broadcast) ------
 
 void add(float* out, const float* a, const float* b, int64_t n, int64_t period, cudaStream_t stream);
+void sub(float* out, const float* a, const float* b, int64_t n, int64_t period, cudaStream_t stream);
 void mul(float* out, const float* a, const float* b, int64_t n, int64_t period, cudaStream_t stream);
 void scale(float* out, const float* a, float alpha, int64_t n, cudaStream_t stream);
 void axpy(float* y, float alpha, const float* x, int64_t n, cudaStream_t stream);  // y += alpha x

@@ -74,4 +74,25 @@ void copy_ints_to_device(int32_t* device, const int32_t* host, int64_t count, co
 
 void check_launch(const char* function) { check(cudaGetLastError(), function, "kernel launch"); }
 
+void* scratch(int slot, size_t bytes, const char* function) {
+  constexpr int kSlots = 4;
+  struct Buffers {
+    void* data[kSlots] = {};
+    size_t bytes[kSlots] = {};
+    ~Buffers() {
+      for (void* buffer : data) (void)cudaFree(buffer);
+    }
+  };
+  thread_local Buffers buffers;
+  if (slot < 0 || slot >= kSlots) throw RangeError(std::string(function) + ": no scratch slot " + std::to_string(slot));
+  if (buffers.bytes[slot] < bytes) {
+    (void)cudaFree(buffers.data[slot]);  // waits for the launches still using it
+    buffers.data[slot] = nullptr;
+    buffers.bytes[slot] = 0;
+    check(cudaMalloc(&buffers.data[slot], bytes), function, "scratch allocation");
+    buffers.bytes[slot] = bytes;
+  }
+  return buffers.data[slot];
+}
+
 }  // namespace bidora::cuda

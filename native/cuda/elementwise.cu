@@ -6,7 +6,7 @@ namespace bidora::cuda {
 
 namespace {
 
-enum class Binary { kAdd, kMul };
+enum class Binary { kAdd, kSub, kMul };
 
 // ---- kernels --------------------------------------------------------------------------------------------------------
 
@@ -15,7 +15,7 @@ __global__ void binary_kernel(float* out, const float* a, const float* b, int64_
   for (int64_t index = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; index < n;
        index += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const float other = b[period == n ? index : index % period];
-    out[index] = kOp == Binary::kAdd ? a[index] + other : a[index] * other;
+    out[index] = kOp == Binary::kAdd ? a[index] + other : kOp == Binary::kSub ? a[index] - other : a[index] * other;
   }
 }
 
@@ -40,6 +40,11 @@ __global__ void axpy_kernel(float* y, float alpha, const float* x, int64_t n) {
 void add(float* out, const float* a, const float* b, int64_t n, int64_t period, cudaStream_t stream) {
   if (n == 0) return;
   binary_kernel<Binary::kAdd><<<elementwise_blocks(n), kElementwiseThreads, 0, stream>>>(out, a, b, n, period);
+}
+
+void sub(float* out, const float* a, const float* b, int64_t n, int64_t period, cudaStream_t stream) {
+  if (n == 0) return;
+  binary_kernel<Binary::kSub><<<elementwise_blocks(n), kElementwiseThreads, 0, stream>>>(out, a, b, n, period);
 }
 
 void mul(float* out, const float* a, const float* b, int64_t n, int64_t period, cudaStream_t stream) {
