@@ -122,8 +122,7 @@ export function runBilevel(bidora, { quick, threads }) {
     // One perturbed pass on its own: forward and a backward asking for the magnitudes' gradients only.
     const probe = trainers['finite-difference'];
     const lowerBatch = bidora.train.collate(lower, probe.model.config.padTokenId);
-    const magnitudePass = () =>
-      bidora.tidy(() => bidora.grad(probe.model.forward(lowerBatch).loss, probe.magnitudes));
+    const magnitudePass = () => bidora.tidy(() => bidora.grad(probe.model.forward(lowerBatch).loss, probe.magnitudes));
     // Rounds of every measurement side by side, the ratios taken within each round: this machine's speed drifts
     // between rounds more than within one.
     const rounds = [];

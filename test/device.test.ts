@@ -1,11 +1,25 @@
 // Devices: where tensors live and ops run. Without a GPU (this machine, CI) every tensor is on the CPU, asking for
 // 'cuda' is a clear RangeError that leaks nothing, and the freed-buffer cache behind CPU tensors is checked. With a
 // usable GPU the second block runs: round trips, each op family on 'cuda' against the CPU, mixed-device errors,
-// and a DoRA MLP trained on both devices.
+// a DoRA MLP and a BiDoRA tiny BERT trained on both devices.
 import { describe, expect, it } from 'vitest';
 
 import { native } from '../lib/binding';
-import { devices, emptyCache, memory, nn, ops, optim, setMatmulPrecision, Tensor, tidy, adapters } from '../lib/index';
+import {
+  adapters,
+  devices,
+  emptyCache,
+  memory,
+  models,
+  nn,
+  ops,
+  optim,
+  setMatmulPrecision,
+  Tensor,
+  tidy,
+  train,
+} from '../lib/index';
+import { tinyBertConfig } from './fixtures/tiny-bert';
 
 const hasGpu = devices().includes('cuda');
 
@@ -245,5 +259,34 @@ describe.skipIf(!hasGpu)('devices with a GPU (skipped here: no usable CUDA GPU o
       return trace;
     });
     losses[0].forEach((loss, step) => expect(Math.abs(losses[1][step] - loss)).toBeLessThan(1e-4 * Math.abs(loss)));
+  });
+
+  it("a tiny BERT trained with BiDoRA on cuda ends with the CPU run's adapters (float tolerance)", () => {
+    const examples = Array.from({ length: 16 }, (_, index) => ({
+      inputIds: [2, ...Array.from({ length: 6 }, (__, position) => 5 + ((index * 7 + position * 3) % 30)), 3],
+      label: index % 3,
+    }));
+    const trained = (['cpu', 'cuda'] as const).map((device) => {
+      const model = models.fromConfig(tinyBertConfig(), { seed: 4 }).to(device);
+      adapters.apply(model, {
+        method: 'bidora',
+        r: 4,
+        targetModules: ['query', 'value'],
+        modulesToSave: ['classifier'],
+      });
+      expect(model.device).toBe(device);
+      const trainer = new train.BiLevelTrainer({ model, batchSize: 8, seed: 1, log: 'none' });
+      for (let step = 0; step < 3; step += 1) trainer.step(examples.slice(0, 8), examples.slice(8), step);
+      const values = model
+        .parameters()
+        .filter((tensor) => tensor.requiresGrad)
+        .map((tensor) => tensor.toFloat32Array());
+      trainer.dispose();
+      model.dispose();
+      return values;
+    });
+    trained[0].forEach((expected, index) => {
+      expect(maxRelativeDifference(trained[1][index], expected), `trained tensor ${index}`).toBeLessThan(1e-3);
+    });
   });
 });

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "cuda_ops.h"
+#include "random_math.cuh"
 
 namespace {
 
@@ -390,6 +391,104 @@ void check_elementwise() {
   check("axpy", da.download(), axpy_ref, kFloat32Tolerance);
 }
 
+// sub, ReLU and tanh with their gradients, dropout against the CPU's mask, the axis sums and their broadcast, narrow
+// and its gradient, the head permute and the mean squared error.
+void check_layout() {
+  const int64_t outer = 37, axis = 129, inner = 23, n = outer * axis * inner;
+  const Vector a = random_vector(n), b = random_vector(n), grad = random_vector(n);
+  Device<float> da(a), db(b), dgrad(grad), out(n), out2(n);
+  Doubles sub_ref(n), relu_ref(n), relu_grad_ref(n), tanh_ref(n), dropout_ref(n);
+  const float p = 0.3f;
+  const uint64_t seed = 12345, key = cu::dropout_key(seed);
+  for (int64_t i = 0; i < n; ++i) {
+    sub_ref[i] = static_cast<double>(a[i]) - b[i];
+    relu_ref[i] = a[i] > 0 ? a[i] : 0.0;
+    relu_grad_ref[i] = a[i] > 0 ? grad[i] : 0.0;
+    tanh_ref[i] = std::tanh(static_cast<double>(a[i]));
+    dropout_ref[i] = cu::dropout_keeps(key, i, p) ? a[i] / (1.0 - p) : 0.0;
+  }
+  cu::sub(out.ptr, da.ptr, db.ptr, n, n, nullptr);
+  check("sub", out.download(), sub_ref, kFloat32Tolerance);
+  cu::relu_forward(out.ptr, da.ptr, n, nullptr);
+  check("relu", out.download(), relu_ref, kFloat32Tolerance);
+  cu::relu_backward(out.ptr, da.ptr, dgrad.ptr, n, nullptr);
+  check("relu backward", out.download(), relu_grad_ref, kFloat32Tolerance);
+  cu::tanh_forward(out.ptr, da.ptr, n, nullptr);
+  const Vector tanh_out = out.download();
+  check("tanh", tanh_out, tanh_ref, kFloat32Tolerance);
+  Doubles tanh_grad_ref(n);
+  for (int64_t i = 0; i < n; ++i) tanh_grad_ref[i] = grad[i] * (1.0 - static_cast<double>(tanh_out[i]) * tanh_out[i]);
+  cu::tanh_backward(out2.ptr, out.ptr, dgrad.ptr, n, nullptr);
+  check("tanh backward", out2.download(), tanh_grad_ref, kFloat32Tolerance);
+  cu::dropout(out.ptr, da.ptr, n, p, seed, nullptr);
+  check("dropout (the CPU's mask)", out.download(), dropout_ref, kFloat32Tolerance);
+
+  // Sums over the middle axis (inner > 1) and over rows (inner = 1), and the broadcast back.
+  Doubles column_sums(outer * inner, 0.0), row_sums(outer * axis, 0.0), broadcast_ref(n);
+  for (int64_t o = 0; o < outer; ++o) {
+    for (int64_t j = 0; j < axis; ++j) {
+      for (int64_t i = 0; i < inner; ++i) {
+        const float value = a[(o * axis + j) * inner + i];
+        column_sums[o * inner + i] += value;
+        row_sums[o * axis + j] += value;
+      }
+    }
+  }
+  Device<float> sums(outer * axis);
+  cu::sum_axis(sums.ptr, da.ptr, outer, axis, inner, nullptr);
+  check("sum over an inner axis", Vector(sums.download().begin(), sums.download().begin() + outer * inner), column_sums,
+        kFloat32Tolerance);
+  cu::sum_axis(sums.ptr, da.ptr, outer * axis, inner, 1, nullptr);
+  check("sum over rows", sums.download(), row_sums, kFloat32Tolerance);
+  for (int64_t index = 0; index < n; ++index) {
+    broadcast_ref[index] = b[(index / (axis * inner)) * inner + index % inner];
+  }
+  cu::broadcast_axis(out.ptr, db.ptr, outer, axis, inner, nullptr);
+  check("broadcast over an axis", out.download(), broadcast_ref, 0.0);
+
+  const int64_t start = 17, length = 61;
+  Doubles narrow_ref(outer * length * inner), narrow_grad_ref(n, 0.0);
+  for (int64_t o = 0; o < outer; ++o) {
+    for (int64_t j = 0; j < length; ++j) {
+      for (int64_t i = 0; i < inner; ++i) {
+        narrow_ref[(o * length + j) * inner + i] = a[(o * axis + start + j) * inner + i];
+        narrow_grad_ref[(o * axis + start + j) * inner + i] = grad[(o * length + j) * inner + i];
+      }
+    }
+  }
+  Device<float> narrowed(outer * length * inner);
+  cu::narrow(narrowed.ptr, da.ptr, outer, axis, inner, start, length, nullptr);
+  check("narrow", narrowed.download(), narrow_ref, 0.0);
+  cu::narrow_backward(out.ptr, dgrad.ptr, outer, axis, inner, start, length, nullptr);
+  check("narrow backward", out.download(), narrow_grad_ref, 0.0);
+
+  // [a, b, c, d] = [4, 128, 12, 64]: a batch of sequences split into heads.
+  const int64_t pa = 4, pb = 128, pc = 12, pd = 64;
+  const Vector x = random_vector(pa * pb * pc * pd);
+  Device<float> dx(x), permuted(x.size());
+  Doubles permute_ref(x.size());
+  for (int64_t ai = 0; ai < pa; ++ai)
+    for (int64_t bi = 0; bi < pb; ++bi)
+      for (int64_t ci = 0; ci < pc; ++ci)
+        for (int64_t di = 0; di < pd; ++di)
+          permute_ref[((ai * pc + ci) * pb + bi) * pd + di] = x[((ai * pb + bi) * pc + ci) * pd + di];
+  cu::permute_0213(permuted.ptr, dx.ptr, pa, pb, pc, pd, nullptr);
+  check("permute [a,b,c,d] -> [a,c,b,d]", permuted.download(), permute_ref, 0.0);
+
+  double squares = 0;
+  Doubles mse_grad_ref(n);
+  for (int64_t i = 0; i < n; ++i) {
+    const double difference = static_cast<double>(a[i]) - b[i];
+    squares += difference * difference;
+    mse_grad_ref[i] = 2.0 * 0.5 * difference / static_cast<double>(n);
+  }
+  Device<float> loss(1);
+  cu::mse_loss_forward(loss.ptr, da.ptr, db.ptr, n, nullptr);
+  check("mse loss", loss.download(), Doubles{squares / static_cast<double>(n)}, kFloat32Tolerance);
+  cu::mse_loss_backward(out.ptr, da.ptr, db.ptr, 0.5f, n, nullptr);
+  check("mse loss backward", out.download(), mse_grad_ref, kFloat32Tolerance);
+}
+
 void check_nn() {
   const int64_t rows = 193, d = 771;
   const Vector x = random_vector(rows * d, 2.0f), gamma = random_vector(d), beta = random_vector(d);
@@ -681,6 +780,7 @@ int main(int argc, char** argv) {
   check_gemm();
   check_adapters();
   check_elementwise();
+  check_layout();
   check_nn();
   check_optimizer();
   std::printf("\n%d check(s) failed\n", failures);

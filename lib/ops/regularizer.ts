@@ -1,9 +1,10 @@
 // BiDoRA's orthogonality regulariser of one adapted layer, ‖D Dᵀ − I‖_F with D the row-normalised direction
 // W0 + s·B·A, as a differentiable op over loraA and loraB. One native call gives the value and both gradients from
-// factored terms; the frozen weight's Gram matrix W0 W0ᵀ is cached per weight tensor.
+// factored terms; the frozen weight's Gram matrix W0 W0ᵀ is cached per weight tensor. The kernel runs on the CPU:
+// for a layer on the GPU, A and B (small) travel to it and the gradients back, and W0 is copied once, with its Gram.
 import { isGradEnabled, record } from '../autograd';
 import { native, type NativeTensorHandle } from '../binding';
-import { handleOf, keep, type Tensor, tensorOf } from '../tensor';
+import { handleOf, keep, Tensor, tensorOf } from '../tensor';
 import { DEFAULT_NORM_EPS } from './adapter';
 import { scale as scaleTensor } from './elementwise';
 
@@ -20,24 +21,41 @@ export interface OrthogonalityArgs {
   eps?: number;
 }
 
-/** W0 W0ᵀ per weight tensor, valid while the weight's storage version is unchanged. */
-const gramCache = new WeakMap<Tensor, { version: number; gram: Tensor }>();
+/** Per weight tensor, while its storage version is unchanged: W0 W0ᵀ, and W0's CPU copy when W0 is on the GPU. */
+interface CachedWeight {
+  version: number;
+  gram: Tensor;
+  hostWeight: Tensor | undefined;
+}
+const gramCache = new WeakMap<Tensor, CachedWeight>();
 
-function weightGram(weight: Tensor, handle: NativeTensorHandle): NativeTensorHandle {
-  const cached = gramCache.get(weight);
-  if (cached !== undefined && cached.version === handle.version && !cached.gram.isDisposed) {
-    return handleOf(cached.gram, 'orthogonalityPenalty', 'cached weightGram');
+/** W0 and W0 W0ᵀ as CPU handles, for the kernel. */
+function cachedWeight(
+  weight: Tensor,
+  handle: NativeTensorHandle,
+): { weight: NativeTensorHandle; gram: NativeTensorHandle } {
+  const fn = 'orthogonalityPenalty';
+  let cached = gramCache.get(weight);
+  if (cached === undefined || cached.version !== handle.version || cached.gram.isDisposed) {
+    releaseWeightGram(weight);
+    // The cache outlives any tidy scope the first call ran in.
+    const hostWeight = weight.device === 'cpu' ? undefined : keep(weight.to('cpu'));
+    const host = hostWeight === undefined ? handle : handleOf(hostWeight, fn, 'weight');
+    const gram = keep(tensorOf(native.matmul(host, host, false, true)));
+    cached = { version: handle.version, gram, hostWeight };
+    gramCache.set(weight, cached);
   }
-  cached?.gram.dispose();
-  // The cache outlives any tidy scope the first call ran in.
-  const gram = keep(tensorOf(native.matmul(handle, handle, false, true)));
-  gramCache.set(weight, { version: handle.version, gram });
-  return handleOf(gram, 'orthogonalityPenalty', 'cached weightGram');
+  return {
+    weight: cached.hostWeight === undefined ? handle : handleOf(cached.hostWeight, fn, 'cached weight'),
+    gram: handleOf(cached.gram, fn, 'cached weightGram'),
+  };
 }
 
 /** Frees the cached W0 W0ᵀ of `weight` now (it is otherwise freed when the weight is collected or changes). */
 export function releaseWeightGram(weight: Tensor): void {
-  gramCache.get(weight)?.gram.dispose();
+  const cached = gramCache.get(weight);
+  cached?.gram.dispose();
+  cached?.hostWeight?.dispose();
   gramCache.delete(weight);
 }
 
@@ -57,21 +75,37 @@ export function orthogonalityPenalty(args: OrthogonalityArgs): Tensor {
   if (weight.rank !== 2) {
     throw new RangeError(`${fn}: expected weight of rank 2 (out, in), but weight has shape [${weight.shape}]`);
   }
+  const { device } = weight;
+  if (loraA.device !== device || loraB.device !== device) {
+    const other = loraA.device !== device ? ['loraA', loraA.device] : ['loraB', loraB.device];
+    throw new TypeError(
+      `${fn}: weight is on '${device}' but ${other[0]} is on '${other[1]}'; move one with .to() so both are on the same device`,
+    );
+  }
   const differentiable = isGradEnabled() && (loraA.requiresGrad || loraB.requiresGrad);
-  const result = native.orthogonalityPenalty(
-    weightHandle,
-    weightGram(weight, weightHandle),
-    loraAHandle,
-    loraBHandle,
-    args.scale,
-    eps,
-    differentiable,
-  );
-  const output = tensorOf(native.full([], result.value));
+  const host = cachedWeight(weight, weightHandle);
+  const hostA = device === 'cpu' ? undefined : loraA.to('cpu');
+  const hostB = device === 'cpu' ? undefined : loraB.to('cpu');
+  let result: ReturnType<typeof native.orthogonalityPenalty>;
+  try {
+    result = native.orthogonalityPenalty(
+      host.weight,
+      host.gram,
+      hostA === undefined ? loraAHandle : handleOf(hostA, fn, 'loraA'),
+      hostB === undefined ? loraBHandle : handleOf(hostB, fn, 'loraB'),
+      args.scale,
+      eps,
+      differentiable,
+    );
+  } finally {
+    hostA?.dispose();
+    hostB?.dispose();
+  }
+  const output = Tensor.full([], result.value, { device });
   if (!differentiable) return output;
   // The gradients are computed now, at forward values: backward checks that A and B have not changed since.
-  const gradA = keep(tensorOf(result.gradA!));
-  const gradB = keep(tensorOf(result.gradB!));
+  const gradA = keep(onDevice(tensorOf(result.gradA!), device));
+  const gradB = keep(onDevice(tensorOf(result.gradB!), device));
   record(output, 'orthogonalityPenalty', [loraA, loraB], (saved) => {
     saved.own(gradA);
     saved.own(gradB);
@@ -93,4 +127,12 @@ export function orthogonalityPenalty(args: OrthogonalityArgs): Tensor {
     gradB.dispose();
   }
   return output;
+}
+
+/** `tensor` moved to `device` (the CPU original disposed when a copy was made). */
+function onDevice(tensor: Tensor, device: Tensor['device']): Tensor {
+  if (device === tensor.device) return tensor;
+  const moved = tensor.to(device);
+  tensor.dispose();
+  return moved;
 }

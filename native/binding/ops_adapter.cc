@@ -197,8 +197,7 @@ Napi::Object new_tensor(Napi::Env env, const Shape& shape, float** data, Device 
 
 #if BIDORA_HAVE_CUDA
 // Dropout on the GPU with the CPU's mask: the same (seed, index) gives the same kept elements on either device. The
-// scale (keep / (1 − p)) is made on the host and copied; the dropped input is x ⊙ scale. Both live in scratch
-// until the next adapter call.
+// scale (keep / (1 − p)) and the dropped input x ⊙ scale live in scratch until the next adapter call.
 struct GpuDropout {
   const float* scale = nullptr;  // null without dropout
   const float* input = nullptr;  // x itself without dropout
@@ -207,11 +206,8 @@ struct GpuDropout {
 GpuDropout gpu_dropout(TensorHandle& input, const Dropout& dropout, const char* fn) {
   if (dropout.p == 0) return {nullptr, input.data()};
   const int64_t count = input.numel();
-  FloatBuffer host(count);
-  std::fill(host.data(), host.data() + count, 1.0f);
-  cpu::dropout(host.data(), host.data(), count, dropout.p, dropout.seed);
   auto* scale = static_cast<float*>(cuda::scratch(2, static_cast<size_t>(count) * sizeof(float), fn));
-  cuda::copy_to_device(scale, host.data(), count, fn);
+  cuda::dropout(scale, nullptr, count, dropout.p, dropout.seed, nullptr);
   auto* dropped = static_cast<float*>(cuda::scratch(3, static_cast<size_t>(count) * sizeof(float), fn));
   cuda::mul(dropped, input.data(), scale, count, count, nullptr);
   return {scale, dropped};

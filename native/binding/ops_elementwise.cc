@@ -118,10 +118,11 @@ Napi::Value axpy(const Napi::CallbackInfo& info) {
 }
 
 // [sync] sum(a, axis: number | undefined, keepDims: boolean): TensorHandle - over one axis (negative counts from
-// the end), or over everything when axis is undefined. Throws TypeError, RangeError (axis out of range).
+// the end), or over everything when axis is undefined; on a's device. Throws TypeError, RangeError (axis out of
+// range).
 Napi::Value sum(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
-    TensorHandle& a = tensor_arg({info, 0, "sum", "a"});
+    TensorHandle& a = any_tensor_arg({info, 0, "sum", "a"});
     const Shape& shape = a.shape();
     const bool keep_dims = boolean_arg({info, 2, "sum", "keepDims"}, false);
     Shape out_shape;
@@ -149,7 +150,14 @@ Napi::Value sum(const Napi::CallbackInfo& info) {
       }
     }
     TensorHandle* out = nullptr;
-    Napi::Object result = TensorHandle::allocate(info.Env(), out_shape, &out);
+    Napi::Object result = TensorHandle::allocate(info.Env(), out_shape, &out, a.device());
+#if BIDORA_HAVE_CUDA
+    if (a.device() == Device::kCuda) {
+      cuda::sum_axis(out->data(), a.data(), outer, axis_length, inner, nullptr);
+      cuda::check_launch("sum");
+      return result;
+    }
+#endif
     cpu::sum_axis(out->data(), a.data(), outer, axis_length, inner);
     return result;
   });
@@ -157,10 +165,10 @@ Napi::Value sum(const Napi::CallbackInfo& info) {
 
 // [sync] broadcastAxis(a, shape: number[], axis: number | undefined): TensorHandle of `shape`, repeating a along
 // `axis` (a has shape without that axis), or filling it with the one value of a when axis is undefined: the gradient
-// of sum. Throws TypeError, RangeError (a's size does not match).
+// of sum; on a's device. Throws TypeError, RangeError (a's size does not match).
 Napi::Value broadcast_axis(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
-    TensorHandle& a = tensor_arg({info, 0, "broadcastAxis", "a"});
+    TensorHandle& a = any_tensor_arg({info, 0, "broadcastAxis", "a"});
     const Shape shape = shape_arg({info, 1, "broadcastAxis", "shape"});
     int64_t outer = 1, length = shape.numel(), inner = 1;
     if (!Arg{info, 2, "broadcastAxis", "axis"}.missing()) {
@@ -176,7 +184,14 @@ Napi::Value broadcast_axis(const Napi::CallbackInfo& info) {
                        " without the broadcast axis");
     }
     TensorHandle* out = nullptr;
-    Napi::Object result = TensorHandle::allocate(info.Env(), shape, &out);
+    Napi::Object result = TensorHandle::allocate(info.Env(), shape, &out, a.device());
+#if BIDORA_HAVE_CUDA
+    if (a.device() == Device::kCuda) {
+      cuda::broadcast_axis(out->data(), a.data(), outer, length, inner, nullptr);
+      cuda::check_launch("broadcastAxis");
+      return result;
+    }
+#endif
     cpu::broadcast_axis(out->data(), a.data(), outer, length, inner);
     return result;
   });
@@ -200,27 +215,36 @@ AxisSplit split_at(const Napi::CallbackInfo& info, size_t index, const char* fn,
 }
 
 // [sync] narrow(a, axis: number, start: number, length: number): TensorHandle - a copy of
-// a[..., start : start + length, ...] along `axis`. Throws TypeError, RangeError (axis or range out of bounds).
+// a[..., start : start + length, ...] along `axis`, on a's device. Throws TypeError, RangeError (axis or range out
+// of bounds).
 Napi::Value narrow(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
-    TensorHandle& a = tensor_arg({info, 0, "narrow", "a"});
+    TensorHandle& a = any_tensor_arg({info, 0, "narrow", "a"});
     const AxisSplit split = split_at(info, 1, "narrow", a.shape());
     const int64_t start = integer_arg({info, 2, "narrow", "start"}, 0, split.length);
     const int64_t length = integer_arg({info, 3, "narrow", "length"}, 0, split.length - start);
     Shape out_shape = a.shape();
     out_shape.dims[split.axis] = length;
     TensorHandle* out = nullptr;
-    Napi::Object result = TensorHandle::allocate(info.Env(), out_shape, &out);
+    Napi::Object result = TensorHandle::allocate(info.Env(), out_shape, &out, a.device());
+#if BIDORA_HAVE_CUDA
+    if (a.device() == Device::kCuda) {
+      cuda::narrow(out->data(), a.data(), split.outer, split.length, split.inner, start, length, nullptr);
+      cuda::check_launch("narrow");
+      return result;
+    }
+#endif
     cpu::narrow(out->data(), a.data(), split.outer, split.length, split.inner, start, length);
     return result;
   });
 }
 
 // [sync] narrowBackward(grad, shape: number[], axis: number, start: number): TensorHandle of `shape`, zero but for
-// grad at [start, start + grad's length) along `axis`. Throws TypeError, RangeError (shapes disagree).
+// grad at [start, start + grad's length) along `axis`; on grad's device. Throws TypeError, RangeError (shapes
+// disagree).
 Napi::Value narrow_backward(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
-    TensorHandle& grad = tensor_arg({info, 0, "narrowBackward", "grad"});
+    TensorHandle& grad = any_tensor_arg({info, 0, "narrowBackward", "grad"});
     const Shape shape = shape_arg({info, 1, "narrowBackward", "shape"});
     const AxisSplit split = split_at(info, 2, "narrowBackward", shape);
     const Shape& g = grad.shape();
@@ -230,7 +254,14 @@ Napi::Value narrow_backward(const Napi::CallbackInfo& info) {
       throw RangeError("narrowBackward: " + describe("grad", g) + " is not a range of " + shape.str());
     }
     TensorHandle* out = nullptr;
-    Napi::Object result = TensorHandle::allocate(info.Env(), shape, &out);
+    Napi::Object result = TensorHandle::allocate(info.Env(), shape, &out, grad.device());
+#if BIDORA_HAVE_CUDA
+    if (grad.device() == Device::kCuda) {
+      cuda::narrow_backward(out->data(), grad.data(), split.outer, split.length, split.inner, start, length, nullptr);
+      cuda::check_launch("narrowBackward");
+      return result;
+    }
+#endif
     cpu::narrow_backward(out->data(), grad.data(), split.outer, split.length, split.inner, start, length);
     return result;
   });

@@ -1,8 +1,7 @@
 // Node-API glue for the neural-network kernels: activations, layer norm, softmax, embedding, losses, permutes.
 // Every function is [sync], returns fresh tensor handles and checks every argument before a kernel runs; integer ids
 // and labels arrive as Int32Arrays (viewed without copying) and are range-checked here, so kernels index safely.
-// Ops with a CUDA launcher run on their tensors' device: ids and labels are checked on the host, then copied to
-// device scratch; the others take CPU tensors only.
+// Every op runs on its tensors' device: ids and labels are checked on the host, then copied to device scratch.
 #include <string>
 #include <vector>
 
@@ -106,88 +105,85 @@ const int32_t* device_ints(int slot, const int32_t* host, int64_t count, const c
 
 using UnaryKernel = void (*)(float*, const float*, int64_t);
 using BackwardKernel = void (*)(float*, const float*, const float*, int64_t);
+#if BIDORA_HAVE_CUDA
+using GpuUnaryKernel = void (*)(float*, const float*, int64_t, cudaStream_t);
+using GpuBackwardKernel = void (*)(float*, const float*, const float*, int64_t, cudaStream_t);
+#define BIDORA_GPU(kernel) cuda::kernel
+#else
+using GpuUnaryKernel = void*;
+using GpuBackwardKernel = void*;
+#define BIDORA_GPU(kernel) nullptr
+#endif
 
-Napi::Value unary(const Napi::CallbackInfo& info, const char* fn, UnaryKernel kernel) {
+// y = f(x) elementwise, on x's device.
+template <UnaryKernel Kernel, GpuUnaryKernel GpuKernel>
+Napi::Value unary(const Napi::CallbackInfo& info, const char* fn) {
   return guarded(info, [&]() -> Napi::Value {
-    TensorHandle& x = tensor_arg({info, 0, fn, "x"});
+    TensorHandle& x = any_tensor_arg({info, 0, fn, "x"});
     float* out = nullptr;
-    Napi::Object result = new_tensor(info.Env(), x.shape(), &out);
-    if (x.numel() > 0) kernel(out, x.data(), x.numel());
+    Napi::Object result = new_tensor(info.Env(), x.shape(), &out, x.device());
+    if (x.numel() == 0) return result;
+#if BIDORA_HAVE_CUDA
+    if (x.device() == Device::kCuda) {
+      GpuKernel(out, x.data(), x.numel(), nullptr);
+      cuda::check_launch(fn);
+      return result;
+    }
+#endif
+    Kernel(out, x.data(), x.numel());
     return result;
   });
 }
 
-// The saved tensor (x or output) first, then gradOutput of the same shape.
-Napi::Value unary_backward(const Napi::CallbackInfo& info, const char* fn, const char* saved_name,
-                           BackwardKernel kernel) {
+// The saved tensor (x or output) first, then gradOutput of the same shape, on their device.
+template <BackwardKernel Kernel, GpuBackwardKernel GpuKernel>
+Napi::Value unary_backward(const Napi::CallbackInfo& info, const char* fn, const char* saved_name) {
   return guarded(info, [&]() -> Napi::Value {
-    TensorHandle& saved = tensor_arg({info, 0, fn, saved_name});
-    TensorHandle& grad_output = tensor_arg({info, 1, fn, "gradOutput"});
+    TensorHandle& saved = any_tensor_arg({info, 0, fn, saved_name});
+    TensorHandle& grad_output = any_tensor_arg({info, 1, fn, "gradOutput"});
+    const Device device = same_device(fn, {{saved_name, &saved}, {"gradOutput", &grad_output}});
     require_same_shape(fn, saved_name, saved, "gradOutput", grad_output);
     float* grad = nullptr;
-    Napi::Object result = new_tensor(info.Env(), saved.shape(), &grad);
-    if (saved.numel() > 0) kernel(grad, saved.data(), grad_output.data(), saved.numel());
+    Napi::Object result = new_tensor(info.Env(), saved.shape(), &grad, device);
+    if (saved.numel() == 0) return result;
+#if BIDORA_HAVE_CUDA
+    if (device == Device::kCuda) {
+      GpuKernel(grad, saved.data(), grad_output.data(), saved.numel(), nullptr);
+      cuda::check_launch(fn);
+      return result;
+    }
+#endif
+    Kernel(grad, saved.data(), grad_output.data(), saved.numel());
     return result;
   });
 }
 
-// [sync] gelu(x): TensorHandle shaped like x, on x's device. The erf form. Throws TypeError.
+// [sync] gelu(x) / relu(x) / tanh(x): TensorHandle shaped like x, on x's device. GELU is the erf form. Throws
+// TypeError.
 Napi::Value gelu_forward(const Napi::CallbackInfo& info) {
-  return guarded(info, [&]() -> Napi::Value {
-    const char* fn = "gelu";
-    TensorHandle& x = any_tensor_arg({info, 0, fn, "x"});
-    const Device device = same_device(fn, {{"x", &x}});
-    float* out = nullptr;
-    Napi::Object result = new_tensor(info.Env(), x.shape(), &out, device);
-    if (x.numel() == 0) return result;
-#if BIDORA_HAVE_CUDA
-    if (device == Device::kCuda) {
-      cuda::gelu_forward(out, x.data(), x.numel(), nullptr);
-      cuda::check_launch(fn);
-      return result;
-    }
-#endif
-    cpu::gelu_forward(out, x.data(), x.numel());
-    return result;
-  });
+  return unary<cpu::gelu_forward, BIDORA_GPU(gelu_forward)>(info, "gelu");
+}
+Napi::Value relu_forward(const Napi::CallbackInfo& info) {
+  return unary<cpu::relu_forward, BIDORA_GPU(relu_forward)>(info, "relu");
+}
+Napi::Value tanh_forward(const Napi::CallbackInfo& info) {
+  return unary<cpu::tanh_forward, BIDORA_GPU(tanh_forward)>(info, "tanh");
 }
 
-// [sync] relu(x) / tanh(x): TensorHandle shaped like x, CPU only. Throws TypeError.
-Napi::Value relu_forward(const Napi::CallbackInfo& info) { return unary(info, "relu", cpu::relu_forward); }
-Napi::Value tanh_forward(const Napi::CallbackInfo& info) { return unary(info, "tanh", cpu::tanh_forward); }
-
-// [sync] geluBackward(x, gradOutput): the input gradient, on the tensors' device. Throws TypeError (not a live
-// tensor, tensors on different devices), RangeError (gradOutput's shape differs).
+// [sync] geluBackward(x, gradOutput) / reluBackward(x, gradOutput) / tanhBackward(output, gradOutput): the input
+// gradient, on the tensors' device. Throws TypeError (not a live tensor, tensors on different devices), RangeError
+// (gradOutput's shape differs).
 Napi::Value gelu_backward(const Napi::CallbackInfo& info) {
-  return guarded(info, [&]() -> Napi::Value {
-    const char* fn = "geluBackward";
-    TensorHandle& x = any_tensor_arg({info, 0, fn, "x"});
-    TensorHandle& grad_output = any_tensor_arg({info, 1, fn, "gradOutput"});
-    const Device device = same_device(fn, {{"x", &x}, {"gradOutput", &grad_output}});
-    require_same_shape(fn, "x", x, "gradOutput", grad_output);
-    float* grad = nullptr;
-    Napi::Object result = new_tensor(info.Env(), x.shape(), &grad, device);
-    if (x.numel() == 0) return result;
-#if BIDORA_HAVE_CUDA
-    if (device == Device::kCuda) {
-      cuda::gelu_backward(grad, x.data(), grad_output.data(), x.numel(), nullptr);
-      cuda::check_launch(fn);
-      return result;
-    }
-#endif
-    cpu::gelu_backward(grad, x.data(), grad_output.data(), x.numel());
-    return result;
-  });
+  return unary_backward<cpu::gelu_backward, BIDORA_GPU(gelu_backward)>(info, "geluBackward", "x");
 }
-
-// [sync] reluBackward(x, gradOutput) / tanhBackward(output, gradOutput): the input gradient, CPU only. Throws
-// TypeError (not a live tensor), RangeError (gradOutput's shape differs).
 Napi::Value relu_backward(const Napi::CallbackInfo& info) {
-  return unary_backward(info, "reluBackward", "x", cpu::relu_backward);
+  return unary_backward<cpu::relu_backward, BIDORA_GPU(relu_backward)>(info, "reluBackward", "x");
 }
 Napi::Value tanh_backward(const Napi::CallbackInfo& info) {
-  return unary_backward(info, "tanhBackward", "output", cpu::tanh_backward);
+  return unary_backward<cpu::tanh_backward, BIDORA_GPU(tanh_backward)>(info, "tanhBackward", "output");
 }
+
+#undef BIDORA_GPU
 
 // ---- layer norm ----
 
@@ -427,17 +423,26 @@ Napi::Value embedding_backward(const Napi::CallbackInfo& info) {
 
 // ---- permute ----
 
-// [sync] permute0213(x [a, b, c, d]): [a, c, b, d] (splitting and merging attention heads). Throws TypeError,
-// RangeError (x not of rank 4).
+// [sync] permute0213(x [a, b, c, d]): [a, c, b, d] (splitting and merging attention heads), on x's device. Throws
+// TypeError, RangeError (x not of rank 4).
 Napi::Value permute0213(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
     const char* fn = "permute0213";
-    TensorHandle& x = tensor_arg({info, 0, fn, "x"});
+    TensorHandle& x = any_tensor_arg({info, 0, fn, "x"});
     const Shape& shape = x.shape();
     if (shape.rank != 4) throw RangeError(std::string(fn) + ": expected x of rank 4, but " + describe("x", shape));
     float* out = nullptr;
-    Napi::Object result = new_tensor(info.Env(), shape_of({shape[0], shape[2], shape[1], shape[3]}, "output"), &out);
-    if (x.numel() > 0) cpu::permute_0213(out, x.data(), shape[0], shape[1], shape[2], shape[3]);
+    Napi::Object result =
+        new_tensor(info.Env(), shape_of({shape[0], shape[2], shape[1], shape[3]}, "output"), &out, x.device());
+    if (x.numel() == 0) return result;
+#if BIDORA_HAVE_CUDA
+    if (x.device() == Device::kCuda) {
+      cuda::permute_0213(out, x.data(), shape[0], shape[1], shape[2], shape[3], nullptr);
+      cuda::check_launch(fn);
+      return result;
+    }
+#endif
+    cpu::permute_0213(out, x.data(), shape[0], shape[1], shape[2], shape[3]);
     return result;
   });
 }
@@ -522,32 +527,49 @@ Napi::Value cross_entropy_backward(const Napi::CallbackInfo& info) {
   });
 }
 
-// [sync] mseLoss(prediction, target): rank-0 tensor, the mean of squared differences (0 when empty). Throws
-// TypeError, RangeError (shapes differ).
+// [sync] mseLoss(prediction, target): rank-0 tensor, the mean of squared differences (0 when empty), on their device.
+// Throws TypeError (devices differ), RangeError (shapes differ).
 Napi::Value mse_loss(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
     const char* fn = "mseLoss";
-    TensorHandle& prediction = tensor_arg({info, 0, fn, "prediction"});
-    TensorHandle& target = tensor_arg({info, 1, fn, "target"});
+    TensorHandle& prediction = any_tensor_arg({info, 0, fn, "prediction"});
+    TensorHandle& target = any_tensor_arg({info, 1, fn, "target"});
+    const Device device = same_device(fn, {{"prediction", &prediction}, {"target", &target}});
     require_same_shape(fn, "prediction", prediction, "target", target);
     float* loss = nullptr;
-    Napi::Object result = new_tensor(info.Env(), Shape(), &loss);
+    Napi::Object result = new_tensor(info.Env(), Shape(), &loss, device);
+#if BIDORA_HAVE_CUDA
+    if (device == Device::kCuda) {
+      cuda::mse_loss_forward(loss, prediction.data(), target.data(), prediction.numel(), nullptr);
+      cuda::check_launch(fn);
+      return result;
+    }
+#endif
     cpu::mse_loss_forward(loss, prediction.data(), target.data(), prediction.numel());
     return result;
   });
 }
 
-// [sync] mseLossBackward(prediction, target, gradLoss: number): 2 · gradLoss · (prediction − target) / n. Throws
-// TypeError, RangeError (shapes differ, gradLoss not finite).
+// [sync] mseLossBackward(prediction, target, gradLoss: number): 2 · gradLoss · (prediction − target) / n, on their
+// device. Throws TypeError (devices differ), RangeError (shapes differ, gradLoss not finite).
 Napi::Value mse_loss_backward(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
     const char* fn = "mseLossBackward";
-    TensorHandle& prediction = tensor_arg({info, 0, fn, "prediction"});
-    TensorHandle& target = tensor_arg({info, 1, fn, "target"});
+    TensorHandle& prediction = any_tensor_arg({info, 0, fn, "prediction"});
+    TensorHandle& target = any_tensor_arg({info, 1, fn, "target"});
+    const Device device = same_device(fn, {{"prediction", &prediction}, {"target", &target}});
     require_same_shape(fn, "prediction", prediction, "target", target);
     const double grad_loss = number_arg({info, 2, fn, "gradLoss"});
     float* grad = nullptr;
-    Napi::Object result = new_tensor(info.Env(), prediction.shape(), &grad);
+    Napi::Object result = new_tensor(info.Env(), prediction.shape(), &grad, device);
+#if BIDORA_HAVE_CUDA
+    if (device == Device::kCuda) {
+      cuda::mse_loss_backward(grad, prediction.data(), target.data(), static_cast<float>(grad_loss), prediction.numel(),
+                              nullptr);
+      cuda::check_launch(fn);
+      return result;
+    }
+#endif
     if (prediction.numel() > 0) {
       cpu::mse_loss_backward(grad, prediction.data(), target.data(), static_cast<float>(grad_loss), prediction.numel());
     }
@@ -559,16 +581,24 @@ Napi::Value mse_loss_backward(const Napi::CallbackInfo& info) {
 
 // [sync] dropout(x, p, seed): x ⊙ keep / (1 − p), keep_i drawn from (seed, i) alone, so the same seed and size give
 // the same mask: backward calls dropout(gradOutput, p, seed). p in [0, 1] (1 drops everything); seed an integer
-// from 0 to 2^53 − 1. Throws TypeError, RangeError (p or seed out of range).
+// from 0 to 2^53 − 1. On x's device, with the same mask on both. Throws TypeError, RangeError (p or seed out of
+// range).
 Napi::Value dropout(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
     const char* fn = "dropout";
-    TensorHandle& x = tensor_arg({info, 0, fn, "x"});
+    TensorHandle& x = any_tensor_arg({info, 0, fn, "x"});
     const double p = number_arg({info, 1, fn, "p"});
     if (p < 0 || p > 1) throw RangeError(std::string(fn) + ": p must be in [0, 1], got " + std::to_string(p));
     const auto seed = static_cast<uint64_t>(integer_arg({info, 2, fn, "seed"}, 0, kMaxSafeInteger));
     float* out = nullptr;
-    Napi::Object result = new_tensor(info.Env(), x.shape(), &out);
+    Napi::Object result = new_tensor(info.Env(), x.shape(), &out, x.device());
+#if BIDORA_HAVE_CUDA
+    if (x.device() == Device::kCuda) {
+      cuda::dropout(out, x.data(), x.numel(), static_cast<float>(p), seed, nullptr);
+      cuda::check_launch(fn);
+      return result;
+    }
+#endif
     if (x.numel() > 0) cpu::dropout(out, x.data(), x.numel(), static_cast<float>(p), seed);
     return result;
   });

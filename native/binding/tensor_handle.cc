@@ -318,10 +318,10 @@ Napi::Value uniform(const Napi::CallbackInfo& info) {
 }
 
 // [sync] reshape(x, shape: number[]): TensorHandle - a view of x's storage with another shape of the same size
-// (no copy; in-place changes show through every view). Throws TypeError, RangeError (sizes differ).
+// (no copy; in-place changes show through every view), on x's device. Throws TypeError, RangeError (sizes differ).
 Napi::Value reshape(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
-    TensorHandle& x = tensor_arg({info, 0, "reshape", "x"});
+    TensorHandle& x = any_tensor_arg({info, 0, "reshape", "x"});
     const Shape shape = shape_arg({info, 1, "reshape", "shape"});
     if (shape.numel() != x.numel()) {
       throw RangeError("reshape: " + describe("x", x.shape()) + " (" + std::to_string(x.numel()) +

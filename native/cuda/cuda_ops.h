@@ -115,7 +115,33 @@ void mul(float* out, const float* a, const float* b, int64_t n, int64_t period, 
 void scale(float* out, const float* a, float alpha, int64_t n, cudaStream_t stream);
 void axpy(float* y, float alpha, const float* x, int64_t n, cudaStream_t stream);  // y += alpha x
 
+// ---- axis reductions and layout copies (same contracts as native/cpu/elementwise.h, narrow.h and nn.h) -----------
+// Tensors read as [outer, axis, inner]; the sums run in double, in a fixed order.
+
+void sum_axis(float* out, const float* a, int64_t outer, int64_t axis, int64_t inner, cudaStream_t stream);
+void broadcast_axis(float* out, const float* a, int64_t outer, int64_t axis, int64_t inner, cudaStream_t stream);
+void narrow(float* out, const float* a, int64_t outer, int64_t axis, int64_t inner, int64_t start, int64_t length,
+            cudaStream_t stream);
+void narrow_backward(float* out, const float* grad, int64_t outer, int64_t axis, int64_t inner, int64_t start,
+                     int64_t length, cudaStream_t stream);
+// x [a,b,c,d] → out [a,c,b,d] (splitting heads and merging them back).
+void permute_0213(float* out, const float* x, int64_t a, int64_t b, int64_t c, int64_t d, cudaStream_t stream);
+
 // ---- nn (same contracts as native/cpu/nn.h) ----------------------------------------------------------------------
+
+void relu_forward(float* out, const float* x, int64_t n, cudaStream_t stream);
+void relu_backward(float* grad_x, const float* x, const float* grad_out, int64_t n, cudaStream_t stream);
+void tanh_forward(float* out, const float* x, int64_t n, cudaStream_t stream);
+void tanh_backward(float* grad_x, const float* out, const float* grad_out, int64_t n, cudaStream_t stream);
+
+// Inverted dropout with native/cpu/random's mask (random_math.cuh): the same elements kept on both devices. in may
+// be null: out then receives the scale keep / (1 − p) itself.
+void dropout(float* out, const float* in, int64_t n, float p, uint64_t seed, cudaStream_t stream);
+
+// loss: one float, mean((prediction − target)²) (0 for n = 0).
+void mse_loss_forward(float* loss, const float* prediction, const float* target, int64_t n, cudaStream_t stream);
+void mse_loss_backward(float* grad_prediction, const float* prediction, const float* target, float grad_loss, int64_t n,
+                       cudaStream_t stream);
 
 void gelu_forward(float* out, const float* x, int64_t n, cudaStream_t stream);
 void gelu_backward(float* grad_x, const float* x, const float* grad_out, int64_t n, cudaStream_t stream);

@@ -1,6 +1,8 @@
-// Elementwise arithmetic on contiguous float arrays: grid-stride loops, b broadcast every `period` elements of a.
+// Elementwise arithmetic on contiguous float arrays (grid-stride loops, b broadcast every `period` elements of a),
+// ReLU and tanh, dropout with the CPU's counter-based mask, and the mean squared error.
 #include "cuda_ops.h"
 #include "device_common.cuh"
+#include "random_math.cuh"
 
 namespace bidora::cuda {
 
@@ -33,6 +35,65 @@ __global__ void axpy_kernel(float* y, float alpha, const float* x, int64_t n) {
   }
 }
 
+__global__ void relu_forward_kernel(float* out, const float* x, int64_t n) {
+  for (int64_t index = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; index < n;
+       index += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    out[index] = x[index] > 0.0f ? x[index] : 0.0f;
+  }
+}
+
+__global__ void relu_backward_kernel(float* grad_x, const float* x, const float* grad_out, int64_t n) {
+  for (int64_t index = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; index < n;
+       index += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    grad_x[index] = x[index] > 0.0f ? grad_out[index] : 0.0f;
+  }
+}
+
+__global__ void tanh_forward_kernel(float* out, const float* x, int64_t n) {
+  for (int64_t index = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; index < n;
+       index += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    out[index] = tanhf(x[index]);
+  }
+}
+
+__global__ void tanh_backward_kernel(float* grad_x, const float* out, const float* grad_out, int64_t n) {
+  for (int64_t index = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; index < n;
+       index += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    grad_x[index] = grad_out[index] * (1.0f - out[index] * out[index]);
+  }
+}
+
+// in == nullptr: the scale itself (keep / (1 − p)), as the fused adapter kernels take it.
+__global__ void dropout_kernel(float* out, const float* in, int64_t n, float p, uint64_t key, float keep_scale) {
+  for (int64_t index = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; index < n;
+       index += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const float value = in == nullptr ? 1.0f : in[index];
+    out[index] = dropout_keeps(key, index, p) ? value * keep_scale : 0.0f;
+  }
+}
+
+constexpr int kLossThreads = 256;
+
+// One block: strided partial sums in double, combined by the fixed block tree.
+__global__ void mse_loss_forward_kernel(float* loss, const float* prediction, const float* target, int64_t n) {
+  __shared__ double scratch[kLossThreads / kWarpSize];
+  double partial = 0.0;
+  for (int64_t index = threadIdx.x; index < n; index += blockDim.x) {
+    const double difference = static_cast<double>(prediction[index]) - target[index];
+    partial += difference * difference;
+  }
+  const double total = block_sum(partial, scratch);
+  if (threadIdx.x == 0) *loss = n == 0 ? 0.0f : static_cast<float>(total / static_cast<double>(n));
+}
+
+__global__ void mse_loss_backward_kernel(float* grad_prediction, const float* prediction, const float* target,
+                                         float factor, int64_t n) {
+  for (int64_t index = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; index < n;
+       index += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    grad_prediction[index] = factor * (prediction[index] - target[index]);
+  }
+}
+
 }  // namespace
 
 // ---- launchers ------------------------------------------------------------------------------------------------------
@@ -60,6 +121,45 @@ void scale(float* out, const float* a, float alpha, int64_t n, cudaStream_t stre
 void axpy(float* y, float alpha, const float* x, int64_t n, cudaStream_t stream) {
   if (n == 0) return;
   axpy_kernel<<<elementwise_blocks(n), kElementwiseThreads, 0, stream>>>(y, alpha, x, n);
+}
+
+void relu_forward(float* out, const float* x, int64_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  relu_forward_kernel<<<elementwise_blocks(n), kElementwiseThreads, 0, stream>>>(out, x, n);
+}
+
+void relu_backward(float* grad_x, const float* x, const float* grad_out, int64_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  relu_backward_kernel<<<elementwise_blocks(n), kElementwiseThreads, 0, stream>>>(grad_x, x, grad_out, n);
+}
+
+void tanh_forward(float* out, const float* x, int64_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  tanh_forward_kernel<<<elementwise_blocks(n), kElementwiseThreads, 0, stream>>>(out, x, n);
+}
+
+void tanh_backward(float* grad_x, const float* out, const float* grad_out, int64_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  tanh_backward_kernel<<<elementwise_blocks(n), kElementwiseThreads, 0, stream>>>(grad_x, out, grad_out, n);
+}
+
+void dropout(float* out, const float* in, int64_t n, float p, uint64_t seed, cudaStream_t stream) {
+  if (n == 0) return;
+  dropout_kernel<<<elementwise_blocks(n), kElementwiseThreads, 0, stream>>>(out, in, n, p, dropout_key(seed),
+                                                                            dropout_keep_scale(p));
+}
+
+void mse_loss_forward(float* loss, const float* prediction, const float* target, int64_t n, cudaStream_t stream) {
+  mse_loss_forward_kernel<<<1, kLossThreads, 0, stream>>>(loss, prediction, target, n);
+}
+
+void mse_loss_backward(float* grad_prediction, const float* prediction, const float* target, float grad_loss, int64_t n,
+                       cudaStream_t stream) {
+  if (n == 0) return;
+  // The factor as the CPU forms it: in double, rounded once.
+  const float factor = static_cast<float>(2.0 * grad_loss / static_cast<double>(n));
+  mse_loss_backward_kernel<<<elementwise_blocks(n), kElementwiseThreads, 0, stream>>>(grad_prediction, prediction,
+                                                                                      target, factor, n);
 }
 
 }  // namespace bidora::cuda

@@ -1,6 +1,7 @@
 // Host test of the CUDA kernels' shared math (the .cuh headers, built here with a plain C++ compiler): replays the
 // GEMM kernels' tiling, split-K included, and runs the DoRA row math, the row kernels' lane-strided loops, AdamW and
-// the hypergradient against plain double references on fresh random inputs. Needs no GPU. Exit status 0: all pass.
+// the hypergradient against plain double references on fresh random inputs, and the layout kernels' index maps and
+// dropout's mask. Needs no GPU. Exit status 0: all pass.
 // BIDORA_TEST_SEED pins the seed; it is printed either way.
 #include <cmath>
 #include <cstdio>
@@ -15,6 +16,8 @@
 #include "dora_math.cuh"
 #include "gemm_tiles.cuh"
 #include "nn_math.cuh"
+#include "random_math.cuh"
+#include "shape_math.cuh"
 
 namespace {
 
@@ -593,6 +596,68 @@ void test_embedding_plan() {
 
 }  // namespace
 
+// The layout kernels' index maps against nested loops over the output's coordinates, on random shapes.
+void test_layout_maps() {
+  for (int trial = 0; trial < 40; ++trial) {
+    const int64_t outer = random_size(1, 5), axis = random_size(1, 9), inner = random_size(1, 7);
+    const int64_t start = random_size(0, axis - 1), length = random_size(0, axis - start);
+    for (int64_t o = 0; o < outer; ++o) {
+      for (int64_t j = 0; j < axis; ++j) {
+        for (int64_t i = 0; i < inner; ++i) {
+          const int64_t full = (o * axis + j) * inner + i;
+          // broadcast: [outer, axis, inner] repeats [outer, inner] along the axis.
+          expect(broadcast_source(full, axis, inner) == o * inner + i, "broadcast_source");
+          const int64_t back = narrow_backward_source(full, axis, inner, start, length);
+          if (j >= start && j < start + length) {
+            expect(back == (o * length + j - start) * inner + i, "narrow_backward_source inside the range");
+          } else {
+            expect(back == -1, "narrow_backward_source outside the range");
+          }
+        }
+      }
+      for (int64_t j = 0; j < length; ++j) {
+        for (int64_t i = 0; i < inner; ++i) {
+          const int64_t index = (o * length + j) * inner + i;
+          expect(narrow_source(index, axis, inner, start, length) == (o * axis + start + j) * inner + i,
+                 "narrow_source");
+        }
+      }
+    }
+    const int64_t pa = random_size(1, 3), pb = random_size(1, 6), pc = random_size(1, 5), pd = random_size(1, 9);
+    for (int64_t ai = 0; ai < pa; ++ai) {
+      for (int64_t ci = 0; ci < pc; ++ci) {
+        for (int64_t bi = 0; bi < pb; ++bi) {
+          for (int64_t di = 0; di < pd; ++di) {
+            const int64_t index = ((ai * pc + ci) * pb + bi) * pd + di;
+            expect(permute_0213_source(index, pb, pc, pd) == ((ai * pb + bi) * pc + ci) * pd + di,
+                   "permute_0213_source");
+          }
+        }
+      }
+    }
+  }
+}
+
+// Dropout's counter-based mask: keeps about 1 − p of the elements, and a seed decides it alone.
+void test_dropout_mask() {
+  for (const float p : {0.1f, 0.5f, 0.9f}) {
+    const uint64_t key = dropout_key(42), other = dropout_key(43);
+    const int64_t n = 200000;
+    int64_t kept = 0, same = 0;
+    for (int64_t index = 0; index < n; ++index) {
+      const bool keeps = dropout_keeps(key, index, p);
+      kept += keeps;
+      same += keeps == dropout_keeps(other, index, p);
+    }
+    const double rate = static_cast<double>(kept) / n;
+    expect(std::fabs(rate - (1.0 - p)) < 0.005, "dropout keeps 1 - p of the elements");
+    // Two seeds agree as often as independent masks do: p² + (1 − p)².
+    const double agreement = static_cast<double>(same) / n, expected = p * p + (1.0 - p) * (1.0 - p);
+    expect(std::fabs(agreement - expected) < 0.005, "dropout masks of two seeds are independent");
+  }
+  expect(dropout_keep_scale(0.25f) == 1.0f / 0.75f && dropout_keep_scale(1.0f) == 0.0f, "dropout keep scale");
+}
+
 int main() {
   const char* pinned = std::getenv("BIDORA_TEST_SEED");
   const uint64_t seed = pinned != nullptr ? std::strtoull(pinned, nullptr, 10) : std::random_device{}();
@@ -608,6 +673,8 @@ int main() {
   test_adamw();
   test_hypergradient();
   test_embedding_plan();
+  test_layout_maps();
+  test_dropout_mask();
   if (failures > 0) {
     std::printf("%d failure(s) (seed %llu)\n", failures, static_cast<unsigned long long>(seed));
     return 1;
