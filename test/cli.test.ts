@@ -7,6 +7,7 @@ import { join } from 'node:path';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+import { native } from '../lib/binding';
 import { adapters, models, noGrad, tidy, tokenizers } from '../lib/index';
 import { SPECIAL_TOKENS, wordPieceTokenizerJson } from './fixtures/wordpiece';
 
@@ -206,6 +207,13 @@ describe('bidora train', () => {
       ]).stderr,
     ).toMatch(/unseen\.jsonl: example 1 has the label "meh"/);
     expect(run(['train', '--model', modelDir, '--out', join(root, 'x')]).stderr).toMatch(/--data is required/);
+    const trainArgs = ['train', '--model', modelDir, '--data', join(root, 'train.jsonl'), '--out', join(root, 'x')];
+    const tpu = run([...trainArgs, '--device', 'tpu']);
+    expect(tpu.status).toBe(2);
+    expect(tpu.stderr).toMatch(/--device tpu is not available here: this machine runs on cpu/);
+    if (!native.devices().includes('cuda')) {
+      expect(run([...trainArgs, '--device', 'cuda']).stderr).toMatch(/--device cuda is not available here.*GPU/);
+    }
     expect(run(['train', '--help']).stdout).toMatch(/Usage: bidora train/);
     expect(run(['bogus']).status).toBe(2);
     expect(existsSync(join(root, 'x'))).toBe(false);

@@ -220,6 +220,20 @@ describe.skipIf(!hasGpu)('devices with a GPU (skipped here: no usable CUDA GPU o
     });
   }
 
+  compare('DoRA merge and unmerge (through the CPU)', (d) => {
+    const weight = randn([33, 20], 23, d);
+    const args = {
+      weight,
+      loraA: randn([4, 20], 24, d),
+      loraB: randn([33, 4], 25, d),
+      magnitude: Tensor.uniform([33], { seed: 26, low: 0.5, high: 1.5, device: d }),
+      scale: 0.5,
+    };
+    const merged = ops.doraMerge(args);
+    const norm = ops.doraWeightNorm(args);
+    return [merged, ops.doraUnmerge({ ...args, merged, norm })];
+  });
+
   it('an op given tensors on two devices names both; a CPU-only op names the device', () => {
     const host = Tensor.randn([4, 4], { seed: 30 });
     const gpu = Tensor.randn([4, 4], { seed: 31, device: 'cuda' });

@@ -4,6 +4,7 @@ import { copyFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 
 import * as adapters from '../adapters/index';
+import { native } from '../binding';
 import { writeFileAtomic } from '../io/atomic';
 import * as tokenizers from '../tokenizers/index';
 import { BiLevelTrainer } from '../train/bilevel';
@@ -49,6 +50,7 @@ export const trainOptions: Record<string, OptionSpec> = {
   'weight-decay': { type: 'string', description: 'AdamW weight decay', default: '0.01' },
   'eval-every': { type: 'string', description: 'steps between evaluations (default once per epoch)' },
   seed: { type: 'string', description: 'seed of initialisation, data order and dropout', default: '0' },
+  device: { type: 'string', description: 'cpu | cuda: where training runs (see devices())', default: 'cpu' },
   log: { type: 'string', description: 'auto | bar | json | none', default: 'auto' },
 };
 
@@ -63,6 +65,13 @@ export async function trainCommand(argv: string[]): Promise<void> {
   const method = values.method as string;
   if (!['lora', 'dora', 'bidora'].includes(method))
     throw new UsageError(`--method must be lora, dora or bidora, got ${method}`);
+  const device = values.device as string;
+  if (!native.devices().includes(device)) {
+    throw new UsageError(
+      `--device ${device} is not available here: this machine runs on ${native.devices().join(' or ')}` +
+        (device === 'cuda' ? ' (a CUDA build of bidora and a GPU of compute capability 8.0 or newer are needed)' : ''),
+    );
+  }
   const modelDir = values.model as string;
   checkModelFolder(modelDir);
   const trainRows = readRows(values.data as string, '--data');
@@ -73,7 +82,7 @@ export async function trainCommand(argv: string[]): Promise<void> {
   const train = toExamples(trainRows, tokenizer, task, maxLength, values.data as string);
   const evalExamples = evalRows && toExamples(evalRows, tokenizer, task, maxLength, values.eval as string);
   const seed = numberOption(values, 'seed')!;
-  const model = loadClassifier(modelDir, task, seed);
+  const model = loadClassifier(modelDir, task, seed).to(device as 'cpu' | 'cuda');
   const outDir = values.out as string;
   try {
     adapters.apply(model, {
@@ -114,6 +123,8 @@ export async function trainCommand(argv: string[]): Promise<void> {
       result = await trainer.fit(train, fitOptions);
       trainer.dispose();
     }
+    // Saving, the final evaluation and the decomposition analysis run on the CPU, whatever trained.
+    model.to('cpu');
     adapters.save(model, outDir, { baseModelNameOrPath: modelDir });
     writeFileAtomic(join(outDir, LABELS_FILE), JSON.stringify({ labels: task.labels }, null, 2) + '\n');
     for (const file of ['tokenizer.json', 'tokenizer_config.json', tokenizers.CHAR_TOKENIZER_FILE]) {

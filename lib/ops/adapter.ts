@@ -2,7 +2,7 @@
 // a `saved` object owning what backward needs; backward consumes it.
 import { isGradEnabled, record } from '../autograd';
 import { type GradientRequest, native, type NativeAdapterGrads, type NativeTensorHandle } from '../binding';
-import { handleOf, keep, type Tensor, tensorOf } from '../tensor';
+import { handleOf, keep, Tensor, tensorOf } from '../tensor';
 
 export type { GradientRequest } from '../binding';
 
@@ -314,18 +314,55 @@ export function doraWeightNorm(args: WeightNormArgs): Tensor {
   );
 }
 
-/** The merged weight (m / n) ⊙ (W0 + s B A), [out, in]. */
+/**
+ * Runs a CPU kernel on operands that may live on the GPU: those are copied to the CPU and the result copied back
+ * (merging is a one-off, so the copies cost little). Tensors on two devices are a TypeError naming both; anything
+ * that is not a tensor is passed through for `compute`'s own checks.
+ */
+function viaCpu<T extends object>(fn: string, operands: T, compute: (operands: T) => Tensor): Tensor {
+  const tensors = Object.entries(operands).filter((entry): entry is [string, Tensor] => entry[1] instanceof Tensor);
+  const [firstName, first] = tensors[0] ?? ['', undefined];
+  for (const [name, tensor] of tensors) {
+    if (tensor.device !== first?.device) {
+      throw new TypeError(
+        `${fn}: ${firstName} is on '${first?.device}' but ${name} is on '${tensor.device}'; ` +
+          'move one with .to() so both are on the same device',
+      );
+    }
+  }
+  if (first === undefined || first.device === 'cpu') return compute(operands);
+  const copies: Tensor[] = [];
+  try {
+    const host = Object.fromEntries(
+      Object.entries(operands).map(([name, value]) => {
+        if (!(value instanceof Tensor)) return [name, value];
+        const copy = value.to('cpu');
+        copies.push(copy);
+        return [name, copy];
+      }),
+    ) as T;
+    const result = compute(host);
+    copies.push(result);
+    return result.to(first.device);
+  } finally {
+    for (const copy of copies) copy.dispose();
+  }
+}
+
+/** The merged weight (m / n) ⊙ (W0 + s B A), [out, in], on the operands' device. */
 export function doraMerge(args: WeightNormArgs & { magnitude: Tensor }): Tensor {
   const fn = 'doraMerge';
   requireArgs(args, fn);
-  return tensorOf(
-    native.adapterMerge(
-      handleOf(args.weight, fn, 'weight'),
-      handleOf(args.loraA, fn, 'loraA'),
-      handleOf(args.loraB, fn, 'loraB'),
-      handleOf(args.magnitude, fn, 'magnitude'),
-      args.scale,
-      args.eps ?? DEFAULT_NORM_EPS,
+  return viaCpu(fn, args, (host) =>
+    tensorOf(
+      native.adapterMerge(
+        handleOf(host.weight, fn, 'weight'),
+        handleOf(host.loraA, fn, 'loraA'),
+        handleOf(host.loraB, fn, 'loraB'),
+        handleOf(host.magnitude, fn, 'magnitude'),
+        host.scale,
+        host.eps ?? DEFAULT_NORM_EPS,
+      ),
     ),
   );
 }
@@ -341,14 +378,16 @@ export function doraUnmerge(args: {
 }): Tensor {
   const fn = 'doraUnmerge';
   requireArgs(args, fn);
-  return tensorOf(
-    native.adapterUnmerge(
-      handleOf(args.merged, fn, 'merged'),
-      handleOf(args.loraA, fn, 'loraA'),
-      handleOf(args.loraB, fn, 'loraB'),
-      handleOf(args.magnitude, fn, 'magnitude'),
-      handleOf(args.norm, fn, 'norm'),
-      args.scale,
+  return viaCpu(fn, args, (host) =>
+    tensorOf(
+      native.adapterUnmerge(
+        handleOf(host.merged, fn, 'merged'),
+        handleOf(host.loraA, fn, 'loraA'),
+        handleOf(host.loraB, fn, 'loraB'),
+        handleOf(host.magnitude, fn, 'magnitude'),
+        handleOf(host.norm, fn, 'norm'),
+        host.scale,
+      ),
     ),
   );
 }
@@ -357,14 +396,16 @@ export function doraUnmerge(args: {
 export function loraMerge(args: { weight: Tensor; loraA: Tensor; loraB: Tensor; scale: number }): Tensor {
   const fn = 'loraMerge';
   requireArgs(args, fn);
-  return tensorOf(
-    native.adapterMerge(
-      handleOf(args.weight, fn, 'weight'),
-      handleOf(args.loraA, fn, 'loraA'),
-      handleOf(args.loraB, fn, 'loraB'),
-      undefined,
-      args.scale,
-      DEFAULT_NORM_EPS,
+  return viaCpu(fn, args, (host) =>
+    tensorOf(
+      native.adapterMerge(
+        handleOf(host.weight, fn, 'weight'),
+        handleOf(host.loraA, fn, 'loraA'),
+        handleOf(host.loraB, fn, 'loraB'),
+        undefined,
+        host.scale,
+        DEFAULT_NORM_EPS,
+      ),
     ),
   );
 }
@@ -373,14 +414,16 @@ export function loraMerge(args: { weight: Tensor; loraA: Tensor; loraB: Tensor; 
 export function loraUnmerge(args: { merged: Tensor; loraA: Tensor; loraB: Tensor; scale: number }): Tensor {
   const fn = 'loraUnmerge';
   requireArgs(args, fn);
-  return tensorOf(
-    native.adapterUnmerge(
-      handleOf(args.merged, fn, 'merged'),
-      handleOf(args.loraA, fn, 'loraA'),
-      handleOf(args.loraB, fn, 'loraB'),
-      undefined,
-      undefined,
-      args.scale,
+  return viaCpu(fn, args, (host) =>
+    tensorOf(
+      native.adapterUnmerge(
+        handleOf(host.merged, fn, 'merged'),
+        handleOf(host.loraA, fn, 'loraA'),
+        handleOf(host.loraB, fn, 'loraB'),
+        undefined,
+        undefined,
+        host.scale,
+      ),
     ),
   );
 }
