@@ -153,7 +153,13 @@ export class Tensor {
     return reshapeOp(this, shape);
   }
 
-  /** A new tensor sharing these values but outside any graph. */
+  /** A copy of the values in storage of its own, on the same device and outside any graph. */
+  clone(): Tensor {
+    const handle = handleOf(this, 'clone', 'tensor');
+    return new Tensor(native.toDevice(handle, handle.device));
+  }
+
+  /** A new tensor sharing these values (no copy: in-place changes show through) but outside any graph. */
   detach(): Tensor {
     return new Tensor(native.reshape(handleOf(this, 'detach', 'tensor'), this.shape));
   }

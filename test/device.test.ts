@@ -234,6 +234,30 @@ describe.skipIf(!hasGpu)('devices with a GPU (skipped here: no usable CUDA GPU o
     return [merged, ops.doraUnmerge({ ...args, merged, norm })];
   });
 
+  it('Module.to keeps tied parameters tied and carries gradients; optimizer state and PEFT loads follow the model', () => {
+    const model = new nn.Sequential(new nn.Linear(6, 6, { seed: 1 }), new nn.Linear(6, 6, { seed: 2 }));
+    const [first, second] = model.layers as nn.Linear[];
+    first.weight.dispose();
+    first.weight = second.weight; // tied, as input and output embeddings often are
+    second.weight.requiresGrad = true;
+    second.weight.grad = Tensor.randn([6, 6], { seed: 3 });
+    model.to('cuda');
+    expect(first.weight).toBe(second.weight);
+    expect(second.weight.device).toBe('cuda');
+    expect(second.weight.requiresGrad).toBe(true);
+    expect(second.weight.grad?.device).toBe('cuda');
+
+    const optimizer = new optim.AdamW([second.weight], { lr: 1e-2 });
+    optimizer.step();
+    const state = optimizer.stateDict();
+    const onCpu = new Map([...state.tensors].map(([key, tensor]): [string, Tensor] => [key, tensor.to('cpu')]));
+    const restored = new optim.AdamW([second.weight], { lr: 1e-2 });
+    restored.loadStateDict({ ...state, tensors: onCpu });
+    expect(() => restored.step()).not.toThrow();
+    optimizer.dispose();
+    restored.dispose();
+  });
+
   it('an op given tensors on two devices names both; a CPU-only op names the device', () => {
     const host = Tensor.randn([4, 4], { seed: 30 });
     const gpu = Tensor.randn([4, 4], { seed: 31, device: 'cuda' });

@@ -58,6 +58,25 @@ describe('Tensor creation', () => {
   });
 });
 
+describe('clone and detach', () => {
+  it('clone copies into storage of its own; detach shares it; neither is in a graph', () => {
+    const source = Tensor.randn([3, 4], { seed: 5 }).requireGrad();
+    const original = source.toFloat32Array();
+    const clone = source.clone();
+    const view = source.detach();
+    expect(clone.requiresGrad).toBe(false);
+    expect(view.requiresGrad).toBe(false);
+    expect(clone.shape).toEqual([3, 4]);
+    expect(clone.device).toBe('cpu');
+    const changed = Float32Array.from(original, (value) => value + 1);
+    source.copyFrom(changed);
+    expect(clone.toFloat32Array()).toEqual(original);
+    expect(view.toFloat32Array()).toEqual(changed);
+    for (const tensor of [source, clone, view]) tensor.dispose();
+    expect(() => source.clone()).toThrow(/clone: tensor is a disposed Tensor/);
+  });
+});
+
 describe('memory', () => {
   it('tidy disposes what fn created except what it returns, and memory() returns to its baseline', () => {
     const before = memory();

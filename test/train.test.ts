@@ -268,6 +268,34 @@ describe('fit', () => {
     model.dispose();
   });
 
+  it('ends with the weights of the best evaluation, not the last step, unless restoreBest is false', async () => {
+    const examples = tinyExamples(48);
+    const finalLosses: Record<string, number> = {};
+    for (const restoreBest of [true, false]) {
+      const model = tinyModel(3, 0);
+      adapters.apply(model, { method: 'dora', r: 2, targetModules: ['query', 'value'], modulesToSave: ['classifier'] });
+      // A learning rate high enough that the evaluation loss does not fall at every step.
+      const trainer = new train.Trainer({
+        model,
+        batchSize: 8,
+        maxSteps: 12,
+        metric: 'loss',
+        restoreBest,
+        optimizer: { lr: 0.3 },
+        log: 'none',
+      });
+      const result = await trainer.fit(examples.slice(0, 32), { evalExamples: examples.slice(32), evalEvery: 1 });
+      // The best evaluation must not be the last one, or this test could not tell the two apart.
+      expect(result.best!.step).toBeLessThan(result.steps);
+      finalLosses[String(restoreBest)] = train.evaluate(model, examples.slice(32)).loss;
+      if (restoreBest) expect(finalLosses.true).toBe(result.best!.loss);
+      else expect(finalLosses.false).toBe(result.evals.at(-1)!.loss);
+      trainer.dispose();
+      model.dispose();
+    }
+    expect(finalLosses.true).toBeLessThan(finalLosses.false);
+  });
+
   it('keeps the event loop free: a timer sees p99 delay under 50 ms while fit() runs', async () => {
     const model = tinyModel();
     adapters.apply(model, { method: 'dora', r: 2, targetModules: ['query', 'value'], modulesToSave: ['classifier'] });

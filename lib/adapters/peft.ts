@@ -175,9 +175,12 @@ function assign(model: Module, tensors: Map<string, Tensor>, config: AdapterConf
   }
   for (const [key, tensor] of tensors) {
     const target = targets.get(key)!;
-    tensor.requiresGrad = target.current.requiresGrad;
+    // Onto the model's device: the file is read onto the CPU.
+    const placed = tensor.to(target.current.device);
+    if (placed !== tensor) tensor.dispose();
+    placed.requiresGrad = target.current.requiresGrad;
     target.current.dispose();
-    target.place(tensor);
+    target.place(placed);
   }
 }
 

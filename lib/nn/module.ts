@@ -58,19 +58,36 @@ export abstract class Module {
 
   /**
    * Moves every parameter to `device` in place, as PyTorch's `module.to(device)`: each is replaced by its copy there
-   * (requiresGrad carried over) and the old one disposed. Move a model before making its optimizer, which holds the
-   * parameters it was given. Returns this module.
+   * (requiresGrad and `.grad` carried over; a tensor shared by several fields stays shared) and the old one
+   * disposed. Move a model before making its optimizer, which holds the parameters it was given. The copies are all
+   * made before anything is replaced, so a failure (out of GPU memory) leaves the model as it was. Returns this.
    */
   to(device: Device): this {
-    for (const [, module] of this.namedModules()) {
-      const fields = module as unknown as Record<string, unknown>;
-      for (const [key, value] of Object.entries(module)) {
-        if (!(value instanceof Tensor) || value.device === device) continue;
-        const moved = value.to(device);
-        moved.requiresGrad = value.requiresGrad;
-        value.dispose();
-        fields[key] = moved;
+    const moved = new Map<Tensor, Tensor>();
+    const fields: [Record<string, unknown>, string, Tensor][] = [];
+    try {
+      for (const [, module] of this.namedModules()) {
+        for (const [key, value] of Object.entries(module)) {
+          if (!(value instanceof Tensor) || value.device === device) continue;
+          fields.push([module as unknown as Record<string, unknown>, key, value]);
+          if (moved.has(value)) continue;
+          const copy = value.to(device);
+          moved.set(value, copy);
+          copy.requiresGrad = value.requiresGrad;
+          copy.grad = value.grad?.to(device);
+        }
       }
+    } catch (error) {
+      for (const copy of moved.values()) {
+        copy.grad?.dispose();
+        copy.dispose();
+      }
+      throw error;
+    }
+    for (const [owner, key, value] of fields) owner[key] = moved.get(value);
+    for (const original of moved.keys()) {
+      original.grad?.dispose();
+      original.dispose();
     }
     return this;
   }

@@ -225,11 +225,13 @@ export abstract class Optimizer {
       throw error;
     }
     this.#releaseSlots();
-    this.#slots = incoming.map((slots) => {
+    this.#slots = incoming.map((slots, index) => {
       if (slots.size === 0) return undefined;
+      // Copies on the parameter's device: a checkpoint is read onto the CPU whatever trained.
+      const { device } = this.params[index];
       const copies = [...slots].map(([slot, tensor]): [string, Tensor] => [
         slot,
-        keep(tensorOf(native.scale(handleOf(tensor, name, slot), 1))),
+        keep(tensorOf(native.toDevice(handleOf(tensor, name, slot), device))),
       ]);
       return new Map(copies);
     });

@@ -168,7 +168,8 @@ export abstract class TrainingLoop {
   }
 
   private copyTrainedTensors(): Map<string, Tensor> {
-    return new Map([...this.trainedTensors()].map(([name, tensor]) => [name, keep(tensor.detach())]));
+    // Copies: the optimizer updates the parameters in place, so a view would follow them.
+    return new Map([...this.trainedTensors()].map(([name, tensor]) => [name, keep(tensor.clone())]));
   }
 
   private checkpoint(dir: string, result: FitResult): void {

@@ -209,7 +209,8 @@ GpuDropout gpu_dropout(TensorHandle& input, const Dropout& dropout, const char* 
   auto* scale = static_cast<float*>(cuda::scratch(2, static_cast<size_t>(count) * sizeof(float), fn));
   cuda::dropout(scale, nullptr, count, dropout.p, dropout.seed, nullptr);
   auto* dropped = static_cast<float*>(cuda::scratch(3, static_cast<size_t>(count) * sizeof(float), fn));
-  cuda::mul(dropped, input.data(), scale, count, count, nullptr);
+  // Dropped from x directly, not x ⊙ scale: a dropped inf or NaN is 0, as on the CPU.
+  cuda::dropout(dropped, input.data(), count, dropout.p, dropout.seed, nullptr);
   return {scale, dropped};
 }
 

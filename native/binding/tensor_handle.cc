@@ -162,6 +162,7 @@ const float* TensorHandle::row_sq_norms() {
       if (storage.row_sq_norms_rows != rows) {
         cuda::free_floats(storage.gpu_row_sq_norms);
         storage.gpu_row_sq_norms = nullptr;
+        storage.row_sq_norms_rows = -1;  // stale until the allocation below succeeds
         storage.gpu_row_sq_norms = cuda::allocate_floats(rows, "row norms");
       }
       cuda::row_sq_norms(storage.gpu_row_sq_norms, storage.gpu, rows, cols, nullptr);

@@ -44,7 +44,7 @@ class BlockCache {
   static constexpr size_t kMaxCachedBytes = size_t{1} << 30;
 
   static size_t size_class(size_t bytes) {
-    if (bytes < kMinBytes) return bytes;
+    if (bytes < kMinBytes || bytes > kMaxCachedBytes) return bytes;
     size_t step = size_t{1} << (63 - __builtin_clzll(bytes) - 3);  // an eighth of the highest power of two
     return (bytes + step - 1) / step * step;
   }
@@ -60,10 +60,15 @@ class BlockCache {
   }
 
   // Keeps `block` of class size `bytes`, or returns false when the cache is full (the caller frees it).
-  bool keep(void* block, size_t bytes) {
+  // Called from destructors: never throws (a list that cannot grow just declines the block).
+  bool keep(void* block, size_t bytes) noexcept {
     std::lock_guard<std::mutex> lock(mutex_);
     if (cached_bytes_ + bytes > kMaxCachedBytes) return false;
-    blocks_[bytes].push_back(block);
+    try {
+      blocks_[bytes].push_back(block);
+    } catch (const std::bad_alloc&) {
+      return false;
+    }
     cached_bytes_ += bytes;
     return true;
   }
@@ -98,7 +103,7 @@ BlockCache& block_cache() {
 
 float* allocate_buffer(int64_t count) {
   const size_t bytes = BlockCache::size_class(aligned_bytes(count));
-  if (bytes >= BlockCache::kMinBytes) {
+  if (bytes >= BlockCache::kMinBytes && bytes <= BlockCache::kMaxCachedBytes) {
     if (void* block = block_cache().take(bytes)) return static_cast<float*>(block);
   }
   void* memory = std::aligned_alloc(kAlignment, bytes);
@@ -113,7 +118,7 @@ float* allocate_buffer(int64_t count) {
 
 void free_buffer(float* data, int64_t count) {
   const size_t bytes = BlockCache::size_class(aligned_bytes(count));
-  if (bytes >= BlockCache::kMinBytes && block_cache().keep(data, bytes)) return;
+  if (bytes >= BlockCache::kMinBytes && bytes <= BlockCache::kMaxCachedBytes && block_cache().keep(data, bytes)) return;
   std::free(data);
 }
 

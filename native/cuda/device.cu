@@ -42,7 +42,14 @@ size_t float_bytes(int64_t count) { return static_cast<size_t>(count) * sizeof(f
 float* allocate_floats(int64_t count, const char* function) {
   if (count == 0) return nullptr;
   void* pointer = nullptr;
-  check(cudaMalloc(&pointer, float_bytes(count)), function, "allocation");
+  const cudaError_t status = cudaMalloc(&pointer, float_bytes(count));
+  if (status == cudaErrorMemoryAllocation) {
+    (void)cudaGetLastError();
+    // GPU memory is invisible to V8's garbage collector: tensors that were dropped without dispose() still hold it.
+    throw RangeError(std::string(function) + ": out of GPU memory allocating " + std::to_string(float_bytes(count)) +
+                     " bytes; dispose tensors no longer needed (or run steps inside tidy())");
+  }
+  check(status, function, "allocation");
   return static_cast<float*>(pointer);
 }
 
