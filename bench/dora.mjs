@@ -78,7 +78,7 @@ function dora({ ops }, layer, detachNorm, needs) {
 function time(name, fn, quick) {
   let seconds;
   new Benchmark(name, fn, {
-    maxTime: quick ? 0.3 : 3,
+    maxTime: quick ? 0.3 : 1,
     minSamples: quick ? 3 : 8,
     onComplete: (event) => {
       seconds = median(event.target.stats.sample);
@@ -86,6 +86,8 @@ function time(name, fn, quick) {
   }).run();
   return seconds;
 }
+
+const middle = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
 
 const settings = [
   { name: 'input is data', inputGradient: false },
@@ -112,22 +114,34 @@ function timeShape(bidora, shape, setting, quick) {
   const label = `(N,K,M,r)=(${shape.n},${shape.k},${shape.m},${shape.r})`;
   // With the input as data only the adapter's own gradients are asked for, so its input products are skipped.
   const needs = setting.inputGradient ? undefined : { input: false };
-  const loraSeconds = time(`lora ${label}`, () => lora(bidora, layer, needs), quick);
-  const doraSeconds = time(`dora ${label}`, () => dora(bidora, layer, true, needs), quick);
-  const doraThroughNormSeconds = time(`dora-norm ${label}`, () => dora(bidora, layer, false, needs), quick);
-  const naiveSeconds = time(`naive ${label}`, () => naiveDora(bidora, layer, setting.inputGradient), quick);
+  const variants = {
+    lora: () => lora(bidora, layer, needs),
+    dora: () => dora(bidora, layer, true, needs),
+    doraThroughNorm: () => dora(bidora, layer, false, needs),
+    naiveDora: () => naiveDora(bidora, layer, setting.inputGradient),
+  };
+  // Rounds of all four side by side, the ratios taken within each round: this machine drifts between rounds.
+  const rounds = [];
+  for (let round = 0; round < (quick ? 1 : 4); round += 1) {
+    rounds.push(
+      Object.fromEntries(Object.entries(variants).map(([name, fn]) => [name, time(`${name} ${label}`, fn, quick)])),
+    );
+  }
   disposeAll(layer);
+  const ms = (name) => middle(rounds.map((round) => round[name])) * 1e3;
+  const ratio = (over, under) => middle(rounds.map((round) => round[over] / round[under]));
   const row = {
     ...shape,
     setting: setting.name,
     inputGradient: setting.inputGradient,
-    loraMs: loraSeconds * 1e3,
-    doraMs: doraSeconds * 1e3,
-    doraThroughNormMs: doraThroughNormSeconds * 1e3,
-    naiveDoraMs: naiveSeconds * 1e3,
-    doraOverLora: doraSeconds / loraSeconds,
-    doraThroughNormOverLora: doraThroughNormSeconds / loraSeconds,
-    naiveOverDora: naiveSeconds / doraSeconds,
+    rounds: rounds.length,
+    loraMs: ms('lora'),
+    doraMs: ms('dora'),
+    doraThroughNormMs: ms('doraThroughNorm'),
+    naiveDoraMs: ms('naiveDora'),
+    doraOverLora: ratio('dora', 'lora'),
+    doraThroughNormOverLora: ratio('doraThroughNorm', 'lora'),
+    naiveOverDora: ratio('naiveDora', 'dora'),
   };
   console.log(
     `${label.padEnd(30)} LoRA ${row.loraMs.toFixed(2)} ms  DoRA ${row.doraMs.toFixed(2)} ms ` +
