@@ -349,9 +349,26 @@ function viaCpu<T extends object>(fn: string, operands: T, compute: (operands: T
   }
 }
 
-/** The merged weight (m / n) ⊙ (W0 + s B A), [out, in], on the operands' device. */
-export function doraMerge(args: WeightNormArgs & { magnitude: Tensor }): Tensor {
-  const fn = 'doraMerge';
+interface MergeArgs {
+  weight: Tensor;
+  loraA: Tensor;
+  loraB: Tensor;
+  magnitude?: Tensor;
+  scale: number;
+  eps?: number;
+}
+
+interface UnmergeArgs {
+  merged: Tensor;
+  loraA: Tensor;
+  loraB: Tensor;
+  magnitude?: Tensor;
+  norm?: Tensor;
+  scale: number;
+}
+
+/** (m / n) ⊙ (W0 + s B A) with a magnitude, W0 + s B A without, on the operands' device. */
+function merge(fn: string, args: MergeArgs, withMagnitude: boolean): Tensor {
   requireArgs(args, fn);
   return viaCpu(fn, args, (host) =>
     tensorOf(
@@ -359,12 +376,34 @@ export function doraMerge(args: WeightNormArgs & { magnitude: Tensor }): Tensor 
         handleOf(host.weight, fn, 'weight'),
         handleOf(host.loraA, fn, 'loraA'),
         handleOf(host.loraB, fn, 'loraB'),
-        handleOf(host.magnitude, fn, 'magnitude'),
+        withMagnitude ? handleOf(host.magnitude, fn, 'magnitude') : undefined,
         host.scale,
         host.eps ?? DEFAULT_NORM_EPS,
       ),
     ),
   );
+}
+
+/** merged ⊙ (n / m) − s B A with a magnitude and its norm, merged − s B A without, on the operands' device. */
+function unmerge(fn: string, args: UnmergeArgs, withMagnitude: boolean): Tensor {
+  requireArgs(args, fn);
+  return viaCpu(fn, args, (host) =>
+    tensorOf(
+      native.adapterUnmerge(
+        handleOf(host.merged, fn, 'merged'),
+        handleOf(host.loraA, fn, 'loraA'),
+        handleOf(host.loraB, fn, 'loraB'),
+        withMagnitude ? handleOf(host.magnitude, fn, 'magnitude') : undefined,
+        withMagnitude ? handleOf(host.norm, fn, 'norm') : undefined,
+        host.scale,
+      ),
+    ),
+  );
+}
+
+/** The merged weight (m / n) ⊙ (W0 + s B A), [out, in], on the operands' device. */
+export function doraMerge(args: WeightNormArgs & { magnitude: Tensor }): Tensor {
+  return merge('doraMerge', args, true);
 }
 
 /** W0 back from a DoRA-merged weight: merged ⊙ (n / m) − s B A, with `norm` = doraWeightNorm before merging. */
@@ -376,56 +415,17 @@ export function doraUnmerge(args: {
   norm: Tensor;
   scale: number;
 }): Tensor {
-  const fn = 'doraUnmerge';
-  requireArgs(args, fn);
-  return viaCpu(fn, args, (host) =>
-    tensorOf(
-      native.adapterUnmerge(
-        handleOf(host.merged, fn, 'merged'),
-        handleOf(host.loraA, fn, 'loraA'),
-        handleOf(host.loraB, fn, 'loraB'),
-        handleOf(host.magnitude, fn, 'magnitude'),
-        handleOf(host.norm, fn, 'norm'),
-        host.scale,
-      ),
-    ),
-  );
+  return unmerge('doraUnmerge', args, true);
 }
 
 /** The merged weight W0 + s B A. */
 export function loraMerge(args: { weight: Tensor; loraA: Tensor; loraB: Tensor; scale: number }): Tensor {
-  const fn = 'loraMerge';
-  requireArgs(args, fn);
-  return viaCpu(fn, args, (host) =>
-    tensorOf(
-      native.adapterMerge(
-        handleOf(host.weight, fn, 'weight'),
-        handleOf(host.loraA, fn, 'loraA'),
-        handleOf(host.loraB, fn, 'loraB'),
-        undefined,
-        host.scale,
-        DEFAULT_NORM_EPS,
-      ),
-    ),
-  );
+  return merge('loraMerge', args, false);
 }
 
 /** W0 back from a LoRA-merged weight: merged − s B A. */
 export function loraUnmerge(args: { merged: Tensor; loraA: Tensor; loraB: Tensor; scale: number }): Tensor {
-  const fn = 'loraUnmerge';
-  requireArgs(args, fn);
-  return viaCpu(fn, args, (host) =>
-    tensorOf(
-      native.adapterUnmerge(
-        handleOf(host.merged, fn, 'merged'),
-        handleOf(host.loraA, fn, 'loraA'),
-        handleOf(host.loraB, fn, 'loraB'),
-        undefined,
-        undefined,
-        host.scale,
-      ),
-    ),
-  );
+  return unmerge('loraUnmerge', args, false);
 }
 
 /**

@@ -43,6 +43,16 @@ __device__ T block_sum(T value, T* scratch) {
   return total;
 }
 
+// Calls body(index) for every index below n, spread over the whole grid: a grid-stride loop, so any grid size covers
+// any n.
+template <typename Body>
+__device__ __forceinline__ void grid_stride(int64_t n, Body body) {
+  for (int64_t index = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; index < n;
+       index += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    body(index);
+  }
+}
+
 // Blocks for a grid-stride loop over n elements: enough to fill a large GPU, no more than the work needs.
 inline unsigned elementwise_blocks(int64_t n) {
   return static_cast<unsigned>(std::clamp<int64_t>(ceil_div(n, kElementwiseThreads), 1, 4096));

@@ -14,62 +14,42 @@ enum class Binary { kAdd, kSub, kMul };
 
 template <Binary kOp>
 __global__ void binary_kernel(float* out, const float* a, const float* b, int64_t n, int64_t period) {
-  for (int64_t index = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; index < n;
-       index += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+  grid_stride(n, [&](int64_t index) {
     const float other = b[period == n ? index : index % period];
     out[index] = kOp == Binary::kAdd ? a[index] + other : kOp == Binary::kSub ? a[index] - other : a[index] * other;
-  }
+  });
 }
 
 __global__ void scale_kernel(float* out, const float* a, float alpha, int64_t n) {
-  for (int64_t index = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; index < n;
-       index += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    out[index] = alpha * a[index];
-  }
+  grid_stride(n, [&](int64_t index) { out[index] = alpha * a[index]; });
 }
 
 __global__ void axpy_kernel(float* y, float alpha, const float* x, int64_t n) {
-  for (int64_t index = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; index < n;
-       index += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    y[index] += alpha * x[index];
-  }
+  grid_stride(n, [&](int64_t index) { y[index] += alpha * x[index]; });
 }
 
 __global__ void relu_forward_kernel(float* out, const float* x, int64_t n) {
-  for (int64_t index = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; index < n;
-       index += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    out[index] = x[index] > 0.0f ? x[index] : 0.0f;
-  }
+  grid_stride(n, [&](int64_t index) { out[index] = x[index] > 0.0f ? x[index] : 0.0f; });
 }
 
 __global__ void relu_backward_kernel(float* grad_x, const float* x, const float* grad_out, int64_t n) {
-  for (int64_t index = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; index < n;
-       index += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    grad_x[index] = x[index] > 0.0f ? grad_out[index] : 0.0f;
-  }
+  grid_stride(n, [&](int64_t index) { grad_x[index] = x[index] > 0.0f ? grad_out[index] : 0.0f; });
 }
 
 __global__ void tanh_forward_kernel(float* out, const float* x, int64_t n) {
-  for (int64_t index = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; index < n;
-       index += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    out[index] = tanhf(x[index]);
-  }
+  grid_stride(n, [&](int64_t index) { out[index] = tanhf(x[index]); });
 }
 
 __global__ void tanh_backward_kernel(float* grad_x, const float* out, const float* grad_out, int64_t n) {
-  for (int64_t index = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; index < n;
-       index += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    grad_x[index] = grad_out[index] * (1.0f - out[index] * out[index]);
-  }
+  grid_stride(n, [&](int64_t index) { grad_x[index] = grad_out[index] * (1.0f - out[index] * out[index]); });
 }
 
 // in == nullptr: the scale itself (keep / (1 − p)), as the fused adapter kernels take it.
 __global__ void dropout_kernel(float* out, const float* in, int64_t n, float p, uint64_t key, float keep_scale) {
-  for (int64_t index = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; index < n;
-       index += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+  grid_stride(n, [&](int64_t index) {
     const float value = in == nullptr ? 1.0f : in[index];
     out[index] = dropout_keeps(key, index, p) ? value * keep_scale : 0.0f;
-  }
+  });
 }
 
 constexpr int kLossThreads = 256;
@@ -88,10 +68,7 @@ __global__ void mse_loss_forward_kernel(float* loss, const float* prediction, co
 
 __global__ void mse_loss_backward_kernel(float* grad_prediction, const float* prediction, const float* target,
                                          float factor, int64_t n) {
-  for (int64_t index = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; index < n;
-       index += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    grad_prediction[index] = factor * (prediction[index] - target[index]);
-  }
+  grid_stride(n, [&](int64_t index) { grad_prediction[index] = factor * (prediction[index] - target[index]); });
 }
 
 }  // namespace

@@ -29,17 +29,11 @@ __device__ __forceinline__ int64_t warp_row(int64_t rows) {
 // ---- kernels: GELU --------------------------------------------------------------------------------------------------
 
 __global__ void gelu_forward_kernel(float* out, const float* x, int64_t n) {
-  for (int64_t index = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; index < n;
-       index += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    out[index] = gelu(x[index]);
-  }
+  grid_stride(n, [&](int64_t index) { out[index] = gelu(x[index]); });
 }
 
 __global__ void gelu_backward_kernel(float* grad_x, const float* x, const float* grad_out, int64_t n) {
-  for (int64_t index = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; index < n;
-       index += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    grad_x[index] = grad_out[index] * gelu_grad(x[index]);
-  }
+  grid_stride(n, [&](int64_t index) { grad_x[index] = grad_out[index] * gelu_grad(x[index]); });
 }
 
 // ---- kernels: layer norm --------------------------------------------------------------------------------------------

@@ -21,53 +21,42 @@ __global__ void sum_rows_kernel(float* out, const float* a, int64_t axis) {
 
 // inner > 1: one thread per output (o, i), walking the axis in order; neighbouring threads read neighbouring i.
 __global__ void sum_columns_kernel(float* out, const float* a, int64_t outer, int64_t axis, int64_t inner) {
-  for (int64_t index = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; index < outer * inner;
-       index += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+  grid_stride(outer * inner, [&](int64_t index) {
     const int64_t o = index / inner, i = index % inner;
     const float* column = a + o * axis * inner + i;
     double total = 0.0;
     for (int64_t j = 0; j < axis; ++j) total += column[j * inner];
     out[index] = static_cast<float>(total);
-  }
+  });
 }
 
 __global__ void broadcast_axis_kernel(float* out, const float* a, int64_t outer, int64_t axis, int64_t inner) {
   // outer only bounds the loop; the source index needs axis and inner alone.
   const int64_t n = outer * axis * inner;
-  for (int64_t index = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; index < n;
-       index += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    out[index] = a[broadcast_source(index, axis, inner)];
-  }
+  grid_stride(n, [&](int64_t index) { out[index] = a[broadcast_source(index, axis, inner)]; });
 }
 
 // Over the output [outer, length, inner]: out = a[:, start + j, :].
 __global__ void narrow_kernel(float* out, const float* a, int64_t outer, int64_t axis, int64_t inner, int64_t start,
                               int64_t length) {
   const int64_t n = outer * length * inner;
-  for (int64_t index = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; index < n;
-       index += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    out[index] = a[narrow_source(index, axis, inner, start, length)];
-  }
+  grid_stride(n, [&](int64_t index) { out[index] = a[narrow_source(index, axis, inner, start, length)]; });
 }
 
 // Over the output [outer, axis, inner]: grad inside the range, zero outside.
 __global__ void narrow_backward_kernel(float* out, const float* grad, int64_t outer, int64_t axis, int64_t inner,
                                        int64_t start, int64_t length) {
   const int64_t n = outer * axis * inner;
-  for (int64_t index = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; index < n;
-       index += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+  grid_stride(n, [&](int64_t index) {
     const int64_t source = narrow_backward_source(index, axis, inner, start, length);
     out[index] = source >= 0 ? grad[source] : 0.0f;
-  }
+  });
 }
 
 // Over the output [a, c, b, d]: out[ai, ci, bi, di] = x[ai, bi, ci, di].
 __global__ void permute_0213_kernel(float* out, const float* x, int64_t a, int64_t b, int64_t c, int64_t d) {
   const int64_t n = a * b * c * d;
-  for (int64_t index = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; index < n;
-       index += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    out[index] = x[permute_0213_source(index, b, c, d)];
-  }
+  grid_stride(n, [&](int64_t index) { out[index] = x[permute_0213_source(index, b, c, d)]; });
 }
 
 }  // namespace
