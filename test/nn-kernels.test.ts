@@ -641,6 +641,18 @@ describe('portable nn kernels', () => {
     });
   });
 
+  it('dropout draws the same mask on every ISA path (odd lengths exercise the vector tails)', () => {
+    tidy(() => {
+      const x = randomTensor([3, 1001]);
+      const masks = isaPaths.map((isa) => {
+        setIsa(isa);
+        return read(native.dropout(handle(x), 0.45, 99));
+      });
+      setIsa(initialIsa);
+      for (const mask of masks.slice(1)) expect(mask).toEqual(masks[0]);
+    });
+  });
+
   it('results do not depend on the thread count', () => {
     tidy(() => {
       const x = randomTensor([130, 257]);

@@ -399,13 +399,13 @@ void check_layout() {
   Device<float> da(a), db(b), dgrad(grad), out(n), out2(n);
   Doubles sub_ref(n), relu_ref(n), relu_grad_ref(n), tanh_ref(n), dropout_ref(n);
   const float p = 0.3f;
-  const uint64_t seed = 12345, key = cu::dropout_key(seed);
+  const uint64_t seed = 12345, key = cu::dropout_key(seed), threshold = cu::dropout_threshold(p);
   for (int64_t i = 0; i < n; ++i) {
     sub_ref[i] = static_cast<double>(a[i]) - b[i];
     relu_ref[i] = a[i] > 0 ? a[i] : 0.0;
     relu_grad_ref[i] = a[i] > 0 ? grad[i] : 0.0;
     tanh_ref[i] = std::tanh(static_cast<double>(a[i]));
-    dropout_ref[i] = cu::dropout_keeps(key, i, p) ? a[i] / (1.0 - p) : 0.0;
+    dropout_ref[i] = cu::dropout_keeps(key, i, threshold) ? a[i] / (1.0 - p) : 0.0;
   }
   cu::sub(out.ptr, da.ptr, db.ptr, n, n, nullptr);
   check("sub", out.download(), sub_ref, kFloat32Tolerance);

@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "../core/cpu_features.h"
+#include "../cuda/random_math.cuh"
 
 namespace bidora::cpu {
 
@@ -19,6 +20,9 @@ struct ElementwiseKernels {
   // out[o, i] = sum over j of a[o, j, i], accumulated in double; o, i within the given row range of out.
   void (*sum_axis)(float* out, const float* a, int64_t outer_begin, int64_t outer_end, int64_t axis, int64_t inner);
   double (*sum_of_squares)(const float* a, int64_t n);
+  // out[i] = keep_i ? in[i] · keep_scale : 0 for i in [begin, end), keep_i from ../cuda/random_math.cuh.
+  void (*dropout)(float* out, const float* in, int64_t begin, int64_t end, uint64_t key, uint64_t threshold,
+                  float keep_scale);
 };
 
 const ElementwiseKernels& elementwise_kernels(Isa isa);

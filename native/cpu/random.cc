@@ -5,6 +5,7 @@
 
 #include "../core/threadpool.h"
 #include "../cuda/random_math.cuh"
+#include "elementwise.h"
 
 namespace bidora::cpu {
 
@@ -47,13 +48,11 @@ void fill_uniform(float* out, int64_t n, uint64_t seed, float low, float high) {
 }
 
 void dropout(float* out, const float* in, int64_t n, float p, uint64_t seed) {
-  const uint64_t key = cuda::dropout_key(seed);
+  const uint64_t key = cuda::dropout_key(seed), threshold = cuda::dropout_threshold(p);
   const float keep_scale = cuda::dropout_keep_scale(p);
-  parallel_for(n, 1024, kParallelElements, [&](int64_t begin, int64_t end) {
-    for (int64_t index = begin; index < end; ++index) {
-      out[index] = cuda::dropout_keeps(key, index, p) ? in[index] * keep_scale : 0.0f;
-    }
-  });
+  const auto kernel = elementwise_kernels(active_isa()).dropout;
+  parallel_for(n, 1024, kParallelElements,
+               [&](int64_t begin, int64_t end) { kernel(out, in, begin, end, key, threshold, keep_scale); });
 }
 
 }  // namespace bidora::cpu

@@ -45,10 +45,11 @@ __global__ void tanh_backward_kernel(float* grad_x, const float* out, const floa
 }
 
 // in == nullptr: the scale itself (keep / (1 − p)), as the fused adapter kernels take it.
-__global__ void dropout_kernel(float* out, const float* in, int64_t n, float p, uint64_t key, float keep_scale) {
+__global__ void dropout_kernel(float* out, const float* in, int64_t n, uint64_t key, uint64_t threshold,
+                               float keep_scale) {
   grid_stride(n, [&](int64_t index) {
     const float value = in == nullptr ? 1.0f : in[index];
-    out[index] = dropout_keeps(key, index, p) ? value * keep_scale : 0.0f;
+    out[index] = dropout_keeps(key, index, threshold) ? value * keep_scale : 0.0f;
   });
 }
 
@@ -122,8 +123,8 @@ void tanh_backward(float* grad_x, const float* out, const float* grad_out, int64
 
 void dropout(float* out, const float* in, int64_t n, float p, uint64_t seed, cudaStream_t stream) {
   if (n == 0) return;
-  dropout_kernel<<<elementwise_blocks(n), kElementwiseThreads, 0, stream>>>(out, in, n, p, dropout_key(seed),
-                                                                            dropout_keep_scale(p));
+  dropout_kernel<<<elementwise_blocks(n), kElementwiseThreads, 0, stream>>>(
+      out, in, n, dropout_key(seed), dropout_threshold(p), dropout_keep_scale(p));
 }
 
 void mse_loss_forward(float* loss, const float* prediction, const float* target, int64_t n, cudaStream_t stream) {

@@ -2,6 +2,7 @@
 // value depends on (seed, index) alone, so a dropout mask is the same on either device and any thread count.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #include "host_device.h"
@@ -27,9 +28,15 @@ BIDORA_HD uint64_t random_stream_key(uint64_t seed) { return random_mix(seed ^ 0
 // Dropout's own stream, apart from randn's and uniform's for the same seed.
 BIDORA_HD uint64_t dropout_key(uint64_t seed) { return random_stream_key(seed ^ 0xd5a61266f0c9392cull); }
 
-// Whether dropout keeps element `index` (probability 1 − p).
-BIDORA_HD bool dropout_keeps(uint64_t key, int64_t index, float p) {
-  return random_unit_open(random_mix(key + static_cast<uint64_t>(index))) >= p;
+// Dropout keeps an element when the top 53 bits of its random word reach this: ceil(p · 2^53), so it keeps with
+// probability 1 − p (to 2^-53) and the test is one integer compare, which vectorises.
+BIDORA_HD uint64_t dropout_threshold(float p) {
+  return static_cast<uint64_t>(ceil(static_cast<double>(p) * 9007199254740992.0));
+}
+
+// Whether dropout keeps element `index`, for a threshold from dropout_threshold.
+BIDORA_HD bool dropout_keeps(uint64_t key, int64_t index, uint64_t threshold) {
+  return (random_mix(key + static_cast<uint64_t>(index)) >> 11) >= threshold;
 }
 
 // What a kept element is multiplied by: 1 / (1 − p) (0 for p = 1, which drops everything).

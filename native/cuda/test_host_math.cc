@@ -641,13 +641,16 @@ void test_layout_maps() {
 // Dropout's counter-based mask: keeps about 1 − p of the elements, and a seed decides it alone.
 void test_dropout_mask() {
   for (const float p : {0.1f, 0.5f, 0.9f}) {
-    const uint64_t key = dropout_key(42), other = dropout_key(43);
+    const uint64_t key = dropout_key(42), other = dropout_key(43), threshold = dropout_threshold(p);
     const int64_t n = 200000;
     int64_t kept = 0, same = 0;
     for (int64_t index = 0; index < n; ++index) {
-      const bool keeps = dropout_keeps(key, index, p);
+      const bool keeps = dropout_keeps(key, index, threshold);
       kept += keeps;
-      same += keeps == dropout_keeps(other, index, p);
+      same += keeps == dropout_keeps(other, index, threshold);
+      // The integer test is the open-interval uniform draw's u >= p, but for draws within 2^-53 of p.
+      const double uniform = random_unit_open(random_mix(key + static_cast<uint64_t>(index)));
+      expect(keeps == (uniform >= p) || std::fabs(uniform - p) < 1e-15, "dropout keeps where the uniform draw >= p");
     }
     const double rate = static_cast<double>(kept) / n;
     expect(std::fabs(rate - (1.0 - p)) < 0.005, "dropout keeps 1 - p of the elements");
@@ -656,6 +659,8 @@ void test_dropout_mask() {
     expect(std::fabs(agreement - expected) < 0.005, "dropout masks of two seeds are independent");
   }
   expect(dropout_keep_scale(0.25f) == 1.0f / 0.75f && dropout_keep_scale(1.0f) == 0.0f, "dropout keep scale");
+  expect(dropout_threshold(0.0f) == 0 && dropout_threshold(1.0f) == (uint64_t{1} << 53),
+         "dropout keeps all at p = 0, none at p = 1");
 }
 
 int main() {
