@@ -63,7 +63,7 @@ function makeExamples(config, count, seed) {
 function time(name, fn, quick) {
   let seconds;
   new Benchmark(name, fn, {
-    maxTime: quick ? 0.5 : 1.5,
+    maxTime: quick ? 0.5 : 0.75,
     minSamples: quick ? 2 : 5,
     onComplete: (event) => {
       seconds = median(event.target.stats.sample);
@@ -126,7 +126,7 @@ export function runBilevel(bidora, { quick, threads }) {
     // Rounds of every measurement side by side, the ratios taken within each round: this machine's speed drifts
     // between rounds more than within one.
     const rounds = [];
-    for (let round = 0; round < (quick ? 1 : 5); round += 1) {
+    for (let round = 0; round < (quick ? 1 : 7); round += 1) {
       const dora = time(`dora ${config.name}`, () => doraTrainer.step(lower), quick);
       const iteration = time(`bidora ${config.name}`, () => trainers['finite-difference'].step(lower, upper), quick);
       const firstOrder = time(`first-order ${config.name}`, () => trainers['first-order'].step(lower, upper), quick);
