@@ -58,8 +58,8 @@ export class Tensor {
   }
 
   /**
-   * A tensor holding a copy of `data` (a Float32Array or an array of numbers); `shape` defaults to 1-D. The last
-   * argument may name a device instead: `Tensor.from(data, shape, { device: 'cuda' })`.
+   * A tensor holding a copy of `data` (a Float32Array or an array of numbers); `shape` defaults to 1-D. Every
+   * creation function takes `{ device }` to make the tensor elsewhere: `Tensor.from(data, shape, { device: 'cuda' })`.
    */
   static from(data: Float32Array | readonly number[], shape?: Shape, options: DeviceOptions = {}): Tensor {
     let values: Float32Array;

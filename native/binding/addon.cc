@@ -4,15 +4,9 @@
 #include "../core/cpu_features.h"
 #include "../core/threadpool.h"
 #include "args.h"
+#include "gpu.h"
 #include "ops.h"
 #include "tensor_handle.h"
-
-#ifndef BIDORA_HAVE_CUDA
-#define BIDORA_HAVE_CUDA 0
-#endif
-#if BIDORA_HAVE_CUDA
-#include "../cuda/cuda_ops.h"
-#endif
 
 #ifndef BIDORA_VERSION
 #define BIDORA_VERSION "0.0.0"

@@ -3,12 +3,7 @@
 
 #include <napi.h>
 
-#ifndef BIDORA_HAVE_CUDA
-#define BIDORA_HAVE_CUDA 0
-#endif
-#if BIDORA_HAVE_CUDA
-#include "../cuda/cuda_ops.h"
-#endif
+#include "gpu.h"
 
 namespace bidora::binding {
 

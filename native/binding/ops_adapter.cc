@@ -6,6 +6,7 @@
 #include "../cpu/dora.h"
 #include "../cpu/random.h"
 #include "args.h"
+#include "gpu.h"
 #include "ops.h"
 #include "tensor_handle.h"
 

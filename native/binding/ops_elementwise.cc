@@ -5,6 +5,7 @@
 #include "../cpu/elementwise.h"
 #include "../cpu/narrow.h"
 #include "args.h"
+#include "gpu.h"
 #include "ops.h"
 #include "tensor_handle.h"
 

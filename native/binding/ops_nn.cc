@@ -8,15 +8,9 @@
 #include "../cpu/nn.h"
 #include "../cpu/random.h"
 #include "args.h"
+#include "gpu.h"
 #include "ops.h"
 #include "tensor_handle.h"
-
-#ifndef BIDORA_HAVE_CUDA
-#define BIDORA_HAVE_CUDA 0
-#endif
-#if BIDORA_HAVE_CUDA
-#include "../cuda/cuda_ops.h"
-#endif
 
 namespace bidora::binding {
 

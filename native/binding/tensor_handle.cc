@@ -8,13 +8,7 @@
 #include "../cpu/dora.h"
 #include "../cpu/random.h"
 #include "args.h"
-
-#ifndef BIDORA_HAVE_CUDA
-#define BIDORA_HAVE_CUDA 0
-#endif
-#if BIDORA_HAVE_CUDA
-#include "../cuda/cuda_ops.h"
-#endif
+#include "gpu.h"
 
 namespace bidora::binding {
 
