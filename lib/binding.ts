@@ -71,6 +71,7 @@ export interface NativeBinding {
   memory(): NativeMemory;
   resetPeakMemory(): void;
   emptyCache(): number;
+  setCacheLimit(bytes: number): number;
   setMatmulPrecision(precision: MatmulPrecision): MatmulPrecision;
   toDevice(x: Handle, device: Device): Handle;
 

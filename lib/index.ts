@@ -16,6 +16,7 @@ export {
   keep,
   memory,
   resetPeakMemory,
+  setCacheLimit,
   type MemoryInfo,
   type RandomOptions,
   type Shape,

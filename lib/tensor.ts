@@ -342,9 +342,9 @@ export interface MemoryInfo {
   /** Reusable kernel workspaces of the whole process (GEMM packing panels), not counted in `bytes`. */
   workspaceBytes: number;
   /**
-   * Freed buffers the whole process keeps for reuse by later ones of about their size (at most 1 GiB), so a
-   * training step does not fault in fresh pages for its activations; not counted in `bytes`. `emptyCache()`
-   * hands them back to the system.
+   * Freed buffers the whole process keeps for reuse by later ones of about their size (at most 1 GiB, see
+   * `setCacheLimit`), so a training step does not fault in fresh pages for its activations; not counted in
+   * `bytes`. `emptyCache()` hands them back to the system.
    */
   cachedBytes: number;
   /** GPU memory of this thread's live tensors (0 without a GPU). */
@@ -368,6 +368,14 @@ export function memory(): MemoryInfo {
 /** Hands the freed buffers kept for reuse (`memory().cachedBytes`) back to the system; returns how many bytes. */
 export function emptyCache(): number {
   return native.emptyCache();
+}
+
+/**
+ * The most bytes of freed buffers the process keeps for reuse (default 1 GiB; 0 turns the cache off). Keeping a
+ * buffer past it frees the ones kept longest ago. Returns the previous limit.
+ */
+export function setCacheLimit(bytes: number): number {
+  return native.setCacheLimit(bytes);
 }
 
 /** Restarts `memory().peakBytes` from what is live now. */

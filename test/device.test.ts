@@ -14,6 +14,7 @@ import {
   nn,
   ops,
   optim,
+  setCacheLimit,
   setMatmulPrecision,
   Tensor,
   tidy,
@@ -129,6 +130,34 @@ describe('the freed-buffer cache behind CPU tensors', () => {
     filled.dispose();
     expect(emptyCache()).toBeGreaterThanOrEqual(2 << 20);
     expect(memory().cachedBytes).toBe(0);
+  });
+
+  it('a limit bounds the cache, keeping the most recent blocks; 0 turns it off', () => {
+    emptyCache();
+    const MiB = 1 << 20;
+    const previous = setCacheLimit(3 * MiB);
+    try {
+      expect(previous).toBe(1 << 30);
+      // Three 1 MiB blocks fill it; a 1.25 MiB block then pushes out the two kept longest ago.
+      const live = [0, 1, 2].map((seed) => Tensor.randn([256, 1024], { seed }));
+      for (const tensor of live) tensor.dispose();
+      expect(memory().cachedBytes).toBe(3 * MiB);
+      Tensor.randn([320, 1024], { seed: 9 }).dispose();
+      expect(memory().cachedBytes).toBe(MiB + 1.25 * MiB);
+      const newest = Tensor.zeros([320, 1024]); // takes the 1.25 MiB block back
+      expect(memory().cachedBytes).toBe(MiB);
+      newest.dispose();
+      // A lower limit frees down to it at once; 0 keeps nothing.
+      expect(setCacheLimit(MiB)).toBe(3 * MiB);
+      expect(memory().cachedBytes).toBeLessThanOrEqual(MiB);
+      setCacheLimit(0);
+      expect(memory().cachedBytes).toBe(0);
+      Tensor.randn([256, 1024], { seed: 4 }).dispose();
+      expect(memory().cachedBytes).toBe(0);
+      expect(() => setCacheLimit(-1)).toThrow(/setCacheLimit: bytes must be an integer from 0/);
+    } finally {
+      setCacheLimit(previous);
+    }
   });
 
   it('small tensors are left to the system allocator', () => {

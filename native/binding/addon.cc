@@ -95,6 +95,16 @@ Napi::Value reset_peak_memory(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// [sync] setCacheLimit(bytes: number): number - the most bytes of freed buffers kept for reuse, process-wide (0 turns
+// the cache off; the oldest kept blocks are freed down to it); returns the previous limit. Throws TypeError,
+// RangeError (not an integer from 0 to 2^53 − 1).
+Napi::Value set_buffer_cache_limit(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    const int64_t bytes = integer_arg({info, 0, "setCacheLimit", "bytes"}, 0, int64_t{9007199254740991});
+    return Napi::Number::New(info.Env(), static_cast<double>(bidora::set_cache_limit(bytes)));
+  });
+}
+
 Napi::Object init(Napi::Env env, Napi::Object exports) {
   auto* addon_state = new AddonState();
   env.SetInstanceData(addon_state);
@@ -114,6 +124,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("memory", Napi::Function::New<memory>(env, "memory"));
   exports.Set("resetPeakMemory", Napi::Function::New<reset_peak_memory>(env, "resetPeakMemory"));
   exports.Set("emptyCache", Napi::Function::New<empty_cache>(env, "emptyCache"));
+  exports.Set("setCacheLimit", Napi::Function::New<set_buffer_cache_limit>(env, "setCacheLimit"));
   register_creation(env, exports);
   register_linear_algebra(env, exports);
   register_elementwise(env, exports);

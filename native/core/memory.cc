@@ -3,6 +3,8 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
+#include <list>
 #include <mutex>
 #include <new>
 #include <string>
@@ -37,50 +39,68 @@ float* allocate_aligned(int64_t count) {
 // back to the kernel on free (mmap, or trimming the heap top) and every training step faults in and zeroes fresh
 // pages for its activations: measured at one fused DoRA forward, 3,000 page faults and a third of its time.
 // Sizes are rounded up to a class with three significant bits (at most 12.5 % slack), so shapes that vary a little
-// (sequence lengths) still share blocks. Bounded: past kMaxCachedBytes a freed block goes back to the system.
+// (sequence lengths) still share blocks. Bounded by a limit (1 GiB unless set): keeping a block past it first frees
+// the blocks kept longest ago, so blocks of shapes no longer in use do not hold the cache.
 class BlockCache {
  public:
   static constexpr size_t kMinBytes = size_t{256} << 10;
-  static constexpr size_t kMaxCachedBytes = size_t{1} << 30;
+  static constexpr size_t kLargestClass = size_t{1} << 30;  // larger blocks always go back to the system
+  static constexpr size_t kDefaultLimit = size_t{1} << 30;
+
+  static bool cacheable(size_t bytes) { return bytes >= kMinBytes && bytes <= kLargestClass; }
 
   static size_t size_class(size_t bytes) {
-    if (bytes < kMinBytes || bytes > kMaxCachedBytes) return bytes;
+    if (!cacheable(bytes)) return bytes;
     size_t step = size_t{1} << (63 - __builtin_clzll(bytes) - 3);  // an eighth of the highest power of two
     return (bytes + step - 1) / step * step;
   }
 
   void* take(size_t bytes) {
     std::lock_guard<std::mutex> lock(mutex_);
-    auto found = blocks_.find(bytes);
-    if (found == blocks_.end() || found->second.empty()) return nullptr;
-    void* block = found->second.back();
+    auto found = by_size_.find(bytes);
+    if (found == by_size_.end() || found->second.empty()) return nullptr;
+    const auto entry = found->second.back();  // the most recently kept: likeliest still in cache
     found->second.pop_back();
+    void* block = entry->block;
+    order_.erase(entry);
     cached_bytes_ -= bytes;
     return block;
   }
 
-  // Keeps `block` of class size `bytes`, or returns false when the cache is full (the caller frees it).
-  // Called from destructors: never throws (a list that cannot grow just declines the block).
+  // Keeps `block` of class size `bytes`, freeing the oldest kept blocks to stay within the limit; false when it
+  // cannot be kept (larger than the limit; the caller frees it). Called from destructors: never throws.
   bool keep(void* block, size_t bytes) noexcept {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (cached_bytes_ + bytes > kMaxCachedBytes) return false;
+    if (bytes > limit_) return false;
+    while (cached_bytes_ + bytes > limit_) evict_oldest();
     try {
-      blocks_[bytes].push_back(block);
+      order_.push_back({bytes, block});
     } catch (const std::bad_alloc&) {
+      return false;
+    }
+    try {
+      by_size_[bytes].push_back(std::prev(order_.end()));
+    } catch (const std::bad_alloc&) {
+      order_.pop_back();
       return false;
     }
     cached_bytes_ += bytes;
     return true;
   }
 
+  // A new limit (0 turns the cache off), freeing blocks down to it; returns the previous one.
+  size_t set_limit(size_t limit) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const size_t previous = limit_;
+    limit_ = limit;
+    while (cached_bytes_ > limit_) evict_oldest();
+    return previous;
+  }
+
   size_t release_all() {
     std::lock_guard<std::mutex> lock(mutex_);
     const size_t released = cached_bytes_;
-    for (auto& [bytes, list] : blocks_) {
-      for (void* block : list) std::free(block);
-    }
-    blocks_.clear();
-    cached_bytes_ = 0;
+    while (!order_.empty()) evict_oldest();
     return released;
   }
 
@@ -90,9 +110,27 @@ class BlockCache {
   }
 
  private:
+  struct Entry {
+    size_t bytes;
+    void* block;
+  };
+  using Position = std::list<Entry>::iterator;
+
+  // Frees the block kept longest ago. Each size's positions are in the order kept, so it is first in its list too.
+  void evict_oldest() {
+    const Entry oldest = order_.front();
+    std::vector<Position>& positions = by_size_[oldest.bytes];
+    positions.erase(positions.begin());
+    order_.pop_front();
+    cached_bytes_ -= oldest.bytes;
+    std::free(oldest.block);
+  }
+
   std::mutex mutex_;
-  std::unordered_map<size_t, std::vector<void*>> blocks_;
+  std::list<Entry> order_;  // oldest first
+  std::unordered_map<size_t, std::vector<Position>> by_size_;
   size_t cached_bytes_ = 0;
+  size_t limit_ = kDefaultLimit;
 };
 
 // Never destroyed: buffers freed during process exit (worker teardown, static destructors) may still return here.
@@ -103,7 +141,7 @@ BlockCache& block_cache() {
 
 float* allocate_buffer(int64_t count) {
   const size_t bytes = BlockCache::size_class(aligned_bytes(count));
-  if (bytes >= BlockCache::kMinBytes && bytes <= BlockCache::kMaxCachedBytes) {
+  if (BlockCache::cacheable(bytes)) {
     if (void* block = block_cache().take(bytes)) return static_cast<float*>(block);
   }
   void* memory = std::aligned_alloc(kAlignment, bytes);
@@ -118,7 +156,7 @@ float* allocate_buffer(int64_t count) {
 
 void free_buffer(float* data, int64_t count) {
   const size_t bytes = BlockCache::size_class(aligned_bytes(count));
-  if (bytes >= BlockCache::kMinBytes && bytes <= BlockCache::kMaxCachedBytes && block_cache().keep(data, bytes)) return;
+  if (BlockCache::cacheable(bytes) && block_cache().keep(data, bytes)) return;
   std::free(data);
 }
 
@@ -209,5 +247,9 @@ int64_t workspace_bytes() { return total_workspace_bytes.load(); }
 int64_t cached_bytes() { return static_cast<int64_t>(block_cache().cached_bytes()); }
 
 int64_t release_cached_memory() { return static_cast<int64_t>(block_cache().release_all()); }
+
+int64_t set_cache_limit(int64_t bytes) {
+  return static_cast<int64_t>(block_cache().set_limit(static_cast<size_t>(bytes)));
+}
 
 }  // namespace bidora

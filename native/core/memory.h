@@ -66,8 +66,10 @@ float* thread_workspace(int slot, int64_t count);
 int64_t workspace_bytes();
 
 // Freed buffers are kept for reuse by later ones of about the same size (bounded, see memory.cc): bytes held now,
-// and handing them all back to the system (returns how many bytes that was).
+// handing them all back to the system (returns how many bytes that was), and the bound (0 turns the cache off;
+// returns the previous bound).
 int64_t cached_bytes();
 int64_t release_cached_memory();
+int64_t set_cache_limit(int64_t bytes);
 
 }  // namespace bidora
