@@ -287,6 +287,24 @@ describe.skipIf(!hasGpu)('devices with a GPU (skipped here: no usable CUDA GPU o
     restored.dispose();
   });
 
+  it('SGD with Nesterov momentum and decay steps the same on cuda as on the CPU', () => {
+    const [onCpu, onGpu] = (['cpu', 'cuda'] as const).map((device) => {
+      const param = Tensor.randn([300, 7], { seed: 50, device }).requireGrad();
+      const optimizer = new optim.SGD([param], { lr: 0.05, momentum: 0.9, nesterov: true, weightDecay: 0.01 });
+      for (let step = 0; step < 3; step += 1) {
+        param.grad?.dispose();
+        param.grad = Tensor.randn([300, 7], { seed: 60 + step, device });
+        optimizer.step();
+      }
+      const values = param.toFloat32Array();
+      optimizer.dispose();
+      param.grad?.dispose();
+      param.dispose();
+      return values;
+    });
+    expect(maxRelativeDifference(onGpu, onCpu)).toBeLessThan(1e-5);
+  });
+
   it('an op given tensors on two devices names both; a CPU-only op names the device', () => {
     const host = Tensor.randn([4, 4], { seed: 30 });
     const gpu = Tensor.randn([4, 4], { seed: 31, device: 'cuda' });

@@ -700,6 +700,21 @@ void check_optimizer() {
     CHECK_CUDA(cudaMemcpy(got.data(), out_ptrs[t], sizes[t] * 4, cudaMemcpyDeviceToHost));
     check("hypergradient combine tensor " + std::to_string(t), got, expected, kFloat32Tolerance);
   }
+
+  // SGD with Nesterov momentum and decay, from a random buffer (plus + minus as the parameters, minus as the buffer).
+  const cu::SgdStep sgd{0.05f, 0.9f, 0.01f, true};
+  cu::sgd_step(plus_ptrs.data(), minus_ptrs.data(), const_ptrs(g_ptrs), sizes.data(), count, sgd, nullptr);
+  for (int t = 0; t < count; ++t) {
+    Doubles expected(sizes[t]);
+    for (int64_t i = 0; i < sizes[t]; ++i) {
+      const double direction = static_cast<double>(grads[t][i]) + 0.01 * plus[t][i];
+      const double velocity = 0.9 * minus[t][i] + direction;
+      expected[i] = plus[t][i] - 0.05 * (direction + 0.9 * velocity);
+    }
+    std::vector<float> got(sizes[t]);
+    CHECK_CUDA(cudaMemcpy(got.data(), plus_ptrs[t], sizes[t] * 4, cudaMemcpyDeviceToHost));
+    check("sgd (Nesterov, decay) tensor " + std::to_string(t), got, expected, kFloat32Tolerance);
+  }
 }
 
 // ---- timing

@@ -1,6 +1,6 @@
 // Node-API glue for the optimizer kernels over tensor lists and the orthogonality regulariser: argument checks,
-// in-place writes (with mark_modified), no arithmetic. adamwStep, axpyList, scaleList and combineHypergradient run
-// on their tensors' device (every tensor of a call on one device); sgdStep and orthogonalityPenalty on the CPU only.
+// in-place writes (with mark_modified), no arithmetic. The optimizer and list ops run on their tensors' device (every
+// tensor of a call on one device); orthogonalityPenalty on the CPU only (lib/ops/regularizer.ts serves GPU layers).
 #include <algorithm>
 #include <cmath>
 #include <string>
@@ -212,16 +212,17 @@ Napi::Value adamw_step(const Napi::CallbackInfo& info) {
 
 // [sync] sgdStep(params, grads, momentumBuffers | undefined, lr, momentum, weightDecay, nesterov): void
 // One SGD update (PyTorch's rule with dampening 0) of every params[i] in place. momentumBuffers: zeros before the
-// first step (which then sets them to the gradient, as PyTorch does); needed when momentum is non-zero. CPU only
-// (no CUDA kernel): a 'cuda' tensor is a TypeError. Throws TypeError, RangeError (as adamwStep; momentum negative,
-// nesterov without momentum, momentum without buffers).
+// first step (which then sets them to the gradient, as PyTorch does); needed when momentum is non-zero. Runs on the
+// tensors' device. Throws TypeError, RangeError (as adamwStep; momentum negative, nesterov without momentum, momentum
+// without buffers).
 Napi::Value sgd_step(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
     const char* fn = "sgdStep";
-    const TensorList params = tensor_list(info, 0, fn, "params");
-    const TensorList grads = tensor_list(info, 1, fn, "grads");
+    const TensorList params = tensor_list(info, 0, fn, "params", true);
+    const TensorList grads = tensor_list(info, 1, fn, "grads", true);
     const bool has_buffers = !Arg{info, 2, fn, "momentumBuffers"}.missing();
-    const TensorList buffers = has_buffers ? tensor_list(info, 2, fn, "momentumBuffers") : TensorList{};
+    const TensorList buffers = has_buffers ? tensor_list(info, 2, fn, "momentumBuffers", true) : TensorList{};
+    const Device device = list_device(fn, {&params, &grads, &buffers});
     cpu::SgdOptions options{};
     options.lr = non_negative({info, 3, fn, "lr"});
     options.momentum = non_negative({info, 4, fn, "momentum"});
@@ -239,8 +240,20 @@ Napi::Value sgd_step(const Napi::CallbackInfo& info) {
     check_distinct_storage(fn, {&params, &buffers}, {&grads});
     const Pointers p = pointers(params);
     const Pointers b = pointers(buffers);
-    cpu::sgd_step(p.data.data(), read_pointers(grads).data(), has_buffers ? b.data.data() : nullptr, p.lengths.data(),
-                  static_cast<int64_t>(p.lengths.size()), options);
+    if (device == Device::kCuda) {
+#if BIDORA_HAVE_CUDA
+      const cuda::SgdStep step{static_cast<float>(options.lr), static_cast<float>(options.momentum),
+                               static_cast<float>(options.weight_decay), options.nesterov};
+      cuda::sgd_step(p.data.data(), has_buffers ? b.data.data() : nullptr, read_pointers(grads).data(),
+                     p.lengths.data(), static_cast<int>(p.lengths.size()), step, nullptr);
+      cuda::check_launch(fn);
+#else
+      throw RangeError(std::string(fn) + ": this build of bidora has no CUDA kernels");
+#endif
+    } else {
+      cpu::sgd_step(p.data.data(), read_pointers(grads).data(), has_buffers ? b.data.data() : nullptr, p.lengths.data(),
+                    static_cast<int64_t>(p.lengths.size()), options);
+    }
     mark_modified(params);
     mark_modified(buffers);
     return info.Env().Undefined();

@@ -13,7 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "nn_math.cuh"  // AdamWStep
+#include "nn_math.cuh"  // AdamWStep, SgdStep
 
 namespace bidora::cuda {
 
@@ -178,6 +178,11 @@ void embedding_backward(float* grad_weight, const float* grad_out, const int32_t
 // One AdamW step per tensor: param, moment1, moment2 updated in place from grad.
 void adamw_step(float* const* params, float* const* moment1, float* const* moment2, const float* const* grads,
                 const int64_t* sizes, int count, const AdamWStep& step, cudaStream_t stream);
+
+// One SGD step per tensor (nn_math.cuh: sgd_update), param and momentum buffer updated in place from grad;
+// momentum_buffers null: plain SGD (momentum 0).
+void sgd_step(float* const* params, float* const* momentum_buffers, const float* const* grads, const int64_t* sizes,
+              int count, const SgdStep& step, cudaStream_t stream);
 
 // Blocks per tensor of the first pass of list_global_norm: the partition is fixed, so the sum order is too.
 constexpr int kNormPartialsPerTensor = 64;

@@ -137,6 +137,23 @@ BIDORA_HD void adamw_update(float& param, float& moment1, float& moment2, float 
   param -= step.learning_rate / step.bias_correction1 * moment1 / denominator;
 }
 
+// PyTorch's SGD with dampening 0, as native/cpu/optim.h: d = g (+ wd·p when wd ≠ 0); with a momentum buffer,
+// buf ← momentum·buf + d and d = nesterov ? d + momentum·buf : buf; then p ← p − lr·d.
+struct SgdStep {
+  float learning_rate, momentum, weight_decay;
+  bool nesterov;
+};
+
+BIDORA_HD void sgd_update(float& param, float* momentum_buffer, float grad, const SgdStep& step) {
+  float direction = step.weight_decay != 0.0f ? grad + step.weight_decay * param : grad;
+  if (momentum_buffer != nullptr) {
+    const float velocity = *momentum_buffer * step.momentum + direction;
+    *momentum_buffer = velocity;
+    direction = step.nesterov ? direction + step.momentum * velocity : velocity;
+  }
+  param -= step.learning_rate * direction;
+}
+
 // ---- BiDoRA hypergradient: g − xi (g+ − g−) / (2 ε), with ε = radius / ||v|| ------------------------------------
 
 // ε for the finite difference; a zero direction (||v|| = 0) gives ε = 0, and the combination then keeps g alone.

@@ -2,6 +2,7 @@
 // (two passes with a fixed partition, so the same bits every run), θ ± ε·v in place, and g − xi (g+ − g−) / (2ε).
 // Element math in nn_math.cuh. ε stays on the device: the hypergradient step needs no host round trip.
 #include <cmath>
+#include <vector>
 
 #include "cuda_ops.h"
 #include "device_common.cuh"
@@ -31,6 +32,19 @@ __global__ void adamw_kernel(ListChunk<4> list, AdamWStep step) {
     moment1[index] = m;
     moment2[index] = v;
   }
+}
+
+// Arrays: 0 param, 1 momentum buffer (null without momentum), 2 grad.
+__global__ void sgd_kernel(ListChunk<3> list, SgdStep step) {
+  const int tensor = blockIdx.y;
+  float* param = list.data[0][tensor];
+  float* buffer = list.data[1][tensor];
+  const float* grad = list.data[2][tensor];
+  grid_stride(list.size[tensor], [&](int64_t index) {
+    float p = param[index];
+    sgd_update(p, buffer == nullptr ? nullptr : buffer + index, grad[index], step);
+    param[index] = p;
+  });
 }
 
 // First pass: block b of tensor t sums the squares of elements b·threads + thread, stepping by the whole grid row.
@@ -109,6 +123,16 @@ void adamw_step(float* const* params, float* const* moment1, float* const* momen
   const float* const* arrays[4] = {params, moment1, moment2, grads};
   for_each_chunk<4>(arrays, sizes, count, [&](const ListChunk<4>& chunk, int) {
     adamw_kernel<<<list_grid(chunk.count, kListBlocksPerTensor), kElementwiseThreads, 0, stream>>>(chunk, step);
+  });
+}
+
+void sgd_step(float* const* params, float* const* momentum_buffers, const float* const* grads, const int64_t* sizes,
+              int count, const SgdStep& step, cudaStream_t stream) {
+  // Without momentum every buffer slot is null: the kernel then skips the buffer.
+  std::vector<float*> no_buffers(momentum_buffers == nullptr ? static_cast<size_t>(count) : 0, nullptr);
+  const float* const* arrays[3] = {params, momentum_buffers != nullptr ? momentum_buffers : no_buffers.data(), grads};
+  for_each_chunk<3>(arrays, sizes, count, [&](const ListChunk<3>& chunk, int) {
+    sgd_kernel<<<list_grid(chunk.count, kListBlocksPerTensor), kElementwiseThreads, 0, stream>>>(chunk, step);
   });
 }
 

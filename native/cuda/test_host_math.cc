@@ -1,8 +1,7 @@
 // Host test of the CUDA kernels' shared math (the .cuh headers, built here with a plain C++ compiler): replays the
 // GEMM kernels' tiling, split-K included, and runs the DoRA row math, the row kernels' lane-strided loops, AdamW and
-// the hypergradient against plain double references on fresh random inputs, and the layout kernels' index maps and
-// dropout's mask. Needs no GPU. Exit status 0: all pass.
-// BIDORA_TEST_SEED pins the seed; it is printed either way.
+// the hypergradient and SGD against plain double references on fresh random inputs, and the layout kernels' index maps
+// and dropout's mask. Needs no GPU. Exit status 0: all pass. BIDORA_TEST_SEED pins the seed; it is printed either way.
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -596,6 +595,33 @@ void test_embedding_plan() {
 
 }  // namespace
 
+// SGD's element rule against a double reference, in all three modes (plain, momentum, Nesterov), with decay.
+void test_sgd() {
+  const int64_t n = 1000;
+  const Vector param = random_vector(n), grad = random_vector(n), buffer = random_vector(n);
+  for (const bool nesterov : {false, true}) {
+    for (const float momentum : {0.0f, 0.9f}) {
+      if (nesterov && momentum == 0.0f) continue;
+      const SgdStep step{0.05f, momentum, 0.01f, nesterov};
+      Vector p = param, b = buffer;
+      std::vector<double> expected_p(n), expected_b(n);
+      for (int64_t i = 0; i < n; ++i) {
+        double direction = static_cast<double>(grad[i]) + 0.01 * param[i];
+        double velocity = buffer[i];
+        if (momentum != 0.0f) {
+          velocity = momentum * velocity + direction;
+          direction = nesterov ? direction + momentum * velocity : velocity;
+        }
+        expected_p[i] = param[i] - 0.05 * direction;
+        expected_b[i] = velocity;
+        sgd_update(p[i], momentum != 0.0f ? &b[i] : nullptr, grad[i], step);
+      }
+      expect_close(p, expected_p, 1e-6, "sgd param");
+      expect_close(b, expected_b, 1e-6, "sgd momentum buffer");
+    }
+  }
+}
+
 // The layout kernels' index maps against nested loops over the output's coordinates, on random shapes.
 void test_layout_maps() {
   for (int trial = 0; trial < 40; ++trial) {
@@ -678,6 +704,7 @@ int main() {
   test_adamw();
   test_hypergradient();
   test_embedding_plan();
+  test_sgd();
   test_layout_maps();
   test_dropout_mask();
   if (failures > 0) {
