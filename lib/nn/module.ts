@@ -53,7 +53,7 @@ export abstract class Module {
 
   /** Where this module's parameters live: the first parameter's device ('cpu' for a module without any). */
   get device(): Device {
-    return this.parameters()[0]?.device ?? 'cpu';
+    return firstParameter(this)?.device ?? 'cpu';
   }
 
   /**
@@ -153,4 +153,18 @@ export function replaceParameter(root: Module, name: string, tensor: Tensor): Te
   if (!(previous instanceof Tensor)) throw new RangeError(`no parameter named ${name}`);
   record[field] = tensor;
   return previous;
+}
+
+/** The first parameter in declaration order, found without listing them all (models ask for their device per step). */
+function firstParameter(module: Module): Tensor | undefined {
+  // The fields namedParameters() walks: tensors, modules, and modules inside arrays.
+  for (const value of Object.values(module)) {
+    if (value instanceof Tensor) return value;
+    const modules: unknown[] = value instanceof Module ? [value] : Array.isArray(value) ? value : [];
+    for (const item of modules) {
+      const found = item instanceof Module ? firstParameter(item) : undefined;
+      if (found !== undefined) return found;
+    }
+  }
+  return undefined;
 }
