@@ -477,6 +477,13 @@ function encodeHeader(named: [string, Tensor][], metadata: Record<string, string
   }
   const json = Buffer.from(`{${fields.join(',')}}`, 'utf8');
   const padding = (8 - (json.length % 8)) % 8;
+  // The reader refuses longer headers: never write a file that cannot be read back.
+  if (json.length + padding > MAX_HEADER_BYTES) {
+    throw new RangeError(
+      `writeSafetensors: the header (tensor names, shapes and metadata) would be ${json.length + padding} bytes, ` +
+        `above the ${MAX_HEADER_BYTES}-byte limit that readers enforce`,
+    );
+  }
   return Buffer.concat([json, Buffer.alloc(padding, ' ')]);
 }
 

@@ -101,7 +101,8 @@ export function orthogonalityPenalty(args: OrthogonalityArgs): Tensor {
     hostA?.dispose();
     hostB?.dispose();
   }
-  const output = Tensor.full([], result.value, { device });
+  // From data, not Tensor.full: a diverged A or B makes the value NaN, which must flow on like any op's output.
+  const output = Tensor.from(new Float32Array([result.value]), [], { device });
   if (!differentiable) return output;
   // The gradients are computed now, at forward values: backward checks that A and B have not changed since.
   const gradA = keep(onDevice(tensorOf(result.gradA!), device));

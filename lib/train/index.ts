@@ -1,11 +1,19 @@
 // Training: the single-level Trainer and BiDoRA's BiLevelTrainer, evaluation, metrics, data and statistics.
 export { type BiLevelFitResult, type BiLevelStep, BiLevelTrainer, type BiLevelTrainerOptions } from './bilevel';
-export { CHECKPOINT_FILE, loadCheckpoint, saveCheckpoint } from './checkpoint';
+export { CHECKPOINT_FILE, HISTORY_FILE, loadCheckpoint, saveCheckpoint } from './checkpoint';
 export * from './data';
 export * from './files';
 export { type Evaluation, evaluate } from './evaluate';
 export { applySecondOrder, finiteDifferenceTerm, type SecondOrderInputs } from './hypergradient';
-export { type EvalRecord, type FitOptions, type FitResult, type LoopOptions, type StepRecord } from './loop';
+export {
+  type CheckpointLocation,
+  type EvalRecord,
+  type FitOptions,
+  type FitResult,
+  type LoopOptions,
+  NonFiniteError,
+  type StepRecord,
+} from './loop';
 export * from './metrics';
 export { type OptimizerOptions } from './optimizers';
 export { type LogMode } from './progress';

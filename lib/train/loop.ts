@@ -2,8 +2,9 @@
 // best-state keeping, early stopping, atomic checkpoints with resume, progress, callbacks and fault checks.
 import { type SequenceClassifier } from '../models/bert';
 import { type Optimizer } from '../optim/index';
+import { globalNorm } from '../ops/reduce';
 import { keep, type Tensor } from '../tensor';
-import { loadCheckpoint, saveCheckpoint } from './checkpoint';
+import { appendHistory, loadCheckpoint, readHistory, removeCheckpoint, saveCheckpoint } from './checkpoint';
 import { type Example } from './data';
 import { evaluate, primaryMetric } from './evaluate';
 import { type LogMode, Progress } from './progress';
@@ -52,12 +53,47 @@ export interface LoopOptions {
 export interface FitOptions {
   evalExamples?: readonly Example[];
   evalEvery?: number;
-  /** Folder for the checkpoint, written atomically every `checkpointEvery` steps. */
+  /**
+   * Folder for the checkpoint, written atomically every `checkpointEvery` steps and after the last: everything a
+   * resumed run needs to end exactly as an uninterrupted one would, the best evaluation's weights included.
+   */
   checkpointDir?: string;
   checkpointEvery?: number;
-  /** Continue from the checkpoint in checkpointDir when there is one. */
+  /** Continue from the checkpoint in checkpointDir when there is one; otherwise a previous run's there is removed. */
   resume?: boolean;
 }
+
+/** Where a run's last published checkpoint is: its folder and the number of steps it holds. */
+export interface CheckpointLocation {
+  dir: string;
+  step: number;
+}
+
+/**
+ * Training met a non-finite figure (a loss, a gradient norm) or a non-finite trained tensor after an update, and
+ * stopped before writing anything non-finite. `checkpoint` is the last one on disk (it resumes), if there is one.
+ */
+export class NonFiniteError extends Error {
+  constructor(
+    /** The step that went non-finite, counted from 1 as evaluations and the progress bar count. */
+    readonly step: number,
+    /** What went non-finite: a step figure's name, or `parameters` (the trained tensors after the update). */
+    readonly figure: string,
+    readonly value: number,
+    readonly checkpoint: CheckpointLocation | undefined,
+  ) {
+    super(
+      `training stopped at step ${step}: ${figure} is ${value}; ` +
+        (checkpoint
+          ? `the last checkpoint, after step ${checkpoint.step}, is in ${checkpoint.dir} and resumes`
+          : 'no checkpoint was written before it'),
+    );
+    this.name = 'NonFiniteError';
+  }
+}
+
+/** One line of a checkpoint's history file. */
+type HistoryEntry = { step: StepRecord } | { eval: EvalRecord };
 
 /** Lets timers and I/O run between steps: fit() never holds the event loop for more than one step. */
 const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
@@ -102,29 +138,22 @@ export abstract class TrainingLoop {
     const maxSteps = this.options.maxSteps ?? positiveInteger(this.options.epochs, 'epochs', 3) * stepsPerEpoch;
     positiveInteger(maxSteps, 'maxSteps', 1);
     const evalEvery = options.evalExamples ? positiveInteger(options.evalEvery, 'evalEvery', stepsPerEpoch) : 0;
-    const checkpointEvery = options.checkpointDir
-      ? positiveInteger(options.checkpointEvery, 'checkpointEvery', 100)
-      : 0;
+    const checkpointDir = options.checkpointDir;
+    const checkpointEvery = checkpointDir ? positiveInteger(options.checkpointEvery, 'checkpointEvery', 100) : 0;
     const { name: metricName, higherIsBetter } = primaryMetric(this.model, this.options.metric);
-    const result: FitResult = { steps: 0, history: [], evals: [], stoppedEarly: false };
-    let bestState: Map<string, Tensor> | undefined;
-    let sinceImprovement = 0;
+    const run = new RunState();
+    const { result } = run;
 
-    if (options.resume && options.checkpointDir) this.resume(options.checkpointDir, result);
+    if (checkpointDir && options.resume) this.resume(checkpointDir, run);
+    else if (checkpointDir) removeCheckpoint(checkpointDir);
     const progress = new Progress(this.options.log ?? 'auto');
     this.model.train();
     try {
       while (result.steps < maxSteps && !result.stoppedEarly) {
         const record = this.nextStep(result.steps);
-        for (const [figure, value] of Object.entries(record)) {
-          if (!Number.isFinite(value)) {
-            throw new Error(
-              `training stopped at step ${record.step}: ${figure} is ${value}` +
-                (options.checkpointDir ? `; the last good checkpoint is in ${options.checkpointDir}` : ''),
-            );
-          }
-        }
+        this.checkFinite(record, run);
         result.history.push(record);
+        run.pending.push({ step: record });
         result.steps++;
         this.options.onStep?.(record);
         progress.update({ ...record, step: result.steps, totalSteps: maxSteps });
@@ -134,6 +163,7 @@ export abstract class TrainingLoop {
           const evaluation = evaluate(this.model, options.evalExamples!, this.options.evalBatchSize);
           const evalRecord: EvalRecord = { step: result.steps, loss: evaluation.loss, metrics: evaluation.metrics };
           result.evals.push(evalRecord);
+          run.pending.push({ eval: evalRecord });
           this.options.onEval?.(evalRecord);
           progress.update(
             { step: result.steps, totalSteps: maxSteps, evalLoss: evaluation.loss, ...evaluation.metrics },
@@ -143,28 +173,41 @@ export abstract class TrainingLoop {
           const bestValue = result.best && (metricName === 'loss' ? result.best.loss : result.best.metrics[metricName]);
           if (bestValue === undefined || (higherIsBetter ? value > bestValue : value < bestValue)) {
             result.best = evalRecord;
-            sinceImprovement = 0;
-            disposeAll(bestState);
-            bestState = this.copyTrainedTensors();
+            run.sinceImprovement = 0;
+            disposeAll(run.bestState);
+            run.bestState = this.copyTrainedTensors();
           } else if (this.options.earlyStoppingPatience !== undefined) {
-            sinceImprovement++;
-            if (sinceImprovement >= this.options.earlyStoppingPatience) result.stoppedEarly = true;
+            run.sinceImprovement++;
+            if (run.sinceImprovement >= this.options.earlyStoppingPatience) result.stoppedEarly = true;
           }
         }
-        if (checkpointEvery > 0 && (result.steps % checkpointEvery === 0 || lastStep)) {
-          this.checkpoint(options.checkpointDir!, result);
+        if (checkpointDir && (result.steps % checkpointEvery === 0 || lastStep || result.stoppedEarly)) {
+          this.checkpoint(checkpointDir, run);
         }
         await yieldToEventLoop();
       }
-      if (bestState && (this.options.restoreBest ?? true)) {
+      if (run.bestState && (this.options.restoreBest ?? true)) {
         const trained = this.trainedTensors();
-        for (const [name, tensor] of bestState) trained.get(name)!.copyFrom(tensor);
+        for (const [name, tensor] of run.bestState) trained.get(name)!.copyFrom(tensor);
       }
     } finally {
       progress.done();
-      disposeAll(bestState);
+      disposeAll(run.bestState);
     }
     return result;
+  }
+
+  /**
+   * Stops the run at the first non-finite step figure or trained tensor: the update already happened, so checking
+   * the loss alone would let the next checkpoint publish non-finite weights.
+   */
+  private checkFinite(record: StepRecord, run: RunState): void {
+    const fail = (figure: string, value: number): never => {
+      throw new NonFiniteError(record.step + 1, figure, value, run.lastCheckpoint);
+    };
+    for (const [figure, value] of Object.entries(record)) if (!Number.isFinite(value)) fail(figure, value);
+    const norm = globalNorm([...this.trainedTensors().values()]);
+    if (!Number.isFinite(norm)) fail('the norm of the trained tensors', norm);
   }
 
   private copyTrainedTensors(): Map<string, Tensor> {
@@ -172,42 +215,67 @@ export abstract class TrainingLoop {
     return new Map([...this.trainedTensors()].map(([name, tensor]) => [name, keep(tensor.clone())]));
   }
 
-  private checkpoint(dir: string, result: FitResult): void {
+  private checkpoint(dir: string, run: RunState): void {
+    const { result } = run;
     const tensors = new Map<string, Tensor>();
     for (const [name, tensor] of this.trainedTensors()) tensors.set(`trained.${name}`, tensor);
+    for (const [name, tensor] of run.bestState ?? []) tensors.set(`best.${name}`, tensor);
     const optimizerStates: Record<string, unknown> = {};
-    const owned: Tensor[] = [];
     for (const [optimizerName, optimizer] of this.namedOptimizers()) {
-      const dict = optimizer.stateDict();
+      const dict = optimizer.stateDict(); // the optimizer's own tensors, not copies
       for (const [name, tensor] of dict.tensors) tensors.set(`optimizer.${optimizerName}.${name}`, tensor);
       optimizerStates[optimizerName] = dict.state;
-      owned.push(...dict.tensors.values());
     }
+    // The optimizer's moments can overflow while the parameters stay finite: nothing non-finite is published.
+    const norm = globalNorm([...tensors.values()]);
+    if (!Number.isFinite(norm)) {
+      throw new NonFiniteError(result.steps, 'the norm of the training state', norm, run.lastCheckpoint);
+    }
+    const historyBytes = appendHistory(dir, run.historyBytes, run.pending);
+    const historyLines = run.historyLines + run.pending.length;
     saveCheckpoint(dir, {
       tensors,
       state: {
         steps: result.steps,
-        history: result.history,
-        evals: result.evals,
+        history: { bytes: historyBytes, lines: historyLines },
         best: result.best,
+        sinceImprovement: run.sinceImprovement,
+        stoppedEarly: result.stoppedEarly,
         optimizers: optimizerStates,
         streams: this.streamState(),
         seedStreams: this.model.seedStreams().map((stream) => stream.state),
       },
     });
+    run.historyBytes = historyBytes;
+    run.historyLines = historyLines;
+    run.pending = [];
+    run.lastCheckpoint = { dir, step: result.steps };
   }
 
-  private resume(dir: string, result: FitResult): void {
+  private resume(dir: string, run: RunState): void {
     const checkpoint = loadCheckpoint(dir);
-    if (checkpoint === undefined) return;
+    if (checkpoint === undefined) {
+      removeCheckpoint(dir); // a history file without its checkpoint belongs to no run that can resume
+      return;
+    }
     const { tensors, state } = checkpoint;
+    const kept = new Set<Tensor>();
     try {
+      const history = state.history as { bytes: number; lines: number } | undefined;
+      if (history === undefined) throw new RangeError(`resume: the checkpoint in ${dir} predates history files`);
+      const entries = readHistory(dir, history.bytes, history.lines) as HistoryEntry[];
       const trained = this.trainedTensors();
-      for (const [name, tensor] of trained) {
+      const best = new Map<string, Tensor>();
+      for (const name of trained.keys()) {
         const saved = tensors.get(`trained.${name}`);
         if (saved === undefined) throw new RangeError(`resume: the checkpoint in ${dir} lacks ${name}`);
-        tensor.copyFrom(saved);
+        if (state.best !== undefined) {
+          const bestTensor = tensors.get(`best.${name}`);
+          if (bestTensor === undefined) throw new RangeError(`resume: the checkpoint in ${dir} lacks best.${name}`);
+          best.set(name, keep(bestTensor));
+        }
       }
+      for (const [name, tensor] of trained) tensor.copyFrom(tensors.get(`trained.${name}`)!);
       const optimizerStates = state.optimizers as Record<string, Record<string, unknown>>;
       for (const [optimizerName, optimizer] of this.namedOptimizers()) {
         const prefix = `optimizer.${optimizerName}.`;
@@ -221,14 +289,40 @@ export abstract class TrainingLoop {
       this.restoreStreamState(state.streams as Record<string, unknown>);
       const seedStates = state.seedStreams as number[];
       this.model.seedStreams().forEach((stream, index) => (stream.state = seedStates[index]));
+      const { result } = run;
       result.steps = state.steps as number;
-      result.history = state.history as StepRecord[];
-      result.evals = state.evals as EvalRecord[];
+      for (const entry of entries) {
+        if ('step' in entry) result.history.push(entry.step);
+        else result.evals.push(entry.eval);
+      }
       result.best = state.best as EvalRecord | undefined;
+      result.stoppedEarly = state.stoppedEarly === true;
+      run.sinceImprovement = (state.sinceImprovement as number | undefined) ?? 0;
+      run.historyBytes = history.bytes;
+      run.historyLines = history.lines;
+      run.lastCheckpoint = { dir, step: result.steps };
+      if (best.size > 0) {
+        run.bestState = best;
+        for (const tensor of best.values()) kept.add(tensor);
+      }
     } finally {
-      for (const tensor of tensors.values()) tensor.dispose();
+      for (const tensor of tensors.values()) if (!kept.has(tensor)) tensor.dispose();
     }
   }
+}
+
+/** What fit() tracks besides its result: the best state, early stopping, and the checkpoint on disk. */
+class RunState {
+  readonly result: FitResult = { steps: 0, history: [], evals: [], stoppedEarly: false };
+  /** Copies of the trained tensors at the best evaluation. */
+  bestState: Map<string, Tensor> | undefined;
+  sinceImprovement = 0;
+  lastCheckpoint: CheckpointLocation | undefined;
+  /** The history file's length and line count as the last checkpoint published them. */
+  historyBytes = 0;
+  historyLines = 0;
+  /** Records since the last checkpoint, appended to the history file by the next. */
+  pending: HistoryEntry[] = [];
 }
 
 export function disposeAll(tensors: Map<string, Tensor> | undefined): void {

@@ -1,0 +1,267 @@
+// Faults during training: runs killed at random points resume to exactly the uninterrupted run (weights, best
+// record and best weights), a run that goes non-finite stops before publishing anything non-finite and names the
+// checkpoint that resumes, and the step history lives beside the checkpoint instead of in its tensor header.
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, truncateSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { afterAll, describe, expect, it } from 'vitest';
+
+import { adapters, io, models, Tensor, train } from '../lib/index';
+
+const root = mkdtempSync(join(tmpdir(), 'bidora-faults-'));
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+const child = join(__dirname, 'fixtures', 'fault-child.cjs');
+const seed = Number(process.env.BIDORA_TEST_SEED ?? Math.floor(Math.random() * 2 ** 31));
+
+/** A small deterministic generator for the kill points, so a failure can be replayed with BIDORA_TEST_SEED. */
+function killPoints(state: number) {
+  return () => {
+    state = (Math.imul(state, 1103515245) + 12345) >>> 0;
+    return state / 2 ** 32;
+  };
+}
+
+/**
+ * Runs the child until it has printed `steps` step lines and `delayMs` more have passed, then SIGKILLs it (or lets
+ * it kill itself, as `env` may ask); resolves with whether it was killed (false when it finished first).
+ */
+function runAndKill(args: string[], steps: number, delayMs: number, env: NodeJS.ProcessEnv = {}): Promise<boolean> {
+  return new Promise((resolve, reject) => {
+    const process_ = spawn(process.execPath, [child, ...args], {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let seen = 0;
+    let killing = false;
+    process_.stdout.on('data', (chunk: Buffer) => {
+      seen += chunk.toString().split('\n').length - 1;
+      if (!killing && seen >= steps) {
+        killing = true;
+        setTimeout(() => process_.kill('SIGKILL'), delayMs);
+      }
+    });
+    process_.on('error', reject);
+    process_.on('exit', (code, signal) => {
+      if (signal === 'SIGKILL') resolve(true);
+      else if (code === 0) resolve(false);
+      else reject(new Error(`the fault child exited with ${code ?? signal}`));
+    });
+  });
+}
+
+describe('killed at random points', () => {
+  for (const kind of ['trainer', 'bilevel']) {
+    it(`${kind}: every interrupted and resumed run ends as the uninterrupted one, best weights and record included`, async () => {
+      const whole = join(root, `${kind}-whole.json`);
+      execFileSync(process.execPath, [child, kind, join(root, `${kind}-whole`), whole]);
+      const expected = JSON.parse(readFileSync(whole, 'utf8')) as { best?: { step: number }; steps: number };
+      // The best evaluation must come before the end, or restoring it could not be told from keeping the last step.
+      expect(expected.best!.step).toBeLessThan(expected.steps);
+
+      const random = killPoints(seed + (kind === 'bilevel' ? 1 : 0));
+      // Runs are killed up to three times each, then resumed to the end and compared, until 20 kills have landed.
+      let kills = 0;
+      for (let run = 0, killsThisRun = 0, attempts = 0; kills < 20 || killsThisRun > 0; attempts++) {
+        expect(attempts, 'attempts to land 20 kills').toBeLessThan(200);
+        const args = [kind, join(root, `${kind}-run${run}`), join(root, `${kind}-run${run}.json`)];
+        let killed = false;
+        if (killsThisRun < 3 && kills < 20) {
+          // Mostly at a random step and delay (some land mid-step, some mid-write); a third of the time in the window
+          // between appending the history and publishing its checkpoint.
+          killed =
+            random() < 2 / 3
+              ? await runAndKill(args, 1 + Math.floor(random() * 12), Math.floor(random() * 8))
+              : await runAndKill(args, Infinity, 0, { KILL_AT_PUBLISH: String(1 + Math.floor(random() * 3)) });
+        } else {
+          execFileSync(process.execPath, [child, ...args]);
+        }
+        if (killed) {
+          kills++;
+          killsThisRun++;
+          continue;
+        }
+        expect(JSON.parse(readFileSync(args[2], 'utf8')), `run ${run}, seed ${seed}`).toEqual(expected);
+        run++;
+        killsThisRun = 0;
+      }
+      expect(kills, `seed ${seed}`).toBeGreaterThanOrEqual(20);
+    });
+  }
+});
+
+function tinyModel() {
+  return models.fromConfig(
+    {
+      architectures: ['BertForSequenceClassification'],
+      model_type: 'bert',
+      vocab_size: 24,
+      hidden_size: 16,
+      num_hidden_layers: 1,
+      num_attention_heads: 2,
+      intermediate_size: 32,
+      max_position_embeddings: 12,
+      num_labels: 2,
+      hidden_dropout_prob: 0.1,
+      attention_probs_dropout_prob: 0,
+    },
+    { seed: 3 },
+  );
+}
+
+function tinyExamples(count: number): train.Example[] {
+  const random = new train.Random(11);
+  return Array.from({ length: count }, () => {
+    const length = 4 + random.int(5);
+    const inputIds = [2, ...Array.from({ length }, () => 5 + random.int(18)), 3];
+    return { inputIds, label: inputIds.includes(7) ? 1 : 0 };
+  });
+}
+
+/** Every tensor of the checkpoint in `dir` is finite; returns the number of steps it holds. */
+function checkpointSteps(dir: string): number {
+  const { tensors, metadata } = io.readSafetensors(join(dir, train.CHECKPOINT_FILE));
+  for (const [name, tensor] of tensors) {
+    expect(tensor.toFloat32Array().every(Number.isFinite), name).toBe(true);
+    tensor.dispose();
+  }
+  return (JSON.parse(metadata.bidora_training_state) as { steps: number }).steps;
+}
+
+describe('a run that goes non-finite', () => {
+  const settings = [
+    { name: 'Trainer, AdamW', bilevel: false, options: { optimizer: { lr: 1e4 } } },
+    { name: 'Trainer, SGD from the first step', bilevel: false, options: { optimizer: { lr: 1e30, type: 'sgd' } } },
+    { name: 'BiDoRA, gamma 0', bilevel: true, options: { gamma: 0 } },
+    { name: 'BiDoRA, gamma 1e-5', bilevel: true, options: { gamma: 1e-5 } },
+    { name: 'BiDoRA, first-order, gamma 1e-5', bilevel: true, options: { gamma: 1e-5, hypergradient: 'first-order' } },
+    { name: 'BiDoRA, from the first step', bilevel: true, options: { upperOptimizer: { lr: 1e30 } } },
+  ] as const;
+
+  for (const { name, bilevel, options } of settings) {
+    it(`${name}: stops with NonFiniteError naming the step and the checkpoint on disk, which resumes`, async () => {
+      const dir = join(root, `nonfinite-${name.replace(/\W+/g, '-')}`);
+      const fitOnce = async () => {
+        const model = tinyModel();
+        adapters.apply(model, {
+          method: bilevel ? 'bidora' : 'dora',
+          r: 2,
+          targetModules: ['query', 'value'],
+          modulesToSave: ['classifier'],
+        });
+        const common = { model, batchSize: 8, maxSteps: 40, log: 'none' as const };
+        const trainer = bilevel
+          ? new train.BiLevelTrainer({
+              ...common,
+              lowerOptimizer: { lr: 1e4 },
+              upperOptimizer: { lr: 1e4 },
+              ...(options as train.BiLevelTrainerOptions),
+            })
+          : new train.Trainer({ ...common, ...(options as train.TrainerOptions) });
+        try {
+          await trainer.fit(tinyExamples(64), { checkpointDir: dir, checkpointEvery: 3, resume: true });
+          throw new Error('expected the run to go non-finite');
+        } catch (error) {
+          return error as train.NonFiniteError;
+        } finally {
+          trainer.dispose();
+          model.dispose();
+        }
+      };
+      const error = await fitOnce();
+      expect(error).toBeInstanceOf(train.NonFiniteError);
+      expect(error.message).toMatch(/^training stopped at step \d+: .+ is (NaN|-?Infinity); /);
+      if (error.checkpoint === undefined) {
+        expect(error.message).toMatch(/no checkpoint was written before it/);
+        expect(existsSync(join(dir, train.CHECKPOINT_FILE))).toBe(false);
+        return;
+      }
+      // The checkpoint named is the one on disk, holds the steps it says, and is finite throughout.
+      expect(error.checkpoint.dir).toBe(dir);
+      expect(error.checkpoint.step).toBeLessThan(error.step);
+      expect(checkpointSteps(dir)).toBe(error.checkpoint.step);
+      expect(error.message).toContain(`after step ${error.checkpoint.step}, is in ${dir}`);
+      // It resumes: the same run from it goes non-finite at the same step again, naming the same checkpoint.
+      const again = await fitOnce();
+      expect(again).toBeInstanceOf(train.NonFiniteError);
+      expect([again.step, again.figure, again.checkpoint]).toEqual([error.step, error.figure, error.checkpoint]);
+    });
+  }
+});
+
+describe('the step history', () => {
+  it('lives in history.jsonl beside the checkpoint: the tensor header does not grow with the run', async () => {
+    const headerBytes: number[] = [];
+    for (const maxSteps of [4, 120]) {
+      const dir = join(root, `history-${maxSteps}`);
+      const model = tinyModel();
+      adapters.apply(model, { method: 'lora', r: 2, targetModules: ['query'] });
+      const trainer = new train.Trainer({ model, batchSize: 8, maxSteps, log: 'none' });
+      const examples = tinyExamples(48);
+      const result = await trainer.fit(examples.slice(0, 32), {
+        evalExamples: examples.slice(32),
+        evalEvery: 2,
+        checkpointDir: dir,
+        checkpointEvery: 2,
+      });
+      const path = join(dir, train.CHECKPOINT_FILE);
+      headerBytes.push(Number(readFileSync(path).readBigUint64LE(0)));
+      const lines = readFileSync(join(dir, train.HISTORY_FILE), 'utf8').trim().split('\n');
+      expect(lines).toHaveLength(maxSteps + maxSteps / 2);
+      expect(lines.map((line) => JSON.parse(line) as unknown)).toEqual(
+        result.history.flatMap((record, index) =>
+          index % 2 === 1 ? [{ step: record }, { eval: result.evals[(index - 1) / 2] }] : [{ step: record }],
+        ),
+      );
+      trainer.dispose();
+      model.dispose();
+    }
+    // The same header but for the digits of a few counters.
+    expect(Math.abs(headerBytes[1] - headerBytes[0])).toBeLessThanOrEqual(64);
+  });
+
+  it('writeSafetensors refuses a header its reader would refuse, and leaves no file behind', () => {
+    const path = join(root, 'huge-header.safetensors');
+    const tensor = Tensor.from([1.5, -2.25]);
+    expect(() => io.writeSafetensors(path, { tensor }, { notes: 'x'.repeat(100_000_000) })).toThrow(
+      /writeSafetensors: the header .* would be \d+ bytes, above the 100000000-byte limit that readers enforce/,
+    );
+    expect(existsSync(path)).toBe(false);
+    tensor.dispose();
+  });
+
+  it('refuses to resume from a history file cut short, naming it', async () => {
+    const dir = join(root, 'history-cut');
+    const run = async (resume: boolean) => {
+      const model = tinyModel();
+      adapters.apply(model, { method: 'lora', r: 2, targetModules: ['query'] });
+      const trainer = new train.Trainer({ model, batchSize: 8, maxSteps: 6, log: 'none' });
+      try {
+        return await trainer.fit(tinyExamples(32), { checkpointDir: dir, checkpointEvery: 3, resume });
+      } finally {
+        trainer.dispose();
+        model.dispose();
+      }
+    };
+    await run(false);
+    const history = join(dir, train.HISTORY_FILE);
+    truncateSync(history, 10);
+    await expect(run(true)).rejects.toThrow(/history\.jsonl has 10 bytes; the checkpoint beside it covers \d+/);
+  });
+
+  it('a run that does not resume starts anew in a folder that held another run', async () => {
+    const dir = join(root, 'history-fresh');
+    for (const maxSteps of [9, 3]) {
+      const model = tinyModel();
+      adapters.apply(model, { method: 'lora', r: 2, targetModules: ['query'] });
+      const trainer = new train.Trainer({ model, batchSize: 8, maxSteps, log: 'none' });
+      await trainer.fit(tinyExamples(32), { checkpointDir: dir, checkpointEvery: 3 });
+      trainer.dispose();
+      model.dispose();
+    }
+    expect(readFileSync(join(dir, train.HISTORY_FILE), 'utf8').trim().split('\n')).toHaveLength(3);
+    expect(checkpointSteps(dir)).toBe(3);
+  });
+});
