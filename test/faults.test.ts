@@ -1,7 +1,7 @@
 // Faults during training: runs killed at random points resume to exactly the uninterrupted run (weights, best
 // record and best weights), a run that goes non-finite stops before publishing anything non-finite and names the
 // checkpoint that resumes, and the step history lives beside the checkpoint instead of in its tensor header.
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, truncateSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -263,5 +263,104 @@ describe('the step history', () => {
     }
     expect(readFileSync(join(dir, train.HISTORY_FILE), 'utf8').trim().split('\n')).toHaveLength(3);
     expect(checkpointSteps(dir)).toBe(3);
+  });
+});
+
+describe('cancelling and quiet by default', () => {
+  it('an AbortSignal stops fit() after the step it was aborted in, with an AbortError and a checkpoint that resumes', async () => {
+    const dir = join(root, 'aborted');
+    const build = () => {
+      const model = tinyModel();
+      adapters.apply(model, { method: 'dora', r: 2, targetModules: ['query', 'value'], modulesToSave: ['classifier'] });
+      return model;
+    };
+    const model = build();
+    const controller = new AbortController();
+    const steps: number[] = [];
+    const trainer = new train.Trainer({
+      model,
+      batchSize: 8,
+      maxSteps: 10,
+      onStep: (record) => {
+        steps.push(record.step);
+        if (record.step === 2) controller.abort();
+      },
+    });
+    const examples = tinyExamples(48);
+    const fitOptions = { evalExamples: examples.slice(32), evalEvery: 5, checkpointDir: dir, checkpointEvery: 5 };
+    await expect(trainer.fit(examples.slice(0, 32), { ...fitOptions, signal: controller.signal })).rejects.toThrow(
+      expect.objectContaining({ name: 'AbortError' }),
+    );
+    expect(steps).toEqual([1, 2]);
+    // The two steps done were checkpointed on the way out: the checkpoint loads and holds them.
+    expect(checkpointSteps(dir)).toBe(2);
+    trainer.dispose();
+    model.dispose();
+
+    // Resumed, the run ends as one never aborted.
+    const finish = async (resume: boolean, folder: string) => {
+      const fresh = build();
+      const resumed = new train.Trainer({ model: fresh, batchSize: 8, maxSteps: 10 });
+      const result = await resumed.fit(examples.slice(0, 32), { ...fitOptions, checkpointDir: folder, resume });
+      const values = fresh
+        .parameters()
+        .filter((tensor) => tensor.requiresGrad)
+        .map((tensor) => tensor.toFloat32Array());
+      resumed.dispose();
+      fresh.dispose();
+      return { result, values };
+    };
+    const resumed = await finish(true, dir);
+    const whole = await finish(false, join(root, 'not-aborted'));
+    expect(resumed).toEqual(whole);
+  });
+
+  it('an already aborted signal rejects before any step; a signal that is not one is a TypeError', async () => {
+    const model = tinyModel();
+    adapters.apply(model, { method: 'lora', r: 2, targetModules: ['query'] });
+    const trainer = new train.Trainer({ model, batchSize: 8, maxSteps: 3, onStep: () => expect.fail('no step') });
+    await expect(trainer.fit(tinyExamples(16), { signal: AbortSignal.abort() })).rejects.toThrow(/aborted/);
+    await expect(trainer.fit(tinyExamples(16), { signal: {} as AbortSignal })).rejects.toThrow(
+      /fit: signal must be an AbortSignal/,
+    );
+    trainer.dispose();
+    model.dispose();
+  });
+
+  it('fit() prints nothing without log options; a logger gets one record per step and evaluation, steps from 1', () => {
+    // In a child process, so that anything written to stdout or stderr is seen.
+    const script = `
+      const { bidora, tinyModel, tinyExamples } = require(${JSON.stringify(join(__dirname, 'fixtures', 'tiny-task.cjs'))});
+      const model = tinyModel();
+      bidora.adapters.apply(model, { method: 'bidora', r: 2, targetModules: ['query'], modulesToSave: ['classifier'] });
+      const examples = tinyExamples(40);
+      const records = [];
+      const logged = new bidora.train.BiLevelTrainer({ model, batchSize: 8, maxSteps: 4, log: { info: (r) => records.push(r) } });
+      const quiet = new bidora.train.BiLevelTrainer({ model, batchSize: 8, maxSteps: 4 });
+      (async () => {
+        const result = await quiet.fit(examples.slice(0, 32), { evalExamples: examples.slice(32), evalEvery: 2 });
+        await logged.fit(examples.slice(0, 32), { evalExamples: examples.slice(32), evalEvery: 2 });
+        require('node:fs').writeFileSync(process.argv[1], JSON.stringify({ steps: result.history.map((r) => r.step), evals: result.evals.map((r) => r.step), records }));
+      })();
+    `;
+    const out = join(root, 'quiet.json');
+    const child = spawnSync(process.execPath, ['-e', script, out], { encoding: 'utf8' });
+    expect([child.status, child.stdout, child.stderr]).toEqual([0, '', '']);
+    const { steps, evals, records } = JSON.parse(readFileSync(out, 'utf8')) as {
+      steps: number[];
+      evals: number[];
+      records: { step: number; totalSteps: number; loss?: number; evalLoss?: number }[];
+    };
+    expect(steps).toEqual([1, 2, 3, 4]);
+    expect(evals).toEqual([2, 4]);
+    expect(records.map((record) => [record.step, record.evalLoss === undefined ? 'step' : 'eval'])).toEqual([
+      [1, 'step'],
+      [2, 'step'],
+      [2, 'eval'],
+      [3, 'step'],
+      [4, 'step'],
+      [4, 'eval'],
+    ]);
+    expect(records.every((record) => record.totalSteps === 4)).toBe(true);
   });
 });

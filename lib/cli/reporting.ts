@@ -14,13 +14,13 @@ interface TrainingMetrics {
 /** metrics.json, report.html, and loss / evaluation / ΔM-vs-ΔD charts for one `bidora train` run. */
 export function writeTrainingReport(dir: string, metrics: TrainingMetrics): string[] {
   const lossSeries: Series[] = [
-    { name: 'training loss', points: metrics.history.map((record) => ({ x: record.step + 1, y: record.loss })) },
+    { name: 'training loss', points: metrics.history.map((record) => ({ x: record.step, y: record.loss })) },
   ];
   const upper = metrics.history.filter((record) => record.upperLoss !== undefined);
   if (upper.length > 0)
     lossSeries.push({
       name: 'upper-split loss',
-      points: upper.map((record) => ({ x: record.step + 1, y: record.upperLoss! })),
+      points: upper.map((record) => ({ x: record.step, y: record.upperLoss! })),
     });
   const charts: Chart[] = [{ title: 'Training loss', xLabel: 'step', yLabel: 'loss', series: lossSeries }];
   if (metrics.evals.length > 0) {
@@ -42,10 +42,10 @@ export function writeTrainingReport(dir: string, metrics: TrainingMetrics): stri
       xLabel: 'step',
       yLabel: 'norm',
       series: [
-        { name: 'direct term ||g||', points: upper.map((record) => ({ x: record.step + 1, y: record.directNorm! })) },
+        { name: 'direct term ||g||', points: upper.map((record) => ({ x: record.step, y: record.directNorm! })) },
         {
           name: 'second-order term',
-          points: upper.map((record) => ({ x: record.step + 1, y: record.secondOrderNorm! })),
+          points: upper.map((record) => ({ x: record.step, y: record.secondOrderNorm! })),
         },
       ],
     });

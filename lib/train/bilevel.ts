@@ -162,8 +162,10 @@ export class BiLevelTrainer extends TrainingLoop {
   /**
    * One iteration: a lower step on `lowerExamples`; then, if `upperExamples` are given, the hypergradient of the
    * upper loss with respect to the magnitudes at the updated direction and one upper step. Returns the figures.
+   * `index` is the iteration's 0-based position in the run, which the schedules follow; the record's `step` is
+   * `index + 1`.
    */
-  step(lowerExamples: readonly Example[], upperExamples?: readonly Example[], step = 0): BiLevelStep {
+  step(lowerExamples: readonly Example[], upperExamples?: readonly Example[], index = 0): BiLevelStep {
     this.#ensureOptimizers(this.options.maxSteps ?? 1);
     const pad = this.model.config.padTokenId;
     const lowerBatch = collate([...lowerExamples], pad);
@@ -172,9 +174,9 @@ export class BiLevelTrainer extends TrainingLoop {
       objective.loss.backward({ inputs: this.lowerParameters });
       return { taskLoss: objective.taskLoss, regularizer: objective.regularizer };
     });
-    const { lr } = this.#lowerOptimizer!.step(step);
+    const { lr } = this.#lowerOptimizer!.step(index);
     const record: BiLevelStep = {
-      step,
+      step: index + 1,
       loss: taskLoss,
       lr,
       lowerLoss: taskLoss,
@@ -205,7 +207,7 @@ export class BiLevelTrainer extends TrainingLoop {
         magnitude.grad?.dispose();
         magnitude.grad = keep(direct[index]);
       });
-      this.#upperOptimizer!.step(step);
+      this.#upperOptimizer!.step(index);
     } finally {
       for (const tensor of direction) tensor.dispose();
     }
@@ -243,10 +245,10 @@ export class BiLevelTrainer extends TrainingLoop {
     return stepsPerEpoch;
   }
 
-  protected nextStep(step: number): StepRecord {
+  protected nextStep(index: number): StepRecord {
     const lower = this.#lowerBatches!.next();
-    const upper = (step + 1) % this.#settings.unrollSteps === 0 ? this.#upperBatches!.next() : undefined;
-    return this.step(lower, upper, step);
+    const upper = (index + 1) % this.#settings.unrollSteps === 0 ? this.#upperBatches!.next() : undefined;
+    return this.step(lower, upper, index);
   }
 
   override async fit(train: readonly Example[], options: FitOptions = {}): Promise<BiLevelFitResult> {

@@ -13,28 +13,46 @@ export interface Evaluation {
 
 /** Runs `model` over `examples` in batches (eval mode, no graph) and scores the predictions. */
 export function evaluate(model: SequenceClassifier, examples: readonly Example[], batchSize = 64): Evaluation {
+  const batches = evaluationBatches(model, examples, batchSize);
+  for (;;) {
+    const next = batches.next();
+    if (next.done) return next.value;
+  }
+}
+
+/**
+ * evaluate() one batch at a time: each `next()` runs one batch, and the last returns the evaluation. Eval mode and
+ * the graph switch apply within a batch only, so a caller can give the event loop a turn between batches without the
+ * rest of the program seeing the model in eval mode.
+ */
+export function* evaluationBatches(
+  model: SequenceClassifier,
+  examples: readonly Example[],
+  batchSize = 64,
+): Generator<void, Evaluation> {
   if (examples.length === 0) throw new RangeError('evaluate: no examples');
   const regression = model.config.problemType === 'regression';
   const classes = model.config.numLabels;
-  const wasTraining = model.training;
-  model.eval();
   const predictions = regression ? new Float32Array(examples.length) : new Int32Array(examples.length);
   let lossTotal = 0;
-  try {
-    noGrad(() => {
-      for (let start = 0; start < examples.length; start += batchSize) {
-        const chunk = examples.slice(start, start + batchSize);
+  for (let start = 0; start < examples.length; start += batchSize) {
+    const chunk = examples.slice(start, start + batchSize);
+    const wasTraining = model.training;
+    model.eval();
+    try {
+      noGrad(() =>
         tidy(() => {
           const batch = collate(chunk, model.config.padTokenId);
           const { logits, loss } = model.forward(batch);
           lossTotal += loss!.item() * chunk.length;
           const values = logits.toFloat32Array();
           predictions.set(regression ? values : argmaxRows(values, classes), start);
-        });
-      }
-    });
-  } finally {
-    model.train(wasTraining);
+        }),
+      );
+    } finally {
+      model.train(wasTraining);
+    }
+    if (start + batchSize < examples.length) yield;
   }
   const labels = Float64Array.from(examples, (example) => example.label);
   const metrics = regression ? regressionMetrics(predictions, labels) : classificationMetrics(predictions, labels);

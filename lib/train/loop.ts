@@ -6,10 +6,11 @@ import { globalNorm } from '../ops/reduce';
 import { keep, type Tensor } from '../tensor';
 import { appendHistory, loadCheckpoint, readHistory, removeCheckpoint, saveCheckpoint } from './checkpoint';
 import { type Example } from './data';
-import { evaluate, primaryMetric } from './evaluate';
-import { type LogMode, Progress } from './progress';
+import { evaluationBatches, primaryMetric } from './evaluate';
+import { type Logger, type LogMode, Progress } from './progress';
 
 export interface StepRecord {
+  /** Steps taken when this record was made, counting from 1 as evaluations and progress records do. */
   step: number;
   loss: number;
   lr: number;
@@ -17,6 +18,7 @@ export interface StepRecord {
 }
 
 export interface EvalRecord {
+  /** Steps taken before this evaluation. */
   step: number;
   loss: number;
   metrics: Record<string, number>;
@@ -45,7 +47,8 @@ export interface LoopOptions {
   earlyStoppingPatience?: number;
   /** Restore the best evaluation's trainable state at the end (default true when evaluating). */
   restoreBest?: boolean;
-  log?: LogMode;
+  /** Progress: silent by default; a logger (anything with `info(record)`), or the command line's bar / JSON lines. */
+  log?: LogMode | Logger;
   onStep?: (record: StepRecord) => void;
   onEval?: (record: EvalRecord) => void;
 }
@@ -61,6 +64,12 @@ export interface FitOptions {
   checkpointEvery?: number;
   /** Continue from the checkpoint in checkpointDir when there is one; otherwise a previous run's there is removed. */
   resume?: boolean;
+  /**
+   * Stops the fit within one step (or one evaluation batch) of `abort()`: it rejects with the signal's reason, an
+   * `AbortError` unless another was given. Aborted between steps, it first checkpoints the steps done (with
+   * checkpointDir), so a resume loses nothing; aborted mid-evaluation, the last periodic checkpoint stands.
+   */
+  signal?: AbortSignal;
 }
 
 /** Where a run's last published checkpoint is: its folder and the number of steps it holds. */
@@ -123,8 +132,8 @@ export abstract class TrainingLoop {
 
   /** Sets up data streams for `train` and returns how many steps one epoch takes. */
   protected abstract prepare(train: readonly Example[]): number;
-  /** Runs training step `step` (0-based) on the next batch(es). */
-  protected abstract nextStep(step: number): StepRecord;
+  /** Runs the step at 0-based position `index` in the run on the next batch(es). */
+  protected abstract nextStep(index: number): StepRecord;
   /** The tensors that training changes, by name (kept for the best state and checkpoints). */
   protected abstract trainedTensors(): Map<string, Tensor>;
   protected abstract namedOptimizers(): Map<string, Optimizer>;
@@ -141,12 +150,17 @@ export abstract class TrainingLoop {
     const checkpointDir = options.checkpointDir;
     const checkpointEvery = checkpointDir ? positiveInteger(options.checkpointEvery, 'checkpointEvery', 100) : 0;
     const { name: metricName, higherIsBetter } = primaryMetric(this.model, this.options.metric);
+    const { signal } = options;
+    if (signal !== undefined && !(signal instanceof AbortSignal)) {
+      throw new TypeError(`fit: signal must be an AbortSignal, got ${typeof signal}`);
+    }
+    const progress = new Progress(this.options.log ?? 'none');
+    signal?.throwIfAborted();
     const run = new RunState();
     const { result } = run;
 
     if (checkpointDir && options.resume) this.resume(checkpointDir, run);
     else if (checkpointDir) removeCheckpoint(checkpointDir);
-    const progress = new Progress(this.options.log ?? 'auto');
     this.model.train();
     try {
       while (result.steps < maxSteps && !result.stoppedEarly) {
@@ -156,11 +170,19 @@ export abstract class TrainingLoop {
         run.pending.push({ step: record });
         result.steps++;
         this.options.onStep?.(record);
-        progress.update({ ...record, step: result.steps, totalSteps: maxSteps });
+        progress.update({ ...record, totalSteps: maxSteps });
 
         const lastStep = result.steps === maxSteps;
         if (evalEvery > 0 && (result.steps % evalEvery === 0 || lastStep)) {
-          const evaluation = evaluate(this.model, options.evalExamples!, this.options.evalBatchSize);
+          // A batch at a time, yielding between them: a large evaluation set must not hold the event loop either.
+          const batches = evaluationBatches(this.model, options.evalExamples!, this.options.evalBatchSize);
+          let next = batches.next();
+          while (!next.done) {
+            await yieldToEventLoop();
+            signal?.throwIfAborted();
+            next = batches.next();
+          }
+          const evaluation = next.value;
           const evalRecord: EvalRecord = { step: result.steps, loss: evaluation.loss, metrics: evaluation.metrics };
           result.evals.push(evalRecord);
           run.pending.push({ eval: evalRecord });
@@ -185,6 +207,10 @@ export abstract class TrainingLoop {
           this.checkpoint(checkpointDir, run);
         }
         await yieldToEventLoop();
+        if (signal?.aborted) {
+          if (checkpointDir && run.lastCheckpoint?.step !== result.steps) this.checkpoint(checkpointDir, run);
+          signal.throwIfAborted();
+        }
       }
       if (run.bestState && (this.options.restoreBest ?? true)) {
         const trained = this.trainedTensors();
@@ -203,7 +229,7 @@ export abstract class TrainingLoop {
    */
   private checkFinite(record: StepRecord, run: RunState): void {
     const fail = (figure: string, value: number): never => {
-      throw new NonFiniteError(record.step + 1, figure, value, run.lastCheckpoint);
+      throw new NonFiniteError(record.step, figure, value, run.lastCheckpoint);
     };
     for (const [figure, value] of Object.entries(record)) if (!Number.isFinite(value)) fail(figure, value);
     const norm = globalNorm([...this.trainedTensors().values()]);

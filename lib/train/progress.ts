@@ -1,6 +1,13 @@
-// Progress reporting: a one-line bar on a terminal, JSON lines otherwise (CI logs, pipes), or nothing.
+// Progress reporting: nothing (the default for library calls), a logger of the caller's, or what the command line
+// uses: a one-line bar on a terminal, JSON lines otherwise (CI logs, pipes).
 
+/** 'none' (default): silent. 'bar' or 'json' on stderr; 'auto': the bar on a terminal, JSON lines otherwise. */
 export type LogMode = 'auto' | 'bar' | 'json' | 'none';
+
+/** Receives one record per step and per evaluation: `console`, pino and winston loggers all fit. */
+export interface Logger {
+  info(record: ProgressRecord): void;
+}
 
 export interface ProgressRecord {
   step: number;
@@ -8,19 +15,31 @@ export interface ProgressRecord {
   [key: string]: number | string | undefined;
 }
 
+const LOG_MODES: readonly string[] = ['auto', 'bar', 'json', 'none'];
+
 export class Progress {
-  readonly #mode: Exclude<LogMode, 'auto'>;
+  readonly #mode: Exclude<LogMode, 'auto'> | Logger;
   readonly #stream: NodeJS.WriteStream;
   readonly #started = Date.now();
   #lastDraw = 0;
 
-  constructor(mode: LogMode = 'auto', stream: NodeJS.WriteStream = process.stderr) {
+  constructor(log: LogMode | Logger = 'none', stream: NodeJS.WriteStream = process.stderr) {
+    const isLogger = typeof log === 'object' && log !== null && typeof (log as Logger).info === 'function';
+    if (!isLogger && !LOG_MODES.includes(log as string)) {
+      throw new TypeError(
+        `log must be 'auto', 'bar', 'json', 'none' or an object with an info method, got ${String(log)}`,
+      );
+    }
     this.#stream = stream;
-    this.#mode = mode === 'auto' ? (stream.isTTY ? 'bar' : 'json') : mode;
+    this.#mode = log === 'auto' ? (stream.isTTY ? 'bar' : 'json') : (log as Exclude<LogMode, 'auto'> | Logger);
   }
 
   update(record: ProgressRecord, force = false): void {
     if (this.#mode === 'none') return;
+    if (typeof this.#mode === 'object') {
+      this.#mode.info({ ...record, elapsedSeconds: (Date.now() - this.#started) / 1000 });
+      return;
+    }
     if (this.#mode === 'json') {
       this.#stream.write(JSON.stringify({ ...record, elapsedSeconds: (Date.now() - this.#started) / 1000 }) + '\n');
       return;

@@ -33,8 +33,11 @@ export class Trainer extends TrainingLoop {
     return stepsPerEpoch;
   }
 
-  /** One optimizer step on `examples` (for custom loops; fit() calls it with its own batches). */
-  step(examples: readonly Example[], step = 0): StepRecord {
+  /**
+   * One optimizer step on `examples` (for custom loops; fit() calls it with its own batches). `index` is the step's
+   * 0-based position in the run, which the learning-rate schedule follows; the record's `step` is `index + 1`.
+   */
+  step(examples: readonly Example[], index = 0): StepRecord {
     if (this.#optimizer === undefined) {
       const options = this.options as TrainerOptions;
       this.#optimizer = new ScheduledOptimizer(this.parameters, options.optimizer ?? {}, options.maxSteps ?? 1);
@@ -44,12 +47,13 @@ export class Trainer extends TrainingLoop {
       loss!.backward({ inputs: this.parameters });
       return loss!.item();
     });
-    const { lr, gradNorm } = this.#optimizer.step(step);
+    const { lr, gradNorm } = this.#optimizer.step(index);
+    const step = index + 1;
     return gradNorm === undefined ? { step, loss, lr } : { step, loss, lr, gradNorm };
   }
 
-  protected nextStep(step: number): StepRecord {
-    return this.step(this.#batches!.next(), step);
+  protected nextStep(index: number): StepRecord {
+    return this.step(this.#batches!.next(), index);
   }
 
   protected trainedTensors(): Map<string, Tensor> {
