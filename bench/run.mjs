@@ -1,4 +1,4 @@
-// The benchmark suites: `npm run bench [-- gemm|dora|bert|bilevel] [--quick] [--threads 1,2]`. Prints GFLOP/s and ratios against
+// The benchmark suites: `npm run bench [-- gemm|dora|bert|bilevel|eventloop] [--quick] [--threads 1,2]`. Prints GFLOP/s and ratios against
 // baselines measured in the same run, and writes bench/results/<suite>.json.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -7,6 +7,7 @@ import os from 'node:os';
 import { runBert } from './bert.mjs';
 import { runBilevel } from './bilevel.mjs';
 import { runDora } from './dora.mjs';
+import { runEventLoop } from './event-loop.mjs';
 import { runGemm } from './gemm.mjs';
 
 const require = createRequire(import.meta.url);
@@ -17,7 +18,7 @@ const quick = args.includes('--quick');
 const threadsArg = args.indexOf('--threads');
 const threadCounts = threadsArg >= 0 ? args[threadsArg + 1].split(',').map(Number) : [bidora.buildInfo().poolThreads];
 
-const suites = { gemm: runGemm, dora: runDora, bert: runBert, bilevel: runBilevel };
+const suites = { gemm: runGemm, dora: runDora, bert: runBert, bilevel: runBilevel, eventloop: runEventLoop };
 const named = args.filter((arg) => arg in suites);
 const selected = named.length > 0 ? named : Object.keys(suites);
 
@@ -27,7 +28,8 @@ const results = new URL('./results/', import.meta.url);
 mkdirSync(results, { recursive: true });
 for (const suite of selected) {
   console.log(`\n== ${suite}`);
-  const rows = threadCounts.flatMap((threads) => suites[suite](bidora, { quick, threads }));
+  const rows = [];
+  for (const threads of threadCounts) rows.push(...(await suites[suite](bidora, { quick, threads })));
   const record = { suite, date: new Date().toISOString(), quick, buildInfo: info, cpu: os.cpus()[0].model, rows };
   const file = `${suite}${quick ? '-quick' : ''}.json`;
   writeFileSync(new URL(file, results), JSON.stringify(record, null, 2) + '\n');

@@ -345,6 +345,23 @@ describe('fit', () => {
     expect(JSON.parse(readFileSync(resumed, 'utf8'))).toEqual(JSON.parse(readFileSync(whole, 'utf8')));
   });
 
+  it('fitInWorker runs a fit on a managed worker: progress comes back, the adapter is saved, abort and errors arrive', () => {
+    const child = join(__dirname, 'fixtures', 'managed-worker-child.cjs');
+    const report = JSON.parse(execFileSync(process.execPath, [child, root], { encoding: 'utf8' })) as Record<
+      string,
+      unknown
+    >;
+    expect(report).toEqual({
+      progress: [1, 2, 3, 'eval 3', 4, 5, 6, 'eval 6'],
+      sameResult: true,
+      sameWeights: true,
+      aborted: 'AbortError',
+      // The abort reaches the worker a message later: a step or two may finish meanwhile, not the 1,000 asked for.
+      abortedSteps: expect.toSatisfy((count: number) => count >= 3 && count <= 50),
+      failed: expect.stringMatching(/^Error: models\.load: cannot read .*no-such-model/),
+    });
+  });
+
   it('runs a whole fit in a worker thread', async () => {
     const result = await new Promise<{ steps: number; losses: number[] }>((resolve, reject) => {
       const worker = new Worker(join(__dirname, 'fixtures', 'fit-worker.cjs'));

@@ -20,3 +20,10 @@ export { type LogMode } from './progress';
 export * from './random';
 export * from './stats';
 export { Trainer, type TrainerOptions } from './trainer';
+export {
+  fitInWorker,
+  type WorkerFitJob,
+  type WorkerFitOptions,
+  type WorkerMessage,
+  type WorkerTrainerOptions,
+} from './worker';

@@ -1,0 +1,54 @@
+// The worker side of fitInWorker (worker.ts): builds the model, applies the adapters, runs the fit with progress
+// posted to the parent, saves the adapter, and reports the result or the error.
+import { parentPort, workerData } from 'node:worker_threads';
+
+import { apply, appliedConfig } from '../adapters/apply';
+import { native } from '../binding';
+import { save as saveAdapter } from '../adapters/peft';
+import { fromConfig, load, save as saveModel } from '../models/index';
+import { BiLevelTrainer } from './bilevel';
+import { type EvalRecord, type StepRecord } from './loop';
+import { Trainer } from './trainer';
+import { type WorkerFitJob, type WorkerMessage } from './worker';
+
+const port = parentPort!;
+const post = (message: WorkerMessage): void => port.postMessage(message);
+
+async function run(job: WorkerFitJob): Promise<void> {
+  const controller = new AbortController();
+  port.on('message', (message: { type: string }) => {
+    if (message.type === 'abort') controller.abort();
+  });
+  const previousThreads = job.threads === undefined ? undefined : native.setNumThreads(job.threads);
+  const model = typeof job.model === 'string' ? load(job.model) : fromConfig(job.model.config, job.model);
+  try {
+    if (job.adapters !== undefined) apply(model, job.adapters);
+    const onStep = (record: StepRecord) => post({ type: 'step', record });
+    const onEval = (record: EvalRecord) => post({ type: 'eval', record });
+    const { kind, ...options } = job.trainer;
+    const trainer =
+      kind === 'bilevel'
+        ? new BiLevelTrainer({ ...options, model, onStep, onEval })
+        : new Trainer({ ...options, model, onStep, onEval });
+    try {
+      const result = await trainer.fit(job.train, { ...job.fit, signal: controller.signal });
+      if (appliedConfig(model) === undefined) saveModel(model, job.outDir);
+      else saveAdapter(model, job.outDir);
+      post({ type: 'done', result });
+    } finally {
+      trainer.dispose();
+    }
+  } finally {
+    model.dispose();
+    if (previousThreads !== undefined) native.setNumThreads(previousThreads);
+  }
+}
+
+run(workerData as WorkerFitJob).then(
+  () => port.close(),
+  (error: unknown) => {
+    const { name, message, stack } = error instanceof Error ? error : new Error(String(error));
+    post({ type: 'error', name, message, stack });
+    port.close();
+  },
+);

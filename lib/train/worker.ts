@@ -1,0 +1,102 @@
+// A whole fit on a worker thread the library manages: the model is built there from a folder or a config, the
+// adapters applied, the fit run, and the adapter written as a PEFT folder; only records and the result cross back.
+// The host's event loop then stays free however long a step takes (fit() itself can only yield between steps).
+import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
+
+import { type AdapterConfig } from '../adapters/apply';
+import { type HuggingFaceConfig } from '../models/config';
+import { type BiLevelTrainerOptions } from './bilevel';
+import { type Example } from './data';
+import { type EvalRecord, type FitOptions, type FitResult, type StepRecord } from './loop';
+import { type TrainerOptions } from './trainer';
+
+/** Trainer options that can be copied to another thread: no model (the job builds it) and no callbacks. */
+export type WorkerTrainerOptions =
+  | ({ kind: 'trainer' } & Omit<TrainerOptions, 'model' | 'parameters' | 'onStep' | 'onEval' | 'log'>)
+  | ({ kind: 'bilevel' } & Omit<BiLevelTrainerOptions, 'model' | 'onStep' | 'onEval' | 'log'>);
+
+export interface WorkerFitJob {
+  /** A Hugging Face checkpoint folder (models.load), or a config to build a fresh model from (models.fromConfig). */
+  model: string | { config: HuggingFaceConfig; seed?: number };
+  /** Adapters to apply before training (adapters.apply); omit to train what the model already trains. */
+  adapters?: AdapterConfig;
+  trainer: WorkerTrainerOptions;
+  train: readonly Example[];
+  fit?: Omit<FitOptions, 'signal'>;
+  /**
+   * Where the worker writes what it trained: the adapter (adapters.save, PEFT layout; load it with adapters.load), or
+   * the whole model (models.save) when it has no adapters.
+   */
+  outDir: string;
+  /**
+   * Caps the native threads while the fit runs (setNumThreads: process-wide, restored after). On a machine with few
+   * cores, one fewer than it has leaves a core to the host's event loop.
+   */
+  threads?: number;
+}
+
+export interface WorkerFitOptions {
+  /** Aborts the fit in the worker; the promise rejects with an AbortError and the worker ends. */
+  signal?: AbortSignal;
+  onStep?: (record: StepRecord) => void;
+  onEval?: (record: EvalRecord) => void;
+}
+
+/** What the worker posts back. */
+export type WorkerMessage =
+  | { type: 'step'; record: StepRecord }
+  | { type: 'eval'; record: EvalRecord }
+  | { type: 'done'; result: FitResult }
+  | { type: 'error'; name: string; message: string; stack?: string };
+
+/**
+ * Runs `job` on a new worker thread and resolves with the fit's result once what it trained is saved in `job.outDir`.
+ * Progress arrives through `onStep` and `onEval` on this thread; `signal` stops the fit within one step.
+ */
+export function fitInWorker(job: WorkerFitJob, options: WorkerFitOptions = {}): Promise<FitResult> {
+  if (job === null || typeof job !== 'object') throw new TypeError('fitInWorker: job must be an object');
+  if (typeof job.outDir !== 'string' || job.outDir === '') {
+    throw new TypeError('fitInWorker: job.outDir must be a folder path for the trained adapter');
+  }
+  if (job.trainer?.kind !== 'trainer' && job.trainer?.kind !== 'bilevel') {
+    throw new TypeError(`fitInWorker: job.trainer.kind must be 'trainer' or 'bilevel'`);
+  }
+  const { signal, onStep, onEval } = options;
+  if (signal !== undefined && !(signal instanceof AbortSignal)) {
+    throw new TypeError('fitInWorker: options.signal must be an AbortSignal');
+  }
+  signal?.throwIfAborted();
+  return new Promise<FitResult>((resolve, reject) => {
+    // The compiled entry beside this file: workers run JavaScript, so this needs the built package (dist/).
+    const worker = new Worker(join(__dirname, 'worker-entry.js'), { workerData: job });
+    let settled = false;
+    const finish = (outcome: () => void): void => {
+      if (settled) return;
+      settled = true;
+      signal?.removeEventListener('abort', onAbort);
+      outcome();
+    };
+    const onAbort = (): void => worker.postMessage({ type: 'abort' });
+    signal?.addEventListener('abort', onAbort, { once: true });
+    worker.on('message', (message: WorkerMessage) => {
+      if (message.type === 'step') onStep?.(message.record);
+      else if (message.type === 'eval') onEval?.(message.record);
+      else if (message.type === 'done') finish(() => resolve(message.result));
+      else finish(() => reject(rebuiltError(message)));
+    });
+    worker.on('error', (error) => finish(() => reject(error)));
+    worker.on('exit', (code) =>
+      finish(() => reject(new Error(`fitInWorker: the worker exited with code ${code} before the fit ended`))),
+    );
+  });
+}
+
+/** The worker's error on this thread, with its name (AbortError, RangeError, NonFiniteError, ...) and message. */
+function rebuiltError({ name, message, stack }: { name: string; message: string; stack?: string }): Error {
+  const Constructor = name === 'TypeError' ? TypeError : name === 'RangeError' ? RangeError : Error;
+  const error = name === 'AbortError' ? new DOMException(message, 'AbortError') : new Constructor(message);
+  if (!(error instanceof DOMException) && error.name !== name) error.name = name;
+  if (stack !== undefined) error.stack = stack;
+  return error;
+}
