@@ -35,6 +35,8 @@ let wrapHandle: (handle: NativeTensorHandle) => Tensor;
 /** A tensor of float32 values in native, 64-byte-aligned memory. Rank 0 to 4, contiguous, row-major. */
 export class Tensor {
   #handle: NativeTensorHandle;
+  // Read once: a disposed handle no longer knows it.
+  readonly #device: Device;
   /** Dimensions, outermost first. */
   readonly shape: Shape;
   /** Number of elements. */
@@ -53,6 +55,7 @@ export class Tensor {
   private constructor(handle: NativeTensorHandle) {
     this.#handle = handle;
     this.shape = Object.freeze(handle.shape);
+    this.#device = handle.device;
     this.size = this.shape.reduce((count, dim) => count * dim, 1);
     scopes.at(-1)?.created.add(this);
   }
@@ -107,7 +110,7 @@ export class Tensor {
 
   /** Where the values live and this tensor's ops run: 'cpu' or 'cuda'. */
   get device(): Device {
-    return this.#handle.device;
+    return this.#device;
   }
 
   /**
