@@ -25,7 +25,7 @@ export function evaluate(model: SequenceClassifier, examples: readonly Example[]
       for (let start = 0; start < examples.length; start += batchSize) {
         const chunk = examples.slice(start, start + batchSize);
         tidy(() => {
-          const batch = collate(chunk, model.config.padTokenId);
+          const batch = collate(chunk, model.config.padTokenId, model.config);
           const { logits, loss } = model.forward(batch);
           lossTotal += loss!.item() * chunk.length;
           const values = logits.toFloat32Array();
