@@ -1,6 +1,6 @@
 // Reverse-mode differentiation over the ops' gradient rules: recording nodes, backward, noGrad and grad().
 import { add, axpy, scale } from './ops/elementwise';
-import { keep, share, type GradNode, Tensor, tidy } from './tensor';
+import { keep, share, storageVersion, type GradNode, Tensor, tidy } from './tensor';
 
 let recording = true;
 
@@ -20,19 +20,33 @@ export function isGradEnabled(): boolean {
   return recording;
 }
 
-/** Saved values of one node: aliases over the inputs' storage, so users may dispose their tensors before backward. */
+/** The error for a tensor saved for backward and changed in place since: backward would read the new values. */
+export function modifiedInPlace(op: string, name: string): TypeError {
+  return new TypeError(
+    `${op}: ${name} was modified in place after the forward pass that saved it, so its gradient would be wrong; ` +
+      'change it after backward, or clone() it before changing it',
+  );
+}
+
+/**
+ * Saved values of one node: aliases over the inputs' storage, so users may dispose their tensors before backward.
+ * Each records its storage version when saved, as PyTorch's saved-tensor version counter: backward refuses to run
+ * on a value changed in place since (verify()), instead of computing a gradient from the new values.
+ */
 export class SavedTensors {
   #tensors: Tensor[] = [];
   #releasers: (() => void)[] = [];
+  #watched: { alias: Tensor; version: number; name: string }[] = [];
 
-  /** Keeps `tensor`'s values for backward; returns the alias to read them from. */
-  save(tensor: Tensor): Tensor {
+  /** Keeps `tensor`'s values for backward; returns the alias to read them from. `name` names it in errors. */
+  save(tensor: Tensor, name: string): Tensor {
     const alias = share(tensor);
     this.#tensors.push(alias);
+    this.#watched.push({ alias, version: storageVersion(alias), name });
     return alias;
   }
 
-  /** Takes ownership of a tensor made for backward (kept out of tidy scopes). */
+  /** Takes ownership of a tensor made for backward (kept out of tidy scopes; nobody else can change it). */
   own<T extends Tensor | undefined>(tensor: T): T {
     if (tensor !== undefined) this.#tensors.push(keep(tensor));
     return tensor;
@@ -43,9 +57,17 @@ export class SavedTensors {
     this.#releasers.push(free);
   }
 
+  /** Throws modifiedInPlace(op, name) for the first saved tensor whose storage changed since it was saved. */
+  verify(op: string): void {
+    for (const { alias, version, name } of this.#watched) {
+      if (storageVersion(alias) !== version) throw modifiedInPlace(op, name);
+    }
+  }
+
   release(): void {
     for (const tensor of this.#tensors) tensor.dispose();
     this.#tensors = [];
+    this.#watched = [];
     for (const free of this.#releasers) free();
     this.#releasers = [];
   }
@@ -54,13 +76,14 @@ export class SavedTensors {
 /**
  * Records `output` as made by an op from `inputs` when a graph is being recorded and some input requires grad.
  * `makeBackward` is called only then, so ops save nothing when no gradient can flow; it receives the store to save
- * into and returns the gradient rule.
+ * into and returns the gradient rule. `verify`, when given, checks state the op saved by other means.
  */
 export function record(
   output: Tensor,
   op: string,
   inputs: readonly (Tensor | undefined)[],
   makeBackward: (saved: SavedTensors) => (gradOutput: Tensor, needs: readonly boolean[]) => (Tensor | undefined)[],
+  verify?: () => void,
 ): Tensor {
   if (!recording || !inputs.some((input) => input?.requiresGrad)) return output;
   const saved = new SavedTensors();
@@ -69,6 +92,10 @@ export function record(
     op,
     inputs,
     backward: rule,
+    verify: () => {
+      saved.verify(op);
+      verify?.();
+    },
     release: () => saved.release(),
   };
   output.gradNode = node;
@@ -83,6 +110,8 @@ const RELEASED: GradNode = {
   backward() {
     throw new TypeError('backward: the graph was already freed by a backward pass (pass retainGraph: true to keep it)');
   },
+  // Nothing saved to check: backward() throws when a gradient reaches it.
+  verify() {},
   release() {},
 };
 
@@ -177,8 +206,15 @@ function propagate(root: Tensor, options: BackwardOptions, deliver: (leaf: Tenso
         : node.inputs.some((input) => input !== undefined && needed.has(input));
     if (wanted) needed.add(tensor);
   }
-  const pending = new Map<Tensor, Tensor>([[root, seed]]);
   const ownsSeed = options.gradient === undefined;
+  // Every node checks its saved values before any runs, so a refused backward has changed no .grad.
+  try {
+    for (const tensor of order) if (needed.has(tensor)) tensor.gradNode?.verify();
+  } catch (error) {
+    if (ownsSeed) seed.dispose();
+    throw error;
+  }
+  const pending = new Map<Tensor, Tensor>([[root, seed]]);
   try {
     for (let index = order.length - 1; index >= 0; index--) {
       const tensor = order[index];

@@ -32,8 +32,10 @@ export interface BuildInfo {
   isa: Isa;
   /** Threads a parallel kernel uses now. */
   threads: number;
-  /** Threads in the native pool (`BIDORA_NUM_THREADS` or the cores this process may use). */
+  /** Threads in the native pool: poolThreadsRequested, or fewer when the system refused to create some. */
   poolThreads: number;
+  /** The pool size asked for: `BIDORA_NUM_THREADS` or the cores this process may use. */
+  poolThreadsRequested: number;
   /** Whether the CUDA backend was compiled in. */
   cuda: boolean;
 }

@@ -55,7 +55,10 @@ export function setMatmulPrecision(precision: MatmulPrecision): MatmulPrecision 
   return native.setMatmulPrecision(precision);
 }
 
-/** Caps the threads kernels use (1 to the pool size, `BIDORA_NUM_THREADS`); returns the previous cap. */
+/**
+ * Caps the threads kernels use; returns the previous cap. `threads` is an integer from 1 to 2^20 (else a RangeError);
+ * a cap above the pool size (`buildInfo().poolThreads`) means the whole pool.
+ */
 export function setNumThreads(threads: number): number {
   return native.setNumThreads(threads);
 }

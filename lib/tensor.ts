@@ -25,6 +25,8 @@ export interface GradNode {
   readonly op: string;
   readonly inputs: readonly (Tensor | undefined)[];
   backward(gradOutput: Tensor, needs: readonly boolean[]): (Tensor | undefined)[];
+  /** Throws a TypeError naming the op and the tensor when a tensor saved for backward was changed in place since. */
+  verify(): void;
   /** Frees what the node saved for backward. */
   release(): void;
 }
@@ -35,6 +37,8 @@ let wrapHandle: (handle: NativeTensorHandle) => Tensor;
 /** A tensor of float32 values in native, 64-byte-aligned memory. Rank 0 to 4, contiguous, row-major. */
 export class Tensor {
   #handle: NativeTensorHandle;
+  // Read once: a disposed handle no longer knows it.
+  readonly #device: Device;
   /** Dimensions, outermost first. */
   readonly shape: Shape;
   /** Number of elements. */
@@ -53,6 +57,7 @@ export class Tensor {
   private constructor(handle: NativeTensorHandle) {
     this.#handle = handle;
     this.shape = Object.freeze(handle.shape);
+    this.#device = handle.device;
     this.size = this.shape.reduce((count, dim) => count * dim, 1);
     scopes.at(-1)?.created.add(this);
   }
@@ -107,7 +112,7 @@ export class Tensor {
 
   /** Where the values live and this tensor's ops run: 'cpu' or 'cuda'. */
   get device(): Device {
-    return this.#handle.device;
+    return this.#device;
   }
 
   /**
@@ -185,7 +190,8 @@ export class Tensor {
 
   /**
    * Overwrites the values in place (same number of elements), as optimizers and checkpoint restores do. Not
-   * differentiable; graphs that saved this tensor notice the change.
+   * differentiable. A graph that saved this tensor for backward notices: its backward throws a TypeError naming the
+   * op, rather than computing a gradient from the new values.
    */
   copyFrom(source: Tensor | Float32Array): this {
     if (this.gradNode !== undefined) throw new TypeError('copyFrom: cannot overwrite an op output in a recorded graph');
@@ -246,6 +252,14 @@ export function handleOf(tensor: unknown, functionName: string, name: string): N
   const handle = unwrapHandle(tensor);
   if (handle.disposed) throw new TypeError(`${functionName}: ${name} is a disposed Tensor`);
   return handle;
+}
+
+/**
+ * @internal The version of `tensor`'s storage, which every in-place change bumps (write, axpy, optimizer steps): a
+ * value saved for backward is unchanged while its version is.
+ */
+export function storageVersion(tensor: Tensor): number {
+  return unwrapHandle(tensor).version;
 }
 
 /** Wraps a handle fresh from the addon (used by ops). */

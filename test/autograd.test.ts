@@ -2,7 +2,7 @@
 // restricted backward, frozen weights, and memory returning to its baseline.
 import { describe, expect, it } from 'vitest';
 
-import { grad, memory, noGrad, ops, Tensor, tidy } from '../lib/index';
+import { grad, memory, noGrad, ops, optim, Tensor, tidy } from '../lib/index';
 import { checkGradients } from './gradcheck';
 import { randomTensor } from './helpers';
 
@@ -230,6 +230,160 @@ describe('gradient rules of the layer ops against central differences', () => {
           scale,
         }),
       ).toThrow(/weight must be frozen/);
+    });
+  });
+});
+
+describe('tensors saved for backward and changed in place after the forward', () => {
+  /** Fresh values of `tensor`'s shape (never its own), for copyFrom. */
+  const otherValues = (tensor: Tensor) => randomTensor([...tensor.shape]).toFloat32Array();
+
+  interface Case {
+    /** The op and the saved tensor the error must name. */
+    names: RegExp;
+    /** Builds the forward and returns the loss, the leaves, and a change to one tensor the op saved. */
+    build(): { loss: Tensor; leaves: Tensor[]; change(): void };
+  }
+
+  const cases: Record<string, Case> = {
+    matmul: {
+      names: /^matmul: a was modified in place/,
+      build() {
+        const a = leaf([3, 4]);
+        const b = leaf([4, 2]);
+        return { loss: ops.sum(ops.matmul(a, b)), leaves: [a, b], change: () => a.copyFrom(otherValues(a)) };
+      },
+    },
+    linear: {
+      names: /^linear: input was modified in place/,
+      build() {
+        const input = randomTensor([2, 5]);
+        const weight = leaf([3, 5]);
+        const loss = ops.sum(ops.linear(input, weight, leaf([3])));
+        return { loss, leaves: [weight], change: () => input.copyFrom(otherValues(input)) };
+      },
+    },
+    'layer norm (input)': {
+      names: /^layerNorm: x was modified in place/,
+      build() {
+        const x = leaf([2, 6]);
+        const loss = ops.sum(ops.mul(ops.layerNorm(x, leaf([6]), leaf([6])), randomTensor([2, 6])));
+        return { loss, leaves: [x], change: () => x.copyFrom(otherValues(x)) };
+      },
+    },
+    'layer norm (gamma)': {
+      names: /^layerNorm: gamma was modified in place/,
+      build() {
+        const gamma = leaf([6]);
+        const loss = ops.sum(ops.mul(ops.layerNorm(leaf([2, 6]), gamma, leaf([6])), randomTensor([2, 6])));
+        return { loss, leaves: [gamma], change: () => gamma.copyFrom(otherValues(gamma)) };
+      },
+    },
+    gelu: {
+      names: /^gelu: x was modified in place/,
+      build() {
+        const x = leaf([7]);
+        return { loss: ops.sum(ops.gelu(x)), leaves: [x], change: () => x.copyFrom(otherValues(x)) };
+      },
+    },
+    'softmax (its output, through a view)': {
+      names: /^softmax: output was modified in place/,
+      build() {
+        const probabilities = ops.softmax(leaf([2, 5]));
+        const loss = ops.sum(ops.mul(probabilities, randomTensor([2, 5])));
+        const view = probabilities.detach();
+        return { loss, leaves: [], change: () => view.copyFrom(otherValues(view)) };
+      },
+    },
+    'cross-entropy': {
+      names: /^crossEntropy: logits was modified in place/,
+      build() {
+        const logits = leaf([3, 4]);
+        const loss = ops.crossEntropy(logits, new Int32Array([0, 3, 1]));
+        return { loss, leaves: [logits], change: () => logits.copyFrom(otherValues(logits)) };
+      },
+    },
+    'the fused DoRA layer': {
+      names: /^doraLinear: loraA was modified in place/,
+      build() {
+        const loraA = leaf([2, 5]);
+        const loraB = leaf([6, 2]);
+        const magnitude = leaf([6]);
+        const output = ops.doraLinear({
+          input: randomTensor([3, 5]),
+          weight: randomTensor([6, 5]),
+          loraA,
+          loraB,
+          magnitude,
+          scale: 2,
+        });
+        const loss = ops.sum(ops.mul(output, randomTensor([3, 6])));
+        return { loss, leaves: [loraA, loraB, magnitude], change: () => loraA.copyFrom(otherValues(loraA)) };
+      },
+    },
+  };
+
+  for (const [name, { names, build }] of Object.entries(cases)) {
+    it(`${name}: backward refuses a changed saved tensor, changes no .grad, and runs when nothing changed`, () => {
+      tidy(() => {
+        const changed = build();
+        changed.change();
+        expect(() => changed.loss.backward()).toThrow(TypeError);
+        const again = build();
+        again.change();
+        expect(() => again.loss.backward()).toThrow(names);
+        for (const tensor of [...changed.leaves, ...again.leaves]) expect(tensor.grad).toBeUndefined();
+        const unchanged = build();
+        unchanged.loss.backward();
+        for (const tensor of unchanged.leaves) expect(tensor.grad?.shape).toEqual(tensor.shape);
+      });
+    });
+  }
+
+  it('every in-place write bumps the version: copyFrom, axpy, the list ops and both optimizers', () => {
+    const changes: Record<string, (a: Tensor) => void> = {
+      copyFrom: (a) => a.copyFrom(randomTensor([...a.shape])),
+      axpy: (a) => ops.axpy(a, 0.5, randomTensor([...a.shape])),
+      axpyList: (a) => ops.axpyList([a], 0.5, [randomTensor([...a.shape])]),
+      scaleList: (a) => ops.scaleList([a], 0.5),
+      combineHypergradient: (a) =>
+        ops.combineHypergradient([a], [randomTensor([...a.shape])], [randomTensor([...a.shape])], 0.5),
+      'SGD.step': (a) => {
+        a.grad = randomTensor([...a.shape]);
+        new optim.SGD([a], { lr: 0.1 }).step();
+      },
+      'AdamW.step': (a) => {
+        a.grad = randomTensor([...a.shape]);
+        new optim.AdamW([a], { lr: 0.1 }).step();
+      },
+    };
+    for (const [name, change] of Object.entries(changes)) {
+      tidy(() => {
+        const a = leaf([3, 4]);
+        const b = leaf([4, 2]);
+        const loss = ops.sum(ops.matmul(a, b));
+        change(a);
+        a.grad = undefined;
+        expect(() => loss.backward({ inputs: [b] }), name).toThrow(/^matmul: a was modified in place/);
+      });
+    }
+  });
+
+  it('embedding saves no values of its table, and copies its ids: neither change alters the gradient', () => {
+    tidy(() => {
+      const upstream = randomTensor([4, 3]);
+      const gradientOf = (changeAfterForward: boolean) => {
+        const weight = leaf([5, 3]);
+        const ids = new Int32Array([4, 0, 4, 2]);
+        const loss = ops.sum(ops.mul(ops.embedding(weight, ids), upstream));
+        if (changeAfterForward) {
+          weight.copyFrom(randomTensor([5, 3]));
+          ids.fill(1);
+        }
+        loss.backward();
+        return Array.from(weight.grad!.toFloat32Array());
+      };
+      expect(gradientOf(true)).toEqual(gradientOf(false));
     });
   });
 });

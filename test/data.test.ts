@@ -6,6 +6,7 @@ import { join } from 'node:path';
 
 import { afterAll, describe, expect, it } from 'vitest';
 
+import { ops, Tensor, tidy } from '../lib/index';
 import { BatchStream, collate, type Example, shuffled, splitLowerUpper } from '../lib/train/data';
 import { ExamplesFileError, labelVocabulary, readExamplesFile } from '../lib/train/files';
 import { Random } from '../lib/train/random';
@@ -253,6 +254,66 @@ describe('collate', () => {
     expect(() => collate([{ inputIds: [1, 2.5], label: 0 }], 0)).toThrow(/integers/);
     expect(() => collate([{ inputIds: [1], label: Number.NaN }], 0)).toThrow(/label/);
     expect(() => collate(examples, 0, { maxLength: 0 })).toThrow(/maxLength/);
+  });
+
+  it('refuses ids that int32 storage would wrap, naming the example, the field and the position', () => {
+    const wrapping = [2 ** 32 + 7, 2 ** 31, -1, 2 ** 53];
+    for (const id of wrapping) {
+      const batch = [examples[0], { inputIds: [101, id, 102], label: 0 }];
+      expect(() => collate(batch, 0), String(id)).toThrow(RangeError);
+      expect(() => collate(batch, 0), String(id)).toThrow(
+        new RegExp(`^collate: example 1 inputIds\\[1\\] is ${id}; expected integers in \\[0, 2\\^31\\)`),
+      );
+    }
+    expect(() => collate([{ inputIds: [1, 2], tokenTypeIds: [0, 2 ** 32], label: 0 }], 0)).toThrow(
+      /example 0 tokenTypeIds\[1\] is 4294967296/,
+    );
+    expect(() => collate([{ inputIds: [1, 2], attentionMask: [1, 2 ** 32 + 1], label: 0 }], 0)).toThrow(
+      /example 0 attentionMask\[1\] is 4294967297; expected integers in \[0, 2\) \(attention masks are 0 or 1\)/,
+    );
+    expect(() => collate(examples, 2 ** 32)).toThrow(/padTokenId must be an integer in \[0, 2\^31\)/);
+  });
+
+  it('checks ids, token types and labels against the model config when given (the trainers pass it)', () => {
+    const limits = { vocabSize: 200, typeVocabSize: 2, numLabels: 3 };
+    expect(Array.from(collate(examples, 0, limits).labels)).toEqual([1, 0, 2]);
+    const tooLarge = [{ inputIds: [101, 200], label: 0 }];
+    expect(() => collate(tooLarge, 0, limits)).toThrow(
+      /^collate: example 0 inputIds\[1\] is 200; expected integers in \[0, 200\) \(vocabSize\)/,
+    );
+    expect(() => collate(examples, 200, limits)).toThrow(/padTokenId must be an integer in \[0, 200\) \(vocabSize\)/);
+    expect(() => collate([{ inputIds: [1, 2], tokenTypeIds: [0, 2], label: 0 }], 0, limits)).toThrow(
+      /tokenTypeIds\[1\] is 2; expected integers in \[0, 2\) \(typeVocabSize\)/,
+    );
+    for (const label of [3, 2 ** 32, -1, 0.5]) {
+      expect(() => collate([examples[0], examples[1], { inputIds: [1], label }], 0, limits), String(label)).toThrow(
+        new RegExp(`^collate: example 2 label is ${label}; expected an integer class in \\[0, 3\\) \\(numLabels\\)`),
+      );
+    }
+    // -100 is ignored by the loss, as in transformers.
+    expect(collate([{ inputIds: [1], label: -100 }], 0, limits).labels[0]).toBe(-100);
+    // Regression (numLabels 1, or problemType) takes any finite target; classification needs numLabels.
+    expect(collate([{ inputIds: [1], label: 2 ** 32 }], 0, { numLabels: 1 }).labels[0]).toBe(2 ** 32);
+    expect(collate([{ inputIds: [1], label: -2.5 }], 0, { numLabels: 4, problemType: 'regression' }).labels[0]).toBe(
+      -2.5,
+    );
+    expect(() => collate([{ inputIds: [1], label: Infinity }], 0, { numLabels: 1 })).toThrow(/finite/);
+    expect(() => collate(examples, 0, { problemType: 'single_label_classification' })).toThrow(/needs numLabels/);
+    expect(() => collate(examples, 0, { vocabSize: 0 })).toThrow(/vocabSize must be an integer from 1 to 2\^31/);
+    expect(() => collate(examples, 0, { numLabels: 2.5 })).toThrow(/numLabels/);
+  });
+
+  it('the embedding and cross-entropy kernels refuse out-of-range ids and labels instead of reading past the end', () => {
+    tidy(() => {
+      const table = Tensor.randn([5, 3], { seed: 1 });
+      expect(() => ops.embedding(table, new Int32Array([0, 5]))).toThrow(RangeError);
+      expect(() => ops.embedding(table, new Int32Array([0, 5]))).toThrow(/ids\[1\] is 5, outside \[0, 5\)/);
+      expect(() => ops.embedding(table, new Int32Array([-1]))).toThrow(/ids\[0\] is -1/);
+      const logits = Tensor.randn([2, 3], { seed: 2 });
+      expect(() => ops.crossEntropy(logits, new Int32Array([0, 3]))).toThrow(/labels\[1\] is 3, outside \[0, 3\)/);
+      expect(() => ops.crossEntropy(logits, new Int32Array([-2, 0]))).toThrow(RangeError);
+      expect(ops.crossEntropy(logits, new Int32Array([-100, 2])).item()).toBeGreaterThan(0);
+    });
   });
 });
 

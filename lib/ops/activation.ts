@@ -7,7 +7,7 @@ import { handleOf, type Tensor, tensorOf } from '../tensor';
 export function gelu(x: Tensor): Tensor {
   const output = tensorOf(native.gelu(handleOf(x, 'gelu', 'x')));
   return record(output, 'gelu', [x], (saved) => {
-    const input = saved.save(x);
+    const input = saved.save(x, 'x');
     return (gradOutput) => [
       tensorOf(native.geluBackward(handleOf(input, 'gelu', 'x'), handleOf(gradOutput, 'gelu', 'gradOutput'))),
     ];
@@ -18,7 +18,7 @@ export function gelu(x: Tensor): Tensor {
 export function relu(x: Tensor): Tensor {
   const output = tensorOf(native.relu(handleOf(x, 'relu', 'x')));
   return record(output, 'relu', [x], (saved) => {
-    const input = saved.save(x);
+    const input = saved.save(x, 'x');
     return (gradOutput) => [
       tensorOf(native.reluBackward(handleOf(input, 'relu', 'x'), handleOf(gradOutput, 'relu', 'gradOutput'))),
     ];
@@ -29,7 +29,7 @@ export function relu(x: Tensor): Tensor {
 export function tanh(x: Tensor): Tensor {
   const output = tensorOf(native.tanh(handleOf(x, 'tanh', 'x')));
   return record(output, 'tanh', [x], (saved) => {
-    const result = saved.save(output);
+    const result = saved.save(output, 'output');
     return (gradOutput) => [
       tensorOf(native.tanhBackward(handleOf(result, 'tanh', 'output'), handleOf(gradOutput, 'tanh', 'gradOutput'))),
     ];

@@ -1,6 +1,6 @@
 // The fused DoRA and LoRA layer as functions: the contract other frameworks call. Forward returns the output and
 // a `saved` object owning what backward needs; backward consumes it.
-import { isGradEnabled, record } from '../autograd';
+import { isGradEnabled, modifiedInPlace, record } from '../autograd';
 import { type GradientRequest, native, type NativeAdapterGrads, type NativeTensorHandle } from '../binding';
 import { handleOf, keep, Tensor, tensorOf } from '../tensor';
 
@@ -95,23 +95,32 @@ export class AdapterSaved {
     for (const tensor of Object.values(this.#owned)) tensor.dispose();
   }
 
+  /**
+   * @internal Throws a TypeError when this was released, or an input is disposed or was changed in place since the
+   * forward (the same check as every autograd node's, see SavedTensors).
+   */
+  verify(functionName: string): void {
+    if (this.#released) {
+      throw new TypeError(`${functionName}: saved was already used by a backward pass or disposed`);
+    }
+    for (const [name, tensor] of Object.entries(this.#inputs)) {
+      if (tensor === undefined) continue;
+      if (handleOf(tensor, functionName, `saved ${name}`).version !== this.#versions.get(tensor)) {
+        throw modifiedInPlace(functionName, name);
+      }
+    }
+  }
+
   /** @internal The handles backward passes to the addon, after checking nothing changed since forward. */
   use(functionName: string): {
     inputs: Record<string, NativeTensorHandle | undefined>;
     owned: Record<string, NativeTensorHandle>;
     options: SavedOptions;
   } {
-    if (this.#released) {
-      throw new TypeError(`${functionName}: saved was already used by a backward pass or disposed`);
-    }
+    this.verify(functionName);
     const inputs: Record<string, NativeTensorHandle | undefined> = {};
     for (const [name, tensor] of Object.entries(this.#inputs)) {
-      if (tensor === undefined) continue;
-      const handle = handleOf(tensor, functionName, `saved ${name}`);
-      if (handle.version !== this.#versions.get(tensor)) {
-        throw new TypeError(`${functionName}: ${name} was modified in place after the forward pass that saved it`);
-      }
-      inputs[name] = handle;
+      if (tensor !== undefined) inputs[name] = handleOf(tensor, functionName, `saved ${name}`);
     }
     const owned = Object.fromEntries(
       Object.entries(this.#owned).map(([name, tensor]) => [name, handleOf(tensor, functionName, `saved ${name}`)]),
@@ -494,13 +503,19 @@ export function doraLinear(args: DoraArgs): Tensor {
     saved.dispose();
     return output;
   }
-  return record(output, 'doraLinear', differentiable, (store) => {
-    store.onRelease(() => saved.dispose());
-    return (gradOutput, [input, loraA, loraB, magnitude, bias]) => {
-      const grads = doraBackward(saved, gradOutput, { input, loraA, loraB, magnitude, bias: bias ?? false });
-      return [grads.input, grads.loraA, grads.loraB, grads.magnitude, grads.bias];
-    };
-  });
+  return record(
+    output,
+    'doraLinear',
+    differentiable,
+    (store) => {
+      store.onRelease(() => saved.dispose());
+      return (gradOutput, [input, loraA, loraB, magnitude, bias]) => {
+        const grads = doraBackward(saved, gradOutput, { input, loraA, loraB, magnitude, bias: bias ?? false });
+        return [grads.input, grads.loraA, grads.loraB, grads.magnitude, grads.bias];
+      };
+    },
+    () => saved.verify('doraLinear'),
+  );
 }
 
 /** The LoRA layer as a differentiable op (see doraLinear). */
@@ -512,11 +527,17 @@ export function loraLinear(args: LoraArgs): Tensor {
     saved.dispose();
     return output;
   }
-  return record(output, 'loraLinear', differentiable, (store) => {
-    store.onRelease(() => saved.dispose());
-    return (gradOutput, [input, loraA, loraB, bias]) => {
-      const grads = loraBackward(saved, gradOutput, { input, loraA, loraB, bias: bias ?? false });
-      return [grads.input, grads.loraA, grads.loraB, grads.bias];
-    };
-  });
+  return record(
+    output,
+    'loraLinear',
+    differentiable,
+    (store) => {
+      store.onRelease(() => saved.dispose());
+      return (gradOutput, [input, loraA, loraB, bias]) => {
+        const grads = loraBackward(saved, gradOutput, { input, loraA, loraB, bias: bias ?? false });
+        return [grads.input, grads.loraA, grads.loraB, grads.bias];
+      };
+    },
+    () => saved.verify('loraLinear'),
+  );
 }

@@ -13,7 +13,7 @@ export function softmax(x: Tensor, mask?: Tensor): Tensor {
     native.softmax(handleOf(x, fn, 'x'), mask === undefined ? undefined : handleOf(mask, fn, 'mask')),
   );
   return record(output, fn, [x], (saved) => {
-    const probabilities = saved.save(output);
+    const probabilities = saved.save(output, 'output');
     return (gradOutput) => [
       tensorOf(native.softmaxBackward(handleOf(probabilities, fn, 'output'), handleOf(gradOutput, fn, 'gradOutput'))),
     ];

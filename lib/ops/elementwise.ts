@@ -29,8 +29,8 @@ export function sub(a: Tensor, b: Tensor): Tensor {
 export function mul(a: Tensor, b: Tensor): Tensor {
   const output = tensorOf(native.mul(handleOf(a, 'mul', 'a'), handleOf(b, 'mul', 'b')));
   return record(output, 'mul', [a, b], (saved) => {
-    const savedA = b.requiresGrad ? saved.save(a) : undefined;
-    const savedB = a.requiresGrad ? saved.save(b) : undefined;
+    const savedA = b.requiresGrad ? saved.save(a, 'a') : undefined;
+    const savedB = a.requiresGrad ? saved.save(b, 'b') : undefined;
     const bShape = b.shape;
     return (gradOutput, [needA, needB]) => [
       needA ? mul(gradOutput, savedB!) : undefined,

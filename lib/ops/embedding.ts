@@ -15,8 +15,12 @@ export function embedding(weight: Tensor, ids: Int32Array, idsShape: readonly nu
   const rows = tensorOf(native.embedding(handleOf(weight, fn, 'weight'), ids));
   const output = reshape(rows, [...idsShape, dim]);
   rows.dispose();
-  return record(output, fn, [weight], () => (gradOutput) => {
-    const flat = reshape(gradOutput, [ids.length, dim]);
-    return [tensorOf(native.embeddingBackward(handleOf(flat, fn, 'gradOutput'), ids, vocab))];
+  return record(output, fn, [weight], () => {
+    // A copy: the caller may reuse its array before backward, and the gradient must follow the ids of this forward.
+    const savedIds = ids.slice();
+    return (gradOutput) => {
+      const flat = reshape(gradOutput, [savedIds.length, dim]);
+      return [tensorOf(native.embeddingBackward(handleOf(flat, fn, 'gradOutput'), savedIds, vocab))];
+    };
   });
 }

@@ -13,9 +13,11 @@ export function crossEntropy(logits: Tensor, labels: Int32Array, ignoreIndex = I
   if (!(labels instanceof Int32Array)) throw new TypeError(`${fn}: labels must be an Int32Array`);
   const output = tensorOf(native.crossEntropy(handleOf(logits, fn, 'logits'), labels, ignoreIndex));
   return record(output, fn, [logits], (saved) => {
-    const input = saved.save(logits);
+    const input = saved.save(logits, 'logits');
+    // A copy, as embedding's ids: the caller's array may change before backward.
+    const savedLabels = labels.slice();
     return (gradOutput) => [
-      tensorOf(native.crossEntropyBackward(handleOf(input, fn, 'logits'), labels, ignoreIndex, gradOutput.item())),
+      tensorOf(native.crossEntropyBackward(handleOf(input, fn, 'logits'), savedLabels, ignoreIndex, gradOutput.item())),
     ];
   });
 }
@@ -25,8 +27,8 @@ export function mseLoss(prediction: Tensor, target: Tensor): Tensor {
   const fn = 'mseLoss';
   const output = tensorOf(native.mseLoss(handleOf(prediction, fn, 'prediction'), handleOf(target, fn, 'target')));
   return record(output, fn, [prediction, target], (saved) => {
-    const predicted = saved.save(prediction);
-    const wanted = saved.save(target);
+    const predicted = saved.save(prediction, 'prediction');
+    const wanted = saved.save(target, 'target');
     return (gradOutput, [, needTarget]) => {
       const gradient = tensorOf(
         native.mseLossBackward(

@@ -30,8 +30,8 @@ export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tenso
     throw new RangeError('matmul: the gradient of a shared rank-2 b is not supported with transposeA');
   }
   return record(output, 'matmul', [a, b], (saved) => {
-    const savedA = b.requiresGrad ? saved.save(a) : undefined;
-    const savedB = a.requiresGrad ? saved.save(b) : undefined;
+    const savedA = b.requiresGrad ? saved.save(a, 'a') : undefined;
+    const savedB = a.requiresGrad ? saved.save(b, 'b') : undefined;
     return (gradOutput, [needA, needB]) => [
       needA ? gradientOfA(gradOutput, savedB!, transposeA, transposeB) : undefined,
       needB ? gradientOfB(gradOutput, savedA!, transposeA, transposeB, sharedB) : undefined,
@@ -72,8 +72,8 @@ export function linear(input: Tensor, weight: Tensor, bias?: Tensor): Tensor {
     ),
   );
   return record(output, 'linear', [input, weight, bias], (saved) => {
-    const savedInput = weight.requiresGrad ? saved.save(input) : undefined;
-    const savedWeight = input.requiresGrad ? saved.save(weight) : undefined;
+    const savedInput = weight.requiresGrad ? saved.save(input, 'input') : undefined;
+    const savedWeight = input.requiresGrad ? saved.save(weight, 'weight') : undefined;
     return (gradOutput, [needInput, needWeight, needBias]) => {
       const rows = reshape(gradOutput, [-1, gradOutput.shape.at(-1)!]);
       return [

@@ -11,8 +11,8 @@ export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps = 1e-12): 
   const mean = tensorOf(result.mean);
   const rstd = tensorOf(result.rstd);
   const recorded = record(output, fn, [x, gamma, beta], (saved) => {
-    const input = saved.save(x);
-    const scale = saved.save(gamma);
+    const input = saved.save(x, 'x');
+    const scale = saved.save(gamma, 'gamma');
     saved.own(mean);
     saved.own(rstd);
     return (gradOutput, [needX, needGamma, needBeta]) => {

@@ -225,41 +225,159 @@ export class BatchStream<T> {
   }
 }
 
-function checkIdRow(name: string, row: unknown, length: number, exampleIndex: number): void {
-  if (!Array.isArray(row) || row.length !== length || row.some((id) => !Number.isInteger(id))) {
-    throw new RangeError(`collate: example ${exampleIndex} ${name} must be ${length} integers, one per input id`);
+/** Labels equal to this leave their example out of a classification loss, as in transformers. */
+const IGNORED_LABEL = -100;
+
+/** Ids are stored as int32: anything at or above this would wrap to another id. */
+const INT32_LIMIT = 2 ** 31;
+
+/**
+ * What collate checks ids and labels against. The names are those of the model's config (`EncoderModelConfig`), so
+ * a trainer may pass `model.config` itself. Without a field, only what int32 storage needs is checked.
+ */
+export interface CollateLimits {
+  /** Every input id (and padTokenId) must be an integer in [0, vocabSize). */
+  vocabSize?: number;
+  /** Every token type id must be an integer in [0, typeVocabSize). */
+  typeVocabSize?: number;
+  /**
+   * Classification with this many classes: each label must be an integer in [0, numLabels), or -100 (ignored).
+   * numLabels 1 means regression, as in transformers, unless problemType says otherwise.
+   */
+  numLabels?: number;
+  /** 'regression' takes any finite label; 'single_label_classification' needs numLabels. */
+  problemType?: 'single_label_classification' | 'regression';
+}
+
+export interface CollateOptions extends CollateLimits {
+  /** Cut longer examples to this many ids (they lose their tail). */
+  maxLength?: number;
+}
+
+/** A limit from the options: a positive integer, or undefined (then int32's). */
+function limitOption(options: CollateOptions, key: 'vocabSize' | 'typeVocabSize' | 'numLabels'): number | undefined {
+  const value = options[key];
+  if (value === undefined) return undefined;
+  if (!Number.isSafeInteger(value) || value < 1 || value > INT32_LIMIT) {
+    throw new RangeError(`collate: ${key} must be an integer from 1 to 2^31, got ${String(value)}`);
+  }
+  return value;
+}
+
+/** How collate checks one batch, settled once from its options. */
+interface IdRules {
+  /** Exclusive upper bound of input ids, and the option that set it ('int32' when none did). */
+  ids: [number, string];
+  tokenTypes: [number, string];
+  /** The number of classes, or undefined for finite (regression or unknown) labels. */
+  classes: number | undefined;
+}
+
+function idRules(options: CollateOptions): IdRules {
+  const vocabSize = limitOption(options, 'vocabSize');
+  const typeVocabSize = limitOption(options, 'typeVocabSize');
+  const numLabels = limitOption(options, 'numLabels');
+  const { problemType } = options;
+  if (problemType !== undefined && problemType !== 'regression' && problemType !== 'single_label_classification') {
+    throw new RangeError(
+      `collate: problemType must be 'regression' or 'single_label_classification', got ${String(problemType)}`,
+    );
+  }
+  if (problemType === 'single_label_classification' && numLabels === undefined) {
+    throw new RangeError("collate: problemType 'single_label_classification' needs numLabels");
+  }
+  const regression = problemType === 'regression' || (problemType === undefined && numLabels === 1);
+  return {
+    ids: vocabSize === undefined ? [INT32_LIMIT, 'int32'] : [vocabSize, 'vocabSize'],
+    tokenTypes: typeVocabSize === undefined ? [INT32_LIMIT, 'int32'] : [typeVocabSize, 'typeVocabSize'],
+    classes: regression ? undefined : numLabels,
+  };
+}
+
+function describeValue(value: unknown): string {
+  return typeof value === 'number' ? String(value) : typeof value;
+}
+
+/** Each entry of `row` is an integer in [0, limit): stored as int32, anything else would wrap or truncate. */
+function checkIdRow(
+  field: string,
+  row: unknown,
+  length: number,
+  exampleIndex: number,
+  [limit, limitName]: [number, string],
+): void {
+  if (!Array.isArray(row) || row.length !== length) {
+    throw new RangeError(`collate: example ${exampleIndex} ${field} must be ${length} integers, one per input id`);
+  }
+  for (let position = 0; position < length; position++) {
+    const id: unknown = row[position];
+    if (typeof id === 'number' && Number.isInteger(id) && id >= 0 && id < limit) continue;
+    const range = limitName === 'int32' ? `[0, 2^31)` : `[0, ${limit}) (${limitName})`;
+    throw new RangeError(
+      `collate: example ${exampleIndex} ${field}[${position}] is ${describeValue(id)}; ` +
+        `expected integers in ${range}`,
+    );
   }
 }
 
-function checkExample(example: Example, index: number): void {
+function checkLabel(label: unknown, index: number, classes: number | undefined): void {
+  if (typeof label !== 'number' || !Number.isFinite(label)) {
+    throw new RangeError(`collate: example ${index} label must be a finite number, got ${describeValue(label)}`);
+  }
+  if (classes === undefined || label === IGNORED_LABEL) return;
+  if (!Number.isInteger(label) || label < 0 || label >= classes) {
+    throw new RangeError(
+      `collate: example ${index} label is ${label}; expected an integer class in [0, ${classes}) (numLabels) ` +
+        `or ${IGNORED_LABEL} (ignored)`,
+    );
+  }
+}
+
+const ATTENTION_MASK_VALUES: [number, string] = [2, 'attention masks are 0 or 1'];
+
+function checkExample(example: Example, index: number, rules: IdRules): void {
+  if (example === null || typeof example !== 'object') {
+    throw new TypeError(
+      `collate: example ${index} must be an object, got ${example === null ? 'null' : typeof example}`,
+    );
+  }
   if (!Array.isArray(example.inputIds) || example.inputIds.length === 0) {
     throw new RangeError(`collate: example ${index} inputIds must be a non-empty array`);
   }
   const length = example.inputIds.length;
-  checkIdRow('inputIds', example.inputIds, length, index);
-  if (example.attentionMask !== undefined) checkIdRow('attentionMask', example.attentionMask, length, index);
-  if (example.tokenTypeIds !== undefined) checkIdRow('tokenTypeIds', example.tokenTypeIds, length, index);
-  if (typeof example.label !== 'number' || !Number.isFinite(example.label)) {
-    throw new RangeError(`collate: example ${index} label must be a finite number, got ${example.label}`);
+  checkIdRow('inputIds', example.inputIds, length, index, rules.ids);
+  if (example.attentionMask !== undefined) {
+    checkIdRow('attentionMask', example.attentionMask, length, index, ATTENTION_MASK_VALUES);
   }
+  if (example.tokenTypeIds !== undefined)
+    checkIdRow('tokenTypeIds', example.tokenTypeIds, length, index, rules.tokenTypes);
+  checkLabel(example.label, index, rules.classes);
 }
 
 /**
  * Pads examples into one batch, to the longest example (cut to `maxLength` when given: longer examples lose their
- * tail). Padding has id `padTokenId`, attention mask 0 and token type 0.
+ * tail). Padding has id `padTokenId`, attention mask 0 and token type 0. Ids, token types and labels outside their
+ * range are a RangeError naming the example and the field, never stored wrapped: ids must be integers in
+ * [0, vocabSize) (in [0, 2^31) without it), labels classes in [0, numLabels) or -100 for classification, finite
+ * numbers for regression (or when numLabels is not given). Trainers pass their model's config as the limits.
  */
-export function collate(
-  examples: readonly Example[],
-  padTokenId: number,
-  options: { maxLength?: number } = {},
-): CollatedBatch {
+export function collate(examples: readonly Example[], padTokenId: number, options: CollateOptions = {}): CollatedBatch {
+  if (!Array.isArray(examples)) throw new TypeError('collate: examples must be an array of examples');
   if (examples.length === 0) throw new RangeError('collate: examples must not be empty');
-  if (!Number.isInteger(padTokenId)) throw new RangeError(`collate: padTokenId must be an integer, got ${padTokenId}`);
+  if (options === null || typeof options !== 'object') {
+    throw new TypeError(`collate: options must be an object, got ${options === null ? 'null' : typeof options}`);
+  }
+  const rules = idRules(options);
+  if (!Number.isInteger(padTokenId) || padTokenId < 0 || padTokenId >= rules.ids[0]) {
+    const range =
+      rules.ids[1] === 'int32' ? 'an integer in [0, 2^31)' : `an integer in [0, ${rules.ids[0]}) (vocabSize)`;
+    throw new RangeError(`collate: padTokenId must be ${range}, got ${padTokenId}`);
+  }
   const { maxLength } = options;
   if (maxLength !== undefined && (!Number.isInteger(maxLength) || maxLength < 1)) {
     throw new RangeError(`collate: maxLength must be a positive integer, got ${maxLength}`);
   }
-  examples.forEach(checkExample);
+  examples.forEach((example, index) => checkExample(example, index, rules));
   const longest = Math.max(...examples.map((example) => example.inputIds.length));
   const length = maxLength === undefined ? longest : Math.min(longest, maxLength);
   const batch = examples.length;

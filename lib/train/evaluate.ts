@@ -42,7 +42,7 @@ export function* evaluationBatches(
     try {
       noGrad(() =>
         tidy(() => {
-          const batch = collate(chunk, model.config.padTokenId);
+          const batch = collate(chunk, model.config.padTokenId, model.config);
           const { logits, loss } = model.forward(batch);
           lossTotal += loss!.item() * chunk.length;
           const values = logits.toFloat32Array();

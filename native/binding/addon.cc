@@ -1,6 +1,10 @@
 // Module entry: per-environment state, build information and the process-wide knobs (ISA path, threads).
 #include <napi.h>
 
+#include <exception>
+#include <new>
+#include <string>
+
 #include "../core/cpu_features.h"
 #include "../core/threadpool.h"
 #include "args.h"
@@ -16,7 +20,8 @@ namespace bidora::binding {
 
 namespace {
 
-// [sync] buildInfo(): { version, isaCompiled: string[], isaSupported: string[], isa, threads, poolThreads, cuda }
+// [sync] buildInfo(): { version, isaCompiled: string[], isaSupported: string[], isa, threads, poolThreads,
+// poolThreadsRequested, cuda }
 Napi::Value build_info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object result = Napi::Object::New(env);
@@ -32,6 +37,7 @@ Napi::Value build_info(const Napi::CallbackInfo& info) {
   result.Set("isa", isa_name(active_isa()));
   result.Set("threads", num_threads());
   result.Set("poolThreads", pool_size());
+  result.Set("poolThreadsRequested", requested_pool_size());
   result.Set("cuda", BIDORA_HAVE_CUDA != 0);
   return result;
 }
@@ -58,8 +64,8 @@ Napi::Value set_isa(const Napi::CallbackInfo& info) {
   });
 }
 
-// [sync] setNumThreads(threads: number): number - caps the threads jobs use (1 to the pool size); returns the
-// previous cap. Process-wide. Throws TypeError, RangeError (not an integer of at least 1).
+// [sync] setNumThreads(threads: number): number - caps the threads jobs use; a cap above the pool size means the
+// whole pool. Returns the previous cap. Process-wide. Throws TypeError, RangeError (not an integer from 1 to 2^20).
 Napi::Value set_num_threads(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
     const int64_t threads = integer_arg({info, 0, "setNumThreads", "threads"}, 1, 1 << 20);
@@ -108,11 +114,17 @@ Napi::Value set_buffer_cache_limit(const Napi::CallbackInfo& info) {
 Napi::Object init(Napi::Env env, Napi::Object exports) {
   auto* addon_state = new AddonState();
   env.SetInstanceData(addon_state);
+  // A bad BIDORA_ISA or BIDORA_NUM_THREADS fails here, at require(), with its own message; so does anything else
+  // the first use of the thread pool throws, rather than ending the process.
   try {
-    (void)active_isa();  // a bad BIDORA_ISA fails here, at require(), with its own message
+    (void)active_isa();
     (void)num_threads();
   } catch (const bidora::RangeError& error) {
     throw Napi::RangeError::New(env, error.what());
+  } catch (const std::bad_alloc&) {
+    throw Napi::RangeError::New(env, "bidora: out of memory while starting the thread pool");
+  } catch (const std::exception& error) {
+    throw Napi::Error::New(env, std::string("bidora: the thread pool could not start: ") + error.what());
   }
   Napi::Function tensor_class = TensorHandle::define(env);
   addon_state->tensor_constructor = Napi::Persistent(tensor_class);

@@ -17,8 +17,8 @@ TensorHandle& tensor_value(Napi::Env env, Napi::Value value, const std::string& 
   if (!value.IsObject() || !value.As<Napi::Object>().InstanceOf(state(env).tensor_constructor.Value())) {
     throw_type_error(env, where + " must be a Tensor");
   }
-  TensorHandle* handle = TensorHandle::Unwrap(value.As<Napi::Object>());
-  if (handle->disposed()) throw_type_error(env, where + " is a disposed Tensor");
+  TensorHandle* handle = TensorHandle::live(env, value);
+  if (handle == nullptr) throw_type_error(env, where + " is a disposed Tensor");
   if (!any_device && handle->device() != Device::kCpu) {
     throw_type_error(env, where + " is on '" + device_name(handle->device()) +
                               "', but this op runs on the CPU only; move it with .to('cpu')");

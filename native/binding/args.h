@@ -4,6 +4,7 @@
 #include <napi.h>
 
 #include <cstdint>
+#include <exception>
 #include <initializer_list>
 #include <memory>
 #include <string>
@@ -68,7 +69,9 @@ Shape shape_arg(const Arg& arg);
 // A Float32Array, viewed without copying (byteOffset respected).
 Napi::Float32Array float32_arg(const Arg& arg);
 
-// Runs `body` with allocations charged to this environment and kernel errors turned into JavaScript errors.
+// Runs `body` with allocations charged to this environment and kernel errors turned into JavaScript errors: bidora's
+// own as TypeError and RangeError, out of memory as RangeError, any other C++ exception (a failed system call, a
+// library error) as Error with its message. Nothing thrown by a kernel may reach Node-API as a C++ exception.
 template <typename Body>
 Napi::Value guarded(const Napi::CallbackInfo& info, Body body) {
   Napi::Env env = info.Env();
@@ -81,6 +84,10 @@ Napi::Value guarded(const Napi::CallbackInfo& info, Body body) {
     throw_range_error(env, error.what());
   } catch (const std::bad_alloc&) {
     throw_range_error(env, "out of memory");
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::exception& error) {
+    throw Napi::Error::New(env, std::string("bidora: native error: ") + error.what());
   }
 }
 

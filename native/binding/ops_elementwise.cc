@@ -102,18 +102,17 @@ Napi::Value axpy(const Napi::CallbackInfo& info) {
       throw RangeError("axpy: x and y must have the same shape, but " + describe("y", y.shape()) + " and " +
                        describe("x", x.shape()));
     }
+    y.mark_modified();  // first, as write() does
 #if BIDORA_HAVE_CUDA
     if (device == Device::kCuda) {
       cuda::axpy(y.data(), static_cast<float>(alpha), x.data(), y.numel(), nullptr);
       cuda::check_launch("axpy");
-      y.mark_modified();
       return info.Env().Undefined();
     }
 #else
     (void)device;
 #endif
     cpu::axpy(y.data(), static_cast<float>(alpha), x.data(), y.numel());
-    y.mark_modified();
     return info.Env().Undefined();
   });
 }

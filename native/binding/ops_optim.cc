@@ -131,6 +131,7 @@ std::vector<const float*> read_pointers(const TensorList& list) {
   return result;
 }
 
+// Called before the kernel runs: one that fails halfway has still changed what a saved tensor's backward would read.
 void mark_modified(const TensorList& list) {
   for (TensorHandle* handle : list.handles) handle->mark_modified();
 }
@@ -177,6 +178,9 @@ Napi::Value adamw_step(const Napi::CallbackInfo& info) {
     check_pairs(fn, params, exp_avg);
     check_pairs(fn, params, exp_avg_sq);
     check_distinct_storage(fn, {&params, &exp_avg, &exp_avg_sq}, {&grads});
+    mark_modified(params);
+    mark_modified(exp_avg);
+    mark_modified(exp_avg_sq);
     const Pointers p = pointers(params);
     if (device == Device::kCuda) {
 #if BIDORA_HAVE_CUDA
@@ -203,9 +207,6 @@ Napi::Value adamw_step(const Napi::CallbackInfo& info) {
                       pointers(exp_avg_sq).data.data(), p.lengths.data(), static_cast<int64_t>(p.lengths.size()),
                       options);
     }
-    mark_modified(params);
-    mark_modified(exp_avg);
-    mark_modified(exp_avg_sq);
     return info.Env().Undefined();
   });
 }
@@ -238,6 +239,8 @@ Napi::Value sgd_step(const Napi::CallbackInfo& info) {
     check_pairs(fn, params, grads);
     if (has_buffers) check_pairs(fn, params, buffers);
     check_distinct_storage(fn, {&params, &buffers}, {&grads});
+    mark_modified(params);
+    mark_modified(buffers);
     const Pointers p = pointers(params);
     const Pointers b = pointers(buffers);
     if (device == Device::kCuda) {
@@ -254,8 +257,6 @@ Napi::Value sgd_step(const Napi::CallbackInfo& info) {
       cpu::sgd_step(p.data.data(), read_pointers(grads).data(), has_buffers ? b.data.data() : nullptr, p.lengths.data(),
                     static_cast<int64_t>(p.lengths.size()), options);
     }
-    mark_modified(params);
-    mark_modified(buffers);
     return info.Env().Undefined();
   });
 }
@@ -272,6 +273,7 @@ Napi::Value axpy_list(const Napi::CallbackInfo& info) {
     const Device device = list_device(fn, {&ys, &xs});
     check_pairs(fn, ys, xs);
     check_distinct_storage(fn, {&ys}, {&xs});
+    mark_modified(ys);
     const Pointers y = pointers(ys);
     if (device == Device::kCuda) {
 #if BIDORA_HAVE_CUDA
@@ -285,7 +287,6 @@ Napi::Value axpy_list(const Napi::CallbackInfo& info) {
       cpu::axpy_list(y.data.data(), static_cast<float>(alpha), read_pointers(xs).data(), y.lengths.data(),
                      static_cast<int64_t>(y.lengths.size()));
     }
-    mark_modified(ys);
     return info.Env().Undefined();
   });
 }
@@ -300,6 +301,7 @@ Napi::Value scale_list(const Napi::CallbackInfo& info) {
     const Device device = list_device(fn, {&tensors});
     const double factor = number_arg({info, 1, fn, "factor"});
     check_distinct_storage(fn, {&tensors}, {});
+    mark_modified(tensors);
     const Pointers t = pointers(tensors);
     if (device == Device::kCuda) {
 #if BIDORA_HAVE_CUDA
@@ -314,7 +316,6 @@ Napi::Value scale_list(const Napi::CallbackInfo& info) {
       cpu::scale_list(t.data.data(), static_cast<float>(factor), t.lengths.data(),
                       static_cast<int64_t>(t.lengths.size()));
     }
-    mark_modified(tensors);
     return info.Env().Undefined();
   });
 }
@@ -333,6 +334,7 @@ Napi::Value combine_hypergradient(const Napi::CallbackInfo& info) {
     check_pairs(fn, direct, plus);
     check_pairs(fn, direct, minus);
     check_distinct_storage(fn, {&direct}, {&plus, &minus});
+    mark_modified(direct);
     const Pointers d = pointers(direct);
     if (device == Device::kCuda) {
 #if BIDORA_HAVE_CUDA
@@ -353,7 +355,6 @@ Napi::Value combine_hypergradient(const Napi::CallbackInfo& info) {
       cpu::combine_hypergradient(d.data.data(), read_pointers(plus).data(), read_pointers(minus).data(),
                                  static_cast<float>(factor), d.lengths.data(), static_cast<int64_t>(d.lengths.size()));
     }
-    mark_modified(direct);
     return info.Env().Undefined();
   });
 }

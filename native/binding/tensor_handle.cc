@@ -72,16 +72,31 @@ Napi::Object construct(Napi::Env env, const Shape& shape, std::shared_ptr<Storag
 }  // namespace
 
 Napi::Function TensorHandle::define(Napi::Env env) {
-  return DefineClass(env, "TensorHandle",
-                     {
-                         InstanceMethod<&TensorHandle::read>("read"),
-                         InstanceMethod<&TensorHandle::write>("write"),
-                         InstanceMethod<&TensorHandle::dispose>("dispose"),
-                         InstanceAccessor<&TensorHandle::shape_getter>("shape"),
-                         InstanceAccessor<&TensorHandle::disposed_getter>("disposed"),
-                         InstanceAccessor<&TensorHandle::version_getter>("version"),
-                         InstanceAccessor<&TensorHandle::device_getter>("device"),
-                     });
+  Napi::Function constructor = DefineClass(env, "TensorHandle", {});
+  Napi::Object prototype = constructor.Get("prototype").As<Napi::Object>();
+  prototype.DefineProperties({
+      Napi::PropertyDescriptor::Function(env, prototype, "read", read),
+      Napi::PropertyDescriptor::Function(env, prototype, "write", write),
+      Napi::PropertyDescriptor::Function(env, prototype, "dispose", dispose),
+      Napi::PropertyDescriptor::Accessor<shape_getter>("shape"),
+      Napi::PropertyDescriptor::Accessor<disposed_getter>("disposed"),
+      Napi::PropertyDescriptor::Accessor<version_getter>("version"),
+      Napi::PropertyDescriptor::Accessor<device_getter>("device"),
+  });
+  return constructor;
+}
+
+TensorHandle* TensorHandle::live(Napi::Env env, Napi::Value object) {
+  // napi_unwrap fails (without throwing) for an object whose wrap dispose() removed.
+  void* native = nullptr;
+  if (!object.IsObject() || napi_unwrap(env, object, &native) != napi_ok) return nullptr;
+  return static_cast<TensorHandle*>(native);
+}
+
+TensorHandle& TensorHandle::this_handle(const Napi::CallbackInfo& info, const char* function) {
+  TensorHandle* handle = live(info.Env(), info.This());
+  if (handle == nullptr) throw_type_error(info.Env(), std::string(function) + ": the tensor is disposed");
+  return *handle;
 }
 
 Napi::Object TensorHandle::create(Napi::Env env, const Shape& shape, FloatBuffer buffer) {
@@ -139,10 +154,10 @@ TensorHandle::TensorHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Te
 }
 
 TensorHandle::~TensorHandle() {
-  // The finaliser: frees what dispose() did not. Memory counters live in shared state, so this is safe even when
-  // the environment is being torn down.
+  // Run by destroy() or, for a handle never disposed, by the finaliser after garbage collection. Memory counters
+  // live in shared state, so this is safe even when the environment is being torn down.
   storage_.reset();
-  if (!disposed_ && stats_) stats_->live_tensors.fetch_sub(1, std::memory_order_relaxed);
+  if (stats_) stats_->live_tensors.fetch_sub(1, std::memory_order_relaxed);
 }
 
 const float* TensorHandle::row_sq_norms() {
@@ -176,26 +191,31 @@ const float* TensorHandle::row_sq_norms() {
   return storage.row_sq_norms.data();
 }
 
-void TensorHandle::release_memory(Napi::Env env) {
+void TensorHandle::destroy(Napi::Env env, Napi::Object object) {
   storage_.reset();
-  disposed_ = true;
-  stats_->live_tensors.fetch_sub(1, std::memory_order_relaxed);
   if (reported_bytes_ > 0) Napi::MemoryManagement::AdjustExternalMemory(env, -reported_bytes_);
   reported_bytes_ = 0;
+  // Without its wrap the object owes the finaliser nothing; ~ObjectWrap then deletes the reference napi_wrap made.
+  // What is left until garbage collection is the bare JavaScript object.
+  if (napi_remove_wrap(env, object, nullptr) != napi_ok) {
+    throw_type_error(env, "dispose: the tensor handle could not be detached");
+  }
+  delete this;
 }
 
 Napi::Value TensorHandle::read(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (disposed_) throw_type_error(env, "read: the tensor is disposed");
-  Napi::Float32Array copy = Napi::Float32Array::New(env, static_cast<size_t>(numel()));
+  TensorHandle& handle = this_handle(info, "read");
+  const int64_t count = handle.numel();
+  Napi::Float32Array copy = Napi::Float32Array::New(env, static_cast<size_t>(count));
   guarded(info, [&]() -> Napi::Value {
 #if BIDORA_HAVE_CUDA
-    if (device() == Device::kCuda) {
-      cuda::copy_to_host(copy.Data(), data(), numel(), "read");
+    if (handle.device() == Device::kCuda) {
+      cuda::copy_to_host(copy.Data(), handle.data(), count, "read");
       return env.Undefined();
     }
 #endif
-    if (numel() > 0) std::memcpy(copy.Data(), data(), static_cast<size_t>(numel()) * sizeof(float));
+    if (count > 0) std::memcpy(copy.Data(), handle.data(), static_cast<size_t>(count) * sizeof(float));
     return env.Undefined();
   });
   return copy;
@@ -203,49 +223,53 @@ Napi::Value TensorHandle::read(const Napi::CallbackInfo& info) {
 
 Napi::Value TensorHandle::write(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (disposed_) throw_type_error(env, "write: the tensor is disposed");
+  TensorHandle& handle = this_handle(info, "write");
   Napi::Float32Array data = float32_arg({info, 0, "write", "data"});
-  if (static_cast<int64_t>(data.ElementLength()) != numel()) {
+  const int64_t count = handle.numel();
+  if (static_cast<int64_t>(data.ElementLength()) != count) {
     throw_range_error(env, "write: data has " + std::to_string(data.ElementLength()) +
-                               " elements but the tensor has shape " + shape_.str());
+                               " elements but the tensor has shape " + handle.shape().str());
   }
+  // Bumped first: even a copy that fails halfway has changed what backward would read.
+  handle.mark_modified();
   guarded(info, [&]() -> Napi::Value {
 #if BIDORA_HAVE_CUDA
-    if (device() == Device::kCuda) {
-      cuda::copy_to_device(this->data(), data.Data(), numel(), "write");
+    if (handle.device() == Device::kCuda) {
+      cuda::copy_to_device(handle.data(), data.Data(), count, "write");
       return env.Undefined();
     }
 #endif
-    if (numel() > 0) std::memcpy(this->data(), data.Data(), static_cast<size_t>(numel()) * sizeof(float));
+    if (count > 0) std::memcpy(handle.data(), data.Data(), static_cast<size_t>(count) * sizeof(float));
     return env.Undefined();
   });
-  mark_modified();
   return env.Undefined();
 }
 
 Napi::Value TensorHandle::dispose(const Napi::CallbackInfo& info) {
-  if (!disposed_) release_memory(info.Env());
+  TensorHandle* handle = live(info.Env(), info.This());
+  if (handle != nullptr) handle->destroy(info.Env(), info.This().As<Napi::Object>());
   return info.Env().Undefined();
 }
 
 Napi::Value TensorHandle::shape_getter(const Napi::CallbackInfo& info) {
-  Napi::Array dims = Napi::Array::New(info.Env(), shape_.rank);
-  for (int axis = 0; axis < shape_.rank; ++axis) {
-    dims.Set(static_cast<uint32_t>(axis), Napi::Number::New(info.Env(), static_cast<double>(shape_.dims[axis])));
+  const Shape& shape = this_handle(info, "shape").shape();
+  Napi::Array dims = Napi::Array::New(info.Env(), shape.rank);
+  for (int axis = 0; axis < shape.rank; ++axis) {
+    dims.Set(static_cast<uint32_t>(axis), Napi::Number::New(info.Env(), static_cast<double>(shape.dims[axis])));
   }
   return dims;
 }
 
 Napi::Value TensorHandle::version_getter(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), static_cast<double>(version()));
+  return Napi::Number::New(info.Env(), static_cast<double>(this_handle(info, "version").version()));
 }
 
 Napi::Value TensorHandle::device_getter(const Napi::CallbackInfo& info) {
-  return Napi::String::New(info.Env(), device_name(device()));
+  return Napi::String::New(info.Env(), device_name(this_handle(info, "device").device()));
 }
 
 Napi::Value TensorHandle::disposed_getter(const Napi::CallbackInfo& info) {
-  return Napi::Boolean::New(info.Env(), disposed_);
+  return Napi::Boolean::New(info.Env(), live(info.Env(), info.This()) == nullptr);
 }
 
 namespace {

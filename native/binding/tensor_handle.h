@@ -56,13 +56,15 @@ class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
   explicit TensorHandle(const Napi::CallbackInfo& info);
   ~TensorHandle() override;
 
+  // The handle behind a JavaScript object of this class, or nullptr once dispose() has deleted it. Does not throw.
+  static TensorHandle* live(Napi::Env env, Napi::Value object);
+
   const Shape& shape() const { return shape_; }
   Device device() const { return device_; }
   // The contents on the tensor's own device: a GPU pointer for 'cuda' tensors, which only ops that take tensors
   // on any device (any_tensor_arg) ever see.
   float* data() { return storage_->data(); }
   int64_t numel() const { return shape_.numel(); }
-  bool disposed() const { return disposed_; }
 
   // Bumped by every in-place change, so saved activations and caches can tell the contents changed.
   uint64_t version() const { return storage_ ? storage_->version : 0; }
@@ -71,23 +73,31 @@ class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
   const float* row_sq_norms();
 
  private:
-  // [sync] read(): Float32Array - a copy of the contents.
-  Napi::Value read(const Napi::CallbackInfo& info);
-  // [sync] write(data: Float32Array): void - copies data in; RangeError unless data.length equals the size.
-  Napi::Value write(const Napi::CallbackInfo& info);
-  // [sync] dispose(): void - frees the storage now; later use throws TypeError. Idempotent.
-  Napi::Value dispose(const Napi::CallbackInfo& info);
-  Napi::Value shape_getter(const Napi::CallbackInfo& info);
-  Napi::Value disposed_getter(const Napi::CallbackInfo& info);
-  Napi::Value version_getter(const Napi::CallbackInfo& info);
-  Napi::Value device_getter(const Napi::CallbackInfo& info);
+  // The JavaScript methods are plain functions on the prototype, not ObjectWrap members, because they must also
+  // answer for a disposed handle, whose C++ object no longer exists.
+  // [sync] read(): Float32Array - a copy of the contents. TypeError once disposed.
+  static Napi::Value read(const Napi::CallbackInfo& info);
+  // [sync] write(data: Float32Array): void - copies data in and bumps the version. TypeError once disposed,
+  // RangeError unless data.length equals the size.
+  static Napi::Value write(const Napi::CallbackInfo& info);
+  // [sync] dispose(): void - frees everything native now (storage and the handle itself); later use throws
+  // TypeError. Idempotent.
+  static Napi::Value dispose(const Napi::CallbackInfo& info);
+  // shape, version and device throw TypeError once disposed; disposed never throws.
+  static Napi::Value shape_getter(const Napi::CallbackInfo& info);
+  static Napi::Value disposed_getter(const Napi::CallbackInfo& info);
+  static Napi::Value version_getter(const Napi::CallbackInfo& info);
+  static Napi::Value device_getter(const Napi::CallbackInfo& info);
+  // The live handle behind info.This(), or a TypeError saying `function` needs one.
+  static TensorHandle& this_handle(const Napi::CallbackInfo& info, const char* function);
 
-  void release_memory(Napi::Env env);
+  // Frees the storage, detaches this object from its JavaScript object and deletes it: all at once, because
+  // Node-API finalizers run only when the event loop turns, and a synchronous training loop never lets it.
+  void destroy(Napi::Env env, Napi::Object object);
 
   Shape shape_;
   std::shared_ptr<Storage> storage_;
   Device device_ = Device::kCpu;
-  bool disposed_ = false;
   int64_t reported_bytes_ = 0;          // what this handle told V8 it holds: its storage's bytes if it made the storage
   std::shared_ptr<MemoryStats> stats_;  // counts this handle among the environment's live tensors
 };

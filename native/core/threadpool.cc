@@ -9,7 +9,9 @@
 #include <cstdlib>
 #include <exception>
 #include <mutex>
+#include <new>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -37,10 +39,20 @@ thread_local bool inside_pool_job = false;
 
 class ThreadPool {
  public:
-  explicit ThreadPool(int threads) : threads_(threads) {
-    for (int index = 1; index < threads_; ++index) {
-      workers_.emplace_back([this, index] { worker_loop(index); });
+  // Starts threads - 1 workers, or as many as the system grants: a thread that cannot be created (process limit,
+  // address space for its stack) leaves the pool smaller instead of ending the process, and threads() says how
+  // small. Workers never read threads_; only run() does.
+  explicit ThreadPool(int threads) : requested_(threads) {
+    for (int index = 1; index < threads; ++index) {
+      try {
+        workers_.emplace_back([this, index] { worker_loop(index); });
+      } catch (const std::system_error&) {
+        break;
+      } catch (const std::bad_alloc&) {
+        break;
+      }
     }
+    threads_ = static_cast<int>(workers_.size()) + 1;
   }
 
   ~ThreadPool() {
@@ -54,6 +66,7 @@ class ThreadPool {
   }
 
   int threads() const { return threads_; }
+  int requested() const { return requested_; }
 
   void run(int threads, const std::function<void(int, int)>& body) {
     threads = std::clamp(threads, 1, threads_);
@@ -140,7 +153,8 @@ class ThreadPool {
     }
   }
 
-  const int threads_;
+  const int requested_;
+  int threads_ = 1;
   std::vector<std::thread> workers_;
   std::mutex busy_;  // held by the one caller whose job the workers run
   std::mutex mutex_;
@@ -169,6 +183,8 @@ std::atomic<int> thread_limit{1 << 20};
 int num_threads() { return std::min(pool().threads(), thread_limit.load(std::memory_order_relaxed)); }
 
 int pool_size() { return pool().threads(); }
+
+int requested_pool_size() { return pool().requested(); }
 
 int set_thread_limit(int threads) {
   if (threads < 1) throw RangeError("threads: expected an integer of at least 1, got " + std::to_string(threads));

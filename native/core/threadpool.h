@@ -11,7 +11,10 @@ namespace bidora {
 int num_threads();
 // Caps the threads jobs use (1 to the pool size) without rebuilding the pool; returns the previous cap.
 int set_thread_limit(int threads);
+// Threads in the pool: requested_pool_size() (BIDORA_NUM_THREADS or the cores) unless the system refused to create
+// some, in which case the pool runs with those it got.
 int pool_size();
+int requested_pool_size();
 
 // Calls body(thread, threads) once on each of `threads` threads (the caller is thread 0) and returns when all are
 // done. `threads` is clamped to [1, num_threads()]. If the pool is busy (another JavaScript thread is using it) or
