@@ -167,8 +167,8 @@ export class BiLevelTrainer extends TrainingLoop {
    */
   step(lowerExamples: readonly Example[], upperExamples?: readonly Example[], index = 0): BiLevelStep {
     this.#ensureOptimizers(this.options.maxSteps ?? 1);
-    const pad = this.model.config.padTokenId;
-    const lowerBatch = collate([...lowerExamples], pad);
+    const { config } = this.model;
+    const lowerBatch = collate(lowerExamples, config.padTokenId, config);
     const { taskLoss, regularizer } = tidy(() => {
       const objective = this.lowerObjective(lowerBatch);
       objective.loss.backward({ inputs: this.lowerParameters });
@@ -187,7 +187,7 @@ export class BiLevelTrainer extends TrainingLoop {
     };
     if (upperExamples === undefined) return withoutUpper(record);
 
-    const upperBatch = collate([...upperExamples], pad);
+    const upperBatch = collate(upperExamples, config.padTokenId, config);
     const count = this.magnitudes.length;
     // v = dL_val/dθ' is only needed for the second-order term: first-order asks for the magnitudes' gradients alone.
     const firstOrder = this.#settings.hypergradient === 'first-order';

@@ -43,7 +43,7 @@ export class Trainer extends TrainingLoop {
       this.#optimizer = new ScheduledOptimizer(this.parameters, options.optimizer ?? {}, options.maxSteps ?? 1);
     }
     const loss = tidy(() => {
-      const { loss } = this.model.forward(collate([...examples], this.model.config.padTokenId));
+      const { loss } = this.model.forward(collate(examples, this.model.config.padTokenId, this.model.config));
       loss!.backward({ inputs: this.parameters });
       return loss!.item();
     });
