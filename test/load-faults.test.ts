@@ -426,3 +426,40 @@ describe('files', () => {
     expect(readdirSync(dir).sort()).toEqual(['inner.bin', 'outer.bin', ...kept].sort());
   });
 });
+
+describe('fuzz of loading, in child processes', () => {
+  it('1,200 mutated safetensors files and 300 broken folders: no crash, hang, wrong success, bad error or leak', async () => {
+    const { runInChildren } = await import('./fixtures/fuzz-loads.mjs');
+    const runs = await runInChildren({
+      seed: 20261212,
+      safetensorsCases: 1200,
+      folderCases: 300,
+      children: 3,
+      timeoutMs: 60_000,
+    });
+    const outcomes: Record<string, number> = {};
+    for (const run of runs) {
+      const label = `child ${JSON.stringify(run.job)}`;
+      // A crash shows as a signal or a non-zero status, a hang as the timeout.
+      expect({ code: run.code, signal: run.signal, timedOut: run.timedOut }, `${label}\n${run.stderr}`).toEqual({
+        code: 0,
+        signal: null,
+        timedOut: false,
+      });
+      const report = run.report!;
+      expect(report.problems, label).toEqual([]);
+      for (const [outcome, count] of Object.entries(report.outcomes))
+        outcomes[outcome] = (outcomes[outcome] ?? 0) + count;
+      const { leak } = report;
+      expect(leak.refused, label).toBe(leak.loads);
+      // Failed loads free everything at once, not at the next collection, and the RSS stays flat.
+      expect(leak.after, label).toEqual(leak.before);
+      expect(leak.rssAfter - leak.rssBefore, label).toBeLessThan(16 * 2 ** 20);
+    }
+    expect(Object.keys(outcomes).sort()).toEqual(['loaded', 'refused']);
+    expect(outcomes.loaded + outcomes.refused).toBe(1500);
+    // Both outcomes are exercised in earnest: the mutations are neither all harmless nor all fatal.
+    expect(outcomes.loaded).toBeGreaterThan(200);
+    expect(outcomes.refused).toBeGreaterThan(600);
+  });
+});

@@ -134,8 +134,9 @@ export function load(dir: string, options: LoadOptions = {}): SequenceClassifier
   const skipped: string[] = [];
   let tensors: Map<string, Tensor> | undefined;
   let report: LoadReport;
+  const weightsFile = join(dir, 'model.safetensors');
   try {
-    tensors = readSafetensors(join(dir, 'model.safetensors'), {
+    tensors = readSafetensors(weightsFile, {
       only: (name, info) => {
         const floating = FLOAT_DTYPES.has(info.dtype);
         if (!floating) skipped.push(name);
@@ -149,6 +150,9 @@ export function load(dir: string, options: LoadOptions = {}): SequenceClassifier
     // Nothing built here outlives a failed load: the model is freed now, not whenever the collector runs.
     for (const tensor of tensors?.values() ?? []) tensor.dispose();
     model.dispose();
+    if (error instanceof RangeError && !error.message.includes(weightsFile)) {
+      throw new RangeError(`models.load: ${weightsFile}: ${error.message}`, { cause: error });
+    }
     throw error;
   }
   if (!options.quiet) warnAbout(report, model, dir);
