@@ -155,7 +155,7 @@ describe('adapters.load is all or nothing', () => {
     expect(adapters.appliedConfig(model)).toMatchObject({ method: 'dora', r: 2, alpha: 8, targetModules: ['query'] });
     const trainable = model.namedParameters().filter(([, tensor]) => tensor.requiresGrad);
     expect(trainable.map(([name]) => name)).toHaveLength(2 * 3 + 2);
-    // The replaced adapters (3 tensors each on 3 × 2 layers... of LoRA: A and B) are freed: only the new ones remain.
+    // The replaced LoRA adapters (A and B on 10 layers) are freed: only the new A, B and m on 2 layers remain.
     expect(memory().tensors).toBe(tensors + 2 * 3);
     adapters.merge(model);
     expect(() => adapters.load(model, dir)).toThrow(/carries a merged adapter; unmerge it first/);
