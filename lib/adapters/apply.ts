@@ -30,6 +30,20 @@ export interface AdapterConfig {
   init?: 'kaiming' | 'gaussian';
   /** Seed of A's initial values and of the dropout masks. */
   seed?: number;
+  /**
+   * PEFT's rank_pattern: r per layer, by pattern. The first key (in insertion order) that matches the end of a layer's
+   * dotted name at a dot boundary, as a regular expression (`(.*\.)?key$`), gives that layer's rank.
+   */
+  rankPattern?: Readonly<Record<string, number>>;
+  /** PEFT's alpha_pattern: alpha per layer, matched as rankPattern. */
+  alphaPattern?: Readonly<Record<string, number>>;
+  /**
+   * PEFT's layers_to_transform: only layers with these indices (the number in "….layer.3.…") get adapters. Needs
+   * targetModules as a list of names, as in PEFT; a name listed in full is adapted whatever its index.
+   */
+  layersToTransform?: number | readonly number[];
+  /** PEFT's layers_pattern: the name(s) of the module list the layer index follows (e.g. "layer"). */
+  layersPattern?: string | readonly string[];
 }
 
 export interface NamedTensor {
@@ -47,80 +61,301 @@ export interface ParameterGroups {
   modulesToSave: NamedTensor[];
 }
 
-function matcher(targets: AdapterConfig['targetModules']): (name: string) => boolean {
-  if (targets instanceof RegExp) return (name) => new RegExp(`^(?:${targets.source})$`, targets.flags).test(name);
-  if (typeof targets === 'string') return matcher(new RegExp(targets));
-  return (name) => targets.some((target) => name === target || name.endsWith(`.${target}`));
+/** The config each adapted model was set up with (what adapters.save writes). */
+const applied = new WeakMap<Module, AdapterConfig>();
+
+/** PEFT's list matching: a name equal to an entry, or ending in "." + the entry. */
+function matchesListEntry(name: string, target: string): boolean {
+  return name === target || name.endsWith(`.${target}`);
 }
 
-function checkConfig(config: AdapterConfig): void {
-  if (config === null || typeof config !== 'object') throw new TypeError('adapters.apply: config must be an object');
-  if (!['lora', 'dora', 'bidora'].includes(config.method)) {
-    throw new RangeError(`adapters.apply: method must be 'lora', 'dora' or 'bidora', got '${String(config.method)}'`);
+/** A regular expression from a config value, or a RangeError naming the key (a string from a file may be anything). */
+export function compilePattern(source: string, flags: string, key: string, where: string): RegExp {
+  try {
+    return new RegExp(source, flags);
+  } catch (error) {
+    throw new RangeError(`${where}: ${key} is not a valid regular expression (${(error as Error).message})`, {
+      cause: error,
+    });
   }
-  if (!Number.isInteger(config.r) || config.r < 1) {
-    throw new RangeError(`adapters.apply: r must be an integer of at least 1, got ${config.r}`);
+}
+
+/** Whether each Linear layer name is targeted, as PEFT's check_target_module_exists decides. */
+function targetMatcher(config: AdapterConfig, where: string): (name: string) => boolean {
+  const targets = config.targetModules;
+  // A string or RegExp must match the whole dotted name (PEFT: re.fullmatch); layers_to_transform does not apply.
+  if (targets instanceof RegExp) {
+    const whole = compilePattern(`^(?:${targets.source})$`, targets.flags.replace(/[gy]/g, ''), 'targetModules', where);
+    return (name) => whole.test(name);
+  }
+  if (typeof targets === 'string') {
+    const whole = compilePattern(`^(?:${targets})$`, '', 'targetModules', where);
+    return (name) => whole.test(name);
+  }
+  const layerIndex = layerIndexReader(config, where);
+  const wanted = config.layersToTransform;
+  const allowed = wanted === undefined ? undefined : new Set(typeof wanted === 'number' ? [wanted] : wanted);
+  return (name) => {
+    // A name listed in full is taken whatever its layer index, as in PEFT.
+    if (targets.includes(name)) return true;
+    if (!targets.some((target) => matchesListEntry(name, target))) return false;
+    if (allowed === undefined || allowed.size === 0) return true;
+    const index = layerIndex(name);
+    return index !== undefined && allowed.has(index);
+  };
+}
+
+/**
+ * The layer index inside a module name: the number after the last "<word>." (PEFT's `.*\.[^.]*\.(\d+)\.`) or after
+ * one of `layersPattern` (PEFT's `.*\.{pattern}\.(\d+)\.`).
+ */
+function layerIndexReader(config: AdapterConfig, where: string): (name: string) => number | undefined {
+  const patterns = config.layersPattern;
+  const list = patterns === undefined ? [] : typeof patterns === 'string' ? [patterns] : patterns;
+  const readers =
+    list.length === 0
+      ? [/^.*\.[^.]*\.(\d+)\./]
+      : list.map((pattern) => compilePattern(`^.*\\.(?:${pattern})\\.(\\d+)\\.`, '', 'layersPattern', where));
+  return (name) => {
+    for (const reader of readers) {
+      const match = reader.exec(name);
+      if (match) return Number(match[1]);
+    }
+    return undefined;
+  };
+}
+
+/**
+ * The per-layer value of a PEFT rank_pattern / alpha_pattern: the first key (in order) matching the module name as
+ * `(.*\.)?{key}$` from its start, as PEFT's get_pattern_key, else `fallback`.
+ */
+function patternLookup(
+  pattern: Readonly<Record<string, number>> | undefined,
+  key: string,
+  where: string,
+): (name: string, fallback: number) => number {
+  const entries = Object.entries(pattern ?? {}).map(
+    ([source, value]) =>
+      [compilePattern(`^(?:.*\\.)?(?:${source})$`, '', `${key} key ${JSON.stringify(source)}`, where), value] as const,
+  );
+  return (name, fallback) => entries.find(([regex]) => regex.test(name))?.[1] ?? fallback;
+}
+
+function isRecordOf(value: unknown, valid: (item: unknown) => boolean): boolean {
+  return (
+    value !== null &&
+    typeof value === 'object' &&
+    !Array.isArray(value) &&
+    Object.values(value as Record<string, unknown>).every(valid)
+  );
+}
+
+const isRank = (value: unknown): boolean => Number.isInteger(value) && (value as number) >= 1;
+const isFiniteNumber = (value: unknown): boolean => typeof value === 'number' && Number.isFinite(value);
+
+function checkConfig(config: AdapterConfig, where: string): void {
+  if (config === null || typeof config !== 'object') throw new TypeError(`${where}: config must be an object`);
+  if (!['lora', 'dora', 'bidora'].includes(config.method)) {
+    throw new RangeError(`${where}: method must be 'lora', 'dora' or 'bidora', got '${String(config.method)}'`);
+  }
+  if (!isRank(config.r)) {
+    throw new RangeError(`${where}: r must be an integer of at least 1, got ${config.r}`);
   }
   const dropout = config.dropout ?? 0;
-  if (!(dropout >= 0 && dropout < 1)) throw new RangeError(`adapters.apply: dropout must be in [0, 1), got ${dropout}`);
+  if (!(dropout >= 0 && dropout < 1)) throw new RangeError(`${where}: dropout must be in [0, 1), got ${dropout}`);
   const alpha = config.alpha ?? config.r;
-  if (!Number.isFinite(alpha)) throw new RangeError(`adapters.apply: alpha must be finite, got ${alpha}`);
+  if (!isFiniteNumber(alpha)) throw new RangeError(`${where}: alpha must be finite, got ${alpha}`);
   const targets = config.targetModules;
   const validTargets =
     targets instanceof RegExp ||
     typeof targets === 'string' ||
     (Array.isArray(targets) && targets.length > 0 && targets.every((target) => typeof target === 'string'));
   if (!validTargets) {
-    throw new TypeError('adapters.apply: targetModules must be a non-empty array of names, a string or a RegExp');
+    throw new TypeError(`${where}: targetModules must be a non-empty array of names, a string or a RegExp`);
+  }
+  if (config.rankPattern !== undefined && !isRecordOf(config.rankPattern, isRank)) {
+    throw new RangeError(`${where}: rankPattern must map patterns to integers of at least 1`);
+  }
+  if (config.alphaPattern !== undefined && !isRecordOf(config.alphaPattern, isFiniteNumber)) {
+    throw new RangeError(`${where}: alphaPattern must map patterns to finite numbers`);
+  }
+  const layers = config.layersToTransform;
+  const isLayerIndex = (value: unknown) => Number.isInteger(value) && (value as number) >= 0;
+  if (layers !== undefined && !(isLayerIndex(layers) || (Array.isArray(layers) && layers.every(isLayerIndex)))) {
+    throw new RangeError(`${where}: layersToTransform must be a layer index or an array of them`);
+  }
+  const patterns = config.layersPattern;
+  if (
+    patterns !== undefined &&
+    typeof patterns !== 'string' &&
+    !(Array.isArray(patterns) && patterns.every((pattern) => typeof pattern === 'string'))
+  ) {
+    throw new TypeError(`${where}: layersPattern must be a string or an array of strings`);
+  }
+  // PEFT refuses these combinations too (LoraConfig.__post_init__): the setting would be silently ignored.
+  if (layers !== undefined && !Array.isArray(targets)) {
+    throw new RangeError(`${where}: layersToTransform needs targetModules as a list of names, not a pattern`);
+  }
+  if (patterns !== undefined && layers === undefined) {
+    throw new RangeError(`${where}: layersPattern needs layersToTransform`);
   }
 }
 
-/** Linear layers of `model` whose names match, checked before anything changes. */
-function matchedLinears(model: Module, config: AdapterConfig): [string, Linear][] {
+/** One Linear layer to adapt, with its own rank and scale (rankPattern / alphaPattern may differ per layer). */
+export interface PlannedAdapter {
+  name: string;
+  layer: Linear;
+  r: number;
+  scale: number;
+  /** Position among the adapted layers: it seeds the layer's initial A and its dropout masks. */
+  index: number;
+}
+
+/** What `apply` will do to a model, worked out and checked without changing anything. */
+export interface AdapterPlan {
+  config: AdapterConfig;
+  adapters: PlannedAdapter[];
+  /** The modules trained in full, by their full dotted names. */
+  modulesToSave: [string, Module][];
+}
+
+/**
+ * Works out which layers get adapters (and with which r and scale) and which modules are saved in full; throws, with
+ * nothing changed, for unknown targets or ranks too large. `replacing` plans over adapters the model already carries
+ * (adapters.load replaces them); `skipMissingModules` skips modules to save the model lacks, as PEFT does.
+ */
+export function planAdapters(
+  model: Module,
+  config: AdapterConfig,
+  options: { where?: string; replacing?: boolean; skipMissingModules?: boolean } = {},
+): AdapterPlan {
+  const where = options.where ?? 'adapters.apply';
+  checkConfig(config, where);
   const linears = model.namedModules().filter((entry): entry is [string, Linear] => entry[1] instanceof Linear);
-  const matches = matcher(config.targetModules);
+  const matches = targetMatcher(config, where);
   const matched = linears.filter(([name]) => matches(name));
   if (Array.isArray(config.targetModules)) {
     const unmatched = config.targetModules.filter(
-      (target) => !linears.some(([name]) => name === target || name.endsWith(`.${target}`)),
+      (target) => !linears.some(([name]) => matchesListEntry(name, target)),
     );
     if (unmatched.length > 0) {
       const available = [...new Set(linears.map(([name]) => name.split('.').at(-1)))].join(', ');
       throw new RangeError(
-        `adapters.apply: target modules [${unmatched.join(', ')}] match no Linear layer of the model ` +
+        `${where}: target modules [${unmatched.join(', ')}] match no Linear layer of the model ` +
           `(Linear layer names end in: ${available})`,
       );
     }
   }
-  if (matched.length === 0)
-    throw new RangeError(`adapters.apply: no Linear layer matches ${String(config.targetModules)}`);
-  for (const [name, layer] of matched) {
-    if (layer.adapter !== undefined) throw new RangeError(`adapters.apply: ${name} already carries an adapter`);
+  if (matched.length === 0) {
+    const restriction = config.layersToTransform === undefined ? '' : ` in layers ${String(config.layersToTransform)}`;
+    throw new RangeError(`${where}: no Linear layer matches ${String(config.targetModules)}${restriction}`);
+  }
+  const rankOf = patternLookup(config.rankPattern, 'rankPattern', where);
+  const alphaOf = patternLookup(config.alphaPattern, 'alphaPattern', where);
+  const adapters = matched.map(([name, layer], index): PlannedAdapter => {
+    if (layer.adapter !== undefined && !options.replacing) {
+      throw new RangeError(`${where}: ${name} already carries an adapter`);
+    }
+    const r = rankOf(name, config.r);
+    const alpha = alphaOf(name, config.alpha ?? config.r);
     const largest = Math.min(layer.inFeatures, layer.outFeatures);
-    if (config.r > largest) {
+    if (r > largest) {
       throw new RangeError(
-        `adapters.apply: r = ${config.r} exceeds min(in, out) = ${largest} of ${name} ` +
-          `[${layer.outFeatures}, ${layer.inFeatures}]`,
+        `${where}: r = ${r} exceeds min(in, out) = ${largest} of ${name} [${layer.outFeatures}, ${layer.inFeatures}]`,
       );
     }
-  }
-  return matched;
-}
-
-function matchedModulesToSave(model: Module, names: readonly string[]): [string, Module][] {
-  const modules = model.namedModules();
-  return names.map((wanted) => {
-    const found = modules.find(([name]) => name === wanted || name.endsWith(`.${wanted}`));
-    if (found === undefined) throw new RangeError(`adapters.apply: module to save '${wanted}' is not in the model`);
-    return found;
+    return { name, layer, r, scale: config.useRslora ? alpha / Math.sqrt(r) : alpha / r, index };
   });
+  const modules = model.namedModules();
+  const modulesToSave: [string, Module][] = [];
+  for (const wanted of config.modulesToSave ?? []) {
+    const found = modules.find(([name]) => matchesListEntry(name, wanted));
+    if (found !== undefined) modulesToSave.push(found);
+    else if (!options.skipMissingModules)
+      throw new RangeError(`${where}: module to save '${wanted}' is not in the model`);
+  }
+  return { config, adapters, modulesToSave };
 }
 
-const applied = new WeakMap<Module, AdapterConfig>();
+/** The initial A, B and m of a planned adapter: A random, B = 0, m = ||W0|| so the layer starts at the base one. */
+function initialWeights(planned: PlannedAdapter, config: AdapterConfig): AdapterWeights {
+  const { layer, r, scale } = planned;
+  const { inFeatures, outFeatures } = layer;
+  const { device } = layer.weight;
+  const seed = layerSeed(config, planned.index);
+  const loraA =
+    config.init === 'gaussian'
+      ? Tensor.randn([r, inFeatures], { seed, device })
+      : Tensor.uniform([r, inFeatures], {
+          seed,
+          low: -1 / Math.sqrt(inFeatures),
+          high: 1 / Math.sqrt(inFeatures),
+          device,
+        });
+  const loraB = Tensor.zeros([outFeatures, r], { device });
+  const magnitude =
+    config.method !== 'lora' ? noGrad(() => doraWeightNorm({ weight: layer.weight, loraA, loraB, scale })) : undefined;
+  return { loraA, loraB, magnitude };
+}
+
+function layerSeed(config: AdapterConfig, index: number): number {
+  return (config.seed ?? 0) * 7919 + index * 2;
+}
+
+export interface AdapterWeights {
+  loraA: Tensor;
+  loraB: Tensor;
+  magnitude: Tensor | undefined;
+}
+
+/**
+ * Carries out a plan: freezes every parameter, attaches an adapter built from `weightsOf` (which takes the tensors
+ * over) to each planned layer, makes the modules to save trainable, and records the config. Never throws once
+ * `weightsOf` has run for every layer, so adapters.load can prepare everything that may fail first.
+ */
+export function attachAdapters(
+  model: Module,
+  plan: AdapterPlan,
+  weightsOf: (planned: PlannedAdapter) => AdapterWeights,
+): ParameterGroups {
+  const { config } = plan;
+  const detachNorm = config.detachNorm ?? config.method !== 'bidora';
+  const weights = plan.adapters.map((planned) => weightsOf(planned));
+  for (const parameter of model.parameters()) parameter.requiresGrad = false;
+  const groups: ParameterGroups = { direction: [], magnitude: [], modulesToSave: [] };
+  plan.adapters.forEach((planned, position) => {
+    const { loraA, loraB, magnitude } = weights[position];
+    planned.layer.adapter = new LinearAdapter(loraA.requireGrad(), loraB.requireGrad(), magnitude?.requireGrad(), {
+      scale: planned.scale,
+      dropout: config.dropout ?? 0,
+      detachNorm,
+      seed: layerSeed(config, planned.index) + 1,
+    });
+    groups.direction.push(
+      { name: `${planned.name}.adapter.loraA`, tensor: loraA },
+      { name: `${planned.name}.adapter.loraB`, tensor: loraB },
+    );
+    if (magnitude) groups.magnitude.push({ name: `${planned.name}.adapter.magnitude`, tensor: magnitude });
+  });
+  for (const [name, module] of plan.modulesToSave) {
+    for (const [parameterName, tensor] of module.namedParameters(name)) {
+      tensor.requiresGrad = true;
+      groups.modulesToSave.push({ name: parameterName, tensor });
+    }
+  }
+  applied.set(model, { ...config, modulesToSave: plan.modulesToSave.map(([name]) => name) });
+  return groups;
+}
 
 /** The config `apply` attached to `model` with, if any. */
 export function appliedConfig(model: Module): AdapterConfig | undefined {
   return applied.get(model);
+}
+
+/** Sets (or, with undefined, forgets) the recorded config: adapters.load restores it when a load is undone. */
+export function setAppliedConfig(model: Module, config: AdapterConfig | undefined): void {
+  if (config === undefined) applied.delete(model);
+  else applied.set(model, config);
 }
 
 /**
@@ -128,53 +363,6 @@ export function appliedConfig(model: Module): AdapterConfig | undefined {
  * tensors by role. Throws, before changing anything, for unknown target modules, r < 1 or r > min(in, out).
  */
 export function apply(model: Module, config: AdapterConfig): ParameterGroups {
-  checkConfig(config);
-  const targets = matchedLinears(model, config);
-  const saved = matchedModulesToSave(model, config.modulesToSave ?? []);
-  const alpha = config.alpha ?? config.r;
-  const scale = config.useRslora ? alpha / Math.sqrt(config.r) : alpha / config.r;
-  const withMagnitude = config.method !== 'lora';
-  const detachNorm = config.detachNorm ?? config.method !== 'bidora';
-  const seed = config.seed ?? 0;
-
-  for (const parameter of model.parameters()) parameter.requiresGrad = false;
-  const groups: ParameterGroups = { direction: [], magnitude: [], modulesToSave: [] };
-  targets.forEach(([name, layer], index) => {
-    const { inFeatures, outFeatures } = layer;
-    const { device } = layer.weight;
-    const layerSeed = seed * 7919 + index * 2;
-    const loraA =
-      config.init === 'gaussian'
-        ? Tensor.randn([config.r, inFeatures], { seed: layerSeed, device })
-        : Tensor.uniform([config.r, inFeatures], {
-            seed: layerSeed,
-            low: -1 / Math.sqrt(inFeatures),
-            high: 1 / Math.sqrt(inFeatures),
-            device,
-          });
-    const loraB = Tensor.zeros([outFeatures, config.r], { device });
-    // With B = 0 the direction is W0, so m starts at W0's row norms and the adapted layer equals the base one.
-    const magnitude = withMagnitude
-      ? noGrad(() => doraWeightNorm({ weight: layer.weight, loraA, loraB, scale }))
-      : undefined;
-    layer.adapter = new LinearAdapter(loraA.requireGrad(), loraB.requireGrad(), magnitude?.requireGrad(), {
-      scale,
-      dropout: config.dropout ?? 0,
-      detachNorm,
-      seed: layerSeed + 1,
-    });
-    groups.direction.push(
-      { name: `${name}.adapter.loraA`, tensor: loraA },
-      { name: `${name}.adapter.loraB`, tensor: loraB },
-    );
-    if (magnitude) groups.magnitude.push({ name: `${name}.adapter.magnitude`, tensor: magnitude });
-  });
-  for (const [name, module] of saved) {
-    for (const [parameterName, tensor] of module.namedParameters(name)) {
-      tensor.requiresGrad = true;
-      groups.modulesToSave.push({ name: parameterName, tensor });
-    }
-  }
-  applied.set(model, { ...config, modulesToSave: saved.map(([name]) => name) });
-  return groups;
+  const plan = planAdapters(model, config);
+  return attachAdapters(model, plan, (planned) => initialWeights(planned, config));
 }

@@ -8,7 +8,17 @@ import { writeFileAtomic } from '../io/atomic';
 import { readSafetensors, writeSafetensors } from '../io/safetensors';
 import { replaceParameter, type Module } from '../nn/module';
 import { type Tensor } from '../tensor';
-import { type AdapterConfig, type AdapterMethod, apply, appliedConfig } from './apply';
+import { type Device } from '../binding';
+import {
+  type AdapterConfig,
+  type AdapterMethod,
+  type AdapterPlan,
+  appliedConfig,
+  attachAdapters,
+  compilePattern,
+  planAdapters,
+  setAppliedConfig,
+} from './apply';
 import { adaptedLayers } from './layers';
 
 export const ADAPTER_CONFIG_FILE = 'adapter_config.json';
@@ -31,6 +41,10 @@ export interface PeftAdapterConfig {
   bias: 'none';
   init_lora_weights: boolean | 'gaussian';
   inference_mode: boolean;
+  rank_pattern: Record<string, number>;
+  alpha_pattern: Record<string, number>;
+  layers_to_transform: number | number[] | null;
+  layers_pattern: string | string[] | null;
   bidora?: { method: AdapterMethod; detachNorm: boolean };
   [key: string]: unknown;
 }
@@ -45,6 +59,7 @@ export interface SaveOptions {
 function toPeftConfig(config: AdapterConfig, options: SaveOptions): PeftAdapterConfig {
   const targets = config.targetModules;
   const alpha = config.alpha ?? config.r;
+  const { layersToTransform, layersPattern } = config;
   return {
     peft_type: 'LORA',
     task_type: options.taskType ?? 'SEQ_CLS',
@@ -61,31 +76,225 @@ function toPeftConfig(config: AdapterConfig, options: SaveOptions): PeftAdapterC
     bias: 'none',
     init_lora_weights: config.init === 'gaussian' ? 'gaussian' : true,
     inference_mode: true,
+    rank_pattern: { ...config.rankPattern },
+    alpha_pattern: { ...config.alphaPattern },
+    layers_to_transform:
+      layersToTransform === undefined
+        ? null
+        : typeof layersToTransform === 'number'
+          ? layersToTransform
+          : [...layersToTransform],
+    layers_pattern:
+      layersPattern === undefined ? null : typeof layersPattern === 'string' ? layersPattern : [...layersPattern],
     bidora: { method: config.method, detachNorm: config.detachNorm ?? config.method !== 'bidora' },
   };
 }
 
-function fromPeftConfig(raw: unknown, file: string): AdapterConfig {
-  const config = raw as Partial<PeftAdapterConfig>;
-  if (config === null || typeof config !== 'object') throw new TypeError(`${file}: expected a JSON object`);
-  if (config.peft_type !== 'LORA')
-    throw new RangeError(`${file}: peft_type must be "LORA", got ${JSON.stringify(config.peft_type)}`);
-  if (config.fan_in_fan_out) throw new RangeError(`${file}: fan_in_fan_out adapters (GPT-2 Conv1D) are not supported`);
-  if (config.bias !== undefined && config.bias !== 'none') {
-    throw new RangeError(`${file}: bias "${String(config.bias)}" is not supported (only "none")`);
+/** PEFT's init_lora_weights values that only choose A's and B's first values, so a trained adapter loads as is. */
+const INIT_ONLY_WEIGHTS: readonly unknown[] = [true, false, 'gaussian', 'eva', 'orthogonal'];
+
+/**
+ * Keys of newer PEFT versions that change what the adapter computes when set: bidora does not implement them, so a
+ * folder that uses one is refused instead of loading into something else. The value is each key's "unused" value.
+ */
+const UNSUPPORTED_UNLESS_DEFAULT: Record<string, (value: unknown) => boolean> = {
+  exclude_modules: (value) => value == null || (Array.isArray(value) && value.length === 0),
+  lora_bias: (value) => value === undefined || value === false,
+  layer_replication: (value) => value == null,
+  trainable_token_indices: (value) => value == null,
+  target_parameters: (value) => value == null || (Array.isArray(value) && value.length === 0),
+  use_qalora: (value) => value === undefined || value === false,
+  alora_invocation_tokens: (value) => value == null,
+  arrow_config: (value) => value == null,
+};
+
+/** Largest r accepted from a file: far above any real adapter, low enough that a corrupt value cannot exhaust memory. */
+const MAX_RANK = 1 << 16;
+
+/** Checks of one config key's value, each throwing a TypeError or RangeError that names the key and the file. */
+class ConfigReader {
+  constructor(
+    private readonly config: Record<string, unknown>,
+    private readonly where: string,
+  ) {}
+
+  private describe(value: unknown): string {
+    const json = JSON.stringify(value) ?? String(value);
+    return json.length > 80 ? `${json.slice(0, 80)}...` : json;
   }
-  const method: AdapterMethod = config.bidora?.method ?? (config.use_dora ? 'dora' : 'lora');
+
+  fail(key: string, expected: string, error: 'type' | 'range' = 'type'): never {
+    const message = `${this.where}: ${key} must be ${expected}, got ${this.describe(this.config[key])}`;
+    throw error === 'type' ? new TypeError(message) : new RangeError(message);
+  }
+
+  /** The value, or undefined for a key that is absent or null (PEFT writes null for "not set"). */
+  value(key: string): unknown {
+    const value = this.config[key];
+    return value === null ? undefined : value;
+  }
+
+  string(key: string): string | undefined {
+    const value = this.value(key);
+    if (value !== undefined && typeof value !== 'string') this.fail(key, 'a string or null');
+    return value as string | undefined;
+  }
+
+  boolean(key: string, fallback: boolean): boolean {
+    const value = this.value(key) ?? fallback;
+    if (typeof value !== 'boolean') this.fail(key, 'true or false');
+    return value;
+  }
+
+  number(key: string, fallback: number, valid: (value: number) => boolean, expected: string): number {
+    const value = this.value(key) ?? fallback;
+    if (typeof value !== 'number') this.fail(key, expected);
+    if (!valid(value)) this.fail(key, expected, 'range');
+    return value;
+  }
+
+  strings(key: string, options: { nonEmpty: boolean }): string[] | undefined {
+    const value = this.value(key);
+    if (value === undefined) return undefined;
+    const valid =
+      Array.isArray(value) &&
+      value.every((item) => typeof item === 'string') &&
+      (!options.nonEmpty || value.length > 0);
+    if (!valid) this.fail(key, options.nonEmpty ? 'a non-empty list of names' : 'a list of names or null');
+    return value as string[];
+  }
+
+  patterns(key: string, valid: (value: unknown) => boolean, expected: string): Record<string, number> | undefined {
+    const value = this.value(key);
+    if (value === undefined) return undefined;
+    if (typeof value !== 'object' || Array.isArray(value)) this.fail(key, `an object mapping patterns to ${expected}`);
+    for (const [pattern, item] of Object.entries(value as Record<string, unknown>)) {
+      if (!valid(item)) {
+        throw new RangeError(
+          `${this.where}: ${key}[${JSON.stringify(pattern)}] must be ${expected}, got ${this.describe(item)}`,
+        );
+      }
+      compilePattern(pattern, '', `${key} key ${JSON.stringify(pattern)}`, this.where);
+    }
+    const entries = Object.entries(value as Record<string, number>);
+    return entries.length === 0 ? undefined : Object.fromEntries(entries);
+  }
+}
+
+/** Reads adapter_config.json into an AdapterConfig, checking every key bidora uses (unknown keys are ignored). */
+export function fromPeftConfig(raw: unknown, file: string): AdapterConfig {
+  const where = `adapters.load: ${file}`;
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw))
+    throw new TypeError(`${where}: expected a JSON object`);
+  const config = raw as Record<string, unknown>;
+  const read = new ConfigReader(config, where);
+  if (config.peft_type !== 'LORA') read.fail('peft_type', '"LORA"', 'range');
+  for (const key of ['task_type', 'base_model_name_or_path', 'revision']) read.string(key);
+  if (read.boolean('fan_in_fan_out', false)) {
+    throw new RangeError(`${where}: fan_in_fan_out adapters (GPT-2 Conv1D) are not supported`);
+  }
+  if ((read.value('bias') ?? 'none') !== 'none') read.fail('bias', '"none" (bias training is not supported)', 'range');
+  read.boolean('inference_mode', true);
+  const init = read.value('init_lora_weights') ?? true;
+  if (!INIT_ONLY_WEIGHTS.includes(init)) {
+    // PiSSA, OLoRA, CorDA and LoftQ also change the base weights, which this folder does not hold.
+    read.fail('init_lora_weights', 'true, false, "gaussian", "eva" or "orthogonal"', 'range');
+  }
+  for (const [key, isDefault] of Object.entries(UNSUPPORTED_UNLESS_DEFAULT)) {
+    if (!isDefault(config[key])) read.fail(key, 'unset (bidora does not support it)', 'range');
+  }
+  // PEFT's LoraConfig defaults: r = 8, lora_alpha = 8.
+  const isRank = (value: number) => Number.isInteger(value) && value >= 1 && value <= MAX_RANK;
+  const r = read.number('r', 8, isRank, `an integer in [1, ${MAX_RANK}]`);
+  const alpha = read.number('lora_alpha', 8, Number.isFinite, 'a finite number');
+  const dropout = read.number('lora_dropout', 0, (value) => value >= 0 && value < 1, 'a number in [0, 1)');
+  const useDora = read.boolean('use_dora', false);
+  const useRslora = read.boolean('use_rslora', false);
+  let targetModules: string[] | string;
+  const targets = config.target_modules;
+  if (typeof targets === 'string') {
+    compilePattern(targets, '', 'target_modules', where);
+    targetModules = targets;
+  } else {
+    targetModules =
+      read.strings('target_modules', { nonEmpty: true }) ??
+      read.fail('target_modules', 'a non-empty list of names or a regular expression');
+  }
+  const modulesToSave = read.strings('modules_to_save', { nonEmpty: false }) ?? [];
+  const rankPattern = read.patterns(
+    'rank_pattern',
+    (value) => typeof value === 'number' && isRank(value),
+    `integers in [1, ${MAX_RANK}]`,
+  );
+  const alphaPattern = read.patterns(
+    'alpha_pattern',
+    (value) => typeof value === 'number' && Number.isFinite(value),
+    'finite numbers',
+  );
+  const layersToTransform = readLayersToTransform(read);
+  const layersPattern = readLayersPattern(read);
+  if (layersToTransform !== undefined && typeof targetModules === 'string') {
+    throw new RangeError(`${where}: layers_to_transform cannot be used when target_modules is a regular expression`);
+  }
+  if (layersPattern !== undefined && layersToTransform === undefined) {
+    throw new RangeError(`${where}: layers_pattern needs layers_to_transform`);
+  }
+  const { method, detachNorm } = readBidoraSettings(config.bidora, useDora, where);
   return {
     method,
-    r: config.r as number,
-    alpha: config.lora_alpha,
-    dropout: config.lora_dropout ?? 0,
-    targetModules: config.target_modules as string[] | string,
-    modulesToSave: config.modules_to_save ?? [],
-    useRslora: config.use_rslora ?? false,
-    detachNorm: config.bidora?.detachNorm,
-    init: config.init_lora_weights === 'gaussian' ? 'gaussian' : 'kaiming',
+    r,
+    alpha,
+    dropout,
+    targetModules,
+    modulesToSave,
+    useRslora,
+    detachNorm,
+    init: init === 'gaussian' ? 'gaussian' : 'kaiming',
+    ...(rankPattern && { rankPattern }),
+    ...(alphaPattern && { alphaPattern }),
+    ...(layersToTransform !== undefined && { layersToTransform }),
+    ...(layersPattern !== undefined && { layersPattern }),
   };
+}
+
+/** layers_to_transform: an index, a list of them, or unset (null or an empty list, as PEFT reads it). */
+function readLayersToTransform(read: ConfigReader): number | number[] | undefined {
+  const value = read.value('layers_to_transform');
+  const isIndex = (item: unknown) => Number.isSafeInteger(item) && (item as number) >= 0;
+  if (value === undefined || (Array.isArray(value) && value.length === 0)) return undefined;
+  if (isIndex(value)) return value as number;
+  if (Array.isArray(value) && value.every(isIndex)) return value as number[];
+  return read.fail('layers_to_transform', 'a layer index, a list of them, or null');
+}
+
+function readLayersPattern(read: ConfigReader): string | string[] | undefined {
+  const value = read.value('layers_pattern');
+  if (value === undefined || value === '' || (Array.isArray(value) && value.length === 0)) return undefined;
+  if (typeof value === 'string') return value;
+  return read.strings('layers_pattern', { nonEmpty: true });
+}
+
+/** bidora's own settings: absent in PEFT's folders, where use_dora alone says LoRA or DoRA. */
+function readBidoraSettings(
+  value: unknown,
+  useDora: boolean,
+  where: string,
+): { method: AdapterMethod; detachNorm: boolean | undefined } {
+  if (value === undefined || value === null) return { method: useDora ? 'dora' : 'lora', detachNorm: undefined };
+  const settings = value as Record<string, unknown>;
+  if (typeof value !== 'object' || Array.isArray(value)) throw new TypeError(`${where}: bidora must be an object`);
+  const method = settings.method;
+  if (method !== 'lora' && method !== 'dora' && method !== 'bidora') {
+    throw new RangeError(`${where}: bidora.method must be "lora", "dora" or "bidora", got ${JSON.stringify(method)}`);
+  }
+  if ((method !== 'lora') !== useDora) {
+    throw new RangeError(`${where}: bidora.method "${method}" disagrees with use_dora ${String(useDora)}`);
+  }
+  const detachNorm = settings.detachNorm;
+  if (detachNorm !== undefined && typeof detachNorm !== 'boolean') {
+    throw new TypeError(`${where}: bidora.detachNorm must be true or false, got ${JSON.stringify(detachNorm)}`);
+  }
+  return { method, detachNorm };
 }
 
 /** Writes `dir/adapter_config.json` and `dir/adapter_model.safetensors` with PEFT's key names. */
@@ -109,78 +318,146 @@ export function save(model: Module, dir: string, options: SaveOptions = {}): voi
   writeFileAtomic(join(dir, ADAPTER_CONFIG_FILE), JSON.stringify(toPeftConfig(config, options), null, 2) + '\n');
 }
 
+function readJson(file: string, where: string): unknown {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (error) {
+    throw new Error(`${where}: cannot read ${file}: ${(error as Error).message}`, { cause: error });
+  }
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw new TypeError(`${where}: ${file} is not valid JSON (${(error as Error).message})`, { cause: error });
+  }
+}
+
 /**
- * Loads a PEFT adapter folder into `model`: applies the adapters its config describes when the model has none, then
- * copies every tensor in by name. Missing tensors and shape mismatches throw before the model changes.
+ * Loads a PEFT adapter folder into `model`, as one step: the config and every tensor (name, shape, dtype, finite
+ * values) are read and checked before the model changes, and any failure after that undoes what was done, so a load
+ * that throws leaves the model exactly as it was. Adapters the model already carries are replaced by the folder's
+ * (its r, alpha, method, target and saved modules); merged ones must be unmerged first. Modules to save that the
+ * model lacks (PEFT's SEQ_CLS configs list both "classifier" and "score") are skipped, as PEFT does.
  */
 export function load(model: Module, dir: string): AdapterConfig {
-  const file = join(dir, ADAPTER_CONFIG_FILE);
-  let raw: unknown;
+  if (typeof dir !== 'string' || dir === '') throw new TypeError('adapters.load: dir must be a non-empty string');
+  const configFile = join(dir, ADAPTER_CONFIG_FILE);
+  const config = fromPeftConfig(readJson(configFile, 'adapters.load'), configFile);
+  const merged = adaptedLayers(model).find(({ adapter }) => adapter.merged);
+  if (merged) throw new TypeError(`adapters.load: ${merged.path} carries a merged adapter; unmerge it first`);
+  const plan = planAdapters(model, config, {
+    where: `adapters.load: ${configFile}`,
+    replacing: true,
+    skipMissingModules: true,
+  });
+  const weightsFile = join(dir, ADAPTER_WEIGHTS_FILE);
+  const { tensors } = readSafetensors(weightsFile, { requireFinite: true });
+  let placed: Map<string, Tensor>;
   try {
-    raw = JSON.parse(readFileSync(file, 'utf8'));
-  } catch (error) {
-    throw new Error(`adapters.load: cannot read ${file}: ${(error as Error).message}`);
-  }
-  const config = fromPeftConfig(raw, file);
-  const { tensors } = readSafetensors(join(dir, ADAPTER_WEIGHTS_FILE));
-  try {
-    if (adaptedLayers(model).length === 0) apply(model, config);
-    assign(model, tensors, config);
+    const slots = expectedTensors(plan);
+    checkNamesAndShapes(tensors, slots, weightsFile);
+    placed = onDevices(tensors, slots);
   } catch (error) {
     for (const tensor of tensors.values()) tensor.dispose();
     throw error;
   }
+  commit(model, plan, placed);
   return config;
 }
 
-/** Where each file tensor goes, checked in full before anything is replaced. */
-function assign(model: Module, tensors: Map<string, Tensor>, config: AdapterConfig): void {
-  const targets = new Map<string, { current: Tensor; place: (tensor: Tensor) => void }>();
-  for (const { path, adapter } of adaptedLayers(model)) {
-    targets.set(`${PREFIX}${path}.lora_A.weight`, {
-      current: adapter.loraA,
-      place: (tensor) => (adapter.loraA = tensor),
-    });
-    targets.set(`${PREFIX}${path}.lora_B.weight`, {
-      current: adapter.loraB,
-      place: (tensor) => (adapter.loraB = tensor),
-    });
-    const magnitude = adapter.magnitude;
-    if (magnitude) {
-      targets.set(`${PREFIX}${path}.lora_magnitude_vector`, {
-        current: magnitude,
-        place: (tensor) => (adapter.magnitude = tensor),
-      });
+interface Slot {
+  shape: readonly number[];
+  device: Device;
+}
+
+/** Every tensor the folder must hold for `plan`, by its name in the file. */
+function expectedTensors(plan: AdapterPlan): Map<string, Slot> {
+  const slots = new Map<string, Slot>();
+  for (const { name, layer, r } of plan.adapters) {
+    const device = layer.weight.device;
+    slots.set(`${PREFIX}${name}.lora_A.weight`, { shape: [r, layer.inFeatures], device });
+    slots.set(`${PREFIX}${name}.lora_B.weight`, { shape: [layer.outFeatures, r], device });
+    if (plan.config.method !== 'lora') {
+      slots.set(`${PREFIX}${name}.lora_magnitude_vector`, { shape: [layer.outFeatures], device });
     }
   }
-  const parameters = new Map(model.namedParameters());
-  for (const name of config.modulesToSave ?? []) {
-    for (const [parameter] of [...parameters].filter(([key]) => key === name || key.startsWith(`${name}.`))) {
-      targets.set(`${PREFIX}${parameter}`, {
-        current: parameters.get(parameter)!,
-        place: (tensor) => replaceParameter(model, parameter, tensor),
-      });
+  for (const [name, module] of plan.modulesToSave) {
+    for (const [parameter, tensor] of module.namedParameters(name)) {
+      slots.set(`${PREFIX}${parameter}`, { shape: tensor.shape, device: tensor.device });
     }
   }
-  const missing = [...targets.keys()].filter((key) => !tensors.has(key));
-  if (missing.length > 0) throw new RangeError(`adapters.load: the adapter file lacks ${missing.join(', ')}`);
+  return slots;
+}
+
+function checkNamesAndShapes(tensors: Map<string, Tensor>, slots: Map<string, Slot>, file: string): void {
+  const missing = [...slots.keys()].filter((key) => !tensors.has(key));
+  if (missing.length > 0) throw new RangeError(`adapters.load: ${file} lacks ${missing.join(', ')}`);
   for (const [key, tensor] of tensors) {
-    const target = targets.get(key);
-    if (target === undefined) throw new RangeError(`adapters.load: the model has no place for ${key}`);
-    if (target.current.shape.join() !== tensor.shape.join()) {
+    const slot = slots.get(key);
+    if (slot === undefined) throw new RangeError(`adapters.load: ${file}: the model has no place for ${key}`);
+    if (slot.shape.join() !== tensor.shape.join()) {
       throw new RangeError(
-        `adapters.load: ${key} has shape [${tensor.shape.join(', ')}] but the model expects [${target.current.shape.join(', ')}]`,
+        `adapters.load: ${file}: ${key} has shape [${tensor.shape.join(', ')}] but the model expects ` +
+          `[${slot.shape.join(', ')}]`,
       );
     }
   }
-  for (const [key, tensor] of tensors) {
-    const target = targets.get(key)!;
-    // Onto the model's device: the file is read onto the CPU.
-    const placed = tensor.to(target.current.device);
-    if (placed !== tensor) tensor.dispose();
-    placed.requiresGrad = target.current.requiresGrad;
-    target.current.dispose();
-    target.place(placed);
+}
+
+/** The file's tensors moved onto their layers' devices (the file is read onto the CPU); on failure none is kept. */
+function onDevices(tensors: Map<string, Tensor>, slots: Map<string, Slot>): Map<string, Tensor> {
+  const placed = new Map<string, Tensor>();
+  try {
+    for (const [key, tensor] of tensors) {
+      const moved = tensor.to(slots.get(key)!.device);
+      placed.set(key, moved);
+    }
+  } catch (error) {
+    for (const [key, moved] of placed) if (moved !== tensors.get(key)) moved.dispose();
+    throw error;
+  }
+  for (const [key, tensor] of tensors) if (placed.get(key) !== tensor) tensor.dispose();
+  return placed;
+}
+
+/**
+ * Swaps the prepared tensors in: old adapters off, saved modules' parameters replaced, new adapters on. Nothing in it
+ * is expected to throw, but if anything does, everything is put back and the new tensors are freed.
+ */
+function commit(model: Module, plan: AdapterPlan, placed: Map<string, Tensor>): void {
+  const previousConfig = appliedConfig(model);
+  const previousAdapters = adaptedLayers(model);
+  const trainable = new Map(model.parameters().map((tensor) => [tensor, tensor.requiresGrad]));
+  const replaced: [string, Tensor][] = [];
+  try {
+    for (const { layer } of previousAdapters) layer.adapter = undefined;
+    for (const [name, module] of plan.modulesToSave) {
+      for (const [parameter] of module.namedParameters(name)) {
+        replaced.push([parameter, replaceParameter(model, parameter, placed.get(`${PREFIX}${parameter}`)!)]);
+      }
+    }
+    attachAdapters(model, plan, ({ name }) => ({
+      loraA: placed.get(`${PREFIX}${name}.lora_A.weight`)!,
+      loraB: placed.get(`${PREFIX}${name}.lora_B.weight`)!,
+      magnitude: placed.get(`${PREFIX}${name}.lora_magnitude_vector`),
+    }));
+  } catch (error) {
+    for (const { layer } of plan.adapters) layer.adapter = undefined;
+    for (const { layer, adapter } of previousAdapters) layer.adapter = adapter;
+    for (const [parameter, tensor] of replaced.reverse()) replaceParameter(model, parameter, tensor);
+    for (const [tensor, requiresGrad] of trainable) tensor.requiresGrad = requiresGrad;
+    setAppliedConfig(model, previousConfig);
+    for (const tensor of placed.values()) tensor.dispose();
+    throw error;
+  }
+  for (const { adapter } of previousAdapters) disposeAll([adapter.loraA, adapter.loraB, adapter.magnitude]);
+  disposeAll(replaced.map(([, tensor]) => tensor));
+}
+
+function disposeAll(tensors: (Tensor | undefined)[]): void {
+  for (const tensor of tensors) {
+    tensor?.grad?.dispose();
+    tensor?.dispose();
   }
 }
 

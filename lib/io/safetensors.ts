@@ -35,6 +35,11 @@ export interface ReadSafetensorsOptions {
    * an I64 `position_ids`); the rest may have any dtype or rank and are never read.
    */
   only?: TensorFilter;
+  /**
+   * Refuses, with a RangeError naming the tensor and the first bad element, any tensor holding NaN or ±Infinity
+   * (after conversion to float32, so an F64 too large for float32 counts): such weights only ever produce NaN outputs.
+   */
+  requireFinite?: boolean;
 }
 
 /** Bytes per element of each dtype the format defines, so any file's offsets can be checked. */
@@ -83,13 +88,15 @@ export function readSafetensors(
 ): { tensors: Map<string, Tensor>; metadata: Record<string, string> } {
   const where = `readSafetensors: ${checkPath(path, 'readSafetensors')}`;
   const only = checkOnly(options, where);
-  return withFileOpen(path, (fd) => {
+  const requireFinite = checkRequireFinite(options, where);
+  return withFileOpen(path, where, (fd) => {
     const header = readHeader(fd, where);
     const selected = selectTensors(header.tensors, only, where);
     const tensors = new Map<string, Tensor>();
     try {
       for (const [name, info] of selected) {
         const values = readValues(fd, header.dataStart, name, info, where);
+        if (requireFinite) checkFinite(values, info.shape, `${where}: tensor ${quote(name)}`);
         tensors.set(name, tensorFrom(values, info.shape, `${where}: tensor ${quote(name)}`));
       }
     } catch (error) {
@@ -103,7 +110,7 @@ export function readSafetensors(
 /** Reads and validates the header of a safetensors file without reading any tensor data. */
 export function readSafetensorsHeader(path: string): SafetensorsHeader {
   const where = `readSafetensorsHeader: ${checkPath(path, 'readSafetensorsHeader')}`;
-  return withFileOpen(path, (fd) => readHeader(fd, where));
+  return withFileOpen(path, where, (fd) => readHeader(fd, where));
 }
 
 function checkPath(path: unknown, functionName: string): string {
@@ -120,12 +127,56 @@ function checkOnly(options: unknown, where: string): TensorFilter | undefined {
   return only as TensorFilter | undefined;
 }
 
-function withFileOpen<T>(path: string, use: (fd: number) => T): T {
-  const fd = fs.openSync(path, 'r');
+function checkRequireFinite(options: ReadSafetensorsOptions, where: string): boolean {
+  const requireFinite: unknown = options.requireFinite ?? false;
+  if (typeof requireFinite !== 'boolean') {
+    throw new TypeError(`${where}: options.requireFinite must be a boolean, got ${kindOf(requireFinite)}`);
+  }
+  return requireFinite;
+}
+
+/**
+ * Runs `use` on the open file. Errors that do not already name the file (the system's, or a stack overflow on a
+ * pathological header) are rethrown with `where` in front, keeping their class, so every failure says which file.
+ */
+function withFileOpen<T>(path: string, where: string, use: (fd: number) => T): T {
+  let fd: number;
+  try {
+    fd = fs.openSync(path, 'r');
+  } catch (error) {
+    throw withLocation(error, where);
+  }
   try {
     return use(fd);
+  } catch (error) {
+    throw withLocation(error, where);
   } finally {
     fs.closeSync(fd);
+  }
+}
+
+function withLocation(error: unknown, where: string): unknown {
+  if (!(error instanceof Error) || error.message.startsWith(where)) return error;
+  const located =
+    error instanceof RangeError
+      ? new RangeError(`${where}: ${error.message}`, { cause: error })
+      : error instanceof TypeError
+        ? new TypeError(`${where}: ${error.message}`, { cause: error })
+        : new Error(`${where}: ${error.message}`, { cause: error });
+  const code = (error as NodeJS.ErrnoException).code;
+  if (code !== undefined) Object.assign(located, { code });
+  return located;
+}
+
+function checkFinite(values: Float32Array, shape: readonly number[], what: string): void {
+  for (let index = 0; index < values.length; index++) {
+    const value = values[index];
+    // value - value is 0 for every finite value and NaN for NaN and ±Infinity.
+    if (value - value !== 0) {
+      throw new RangeError(
+        `${what}: element ${index} (of shape [${shape.join(', ')}]) is ${value}; the tensor must hold finite values`,
+      );
+    }
   }
 }
 
@@ -514,9 +565,14 @@ function kindOf(value: unknown): string {
   return typeof value;
 }
 
-/** A value from the file as JSON, cut short: it may be arbitrarily large. */
+/** A value from the file as JSON, cut short: it may be arbitrarily large, or nested too deeply to stringify. */
 function preview(value: unknown): string {
-  const json = JSON.stringify(value) ?? String(value);
+  let json: string;
+  try {
+    json = JSON.stringify(value) ?? String(value);
+  } catch {
+    return `a ${kindOf(value)} nested too deeply to show`;
+  }
   return json.length > 100 ? `${json.slice(0, 100)}...` : json;
 }
 

@@ -47,67 +47,194 @@ export interface EncoderModelConfig {
   raw: HuggingFaceConfig;
 }
 
-function positiveInteger(config: Record<string, unknown>, key: string, fallback?: number): number {
-  const value = config[key] ?? fallback;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) {
-    throw new RangeError(`config.json: ${key} must be a positive integer, got ${JSON.stringify(value)}`);
+/**
+ * Upper bounds on the size keys: well above any BERT-family checkpoint (XLM-R's vocabulary is 250,002; BERT-large has
+ * 24 layers of 1,024), low enough that a corrupt value is refused before anything is allocated.
+ */
+export const CONFIG_SIZE_LIMITS = {
+  vocab_size: 1 << 24,
+  hidden_size: 1 << 16,
+  num_hidden_layers: 1 << 10,
+  num_attention_heads: 1 << 12,
+  intermediate_size: 1 << 18,
+  max_position_embeddings: 1 << 20,
+  type_vocab_size: 1 << 16,
+  num_labels: 1 << 20,
+} as const;
+
+type SizeKey = keyof typeof CONFIG_SIZE_LIMITS;
+
+/** A config value for the messages: it came from a file and may be anything. */
+function shown(value: unknown): string {
+  const json = JSON.stringify(value) ?? String(value);
+  return json.length > 80 ? `${json.slice(0, 80)}...` : json;
+}
+
+/** A key's value, with null read as absent (transformers writes null for "not set"). */
+function valueOf(config: Record<string, unknown>, key: string): unknown {
+  const value = config[key];
+  return value === null ? undefined : value;
+}
+
+function size(config: Record<string, unknown>, key: SizeKey, fallback?: number): number {
+  const value = valueOf(config, key) ?? fallback;
+  const limit = CONFIG_SIZE_LIMITS[key];
+  if (typeof value !== 'number') {
+    throw new TypeError(`config.json: ${key} must be an integer in [1, ${limit}], got ${shown(value)}`);
+  }
+  if (!Number.isInteger(value) || value < 1 || value > limit) {
+    throw new RangeError(`config.json: ${key} must be an integer in [1, ${limit}], got ${shown(value)}`);
   }
   return value;
 }
 
 function probability(config: Record<string, unknown>, key: string, fallback: number): number {
-  const value = config[key] ?? fallback;
-  if (typeof value !== 'number' || !(value >= 0 && value < 1)) {
-    throw new RangeError(`config.json: ${key} must be a probability in [0, 1), got ${JSON.stringify(value)}`);
+  const value = valueOf(config, key) ?? fallback;
+  if (typeof value !== 'number') {
+    throw new TypeError(`config.json: ${key} must be a probability in [0, 1), got ${shown(value)}`);
+  }
+  if (!(value >= 0 && value < 1)) {
+    throw new RangeError(`config.json: ${key} must be a probability in [0, 1), got ${shown(value)}`);
   }
   return value;
 }
 
-/** Validates a parsed config.json and fills Hugging Face's defaults. */
+function finiteNumber(
+  config: Record<string, unknown>,
+  key: string,
+  fallback: number,
+  valid: (value: number) => boolean,
+  expected: string,
+): number {
+  const value = valueOf(config, key) ?? fallback;
+  if (typeof value !== 'number') throw new TypeError(`config.json: ${key} must be ${expected}, got ${shown(value)}`);
+  if (!Number.isFinite(value) || !valid(value)) {
+    throw new RangeError(`config.json: ${key} must be ${expected}, got ${shown(value)}`);
+  }
+  return value;
+}
+
+function choice<T extends string>(config: Record<string, unknown>, key: string, fallback: T, allowed: readonly T[]): T {
+  const value = valueOf(config, key) ?? fallback;
+  const expected = allowed.map((item) => `'${item}'`).join(' or ');
+  if (typeof value !== 'string') throw new TypeError(`config.json: ${key} must be ${expected}, got ${shown(value)}`);
+  if (!allowed.includes(value as T)) {
+    throw new RangeError(`config.json: ${key} ${shown(value)} is not supported (expected ${expected})`);
+  }
+  return value as T;
+}
+
+/** The classes bidora builds (any of them loads as the sequence classifier of its family). */
+export const SUPPORTED_ARCHITECTURE = /^(Bert|Roberta)(ForSequenceClassification|Model|ForMaskedLM|ForPreTraining)$/;
+
+function firstArchitecture(config: Record<string, unknown>): string | undefined {
+  const architectures = valueOf(config, 'architectures');
+  if (architectures === undefined) return undefined;
+  if (!Array.isArray(architectures) || !architectures.every((item) => typeof item === 'string')) {
+    throw new TypeError(`config.json: architectures must be a list of class names, got ${shown(architectures)}`);
+  }
+  const architecture = architectures[0] as string | undefined;
+  if (architecture !== undefined && !SUPPORTED_ARCHITECTURE.test(architecture)) {
+    throw new RangeError(`config.json: architecture '${architecture}' is not supported`);
+  }
+  return architecture;
+}
+
+/** The number of labels id2label/label2id describe (checked), or undefined when neither is given. */
+function labelCount(config: Record<string, unknown>): number | undefined {
+  const id2label = valueOf(config, 'id2label');
+  const label2id = valueOf(config, 'label2id');
+  const isObject = (value: unknown) => value !== null && typeof value === 'object' && !Array.isArray(value);
+  if (id2label !== undefined) {
+    if (!isObject(id2label) || !Object.values(id2label as object).every((label) => typeof label === 'string')) {
+      throw new TypeError(`config.json: id2label must map ids to label names, got ${shown(id2label)}`);
+    }
+    const ids = Object.keys(id2label as object);
+    if (!ids.every((id) => /^(0|[1-9]\d*)$/.test(id) && Number(id) < ids.length)) {
+      throw new RangeError(`config.json: id2label must have the ids 0 to ${ids.length - 1}, got ${shown(ids)}`);
+    }
+  }
+  if (label2id !== undefined) {
+    if (!isObject(label2id) || !Object.values(label2id as object).every((id) => Number.isInteger(id) && id >= 0)) {
+      throw new TypeError(`config.json: label2id must map label names to ids, got ${shown(label2id)}`);
+    }
+  }
+  return id2label === undefined ? undefined : Object.keys(id2label as object).length;
+}
+
+/** Validates a parsed config.json and fills Hugging Face's defaults; every key bidora reads is checked here. */
 export function parseConfig(raw: unknown): EncoderModelConfig {
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
     throw new TypeError('config.json: expected a JSON object');
   }
   const config = raw as HuggingFaceConfig;
-  const architecture = config.architectures?.[0] ?? '';
-  const modelType = config.model_type ?? (architecture.startsWith('Roberta') ? 'roberta' : 'bert');
-  if (modelType !== 'bert' && modelType !== 'roberta') {
-    throw new RangeError(`config.json: model_type '${modelType}' is not supported (expected 'bert' or 'roberta')`);
-  }
-  const activation = config.hidden_act ?? 'gelu';
-  if (activation !== 'gelu' && activation !== 'relu') {
-    throw new RangeError(`config.json: hidden_act '${activation}' is not supported (expected 'gelu' or 'relu')`);
-  }
-  const hiddenSize = positiveInteger(config, 'hidden_size');
-  const numHeads = positiveInteger(config, 'num_attention_heads');
+  const architecture = firstArchitecture(config) ?? '';
+  const modelType = choice(config, 'model_type', architecture.startsWith('Roberta') ? 'roberta' : 'bert', [
+    'bert',
+    'roberta',
+  ]);
+  const activation = choice(config, 'hidden_act', 'gelu', ['gelu', 'relu']);
+  const hiddenSize = size(config, 'hidden_size');
+  const numHeads = size(config, 'num_attention_heads');
   if (hiddenSize % numHeads !== 0) {
     throw new RangeError(`config.json: hidden_size ${hiddenSize} is not a multiple of num_attention_heads ${numHeads}`);
   }
-  const labels = config.id2label ? Object.keys(config.id2label).length : undefined;
-  const numLabels = positiveInteger(config, 'num_labels', labels ?? 2);
-  const problemType = config.problem_type ?? (numLabels === 1 ? 'regression' : 'single_label_classification');
-  if (problemType !== 'regression' && problemType !== 'single_label_classification') {
-    throw new RangeError(`config.json: problem_type '${problemType}' is not supported`);
+  const labels = labelCount(config);
+  const numLabels = size(config, 'num_labels', labels ?? 2);
+  if (labels !== undefined && labels !== numLabels) {
+    throw new RangeError(`config.json: num_labels ${numLabels} disagrees with the ${labels} labels of id2label`);
+  }
+  const problemType = choice(config, 'problem_type', numLabels === 1 ? 'regression' : 'single_label_classification', [
+    'single_label_classification',
+    'regression',
+  ]);
+  if (problemType === 'regression' && numLabels !== 1) {
+    throw new RangeError(`config.json: problem_type 'regression' needs num_labels 1, got ${numLabels}`);
+  }
+  const vocabSize = size(config, 'vocab_size');
+  const padTokenId = valueOf(config, 'pad_token_id') ?? (modelType === 'roberta' ? 1 : 0);
+  if (typeof padTokenId !== 'number') {
+    throw new TypeError(`config.json: pad_token_id must be a token id, got ${shown(padTokenId)}`);
+  }
+  if (!Number.isInteger(padTokenId) || padTokenId < 0 || padTokenId >= vocabSize) {
+    throw new RangeError(`config.json: pad_token_id must be a token id in [0, ${vocabSize}), got ${padTokenId}`);
   }
   const hiddenDropout = probability(config, 'hidden_dropout_prob', 0.1);
   return {
     modelType,
-    vocabSize: positiveInteger(config, 'vocab_size'),
+    vocabSize,
     hiddenSize,
-    numLayers: positiveInteger(config, 'num_hidden_layers'),
+    numLayers: size(config, 'num_hidden_layers'),
     numHeads,
-    intermediateSize: positiveInteger(config, 'intermediate_size'),
+    intermediateSize: size(config, 'intermediate_size'),
     activation,
     hiddenDropout,
     attentionDropout: probability(config, 'attention_probs_dropout_prob', 0.1),
-    classifierDropout: config.classifier_dropout == null ? hiddenDropout : probability(config, 'classifier_dropout', 0),
-    maxPositions: positiveInteger(config, 'max_position_embeddings'),
-    typeVocabSize: positiveInteger(config, 'type_vocab_size', 2),
-    layerNormEps: typeof config.layer_norm_eps === 'number' ? config.layer_norm_eps : 1e-12,
-    initializerRange: typeof config.initializer_range === 'number' ? config.initializer_range : 0.02,
-    padTokenId: typeof config.pad_token_id === 'number' ? config.pad_token_id : modelType === 'roberta' ? 1 : 0,
+    classifierDropout: probability(config, 'classifier_dropout', hiddenDropout),
+    maxPositions: size(config, 'max_position_embeddings'),
+    typeVocabSize: size(config, 'type_vocab_size', 2),
+    layerNormEps: finiteNumber(config, 'layer_norm_eps', 1e-12, (eps) => eps > 0 && eps < 1, 'a number in (0, 1)'),
+    initializerRange: finiteNumber(config, 'initializer_range', 0.02, (std) => std >= 0, 'a non-negative number'),
+    padTokenId,
     numLabels,
     problemType,
     raw: config,
   };
+}
+
+/** The number of parameters the classifier a config describes has: known before anything is allocated. */
+export function parameterCount(config: EncoderModelConfig): number {
+  const { vocabSize, maxPositions, typeVocabSize, hiddenSize: hidden, intermediateSize, numLayers, numLabels } = config;
+  const linear = (inputs: number, outputs: number) => inputs * outputs + outputs;
+  const layerNorm = 2 * hidden;
+  const embeddings = (vocabSize + maxPositions + typeVocabSize) * hidden + layerNorm;
+  const layer =
+    4 * linear(hidden, hidden) +
+    layerNorm +
+    linear(hidden, intermediateSize) +
+    linear(intermediateSize, hidden) +
+    layerNorm;
+  // BERT: pooler + classifier; RoBERTa: no pooler, a dense + out_proj head. The same count either way.
+  const head = linear(hidden, hidden) + linear(hidden, numLabels);
+  return embeddings + numLayers * layer + head;
 }

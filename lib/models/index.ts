@@ -1,5 +1,6 @@
 // Models by name: build one from a Hugging Face config, load a checkpoint folder, save one back.
 import { mkdirSync, readFileSync } from 'node:fs';
+import { totalmem } from 'node:os';
 import { join } from 'node:path';
 
 import { adaptedLayers } from '../adapters/layers';
@@ -8,26 +9,49 @@ import { writeFileAtomic } from '../io/atomic';
 import { replaceParameter } from '../nn/module';
 import { type Tensor } from '../tensor';
 import { BertForSequenceClassification, RobertaForSequenceClassification, type SequenceClassifier } from './bert';
-import { type EncoderModelConfig, type HuggingFaceConfig, parseConfig } from './config';
+import {
+  type EncoderModelConfig,
+  type HuggingFaceConfig,
+  parameterCount,
+  parseConfig,
+  SUPPORTED_ARCHITECTURE,
+} from './config';
 
 export { BertForSequenceClassification, RobertaForSequenceClassification, SequenceClassifier } from './bert';
 export type { ClassifierInputs, ClassifierOutput } from './bert';
-export { type EncoderModelConfig, type HuggingFaceConfig, parseConfig } from './config';
+export {
+  CONFIG_SIZE_LIMITS,
+  type EncoderModelConfig,
+  type HuggingFaceConfig,
+  parameterCount,
+  parseConfig,
+} from './config';
 export type { IdMatrix } from './inputs';
 
-/** The class a config asks for: its `architectures` entry, else its `model_type`. */
+/**
+ * The class a config asks for: its `architectures` entry, else its `model_type`. Throws a RangeError, before
+ * allocating anything, when the parameters alone would need more memory than the machine has.
+ */
 export function fromConfig(config: HuggingFaceConfig | EncoderModelConfig, options: { seed?: number } = {}) {
   const parsed = 'raw' in config && 'modelType' in config ? (config as EncoderModelConfig) : parseConfig(config);
   const architecture = parsed.raw.architectures?.[0];
-  if (
-    architecture !== undefined &&
-    !/^(Bert|Roberta)(ForSequenceClassification|Model|ForMaskedLM|ForPreTraining)$/.test(architecture)
-  ) {
+  if (architecture !== undefined && !SUPPORTED_ARCHITECTURE.test(architecture)) {
     throw new RangeError(`config.json: architecture '${architecture}' is not supported`);
+  }
+  const bytes = 4 * parameterCount(parsed);
+  if (bytes > totalmem()) {
+    throw new RangeError(
+      `config.json: the model has ${parameterCount(parsed).toLocaleString('en-US')} parameters, which need ` +
+        `${gib(bytes)} of float32 memory; this machine has ${gib(totalmem())}`,
+    );
   }
   return parsed.modelType === 'roberta'
     ? new RobertaForSequenceClassification(parsed, options)
     : new BertForSequenceClassification(parsed, options);
+}
+
+function gib(bytes: number): string {
+  return `${(bytes / 2 ** 30).toFixed(1)} GiB`;
 }
 
 export interface LoadReport {
@@ -92,33 +116,58 @@ export interface LoadOptions {
 
 /** Reads `config.json` and `model.safetensors` from a Hugging Face checkpoint folder. */
 export function load(dir: string, options: LoadOptions = {}): SequenceClassifier & { loadReport: LoadReport } {
-  let rawConfig: unknown;
+  if (typeof dir !== 'string' || dir === '') throw new TypeError('models.load: dir must be a non-empty string');
+  const configFile = join(dir, 'config.json');
+  let text: string;
   try {
-    rawConfig = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
+    text = readFileSync(configFile, 'utf8');
   } catch (error) {
-    throw new Error(`models.load: cannot read ${join(dir, 'config.json')}: ${(error as Error).message}`);
+    throw new Error(`models.load: cannot read ${configFile}: ${(error as Error).message}`, { cause: error });
   }
-  const model = fromConfig(parseConfig(rawConfig), { seed: options.seed });
+  let model: SequenceClassifier;
+  try {
+    model = fromConfig(parseConfig(JSON.parse(text)), { seed: options.seed });
+  } catch (error) {
+    throw locatedConfigError(error, configFile);
+  }
   // Integer buffers (transformers saves embeddings.position_ids as I64) are not parameters: skip and report them.
   const skipped: string[] = [];
-  const { tensors } = readSafetensors(join(dir, 'model.safetensors'), {
-    only: (name, info) => {
-      const floating = FLOAT_DTYPES.has(info.dtype);
-      if (!floating) skipped.push(name);
-      return floating;
-    },
-  });
+  let tensors: Map<string, Tensor> | undefined;
   let report: LoadReport;
+  const weightsFile = join(dir, 'model.safetensors');
   try {
+    tensors = readSafetensors(weightsFile, {
+      only: (name, info) => {
+        const floating = FLOAT_DTYPES.has(info.dtype);
+        if (!floating) skipped.push(name);
+        return floating;
+      },
+      requireFinite: true,
+    }).tensors;
     report = loadStateDict(model, tensors);
     report.unexpectedKeys.push(...skipped);
   } catch (error) {
-    for (const tensor of tensors.values()) tensor.dispose();
+    // Nothing built here outlives a failed load: the model is freed now, not whenever the collector runs.
+    for (const tensor of tensors?.values() ?? []) tensor.dispose();
     model.dispose();
+    if (error instanceof RangeError && !error.message.includes(weightsFile)) {
+      throw new RangeError(`models.load: ${weightsFile}: ${error.message}`, { cause: error });
+    }
     throw error;
   }
   if (!options.quiet) warnAbout(report, model, dir);
   return Object.assign(model, { loadReport: report });
+}
+
+/** A config error with the file's full path in place of "config.json", keeping its class. */
+function locatedConfigError(error: unknown, configFile: string): unknown {
+  if (error instanceof SyntaxError) {
+    return new TypeError(`models.load: ${configFile} is not valid JSON (${error.message})`, { cause: error });
+  }
+  if (!(error instanceof Error)) return error;
+  const message = `models.load: ${configFile}: ${error.message.replace(/^config\.json: /, '')}`;
+  const Class = error instanceof RangeError ? RangeError : error instanceof TypeError ? TypeError : Error;
+  return new Class(message, { cause: error });
 }
 
 function warnAbout(report: LoadReport, model: SequenceClassifier, dir: string): void {
