@@ -103,6 +103,21 @@ describe('BERT-family classifiers', () => {
     });
     model.dispose();
   });
+
+  it('forward refuses ids and labels that int32 storage would wrap, instead of reading another token or class', () => {
+    const model = models.fromConfig(tinyConfig());
+    const row = inputIds[0];
+    for (const id of [2 ** 32 + 7, 2 ** 31, -1]) {
+      const wrapped = [row.map((value, index) => (index === 1 ? id : value))];
+      expect(() => model.forward({ inputIds: wrapped })).toThrow(/inputIds\[0\]\[1\] is -?\d+; expected an integer/);
+    }
+    for (const label of [2 ** 32, -1, 2 ** 31 + 1]) {
+      expect(() => tidy(() => model.forward({ inputIds: [row], labels: [label] }))).toThrow(
+        /labels\[0\] is -?\d+; expected a class in \[0, \d+\) or -100/,
+      );
+    }
+    model.dispose();
+  });
 });
 
 describe('a whole tiny BERT with DoRA on query and value', () => {

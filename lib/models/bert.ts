@@ -186,6 +186,12 @@ export abstract class SequenceClassifier extends Module {
     }
     const classes = Int32Array.from(labels, (label, index) => {
       if (!Number.isInteger(label)) throw new TypeError(`labels[${index}] must be an integer class, got ${label}`);
+      // Checked before Int32Array storage, which would wrap 2^32 to class 0.
+      if (label !== -100 && (label < 0 || label >= this.config.numLabels)) {
+        throw new RangeError(
+          `labels[${index}] is ${label}; expected a class in [0, ${this.config.numLabels}) or -100 (ignored)`,
+        );
+      }
       return label;
     });
     return crossEntropy(logits, classes);

@@ -24,6 +24,10 @@ export function toIdBatch(ids: IdMatrix, name: string): IdBatch {
         if (!Number.isInteger(value)) {
           throw new TypeError(`${name}[${index}][${position}] must be an integer, got ${String(value)}`);
         }
+        // Int32Array storage would wrap a larger id silently (2^32 + 7 becomes 7).
+        if (value < 0 || value >= 2 ** 31) {
+          throw new RangeError(`${name}[${index}][${position}] is ${value}; expected an integer in [0, 2^31)`);
+        }
         data[index * seq + position] = value;
       });
     });
