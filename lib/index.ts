@@ -8,6 +8,7 @@ export * as models from './models/index';
 export * as nn from './nn/index';
 export * as ops from './ops/index';
 export * as optim from './optim/index';
+export { deriveSeed, freshSeed, Random, SeedScope, SeedStream } from './random';
 export * as tokenizers from './tokenizers/index';
 export * as train from './train/index';
 export {

@@ -4,6 +4,7 @@
 import { backward as runBackward, type BackwardOptions, releaseOrphanedGraphs } from './autograd';
 import { type Device, native, type NativeTensorHandle } from './binding';
 import { reshape as reshapeOp } from './ops/shape';
+import { freshSeed } from './random';
 
 export type Shape = readonly number[];
 
@@ -235,7 +236,7 @@ function onDevice(handle: NativeTensorHandle, options: DeviceOptions, functionNa
 }
 
 function seedOf(options: RandomOptions): number {
-  return options.seed ?? Math.floor(Math.random() * 2 ** 32);
+  return options.seed ?? freshSeed();
 }
 
 function describe(value: unknown): string {

@@ -9,7 +9,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { ops, Tensor, tidy } from '../lib/index';
 import { BatchStream, collate, type Example, shuffled, splitLowerUpper } from '../lib/train/data';
 import { ExamplesFileError, labelVocabulary, readExamplesFile } from '../lib/train/files';
-import { Random } from '../lib/train/random';
+import { Random } from '../lib/random';
 
 const dir = mkdtempSync(join(tmpdir(), 'bidora-data-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

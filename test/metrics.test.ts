@@ -14,7 +14,7 @@ import {
   regressionMetrics,
   spearman,
 } from '../lib/train/metrics';
-import { Random } from '../lib/train/random';
+import { Random } from '../lib/random';
 import { erfc, mean, pairedDifferences, standardDeviation, wilcoxonSignedRank } from '../lib/train/stats';
 
 function randomClasses(random: Random, count: number, classes: number): number[] {

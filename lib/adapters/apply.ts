@@ -4,6 +4,7 @@ import { noGrad } from '../autograd';
 import { doraWeightNorm } from '../ops/adapter';
 import { Linear, LinearAdapter } from '../nn/layers';
 import { type Module } from '../nn/module';
+import { deriveSeed } from '../random';
 import { Tensor } from '../tensor';
 
 export type AdapterMethod = 'lora' | 'dora' | 'bidora';
@@ -207,8 +208,6 @@ export interface PlannedAdapter {
   layer: Linear;
   r: number;
   scale: number;
-  /** Position among the adapted layers: it seeds the layer's initial A and its dropout masks. */
-  index: number;
 }
 
 /** What `apply` will do to a model, worked out and checked without changing anything. */
@@ -252,7 +251,7 @@ export function planAdapters(
   }
   const rankOf = patternLookup(config.rankPattern, 'rankPattern', where);
   const alphaOf = patternLookup(config.alphaPattern, 'alphaPattern', where);
-  const adapters = matched.map(([name, layer], index): PlannedAdapter => {
+  const adapters = matched.map(([name, layer]): PlannedAdapter => {
     if (layer.adapter !== undefined && !options.replacing) {
       throw new RangeError(`${where}: ${name} already carries an adapter`);
     }
@@ -264,7 +263,7 @@ export function planAdapters(
         `${where}: r = ${r} exceeds min(in, out) = ${largest} of ${name} [${layer.outFeatures}, ${layer.inFeatures}]`,
       );
     }
-    return { name, layer, r, scale: config.useRslora ? alpha / Math.sqrt(r) : alpha / r, index };
+    return { name, layer, r, scale: config.useRslora ? alpha / Math.sqrt(r) : alpha / r };
   });
   const modules = model.namedModules();
   const modulesToSave: [string, Module][] = [];
@@ -282,7 +281,8 @@ function initialWeights(planned: PlannedAdapter, config: AdapterConfig): Adapter
   const { layer, r, scale } = planned;
   const { inFeatures, outFeatures } = layer;
   const { device } = layer.weight;
-  const seed = layerSeed(config, planned.index);
+  // Seeded by the layer's name in PEFT's layout: layers with the same shape still start from different A's.
+  const seed = deriveSeed(config.seed ?? 0, `${planned.name}.lora_A.weight`);
   const loraA =
     config.init === 'gaussian'
       ? Tensor.randn([r, inFeatures], { seed, device })
@@ -296,10 +296,6 @@ function initialWeights(planned: PlannedAdapter, config: AdapterConfig): Adapter
   const magnitude =
     config.method !== 'lora' ? noGrad(() => doraWeightNorm({ weight: layer.weight, loraA, loraB, scale })) : undefined;
   return { loraA, loraB, magnitude };
-}
-
-function layerSeed(config: AdapterConfig, index: number): number {
-  return (config.seed ?? 0) * 7919 + index * 2;
 }
 
 export interface AdapterWeights {
@@ -329,7 +325,7 @@ export function attachAdapters(
       scale: planned.scale,
       dropout: config.dropout ?? 0,
       detachNorm,
-      seed: layerSeed(config, planned.index) + 1,
+      seed: deriveSeed(config.seed ?? 0, `${planned.name}.lora_dropout`),
     });
     groups.direction.push(
       { name: `${planned.name}.adapter.loraA`, tensor: loraA },

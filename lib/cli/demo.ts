@@ -13,7 +13,7 @@ import { BiLevelTrainer } from '../train/bilevel';
 import { type Example, splitLowerUpper } from '../train/data';
 import { evaluate } from '../train/evaluate';
 import { type EvalRecord, type FitResult } from '../train/loop';
-import { Random } from '../train/random';
+import { Random } from '../random';
 import { mean, standardDeviation, wilcoxonSignedRank } from '../train/stats';
 import { Trainer } from '../train/trainer';
 import { commandOptions, numberOption, type OptionSpec } from './args';

@@ -10,6 +10,7 @@ import { Module } from '../nn/module';
 import { type EncoderConfig, TransformerEncoderLayer } from '../nn/transformer';
 import { type EncoderModelConfig } from './config';
 import { expectSameShape, type IdBatch, type IdMatrix, maskTensor, toIdBatch } from './inputs';
+import { SeedScope } from '../random';
 
 export interface ClassifierInputs {
   /** [batch, seq] token ids. */
@@ -29,7 +30,7 @@ export interface ClassifierOutput {
   loss?: Tensor;
 }
 
-function encoderConfig(config: EncoderModelConfig, seed: number): EncoderConfig {
+function encoderConfig(config: EncoderModelConfig): EncoderConfig {
   return {
     hiddenSize: config.hiddenSize,
     numHeads: config.numHeads,
@@ -39,7 +40,6 @@ function encoderConfig(config: EncoderModelConfig, seed: number): EncoderConfig 
     layerNormEps: config.layerNormEps,
     activation: config.activation,
     initializerRange: config.initializerRange,
-    seed,
   };
 }
 
@@ -52,15 +52,22 @@ export class Embeddings extends Module {
 
   constructor(
     readonly config: EncoderModelConfig,
-    seed: number,
+    seeds: SeedScope,
   ) {
     super();
     const std = config.initializerRange;
-    this.word_embeddings = new Embedding(config.vocabSize, config.hiddenSize, { std, seed: seed + 1 });
-    this.position_embeddings = new Embedding(config.maxPositions, config.hiddenSize, { std, seed: seed + 2 });
-    this.token_type_embeddings = new Embedding(config.typeVocabSize, config.hiddenSize, { std, seed: seed + 3 });
-    this.LayerNorm = new LayerNorm(config.hiddenSize, config.layerNormEps);
-    this.dropout = new Dropout(config.hiddenDropout, seed + 4);
+    const { hiddenSize } = config;
+    this.word_embeddings = new Embedding(config.vocabSize, hiddenSize, { std, seed: seeds.seed('word_embeddings') });
+    this.position_embeddings = new Embedding(config.maxPositions, hiddenSize, {
+      std,
+      seed: seeds.seed('position_embeddings'),
+    });
+    this.token_type_embeddings = new Embedding(config.typeVocabSize, hiddenSize, {
+      std,
+      seed: seeds.seed('token_type_embeddings'),
+    });
+    this.LayerNorm = new LayerNorm(hiddenSize, config.layerNormEps);
+    this.dropout = new Dropout(config.hiddenDropout, seeds.seed('dropout'));
   }
 
   /**
@@ -103,11 +110,12 @@ export class Embeddings extends Module {
 export class Encoder extends Module {
   layer: TransformerEncoderLayer[];
 
-  constructor(config: EncoderModelConfig, seed: number) {
+  constructor(config: EncoderModelConfig, seeds: SeedScope) {
     super();
+    const layerConfig = encoderConfig(config);
     this.layer = Array.from(
       { length: config.numLayers },
-      (_, index) => new TransformerEncoderLayer(encoderConfig(config, seed + 100 * (index + 1))),
+      (_, index) => new TransformerEncoderLayer(layerConfig, seeds.child(`layer.${index}`)),
     );
   }
 
@@ -120,9 +128,12 @@ export class Encoder extends Module {
 export class Pooler extends Module {
   dense: Linear;
 
-  constructor(config: EncoderModelConfig, seed: number) {
+  constructor(config: EncoderModelConfig, seeds: SeedScope) {
     super();
-    this.dense = new Linear(config.hiddenSize, config.hiddenSize, { std: config.initializerRange, seed });
+    this.dense = new Linear(config.hiddenSize, config.hiddenSize, {
+      std: config.initializerRange,
+      seed: seeds.seed('dense.weight'),
+    });
   }
 
   forward(hidden: Tensor): Tensor {
@@ -136,11 +147,13 @@ export class EncoderModel extends Module {
   encoder: Encoder;
   pooler: Pooler | undefined;
 
-  constructor(config: EncoderModelConfig, options: { pooler: boolean; seed: number }) {
+  /** `seeds`: the scope of the base model's prefix (`bert`, `roberta`), so parameters are seeded by their full names. */
+  constructor(config: EncoderModelConfig, options: { pooler: boolean; seeds: SeedScope }) {
     super();
-    this.embeddings = new Embeddings(config, options.seed);
-    this.encoder = new Encoder(config, options.seed);
-    this.pooler = options.pooler ? new Pooler(config, options.seed + 9) : undefined;
+    const { seeds } = options;
+    this.embeddings = new Embeddings(config, seeds.child('embeddings'));
+    this.encoder = new Encoder(config, seeds.child('encoder'));
+    this.pooler = options.pooler ? new Pooler(config, seeds.child('pooler')) : undefined;
   }
 
   /** The last hidden states [batch, seq, hidden]. */
@@ -210,12 +223,12 @@ export class BertForSequenceClassification extends SequenceClassifier {
     options: { seed?: number } = {},
   ) {
     super();
-    const seed = options.seed ?? 0;
-    this.bert = new EncoderModel(config, { pooler: true, seed });
-    this.dropout = new Dropout(config.classifierDropout, seed + 11);
+    const seeds = new SeedScope(options.seed ?? 0);
+    this.bert = new EncoderModel(config, { pooler: true, seeds: seeds.child('bert') });
+    this.dropout = new Dropout(config.classifierDropout, seeds.seed('dropout'));
     this.classifier = new Linear(config.hiddenSize, config.numLabels, {
       std: config.initializerRange,
-      seed: seed + 12,
+      seed: seeds.seed('classifier.weight'),
     });
   }
 
@@ -234,12 +247,12 @@ export class RobertaClassificationHead extends Module {
   dropout: Dropout;
   out_proj: Linear;
 
-  constructor(config: EncoderModelConfig, seed: number) {
+  constructor(config: EncoderModelConfig, seeds: SeedScope) {
     super();
     const std = config.initializerRange;
-    this.dense = new Linear(config.hiddenSize, config.hiddenSize, { std, seed });
-    this.dropout = new Dropout(config.classifierDropout, seed + 1);
-    this.out_proj = new Linear(config.hiddenSize, config.numLabels, { std, seed: seed + 2 });
+    this.dense = new Linear(config.hiddenSize, config.hiddenSize, { std, seed: seeds.seed('dense.weight') });
+    this.dropout = new Dropout(config.classifierDropout, seeds.seed('dropout'));
+    this.out_proj = new Linear(config.hiddenSize, config.numLabels, { std, seed: seeds.seed('out_proj.weight') });
   }
 
   forward(hidden: Tensor): Tensor {
@@ -259,9 +272,9 @@ export class RobertaForSequenceClassification extends SequenceClassifier {
     options: { seed?: number } = {},
   ) {
     super();
-    const seed = options.seed ?? 0;
-    this.roberta = new EncoderModel(config, { pooler: false, seed });
-    this.classifier = new RobertaClassificationHead(config, seed + 12);
+    const seeds = new SeedScope(options.seed ?? 0);
+    this.roberta = new EncoderModel(config, { pooler: false, seeds: seeds.child('roberta') });
+    this.classifier = new RobertaClassificationHead(config, seeds.child('classifier'));
   }
 
   protected get base(): EncoderModel {

@@ -13,7 +13,8 @@ export {
   Sequential,
   Tanh,
 } from './layers';
-export { Module, SeedStream } from './module';
+export { SeedStream } from '../random';
+export { Module } from './module';
 export {
   Attention,
   type EncoderConfig,

@@ -7,7 +7,8 @@ import { embedding } from '../ops/embedding';
 import { linear } from '../ops/matmul';
 import { layerNorm } from '../ops/normalization';
 import { Tensor } from '../tensor';
-import { Module, SeedStream } from './module';
+import { SeedScope, SeedStream } from '../random';
+import { Module } from './module';
 
 export interface InitOptions {
   /** Seed of the parameters' initial values. */
@@ -212,14 +213,18 @@ export class MLP extends Sequential {
     options: InitOptions & { activation?: 'gelu' | 'relu' | 'tanh'; dropout?: number } = {},
   ) {
     const layers: Layer[] = [];
-    const seed = options.seed ?? 0;
+    // Each layer seeded by its parameter name (`layers.2.weight`), as models seed theirs.
+    const seeds = new SeedScope(options.seed ?? 0, 'layers');
     for (let index = 0; index + 1 < sizes.length; index++) {
-      layers.push(new Linear(sizes[index], sizes[index + 1], { seed: seed + index, std: options.std }));
+      const std = options.std;
+      layers.push(new Linear(sizes[index], sizes[index + 1], { seed: seeds.seed(`${layers.length}.weight`), std }));
       if (index + 2 < sizes.length) {
         layers.push(
           options.activation === 'relu' ? new ReLU() : options.activation === 'tanh' ? new Tanh() : new GELU(),
         );
-        if ((options.dropout ?? 0) > 0) layers.push(new Dropout(options.dropout!, seed + 1000 + index));
+        if ((options.dropout ?? 0) > 0) {
+          layers.push(new Dropout(options.dropout!, seeds.seed(String(layers.length))));
+        }
       }
     }
     super(...layers);

@@ -1,31 +1,8 @@
 // Layers are plain classes: parameters are Tensor fields, sub-layers are Module fields (or arrays of them), and the
 // dotted names of the fields are the parameter names, so they match Hugging Face checkpoints.
 import type { Device } from '../binding';
+import { type SeedStream } from '../random';
 import { Tensor } from '../tensor';
-
-/** A counter-based seed stream, so dropout masks are reproducible from one seed and the order of calls. */
-export class SeedStream {
-  #state: number;
-
-  constructor(seed: number) {
-    this.#state = seed >>> 0;
-  }
-
-  next(): number {
-    // A 32-bit LCG step, mixed: distinct seeds for every call; the native generator does the real mixing.
-    this.#state = (Math.imul(this.#state, 1664525) + 1013904223) >>> 0;
-    return (this.#state ^ (this.#state >>> 16)) >>> 0;
-  }
-
-  /** The position in the stream, for checkpoints and for replaying the same masks. */
-  get state(): number {
-    return this.#state;
-  }
-
-  set state(value: number) {
-    this.#state = value >>> 0;
-  }
-}
 
 export abstract class Module {
   /** Train mode (dropout active) or eval mode. */

@@ -5,6 +5,7 @@ import { gelu, relu } from '../ops/activation';
 import { softmax } from '../ops/attention';
 import { matmul } from '../ops/matmul';
 import { mergeHeads, splitHeads } from '../ops/shape';
+import { type SeedScope } from '../random';
 import { type Tensor } from '../tensor';
 import { Dropout, LayerNorm, Linear } from './layers';
 import { Module } from './module';
@@ -18,7 +19,6 @@ export interface EncoderConfig {
   layerNormEps: number;
   activation: 'gelu' | 'relu';
   initializerRange: number;
-  seed: number;
 }
 
 /** Scaled dot-product self-attention over heads; `mask` [batch, seq] (1 = token, 0 = padding). */
@@ -28,16 +28,20 @@ export class MultiHeadSelfAttention extends Module {
   value: Linear;
   dropout: Dropout;
 
-  constructor(readonly config: EncoderConfig) {
+  /** `seeds`: this module's scope (e.g. `bert.encoder.layer.0.attention.self`); each weight is seeded by its name. */
+  constructor(
+    readonly config: EncoderConfig,
+    seeds: SeedScope,
+  ) {
     super();
-    const { hiddenSize: size, initializerRange: std, seed } = config;
+    const { hiddenSize: size, initializerRange: std } = config;
     if (size % config.numHeads !== 0) {
       throw new RangeError(`hidden size ${size} is not a multiple of the ${config.numHeads} attention heads`);
     }
-    this.query = new Linear(size, size, { std, seed: seed + 1 });
-    this.key = new Linear(size, size, { std, seed: seed + 2 });
-    this.value = new Linear(size, size, { std, seed: seed + 3 });
-    this.dropout = new Dropout(config.attentionDropout, seed + 4);
+    this.query = new Linear(size, size, { std, seed: seeds.seed('query.weight') });
+    this.key = new Linear(size, size, { std, seed: seeds.seed('key.weight') });
+    this.value = new Linear(size, size, { std, seed: seeds.seed('value.weight') });
+    this.dropout = new Dropout(config.attentionDropout, seeds.seed('dropout'));
   }
 
   /** [batch, seq, hidden] → [batch, seq, hidden] (the heads' outputs concatenated). */
@@ -59,11 +63,14 @@ export class ResidualOutput extends Module {
   LayerNorm: LayerNorm;
   dropout: Dropout;
 
-  constructor(inFeatures: number, config: EncoderConfig, seed: number) {
+  constructor(inFeatures: number, config: EncoderConfig, seeds: SeedScope) {
     super();
-    this.dense = new Linear(inFeatures, config.hiddenSize, { std: config.initializerRange, seed });
+    this.dense = new Linear(inFeatures, config.hiddenSize, {
+      std: config.initializerRange,
+      seed: seeds.seed('dense.weight'),
+    });
     this.LayerNorm = new LayerNorm(config.hiddenSize, config.layerNormEps);
-    this.dropout = new Dropout(config.hiddenDropout, seed + 1);
+    this.dropout = new Dropout(config.hiddenDropout, seeds.seed('dropout'));
   }
 
   forward(hidden: Tensor, residual: Tensor): Tensor {
@@ -75,10 +82,10 @@ export class Attention extends Module {
   self: MultiHeadSelfAttention;
   output: ResidualOutput;
 
-  constructor(config: EncoderConfig) {
+  constructor(config: EncoderConfig, seeds: SeedScope) {
     super();
-    this.self = new MultiHeadSelfAttention(config);
-    this.output = new ResidualOutput(config.hiddenSize, config, config.seed + 5);
+    this.self = new MultiHeadSelfAttention(config, seeds.child('self'));
+    this.output = new ResidualOutput(config.hiddenSize, config, seeds.child('output'));
   }
 
   forward(hidden: Tensor, mask: Tensor | undefined): Tensor {
@@ -89,11 +96,14 @@ export class Attention extends Module {
 export class Intermediate extends Module {
   dense: Linear;
 
-  constructor(readonly config: EncoderConfig) {
+  constructor(
+    readonly config: EncoderConfig,
+    seeds: SeedScope,
+  ) {
     super();
     this.dense = new Linear(config.hiddenSize, config.intermediateSize, {
       std: config.initializerRange,
-      seed: config.seed + 7,
+      seed: seeds.seed('dense.weight'),
     });
   }
 
@@ -109,11 +119,12 @@ export class TransformerEncoderLayer extends Module {
   intermediate: Intermediate;
   output: ResidualOutput;
 
-  constructor(config: EncoderConfig) {
+  /** `seeds`: this layer's scope, e.g. `bert.encoder.layer.3` (`new SeedScope(seed, name)`). */
+  constructor(config: EncoderConfig, seeds: SeedScope) {
     super();
-    this.attention = new Attention(config);
-    this.intermediate = new Intermediate(config);
-    this.output = new ResidualOutput(config.intermediateSize, config, config.seed + 8);
+    this.attention = new Attention(config, seeds.child('attention'));
+    this.intermediate = new Intermediate(config, seeds.child('intermediate'));
+    this.output = new ResidualOutput(config.intermediateSize, config, seeds.child('output'));
   }
 
   forward(hidden: Tensor, mask: Tensor | undefined): Tensor {

@@ -3,6 +3,7 @@
 import { isGradEnabled, modifiedInPlace, record } from '../autograd';
 import { type GradientRequest, native, type NativeAdapterGrads, type NativeTensorHandle } from '../binding';
 import { handleOf, keep, Tensor, tensorOf } from '../tensor';
+import { freshSeed } from '../random';
 
 export type { GradientRequest } from '../binding';
 
@@ -148,7 +149,7 @@ function wrapGrads(grads: NativeAdapterGrads): AdapterGradients {
 }
 
 function seedOf(seed: number | undefined, dropout: number): number {
-  return seed ?? (dropout > 0 ? Math.floor(Math.random() * 2 ** 32) : 0);
+  return seed ?? (dropout > 0 ? freshSeed() : 0);
 }
 
 /**

@@ -1,6 +1,6 @@
 // Training data: seeded shuffles, the BiDoRA lower/upper split, resumable batch streams and padded collation.
 
-import { Random } from './random';
+import { Random } from '../random';
 
 /** One tokenized training example. */
 export interface Example {

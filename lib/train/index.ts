@@ -17,7 +17,7 @@ export {
 export * from './metrics';
 export { type OptimizerOptions } from './optimizers';
 export { type LogMode } from './progress';
-export * from './random';
+export { Random } from '../random';
 export * from './stats';
 export { Trainer, type TrainerOptions } from './trainer';
 export {
