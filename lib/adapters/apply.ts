@@ -1,13 +1,13 @@
 // Attaching LoRA, DoRA or BiDoRA adapters to the Linear layers of a model by module name, as PEFT's
 // LoraConfig(target_modules=...) does, and freezing everything else.
 import { noGrad } from '../autograd';
-import { doraWeightNorm } from '../ops/adapter';
 import { Linear, LinearAdapter } from '../nn/layers';
 import { type Module } from '../nn/module';
 import { deriveSeed } from '../random';
+import { ADAPTER_METHODS, type AdapterMethod, checkAdapterMethod } from './methods';
 import { Tensor } from '../tensor';
 
-export type AdapterMethod = 'lora' | 'dora' | 'bidora';
+export type { AdapterMethod } from './methods';
 
 export interface AdapterConfig {
   method: AdapterMethod;
@@ -156,9 +156,7 @@ const isFiniteNumber = (value: unknown): boolean => typeof value === 'number' &&
 
 function checkConfig(config: AdapterConfig, where: string): void {
   if (config === null || typeof config !== 'object') throw new TypeError(`${where}: config must be an object`);
-  if (!['lora', 'dora', 'bidora'].includes(config.method)) {
-    throw new RangeError(`${where}: method must be 'lora', 'dora' or 'bidora', got '${String(config.method)}'`);
-  }
+  checkAdapterMethod(config.method, `${where}: method`);
   if (!isRank(config.r)) {
     throw new RangeError(`${where}: r must be an integer of at least 1, got ${config.r}`);
   }
@@ -293,8 +291,9 @@ function initialWeights(planned: PlannedAdapter, config: AdapterConfig): Adapter
           device,
         });
   const loraB = Tensor.zeros([outFeatures, r], { device });
-  const magnitude =
-    config.method !== 'lora' ? noGrad(() => doraWeightNorm({ weight: layer.weight, loraA, loraB, scale })) : undefined;
+  const magnitude = noGrad(() =>
+    ADAPTER_METHODS[config.method].layer.initialMagnitude({ weight: layer.weight, loraA, loraB, scale }),
+  );
   return { loraA, loraB, magnitude };
 }
 
@@ -315,18 +314,25 @@ export function attachAdapters(
   weightsOf: (planned: PlannedAdapter) => AdapterWeights,
 ): ParameterGroups {
   const { config } = plan;
-  const detachNorm = config.detachNorm ?? config.method !== 'bidora';
+  const method = ADAPTER_METHODS[config.method];
+  const detachNorm = config.detachNorm ?? method.detachNorm;
   const weights = plan.adapters.map((planned) => weightsOf(planned));
   for (const parameter of model.parameters()) parameter.requiresGrad = false;
   const groups: ParameterGroups = { direction: [], magnitude: [], modulesToSave: [] };
   plan.adapters.forEach((planned, position) => {
     const { loraA, loraB, magnitude } = weights[position];
-    planned.layer.adapter = new LinearAdapter(loraA.requireGrad(), loraB.requireGrad(), magnitude?.requireGrad(), {
-      scale: planned.scale,
-      dropout: config.dropout ?? 0,
-      detachNorm,
-      seed: deriveSeed(config.seed ?? 0, `${planned.name}.lora_dropout`),
-    });
+    planned.layer.adapter = new LinearAdapter(
+      method.layer,
+      loraA.requireGrad(),
+      loraB.requireGrad(),
+      magnitude?.requireGrad(),
+      {
+        scale: planned.scale,
+        dropout: config.dropout ?? 0,
+        detachNorm,
+        seed: deriveSeed(config.seed ?? 0, `${planned.name}.lora_dropout`),
+      },
+    );
     groups.direction.push(
       { name: `${planned.name}.adapter.loraA`, tensor: loraA },
       { name: `${planned.name}.adapter.loraB`, tensor: loraB },

@@ -12,6 +12,15 @@ export { analyze, type DecompositionAnalysis, type LayerDecomposition, slope } f
 export { type AdaptedLayer, adaptedLayers } from './layers';
 export { merge, unmerge } from './merge';
 export {
+  type AdapterForwardArgs,
+  type AdapterLayerKind,
+  ADAPTER_METHOD_NAMES,
+  ADAPTER_METHODS,
+  type AdapterMethodSpec,
+  type AdapterState,
+  checkAdapterMethod,
+} from './methods';
+export {
   ADAPTER_CONFIG_FILE,
   ADAPTER_WEIGHTS_FILE,
   load,

@@ -1,6 +1,5 @@
 // Folding adapters into the base weights (so the model saves as a plain checkpoint) and back out.
 import { noGrad } from '../autograd';
-import { doraMerge, doraUnmerge, doraWeightNorm, loraMerge, loraUnmerge } from '../ops/adapter';
 import { type Module } from '../nn/module';
 import { adaptedLayers } from './layers';
 
@@ -13,14 +12,10 @@ export function merge(model: Module): void {
     for (const { path, layer, adapter } of adaptedLayers(model)) {
       if (adapter.merged) throw new TypeError(`adapters.merge: ${path} is already merged`);
       const { loraA, loraB, magnitude } = adapter;
-      const scale = adapter.options.scale;
       const weight = layer.weight;
-      if (magnitude === undefined) {
-        layer.weight = loraMerge({ weight, loraA, loraB, scale });
-      } else {
-        adapter.mergedNorm = doraWeightNorm({ weight, loraA, loraB, scale });
-        layer.weight = doraMerge({ weight, loraA, loraB, magnitude, scale });
-      }
+      const merged = adapter.layerKind.merge({ weight, loraA, loraB, magnitude, scale: adapter.options.scale });
+      layer.weight = merged.weight;
+      adapter.mergedNorm = merged.mergedNorm;
       weight.dispose();
       adapter.merged = true;
     }
@@ -33,12 +28,9 @@ export function unmerge(model: Module): void {
     for (const { path, layer, adapter } of adaptedLayers(model)) {
       if (!adapter.merged) throw new TypeError(`adapters.unmerge: ${path} is not merged`);
       const { loraA, loraB, magnitude } = adapter;
-      const scale = adapter.options.scale;
       const merged = layer.weight;
-      layer.weight =
-        magnitude === undefined
-          ? loraUnmerge({ merged, loraA, loraB, scale })
-          : doraUnmerge({ merged, loraA, loraB, magnitude, norm: adapter.mergedNorm!, scale });
+      const state = { loraA, loraB, magnitude, scale: adapter.options.scale };
+      layer.weight = adapter.layerKind.unmerge(merged, state, adapter.mergedNorm);
       merged.dispose();
       adapter.mergedNorm?.dispose();
       adapter.mergedNorm = undefined;

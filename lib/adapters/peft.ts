@@ -9,6 +9,7 @@ import { readSafetensors, writeSafetensors } from '../io/safetensors';
 import { replaceParameter, type Module } from '../nn/module';
 import { type Tensor } from '../tensor';
 import { type Device } from '../binding';
+import { ADAPTER_METHODS, checkAdapterMethod } from './methods';
 import {
   type AdapterConfig,
   type AdapterMethod,
@@ -70,7 +71,7 @@ function toPeftConfig(config: AdapterConfig, options: SaveOptions): PeftAdapterC
     // PEFT reads a list as names to match by suffix and a string as a regular expression, as apply() does.
     target_modules: targets instanceof RegExp ? targets.source : typeof targets === 'string' ? targets : [...targets],
     modules_to_save: config.modulesToSave && config.modulesToSave.length > 0 ? [...config.modulesToSave] : null,
-    use_dora: config.method !== 'lora',
+    use_dora: ADAPTER_METHODS[config.method].peftUseDora,
     use_rslora: config.useRslora ?? false,
     fan_in_fan_out: false,
     bias: 'none',
@@ -86,7 +87,7 @@ function toPeftConfig(config: AdapterConfig, options: SaveOptions): PeftAdapterC
           : [...layersToTransform],
     layers_pattern:
       layersPattern === undefined ? null : typeof layersPattern === 'string' ? layersPattern : [...layersPattern],
-    bidora: { method: config.method, detachNorm: config.detachNorm ?? config.method !== 'bidora' },
+    bidora: { method: config.method, detachNorm: config.detachNorm ?? ADAPTER_METHODS[config.method].detachNorm },
   };
 }
 
@@ -283,11 +284,8 @@ function readBidoraSettings(
   if (value === undefined || value === null) return { method: useDora ? 'dora' : 'lora', detachNorm: undefined };
   const settings = value as Record<string, unknown>;
   if (typeof value !== 'object' || Array.isArray(value)) throw new TypeError(`${where}: bidora must be an object`);
-  const method = settings.method;
-  if (method !== 'lora' && method !== 'dora' && method !== 'bidora') {
-    throw new RangeError(`${where}: bidora.method must be "lora", "dora" or "bidora", got ${JSON.stringify(method)}`);
-  }
-  if ((method !== 'lora') !== useDora) {
+  const method = checkAdapterMethod(settings.method, `${where}: bidora.method`);
+  if (ADAPTER_METHODS[method].peftUseDora !== useDora) {
     throw new RangeError(`${where}: bidora.method "${method}" disagrees with use_dora ${String(useDora)}`);
   }
   const detachNorm = settings.detachNorm;
@@ -305,9 +303,10 @@ export function save(model: Module, dir: string, options: SaveOptions = {}): voi
   const tensors = new Map<string, Tensor>();
   for (const { path, adapter } of layers) {
     if (adapter.merged) throw new TypeError(`adapters.save: ${path} is merged; unmerge it first`);
-    tensors.set(`${PREFIX}${path}.lora_A.weight`, adapter.loraA);
-    tensors.set(`${PREFIX}${path}.lora_B.weight`, adapter.loraB);
-    if (adapter.magnitude) tensors.set(`${PREFIX}${path}.lora_magnitude_vector`, adapter.magnitude);
+    const names = adapter.layerKind.peftTensors;
+    tensors.set(`${PREFIX}${path}.${names.loraA}`, adapter.loraA);
+    tensors.set(`${PREFIX}${path}.${names.loraB}`, adapter.loraB);
+    if (names.magnitude !== undefined) tensors.set(`${PREFIX}${path}.${names.magnitude}`, adapter.magnitude!);
   }
   for (const name of config.modulesToSave ?? []) {
     const module = model.namedModules().find(([path]) => path === name)?.[1];
@@ -373,12 +372,13 @@ interface Slot {
 /** Every tensor the folder must hold for `plan`, by its name in the file. */
 function expectedTensors(plan: AdapterPlan): Map<string, Slot> {
   const slots = new Map<string, Slot>();
+  const names = ADAPTER_METHODS[plan.config.method].layer.peftTensors;
   for (const { name, layer, r } of plan.adapters) {
     const device = layer.weight.device;
-    slots.set(`${PREFIX}${name}.lora_A.weight`, { shape: [r, layer.inFeatures], device });
-    slots.set(`${PREFIX}${name}.lora_B.weight`, { shape: [layer.outFeatures, r], device });
-    if (plan.config.method !== 'lora') {
-      slots.set(`${PREFIX}${name}.lora_magnitude_vector`, { shape: [layer.outFeatures], device });
+    slots.set(`${PREFIX}${name}.${names.loraA}`, { shape: [r, layer.inFeatures], device });
+    slots.set(`${PREFIX}${name}.${names.loraB}`, { shape: [layer.outFeatures, r], device });
+    if (names.magnitude !== undefined) {
+      slots.set(`${PREFIX}${name}.${names.magnitude}`, { shape: [layer.outFeatures], device });
     }
   }
   for (const [name, module] of plan.modulesToSave) {
@@ -436,10 +436,11 @@ function commit(model: Module, plan: AdapterPlan, placed: Map<string, Tensor>): 
         replaced.push([parameter, replaceParameter(model, parameter, placed.get(`${PREFIX}${parameter}`)!)]);
       }
     }
+    const names = ADAPTER_METHODS[plan.config.method].layer.peftTensors;
     attachAdapters(model, plan, ({ name }) => ({
-      loraA: placed.get(`${PREFIX}${name}.lora_A.weight`)!,
-      loraB: placed.get(`${PREFIX}${name}.lora_B.weight`)!,
-      magnitude: placed.get(`${PREFIX}${name}.lora_magnitude_vector`),
+      loraA: placed.get(`${PREFIX}${name}.${names.loraA}`)!,
+      loraB: placed.get(`${PREFIX}${name}.${names.loraB}`)!,
+      magnitude: names.magnitude === undefined ? undefined : placed.get(`${PREFIX}${name}.${names.magnitude}`),
     }));
   } catch (error) {
     for (const { layer } of plan.adapters) layer.adapter = undefined;

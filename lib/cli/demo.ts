@@ -6,6 +6,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 
 import * as adapters from '../adapters/index';
+import { ADAPTER_METHOD_NAMES, ADAPTER_METHODS } from '../adapters/methods';
 import { fromConfig, save } from '../models/index';
 import { type SequenceClassifier } from '../models/bert';
 import { CHAR_TOKENIZER_FILE, CharTokenizer } from '../tokenizers/char';
@@ -29,7 +30,8 @@ const demoOptions: Record<string, OptionSpec> = {
   log: { type: 'string', description: 'auto | bar | json | none', default: 'none' },
 };
 
-export const METHODS = ['head', 'lora', 'dora', 'bidora', 'full'] as const;
+/** Head-only and full fine-tuning around the adapter methods (adapters/methods.ts), in table order. */
+export const METHODS = ['head', ...ADAPTER_METHOD_NAMES, 'full'] as const;
 export type Method = (typeof METHODS)[number];
 
 interface Plan {
@@ -146,6 +148,7 @@ async function adapt(
   plan: Plan,
 ): Promise<RunResult> {
   const model: SequenceClassifier = loadClassifier(encoderDir, { labels: classes }, seed);
+  const adapterMethod = method === 'head' || method === 'full' ? undefined : ADAPTER_METHODS[method];
   try {
     if (method === 'head') {
       for (const [name, tensor] of model.namedParameters()) tensor.requiresGrad = name.startsWith('classifier.');
@@ -157,7 +160,7 @@ async function adapt(
     const maxSteps = Math.ceil(train.length / batchSize) * plan.epochs;
     const decomposition: RunResult['decomposition'] = [];
     const onEval = (record: EvalRecord) => {
-      if (method === 'lora' || method === 'dora' || method === 'bidora') {
+      if (adapterMethod !== undefined) {
         for (const layer of adapters.analyze(model).layers) decomposition.push({ step: record.step, ...layer });
       }
     };
@@ -166,7 +169,7 @@ async function adapt(
     const started = performance.now();
     let result: FitResult;
     const fitOptions = { evalExamples: evaluation.validation, evalEvery: Math.max(1, Math.floor(maxSteps / 6)) };
-    if (method === 'bidora') {
+    if (adapterMethod?.bilevel) {
       const trainer = new BiLevelTrainer({
         ...common,
         lowerOptimizer: optimizer,

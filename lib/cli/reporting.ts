@@ -1,4 +1,5 @@
 // The reports the commands write: the charts and tables of a training run, and of the demo's comparison.
+import { ADAPTER_METHOD_NAMES } from '../adapters/methods';
 import { type Chart, fitOf, PALETTE, type Series, writeReport } from '../report/index';
 import { mean, standardDeviation } from '../train/stats';
 
@@ -135,7 +136,7 @@ export function writeDemoReport(dir: string, report: DemoReport): string[] {
   });
   const scatter: Series[] = [];
   const fits = [];
-  for (const method of ['lora', 'dora', 'bidora']) {
+  for (const method of ADAPTER_METHOD_NAMES) {
     const points = (report.runs[method] ?? []).flatMap((run) =>
       run.decomposition.map((entry) => ({ x: entry.deltaDirection, y: entry.deltaMagnitude })),
     );

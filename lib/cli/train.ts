@@ -4,6 +4,7 @@ import { copyFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 
 import * as adapters from '../adapters/index';
+import { ADAPTER_METHOD_NAMES, ADAPTER_METHODS, type AdapterMethod } from '../adapters/methods';
 import { native } from '../binding';
 import { writeFileAtomic } from '../io/atomic';
 import * as tokenizers from '../tokenizers/index';
@@ -63,8 +64,9 @@ export async function trainCommand(argv: string[]): Promise<void> {
   );
   if (values === undefined) return;
   const method = values.method as string;
-  if (!['lora', 'dora', 'bidora'].includes(method))
-    throw new UsageError(`--method must be lora, dora or bidora, got ${method}`);
+  if (!(ADAPTER_METHOD_NAMES as readonly string[]).includes(method)) {
+    throw new UsageError(`--method must be ${ADAPTER_METHOD_NAMES.join(', ')}; got ${method}`);
+  }
   const device = values.device as string;
   if (!native.devices().includes(device)) {
     throw new UsageError(
@@ -107,7 +109,7 @@ export async function trainCommand(argv: string[]): Promise<void> {
     const optimizer = { lr: numberOption(values, 'lr'), weightDecay: numberOption(values, 'weight-decay') };
     const fitOptions = { evalExamples, evalEvery: numberOption(values, 'eval-every') };
     let result: FitResult;
-    if (method === 'bidora') {
+    if (ADAPTER_METHODS[method as AdapterMethod].bilevel) {
       const trainer = new BiLevelTrainer({
         ...common,
         lowerOptimizer: optimizer,

@@ -1,7 +1,6 @@
 // The basic layers: Linear (optionally carrying a LoRA/DoRA adapter), Embedding, LayerNorm, Dropout, activations,
 // Sequential and MLP.
 import { gelu, relu, tanh } from '../ops/activation';
-import { doraLinear, loraLinear } from '../ops/adapter';
 import { dropout } from '../ops/dropout';
 import { embedding } from '../ops/embedding';
 import { linear } from '../ops/matmul';
@@ -17,6 +16,49 @@ export interface InitOptions {
   std?: number;
 }
 
+/** The arguments every layer kind's forward takes (the fused op's, less what the adapter supplies itself). */
+export interface AdapterForwardArgs {
+  input: Tensor;
+  weight: Tensor;
+  bias: Tensor | undefined;
+  loraA: Tensor;
+  loraB: Tensor;
+  magnitude: Tensor | undefined;
+  scale: number;
+  dropout: number;
+  seed: number;
+  detachNorm: boolean;
+}
+
+/** The trained tensors of one adapted layer and the base weight they adapt. */
+export interface AdapterState {
+  weight: Tensor;
+  loraA: Tensor;
+  loraB: Tensor;
+  magnitude: Tensor | undefined;
+  scale: number;
+}
+
+/**
+ * One adapted layer's arithmetic (LoRA, DoRA): the kinds themselves are data in adapters/methods.ts, so a layer runs
+ * whichever it carries without knowing the methods.
+ */
+export interface AdapterLayerKind {
+  readonly name: 'lora' | 'dora';
+  /** Whether the layer learns a magnitude per output row (DoRA's m). */
+  readonly hasMagnitude: boolean;
+  /** The trained tensors' suffixes in PEFT's adapter_model.safetensors, after the layer's dotted path. */
+  readonly peftTensors: { readonly loraA: string; readonly loraB: string; readonly magnitude?: string };
+  /** m at initialisation, so the adapted layer starts exactly at the base layer (undefined without a magnitude). */
+  initialMagnitude(state: Omit<AdapterState, 'magnitude'>): Tensor | undefined;
+  /** y for `input` through the fused kernel of this kind. */
+  forward(args: AdapterForwardArgs): Tensor;
+  /** The merged weight, and what unmerging will need besides the adapter's own tensors. */
+  merge(state: AdapterState): { weight: Tensor; mergedNorm?: Tensor };
+  /** W0 back from the merged weight (to rounding). */
+  unmerge(merged: Tensor, state: Omit<AdapterState, 'weight'>, mergedNorm: Tensor | undefined): Tensor;
+}
+
 /**
  * A low-rank adapter carried by a Linear layer: W0 stays frozen, A [r, in] and B [out, r] train, and for DoRA the
  * magnitude m [out] too. `scale` is alpha / r (or alpha / sqrt(r) with rsLoRA).
@@ -27,12 +69,19 @@ export class LinearAdapter extends Module {
   magnitude: Tensor | undefined;
 
   constructor(
+    /** The arithmetic of this layer (adapters/methods.ts): its forward kernels, merging, PEFT tensor names. */
+    readonly layerKind: AdapterLayerKind,
     loraA: Tensor,
     loraB: Tensor,
     magnitude: Tensor | undefined,
     readonly options: { scale: number; dropout: number; detachNorm: boolean; seed: number },
   ) {
     super();
+    if (layerKind.hasMagnitude !== (magnitude !== undefined)) {
+      throw new TypeError(
+        `LinearAdapter: a ${layerKind.name} adapter ${layerKind.hasMagnitude ? 'needs' : 'has no'} a magnitude vector`,
+      );
+    }
     this.loraA = loraA;
     this.loraB = loraB;
     this.magnitude = magnitude;
@@ -53,8 +102,8 @@ export class LinearAdapter extends Module {
   /** Whether the adapter is folded into the base weight (forward then runs the plain product). */
   merged = false;
 
-  get kind(): 'lora' | 'dora' {
-    return this.magnitude === undefined ? 'lora' : 'dora';
+  get kind(): AdapterLayerKind['name'] {
+    return this.layerKind.name;
   }
 
   /** The seed of the next dropout mask on the low-rank branch. */
@@ -88,19 +137,18 @@ export class Linear extends Module {
   forward(input: Tensor): Tensor {
     const adapter = this.adapter;
     if (adapter === undefined || adapter.merged) return linear(input, this.weight, this.bias);
-    const args = {
+    return adapter.layerKind.forward({
       input,
       weight: this.weight,
       bias: this.bias,
       loraA: adapter.loraA,
       loraB: adapter.loraB,
+      magnitude: adapter.magnitude,
       scale: adapter.options.scale,
       dropout: this.training ? adapter.options.dropout : 0,
       seed: this.training && adapter.options.dropout > 0 ? adapter.nextSeed() : 0,
-    };
-    return adapter.magnitude === undefined
-      ? loraLinear(args)
-      : doraLinear({ ...args, magnitude: adapter.magnitude, detachNorm: adapter.options.detachNorm });
+      detachNorm: adapter.options.detachNorm,
+    });
   }
 }
 

@@ -83,9 +83,12 @@ export class BiLevelTrainer extends TrainingLoop {
         'BiLevelTrainer: the model has no adapters; call adapters.apply(model, { method: "bidora", ... })',
       );
     }
-    const missing = this.layers.find(({ adapter }) => adapter.magnitude === undefined);
-    if (missing)
-      throw new RangeError(`BiLevelTrainer: ${missing.path} is a LoRA adapter; BiDoRA needs magnitudes (DoRA)`);
+    const missing = this.layers.find(({ adapter }) => !adapter.layerKind.hasMagnitude);
+    if (missing) {
+      throw new RangeError(
+        `BiLevelTrainer: ${missing.path} is a ${missing.adapter.kind} adapter; BiDoRA needs magnitudes (DoRA)`,
+      );
+    }
     const upperFraction = options.upperFraction ?? 0.2;
     if (!(upperFraction > 0 && upperFraction < 1)) {
       throw new RangeError(`BiLevelTrainer: upperFraction must be in (0, 1), got ${upperFraction}`);
