@@ -1,4 +1,4 @@
-// BiDoRA's bi-level training (DESIGN.md, "The method, precisely"): the direction (A, B) and the head learn on the
+// BiDoRA's bi-level training (docs/DESIGN.md, "The method, precisely"): the direction (A, B) and the head learn on the
 // lower split, the magnitudes on the upper split, coupled by a finite-difference hypergradient.
 import { adaptedLayers, type AdaptedLayer } from '../adapters/layers';
 import { appliedConfig } from '../adapters/apply';
