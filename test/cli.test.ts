@@ -219,3 +219,38 @@ describe('bidora train', () => {
     expect(existsSync(join(root, 'x'))).toBe(false);
   });
 });
+
+describe('bidora, whatever the command', () => {
+  it('prints the package version for --version and -v, without loading the addon', () => {
+    const version = (JSON.parse(readFileSync(join(__dirname, '..', 'package.json'), 'utf8')) as { version: string })
+      .version;
+    for (const flag of ['--version', '-v']) {
+      // A missing addon file would fail a command that loads it; --version must print regardless.
+      const result = spawnSync(process.execPath, [cli, flag], {
+        encoding: 'utf8',
+        env: { ...process.env, BIDORA_ADDON: join(root, 'no-such-addon.node') },
+      });
+      expect(result.status, result.stderr).toBe(0);
+      expect(result.stdout).toBe(`${version}\n`);
+    }
+  });
+
+  it('names the command once in an error', () => {
+    const missing = run(['train', '--model', modelDir, '--out', join(root, 'x')]);
+    expect(missing.stderr).toBe('bidora train: --data is required (see bidora train --help)\n');
+    const unknown = run(['eval', '--bogus']);
+    expect(unknown.status).toBe(2);
+    expect(unknown.stderr).toMatch(/^bidora eval: Unknown option '--bogus'.*\(see bidora eval --help\)\n$/);
+    expect(unknown.stderr.match(/bidora eval:/g)).toHaveLength(1);
+  });
+
+  it('shows each command its help for -h as for --help', () => {
+    for (const command of ['demo', 'train', 'eval', 'merge']) {
+      const short = run([command, '-h']);
+      expect(short.status, short.stderr).toBe(0);
+      expect(short.stdout).toMatch(new RegExp(`^Usage: bidora ${command} `));
+      expect(short.stdout).toBe(run([command, '--help']).stdout);
+    }
+    expect(run(['-h']).stdout).toMatch(/^Usage: bidora <command>/);
+  });
+});
