@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { native } from '../lib/binding';
 import { adapters, models, noGrad, tidy, tokenizers } from '../lib/index';
+import { DATA_PACKAGE, DATA_VERSION, tarEntry } from '../lib/cli/demo-data';
 import { SPECIAL_TOKENS, wordPieceTokenizerJson } from './fixtures/wordpiece';
 
 const root = mkdtempSync(join(tmpdir(), 'bidora-cli-'));
@@ -252,5 +253,27 @@ describe('bidora, whatever the command', () => {
       expect(short.stdout).toBe(run([command, '--help']).stdout);
     }
     expect(run(['-h']).stdout).toMatch(/^Usage: bidora <command>/);
+  });
+});
+
+describe('the demo data', () => {
+  it('pins the data package version package.json installs for development', () => {
+    const manifest = JSON.parse(readFileSync(join(__dirname, '..', 'package.json'), 'utf8')) as {
+      devDependencies: Record<string, string>;
+    };
+    expect(manifest.devDependencies[DATA_PACKAGE]).toBe(DATA_VERSION);
+  });
+
+  it('reads one file out of a tar archive, long paths and padding included', () => {
+    const dir = join(root, 'tar');
+    const deep = join('package', 'a'.repeat(60), 'b'.repeat(60));
+    mkdirSync(join(dir, deep), { recursive: true });
+    writeFileSync(join(dir, 'package', 'first.txt'), 'x'.repeat(700));
+    writeFileSync(join(dir, deep, 'dict.json'), '{"HELLO": "HH AH0 L OW1"}');
+    execFileSync('tar', ['--format=ustar', '-cf', join(dir, 'archive.tar'), '-C', dir, 'package']);
+    const archive = readFileSync(join(dir, 'archive.tar'));
+    expect(tarEntry(archive, `${deep}/dict.json`)?.toString()).toBe('{"HELLO": "HH AH0 L OW1"}');
+    expect(tarEntry(archive, 'package/first.txt')?.length).toBe(700);
+    expect(tarEntry(archive, 'package/missing.json')).toBeUndefined();
   });
 });

@@ -200,7 +200,7 @@ export async function demoCommand(argv: string[]): Promise<void> {
   const cacheRoot =
     (values.cache as string | undefined) ?? process.env.BIDORA_CACHE ?? join(homedir(), '.cache', 'bidora');
   const started = performance.now();
-  const words = loadWords();
+  const words = loadWords(cacheRoot);
   const encoderDir = await pretrainedEncoder(words, plan, cacheRoot, values.log as string);
 
   // The target task: the stressed vowel, from words the encoder never saw.
