@@ -333,7 +333,7 @@ export interface AddonCandidate {
 }
 
 /**
- * The addon files to try, first first: `BIDORA_ADDON` alone when set; else `build/Release/bidora.node`, which exists
+ * The addon files to try, in order: `BIDORA_ADDON` alone when set; else `build/Release/bidora.node`, which exists
  * only where something compiled the addon on this machine (a clone's `npm run build:native`, or an install that built
  * from source because no prebuild loaded or `BIDORA_BUILD_FROM_SOURCE` asked for it), so it wins over the packaged
  * prebuilds as with node-gyp-build; then `prebuilds/<platform>-<arch>/bidora-cuda.node` where an NVIDIA driver is
@@ -353,21 +353,17 @@ export function addonCandidates(root = join(__dirname, '..')): AddonCandidate[] 
   return candidates;
 }
 
-/** The addon file this process loaded. */
-export let addonFile = '';
-
-function load(): NativeBinding {
+/** Loads the first candidate that the dynamic linker accepts; throws naming each one that exists and why it failed. */
+export function loadAddon(candidates: readonly AddonCandidate[]): { binding: NativeBinding; path: string } {
   const failures: string[] = [];
   const requireAddon = createRequire(__filename);
-  for (const { path, origin } of addonCandidates()) {
+  for (const { path, origin } of candidates) {
     if (!existsSync(path)) {
       if (origin === 'BIDORA_ADDON') failures.push(`${path} (BIDORA_ADDON): no such file`);
       continue;
     }
     try {
-      const binding = requireAddon(path) as NativeBinding;
-      addonFile = path;
-      return binding;
+      return { binding: requireAddon(path) as NativeBinding, path };
     } catch (error) {
       // Only the dynamic linker's refusals (a prebuild for a newer glibc, musl, another CPU) move on to the next
       // file; an error the addon raised while starting, such as a bad BIDORA_ISA, would repeat there.
@@ -383,4 +379,7 @@ function load(): NativeBinding {
   );
 }
 
-export const native: NativeBinding = load();
+const loaded = loadAddon(addonCandidates());
+export const native: NativeBinding = loaded.binding;
+/** The addon file this process loaded (`buildInfo().addon`). */
+export const addonFile: string = loaded.path;
