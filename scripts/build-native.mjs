@@ -6,7 +6,7 @@
 // when it does not load here, or when BIDORA_BUILD_FROM_SOURCE=1 (or npm's --build-from-source) asks for a compile.
 // A clone always compiles, so that its tests run against its own sources and not a prebuild left from a pack.
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -41,7 +41,8 @@ function loads(file) {
   };
 }
 
-if (process.argv.includes('--install') && !fromSource && !existsSync(join(root, '.git'))) {
+const installing = process.argv.includes('--install') && !existsSync(join(root, '.git'));
+if (installing && !fromSource) {
   const prebuild = join(root, 'prebuilds', `${process.platform}-${process.arch}`, 'bidora.node');
   if (existsSync(prebuild)) {
     const result = loads(prebuild);
@@ -83,4 +84,15 @@ if (result.status !== 0) {
       'C++17 compiler and CMake 3.18+ (or, without CMake, Python 3 for node-gyp)',
   );
   process.exit(result.status ?? 1);
+}
+
+// An installed package keeps the addon only: the CMake or node-gyp tree beside it is about 20 MB of objects that
+// nothing loads. A clone keeps its tree for incremental rebuilds.
+if (installing) {
+  const addon = join(root, 'build', 'Release', 'bidora.node');
+  const kept = join(root, 'bidora.node.built');
+  renameSync(addon, kept);
+  rmSync(join(root, 'build'), { recursive: true, force: true });
+  mkdirSync(dirname(addon), { recursive: true });
+  renameSync(kept, addon);
 }
