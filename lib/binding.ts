@@ -38,6 +38,8 @@ export interface BuildInfo {
   poolThreadsRequested: number;
   /** Whether the CUDA backend was compiled in. */
   cuda: boolean;
+  /** The addon file loaded: a prebuild from the package's prebuilds/ folder, or one compiled on this machine. */
+  addon: string;
 }
 
 /** Where a tensor's contents live and its ops run. */
@@ -67,7 +69,8 @@ type Handle = NativeTensorHandle;
 /** Every native function; each validates its arguments and throws TypeError or RangeError naming them. */
 export interface NativeBinding {
   TensorHandle: abstract new () => NativeTensorHandle;
-  buildInfo(): BuildInfo;
+  /** [sync] All of BuildInfo but `addon`, which the loader knows. */
+  buildInfo(): Omit<BuildInfo, 'addon'>;
   setIsa(isa: string): Isa;
   setNumThreads(threads: number): number;
   memory(): NativeMemory;
@@ -325,25 +328,60 @@ export interface NativeAdapterGrads {
   bias?: Handle;
 }
 
+/** Where an addon file can come from, in the order the loader tries them. */
+export interface AddonCandidate {
+  path: string;
+  origin: 'BIDORA_ADDON' | 'built here' | 'prebuilt (CUDA)' | 'prebuilt';
+}
+
 /**
- * Finds the addon: `BIDORA_ADDON` if set (a path to a `.node` file), else `build/Release/bidora.node` at the package
- * root, where both cmake-js and node-gyp put it.
+ * The addon files to try, in order: `BIDORA_ADDON` alone when set; else `build/Release/bidora.node`, which exists
+ * only where something compiled the addon on this machine (a clone's `npm run build:native`, or an install that built
+ * from source because no prebuild loaded or `BIDORA_BUILD_FROM_SOURCE` asked for it), so it wins over the packaged
+ * prebuilds as with node-gyp-build; then `prebuilds/<platform>-<arch>/bidora-cuda.node` where an NVIDIA driver is
+ * visible, then the CPU prebuild `bidora.node`, which needs no CUDA at all.
  */
-function addonPath(): string {
+export function addonCandidates(root = join(__dirname, '..')): AddonCandidate[] {
   const override = process.env.BIDORA_ADDON;
-  if (override !== undefined && override !== '') return override;
-  return join(__dirname, '..', 'build', 'Release', 'bidora.node');
-}
-
-function load(): NativeBinding {
-  const path = addonPath();
-  if (!existsSync(path)) {
-    throw new Error(
-      `bidora: the native addon was not found at ${path}. Build it with \`npm run build:native\` ` +
-        '(CMake) or `npm run build:native:gyp` (node-gyp).',
-    );
+  if (override !== undefined && override !== '') return [{ path: override, origin: 'BIDORA_ADDON' }];
+  const prebuilds = join(root, 'prebuilds', `${process.platform}-${process.arch}`);
+  const candidates: AddonCandidate[] = [{ path: join(root, 'build', 'Release', 'bidora.node'), origin: 'built here' }];
+  // The CUDA build loads without a driver too (its CUDA runtime is linked in statically), but then it only adds
+  // start-up work; the driver's files are a cheap sign that a GPU may be there.
+  if (existsSync('/proc/driver/nvidia/version') || existsSync('/dev/nvidiactl')) {
+    candidates.push({ path: join(prebuilds, 'bidora-cuda.node'), origin: 'prebuilt (CUDA)' });
   }
-  return createRequire(__filename)(path) as NativeBinding;
+  candidates.push({ path: join(prebuilds, 'bidora.node'), origin: 'prebuilt' });
+  return candidates;
 }
 
-export const native: NativeBinding = load();
+/** Loads the first candidate that the dynamic linker accepts; throws naming each one that exists and why it failed. */
+export function loadAddon(candidates: readonly AddonCandidate[]): { binding: NativeBinding; path: string } {
+  const failures: string[] = [];
+  const requireAddon = createRequire(__filename);
+  for (const { path, origin } of candidates) {
+    if (!existsSync(path)) {
+      if (origin === 'BIDORA_ADDON') failures.push(`${path} (BIDORA_ADDON): no such file`);
+      continue;
+    }
+    try {
+      return { binding: requireAddon(path) as NativeBinding, path };
+    } catch (error) {
+      // Only the dynamic linker's refusals (a prebuild for a newer glibc, musl, another CPU) move on to the next
+      // file; an error the addon raised while starting, such as a bad BIDORA_ISA, would repeat there.
+      if ((error as { code?: unknown }).code !== 'ERR_DLOPEN_FAILED') throw error;
+      failures.push(`${path} (${origin}): ${(error as Error).message.split('\n')[0]}`);
+    }
+  }
+  const tried = failures.length === 0 ? 'no build and no prebuild for this platform was found' : failures.join('; ');
+  throw new Error(
+    `bidora: cannot load the native addon on ${process.platform}-${process.arch} (${tried}). ` +
+      'Compile it for this machine with `npm rebuild bidora` (install scripts allowed; needs a C++17 compiler, and ' +
+      'CMake or else Python for node-gyp), or with `npm run build:native` in a clone.',
+  );
+}
+
+const loaded = loadAddon(addonCandidates());
+export const native: NativeBinding = loaded.binding;
+/** The addon file this process loaded (`buildInfo().addon`). */
+export const addonFile: string = loaded.path;

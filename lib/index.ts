@@ -1,5 +1,5 @@
 // bidora: LoRA, DoRA and BiDoRA adapter fine-tuning for Node.js on native kernels.
-import { type BuildInfo, type Device, type Isa, type MatmulPrecision, native } from './binding';
+import { addonFile, type BuildInfo, type Device, type Isa, type MatmulPrecision, native } from './binding';
 
 export * as adapters from './adapters/index';
 export { backward, grad, isGradEnabled, noGrad } from './autograd';
@@ -28,7 +28,7 @@ export type { BuildInfo, Device, Isa, MatmulPrecision } from './binding';
 
 /** What was compiled, what runs, and how many threads: include it in bug reports. */
 export function buildInfo(): BuildInfo {
-  return native.buildInfo();
+  return { ...native.buildInfo(), addon: addonFile };
 }
 
 /**

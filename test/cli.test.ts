@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { native } from '../lib/binding';
 import { adapters, models, noGrad, tidy, tokenizers } from '../lib/index';
+import { DATA_PACKAGE, DATA_VERSION, tarEntry } from '../lib/cli/demo-data';
 import { SPECIAL_TOKENS, wordPieceTokenizerJson } from './fixtures/wordpiece';
 
 const root = mkdtempSync(join(tmpdir(), 'bidora-cli-'));
@@ -217,5 +218,62 @@ describe('bidora train', () => {
     expect(run(['train', '--help']).stdout).toMatch(/Usage: bidora train/);
     expect(run(['bogus']).status).toBe(2);
     expect(existsSync(join(root, 'x'))).toBe(false);
+  });
+});
+
+describe('bidora, whatever the command', () => {
+  it('prints the package version for --version and -v, without loading the addon', () => {
+    const version = (JSON.parse(readFileSync(join(__dirname, '..', 'package.json'), 'utf8')) as { version: string })
+      .version;
+    for (const flag of ['--version', '-v']) {
+      // A missing addon file would fail a command that loads it; --version must print regardless.
+      const result = spawnSync(process.execPath, [cli, flag], {
+        encoding: 'utf8',
+        env: { ...process.env, BIDORA_ADDON: join(root, 'no-such-addon.node') },
+      });
+      expect(result.status, result.stderr).toBe(0);
+      expect(result.stdout).toBe(`${version}\n`);
+    }
+  });
+
+  it('names the command once in an error', () => {
+    const missing = run(['train', '--model', modelDir, '--out', join(root, 'x')]);
+    expect(missing.stderr).toBe('bidora train: --data is required (see bidora train --help)\n');
+    const unknown = run(['eval', '--bogus']);
+    expect(unknown.status).toBe(2);
+    expect(unknown.stderr).toMatch(/^bidora eval: Unknown option '--bogus'.*\(see bidora eval --help\)\n$/);
+    expect(unknown.stderr.match(/bidora eval:/g)).toHaveLength(1);
+  });
+
+  it('shows each command its help for -h as for --help', () => {
+    for (const command of ['demo', 'train', 'eval', 'merge']) {
+      const short = run([command, '-h']);
+      expect(short.status, short.stderr).toBe(0);
+      expect(short.stdout).toMatch(new RegExp(`^Usage: bidora ${command} `));
+      expect(short.stdout).toBe(run([command, '--help']).stdout);
+    }
+    expect(run(['-h']).stdout).toMatch(/^Usage: bidora <command>/);
+  });
+});
+
+describe('the demo data', () => {
+  it('pins the data package version package.json installs for development', () => {
+    const manifest = JSON.parse(readFileSync(join(__dirname, '..', 'package.json'), 'utf8')) as {
+      devDependencies: Record<string, string>;
+    };
+    expect(manifest.devDependencies[DATA_PACKAGE]).toBe(DATA_VERSION);
+  });
+
+  it('reads one file out of a tar archive, long paths and padding included', () => {
+    const dir = join(root, 'tar');
+    const deep = join('package', 'a'.repeat(60), 'b'.repeat(60));
+    mkdirSync(join(dir, deep), { recursive: true });
+    writeFileSync(join(dir, 'package', 'first.txt'), 'x'.repeat(700));
+    writeFileSync(join(dir, deep, 'dict.json'), '{"HELLO": "HH AH0 L OW1"}');
+    execFileSync('tar', ['--format=ustar', '-cf', join(dir, 'archive.tar'), '-C', dir, 'package']);
+    const archive = readFileSync(join(dir, 'archive.tar'));
+    expect(tarEntry(archive, `${deep}/dict.json`)?.toString()).toBe('{"HELLO": "HH AH0 L OW1"}');
+    expect(tarEntry(archive, 'package/first.txt')?.length).toBe(700);
+    expect(tarEntry(archive, 'package/missing.json')).toBeUndefined();
   });
 });

@@ -16,6 +16,14 @@ export class UsageError extends Error {
   }
 }
 
+/** A command that cannot go on for a reason outside the arguments (missing data, no network): no stack trace. */
+export class CommandError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'CommandError';
+  }
+}
+
 export function helpText(command: string, summary: string, specs: Record<string, OptionSpec>): string {
   const lines = Object.entries(specs).map(([name, spec]) => {
     const flag = spec.type === 'boolean' ? `--${name}` : `--${name} <value>`;
@@ -26,7 +34,7 @@ export function helpText(command: string, summary: string, specs: Record<string,
         : '';
     return `  ${flag.padEnd(28)} ${spec.description}${extra}`;
   });
-  return `Usage: bidora ${command} [options]\n\n${summary}\n\nOptions:\n${lines.join('\n')}\n  ${'--config <file.json>'.padEnd(28)} read options from a JSON file (flags win)\n  ${'--help'.padEnd(28)} show this help\n`;
+  return `Usage: bidora ${command} [options]\n\n${summary}\n\nOptions:\n${lines.join('\n')}\n  ${'--config <file.json>'.padEnd(28)} read options from a JSON file (flags win)\n  ${'-h, --help'.padEnd(28)} show this help\n`;
 }
 
 /** Parsed options as strings and booleans; undefined when neither a flag, the config file nor a default gives one. */
@@ -42,13 +50,13 @@ export function parseOptions(
       options: {
         ...Object.fromEntries(Object.entries(specs).map(([name, spec]) => [name, { type: spec.type }])),
         config: { type: 'string' },
-        help: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
       },
       strict: true,
       allowPositionals: false,
     });
   } catch (error) {
-    throw new UsageError(`bidora ${command}: ${(error as Error).message} (see bidora ${command} --help)`);
+    throw new UsageError(`${(error as Error).message} (see bidora ${command} --help)`);
   }
   const values: Record<string, string | boolean | undefined> = { ...parsed.values };
   if (values.config !== undefined) {
@@ -56,14 +64,11 @@ export function parseOptions(
     try {
       config = JSON.parse(readFileSync(values.config as string, 'utf8')) as Record<string, unknown>;
     } catch (error) {
-      throw new UsageError(
-        `bidora ${command}: cannot read --config ${String(values.config)}: ${(error as Error).message}`,
-      );
+      throw new UsageError(`cannot read --config ${String(values.config)}: ${(error as Error).message}`);
     }
     for (const [key, value] of Object.entries(config)) {
       const name = key.replace(/[A-Z]/g, (letter) => `-${letter.toLowerCase()}`);
-      if (!(name in specs))
-        throw new UsageError(`bidora ${command}: unknown option "${key}" in ${String(values.config)}`);
+      if (!(name in specs)) throw new UsageError(`unknown option "${key}" in ${String(values.config)}`);
       if (values[name] === undefined) values[name] = typeof value === 'boolean' ? value : String(value);
     }
   }
@@ -71,7 +76,7 @@ export function parseOptions(
   for (const [name, spec] of Object.entries(specs)) {
     if (values[name] === undefined) values[name] = spec.default;
     if (spec.required && values[name] === undefined) {
-      throw new UsageError(`bidora ${command}: --${name} is required (see bidora ${command} --help)`);
+      throw new UsageError(`--${name} is required (see bidora ${command} --help)`);
     }
   }
   return values;

@@ -26,7 +26,10 @@ const demoOptions: Record<string, OptionSpec> = {
   quick: { type: 'boolean', description: 'a smaller run (under 2 minutes): fewer steps and examples' },
   out: { type: 'string', description: 'report folder', default: 'bidora-demo-report' },
   seeds: { type: 'string', description: 'paired seeds per method (at least 5 for the full demo)' },
-  cache: { type: 'string', description: 'where the pretrained encoder is kept (BIDORA_CACHE or ~/.cache/bidora)' },
+  cache: {
+    type: 'string',
+    description: 'where the pretrained encoder and the fetched data are kept (BIDORA_CACHE or ~/.cache/bidora)',
+  },
   log: { type: 'string', description: 'auto | bar | json | none', default: 'none' },
 };
 
@@ -203,7 +206,7 @@ export async function demoCommand(argv: string[]): Promise<void> {
   const cacheRoot =
     (values.cache as string | undefined) ?? process.env.BIDORA_CACHE ?? join(homedir(), '.cache', 'bidora');
   const started = performance.now();
-  const words = loadWords();
+  const words = loadWords(cacheRoot);
   const encoderDir = await pretrainedEncoder(words, plan, cacheRoot, values.log as string);
 
   // The target task: the stressed vowel, from words the encoder never saw.

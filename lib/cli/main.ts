@@ -1,6 +1,9 @@
 #!/usr/bin/env node
 // The bidora command line: demo, train, eval, merge.
-import { UsageError } from './args';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+import { CommandError, UsageError } from './args';
 
 const commands: Record<string, { summary: string; run: (argv: string[]) => Promise<void> }> = {
   demo: {
@@ -23,13 +26,24 @@ const commands: Record<string, { summary: string; run: (argv: string[]) => Promi
 
 function usage(): string {
   const lines = Object.entries(commands).map(([name, { summary }]) => `  ${name.padEnd(8)} ${summary}`);
-  return `Usage: bidora <command> [options]\n\nCommands:\n${lines.join('\n')}\n\nRun bidora <command> --help for its options.\n`;
+  return `Usage: bidora <command> [options]\n\nCommands:\n${lines.join('\n')}\n\nRun bidora <command> --help for its options; bidora --version prints the version.\n`;
+}
+
+/** Read from package.json rather than the addon, so that it prints even where the addon does not load. */
+function packageVersion(): string {
+  // lib/cli/ under the tests, dist/cli/ when installed: package.json is two folders up from both.
+  const path = join(__dirname, '..', '..', 'package.json');
+  return (JSON.parse(readFileSync(path, 'utf8')) as { version: string }).version;
 }
 
 export async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
     process.stdout.write(usage());
+    return 0;
+  }
+  if (name === '--version' || name === '-v') {
+    process.stdout.write(`${packageVersion()}\n`);
     return 0;
   }
   const command = commands[name];
@@ -41,9 +55,14 @@ export async function main(argv: string[]): Promise<number> {
     await command.run(rest);
     return 0;
   } catch (error) {
+    // The one place that names the command: messages thrown below carry no prefix of their own.
     if (error instanceof UsageError || error instanceof RangeError || error instanceof TypeError) {
-      process.stderr.write(`bidora ${name}: ${(error as Error).message}\n`);
+      process.stderr.write(`bidora ${name}: ${error.message}\n`);
       return 2;
+    }
+    if (error instanceof CommandError) {
+      process.stderr.write(`bidora ${name}: ${error.message}\n`);
+      return 1;
     }
     throw error;
   }

@@ -68,8 +68,17 @@ export class AdapterSaved {
   #options: SavedOptions;
   #released = false;
 
-  /** @internal */
-  constructor(
+  /** @internal Made by the forward functions only; a factory, because a stripped constructor would read as public. */
+  static create(
+    kind: Kind,
+    inputs: Record<string, Tensor | undefined>,
+    owned: Record<string, NativeTensorHandle>,
+    options: SavedOptions,
+  ): AdapterSaved {
+    return new AdapterSaved(kind, inputs, owned, options);
+  }
+
+  private constructor(
     kind: Kind,
     inputs: Record<string, Tensor | undefined>,
     owned: Record<string, NativeTensorHandle>,
@@ -189,7 +198,7 @@ export function doraForward(args: DoraArgs): { output: Tensor; saved: AdapterSav
     loraB: args.loraB,
     magnitude: args.magnitude,
   };
-  return { output: tensorOf(output), saved: new AdapterSaved('dora', inputs, owned, options) };
+  return { output: tensorOf(output), saved: AdapterSaved.create('dora', inputs, owned, options) };
 }
 
 /**
@@ -278,7 +287,7 @@ export function loraForward(args: LoraArgs): { output: Tensor; saved: AdapterSav
     options.seed,
   );
   const inputs = { input: args.input, weight: args.weight, bias: args.bias, loraA: args.loraA, loraB: args.loraB };
-  return { output: tensorOf(output), saved: new AdapterSaved('lora', inputs, { hidden }, options) };
+  return { output: tensorOf(output), saved: AdapterSaved.create('lora', inputs, { hidden }, options) };
 }
 
 /** LoRA backward; as doraBackward without a magnitude. Releases `saved`. */
