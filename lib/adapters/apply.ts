@@ -263,15 +263,30 @@ export function planAdapters(
     }
     return { name, layer, r, scale: config.useRslora ? alpha / Math.sqrt(r) : alpha / r };
   });
-  const modules = model.namedModules();
-  const modulesToSave: [string, Module][] = [];
-  for (const wanted of config.modulesToSave ?? []) {
-    const found = modules.find(([name]) => matchesListEntry(name, wanted));
-    if (found !== undefined) modulesToSave.push(found);
-    else if (!options.skipMissingModules)
-      throw new RangeError(`${where}: module to save '${wanted}' is not in the model`);
+  return { config, adapters, modulesToSave: modulesToSave(model, config.modulesToSave ?? [], where, options) };
+}
+
+/**
+ * The modules `wanted` names, as PEFT finds them: every module whose dotted name ends with an entry, as a plain
+ * suffix (so DistilBERT's `pre_classifier` is saved with `classifier`, as PEFT saves it), none inside another found.
+ */
+function modulesToSave(
+  model: Module,
+  wanted: readonly string[],
+  where: string,
+  options: { skipMissingModules?: boolean },
+): [string, Module][] {
+  const found: [string, Module][] = [];
+  const modules = model.namedModules().filter(([name]) => name !== '');
+  for (const entry of wanted) {
+    const matches = modules.filter(([name]) => name.endsWith(entry));
+    if (matches.length === 0 && !options.skipMissingModules) {
+      throw new RangeError(`${where}: module to save '${entry}' is not in the model`);
+    }
+    for (const match of matches) if (!found.some(([name]) => name === match[0])) found.push(match);
   }
-  return { config, adapters, modulesToSave };
+  // A module inside another one found is saved with it already.
+  return found.filter(([name]) => !found.some(([outer]) => outer !== name && name.startsWith(`${outer}.`)));
 }
 
 /** The initial A, B and m of a planned adapter: A random, B = 0, m = ||W0|| so the layer starts at the base one. */

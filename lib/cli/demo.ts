@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import * as adapters from '../adapters/index';
 import { ADAPTER_METHOD_NAMES, ADAPTER_METHODS } from '../adapters/methods';
 import { fromConfig, save } from '../models/index';
-import { type SequenceClassifier } from '../models/bert';
+import { type EncoderTaskModel } from '../models/encoder';
 import { CHAR_TOKENIZER_FILE, CharTokenizer } from '../tokenizers/char';
 import { BiLevelTrainer } from '../train/bilevel';
 import { type Example, splitLowerUpper } from '../train/data';
@@ -150,7 +150,7 @@ async function adapt(
   evaluation: { validation: Example[]; test?: Example[] },
   plan: Plan,
 ): Promise<RunResult> {
-  const model: SequenceClassifier = loadClassifier(encoderDir, { labels: classes }, seed);
+  const model: EncoderTaskModel = loadClassifier(encoderDir, { labels: classes }, seed);
   const adapterMethod = method === 'head' || method === 'full' ? undefined : ADAPTER_METHODS[method];
   try {
     if (method === 'head') {

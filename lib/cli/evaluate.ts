@@ -4,7 +4,7 @@ import { join } from 'node:path';
 
 import * as adapters from '../adapters/index';
 import { save } from '../models/index';
-import { type SequenceClassifier } from '../models/bert';
+import { type EncoderTaskModel } from '../models/encoder';
 import * as tokenizers from '../tokenizers/index';
 import { evaluate } from '../train/evaluate';
 import { commandOptions, numberOption, type OptionSpec, UsageError } from './args';
@@ -16,7 +16,7 @@ const adapterOption: OptionSpec = {
   required: true,
 };
 
-function loadAdapted(modelDir: string, adapterDir: string): { model: SequenceClassifier; task: TaskLabels } {
+function loadAdapted(modelDir: string, adapterDir: string): { model: EncoderTaskModel; task: TaskLabels } {
   checkModelFolder(modelDir);
   for (const file of [adapters.ADAPTER_CONFIG_FILE, adapters.ADAPTER_WEIGHTS_FILE, LABELS_FILE]) {
     if (!existsSync(join(adapterDir, file))) throw new UsageError(`--adapter ${adapterDir}: ${file} is missing`);

@@ -4,7 +4,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { fromConfig, loadStateDict, parseConfig } from '../models/index';
-import { type SequenceClassifier } from '../models/bert';
+import { type EncoderTaskModel } from '../models/encoder';
 import { readSafetensors } from '../io/safetensors';
 import * as tokenizers from '../tokenizers/index';
 import { type Example } from '../train/data';
@@ -92,7 +92,7 @@ export function toExamples(
  * The checkpoint's classifier, with num_labels (and id2label) set for `task`. A head whose size no longer fits is
  * freshly initialised, as transformers does with ignore_mismatched_sizes.
  */
-export function loadClassifier(dir: string, task: TaskLabels, seed: number): SequenceClassifier {
+export function loadClassifier(dir: string, task: TaskLabels, seed: number): EncoderTaskModel {
   const raw = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
   const labels = task.labels;
   const config = parseConfig({

@@ -1,34 +1,17 @@
-// BERT and RoBERTa encoders for sequence classification, with Hugging Face's parameter names so checkpoints load by
-// name: bert.embeddings.word_embeddings.weight, bert.encoder.layer.0.attention.self.query.weight, ..., classifier.*.
+// The BERT layout, shared by RoBERTa, XLM-RoBERTa and CamemBERT: embeddings, post-LayerNorm encoder layers and the
+// task heads transformers puts on them, with Hugging Face's parameter names so checkpoints load by name
+// (bert.embeddings.word_embeddings.weight, roberta.encoder.layer.0.attention.self.query.weight, classifier.*, ...).
 import { add } from '../ops/elementwise';
 import { tanh } from '../ops/activation';
-import { crossEntropy, mseLoss } from '../ops/loss';
-import { reshape, select } from '../ops/shape';
-import { Tensor } from '../tensor';
+import { select } from '../ops/shape';
+import { type Tensor } from '../tensor';
 import { Dropout, Embedding, LayerNorm, Linear } from '../nn/layers';
 import { Module } from '../nn/module';
 import { type EncoderConfig, TransformerEncoderLayer } from '../nn/transformer';
-import { type EncoderModelConfig } from './config';
-import { expectSameShape, type IdBatch, type IdMatrix, maskTensor, toIdBatch } from './inputs';
 import { SeedScope } from '../random';
-
-export interface ClassifierInputs {
-  /** [batch, seq] token ids. */
-  inputIds: IdMatrix;
-  /** [batch, seq], 1 for tokens and 0 for padding; all ones when omitted. */
-  attentionMask?: IdMatrix;
-  /** [batch, seq] segment ids (BERT's sentence A/B); zeros when omitted. */
-  tokenTypeIds?: IdMatrix;
-  /** Class indices (classification; -100 ignores a row) or targets (regression, num_labels = 1). */
-  labels?: readonly number[] | Int32Array | Float32Array;
-}
-
-export interface ClassifierOutput {
-  /** [batch, numLabels]. */
-  logits: Tensor;
-  /** Cross-entropy (or MSE for regression) when labels were given. */
-  loss?: Tensor;
-}
+import { type EncoderModelConfig } from './config';
+import { type EncoderBody, EncoderTaskModel } from './encoder';
+import { type IdBatch } from './inputs';
 
 function encoderConfig(config: EncoderModelConfig): EncoderConfig {
   return {
@@ -81,7 +64,7 @@ export class Embeddings extends Module {
       let count = 0;
       for (let column = 0; column < ids.seq; column++) {
         const index = row * ids.seq + column;
-        if (this.config.modelType === 'roberta') {
+        if (this.config.positionsFromPadding) {
           positions[index] = ids.data[index] === pad ? pad : pad + ++count;
         } else {
           positions[index] = column;
@@ -98,11 +81,11 @@ export class Embeddings extends Module {
     return positions;
   }
 
-  forward(ids: IdBatch, tokenTypes: IdBatch): Tensor {
+  forward(ids: IdBatch, tokenTypes: IdBatch | undefined): Tensor {
     const shape = [ids.batch, ids.seq];
     const words = this.word_embeddings.forward(ids.data, shape);
     const positions = this.position_embeddings.forward(this.positionIds(ids), shape);
-    const types = this.token_type_embeddings.forward(tokenTypes.data, shape);
+    const types = this.token_type_embeddings.forward(tokenTypes?.data ?? new Int32Array(ids.data.length), shape);
     return this.dropout.forward(this.LayerNorm.forward(add(add(words, positions), types)));
   }
 }
@@ -142,7 +125,7 @@ export class Pooler extends Module {
 }
 
 /** Embeddings, the encoder stack and (for BERT) the pooler: `bert.*` / `roberta.*`. */
-export class EncoderModel extends Module {
+export class EncoderModel extends Module implements EncoderBody {
   embeddings: Embeddings;
   encoder: Encoder;
   pooler: Pooler | undefined;
@@ -157,62 +140,13 @@ export class EncoderModel extends Module {
   }
 
   /** The last hidden states [batch, seq, hidden]. */
-  forward(ids: IdBatch, tokenTypes: IdBatch, mask: Tensor | undefined): Tensor {
+  forward(ids: IdBatch, tokenTypes: IdBatch | undefined, mask: Tensor | undefined): Tensor {
     return this.encoder.forward(this.embeddings.forward(ids, tokenTypes), mask);
   }
 }
 
-/** Shared by both architectures: input checks, the masked encoder pass, and the loss transformers computes. */
-export abstract class SequenceClassifier extends Module {
-  abstract readonly config: EncoderModelConfig;
-  /** The encoder's parameters' prefix in checkpoints ('bert' or 'roberta'). */
-  abstract readonly basePrefix: string;
-
-  protected abstract head(hidden: Tensor): Tensor;
-  protected abstract get base(): EncoderModel;
-
-  forward(inputs: ClassifierInputs): ClassifierOutput {
-    if (inputs === null || typeof inputs !== 'object') throw new TypeError('forward: expected { inputIds, ... }');
-    const ids = toIdBatch(inputs.inputIds, 'inputIds');
-    const tokenTypes =
-      inputs.tokenTypeIds === undefined
-        ? { data: new Int32Array(ids.data.length), batch: ids.batch, seq: ids.seq }
-        : toIdBatch(inputs.tokenTypeIds, 'tokenTypeIds');
-    expectSameShape(tokenTypes, ids, 'tokenTypeIds');
-    const maskIds = inputs.attentionMask === undefined ? undefined : toIdBatch(inputs.attentionMask, 'attentionMask');
-    if (maskIds) expectSameShape(maskIds, ids, 'attentionMask');
-    const mask = maskIds === undefined ? undefined : maskTensor(maskIds, this.device);
-    const hidden = this.base.forward(ids, tokenTypes, mask);
-    mask?.dispose();
-    const logits = this.head(hidden);
-    if (inputs.labels === undefined) return { logits };
-    return { logits, loss: this.loss(logits, inputs.labels, ids.batch) };
-  }
-
-  private loss(logits: Tensor, labels: ArrayLike<number>, batch: number): Tensor {
-    if (labels.length !== batch) throw new RangeError(`labels has ${labels.length} entries for a batch of ${batch}`);
-    if (this.config.problemType === 'regression') {
-      const target = Tensor.from(Float32Array.from(labels), [batch], { device: logits.device });
-      const loss = mseLoss(reshape(logits, [batch]), target);
-      target.dispose();
-      return loss;
-    }
-    const classes = Int32Array.from(labels, (label, index) => {
-      if (!Number.isInteger(label)) throw new TypeError(`labels[${index}] must be an integer class, got ${label}`);
-      // Checked before Int32Array storage, which would wrap 2^32 to class 0.
-      if (label !== -100 && (label < 0 || label >= this.config.numLabels)) {
-        throw new RangeError(
-          `labels[${index}] is ${label}; expected a class in [0, ${this.config.numLabels}) or -100 (ignored)`,
-        );
-      }
-      return label;
-    });
-    return crossEntropy(logits, classes);
-  }
-}
-
 /** transformers' BertForSequenceClassification: pooler → dropout → classifier. */
-export class BertForSequenceClassification extends SequenceClassifier {
+export class BertForSequenceClassification extends EncoderTaskModel {
   readonly basePrefix = 'bert';
   bert: EncoderModel;
   dropout: Dropout;
@@ -262,7 +196,7 @@ export class RobertaClassificationHead extends Module {
 }
 
 /** transformers' RobertaForSequenceClassification: no pooler, a two-layer head on the first token. */
-export class RobertaForSequenceClassification extends SequenceClassifier {
+export class RobertaForSequenceClassification extends EncoderTaskModel {
   readonly basePrefix = 'roberta';
   roberta: EncoderModel;
   classifier: RobertaClassificationHead;
@@ -283,5 +217,110 @@ export class RobertaForSequenceClassification extends SequenceClassifier {
 
   protected head(hidden: Tensor): Tensor {
     return this.classifier.forward(hidden);
+  }
+}
+
+/** The per-token head of every BERT-layout family (transformers' …ForTokenClassification): dropout → classifier. */
+abstract class TokenClassifier extends EncoderTaskModel {
+  dropout: Dropout;
+  classifier: Linear;
+
+  constructor(config: EncoderModelConfig, seeds: SeedScope) {
+    super();
+    this.dropout = new Dropout(config.classifierDropout, seeds.seed('dropout'));
+    this.classifier = new Linear(config.hiddenSize, config.numLabels, {
+      std: config.initializerRange,
+      seed: seeds.seed('classifier.weight'),
+    });
+  }
+
+  protected head(hidden: Tensor): Tensor {
+    return this.classifier.forward(this.dropout.forward(hidden));
+  }
+}
+
+/** transformers' BertForTokenClassification: the encoder without its pooler, a classifier on every token. */
+export class BertForTokenClassification extends TokenClassifier {
+  readonly basePrefix = 'bert';
+  bert: EncoderModel;
+
+  constructor(
+    readonly config: EncoderModelConfig,
+    options: { seed?: number } = {},
+  ) {
+    const seeds = new SeedScope(options.seed ?? 0);
+    super(config, seeds);
+    this.bert = new EncoderModel(config, { pooler: false, seeds: seeds.child('bert') });
+  }
+
+  protected get base(): EncoderModel {
+    return this.bert;
+  }
+}
+
+/** transformers' RobertaForTokenClassification (XLM-RoBERTa's and CamemBERT's too). */
+export class RobertaForTokenClassification extends TokenClassifier {
+  readonly basePrefix = 'roberta';
+  roberta: EncoderModel;
+
+  constructor(
+    readonly config: EncoderModelConfig,
+    options: { seed?: number } = {},
+  ) {
+    const seeds = new SeedScope(options.seed ?? 0);
+    super(config, seeds);
+    this.roberta = new EncoderModel(config, { pooler: false, seeds: seeds.child('roberta') });
+  }
+
+  protected get base(): EncoderModel {
+    return this.roberta;
+  }
+}
+
+/**
+ * transformers' BertModel: the bare encoder, whose output is the last hidden states, for users who bring their own
+ * head. Held under the family's prefix like the task models, so one checkpoint loads into either; models.save writes
+ * a bare model's names without the prefix, as transformers does.
+ */
+export class BertModel extends EncoderTaskModel {
+  readonly basePrefix = 'bert';
+  bert: EncoderModel;
+
+  constructor(
+    readonly config: EncoderModelConfig,
+    options: { seed?: number } = {},
+  ) {
+    super();
+    this.bert = new EncoderModel(config, { pooler: true, seeds: new SeedScope(options.seed ?? 0).child('bert') });
+  }
+
+  protected get base(): EncoderModel {
+    return this.bert;
+  }
+
+  protected head(hidden: Tensor): Tensor {
+    return hidden;
+  }
+}
+
+/** transformers' RobertaModel (XLM-RoBERTa's and CamemBERT's too): the bare encoder, pooler included. */
+export class RobertaModel extends EncoderTaskModel {
+  readonly basePrefix = 'roberta';
+  roberta: EncoderModel;
+
+  constructor(
+    readonly config: EncoderModelConfig,
+    options: { seed?: number } = {},
+  ) {
+    super();
+    this.roberta = new EncoderModel(config, { pooler: true, seeds: new SeedScope(options.seed ?? 0).child('roberta') });
+  }
+
+  protected get base(): EncoderModel {
+    return this.roberta;
+  }
+
+  protected head(hidden: Tensor): Tensor {
+    return hidden;
   }
 }

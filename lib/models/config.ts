@@ -1,4 +1,5 @@
-// Hugging Face `config.json` for BERT-family encoders: parsing with checks that name the offending key.
+// Hugging Face `config.json` for the encoder families (BERT, RoBERTa, XLM-RoBERTa, CamemBERT, DistilBERT): parsing
+// into one normalised config, with checks that name the offending key, and which class the config asks for.
 
 /** The keys of a Hugging Face BERT/RoBERTa config that bidora reads (snake_case, as in the file). */
 export interface HuggingFaceConfig {
@@ -25,8 +26,63 @@ export interface HuggingFaceConfig {
   [key: string]: unknown;
 }
 
+/** The encoder families, by their Hugging Face model_type. */
+export const ENCODER_FAMILIES = {
+  bert: 'Bert',
+  roberta: 'Roberta',
+  'xlm-roberta': 'XLMRoberta',
+  camembert: 'Camembert',
+  distilbert: 'DistilBert',
+} as const;
+
+export type EncoderFamily = keyof typeof ENCODER_FAMILIES;
+
+/** What a model computes on top of the encoder: one prediction per sequence, one per token, or hidden states. */
+export type EncoderTask = 'sequence-classification' | 'token-classification' | 'base';
+
+/** Class-name suffixes by task. Pretraining heads load as sequence classifiers: the usual start of a fine-tune. */
+const TASK_SUFFIXES: Record<string, EncoderTask> = {
+  ForSequenceClassification: 'sequence-classification',
+  ForTokenClassification: 'token-classification',
+  Model: 'base',
+  ForMaskedLM: 'sequence-classification',
+  ForPreTraining: 'sequence-classification',
+};
+
+/** Every architecture name bidora builds, for the error that lists them. */
+export const SUPPORTED_ARCHITECTURES: readonly string[] = Object.values(ENCODER_FAMILIES).flatMap((prefix) =>
+  Object.keys(TASK_SUFFIXES)
+    .filter((suffix) => !(prefix === 'DistilBert' && suffix === 'ForPreTraining'))
+    .map((suffix) => prefix + suffix),
+);
+
+/** The class name transformers gives a family's model for a task (what models.save writes in architectures). */
+export function architectureName(family: EncoderFamily, task: EncoderTask): string {
+  const suffix = {
+    'sequence-classification': 'ForSequenceClassification',
+    'token-classification': 'ForTokenClassification',
+    base: 'Model',
+  }[task];
+  return ENCODER_FAMILIES[family] + suffix;
+}
+
+/** The family and task of an architecture name, or undefined when bidora does not build it. */
+export function architectureInfo(architecture: string): { family: EncoderFamily; task: EncoderTask } | undefined {
+  if (!SUPPORTED_ARCHITECTURES.includes(architecture)) return undefined;
+  // Longest prefix first: "XLMRoberta..." must not read as "Roberta...".
+  const families = (Object.entries(ENCODER_FAMILIES) as [EncoderFamily, string][]).sort(
+    ([, a], [, b]) => b.length - a.length,
+  );
+  const [family, prefix] = families.find(([, name]) => architecture.startsWith(name))!;
+  return { family, task: TASK_SUFFIXES[architecture.slice(prefix.length)] };
+}
+
 export interface EncoderModelConfig {
-  modelType: 'bert' | 'roberta';
+  /** The family (its Hugging Face model_type). */
+  modelType: EncoderFamily;
+  /** The class this config builds (`BertForTokenClassification`, ...), as `architectures[0]` names it. */
+  architecture: string;
+  task: EncoderTask;
   vocabSize: number;
   hiddenSize: number;
   numLayers: number;
@@ -43,6 +99,8 @@ export interface EncoderModelConfig {
   padTokenId: number;
   numLabels: number;
   problemType: 'single_label_classification' | 'regression';
+  /** RoBERTa's layout: positions count from pad_token_id + 1 over real tokens, as transformers does. */
+  positionsFromPadding: boolean;
   /** The parsed file, kept so a saved model writes back every key it was given. */
   raw: HuggingFaceConfig;
 }
@@ -60,6 +118,11 @@ export const CONFIG_SIZE_LIMITS = {
   max_position_embeddings: 1 << 20,
   type_vocab_size: 1 << 16,
   num_labels: 1 << 20,
+  // DistilBERT's names for the same sizes.
+  dim: 1 << 16,
+  n_layers: 1 << 10,
+  n_heads: 1 << 12,
+  hidden_dim: 1 << 18,
 } as const;
 
 type SizeKey = keyof typeof CONFIG_SIZE_LIMITS;
@@ -124,9 +187,6 @@ function choice<T extends string>(config: Record<string, unknown>, key: string, 
   return value as T;
 }
 
-/** The classes bidora builds (any of them loads as the sequence classifier of its family). */
-export const SUPPORTED_ARCHITECTURE = /^(Bert|Roberta)(ForSequenceClassification|Model|ForMaskedLM|ForPreTraining)$/;
-
 function firstArchitecture(config: Record<string, unknown>): string | undefined {
   const architectures = valueOf(config, 'architectures');
   if (architectures === undefined) return undefined;
@@ -134,8 +194,10 @@ function firstArchitecture(config: Record<string, unknown>): string | undefined 
     throw new TypeError(`config.json: architectures must be a list of class names, got ${shown(architectures)}`);
   }
   const architecture = architectures[0] as string | undefined;
-  if (architecture !== undefined && !SUPPORTED_ARCHITECTURE.test(architecture)) {
-    throw new RangeError(`config.json: architecture '${architecture}' is not supported`);
+  if (architecture !== undefined && architectureInfo(architecture) === undefined) {
+    throw new RangeError(
+      `config.json: architecture '${architecture}' is not supported; bidora builds ${SUPPORTED_ARCHITECTURES.join(', ')}`,
+    );
   }
   return architecture;
 }
@@ -168,57 +230,115 @@ export function parseConfig(raw: unknown): EncoderModelConfig {
     throw new TypeError('config.json: expected a JSON object');
   }
   const config = raw as HuggingFaceConfig;
-  const architecture = firstArchitecture(config) ?? '';
-  const modelType = choice(config, 'model_type', architecture.startsWith('Roberta') ? 'roberta' : 'bert', [
-    'bert',
-    'roberta',
-  ]);
-  const activation = choice(config, 'hidden_act', 'gelu', ['gelu', 'relu']);
-  const hiddenSize = size(config, 'hidden_size');
-  const numHeads = size(config, 'num_attention_heads');
+  const named = firstArchitecture(config);
+  const fromName = named === undefined ? undefined : architectureInfo(named)!;
+  const modelType = choice(
+    config,
+    'model_type',
+    fromName?.family ?? 'bert',
+    Object.keys(ENCODER_FAMILIES) as EncoderFamily[],
+  );
+  if (fromName !== undefined && fromName.family !== modelType) {
+    throw new RangeError(`config.json: model_type '${modelType}' disagrees with architecture '${named}'`);
+  }
+  const architecture = named ?? `${ENCODER_FAMILIES[modelType]}ForSequenceClassification`;
+  const task = fromName?.task ?? 'sequence-classification';
+  const sizes = modelType === 'distilbert' ? distilbertSizes(config) : bertSizes(config);
+  const { hiddenSize, numHeads } = sizes;
   if (hiddenSize % numHeads !== 0) {
-    throw new RangeError(`config.json: hidden_size ${hiddenSize} is not a multiple of num_attention_heads ${numHeads}`);
+    const [hiddenKey, headsKey] =
+      modelType === 'distilbert' ? ['dim', 'n_heads'] : ['hidden_size', 'num_attention_heads'];
+    throw new RangeError(`config.json: ${hiddenKey} ${hiddenSize} is not a multiple of ${headsKey} ${numHeads}`);
   }
   const labels = labelCount(config);
   const numLabels = size(config, 'num_labels', labels ?? 2);
   if (labels !== undefined && labels !== numLabels) {
     throw new RangeError(`config.json: num_labels ${numLabels} disagrees with the ${labels} labels of id2label`);
   }
-  const problemType = choice(config, 'problem_type', numLabels === 1 ? 'regression' : 'single_label_classification', [
-    'single_label_classification',
-    'regression',
-  ]);
-  if (problemType === 'regression' && numLabels !== 1) {
-    throw new RangeError(`config.json: problem_type 'regression' needs num_labels 1, got ${numLabels}`);
+  const problemType = choice(
+    config,
+    'problem_type',
+    numLabels === 1 && task === 'sequence-classification' ? 'regression' : 'single_label_classification',
+    ['single_label_classification', 'regression'],
+  );
+  if (problemType === 'regression' && (numLabels !== 1 || task !== 'sequence-classification')) {
+    throw new RangeError(
+      `config.json: problem_type 'regression' needs num_labels 1 on a sequence classifier, got ${numLabels} on ${architecture}`,
+    );
   }
   const vocabSize = size(config, 'vocab_size');
-  const padTokenId = valueOf(config, 'pad_token_id') ?? (modelType === 'roberta' ? 1 : 0);
+  const positionsFromPadding = modelType === 'roberta' || modelType === 'xlm-roberta' || modelType === 'camembert';
+  const padTokenId = valueOf(config, 'pad_token_id') ?? (positionsFromPadding ? 1 : 0);
   if (typeof padTokenId !== 'number') {
     throw new TypeError(`config.json: pad_token_id must be a token id, got ${shown(padTokenId)}`);
   }
   if (!Number.isInteger(padTokenId) || padTokenId < 0 || padTokenId >= vocabSize) {
     throw new RangeError(`config.json: pad_token_id must be a token id in [0, ${vocabSize}), got ${padTokenId}`);
   }
-  const hiddenDropout = probability(config, 'hidden_dropout_prob', 0.1);
   return {
     modelType,
+    architecture,
+    task,
     vocabSize,
-    hiddenSize,
+    ...sizes,
+    initializerRange: finiteNumber(config, 'initializer_range', 0.02, (std) => std >= 0, 'a non-negative number'),
+    padTokenId,
+    numLabels,
+    problemType,
+    positionsFromPadding,
+    raw: config,
+  };
+}
+
+type FamilySizes = Omit<
+  EncoderModelConfig,
+  | 'modelType'
+  | 'architecture'
+  | 'task'
+  | 'vocabSize'
+  | 'initializerRange'
+  | 'padTokenId'
+  | 'numLabels'
+  | 'problemType'
+  | 'positionsFromPadding'
+  | 'raw'
+>;
+
+/** BERT's key names, shared by RoBERTa, XLM-RoBERTa and CamemBERT. */
+function bertSizes(config: Record<string, unknown>): FamilySizes {
+  const hiddenDropout = probability(config, 'hidden_dropout_prob', 0.1);
+  return {
+    hiddenSize: size(config, 'hidden_size'),
     numLayers: size(config, 'num_hidden_layers'),
-    numHeads,
+    numHeads: size(config, 'num_attention_heads'),
     intermediateSize: size(config, 'intermediate_size'),
-    activation,
+    activation: choice(config, 'hidden_act', 'gelu', ['gelu', 'relu']),
     hiddenDropout,
     attentionDropout: probability(config, 'attention_probs_dropout_prob', 0.1),
     classifierDropout: probability(config, 'classifier_dropout', hiddenDropout),
     maxPositions: size(config, 'max_position_embeddings'),
     typeVocabSize: size(config, 'type_vocab_size', 2),
     layerNormEps: finiteNumber(config, 'layer_norm_eps', 1e-12, (eps) => eps > 0 && eps < 1, 'a number in (0, 1)'),
-    initializerRange: finiteNumber(config, 'initializer_range', 0.02, (std) => std >= 0, 'a non-negative number'),
-    padTokenId,
-    numLabels,
-    problemType,
-    raw: config,
+  };
+}
+
+/** DistilBERT's names (dim, n_layers, ...): no token types, its own head dropout, LayerNorm eps fixed at 1e-12. */
+function distilbertSizes(config: Record<string, unknown>): FamilySizes {
+  if (valueOf(config, 'sinusoidal_pos_embds') === true) {
+    throw new RangeError('config.json: sinusoidal_pos_embds true is not supported (learned positions only)');
+  }
+  return {
+    hiddenSize: size(config, 'dim', 768),
+    numLayers: size(config, 'n_layers', 6),
+    numHeads: size(config, 'n_heads', 12),
+    intermediateSize: size(config, 'hidden_dim', 3072),
+    activation: choice(config, 'activation', 'gelu', ['gelu', 'relu']),
+    hiddenDropout: probability(config, 'dropout', 0.1),
+    attentionDropout: probability(config, 'attention_dropout', 0.1),
+    classifierDropout: probability(config, 'seq_classif_dropout', 0.2),
+    maxPositions: size(config, 'max_position_embeddings', 512),
+    typeVocabSize: 0,
+    layerNormEps: 1e-12,
   };
 }
 

@@ -8,24 +8,41 @@ import { readSafetensors, writeSafetensors } from '../io/safetensors';
 import { writeFileAtomic } from '../io/atomic';
 import { replaceParameter } from '../nn/module';
 import { type Tensor } from '../tensor';
-import { BertForSequenceClassification, RobertaForSequenceClassification, type SequenceClassifier } from './bert';
 import {
+  architectureName,
   type EncoderModelConfig,
   type HuggingFaceConfig,
   parameterCount,
   parseConfig,
-  SUPPORTED_ARCHITECTURE,
 } from './config';
+import { type EncoderTaskModel } from './encoder';
+import { buildModel } from './registry';
 
-export { BertForSequenceClassification, RobertaForSequenceClassification, SequenceClassifier } from './bert';
-export type { ClassifierInputs, ClassifierOutput } from './bert';
 export {
+  BertForSequenceClassification,
+  BertForTokenClassification,
+  BertModel,
+  RobertaForSequenceClassification,
+  RobertaForTokenClassification,
+  RobertaModel,
+} from './bert';
+export {
+  architectureName,
   CONFIG_SIZE_LIMITS,
+  ENCODER_FAMILIES,
+  type EncoderFamily,
   type EncoderModelConfig,
+  type EncoderTask,
   type HuggingFaceConfig,
   parameterCount,
   parseConfig,
+  SUPPORTED_ARCHITECTURES,
 } from './config';
+export { DistilBertForSequenceClassification, DistilBertForTokenClassification, DistilBertModel } from './distilbert';
+export { type ClassifierInputs, type ClassifierOutput, EncoderTaskModel } from './encoder';
+/** The models' common base under its earlier name. */
+export { EncoderTaskModel as SequenceClassifier } from './encoder';
+export { MODEL_CLASSES } from './registry';
 export type { IdMatrix } from './inputs';
 
 /**
@@ -34,10 +51,6 @@ export type { IdMatrix } from './inputs';
  */
 export function fromConfig(config: HuggingFaceConfig | EncoderModelConfig, options: { seed?: number } = {}) {
   const parsed = 'raw' in config && 'modelType' in config ? (config as EncoderModelConfig) : parseConfig(config);
-  const architecture = parsed.raw.architectures?.[0];
-  if (architecture !== undefined && !SUPPORTED_ARCHITECTURE.test(architecture)) {
-    throw new RangeError(`config.json: architecture '${architecture}' is not supported`);
-  }
   const bytes = 4 * parameterCount(parsed);
   if (bytes > totalmem()) {
     throw new RangeError(
@@ -45,9 +58,7 @@ export function fromConfig(config: HuggingFaceConfig | EncoderModelConfig, optio
         `${gib(bytes)} of float32 memory; this machine has ${gib(totalmem())}`,
     );
   }
-  return parsed.modelType === 'roberta'
-    ? new RobertaForSequenceClassification(parsed, options)
-    : new BertForSequenceClassification(parsed, options);
+  return buildModel(parsed, options);
 }
 
 function gib(bytes: number): string {
@@ -62,7 +73,7 @@ export interface LoadReport {
 }
 
 /** Checkpoint names of older or headless saves, mapped to this model's: gamma/beta, and a missing base prefix. */
-function canonicalName(name: string, model: SequenceClassifier, known: Set<string>): string {
+function canonicalName(name: string, model: EncoderTaskModel, known: Set<string>): string {
   let renamed = name.replace(/\.gamma$/, '.weight').replace(/\.beta$/, '.bias');
   if (!known.has(renamed) && known.has(`${model.basePrefix}.${renamed}`)) renamed = `${model.basePrefix}.${renamed}`;
   return renamed;
@@ -72,7 +83,7 @@ function canonicalName(name: string, model: SequenceClassifier, known: Set<strin
  * Copies checkpoint tensors into the model by name (taking them over, no copy), reporting missing and unexpected
  * keys as transformers does. A tensor whose shape disagrees with the model's throws a RangeError naming it.
  */
-export function loadStateDict(model: SequenceClassifier, tensors: Map<string, Tensor>): LoadReport {
+export function loadStateDict(model: EncoderTaskModel, tensors: Map<string, Tensor>): LoadReport {
   const parameters = new Map(model.namedParameters());
   const known = new Set(parameters.keys());
   const loaded = new Set<string>();
@@ -115,7 +126,7 @@ export interface LoadOptions {
 }
 
 /** Reads `config.json` and `model.safetensors` from a Hugging Face checkpoint folder. */
-export function load(dir: string, options: LoadOptions = {}): SequenceClassifier & { loadReport: LoadReport } {
+export function load(dir: string, options: LoadOptions = {}): EncoderTaskModel & { loadReport: LoadReport } {
   if (typeof dir !== 'string' || dir === '') throw new TypeError('models.load: dir must be a non-empty string');
   const configFile = join(dir, 'config.json');
   let text: string;
@@ -124,7 +135,7 @@ export function load(dir: string, options: LoadOptions = {}): SequenceClassifier
   } catch (error) {
     throw new Error(`models.load: cannot read ${configFile}: ${(error as Error).message}`, { cause: error });
   }
-  let model: SequenceClassifier;
+  let model: EncoderTaskModel;
   try {
     model = fromConfig(parseConfig(JSON.parse(text)), { seed: options.seed });
   } catch (error) {
@@ -170,7 +181,7 @@ function locatedConfigError(error: unknown, configFile: string): unknown {
   return new Class(message, { cause: error });
 }
 
-function warnAbout(report: LoadReport, model: SequenceClassifier, dir: string): void {
+function warnAbout(report: LoadReport, model: EncoderTaskModel, dir: string): void {
   const name = model.constructor.name;
   if (report.unexpectedKeys.length > 0) {
     console.warn(
@@ -187,7 +198,7 @@ function warnAbout(report: LoadReport, model: SequenceClassifier, dir: string): 
 }
 
 /** Writes `config.json` and `model.safetensors` (Hugging Face names; adapters must be merged first). */
-export function save(model: SequenceClassifier, dir: string): void {
+export function save(model: EncoderTaskModel, dir: string): void {
   const unmerged = adaptedLayers(model).filter(({ adapter }) => !adapter.merged);
   if (unmerged.length > 0) {
     throw new TypeError(
@@ -195,11 +206,8 @@ export function save(model: SequenceClassifier, dir: string): void {
     );
   }
   mkdirSync(dir, { recursive: true });
-  const architecture =
-    model instanceof RobertaForSequenceClassification
-      ? 'RobertaForSequenceClassification'
-      : 'BertForSequenceClassification';
-  const config = { ...model.config.raw, architectures: [architecture], model_type: model.config.modelType };
+  const { modelType, task } = model.config;
+  const config = { ...model.config.raw, architectures: [architectureName(modelType, task)], model_type: modelType };
   writeFileAtomic(join(dir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
   // A merged model saves only its Hugging Face parameters: the attached adapters stay out of the checkpoint.
   const parameters = model.namedParameters().filter(([name]) => !name.includes('.adapter.'));

@@ -47,14 +47,32 @@ export class MultiHeadSelfAttention extends Module {
   /** [batch, seq, hidden] → [batch, seq, hidden] (the heads' outputs concatenated). */
   forward(hidden: Tensor, mask: Tensor | undefined): Tensor {
     const heads = this.config.numHeads;
-    const query = splitHeads(this.query.forward(hidden), heads);
-    const key = splitHeads(this.key.forward(hidden), heads);
-    const value = splitHeads(this.value.forward(hidden), heads);
-    const headSize = this.config.hiddenSize / heads;
-    const scores = scale(matmul(query, key, { transposeB: true }), 1 / Math.sqrt(headSize));
-    const probabilities = this.dropout.forward(softmax(scores, mask));
-    return mergeHeads(matmul(probabilities, value));
+    return mergeHeads(
+      scaledDotProductAttention(
+        splitHeads(this.query.forward(hidden), heads),
+        splitHeads(this.key.forward(hidden), heads),
+        splitHeads(this.value.forward(hidden), heads),
+        mask,
+        this.dropout,
+      ),
+    );
   }
+}
+
+/**
+ * softmax(q kᵀ / √d) v over heads: q, k, v [batch, heads, seq, d]; `mask` [batch, seq] (1 = token, 0 = padding);
+ * `dropout` on the attention probabilities. Every family's self-attention runs through here.
+ */
+export function scaledDotProductAttention(
+  query: Tensor,
+  key: Tensor,
+  value: Tensor,
+  mask: Tensor | undefined,
+  dropout: Dropout,
+): Tensor {
+  const headSize = query.shape[query.rank - 1];
+  const scores = scale(matmul(query, key, { transposeB: true }), 1 / Math.sqrt(headSize));
+  return matmul(dropout.forward(softmax(scores, mask)), value);
 }
 
 /** dense → dropout → residual → LayerNorm: the output block after attention and after the feed-forward layer. */

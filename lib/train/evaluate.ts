@@ -1,6 +1,6 @@
 // Evaluation: predictions over a set of examples in eval mode without a graph, and the task's metrics.
 import { noGrad } from '../autograd';
-import { type SequenceClassifier } from '../models/bert';
+import { type EncoderTaskModel } from '../models/encoder';
 import { tidy } from '../tensor';
 import { collate, type Example } from './data';
 import { argmaxRows, classificationMetrics, regressionMetrics } from './metrics';
@@ -12,7 +12,7 @@ export interface Evaluation {
 }
 
 /** Runs `model` over `examples` in batches (eval mode, no graph) and scores the predictions. */
-export function evaluate(model: SequenceClassifier, examples: readonly Example[], batchSize = 64): Evaluation {
+export function evaluate(model: EncoderTaskModel, examples: readonly Example[], batchSize = 64): Evaluation {
   const batches = evaluationBatches(model, examples, batchSize);
   for (;;) {
     const next = batches.next();
@@ -26,7 +26,7 @@ export function evaluate(model: SequenceClassifier, examples: readonly Example[]
  * rest of the program seeing the model in eval mode.
  */
 export function* evaluationBatches(
-  model: SequenceClassifier,
+  model: EncoderTaskModel,
   examples: readonly Example[],
   batchSize = 64,
 ): Generator<void, Evaluation> {
@@ -60,7 +60,7 @@ export function* evaluationBatches(
 }
 
 /** The metric a run is judged by, and whether higher is better. */
-export function primaryMetric(model: SequenceClassifier, name?: string): { name: string; higherIsBetter: boolean } {
+export function primaryMetric(model: EncoderTaskModel, name?: string): { name: string; higherIsBetter: boolean } {
   const chosen = name ?? (model.config.problemType === 'regression' ? 'mse' : 'accuracy');
   return { name: chosen, higherIsBetter: chosen !== 'mse' && chosen !== 'loss' };
 }

@@ -1,6 +1,6 @@
 // The training loop both trainers share: steps on the event loop's terms (fit() yields between steps), evaluation,
 // best-state keeping, early stopping, atomic checkpoints with resume, progress, callbacks and fault checks.
-import { type SequenceClassifier } from '../models/bert';
+import { type EncoderTaskModel } from '../models/encoder';
 import { type Optimizer } from '../optim/index';
 import { globalNorm } from '../ops/reduce';
 import { keep, type Tensor } from '../tensor';
@@ -34,7 +34,7 @@ export interface FitResult {
 }
 
 export interface LoopOptions {
-  model: SequenceClassifier;
+  model: EncoderTaskModel;
   batchSize?: number;
   /** Steps to run; defaults to `epochs` passes over the training examples. */
   maxSteps?: number;
@@ -115,7 +115,7 @@ export function positiveInteger(value: number | undefined, name: string, fallbac
 }
 
 export abstract class TrainingLoop {
-  readonly model: SequenceClassifier;
+  readonly model: EncoderTaskModel;
   protected readonly options: LoopOptions;
   protected readonly batchSize: number;
   protected readonly seed: number;

@@ -1,0 +1,109 @@
+// What every encoder model shares whatever its family: input checks, the masked pass through the family's encoder,
+// the task's head, and the loss transformers computes for that task.
+import { crossEntropy, IGNORE_INDEX, mseLoss } from '../ops/loss';
+import { reshape } from '../ops/shape';
+import { Module } from '../nn/module';
+import { Tensor } from '../tensor';
+import { type EncoderModelConfig } from './config';
+import { expectSameShape, type IdBatch, type IdMatrix, maskTensor, toIdBatch } from './inputs';
+
+export interface ClassifierInputs {
+  /** [batch, seq] token ids. */
+  inputIds: IdMatrix;
+  /** [batch, seq], 1 for tokens and 0 for padding; all ones when omitted. */
+  attentionMask?: IdMatrix;
+  /** [batch, seq] segment ids (BERT's sentence A/B); zeros when omitted. Families without token types refuse them. */
+  tokenTypeIds?: IdMatrix;
+  /**
+   * Per sequence: class indices (-100 ignores a row) or regression targets (num_labels 1), one per example. Per
+   * token: one class per token, -100 ignored (padding), as [batch][seq] rows or flattened row by row.
+   */
+  labels?: readonly number[] | Int32Array | Float32Array | readonly (readonly number[])[];
+}
+
+export interface ClassifierOutput {
+  /** [batch, numLabels] per sequence, [batch, seq, numLabels] per token; the last hidden states for a bare model. */
+  logits: Tensor;
+  /** The task's loss, as transformers computes it, when labels were given. */
+  loss?: Tensor;
+}
+
+/** A family's encoder: ids (and token types) in, the last hidden states [batch, seq, hidden] out. */
+export interface EncoderBody extends Module {
+  forward(ids: IdBatch, tokenTypes: IdBatch | undefined, mask: Tensor | undefined): Tensor;
+}
+
+export abstract class EncoderTaskModel extends Module {
+  abstract readonly config: EncoderModelConfig;
+  /** The encoder's parameters' prefix in checkpoints ('bert', 'roberta', 'distilbert'). */
+  abstract readonly basePrefix: string;
+
+  protected abstract get base(): EncoderBody;
+  /** The task's output from the last hidden states (the hidden states themselves for a bare model). */
+  protected abstract head(hidden: Tensor): Tensor;
+
+  forward(inputs: ClassifierInputs): ClassifierOutput {
+    if (inputs === null || typeof inputs !== 'object') throw new TypeError('forward: expected { inputIds, ... }');
+    const ids = toIdBatch(inputs.inputIds, 'inputIds');
+    let tokenTypes: IdBatch | undefined;
+    if (inputs.tokenTypeIds !== undefined) {
+      tokenTypes = toIdBatch(inputs.tokenTypeIds, 'tokenTypeIds');
+      expectSameShape(tokenTypes, ids, 'tokenTypeIds');
+    }
+    const maskIds = inputs.attentionMask === undefined ? undefined : toIdBatch(inputs.attentionMask, 'attentionMask');
+    if (maskIds) expectSameShape(maskIds, ids, 'attentionMask');
+    const mask = maskIds === undefined ? undefined : maskTensor(maskIds, this.device);
+    let hidden: Tensor;
+    try {
+      hidden = this.base.forward(ids, tokenTypes, mask);
+    } finally {
+      mask?.dispose();
+    }
+    const logits = this.head(hidden);
+    if (inputs.labels === undefined) return { logits };
+    return { logits, loss: this.loss(logits, inputs.labels, ids) };
+  }
+
+  private loss(logits: Tensor, labels: NonNullable<ClassifierInputs['labels']>, ids: IdBatch): Tensor {
+    const { task, numLabels, problemType } = this.config;
+    if (task === 'base') {
+      throw new TypeError(`forward: ${this.config.architecture} has no head, so no loss: pass no labels`);
+    }
+    const values = flatLabels(labels);
+    const expected = task === 'token-classification' ? ids.batch * ids.seq : ids.batch;
+    if (values.length !== expected) {
+      throw new RangeError(
+        `labels has ${values.length} entries; a batch of ${ids.batch}` +
+          (task === 'token-classification' ? ` × ${ids.seq} tokens needs ${expected} (one per token)` : ''),
+      );
+    }
+    if (problemType === 'regression') {
+      const target = Tensor.from(Float32Array.from(values), [ids.batch], { device: logits.device });
+      try {
+        return mseLoss(reshape(logits, [ids.batch]), target);
+      } finally {
+        target.dispose();
+      }
+    }
+    const classes = Int32Array.from(values, (label, index) => {
+      if (!Number.isInteger(label)) throw new TypeError(`labels[${index}] must be an integer class, got ${label}`);
+      // Checked before Int32Array storage, which would wrap 2^32 to class 0.
+      if (label !== IGNORE_INDEX && (label < 0 || label >= numLabels)) {
+        throw new RangeError(`labels[${index}] is ${label}; expected a class in [0, ${numLabels}) or -100 (ignored)`);
+      }
+      return label;
+    });
+    // Per token: every position is a row of the cross-entropy, padding and sub-word continuations ignored (-100).
+    return crossEntropy(task === 'token-classification' ? reshape(logits, [expected, numLabels]) : logits, classes);
+  }
+}
+
+function flatLabels(labels: NonNullable<ClassifierInputs['labels']>): ArrayLike<number> {
+  if (Array.isArray(labels) && labels.some((row) => Array.isArray(row))) {
+    return (labels as readonly (readonly number[])[]).flat();
+  }
+  if (!(Array.isArray(labels) || labels instanceof Int32Array || labels instanceof Float32Array)) {
+    throw new TypeError('labels must be an array of numbers, an Int32Array or a Float32Array');
+  }
+  return labels as ArrayLike<number>;
+}

@@ -1,0 +1,112 @@
+// Every encoder family and head against transformers: tiny checkpoints made with transformers 5.17 and peft 0.21
+// (test/fixtures/hf-families, README there), loaded with models.load, run on the same batch in eval mode. Logits
+// and loss must match within 1e-4 relative, the listed parameter gradients within 1e-3.
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { describe, expect, it } from 'vitest';
+
+import { adapters, models, type Tensor } from '../lib/index';
+import { relativeError } from './helpers';
+
+const root = join(__dirname, 'fixtures', 'hf-families');
+
+interface Case {
+  input_ids: number[][];
+  attention_mask: number[][];
+  labels?: number[] | number[][];
+  logits: number[][] | number[][][];
+  loss?: number;
+  grads?: Record<string, number[] | number[][]>;
+  base?: string;
+}
+
+function readCase(folder: string): Case {
+  return JSON.parse(readFileSync(join(root, folder, 'case.json'), 'utf8')) as Case;
+}
+
+const flat = (values: unknown): number[] => (values as unknown[]).flat(Infinity as 1) as number[];
+
+const families = [
+  { folder: 'bert-token', architecture: 'BertForTokenClassification' },
+  { folder: 'bert-regression', architecture: 'BertForSequenceClassification' },
+  { folder: 'distilbert', architecture: 'DistilBertForSequenceClassification' },
+  { folder: 'xlm-roberta', architecture: 'XLMRobertaForSequenceClassification' },
+];
+
+describe('encoder families match transformers', () => {
+  for (const { folder, architecture } of families) {
+    it(`${folder} (${architecture}): logits, loss and gradients`, () => {
+      const reference = readCase(folder);
+      const model = models.load(join(root, folder), { quiet: true }).eval();
+      expect(model.config.architecture).toBe(architecture);
+      const { logits, loss } = model.forward({
+        inputIds: reference.input_ids,
+        attentionMask: reference.attention_mask,
+        labels: reference.labels,
+      });
+      expect(relativeError(logits.toFloat32Array(), flat(reference.logits))).toBeLessThan(1e-4);
+      expect(Math.abs(loss!.item() - reference.loss!) / Math.abs(reference.loss!)).toBeLessThan(1e-4);
+      loss!.backward();
+      const parameters = new Map(model.namedParameters());
+      for (const [name, expected] of Object.entries(reference.grads!)) {
+        const parameter = parameters.get(name);
+        expect(parameter, name).toBeDefined();
+        expect(relativeError(parameter!.grad!.toFloat32Array(), flat(expected)), name).toBeLessThan(1e-3);
+      }
+      logits.dispose();
+      loss!.dispose();
+      model.dispose();
+    });
+  }
+
+  it('a PEFT DoRA folder on DistilBERT (SEQ_CLS: modules_to_save lists classifier and score) gives PEFT logits', () => {
+    const reference = readCase('peft-dora-distilbert');
+    const model = models.load(join(root, reference.base!), { quiet: true }).eval();
+    const config = adapters.load(model, join(root, 'peft-dora-distilbert'));
+    expect(config.method).toBe('dora');
+    expect(config.targetModules).toEqual(['q_lin', 'v_lin']);
+    const { logits } = model.forward({ inputIds: reference.input_ids, attentionMask: reference.attention_mask });
+    expect(relativeError(logits.toFloat32Array(), flat(reference.logits))).toBeLessThan(1e-4);
+    logits.dispose();
+    model.dispose();
+  });
+
+  it('saves each family back under its architecture and names: reloaded, the same logits', () => {
+    for (const { folder, architecture } of families) {
+      const reference = readCase(folder);
+      const model = models.load(join(root, folder), { quiet: true }).eval();
+      const dir = mkdtempSync(join(tmpdir(), 'bidora-family-'));
+      models.save(model, dir);
+      const saved = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as { architectures: string[] };
+      expect(saved.architectures).toEqual([architecture]);
+      const reloaded = models.load(dir).eval();
+      expect(reloaded.loadReport).toEqual({ missingKeys: [], unexpectedKeys: [] });
+      const inputs = { inputIds: reference.input_ids, attentionMask: reference.attention_mask };
+      const before: Tensor = model.forward(inputs).logits;
+      const after: Tensor = reloaded.forward(inputs).logits;
+      expect(after.toFloat32Array()).toEqual(before.toFloat32Array());
+      for (const tensor of [before, after]) tensor.dispose();
+      model.dispose();
+      reloaded.dispose();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('an unknown architecture is a RangeError that lists the supported ones', () => {
+    expect(() =>
+      models.fromConfig({
+        architectures: ['GPTNeoForSequenceClassification'],
+        vocab_size: 10,
+        hidden_size: 8,
+        num_hidden_layers: 1,
+        num_attention_heads: 2,
+        intermediate_size: 8,
+        max_position_embeddings: 8,
+      }),
+    ).toThrow(
+      /architecture 'GPTNeoForSequenceClassification' is not supported; bidora builds .*DistilBertForTokenClassification/,
+    );
+  });
+});
