@@ -222,7 +222,7 @@ describe('collate', () => {
     const batch = collate(examples, 77);
     expect(batch.inputIds.shape).toEqual([3, 6]);
     expect(batch.attentionMask.shape).toEqual([3, 6]);
-    expect(batch.tokenTypeIds.shape).toEqual([3, 6]);
+    expect(batch.tokenTypeIds!.shape).toEqual([3, 6]);
     expect(Array.from(batch.inputIds.data)).toEqual([
       ...[101, 7, 8, 102, 77, 77],
       ...[101, 9, 102, 77, 77, 77],
@@ -233,7 +233,7 @@ describe('collate', () => {
       ...[1, 1, 0, 0, 0, 0],
       ...[1, 1, 1, 1, 1, 1],
     ]);
-    expect(Array.from(batch.tokenTypeIds.data)).toEqual([
+    expect(Array.from(batch.tokenTypeIds!.data)).toEqual([
       ...[0, 0, 0, 0, 0, 0],
       ...[0, 1, 1, 0, 0, 0],
       ...[0, 0, 0, 0, 0, 0],

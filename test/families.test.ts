@@ -7,7 +7,7 @@ import { join } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
-import { adapters, models, type Tensor } from '../lib/index';
+import { adapters, models, type Tensor, train } from '../lib/index';
 import { relativeError } from './helpers';
 
 const root = join(__dirname, 'fixtures', 'hf-families');
@@ -109,4 +109,74 @@ describe('encoder families match transformers', () => {
       /architecture 'GPTNeoForSequenceClassification' is not supported; bidora builds .*DistilBertForTokenClassification/,
     );
   });
+});
+
+describe('every family trains on its task', () => {
+  const tiny = {
+    vocab_size: 24,
+    max_position_embeddings: 16,
+    hidden_dropout_prob: 0.1,
+    attention_probs_dropout_prob: 0,
+  };
+  const bertSizes = { hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 32 };
+  const distilSizes = { dim: 16, n_layers: 1, n_heads: 2, hidden_dim: 32, dropout: 0.1, attention_dropout: 0 };
+  const cases = [
+    { architecture: 'BertForSequenceClassification', sizes: bertSizes, targets: ['query', 'value'], labels: 2 },
+    { architecture: 'BertForTokenClassification', sizes: bertSizes, targets: ['query', 'value'], labels: 3 },
+    { architecture: 'BertForSequenceClassification', sizes: bertSizes, targets: ['query', 'value'], labels: 1 },
+    { architecture: 'XLMRobertaForSequenceClassification', sizes: bertSizes, targets: ['query', 'value'], labels: 2 },
+    { architecture: 'CamembertForTokenClassification', sizes: bertSizes, targets: ['query', 'value'], labels: 3 },
+    { architecture: 'DistilBertForSequenceClassification', sizes: distilSizes, targets: ['q_lin', 'v_lin'], labels: 2 },
+    { architecture: 'DistilBertForTokenClassification', sizes: distilSizes, targets: ['q_lin', 'v_lin'], labels: 3 },
+  ];
+
+  /** A learnable task for the head: token 7 present (sequence), id mod 3 per token (token), share of 7s (regression). */
+  function examples(task: string, labels: number, pad: number): train.Example[] {
+    const random = new train.Random(5);
+    return Array.from({ length: 48 }, () => {
+      const body = Array.from({ length: 4 + random.int(5) }, () => 4 + random.int(18));
+      const inputIds = [2, ...body, 3].map((id) => (id === pad ? 5 : id));
+      if (task === 'token-classification') {
+        return {
+          inputIds,
+          label: inputIds.map((id, index) => (index === 0 || index === inputIds.length - 1 ? -100 : id % labels)),
+        };
+      }
+      const sevens = body.filter((id) => id === 7).length;
+      return { inputIds, label: labels === 1 ? sevens / body.length : sevens > 0 ? 1 : 0 };
+    });
+  }
+
+  for (const { architecture, sizes, targets, labels } of cases) {
+    for (const trainerKind of ['Trainer', 'BiLevelTrainer'] as const) {
+      it(`${architecture} (${labels === 1 ? 'regression' : `${labels} labels`}) with ${trainerKind}: loss falls, magnitudes move`, async () => {
+        const model = models.fromConfig(
+          { architectures: [architecture], ...tiny, ...sizes, num_labels: labels },
+          { seed: 2 },
+        );
+        adapters.apply(model, {
+          method: trainerKind === 'Trainer' ? 'dora' : 'bidora',
+          r: 2,
+          targetModules: targets,
+          modulesToSave: ['classifier'],
+        });
+        const data = examples(model.config.task, labels, model.config.padTokenId);
+        const before = train.evaluate(model, data).loss;
+        const magnitudes = adapters.adaptedLayers(model).map(({ adapter }) => adapter.magnitude!.toFloat32Array());
+        const common = { model, batchSize: 8, maxSteps: 40, seed: 1 };
+        const trainer =
+          trainerKind === 'Trainer'
+            ? new train.Trainer({ ...common, optimizer: { lr: 0.02 } })
+            : new train.BiLevelTrainer({ ...common, lowerOptimizer: { lr: 0.02 }, upperOptimizer: { lr: 0.02 } });
+        await trainer.fit(data);
+        const after = train.evaluate(model, data).loss;
+        expect(after).toBeLessThan(before * 0.9);
+        adapters.adaptedLayers(model).forEach(({ adapter }, index) => {
+          expect(adapter.magnitude!.toFloat32Array()).not.toEqual(magnitudes[index]);
+        });
+        trainer.dispose();
+        model.dispose();
+      });
+    }
+  }
 });

@@ -7,6 +7,9 @@ import {
   argmaxRows,
   averageRanks,
   classificationMetrics,
+  entitiesOf,
+  entityMetrics,
+  isEntityTagSet,
   macroF1,
   matthewsCorrelation,
   meanSquaredError,
@@ -207,6 +210,51 @@ function enumeratedWilcoxonP(differences: number[]): number {
   }
   return atMostObserved / patterns;
 }
+
+describe('entity metrics (seqeval)', () => {
+  it('a worked BIO case: spans match only with type and both ends, micro-averaged over sequences', () => {
+    const truth = [
+      ['B-PER', 'I-PER', 'O', 'B-LOC'],
+      ['O', 'B-ORG', 'I-ORG', 'I-ORG'],
+    ];
+    const predicted = [
+      ['B-PER', 'I-PER', 'O', 'B-LOC'],
+      ['O', 'B-ORG', 'I-ORG', 'O'],
+    ];
+    // True: PER 0-1, LOC 3, ORG 1-3. Predicted: PER 0-1, LOC 3, ORG 1-2 (the wrong end). 2 of 3 each way.
+    const scores = entityMetrics(predicted, truth);
+    expect(scores.entityPrecision).toBeCloseTo(2 / 3, 15);
+    expect(scores.entityRecall).toBeCloseTo(2 / 3, 15);
+    expect(scores.entityF1).toBeCloseTo(2 / 3, 15);
+    // One extra predicted span lowers precision only: P = 2/4, R = 2/3, F1 = 2PR/(P+R) = 4/7.
+    const extra = entityMetrics([predicted[0], ['B-MISC', 'B-ORG', 'I-ORG', 'O']], truth);
+    expect(extra.entityPrecision).toBe(0.5);
+    expect(extra.entityF1).toBeCloseTo(4 / 7, 15);
+  });
+
+  it('reads chunks as conlleval does: an I after O or another type starts one, B splits, E and S end them', () => {
+    const spans = (tags: string[]) => entitiesOf(tags).map(({ type, start, end }) => `${type}:${start}-${end}`);
+    expect(spans(['I-PER', 'I-PER', 'O'])).toEqual(['PER:0-1']);
+    expect(spans(['B-PER', 'I-LOC', 'I-LOC'])).toEqual(['PER:0-0', 'LOC:1-2']);
+    expect(spans(['B-PER', 'B-PER', 'I-PER'])).toEqual(['PER:0-0', 'PER:1-2']);
+    expect(spans(['S-PER', 'B-LOC', 'E-LOC', 'I-LOC'])).toEqual(['PER:0-0', 'LOC:1-2', 'LOC:3-3']);
+    expect(spans(['O', 'O'])).toEqual([]);
+    expect(isEntityTagSet(['O', 'B-PER', 'I-PER'])).toBe(true);
+    expect(isEntityTagSet(['LABEL_0', 'LABEL_1'])).toBe(false);
+    expect(() => entityMetrics([['O']], [['O', 'O']])).toThrow(/sequence 0 has 1 predicted tags for 2 true ones/);
+  });
+
+  it("Spearman with ties is scipy's value; MCC of a worked multi-class case", () => {
+    // scipy.stats.spearmanr([1, 2, 2, 3], [1, 3, 2, 4]).statistic: ranks [1, 2.5, 2.5, 4] and [1, 3, 2, 4].
+    expect(spearman([1, 2, 2, 3], [1, 3, 2, 4])).toBeCloseTo(4.5 / Math.sqrt(4.5 * 5), 14);
+    // sklearn.metrics.matthews_corrcoef([0, 1, 2, 2], [0, 2, 2, 1]): c = 2, s = 4, p_k = (1, 1, 2), t_k = (1, 1, 2).
+    const c = 2;
+    const samples = 4;
+    const pt = 1 * 1 + 1 * 1 + 2 * 2;
+    const expected = (c * samples - pt) / Math.sqrt((samples ** 2 - 6) * (samples ** 2 - 6));
+    expect(matthewsCorrelation([0, 2, 2, 1], [0, 1, 2, 2])).toBeCloseTo(expected, 14);
+  });
+});
 
 describe('statistics', () => {
   it('mean, sample standard deviation and paired differences', () => {

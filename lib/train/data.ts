@@ -9,8 +9,11 @@ export interface Example {
   attentionMask?: number[];
   /** Defaults to 0 over every id. */
   tokenTypeIds?: number[];
-  /** A class id, or a regression target. */
-  label: number;
+  /**
+   * Per sequence: a class id, or a regression target. Per token (token classification): one class per input id,
+   * -100 where no label applies (special tokens, sub-word continuations).
+   */
+  label: number | readonly number[];
 }
 
 /** A padded [batch, seq] id matrix, as tokenizers return and models take. */
@@ -22,8 +25,12 @@ export interface IdMatrix {
 export interface CollatedBatch {
   inputIds: IdMatrix;
   attentionMask: IdMatrix;
-  tokenTypeIds: IdMatrix;
-  /** One label per example: class ids as floats, or regression targets. */
+  /** Absent for models without token types (DistilBERT: typeVocabSize 0). */
+  tokenTypeIds?: IdMatrix;
+  /**
+   * One label per example (class ids as floats, or regression targets), or for token classification one per token
+   * of the padded [batch, seq] matrix, row by row, -100 on padding.
+   */
   labels: Float32Array;
 }
 
@@ -247,6 +254,8 @@ export interface CollateLimits {
   numLabels?: number;
   /** 'regression' takes any finite label; 'single_label_classification' needs numLabels. */
   problemType?: 'single_label_classification' | 'regression';
+  /** 'token-classification': every label is an array with one class per input id. Default: one label per example. */
+  task?: 'sequence-classification' | 'token-classification' | 'base';
 }
 
 export interface CollateOptions extends CollateLimits {
@@ -254,12 +263,16 @@ export interface CollateOptions extends CollateLimits {
   maxLength?: number;
 }
 
-/** A limit from the options: a positive integer, or undefined (then int32's). */
-function limitOption(options: CollateOptions, key: 'vocabSize' | 'typeVocabSize' | 'numLabels'): number | undefined {
+/** A limit from the options: an integer up to 2^31 (from `least`), or undefined (then int32's). */
+function limitOption(
+  options: CollateOptions,
+  key: 'vocabSize' | 'typeVocabSize' | 'numLabels',
+  least = 1,
+): number | undefined {
   const value = options[key];
   if (value === undefined) return undefined;
-  if (!Number.isSafeInteger(value) || value < 1 || value > INT32_LIMIT) {
-    throw new RangeError(`collate: ${key} must be an integer from 1 to 2^31, got ${String(value)}`);
+  if (!Number.isSafeInteger(value) || value < least || value > INT32_LIMIT) {
+    throw new RangeError(`collate: ${key} must be an integer from ${least} to 2^31, got ${String(value)}`);
   }
   return value;
 }
@@ -271,11 +284,14 @@ interface IdRules {
   tokenTypes: [number, string];
   /** The number of classes, or undefined for finite (regression or unknown) labels. */
   classes: number | undefined;
+  /** One label per input id instead of one per example. */
+  perToken: boolean;
 }
 
 function idRules(options: CollateOptions): IdRules {
   const vocabSize = limitOption(options, 'vocabSize');
-  const typeVocabSize = limitOption(options, 'typeVocabSize');
+  // 0: the model has no token types (DistilBERT); batches then carry none.
+  const typeVocabSize = limitOption(options, 'typeVocabSize', 0);
   const numLabels = limitOption(options, 'numLabels');
   const { problemType } = options;
   if (problemType !== undefined && problemType !== 'regression' && problemType !== 'single_label_classification') {
@@ -291,6 +307,7 @@ function idRules(options: CollateOptions): IdRules {
     ids: vocabSize === undefined ? [INT32_LIMIT, 'int32'] : [vocabSize, 'vocabSize'],
     tokenTypes: typeVocabSize === undefined ? [INT32_LIMIT, 'int32'] : [typeVocabSize, 'typeVocabSize'],
     classes: regression ? undefined : numLabels,
+    perToken: options.task === 'token-classification',
   };
 }
 
@@ -320,14 +337,14 @@ function checkIdRow(
   }
 }
 
-function checkLabel(label: unknown, index: number, classes: number | undefined): void {
+function checkLabel(label: unknown, index: number, field: string, classes: number | undefined): void {
   if (typeof label !== 'number' || !Number.isFinite(label)) {
-    throw new RangeError(`collate: example ${index} label must be a finite number, got ${describeValue(label)}`);
+    throw new RangeError(`collate: example ${index} ${field} must be a finite number, got ${describeValue(label)}`);
   }
   if (classes === undefined || label === IGNORED_LABEL) return;
   if (!Number.isInteger(label) || label < 0 || label >= classes) {
     throw new RangeError(
-      `collate: example ${index} label is ${label}; expected an integer class in [0, ${classes}) (numLabels) ` +
+      `collate: example ${index} ${field} is ${label}; expected an integer class in [0, ${classes}) (numLabels) ` +
         `or ${IGNORED_LABEL} (ignored)`,
     );
   }
@@ -349,9 +366,21 @@ function checkExample(example: Example, index: number, rules: IdRules): void {
   if (example.attentionMask !== undefined) {
     checkIdRow('attentionMask', example.attentionMask, length, index, ATTENTION_MASK_VALUES);
   }
-  if (example.tokenTypeIds !== undefined)
+  if (example.tokenTypeIds !== undefined) {
+    if (rules.tokenTypes[0] === 0) {
+      throw new RangeError(`collate: example ${index} has tokenTypeIds, but the model takes no token types`);
+    }
     checkIdRow('tokenTypeIds', example.tokenTypeIds, length, index, rules.tokenTypes);
-  checkLabel(example.label, index, rules.classes);
+  }
+  if (!rules.perToken) {
+    checkLabel(example.label, index, 'label', rules.classes);
+    return;
+  }
+  const labels = example.label;
+  if (!Array.isArray(labels) || labels.length !== length) {
+    throw new RangeError(`collate: example ${index} label must be ${length} labels, one per input id (token classification)`);
+  }
+  labels.forEach((label: unknown, position) => checkLabel(label, index, `label[${position}]`, rules.classes));
 }
 
 /**
@@ -384,7 +413,7 @@ export function collate(examples: readonly Example[], padTokenId: number, option
   const inputIds = new Int32Array(batch * length).fill(padTokenId);
   const attentionMask = new Int32Array(batch * length);
   const tokenTypeIds = new Int32Array(batch * length);
-  const labels = new Float32Array(batch);
+  const labels = rules.perToken ? new Float32Array(batch * length).fill(IGNORED_LABEL) : new Float32Array(batch);
   examples.forEach((example, row) => {
     const kept = Math.min(example.inputIds.length, length);
     const offset = row * length;
@@ -392,13 +421,14 @@ export function collate(examples: readonly Example[], padTokenId: number, option
       inputIds[offset + column] = example.inputIds[column];
       attentionMask[offset + column] = example.attentionMask?.[column] ?? 1;
       tokenTypeIds[offset + column] = example.tokenTypeIds?.[column] ?? 0;
+      if (rules.perToken) labels[offset + column] = (example.label as readonly number[])[column];
     }
-    labels[row] = example.label;
+    if (!rules.perToken) labels[row] = example.label as number;
   });
   return {
     inputIds: { data: inputIds, shape: [batch, length] },
     attentionMask: { data: attentionMask, shape: [batch, length] },
-    tokenTypeIds: { data: tokenTypeIds, shape: [batch, length] },
+    ...(rules.tokenTypes[0] === 0 ? {} : { tokenTypeIds: { data: tokenTypeIds, shape: [batch, length] } }),
     labels,
   };
 }

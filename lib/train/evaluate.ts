@@ -3,7 +3,8 @@ import { noGrad } from '../autograd';
 import { type EncoderTaskModel } from '../models/encoder';
 import { tidy } from '../tensor';
 import { collate, type Example } from './data';
-import { argmaxRows, classificationMetrics, regressionMetrics } from './metrics';
+import { argmaxRows, classificationMetrics, entityMetrics, isEntityTagSet, regressionMetrics } from './metrics';
+import { IGNORE_INDEX } from '../ops/loss';
 
 export interface Evaluation {
   loss: number;
@@ -31,32 +32,98 @@ export function* evaluationBatches(
   batchSize = 64,
 ): Generator<void, Evaluation> {
   if (examples.length === 0) throw new RangeError('evaluate: no examples');
+  if (model.config.task === 'token-classification') return yield* tokenEvaluation(model, examples, batchSize);
   const regression = model.config.problemType === 'regression';
   const classes = model.config.numLabels;
   const predictions = regression ? new Float32Array(examples.length) : new Int32Array(examples.length);
   let lossTotal = 0;
   for (let start = 0; start < examples.length; start += batchSize) {
     const chunk = examples.slice(start, start + batchSize);
-    const wasTraining = model.training;
-    model.eval();
-    try {
-      noGrad(() =>
-        tidy(() => {
-          const batch = collate(chunk, model.config.padTokenId, model.config);
-          const { logits, loss } = model.forward(batch);
-          lossTotal += loss!.item() * chunk.length;
-          const values = logits.toFloat32Array();
-          predictions.set(regression ? values : argmaxRows(values, classes), start);
-        }),
-      );
-    } finally {
-      model.train(wasTraining);
-    }
-    if (start + batchSize < examples.length) yield;
+    yield* inEvalMode(model, start + batchSize < examples.length, () => {
+      const batch = collate(chunk, model.config.padTokenId, model.config);
+      const { logits, loss } = model.forward(batch);
+      lossTotal += loss!.item() * chunk.length;
+      const values = logits.toFloat32Array();
+      predictions.set(regression ? values : argmaxRows(values, classes), start);
+    });
   }
-  const labels = Float64Array.from(examples, (example) => example.label);
+  const labels = Float64Array.from(examples, (example) => example.label as number);
   const metrics = regression ? regressionMetrics(predictions, labels) : classificationMetrics(predictions, labels);
   return { loss: lossTotal / examples.length, metrics: { ...metrics }, predictions };
+}
+
+/**
+ * Runs `batch` in eval mode without a graph, then yields when more batches follow. The mode switch covers one batch
+ * only, so whatever runs between batches sees the model as it was.
+ */
+function* inEvalMode(model: EncoderTaskModel, more: boolean, batch: () => void): Generator<void, void> {
+  const wasTraining = model.training;
+  model.eval();
+  try {
+    noGrad(() => tidy(batch));
+  } finally {
+    model.train(wasTraining);
+  }
+  if (more) yield;
+}
+
+/**
+ * Token classification: the loss is the mean over labelled tokens (as transformers' cross-entropy over a batch), the
+ * metrics are over labelled tokens, plus entity-level precision, recall and F1 when the labels are BIO tags
+ * (id2label names such as B-PER, I-PER, O). `predictions` holds the labelled tokens' predicted classes in order.
+ */
+function* tokenEvaluation(
+  model: EncoderTaskModel,
+  examples: readonly Example[],
+  batchSize: number,
+): Generator<void, Evaluation> {
+  const classes = model.config.numLabels;
+  const predicted: number[] = [];
+  const truth: number[] = [];
+  const predictedTags: number[][] = [];
+  const trueTags: number[][] = [];
+  let lossTotal = 0;
+  for (let start = 0; start < examples.length; start += batchSize) {
+    const chunk = examples.slice(start, start + batchSize);
+    yield* inEvalMode(model, start + batchSize < examples.length, () => {
+      const batch = collate(chunk, model.config.padTokenId, model.config);
+      const { logits, loss } = model.forward(batch);
+      const best = argmaxRows(logits.toFloat32Array(), classes);
+      const seq = batch.inputIds.shape[1];
+      let labelled = 0;
+      chunk.forEach((_, row) => {
+        const rowPredicted: number[] = [];
+        const rowTrue: number[] = [];
+        for (let column = 0; column < seq; column++) {
+          const label = batch.labels[row * seq + column];
+          if (label === IGNORE_INDEX) continue;
+          rowPredicted.push(best[row * seq + column]);
+          rowTrue.push(label);
+        }
+        labelled += rowTrue.length;
+        predicted.push(...rowPredicted);
+        truth.push(...rowTrue);
+        predictedTags.push(rowPredicted);
+        trueTags.push(rowTrue);
+      });
+      lossTotal += loss!.item() * labelled;
+    });
+  }
+  if (truth.length === 0) throw new RangeError('evaluate: no example has a labelled token (every label is -100)');
+  const metrics: Record<string, number> = { ...classificationMetrics(predicted, truth) };
+  const names = labelNames(model);
+  if (names !== undefined && isEntityTagSet(names)) {
+    const tags = (sequences: number[][]) => sequences.map((sequence) => sequence.map((id) => names[id]));
+    Object.assign(metrics, entityMetrics(tags(predictedTags), tags(trueTags)));
+  }
+  return { loss: lossTotal / truth.length, metrics, predictions: Int32Array.from(predicted) };
+}
+
+/** The class names of id2label, in id order, when the config has them. */
+function labelNames(model: EncoderTaskModel): string[] | undefined {
+  const id2label = model.config.raw.id2label;
+  if (id2label === undefined || id2label === null) return undefined;
+  return Array.from({ length: model.config.numLabels }, (_, id) => id2label[String(id)]);
 }
 
 /** The metric a run is judged by, and whether higher is better. */

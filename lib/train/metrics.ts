@@ -1,5 +1,6 @@
-// Evaluation metrics for classification (accuracy, macro F1, Matthews correlation) and regression (MSE, Pearson,
-// Spearman), defined as scikit-learn and SciPy define them so reported numbers compare with published ones.
+// Evaluation metrics for classification (accuracy, macro F1, Matthews correlation), regression (MSE, Pearson,
+// Spearman) and named entities (span precision, recall and F1 over BIO tags), defined as scikit-learn, SciPy and
+// seqeval define them so reported numbers compare with published ones.
 
 export interface ClassificationMetrics {
   accuracy: number;
@@ -186,4 +187,93 @@ export function argmaxRows(logits: Float32Array, classes: number): Int32Array {
     result[row] = best;
   }
   return result;
+}
+
+export interface EntityMetrics {
+  entityPrecision: number;
+  entityRecall: number;
+  entityF1: number;
+}
+
+/** A labelled span: its type and its first and last positions. */
+interface Entity {
+  type: string;
+  start: number;
+  end: number;
+}
+
+/** Splits a tag into its prefix (B, I, E, S, or O) and type ("B-PER" → ["B", "PER"]; "O" → ["O", ""]). */
+function splitTag(tag: string): [string, string] {
+  if (tag === 'O' || tag === '') return ['O', ''];
+  const match = /^([BIES])[-_](.+)$/.exec(tag);
+  // A tag without a prefix names its type alone, as seqeval reads it: a chunk of its own kind.
+  return match === null ? ['I', tag] : [match[1], match[2]];
+}
+
+/**
+ * The entities of one tag sequence, read as conlleval and seqeval's default mode read them: a chunk starts at B (or
+ * S), or at an I (or E) whose type differs from the tag before it or that follows O; it runs while I or E of its type
+ * continue it, and ends at E or S.
+ */
+export function entitiesOf(tags: readonly string[]): Entity[] {
+  const entities: Entity[] = [];
+  let open: Entity | undefined;
+  let previous: [string, string] = ['O', ''];
+  tags.forEach((tag, position) => {
+    const [prefix, type] = splitTag(tag);
+    const [previousPrefix, previousType] = previous;
+    const continues =
+      open !== undefined &&
+      type === previousType &&
+      (prefix === 'I' || prefix === 'E') &&
+      previousPrefix !== 'E' &&
+      previousPrefix !== 'S';
+    if (!continues) {
+      if (open) entities.push(open);
+      open = prefix === 'O' ? undefined : { type, start: position, end: position };
+    } else {
+      open!.end = position;
+    }
+    previous = [prefix, type];
+  });
+  if (open) entities.push(open);
+  return entities;
+}
+
+/**
+ * Span-level precision, recall and F1 over every sequence (micro-averaged, as seqeval's classification report's
+ * "micro avg" and Hugging Face's `overall_f1`): a predicted entity counts only when its type and both ends match.
+ */
+export function entityMetrics(
+  predicted: readonly (readonly string[])[],
+  truth: readonly (readonly string[])[],
+): EntityMetrics {
+  if (predicted.length !== truth.length) {
+    throw new RangeError(`entityMetrics: ${predicted.length} predicted sequences for ${truth.length} true ones`);
+  }
+  let correct = 0;
+  let predictedCount = 0;
+  let trueCount = 0;
+  predicted.forEach((sequence, index) => {
+    if (sequence.length !== truth[index].length) {
+      throw new RangeError(
+        `entityMetrics: sequence ${index} has ${sequence.length} predicted tags for ${truth[index].length} true ones`,
+      );
+    }
+    const key = (entity: Entity) => `${entity.type}\u0000${entity.start}\u0000${entity.end}`;
+    const wanted = new Set(entitiesOf(truth[index]).map(key));
+    const found = entitiesOf(sequence);
+    trueCount += wanted.size;
+    predictedCount += found.length;
+    correct += found.filter((entity) => wanted.has(key(entity))).length;
+  });
+  const precision = predictedCount === 0 ? 0 : correct / predictedCount;
+  const recall = trueCount === 0 ? 0 : correct / trueCount;
+  const f1 = precision + recall === 0 ? 0 : (2 * precision * recall) / (precision + recall);
+  return { entityPrecision: precision, entityRecall: recall, entityF1: f1 };
+}
+
+/** Whether label names are BIO-style entity tags (O, B-X, I-X, ...), so entity metrics mean something. */
+export function isEntityTagSet(names: readonly string[]): boolean {
+  return names.length > 1 && names.every((name) => name === 'O' || /^[BIES][-_].+$/.test(name));
 }
