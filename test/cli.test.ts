@@ -59,6 +59,86 @@ beforeAll(() => {
   writeData(join(root, 'eval.jsonl'), 40, 2);
 });
 
+describe('bidora train --task token-classification', () => {
+  // Tags the positive words as one-word entities (B-POS) and the rest O.
+  function writeTokenData(path: string, count: number, seed: number): void {
+    let state = seed;
+    const next = () => (state = (state * 1103515245 + 12345) % 2147483648) / 2147483648;
+    const lines = Array.from({ length: count }, () => {
+      const tokens = Array.from({ length: 4 }, () => words[Math.floor(next() * words.length)]);
+      const tags = tokens.map((word) => (['good', 'great', 'fine', 'nice'].includes(word) ? 'B-POS' : 'O'));
+      return JSON.stringify({ tokens, ner_tags: tags });
+    });
+    writeFileSync(path, lines.join('\n') + '\n');
+  }
+
+  it('trains a token classifier from tokens + ner_tags, writes a PEFT folder, and eval reports entity F1', () => {
+    writeTokenData(join(root, 'ner-train.jsonl'), 96, 3);
+    writeTokenData(join(root, 'ner-eval.jsonl'), 24, 4);
+    const out = join(root, 'ner-run');
+    const trained = run(
+      [
+        'train',
+        '--model',
+        modelDir,
+        '--data',
+        join(root, 'ner-train.jsonl'),
+        '--eval',
+        join(root, 'ner-eval.jsonl'),
+        '--task',
+        'token-classification',
+        '--method',
+        'bidora',
+        '--r',
+        '4',
+        '--epochs',
+        '20',
+        '--batch-size',
+        '16',
+        '--lr',
+        '0.03',
+        '--upper-lr',
+        '0.03',
+        '--log',
+        'none',
+      ].concat(['--out', out]),
+    );
+    expect(trained.stderr).not.toMatch(/Error/);
+    expect(trained.status).toBe(0);
+    const config = JSON.parse(readFileSync(join(out, 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
+    expect(config.use_dora).toBe(true);
+    expect(JSON.parse(readFileSync(join(out, 'labels.json'), 'utf8'))).toEqual({
+      labels: ['B-POS', 'O'],
+      task: 'token-classification',
+    });
+    const metrics = JSON.parse(readFileSync(join(out, 'metrics.json'), 'utf8')) as {
+      task: string;
+      final: Record<string, number>;
+    };
+    expect(metrics.task).toBe('token-classification');
+    expect(metrics.final.entityF1).toBeGreaterThan(0.8);
+    const scored = run(['eval', '--model', modelDir, '--adapter', out, '--data', join(root, 'ner-eval.jsonl')]);
+    expect(scored.status).toBe(0);
+    const report = JSON.parse(scored.stdout) as Record<string, number>;
+    expect(report.examples).toBe(24);
+    expect(report.entityF1).toBeCloseTo(metrics.final.entityF1, 10);
+    // A sequence task on token data is refused before training, naming the option.
+    const wrong = run([
+      'train',
+      '--model',
+      modelDir,
+      '--data',
+      join(root, 'ner-train.jsonl'),
+      '--task',
+      'regression',
+      '--out',
+      join(root, 'never'),
+    ]);
+    expect(wrong.status).toBe(2);
+    expect(wrong.stderr).toMatch(/--task regression needs rows with "text" and "label"/);
+  });
+});
+
 describe('bidora train', () => {
   it('fine-tunes with DoRA, writes a PEFT adapter, metrics and a report, and the adapter loads back', () => {
     const out = join(root, 'run');

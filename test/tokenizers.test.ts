@@ -113,6 +113,29 @@ describe('Hugging Face tokenizer.json', () => {
     expect(batch.inputIds.shape).toEqual([2, 5]);
     expect(Array.from(batch.inputIds.data.slice(0, 5))).toEqual([0, 9, 10, 2, 1]);
     expect(Array.from(batch.inputIds.data.slice(5))).toEqual([0, 9, 11, 12, 2]);
+    // Pre-split words: each after a space, as transformers' is_split_into_words does for byte-level BPE.
+    expect(tokenizer.encodeWords(['low', 'low'])).toEqual({ ids: [0, 10, 10, 2], wordIds: [null, 0, 1, null] });
+  });
+
+  it('encodeWords: sub-tokens point at their word, special tokens at none, words dropped from the end to fit', () => {
+    writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(wordPiece));
+    const tokenizer = tokenizers.load(dir);
+    expect(tokenizer.encodeWords(['Hello', 'unbelievable', '!'])).toEqual({
+      ids: [2, 5, 7, 8, 9, 10, 3],
+      wordIds: [null, 0, 1, 1, 1, 2, null],
+    });
+    // maxLength 5 keeps [CLS], "hello", the first two pieces of "unbelievable", [SEP].
+    expect(tokenizer.encodeWords(['hello', 'unbelievable', '!'], { maxLength: 5 })).toEqual({
+      ids: [2, 5, 7, 8, 3],
+      wordIds: [null, 0, 1, 1, null],
+    });
+    expect(() => tokenizer.encodeWords(['a'], { maxLength: 2 })).toThrow(/maxLength must be an integer of at least 3/);
+    expect(() => tokenizer.encodeWords([1 as never])).toThrow(TypeError);
+    const chars = tokenizers.CharTokenizer.fromTexts(['ab c']);
+    expect(chars.encodeWords(['ab', 'c'])).toEqual({
+      ids: [chars.clsId, ...chars.tokenize('ab c'), chars.sepId],
+      wordIds: [null, 0, 0, null, 1, null],
+    });
   });
 });
 

@@ -8,7 +8,7 @@ import { type EncoderTaskModel } from '../models/encoder';
 import * as tokenizers from '../tokenizers/index';
 import { evaluate } from '../train/evaluate';
 import { commandOptions, numberOption, type OptionSpec, UsageError } from './args';
-import { checkModelFolder, LABELS_FILE, loadClassifier, readRows, type TaskLabels, toExamples } from './task';
+import { checkModelFolder, LABELS_FILE, loadClassifier, readRows, type TaskLabels, toTaskExamples } from './task';
 
 const adapterOption: OptionSpec = {
   type: 'string',
@@ -30,7 +30,7 @@ function loadAdapted(modelDir: string, adapterDir: string): { model: EncoderTask
 const evalOptions: Record<string, OptionSpec> = {
   model: { type: 'string', description: 'the base checkpoint folder the adapter was trained on', required: true },
   adapter: adapterOption,
-  data: { type: 'string', description: 'examples to score, .jsonl or .csv', required: true },
+  data: { type: 'string', description: "examples to score, in the training data's format", required: true },
   'max-length': { type: 'string', description: 'longest tokenized sequence', default: '128' },
   'batch-size': { type: 'string', description: 'examples per forward pass', default: '64' },
 };
@@ -46,7 +46,7 @@ export async function evalCommand(argv: string[]): Promise<void> {
   const rows = readRows(values.data as string, '--data');
   const { model, task } = loadAdapted(values.model as string, values.adapter as string);
   try {
-    const examples = toExamples(
+    const examples = toTaskExamples(
       rows,
       tokenizers.load(values.model as string),
       task,

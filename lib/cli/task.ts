@@ -3,12 +3,21 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { fromConfig, loadStateDict, parseConfig } from '../models/index';
+import { architectureName, fromConfig, loadStateDict, parseConfig } from '../models/index';
 import { type EncoderTaskModel } from '../models/encoder';
 import { readSafetensors } from '../io/safetensors';
 import * as tokenizers from '../tokenizers/index';
 import { type Example } from '../train/data';
-import { type ExampleRow, ExamplesFileError, labelVocabulary, readExamplesFile } from '../train/files';
+import {
+  type ExampleRow,
+  ExamplesFileError,
+  isTokenExamplesFile,
+  labelVocabulary,
+  readExamplesFile,
+  readTokenExamplesFile,
+  tagVocabulary,
+  type TokenRow,
+} from '../train/files';
 import { UsageError } from './args';
 
 export const LABELS_FILE = 'labels.json';
@@ -24,31 +33,118 @@ export function checkModelFolder(dir: string, option = '--model'): void {
   }
 }
 
+/** The tasks the command line trains: one class or value per example, or one class per word. */
+export const TASKS = ['sequence-classification', 'regression', 'token-classification'] as const;
+export type TaskKind = (typeof TASKS)[number];
+
 export interface TaskLabels {
   /** Class names in id order; null for regression. */
   labels: string[] | null;
+  /** Written to labels.json by train; adapters trained before it existed are sequence tasks. */
+  task?: TaskKind;
+}
+
+/** The rows of a data file: text rows (JSONL or CSV) or, for token classification, words with a tag each. */
+export type TaskRows = { kind: 'text'; rows: ExampleRow[] } | { kind: 'tokens'; rows: TokenRow[] };
+
+/** The task `--task` names, or what the data implies (words with tags: per token; numeric labels: regression). */
+export function chooseTask(option: unknown, rows: TaskRows): TaskKind {
+  if (option === undefined || option === 'auto') {
+    if (rows.kind === 'tokens') return 'token-classification';
+    return labelVocabulary(rows.rows).labels === null ? 'regression' : 'sequence-classification';
+  }
+  if (!(TASKS as readonly unknown[]).includes(option)) {
+    throw new UsageError(`--task must be ${TASKS.join(', ')} or auto; got ${String(option)}`);
+  }
+  const task = option as TaskKind;
+  if ((task === 'token-classification') !== (rows.kind === 'tokens')) {
+    throw new UsageError(
+      task === 'token-classification'
+        ? '--task token-classification needs JSONL rows with "tokens" and "ner_tags" (or "labels", "tags")'
+        : `--task ${task} needs rows with "text" and "label"; the data has "tokens" (token classification)`,
+    );
+  }
+  return task;
 }
 
 /** Class ids (or regression targets) for labels as files spell them ("1", " 1 ", 1.0 all name class 1). */
 function labelReader(task: TaskLabels): (label: string | number) => number {
   if (task.labels === null) return (label) => Number(label);
-  return labelVocabulary(task.labels.map((label) => ({ label }))).toId;
+  const vocabulary = labelVocabulary(task.labels.map((label) => ({ label })));
+  if (vocabulary.labels !== null) return vocabulary.toId;
+  // More integer classes than labelVocabulary reads as classes (--task sequence-classification): by their order.
+  const ids = new Map(task.labels.map((label, id) => [Number(label), id]));
+  return (label) => ids.get(Number(label)) ?? Number.NaN;
 }
 
-/** Reads an examples file, failing on an empty file with the file's name. */
-export function readRows(path: string, option: string): ExampleRow[] {
+/** Reads an examples file (text rows, or words with tags), failing on an empty file with the file's name. */
+export function readRows(path: string, option: string): TaskRows {
   if (!existsSync(path)) throw new UsageError(`${option} ${path}: no such file`);
   try {
-    return readExamplesFile(path).rows;
+    return isTokenExamplesFile(path)
+      ? { kind: 'tokens', rows: readTokenExamplesFile(path).rows }
+      : { kind: 'text', rows: readExamplesFile(path).rows };
   } catch (error) {
     if (error instanceof ExamplesFileError) throw new UsageError(`${option} ${error.message}`);
     throw error;
   }
 }
 
-/** The label set learned from the training rows. */
-export function taskLabels(rows: readonly ExampleRow[]): TaskLabels {
-  return { labels: labelVocabulary(rows).labels };
+/** The label set learned from the training rows for `task`. */
+export function taskLabels(rows: TaskRows, task: TaskKind): TaskLabels {
+  if (rows.kind === 'tokens') return { labels: tagVocabulary(rows.rows), task };
+  if (task === 'regression') return { labels: null, task };
+  const { labels } = labelVocabulary(rows.rows);
+  // Integer labels past the class limit read as regression unless the task says classes.
+  const distinct = [...new Set(rows.rows.map((row) => Number(row.label)))].sort((a, b) => a - b);
+  return { labels: labels ?? distinct.map(String), task };
+}
+
+/** Tokenized examples of either kind of rows. */
+export function toTaskExamples(
+  data: TaskRows,
+  tokenizer: tokenizers.Tokenizer,
+  task: TaskLabels,
+  maxLength: number,
+  file: string,
+): Example[] {
+  if ((task.task === 'token-classification') !== (data.kind === 'tokens')) {
+    throw new UsageError(`${file}: the adapter was trained for ${task.task ?? 'sequence classification'}`);
+  }
+  return data.kind === 'tokens'
+    ? toTokenExamples(data.rows, tokenizer, task, maxLength, file)
+    : toExamples(data.rows, tokenizer, task, maxLength, file);
+}
+
+/**
+ * Words tokenized with their tags aligned as transformers' token-classification scripts do: the first sub-token of
+ * each word carries the word's tag, its other sub-tokens and the special tokens -100 (left out of loss and metrics).
+ */
+export function toTokenExamples(
+  rows: readonly TokenRow[],
+  tokenizer: tokenizers.Tokenizer,
+  task: TaskLabels,
+  maxLength: number,
+  file: string,
+): Example[] {
+  const ids = new Map((task.labels ?? []).map((label, id) => [label, id]));
+  return rows.map((row, index) => {
+    const tags = row.tags.map((tag) => {
+      const id = ids.get(String(tag));
+      if (id === undefined) {
+        throw new UsageError(
+          `${file}: example ${index + 1} has the tag ${JSON.stringify(tag)}, which the training data does not have ` +
+            `(tags: ${(task.labels ?? []).join(', ')})`,
+        );
+      }
+      return id;
+    });
+    const encoded = tokenizer.encodeWords(row.tokens, { maxLength });
+    const label = encoded.wordIds.map((word, position) =>
+      word === null || encoded.wordIds[position - 1] === word ? -100 : tags[word],
+    );
+    return { inputIds: encoded.ids, label };
+  });
 }
 
 /** Tokenized examples; a label outside `task` is an error naming the file and the label. */
@@ -95,8 +191,11 @@ export function toExamples(
 export function loadClassifier(dir: string, task: TaskLabels, seed: number): EncoderTaskModel {
   const raw = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
   const labels = task.labels;
+  const family = parseConfig(raw).modelType;
+  const perToken = task.task === 'token-classification';
   const config = parseConfig({
     ...raw,
+    architectures: [architectureName(family, perToken ? 'token-classification' : 'sequence-classification')],
     num_labels: labels === null ? 1 : labels.length,
     problem_type: labels === null ? 'regression' : 'single_label_classification',
     id2label: labels === null ? undefined : Object.fromEntries(labels.map((label, id) => [String(id), String(label)])),

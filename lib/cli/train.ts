@@ -14,7 +14,15 @@ import { type FitResult } from '../train/loop';
 import { Trainer } from '../train/trainer';
 import { commandOptions, numberOption, type OptionSpec, UsageError } from './args';
 import { writeTrainingReport } from './reporting';
-import { checkModelFolder, LABELS_FILE, loadClassifier, readRows, taskLabels, toExamples } from './task';
+import {
+  checkModelFolder,
+  chooseTask,
+  LABELS_FILE,
+  loadClassifier,
+  readRows,
+  taskLabels,
+  toTaskExamples,
+} from './task';
 
 export const trainOptions: Record<string, OptionSpec> = {
   model: {
@@ -22,7 +30,16 @@ export const trainOptions: Record<string, OptionSpec> = {
     description: 'Hugging Face checkpoint folder (config.json, model.safetensors, tokenizer.json)',
     required: true,
   },
-  data: { type: 'string', description: 'training examples, .jsonl or .csv (text[, text_pair], label)', required: true },
+  data: {
+    type: 'string',
+    description: 'training examples: .jsonl or .csv (text[, text_pair], label), or .jsonl of tokens + ner_tags',
+    required: true,
+  },
+  task: {
+    type: 'string',
+    description: 'sequence-classification | regression | token-classification (default: from the data)',
+    default: 'auto',
+  },
   eval: { type: 'string', description: 'evaluation examples, same format' },
   out: { type: 'string', description: 'output folder: PEFT adapter, metrics.json, report', required: true },
   method: { type: 'string', description: 'lora | dora | bidora', default: 'dora' },
@@ -58,7 +75,7 @@ export const trainOptions: Record<string, OptionSpec> = {
 export async function trainCommand(argv: string[]): Promise<void> {
   const values = commandOptions(
     'train',
-    'Fine-tune a BERT-family classifier with LoRA, DoRA or BiDoRA.',
+    'Fine-tune a BERT-family encoder (BERT, RoBERTa, XLM-R, CamemBERT, DistilBERT) with LoRA, DoRA or BiDoRA.',
     argv,
     trainOptions,
   );
@@ -78,11 +95,11 @@ export async function trainCommand(argv: string[]): Promise<void> {
   checkModelFolder(modelDir);
   const trainRows = readRows(values.data as string, '--data');
   const evalRows = values.eval === undefined ? undefined : readRows(values.eval as string, '--eval');
-  const task = taskLabels(trainRows);
+  const task = taskLabels(trainRows, chooseTask(values.task, trainRows));
   const maxLength = numberOption(values, 'max-length')!;
   const tokenizer = tokenizers.load(modelDir);
-  const train = toExamples(trainRows, tokenizer, task, maxLength, values.data as string);
-  const evalExamples = evalRows && toExamples(evalRows, tokenizer, task, maxLength, values.eval as string);
+  const train = toTaskExamples(trainRows, tokenizer, task, maxLength, values.data as string);
+  const evalExamples = evalRows && toTaskExamples(evalRows, tokenizer, task, maxLength, values.eval as string);
   const seed = numberOption(values, 'seed')!;
   const model = loadClassifier(modelDir, task, seed).to(device as 'cpu' | 'cuda');
   const outDir = values.out as string;
@@ -128,7 +145,7 @@ export async function trainCommand(argv: string[]): Promise<void> {
     // Saving, the final evaluation and the decomposition analysis run on the CPU, whatever trained.
     model.to('cpu');
     adapters.save(model, outDir, { baseModelNameOrPath: modelDir });
-    writeFileAtomic(join(outDir, LABELS_FILE), JSON.stringify({ labels: task.labels }, null, 2) + '\n');
+    writeFileAtomic(join(outDir, LABELS_FILE), JSON.stringify(task, null, 2) + '\n');
     for (const file of ['tokenizer.json', 'tokenizer_config.json', tokenizers.CHAR_TOKENIZER_FILE]) {
       if (existsSync(join(modelDir, file))) copyFileSync(join(modelDir, file), join(outDir, file));
     }
@@ -136,7 +153,7 @@ export async function trainCommand(argv: string[]): Promise<void> {
     const analysis = adapters.analyze(model);
     const metrics = {
       method,
-      task: task.labels === null ? 'regression' : 'classification',
+      task: task.task,
       labels: task.labels,
       trainable: adapters.trainableParameters(model),
       steps: result.steps,

@@ -1,19 +1,22 @@
 // Hugging Face `config.json` for the encoder families (BERT, RoBERTa, XLM-RoBERTa, CamemBERT, DistilBERT): parsing
 // into one normalised config, with checks that name the offending key, and which class the config asks for.
 
-/** The keys of a Hugging Face BERT/RoBERTa config that bidora reads (snake_case, as in the file). */
+/**
+ * The keys of a Hugging Face encoder config that bidora reads (snake_case, as in the file). The sizes are BERT's
+ * names; DistilBERT's (dim, n_layers, n_heads, hidden_dim) are read as well. parseConfig checks whichever apply.
+ */
 export interface HuggingFaceConfig {
   architectures?: string[];
   model_type?: string;
   vocab_size: number;
-  hidden_size: number;
-  num_hidden_layers: number;
-  num_attention_heads: number;
-  intermediate_size: number;
+  hidden_size?: number;
+  num_hidden_layers?: number;
+  num_attention_heads?: number;
+  intermediate_size?: number;
   hidden_act?: string;
   hidden_dropout_prob?: number;
   attention_probs_dropout_prob?: number;
-  max_position_embeddings: number;
+  max_position_embeddings?: number;
   type_vocab_size?: number;
   layer_norm_eps?: number;
   initializer_range?: number;

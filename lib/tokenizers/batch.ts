@@ -19,6 +19,52 @@ export interface Tokenizer {
   readonly vocabSize: number;
   readonly padTokenId: number;
   encodeBatch(texts: readonly string[], options?: EncodeOptions): EncodedBatch;
+  /**
+   * A pre-split sequence of words (token classification), with the special tokens the tokenizer adds: `wordIds`
+   * says which word each token comes from (null for special tokens), as transformers' `word_ids()`. Words that do not
+   * fit in `maxLength` (default 512) are dropped from the end.
+   */
+  encodeWords(words: readonly string[], options?: { maxLength?: number }): EncodedWords;
+}
+
+export interface EncodedWords {
+  ids: number[];
+  wordIds: (number | null)[];
+}
+
+/**
+ * Assembles `prefix`, each word's tokens (with `separator` between words, belonging to none) and `suffix` within
+ * `maxLength`, dropping words from the end (and cutting a word that alone does not fit).
+ */
+export function assembleWords(
+  words: readonly string[],
+  tokenize: (word: string) => number[],
+  prefix: readonly number[],
+  suffix: readonly number[],
+  maxLength: number,
+  separator: readonly number[] = [],
+): EncodedWords {
+  if (!Array.isArray(words) || words.some((word) => typeof word !== 'string')) {
+    throw new TypeError('encodeWords: words must be an array of strings');
+  }
+  if (!Number.isInteger(maxLength) || maxLength < prefix.length + suffix.length + 1) {
+    throw new RangeError(`encodeWords: maxLength must be an integer of at least ${prefix.length + suffix.length + 1}`);
+  }
+  const ids: number[] = [...prefix];
+  const wordIds: (number | null)[] = prefix.map(() => null);
+  const budget = maxLength - suffix.length;
+  for (let index = 0; index < words.length && ids.length < budget; index++) {
+    const between = index === 0 ? [] : separator;
+    if (ids.length + between.length >= budget) break;
+    ids.push(...between);
+    wordIds.push(...between.map(() => null));
+    const tokens = tokenize(words[index]).slice(0, budget - ids.length);
+    ids.push(...tokens);
+    wordIds.push(...tokens.map(() => index));
+  }
+  ids.push(...suffix);
+  wordIds.push(...suffix.map(() => null));
+  return { ids, wordIds };
 }
 
 export interface Encoded {

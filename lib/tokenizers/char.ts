@@ -3,7 +3,16 @@
 import { readFileSync } from 'node:fs';
 
 import { writeFileAtomic } from '../io/atomic';
-import { checkTexts, type EncodeOptions, type EncodedBatch, type Encoded, padBatch, type Tokenizer } from './batch';
+import {
+  assembleWords,
+  checkTexts,
+  type EncodeOptions,
+  type EncodedBatch,
+  type Encoded,
+  type EncodedWords,
+  padBatch,
+  type Tokenizer,
+} from './batch';
 
 export const CHAR_TOKENIZER_FILE = 'char-tokenizer.json';
 const SPECIALS = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'] as const;
@@ -59,6 +68,18 @@ export class CharTokenizer implements Tokenizer {
       .filter((id) => id >= SPECIALS.length)
       .map((id) => this.#characters[id - SPECIALS.length] ?? '')
       .join('');
+  }
+
+  /** [CLS] words [SEP], the words as the text they spell: a space (belonging to no word) between them. */
+  encodeWords(words: readonly string[], options: { maxLength?: number } = {}): EncodedWords {
+    return assembleWords(
+      words,
+      (word) => this.tokenize(word),
+      [this.clsId],
+      [this.sepId],
+      options.maxLength ?? 512,
+      this.tokenize(' '),
+    );
   }
 
   /** [CLS] text [SEP] (pair [SEP]), truncated longest-first to maxLength, padded into a batch. */

@@ -5,7 +5,16 @@ import { join } from 'node:path';
 
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 
-import { checkTexts, type EncodeOptions, type EncodedBatch, type Encoded, padBatch, type Tokenizer } from './batch';
+import {
+  assembleWords,
+  checkTexts,
+  type EncodeOptions,
+  type EncodedBatch,
+  type Encoded,
+  type EncodedWords,
+  padBatch,
+  type Tokenizer,
+} from './batch';
 
 function readJson(path: string): Record<string, unknown> {
   try {
@@ -20,6 +29,10 @@ export class HuggingFaceTokenizer implements Tokenizer {
   readonly padTokenId: number;
   readonly #tokenizer: HfTokenizer;
   readonly #specialCount: { single: number; pair: number };
+  /** The special tokens around a single sequence ([CLS] … [SEP], <s> … </s>), for pre-split words. */
+  readonly #around: { prefix: number[]; suffix: number[] };
+  /** Byte-level BPE (GPT-2, RoBERTa) reads a word after a space differently: split words get one, as transformers. */
+  readonly #spaceBeforeWords: boolean;
 
   constructor(tokenizerJson: Record<string, unknown>, tokenizerConfig: Record<string, unknown> = {}) {
     this.#tokenizer = new HfTokenizer(tokenizerJson, tokenizerConfig);
@@ -40,6 +53,23 @@ export class HuggingFaceTokenizer implements Tokenizer {
     const pair =
       this.#tokenizer.encode(probe, { text_pair: probe, add_special_tokens: true }).ids.length - 2 * probeTokens;
     this.#specialCount = { single, pair };
+    const probeIds = this.#tokenizer.encode(probe, { add_special_tokens: false }).ids;
+    const withSpecials = this.#tokenizer.encode(probe, { add_special_tokens: true }).ids;
+    const at = withSpecials.findIndex((_, index) =>
+      probeIds.every((id, offset) => withSpecials[index + offset] === id),
+    );
+    this.#around = { prefix: withSpecials.slice(0, at), suffix: withSpecials.slice(at + probeIds.length) };
+    this.#spaceBeforeWords = JSON.stringify(tokenizerJson.pre_tokenizer ?? null).includes('"ByteLevel"');
+  }
+
+  encodeWords(words: readonly string[], options: { maxLength?: number } = {}): EncodedWords {
+    return assembleWords(
+      words,
+      (word) => this.tokenize(this.#spaceBeforeWords ? ` ${word}` : word),
+      this.#around.prefix,
+      this.#around.suffix,
+      options.maxLength ?? 512,
+    );
   }
 
   /** From a folder holding tokenizer.json (and optionally tokenizer_config.json), or from the file itself. */

@@ -378,7 +378,9 @@ function checkExample(example: Example, index: number, rules: IdRules): void {
   }
   const labels = example.label;
   if (!Array.isArray(labels) || labels.length !== length) {
-    throw new RangeError(`collate: example ${index} label must be ${length} labels, one per input id (token classification)`);
+    throw new RangeError(
+      `collate: example ${index} label must be ${length} labels, one per input id (token classification)`,
+    );
   }
   labels.forEach((label: unknown, position) => checkLabel(label, index, `label[${position}]`, rules.classes));
 }

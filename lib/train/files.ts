@@ -1,4 +1,5 @@
-// Examples files (JSONL and CSV with text, text_pair and label columns) and the label vocabulary they define.
+// Examples files (JSONL and CSV with text, text_pair and label columns; JSONL of pre-split words with one tag per
+// word for token classification) and the label vocabulary they define.
 import { readFileSync } from 'node:fs';
 import { extname } from 'node:path';
 
@@ -240,4 +241,85 @@ export function labelVocabulary(rows: readonly { label: string | number }[]): La
       return id;
     },
   };
+}
+
+/** One row of a token-classification file: words and one tag per word. */
+export interface TokenRow {
+  tokens: string[];
+  /** As written in the file: a tag name ("B-PER") or a class id (Hugging Face datasets' ClassLabel integers). */
+  tags: (string | number)[];
+}
+
+/** The columns Hugging Face datasets use for the per-word labels, in the order they are looked for. */
+const TAG_COLUMNS = ['ner_tags', 'labels', 'tags', 'pos_tags'] as const;
+
+/** Whether `path` holds token-classification rows: a .jsonl file whose first row has a "tokens" list. */
+export function isTokenExamplesFile(path: string): boolean {
+  if (extname(path).toLowerCase() !== '.jsonl') return false;
+  const first = readFileSync(path, 'utf8')
+    .replace(/^\uFEFF/, '')
+    .split('\n')
+    .find((line) => line.trim() !== '');
+  try {
+    const value: unknown = first === undefined ? undefined : JSON.parse(first);
+    return typeof value === 'object' && value !== null && Array.isArray((value as { tokens?: unknown }).tokens);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Reads token-classification rows from a .jsonl file laid out as Hugging Face datasets are: "tokens" (the words)
+ * and one of "ner_tags", "labels", "tags" or "pos_tags" (one tag per word). Throws ExamplesFileError naming the file
+ * and line of the first problem.
+ */
+export function readTokenExamplesFile(path: string): { rows: TokenRow[] } {
+  if (extname(path).toLowerCase() !== '.jsonl') {
+    throw new RangeError(`readTokenExamplesFile: ${path}: expected a .jsonl file`);
+  }
+  const rows: TokenRow[] = [];
+  readFileSync(path, 'utf8')
+    .replace(/^\uFEFF/, '')
+    .split('\n')
+    .forEach((rawLine, index) => {
+      const line = rawLine.trim();
+      if (line === '') return;
+      let value: unknown;
+      try {
+        value = JSON.parse(line);
+      } catch (error) {
+        throw new ExamplesFileError(path, index + 1, `bad JSON: ${(error as Error).message}`);
+      }
+      const record = (typeof value === 'object' && value !== null ? value : {}) as Record<string, unknown>;
+      const tokens = record.tokens;
+      if (!Array.isArray(tokens) || tokens.length === 0 || !tokens.every((token) => typeof token === 'string')) {
+        throw new ExamplesFileError(path, index + 1, '"tokens" must be a non-empty list of strings');
+      }
+      const column = TAG_COLUMNS.find((name) => record[name] !== undefined);
+      if (column === undefined) {
+        throw new ExamplesFileError(path, index + 1, `no tags: expected one of ${TAG_COLUMNS.join(', ')}`);
+      }
+      const tags = record[column];
+      const isTag = (tag: unknown) => typeof tag === 'string' || (typeof tag === 'number' && Number.isInteger(tag));
+      if (!Array.isArray(tags) || tags.length !== tokens.length || !tags.every(isTag)) {
+        throw new ExamplesFileError(
+          path,
+          index + 1,
+          `"${column}" must be ${tokens.length} tags (strings or integers), one per token`,
+        );
+      }
+      rows.push({ tokens: tokens as string[], tags: tags as (string | number)[] });
+    });
+  if (rows.length === 0) throw new ExamplesFileError(path, 1, 'no examples');
+  return { rows };
+}
+
+/**
+ * The tag set of token rows, sorted (numerically when every tag is an integer, as ClassLabel ids are) so the same
+ * data always gives the same ids.
+ */
+export function tagVocabulary(rows: readonly TokenRow[]): string[] {
+  const tags = [...new Set(rows.flatMap((row) => row.tags.map(String)))];
+  const numeric = rows.every((row) => row.tags.every((tag) => typeof tag === 'number'));
+  return numeric ? tags.sort((a, b) => Number(a) - Number(b)) : tags.sort();
 }
