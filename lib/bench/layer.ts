@@ -27,7 +27,10 @@ export const LAYER_SETTINGS: readonly LayerSetting[] = [
   { name: 'inner layer', inputGradient: true },
 ];
 
-/** A BERT-base-sized attention projection, a LLaMA-7B-sized one at a short batch, and many tokens through a narrow one. */
+/**
+ * A BERT-large-sized projection (1024) over 512 tokens, a LLaMA-7B-sized one (4096) over 256, and 2048 tokens through
+ * a BERT-base-sized one (768): the shapes bench/README.md reports.
+ */
 export const DEFAULT_SHAPES: readonly LayerShape[] = [
   { n: 512, k: 1024, m: 1024, r: 8 },
   { n: 256, k: 4096, m: 4096, r: 16 },
