@@ -1,5 +1,6 @@
 // The command line end to end: `bidora train` on a tiny checkpoint folder and JSONL file written here, then the
-// adapter loaded back and the metrics file checked; `eval`, `merge`, `--help`, and bad input named before training.
+// adapter loaded back and the metrics file checked; `eval`, `merge`, `bench` on a small shape, `--help`, and bad
+// input named before any work.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -301,6 +302,73 @@ describe('bidora train', () => {
   });
 });
 
+describe('bidora bench', () => {
+  it('times the four layer variants in both settings, prints the table and writes ratios to JSON', () => {
+    const out = join(root, 'bench.json');
+    const result = run(['bench', '--shape', '64,64,64,4', '--shape', '32,48,40,2', '--quick', '--out', out]);
+    expect(result.status, result.stderr).toBe(0);
+    const lines = result.stdout.split('\n');
+    const header = lines.find((line) => line.startsWith('N, K, M, r'));
+    expect(header).toBeDefined();
+    for (const column of ['LoRA ms', 'DoRA ms', 'DoRA/LoRA', 'through norm ms', 'through/LoRA', 'naive DoRA ms'])
+      expect(header).toContain(column);
+    // A row per shape and setting, each ratio as "median (low–high)" over the rounds.
+    const rows = lines.filter((line) => /^(64, 64, 64, 4|32, 48, 40, 2) +(input is data|inner layer) /.test(line));
+    expect(rows).toHaveLength(4);
+    for (const row of rows) expect(row.match(/\d+\.\d\d \(\d+\.\d\d–\d+\.\d\d\)/g)).toHaveLength(3);
+
+    const record = JSON.parse(readFileSync(out, 'utf8')) as {
+      command: string;
+      quick: boolean;
+      device: string;
+      rows: {
+        n: number;
+        setting: string;
+        inputGradient: boolean;
+        rounds: number;
+        roundRatios: Record<string, number[]>;
+        [key: string]: unknown;
+      }[];
+    };
+    expect(record).toMatchObject({ command: 'bidora bench', quick: true, device: 'cpu' });
+    expect(record.rows.map((row) => [row.n, row.setting])).toEqual([
+      [64, 'input is data'],
+      [32, 'input is data'],
+      [64, 'inner layer'],
+      [32, 'inner layer'],
+    ]);
+    for (const row of record.rows) {
+      for (const key of ['loraMs', 'doraMs', 'doraThroughNormMs', 'naiveDoraMs', 'doraOverLora', 'naiveOverDora']) {
+        expect(row[key], key).toBeGreaterThan(0);
+        expect(Number.isFinite(row[key]), key).toBe(true);
+      }
+      expect(row.doraThroughNormOverLora).toBeGreaterThan(0);
+      for (const ratios of Object.values(row.roundRatios)) {
+        expect(ratios).toHaveLength(row.rounds);
+        for (const ratio of ratios) expect(ratio).toBeGreaterThan(0);
+      }
+    }
+  });
+
+  it('names the argument that is wrong, before timing anything', () => {
+    const cases: [string[], RegExp][] = [
+      [['--shape', '64,64,64'], /^bidora bench: --shape must be four positive integers N,K,M,r .*got "64,64,64"\n$/],
+      [['--shape', '64,64,0,4'], /--shape must be four positive integers/],
+      [['--shape', '64,8,64,16'], /--shape 64,8,64,16: the rank r must be at most K and M/],
+      [['--threads', '0'], /--threads must be a positive integer, got 0/],
+      [['--rounds', 'two'], /--rounds must be a number, got "two"/],
+      [['--device', 'tpu'], /--device tpu is not available here/],
+    ];
+    for (const [args, message] of cases) {
+      const result = run(['bench', ...args, '--out', join(root, 'never.json')]);
+      expect(result.status, args.join(' ')).toBe(2);
+      expect(result.stderr).toMatch(message);
+      expect(result.stdout).toBe('');
+    }
+    expect(existsSync(join(root, 'never.json'))).toBe(false);
+  });
+});
+
 describe('bidora, whatever the command', () => {
   it('prints the package version for --version and -v, without loading the addon', () => {
     const version = (JSON.parse(readFileSync(join(__dirname, '..', 'package.json'), 'utf8')) as { version: string })
@@ -326,7 +394,7 @@ describe('bidora, whatever the command', () => {
   });
 
   it('shows each command its help for -h as for --help', () => {
-    for (const command of ['demo', 'train', 'eval', 'merge']) {
+    for (const command of ['demo', 'train', 'eval', 'merge', 'bench']) {
       const short = run([command, '-h']);
       expect(short.status, short.stderr).toBe(0);
       expect(short.stdout).toMatch(new RegExp(`^Usage: bidora ${command} `));

@@ -7,7 +7,11 @@ export interface OptionSpec {
   description: string;
   default?: string | boolean;
   required?: boolean;
+  /** May be given more than once: its value is then an array of strings, in order (a JSON array in --config). */
+  multiple?: boolean;
 }
+
+export type OptionValues = Record<string, string | boolean | string[] | undefined>;
 
 export class UsageError extends Error {
   constructor(message: string) {
@@ -27,28 +31,27 @@ export class CommandError extends Error {
 export function helpText(command: string, summary: string, specs: Record<string, OptionSpec>): string {
   const lines = Object.entries(specs).map(([name, spec]) => {
     const flag = spec.type === 'boolean' ? `--${name}` : `--${name} <value>`;
+    const repeat = spec.multiple ? ' (repeatable)' : '';
     const extra = spec.required
       ? ' (required)'
       : spec.default !== undefined
         ? ` (default ${String(spec.default)})`
         : '';
-    return `  ${flag.padEnd(28)} ${spec.description}${extra}`;
+    return `  ${flag.padEnd(28)} ${spec.description}${repeat}${extra}`;
   });
   return `Usage: bidora ${command} [options]\n\n${summary}\n\nOptions:\n${lines.join('\n')}\n  ${'--config <file.json>'.padEnd(28)} read options from a JSON file (flags win)\n  ${'-h, --help'.padEnd(28)} show this help\n`;
 }
 
 /** Parsed options as strings and booleans; undefined when neither a flag, the config file nor a default gives one. */
-export function parseOptions(
-  command: string,
-  argv: string[],
-  specs: Record<string, OptionSpec>,
-): Record<string, string | boolean | undefined> {
+export function parseOptions(command: string, argv: string[], specs: Record<string, OptionSpec>): OptionValues {
   let parsed;
   try {
     parsed = parseArgs({
       args: argv,
       options: {
-        ...Object.fromEntries(Object.entries(specs).map(([name, spec]) => [name, { type: spec.type }])),
+        ...Object.fromEntries(
+          Object.entries(specs).map(([name, spec]) => [name, { type: spec.type, multiple: spec.multiple ?? false }]),
+        ),
         config: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -58,7 +61,7 @@ export function parseOptions(
   } catch (error) {
     throw new UsageError(`${(error as Error).message} (see bidora ${command} --help)`);
   }
-  const values: Record<string, string | boolean | undefined> = { ...parsed.values };
+  const values: OptionValues = { ...parsed.values };
   if (values.config !== undefined) {
     let config: Record<string, unknown>;
     try {
@@ -69,7 +72,9 @@ export function parseOptions(
     for (const [key, value] of Object.entries(config)) {
       const name = key.replace(/[A-Z]/g, (letter) => `-${letter.toLowerCase()}`);
       if (!(name in specs)) throw new UsageError(`unknown option "${key}" in ${String(values.config)}`);
-      if (values[name] === undefined) values[name] = typeof value === 'boolean' ? value : String(value);
+      if (values[name] !== undefined) continue;
+      if (specs[name].multiple) values[name] = (Array.isArray(value) ? value : [value]).map(String);
+      else values[name] = typeof value === 'boolean' ? value : String(value);
     }
   }
   if (values.help) return values;
@@ -91,14 +96,14 @@ export function commandOptions(
   summary: string,
   argv: string[],
   specs: Record<string, OptionSpec>,
-): Record<string, string | boolean | undefined> | undefined {
+): OptionValues | undefined {
   const values = parseOptions(command, argv, specs);
   if (!values.help) return values;
   process.stdout.write(helpText(command, summary, specs));
   return undefined;
 }
 
-export function numberOption(values: Record<string, string | boolean | undefined>, name: string): number | undefined {
+export function numberOption(values: OptionValues, name: string): number | undefined {
   const raw = values[name];
   if (raw === undefined) return undefined;
   const value = Number(raw);

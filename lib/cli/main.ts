@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The bidora command line: demo, train, eval, merge.
+// The bidora command line: demo, train, eval, merge, bench.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -21,6 +21,10 @@ const commands: Record<string, { summary: string; run: (argv: string[]) => Promi
   merge: {
     summary: 'fold an adapter into the base weights and save a plain checkpoint',
     run: async (argv) => (await import('./evaluate')).mergeCommand(argv),
+  },
+  bench: {
+    summary: 'time LoRA, DoRA, DoRA through the norm and a naive DoRA on your layer shapes; prints ratios',
+    run: async (argv) => (await import('./bench')).benchCommand(argv),
   },
 };
 

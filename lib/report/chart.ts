@@ -162,7 +162,10 @@ export function fitOf(name: string, points: readonly { x: number; y: number }[],
   return fit;
 }
 
-/** '#rgb' or '#rrggbb' as [r, g, b] in 0..255; throws on anything else, which the PNG renderer could not draw. */
+/**
+ * '#rgb' or '#rrggbb' as [r, g, b] in 0..255; throws on anything else: colours go into SVG attributes as they are, so
+ * only these spellings are let through.
+ */
 export function parseColor(color: string): [number, number, number] {
   const short = /^#([0-9a-f])([0-9a-f])([0-9a-f])$/i.exec(color);
   if (short) return [1, 2, 3].map((i) => parseInt(short[i] + short[i], 16)) as [number, number, number];

@@ -1,4 +1,4 @@
-// Reports: charts drawn as SVG and PNG from one layout, an HTML page around them, and the folder they are written to.
+// Reports: charts drawn as SVG (and PNG from that SVG), an HTML page around them, and the folder they are written to.
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -21,7 +21,7 @@ export {
   PALETTE,
 } from './chart';
 export { escapeHtml, renderReport, type ReportChartEntry, type ReportPage, type ReportTable } from './html';
-export { crc32, encodePng, type PngOptions, renderPng } from './png';
+export { type PngOptions, renderPng } from './png';
 export { layoutChart, type Point, type Scene, type Shape } from './scene';
 export { escapeXml, renderSvg } from './svg';
 

@@ -1,6 +1,5 @@
-// Lays a chart out once as a list of shapes in chart units, so the SVG and the PNG renderers draw the same picture.
+// Lays a chart out as a list of shapes in chart units: what svg.ts writes, and the PNG renderer draws from that SVG.
 import { type Axis, type Chart, checkChart, formatNumber, niceTicks, PALETTE } from './chart';
-import { GLYPH_ASCENT, textWidth } from './font';
 
 export type Point = readonly [number, number];
 
@@ -13,8 +12,8 @@ export type Shape =
   | { kind: 'area'; points: Point[]; color: string; opacity: number }
   | { kind: 'circle'; x: number; y: number; radius: number; color: string; opacity: number }
   /**
-   * Text in the built-in 5 × 7 font, or a monospace one in SVG: (x, y) is the baseline's anchor point. `size` 1 makes
-   * capitals 7 units tall and characters 6 apart. Vertical text reads upward, rotated -90° about (x, y).
+   * Text in a monospace font: (x, y) is the baseline's anchor point. `size` 1 is a 10-unit font, so capitals stand
+   * about 7 units tall and characters 6 apart. Vertical text reads upward, rotated -90° about (x, y).
    */
   | {
       kind: 'text';
@@ -40,6 +39,13 @@ export interface Scene {
   y(value: number): number;
   shapes: Shape[];
 }
+
+/**
+ * Text is measured, not shaped: every monospace font advances 0.6 em, 6 units at size 1, and capitals stand about
+ * 0.7 em. The layout needs no font file, and labels fit in whichever monospace font draws them.
+ */
+const CHAR_ADVANCE = 6;
+const CAP_HEIGHT = 7;
 
 const PAD = 12;
 const TITLE_SIZE = 1.5;
@@ -120,9 +126,9 @@ export function layoutChart(chart: Chart): Scene {
   }
 
   // Margins from the text they hold.
-  const top = chart.title ? PAD + GLYPH_ASCENT * TITLE_SIZE + 14 : PAD + 6;
+  const top = chart.title ? PAD + CAP_HEIGHT * TITLE_SIZE + 14 : PAD + 6;
   const bottom = height - PAD - (chart.xLabel ? 30 : 15);
-  const yLabelSpace = chart.yLabel ? GLYPH_ASCENT + 2 + 8 : 0;
+  const yLabelSpace = chart.yLabel ? CAP_HEIGHT + 2 + 8 : 0;
   const left = PAD + yLabelSpace + widest(yAxis.labels) + TICK_LENGTH + 4;
   const legendLabelWidth = widest(legend.map((entry) => entry.label));
   const legendWidth = legend.length > 0 ? Math.min(LEGEND_SWATCH + 6 + legendLabelWidth, width * 0.3) : 0;
@@ -146,18 +152,18 @@ export function layoutChart(chart: Chart): Scene {
   shapes.push(rule([left - 0.5, bottom], [right, bottom], INK.axis));
   xAxis.ticks.forEach((tick, index) => {
     shapes.push(rule([x(tick), bottom], [x(tick), bottom + TICK_LENGTH], INK.axis));
-    shapes.push(...text([x(tick), bottom + TICK_LENGTH + 4 + GLYPH_ASCENT], xAxis.labels[index], INK.tick, 'middle'));
+    shapes.push(...text([x(tick), bottom + TICK_LENGTH + 4 + CAP_HEIGHT], xAxis.labels[index], INK.tick, 'middle'));
   });
   yAxis.ticks.forEach((tick, index) => {
     shapes.push(rule([left - TICK_LENGTH, y(tick)], [left, y(tick)], INK.axis));
-    shapes.push(...text([left - TICK_LENGTH - 4, y(tick) + GLYPH_ASCENT / 2], yAxis.labels[index], INK.tick, 'end'));
+    shapes.push(...text([left - TICK_LENGTH - 4, y(tick) + CAP_HEIGHT / 2], yAxis.labels[index], INK.tick, 'end'));
   });
   const title = clip(chart.title, width - 2 * PAD, TITLE_SIZE);
-  shapes.push(...text([width / 2, PAD + GLYPH_ASCENT * TITLE_SIZE], title, INK.title, 'middle', { size: TITLE_SIZE }));
+  shapes.push(...text([width / 2, PAD + CAP_HEIGHT * TITLE_SIZE], title, INK.title, 'middle', { size: TITLE_SIZE }));
   const xLabel = clip(chart.xLabel, right - left);
   shapes.push(...text([(left + right) / 2, bottom + 28], xLabel, INK.label, 'middle'));
   const yLabel = clip(chart.yLabel, bottom - top);
-  shapes.push(...text([PAD + GLYPH_ASCENT, (top + bottom) / 2], yLabel, INK.label, 'middle', { vertical: true }));
+  shapes.push(...text([PAD + CAP_HEIGHT, (top + bottom) / 2], yLabel, INK.label, 'middle', { vertical: true }));
 
   // Data, back to front: bands, lines, fits, points.
   chart.series.forEach((series, index) => {
@@ -192,7 +198,7 @@ export function layoutChart(chart: Chart): Scene {
     }
   });
   if (!hasData)
-    shapes.push(...text([(left + right) / 2, (top + bottom) / 2 + GLYPH_ASCENT / 2], 'no data', INK.tick, 'middle'));
+    shapes.push(...text([(left + right) / 2, (top + bottom) / 2 + CAP_HEIGHT / 2], 'no data', INK.tick, 'middle'));
 
   if (legendWidth > 0) shapes.push(...legendShapes(legend, right + 14, top, height - PAD, legendWidth));
 
@@ -231,11 +237,11 @@ function legendShapes(
     }
     if (entry.marker) shapes.push(dot([left + LEGEND_SWATCH / 2, middle], 3, entry.color));
     const label = clip(entry.label, width - LEGEND_SWATCH - 6);
-    shapes.push(...text([left + LEGEND_SWATCH + 6, middle + GLYPH_ASCENT / 2], label, INK.label, 'start'));
+    shapes.push(...text([left + LEGEND_SWATCH + 6, middle + CAP_HEIGHT / 2], label, INK.label, 'start'));
   });
   if (shown.length < legend.length) {
     const more = `+${legend.length - shown.length} more`;
-    shapes.push(...text([left, rowMiddle(shown.length) + GLYPH_ASCENT / 2], more, INK.tick, 'start'));
+    shapes.push(...text([left, rowMiddle(shown.length) + CAP_HEIGHT / 2], more, INK.tick, 'start'));
   }
   return shapes;
 }
@@ -288,6 +294,11 @@ function runs<T>(items: readonly T[], keep: (item: T) => boolean): T[][] {
   }
   if (current.length > 0) result.push(current);
   return result;
+}
+
+/** The width of `text` in chart units at `size`. */
+function textWidth(text: string, size = 1): number {
+  return [...text].length * CHAR_ADVANCE * size;
 }
 
 /** The width of the longest of `labels` in chart units; 0 for none. */

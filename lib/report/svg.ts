@@ -1,9 +1,12 @@
-// Renders a chart to a standalone SVG document from the same layout the PNG renderer draws.
+// Renders a chart to a standalone SVG document; the PNG renderer draws this same document.
 import { type Chart } from './chart';
 import { layoutChart, type Point, type Shape } from './scene';
 
-/** Monospace fonts advance 0.6 em, so 10 units per size match the bitmap font's 6-unit advance. */
-const FONT_FAMILY = "'DejaVu Sans Mono', Menlo, Consolas, 'Liberation Mono', monospace";
+/**
+ * Monospace fonts advance 0.6 em, so 10 units per size give the 6-unit advance the layout measures text with. Roboto
+ * Mono comes first because the PNG renderer ships it (see png.ts): a viewer that has it shows what the PNG shows.
+ */
+const FONT_FAMILY = "'Roboto Mono', 'DejaVu Sans Mono', Menlo, Consolas, 'Liberation Mono', monospace";
 const FONT_UNITS = 10;
 
 /** The chart as an SVG document (with an XML declaration); it uses no ids, so several can share one HTML page. */
