@@ -256,51 +256,51 @@ export interface NativeBinding {
    * [sync] One AdamW update (torch.optim.AdamW) of each params[i] with its moments (zeros before the first step).
    * step: this update's number, 1 first. lr, eps, weightDecay ≥ 0; beta1, beta2 in [0, 1).
    */
-  adamwStep(
-    params: Handle[],
-    grads: Handle[],
-    expAvg: Handle[],
-    expAvgSq: Handle[],
-    lr: number,
-    beta1: number,
-    beta2: number,
-    eps: number,
-    weightDecay: number,
-    step: number,
-  ): void;
+  adamwStep(args: {
+    params: Handle[];
+    grads: Handle[];
+    expAvg: Handle[];
+    expAvgSq: Handle[];
+    lr: number;
+    beta1: number;
+    beta2: number;
+    eps: number;
+    weightDecay: number;
+    step: number;
+  }): void;
   /**
    * [sync] One SGD update (torch.optim.SGD, dampening 0). momentumBuffers start at zero (the first step then sets
    * them to the gradient, as PyTorch does) and are required when momentum ≠ 0; nesterov requires momentum > 0.
    */
-  sgdStep(
-    params: Handle[],
-    grads: Handle[],
-    momentumBuffers: Handle[] | undefined,
-    lr: number,
-    momentum: number,
-    weightDecay: number,
-    nesterov: boolean,
-  ): void;
+  sgdStep(args: {
+    params: Handle[];
+    grads: Handle[];
+    momentumBuffers?: Handle[];
+    lr: number;
+    momentum: number;
+    weightDecay: number;
+    nesterov?: boolean;
+  }): void;
   /** [sync] ys[i] += alpha · xs[i]. */
-  axpyList(ys: Handle[], alpha: number, xs: Handle[]): void;
+  axpyList(args: { ys: Handle[]; alpha: number; xs: Handle[] }): void;
   /** [sync] tensors[i] *= factor. */
-  scaleList(tensors: Handle[], factor: number): void;
+  scaleList(args: { tensors: Handle[]; factor: number }): void;
   /** [sync] direct[i] −= factor · (plus[i] − minus[i]) (BiDoRA's hypergradient: factor = ξ / (2ε)). */
-  combineHypergradient(direct: Handle[], plus: Handle[], minus: Handle[], factor: number): void;
+  combineHypergradient(args: { direct: Handle[]; plus: Handle[]; minus: Handle[]; factor: number }): void;
   /**
    * [sync] BiDoRA's F = ‖D Dᵀ − I‖_F for D the row-normalised W0 + s·B·A (row norms floored at eps > 0), with
    * dF/dA [R,K] and dF/dB [M,R] unless computeGradients is false, without forming an [M,K] matrix. weight W0 [M,K],
-   * weightGram = W0 W0ᵀ [M,M] (the caller caches it), loraA [R,K], loraB [M,R].
+   * weightGram = W0 W0ᵀ [M,M] (the caller caches it), loraA [R,K], loraB [M,R]. CPU only.
    */
-  orthogonalityPenalty(
-    weight: Handle,
-    weightGram: Handle,
-    loraA: Handle,
-    loraB: Handle,
-    scale: number,
-    eps: number,
-    computeGradients?: boolean,
-  ): { value: number; gradA?: Handle; gradB?: Handle };
+  orthogonalityPenalty(args: {
+    weight: Handle;
+    weightGram: Handle;
+    loraA: Handle;
+    loraB: Handle;
+    scale: number;
+    eps: number;
+    computeGradients?: boolean;
+  }): { value: number; gradA?: Handle; gradB?: Handle };
   /**
    * [sync] Where kernels can run: 'cpu', then 'cuda' when the addon was built with CUDA and a usable GPU (compute
    * capability 8.0+) is present now. Never throws: no GPU or no driver gives ['cpu'].

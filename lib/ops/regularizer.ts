@@ -88,15 +88,15 @@ export function orthogonalityPenalty(args: OrthogonalityArgs): Tensor {
   const hostB = device === 'cpu' ? undefined : loraB.to('cpu');
   let result: ReturnType<typeof native.orthogonalityPenalty>;
   try {
-    result = native.orthogonalityPenalty(
-      host.weight,
-      host.gram,
-      hostA === undefined ? loraAHandle : handleOf(hostA, fn, 'loraA'),
-      hostB === undefined ? loraBHandle : handleOf(hostB, fn, 'loraB'),
-      args.scale,
+    result = native.orthogonalityPenalty({
+      weight: host.weight,
+      weightGram: host.gram,
+      loraA: hostA === undefined ? loraAHandle : handleOf(hostA, fn, 'loraA'),
+      loraB: hostB === undefined ? loraBHandle : handleOf(hostB, fn, 'loraB'),
+      scale: args.scale,
       eps,
-      differentiable,
-    );
+      computeGradients: differentiable,
+    });
   } finally {
     hostA?.dispose();
     hostB?.dispose();

@@ -273,10 +273,10 @@ Napi::Value dora_forward(const Napi::CallbackInfo& info) {
     FloatBuffer dropped;
     const float* branch_input = lora_input(*adapter.input, dropout, dropped);
     // One pass over W0 gives both the base product and W0 Aᵀ for the norm.
-    cpu::dora_forward_with_norm(output, combined, hidden, norm, weight_lora_a, lora_gram, adapter.input->data(),
-                                branch_input, adapter.weight->data(), adapter.weight->row_sq_norms(),
-                                adapter.bias != nullptr ? adapter.bias->data() : nullptr, adapter.lora_a->data(),
-                                adapter.lora_b->data(), adapter.magnitude->data(), scale, eps, adapter.dims);
+    cpu::dora_forward(output, combined, hidden, norm, weight_lora_a, lora_gram, adapter.input->data(), branch_input,
+                      adapter.weight->data(), adapter.weight->row_sq_norms(),
+                      adapter.bias != nullptr ? adapter.bias->data() : nullptr, adapter.lora_a->data(),
+                      adapter.lora_b->data(), adapter.magnitude->data(), scale, eps, adapter.dims);
     return result;
   });
 }

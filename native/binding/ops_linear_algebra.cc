@@ -5,6 +5,7 @@
 #include "../cpu/gemm.h"
 #include "args.h"
 #include "gpu.h"
+#include "op.h"
 #include "ops.h"
 #include "tensor_handle.h"
 
@@ -43,6 +44,17 @@ cuda::GemmPrecision gpu_gemm_precision() {
   }
 }
 #endif
+
+ops::Precision gemm_precision() {
+  switch (matmul_precision.load()) {
+    case MatmulPrecision::kHigh:
+      return ops::Precision::kTf32;
+    case MatmulPrecision::kMedium:
+      return ops::Precision::kBf16;
+    default:
+      return ops::Precision::kFloat32;
+  }
+}
 
 namespace {
 

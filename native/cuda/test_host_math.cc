@@ -536,30 +536,30 @@ void test_gelu() {
 
 // ---- optimizer and hypergradient ------------------------------------------------------------------------------------
 
+// The shared rule (../common/optim_math.h, the CPU's and the GPU's) against PyTorch's AdamW in double, in both lerp
+// forms (β1 = 0.9 and β1 = 0.3 take the two sides of PyTorch's switch at weight 0.5).
 void test_adamw() {
   const int steps = 5;
-  const AdamWStep base{1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, 0, 0};
-  Vector param = random_vector(64), moment1(64, 0.0f), moment2(64, 0.0f);
-  std::vector<double> p_ref(param.begin(), param.end()), m_ref(64, 0.0), v_ref(64, 0.0);
-  for (int t = 1; t <= steps; ++t) {
-    const Vector grad = random_vector(64);
-    AdamWStep step = base;
-    step.bias_correction1 = 1.0f - std::pow(base.beta1, static_cast<float>(t));
-    step.bias_correction2 = 1.0f - std::pow(base.beta2, static_cast<float>(t));
-    for (int i = 0; i < 64; ++i) {
-      adamw_update(param[i], moment1[i], moment2[i], grad[i], step);
-      // PyTorch's AdamW in double, from the same float hyperparameters (0.999f is not 0.999).
-      const double lr = base.learning_rate, b1 = base.beta1, b2 = base.beta2, decay = base.weight_decay;
-      p_ref[i] *= 1.0 - lr * decay;
-      m_ref[i] = b1 * m_ref[i] + (1.0 - b1) * grad[i];
-      v_ref[i] = b2 * v_ref[i] + (1.0 - b2) * static_cast<double>(grad[i]) * grad[i];
-      const double c1 = 1.0 - std::pow(b1, t), c2 = 1.0 - std::pow(b2, t);
-      p_ref[i] -= lr / c1 * m_ref[i] / (std::sqrt(v_ref[i]) / std::sqrt(c2) + static_cast<double>(base.eps));
+  const double lr = 1e-3, b2 = 0.999, eps = 1e-8, decay = 0.01;
+  for (const double b1 : {0.9, 0.3}) {
+    Vector param = random_vector(64), moment1(64, 0.0f), moment2(64, 0.0f);
+    std::vector<double> p_ref(param.begin(), param.end()), m_ref(64, 0.0), v_ref(64, 0.0);
+    for (int t = 1; t <= steps; ++t) {
+      const Vector grad = random_vector(64);
+      const AdamwScalars scalars = adamw_scalars(lr, b1, b2, eps, decay, t);
+      for (int i = 0; i < 64; ++i) {
+        adamw_update(param[i], moment1[i], moment2[i], grad[i], scalars);
+        p_ref[i] *= 1.0 - lr * decay;
+        m_ref[i] = b1 * m_ref[i] + (1.0 - b1) * grad[i];
+        v_ref[i] = b2 * v_ref[i] + (1.0 - b2) * static_cast<double>(grad[i]) * grad[i];
+        const double c1 = 1.0 - std::pow(b1, t), c2 = 1.0 - std::pow(b2, t);
+        p_ref[i] -= lr / c1 * m_ref[i] / (std::sqrt(v_ref[i]) / std::sqrt(c2) + eps);
+      }
     }
+    expect_close(param, p_ref, 1e-5, "AdamW parameters after 5 steps");
+    expect_close(moment1, m_ref, 1e-5, "AdamW first moments");
+    expect_close(moment2, v_ref, 1e-5, "AdamW second moments");
   }
-  expect_close(param, p_ref, 1e-5, "AdamW parameters after 5 steps");
-  expect_close(moment1, m_ref, 1e-5, "AdamW first moments");
-  expect_close(moment2, v_ref, 1e-5, "AdamW second moments");
 }
 
 void test_hypergradient() {
@@ -567,9 +567,9 @@ void test_hypergradient() {
   const float norm = 3.0f + static_cast<float>(random_size(0, 100)) / 10.0f, radius = 0.01f, xi = 0.7f;
   const float epsilon = perturbation_epsilon(radius, norm);
   expect_close({epsilon}, {0.01 / norm}, 1e-6, "perturbation epsilon = radius / ||v||");
-  expect(perturbation_epsilon(radius, 0.0f) == 0.0f && hypergradient_factor(xi, 0.0f) == 0.0f,
-         "a zero direction keeps the direct gradient");
-  const float factor = hypergradient_factor(xi, epsilon);
+  expect(perturbation_epsilon(radius, 0.0f) == 0.0f, "a zero direction gives epsilon 0");
+  // The factor as lib/train/bilevel.ts forms it and both backends take it: xi / (2 eps).
+  const float factor = xi / (2.0f * epsilon);
   Vector out;
   std::vector<double> expected;
   for (int i = 0; i < 50; ++i) {
@@ -602,7 +602,7 @@ void test_sgd() {
   for (const bool nesterov : {false, true}) {
     for (const float momentum : {0.0f, 0.9f}) {
       if (nesterov && momentum == 0.0f) continue;
-      const SgdStep step{0.05f, momentum, 0.01f, nesterov};
+      const SgdScalars step{0.05f, momentum, 0.01f, nesterov};
       Vector p = param, b = buffer;
       std::vector<double> expected_p(n), expected_b(n);
       for (int64_t i = 0; i < n; ++i) {
