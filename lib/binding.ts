@@ -85,17 +85,27 @@ export interface NativeBinding {
   matmul(a: Handle, b: Handle, transposeA: boolean, transposeB: boolean): Handle;
   linear(input: Handle, weight: Handle, bias: Handle | undefined): Handle;
 
-  add(a: Handle, b: Handle): Handle;
-  sub(a: Handle, b: Handle): Handle;
-  mul(a: Handle, b: Handle): Handle;
-  scale(a: Handle, alpha: number): Handle;
-  axpy(y: Handle, alpha: number, x: Handle): void;
-  sum(a: Handle, axis: number | undefined, keepDims: boolean): Handle;
-  globalNorm(tensors: Handle[]): number;
-  broadcastAxis(a: Handle, shape: readonly number[], axis: number | undefined): Handle;
+  // ---- elementwise and reductions (native/binding/ops_elementwise.cc), on the tensors' device ----
+
+  /** [sync] a op b; b has a's shape or its trailing dims (a bias over rows). */
+  add(args: { a: Handle; b: Handle }): Handle;
+  sub(args: { a: Handle; b: Handle }): Handle;
+  mul(args: { a: Handle; b: Handle }): Handle;
+  /** [sync] alpha · a. */
+  scale(args: { a: Handle; alpha: number }): Handle;
+  /** [sync] y += alpha · x in place. */
+  axpy(args: { y: Handle; alpha: number; x: Handle }): void;
+  /** [sync] Over one axis (negative counts from the end), or over everything when axis is absent. */
+  sum(args: { a: Handle; axis?: number; keepDims?: boolean }): Handle;
+  /** [sync] sqrt(Σ x²) over every element of every tensor, in double. */
+  globalNorm(args: { tensors: Handle[] }): number;
+  /** [sync] `shape` filled with a repeated along `axis` (a lacks it), or with a's one value: sum's gradient. */
+  broadcastAxis(args: { a: Handle; shape: readonly number[]; axis?: number }): Handle;
   reshape(x: Handle, shape: readonly number[]): Handle;
-  narrow(a: Handle, axis: number, start: number, length: number): Handle;
-  narrowBackward(grad: Handle, shape: readonly number[], axis: number, start: number): Handle;
+  /** [sync] A copy of a[..., start : start + length, ...] along `axis`. */
+  narrow(args: { a: Handle; axis: number; start: number; length: number }): Handle;
+  /** [sync] Zeros of `shape` with grad at [start, start + its length) along `axis`: narrow's gradient. */
+  narrowBackward(args: { grad: Handle; shape: readonly number[]; axis: number; start: number }): Handle;
 
   doraForward(
     input: Handle,

@@ -27,10 +27,10 @@ export function reshape(tensor: Tensor, shape: Shape): Tensor {
 
 /** A copy of `length` entries from `start` along `axis` (negative counts from the end). */
 export function narrow(tensor: Tensor, axis: number, start: number, length: number): Tensor {
-  const output = tensorOf(native.narrow(handleOf(tensor, 'narrow', 'tensor'), axis, start, length));
+  const output = tensorOf(native.narrow({ a: handleOf(tensor, 'narrow', 'tensor'), axis, start, length }));
   const shape = tensor.shape;
   return record(output, 'narrow', [tensor], () => (gradOutput) => [
-    tensorOf(native.narrowBackward(handleOf(gradOutput, 'narrow', 'gradOutput'), shape, axis, start)),
+    tensorOf(native.narrowBackward({ grad: handleOf(gradOutput, 'narrow', 'gradOutput'), shape, axis, start })),
   ]);
 }
 

@@ -13,6 +13,7 @@
 
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -209,9 +210,24 @@ Field<ArgsOf<Member>> number(const char* name, Bounds bounds = kFinite) {
           nullptr};
 }
 
-// A number left unchecked beyond being finite, or absent (std::optional<double>): an axis checked against a shape.
+// An integer whose range depends on other arguments (an axis, a position in it): read here as a finite number, then
+// checked by the op with checked_integer. The optional form leaves a std::optional<double> empty when absent.
 template <auto Member>
-Field<ArgsOf<Member>> optional_number(const char* name) {
+Field<ArgsOf<Member>> index(const char* name) {
+  using Args = ArgsOf<Member>;
+  return {name,
+          Kind::kInteger,
+          false,
+          false,
+          kFinite,
+          [](const Field<Args>& field, const char* fn, Napi::Env, Napi::Value value, Args& args) {
+            args.*Member = read_number(fn, field.name, value, field.bounds);
+          },
+          nullptr,
+          nullptr};
+}
+template <auto Member>
+Field<ArgsOf<Member>> optional_index(const char* name) {
   using Args = ArgsOf<Member>;
   return {name,
           Kind::kInteger,
