@@ -82,8 +82,12 @@ export interface NativeBinding {
   randn(shape: readonly number[], seed: number, mean: number, std: number): Handle;
   uniform(shape: readonly number[], seed: number, low: number, high: number): Handle;
 
-  matmul(a: Handle, b: Handle, transposeA: boolean, transposeB: boolean): Handle;
-  linear(input: Handle, weight: Handle, bias: Handle | undefined): Handle;
+  // ---- linear algebra (native/binding/ops_linear_algebra.cc), on the operands' device ----
+
+  /** [sync] a [..., M, K] (or [..., K, M] transposed) times b [..., K, N] (or [..., N, K]); b of rank 2 is shared. */
+  matmul(args: { a: Handle; b: Handle; transposeA?: boolean; transposeB?: boolean }): Handle;
+  /** [sync] input [..., K] weightᵀ (weight [M, K]) + bias [M]. */
+  linear(args: { input: Handle; weight: Handle; bias?: Handle }): Handle;
 
   // ---- elementwise and reductions (native/binding/ops_elementwise.cc), on the tensors' device ----
 

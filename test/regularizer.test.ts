@@ -87,7 +87,7 @@ function factorsOf(weight: Tensor, loraA: Tensor, loraB: Tensor, scale: number):
 /** The fused native call: value and both gradients. */
 function fused(weight: Tensor, loraA: Tensor, loraB: Tensor, scale: number) {
   const w = handleOf(weight, 'test', 'weight');
-  const gram = native.matmul(w, w, false, true);
+  const gram = native.matmul({ a: w, b: w, transposeB: true });
   const result = native.orthogonalityPenalty({
     weight: w,
     weightGram: gram,

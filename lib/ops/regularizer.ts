@@ -41,7 +41,7 @@ function cachedWeight(
     // The cache outlives any tidy scope the first call ran in.
     const hostWeight = weight.device === 'cpu' ? undefined : keep(weight.to('cpu'));
     const host = hostWeight === undefined ? handle : handleOf(hostWeight, fn, 'weight');
-    const gram = keep(tensorOf(native.matmul(host, host, false, true)));
+    const gram = keep(tensorOf(native.matmul({ a: host, b: host, transposeB: true })));
     cached = { version: handle.version, gram, hostWeight };
     gramCache.set(weight, cached);
   }

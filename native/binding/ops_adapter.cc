@@ -7,6 +7,7 @@
 #include "../cpu/random.h"
 #include "args.h"
 #include "gpu.h"
+#include "op.h"
 #include "ops.h"
 #include "tensor_handle.h"
 
@@ -197,6 +198,8 @@ Napi::Object new_tensor(Napi::Env env, const Shape& shape, float** data, Device 
 }
 
 #if BIDORA_HAVE_CUDA
+cuda::GemmPrecision gpu_gemm_precision() { return gemm_precision(); }
+
 // Dropout on the GPU with the CPU's mask: the same (seed, index) gives the same kept elements on either device. The
 // scale (keep / (1 − p)) and the dropped input x ⊙ scale live in scratch until the next adapter call.
 struct GpuDropout {

@@ -12,17 +12,6 @@ namespace bidora::cuda {
 
 namespace {
 
-GemmPrecision precision_of(ops::Precision precision) {
-  switch (precision) {
-    case ops::Precision::kTf32:
-      return GemmPrecision::kTf32;
-    case ops::Precision::kBf16:
-      return GemmPrecision::kBf16;
-    default:
-      return GemmPrecision::kFloat32;
-  }
-}
-
 // A device copy of checked ids or labels, in scratch `slot` (valid until the next use of that slot).
 const int32_t* device_ints(int slot, const int32_t* host, int64_t count, const char* fn) {
   auto* device = static_cast<int32_t*>(scratch(slot, static_cast<size_t>(count) * sizeof(int32_t), fn));
@@ -100,15 +89,15 @@ void matmul(const ops::Matmul& args) {
   const int64_t m = args.m, n = args.n, k = args.k;
   for (int64_t index = 0; index < args.batch; ++index) {
     gemm(args.out + index * m * n, args.a + index * m * k, args.transpose_a,
-         args.b + (args.shared_b ? 0 : index * k * n), args.transpose_b, m, n, k, 1.0f, 0.0f,
-         precision_of(args.precision), {}, nullptr);
+         args.b + (args.shared_b ? 0 : index * k * n), args.transpose_b, m, n, k, 1.0f, 0.0f, args.precision, {},
+         nullptr);
   }
   check_launch("matmul");
 }
 
 void linear(const ops::Linear& args) {
-  gemm(args.out, args.input, false, args.weight, true, args.rows, args.m, args.k, 1.0f, 0.0f,
-       precision_of(args.precision), {}, nullptr);
+  gemm(args.out, args.input, false, args.weight, true, args.rows, args.m, args.k, 1.0f, 0.0f, args.precision, {},
+       nullptr);
   if (args.bias != nullptr) add(args.out, args.out, args.bias, args.rows * args.m, args.m, nullptr);
   check_launch("linear");
 }
@@ -278,7 +267,7 @@ void dora_forward_op(const ops::DoraForward& args) {
   const Branch lora = branch(args.input, args.dims.n * args.dims.k, args.dropout, fn);
   dora_forward(args.output, args.combined, args.hidden, args.norm, args.weight_lora_a, args.lora_gram, args.input,
                lora.input, args.weight, args.weight_sq_norms, args.bias, args.lora_a, args.lora_b, args.magnitude,
-               args.scale, args.eps, args.dims, precision_of(args.precision), workspace(args.dims, fn), nullptr);
+               args.scale, args.eps, args.dims, args.precision, workspace(args.dims, fn), nullptr);
   check_launch(fn);
 }
 
@@ -287,7 +276,7 @@ void dora_backward_op(const ops::DoraBackward& args) {
   const Branch lora = branch(args.input, args.dims.n * args.dims.k, args.dropout, fn);
   dora_backward(args.grads, args.combined, args.grad_output, lora.input, lora.scale, args.weight, args.lora_a,
                 args.lora_b, args.magnitude, args.norm, args.hidden, args.weight_lora_a, args.lora_gram, args.scale,
-                args.eps, args.detach_norm, args.dims, precision_of(args.precision), workspace(args.dims, fn), nullptr);
+                args.eps, args.detach_norm, args.dims, args.precision, workspace(args.dims, fn), nullptr);
   check_launch(fn);
 }
 
@@ -295,7 +284,7 @@ void lora_forward_op(const ops::LoraForward& args) {
   const char* fn = "loraForward";
   const Branch lora = branch(args.input, args.dims.n * args.dims.k, args.dropout, fn);
   lora_forward(args.output, args.hidden, args.input, lora.input, args.weight, args.bias, args.lora_a, args.lora_b,
-               args.scale, args.dims, precision_of(args.precision), workspace(args.dims, fn), nullptr);
+               args.scale, args.dims, args.precision, workspace(args.dims, fn), nullptr);
   check_launch(fn);
 }
 
@@ -303,7 +292,7 @@ void lora_backward_op(const ops::LoraBackward& args) {
   const char* fn = "loraBackward";
   const Branch lora = branch(args.input, args.dims.n * args.dims.k, args.dropout, fn);
   lora_backward(args.grads, args.grad_output, lora.input, lora.scale, args.weight, args.lora_a, args.lora_b,
-                args.hidden, args.scale, args.dims, precision_of(args.precision), workspace(args.dims, fn), nullptr);
+                args.hidden, args.scale, args.dims, args.precision, workspace(args.dims, fn), nullptr);
   check_launch(fn);
 }
 

@@ -44,7 +44,7 @@ void* scratch(int slot, size_t bytes, const char* function);
 
 // kTf32 and kBf16 round the inputs for tensor cores (WMMA) and accumulate in float32; kFloat32 is a plain tiled
 // kernel in float32 throughout.
-enum class GemmPrecision { kFloat32, kTf32, kBf16 };
+using GemmPrecision = ops::Precision;  // kFloat32, kTf32, kBf16
 
 // Optional scratch for split-K (a long K with few output tiles); too small or null: no split.
 struct GemmScratch {
