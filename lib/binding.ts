@@ -215,51 +215,53 @@ export interface NativeBinding {
   // Int32Arrays, checked against their range. Every gradient is a fresh tensor (callers accumulate).
 
   /** [sync] GELU, erf form: 0.5·x·(1 + erf(x/√2)) (BERT's `hidden_act: "gelu"`). */
-  gelu(x: Handle): Handle;
-  geluBackward(x: Handle, gradOutput: Handle): Handle;
-  relu(x: Handle): Handle;
-  reluBackward(x: Handle, gradOutput: Handle): Handle;
-  tanh(x: Handle): Handle;
+  gelu(args: { x: Handle }): Handle;
+  geluBackward(args: { x: Handle; gradOutput: Handle }): Handle;
+  relu(args: { x: Handle }): Handle;
+  reluBackward(args: { x: Handle; gradOutput: Handle }): Handle;
+  tanh(args: { x: Handle }): Handle;
   /** [sync] From the forward's output: gradOutput·(1 − output²). */
-  tanhBackward(output: Handle, gradOutput: Handle): Handle;
+  tanhBackward(args: { output: Handle; gradOutput: Handle }): Handle;
   /** [sync] Over the last axis D; gamma and beta [D]; eps > 0 added to the biased variance. mean, rstd: [rows]. */
-  layerNorm(x: Handle, gamma: Handle, beta: Handle, eps: number): { output: Handle; mean: Handle; rstd: Handle };
-  layerNormBackward(
-    gradOutput: Handle,
-    x: Handle,
-    gamma: Handle,
-    mean: Handle,
-    rstd: Handle,
-  ): { input: Handle; gamma: Handle; beta: Handle };
+  layerNorm(args: { x: Handle; gamma: Handle; beta: Handle; eps: number }): {
+    output: Handle;
+    mean: Handle;
+    rstd: Handle;
+  };
+  layerNormBackward(args: { gradOutput: Handle; x: Handle; gamma: Handle; mean: Handle; rstd: Handle }): {
+    input: Handle;
+    gamma: Handle;
+    beta: Handle;
+  };
   /**
    * [sync] Over the last axis. `mask` [x.shape[0], x.shape[last]] broadcasts over the middle axes; 0 masks, any other
    * value attends. Masked entries are exactly 0; a fully masked row is all zeros.
    */
-  softmax(x: Handle, mask: Handle | undefined): Handle;
+  softmax(args: { x: Handle; mask?: Handle }): Handle;
   /** [sync] output ⊙ (gradOutput − Σ gradOutput·output) per row. */
-  softmaxBackward(output: Handle, gradOutput: Handle): Handle;
+  softmaxBackward(args: { output: Handle; gradOutput: Handle }): Handle;
   /** [sync] Rows of weight [V, D] at ids → [ids.length, D]. RangeError names an id outside [0, V) and its position. */
-  embedding(weight: Handle, ids: Int32Array): Handle;
+  embedding(args: { weight: Handle; ids: Int32Array }): Handle;
   /** [sync] [vocabSize, D]: gradOutput's ids.length rows added at their ids, deterministically. */
-  embeddingBackward(gradOutput: Handle, ids: Int32Array, vocabSize: number): Handle;
+  embeddingBackward(args: { gradOutput: Handle; ids: Int32Array; vocabSize: number }): Handle;
   /** [sync] [a, b, c, d] → [a, c, b, d] (attention head split and merge; its own inverse). */
-  permute0213(x: Handle): Handle;
+  permute0213(args: { x: Handle }): Handle;
   /**
    * [sync] Rank-0 loss: mean over rows whose label ≠ ignoreIndex of −log softmax(logits)[label]; 0 when every row
    * is ignored. logits [N, C], labels of length N.
    */
-  crossEntropy(logits: Handle, labels: Int32Array, ignoreIndex: number): Handle;
+  crossEntropy(args: { logits: Handle; labels: Int32Array; ignoreIndex: number }): Handle;
   /** [sync] gradLoss·(softmax − onehot)/counted rows, zero rows where ignored. */
-  crossEntropyBackward(logits: Handle, labels: Int32Array, ignoreIndex: number, gradLoss: number): Handle;
+  crossEntropyBackward(args: { logits: Handle; labels: Int32Array; ignoreIndex: number; gradLoss: number }): Handle;
   /** [sync] Rank-0 mean of squared differences (0 when empty). */
-  mseLoss(prediction: Handle, target: Handle): Handle;
+  mseLoss(args: { prediction: Handle; target: Handle }): Handle;
   /** [sync] 2·gradLoss·(prediction − target)/n. */
-  mseLossBackward(prediction: Handle, target: Handle, gradLoss: number): Handle;
+  mseLossBackward(args: { prediction: Handle; target: Handle; gradLoss: number }): Handle;
   /**
    * [sync] x ⊙ keep/(1 − p), the mask drawn from (seed, index) alone: backward is dropout(gradOutput, p, seed).
    * p in [0, 1]; seed an integer from 0 to 2^53 − 1.
    */
-  dropout(x: Handle, p: number, seed: number): Handle;
+  dropout(args: { x: Handle; p: number; seed: number }): Handle;
 
   // ---- optimizer kernels over tensor lists and the orthogonality regulariser (native/binding/ops_optim.cc) ----
   // Every list op updates its first list in place, one call for the whole list; lists must have equal lengths and

@@ -48,7 +48,7 @@ export function select(tensor: Tensor, axis: number, index: number): Tensor {
 
 /** [a, b, c, d] → [a, c, b, d]: the head split ([batch, seq, heads, dim] → [batch, heads, seq, dim]) and merge. */
 export function permute0213(tensor: Tensor): Tensor {
-  const output = tensorOf(native.permute0213(handleOf(tensor, 'permute0213', 'tensor')));
+  const output = tensorOf(native.permute0213({ x: handleOf(tensor, 'permute0213', 'tensor') }));
   // The permutation is its own inverse.
   return record(output, 'permute0213', [tensor], () => (gradOutput) => [permute0213(gradOutput)]);
 }
