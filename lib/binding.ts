@@ -111,103 +111,33 @@ export interface NativeBinding {
   /** [sync] Zeros of `shape` with grad at [start, start + its length) along `axis`: narrow's gradient. */
   narrowBackward(args: { grad: Handle; shape: readonly number[]; axis: number; start: number }): Handle;
 
-  doraForward(
-    input: Handle,
-    weight: Handle,
-    bias: Handle | undefined,
-    loraA: Handle,
-    loraB: Handle,
-    magnitude: Handle,
-    scale: number,
-    eps: number,
-    dropout: number,
-    seed: number,
-  ): { output: Handle; combined: Handle; hidden: Handle; norm: Handle; weightLoraA: Handle; loraGram: Handle };
+  // ---- the fused DoRA and LoRA layer (native/binding/ops_adapter.cc); merge, unmerge and references on the CPU ----
+
+  /** [sync] DoRA forward: the output and what backward needs (u = x W0ᵀ + s h Bᵀ, h, n, W0 Aᵀ, A Aᵀ). */
+  doraForward(args: NativeDoraArgs): { output: Handle } & NativeDoraSaved;
+  /** [sync] Consumes (overwrites) `combined`; bias only tells whether a bias gradient exists. */
   doraBackward(
-    gradOutput: Handle,
-    input: Handle,
-    weight: Handle,
-    bias: Handle | undefined,
-    loraA: Handle,
-    loraB: Handle,
-    magnitude: Handle,
-    combined: Handle,
-    hidden: Handle,
-    norm: Handle,
-    weightLoraA: Handle,
-    loraGram: Handle,
-    scale: number,
-    eps: number,
-    detachNorm: boolean,
-    dropout: number,
-    seed: number,
-    needs: GradientRequest | undefined,
+    args: NativeDoraArgs & NativeDoraSaved & NativeBackwardArgs & { detachNorm?: boolean },
   ): NativeAdapterGrads;
-  loraForward(
-    input: Handle,
-    weight: Handle,
-    bias: Handle | undefined,
-    loraA: Handle,
-    loraB: Handle,
-    scale: number,
-    dropout: number,
-    seed: number,
-  ): { output: Handle; hidden: Handle };
-  loraBackward(
-    gradOutput: Handle,
-    input: Handle,
-    weight: Handle,
-    bias: Handle | undefined,
-    loraA: Handle,
-    loraB: Handle,
-    hidden: Handle,
-    scale: number,
-    dropout: number,
-    seed: number,
-    needs: GradientRequest | undefined,
-  ): NativeAdapterGrads;
-  doraWeightNorm(weight: Handle, loraA: Handle, loraB: Handle, scale: number, eps: number): Handle;
-  adapterMerge(
-    weight: Handle,
-    loraA: Handle,
-    loraB: Handle,
-    magnitude: Handle | undefined,
-    scale: number,
-    eps: number,
-  ): Handle;
-  adapterUnmerge(
-    merged: Handle,
-    loraA: Handle,
-    loraB: Handle,
-    magnitude: Handle | undefined,
-    norm: Handle | undefined,
-    scale: number,
-  ): Handle;
-  adapterForwardReference(
-    input: Handle,
-    weight: Handle,
-    bias: Handle | undefined,
-    loraA: Handle,
-    loraB: Handle,
-    magnitude: Handle | undefined,
-    scale: number,
-    eps: number,
-    dropout: number,
-    seed: number,
-  ): Handle;
+  loraForward(args: NativeLoraArgs): { output: Handle; hidden: Handle };
+  loraBackward(args: NativeLoraArgs & NativeBackwardArgs & { hidden: Handle }): NativeAdapterGrads;
+  /** [sync] max(‖W0 + s·B·A‖ per row, eps), without forming B·A. */
+  doraWeightNorm(args: NativeLayerArgs & { eps: number }): Handle;
+  /** [sync] (m / n) ⊙ (W0 + s·B·A) with a magnitude (DoRA), W0 + s·B·A without (LoRA). */
+  adapterMerge(args: NativeLayerArgs & { magnitude?: Handle; eps: number }): Handle;
+  /** [sync] The inverse of adapterMerge; DoRA needs the norm from before merging and non-zero magnitudes. */
+  adapterUnmerge(args: {
+    merged: Handle;
+    loraA: Handle;
+    loraB: Handle;
+    magnitude?: Handle;
+    norm?: Handle;
+    scale: number;
+  }): Handle;
+  /** [sync] The plain double-precision reference (forms V); magnitude absent = LoRA. */
+  adapterForwardReference(args: NativeLoraArgs & { magnitude?: Handle; eps: number }): Handle;
   adapterBackwardReference(
-    gradOutput: Handle,
-    input: Handle,
-    weight: Handle,
-    bias: Handle | undefined,
-    loraA: Handle,
-    loraB: Handle,
-    magnitude: Handle | undefined,
-    scale: number,
-    eps: number,
-    detachNorm: boolean,
-    dropout: number,
-    seed: number,
+    args: NativeLoraArgs & { magnitude?: Handle; eps: number; detachNorm?: boolean; gradOutput: Handle },
   ): NativeAdapterGrads;
 
   // ---- neural-network kernels (native/binding/ops_nn.cc) ----
@@ -322,6 +252,41 @@ export interface NativeBinding {
    * capability 8.0+) is present now. Never throws: no GPU or no driver gives ['cpu'].
    */
   devices(): string[];
+}
+
+/** The frozen weight W0 [M,K], A [R,K], B [M,R] and the scale s of one adapted layer. */
+export interface NativeLayerArgs {
+  weight: Handle;
+  loraA: Handle;
+  loraB: Handle;
+  scale: number;
+}
+
+/** A LoRA layer's call: the layer, its input [..., K], bias [M], and the low-rank branch's dropout and seed. */
+export interface NativeLoraArgs extends NativeLayerArgs {
+  input: Handle;
+  bias?: Handle;
+  dropout: number;
+  seed: number;
+}
+
+export interface NativeDoraArgs extends NativeLoraArgs {
+  magnitude: Handle;
+  eps: number;
+}
+
+/** What doraForward returns for doraBackward besides the output. */
+export interface NativeDoraSaved {
+  combined: Handle;
+  hidden: Handle;
+  norm: Handle;
+  weightLoraA: Handle;
+  loraGram: Handle;
+}
+
+export interface NativeBackwardArgs {
+  gradOutput: Handle;
+  needs?: GradientRequest;
 }
 
 /** Which gradients an adapter backward computes; each defaults to true. */
