@@ -187,6 +187,15 @@ export interface NativeBinding {
   mseLoss(args: { prediction: Handle; target: Handle }): Handle;
   /** [sync] 2·gradLoss·(prediction − target)/n. */
   mseLossBackward(args: { prediction: Handle; target: Handle; gradLoss: number }): Handle;
+  /** [sync] Rank-0 mean of BCE with logits, max(z, 0) − z·y + log(1 + exp(−|z|)) (0 when empty). */
+  bceWithLogits(args: { logits: Handle; targets: Handle }): Handle;
+  /** [sync] gradLoss·(σ(logits) − targets)/n. */
+  bceWithLogitsBackward(args: { logits: Handle; targets: Handle; gradLoss: number }): Handle;
+  /**
+   * [sync] x [batch, heads, seq, d] with each row's pairs (x_i, x_{i+d/2}) turned by positions[b, s]·base^(−2i/d)
+   * radians (rotary position embeddings, transformers' rotate_half layout); inverse turns them back (the gradient).
+   */
+  rotary(args: { x: Handle; positions: Int32Array; base: number; inverse: boolean }): Handle;
   /**
    * [sync] x ⊙ keep/(1 − p), the mask drawn from (seed, index) alone: backward is dropout(gradOutput, p, seed).
    * p in [0, 1]; seed an integer from 0 to 2^53 − 1.

@@ -1,4 +1,5 @@
-// Losses with their gradients: softmax cross-entropy from logits (with ignored labels) and mean squared error.
+// Losses with their gradients: softmax cross-entropy from logits (with ignored labels), mean squared error, and binary
+// cross-entropy with logits.
 import { record } from '../autograd';
 import { native } from '../binding';
 import { handleOf, type Tensor, tensorOf } from '../tensor';
@@ -48,5 +49,29 @@ export function mseLoss(prediction: Tensor, target: Tensor): Tensor {
       );
       return [gradient, needTarget ? scale(gradient, -1) : undefined];
     };
+  });
+}
+
+/**
+ * Mean over every element of binary cross-entropy with logits, max(z, 0) − z·y + log(1 + exp(−|z|)), as PyTorch's
+ * BCEWithLogitsLoss: transformers' multi-label classification loss. `targets` has the logits' shape (0 or 1 per class).
+ */
+export function bceWithLogits(logits: Tensor, targets: Tensor): Tensor {
+  const fn = 'bceWithLogits';
+  const output = tensorOf(
+    native.bceWithLogits({ logits: handleOf(logits, fn, 'logits'), targets: handleOf(targets, fn, 'targets') }),
+  );
+  return record(output, fn, [logits], (saved) => {
+    const input = saved.save(logits, 'logits');
+    const wanted = saved.save(targets, 'targets');
+    return (gradOutput) => [
+      tensorOf(
+        native.bceWithLogitsBackward({
+          logits: handleOf(input, fn, 'logits'),
+          targets: handleOf(wanted, fn, 'targets'),
+          gradLoss: gradOutput.item(),
+        }),
+      ),
+    ];
   });
 }

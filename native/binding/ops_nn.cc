@@ -454,6 +454,99 @@ const OpSpec<MseArgs> kMseLossBackward{"mseLossBackward",
                                          return result;
                                        }};
 
+// [sync] bceWithLogits({ logits, targets }): rank-0 tensor, the mean over every element of max(z, 0) − z·y +
+// log(1 + exp(−|z|)) (PyTorch's BCEWithLogitsLoss; 0 when empty). targets are probabilities, 0 or 1 for multi-label.
+// [sync] bceWithLogitsBackward({ logits, targets, gradLoss }): gradLoss · (σ(logits) − targets) / n.
+// Throw TypeError (devices differ), RangeError (shapes differ, gradLoss not finite).
+struct BceArgs {
+  TensorHandle *logits, *targets;
+  float grad_loss;
+};
+
+void check_bce(const Call& call, BceArgs& args) {
+  require_same_shape(call, "logits", *args.logits, "targets", *args.targets);
+}
+
+const OpSpec<BceArgs> kBceWithLogits{
+    "bceWithLogits",
+    Runs::kAny,
+    kernel<&ops::Backend::bce_with_logits>,
+    {tensor<&BceArgs::logits>("logits"), tensor<&BceArgs::targets>("targets")},
+    check_bce,
+    [](const Call& call, BceArgs& args) -> Napi::Value {
+      float* loss = nullptr;
+      Napi::Object result = call.output(Shape(), &loss);
+      call.backend.bce_with_logits(
+          {.loss = loss, .logits = args.logits->data(), .targets = args.targets->data(), .n = args.logits->numel()});
+      return result;
+    }};
+
+const OpSpec<BceArgs> kBceWithLogitsBackward{
+    "bceWithLogitsBackward",
+    Runs::kAny,
+    kernel<&ops::Backend::bce_with_logits_backward>,
+    {tensor<&BceArgs::logits>("logits"), tensor<&BceArgs::targets>("targets"), number<&BceArgs::grad_loss>("gradLoss")},
+    check_bce,
+    [](const Call& call, BceArgs& args) -> Napi::Value {
+      float* grad = nullptr;
+      Napi::Object result = call.output(args.logits->shape(), &grad);
+      call.backend.bce_with_logits_backward({.grad_logits = grad,
+                                             .logits = args.logits->data(),
+                                             .targets = args.targets->data(),
+                                             .n = args.logits->numel(),
+                                             .grad_loss = args.grad_loss});
+      return result;
+    }};
+
+// ---- rotary position embeddings ----
+
+// [sync] rotary({ x [batch, heads, seq, d], positions: Int32Array (batch·seq), base, inverse }): x with each (token,
+// head) row's pairs (x_i, x_{i+d/2}) turned by positions[b, s] · base^(−2i/d) radians (transformers' rotate_half
+// layout); inverse turns them back, which is the gradient. Throws TypeError (not a tensor, not an Int32Array),
+// RangeError (x not rank 4 or d odd, positions of the wrong length or negative, base not above 1).
+struct RotaryArgs {
+  TensorHandle* x;
+  IntArray positions;
+  float base;
+  bool inverse;
+};
+
+void check_rotary(const Call& call, RotaryArgs& args) {
+  const Shape& shape = args.x->shape();
+  if (shape.rank != 4 || shape[3] % 2 != 0) {
+    call.fail("x must be [batch, heads, seq, d] with an even d, but " + describe("x", shape));
+  }
+  if (args.positions.length != shape[0] * shape[2]) {
+    call.fail("positions must hold one position per token (batch · seq = " + std::to_string(shape[0] * shape[2]) +
+              "), but has length " + std::to_string(args.positions.length));
+  }
+  check_indices(call, "positions", args.positions, kMaxInt32, "a non-negative position");
+  if (!(args.base > 1.0f)) call.fail("base must be above 1, got " + std::to_string(args.base));
+}
+
+const OpSpec<RotaryArgs> kRotary{
+    "rotary",
+    Runs::kAny,
+    kernel<&ops::Backend::rotary>,
+    {tensor<&RotaryArgs::x>("x"), int32_array<&RotaryArgs::positions>("positions"),
+     number<&RotaryArgs::base>("base", kPositive), boolean<&RotaryArgs::inverse>("inverse")},
+    check_rotary,
+    [](const Call& call, RotaryArgs& args) -> Napi::Value {
+      const Shape& shape = args.x->shape();
+      float* out = nullptr;
+      Napi::Object result = call.output(shape, &out);
+      call.backend.rotary({.out = out,
+                           .x = args.x->data(),
+                           .positions = args.positions.data,
+                           .batch = shape[0],
+                           .heads = shape[1],
+                           .seq = shape[2],
+                           .d = shape[3],
+                           .base = args.base,
+                           .inverse = args.inverse});
+      return result;
+    }};
+
 // ---- dropout ----
 
 // [sync] dropout({ x, p, seed }): x ⊙ keep / (1 − p), keep_i drawn from (seed, i) alone, so the same seed and size
@@ -495,6 +588,9 @@ void register_nn(Napi::Env env, Napi::Object exports) {
   register_op(env, exports, kCrossEntropyBackward);
   register_op(env, exports, kMseLoss);
   register_op(env, exports, kMseLossBackward);
+  register_op(env, exports, kBceWithLogits);
+  register_op(env, exports, kBceWithLogitsBackward);
+  register_op(env, exports, kRotary);
   register_op(env, exports, kDropout);
 }
 

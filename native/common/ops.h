@@ -195,6 +195,31 @@ struct MseLossBackward {  // 2 grad_loss (prediction − target) / n
   float grad_loss;
 };
 
+struct BceWithLogits {  // loss: one float, the mean over n of max(z, 0) − z·y + log(1 + exp(−|z|)), 0 for n = 0
+  float* loss;
+  const float *logits, *targets;
+  int64_t n;
+};
+
+struct BceWithLogitsBackward {  // grad_loss (σ(z) − y) / n
+  float* grad_logits;
+  const float *logits, *targets;
+  int64_t n;
+  float grad_loss;
+};
+
+// out [batch, heads, seq, d]: each (token, head) row of x with its pairs (x_i, x_{i+d/2}) turned by
+// positions[b, s] · base^(−2i/d) radians, as transformers' rotary embeddings (rotate_half); inverse turns them back,
+// which is the gradient. d even.
+struct Rotary {
+  float* out;
+  const float* x;
+  const int32_t* positions;  // host [batch, seq]
+  int64_t batch, heads, seq, d;
+  float base;
+  bool inverse;
+};
+
 struct Dropout {  // out = x ⊙ keep / (1 − p), keep drawn from (seed, index) alone
   float* out;
   const float* x;
@@ -413,6 +438,9 @@ struct Backend {
   Op<CrossEntropyBackward> cross_entropy_backward;
   Op<MseLoss> mse_loss;
   Op<MseLossBackward> mse_loss_backward;
+  Op<BceWithLogits> bce_with_logits;
+  Op<BceWithLogitsBackward> bce_with_logits_backward;
+  Op<Rotary> rotary;
   Op<Dropout> dropout;
 
   Op<RowSqNorms> row_sq_norms;

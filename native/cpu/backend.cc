@@ -189,6 +189,18 @@ void cross_entropy_backward_op(const ops::CrossEntropyBackward& args) {
 
 void mse_loss(const ops::MseLoss& args) { mse_loss_forward(args.loss, args.prediction, args.target, args.n); }
 
+void bce_with_logits(const ops::BceWithLogits& args) {
+  bce_with_logits_forward(args.loss, args.logits, args.targets, args.n);
+}
+
+void bce_with_logits_backward_op(const ops::BceWithLogitsBackward& args) {
+  bce_with_logits_backward(args.grad_logits, args.logits, args.targets, args.grad_loss, args.n);
+}
+
+void rotary_op(const ops::Rotary& args) {
+  rotary(args.out, args.x, args.positions, args.batch, args.heads, args.seq, args.d, args.base, args.inverse);
+}
+
 void mse_loss_backward_op(const ops::MseLossBackward& args) {
   if (args.n == 0) return;
   mse_loss_backward(args.grad_prediction, args.prediction, args.target, args.grad_loss, args.n);
@@ -350,6 +362,9 @@ ops::Backend make_backend() {
   table.cross_entropy_backward = cross_entropy_backward_op;
   table.mse_loss = mse_loss;
   table.mse_loss_backward = mse_loss_backward_op;
+  table.bce_with_logits = bce_with_logits;
+  table.bce_with_logits_backward = bce_with_logits_backward_op;
+  table.rotary = rotary_op;
   table.dropout = dropout_op;
   table.row_sq_norms = row_sq_norms_op;
   table.dora_norm = dora_norm_op;

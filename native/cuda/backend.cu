@@ -217,6 +217,23 @@ void mse_loss(const ops::MseLoss& args) {
   check_launch("mseLoss");
 }
 
+void bce_with_logits(const ops::BceWithLogits& args) {
+  bce_with_logits_forward(args.loss, args.logits, args.targets, args.n, nullptr);
+  check_launch("bceWithLogits");
+}
+
+void bce_with_logits_backward_op(const ops::BceWithLogitsBackward& args) {
+  bce_with_logits_backward(args.grad_logits, args.logits, args.targets, args.grad_loss, args.n, nullptr);
+  check_launch("bceWithLogitsBackward");
+}
+
+void rotary_op(const ops::Rotary& args) {
+  const char* fn = "rotary";
+  rotary(args.out, args.x, device_ints(0, args.positions, args.batch * args.seq, fn), args.batch, args.heads, args.seq,
+         args.d, args.base, args.inverse, nullptr);
+  check_launch(fn);
+}
+
 void mse_loss_backward_op(const ops::MseLossBackward& args) {
   mse_loss_backward(args.grad_prediction, args.prediction, args.target, args.grad_loss, args.n, nullptr);
   check_launch("mseLossBackward");
@@ -363,6 +380,9 @@ ops::Backend make_backend() {
   table.cross_entropy_backward = cross_entropy_backward_op;
   table.mse_loss = mse_loss;
   table.mse_loss_backward = mse_loss_backward_op;
+  table.bce_with_logits = bce_with_logits;
+  table.bce_with_logits_backward = bce_with_logits_backward_op;
+  table.rotary = rotary_op;
   table.dropout = dropout_op;
   table.row_sq_norms = row_sq_norms_op;
   table.dora_norm = dora_norm_op;

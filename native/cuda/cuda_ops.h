@@ -135,6 +135,16 @@ void mse_loss_forward(float* loss, const float* prediction, const float* target,
 void mse_loss_backward(float* grad_prediction, const float* prediction, const float* target, float grad_loss, int64_t n,
                        cudaStream_t stream);
 
+// loss: one float, the mean of BCE with logits over n elements (0 for n = 0); its gradient grad_loss (σ(z) − y) / n.
+void bce_with_logits_forward(float* loss, const float* logits, const float* targets, int64_t n, cudaStream_t stream);
+void bce_with_logits_backward(float* grad_logits, const float* logits, const float* targets, float grad_loss, int64_t n,
+                              cudaStream_t stream);
+
+// Rotary position embeddings (../common/position_math.h): x [batch, heads, seq, d], positions [batch, seq] on the
+// device; inverse turns the pairs back (the gradient).
+void rotary(float* out, const float* x, const int32_t* positions, int64_t batch, int64_t heads, int64_t seq, int64_t d,
+            float base, bool inverse, cudaStream_t stream);
+
 void gelu_forward(float* out, const float* x, int64_t n, cudaStream_t stream);
 void gelu_backward(float* grad_x, const float* x, const float* grad_out, int64_t n, cudaStream_t stream);
 

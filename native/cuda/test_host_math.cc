@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "../common/position_math.h"
 #include "dora_math.cuh"
 #include "gemm_tiles.cuh"
 #include "nn_math.cuh"
@@ -579,6 +580,43 @@ void test_hypergradient() {
   expect_close(out, expected, 1e-5, "hypergradient g - xi (g+ - g-) / (2 eps)");
 }
 
+// Rotary embeddings' pair rule (../common/position_math.h) against the rotation in double; the inverse undoes it.
+void test_rotary_pairs() {
+  const int64_t d = 2 * random_size(1, 32);
+  const Vector x = random_vector(d);
+  const int position = static_cast<int>(random_size(0, 2000));
+  Vector out(d), back(d);
+  std::vector<double> expected(d), original(x.begin(), x.end());
+  for (int64_t pair = 0; pair < d / 2; ++pair) {
+    const float angle = static_cast<float>(position) * bidora::math::rotary_inverse_frequency(pair, d, 10000.0f);
+    bidora::math::rotate_pair(x[pair], x[pair + d / 2], angle, false, &out[pair], &out[pair + d / 2]);
+    bidora::math::rotate_pair(out[pair], out[pair + d / 2], angle, true, &back[pair], &back[pair + d / 2]);
+    const double exact = position / std::pow(10000.0, 2.0 * pair / d);
+    expected[pair] = x[pair] * std::cos(exact) - x[pair + d / 2] * std::sin(exact);
+    expected[pair + d / 2] = x[pair + d / 2] * std::cos(exact) + x[pair] * std::sin(exact);
+  }
+  // Angles up to 2000 radians in float32 carry ~1e-4 absolute rounding, as transformers' do.
+  expect_close(out, expected, 1e-3, "rotary pairs against the double rotation");
+  expect_close(back, original, 1e-5, "the inverse rotation restores x");
+}
+
+// BCE with logits' term and gradient against log1p / exp in double, far into both tails.
+void test_bce_with_logits() {
+  Vector terms, gradients;
+  std::vector<double> expected_terms, expected_gradients;
+  for (const float z : {-90.0f, -20.0f, -1.5f, -0.1f, 0.0f, 0.3f, 2.0f, 17.0f, 88.0f}) {
+    for (const float y : {0.0f, 1.0f, 0.25f}) {
+      terms.push_back(static_cast<float>(bidora::math::bce_with_logits_term(z, y)));
+      gradients.push_back(bidora::math::bce_with_logits_gradient(z, y));
+      expected_terms.push_back(std::max<double>(z, 0.0) - static_cast<double>(z) * y +
+                               std::log1p(std::exp(-std::fabs(z))));
+      expected_gradients.push_back(1.0 / (1.0 + std::exp(-static_cast<double>(z))) - y);
+    }
+  }
+  expect_close(terms, expected_terms, 1e-6, "BCE with logits terms");
+  expect_close(gradients, expected_gradients, 1e-6, "BCE with logits gradients");
+}
+
 void test_embedding_plan() {
   const int64_t v = random_size(1, 30), n = random_size(0, 200);
   std::vector<int32_t> ids(n), order(n), row_start(v + 1);
@@ -704,6 +742,8 @@ int main() {
   test_adamw();
   test_hypergradient();
   test_embedding_plan();
+  test_rotary_pairs();
+  test_bce_with_logits();
   test_sgd();
   test_layout_maps();
   test_dropout_mask();
