@@ -85,118 +85,62 @@ export interface NativeBinding {
   randn(shape: readonly number[], seed: number, mean: number, std: number): Handle;
   uniform(shape: readonly number[], seed: number, low: number, high: number): Handle;
 
-  matmul(a: Handle, b: Handle, transposeA: boolean, transposeB: boolean): Handle;
-  linear(input: Handle, weight: Handle, bias: Handle | undefined): Handle;
+  // ---- linear algebra (native/binding/ops_linear_algebra.cc), on the operands' device ----
 
-  add(a: Handle, b: Handle): Handle;
-  sub(a: Handle, b: Handle): Handle;
-  mul(a: Handle, b: Handle): Handle;
-  scale(a: Handle, alpha: number): Handle;
-  axpy(y: Handle, alpha: number, x: Handle): void;
-  sum(a: Handle, axis: number | undefined, keepDims: boolean): Handle;
-  globalNorm(tensors: Handle[]): number;
-  broadcastAxis(a: Handle, shape: readonly number[], axis: number | undefined): Handle;
+  /** [sync] a [..., M, K] (or [..., K, M] transposed) times b [..., K, N] (or [..., N, K]); b of rank 2 is shared. */
+  matmul(args: { a: Handle; b: Handle; transposeA?: boolean; transposeB?: boolean }): Handle;
+  /** [sync] input [..., K] weightᵀ (weight [M, K]) + bias [M]. */
+  linear(args: { input: Handle; weight: Handle; bias?: Handle }): Handle;
+
+  // ---- elementwise and reductions (native/binding/ops_elementwise.cc), on the tensors' device ----
+
+  /** [sync] a op b; b has a's shape or its trailing dims (a bias over rows). */
+  add(args: { a: Handle; b: Handle }): Handle;
+  sub(args: { a: Handle; b: Handle }): Handle;
+  mul(args: { a: Handle; b: Handle }): Handle;
+  /** [sync] alpha · a. */
+  scale(args: { a: Handle; alpha: number }): Handle;
+  /** [sync] y += alpha · x in place. */
+  axpy(args: { y: Handle; alpha: number; x: Handle }): void;
+  /** [sync] Over one axis (negative counts from the end), or over everything when axis is absent. */
+  sum(args: { a: Handle; axis?: number; keepDims?: boolean }): Handle;
+  /** [sync] sqrt(Σ x²) over every element of every tensor, in double. */
+  globalNorm(args: { tensors: Handle[] }): number;
+  /** [sync] `shape` filled with a repeated along `axis` (a lacks it), or with a's one value: sum's gradient. */
+  broadcastAxis(args: { a: Handle; shape: readonly number[]; axis?: number }): Handle;
   reshape(x: Handle, shape: readonly number[]): Handle;
-  narrow(a: Handle, axis: number, start: number, length: number): Handle;
-  narrowBackward(grad: Handle, shape: readonly number[], axis: number, start: number): Handle;
+  /** [sync] A copy of a[..., start : start + length, ...] along `axis`. */
+  narrow(args: { a: Handle; axis: number; start: number; length: number }): Handle;
+  /** [sync] Zeros of `shape` with grad at [start, start + its length) along `axis`: narrow's gradient. */
+  narrowBackward(args: { grad: Handle; shape: readonly number[]; axis: number; start: number }): Handle;
 
-  doraForward(
-    input: Handle,
-    weight: Handle,
-    bias: Handle | undefined,
-    loraA: Handle,
-    loraB: Handle,
-    magnitude: Handle,
-    scale: number,
-    eps: number,
-    dropout: number,
-    seed: number,
-  ): { output: Handle; combined: Handle; hidden: Handle; norm: Handle; weightLoraA: Handle; loraGram: Handle };
+  // ---- the fused DoRA and LoRA layer (native/binding/ops_adapter.cc); merge, unmerge and references on the CPU ----
+
+  /** [sync] DoRA forward: the output and what backward needs (u = x W0ᵀ + s h Bᵀ, h, n, W0 Aᵀ, A Aᵀ). */
+  doraForward(args: NativeDoraArgs): { output: Handle } & NativeDoraSaved;
+  /** [sync] Consumes (overwrites) `combined`; bias only tells whether a bias gradient exists. */
   doraBackward(
-    gradOutput: Handle,
-    input: Handle,
-    weight: Handle,
-    bias: Handle | undefined,
-    loraA: Handle,
-    loraB: Handle,
-    magnitude: Handle,
-    combined: Handle,
-    hidden: Handle,
-    norm: Handle,
-    weightLoraA: Handle,
-    loraGram: Handle,
-    scale: number,
-    eps: number,
-    detachNorm: boolean,
-    dropout: number,
-    seed: number,
-    needs: GradientRequest | undefined,
+    args: NativeDoraArgs & NativeDoraSaved & NativeBackwardArgs & { detachNorm?: boolean },
   ): NativeAdapterGrads;
-  loraForward(
-    input: Handle,
-    weight: Handle,
-    bias: Handle | undefined,
-    loraA: Handle,
-    loraB: Handle,
-    scale: number,
-    dropout: number,
-    seed: number,
-  ): { output: Handle; hidden: Handle };
-  loraBackward(
-    gradOutput: Handle,
-    input: Handle,
-    weight: Handle,
-    bias: Handle | undefined,
-    loraA: Handle,
-    loraB: Handle,
-    hidden: Handle,
-    scale: number,
-    dropout: number,
-    seed: number,
-    needs: GradientRequest | undefined,
-  ): NativeAdapterGrads;
-  doraWeightNorm(weight: Handle, loraA: Handle, loraB: Handle, scale: number, eps: number): Handle;
-  adapterMerge(
-    weight: Handle,
-    loraA: Handle,
-    loraB: Handle,
-    magnitude: Handle | undefined,
-    scale: number,
-    eps: number,
-  ): Handle;
-  adapterUnmerge(
-    merged: Handle,
-    loraA: Handle,
-    loraB: Handle,
-    magnitude: Handle | undefined,
-    norm: Handle | undefined,
-    scale: number,
-  ): Handle;
-  adapterForwardReference(
-    input: Handle,
-    weight: Handle,
-    bias: Handle | undefined,
-    loraA: Handle,
-    loraB: Handle,
-    magnitude: Handle | undefined,
-    scale: number,
-    eps: number,
-    dropout: number,
-    seed: number,
-  ): Handle;
+  loraForward(args: NativeLoraArgs): { output: Handle; hidden: Handle };
+  loraBackward(args: NativeLoraArgs & NativeBackwardArgs & { hidden: Handle }): NativeAdapterGrads;
+  /** [sync] max(‖W0 + s·B·A‖ per row, eps), without forming B·A. */
+  doraWeightNorm(args: NativeLayerArgs & { eps: number }): Handle;
+  /** [sync] (m / n) ⊙ (W0 + s·B·A) with a magnitude (DoRA), W0 + s·B·A without (LoRA). */
+  adapterMerge(args: NativeLayerArgs & { magnitude?: Handle; eps: number }): Handle;
+  /** [sync] The inverse of adapterMerge; DoRA needs the norm from before merging and non-zero magnitudes. */
+  adapterUnmerge(args: {
+    merged: Handle;
+    loraA: Handle;
+    loraB: Handle;
+    magnitude?: Handle;
+    norm?: Handle;
+    scale: number;
+  }): Handle;
+  /** [sync] The plain double-precision reference (forms V); magnitude absent = LoRA. */
+  adapterForwardReference(args: NativeLoraArgs & { magnitude?: Handle; eps: number }): Handle;
   adapterBackwardReference(
-    gradOutput: Handle,
-    input: Handle,
-    weight: Handle,
-    bias: Handle | undefined,
-    loraA: Handle,
-    loraB: Handle,
-    magnitude: Handle | undefined,
-    scale: number,
-    eps: number,
-    detachNorm: boolean,
-    dropout: number,
-    seed: number,
+    args: NativeLoraArgs & { magnitude?: Handle; eps: number; detachNorm?: boolean; gradOutput: Handle },
   ): NativeAdapterGrads;
 
   // ---- neural-network kernels (native/binding/ops_nn.cc) ----
@@ -204,51 +148,62 @@ export interface NativeBinding {
   // Int32Arrays, checked against their range. Every gradient is a fresh tensor (callers accumulate).
 
   /** [sync] GELU, erf form: 0.5·x·(1 + erf(x/√2)) (BERT's `hidden_act: "gelu"`). */
-  gelu(x: Handle): Handle;
-  geluBackward(x: Handle, gradOutput: Handle): Handle;
-  relu(x: Handle): Handle;
-  reluBackward(x: Handle, gradOutput: Handle): Handle;
-  tanh(x: Handle): Handle;
+  gelu(args: { x: Handle }): Handle;
+  geluBackward(args: { x: Handle; gradOutput: Handle }): Handle;
+  relu(args: { x: Handle }): Handle;
+  reluBackward(args: { x: Handle; gradOutput: Handle }): Handle;
+  tanh(args: { x: Handle }): Handle;
   /** [sync] From the forward's output: gradOutput·(1 − output²). */
-  tanhBackward(output: Handle, gradOutput: Handle): Handle;
+  tanhBackward(args: { output: Handle; gradOutput: Handle }): Handle;
   /** [sync] Over the last axis D; gamma and beta [D]; eps > 0 added to the biased variance. mean, rstd: [rows]. */
-  layerNorm(x: Handle, gamma: Handle, beta: Handle, eps: number): { output: Handle; mean: Handle; rstd: Handle };
-  layerNormBackward(
-    gradOutput: Handle,
-    x: Handle,
-    gamma: Handle,
-    mean: Handle,
-    rstd: Handle,
-  ): { input: Handle; gamma: Handle; beta: Handle };
+  layerNorm(args: { x: Handle; gamma: Handle; beta: Handle; eps: number }): {
+    output: Handle;
+    mean: Handle;
+    rstd: Handle;
+  };
+  layerNormBackward(args: { gradOutput: Handle; x: Handle; gamma: Handle; mean: Handle; rstd: Handle }): {
+    input: Handle;
+    gamma: Handle;
+    beta: Handle;
+  };
   /**
    * [sync] Over the last axis. `mask` [x.shape[0], x.shape[last]] broadcasts over the middle axes; 0 masks, any other
    * value attends. Masked entries are exactly 0; a fully masked row is all zeros.
    */
-  softmax(x: Handle, mask: Handle | undefined): Handle;
+  softmax(args: { x: Handle; mask?: Handle }): Handle;
   /** [sync] output ⊙ (gradOutput − Σ gradOutput·output) per row. */
-  softmaxBackward(output: Handle, gradOutput: Handle): Handle;
+  softmaxBackward(args: { output: Handle; gradOutput: Handle }): Handle;
   /** [sync] Rows of weight [V, D] at ids → [ids.length, D]. RangeError names an id outside [0, V) and its position. */
-  embedding(weight: Handle, ids: Int32Array): Handle;
+  embedding(args: { weight: Handle; ids: Int32Array }): Handle;
   /** [sync] [vocabSize, D]: gradOutput's ids.length rows added at their ids, deterministically. */
-  embeddingBackward(gradOutput: Handle, ids: Int32Array, vocabSize: number): Handle;
+  embeddingBackward(args: { gradOutput: Handle; ids: Int32Array; vocabSize: number }): Handle;
   /** [sync] [a, b, c, d] → [a, c, b, d] (attention head split and merge; its own inverse). */
-  permute0213(x: Handle): Handle;
+  permute0213(args: { x: Handle }): Handle;
   /**
    * [sync] Rank-0 loss: mean over rows whose label ≠ ignoreIndex of −log softmax(logits)[label]; 0 when every row
    * is ignored. logits [N, C], labels of length N.
    */
-  crossEntropy(logits: Handle, labels: Int32Array, ignoreIndex: number): Handle;
+  crossEntropy(args: { logits: Handle; labels: Int32Array; ignoreIndex: number }): Handle;
   /** [sync] gradLoss·(softmax − onehot)/counted rows, zero rows where ignored. */
-  crossEntropyBackward(logits: Handle, labels: Int32Array, ignoreIndex: number, gradLoss: number): Handle;
+  crossEntropyBackward(args: { logits: Handle; labels: Int32Array; ignoreIndex: number; gradLoss: number }): Handle;
   /** [sync] Rank-0 mean of squared differences (0 when empty). */
-  mseLoss(prediction: Handle, target: Handle): Handle;
+  mseLoss(args: { prediction: Handle; target: Handle }): Handle;
   /** [sync] 2·gradLoss·(prediction − target)/n. */
-  mseLossBackward(prediction: Handle, target: Handle, gradLoss: number): Handle;
+  mseLossBackward(args: { prediction: Handle; target: Handle; gradLoss: number }): Handle;
+  /** [sync] Rank-0 mean of BCE with logits, max(z, 0) − z·y + log(1 + exp(−|z|)) (0 when empty). */
+  bceWithLogits(args: { logits: Handle; targets: Handle }): Handle;
+  /** [sync] gradLoss·(σ(logits) − targets)/n. */
+  bceWithLogitsBackward(args: { logits: Handle; targets: Handle; gradLoss: number }): Handle;
+  /**
+   * [sync] x [batch, heads, seq, d] with each row's pairs (x_i, x_{i+d/2}) turned by positions[b, s]·base^(−2i/d)
+   * radians (rotary position embeddings, transformers' rotate_half layout); inverse turns them back (the gradient).
+   */
+  rotary(args: { x: Handle; positions: Int32Array; base: number; inverse: boolean }): Handle;
   /**
    * [sync] x ⊙ keep/(1 − p), the mask drawn from (seed, index) alone: backward is dropout(gradOutput, p, seed).
    * p in [0, 1]; seed an integer from 0 to 2^53 − 1.
    */
-  dropout(x: Handle, p: number, seed: number): Handle;
+  dropout(args: { x: Handle; p: number; seed: number }): Handle;
 
   // ---- optimizer kernels over tensor lists and the orthogonality regulariser (native/binding/ops_optim.cc) ----
   // Every list op updates its first list in place, one call for the whole list; lists must have equal lengths and
@@ -259,56 +214,91 @@ export interface NativeBinding {
    * [sync] One AdamW update (torch.optim.AdamW) of each params[i] with its moments (zeros before the first step).
    * step: this update's number, 1 first. lr, eps, weightDecay ≥ 0; beta1, beta2 in [0, 1).
    */
-  adamwStep(
-    params: Handle[],
-    grads: Handle[],
-    expAvg: Handle[],
-    expAvgSq: Handle[],
-    lr: number,
-    beta1: number,
-    beta2: number,
-    eps: number,
-    weightDecay: number,
-    step: number,
-  ): void;
+  adamwStep(args: {
+    params: Handle[];
+    grads: Handle[];
+    expAvg: Handle[];
+    expAvgSq: Handle[];
+    lr: number;
+    beta1: number;
+    beta2: number;
+    eps: number;
+    weightDecay: number;
+    step: number;
+  }): void;
   /**
    * [sync] One SGD update (torch.optim.SGD, dampening 0). momentumBuffers start at zero (the first step then sets
    * them to the gradient, as PyTorch does) and are required when momentum ≠ 0; nesterov requires momentum > 0.
    */
-  sgdStep(
-    params: Handle[],
-    grads: Handle[],
-    momentumBuffers: Handle[] | undefined,
-    lr: number,
-    momentum: number,
-    weightDecay: number,
-    nesterov: boolean,
-  ): void;
+  sgdStep(args: {
+    params: Handle[];
+    grads: Handle[];
+    momentumBuffers?: Handle[];
+    lr: number;
+    momentum: number;
+    weightDecay: number;
+    nesterov?: boolean;
+  }): void;
   /** [sync] ys[i] += alpha · xs[i]. */
-  axpyList(ys: Handle[], alpha: number, xs: Handle[]): void;
+  axpyList(args: { ys: Handle[]; alpha: number; xs: Handle[] }): void;
   /** [sync] tensors[i] *= factor. */
-  scaleList(tensors: Handle[], factor: number): void;
+  scaleList(args: { tensors: Handle[]; factor: number }): void;
   /** [sync] direct[i] −= factor · (plus[i] − minus[i]) (BiDoRA's hypergradient: factor = ξ / (2ε)). */
-  combineHypergradient(direct: Handle[], plus: Handle[], minus: Handle[], factor: number): void;
+  combineHypergradient(args: { direct: Handle[]; plus: Handle[]; minus: Handle[]; factor: number }): void;
   /**
    * [sync] BiDoRA's F = ‖D Dᵀ − I‖_F for D the row-normalised W0 + s·B·A (row norms floored at eps > 0), with
    * dF/dA [R,K] and dF/dB [M,R] unless computeGradients is false, without forming an [M,K] matrix. weight W0 [M,K],
-   * weightGram = W0 W0ᵀ [M,M] (the caller caches it), loraA [R,K], loraB [M,R].
+   * weightGram = W0 W0ᵀ [M,M] (the caller caches it), loraA [R,K], loraB [M,R]. CPU only.
    */
-  orthogonalityPenalty(
-    weight: Handle,
-    weightGram: Handle,
-    loraA: Handle,
-    loraB: Handle,
-    scale: number,
-    eps: number,
-    computeGradients?: boolean,
-  ): { value: number; gradA?: Handle; gradB?: Handle };
+  orthogonalityPenalty(args: {
+    weight: Handle;
+    weightGram: Handle;
+    loraA: Handle;
+    loraB: Handle;
+    scale: number;
+    eps: number;
+    computeGradients?: boolean;
+  }): { value: number; gradA?: Handle; gradB?: Handle };
   /**
    * [sync] Where kernels can run: 'cpu', then 'cuda' when the addon was built with CUDA and a usable GPU (compute
    * capability 8.0+) is present now. Never throws: no GPU or no driver gives ['cpu'].
    */
   devices(): string[];
+}
+
+/** The frozen weight W0 [M,K], A [R,K], B [M,R] and the scale s of one adapted layer. */
+export interface NativeLayerArgs {
+  weight: Handle;
+  loraA: Handle;
+  loraB: Handle;
+  scale: number;
+}
+
+/** A LoRA layer's call: the layer, its input [..., K], bias [M], and the low-rank branch's dropout and seed. */
+export interface NativeLoraArgs extends NativeLayerArgs {
+  input: Handle;
+  bias?: Handle;
+  dropout: number;
+  seed: number;
+}
+
+export interface NativeDoraArgs extends NativeLoraArgs {
+  magnitude: Handle;
+  eps: number;
+}
+
+/** What doraForward returns for doraBackward besides the output. */
+export interface NativeDoraSaved {
+  combined: Handle;
+  hidden: Handle;
+  norm: Handle;
+  weightLoraA: Handle;
+  loraGram: Handle;
+}
+
+export interface NativeBackwardArgs {
+  gradOutput: Handle;
+  needs?: GradientRequest;
 }
 
 /** Which gradients an adapter backward computes; each defaults to true. */

@@ -122,9 +122,7 @@ describe('bad input straight to the addon', () => {
   it('a handle cannot be constructed from JavaScript, and handles are checked by class', () => {
     expect(() => new (native.TensorHandle as unknown as new () => unknown)()).toThrow(TypeError);
     const impostor = { shape: [2, 2], disposed: false, read: () => new Float32Array(4) };
-    expect(() => native.matmul(impostor as never, impostor as never, false, false)).toThrow(
-      /matmul: a must be a Tensor/,
-    );
+    expect(() => native.matmul({ a: impostor as never, b: impostor as never })).toThrow(/matmul: a must be a Tensor/);
     expect(() => native.fromFloat32Array(new Float32Array(2), [1, 2, 3] as never)).toThrow(RangeError);
   });
 });

@@ -217,19 +217,21 @@ describe.each(isaPaths)('nn kernels on the %s path', (isa) => {
       const gy = gradOutput.toFloat32Array();
       const label = `${isa} ${JSON.stringify(shape)} ${seedNote}`;
 
-      expect(relativeError(read(native.gelu(handle(x))), Array.from(xs, geluReference)), label).toBeLessThan(1e-5);
-      const geluGrad = read(native.geluBackward(handle(x), handle(gradOutput)));
+      expect(relativeError(read(native.gelu({ x: handle(x) })), Array.from(xs, geluReference)), label).toBeLessThan(
+        1e-5,
+      );
+      const geluGrad = read(native.geluBackward({ x: handle(x), gradOutput: handle(gradOutput) }));
       const geluExpected = Array.from(xs, (value, index) => gy[index] * geluDerivative(value));
       expect(relativeError(geluGrad, geluExpected), label).toBeLessThan(1e-4);
 
       expect(
         relativeError(
-          read(native.relu(handle(x))),
+          read(native.relu({ x: handle(x) })),
           Array.from(xs, (v) => Math.max(v, 0)),
         ),
         label,
       ).toBe(0);
-      const reluGrad = read(native.reluBackward(handle(x), handle(gradOutput)));
+      const reluGrad = read(native.reluBackward({ x: handle(x), gradOutput: handle(gradOutput) }));
       expect(
         relativeError(
           reluGrad,
@@ -238,9 +240,14 @@ describe.each(isaPaths)('nn kernels on the %s path', (isa) => {
         label,
       ).toBe(0);
 
-      const tanhOutput = read(native.tanh(handle(x)));
+      const tanhOutput = read(native.tanh({ x: handle(x) }));
       expect(relativeError(tanhOutput, Array.from(xs, Math.tanh)), label).toBeLessThan(1e-5);
-      const tanhGrad = read(native.tanhBackward(handle(tensorOf(native.tanh(handle(x)))), handle(gradOutput)));
+      const tanhGrad = read(
+        native.tanhBackward({
+          output: handle(tensorOf(native.tanh({ x: handle(x) }))),
+          gradOutput: handle(gradOutput),
+        }),
+      );
       const tanhExpected = Array.from(tanhOutput, (y, index) => gy[index] * (1 - y * y));
       expect(relativeError(tanhGrad, tanhExpected), label).toBeLessThan(1e-4);
     });
@@ -254,9 +261,9 @@ describe.each(isaPaths)('nn kernels on the %s path', (isa) => {
       for (let value = -12.5; value <= 12.5; value += 0.01) points.push(Math.fround(value));
       const x = Tensor.from(points);
       const ones = Tensor.full([points.length], 1);
-      const gelu = read(native.gelu(handle(x)));
-      const geluGrad = read(native.geluBackward(handle(x), handle(ones)));
-      const tanh = read(native.tanh(handle(x)));
+      const gelu = read(native.gelu({ x: handle(x) }));
+      const geluGrad = read(native.geluBackward({ x: handle(x), gradOutput: handle(ones) }));
+      const tanh = read(native.tanh({ x: handle(x) }));
       // x² / 2 rounded to float moves e^(−x²/2) by up to x² · 2^-25 relative: allowed for on top of a few ulps.
       const allowed = (value: number) => 1e-6 + value * value * 3e-8;
       points.forEach((value, index) => {
@@ -284,12 +291,26 @@ describe.each(isaPaths)('nn kernels on the %s path', (isa) => {
       const xs = x.toFloat32Array().map((value) => (value < 0 ? value - 0.1 : value + 0.1));
       const shifted = Tensor.from(xs, shape);
       const cases: [string, (input: Handle) => Handle, (input: Tensor) => Float32Array][] = [
-        ['gelu', native.gelu, (input) => read(native.geluBackward(handle(input), handle(weights)))],
-        ['relu', native.relu, (input) => read(native.reluBackward(handle(input), handle(weights)))],
+        [
+          'gelu',
+          (input) => native.gelu({ x: input }),
+          (input) => read(native.geluBackward({ x: handle(input), gradOutput: handle(weights) })),
+        ],
+        [
+          'relu',
+          (input) => native.relu({ x: input }),
+          (input) => read(native.reluBackward({ x: handle(input), gradOutput: handle(weights) })),
+        ],
         [
           'tanh',
-          native.tanh,
-          (input) => read(native.tanhBackward(handle(tensorOf(native.tanh(handle(input)))), handle(weights))),
+          (input) => native.tanh({ x: input }),
+          (input) =>
+            read(
+              native.tanhBackward({
+                output: handle(tensorOf(native.tanh({ x: handle(input) }))),
+                gradOutput: handle(weights),
+              }),
+            ),
         ],
       ];
       for (const [name, forward, backward] of cases) {
@@ -310,7 +331,7 @@ describe.each(isaPaths)('nn kernels on the %s path', (isa) => {
         const gradOutput = randomTensor(shape);
         const [xs, gs, bs] = [x, gamma, beta].map((tensor) => tensor.toFloat32Array());
         const label = `${isa} ${JSON.stringify(shape)} eps ${eps} ${seedNote}`;
-        const result = native.layerNorm(handle(x), handle(gamma), handle(beta), eps);
+        const result = native.layerNorm({ x: handle(x), gamma: handle(gamma), beta: handle(beta), eps });
         const expected = layerNormReference(xs, gs, bs, eps, d);
         const mean = tensorOf(result.mean);
         const rstd = tensorOf(result.rstd);
@@ -320,13 +341,13 @@ describe.each(isaPaths)('nn kernels on the %s path', (isa) => {
         // A width-1 row has zero variance: rstd is 1/√eps, which float32 holds to its own rounding.
         expect(relativeError(rstd.toFloat32Array(), expected.rstd), label).toBeLessThan(1e-5);
 
-        const grads = native.layerNormBackward(
-          handle(gradOutput),
-          handle(x),
-          handle(gamma),
-          handle(mean),
-          handle(rstd),
-        );
+        const grads = native.layerNormBackward({
+          gradOutput: handle(gradOutput),
+          x: handle(x),
+          gamma: handle(gamma),
+          mean: handle(mean),
+          rstd: handle(rstd),
+        });
         const expectedGrads = layerNormBackwardReference(gradOutput.toFloat32Array(), xs, gs, eps, d);
         expect(relativeError(read(grads.input), expectedGrads.input), `input ${label}`).toBeLessThan(1e-4);
         expect(relativeError(read(grads.gamma), expectedGrads.gamma), `gamma ${label}`).toBeLessThan(1e-4);
@@ -346,16 +367,21 @@ describe.each(isaPaths)('nn kernels on the %s path', (isa) => {
       const w = weights.toFloat32Array();
       const eps = 1e-5;
       const forward = (input: { x?: Tensor; gamma?: Tensor; beta?: Tensor }) =>
-        native.layerNorm(handle(input.x ?? x), handle(input.gamma ?? gamma), handle(input.beta ?? beta), eps);
+        native.layerNorm({
+          x: handle(input.x ?? x),
+          gamma: handle(input.gamma ?? gamma),
+          beta: handle(input.beta ?? beta),
+          eps,
+        });
       const saved = forward({});
       tensorOf(saved.output);
-      const grads = native.layerNormBackward(
-        handle(weights),
-        handle(x),
-        handle(gamma),
-        handle(tensorOf(saved.mean)),
-        handle(tensorOf(saved.rstd)),
-      );
+      const grads = native.layerNormBackward({
+        gradOutput: handle(weights),
+        x: handle(x),
+        gamma: handle(gamma),
+        mean: handle(tensorOf(saved.mean)),
+        rstd: handle(tensorOf(saved.rstd)),
+      });
       const lossOf = (change: (input: Tensor) => { x?: Tensor; gamma?: Tensor; beta?: Tensor }) =>
         weightedSum(w, (input) => {
           const result = forward(change(input));
@@ -394,7 +420,7 @@ describe.each(isaPaths)('nn kernels on the %s path', (isa) => {
       const x = widened(randomTensor(shape));
       const gradOutput = randomTensor(shape);
       const label = `${isa} ${JSON.stringify(shape)} ${seedNote}`;
-      const output = read(native.softmax(handle(x), undefined));
+      const output = read(native.softmax({ x: handle(x) }));
       const expected = softmaxReference(x.toFloat32Array(), d);
       expect(relativeError(output, expected), label).toBeLessThan(1e-5);
       const gy = gradOutput.toFloat32Array();
@@ -404,7 +430,9 @@ describe.each(isaPaths)('nn kernels on the %s path', (isa) => {
         const inner = dot(gy.subarray(offset, offset + d), output.subarray(offset, offset + d));
         for (let j = 0; j < d; j++) expectedGrad[offset + j] = output[offset + j] * (gy[offset + j] - inner);
       }
-      const grad = read(native.softmaxBackward(handle(Tensor.from(output, shape)), handle(gradOutput)));
+      const grad = read(
+        native.softmaxBackward({ output: handle(Tensor.from(output, shape)), gradOutput: handle(gradOutput) }),
+      );
       expect(relativeError(grad, expectedGrad), label).toBeLessThan(1e-4);
     });
   });
@@ -432,7 +460,7 @@ describe.each(isaPaths)('nn kernels on the %s path', (isa) => {
           if (maskValues[Math.floor(row / perBatch) * d + (index % d)] === 0) xs[index] = 1e30;
         });
         const x = Tensor.from(xs, shape);
-        const output = read(native.softmax(handle(x), handle(mask)));
+        const output = read(native.softmax({ x: handle(x), mask: handle(mask) }));
         const label = `${isa} ${JSON.stringify(shape)} ${seedNote}`;
         expect(output.every(Number.isFinite), label).toBe(true);
         expect(relativeError(output, softmaxReference(xs, d, maskValues, batch)), label).toBeLessThan(1e-5);
@@ -449,7 +477,12 @@ describe.each(isaPaths)('nn kernels on the %s path', (isa) => {
           }
         }
         // Backward through a masked output leaves masked entries at exactly 0 too.
-        const grad = read(native.softmaxBackward(handle(Tensor.from(output, shape)), handle(randomTensor(shape))));
+        const grad = read(
+          native.softmaxBackward({
+            output: handle(Tensor.from(output, shape)),
+            gradOutput: handle(randomTensor(shape)),
+          }),
+        );
         grad.forEach((value, index) => {
           if (output[index] === 0) expect(value === 0, `${label} at ${index}`).toBe(true);
         });
@@ -463,9 +496,9 @@ describe.each(isaPaths)('nn kernels on the %s path', (isa) => {
       const shape = [5, 29];
       const x = randomTensor(shape);
       const weights = randomTensor(shape);
-      const output = tensorOf(native.softmax(handle(x), undefined));
-      const grad = read(native.softmaxBackward(handle(output), handle(weights)));
-      const loss = weightedSum(weights.toFloat32Array(), (input) => native.softmax(handle(input), undefined));
+      const output = tensorOf(native.softmax({ x: handle(x) }));
+      const grad = read(native.softmaxBackward({ output: handle(output), gradOutput: handle(weights) }));
+      const loss = weightedSum(weights.toFloat32Array(), (input) => native.softmax({ x: handle(input) }));
       checkDirectional(loss, x, grad, 1e-2, `softmax ${isa}`);
     });
   });
@@ -486,11 +519,11 @@ describe.each(isaPaths)('nn kernels on the %s path', (isa) => {
         if (rows > 5) labels[5] = ignoreIndex;
         const label = `${isa} [${rows}, ${classes}] ${seedNote}`;
         const expected = crossEntropyReference(logits.toFloat32Array(), labels, ignoreIndex, classes);
-        const loss = tensorOf(native.crossEntropy(handle(logits), labels, ignoreIndex));
+        const loss = tensorOf(native.crossEntropy({ logits: handle(logits), labels, ignoreIndex }));
         expect(loss.shape).toEqual([]);
         expect(relativeError(loss.toFloat32Array(), [expected.loss]), label).toBeLessThan(1e-5);
         const gradLoss = 1.7;
-        const grad = read(native.crossEntropyBackward(handle(logits), labels, ignoreIndex, gradLoss));
+        const grad = read(native.crossEntropyBackward({ logits: handle(logits), labels, ignoreIndex, gradLoss }));
         const scaled = expected.grad.map((value) => gradLoss * value);
         expect(relativeError(grad, scaled), label).toBeLessThan(1e-4);
         if (rows > 1) expect(grad.subarray(classes, 2 * classes).every((value) => value === 0)).toBe(true);
@@ -503,17 +536,22 @@ describe.each(isaPaths)('nn kernels on the %s path', (isa) => {
     tidy(() => {
       const logits = randomTensor([4, 9]);
       const ignored = new Int32Array(4).fill(-1);
-      expect(read(native.crossEntropy(handle(logits), ignored, -1))).toEqual(new Float32Array([0]));
-      expect(read(native.crossEntropyBackward(handle(logits), ignored, -1, 1)).every((value) => value === 0)).toBe(
-        true,
+      expect(read(native.crossEntropy({ logits: handle(logits), labels: ignored, ignoreIndex: -1 }))).toEqual(
+        new Float32Array([0]),
       );
+      expect(
+        read(
+          native.crossEntropyBackward({ logits: handle(logits), labels: ignored, ignoreIndex: -1, gradLoss: 1 }),
+        ).every((value) => value === 0),
+      ).toBe(true);
 
       const labels = randomInts(6, 23);
       labels[2] = 7;
       const x = randomTensor([6, 23]);
       const gradLoss = 0.8;
-      const grad = read(native.crossEntropyBackward(handle(x), labels, 7, gradLoss));
-      const loss = (input: Tensor) => tidy(() => gradLoss * read(native.crossEntropy(handle(input), labels, 7))[0]);
+      const grad = read(native.crossEntropyBackward({ logits: handle(x), labels, ignoreIndex: 7, gradLoss }));
+      const loss = (input: Tensor) =>
+        tidy(() => gradLoss * read(native.crossEntropy({ logits: handle(input), labels, ignoreIndex: 7 }))[0]);
       checkDirectional(loss, x, grad, 1e-2, `cross-entropy ${isa}`, 2e-3);
     });
   });
@@ -533,7 +571,7 @@ describe('portable nn kernels', () => {
         const ws = weight.toFloat32Array();
         const ids = randomInts(count, vocab);
         ids[count - 1] = ids[0]; // at least one repeat
-        const out = tensorOf(native.embedding(handle(weight), ids));
+        const out = tensorOf(native.embedding({ weight: handle(weight), ids }));
         expect(out.shape).toEqual([count, d]);
         const expected = Array.from(
           { length: count * d },
@@ -543,7 +581,7 @@ describe('portable nn kernels', () => {
 
         const gradOutput = randomTensor([count, d]);
         const gy = gradOutput.toFloat32Array();
-        const grad = tensorOf(native.embeddingBackward(handle(gradOutput), ids, vocab));
+        const grad = tensorOf(native.embeddingBackward({ gradOutput: handle(gradOutput), ids, vocabSize: vocab }));
         expect(grad.shape).toEqual([vocab, d]);
         const scattered = new Float64Array(vocab * d);
         ids.forEach((id, position) => {
@@ -551,17 +589,23 @@ describe('portable nn kernels', () => {
         });
         expect(relativeError(grad.toFloat32Array(), scattered), seedNote).toBeLessThan(1e-5);
         // Linear in weight: the backward is the exact adjoint of the forward.
-        const loss = weightedSum(gy, (input) => native.embedding(handle(input), ids));
+        const loss = weightedSum(gy, (input) => native.embedding({ weight: handle(input), ids }));
         checkDirectional(loss, weight, grad.toFloat32Array(), 1e-2, `embedding [${vocab}, ${d}]`);
       }
       // A gradient of shape [batch, seq, D] for ids of batch·seq positions is read row by row.
       const grad3 = randomTensor([2, 3, 5]);
       const ids = Int32Array.from([4, 0, 4, 4, 1, 0]);
-      const flat = read(native.embeddingBackward(handle(Tensor.from(grad3.toFloat32Array(), [6, 5])), ids, 6));
-      expect(read(native.embeddingBackward(handle(grad3), ids, 6))).toEqual(flat);
+      const flat = read(
+        native.embeddingBackward({
+          gradOutput: handle(Tensor.from(grad3.toFloat32Array(), [6, 5])),
+          ids,
+          vocabSize: 6,
+        }),
+      );
+      expect(read(native.embeddingBackward({ gradOutput: handle(grad3), ids, vocabSize: 6 }))).toEqual(flat);
       // Ids given as a view into a larger buffer are read from its offset.
       const view = new Int32Array(Int32Array.from([9, 9, 4, 0, 4, 4, 1, 0]).buffer, 8, 6);
-      expect(read(native.embeddingBackward(handle(grad3), view, 6))).toEqual(flat);
+      expect(read(native.embeddingBackward({ gradOutput: handle(grad3), ids: view, vocabSize: 6 }))).toEqual(flat);
     });
   });
 
@@ -575,7 +619,7 @@ describe('portable nn kernels', () => {
         const [a, b, c, d] = shape;
         const x = randomTensor(shape);
         const xs = x.toFloat32Array();
-        const out = tensorOf(native.permute0213(handle(x)));
+        const out = tensorOf(native.permute0213({ x: handle(x) }));
         expect(out.shape).toEqual([a, c, b, d]);
         const expected = new Float32Array(xs.length);
         for (let i = 0; i < a; i++) {
@@ -586,7 +630,7 @@ describe('portable nn kernels', () => {
           }
         }
         expect(out.toFloat32Array()).toEqual(expected);
-        const back = tensorOf(native.permute0213(handle(out)));
+        const back = tensorOf(native.permute0213({ x: handle(out) }));
         expect(back.shape).toEqual(shape);
         expect(back.toFloat32Array()).toEqual(xs);
       }
@@ -601,17 +645,20 @@ describe('portable nn kernels', () => {
         const p = prediction.toFloat32Array();
         const t = target.toFloat32Array();
         const squares = p.reduce((total, value, index) => total + (value - t[index]) ** 2, 0);
-        const loss = tensorOf(native.mseLoss(handle(prediction), handle(target)));
+        const loss = tensorOf(native.mseLoss({ prediction: handle(prediction), target: handle(target) }));
         expect(loss.shape).toEqual([]);
         expect(relativeError(loss.toFloat32Array(), [squares / p.length]), seedNote).toBeLessThan(1e-5);
-        const grad = read(native.mseLossBackward(handle(prediction), handle(target), 0.6));
+        const grad = read(
+          native.mseLossBackward({ prediction: handle(prediction), target: handle(target), gradLoss: 0.6 }),
+        );
         const expected = Array.from(p, (value, index) => (2 * 0.6 * (value - t[index])) / p.length);
         expect(relativeError(grad, expected), seedNote).toBeLessThan(1e-4);
-        const lossAt = (input: Tensor) => tidy(() => 0.6 * read(native.mseLoss(handle(input), handle(target)))[0]);
+        const lossAt = (input: Tensor) =>
+          tidy(() => 0.6 * read(native.mseLoss({ prediction: handle(input), target: handle(target) }))[0]);
         checkDirectional(lossAt, prediction, grad, 1e-2, `mse ${JSON.stringify(shape)}`);
       }
       const empty = Tensor.zeros([0, 3]);
-      expect(read(native.mseLoss(handle(empty), handle(empty)))).toEqual(new Float32Array([0]));
+      expect(read(native.mseLoss({ prediction: handle(empty), target: handle(empty) }))).toEqual(new Float32Array([0]));
     });
   });
 
@@ -620,9 +667,9 @@ describe('portable nn kernels', () => {
       const x = randomTensor([300, 257]);
       const xs = x.toFloat32Array();
       const p = 0.3;
-      const first = read(native.dropout(handle(x), p, 1234));
-      expect(read(native.dropout(handle(x), p, 1234))).toEqual(first);
-      expect(read(native.dropout(handle(x), p, 1235))).not.toEqual(first);
+      const first = read(native.dropout({ x: handle(x), p, seed: 1234 }));
+      expect(read(native.dropout({ x: handle(x), p, seed: 1234 }))).toEqual(first);
+      expect(read(native.dropout({ x: handle(x), p, seed: 1235 }))).not.toEqual(first);
       let kept = 0;
       first.forEach((value, index) => {
         if (value !== 0) {
@@ -634,10 +681,10 @@ describe('portable nn kernels', () => {
       expect(Math.abs(kept / xs.length - (1 - p))).toBeLessThan(0.008);
       // Backward is dropout of the gradient with the same seed: the adjoint of the forward.
       const gradOutput = randomTensor([300, 257]);
-      const grad = read(native.dropout(handle(gradOutput), p, 1234));
+      const grad = read(native.dropout({ x: handle(gradOutput), p, seed: 1234 }));
       expect(Math.abs(dot(first, gradOutput.toFloat32Array()) - dot(xs, grad))).toBeLessThan(1e-6 * xs.length);
-      expect(read(native.dropout(handle(x), 0, 5))).toEqual(xs);
-      expect(read(native.dropout(handle(x), 1, 5)).every((value) => value === 0)).toBe(true);
+      expect(read(native.dropout({ x: handle(x), p: 0, seed: 5 }))).toEqual(xs);
+      expect(read(native.dropout({ x: handle(x), p: 1, seed: 5 })).every((value) => value === 0)).toBe(true);
     });
   });
 
@@ -646,7 +693,7 @@ describe('portable nn kernels', () => {
       const x = randomTensor([3, 1001]);
       const masks = isaPaths.map((isa) => {
         setIsa(isa);
-        return read(native.dropout(handle(x), 0.45, 99));
+        return read(native.dropout({ x: handle(x), p: 0.45, seed: 99 }));
       });
       setIsa(initialIsa);
       for (const mask of masks.slice(1)) expect(mask).toEqual(masks[0]);
@@ -661,23 +708,23 @@ describe('portable nn kernels', () => {
       const ids = randomInts(130, 20);
       const labels = randomInts(130, 257);
       const run = () => {
-        const norm = native.layerNorm(handle(x), handle(gamma), handle(gamma), 1e-5);
-        const grads = native.layerNormBackward(
-          handle(gradOutput),
-          handle(x),
-          handle(gamma),
-          handle(tensorOf(norm.mean)),
-          handle(tensorOf(norm.rstd)),
-        );
+        const norm = native.layerNorm({ x: handle(x), gamma: handle(gamma), beta: handle(gamma), eps: 1e-5 });
+        const grads = native.layerNormBackward({
+          gradOutput: handle(gradOutput),
+          x: handle(x),
+          gamma: handle(gamma),
+          mean: handle(tensorOf(norm.mean)),
+          rstd: handle(tensorOf(norm.rstd)),
+        });
         return [
           read(norm.output),
           read(grads.input),
           read(grads.gamma),
           read(grads.beta),
-          read(native.embeddingBackward(handle(gradOutput), ids, 20)),
-          read(native.crossEntropy(handle(x), labels, -100)),
-          read(native.softmax(handle(x), undefined)),
-          read(native.mseLoss(handle(x), handle(gradOutput))),
+          read(native.embeddingBackward({ gradOutput: handle(gradOutput), ids, vocabSize: 20 })),
+          read(native.crossEntropy({ logits: handle(x), labels, ignoreIndex: -100 })),
+          read(native.softmax({ x: handle(x) })),
+          read(native.mseLoss({ prediction: handle(x), target: handle(gradOutput) })),
         ];
       };
       setNumThreads(1);
@@ -699,76 +746,164 @@ describe('portable nn kernels', () => {
       disposedTensor.dispose();
       const ids = Int32Array.from([0, 1, 2, 3]);
       const cases: [() => unknown, ErrorConstructor, RegExp][] = [
-        [() => native.gelu(undefined as never), TypeError, /gelu: x must be a Tensor/],
-        [() => native.relu(disposed), TypeError, /relu: x is a disposed Tensor/],
+        [() => native.gelu({ x: undefined as never }), TypeError, /gelu: x must be a Tensor/],
+        [() => native.relu({ x: disposed }), TypeError, /relu: x is a disposed Tensor/],
         [() => native.tanh({} as never), TypeError, /tanh: x must be a Tensor/],
-        [() => native.geluBackward(x, other), RangeError, /geluBackward: gradOutput .*gradOutput has shape \[4, 7\]/],
-        [() => native.reluBackward(x, disposed), TypeError, /reluBackward: gradOutput is a disposed Tensor/],
-        [() => native.tanhBackward(other, x), RangeError, /tanhBackward: gradOutput must have the shape of output/],
-        [() => native.layerNorm(x, vector5, vector6, 1e-5), RangeError, /layerNorm: expected gamma of shape \[6\]/],
-        [() => native.layerNorm(x, vector6, vector5, 1e-5), RangeError, /beta has shape \[5\] and x has shape/],
-        [() => native.layerNorm(x, vector6, vector6, 0), RangeError, /layerNorm: eps must be positive/],
-        [() => native.layerNorm(x, vector6, vector6, NaN), RangeError, /layerNorm: eps must be finite/],
-        [() => native.layerNorm(x, vector6, vector6, '1' as never), TypeError, /layerNorm: eps must be a number/],
         [
-          () => native.layerNorm(handle(Tensor.zeros([3, 0])), vector6, vector6, 1e-5),
+          () => native.geluBackward({ x, gradOutput: other }),
+          RangeError,
+          /geluBackward: gradOutput .*gradOutput has shape \[4, 7\]/,
+        ],
+        [
+          () => native.reluBackward({ x, gradOutput: disposed }),
+          TypeError,
+          /reluBackward: gradOutput is a disposed Tensor/,
+        ],
+        [
+          () => native.tanhBackward({ output: other, gradOutput: x }),
+          RangeError,
+          /tanhBackward: gradOutput must have the shape of output/,
+        ],
+        [
+          () => native.layerNorm({ x, gamma: vector5, beta: vector6, eps: 1e-5 }),
+          RangeError,
+          /layerNorm: expected gamma of shape \[6\]/,
+        ],
+        [
+          () => native.layerNorm({ x, gamma: vector6, beta: vector5, eps: 1e-5 }),
+          RangeError,
+          /beta has shape \[5\] and x has shape/,
+        ],
+        [
+          () => native.layerNorm({ x, gamma: vector6, beta: vector6, eps: 0 }),
+          RangeError,
+          /layerNorm: eps must be positive/,
+        ],
+        [
+          () => native.layerNorm({ x, gamma: vector6, beta: vector6, eps: NaN }),
+          RangeError,
+          /layerNorm: eps must be finite/,
+        ],
+        [
+          () => native.layerNorm({ x, gamma: vector6, beta: vector6, eps: '1' as never }),
+          TypeError,
+          /layerNorm: eps must be a number/,
+        ],
+        [
+          () => native.layerNorm({ x: handle(Tensor.zeros([3, 0])), gamma: vector6, beta: vector6, eps: 1e-5 }),
           RangeError,
           /layerNorm: x must have rank 1 to 4 and a non-empty last axis/,
         ],
         [
-          () => native.layerNormBackward(x, x, vector6, vector5, rows4),
+          () => native.layerNormBackward({ gradOutput: x, x, gamma: vector6, mean: vector5, rstd: rows4 }),
           RangeError,
           /layerNormBackward: expected mean of shape \[4\]/,
         ],
         [
-          () => native.layerNormBackward(x, x, vector6, rows4, vector6),
+          () => native.layerNormBackward({ gradOutput: x, x, gamma: vector6, mean: rows4, rstd: vector6 }),
           RangeError,
           /layerNormBackward: expected rstd of shape \[4\]/,
         ],
         [
-          () => native.layerNormBackward(other, x, vector6, rows4, rows4),
+          () => native.layerNormBackward({ gradOutput: other, x, gamma: vector6, mean: rows4, rstd: rows4 }),
           RangeError,
           /layerNormBackward: gradOutput must have the shape of x/,
         ],
-        [() => native.softmax(x, other), RangeError, /softmax: expected mask of shape \[4, 6\]/],
-        [() => native.softmax(vector6, vector6), RangeError, /softmax: a mask needs x of rank 2 to 4/],
-        [() => native.softmax(x, 1 as never), TypeError, /softmax: mask must be a Tensor/],
-        [() => native.softmaxBackward(x, other), RangeError, /softmaxBackward: gradOutput must have the shape/],
-        [() => native.embedding(x, [0, 1] as never), TypeError, /embedding: ids must be an Int32Array/],
-        [() => native.embedding(x, new Float32Array(2) as never), TypeError, /embedding: ids must be an Int32Array/],
-        [() => native.embedding(x, Int32Array.from([0, 4])), RangeError, /embedding: ids\[1\] is 4, outside \[0, 4\)/],
-        [() => native.embedding(x, Int32Array.from([-1])), RangeError, /embedding: ids\[0\] is -1/],
-        [() => native.embedding(vector6, ids), RangeError, /embedding: expected weight of rank 2/],
+        [() => native.softmax({ x, mask: other }), RangeError, /softmax: expected mask of shape \[4, 6\]/],
+        [() => native.softmax({ x: vector6, mask: vector6 }), RangeError, /softmax: a mask needs x of rank 2 to 4/],
+        [() => native.softmax({ x, mask: 1 as never }), TypeError, /softmax: mask must be a Tensor/],
         [
-          () => native.embeddingBackward(x, Int32Array.from([0, 1]), 4),
+          () => native.softmaxBackward({ output: x, gradOutput: other }),
+          RangeError,
+          /softmaxBackward: gradOutput must have the shape/,
+        ],
+        [
+          () => native.embedding({ weight: x, ids: [0, 1] as never }),
+          TypeError,
+          /embedding: ids must be an Int32Array/,
+        ],
+        [
+          () => native.embedding({ weight: x, ids: new Float32Array(2) as never }),
+          TypeError,
+          /embedding: ids must be an Int32Array/,
+        ],
+        [
+          () => native.embedding({ weight: x, ids: Int32Array.from([0, 4]) }),
+          RangeError,
+          /embedding: ids\[1\] is 4, outside \[0, 4\)/,
+        ],
+        [() => native.embedding({ weight: x, ids: Int32Array.from([-1]) }), RangeError, /embedding: ids\[0\] is -1/],
+        [() => native.embedding({ weight: vector6, ids }), RangeError, /embedding: expected weight of rank 2/],
+        [
+          () => native.embeddingBackward({ gradOutput: x, ids: Int32Array.from([0, 1]), vocabSize: 4 }),
           RangeError,
           /embeddingBackward: expected gradOutput of shape \[2, dim\]/,
         ],
-        [() => native.embeddingBackward(x, ids, 0), RangeError, /embeddingBackward: vocabSize must be an integer/],
-        [() => native.embeddingBackward(x, ids, 3), RangeError, /embeddingBackward: ids\[3\] is 3, outside \[0, 3\)/],
-        [() => native.embeddingBackward(x, new Uint32Array(4) as never, 4), TypeError, /ids must be an Int32Array/],
-        [() => native.permute0213(x), RangeError, /permute0213: expected x of rank 4, but x has shape \[4, 6\]/],
-        [() => native.crossEntropy(x, Int32Array.from([0, 1]), -100), RangeError, /crossEntropy: labels must hold/],
         [
-          () => native.crossEntropy(x, Int32Array.from([0, 6, 1, 2]), -100),
+          () => native.embeddingBackward({ gradOutput: x, ids, vocabSize: 0 }),
+          RangeError,
+          /embeddingBackward: vocabSize must be an integer/,
+        ],
+        [
+          () => native.embeddingBackward({ gradOutput: x, ids, vocabSize: 3 }),
+          RangeError,
+          /embeddingBackward: ids\[3\] is 3, outside \[0, 3\)/,
+        ],
+        [
+          () => native.embeddingBackward({ gradOutput: x, ids: new Uint32Array(4) as never, vocabSize: 4 }),
+          TypeError,
+          /ids must be an Int32Array/,
+        ],
+        [() => native.permute0213({ x }), RangeError, /permute0213: expected x of rank 4, but x has shape \[4, 6\]/],
+        [
+          () => native.crossEntropy({ logits: x, labels: Int32Array.from([0, 1]), ignoreIndex: -100 }),
+          RangeError,
+          /crossEntropy: labels must hold/,
+        ],
+        [
+          () => native.crossEntropy({ logits: x, labels: Int32Array.from([0, 6, 1, 2]), ignoreIndex: -100 }),
           RangeError,
           /crossEntropy: labels\[1\] is 6, outside \[0, 6\).*not ignoreIndex -100/,
         ],
-        [() => native.crossEntropy(x, ids, 0.5), RangeError, /crossEntropy: ignoreIndex must be an integer/],
-        [() => native.crossEntropy(vector6, ids, -100), RangeError, /crossEntropy: expected logits of shape/],
-        [() => native.crossEntropy(x, ids.buffer as never, -100), TypeError, /labels must be an Int32Array/],
         [
-          () => native.crossEntropyBackward(x, ids, -100, Infinity),
+          () => native.crossEntropy({ logits: x, labels: ids, ignoreIndex: 0.5 }),
+          RangeError,
+          /crossEntropy: ignoreIndex must be an integer/,
+        ],
+        [
+          () => native.crossEntropy({ logits: vector6, labels: ids, ignoreIndex: -100 }),
+          RangeError,
+          /crossEntropy: expected logits of shape/,
+        ],
+        [
+          () => native.crossEntropy({ logits: x, labels: ids.buffer as never, ignoreIndex: -100 }),
+          TypeError,
+          /labels must be an Int32Array/,
+        ],
+        [
+          () => native.crossEntropyBackward({ logits: x, labels: ids, ignoreIndex: -100, gradLoss: Infinity }),
           RangeError,
           /crossEntropyBackward: gradLoss must be finite/,
         ],
-        [() => native.crossEntropyBackward(disposed, ids, -100, 1), TypeError, /logits is a disposed Tensor/],
-        [() => native.mseLoss(x, other), RangeError, /mseLoss: target must have the shape of prediction/],
-        [() => native.mseLossBackward(x, x, 'a' as never), TypeError, /mseLossBackward: gradLoss must be a number/],
-        [() => native.dropout(x, 1.5, 0), RangeError, /dropout: p must be in \[0, 1\]/],
-        [() => native.dropout(x, -0.1, 0), RangeError, /dropout: p must be in \[0, 1\]/],
-        [() => native.dropout(x, 0.1, -1), RangeError, /dropout: seed must be an integer/],
-        [() => native.dropout(disposed, 0.1, 1), TypeError, /dropout: x is a disposed Tensor/],
+        [
+          () => native.crossEntropyBackward({ logits: disposed, labels: ids, ignoreIndex: -100, gradLoss: 1 }),
+          TypeError,
+          /logits is a disposed Tensor/,
+        ],
+        [
+          () => native.mseLoss({ prediction: x, target: other }),
+          RangeError,
+          /mseLoss: target must have the shape of prediction/,
+        ],
+        [
+          () => native.mseLossBackward({ prediction: x, target: x, gradLoss: 'a' as never }),
+          TypeError,
+          /mseLossBackward: gradLoss must be a number/,
+        ],
+        [() => native.dropout({ x, p: 1.5, seed: 0 }), RangeError, /dropout: p must be in \[0, 1\]/],
+        [() => native.dropout({ x, p: -0.1, seed: 0 }), RangeError, /dropout: p must be in \[0, 1\]/],
+        [() => native.dropout({ x, p: 0.1, seed: -1 }), RangeError, /dropout: seed must be an integer/],
+        [() => native.dropout({ x: disposed, p: 0.1, seed: 1 }), TypeError, /dropout: x is a disposed Tensor/],
       ];
       for (const [call, errorClass, message] of cases) {
         expect(call, String(message)).toThrow(errorClass);

@@ -468,28 +468,46 @@ describe('bad input', () => {
       const call = (fn: () => void) => expect(fn);
       const handles = [p, g, m, v].map((tensor) => tensorHandle(tensor));
       const [hp, hg, hm, hv] = handles;
-      call(() => native.adamwStep([hp], [hg, hg], [hm], [hv], 0.1, 0.9, 0.999, 1e-8, 0, 1)).toThrow(
+      const adamw = { params: [hp], grads: [hg], expAvg: [hm], expAvgSq: [hv], lr: 0.1, beta1: 0.9, beta2: 0.999 };
+      const step = { ...adamw, eps: 1e-8, weightDecay: 0, step: 1 };
+      call(() => native.adamwStep({ ...step, grads: [hg, hg] })).toThrow(
         /adamwStep: grads has 2 tensors but params has 1/,
       );
       const wrong = tensorHandle(randomTensor([3, 2]));
-      call(() => native.adamwStep([hp], [hg], [wrong], [hv], 0.1, 0.9, 0.999, 1e-8, 0, 1)).toThrow(
+      call(() => native.adamwStep({ ...step, expAvg: [wrong] })).toThrow(
         /expAvg\[0\] must have the shape of params\[0\], but params\[0\] has shape \[2, 3\] and expAvg\[0\] has shape \[3, 2\]/,
       );
-      call(() => native.adamwStep([hp], [hg], [hm], [hv], Number.NaN, 0.9, 0.999, 1e-8, 0, 1)).toThrow(RangeError);
-      call(() => native.adamwStep([hp], [hg], [hm], [hv], 0.1, 1, 0.999, 1e-8, 0, 1)).toThrow(/beta1/);
-      call(() => native.adamwStep([hp], [hg], [hm], [hv], 0.1, 0.9, 0.999, 1e-8, 0, 0)).toThrow(/step/);
-      call(() => native.adamwStep([hp], [hg], [hp], [hv], 0.1, 0.9, 0.999, 1e-8, 0, 1)).toThrow(/share storage/);
-      call(() => native.sgdStep([hp], [hg], undefined, 0.1, 0.9, 0, false)).toThrow(/momentumBuffers/);
-      call(() => native.sgdStep([hp], [hg], [hm], 0.1, 0, 0, true)).toThrow(/nesterov/);
-      call(() => native.axpyList([hp], 1, [hg, hm])).toThrow(/axpyList: xs has 2 tensors/);
-      call(() => native.scaleList([hp, hp], 2)).toThrow(/tensors\[0\] and tensors\[1\] share storage/);
-      call(() => native.scaleList([hp], Number.POSITIVE_INFINITY)).toThrow(/scaleList: factor/);
-      call(() => native.combineHypergradient([hp], [hg], [wrong], 1)).toThrow(/minus\[0\]/);
-      call(() => native.scaleList([hp, 3 as never], 2)).toThrow(/scaleList: tensors\[1\] must be a Tensor/);
-      v.dispose();
-      call(() => native.adamwStep([hp], [hg], [hm], [hv], 0.1, 0.9, 0.999, 1e-8, 0, 1)).toThrow(
-        /expAvgSq\[0\] is a disposed Tensor/,
+      call(() => native.adamwStep({ ...step, lr: Number.NaN })).toThrow(RangeError);
+      call(() => native.adamwStep({ ...step, beta1: 1 })).toThrow(/beta1/);
+      call(() => native.adamwStep({ ...step, step: 0 })).toThrow(/step/);
+      call(() => native.adamwStep({ ...step, expAvg: [hp] })).toThrow(/share storage/);
+      call(() =>
+        native.sgdStep({ params: [hp], grads: [hg], lr: 0.1, momentum: 0.9, weightDecay: 0, nesterov: false }),
+      ).toThrow(/momentumBuffers/);
+      call(() =>
+        native.sgdStep({
+          params: [hp],
+          grads: [hg],
+          momentumBuffers: [hm],
+          lr: 0.1,
+          momentum: 0,
+          weightDecay: 0,
+          nesterov: true,
+        }),
+      ).toThrow(/nesterov/);
+      call(() => native.axpyList({ ys: [hp], alpha: 1, xs: [hg, hm] })).toThrow(/axpyList: xs has 2 tensors/);
+      call(() => native.scaleList({ tensors: [hp, hp], factor: 2 })).toThrow(
+        /tensors\[0\] and tensors\[1\] share storage/,
       );
+      call(() => native.scaleList({ tensors: [hp], factor: Number.POSITIVE_INFINITY })).toThrow(/scaleList: factor/);
+      call(() => native.combineHypergradient({ direct: [hp], plus: [hg], minus: [wrong], factor: 1 })).toThrow(
+        /minus\[0\]/,
+      );
+      call(() => native.scaleList({ tensors: [hp, 3 as never], factor: 2 })).toThrow(
+        /scaleList: tensors\[1\] must be a Tensor/,
+      );
+      v.dispose();
+      call(() => native.adamwStep(step)).toThrow(/expAvgSq\[0\] is a disposed Tensor/);
     });
   });
 

@@ -87,15 +87,15 @@ function factorsOf(weight: Tensor, loraA: Tensor, loraB: Tensor, scale: number):
 /** The fused native call: value and both gradients. */
 function fused(weight: Tensor, loraA: Tensor, loraB: Tensor, scale: number) {
   const w = handleOf(weight, 'test', 'weight');
-  const gram = native.matmul(w, w, false, true);
-  const result = native.orthogonalityPenalty(
-    w,
-    gram,
-    handleOf(loraA, 'test', 'loraA'),
-    handleOf(loraB, 'test', 'loraB'),
+  const gram = native.matmul({ a: w, b: w, transposeB: true });
+  const result = native.orthogonalityPenalty({
+    weight: w,
+    weightGram: gram,
+    loraA: handleOf(loraA, 'test', 'loraA'),
+    loraB: handleOf(loraB, 'test', 'loraB'),
     scale,
-    EPS,
-  );
+    eps: EPS,
+  });
   gram.dispose();
   const gradA = result.gradA!.read();
   const gradB = result.gradB!.read();
@@ -322,9 +322,9 @@ describe('orthogonalityPenalty, the op', () => {
       const loraA = handleOf(randomTensor([2, 4]), 'test', 'loraA');
       const loraB = handleOf(randomTensor([3, 2]), 'test', 'loraB');
       const wrongGram = handleOf(randomTensor([4, 4]), 'test', 'gram');
-      expect(() => native.orthogonalityPenalty(weight, wrongGram, loraA, loraB, 1, EPS)).toThrow(
-        /weightGram \(W0 W0ᵀ\) of shape \[3, 3\]/,
-      );
+      expect(() =>
+        native.orthogonalityPenalty({ weight, weightGram: wrongGram, loraA, loraB, scale: 1, eps: EPS }),
+      ).toThrow(/weightGram \(W0 W0ᵀ\) of shape \[3, 3\]/);
       const disposed = randomTensor([3, 2]);
       disposed.dispose();
       expect(() =>

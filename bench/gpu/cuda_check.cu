@@ -15,12 +15,14 @@
 #include <string>
 #include <vector>
 
+#include "backend.h"
 #include "cuda_ops.h"
 #include "random_math.cuh"
 
 namespace {
 
 namespace cu = bidora::cuda;
+namespace ops = bidora::ops;
 using Vector = std::vector<float>;
 using Doubles = std::vector<double>;
 
@@ -69,6 +71,15 @@ struct Device {
     return host;
   }
 };
+
+// `count` floats of device memory at `ptr`, copied to the host after every queued kernel finished.
+Vector download(const float* ptr, int64_t count) {
+  Vector host(static_cast<size_t>(count));
+  CHECK_CUDA(cudaDeviceSynchronize());
+  CHECK_CUDA(cudaGetLastError());
+  CHECK_CUDA(cudaMemcpy(host.data(), ptr, host.size() * sizeof(float), cudaMemcpyDeviceToHost));
+  return host;
+}
 
 double relative_error(const Vector& actual, const Doubles& expected) {
   double max_diff = 0, max_ref = 0;
@@ -641,69 +652,79 @@ void check_optimizer() {
     g_ptrs.push_back(device(grads.back()));
     plus_ptrs.push_back(device(plus.back()));
     minus_ptrs.push_back(device(minus.back()));
-    out_ptrs.push_back(device(Vector(size, 0.0f)));
+    out_ptrs.push_back(device(grads.back()));
   }
   const int count = static_cast<int>(sizes.size());
 
-  // AdamW, one step from zero moments.
-  cu::AdamWStep step{1e-2f, 0.9f, 0.999f, 1e-8f, 0.1f, 1.0f - 0.9f, 1.0f - 0.999f};
-  cu::adamw_step(p_ptrs.data(), m_ptrs.data(), v_ptrs.data(), const_cast<const float* const*>(g_ptrs.data()),
-                 sizes.data(), count, step, nullptr);
+  const auto const_ptrs = [](const std::vector<float*>& ptrs) { return const_cast<const float* const*>(ptrs.data()); };
+  const ops::Backend& gpu = cu::backend();
+
+  // AdamW, one step from zero moments, through the op contract as the binding calls it.
+  ops::AdamwStep adamw{};
+  adamw.params = p_ptrs.data();
+  adamw.exp_avgs = m_ptrs.data();
+  adamw.exp_avg_sqs = v_ptrs.data();
+  adamw.grads = const_ptrs(g_ptrs);
+  adamw.lengths = sizes.data();
+  adamw.count = count;
+  adamw.lr = 1e-2;
+  adamw.beta1 = 0.9;
+  adamw.beta2 = 0.999;
+  adamw.eps = 1e-8;
+  adamw.weight_decay = 0.1;
+  adamw.step = 1;
+  gpu.adamw_step(adamw);
   for (int t = 0; t < count; ++t) {
     Doubles expected(sizes[t]);
     for (int64_t i = 0; i < sizes[t]; ++i) {
-      const double g = grads[t][i], b1 = step.beta1, b2 = step.beta2;
+      const double g = grads[t][i], b1 = adamw.beta1, b2 = adamw.beta2;
       const double m = (1 - b1) * g, v = (1 - b2) * g * g;
-      expected[i] = params[t][i] * (1 - static_cast<double>(step.learning_rate) * step.weight_decay) -
-                    step.learning_rate / step.bias_correction1 * m /
-                        (std::sqrt(v) / std::sqrt(static_cast<double>(step.bias_correction2)) + step.eps);
+      expected[i] = params[t][i] * (1 - adamw.lr * adamw.weight_decay) -
+                    adamw.lr / (1 - b1) * m / (std::sqrt(v) / std::sqrt(1 - b2) + adamw.eps);
     }
-    std::vector<float> got(sizes[t]);
-    CHECK_CUDA(cudaMemcpy(got.data(), p_ptrs[t], sizes[t] * 4, cudaMemcpyDeviceToHost));
-    check("adamw tensor " + std::to_string(t), got, expected, kFloat32Tolerance);
+    check("adamw tensor " + std::to_string(t), download(p_ptrs[t], sizes[t]), expected, kFloat32Tolerance);
   }
 
-  // Global norm of the (updated) params, ε = 0.01 / norm, θ + εv then θ − εv, and the hypergradient.
-  std::vector<Vector> updated(count);
+  // Global norm of the (updated) params, ε = 0.01 / norm, θ + εv, and the hypergradient.
   double squares = 0;
   for (int t = 0; t < count; ++t) {
-    updated[t].resize(sizes[t]);
-    CHECK_CUDA(cudaMemcpy(updated[t].data(), p_ptrs[t], sizes[t] * 4, cudaMemcpyDeviceToHost));
-    for (float value : updated[t]) squares += static_cast<double>(value) * value;
+    for (float value : download(p_ptrs[t], sizes[t])) squares += static_cast<double>(value) * value;
   }
-  Device<double> partials(count * cu::kNormPartialsPerTensor);
-  Device<float> norm(1), epsilon(1);
-  const auto const_ptrs = [](const std::vector<float*>& ptrs) { return const_cast<const float* const*>(ptrs.data()); };
-  cu::list_global_norm(norm.ptr, partials.ptr, const_ptrs(p_ptrs), sizes.data(), count, nullptr);
+  double norm = 0;
+  gpu.global_norm({&norm, const_ptrs(p_ptrs), sizes.data(), count});
   const double norm_ref = std::sqrt(squares);
-  check("list global norm", norm.download(), {norm_ref}, kFloat32Tolerance);
-  cu::perturbation_epsilon(epsilon.ptr, norm.ptr, 0.01f, nullptr);
-  const float eps_value = epsilon.download()[0];
-  check("perturbation epsilon", {eps_value}, {0.01 / norm_ref}, kFloat32Tolerance);
-  cu::list_axpy(m_ptrs.data(), const_ptrs(g_ptrs), sizes.data(), count, 1.0f, epsilon.ptr, nullptr);  // m += εg
+  check("list global norm", {static_cast<float>(norm)}, {norm_ref}, kFloat32Tolerance);
+  const float eps_value = static_cast<float>(0.01 / norm);
+  gpu.axpy_list({m_ptrs.data(), const_ptrs(g_ptrs), sizes.data(), count, eps_value});  // m += εg
   for (int t = 0; t < count; ++t) {
     Doubles expected(sizes[t]);
     for (int64_t i = 0; i < sizes[t]; ++i) expected[i] = (1 - 0.9) * grads[t][i] + eps_value * grads[t][i];
-    std::vector<float> got(sizes[t]);
-    CHECK_CUDA(cudaMemcpy(got.data(), m_ptrs[t], sizes[t] * 4, cudaMemcpyDeviceToHost));
-    check("list axpy (theta + eps v) tensor " + std::to_string(t), got, expected, kFloat32Tolerance);
+    check("list axpy (theta + eps v) tensor " + std::to_string(t), download(m_ptrs[t], sizes[t]), expected,
+          kFloat32Tolerance);
   }
   const float xi = 0.8f;
-  cu::hypergradient_combine(out_ptrs.data(), const_ptrs(g_ptrs), const_ptrs(plus_ptrs), const_ptrs(minus_ptrs),
-                            sizes.data(), count, xi, epsilon.ptr, nullptr);
+  // In place on copies of g (out_ptrs), with the factor both backends take: ξ / (2ε).
+  gpu.combine_hypergradient(
+      {out_ptrs.data(), const_ptrs(plus_ptrs), const_ptrs(minus_ptrs), sizes.data(), count, xi / (2.0f * eps_value)});
   for (int t = 0; t < count; ++t) {
     Doubles expected(sizes[t]);
     for (int64_t i = 0; i < sizes[t]; ++i) {
       expected[i] = grads[t][i] - xi * (static_cast<double>(plus[t][i]) - minus[t][i]) / (2.0 * eps_value);
     }
-    std::vector<float> got(sizes[t]);
-    CHECK_CUDA(cudaMemcpy(got.data(), out_ptrs[t], sizes[t] * 4, cudaMemcpyDeviceToHost));
-    check("hypergradient combine tensor " + std::to_string(t), got, expected, kFloat32Tolerance);
+    check("hypergradient combine tensor " + std::to_string(t), download(out_ptrs[t], sizes[t]), expected,
+          kFloat32Tolerance);
+  }
+  gpu.scale_list({out_ptrs.data(), sizes.data(), count, -0.5f});
+  for (int t = 0; t < count; ++t) {
+    Doubles expected(sizes[t]);
+    for (int64_t i = 0; i < sizes[t]; ++i) {
+      expected[i] = -0.5 * (grads[t][i] - xi * (static_cast<double>(plus[t][i]) - minus[t][i]) / (2.0 * eps_value));
+    }
+    check("scale list tensor " + std::to_string(t), download(out_ptrs[t], sizes[t]), expected, kFloat32Tolerance);
   }
 
-  // SGD with Nesterov momentum and decay, from a random buffer (plus + minus as the parameters, minus as the buffer).
-  const cu::SgdStep sgd{0.05f, 0.9f, 0.01f, true};
-  cu::sgd_step(plus_ptrs.data(), minus_ptrs.data(), const_ptrs(g_ptrs), sizes.data(), count, sgd, nullptr);
+  // SGD with Nesterov momentum and decay, from a random buffer (plus as the parameters, minus as the buffer).
+  gpu.sgd_step({plus_ptrs.data(), minus_ptrs.data(), const_ptrs(g_ptrs), sizes.data(), count, 0.05, 0.9, 0.01, true});
   for (int t = 0; t < count; ++t) {
     Doubles expected(sizes[t]);
     for (int64_t i = 0; i < sizes[t]; ++i) {
@@ -711,9 +732,8 @@ void check_optimizer() {
       const double velocity = 0.9 * minus[t][i] + direction;
       expected[i] = plus[t][i] - 0.05 * (direction + 0.9 * velocity);
     }
-    std::vector<float> got(sizes[t]);
-    CHECK_CUDA(cudaMemcpy(got.data(), plus_ptrs[t], sizes[t] * 4, cudaMemcpyDeviceToHost));
-    check("sgd (Nesterov, decay) tensor " + std::to_string(t), got, expected, kFloat32Tolerance);
+    check("sgd (Nesterov, decay) tensor " + std::to_string(t), download(plus_ptrs[t], sizes[t]), expected,
+          kFloat32Tolerance);
   }
 }
 

@@ -177,18 +177,18 @@ export function doraForward(args: DoraArgs): { output: Tensor; saved: AdapterSav
     seed: seedOf(args.seed, dropout),
   };
   if (typeof options.detachNorm !== 'boolean') throw new TypeError(`${fn}: detachNorm must be a boolean`);
-  const result = native.doraForward(
-    handleOf(args.input, fn, 'input'),
-    handleOf(args.weight, fn, 'weight'),
-    optional(args.bias, fn, 'bias'),
-    handleOf(args.loraA, fn, 'loraA'),
-    handleOf(args.loraB, fn, 'loraB'),
-    handleOf(args.magnitude, fn, 'magnitude'),
-    options.scale,
-    options.eps,
-    options.dropout,
-    options.seed,
-  );
+  const result = native.doraForward({
+    input: handleOf(args.input, fn, 'input'),
+    weight: handleOf(args.weight, fn, 'weight'),
+    bias: optional(args.bias, fn, 'bias'),
+    loraA: handleOf(args.loraA, fn, 'loraA'),
+    loraB: handleOf(args.loraB, fn, 'loraB'),
+    magnitude: handleOf(args.magnitude, fn, 'magnitude'),
+    scale: options.scale,
+    eps: options.eps,
+    dropout: options.dropout,
+    seed: options.seed,
+  });
   const { output, ...owned } = result;
   const inputs = {
     input: args.input,
@@ -209,26 +209,26 @@ export function doraForward(args: DoraArgs): { output: Tensor; saved: AdapterSav
 export function doraBackward(saved: AdapterSaved, gradOutput: Tensor, needs?: GradientRequest): AdapterGradients {
   const fn = 'doraBackward';
   return consume(saved, 'dora', fn, ({ inputs, owned, options }) =>
-    native.doraBackward(
-      handleOf(gradOutput, fn, 'gradOutput'),
-      inputs.input!,
-      inputs.weight!,
-      inputs.bias,
-      inputs.loraA!,
-      inputs.loraB!,
-      inputs.magnitude!,
-      owned.combined,
-      owned.hidden,
-      owned.norm,
-      owned.weightLoraA,
-      owned.loraGram,
-      options.scale,
-      options.eps,
-      options.detachNorm,
-      options.dropout,
-      options.seed,
-      withDefaults(needs),
-    ),
+    native.doraBackward({
+      gradOutput: handleOf(gradOutput, fn, 'gradOutput'),
+      input: inputs.input!,
+      weight: inputs.weight!,
+      bias: inputs.bias,
+      loraA: inputs.loraA!,
+      loraB: inputs.loraB!,
+      magnitude: inputs.magnitude!,
+      combined: owned.combined,
+      hidden: owned.hidden,
+      norm: owned.norm,
+      weightLoraA: owned.weightLoraA,
+      loraGram: owned.loraGram,
+      scale: options.scale,
+      eps: options.eps,
+      detachNorm: options.detachNorm,
+      dropout: options.dropout,
+      seed: options.seed,
+      needs: withDefaults(needs),
+    }),
   );
 }
 
@@ -276,16 +276,16 @@ export function loraForward(args: LoraArgs): { output: Tensor; saved: AdapterSav
     dropout,
     seed: seedOf(args.seed, dropout),
   };
-  const { output, hidden } = native.loraForward(
-    handleOf(args.input, fn, 'input'),
-    handleOf(args.weight, fn, 'weight'),
-    optional(args.bias, fn, 'bias'),
-    handleOf(args.loraA, fn, 'loraA'),
-    handleOf(args.loraB, fn, 'loraB'),
-    options.scale,
-    options.dropout,
-    options.seed,
-  );
+  const { output, hidden } = native.loraForward({
+    input: handleOf(args.input, fn, 'input'),
+    weight: handleOf(args.weight, fn, 'weight'),
+    bias: optional(args.bias, fn, 'bias'),
+    loraA: handleOf(args.loraA, fn, 'loraA'),
+    loraB: handleOf(args.loraB, fn, 'loraB'),
+    scale: options.scale,
+    dropout: options.dropout,
+    seed: options.seed,
+  });
   const inputs = { input: args.input, weight: args.weight, bias: args.bias, loraA: args.loraA, loraB: args.loraB };
   return { output: tensorOf(output), saved: AdapterSaved.create('lora', inputs, { hidden }, options) };
 }
@@ -294,19 +294,19 @@ export function loraForward(args: LoraArgs): { output: Tensor; saved: AdapterSav
 export function loraBackward(saved: AdapterSaved, gradOutput: Tensor, needs?: GradientRequest): AdapterGradients {
   const fn = 'loraBackward';
   return consume(saved, 'lora', fn, ({ inputs, owned, options }) =>
-    native.loraBackward(
-      handleOf(gradOutput, fn, 'gradOutput'),
-      inputs.input!,
-      inputs.weight!,
-      inputs.bias,
-      inputs.loraA!,
-      inputs.loraB!,
-      owned.hidden,
-      options.scale,
-      options.dropout,
-      options.seed,
-      withDefaults(needs),
-    ),
+    native.loraBackward({
+      gradOutput: handleOf(gradOutput, fn, 'gradOutput'),
+      input: inputs.input!,
+      weight: inputs.weight!,
+      bias: inputs.bias,
+      loraA: inputs.loraA!,
+      loraB: inputs.loraB!,
+      hidden: owned.hidden,
+      scale: options.scale,
+      dropout: options.dropout,
+      seed: options.seed,
+      needs: withDefaults(needs),
+    }),
   );
 }
 
@@ -323,13 +323,13 @@ export function doraWeightNorm(args: WeightNormArgs): Tensor {
   const fn = 'doraWeightNorm';
   requireArgs(args, fn);
   return tensorOf(
-    native.doraWeightNorm(
-      handleOf(args.weight, fn, 'weight'),
-      handleOf(args.loraA, fn, 'loraA'),
-      handleOf(args.loraB, fn, 'loraB'),
-      args.scale,
-      args.eps ?? DEFAULT_NORM_EPS,
-    ),
+    native.doraWeightNorm({
+      weight: handleOf(args.weight, fn, 'weight'),
+      loraA: handleOf(args.loraA, fn, 'loraA'),
+      loraB: handleOf(args.loraB, fn, 'loraB'),
+      scale: args.scale,
+      eps: args.eps ?? DEFAULT_NORM_EPS,
+    }),
   );
 }
 
@@ -391,14 +391,14 @@ function merge(fn: string, args: MergeArgs, withMagnitude: boolean): Tensor {
   requireArgs(args, fn);
   return viaCpu(fn, args, (host) =>
     tensorOf(
-      native.adapterMerge(
-        handleOf(host.weight, fn, 'weight'),
-        handleOf(host.loraA, fn, 'loraA'),
-        handleOf(host.loraB, fn, 'loraB'),
-        withMagnitude ? handleOf(host.magnitude, fn, 'magnitude') : undefined,
-        host.scale,
-        host.eps ?? DEFAULT_NORM_EPS,
-      ),
+      native.adapterMerge({
+        weight: handleOf(host.weight, fn, 'weight'),
+        loraA: handleOf(host.loraA, fn, 'loraA'),
+        loraB: handleOf(host.loraB, fn, 'loraB'),
+        magnitude: withMagnitude ? handleOf(host.magnitude, fn, 'magnitude') : undefined,
+        scale: host.scale,
+        eps: host.eps ?? DEFAULT_NORM_EPS,
+      }),
     ),
   );
 }
@@ -408,14 +408,14 @@ function unmerge(fn: string, args: UnmergeArgs, withMagnitude: boolean): Tensor 
   requireArgs(args, fn);
   return viaCpu(fn, args, (host) =>
     tensorOf(
-      native.adapterUnmerge(
-        handleOf(host.merged, fn, 'merged'),
-        handleOf(host.loraA, fn, 'loraA'),
-        handleOf(host.loraB, fn, 'loraB'),
-        withMagnitude ? handleOf(host.magnitude, fn, 'magnitude') : undefined,
-        withMagnitude ? handleOf(host.norm, fn, 'norm') : undefined,
-        host.scale,
-      ),
+      native.adapterUnmerge({
+        merged: handleOf(host.merged, fn, 'merged'),
+        loraA: handleOf(host.loraA, fn, 'loraA'),
+        loraB: handleOf(host.loraB, fn, 'loraB'),
+        magnitude: withMagnitude ? handleOf(host.magnitude, fn, 'magnitude') : undefined,
+        norm: withMagnitude ? handleOf(host.norm, fn, 'norm') : undefined,
+        scale: host.scale,
+      }),
     ),
   );
 }
@@ -456,38 +456,38 @@ export const reference = {
     const fn = 'reference.forward';
     requireArgs(args, fn);
     return tensorOf(
-      native.adapterForwardReference(
-        handleOf(args.input, fn, 'input'),
-        handleOf(args.weight, fn, 'weight'),
-        optional(args.bias, fn, 'bias'),
-        handleOf(args.loraA, fn, 'loraA'),
-        handleOf(args.loraB, fn, 'loraB'),
-        optional(args.magnitude, fn, 'magnitude'),
-        args.scale,
-        args.eps ?? DEFAULT_NORM_EPS,
-        args.dropout ?? 0,
-        args.seed ?? 0,
-      ),
+      native.adapterForwardReference({
+        input: handleOf(args.input, fn, 'input'),
+        weight: handleOf(args.weight, fn, 'weight'),
+        bias: optional(args.bias, fn, 'bias'),
+        loraA: handleOf(args.loraA, fn, 'loraA'),
+        loraB: handleOf(args.loraB, fn, 'loraB'),
+        magnitude: optional(args.magnitude, fn, 'magnitude'),
+        scale: args.scale,
+        eps: args.eps ?? DEFAULT_NORM_EPS,
+        dropout: args.dropout ?? 0,
+        seed: args.seed ?? 0,
+      }),
     );
   },
   backward(args: LoraArgs & { magnitude?: Tensor; eps?: number; detachNorm?: boolean }, gradOutput: Tensor) {
     const fn = 'reference.backward';
     requireArgs(args, fn);
     return wrapGrads(
-      native.adapterBackwardReference(
-        handleOf(gradOutput, fn, 'gradOutput'),
-        handleOf(args.input, fn, 'input'),
-        handleOf(args.weight, fn, 'weight'),
-        optional(args.bias, fn, 'bias'),
-        handleOf(args.loraA, fn, 'loraA'),
-        handleOf(args.loraB, fn, 'loraB'),
-        optional(args.magnitude, fn, 'magnitude'),
-        args.scale,
-        args.eps ?? DEFAULT_NORM_EPS,
-        args.detachNorm ?? true,
-        args.dropout ?? 0,
-        args.seed ?? 0,
-      ),
+      native.adapterBackwardReference({
+        gradOutput: handleOf(gradOutput, fn, 'gradOutput'),
+        input: handleOf(args.input, fn, 'input'),
+        weight: handleOf(args.weight, fn, 'weight'),
+        bias: optional(args.bias, fn, 'bias'),
+        loraA: handleOf(args.loraA, fn, 'loraA'),
+        loraB: handleOf(args.loraB, fn, 'loraB'),
+        magnitude: optional(args.magnitude, fn, 'magnitude'),
+        scale: args.scale,
+        eps: args.eps ?? DEFAULT_NORM_EPS,
+        detachNorm: args.detachNorm ?? true,
+        dropout: args.dropout ?? 0,
+        seed: args.seed ?? 0,
+      }),
     );
   },
 };

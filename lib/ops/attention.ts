@@ -10,12 +10,17 @@ import { handleOf, type Tensor, tensorOf } from '../tensor';
 export function softmax(x: Tensor, mask?: Tensor): Tensor {
   const fn = 'softmax';
   const output = tensorOf(
-    native.softmax(handleOf(x, fn, 'x'), mask === undefined ? undefined : handleOf(mask, fn, 'mask')),
+    native.softmax({ x: handleOf(x, fn, 'x'), mask: mask === undefined ? undefined : handleOf(mask, fn, 'mask') }),
   );
   return record(output, fn, [x], (saved) => {
     const probabilities = saved.save(output, 'output');
     return (gradOutput) => [
-      tensorOf(native.softmaxBackward(handleOf(probabilities, fn, 'output'), handleOf(gradOutput, fn, 'gradOutput'))),
+      tensorOf(
+        native.softmaxBackward({
+          output: handleOf(probabilities, fn, 'output'),
+          gradOutput: handleOf(gradOutput, fn, 'gradOutput'),
+        }),
+      ),
     ];
   });
 }

@@ -7,8 +7,8 @@ import { handleOf, type Tensor, tensorOf } from '../tensor';
 export function dropout(x: Tensor, p: number, seed: number): Tensor {
   if (!(p >= 0 && p < 1)) throw new RangeError(`dropout: p must be in [0, 1), got ${p}`);
   if (p === 0) return x;
-  const output = tensorOf(native.dropout(handleOf(x, 'dropout', 'x'), p, seed));
+  const output = tensorOf(native.dropout({ x: handleOf(x, 'dropout', 'x'), p, seed }));
   return record(output, 'dropout', [x], () => (gradOutput) => [
-    tensorOf(native.dropout(handleOf(gradOutput, 'dropout', 'gradOutput'), p, seed)),
+    tensorOf(native.dropout({ x: handleOf(gradOutput, 'dropout', 'gradOutput'), p, seed })),
   ]);
 }

@@ -7,7 +7,7 @@ import { sumToShape } from './reduce';
 
 /** a + b; `b` has a's shape or a's trailing dims (then it repeats over the leading ones). */
 export function add(a: Tensor, b: Tensor): Tensor {
-  const output = tensorOf(native.add(handleOf(a, 'add', 'a'), handleOf(b, 'add', 'b')));
+  const output = tensorOf(native.add({ a: handleOf(a, 'add', 'a'), b: handleOf(b, 'add', 'b') }));
   const bShape = b.shape;
   return record(output, 'add', [a, b], () => (gradOutput, [needA, needB]) => [
     needA ? scale(gradOutput, 1) : undefined,
@@ -17,7 +17,7 @@ export function add(a: Tensor, b: Tensor): Tensor {
 
 /** a − b, broadcasting as `add`. */
 export function sub(a: Tensor, b: Tensor): Tensor {
-  const output = tensorOf(native.sub(handleOf(a, 'sub', 'a'), handleOf(b, 'sub', 'b')));
+  const output = tensorOf(native.sub({ a: handleOf(a, 'sub', 'a'), b: handleOf(b, 'sub', 'b') }));
   const bShape = b.shape;
   return record(output, 'sub', [a, b], () => (gradOutput, [needA, needB]) => [
     needA ? scale(gradOutput, 1) : undefined,
@@ -27,7 +27,7 @@ export function sub(a: Tensor, b: Tensor): Tensor {
 
 /** a ⊙ b, broadcasting as `add`. */
 export function mul(a: Tensor, b: Tensor): Tensor {
-  const output = tensorOf(native.mul(handleOf(a, 'mul', 'a'), handleOf(b, 'mul', 'b')));
+  const output = tensorOf(native.mul({ a: handleOf(a, 'mul', 'a'), b: handleOf(b, 'mul', 'b') }));
   return record(output, 'mul', [a, b], (saved) => {
     const savedA = b.requiresGrad ? saved.save(a, 'a') : undefined;
     const savedB = a.requiresGrad ? saved.save(b, 'b') : undefined;
@@ -41,7 +41,7 @@ export function mul(a: Tensor, b: Tensor): Tensor {
 
 /** alpha · a. */
 export function scale(a: Tensor, alpha: number): Tensor {
-  const output = tensorOf(native.scale(handleOf(a, 'scale', 'a'), alpha));
+  const output = tensorOf(native.scale({ a: handleOf(a, 'scale', 'a'), alpha }));
   return record(output, 'scale', [a], () => (gradOutput) => [scale(gradOutput, alpha)]);
 }
 
@@ -50,6 +50,6 @@ export function axpy(y: Tensor, alpha: number, x: Tensor): Tensor {
   if (isGradEnabled() && (y.gradNode !== undefined || (y.requiresGrad && x.requiresGrad))) {
     throw new TypeError('axpy: an in-place update of a tensor in a recorded graph; run it inside noGrad()');
   }
-  native.axpy(handleOf(y, 'axpy', 'y'), alpha, handleOf(x, 'axpy', 'x'));
+  native.axpy({ y: handleOf(y, 'axpy', 'y'), alpha, x: handleOf(x, 'axpy', 'x') });
   return y;
 }

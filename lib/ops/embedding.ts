@@ -12,7 +12,7 @@ export function embedding(weight: Tensor, ids: Int32Array, idsShape: readonly nu
     throw new RangeError(`${fn}: ids has ${ids.length} entries but idsShape is [${idsShape.join(', ')}]`);
   }
   const [vocab, dim] = weight.shape;
-  const rows = tensorOf(native.embedding(handleOf(weight, fn, 'weight'), ids));
+  const rows = tensorOf(native.embedding({ weight: handleOf(weight, fn, 'weight'), ids }));
   const output = reshape(rows, [...idsShape, dim]);
   rows.dispose();
   return record(output, fn, [weight], () => {
@@ -20,7 +20,11 @@ export function embedding(weight: Tensor, ids: Int32Array, idsShape: readonly nu
     const savedIds = ids.slice();
     return (gradOutput) => {
       const flat = reshape(gradOutput, [savedIds.length, dim]);
-      return [tensorOf(native.embeddingBackward(handleOf(flat, fn, 'gradOutput'), savedIds, vocab))];
+      return [
+        tensorOf(
+          native.embeddingBackward({ gradOutput: handleOf(flat, fn, 'gradOutput'), ids: savedIds, vocabSize: vocab }),
+        ),
+      ];
     };
   });
 }

@@ -14,7 +14,9 @@ export interface MatmulOptions {
 }
 
 function product(a: Tensor, b: Tensor, transposeA: boolean, transposeB: boolean): Tensor {
-  return tensorOf(native.matmul(handleOf(a, 'matmul', 'a'), handleOf(b, 'matmul', 'b'), transposeA, transposeB));
+  return tensorOf(
+    native.matmul({ a: handleOf(a, 'matmul', 'a'), b: handleOf(b, 'matmul', 'b'), transposeA, transposeB }),
+  );
 }
 
 /**
@@ -65,11 +67,11 @@ function gradientOfB(gradOutput: Tensor, a: Tensor, transposeA: boolean, transpo
  */
 export function linear(input: Tensor, weight: Tensor, bias?: Tensor): Tensor {
   const output = tensorOf(
-    native.linear(
-      handleOf(input, 'linear', 'input'),
-      handleOf(weight, 'linear', 'weight'),
-      bias === undefined ? undefined : handleOf(bias, 'linear', 'bias'),
-    ),
+    native.linear({
+      input: handleOf(input, 'linear', 'input'),
+      weight: handleOf(weight, 'linear', 'weight'),
+      bias: bias === undefined ? undefined : handleOf(bias, 'linear', 'bias'),
+    }),
   );
   return record(output, 'linear', [input, weight, bias], (saved) => {
     const savedInput = weight.requiresGrad ? saved.save(input, 'input') : undefined;

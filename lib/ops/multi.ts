@@ -26,7 +26,7 @@ export function axpyList(ys: readonly Tensor[], alpha: number, xs: readonly Tens
   const yHandles = handles(ys, 'axpyList', 'ys');
   const xHandles = handles(xs, 'axpyList', 'xs');
   refuseRecorded('axpyList', ys, xs);
-  native.axpyList(yHandles, alpha, xHandles);
+  native.axpyList({ ys: yHandles, alpha, xs: xHandles });
   return ys;
 }
 
@@ -34,7 +34,7 @@ export function axpyList(ys: readonly Tensor[], alpha: number, xs: readonly Tens
 export function scaleList(tensors: readonly Tensor[], factor: number): readonly Tensor[] {
   const tensorHandles = handles(tensors, 'scaleList', 'tensors');
   refuseRecorded('scaleList', tensors);
-  native.scaleList(tensorHandles, factor);
+  native.scaleList({ tensors: tensorHandles, factor });
   return tensors;
 }
 
@@ -52,6 +52,6 @@ export function combineHypergradient(
   const plusHandles = handles(plus, 'combineHypergradient', 'plus');
   const minusHandles = handles(minus, 'combineHypergradient', 'minus');
   refuseRecorded('combineHypergradient', direct);
-  native.combineHypergradient(directHandles, plusHandles, minusHandles, factor);
+  native.combineHypergradient({ direct: directHandles, plus: plusHandles, minus: minusHandles, factor });
   return direct;
 }

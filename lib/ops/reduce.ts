@@ -14,10 +14,12 @@ export interface SumOptions {
 
 /** Sums over one axis, or over every element into a rank-0 tensor. Accumulates in double. */
 export function sum(a: Tensor, options: SumOptions = {}): Tensor {
-  const output = tensorOf(native.sum(handleOf(a, 'sum', 'a'), options.axis, options.keepDims ?? false));
+  const output = tensorOf(
+    native.sum({ a: handleOf(a, 'sum', 'a'), axis: options.axis, keepDims: options.keepDims ?? false }),
+  );
   const shape = a.shape;
   return record(output, 'sum', [a], () => (gradOutput) => [
-    tensorOf(native.broadcastAxis(handleOf(gradOutput, 'sum', 'gradOutput'), shape, options.axis)),
+    tensorOf(native.broadcastAxis({ a: handleOf(gradOutput, 'sum', 'gradOutput'), shape, axis: options.axis })),
   ]);
 }
 
@@ -42,5 +44,7 @@ export function sumToShape(gradient: Tensor, shape: Shape): Tensor {
 /** sqrt(Σ x²) over every element of every tensor (as gradient clipping needs), accumulated in double. */
 export function globalNorm(tensors: readonly Tensor[]): number {
   if (!Array.isArray(tensors)) throw new TypeError('globalNorm: tensors must be an array of Tensors');
-  return native.globalNorm(tensors.map((tensor, index) => handleOf(tensor, 'globalNorm', `tensors[${index}]`)));
+  return native.globalNorm({
+    tensors: tensors.map((tensor, index) => handleOf(tensor, 'globalNorm', `tensors[${index}]`)),
+  });
 }

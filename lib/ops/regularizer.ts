@@ -41,7 +41,7 @@ function cachedWeight(
     // The cache outlives any tidy scope the first call ran in.
     const hostWeight = weight.device === 'cpu' ? undefined : keep(weight.to('cpu'));
     const host = hostWeight === undefined ? handle : handleOf(hostWeight, fn, 'weight');
-    const gram = keep(tensorOf(native.matmul(host, host, false, true)));
+    const gram = keep(tensorOf(native.matmul({ a: host, b: host, transposeB: true })));
     cached = { version: handle.version, gram, hostWeight };
     gramCache.set(weight, cached);
   }
@@ -88,15 +88,15 @@ export function orthogonalityPenalty(args: OrthogonalityArgs): Tensor {
   const hostB = device === 'cpu' ? undefined : loraB.to('cpu');
   let result: ReturnType<typeof native.orthogonalityPenalty>;
   try {
-    result = native.orthogonalityPenalty(
-      host.weight,
-      host.gram,
-      hostA === undefined ? loraAHandle : handleOf(hostA, fn, 'loraA'),
-      hostB === undefined ? loraBHandle : handleOf(hostB, fn, 'loraB'),
-      args.scale,
+    result = native.orthogonalityPenalty({
+      weight: host.weight,
+      weightGram: host.gram,
+      loraA: hostA === undefined ? loraAHandle : handleOf(hostA, fn, 'loraA'),
+      loraB: hostB === undefined ? loraBHandle : handleOf(hostB, fn, 'loraB'),
+      scale: args.scale,
       eps,
-      differentiable,
-    );
+      computeGradients: differentiable,
+    });
   } finally {
     hostA?.dispose();
     hostB?.dispose();

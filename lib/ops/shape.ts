@@ -27,10 +27,10 @@ export function reshape(tensor: Tensor, shape: Shape): Tensor {
 
 /** A copy of `length` entries from `start` along `axis` (negative counts from the end). */
 export function narrow(tensor: Tensor, axis: number, start: number, length: number): Tensor {
-  const output = tensorOf(native.narrow(handleOf(tensor, 'narrow', 'tensor'), axis, start, length));
+  const output = tensorOf(native.narrow({ a: handleOf(tensor, 'narrow', 'tensor'), axis, start, length }));
   const shape = tensor.shape;
   return record(output, 'narrow', [tensor], () => (gradOutput) => [
-    tensorOf(native.narrowBackward(handleOf(gradOutput, 'narrow', 'gradOutput'), shape, axis, start)),
+    tensorOf(native.narrowBackward({ grad: handleOf(gradOutput, 'narrow', 'gradOutput'), shape, axis, start })),
   ]);
 }
 
@@ -48,7 +48,7 @@ export function select(tensor: Tensor, axis: number, index: number): Tensor {
 
 /** [a, b, c, d] → [a, c, b, d]: the head split ([batch, seq, heads, dim] → [batch, heads, seq, dim]) and merge. */
 export function permute0213(tensor: Tensor): Tensor {
-  const output = tensorOf(native.permute0213(handleOf(tensor, 'permute0213', 'tensor')));
+  const output = tensorOf(native.permute0213({ x: handleOf(tensor, 'permute0213', 'tensor') }));
   // The permutation is its own inverse.
   return record(output, 'permute0213', [tensor], () => (gradOutput) => [permute0213(gradOutput)]);
 }

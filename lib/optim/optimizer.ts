@@ -347,18 +347,18 @@ export class AdamW extends Optimizer {
       else group.push(index);
     });
     for (const [step, group] of groups) {
-      native.adamwStep(
-        this.paramHandles(group),
-        this.gradHandles(group),
-        this.slotHandles(group, 'expAvg'),
-        this.slotHandles(group, 'expAvgSq'),
+      native.adamwStep({
+        params: this.paramHandles(group),
+        grads: this.gradHandles(group),
+        expAvg: this.slotHandles(group, 'expAvg'),
+        expAvgSq: this.slotHandles(group, 'expAvgSq'),
         lr,
-        this.#beta1,
-        this.#beta2,
-        this.#eps,
-        this.#weightDecay,
+        beta1: this.#beta1,
+        beta2: this.#beta2,
+        eps: this.#eps,
+        weightDecay: this.#weightDecay,
         step,
-      );
+      });
     }
   }
 }
@@ -419,14 +419,14 @@ export class SGD extends Optimizer {
   }
 
   protected update(indices: readonly number[], lr: number): void {
-    native.sgdStep(
-      this.paramHandles(indices),
-      this.gradHandles(indices),
-      this.#momentum === 0 ? undefined : this.slotHandles(indices, 'momentumBuffer'),
+    native.sgdStep({
+      params: this.paramHandles(indices),
+      grads: this.gradHandles(indices),
+      momentumBuffers: this.#momentum === 0 ? undefined : this.slotHandles(indices, 'momentumBuffer'),
       lr,
-      this.#momentum,
-      this.#weightDecay,
-      this.#nesterov,
-    );
+      momentum: this.#momentum,
+      weightDecay: this.#weightDecay,
+      nesterov: this.#nesterov,
+    });
   }
 }

@@ -9,6 +9,7 @@
 #include "../core/threadpool.h"
 #include "args.h"
 #include "gpu.h"
+#include "op.h"
 #include "ops.h"
 #include "tensor_handle.h"
 
@@ -137,6 +138,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("resetPeakMemory", Napi::Function::New<reset_peak_memory>(env, "resetPeakMemory"));
   exports.Set("emptyCache", Napi::Function::New<empty_cache>(env, "emptyCache"));
   exports.Set("setCacheLimit", Napi::Function::New<set_buffer_cache_limit>(env, "setCacheLimit"));
+  register_op_list(env, exports);
   register_creation(env, exports);
   register_linear_algebra(env, exports);
   register_elementwise(env, exports);

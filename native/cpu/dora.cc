@@ -109,19 +109,10 @@ void dora_norm(float* norm, float* weight_lora_a, float* lora_gram, const float*
   norm_from_factors(norm, weight_lora_a, lora_gram, weight_sq_norms, lora_b, scale, eps, m, r);
 }
 
-void dora_forward(float* output, float* combined, float* hidden, const float* input, const float* lora_input,
-                  const float* weight, const float* bias, const float* lora_a, const float* lora_b,
-                  const float* magnitude, const float* norm, float scale, const AdapterDims& dims) {
-  const auto [n, k, m, r] = dims;
-  matmul_rowmajor(hidden, lora_input, false, lora_a, true, n, r, k, 1.0f, 0.0f);  // h = x_d Aᵀ
-  matmul_rowmajor(combined, input, false, weight, true, n, m, k, 1.0f, 0.0f);     // u = x W0ᵀ
-  finish_forward(output, combined, hidden, bias, lora_b, magnitude, norm, scale, dims);
-}
-
-void dora_forward_with_norm(float* output, float* combined, float* hidden, float* norm, float* weight_lora_a,
-                            float* lora_gram, const float* input, const float* lora_input, const float* weight,
-                            const float* weight_sq_norms, const float* bias, const float* lora_a, const float* lora_b,
-                            const float* magnitude, float scale, float eps, const AdapterDims& dims) {
+void dora_forward(float* output, float* combined, float* hidden, float* norm, float* weight_lora_a, float* lora_gram,
+                  const float* input, const float* lora_input, const float* weight, const float* weight_sq_norms,
+                  const float* bias, const float* lora_a, const float* lora_b, const float* magnitude, float scale,
+                  float eps, const AdapterDims& dims) {
   const auto [n, k, m, r] = dims;
   matmul_rowmajor(hidden, lora_input, false, lora_a, true, n, r, k, 1.0f, 0.0f);  // h = x_d Aᵀ
   matmul_rowmajor(lora_gram, lora_a, false, lora_a, true, r, r, k, 1.0f, 0.0f);   // A Aᵀ [R,R]

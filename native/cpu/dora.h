@@ -11,11 +11,12 @@
 
 #include <cstdint>
 
+#include "../common/ops.h"
+
 namespace bidora::cpu {
 
-struct AdapterDims {
-  int64_t n, k, m, r;
-};
+using AdapterDims = ops::AdapterDims;
+using AdapterGrads = ops::AdapterGrads;
 
 // n_j² = ||W0_j||² + 2 s (W0 Aᵀ)_j · B_j + s² B_j (A Aᵀ) B_jᵀ, accumulated in float32 and clamped at 0 against
 // cancellation; n_j = max(sqrt(n_j²), eps). Also returns W0 Aᵀ [M,R] and A Aᵀ [R,R], which backward reuses.
@@ -26,28 +27,14 @@ void dora_norm(float* norm, float* weight_lora_a, float* lora_gram, const float*
 // ||W0_j||² for every row, accumulated in double.
 void row_sq_norms(float* out, const float* weight, int64_t m, int64_t k);
 
-// DoRA forward. combined [N,M] receives u = x W0ᵀ + s h Bᵀ (saved for backward), hidden [N,R] receives
-// h = x_d Aᵀ. bias may be null. norm from dora_norm.
-void dora_forward(float* output, float* combined, float* hidden, const float* input, const float* lora_input,
-                  const float* weight, const float* bias, const float* lora_a, const float* lora_b,
-                  const float* magnitude, const float* norm, float scale, const AdapterDims& dims);
-
-// dora_norm then dora_forward, in fewer passes over W0: u = x W0ᵀ and W0 Aᵀ come from one product (B streamed once),
-// so this costs about a LoRA forward plus R/N of its base product, where the two calls stream W0 twice. Writes
-// everything the two calls write: output, combined, hidden, norm [M], weight_lora_a [M,R], lora_gram [R,R].
-void dora_forward_with_norm(float* output, float* combined, float* hidden, float* norm, float* weight_lora_a,
-                            float* lora_gram, const float* input, const float* lora_input, const float* weight,
-                            const float* weight_sq_norms, const float* bias, const float* lora_a, const float* lora_b,
-                            const float* magnitude, float scale, float eps, const AdapterDims& dims);
-
-// What backward writes; a null pointer skips that gradient and every product only it needs.
-struct AdapterGrads {
-  float* input = nullptr;      // [N,K]
-  float* lora_a = nullptr;     // [R,K]
-  float* lora_b = nullptr;     // [M,R]
-  float* magnitude = nullptr;  // [M] (DoRA only)
-  float* bias = nullptr;       // [M]
-};
+// DoRA forward, norm included, as the CUDA backend's: combined [N,M] receives u = x W0ᵀ + s h Bᵀ (saved for backward),
+// hidden [N,R] receives h = x_d Aᵀ, norm [M], weight_lora_a [M,R] and lora_gram [R,R] what dora_norm writes. bias
+// may be null. u = x W0ᵀ and W0 Aᵀ come from one product (B streamed once), so this costs about a LoRA forward plus
+// R/N of its base product.
+void dora_forward(float* output, float* combined, float* hidden, float* norm, float* weight_lora_a, float* lora_gram,
+                  const float* input, const float* lora_input, const float* weight, const float* weight_sq_norms,
+                  const float* bias, const float* lora_a, const float* lora_b, const float* magnitude, float scale,
+                  float eps, const AdapterDims& dims);
 
 // Applies dropout's backward to the low-rank branch's input gradient (scales by mask / (1 - p)); null when the
 // forward ran without dropout.

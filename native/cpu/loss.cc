@@ -1,8 +1,9 @@
-// Cross-entropy over class logits and mean squared error: forward and backward, row sums kept in double and added
-// in a fixed order so the loss has the same bits for any thread count.
+// Cross-entropy over class logits, mean squared error and BCE with logits: forward and backward, sums kept in double
+// and added in a fixed order so the loss has the same bits for any thread count.
 #include <algorithm>
 #include <vector>
 
+#include "../common/position_math.h"
 #include "../core/threadpool.h"
 #include "nn.h"
 #include "nn_kernels.h"
@@ -94,6 +95,35 @@ void mse_loss_backward(float* grad_prediction, const float* prediction, const fl
   parallel_for(n, 1024, 1 << 16, [&](int64_t begin, int64_t end) {
     for (int64_t index = begin; index < end; ++index) {
       grad_prediction[index] = factor * (prediction[index] - target[index]);
+    }
+  });
+}
+
+void bce_with_logits_forward(float* loss, const float* logits, const float* targets, int64_t n) {
+  // Fixed-size chunks summed in chunk order, as the MSE: the same bits whatever the thread count.
+  constexpr int64_t kChunk = 1 << 14;
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+  std::vector<double> partial(chunks, 0.0);
+  parallel_for(chunks, 1, 4, [&](int64_t begin, int64_t end) {
+    for (int64_t chunk = begin; chunk < end; ++chunk) {
+      double total = 0.0;
+      for (int64_t index = chunk * kChunk; index < std::min(n, (chunk + 1) * kChunk); ++index) {
+        total += math::bce_with_logits_term(logits[index], targets[index]);
+      }
+      partial[chunk] = total;
+    }
+  });
+  double total = 0.0;
+  for (const double value : partial) total += value;
+  *loss = n == 0 ? 0.0f : static_cast<float>(total / static_cast<double>(n));
+}
+
+void bce_with_logits_backward(float* grad_logits, const float* logits, const float* targets, float grad_loss,
+                              int64_t n) {
+  const float factor = n == 0 ? 0.0f : static_cast<float>(grad_loss / static_cast<double>(n));
+  parallel_for(n, 1024, 1 << 16, [&](int64_t begin, int64_t end) {
+    for (int64_t index = begin; index < end; ++index) {
+      grad_logits[index] = factor * math::bce_with_logits_gradient(logits[index], targets[index]);
     }
   });
 }

@@ -60,4 +60,17 @@ void mse_loss_forward(float* loss, const float* prediction, const float* target,
 void mse_loss_backward(float* grad_prediction, const float* prediction, const float* target, float grad_loss,
                        int64_t n);
 
+// Mean over n elements of BCE with logits, max(z, 0) − z·y + log(1 + exp(−|z|)) (0 for n = 0), in double in fixed
+// chunks; targets y are probabilities (multi-label classification: 0 or 1 per class).
+void bce_with_logits_forward(float* loss, const float* logits, const float* targets, int64_t n);
+// grad_logits = grad_loss · (σ(z) − y) / n.
+void bce_with_logits_backward(float* grad_logits, const float* logits, const float* targets, float grad_loss,
+                              int64_t n);
+
+// Rotary position embeddings: x [batch, heads, seq, d] with each (token, head) row's pairs (x_i, x_{i+d/2}) turned by
+// positions[b, s] · base^(−2i/d) radians (transformers' rotate_half layout); inverse turns them back (the gradient).
+// positions [batch, seq], d even. Row order and arithmetic do not depend on the thread count.
+void rotary(float* out, const float* x, const int32_t* positions, int64_t batch, int64_t heads, int64_t seq, int64_t d,
+            float base, bool inverse);
+
 }  // namespace bidora::cpu

@@ -71,18 +71,8 @@ void for_each_chunk(const int64_t* lengths, int64_t count, const Body& body) {
 
 void adamw_step(float* const* params, const float* const* grads, float* const* exp_avgs, float* const* exp_avg_sqs,
                 const int64_t* lengths, int64_t count, const AdamwOptions& options) {
-  // Like PyTorch, the step-dependent scalars are computed in double and rounded once.
-  const double step = static_cast<double>(options.step);
-  const double beta1_weight = 1.0 - options.beta1;
-  AdamwScalars scalars{};
-  scalars.decay = static_cast<float>(1.0 - options.lr * options.weight_decay);
-  scalars.beta1_weight = static_cast<float>(beta1_weight);
-  scalars.lerp_from_end = std::abs(beta1_weight) >= 0.5;
-  scalars.beta2 = static_cast<float>(options.beta2);
-  scalars.one_minus_beta2 = static_cast<float>(1.0 - options.beta2);
-  scalars.step_size = static_cast<float>(options.lr / (1.0 - std::pow(options.beta1, step)));
-  scalars.bias_correction2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(options.beta2, step)));
-  scalars.eps = static_cast<float>(options.eps);
+  const AdamwScalars scalars =
+      math::adamw_scalars(options.lr, options.beta1, options.beta2, options.eps, options.weight_decay, options.step);
   const auto kernel = optim_kernels(active_isa()).adamw;
   for_each_chunk(lengths, count, [&](int64_t tensor, int64_t begin, int64_t end) {
     kernel(params[tensor] + begin, grads[tensor] + begin, exp_avgs[tensor] + begin, exp_avg_sqs[tensor] + begin,

@@ -7,28 +7,14 @@
 
 #include <cstdint>
 
+#include "../common/optim_math.h"
 #include "../core/cpu_features.h"
 
 namespace bidora::cpu {
 
-// The per-step scalars of AdamW, computed once in double by adamw_step and handed to each ISA body.
-struct AdamwScalars {
-  float decay;                  // 1 − lr · weight_decay (decoupled weight decay)
-  float beta1_weight;           // 1 − β1: the lerp weight of the first moment
-  bool lerp_from_end;           // PyTorch's lerp switches formula at weight 0.5; matching it keeps rounding alike
-  float beta2;                  // β2
-  float one_minus_beta2;        // 1 − β2
-  float step_size;              // lr / (1 − β1^t)
-  float bias_correction2_sqrt;  // sqrt(1 − β2^t)
-  float eps;
-};
-
-struct SgdScalars {
-  float lr;
-  float momentum;
-  float weight_decay;
-  bool nesterov;
-};
+// The per-element rules and the per-step scalars live in ../common/optim_math.h, shared with the CUDA kernels.
+using math::AdamwScalars;
+using math::SgdScalars;
 
 struct OptimKernels {
   void (*adamw)(float* param, const float* grad, float* exp_avg, float* exp_avg_sq, int64_t n, const AdamwScalars& s);

@@ -13,7 +13,8 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "nn_math.cuh"  // AdamWStep, SgdStep
+#include "../common/ops.h"
+#include "nn_math.cuh"  // AdamwScalars, SgdScalars
 
 namespace bidora::cuda {
 
@@ -43,7 +44,7 @@ void* scratch(int slot, size_t bytes, const char* function);
 
 // kTf32 and kBf16 round the inputs for tensor cores (WMMA) and accumulate in float32; kFloat32 is a plain tiled
 // kernel in float32 throughout.
-enum class GemmPrecision { kFloat32, kTf32, kBf16 };
+using GemmPrecision = ops::Precision;  // kFloat32, kTf32, kBf16
 
 // Optional scratch for split-K (a long K with few output tiles); too small or null: no split.
 struct GemmScratch {
@@ -58,18 +59,9 @@ void gemm(float* c, const float* a, bool a_transposed, const float* b, bool b_tr
 
 // ---- fused DoRA and LoRA (same formulas as native/cpu/dora.h) ------------------------------------------------------
 
-struct AdapterDims {
-  int64_t n, k, m, r;
-};
-
+using AdapterDims = ops::AdapterDims;
 // What backward writes; a null pointer skips that gradient and every product only it needs.
-struct AdapterGrads {
-  float* input = nullptr;      // [N,K]
-  float* lora_a = nullptr;     // [R,K]
-  float* lora_b = nullptr;     // [M,R]
-  float* magnitude = nullptr;  // [M] (DoRA only)
-  float* bias = nullptr;       // [M]
-};
+using AdapterGrads = ops::AdapterGrads;
 
 // Bytes of device scratch every adapter launcher below needs for these dims (256-byte aligned pointer).
 size_t adapter_workspace_bytes(const AdapterDims& dims);
@@ -143,6 +135,16 @@ void mse_loss_forward(float* loss, const float* prediction, const float* target,
 void mse_loss_backward(float* grad_prediction, const float* prediction, const float* target, float grad_loss, int64_t n,
                        cudaStream_t stream);
 
+// loss: one float, the mean of BCE with logits over n elements (0 for n = 0); its gradient grad_loss (σ(z) − y) / n.
+void bce_with_logits_forward(float* loss, const float* logits, const float* targets, int64_t n, cudaStream_t stream);
+void bce_with_logits_backward(float* grad_logits, const float* logits, const float* targets, float grad_loss, int64_t n,
+                              cudaStream_t stream);
+
+// Rotary position embeddings (../common/position_math.h): x [batch, heads, seq, d], positions [batch, seq] on the
+// device; inverse turns the pairs back (the gradient).
+void rotary(float* out, const float* x, const int32_t* positions, int64_t batch, int64_t heads, int64_t seq, int64_t d,
+            float base, bool inverse, cudaStream_t stream);
+
 void gelu_forward(float* out, const float* x, int64_t n, cudaStream_t stream);
 void gelu_backward(float* grad_x, const float* x, const float* grad_out, int64_t n, cudaStream_t stream);
 
@@ -175,14 +177,15 @@ void embedding_backward(float* grad_weight, const float* grad_out, const int32_t
 
 // ---- optimizer and hypergradient, over lists of tensors (host arrays of device pointers) -------------------------
 
-// One AdamW step per tensor: param, moment1, moment2 updated in place from grad.
+// One AdamW step per tensor (../common/optim_math.h: adamw_update, with adamw_scalars for the step): param, moment1,
+// moment2 updated in place from grad.
 void adamw_step(float* const* params, float* const* moment1, float* const* moment2, const float* const* grads,
-                const int64_t* sizes, int count, const AdamWStep& step, cudaStream_t stream);
+                const int64_t* sizes, int count, const AdamwScalars& scalars, cudaStream_t stream);
 
-// One SGD step per tensor (nn_math.cuh: sgd_update), param and momentum buffer updated in place from grad;
+// One SGD step per tensor (../common/optim_math.h: sgd_update), param and momentum buffer updated in place from grad;
 // momentum_buffers null: plain SGD (momentum 0).
 void sgd_step(float* const* params, float* const* momentum_buffers, const float* const* grads, const int64_t* sizes,
-              int count, const SgdStep& step, cudaStream_t stream);
+              int count, const SgdScalars& scalars, cudaStream_t stream);
 
 // Blocks per tensor of the first pass of list_global_norm: the partition is fixed, so the sum order is too.
 constexpr int kNormPartialsPerTensor = 64;
@@ -196,9 +199,8 @@ void perturbation_epsilon(float* epsilon, const float* norm, float radius, cudaS
 // perturbation_epsilon: alpha = +1 gives θ + εv, then alpha = −2 gives θ − εv.
 void list_axpy(float* const* thetas, const float* const* directions, const int64_t* sizes, int count, float alpha,
                const float* device_factor, cudaStream_t stream);
-// out_i = g_i − xi (g+_i − g−_i) / (2 ε), ε a device float; out may alias g.
-void hypergradient_combine(float* const* out, const float* const* grads, const float* const* grads_plus,
-                           const float* const* grads_minus, const int64_t* sizes, int count, float xi,
-                           const float* epsilon, cudaStream_t stream);
+// direct_i −= factor (plus_i − minus_i) in place, as native/cpu/optim.h's combine_hypergradient (factor = ξ / (2ε)).
+void combine_hypergradient(float* const* direct, const float* const* plus, const float* const* minus, float factor,
+                           const int64_t* sizes, int count, cudaStream_t stream);
 
 }  // namespace bidora::cuda

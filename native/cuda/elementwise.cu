@@ -1,5 +1,7 @@
 // Elementwise arithmetic on contiguous float arrays (grid-stride loops, b broadcast every `period` elements of a),
-// ReLU and tanh, dropout with the CPU's counter-based mask, and the mean squared error.
+// ReLU and tanh, dropout with the CPU's counter-based mask, the mean squared error, BCE with logits and rotary
+// position embeddings (their per-element rules shared with the CPU in ../common/position_math.h).
+#include "../common/position_math.h"
 #include "cuda_ops.h"
 #include "device_common.cuh"
 #include "random_math.cuh"
@@ -72,6 +74,38 @@ __global__ void mse_loss_backward_kernel(float* grad_prediction, const float* pr
   grid_stride(n, [&](int64_t index) { grad_prediction[index] = factor * (prediction[index] - target[index]); });
 }
 
+__global__ void bce_with_logits_forward_kernel(float* loss, const float* logits, const float* targets, int64_t n) {
+  __shared__ double scratch[kLossThreads / kWarpSize];
+  double partial = 0.0;
+  for (int64_t index = threadIdx.x; index < n; index += blockDim.x) {
+    partial += math::bce_with_logits_term(logits[index], targets[index]);
+  }
+  const double total = block_sum(partial, scratch);
+  if (threadIdx.x == 0) *loss = n == 0 ? 0.0f : static_cast<float>(total / static_cast<double>(n));
+}
+
+__global__ void bce_with_logits_backward_kernel(float* grad_logits, const float* logits, const float* targets,
+                                                float factor, int64_t n) {
+  grid_stride(n, [&](int64_t index) {
+    grad_logits[index] = factor * math::bce_with_logits_gradient(logits[index], targets[index]);
+  });
+}
+
+// One thread per pair of one (token, head) row: element index = ((b·heads + h)·seq + s)·half + pair.
+__global__ void rotary_kernel(float* out, const float* x, const int32_t* positions, int64_t batch, int64_t heads,
+                              int64_t seq, int64_t d, float base, bool inverse) {
+  const int64_t half = d / 2;
+  grid_stride(batch * heads * seq * half, [&](int64_t index) {
+    const int64_t pair = index % half;
+    const int64_t row = index / half;  // (b·heads + h)·seq + s
+    const int64_t s = row % seq;
+    const int64_t b = row / (seq * heads);
+    const float angle = static_cast<float>(positions[b * seq + s]) * math::rotary_inverse_frequency(pair, d, base);
+    const int64_t offset = row * d + pair;
+    math::rotate_pair(x[offset], x[offset + half], angle, inverse, &out[offset], &out[offset + half]);
+  });
+}
+
 }  // namespace
 
 // ---- launchers ------------------------------------------------------------------------------------------------------
@@ -138,6 +172,26 @@ void mse_loss_backward(float* grad_prediction, const float* prediction, const fl
   const float factor = static_cast<float>(2.0 * grad_loss / static_cast<double>(n));
   mse_loss_backward_kernel<<<elementwise_blocks(n), kElementwiseThreads, 0, stream>>>(grad_prediction, prediction,
                                                                                       target, factor, n);
+}
+
+void bce_with_logits_forward(float* loss, const float* logits, const float* targets, int64_t n, cudaStream_t stream) {
+  bce_with_logits_forward_kernel<<<1, kLossThreads, 0, stream>>>(loss, logits, targets, n);
+}
+
+void bce_with_logits_backward(float* grad_logits, const float* logits, const float* targets, float grad_loss, int64_t n,
+                              cudaStream_t stream) {
+  if (n == 0) return;
+  const float factor = static_cast<float>(grad_loss / static_cast<double>(n));
+  bce_with_logits_backward_kernel<<<elementwise_blocks(n), kElementwiseThreads, 0, stream>>>(grad_logits, logits,
+                                                                                             targets, factor, n);
+}
+
+void rotary(float* out, const float* x, const int32_t* positions, int64_t batch, int64_t heads, int64_t seq, int64_t d,
+            float base, bool inverse, cudaStream_t stream) {
+  const int64_t pairs = batch * heads * seq * (d / 2);
+  if (pairs == 0) return;
+  rotary_kernel<<<elementwise_blocks(pairs), kElementwiseThreads, 0, stream>>>(out, x, positions, batch, heads, seq, d,
+                                                                               base, inverse);
 }
 
 }  // namespace bidora::cuda

@@ -1,7 +1,8 @@
 // Per-element and per-row math of the nn, optimizer and hypergradient kernels, shared with the host test. Row
 // functions take (lane, lanes): a kernel runs them with lanes = 32 (one warp per row) and combines the partials
 // with a fixed shuffle tree; the host test runs every lane in turn, which checks that the lanes cover each element
-// exactly once. Same formulas as native/cpu/nn_body.inc.
+// exactly once. Same formulas as native/cpu/nn_body.inc; the optimizer rules are the CPU's own
+// (../common/optim_math.h).
 //
 // Legend: D the row length (features, keys, classes).
 #pragma once
@@ -10,6 +11,7 @@
 
 #include <vector>
 
+#include "../common/optim_math.h"
 #include "host_device.h"
 
 namespace bidora::cuda {
@@ -122,50 +124,15 @@ BIDORA_HD void cross_entropy_backward_apply(float* grad, const float* logits, fl
   for (int64_t j = lane; j < c; j += lanes) grad[j] = factor * expf(logits[j] - max) - (j == label ? row_scale : 0.0f);
 }
 
-// ---- AdamW (decoupled weight decay, PyTorch's update order) ------------------------------------------------------
+// ---- optimizers and the hypergradient: the CPU's own rules (../common/optim_math.h) ----------------------------
 
-struct AdamWStep {
-  float learning_rate, beta1, beta2, eps, weight_decay;
-  float bias_correction1, bias_correction2;  // 1 − β1^t, 1 − β2^t for this step t
-};
-
-BIDORA_HD void adamw_update(float& param, float& moment1, float& moment2, float grad, const AdamWStep& step) {
-  param *= 1.0f - step.learning_rate * step.weight_decay;
-  moment1 = step.beta1 * moment1 + (1.0f - step.beta1) * grad;
-  moment2 = step.beta2 * moment2 + (1.0f - step.beta2) * grad * grad;
-  const float denominator = sqrtf(moment2) / sqrtf(step.bias_correction2) + step.eps;
-  param -= step.learning_rate / step.bias_correction1 * moment1 / denominator;
-}
-
-// PyTorch's SGD with dampening 0, as native/cpu/optim.h: d = g (+ wd·p when wd ≠ 0); with a momentum buffer,
-// buf ← momentum·buf + d and d = nesterov ? d + momentum·buf : buf; then p ← p − lr·d.
-struct SgdStep {
-  float learning_rate, momentum, weight_decay;
-  bool nesterov;
-};
-
-BIDORA_HD void sgd_update(float& param, float* momentum_buffer, float grad, const SgdStep& step) {
-  float direction = step.weight_decay != 0.0f ? grad + step.weight_decay * param : grad;
-  if (momentum_buffer != nullptr) {
-    const float velocity = *momentum_buffer * step.momentum + direction;
-    *momentum_buffer = velocity;
-    direction = step.nesterov ? direction + step.momentum * velocity : velocity;
-  }
-  param -= step.learning_rate * direction;
-}
-
-// ---- BiDoRA hypergradient: g − xi (g+ − g−) / (2 ε), with ε = radius / ||v|| ------------------------------------
-
-// ε for the finite difference; a zero direction (||v|| = 0) gives ε = 0, and the combination then keeps g alone.
-BIDORA_HD float perturbation_epsilon(float radius, float direction_norm) {
-  return direction_norm > 0.0f ? radius / direction_norm : 0.0f;
-}
-
-BIDORA_HD float hypergradient_factor(float xi, float epsilon) { return epsilon > 0.0f ? xi / (2.0f * epsilon) : 0.0f; }
-
-BIDORA_HD float hypergradient_combine(float grad, float grad_plus, float grad_minus, float factor) {
-  return grad - factor * (grad_plus - grad_minus);
-}
+using math::adamw_scalars;
+using math::adamw_update;
+using math::AdamwScalars;
+using math::hypergradient_combine;
+using math::perturbation_epsilon;
+using math::sgd_update;
+using math::SgdScalars;
 
 // ---- embedding backward's plan (host only: the ids are host memory in the binding) ------------------------------
 

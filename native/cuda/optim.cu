@@ -1,6 +1,6 @@
 // The optimizer and BiDoRA hypergradient kernels over lists of tensors: fused AdamW, the global norm of a list
-// (two passes with a fixed partition, so the same bits every run), θ ± ε·v in place, and g − xi (g+ − g−) / (2ε).
-// Element math in nn_math.cuh. ε stays on the device: the hypergradient step needs no host round trip.
+// (two passes with a fixed partition, so the same bits every run), θ ± ε·v in place, and g − factor (g+ − g−).
+// Element math in ../common/optim_math.h, the CPU's own.
 #include <cmath>
 #include <vector>
 
@@ -18,7 +18,7 @@ constexpr int kNormThreads = 256;
 // ---- kernels --------------------------------------------------------------------------------------------------------
 
 // Arrays: 0 param, 1 moment1, 2 moment2, 3 grad.
-__global__ void adamw_kernel(ListChunk<4> list, AdamWStep step) {
+__global__ void adamw_kernel(ListChunk<4> list, AdamwScalars scalars) {
   const int tensor = blockIdx.y;
   float* param = list.data[0][tensor];
   float* moment1 = list.data[1][tensor];
@@ -27,7 +27,7 @@ __global__ void adamw_kernel(ListChunk<4> list, AdamWStep step) {
   for (int64_t index = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; index < list.size[tensor];
        index += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     float p = param[index], m = moment1[index], v = moment2[index];
-    adamw_update(p, m, v, grad[index], step);
+    adamw_update(p, m, v, grad[index], scalars);
     param[index] = p;
     moment1[index] = m;
     moment2[index] = v;
@@ -35,14 +35,14 @@ __global__ void adamw_kernel(ListChunk<4> list, AdamWStep step) {
 }
 
 // Arrays: 0 param, 1 momentum buffer (null without momentum), 2 grad.
-__global__ void sgd_kernel(ListChunk<3> list, SgdStep step) {
+__global__ void sgd_kernel(ListChunk<3> list, SgdScalars scalars) {
   const int tensor = blockIdx.y;
   float* param = list.data[0][tensor];
   float* buffer = list.data[1][tensor];
   const float* grad = list.data[2][tensor];
   grid_stride(list.size[tensor], [&](int64_t index) {
     float p = param[index];
-    sgd_update(p, buffer == nullptr ? nullptr : buffer + index, grad[index], step);
+    sgd_update(p, buffer == nullptr ? nullptr : buffer + index, grad[index], scalars);
     param[index] = p;
   });
 }
@@ -86,15 +86,14 @@ __global__ void list_axpy_kernel(ListChunk<2> list, float alpha, const float* de
   }
 }
 
-// Arrays: 0 out, 1 g, 2 g+, 3 g−.
-__global__ void hypergradient_kernel(ListChunk<4> list, float xi, const float* epsilon) {
+// Arrays: 0 g (in place), 1 g+, 2 g−.
+__global__ void hypergradient_kernel(ListChunk<3> list, float factor) {
   const int tensor = blockIdx.y;
-  const float factor = hypergradient_factor(xi, *epsilon);
-  float* out = list.data[0][tensor];
-  const float *grad = list.data[1][tensor], *grad_plus = list.data[2][tensor], *grad_minus = list.data[3][tensor];
+  float* direct = list.data[0][tensor];
+  const float *grad_plus = list.data[1][tensor], *grad_minus = list.data[2][tensor];
   for (int64_t index = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; index < list.size[tensor];
        index += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    out[index] = hypergradient_combine(grad[index], grad_plus[index], grad_minus[index], factor);
+    direct[index] = hypergradient_combine(direct[index], grad_plus[index], grad_minus[index], factor);
   }
 }
 
@@ -119,20 +118,20 @@ dim3 list_grid(int count, int blocks_per_tensor) { return dim3(blocks_per_tensor
 // ---- launchers ------------------------------------------------------------------------------------------------------
 
 void adamw_step(float* const* params, float* const* moment1, float* const* moment2, const float* const* grads,
-                const int64_t* sizes, int count, const AdamWStep& step, cudaStream_t stream) {
+                const int64_t* sizes, int count, const AdamwScalars& scalars, cudaStream_t stream) {
   const float* const* arrays[4] = {params, moment1, moment2, grads};
   for_each_chunk<4>(arrays, sizes, count, [&](const ListChunk<4>& chunk, int) {
-    adamw_kernel<<<list_grid(chunk.count, kListBlocksPerTensor), kElementwiseThreads, 0, stream>>>(chunk, step);
+    adamw_kernel<<<list_grid(chunk.count, kListBlocksPerTensor), kElementwiseThreads, 0, stream>>>(chunk, scalars);
   });
 }
 
 void sgd_step(float* const* params, float* const* momentum_buffers, const float* const* grads, const int64_t* sizes,
-              int count, const SgdStep& step, cudaStream_t stream) {
+              int count, const SgdScalars& scalars, cudaStream_t stream) {
   // Without momentum every buffer slot is null: the kernel then skips the buffer.
   std::vector<float*> no_buffers(momentum_buffers == nullptr ? static_cast<size_t>(count) : 0, nullptr);
   const float* const* arrays[3] = {params, momentum_buffers != nullptr ? momentum_buffers : no_buffers.data(), grads};
   for_each_chunk<3>(arrays, sizes, count, [&](const ListChunk<3>& chunk, int) {
-    sgd_kernel<<<list_grid(chunk.count, kListBlocksPerTensor), kElementwiseThreads, 0, stream>>>(chunk, step);
+    sgd_kernel<<<list_grid(chunk.count, kListBlocksPerTensor), kElementwiseThreads, 0, stream>>>(chunk, scalars);
   });
 }
 
@@ -160,13 +159,12 @@ void list_axpy(float* const* thetas, const float* const* directions, const int64
   });
 }
 
-void hypergradient_combine(float* const* out, const float* const* grads, const float* const* grads_plus,
-                           const float* const* grads_minus, const int64_t* sizes, int count, float xi,
-                           const float* epsilon, cudaStream_t stream) {
-  const float* const* arrays[4] = {out, grads, grads_plus, grads_minus};
-  for_each_chunk<4>(arrays, sizes, count, [&](const ListChunk<4>& chunk, int) {
-    hypergradient_kernel<<<list_grid(chunk.count, kListBlocksPerTensor), kElementwiseThreads, 0, stream>>>(chunk, xi,
-                                                                                                           epsilon);
+void combine_hypergradient(float* const* direct, const float* const* plus, const float* const* minus, float factor,
+                           const int64_t* sizes, int count, cudaStream_t stream) {
+  const float* const* arrays[3] = {direct, plus, minus};
+  for_each_chunk<3>(arrays, sizes, count, [&](const ListChunk<3>& chunk, int) {
+    hypergradient_kernel<<<list_grid(chunk.count, kListBlocksPerTensor), kElementwiseThreads, 0, stream>>>(chunk,
+                                                                                                           factor);
   });
 }
 

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "../common/position_math.h"
 #include "dora_math.cuh"
 #include "gemm_tiles.cuh"
 #include "nn_math.cuh"
@@ -536,30 +537,30 @@ void test_gelu() {
 
 // ---- optimizer and hypergradient ------------------------------------------------------------------------------------
 
+// The shared rule (../common/optim_math.h, the CPU's and the GPU's) against PyTorch's AdamW in double, in both lerp
+// forms (β1 = 0.9 and β1 = 0.3 take the two sides of PyTorch's switch at weight 0.5).
 void test_adamw() {
   const int steps = 5;
-  const AdamWStep base{1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, 0, 0};
-  Vector param = random_vector(64), moment1(64, 0.0f), moment2(64, 0.0f);
-  std::vector<double> p_ref(param.begin(), param.end()), m_ref(64, 0.0), v_ref(64, 0.0);
-  for (int t = 1; t <= steps; ++t) {
-    const Vector grad = random_vector(64);
-    AdamWStep step = base;
-    step.bias_correction1 = 1.0f - std::pow(base.beta1, static_cast<float>(t));
-    step.bias_correction2 = 1.0f - std::pow(base.beta2, static_cast<float>(t));
-    for (int i = 0; i < 64; ++i) {
-      adamw_update(param[i], moment1[i], moment2[i], grad[i], step);
-      // PyTorch's AdamW in double, from the same float hyperparameters (0.999f is not 0.999).
-      const double lr = base.learning_rate, b1 = base.beta1, b2 = base.beta2, decay = base.weight_decay;
-      p_ref[i] *= 1.0 - lr * decay;
-      m_ref[i] = b1 * m_ref[i] + (1.0 - b1) * grad[i];
-      v_ref[i] = b2 * v_ref[i] + (1.0 - b2) * static_cast<double>(grad[i]) * grad[i];
-      const double c1 = 1.0 - std::pow(b1, t), c2 = 1.0 - std::pow(b2, t);
-      p_ref[i] -= lr / c1 * m_ref[i] / (std::sqrt(v_ref[i]) / std::sqrt(c2) + static_cast<double>(base.eps));
+  const double lr = 1e-3, b2 = 0.999, eps = 1e-8, decay = 0.01;
+  for (const double b1 : {0.9, 0.3}) {
+    Vector param = random_vector(64), moment1(64, 0.0f), moment2(64, 0.0f);
+    std::vector<double> p_ref(param.begin(), param.end()), m_ref(64, 0.0), v_ref(64, 0.0);
+    for (int t = 1; t <= steps; ++t) {
+      const Vector grad = random_vector(64);
+      const AdamwScalars scalars = adamw_scalars(lr, b1, b2, eps, decay, t);
+      for (int i = 0; i < 64; ++i) {
+        adamw_update(param[i], moment1[i], moment2[i], grad[i], scalars);
+        p_ref[i] *= 1.0 - lr * decay;
+        m_ref[i] = b1 * m_ref[i] + (1.0 - b1) * grad[i];
+        v_ref[i] = b2 * v_ref[i] + (1.0 - b2) * static_cast<double>(grad[i]) * grad[i];
+        const double c1 = 1.0 - std::pow(b1, t), c2 = 1.0 - std::pow(b2, t);
+        p_ref[i] -= lr / c1 * m_ref[i] / (std::sqrt(v_ref[i]) / std::sqrt(c2) + eps);
+      }
     }
+    expect_close(param, p_ref, 1e-5, "AdamW parameters after 5 steps");
+    expect_close(moment1, m_ref, 1e-5, "AdamW first moments");
+    expect_close(moment2, v_ref, 1e-5, "AdamW second moments");
   }
-  expect_close(param, p_ref, 1e-5, "AdamW parameters after 5 steps");
-  expect_close(moment1, m_ref, 1e-5, "AdamW first moments");
-  expect_close(moment2, v_ref, 1e-5, "AdamW second moments");
 }
 
 void test_hypergradient() {
@@ -567,9 +568,9 @@ void test_hypergradient() {
   const float norm = 3.0f + static_cast<float>(random_size(0, 100)) / 10.0f, radius = 0.01f, xi = 0.7f;
   const float epsilon = perturbation_epsilon(radius, norm);
   expect_close({epsilon}, {0.01 / norm}, 1e-6, "perturbation epsilon = radius / ||v||");
-  expect(perturbation_epsilon(radius, 0.0f) == 0.0f && hypergradient_factor(xi, 0.0f) == 0.0f,
-         "a zero direction keeps the direct gradient");
-  const float factor = hypergradient_factor(xi, epsilon);
+  expect(perturbation_epsilon(radius, 0.0f) == 0.0f, "a zero direction gives epsilon 0");
+  // The factor as lib/train/bilevel.ts forms it and both backends take it: xi / (2 eps).
+  const float factor = xi / (2.0f * epsilon);
   Vector out;
   std::vector<double> expected;
   for (int i = 0; i < 50; ++i) {
@@ -577,6 +578,43 @@ void test_hypergradient() {
     expected.push_back(grad[i] - xi * (static_cast<double>(plus[i]) - minus[i]) / (2.0 * epsilon));
   }
   expect_close(out, expected, 1e-5, "hypergradient g - xi (g+ - g-) / (2 eps)");
+}
+
+// Rotary embeddings' pair rule (../common/position_math.h) against the rotation in double; the inverse undoes it.
+void test_rotary_pairs() {
+  const int64_t d = 2 * random_size(1, 32);
+  const Vector x = random_vector(d);
+  const int position = static_cast<int>(random_size(0, 2000));
+  Vector out(d), back(d);
+  std::vector<double> expected(d), original(x.begin(), x.end());
+  for (int64_t pair = 0; pair < d / 2; ++pair) {
+    const float angle = static_cast<float>(position) * bidora::math::rotary_inverse_frequency(pair, d, 10000.0f);
+    bidora::math::rotate_pair(x[pair], x[pair + d / 2], angle, false, &out[pair], &out[pair + d / 2]);
+    bidora::math::rotate_pair(out[pair], out[pair + d / 2], angle, true, &back[pair], &back[pair + d / 2]);
+    const double exact = position / std::pow(10000.0, 2.0 * pair / d);
+    expected[pair] = x[pair] * std::cos(exact) - x[pair + d / 2] * std::sin(exact);
+    expected[pair + d / 2] = x[pair + d / 2] * std::cos(exact) + x[pair] * std::sin(exact);
+  }
+  // Angles up to 2000 radians in float32 carry ~1e-4 absolute rounding, as transformers' do.
+  expect_close(out, expected, 1e-3, "rotary pairs against the double rotation");
+  expect_close(back, original, 1e-5, "the inverse rotation restores x");
+}
+
+// BCE with logits' term and gradient against log1p / exp in double, far into both tails.
+void test_bce_with_logits() {
+  Vector terms, gradients;
+  std::vector<double> expected_terms, expected_gradients;
+  for (const float z : {-90.0f, -20.0f, -1.5f, -0.1f, 0.0f, 0.3f, 2.0f, 17.0f, 88.0f}) {
+    for (const float y : {0.0f, 1.0f, 0.25f}) {
+      terms.push_back(static_cast<float>(bidora::math::bce_with_logits_term(z, y)));
+      gradients.push_back(bidora::math::bce_with_logits_gradient(z, y));
+      expected_terms.push_back(std::max<double>(z, 0.0) - static_cast<double>(z) * y +
+                               std::log1p(std::exp(-std::fabs(z))));
+      expected_gradients.push_back(1.0 / (1.0 + std::exp(-static_cast<double>(z))) - y);
+    }
+  }
+  expect_close(terms, expected_terms, 1e-6, "BCE with logits terms");
+  expect_close(gradients, expected_gradients, 1e-6, "BCE with logits gradients");
 }
 
 void test_embedding_plan() {
@@ -602,7 +640,7 @@ void test_sgd() {
   for (const bool nesterov : {false, true}) {
     for (const float momentum : {0.0f, 0.9f}) {
       if (nesterov && momentum == 0.0f) continue;
-      const SgdStep step{0.05f, momentum, 0.01f, nesterov};
+      const SgdScalars step{0.05f, momentum, 0.01f, nesterov};
       Vector p = param, b = buffer;
       std::vector<double> expected_p(n), expected_b(n);
       for (int64_t i = 0; i < n; ++i) {
@@ -704,6 +742,8 @@ int main() {
   test_adamw();
   test_hypergradient();
   test_embedding_plan();
+  test_rotary_pairs();
+  test_bce_with_logits();
   test_sgd();
   test_layout_maps();
   test_dropout_mask();
