@@ -1,4 +1,4 @@
-// The benchmark suites: `npm run bench [-- gemm|dora|bert|bilevel|eventloop] [--quick] [--threads 1,2]`. Prints GFLOP/s and ratios against
+// The benchmark suites: `npm run bench [-- gemm|dora|bert|bilevel|eventloop|families] [--quick] [--threads 1,2]`. Prints GFLOP/s and ratios against
 // baselines measured in the same run, and writes bench/results/<suite>.json.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -8,6 +8,7 @@ import { runBert } from './bert.mjs';
 import { runBilevel } from './bilevel.mjs';
 import { runDora } from './dora.mjs';
 import { runEventLoop } from './event-loop.mjs';
+import { runFamilies } from './families.mjs';
 import { runGemm } from './gemm.mjs';
 
 const require = createRequire(import.meta.url);
@@ -18,7 +19,14 @@ const quick = args.includes('--quick');
 const threadsArg = args.indexOf('--threads');
 const threadCounts = threadsArg >= 0 ? args[threadsArg + 1].split(',').map(Number) : [bidora.buildInfo().poolThreads];
 
-const suites = { gemm: runGemm, dora: runDora, bert: runBert, bilevel: runBilevel, eventloop: runEventLoop };
+const suites = {
+  gemm: runGemm,
+  dora: runDora,
+  bert: runBert,
+  bilevel: runBilevel,
+  eventloop: runEventLoop,
+  families: runFamilies,
+};
 const named = args.filter((arg) => arg in suites);
 const selected = named.length > 0 ? named : Object.keys(suites);
 

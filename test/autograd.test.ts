@@ -214,6 +214,9 @@ describe('gradient rules of the layer ops against central differences', () => {
         ([input, loraA, loraB, magnitude, bias]) =>
           ops.doraLinear({ input, weight, bias, loraA, loraB, magnitude, scale, detachNorm: false }),
         [leaf([2, 3, 5]), leaf([2, 5]), leaf([6, 2]), leaf([6]), leaf([6])],
+        // Through the norm the layer curves sharply for some draws: a smaller step keeps the central difference's
+        // O(step²) error under the tolerance (seed 2011450404 failed at 1e-2).
+        { step: 3e-3 },
       );
       checkGradients('loraLinear', ([input, loraA, loraB]) => ops.loraLinear({ input, weight, loraA, loraB, scale }), [
         leaf([4, 5]),

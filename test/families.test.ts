@@ -33,6 +33,7 @@ const families = [
   { folder: 'bert-regression', architecture: 'BertForSequenceClassification' },
   { folder: 'distilbert', architecture: 'DistilBertForSequenceClassification' },
   { folder: 'xlm-roberta', architecture: 'XLMRobertaForSequenceClassification' },
+  { folder: 'esm', architecture: 'EsmForSequenceClassification' },
 ];
 
 describe('encoder families match transformers', () => {
@@ -61,17 +62,22 @@ describe('encoder families match transformers', () => {
     });
   }
 
-  it('a PEFT DoRA folder on DistilBERT (SEQ_CLS: modules_to_save lists classifier and score) gives PEFT logits', () => {
-    const reference = readCase('peft-dora-distilbert');
-    const model = models.load(join(root, reference.base!), { quiet: true }).eval();
-    const config = adapters.load(model, join(root, 'peft-dora-distilbert'));
-    expect(config.method).toBe('dora');
-    expect(config.targetModules).toEqual(['q_lin', 'v_lin']);
-    const { logits } = model.forward({ inputIds: reference.input_ids, attentionMask: reference.attention_mask });
-    expect(relativeError(logits.toFloat32Array(), flat(reference.logits))).toBeLessThan(1e-4);
-    logits.dispose();
-    model.dispose();
-  });
+  for (const { folder, targets } of [
+    { folder: 'peft-dora-distilbert', targets: ['q_lin', 'v_lin'] },
+    { folder: 'peft-dora-esm', targets: ['query', 'value'] },
+  ]) {
+    it(`${folder}: a PEFT DoRA folder (SEQ_CLS lists classifier and score to save) gives PEFT's logits`, () => {
+      const reference = readCase(folder);
+      const model = models.load(join(root, reference.base!), { quiet: true }).eval();
+      const config = adapters.load(model, join(root, folder));
+      expect(config.method).toBe('dora');
+      expect(config.targetModules).toEqual(targets);
+      const { logits } = model.forward({ inputIds: reference.input_ids, attentionMask: reference.attention_mask });
+      expect(relativeError(logits.toFloat32Array(), flat(reference.logits))).toBeLessThan(1e-4);
+      logits.dispose();
+      model.dispose();
+    });
+  }
 
   it('saves each family back under its architecture and names: reloaded, the same logits', () => {
     for (const { folder, architecture } of families) {
@@ -119,6 +125,13 @@ describe('every family trains on its task', () => {
     attention_probs_dropout_prob: 0,
   };
   const bertSizes = { hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 32 };
+  const esmSizes = {
+    ...bertSizes,
+    position_embedding_type: 'rotary',
+    token_dropout: true,
+    mask_token_id: 4,
+    pad_token_id: 1,
+  };
   const distilSizes = { dim: 16, n_layers: 1, n_heads: 2, hidden_dim: 32, dropout: 0.1, attention_dropout: 0 };
   const cases = [
     { architecture: 'BertForSequenceClassification', sizes: bertSizes, targets: ['query', 'value'], labels: 2 },
@@ -128,6 +141,8 @@ describe('every family trains on its task', () => {
     { architecture: 'CamembertForTokenClassification', sizes: bertSizes, targets: ['query', 'value'], labels: 3 },
     { architecture: 'DistilBertForSequenceClassification', sizes: distilSizes, targets: ['q_lin', 'v_lin'], labels: 2 },
     { architecture: 'DistilBertForTokenClassification', sizes: distilSizes, targets: ['q_lin', 'v_lin'], labels: 3 },
+    { architecture: 'EsmForSequenceClassification', sizes: esmSizes, targets: ['query', 'value'], labels: 2 },
+    { architecture: 'EsmForTokenClassification', sizes: esmSizes, targets: ['query', 'value'], labels: 3 },
   ];
 
   /** A learnable task for the head: token 7 present (sequence), id mod 3 per token (token), share of 7s (regression). */

@@ -36,6 +36,7 @@ export const ENCODER_FAMILIES = {
   'xlm-roberta': 'XLMRoberta',
   camembert: 'Camembert',
   distilbert: 'DistilBert',
+  esm: 'Esm',
 } as const;
 
 export type EncoderFamily = keyof typeof ENCODER_FAMILIES;
@@ -55,7 +56,7 @@ const TASK_SUFFIXES: Record<string, EncoderTask> = {
 /** Every architecture name bidora builds, for the error that lists them. */
 export const SUPPORTED_ARCHITECTURES: readonly string[] = Object.values(ENCODER_FAMILIES).flatMap((prefix) =>
   Object.keys(TASK_SUFFIXES)
-    .filter((suffix) => !(prefix === 'DistilBert' && suffix === 'ForPreTraining'))
+    .filter((suffix) => !((prefix === 'DistilBert' || prefix === 'Esm') && suffix === 'ForPreTraining'))
     .map((suffix) => prefix + suffix),
 );
 
@@ -104,8 +105,20 @@ export interface EncoderModelConfig {
   problemType: 'single_label_classification' | 'regression';
   /** RoBERTa's layout: positions count from pad_token_id + 1 over real tokens, as transformers does. */
   positionsFromPadding: boolean;
+  /** ESM's settings (protein language models), for the esm family. */
+  esm?: EsmSettings;
   /** The parsed file, kept so a saved model writes back every key it was given. */
   raw: HuggingFaceConfig;
+}
+
+export interface EsmSettings {
+  /** 'rotary' (ESM-2) rotates queries and keys; 'absolute' (ESM-1b) adds learned position embeddings. */
+  positionEmbedding: 'rotary' | 'absolute';
+  /** Zero the mask token's embedding and rescale the rest by (1 − 0.12) / (1 − the sequence's mask share). */
+  tokenDropout: boolean;
+  maskTokenId: number | undefined;
+  /** A LayerNorm on the embeddings (ESM-1b); ESM-2 normalises after the last layer only. */
+  layerNormBefore: boolean;
 }
 
 /**
@@ -246,7 +259,12 @@ export function parseConfig(raw: unknown): EncoderModelConfig {
   }
   const architecture = named ?? `${ENCODER_FAMILIES[modelType]}ForSequenceClassification`;
   const task = fromName?.task ?? 'sequence-classification';
-  const sizes = modelType === 'distilbert' ? distilbertSizes(config) : bertSizes(config);
+  const sizes =
+    modelType === 'distilbert'
+      ? distilbertSizes(config)
+      : modelType === 'esm'
+        ? { ...bertSizes(config), typeVocabSize: 0, activation: 'gelu' as const }
+        : bertSizes(config);
   const { hiddenSize, numHeads } = sizes;
   if (hiddenSize % numHeads !== 0) {
     const [hiddenKey, headsKey] =
@@ -270,7 +288,12 @@ export function parseConfig(raw: unknown): EncoderModelConfig {
     );
   }
   const vocabSize = size(config, 'vocab_size');
-  const positionsFromPadding = modelType === 'roberta' || modelType === 'xlm-roberta' || modelType === 'camembert';
+  const esm = modelType === 'esm' ? esmSettings(config, size(config, 'vocab_size')) : undefined;
+  const positionsFromPadding =
+    modelType === 'roberta' ||
+    modelType === 'xlm-roberta' ||
+    modelType === 'camembert' ||
+    esm?.positionEmbedding === 'absolute';
   const padTokenId = valueOf(config, 'pad_token_id') ?? (positionsFromPadding ? 1 : 0);
   if (typeof padTokenId !== 'number') {
     throw new TypeError(`config.json: pad_token_id must be a token id, got ${shown(padTokenId)}`);
@@ -289,7 +312,36 @@ export function parseConfig(raw: unknown): EncoderModelConfig {
     numLabels,
     problemType,
     positionsFromPadding,
+    ...(esm === undefined ? {} : { esm }),
     raw: config,
+  };
+}
+
+function esmSettings(config: Record<string, unknown>, vocabSize: number): EsmSettings {
+  const flag = (key: string, fallback: boolean): boolean => {
+    const value = valueOf(config, key) ?? fallback;
+    if (typeof value !== 'boolean')
+      throw new TypeError(`config.json: ${key} must be true or false, got ${shown(value)}`);
+    return value;
+  };
+  const maskTokenId = valueOf(config, 'mask_token_id');
+  if (
+    maskTokenId !== undefined &&
+    (!Number.isInteger(maskTokenId) || (maskTokenId as number) < 0 || (maskTokenId as number) >= vocabSize)
+  ) {
+    throw new RangeError(
+      `config.json: mask_token_id must be a token id in [0, ${vocabSize}), got ${shown(maskTokenId)}`,
+    );
+  }
+  const tokenDropout = flag('token_dropout', false);
+  if (tokenDropout && maskTokenId === undefined) {
+    throw new RangeError('config.json: token_dropout needs mask_token_id');
+  }
+  return {
+    positionEmbedding: choice(config, 'position_embedding_type', 'absolute', ['absolute', 'rotary']),
+    tokenDropout,
+    maskTokenId: maskTokenId as number | undefined,
+    layerNormBefore: flag('emb_layer_norm_before', false),
   };
 }
 

@@ -28,9 +28,12 @@ export interface ClassifierOutput {
   loss?: Tensor;
 }
 
-/** A family's encoder: ids (and token types) in, the last hidden states [batch, seq, hidden] out. */
+/**
+ * A family's encoder: ids (and token types) in, the last hidden states [batch, seq, hidden] out. `mask` is the
+ * attention mask as the softmax reads it; `maskIds` the same as ids, for families whose embeddings use it (ESM).
+ */
 export interface EncoderBody extends Module {
-  forward(ids: IdBatch, tokenTypes: IdBatch | undefined, mask: Tensor | undefined): Tensor;
+  forward(ids: IdBatch, tokenTypes: IdBatch | undefined, mask: Tensor | undefined, maskIds?: IdBatch): Tensor;
 }
 
 export abstract class EncoderTaskModel extends Module {
@@ -55,7 +58,7 @@ export abstract class EncoderTaskModel extends Module {
     const mask = maskIds === undefined ? undefined : maskTensor(maskIds, this.device);
     let hidden: Tensor;
     try {
-      hidden = this.base.forward(ids, tokenTypes, mask);
+      hidden = this.base.forward(ids, tokenTypes, mask, maskIds);
     } finally {
       mask?.dispose();
     }

@@ -40,6 +40,7 @@ export {
 } from './config';
 export { DistilBertForSequenceClassification, DistilBertForTokenClassification, DistilBertModel } from './distilbert';
 export { type ClassifierInputs, type ClassifierOutput, EncoderTaskModel } from './encoder';
+export { EsmForSequenceClassification, EsmForTokenClassification, EsmModel } from './esm';
 /** The models' common base under its earlier name. */
 export { EncoderTaskModel as SequenceClassifier } from './encoder';
 export { MODEL_CLASSES } from './registry';

@@ -11,6 +11,7 @@ import {
 import { type EncoderFamily, type EncoderModelConfig, type EncoderTask } from './config';
 import { DistilBertForSequenceClassification, DistilBertForTokenClassification, DistilBertModel } from './distilbert';
 import { type EncoderTaskModel } from './encoder';
+import { EsmForSequenceClassification, EsmForTokenClassification, EsmModel } from './esm';
 
 type ModelClass = new (config: EncoderModelConfig, options?: { seed?: number }) => EncoderTaskModel;
 
@@ -34,6 +35,11 @@ export const MODEL_CLASSES: Record<EncoderFamily, Record<EncoderTask, ModelClass
     'sequence-classification': DistilBertForSequenceClassification,
     'token-classification': DistilBertForTokenClassification,
     base: DistilBertModel,
+  },
+  esm: {
+    'sequence-classification': EsmForSequenceClassification,
+    'token-classification': EsmForTokenClassification,
+    base: EsmModel,
   },
 };
 

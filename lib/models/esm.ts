@@ -1,0 +1,339 @@
+// ESM protein language models (ESM-2, and ESM-1b's absolute positions) with Hugging Face's parameter names
+// (esm.embeddings.word_embeddings.weight, esm.encoder.layer.0.attention.self.query.weight, ...): pre-LayerNorm layers,
+// a final emb_layer_norm_after, rotary position embeddings on queries and keys, and token dropout's rescaling of the
+// embeddings, all as transformers computes them.
+import { gelu, tanh } from '../ops/activation';
+import { add, mul } from '../ops/elementwise';
+import { rotary } from '../ops/rotary';
+import { mergeHeads, select, splitHeads } from '../ops/shape';
+import { Tensor } from '../tensor';
+import { Dropout, Embedding, LayerNorm, Linear } from '../nn/layers';
+import { Module } from '../nn/module';
+import { scaledDotProductAttention } from '../nn/transformer';
+import { SeedScope } from '../random';
+import { type EncoderModelConfig, type EsmSettings } from './config';
+import { type EncoderBody, EncoderTaskModel } from './encoder';
+import { type IdBatch } from './inputs';
+
+/** The share of tokens ESM's pretraining masked (15%, 80% of them with the mask token): token dropout's reference. */
+const MASK_RATIO_TRAIN = 0.15 * 0.8;
+/** transformers' RotaryEmbedding for ESM fixes the base at 10,000 whatever the config says. */
+const ESM_ROTARY_BASE = 10_000;
+
+function linear(inFeatures: number, outFeatures: number, config: EncoderModelConfig, seed: number): Linear {
+  return new Linear(inFeatures, outFeatures, { std: config.initializerRange, seed });
+}
+
+function settingsOf(config: EncoderModelConfig): EsmSettings {
+  if (config.esm === undefined) throw new TypeError(`${config.architecture}: the config has no ESM settings`);
+  return config.esm;
+}
+
+export class EsmEmbeddings extends Module {
+  word_embeddings: Embedding;
+  layer_norm: LayerNorm | undefined;
+  position_embeddings: Embedding | undefined;
+
+  constructor(
+    readonly config: EncoderModelConfig,
+    seeds: SeedScope,
+  ) {
+    super();
+    const settings = settingsOf(config);
+    const { hiddenSize, initializerRange: std } = config;
+    this.word_embeddings = new Embedding(config.vocabSize, hiddenSize, { std, seed: seeds.seed('word_embeddings') });
+    this.layer_norm = settings.layerNormBefore ? new LayerNorm(hiddenSize, config.layerNormEps) : undefined;
+    this.position_embeddings =
+      settings.positionEmbedding === 'absolute'
+        ? new Embedding(config.maxPositions, hiddenSize, { std, seed: seeds.seed('position_embeddings') })
+        : undefined;
+  }
+
+  /**
+   * Token embeddings, with token dropout (when the config has it): the mask token's embedding zeroed and the rest
+   * scaled by (1 − 0.12) / (1 − the share of mask tokens among the sequence's real tokens); padding zeroed.
+   */
+  forward(ids: IdBatch, mask: IdBatch | undefined): Tensor {
+    const settings = settingsOf(this.config);
+    const { batch, seq } = ids;
+    const hidden = this.config.hiddenSize;
+    const shape = [batch, seq];
+    let embeddings = this.word_embeddings.forward(ids.data, shape);
+    // One factor per token: padding 0, the mask token 0 with token dropout, else token dropout's rescaling or 1.
+    const factors = new Float32Array(batch * seq);
+    for (let row = 0; row < batch; row++) {
+      let tokens = 0;
+      let masked = 0;
+      for (let column = 0; column < seq; column++) {
+        const index = row * seq + column;
+        const attended = mask === undefined || mask.data[index] !== 0;
+        if (attended) tokens++;
+        if (ids.data[index] === settings.maskTokenId) masked++;
+      }
+      const rescale = settings.tokenDropout ? (1 - MASK_RATIO_TRAIN) / (1 - masked / tokens) : 1;
+      for (let column = 0; column < seq; column++) {
+        const index = row * seq + column;
+        const attended = mask === undefined || mask.data[index] !== 0;
+        const dropped = settings.tokenDropout && ids.data[index] === settings.maskTokenId;
+        factors[index] = attended && !dropped ? rescale : 0;
+      }
+    }
+    if (this.position_embeddings !== undefined) {
+      const positions = new Int32Array(batch * seq);
+      const pad = this.config.padTokenId;
+      for (let row = 0; row < batch; row++) {
+        let count = 0;
+        for (let column = 0; column < seq; column++) {
+          const index = row * seq + column;
+          positions[index] = ids.data[index] === pad ? pad : pad + ++count;
+        }
+      }
+      const scaled = mul(embeddings, perTokenFactors(factors, hidden, embeddings.device, [batch, seq, hidden]));
+      embeddings = add(scaled, this.position_embeddings.forward(positions, shape));
+      if (this.layer_norm !== undefined) embeddings = this.layer_norm.forward(embeddings);
+      // Padding is zeroed after the positions are added, as transformers multiplies by the attention mask last.
+      return mask === undefined ? embeddings : mul(embeddings, paddingMask(mask, hidden, embeddings.device));
+    }
+    embeddings = mul(embeddings, perTokenFactors(factors, hidden, embeddings.device, [batch, seq, hidden]));
+    return this.layer_norm === undefined ? embeddings : this.layer_norm.forward(embeddings);
+  }
+}
+
+/** A [batch, seq, hidden] tensor repeating each token's factor over its features (mul broadcasts trailing dims only). */
+function perTokenFactors(factors: Float32Array, hidden: number, device: Tensor['device'], shape: number[]): Tensor {
+  const values = new Float32Array(factors.length * hidden);
+  factors.forEach((factor, token) => values.fill(factor, token * hidden, (token + 1) * hidden));
+  return Tensor.from(values, shape, { device });
+}
+
+function paddingMask(mask: IdBatch, hidden: number, device: Tensor['device']): Tensor {
+  return perTokenFactors(
+    Float32Array.from(mask.data, (value) => (value === 0 ? 0 : 1)),
+    hidden,
+    device,
+    [mask.batch, mask.seq, hidden],
+  );
+}
+
+export class EsmSelfAttention extends Module {
+  query: Linear;
+  key: Linear;
+  value: Linear;
+  dropout: Dropout;
+
+  constructor(
+    readonly config: EncoderModelConfig,
+    seeds: SeedScope,
+  ) {
+    super();
+    const size = config.hiddenSize;
+    this.query = linear(size, size, config, seeds.seed('query.weight'));
+    this.key = linear(size, size, config, seeds.seed('key.weight'));
+    this.value = linear(size, size, config, seeds.seed('value.weight'));
+    this.dropout = new Dropout(config.attentionDropout, seeds.seed('dropout'));
+  }
+
+  forward(hidden: Tensor, mask: Tensor | undefined): Tensor {
+    const heads = this.config.numHeads;
+    let query = splitHeads(this.query.forward(hidden), heads);
+    let key = splitHeads(this.key.forward(hidden), heads);
+    // transformers scales the query by d^-½ before rotating it; the rotation is linear, so scaling the scores after
+    // (as every other family does) is the same product.
+    if (settingsOf(this.config).positionEmbedding === 'rotary') {
+      query = rotary(query, { base: ESM_ROTARY_BASE });
+      key = rotary(key, { base: ESM_ROTARY_BASE });
+    }
+    const value = splitHeads(this.value.forward(hidden), heads);
+    return mergeHeads(scaledDotProductAttention(query, key, value, mask, this.dropout));
+  }
+}
+
+/** dense → dropout → residual, with no LayerNorm: ESM normalises before each block instead. */
+export class EsmResidualOutput extends Module {
+  dense: Linear;
+  dropout: Dropout;
+
+  constructor(inFeatures: number, config: EncoderModelConfig, seeds: SeedScope) {
+    super();
+    this.dense = linear(inFeatures, config.hiddenSize, config, seeds.seed('dense.weight'));
+    this.dropout = new Dropout(config.hiddenDropout, seeds.seed('dropout'));
+  }
+
+  forward(hidden: Tensor, residual: Tensor): Tensor {
+    return add(this.dropout.forward(this.dense.forward(hidden)), residual);
+  }
+}
+
+export class EsmAttention extends Module {
+  self: EsmSelfAttention;
+  output: EsmResidualOutput;
+  LayerNorm: LayerNorm;
+
+  constructor(config: EncoderModelConfig, seeds: SeedScope) {
+    super();
+    this.self = new EsmSelfAttention(config, seeds.child('self'));
+    this.output = new EsmResidualOutput(config.hiddenSize, config, seeds.child('output'));
+    this.LayerNorm = new LayerNorm(config.hiddenSize, config.layerNormEps);
+  }
+
+  forward(hidden: Tensor, mask: Tensor | undefined): Tensor {
+    return this.output.forward(this.self.forward(this.LayerNorm.forward(hidden), mask), hidden);
+  }
+}
+
+export class EsmIntermediate extends Module {
+  dense: Linear;
+
+  constructor(config: EncoderModelConfig, seeds: SeedScope) {
+    super();
+    this.dense = linear(config.hiddenSize, config.intermediateSize, config, seeds.seed('dense.weight'));
+  }
+}
+
+/** Pre-LayerNorm layer: x + attention(LN(x)), then y + feed-forward(LN(y)). */
+export class EsmLayer extends Module {
+  attention: EsmAttention;
+  intermediate: EsmIntermediate;
+  output: EsmResidualOutput;
+  LayerNorm: LayerNorm;
+
+  constructor(config: EncoderModelConfig, seeds: SeedScope) {
+    super();
+    this.attention = new EsmAttention(config, seeds.child('attention'));
+    this.intermediate = new EsmIntermediate(config, seeds.child('intermediate'));
+    this.output = new EsmResidualOutput(config.intermediateSize, config, seeds.child('output'));
+    this.LayerNorm = new LayerNorm(config.hiddenSize, config.layerNormEps);
+  }
+
+  forward(hidden: Tensor, mask: Tensor | undefined): Tensor {
+    const attended = this.attention.forward(hidden, mask);
+    const inner = gelu(this.intermediate.dense.forward(this.LayerNorm.forward(attended)));
+    return this.output.forward(inner, attended);
+  }
+}
+
+export class EsmEncoder extends Module {
+  layer: EsmLayer[];
+  emb_layer_norm_after: LayerNorm;
+
+  constructor(config: EncoderModelConfig, seeds: SeedScope) {
+    super();
+    this.layer = Array.from(
+      { length: config.numLayers },
+      (_, index) => new EsmLayer(config, seeds.child(`layer.${index}`)),
+    );
+    this.emb_layer_norm_after = new LayerNorm(config.hiddenSize, config.layerNormEps);
+  }
+
+  forward(hidden: Tensor, mask: Tensor | undefined): Tensor {
+    return this.emb_layer_norm_after.forward(this.layer.reduce((value, layer) => layer.forward(value, mask), hidden));
+  }
+}
+
+/** transformers' EsmContactPredictionHead's parameters: kept so checkpoints load and save whole (unused here). */
+class EsmContactHead extends Module {
+  regression: Linear;
+
+  constructor(config: EncoderModelConfig, seeds: SeedScope) {
+    super();
+    this.regression = linear(config.numLayers * config.numHeads, 1, config, seeds.seed('regression.weight'));
+    this.regression.weight.requiresGrad = false;
+    this.regression.bias!.requiresGrad = false;
+  }
+}
+
+/** `esm.*`: embeddings, the layer stack and the contact head's parameters. */
+export class EsmBody extends Module implements EncoderBody {
+  embeddings: EsmEmbeddings;
+  encoder: EsmEncoder;
+  contact_head: EsmContactHead;
+  constructor(config: EncoderModelConfig, seeds: SeedScope) {
+    super();
+    this.embeddings = new EsmEmbeddings(config, seeds.child('embeddings'));
+    this.encoder = new EsmEncoder(config, seeds.child('encoder'));
+    this.contact_head = new EsmContactHead(config, seeds.child('contact_head'));
+  }
+
+  forward(ids: IdBatch, tokenTypes: IdBatch | undefined, mask: Tensor | undefined, maskIds?: IdBatch): Tensor {
+    if (tokenTypes !== undefined) throw new TypeError('forward: ESM has no token types; pass no tokenTypeIds');
+    return this.encoder.forward(this.embeddings.forward(ids, maskIds), mask);
+  }
+}
+
+abstract class EsmTaskModel extends EncoderTaskModel {
+  readonly basePrefix = 'esm';
+  esm: EsmBody;
+
+  constructor(
+    readonly config: EncoderModelConfig,
+    seeds: SeedScope,
+  ) {
+    super();
+    this.esm = new EsmBody(config, seeds.child('esm'));
+  }
+
+  protected get base(): EsmBody {
+    return this.esm;
+  }
+}
+
+/** transformers' EsmForSequenceClassification: RoBERTa's head (first token → dropout → dense → tanh → dropout → out_proj). */
+export class EsmForSequenceClassification extends EsmTaskModel {
+  classifier: EsmClassificationHead;
+
+  constructor(config: EncoderModelConfig, options: { seed?: number } = {}) {
+    const seeds = new SeedScope(options.seed ?? 0);
+    super(config, seeds);
+    this.classifier = new EsmClassificationHead(config, seeds.child('classifier'));
+  }
+
+  protected head(hidden: Tensor): Tensor {
+    return this.classifier.forward(hidden);
+  }
+}
+
+class EsmClassificationHead extends Module {
+  dense: Linear;
+  dropout: Dropout;
+  out_proj: Linear;
+
+  constructor(config: EncoderModelConfig, seeds: SeedScope) {
+    super();
+    this.dense = linear(config.hiddenSize, config.hiddenSize, config, seeds.seed('dense.weight'));
+    this.dropout = new Dropout(config.hiddenDropout, seeds.seed('dropout'));
+    this.out_proj = linear(config.hiddenSize, config.numLabels, config, seeds.seed('out_proj.weight'));
+  }
+
+  forward(hidden: Tensor): Tensor {
+    const first = this.dropout.forward(select(hidden, 1, 0));
+    return this.out_proj.forward(this.dropout.forward(tanh(this.dense.forward(first))));
+  }
+}
+
+/** transformers' EsmForTokenClassification: dropout → classifier on every token (per-residue labels). */
+export class EsmForTokenClassification extends EsmTaskModel {
+  dropout: Dropout;
+  classifier: Linear;
+
+  constructor(config: EncoderModelConfig, options: { seed?: number } = {}) {
+    const seeds = new SeedScope(options.seed ?? 0);
+    super(config, seeds);
+    this.dropout = new Dropout(config.hiddenDropout, seeds.seed('dropout'));
+    this.classifier = linear(config.hiddenSize, config.numLabels, config, seeds.seed('classifier.weight'));
+  }
+
+  protected head(hidden: Tensor): Tensor {
+    return this.classifier.forward(this.dropout.forward(hidden));
+  }
+}
+
+/** transformers' EsmModel: the last hidden states. */
+export class EsmModel extends EsmTaskModel {
+  constructor(config: EncoderModelConfig, options: { seed?: number } = {}) {
+    super(config, new SeedScope(options.seed ?? 0));
+  }
+
+  protected head(hidden: Tensor): Tensor {
+    return hidden;
+  }
+}
