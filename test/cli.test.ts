@@ -140,6 +140,52 @@ describe('bidora train --task token-classification', () => {
   });
 });
 
+describe('bidora train --task multi-label', () => {
+  it('trains from label lists, writes the classes, and eval reports micro-F1', () => {
+    let state = 5;
+    const next = () => (state = (state * 1103515245 + 12345) % 2147483648) / 2147483648;
+    const lines = Array.from({ length: 64 }, () => {
+      const chosen = Array.from({ length: 3 }, () => words[Math.floor(next() * words.length)]);
+      const label = [
+        ...(chosen.includes('good') || chosen.includes('great') ? ['praise'] : []),
+        ...(chosen.includes('bad') || chosen.includes('awful') ? ['blame'] : []),
+      ];
+      return JSON.stringify({ text: chosen.join(' '), label });
+    });
+    writeFileSync(join(root, 'multi.jsonl'), lines.join('\n') + '\n');
+    const out = join(root, 'multi-run');
+    const trained = run([
+      'train',
+      '--model',
+      modelDir,
+      '--data',
+      join(root, 'multi.jsonl'),
+      '--method',
+      'dora',
+      '--r',
+      '4',
+      '--epochs',
+      '4',
+      '--lr',
+      '0.01',
+      '--log',
+      'none',
+      '--out',
+      out,
+    ]);
+    expect(trained.stderr).not.toMatch(/Error/);
+    expect(trained.status).toBe(0);
+    expect(JSON.parse(readFileSync(join(out, 'labels.json'), 'utf8'))).toEqual({
+      labels: ['blame', 'praise'],
+      task: 'multi-label',
+    });
+    const scored = run(['eval', '--model', modelDir, '--adapter', out, '--data', join(root, 'multi.jsonl')]);
+    expect(scored.status).toBe(0);
+    const report = JSON.parse(scored.stdout) as Record<string, number>;
+    expect(Object.keys(report).sort()).toEqual(['examples', 'loss', 'macroF1', 'microF1', 'subsetAccuracy']);
+  });
+});
+
 describe('bidora train', () => {
   it('fine-tunes with DoRA, writes a PEFT adapter, metrics and a report, and the adapter loads back', () => {
     const out = join(root, 'run');

@@ -11,6 +11,7 @@ import {
   entityMetrics,
   isEntityTagSet,
   macroF1,
+  multiLabelMetrics,
   matthewsCorrelation,
   meanSquaredError,
   pearson,
@@ -253,6 +254,21 @@ describe('entity metrics (seqeval)', () => {
     const pt = 1 * 1 + 1 * 1 + 2 * 2;
     const expected = (c * samples - pt) / Math.sqrt((samples ** 2 - 6) * (samples ** 2 - 6));
     expect(matthewsCorrelation([0, 2, 2, 1], [0, 1, 2, 2])).toBeCloseTo(expected, 14);
+  });
+});
+
+describe('multi-label metrics', () => {
+  it('subset accuracy, micro- and macro-F1 by hand', () => {
+    // Rows: [1,0,1] vs [1,0,0]; [0,1,0] vs [0,1,0]; [1,1,0] vs [0,1,1].
+    const predicted = [1, 0, 0, 0, 1, 0, 0, 1, 1];
+    const truth = [1, 0, 1, 0, 1, 0, 1, 1, 0];
+    const scores = multiLabelMetrics(predicted, truth, 3);
+    expect(scores.subsetAccuracy).toBeCloseTo(1 / 3, 15);
+    // Pooled: tp 3 (c0 r0, c1 r1, c1 r2), fp 1 (c2 r2), fn 2 (c2 r0, c0 r2): 2·3 / (6 + 1 + 2).
+    expect(scores.microF1).toBeCloseTo(6 / 9, 15);
+    // Per class: c0 tp1 fn1 → 2/3; c1 tp2 → 1; c2 fp1 fn1 → 0.
+    expect(scores.macroF1).toBeCloseTo((2 / 3 + 1 + 0) / 3, 15);
+    expect(() => multiLabelMetrics([1, 0], [1, 0], 3)).toThrow(/2 decisions do not make rows of 3 classes/);
   });
 });
 

@@ -34,7 +34,7 @@ export function checkModelFolder(dir: string, option = '--model'): void {
 }
 
 /** The tasks the command line trains: one class or value per example, or one class per word. */
-export const TASKS = ['sequence-classification', 'regression', 'token-classification'] as const;
+export const TASKS = ['sequence-classification', 'regression', 'multi-label', 'token-classification'] as const;
 export type TaskKind = (typeof TASKS)[number];
 
 export interface TaskLabels {
@@ -47,11 +47,29 @@ export interface TaskLabels {
 /** The rows of a data file: text rows (JSONL or CSV) or, for token classification, words with a tag each. */
 export type TaskRows = { kind: 'text'; rows: ExampleRow[] } | { kind: 'tokens'; rows: TokenRow[] };
 
-/** The task `--task` names, or what the data implies (words with tags: per token; numeric labels: regression). */
+/** Rows whose labels are lists of class names (multi-label), or undefined when any label is a single value. */
+function nameLists(rows: readonly ExampleRow[]): readonly { label: string[] }[] | undefined {
+  return rows.every((row) => Array.isArray(row.label)) ? (rows as readonly { label: string[] }[]) : undefined;
+}
+
+/** Rows with one label each, for the single-label tasks; lists of names are refused, naming the file's row. */
+function singleLabels(rows: readonly ExampleRow[]): readonly { label: string | number }[] {
+  const listed = rows.findIndex((row) => Array.isArray(row.label));
+  if (listed >= 0) {
+    throw new UsageError(`example ${listed + 1} has a list of labels: that is --task multi-label, for every row`);
+  }
+  return rows as readonly { label: string | number }[];
+}
+
+/**
+ * The task `--task` names, or what the data implies (words with tags: per token; lists of names: multi-label;
+ * numeric labels: regression).
+ */
 export function chooseTask(option: unknown, rows: TaskRows): TaskKind {
   if (option === undefined || option === 'auto') {
     if (rows.kind === 'tokens') return 'token-classification';
-    return labelVocabulary(rows.rows).labels === null ? 'regression' : 'sequence-classification';
+    if (nameLists(rows.rows)) return 'multi-label';
+    return labelVocabulary(singleLabels(rows.rows)).labels === null ? 'regression' : 'sequence-classification';
   }
   if (!(TASKS as readonly unknown[]).includes(option)) {
     throw new UsageError(`--task must be ${TASKS.join(', ')} or auto; got ${String(option)}`);
@@ -94,7 +112,12 @@ export function readRows(path: string, option: string): TaskRows {
 export function taskLabels(rows: TaskRows, task: TaskKind): TaskLabels {
   if (rows.kind === 'tokens') return { labels: tagVocabulary(rows.rows), task };
   if (task === 'regression') return { labels: null, task };
-  const { labels } = labelVocabulary(rows.rows);
+  if (task === 'multi-label') {
+    const lists = nameLists(rows.rows);
+    if (lists === undefined) throw new UsageError('--task multi-label needs every "label" to be a list of class names');
+    return { labels: [...new Set(lists.flatMap((row) => row.label))].sort(), task };
+  }
+  const { labels } = labelVocabulary(singleLabels(rows.rows));
   // Integer labels past the class limit read as regression unless the task says classes.
   const distinct = [...new Set(rows.rows.map((row) => Number(row.label)))].sort((a, b) => a - b);
   return { labels: labels ?? distinct.map(String), task };
@@ -156,10 +179,23 @@ export function toExamples(
   file: string,
 ): Example[] {
   const toId = labelReader(task);
+  const classIds = new Map((task.labels ?? []).map((name, id) => [name, id]));
   return rows.map((row, index) => {
+    if (task.task === 'multi-label') {
+      const names = Array.isArray(row.label) ? row.label : [];
+      const unknown = names.find((name) => !classIds.has(name));
+      if (!Array.isArray(row.label) || unknown !== undefined) {
+        throw new UsageError(
+          `${file}: example ${index + 1} has the label ${JSON.stringify(row.label)}; expected a list of the training ` +
+            `data's classes (${(task.labels ?? []).join(', ')})`,
+        );
+      }
+      const label = (task.labels ?? []).map((name) => (names.includes(name) ? 1 : 0));
+      return { ...encodeRow(tokenizer, row, maxLength), label };
+    }
     let label: number;
     try {
-      label = toId(row.label);
+      label = Array.isArray(row.label) ? NaN : toId(row.label);
     } catch {
       label = NaN;
     }
@@ -171,17 +207,25 @@ export function toExamples(
               `not have (labels: ${task.labels.join(', ')})`,
       );
     }
-    const batch = tokenizer.encodeBatch([row.text], {
-      pairs: row.textPair === undefined ? undefined : [row.textPair],
-      maxLength,
-    });
-    const length = batch.attentionMask.data.reduce((total, value) => total + value, 0);
-    return {
-      inputIds: Array.from(batch.inputIds.data.subarray(0, length)),
-      tokenTypeIds: Array.from(batch.tokenTypeIds.data.subarray(0, length)),
-      label,
-    };
+    return { ...encodeRow(tokenizer, row, maxLength), label };
   });
+}
+
+/** One row's text (and pair) tokenized, without padding. */
+function encodeRow(
+  tokenizer: tokenizers.Tokenizer,
+  row: ExampleRow,
+  maxLength: number,
+): { inputIds: number[]; tokenTypeIds: number[] } {
+  const batch = tokenizer.encodeBatch([row.text], {
+    pairs: row.textPair === undefined ? undefined : [row.textPair],
+    maxLength,
+  });
+  const length = batch.attentionMask.data.reduce((total, value) => total + value, 0);
+  return {
+    inputIds: Array.from(batch.inputIds.data.subarray(0, length)),
+    tokenTypeIds: Array.from(batch.tokenTypeIds.data.subarray(0, length)),
+  };
 }
 
 /**
@@ -197,7 +241,12 @@ export function loadClassifier(dir: string, task: TaskLabels, seed: number): Enc
     ...raw,
     architectures: [architectureName(family, perToken ? 'token-classification' : 'sequence-classification')],
     num_labels: labels === null ? 1 : labels.length,
-    problem_type: labels === null ? 'regression' : 'single_label_classification',
+    problem_type:
+      labels === null
+        ? 'regression'
+        : task.task === 'multi-label'
+          ? 'multi_label_classification'
+          : 'single_label_classification',
     id2label: labels === null ? undefined : Object.fromEntries(labels.map((label, id) => [String(id), String(label)])),
     label2id: labels === null ? undefined : Object.fromEntries(labels.map((label, id) => [String(label), id])),
   });

@@ -37,7 +37,7 @@ export const trainOptions: Record<string, OptionSpec> = {
   },
   task: {
     type: 'string',
-    description: 'sequence-classification | regression | token-classification (default: from the data)',
+    description: 'sequence-classification | regression | multi-label | token-classification (default: from the data)',
     default: 'auto',
   },
   eval: { type: 'string', description: 'evaluation examples, same format' },

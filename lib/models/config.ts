@@ -102,7 +102,8 @@ export interface EncoderModelConfig {
   initializerRange: number;
   padTokenId: number;
   numLabels: number;
-  problemType: 'single_label_classification' | 'regression';
+  /** One class per example (cross-entropy), a real value (MSE), or any set of classes (BCE with logits). */
+  problemType: 'single_label_classification' | 'regression' | 'multi_label_classification';
   /** RoBERTa's layout: positions count from pad_token_id + 1 over real tokens, as transformers does. */
   positionsFromPadding: boolean;
   /** ESM's settings (protein language models), for the esm family. */
@@ -280,8 +281,13 @@ export function parseConfig(raw: unknown): EncoderModelConfig {
     config,
     'problem_type',
     numLabels === 1 && task === 'sequence-classification' ? 'regression' : 'single_label_classification',
-    ['single_label_classification', 'regression'],
+    ['single_label_classification', 'regression', 'multi_label_classification'],
   );
+  if (problemType === 'multi_label_classification' && task !== 'sequence-classification') {
+    throw new RangeError(
+      `config.json: problem_type 'multi_label_classification' needs a sequence classifier, not ${architecture}`,
+    );
+  }
   if (problemType === 'regression' && (numLabels !== 1 || task !== 'sequence-classification')) {
     throw new RangeError(
       `config.json: problem_type 'regression' needs num_labels 1 on a sequence classifier, got ${numLabels} on ${architecture}`,

@@ -1,6 +1,6 @@
 // What every encoder model shares whatever its family: input checks, the masked pass through the family's encoder,
 // the task's head, and the loss transformers computes for that task.
-import { crossEntropy, IGNORE_INDEX, mseLoss } from '../ops/loss';
+import { bceWithLogits, crossEntropy, IGNORE_INDEX, mseLoss } from '../ops/loss';
 import { reshape } from '../ops/shape';
 import { Module } from '../nn/module';
 import { Tensor } from '../tensor';
@@ -15,8 +15,9 @@ export interface ClassifierInputs {
   /** [batch, seq] segment ids (BERT's sentence A/B); zeros when omitted. Families without token types refuse them. */
   tokenTypeIds?: IdMatrix;
   /**
-   * Per sequence: class indices (-100 ignores a row) or regression targets (num_labels 1), one per example. Per
-   * token: one class per token, -100 ignored (padding), as [batch][seq] rows or flattened row by row.
+   * Per sequence: class indices (-100 ignores a row) or regression targets (num_labels 1), one per example; for
+   * multi-label classification, numLabels targets (0 or 1) per example. Per token: one class per token, -100 ignored
+   * (padding). Rows ([batch][...]) or flattened row by row.
    */
   labels?: readonly number[] | Int32Array | Float32Array | readonly (readonly number[])[];
 }
@@ -73,12 +74,29 @@ export abstract class EncoderTaskModel extends Module {
       throw new TypeError(`forward: ${this.config.architecture} has no head, so no loss: pass no labels`);
     }
     const values = flatLabels(labels);
-    const expected = task === 'token-classification' ? ids.batch * ids.seq : ids.batch;
+    const perExample =
+      task === 'token-classification' ? ids.seq : problemType === 'multi_label_classification' ? numLabels : 1;
+    const expected = ids.batch * perExample;
     if (values.length !== expected) {
       throw new RangeError(
         `labels has ${values.length} entries; a batch of ${ids.batch}` +
-          (task === 'token-classification' ? ` × ${ids.seq} tokens needs ${expected} (one per token)` : ''),
+          (perExample === 1
+            ? ' needs one per example'
+            : ` × ${perExample} needs ${expected} (${task === 'token-classification' ? 'one per token' : 'one per class'})`),
       );
+    }
+    if (problemType === 'multi_label_classification') {
+      const targets = Float32Array.from(values, (value, index) => {
+        if (!(value >= 0 && value <= 1))
+          throw new RangeError(`labels[${index}] is ${value}; expected a target in [0, 1]`);
+        return value;
+      });
+      const target = Tensor.from(targets, [ids.batch, numLabels], { device: logits.device });
+      try {
+        return bceWithLogits(logits, target);
+      } finally {
+        target.dispose();
+      }
     }
     if (problemType === 'regression') {
       const target = Tensor.from(Float32Array.from(values), [ids.batch], { device: logits.device });

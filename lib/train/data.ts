@@ -10,8 +10,9 @@ export interface Example {
   /** Defaults to 0 over every id. */
   tokenTypeIds?: number[];
   /**
-   * Per sequence: a class id, or a regression target. Per token (token classification): one class per input id,
-   * -100 where no label applies (special tokens, sub-word continuations).
+   * Per sequence: a class id, or a regression target; for multi-label classification one target (0 or 1) per class.
+   * Per token (token classification): one class per input id, -100 where no label applies (special tokens, sub-word
+   * continuations).
    */
   label: number | readonly number[];
 }
@@ -28,8 +29,8 @@ export interface CollatedBatch {
   /** Absent for models without token types (DistilBERT: typeVocabSize 0). */
   tokenTypeIds?: IdMatrix;
   /**
-   * One label per example (class ids as floats, or regression targets), or for token classification one per token
-   * of the padded [batch, seq] matrix, row by row, -100 on padding.
+   * One label per example (class ids as floats, or regression targets), numLabels targets per example (multi-label),
+   * or for token classification one per token of the padded [batch, seq] matrix, row by row, -100 on padding.
    */
   labels: Float32Array;
 }
@@ -252,8 +253,11 @@ export interface CollateLimits {
    * numLabels 1 means regression, as in transformers, unless problemType says otherwise.
    */
   numLabels?: number;
-  /** 'regression' takes any finite label; 'single_label_classification' needs numLabels. */
-  problemType?: 'single_label_classification' | 'regression';
+  /**
+   * 'regression' takes any finite label; 'single_label_classification' needs numLabels; 'multi_label_classification'
+   * takes numLabels targets in [0, 1] per example.
+   */
+  problemType?: 'single_label_classification' | 'regression' | 'multi_label_classification';
   /** 'token-classification': every label is an array with one class per input id. Default: one label per example. */
   task?: 'sequence-classification' | 'token-classification' | 'base';
 }
@@ -286,6 +290,8 @@ interface IdRules {
   classes: number | undefined;
   /** One label per input id instead of one per example. */
   perToken: boolean;
+  /** Multi-label: this many targets in [0, 1] per example. */
+  targetsPerExample: number | undefined;
 }
 
 function idRules(options: CollateOptions): IdRules {
@@ -294,13 +300,14 @@ function idRules(options: CollateOptions): IdRules {
   const typeVocabSize = limitOption(options, 'typeVocabSize', 0);
   const numLabels = limitOption(options, 'numLabels');
   const { problemType } = options;
-  if (problemType !== undefined && problemType !== 'regression' && problemType !== 'single_label_classification') {
+  const problemTypes = ['regression', 'single_label_classification', 'multi_label_classification'];
+  if (problemType !== undefined && !problemTypes.includes(problemType)) {
     throw new RangeError(
-      `collate: problemType must be 'regression' or 'single_label_classification', got ${String(problemType)}`,
+      `collate: problemType must be ${problemTypes.map((name) => `'${name}'`).join(', ')}, got ${String(problemType)}`,
     );
   }
-  if (problemType === 'single_label_classification' && numLabels === undefined) {
-    throw new RangeError("collate: problemType 'single_label_classification' needs numLabels");
+  if (problemType !== undefined && problemType !== 'regression' && numLabels === undefined) {
+    throw new RangeError(`collate: problemType '${problemType}' needs numLabels`);
   }
   const regression = problemType === 'regression' || (problemType === undefined && numLabels === 1);
   return {
@@ -308,6 +315,7 @@ function idRules(options: CollateOptions): IdRules {
     tokenTypes: typeVocabSize === undefined ? [INT32_LIMIT, 'int32'] : [typeVocabSize, 'typeVocabSize'],
     classes: regression ? undefined : numLabels,
     perToken: options.task === 'token-classification',
+    targetsPerExample: problemType === 'multi_label_classification' ? numLabels : undefined,
   };
 }
 
@@ -372,6 +380,22 @@ function checkExample(example: Example, index: number, rules: IdRules): void {
     }
     checkIdRow('tokenTypeIds', example.tokenTypeIds, length, index, rules.tokenTypes);
   }
+  if (rules.targetsPerExample !== undefined) {
+    const targets = example.label;
+    if (!Array.isArray(targets) || targets.length !== rules.targetsPerExample) {
+      throw new RangeError(
+        `collate: example ${index} label must be ${rules.targetsPerExample} targets, one per class (multi-label)`,
+      );
+    }
+    targets.forEach((target: unknown, position) => {
+      if (typeof target !== 'number' || !(target >= 0 && target <= 1)) {
+        throw new RangeError(
+          `collate: example ${index} label[${position}] is ${describeValue(target)}; expected a target in [0, 1]`,
+        );
+      }
+    });
+    return;
+  }
   if (!rules.perToken) {
     checkLabel(example.label, index, 'label', rules.classes);
     return;
@@ -415,7 +439,10 @@ export function collate(examples: readonly Example[], padTokenId: number, option
   const inputIds = new Int32Array(batch * length).fill(padTokenId);
   const attentionMask = new Int32Array(batch * length);
   const tokenTypeIds = new Int32Array(batch * length);
-  const labels = rules.perToken ? new Float32Array(batch * length).fill(IGNORED_LABEL) : new Float32Array(batch);
+  const targets = rules.targetsPerExample;
+  const labels = rules.perToken
+    ? new Float32Array(batch * length).fill(IGNORED_LABEL)
+    : new Float32Array(batch * (targets ?? 1));
   examples.forEach((example, row) => {
     const kept = Math.min(example.inputIds.length, length);
     const offset = row * length;
@@ -425,7 +452,8 @@ export function collate(examples: readonly Example[], padTokenId: number, option
       tokenTypeIds[offset + column] = example.tokenTypeIds?.[column] ?? 0;
       if (rules.perToken) labels[offset + column] = (example.label as readonly number[])[column];
     }
-    if (!rules.perToken) labels[row] = example.label as number;
+    if (targets !== undefined) labels.set(example.label as readonly number[], row * targets);
+    else if (!rules.perToken) labels[row] = example.label as number;
   });
   return {
     inputIds: { data: inputIds, shape: [batch, length] },

@@ -3,7 +3,14 @@ import { noGrad } from '../autograd';
 import { type EncoderTaskModel } from '../models/encoder';
 import { tidy } from '../tensor';
 import { collate, type Example } from './data';
-import { argmaxRows, classificationMetrics, entityMetrics, isEntityTagSet, regressionMetrics } from './metrics';
+import {
+  argmaxRows,
+  classificationMetrics,
+  entityMetrics,
+  isEntityTagSet,
+  multiLabelMetrics,
+  regressionMetrics,
+} from './metrics';
 import { IGNORE_INDEX } from '../ops/loss';
 
 export interface Evaluation {
@@ -33,6 +40,9 @@ export function* evaluationBatches(
 ): Generator<void, Evaluation> {
   if (examples.length === 0) throw new RangeError('evaluate: no examples');
   if (model.config.task === 'token-classification') return yield* tokenEvaluation(model, examples, batchSize);
+  if (model.config.problemType === 'multi_label_classification') {
+    return yield* multiLabelEvaluation(model, examples, batchSize);
+  }
   const regression = model.config.problemType === 'regression';
   const classes = model.config.numLabels;
   const predictions = regression ? new Float32Array(examples.length) : new Int32Array(examples.length);
@@ -65,6 +75,34 @@ function* inEvalMode(model: EncoderTaskModel, more: boolean, batch: () => void):
     model.train(wasTraining);
   }
   if (more) yield;
+}
+
+/**
+ * Multi-label classification: a class is predicted when its logit is positive (σ > 0.5); `predictions` holds the
+ * 0/1 decisions, [examples × classes] row by row.
+ */
+function* multiLabelEvaluation(
+  model: EncoderTaskModel,
+  examples: readonly Example[],
+  batchSize: number,
+): Generator<void, Evaluation> {
+  const classes = model.config.numLabels;
+  const predictions = new Int32Array(examples.length * classes);
+  let lossTotal = 0;
+  for (let start = 0; start < examples.length; start += batchSize) {
+    const chunk = examples.slice(start, start + batchSize);
+    yield* inEvalMode(model, start + batchSize < examples.length, () => {
+      const { logits, loss } = model.forward(collate(chunk, model.config.padTokenId, model.config));
+      lossTotal += loss!.item() * chunk.length;
+      predictions.set(
+        Int32Array.from(logits.toFloat32Array(), (logit) => (logit > 0 ? 1 : 0)),
+        start * classes,
+      );
+    });
+  }
+  const targets = Float64Array.from(examples.flatMap((example) => example.label as readonly number[]));
+  const metrics = multiLabelMetrics(predictions, targets, classes);
+  return { loss: lossTotal / examples.length, metrics: { ...metrics }, predictions };
 }
 
 /**
@@ -128,6 +166,9 @@ function labelNames(model: EncoderTaskModel): string[] | undefined {
 
 /** The metric a run is judged by, and whether higher is better. */
 export function primaryMetric(model: EncoderTaskModel, name?: string): { name: string; higherIsBetter: boolean } {
-  const chosen = name ?? (model.config.problemType === 'regression' ? 'mse' : 'accuracy');
+  const { problemType } = model.config;
+  const chosen =
+    name ??
+    (problemType === 'regression' ? 'mse' : problemType === 'multi_label_classification' ? 'microF1' : 'accuracy');
   return { name: chosen, higherIsBetter: chosen !== 'mse' && chosen !== 'loss' };
 }

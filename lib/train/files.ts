@@ -8,8 +8,11 @@ export interface ExampleRow {
   text: string;
   /** The second text of a sentence pair. */
   textPair?: string;
-  /** As written in the file: CSV labels are always strings, JSONL labels may be numbers. */
-  label: string | number;
+  /**
+   * As written in the file: CSV labels are always strings, JSONL labels may be numbers, or lists of class names
+   * (multi-label classification: the classes that apply).
+   */
+  label: string | number | string[];
 }
 
 /** A malformed examples file: `file` and `line` (1-based) say where, the message says what. */
@@ -48,10 +51,16 @@ function readJsonLines(file: string, content: string): ExampleRow[] {
       throw new ExamplesFileError(file, lineNumber, '"text_pair" must be a string');
     }
     const label = record.label;
-    if (!(typeof label === 'string' || (typeof label === 'number' && Number.isFinite(label)))) {
-      throw new ExamplesFileError(file, lineNumber, '"label" is missing or not a string or finite number');
+    const isNameList = Array.isArray(label) && label.every((name) => typeof name === 'string');
+    if (!(typeof label === 'string' || (typeof label === 'number' && Number.isFinite(label)) || isNameList)) {
+      throw new ExamplesFileError(
+        file,
+        lineNumber,
+        '"label" is missing or not a string, a finite number or a list of class names',
+      );
     }
-    rows.push(typeof pair === 'string' ? { text: record.text, textPair: pair, label } : { text: record.text, label });
+    const row: ExampleRow = { text: record.text, label: label as ExampleRow['label'] };
+    rows.push(typeof pair === 'string' ? { ...row, textPair: pair } : row);
   });
   return rows;
 }

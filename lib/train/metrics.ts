@@ -277,3 +277,49 @@ export function entityMetrics(
 export function isEntityTagSet(names: readonly string[]): boolean {
   return names.length > 1 && names.every((name) => name === 'O' || /^[BIES][-_].+$/.test(name));
 }
+
+export interface MultiLabelMetrics {
+  /** Examples whose every class decision is right (scikit-learn's accuracy_score on label sets). */
+  subsetAccuracy: number;
+  /** F1 over every (example, class) decision pooled: f1_score(average='micro'). */
+  microF1: number;
+  /** The mean over classes of each class's F1 (a class never true nor predicted scores 0, as scikit-learn's). */
+  macroF1: number;
+}
+
+/** Multi-label scores of 0/1 decisions against 0/1 targets, both [examples × classes] row by row. */
+export function multiLabelMetrics(
+  predictions: ArrayLike<number>,
+  targets: ArrayLike<number>,
+  classes: number,
+): MultiLabelMetrics {
+  checkPair('multiLabelMetrics', predictions, targets);
+  if (!Number.isInteger(classes) || classes < 1 || predictions.length % classes !== 0) {
+    throw new RangeError(`multiLabelMetrics: ${predictions.length} decisions do not make rows of ${classes} classes`);
+  }
+  const perClass = Array.from({ length: classes }, () => ({ tp: 0, fp: 0, fn: 0 }));
+  let exact = 0;
+  for (let row = 0; row < predictions.length / classes; row++) {
+    let allRight = true;
+    for (let label = 0; label < classes; label++) {
+      const predicted = predictions[row * classes + label] > 0.5;
+      const truth = targets[row * classes + label] > 0.5;
+      if (predicted !== truth) allRight = false;
+      if (predicted && truth) perClass[label].tp++;
+      else if (predicted) perClass[label].fp++;
+      else if (truth) perClass[label].fn++;
+    }
+    if (allRight) exact++;
+  }
+  const f1 = ({ tp, fp, fn }: { tp: number; fp: number; fn: number }) => (tp === 0 ? 0 : (2 * tp) / (2 * tp + fp + fn));
+  const pooled = perClass.reduce((total, counts) => ({
+    tp: total.tp + counts.tp,
+    fp: total.fp + counts.fp,
+    fn: total.fn + counts.fn,
+  }));
+  return {
+    subsetAccuracy: exact / (predictions.length / classes),
+    microF1: f1(pooled),
+    macroF1: perClass.reduce((total, counts) => total + f1(counts), 0) / classes,
+  };
+}
