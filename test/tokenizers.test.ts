@@ -139,6 +139,121 @@ describe('Hugging Face tokenizer.json', () => {
   });
 });
 
+describe("XLM-RoBERTa's Unigram (SentencePiece) tokenizer.json", () => {
+  it('picks the most probable segmentation, frames <s> … </s>, and splits pre-split words each after ▁', () => {
+    const unigram = {
+      version: '1.0',
+      truncation: null,
+      padding: null,
+      added_tokens: ['<s>', '<pad>', '</s>', '<unk>'].map((content, id) => ({
+        id,
+        content,
+        single_word: false,
+        lstrip: false,
+        rstrip: false,
+        normalized: false,
+        special: true,
+      })),
+      normalizer: null,
+      pre_tokenizer: { type: 'Metaspace', replacement: '▁', prepend_scheme: 'always', split: true },
+      post_processor: {
+        type: 'TemplateProcessing',
+        single: [
+          { SpecialToken: { id: '<s>', type_id: 0 } },
+          { Sequence: { id: 'A', type_id: 0 } },
+          { SpecialToken: { id: '</s>', type_id: 0 } },
+        ],
+        pair: [
+          { SpecialToken: { id: '<s>', type_id: 0 } },
+          { Sequence: { id: 'A', type_id: 0 } },
+          { SpecialToken: { id: '</s>', type_id: 0 } },
+          { SpecialToken: { id: '</s>', type_id: 0 } },
+          { Sequence: { id: 'B', type_id: 0 } },
+          { SpecialToken: { id: '</s>', type_id: 0 } },
+        ],
+        special_tokens: {
+          '<s>': { id: '<s>', ids: [0], tokens: ['<s>'] },
+          '</s>': { id: '</s>', ids: [2], tokens: ['</s>'] },
+        },
+      },
+      decoder: { type: 'Metaspace', replacement: '▁', prepend_scheme: 'always', split: true },
+      model: {
+        type: 'Unigram',
+        unk_id: 3,
+        byte_fallback: false,
+        // "▁wor" + "ld" (log-probability −6) beats "▁world" (−7): the Viterbi path, not the longest match.
+        vocab: [
+          ['<s>', 0],
+          ['<pad>', 0],
+          ['</s>', 0],
+          ['<unk>', 0],
+          ['▁hello', -2],
+          ['▁wor', -3],
+          ['ld', -3],
+          ['▁world', -7],
+          ['▁', -4],
+          ...'helowrd'.split('').map((letter) => [letter, -6]),
+        ],
+      },
+    };
+    const folder = mkdtempSync(join(dir, 'unigram-'));
+    writeFileSync(join(folder, 'tokenizer.json'), JSON.stringify(unigram));
+    writeFileSync(join(folder, 'tokenizer_config.json'), JSON.stringify({ pad_token: '<pad>' }));
+    const tokenizer = tokenizers.load(folder);
+    expect(tokenizer.padTokenId).toBe(1);
+    expect(Array.from(tokenizer.encodeBatch(['hello world']).inputIds.data)).toEqual([0, 4, 5, 6, 2]);
+    expect(tokenizer.encodeWords(['hello', 'world'])).toEqual({ ids: [0, 4, 5, 6, 2], wordIds: [null, 0, 1, 1, null] });
+  });
+});
+
+describe("ESM's protein tokenizer (vocab.txt)", () => {
+  // ESM-2's vocabulary: the special tokens, the amino acids and the rare ones, one a line.
+  const vocab = [
+    '<cls>',
+    '<pad>',
+    '<eos>',
+    '<unk>',
+    ...'LAGVSERTIDPKQNFYMHWCXBUZO'.split(''),
+    '.',
+    '-',
+    '<null_1>',
+    '<mask>',
+  ];
+
+  it('splits a sequence into residues in <cls> … <eos>, <mask> whole, unknowns as <unk>, and loads from a folder', () => {
+    const folder = mkdtempSync(join(dir, 'esm-'));
+    writeFileSync(join(folder, 'vocab.txt'), vocab.join('\n') + '\n');
+    writeFileSync(join(folder, 'config.json'), JSON.stringify({ model_type: 'esm' }));
+    const tokenizer = tokenizers.load(folder) as tokenizers.EsmTokenizer;
+    expect(tokenizer).toBeInstanceOf(tokenizers.EsmTokenizer);
+    expect([tokenizer.vocabSize, tokenizer.padTokenId, tokenizer.clsId, tokenizer.eosId]).toEqual([33, 1, 0, 2]);
+    const id = (token: string) => vocab.indexOf(token);
+    expect(tokenizer.tokenize('MK<mask>T a')).toEqual([id('M'), id('K'), id('<mask>'), id('T'), id('<unk>')]);
+    const batch = tokenizer.encodeBatch(['MKT', 'MK'], { pairs: ['A', 'AG'] });
+    expect(Array.from(batch.inputIds.data)).toEqual([
+      0,
+      id('M'),
+      id('K'),
+      id('T'),
+      2,
+      id('A'),
+      2,
+      0,
+      id('M'),
+      id('K'),
+      2,
+      id('A'),
+      id('G'),
+      2,
+    ]);
+    expect(tokenizer.encodeWords(['M', 'KT'])).toEqual({
+      ids: [0, id('M'), id('K'), id('T'), 2],
+      wordIds: [null, 0, 1, 1, null],
+    });
+    expect(() => new tokenizers.EsmTokenizer(['A', 'B'])).toThrow(/EsmTokenizer: the vocabulary has no <pad>/);
+  });
+});
+
 describe('the character tokenizer', () => {
   it('builds a vocabulary from texts, encodes pairs with [CLS]/[SEP], and saves and loads', () => {
     const tokenizer = tokenizers.CharTokenizer.fromTexts(['abc', 'cab!']);

@@ -28,8 +28,9 @@ export function checkModelFolder(dir: string, option = '--model'): void {
   for (const file of ['config.json', 'model.safetensors']) {
     if (!existsSync(join(dir, file))) throw new UsageError(`${option} ${dir}: ${file} is missing`);
   }
-  if (!existsSync(join(dir, 'tokenizer.json')) && !existsSync(join(dir, tokenizers.CHAR_TOKENIZER_FILE))) {
-    throw new UsageError(`${option} ${dir}: tokenizer.json is missing`);
+  const tokenizerFiles = ['tokenizer.json', tokenizers.ESM_VOCAB_FILE, tokenizers.CHAR_TOKENIZER_FILE];
+  if (!tokenizerFiles.some((file) => existsSync(join(dir, file)))) {
+    throw new UsageError(`${option} ${dir}: tokenizer.json is missing (or ESM's vocab.txt)`);
   }
 }
 

@@ -146,7 +146,12 @@ export async function trainCommand(argv: string[]): Promise<void> {
     model.to('cpu');
     adapters.save(model, outDir, { baseModelNameOrPath: modelDir });
     writeFileAtomic(join(outDir, LABELS_FILE), JSON.stringify(task, null, 2) + '\n');
-    for (const file of ['tokenizer.json', 'tokenizer_config.json', tokenizers.CHAR_TOKENIZER_FILE]) {
+    for (const file of [
+      'tokenizer.json',
+      'tokenizer_config.json',
+      tokenizers.ESM_VOCAB_FILE,
+      tokenizers.CHAR_TOKENIZER_FILE,
+    ]) {
       if (existsSync(join(modelDir, file))) copyFileSync(join(modelDir, file), join(outDir, file));
     }
     const final = evalExamples ? evaluate(model, evalExamples) : evaluate(model, train);

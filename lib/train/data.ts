@@ -375,10 +375,14 @@ function checkExample(example: Example, index: number, rules: IdRules): void {
     checkIdRow('attentionMask', example.attentionMask, length, index, ATTENTION_MASK_VALUES);
   }
   if (example.tokenTypeIds !== undefined) {
+    // A model without token types (DistilBERT, ESM) takes all-zero ones, as tokenizers write them, and drops them.
     if (rules.tokenTypes[0] === 0) {
-      throw new RangeError(`collate: example ${index} has tokenTypeIds, but the model takes no token types`);
+      if (example.tokenTypeIds.some((type) => type !== 0)) {
+        throw new RangeError(`collate: example ${index} has non-zero tokenTypeIds, but the model takes no token types`);
+      }
+    } else {
+      checkIdRow('tokenTypeIds', example.tokenTypeIds, length, index, rules.tokenTypes);
     }
-    checkIdRow('tokenTypeIds', example.tokenTypeIds, length, index, rules.tokenTypes);
   }
   if (rules.targetsPerExample !== undefined) {
     const targets = example.label;

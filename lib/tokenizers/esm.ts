@@ -1,0 +1,97 @@
+// ESM's protein tokenizer (transformers' EsmTokenizer): a vocab.txt of tokens, one a line (the amino acids, one
+// letter each, and <cls>, <pad>, <eos>, <unk>, <mask>, ...); a sequence is split into the longest vocabulary tokens
+// that match, whitespace skipped, anything else <unk>, and framed as <cls> … <eos> (a pair: <cls> A <eos> B <eos>).
+import { readFileSync } from 'node:fs';
+
+import {
+  assembleWords,
+  checkTexts,
+  type EncodeOptions,
+  type EncodedBatch,
+  type EncodedWords,
+  padBatch,
+  type Tokenizer,
+} from './batch';
+
+export const ESM_VOCAB_FILE = 'vocab.txt';
+
+export class EsmTokenizer implements Tokenizer {
+  readonly #ids: Map<string, number>;
+  /** Longest token first: "<mask>" must win over "<". */
+  readonly #tokens: string[];
+  readonly padTokenId: number;
+  readonly clsId: number;
+  readonly eosId: number;
+  readonly unknownId: number;
+
+  constructor(vocabulary: readonly string[]) {
+    if (
+      !Array.isArray(vocabulary) ||
+      vocabulary.length === 0 ||
+      vocabulary.some((token) => typeof token !== 'string')
+    ) {
+      throw new TypeError('EsmTokenizer: vocabulary must be a non-empty list of tokens');
+    }
+    this.#ids = new Map(vocabulary.map((token, id) => [token, id]));
+    this.#tokens = [...this.#ids.keys()].filter((token) => token !== '').sort((a, b) => b.length - a.length);
+    const required = (token: string): number => {
+      const id = this.#ids.get(token);
+      if (id === undefined) throw new RangeError(`EsmTokenizer: the vocabulary has no ${token}`);
+      return id;
+    };
+    this.padTokenId = required('<pad>');
+    this.clsId = required('<cls>');
+    this.eosId = required('<eos>');
+    this.unknownId = required('<unk>');
+  }
+
+  static load(path: string): EsmTokenizer {
+    const lines = readFileSync(path, 'utf8').split(/\r?\n/);
+    if (lines.at(-1) === '') lines.pop();
+    return new EsmTokenizer(lines.map((line) => line.trim()));
+  }
+
+  get vocabSize(): number {
+    return this.#ids.size;
+  }
+
+  /** Token ids of a sequence, without <cls>/<eos>. */
+  tokenize(text: string): number[] {
+    const ids: number[] = [];
+    let position = 0;
+    while (position < text.length) {
+      if (/\s/.test(text[position])) {
+        position++;
+        continue;
+      }
+      const token = this.#tokens.find((candidate) => text.startsWith(candidate, position));
+      ids.push(token === undefined ? this.unknownId : this.#ids.get(token)!);
+      position += token === undefined ? 1 : token.length;
+    }
+    return ids;
+  }
+
+  encodeWords(words: readonly string[], options: { maxLength?: number } = {}): EncodedWords {
+    return assembleWords(words, (word) => this.tokenize(word), [this.clsId], [this.eosId], options.maxLength ?? 1024);
+  }
+
+  /** <cls> sequence <eos> (pair <eos>), truncated longest-first to maxLength, padded into a batch. */
+  encodeBatch(texts: readonly string[], options: EncodeOptions = {}): EncodedBatch {
+    checkTexts(texts, options);
+    const maxLength = options.maxLength ?? 1024;
+    const sequences = texts.map((text, index) => {
+      let first = this.tokenize(text);
+      const pairText = options.pairs?.[index];
+      let second = pairText === undefined ? undefined : this.tokenize(pairText);
+      const budget = maxLength - (second === undefined ? 2 : 3);
+      while (first.length + (second?.length ?? 0) > budget) {
+        if (second !== undefined && second.length > first.length) second = second.slice(0, -1);
+        else first = first.slice(0, -1);
+      }
+      const ids = [this.clsId, ...first, this.eosId, ...(second === undefined ? [] : [...second, this.eosId])];
+      return { ids, typeIds: ids.map(() => 0) };
+    });
+    const longest = Math.max(1, ...sequences.map((sequence) => sequence.ids.length));
+    return padBatch(sequences, this.padTokenId, options.padding === 'max_length' ? maxLength : longest);
+  }
+}
