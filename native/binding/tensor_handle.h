@@ -6,12 +6,13 @@
 
 #include <memory>
 
+#include "../common/ops.h"
 #include "../core/memory.h"
 #include "../core/shape.h"
 
 namespace bidora::binding {
 
-// Where a tensor's contents live. 'cuda' exists only in builds with BIDORA_HAVE_CUDA and with a usable GPU.
+// Where a tensor's contents live. 'cuda' exists only in builds with the CUDA backend and with a usable GPU.
 enum class Device { kCpu, kCuda };
 const char* device_name(Device device);
 // 'cpu' or 'cuda' (RangeError naming `where` otherwise); 'cuda' without a usable GPU is a RangeError saying why.
@@ -31,6 +32,7 @@ struct Storage {
   float* gpu = nullptr;  // the contents on the GPU (owned), for device kCuda
   int64_t gpu_count = 0;
   std::shared_ptr<MemoryStats> gpu_stats;
+  const ops::Backend* backend = nullptr;  // the one that allocated `gpu`, for device storage
   uint64_t version = 0;
   // ||row||² for the row count below, valid while version is unchanged; on the tensor's device.
   FloatBuffer row_sq_norms;
@@ -62,7 +64,7 @@ class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
   const Shape& shape() const { return shape_; }
   Device device() const { return device_; }
   // The contents on the tensor's own device: a GPU pointer for 'cuda' tensors, which only ops that take tensors
-  // on any device (any_tensor_arg) ever see.
+  // on any device ever see.
   float* data() { return storage_->data(); }
   int64_t numel() const { return shape_.numel(); }
 
@@ -101,8 +103,5 @@ class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
   int64_t reported_bytes_ = 0;          // what this handle told V8 it holds: its storage's bytes if it made the storage
   std::shared_ptr<MemoryStats> stats_;  // counts this handle among the environment's live tensors
 };
-
-// Registers fromFloat32Array, full, randn, uniform, reshape and toDevice on `exports`.
-void register_creation(Napi::Env env, Napi::Object exports);
 
 }  // namespace bidora::binding
