@@ -9,6 +9,8 @@
 
 namespace bidora::binding {
 
+AddonState& state(Napi::Env env) { return *env.GetInstanceData<AddonState>(); }
+
 // ---- backends ------------------------------------------------------------------------------------------------------
 
 const ops::Backend& cpu_backend() { return cpu::backend(); }
@@ -44,7 +46,12 @@ bool missing(Napi::Value value) { return value.IsUndefined() || value.IsNull(); 
 
 TensorHandle* read_tensor(const char* fn, const char* name, Napi::Env env, Napi::Value value, bool optional) {
   if (optional && missing(value)) return nullptr;
-  return &tensor_value(env, value, where(fn, name), true);
+  if (!value.IsObject() || !value.As<Napi::Object>().InstanceOf(state(env).tensor_constructor.Value())) {
+    throw bidora::TypeError(where(fn, name) + " must be a Tensor");
+  }
+  TensorHandle* handle = TensorHandle::live(env, value);
+  if (handle == nullptr) throw bidora::TypeError(where(fn, name) + " is a disposed Tensor");
+  return handle;
 }
 
 void read_tensor_list(const char* fn, const char* name, Napi::Env env, Napi::Value value, bool optional,
@@ -55,12 +62,12 @@ void read_tensor_list(const char* fn, const char* name, Napi::Env env, Napi::Val
   Napi::Array array = value.As<Napi::Array>();
   list.present = true;
   for (uint32_t position = 0; position < array.Length(); ++position) {
-    const std::string element = where(fn, name) + "[" + std::to_string(position) + "]";
-    TensorHandle& handle = tensor_value(env, array.Get(position), element, true);
-    list.handles.push_back(&handle);
-    list.data.push_back(handle.data());
-    list.lengths.push_back(handle.numel());
-    list.shapes.push_back(handle.shape());
+    const std::string element = std::string(name) + "[" + std::to_string(position) + "]";
+    TensorHandle* handle = read_tensor(fn, element.c_str(), env, array.Get(position), false);
+    list.handles.push_back(handle);
+    list.data.push_back(handle->data());
+    list.lengths.push_back(handle->numel());
+    list.shapes.push_back(handle->shape());
   }
 }
 

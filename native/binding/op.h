@@ -11,34 +11,57 @@
 
 #include <cmath>
 #include <limits>
+#include <memory>
+#include <new>
 #include <optional>
 #include <string>
 #include <type_traits>
 #include <vector>
 
 #include "../common/ops.h"
+#include "../core/errors.h"
 #include "../core/shape_rules.h"
-#include "args.h"
 #include "tensor_handle.h"
 
 namespace bidora::binding {
+
+// What one JavaScript environment (main thread or worker) keeps: its memory counters and the handle class.
+struct AddonState {
+  std::shared_ptr<MemoryStats> stats = std::make_shared<MemoryStats>();
+  Napi::FunctionReference tensor_constructor;
+};
+AddonState& state(Napi::Env env);
+
+// Runs `body` with allocations charged to this environment and kernel errors turned into JavaScript errors: bidora's
+// own as TypeError and RangeError, out of memory as RangeError, any other C++ exception (a failed system call, a
+// library error) as Error with its message. Nothing thrown by a kernel may reach Node-API as a C++ exception.
+template <typename Body>
+Napi::Value guarded(const Napi::CallbackInfo& info, Body body) {
+  Napi::Env env = info.Env();
+  StatsScope scope(state(env).stats);
+  try {
+    return body();
+  } catch (const bidora::TypeError& error) {
+    throw Napi::TypeError::New(env, error.what());
+  } catch (const bidora::RangeError& error) {
+    throw Napi::RangeError::New(env, error.what());
+  } catch (const std::bad_alloc&) {
+    throw Napi::RangeError::New(env, "out of memory");
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::exception& error) {
+    throw Napi::Error::New(env, std::string("bidora: native error: ") + error.what());
+  } catch (...) {
+    // Not a std::exception (a library's own type, a thrown int): nothing to say but that it happened.
+    throw Napi::Error::New(env, "bidora: native error: an unknown C++ exception");
+  }
+}
 
 constexpr int64_t kMaxSafeInteger = 9007199254740991;
 constexpr int64_t kMaxInt32 = 2147483647;
 
 // What an argument is, as ops() reports it; test/op-contract.test.ts maps each kind to its TypeScript type.
-enum class Kind {
-  kTensor,
-  kTensorList,
-  kNumber,
-  kInteger,
-  kBoolean,
-  kShape,
-  kInt32Array,
-  kFloat32Array,
-  kString,
-  kFlags
-};
+enum class Kind { kTensor, kList, kNumber, kInteger, kBoolean, kShape, kInt32Array, kFloat32Array, kString, kFlags };
 // Where an op runs: on its tensors' device (a kernel on every backend), or on the CPU only.
 enum class Runs { kAny, kCpu };
 
@@ -174,11 +197,11 @@ Field<ArgsOf<M>> written_tensor(const char* name) {
 // An array of live tensors, named "name[i]" in messages.
 template <auto M>
 Field<ArgsOf<M>> tensor_list(const char* name) {
-  return make_field<M>(name, Kind::kTensorList);
+  return make_field<M>(name, Kind::kList);
 }
 template <auto M>
 Field<ArgsOf<M>> written_list(const char* name, bool optional = false) {
-  return make_field<M>(name, Kind::kTensorList, optional, true);
+  return make_field<M>(name, Kind::kList, optional, true);
 }
 template <auto M>
 Field<ArgsOf<M>> number(const char* name, Bounds bounds = kFinite) {
@@ -323,6 +346,11 @@ void register_op(Napi::Env env, Napi::Object exports, const OpSpec<Args>& spec) 
   const OpSpec<Args>* pointer = &spec;
   auto function = [pointer](const Napi::CallbackInfo& call) { return run_op(call, *pointer); };
   exports.Set(spec.name, Napi::Function::New(env, function, spec.name));
+}
+
+template <typename... Specs>
+void register_ops(Napi::Env env, Napi::Object exports, const Specs&... specs) {
+  (register_op(env, exports, specs), ...);
 }
 
 // Every family registers its ops on the addon's exports; ops() lists them.

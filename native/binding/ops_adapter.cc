@@ -245,10 +245,8 @@ const OpSpec<A> kBackwardReference(
 }  // namespace
 
 void register_adapter(Napi::Env env, Napi::Object exports) {
-  for (const OpSpec<A>* spec : {&kDoraForward, &kDoraBackward, &kLoraForward, &kLoraBackward, &kDoraWeightNorm,
-                                &kAdapterMerge, &kAdapterUnmerge, &kForwardReference, &kBackwardReference}) {
-    register_op(env, exports, *spec);
-  }
+  register_ops(env, exports, kDoraForward, kDoraBackward, kLoraForward, kLoraBackward, kDoraWeightNorm, kAdapterMerge,
+               kAdapterUnmerge, kForwardReference, kBackwardReference);
 }
 
 }  // namespace bidora::binding

@@ -167,14 +167,8 @@ const OpSpec<GlobalNormArgs> kGlobalNorm(
 }  // namespace
 
 void register_elementwise(Napi::Env env, Napi::Object exports) {
-  for (const auto* spec : {&kAdd, &kSub, &kMul}) register_op(env, exports, *spec);
-  register_op(env, exports, kScale);
-  register_op(env, exports, kAxpy);
-  register_op(env, exports, kSum);
-  register_op(env, exports, kBroadcastAxis);
-  register_op(env, exports, kNarrow);
-  register_op(env, exports, kNarrowBackward);
-  register_op(env, exports, kGlobalNorm);
+  register_ops(env, exports, kAdd, kSub, kMul, kScale, kAxpy, kSum, kBroadcastAxis, kNarrow, kNarrowBackward,
+               kGlobalNorm);
 }
 
 }  // namespace bidora::binding

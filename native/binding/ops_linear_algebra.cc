@@ -88,8 +88,7 @@ ops::Precision gemm_precision() { return matmul_precision.load(); }
 
 void register_linear_algebra(Napi::Env env, Napi::Object exports) {
   exports.Set("setMatmulPrecision", Napi::Function::New<set_matmul_precision>(env, "setMatmulPrecision"));
-  register_op(env, exports, kMatmul);
-  register_op(env, exports, kLinear);
+  register_ops(env, exports, kMatmul, kLinear);
 }
 
 }  // namespace bidora::binding

@@ -177,10 +177,7 @@ const OpSpec<PenaltyArgs> kPenalty(
 }  // namespace
 
 void register_optim(Napi::Env env, Napi::Object exports) {
-  register_op(env, exports, kAdamw);
-  register_op(env, exports, kSgd);
-  for (const auto* spec : {&kAxpyList, &kScaleList, &kCombine}) register_op(env, exports, *spec);
-  register_op(env, exports, kPenalty);
+  register_ops(env, exports, kAdamw, kSgd, kAxpyList, kScaleList, kCombine, kPenalty);
 }
 
 }  // namespace bidora::binding

@@ -9,8 +9,6 @@
 
 namespace bidora::binding {
 
-const char* device_name(Device device) { return device == Device::kCuda ? "cuda" : "cpu"; }
-
 Device usable_device(const std::string& name, const std::string& where) {
   if (name == "cpu") return Device::kCpu;
   if (name != "cuda") throw RangeError(where + " must be 'cpu' or 'cuda', got '" + name + "'");
@@ -26,21 +24,6 @@ Device usable_device(const std::string& name, const std::string& where) {
                      "(devices() lists what is)");
   }
   return Device::kCuda;
-}
-
-Storage::Storage(int64_t count, std::shared_ptr<MemoryStats> stats)
-    : device(Device::kCuda), gpu_count(count), backend(&backend_for(Device::kCuda)) {
-  gpu = backend->allocate(count, "Tensor");
-  gpu_stats = std::move(stats);
-  if (gpu_stats) gpu_stats->device_bytes.fetch_add(count * static_cast<int64_t>(sizeof(float)));
-}
-
-Storage::~Storage() {
-  if (backend != nullptr) {
-    backend->release(gpu);
-    backend->release(gpu_row_sq_norms);
-  }
-  if (gpu_stats) gpu_stats->device_bytes.fetch_sub(gpu_count * static_cast<int64_t>(sizeof(float)));
 }
 
 namespace {
@@ -89,7 +72,7 @@ TensorHandle* TensorHandle::live(Napi::Env env, Napi::Value object) {
 
 TensorHandle& TensorHandle::this_handle(const Napi::CallbackInfo& info, const char* function) {
   TensorHandle* handle = live(info.Env(), info.This());
-  if (handle == nullptr) throw_type_error(info.Env(), std::string(function) + ": the tensor is disposed");
+  if (handle == nullptr) throw Napi::TypeError::New(info.Env(), std::string(function) + ": the tensor is disposed");
   return *handle;
 }
 
@@ -100,9 +83,11 @@ Napi::Object TensorHandle::create(Napi::Env env, const Shape& shape, FloatBuffer
 Napi::Object TensorHandle::view(Napi::Env env, const Shape& shape) { return construct(env, shape, storage_, true); }
 
 Napi::Object TensorHandle::allocate(Napi::Env env, const Shape& shape, TensorHandle** handle, Device device) {
-  Napi::Object object = device == Device::kCpu
-                            ? create(env, shape, FloatBuffer(shape.numel()))
-                            : construct(env, shape, std::make_shared<Storage>(shape.numel(), state(env).stats), false);
+  Napi::Object object =
+      device == Device::kCpu
+          ? create(env, shape, FloatBuffer(shape.numel()))
+          : construct(env, shape, std::make_shared<Storage>(backend_for(device), shape.numel(), state(env).stats),
+                      false);
   *handle = Unwrap(object);
   return object;
 }
@@ -110,16 +95,7 @@ Napi::Object TensorHandle::allocate(Napi::Env env, const Shape& shape, TensorHan
 Napi::Object TensorHandle::copy_to(Napi::Env env, Device device, const char* function) {
   TensorHandle* copy = nullptr;
   Napi::Object object = allocate(env, shape_, &copy, device);
-  const int64_t count = numel();
-  if (device == Device::kCpu && this->device() == Device::kCpu) {
-    if (count > 0) std::memcpy(copy->data(), data(), static_cast<size_t>(count) * sizeof(float));
-  } else if (device == Device::kCpu) {
-    backend_for(this->device()).copy_to_host(copy->data(), data(), count, function);
-  } else if (this->device() == Device::kCpu) {
-    backend_for(device).copy_to_device(copy->data(), data(), count, function);
-  } else {
-    backend_for(device).copy_on_device(copy->data(), data(), count, function);
-  }
+  copy->storage_->copy_from(*storage_, numel(), function);
   return object;
 }
 
@@ -149,29 +125,8 @@ TensorHandle::~TensorHandle() {
 }
 
 const float* TensorHandle::row_sq_norms() {
-  Storage& storage = *storage_;
   const int64_t rows = shape_.rank == 0 ? 1 : shape_[0];
-  const int64_t cols = rows == 0 ? 0 : numel() / rows;
-  if (storage.row_sq_norms_rows == rows && storage.row_sq_norms_version == storage.version) {
-    return storage.device == Device::kCpu ? storage.row_sq_norms.data() : storage.gpu_row_sq_norms;
-  }
-  float* out = nullptr;
-  if (storage.device == Device::kCpu) {
-    if (storage.row_sq_norms.size() != rows) storage.row_sq_norms = FloatBuffer(rows);
-    out = storage.row_sq_norms.data();
-  } else {
-    if (storage.row_sq_norms_rows != rows) {
-      storage.backend->release(storage.gpu_row_sq_norms);
-      storage.gpu_row_sq_norms = nullptr;
-      storage.row_sq_norms_rows = -1;  // stale until the allocation below succeeds
-      storage.gpu_row_sq_norms = storage.backend->allocate(rows, "row norms");
-    }
-    out = storage.gpu_row_sq_norms;
-  }
-  backend_for(storage.device).row_sq_norms({.out = out, .weight = storage.data(), .m = rows, .k = cols});
-  storage.row_sq_norms_rows = rows;
-  storage.row_sq_norms_version = storage.version;
-  return out;
+  return storage_->row_sq_norms(cpu_backend(), rows, rows == 0 ? 0 : numel() / rows);
 }
 
 void TensorHandle::destroy(Napi::Env env, Napi::Object object) {
@@ -181,7 +136,7 @@ void TensorHandle::destroy(Napi::Env env, Napi::Object object) {
   // Without its wrap the object owes the finaliser nothing; ~ObjectWrap then deletes the reference napi_wrap made.
   // What is left until garbage collection is the bare JavaScript object.
   if (napi_remove_wrap(env, object, nullptr) != napi_ok) {
-    throw_type_error(env, "dispose: the tensor handle could not be detached");
+    throw Napi::TypeError::New(env, "dispose: the tensor handle could not be detached");
   }
   delete this;
 }
@@ -212,8 +167,8 @@ Napi::Value TensorHandle::write(const Napi::CallbackInfo& info) {
   });
   const int64_t count = handle.numel();
   if (static_cast<int64_t>(data.ElementLength()) != count) {
-    throw_range_error(env, "write: data has " + std::to_string(data.ElementLength()) +
-                               " elements but the tensor has shape " + handle.shape().str());
+    throw Napi::RangeError::New(env, "write: data has " + std::to_string(data.ElementLength()) +
+                                         " elements but the tensor has shape " + handle.shape().str());
   }
   // Bumped first: even a copy that fails halfway has changed what backward would read.
   handle.mark_modified();
@@ -349,12 +304,7 @@ const OpSpec<ViewArgs> kToDevice(
 }  // namespace
 
 void register_creation(Napi::Env env, Napi::Object exports) {
-  register_op(env, exports, kToDevice);
-  register_op(env, exports, kReshape);
-  register_op(env, exports, kFromFloat32Array);
-  register_op(env, exports, kFull);
-  register_op(env, exports, kRandn);
-  register_op(env, exports, kUniform);
+  register_ops(env, exports, kToDevice, kReshape, kFromFloat32Array, kFull, kRandn, kUniform);
 }
 
 }  // namespace bidora::binding

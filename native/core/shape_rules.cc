@@ -174,11 +174,18 @@ Product linear(const char* fn, const Shape& input, const Shape& weight, const Sh
 
 // ---- nn ----
 
-int64_t normalized_width(const char* fn, const Shape& x) {
+Rows layer_norm(const char* fn, const Shape& x, const Shape& gamma, const Shape* beta, const Shape* grad_output,
+                const Shape* mean, const Shape* rstd) {
   if (x.rank < 1 || x.last() < 1) {
     fail(fn, "x must have rank 1 to 4 and a non-empty last axis, but " + describe("x", x));
   }
-  return x.last();
+  const Rows rows{leading_rows(x), x.last()};
+  if (grad_output != nullptr) same_shape(fn, "x", x, "gradOutput", *grad_output);
+  vector_of(fn, "gamma", gamma, rows.d, "x", x);
+  if (beta != nullptr) vector_of(fn, "beta", *beta, rows.d, "x", x);
+  if (mean != nullptr) vector_of(fn, "mean", *mean, rows.rows, "x", x);
+  if (rstd != nullptr) vector_of(fn, "rstd", *rstd, rows.rows, "x", x);
+  return rows;
 }
 
 SoftmaxRows softmax(const char* fn, const Shape& x, const Shape* mask) {
@@ -195,6 +202,12 @@ SoftmaxRows softmax(const char* fn, const Shape& x, const Shape* mask) {
   return rows;
 }
 
+Rows softmax_backward(const char* fn, const Shape& output, const Shape& grad_output) {
+  same_shape(fn, "output", output, "gradOutput", grad_output);
+  if (output.rank < 1) fail(fn, "output must have rank 1 to 4, but " + describe("output", output));
+  return {leading_rows(output), output.last()};
+}
+
 void indices(const char* fn, const char* name, const int32_t* values, int64_t count, int64_t limit, const char* what,
              const int32_t* ignored) {
   for (int64_t position = 0; position < count; ++position) {
@@ -206,6 +219,36 @@ void indices(const char* fn, const char* name, const int32_t* values, int64_t co
                    (ignored != nullptr ? " and not ignoreIndex " + std::to_string(*ignored) : ""));
     }
   }
+}
+
+int64_t embedding(const char* fn, const Shape& table, const int32_t* ids, int64_t count, int64_t vocab) {
+  if (vocab == 0) {
+    if (table.rank != 2) fail(fn, "expected weight of rank 2 [vocab, dim], but " + describe("weight", table));
+    indices(fn, "ids", ids, count, table[0], "the vocabulary size, weight's first dim");
+    return table[1];
+  }
+  if (table.rank < 2 || leading_rows(table) != count) {
+    fail(fn, "expected gradOutput of shape [" + std::to_string(count) + ", dim] (one row per id), but " +
+                 describe("gradOutput", table) + " and ids has length " + std::to_string(count));
+  }
+  indices(fn, "ids", ids, count, vocab, "vocabSize");
+  return table.last();
+}
+
+void classification(const char* fn, const Shape& logits, const int32_t* labels, int64_t count, int32_t ignore_index) {
+  if (logits.rank != 2 || logits[1] < 1) {
+    fail(fn, "expected logits of shape [rows, classes] with classes >= 1, but " + describe("logits", logits));
+  }
+  if (count != logits[0]) {
+    fail(fn, "labels must hold one label per row of logits, but labels has length " + std::to_string(count) + " and " +
+                 describe("logits", logits));
+  }
+  indices(fn, "labels", labels, count, logits[1], "the number of classes", &ignore_index);
+}
+
+Shape permute0213(const char* fn, const Shape& x) {
+  if (x.rank != 4) fail(fn, "expected x of rank 4, but " + describe("x", x));
+  return Shape::from({x[0], x[2], x[1], x[3]}, "output");
 }
 
 // ---- adapters ----

@@ -69,14 +69,27 @@ Product linear(const char* fn, const Shape& input, const Shape& weight, const Sh
 
 // ---- nn ----
 
-int64_t normalized_width(const char* fn, const Shape& x);  // D >= 1 of [..., D]
+// x [..., D] with D >= 1; gamma, beta (null: absent) [D]; with gradOutput, mean and rstd (layerNormBackward):
+// gradOutput shaped like x, mean and rstd [rows]. Returns the rows and D.
+struct Rows {
+  int64_t rows, d;
+};
+Rows layer_norm(const char* fn, const Shape& x, const Shape& gamma, const Shape* beta, const Shape* grad_output,
+                const Shape* mean, const Shape* rstd);
 struct SoftmaxRows {
   int64_t batch, rows_per_batch, d;
 };
 SoftmaxRows softmax(const char* fn, const Shape& x, const Shape* mask);
+Rows softmax_backward(const char* fn, const Shape& output, const Shape& grad_output);
 // Every value in [0, limit), or equal to *ignored when given; `what` names the limit.
 void indices(const char* fn, const char* name, const int32_t* values, int64_t count, int64_t limit, const char* what,
              const int32_t* ignored = nullptr);
+// embedding: weight [V, D], every id in [0, V); embeddingBackward (vocab > 0): gradOutput [ids, ..., D], every id in
+// [0, vocab). Returns D.
+int64_t embedding(const char* fn, const Shape& table, const int32_t* ids, int64_t count, int64_t vocab);
+// logits [rows, classes >= 1], one label per row, each a class or ignore_index.
+void classification(const char* fn, const Shape& logits, const int32_t* labels, int64_t count, int32_t ignore_index);
+Shape permute0213(const char* fn, const Shape& x);  // x [a, b, c, d] -> [a, c, b, d]
 
 // ---- adapters ----
 
