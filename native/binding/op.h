@@ -161,7 +161,7 @@ void read_member(const Field<ArgsOf<Member>>& field, const char* fn, Napi::Env e
   } else if constexpr (std::is_same_v<T, std::optional<double>>) {
     if (!missing(value)) args.*Member = read_number(fn, field.name, value, field.bounds);
   } else if constexpr (std::is_arithmetic_v<T>) {
-    const bool integer = field.kind == Kind::kInteger && std::isfinite(field.bounds.max);
+    const bool integer = std::is_integral_v<T>;
     args.*Member = static_cast<T>(integer ? static_cast<double>(read_integer(fn, field.name, value, field.bounds))
                                           : read_number(fn, field.name, value, field.bounds));
   } else {
@@ -169,61 +169,51 @@ void read_member(const Field<ArgsOf<Member>>& field, const char* fn, Napi::Env e
   }
 }
 
-template <auto Member, typename Args = ArgsOf<Member>>
-Field<Args> make_field(const char* name, Kind kind, bool optional = false, bool written = false,
-                       Bounds bounds = kFinite) {
-  Field<Args> field{name, kind, optional, written, bounds, read_member<Member>, nullptr, nullptr};
-  if constexpr (std::is_same_v<TypeOf<Member>, TensorHandle*>) {
-    field.tensor = [](const Args& args) -> TensorHandle* { return args.*Member; };
-  } else if constexpr (std::is_same_v<TypeOf<Member>, TensorList>) {
-    field.list = [](const Args& args) -> const TensorList* { return &(args.*Member); };
-  }
-  return field;
+// How an argument may be given: absent (optional; booleans always are), and whether the op writes it in place.
+struct Flags {
+  bool optional, written;
+};
+constexpr Flags kRequired{false, false}, kOptional{true, false}, kWritten{false, true}, kOptionalWritten{true, true};
+
+// The kind of a member's type: a tensor, a list, a boolean, an integer (integral types, or std::optional<double> for
+// an axis whose range depends on a shape), a number, a shape, an Int32Array, a Float32Array, a string, or flags.
+template <typename T>
+constexpr Kind kind_of() {
+  if constexpr (std::is_same_v<T, TensorHandle*>) return Kind::kTensor;
+  if constexpr (std::is_same_v<T, TensorList>) return Kind::kList;
+  if constexpr (std::is_same_v<T, bool>) return Kind::kBoolean;
+  if constexpr (std::is_integral_v<T> || std::is_same_v<T, std::optional<double>>) return Kind::kInteger;
+  if constexpr (std::is_floating_point_v<T>) return Kind::kNumber;
+  if constexpr (std::is_same_v<T, Shape>) return Kind::kShape;
+  if constexpr (std::is_same_v<T, IntArray>) return Kind::kInt32Array;
+  if constexpr (std::is_same_v<T, Napi::Float32Array>) return Kind::kFloat32Array;
+  if constexpr (std::is_same_v<T, std::string>) return Kind::kString;
+  return Kind::kFlags;
 }
 
-// A live tensor (TypeError if not a Tensor or disposed; for a CPU-only op, if not on the CPU).
-template <auto M>
-Field<ArgsOf<M>> tensor(const char* name) {
-  return make_field<M>(name, Kind::kTensor);
+// The field `name` of an op's arguments, read into Member: arg<&Args::eps>("eps", kPositive),
+// arg<&Args::bias>("bias", kOptional), arg<&Args::seed>("seed", closed(0, kMaxSafeInteger)).
+template <auto Member, typename Args = ArgsOf<Member>>
+Field<Args> arg(const char* name, Bounds bounds = kFinite, Flags flags = kRequired,
+                Kind kind = kind_of<TypeOf<Member>>()) {
+  using T = TypeOf<Member>;
+  const bool optional = flags.optional || std::is_same_v<T, bool> || std::is_same_v<T, std::optional<double>>;
+  Field<Args> field{name, kind, optional, flags.written, bounds, read_member<Member>, nullptr, nullptr};
+  if constexpr (std::is_same_v<T, TensorHandle*>)
+    field.tensor = [](const Args& args) -> TensorHandle* { return args.*Member; };
+  if constexpr (std::is_same_v<T, TensorList>)
+    field.list = [](const Args& args) -> const TensorList* { return &(args.*Member); };
+  return field;
 }
-template <auto M>
-Field<ArgsOf<M>> optional_tensor(const char* name) {
-  return make_field<M>(name, Kind::kTensor, true);
+template <auto Member, typename Args = ArgsOf<Member>>
+Field<Args> arg(const char* name, Flags flags) {
+  return arg<Member>(name, kFinite, flags);
 }
-template <auto M>
-Field<ArgsOf<M>> written_tensor(const char* name) {
-  return make_field<M>(name, Kind::kTensor, false, true);
-}
-// An array of live tensors, named "name[i]" in messages.
-template <auto M>
-Field<ArgsOf<M>> tensor_list(const char* name) {
-  return make_field<M>(name, Kind::kList);
-}
-template <auto M>
-Field<ArgsOf<M>> written_list(const char* name, bool optional = false) {
-  return make_field<M>(name, Kind::kList, optional, true);
-}
-template <auto M>
-Field<ArgsOf<M>> number(const char* name, Bounds bounds = kFinite) {
-  return make_field<M>(name, Kind::kNumber, false, false, bounds);
-}
-template <auto M>
-Field<ArgsOf<M>> integer(const char* name, double min, double max) {
-  return make_field<M>(name, Kind::kInteger, false, false, closed(min, max));
-}
-// An integer whose range depends on other arguments (an axis, a position along it): read as a finite number, then
-// checked by the op's rule (rules::integer_in). On a std::optional<double> member, optional.
-template <auto M>
-Field<ArgsOf<M>> index(const char* name) {
-  return make_field<M>(name, Kind::kInteger, std::is_same_v<TypeOf<M>, std::optional<double>>);
-}
-template <auto M>
-Field<ArgsOf<M>> boolean(const char* name) {
-  return make_field<M>(name, Kind::kBoolean, true);
-}
-template <auto M>
-Field<ArgsOf<M>> value(const char* name, Kind kind, bool optional = false) {
-  return make_field<M>(name, kind, optional);
+// An integer whose range depends on other arguments (a position along an axis): a double member, read as a finite
+// number, then checked by the op's rule (rules::integer_in).
+template <auto Member, typename Args = ArgsOf<Member>>
+Field<Args> index(const char* name) {
+  return arg<Member>(name, kFinite, kRequired, Kind::kInteger);
 }
 
 // The context of one call: where it runs and how to make its outputs.

@@ -90,22 +90,22 @@ std::pair<Napi::Object, ops::AdapterGrads> gradients(const Call& call, const A& 
   return grads;
 }
 
-Field<A> grad_output() { return tensor<&A::grad_output>("gradOutput"); }
-Field<A> input() { return tensor<&A::input>("input"); }
-Field<A> weight() { return tensor<&A::weight>("weight"); }
-Field<A> bias() { return optional_tensor<&A::bias>("bias"); }
-Field<A> lora_a() { return tensor<&A::lora_a>("loraA"); }
-Field<A> lora_b() { return tensor<&A::lora_b>("loraB"); }
+Field<A> grad_output() { return arg<&A::grad_output>("gradOutput"); }
+Field<A> input() { return arg<&A::input>("input"); }
+Field<A> weight() { return arg<&A::weight>("weight"); }
+Field<A> bias() { return arg<&A::bias>("bias", kOptional); }
+Field<A> lora_a() { return arg<&A::lora_a>("loraA"); }
+Field<A> lora_b() { return arg<&A::lora_b>("loraB"); }
 Field<A> magnitude(bool optional) {
-  return optional ? optional_tensor<&A::magnitude>("magnitude") : tensor<&A::magnitude>("magnitude");
+  return optional ? arg<&A::magnitude>("magnitude", kOptional) : arg<&A::magnitude>("magnitude");
 }
-Field<A> hidden() { return tensor<&A::hidden>("hidden"); }
-Field<A> scale() { return number<&A::scale>("scale"); }
-Field<A> eps() { return number<&A::eps>("eps", kPositive); }
-Field<A> dropout() { return number<&A::dropout>("dropout", half_open(0, 1)); }
-Field<A> seed() { return integer<&A::seed>("seed", 0, kMaxSafeInteger); }
-Field<A> detach_norm() { return boolean<&A::detach_norm>("detachNorm"); }
-Field<A> needs() { return value<&A::needs>("needs", Kind::kFlags, true); }
+Field<A> hidden() { return arg<&A::hidden>("hidden"); }
+Field<A> scale() { return arg<&A::scale>("scale"); }
+Field<A> eps() { return arg<&A::eps>("eps", kPositive); }
+Field<A> dropout() { return arg<&A::dropout>("dropout", half_open(0, 1)); }
+Field<A> seed() { return arg<&A::seed>("seed", closed(0, kMaxSafeInteger)); }
+Field<A> detach_norm() { return arg<&A::detach_norm>("detachNorm"); }
+Field<A> needs() { return arg<&A::needs>("needs", kOptional); }
 
 // [sync] doraForward({ input, weight, bias?, loraA, loraB, magnitude, scale, eps, dropout, seed })
 //   -> { output, combined, hidden, norm, weightLoraA, loraGram }: the output and what backward needs (u = x W0ᵀ +
@@ -134,9 +134,8 @@ const OpSpec<A> kDoraForward("doraForward", Runs::kAny, kernel<&ops::Backend::do
 const OpSpec<A> kDoraBackward(
     "doraBackward", Runs::kAny, kernel<&ops::Backend::dora_backward>,
     {grad_output(), input(), weight(), bias(), lora_a(), lora_b(), magnitude(false),
-     written_tensor<&A::combined>("combined"), hidden(), tensor<&A::norm>("norm"),
-     tensor<&A::weight_lora_a>("weightLoraA"), tensor<&A::lora_gram>("loraGram"), scale(), eps(), detach_norm(),
-     dropout(), seed(), needs()},
+     arg<&A::combined>("combined", kWritten), hidden(), arg<&A::norm>("norm"), arg<&A::weight_lora_a>("weightLoraA"),
+     arg<&A::lora_gram>("loraGram"), scale(), eps(), detach_norm(), dropout(), seed(), needs()},
     check, [](const Call& call, A& args) -> Napi::Value {
       auto [object, grads] = gradients(call, args, args.needs, true);
       const ops::DoraSaved saved{args.combined->data(), args.hidden->data(), args.norm->data(),
@@ -198,7 +197,7 @@ const OpSpec<A> kAdapterMerge("adapterMerge", Runs::kCpu, kernel<&ops::Backend::
 // before merging (doraWeightNorm) and non-zero magnitudes (RangeError naming a zero one).
 const OpSpec<A> kAdapterUnmerge(
     "adapterUnmerge", Runs::kCpu, kernel<&ops::Backend::adapter_unmerge>,
-    {tensor<&A::weight>("merged"), lora_a(), lora_b(), magnitude(true), optional_tensor<&A::norm>("norm"), scale()},
+    {arg<&A::weight>("merged"), lora_a(), lora_b(), magnitude(true), arg<&A::norm>("norm", kOptional), scale()},
     [](const char* fn, A& args) {
       check(fn, args);
       if ((args.magnitude == nullptr) != (args.norm == nullptr)) {

@@ -16,7 +16,7 @@ struct BinaryArgs {
 template <ops::BinaryOp Op>
 OpSpec<BinaryArgs> binary(const char* name) {
   return OpSpec<BinaryArgs>(
-      name, Runs::kAny, kernel<&ops::Backend::binary>, {tensor<&BinaryArgs::a>("a"), tensor<&BinaryArgs::b>("b")},
+      name, Runs::kAny, kernel<&ops::Backend::binary>, {arg<&BinaryArgs::a>("a"), arg<&BinaryArgs::b>("b")},
       [](const char* fn, BinaryArgs& args) {
         args.period = rules::broadcast_period(fn, args.a->shape(), args.b->shape());
       },
@@ -39,7 +39,7 @@ struct ScaleArgs {
 };
 
 const OpSpec<ScaleArgs> kScale("scale", Runs::kAny, kernel<&ops::Backend::scale>,
-                               {tensor<&ScaleArgs::a>("a"), number<&ScaleArgs::alpha>("alpha")}, nullptr,
+                               {arg<&ScaleArgs::a>("a"), arg<&ScaleArgs::alpha>("alpha")}, nullptr,
                                [](const Call& call, ScaleArgs& args) -> Napi::Value {
                                  float* out;
                                  Napi::Object result = call.output(args.a->shape(), &out);
@@ -56,7 +56,7 @@ struct AxpyArgs {
 
 const OpSpec<AxpyArgs> kAxpy(
     "axpy", Runs::kAny, kernel<&ops::Backend::axpy>,
-    {written_tensor<&AxpyArgs::y>("y"), number<&AxpyArgs::alpha>("alpha"), tensor<&AxpyArgs::x>("x")},
+    {arg<&AxpyArgs::y>("y", kWritten), arg<&AxpyArgs::alpha>("alpha"), arg<&AxpyArgs::x>("x")},
     [](const char* fn, AxpyArgs& args) { rules::same_shape(fn, "y", args.y->shape(), "x", args.x->shape()); },
     [](const Call& call, AxpyArgs& args) -> Napi::Value {
       call.backend.axpy({.y = args.y->data(), .x = args.x->data(), .n = args.y->numel(), .alpha = args.alpha});
@@ -73,7 +73,7 @@ struct SumArgs {
 
 const OpSpec<SumArgs> kSum(
     "sum", Runs::kAny, kernel<&ops::Backend::sum_axis>,
-    {tensor<&SumArgs::a>("a"), index<&SumArgs::axis>("axis"), boolean<&SumArgs::keep_dims>("keepDims")},
+    {arg<&SumArgs::a>("a"), index<&SumArgs::axis>("axis"), arg<&SumArgs::keep_dims>("keepDims")},
     [](const char* fn, SumArgs& args) {
       args.reduction = rules::reduction(fn, args.a->shape(), args.axis, args.keep_dims);
     },
@@ -96,8 +96,7 @@ struct BroadcastArgs {
 
 const OpSpec<BroadcastArgs> kBroadcastAxis(
     "broadcastAxis", Runs::kAny, kernel<&ops::Backend::broadcast_axis>,
-    {tensor<&BroadcastArgs::a>("a"), value<&BroadcastArgs::shape>("shape", Kind::kShape),
-     index<&BroadcastArgs::axis>("axis")},
+    {arg<&BroadcastArgs::a>("a"), arg<&BroadcastArgs::shape>("shape"), index<&BroadcastArgs::axis>("axis")},
     [](const char* fn, BroadcastArgs& args) {
       args.split =
           args.axis ? rules::split_axis(fn, *args.axis, args.shape) : rules::AxisSplit{0, 1, args.shape.numel(), 1};
@@ -134,7 +133,7 @@ Napi::Value narrow_body(const Call& call, NarrowArgs& args) {
 
 const OpSpec<NarrowArgs> kNarrow(
     "narrow", Runs::kAny, kernel<&ops::Backend::narrow>,
-    {tensor<&NarrowArgs::a>("a"), index<&NarrowArgs::axis>("axis"), index<&NarrowArgs::start>("start"),
+    {arg<&NarrowArgs::a>("a"), index<&NarrowArgs::axis>("axis"), index<&NarrowArgs::start>("start"),
      index<&NarrowArgs::length>("length")},
     [](const char* fn, NarrowArgs& args) {
       args.range = rules::narrow_range(fn, args.a->shape(), args.axis, args.start, args.length);
@@ -143,7 +142,7 @@ const OpSpec<NarrowArgs> kNarrow(
 
 const OpSpec<NarrowArgs> kNarrowBackward(
     "narrowBackward", Runs::kAny, kernel<&ops::Backend::narrow_backward>,
-    {tensor<&NarrowArgs::a>("grad"), value<&NarrowArgs::shape>("shape", Kind::kShape), index<&NarrowArgs::axis>("axis"),
+    {arg<&NarrowArgs::a>("grad"), arg<&NarrowArgs::shape>("shape"), index<&NarrowArgs::axis>("axis"),
      index<&NarrowArgs::start>("start")},
     [](const char* fn, NarrowArgs& args) {
       args.range = rules::narrow_backward_range(fn, args.a->shape(), args.shape, args.axis, args.start);
@@ -157,8 +156,8 @@ struct GlobalNormArgs {
 };
 
 const OpSpec<GlobalNormArgs> kGlobalNorm(
-    "globalNorm", Runs::kAny, kernel<&ops::Backend::global_norm>, {tensor_list<&GlobalNormArgs::tensors>("tensors")},
-    nullptr, [](const Call& call, GlobalNormArgs& args) -> Napi::Value {
+    "globalNorm", Runs::kAny, kernel<&ops::Backend::global_norm>, {arg<&GlobalNormArgs::tensors>("tensors")}, nullptr,
+    [](const Call& call, GlobalNormArgs& args) -> Napi::Value {
       double norm = 0;
       call.backend.global_norm({&norm, args.tensors.read(), args.tensors.lengths.data(), args.tensors.count()});
       return Napi::Number::New(call.env, norm);

@@ -24,8 +24,8 @@ struct MatmulArgs {
 
 const OpSpec<MatmulArgs> kMatmul(
     "matmul", Runs::kAny, kernel<&ops::Backend::matmul>,
-    {tensor<&MatmulArgs::a>("a"), tensor<&MatmulArgs::b>("b"), boolean<&MatmulArgs::transpose_a>("transposeA"),
-     boolean<&MatmulArgs::transpose_b>("transposeB")},
+    {arg<&MatmulArgs::a>("a"), arg<&MatmulArgs::b>("b"), arg<&MatmulArgs::transpose_a>("transposeA"),
+     arg<&MatmulArgs::transpose_b>("transposeB")},
     [](const char* fn, MatmulArgs& args) {
       args.product = rules::matmul(fn, args.a->shape(), args.b->shape(), args.transpose_a, args.transpose_b);
     },
@@ -47,8 +47,7 @@ struct LinearArgs {
 
 const OpSpec<LinearArgs> kLinear(
     "linear", Runs::kAny, kernel<&ops::Backend::linear>,
-    {tensor<&LinearArgs::input>("input"), tensor<&LinearArgs::weight>("weight"),
-     optional_tensor<&LinearArgs::bias>("bias")},
+    {arg<&LinearArgs::input>("input"), arg<&LinearArgs::weight>("weight"), arg<&LinearArgs::bias>("bias", kOptional)},
     [](const char* fn, LinearArgs& args) {
       const Shape* bias = args.bias != nullptr ? &args.bias->shape() : nullptr;
       args.product = rules::linear(fn, args.input->shape(), args.weight->shape(), bias);

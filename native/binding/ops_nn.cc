@@ -17,7 +17,7 @@ struct UnaryArgs {
 
 template <ops::Activation Op>
 OpSpec<UnaryArgs> unary(const char* name) {
-  return OpSpec<UnaryArgs>(name, Runs::kAny, kernel<&ops::Backend::unary>, {tensor<&UnaryArgs::x>("x")}, nullptr,
+  return OpSpec<UnaryArgs>(name, Runs::kAny, kernel<&ops::Backend::unary>, {arg<&UnaryArgs::x>("x")}, nullptr,
                            [](const Call& call, UnaryArgs& args) -> Napi::Value {
                              float* out;
                              Napi::Object result = call.output(args.x->shape(), &out);
@@ -30,7 +30,7 @@ template <ops::Activation Op>
 OpSpec<UnaryArgs> unary_backward(const char* name, const char* saved) {
   return OpSpec<UnaryArgs>(
       name, Runs::kAny, kernel<&ops::Backend::unary_backward>,
-      {tensor<&UnaryArgs::x>(saved), tensor<&UnaryArgs::grad_output>("gradOutput")},
+      {arg<&UnaryArgs::x>(saved), arg<&UnaryArgs::grad_output>("gradOutput")},
       [](const char* fn, UnaryArgs& args) {
         const char* saved_name = Op == ops::Activation::kTanh ? "output" : "x";
         rules::same_shape(fn, saved_name, args.x->shape(), "gradOutput", args.grad_output->shape());
@@ -51,7 +51,7 @@ const OpSpec<UnaryArgs> kReluBackward = unary_backward<ops::Activation::kRelu>("
 const OpSpec<UnaryArgs> kTanhBackward = unary_backward<ops::Activation::kTanh>("tanhBackward", "output");
 
 const OpSpec<UnaryArgs> kPermute0213(
-    "permute0213", Runs::kAny, kernel<&ops::Backend::permute0213>, {tensor<&UnaryArgs::x>("x")},
+    "permute0213", Runs::kAny, kernel<&ops::Backend::permute0213>, {arg<&UnaryArgs::x>("x")},
     [](const char* fn, UnaryArgs& args) { args.out = rules::permute0213(fn, args.x->shape()); },
     [](const Call& call, UnaryArgs& args) -> Napi::Value {
       const Shape& s = args.x->shape();
@@ -73,7 +73,7 @@ struct LayerNormArgs {
 using L = LayerNormArgs;
 const OpSpec<L> kLayerNorm(
     "layerNorm", Runs::kAny, kernel<&ops::Backend::layer_norm>,
-    {tensor<&L::x>("x"), tensor<&L::gamma>("gamma"), tensor<&L::beta>("beta"), number<&L::eps>("eps", kPositive)},
+    {arg<&L::x>("x"), arg<&L::gamma>("gamma"), arg<&L::beta>("beta"), arg<&L::eps>("eps", kPositive)},
     [](const char* fn, L& args) {
       args.rows =
           rules::layer_norm(fn, args.x->shape(), args.gamma->shape(), &args.beta->shape(), nullptr, nullptr, nullptr);
@@ -90,8 +90,8 @@ const OpSpec<L> kLayerNorm(
 
 const OpSpec<L> kLayerNormBackward(
     "layerNormBackward", Runs::kAny, kernel<&ops::Backend::layer_norm_backward>,
-    {tensor<&L::grad_output>("gradOutput"), tensor<&L::x>("x"), tensor<&L::gamma>("gamma"), tensor<&L::mean>("mean"),
-     tensor<&L::rstd>("rstd")},
+    {arg<&L::grad_output>("gradOutput"), arg<&L::x>("x"), arg<&L::gamma>("gamma"), arg<&L::mean>("mean"),
+     arg<&L::rstd>("rstd")},
     [](const char* fn, L& args) {
       args.rows = rules::layer_norm(fn, args.x->shape(), args.gamma->shape(), nullptr, &args.grad_output->shape(),
                                     &args.mean->shape(), &args.rstd->shape());
@@ -118,7 +118,7 @@ struct SoftmaxArgs {
 
 const OpSpec<SoftmaxArgs> kSoftmax(
     "softmax", Runs::kAny, kernel<&ops::Backend::softmax>,
-    {tensor<&SoftmaxArgs::x>("x"), optional_tensor<&SoftmaxArgs::mask>("mask")},
+    {arg<&SoftmaxArgs::x>("x"), arg<&SoftmaxArgs::mask>("mask", kOptional)},
     [](const char* fn, SoftmaxArgs& args) {
       args.rows = rules::softmax(fn, args.x->shape(), args.mask != nullptr ? &args.mask->shape() : nullptr);
     },
@@ -132,7 +132,7 @@ const OpSpec<SoftmaxArgs> kSoftmax(
 
 const OpSpec<SoftmaxArgs> kSoftmaxBackward(
     "softmaxBackward", Runs::kAny, kernel<&ops::Backend::softmax_backward>,
-    {tensor<&SoftmaxArgs::x>("output"), tensor<&SoftmaxArgs::grad_output>("gradOutput")},
+    {arg<&SoftmaxArgs::x>("output"), arg<&SoftmaxArgs::grad_output>("gradOutput")},
     [](const char* fn, SoftmaxArgs& args) {
       args.backward = rules::softmax_backward(fn, args.x->shape(), args.grad_output->shape());
     },
@@ -156,8 +156,7 @@ struct EmbeddingArgs {
 
 using E = EmbeddingArgs;
 const OpSpec<E> kEmbedding(
-    "embedding", Runs::kAny, kernel<&ops::Backend::embedding>,
-    {tensor<&E::weight>("weight"), value<&E::ids>("ids", Kind::kInt32Array)},
+    "embedding", Runs::kAny, kernel<&ops::Backend::embedding>, {arg<&E::weight>("weight"), arg<&E::ids>("ids")},
     [](const char* fn, E& args) {
       args.d = rules::embedding(fn, args.weight->shape(), args.ids.data, args.ids.length, 0);
     },
@@ -170,8 +169,7 @@ const OpSpec<E> kEmbedding(
 
 const OpSpec<E> kEmbeddingBackward(
     "embeddingBackward", Runs::kAny, kernel<&ops::Backend::embedding_backward>,
-    {tensor<&E::weight>("gradOutput"), value<&E::ids>("ids", Kind::kInt32Array),
-     integer<&E::vocab_size>("vocabSize", 1, kMaxInt32)},
+    {arg<&E::weight>("gradOutput"), arg<&E::ids>("ids"), arg<&E::vocab_size>("vocabSize", closed(1, kMaxInt32))},
     [](const char* fn, E& args) {
       args.d = rules::embedding(fn, args.weight->shape(), args.ids.data, args.ids.length, args.vocab_size);
     },
@@ -200,8 +198,8 @@ void classification(const char* fn, C& args) {
 
 const OpSpec<C> kCrossEntropy(
     "crossEntropy", Runs::kAny, kernel<&ops::Backend::cross_entropy>,
-    {tensor<&C::logits>("logits"), value<&C::labels>("labels", Kind::kInt32Array),
-     integer<&C::ignore_index>("ignoreIndex", -kMaxInt32 - 1, kMaxInt32)},
+    {arg<&C::logits>("logits"), arg<&C::labels>("labels"),
+     arg<&C::ignore_index>("ignoreIndex", closed(-kMaxInt32 - 1, kMaxInt32))},
     classification, [](const Call& call, C& args) -> Napi::Value {
       float* loss;
       Napi::Object result = call.output(Shape(), &loss);
@@ -211,9 +209,9 @@ const OpSpec<C> kCrossEntropy(
     });
 
 const OpSpec<C> kCrossEntropyBackward("crossEntropyBackward", Runs::kAny, kernel<&ops::Backend::cross_entropy_backward>,
-                                      {tensor<&C::logits>("logits"), value<&C::labels>("labels", Kind::kInt32Array),
-                                       integer<&C::ignore_index>("ignoreIndex", -kMaxInt32 - 1, kMaxInt32),
-                                       number<&C::grad_loss>("gradLoss")},
+                                      {arg<&C::logits>("logits"), arg<&C::labels>("labels"),
+                                       arg<&C::ignore_index>("ignoreIndex", closed(-kMaxInt32 - 1, kMaxInt32)),
+                                       arg<&C::grad_loss>("gradLoss")},
                                       classification, [](const Call& call, C& args) -> Napi::Value {
                                         const Shape& s = args.logits->shape();
                                         float* grad;
@@ -236,8 +234,8 @@ void same_shapes(const char* fn, MseArgs& args) {
 }
 
 const OpSpec<MseArgs> kMseLoss("mseLoss", Runs::kAny, kernel<&ops::Backend::mse_loss>,
-                               {tensor<&MseArgs::prediction>("prediction"), tensor<&MseArgs::target>("target")},
-                               same_shapes, [](const Call& call, MseArgs& args) -> Napi::Value {
+                               {arg<&MseArgs::prediction>("prediction"), arg<&MseArgs::target>("target")}, same_shapes,
+                               [](const Call& call, MseArgs& args) -> Napi::Value {
                                  float* loss;
                                  Napi::Object result = call.output(Shape(), &loss);
                                  TensorHandle &p = *args.prediction, &t = *args.target;
@@ -247,8 +245,7 @@ const OpSpec<MseArgs> kMseLoss("mseLoss", Runs::kAny, kernel<&ops::Backend::mse_
 
 const OpSpec<MseArgs> kMseLossBackward(
     "mseLossBackward", Runs::kAny, kernel<&ops::Backend::mse_loss_backward>,
-    {tensor<&MseArgs::prediction>("prediction"), tensor<&MseArgs::target>("target"),
-     number<&MseArgs::grad_loss>("gradLoss")},
+    {arg<&MseArgs::prediction>("prediction"), arg<&MseArgs::target>("target"), arg<&MseArgs::grad_loss>("gradLoss")},
     same_shapes, [](const Call& call, MseArgs& args) -> Napi::Value {
       TensorHandle &p = *args.prediction, &t = *args.target;
       float* grad;
@@ -266,8 +263,8 @@ struct DropoutArgs {
 };
 
 const OpSpec<DropoutArgs> kDropout("dropout", Runs::kAny, kernel<&ops::Backend::dropout>,
-                                   {tensor<&DropoutArgs::x>("x"), number<&DropoutArgs::p>("p", closed(0, 1)),
-                                    integer<&DropoutArgs::seed>("seed", 0, kMaxSafeInteger)},
+                                   {arg<&DropoutArgs::x>("x"), arg<&DropoutArgs::p>("p", closed(0, 1)),
+                                    arg<&DropoutArgs::seed>("seed", closed(0, kMaxSafeInteger))},
                                    nullptr, [](const Call& call, DropoutArgs& args) -> Napi::Value {
                                      float* out;
                                      Napi::Object result = call.output(args.x->shape(), &out);

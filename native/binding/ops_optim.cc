@@ -20,12 +20,12 @@ struct AdamwArgs {
 
 const OpSpec<AdamwArgs> kAdamw(
     "adamwStep", Runs::kAny, kernel<&ops::Backend::adamw_step>,
-    {written_list<&AdamwArgs::params>("params"), tensor_list<&AdamwArgs::grads>("grads"),
-     written_list<&AdamwArgs::exp_avg>("expAvg"), written_list<&AdamwArgs::exp_avg_sq>("expAvgSq"),
-     number<&AdamwArgs::lr>("lr", kNonNegative), number<&AdamwArgs::beta1>("beta1", half_open(0, 1)),
-     number<&AdamwArgs::beta2>("beta2", half_open(0, 1)), number<&AdamwArgs::eps>("eps", kNonNegative),
-     number<&AdamwArgs::weight_decay>("weightDecay", kNonNegative),
-     integer<&AdamwArgs::step>("step", 1, kMaxSafeInteger)},
+    {arg<&AdamwArgs::params>("params", kWritten), arg<&AdamwArgs::grads>("grads"),
+     arg<&AdamwArgs::exp_avg>("expAvg", kWritten), arg<&AdamwArgs::exp_avg_sq>("expAvgSq", kWritten),
+     arg<&AdamwArgs::lr>("lr", kNonNegative), arg<&AdamwArgs::beta1>("beta1", half_open(0, 1)),
+     arg<&AdamwArgs::beta2>("beta2", half_open(0, 1)), arg<&AdamwArgs::eps>("eps", kNonNegative),
+     arg<&AdamwArgs::weight_decay>("weightDecay", kNonNegative),
+     arg<&AdamwArgs::step>("step", closed(1, kMaxSafeInteger))},
     [](const char* fn, AdamwArgs& args) {
       rules::paired(fn, "params", args.params.shapes, "grads", args.grads.shapes);
       rules::paired(fn, "params", args.params.shapes, "expAvg", args.exp_avg.shapes);
@@ -58,10 +58,10 @@ struct SgdArgs {
 
 const OpSpec<SgdArgs> kSgd(
     "sgdStep", Runs::kAny, kernel<&ops::Backend::sgd_step>,
-    {written_list<&SgdArgs::params>("params"), tensor_list<&SgdArgs::grads>("grads"),
-     written_list<&SgdArgs::buffers>("momentumBuffers", true), number<&SgdArgs::lr>("lr", kNonNegative),
-     number<&SgdArgs::momentum>("momentum", kNonNegative), number<&SgdArgs::weight_decay>("weightDecay", kNonNegative),
-     boolean<&SgdArgs::nesterov>("nesterov")},
+    {arg<&SgdArgs::params>("params", kWritten), arg<&SgdArgs::grads>("grads"),
+     arg<&SgdArgs::buffers>("momentumBuffers", kOptionalWritten), arg<&SgdArgs::lr>("lr", kNonNegative),
+     arg<&SgdArgs::momentum>("momentum", kNonNegative), arg<&SgdArgs::weight_decay>("weightDecay", kNonNegative),
+     arg<&SgdArgs::nesterov>("nesterov")},
     [](const char* fn, SgdArgs& args) {
       if (args.nesterov && args.momentum == 0)
         throw RangeError(std::string(fn) + ": nesterov needs a non-zero momentum");
@@ -95,7 +95,7 @@ struct ListArgs {
 
 const OpSpec<ListArgs> kAxpyList(
     "axpyList", Runs::kAny, kernel<&ops::Backend::axpy_list>,
-    {written_list<&ListArgs::target>("ys"), number<&ListArgs::factor>("alpha"), tensor_list<&ListArgs::first>("xs")},
+    {arg<&ListArgs::target>("ys", kWritten), arg<&ListArgs::factor>("alpha"), arg<&ListArgs::first>("xs")},
     [](const char* fn, ListArgs& args) { rules::paired(fn, "ys", args.target.shapes, "xs", args.first.shapes); },
     [](const Call& call, ListArgs& args) -> Napi::Value {
       const TensorList& ys = args.target;
@@ -104,7 +104,7 @@ const OpSpec<ListArgs> kAxpyList(
     });
 
 const OpSpec<ListArgs> kScaleList("scaleList", Runs::kAny, kernel<&ops::Backend::scale_list>,
-                                  {written_list<&ListArgs::target>("tensors"), number<&ListArgs::factor>("factor")},
+                                  {arg<&ListArgs::target>("tensors", kWritten), arg<&ListArgs::factor>("factor")},
                                   nullptr, [](const Call& call, ListArgs& args) -> Napi::Value {
                                     const TensorList& t = args.target;
                                     call.backend.scale_list({t.data.data(), t.lengths.data(), t.count(), args.factor});
@@ -113,8 +113,8 @@ const OpSpec<ListArgs> kScaleList("scaleList", Runs::kAny, kernel<&ops::Backend:
 
 const OpSpec<ListArgs> kCombine(
     "combineHypergradient", Runs::kAny, kernel<&ops::Backend::combine_hypergradient>,
-    {written_list<&ListArgs::target>("direct"), tensor_list<&ListArgs::first>("plus"),
-     tensor_list<&ListArgs::second>("minus"), number<&ListArgs::factor>("factor")},
+    {arg<&ListArgs::target>("direct", kWritten), arg<&ListArgs::first>("plus"), arg<&ListArgs::second>("minus"),
+     arg<&ListArgs::factor>("factor")},
     [](const char* fn, ListArgs& args) {
       rules::paired(fn, "direct", args.target.shapes, "plus", args.first.shapes);
       rules::paired(fn, "direct", args.target.shapes, "minus", args.second.shapes);
@@ -144,9 +144,9 @@ struct PenaltyArgs {
 
 const OpSpec<PenaltyArgs> kPenalty(
     "orthogonalityPenalty", Runs::kCpu, kernel<&ops::Backend::orthogonality_penalty>,
-    {tensor<&PenaltyArgs::weight>("weight"), tensor<&PenaltyArgs::weight_gram>("weightGram"),
-     tensor<&PenaltyArgs::lora_a>("loraA"), tensor<&PenaltyArgs::lora_b>("loraB"), number<&PenaltyArgs::scale>("scale"),
-     number<&PenaltyArgs::eps>("eps", kPositive), boolean<&PenaltyArgs::compute_gradients>("computeGradients")},
+    {arg<&PenaltyArgs::weight>("weight"), arg<&PenaltyArgs::weight_gram>("weightGram"),
+     arg<&PenaltyArgs::lora_a>("loraA"), arg<&PenaltyArgs::lora_b>("loraB"), arg<&PenaltyArgs::scale>("scale"),
+     arg<&PenaltyArgs::eps>("eps", kPositive), arg<&PenaltyArgs::compute_gradients>("computeGradients")},
     [](const char* fn, PenaltyArgs& args) {
       args.dims = rules::penalty(fn, args.weight->shape(), args.weight_gram->shape(), args.lora_a->shape(),
                                  args.lora_b->shape());

@@ -251,21 +251,21 @@ Napi::Value random(const Call& call, CreateArgs& args) {
   return result;
 }
 
-Field<CreateArgs> shape() { return value<&CreateArgs::shape>("shape", Kind::kShape); }
-Field<CreateArgs> seed() { return integer<&CreateArgs::seed>("seed", 0, kMaxSafeInteger); }
+Field<CreateArgs> shape() { return arg<&CreateArgs::shape>("shape"); }
+Field<CreateArgs> seed() { return arg<&CreateArgs::seed>("seed", closed(0, kMaxSafeInteger)); }
 
 const OpSpec<CreateArgs> kFromFloat32Array("fromFloat32Array", Runs::kCpu, nullptr,
-                                           {value<&CreateArgs::data>("data", Kind::kFloat32Array), shape()}, nullptr,
-                                           from_float32_array, "Tensor.from");
-const OpSpec<CreateArgs> kFull("full", Runs::kCpu, nullptr, {shape(), number<&CreateArgs::value>("value")}, nullptr,
-                               full, "Tensor.full");
+                                           {arg<&CreateArgs::data>("data"), shape()}, nullptr, from_float32_array,
+                                           "Tensor.from");
+const OpSpec<CreateArgs> kFull("full", Runs::kCpu, nullptr, {shape(), arg<&CreateArgs::value>("value")}, nullptr, full,
+                               "Tensor.full");
 const OpSpec<CreateArgs> kRandn("randn", Runs::kCpu, kernel<&ops::Backend::fill>,
-                                {shape(), seed(), number<&CreateArgs::a>("mean"),
-                                 number<&CreateArgs::b>("std", kNonNegative)},
+                                {shape(), seed(), arg<&CreateArgs::a>("mean"),
+                                 arg<&CreateArgs::b>("std", kNonNegative)},
                                 nullptr, random<ops::Distribution::kNormal>, "Tensor.randn");
 const OpSpec<CreateArgs> kUniform(
     "uniform", Runs::kCpu, kernel<&ops::Backend::fill>,
-    {shape(), seed(), number<&CreateArgs::a>("low"), number<&CreateArgs::b>("high")},
+    {shape(), seed(), arg<&CreateArgs::a>("low"), arg<&CreateArgs::b>("high")},
     [](const char* fn, CreateArgs& args) {
       if (!(args.a < args.b)) throw RangeError(std::string(fn) + ": low must be below high");
     },
@@ -282,7 +282,7 @@ struct ViewArgs {
 };
 
 const OpSpec<ViewArgs> kReshape(
-    "reshape", Runs::kAny, nullptr, {tensor<&ViewArgs::x>("x"), value<&ViewArgs::shape>("shape", Kind::kShape)},
+    "reshape", Runs::kAny, nullptr, {arg<&ViewArgs::x>("x"), arg<&ViewArgs::shape>("shape")},
     [](const char* fn, ViewArgs& args) {
       if (args.shape.numel() != args.x->numel()) {
         throw RangeError(std::string(fn) + ": " + describe("x", args.x->shape()) + " (" +
@@ -293,8 +293,7 @@ const OpSpec<ViewArgs> kReshape(
     [](const Call& call, ViewArgs& args) -> Napi::Value { return args.x->view(call.env, args.shape); });
 
 const OpSpec<ViewArgs> kToDevice(
-    "toDevice", Runs::kAny, nullptr, {tensor<&ViewArgs::x>("x"), value<&ViewArgs::device>("device", Kind::kString)},
-    nullptr,
+    "toDevice", Runs::kAny, nullptr, {arg<&ViewArgs::x>("x"), arg<&ViewArgs::device>("device")}, nullptr,
     [](const Call& call, ViewArgs& args) -> Napi::Value {
       const Device device = usable_device(args.device, std::string(call.fn) + ": device");
       return args.x->copy_to(call.env, device, call.fn);
