@@ -66,11 +66,46 @@ export interface NativeMemory {
 
 type Handle = NativeTensorHandle;
 
-/** Every native function; each validates its arguments and throws TypeError or RangeError naming them. */
+/** One argument of a native op, as the addon declares it (native/binding/op.h). */
+export interface NativeOpArgument {
+  name: string;
+  kind:
+    | 'tensor'
+    | 'tensorList'
+    | 'number'
+    | 'integer'
+    | 'boolean'
+    | 'shape'
+    | 'int32Array'
+    | 'float32Array'
+    | 'string'
+    | 'flags';
+  optional: boolean;
+  /** Updated in place. */
+  written: boolean;
+}
+
+/** A native op as declared: its named arguments, where it runs, and which backends have its kernel. */
+export interface NativeOp {
+  name: string;
+  /** 'any': on its tensors' device; 'cpu': the CPU only. */
+  runs: 'any' | 'cpu';
+  cpu: boolean;
+  /** Whether a CUDA kernel was compiled in (false in CPU-only builds). */
+  cuda: boolean;
+  args: NativeOpArgument[];
+}
+
+/**
+ * Every native function; each validates its arguments and throws TypeError or RangeError naming them. Ops take one
+ * object of named arguments, declared once in native/binding (test/op-contract.test.ts holds this interface to them).
+ */
 export interface NativeBinding {
   TensorHandle: abstract new () => NativeTensorHandle;
   /** [sync] All of BuildInfo but `addon`, which the loader knows. */
   buildInfo(): Omit<BuildInfo, 'addon'>;
+  /** [sync] Every op the addon declares, with its arguments. */
+  ops(): NativeOp[];
   setIsa(isa: string): Isa;
   setNumThreads(threads: number): number;
   memory(): NativeMemory;
@@ -78,12 +113,19 @@ export interface NativeBinding {
   emptyCache(): number;
   setCacheLimit(bytes: number): number;
   setMatmulPrecision(precision: MatmulPrecision): MatmulPrecision;
-  toDevice(x: Handle, device: Device): Handle;
+  /** [sync] A copy of x on `device` (also when x is there already). */
+  toDevice(args: { x: Handle; device: Device }): Handle;
 
-  fromFloat32Array(data: Float32Array, shape: readonly number[]): Handle;
-  full(shape: readonly number[], value: number): Handle;
-  randn(shape: readonly number[], seed: number, mean: number, std: number): Handle;
-  uniform(shape: readonly number[], seed: number, low: number, high: number): Handle;
+  // ---- creation (native/binding/tensor_handle.cc): on the CPU; lib/tensor.ts moves results where asked ----
+
+  /** [sync] A copy of `data` with `shape`. */
+  fromFloat32Array(args: { data: Float32Array; shape: readonly number[] }): Handle;
+  full(args: { shape: readonly number[]; value: number }): Handle;
+  /** [sync] Seeded samples: element i depends on (seed, i) alone. seed an integer from 0 to 2^53 − 1. */
+  randn(args: { shape: readonly number[]; seed: number; mean: number; std: number }): Handle;
+  uniform(args: { shape: readonly number[]; seed: number; low: number; high: number }): Handle;
+  /** [sync] A view of x's storage with another shape of the same size, on x's device. */
+  reshape(args: { x: Handle; shape: readonly number[] }): Handle;
 
   // ---- linear algebra (native/binding/ops_linear_algebra.cc), on the operands' device ----
 
@@ -108,7 +150,6 @@ export interface NativeBinding {
   globalNorm(args: { tensors: Handle[] }): number;
   /** [sync] `shape` filled with a repeated along `axis` (a lacks it), or with a's one value: sum's gradient. */
   broadcastAxis(args: { a: Handle; shape: readonly number[]; axis?: number }): Handle;
-  reshape(x: Handle, shape: readonly number[]): Handle;
   /** [sync] A copy of a[..., start : start + length, ...] along `axis`. */
   narrow(args: { a: Handle; axis: number; start: number; length: number }): Handle;
   /** [sync] Zeros of `shape` with grad at [start, start + its length) along `axis`: narrow's gradient. */
@@ -198,7 +239,7 @@ export interface NativeBinding {
    * [sync] x [batch, heads, seq, d] with each row's pairs (x_i, x_{i+d/2}) turned by positions[b, s]·base^(−2i/d)
    * radians (rotary position embeddings, transformers' rotate_half layout); inverse turns them back (the gradient).
    */
-  rotary(args: { x: Handle; positions: Int32Array; base: number; inverse: boolean }): Handle;
+  rotary(args: { x: Handle; positions: Int32Array; base: number; inverse?: boolean }): Handle;
   /**
    * [sync] x ⊙ keep/(1 − p), the mask drawn from (seed, index) alone: backward is dropout(gradOutput, p, seed).
    * p in [0, 1]; seed an integer from 0 to 2^53 − 1.
@@ -299,6 +340,15 @@ export interface NativeDoraSaved {
 export interface NativeBackwardArgs {
   gradOutput: Handle;
   needs?: GradientRequest;
+}
+
+/**
+ * @internal Test-only entry points, not part of the surface: `_throwForTest(kind)` throws the C++ exception `kind`
+ * names inside the addon ('length_error', 'runtime_error', 'range_error', 'type_error', 'bad_alloc', 'int',
+ * 'foreign'), to prove each becomes a JavaScript error.
+ */
+export interface NativeTestHooks {
+  _throwForTest(kind: string): never;
 }
 
 /** Which gradients an adapter backward computes; each defaults to true. */

@@ -82,30 +82,34 @@ export class Tensor {
     } else {
       throw new TypeError(`Tensor.from: data must be a Float32Array or an array of numbers, got ${describe(data)}`);
     }
-    return onDevice(native.fromFloat32Array(values, shape ?? [values.length]), options, 'Tensor.from');
+    return onDevice(native.fromFloat32Array({ data: values, shape: shape ?? [values.length] }), options, 'Tensor.from');
   }
 
   static zeros(shape: Shape, options: DeviceOptions = {}): Tensor {
-    return onDevice(native.full(shape, 0), options, 'Tensor.zeros');
+    return onDevice(native.full({ shape, value: 0 }), options, 'Tensor.zeros');
   }
 
   static ones(shape: Shape, options: DeviceOptions = {}): Tensor {
-    return onDevice(native.full(shape, 1), options, 'Tensor.ones');
+    return onDevice(native.full({ shape, value: 1 }), options, 'Tensor.ones');
   }
 
   static full(shape: Shape, value: number, options: DeviceOptions = {}): Tensor {
-    return onDevice(native.full(shape, value), options, 'Tensor.full');
+    return onDevice(native.full({ shape, value }), options, 'Tensor.full');
   }
 
   /** Normal samples, N(mean, std²) (defaults 0 and 1). */
   static randn(shape: Shape, options: RandomOptions & { mean?: number; std?: number } = {}): Tensor {
-    return onDevice(native.randn(shape, seedOf(options), options.mean ?? 0, options.std ?? 1), options, 'Tensor.randn');
+    return onDevice(
+      native.randn({ shape, seed: seedOf(options), mean: options.mean ?? 0, std: options.std ?? 1 }),
+      options,
+      'Tensor.randn',
+    );
   }
 
   /** Uniform samples on [low, high) (defaults 0 and 1). */
   static uniform(shape: Shape, options: RandomOptions & { low?: number; high?: number } = {}): Tensor {
     return onDevice(
-      native.uniform(shape, seedOf(options), options.low ?? 0, options.high ?? 1),
+      native.uniform({ shape, seed: seedOf(options), low: options.low ?? 0, high: options.high ?? 1 }),
       options,
       'Tensor.uniform',
     );
@@ -124,7 +128,7 @@ export class Tensor {
     const handle = handleOf(this, 'to', 'tensor');
     if (typeof device !== 'string') throw new TypeError(`to: device must be 'cpu' or 'cuda', got ${describe(device)}`);
     if (device === handle.device) return this;
-    return new Tensor(native.toDevice(handle, device));
+    return new Tensor(native.toDevice({ x: handle, device }));
   }
 
   get rank(): number {
@@ -162,12 +166,12 @@ export class Tensor {
   /** A copy of the values in storage of its own, on the same device and outside any graph. */
   clone(): Tensor {
     const handle = handleOf(this, 'clone', 'tensor');
-    return new Tensor(native.toDevice(handle, handle.device));
+    return new Tensor(native.toDevice({ x: handle, device: handle.device }));
   }
 
   /** A new tensor sharing these values (no copy: in-place changes show through) but outside any graph. */
   detach(): Tensor {
-    return new Tensor(native.reshape(handleOf(this, 'detach', 'tensor'), this.shape));
+    return new Tensor(native.reshape({ x: handleOf(this, 'detach', 'tensor'), shape: this.shape }));
   }
 
   /**
@@ -214,7 +218,7 @@ export class Tensor {
 
 /** @internal A second tensor over the same storage, so a graph node can keep values alive after users dispose. */
 export function share(tensor: Tensor): Tensor {
-  return keep(tensorOf(native.reshape(handleOf(tensor, 'share', 'tensor'), tensor.shape)));
+  return keep(tensorOf(native.reshape({ x: handleOf(tensor, 'share', 'tensor'), shape: tensor.shape })));
 }
 
 /** `handle` (made on the CPU) as a tensor on the device `options` name, moving it there when that is not the CPU. */
@@ -226,7 +230,7 @@ function onDevice(handle: NativeTensorHandle, options: DeviceOptions, functionNa
   const device = options.device ?? 'cpu';
   if (device === 'cpu') return tensorOf(handle);
   try {
-    return tensorOf(native.toDevice(handle, device));
+    return tensorOf(native.toDevice({ x: handle, device }));
   } catch (error) {
     if (error instanceof Error) error.message = error.message.replace('Tensor.to:', `${functionName}:`);
     throw error;

@@ -123,6 +123,6 @@ describe('bad input straight to the addon', () => {
     expect(() => new (native.TensorHandle as unknown as new () => unknown)()).toThrow(TypeError);
     const impostor = { shape: [2, 2], disposed: false, read: () => new Float32Array(4) };
     expect(() => native.matmul({ a: impostor as never, b: impostor as never })).toThrow(/matmul: a must be a Tensor/);
-    expect(() => native.fromFloat32Array(new Float32Array(2), [1, 2, 3] as never)).toThrow(RangeError);
+    expect(() => native.fromFloat32Array({ data: new Float32Array(2), shape: [1, 2, 3] as never })).toThrow(RangeError);
   });
 });

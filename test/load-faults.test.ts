@@ -185,7 +185,7 @@ describe('config values are checked at load, naming the key', () => {
       [{ pad_token_id: '0' }, TypeError, /pad_token_id must be a token id, got "0"/],
       [{ pad_token_id: 40 }, RangeError, /pad_token_id must be a token id in \[0, 40\), got 40/],
       [{ problem_type: 'regression', num_labels: 2 }, RangeError, /problem_type 'regression' needs num_labels 1/],
-      [{ problem_type: 'multi_label_classification' }, RangeError, /problem_type .* is not supported/],
+      [{ problem_type: 'multi_label' }, RangeError, /problem_type .* is not supported/],
       [{ architectures: 'BertModel' }, TypeError, /architectures must be a list of class names, got "BertModel"/],
       [{ architectures: ['GPT2Model'] }, RangeError, /architecture 'GPT2Model' is not supported/],
       [{ num_hidden_layers: 1e6 }, RangeError, /num_hidden_layers must be an integer in \[1, 1024\], got 1000000/],

@@ -1,8 +1,9 @@
-// The GPU check of the CUDA backend, standalone (no Node on the GPU machine): every kernel against a plain CPU
-// reference in double on fresh random inputs, a determinism check, then fused DoRA forward + backward timed against
-// LoRA and against the plain frozen-layer GEMMs at the sizes of bench/gpu/run.sh. Prints a table; with $OUT set,
-// writes $OUT/cuda_check.json. Exit status 1 when a check fails. Tolerances (max |diff| / max |ref|): float32 paths
-// 1e-5, TF32 5e-3, BF16 2e-2.
+// The GPU check of the CUDA backend, standalone (no Node on the GPU machine): every op of the CUDA backend table
+// (native/cuda/backend.h), called with the same argument structs the binding fills (native/common/ops.h), and the raw
+// GEMM, against a plain CPU reference in double on fresh random inputs, a determinism check, then fused DoRA forward +
+// backward timed against LoRA and against the plain frozen-layer GEMMs at the sizes of bench/gpu/run.sh. Prints a
+// table; with $OUT set, writes $OUT/cuda_check.json. Exit status 1 when a check fails. Tolerances (max |diff| / max
+// |ref|): float32 paths 1e-5, TF32 5e-3, BF16 2e-2.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -105,6 +106,9 @@ void check(const std::string& name, const Vector& actual, const Doubles& expecte
   report(name, relative_error(actual, expected), tolerance);
 }
 
+// The CUDA backend, as the binding sees it.
+const ops::Backend& gpu() { return cu::backend(); }
+
 const char* precision_name(cu::GemmPrecision precision) {
   return precision == cu::GemmPrecision::kFloat32 ? "fp32" : precision == cu::GemmPrecision::kTf32 ? "tf32" : "bf16";
 }
@@ -155,25 +159,51 @@ void check_gemm() {
   }
 }
 
+// matmul (batched, a shared b) and linear (with a bias) through the backend table, as the binding calls them.
+void check_products() {
+  const int64_t batch = 3, m = 45, n = 37, k = 70;
+  const Vector a = random_vector(batch * m * k), b = random_vector(k * n), bias = random_vector(n);
+  Doubles product_ref(batch * m * n), linear_ref(batch * m * n);
+  for (int64_t i = 0; i < batch * m; ++i) {
+    for (int64_t j = 0; j < n; ++j) {
+      double total = 0, transposed = 0;
+      for (int64_t p = 0; p < k; ++p) {
+        total += static_cast<double>(a[i * k + p]) * b[p * n + j];
+        transposed += static_cast<double>(a[i * k + p]) * b[j * k + p];  // b read as weight [n, k]
+      }
+      product_ref[i * n + j] = total;
+      linear_ref[i * n + j] = transposed + bias[j];
+    }
+  }
+  Device<float> da(a), db(b), dbias(bias), out(batch * m * n);
+  gpu().matmul({out.ptr, da.ptr, db.ptr, batch, m, n, k, false, false, true, cu::GemmPrecision::kFloat32});
+  check("matmul op (batched, shared b)", out.download(), product_ref, kFloat32Tolerance);
+  gpu().linear({out.ptr, da.ptr, db.ptr, dbias.ptr, batch * m, n, k, cu::GemmPrecision::kFloat32});
+  check("linear op (bias)", out.download(), linear_ref, kFloat32Tolerance);
+}
+
 // ---- DoRA and LoRA
 // ----------------------------------------------------------------------------------------------------
 
 struct Layer {
   cu::AdapterDims dims;
   float scale, eps;
+  ops::BranchDropout dropout;
   Vector input, lora_input, dropout_scale, weight, bias, lora_a, lora_b, magnitude, grad_output;
 };
 
+// With dropout, the branch's mask is the one both backends draw from (p, seed): random_math.cuh's.
 Layer random_layer(int64_t n, int64_t k, int64_t m, int64_t r, bool dropout) {
-  Layer layer{{n, k, m, r}, 2.0f / static_cast<float>(r), 1e-6f};
+  Layer layer{{n, k, m, r}, 2.0f / static_cast<float>(r), 1e-6f, {dropout ? 0.1f : 0.0f, 4242}};
   layer.input = random_vector(n * k);
   layer.lora_input = layer.input;
   if (dropout) {
     layer.dropout_scale.resize(n * k);
+    const uint64_t key = cu::dropout_key(layer.dropout.seed), threshold = cu::dropout_threshold(layer.dropout.p);
     for (int64_t i = 0; i < n * k; ++i) {
-      const bool keep = rng() % 10 != 0;
-      layer.dropout_scale[i] = keep ? 1.0f / 0.9f : 0.0f;
-      layer.lora_input[i] = layer.input[i] * layer.dropout_scale[i];
+      const bool keep = cu::dropout_keeps(key, i, threshold);
+      layer.dropout_scale[i] = keep ? 1.0f / (1.0f - layer.dropout.p) : 0.0f;
+      layer.lora_input[i] = keep ? layer.input[i] / (1.0f - layer.dropout.p) : 0.0f;
     }
   }
   layer.weight = random_vector(m * k, 0.05f);
@@ -276,14 +306,11 @@ Reference adapter_reference(const Layer& L, bool dora, bool detach_norm) {
 
 // Device copies of one layer and the outputs of a forward + backward.
 struct LayerOnDevice {
-  Device<float> input, lora_input, weight, weight_sq_norms, bias, lora_a, lora_b, magnitude, grad_output;
+  Device<float> input, weight, weight_sq_norms, bias, lora_a, lora_b, magnitude, grad_output;
   Device<float> output, combined, hidden, norm, weight_lora_a, lora_gram;
   Device<float> grad_input, grad_lora_a, grad_lora_b, grad_magnitude, grad_bias;
-  Device<float> dropout_scale;
-  Device<char> workspace;
   explicit LayerOnDevice(const Layer& L)
       : input(L.input),
-        lora_input(L.lora_input),
         weight(L.weight),
         weight_sq_norms(L.dims.m),
         bias(L.bias),
@@ -301,11 +328,25 @@ struct LayerOnDevice {
         grad_lora_a(L.dims.r * L.dims.k),
         grad_lora_b(L.dims.m * L.dims.r),
         grad_magnitude(L.dims.m),
-        grad_bias(L.dims.m),
-        dropout_scale(L.dropout_scale.empty() ? 1 : L.dropout_scale.size()),
-        workspace(cu::adapter_workspace_bytes(L.dims)) {
-    if (!L.dropout_scale.empty()) dropout_scale.upload(L.dropout_scale);
-    cu::row_sq_norms(weight_sq_norms.ptr, weight.ptr, L.dims.m, L.dims.k, nullptr);
+        grad_bias(L.dims.m) {
+    gpu().row_sq_norms({weight_sq_norms.ptr, weight.ptr, L.dims.m, L.dims.k});
+  }
+  // The layer as the binding hands it to a backend.
+  ops::AdapterLayer layer(const Layer& L, cu::GemmPrecision precision) const {
+    ops::AdapterLayer l{};
+    l.input = input.ptr;
+    l.weight = weight.ptr;
+    l.weight_sq_norms = weight_sq_norms.ptr;
+    l.bias = bias.ptr;
+    l.lora_a = lora_a.ptr;
+    l.lora_b = lora_b.ptr;
+    l.magnitude = magnitude.ptr;
+    l.dims = L.dims;
+    l.scale = L.scale;
+    l.eps = L.eps;
+    l.dropout = L.dropout;
+    l.precision = precision;
+    return l;
   }
   cu::AdapterGrads grads() {
     cu::AdapterGrads g;
@@ -318,24 +359,17 @@ struct LayerOnDevice {
   }
 };
 
-void run_dora(LayerOnDevice& d, const Layer& L, bool detach_norm, cu::GemmPrecision precision, cudaStream_t stream) {
-  cu::dora_forward(d.output.ptr, d.combined.ptr, d.hidden.ptr, d.norm.ptr, d.weight_lora_a.ptr, d.lora_gram.ptr,
-                   d.input.ptr, d.lora_input.ptr, d.weight.ptr, d.weight_sq_norms.ptr, d.bias.ptr, d.lora_a.ptr,
-                   d.lora_b.ptr, d.magnitude.ptr, L.scale, L.eps, L.dims, precision, d.workspace.ptr, stream);
-  cu::dora_backward(d.grads(), d.combined.ptr, d.grad_output.ptr, d.lora_input.ptr,
-                    L.dropout_scale.empty() ? nullptr : d.dropout_scale.ptr, d.weight.ptr, d.lora_a.ptr, d.lora_b.ptr,
-                    d.magnitude.ptr, d.norm.ptr, d.hidden.ptr, d.weight_lora_a.ptr, d.lora_gram.ptr, L.scale, L.eps,
-                    detach_norm, L.dims, precision, d.workspace.ptr, stream);
+void run_dora(LayerOnDevice& d, const Layer& L, bool detach_norm, cu::GemmPrecision precision) {
+  const ops::DoraSaved saved{d.combined.ptr, d.hidden.ptr, d.norm.ptr, d.weight_lora_a.ptr, d.lora_gram.ptr};
+  gpu().dora_forward({d.output.ptr, saved, d.layer(L, precision)});
+  gpu().dora_backward({d.grads(), d.grad_output.ptr, saved, d.layer(L, precision), detach_norm});
 }
 
-void run_lora(LayerOnDevice& d, const Layer& L, cu::GemmPrecision precision, cudaStream_t stream) {
-  cu::lora_forward(d.output.ptr, d.hidden.ptr, d.input.ptr, d.lora_input.ptr, d.weight.ptr, d.bias.ptr, d.lora_a.ptr,
-                   d.lora_b.ptr, L.scale, L.dims, precision, d.workspace.ptr, stream);
+void run_lora(LayerOnDevice& d, const Layer& L, cu::GemmPrecision precision) {
+  gpu().lora_forward({d.output.ptr, d.hidden.ptr, d.layer(L, precision)});
   cu::AdapterGrads grads = d.grads();
   grads.magnitude = nullptr;
-  cu::lora_backward(grads, d.grad_output.ptr, d.lora_input.ptr, L.dropout_scale.empty() ? nullptr : d.dropout_scale.ptr,
-                    d.weight.ptr, d.lora_a.ptr, d.lora_b.ptr, d.hidden.ptr, L.scale, L.dims, precision, d.workspace.ptr,
-                    stream);
+  gpu().lora_backward({grads, d.grad_output.ptr, d.hidden.ptr, d.layer(L, precision)});
 }
 
 void check_adapters() {
@@ -347,7 +381,7 @@ void check_adapters() {
       for (bool detach_norm : {true, false}) {
         const Reference ref = adapter_reference(L, true, detach_norm);
         LayerOnDevice d(L);
-        run_dora(d, L, detach_norm, precision, nullptr);
+        run_dora(d, L, detach_norm, precision);
         const std::string name = "dora " + tag + (detach_norm ? " detach" : " through-norm");
         check(name + " output", d.output.download(), ref.output, tolerance);
         check(name + " grad input", d.grad_input.download(), ref.grad_input, tolerance);
@@ -358,7 +392,7 @@ void check_adapters() {
       }
       const Reference ref = adapter_reference(L, false, true);
       LayerOnDevice d(L);
-      run_lora(d, L, precision, nullptr);
+      run_lora(d, L, precision);
       check("lora " + tag + " output", d.output.download(), ref.output, tolerance);
       check("lora " + tag + " grad input", d.grad_input.download(), ref.grad_input, tolerance);
       check("lora " + tag + " grad lora_a", d.grad_lora_a.download(), ref.grad_lora_a, tolerance);
@@ -366,11 +400,27 @@ void check_adapters() {
       check("lora " + tag + " grad bias", d.grad_bias.download(), ref.grad_bias, tolerance);
     }
   }
+  // doraWeightNorm: the factored row norm against ||W0 + s B A|| formed in double.
+  const Layer N = random_layer(1, 300, 129, 8, false);
+  LayerOnDevice dn(N);
+  Device<float> norm(N.dims.m);
+  gpu().dora_norm({norm.ptr, dn.layer(N, cu::GemmPrecision::kFloat32)});
+  Doubles norm_ref(N.dims.m);
+  for (int64_t j = 0; j < N.dims.m; ++j) {
+    double sq = 0;
+    for (int64_t c = 0; c < N.dims.k; ++c) {
+      double value = N.weight[j * N.dims.k + c];
+      for (int64_t p = 0; p < N.dims.r; ++p) value += N.scale * N.lora_b[j * N.dims.r + p] * N.lora_a[p * N.dims.k + c];
+      sq += value * value;
+    }
+    norm_ref[j] = std::max(std::sqrt(sq), static_cast<double>(N.eps));
+  }
+  check("dora weight norm (factored)", norm.download(), norm_ref, kFloat32Tolerance);
   // Same inputs, same bits: every reduction has a fixed order (split-K included).
   const Layer L = random_layer(300, 2100, 260, 16, false);
   LayerOnDevice first(L), second(L);
-  run_dora(first, L, false, cu::GemmPrecision::kTf32, nullptr);
-  run_dora(second, L, false, cu::GemmPrecision::kTf32, nullptr);
+  run_dora(first, L, false, cu::GemmPrecision::kTf32);
+  run_dora(second, L, false, cu::GemmPrecision::kTf32);
   const Vector a = first.grad_lora_a.download(), b = second.grad_lora_a.download();
   const Vector c = first.grad_magnitude.download(), e = second.grad_magnitude.download();
   const bool same =
@@ -392,13 +442,13 @@ void check_elementwise() {
     scale_ref[i] = 1.5 * a[i];
     axpy_ref[i] = a[i] - 0.25 * static_cast<double>(b[i]);
   }
-  cu::add(out.ptr, da.ptr, dbias.ptr, n, period, nullptr);
+  gpu().binary({ops::BinaryOp::kAdd, out.ptr, da.ptr, dbias.ptr, n, period});
   check("add (broadcast period 37)", out.download(), add_ref, kFloat32Tolerance);
-  cu::mul(out.ptr, da.ptr, db.ptr, n, n, nullptr);
+  gpu().binary({ops::BinaryOp::kMul, out.ptr, da.ptr, db.ptr, n, n});
   check("mul", out.download(), mul_ref, kFloat32Tolerance);
-  cu::scale(out.ptr, da.ptr, 1.5f, n, nullptr);
+  gpu().scale({out.ptr, da.ptr, n, 1.5f});
   check("scale", out.download(), scale_ref, kFloat32Tolerance);
-  cu::axpy(da.ptr, -0.25f, db.ptr, n, nullptr);
+  gpu().axpy({da.ptr, db.ptr, n, -0.25f});
   check("axpy", da.download(), axpy_ref, kFloat32Tolerance);
 }
 
@@ -418,20 +468,20 @@ void check_layout() {
     tanh_ref[i] = std::tanh(static_cast<double>(a[i]));
     dropout_ref[i] = cu::dropout_keeps(key, i, threshold) ? a[i] / (1.0 - p) : 0.0;
   }
-  cu::sub(out.ptr, da.ptr, db.ptr, n, n, nullptr);
+  gpu().binary({ops::BinaryOp::kSub, out.ptr, da.ptr, db.ptr, n, n});
   check("sub", out.download(), sub_ref, kFloat32Tolerance);
-  cu::relu_forward(out.ptr, da.ptr, n, nullptr);
+  gpu().unary({ops::Activation::kRelu, out.ptr, da.ptr, n});
   check("relu", out.download(), relu_ref, kFloat32Tolerance);
-  cu::relu_backward(out.ptr, da.ptr, dgrad.ptr, n, nullptr);
+  gpu().unary_backward({ops::Activation::kRelu, out.ptr, da.ptr, dgrad.ptr, n});
   check("relu backward", out.download(), relu_grad_ref, kFloat32Tolerance);
-  cu::tanh_forward(out.ptr, da.ptr, n, nullptr);
+  gpu().unary({ops::Activation::kTanh, out.ptr, da.ptr, n});
   const Vector tanh_out = out.download();
   check("tanh", tanh_out, tanh_ref, kFloat32Tolerance);
   Doubles tanh_grad_ref(n);
   for (int64_t i = 0; i < n; ++i) tanh_grad_ref[i] = grad[i] * (1.0 - static_cast<double>(tanh_out[i]) * tanh_out[i]);
-  cu::tanh_backward(out2.ptr, out.ptr, dgrad.ptr, n, nullptr);
+  gpu().unary_backward({ops::Activation::kTanh, out2.ptr, out.ptr, dgrad.ptr, n});
   check("tanh backward", out2.download(), tanh_grad_ref, kFloat32Tolerance);
-  cu::dropout(out.ptr, da.ptr, n, p, seed, nullptr);
+  gpu().dropout({out.ptr, da.ptr, n, p, seed});
   check("dropout (the CPU's mask)", out.download(), dropout_ref, kFloat32Tolerance);
 
   // Sums over the middle axis (inner > 1) and over rows (inner = 1), and the broadcast back.
@@ -446,15 +496,15 @@ void check_layout() {
     }
   }
   Device<float> sums(outer * axis);
-  cu::sum_axis(sums.ptr, da.ptr, outer, axis, inner, nullptr);
+  gpu().sum_axis({sums.ptr, da.ptr, outer, axis, inner});
   check("sum over an inner axis", Vector(sums.download().begin(), sums.download().begin() + outer * inner), column_sums,
         kFloat32Tolerance);
-  cu::sum_axis(sums.ptr, da.ptr, outer * axis, inner, 1, nullptr);
+  gpu().sum_axis({sums.ptr, da.ptr, outer * axis, inner, 1});
   check("sum over rows", sums.download(), row_sums, kFloat32Tolerance);
   for (int64_t index = 0; index < n; ++index) {
     broadcast_ref[index] = b[(index / (axis * inner)) * inner + index % inner];
   }
-  cu::broadcast_axis(out.ptr, db.ptr, outer, axis, inner, nullptr);
+  gpu().broadcast_axis({out.ptr, db.ptr, outer, axis, inner});
   check("broadcast over an axis", out.download(), broadcast_ref, 0.0);
 
   const int64_t start = 17, length = 61;
@@ -468,9 +518,9 @@ void check_layout() {
     }
   }
   Device<float> narrowed(outer * length * inner);
-  cu::narrow(narrowed.ptr, da.ptr, outer, axis, inner, start, length, nullptr);
+  gpu().narrow({narrowed.ptr, da.ptr, outer, axis, inner, start, length});
   check("narrow", narrowed.download(), narrow_ref, 0.0);
-  cu::narrow_backward(out.ptr, dgrad.ptr, outer, axis, inner, start, length, nullptr);
+  gpu().narrow_backward({out.ptr, dgrad.ptr, outer, axis, inner, start, length});
   check("narrow backward", out.download(), narrow_grad_ref, 0.0);
 
   // [a, b, c, d] = [4, 128, 12, 64]: a batch of sequences split into heads.
@@ -483,7 +533,7 @@ void check_layout() {
       for (int64_t ci = 0; ci < pc; ++ci)
         for (int64_t di = 0; di < pd; ++di)
           permute_ref[((ai * pc + ci) * pb + bi) * pd + di] = x[((ai * pb + bi) * pc + ci) * pd + di];
-  cu::permute_0213(permuted.ptr, dx.ptr, pa, pb, pc, pd, nullptr);
+  gpu().permute0213({permuted.ptr, dx.ptr, pa, pb, pc, pd});
   check("permute [a,b,c,d] -> [a,c,b,d]", permuted.download(), permute_ref, 0.0);
 
   double squares = 0;
@@ -494,10 +544,52 @@ void check_layout() {
     mse_grad_ref[i] = 2.0 * 0.5 * difference / static_cast<double>(n);
   }
   Device<float> loss(1);
-  cu::mse_loss_forward(loss.ptr, da.ptr, db.ptr, n, nullptr);
+  gpu().mse_loss({loss.ptr, da.ptr, db.ptr, n});
   check("mse loss", loss.download(), Doubles{squares / static_cast<double>(n)}, kFloat32Tolerance);
-  cu::mse_loss_backward(out.ptr, da.ptr, db.ptr, 0.5f, n, nullptr);
+  gpu().mse_loss_backward({out.ptr, da.ptr, db.ptr, n, 0.5f});
   check("mse loss backward", out.download(), mse_grad_ref, kFloat32Tolerance);
+
+  // BCE with logits: b read as targets in [0, 1] (its values squashed), the logits spread wide.
+  Vector targets(n), wide(n);
+  for (int64_t i = 0; i < n; ++i) {
+    targets[i] = 1.0f / (1.0f + std::exp(-b[i]));
+    wide[i] = 6.0f * a[i];
+  }
+  Device<float> dtargets(targets), dwide(wide);
+  double bce = 0;
+  Doubles bce_grad_ref(n);
+  for (int64_t i = 0; i < n; ++i) {
+    const double z = wide[i], y = targets[i];
+    bce += std::max(z, 0.0) - z * y + std::log1p(std::exp(-std::fabs(z)));
+    bce_grad_ref[i] = 0.5 * (1.0 / (1.0 + std::exp(-z)) - y) / static_cast<double>(n);
+  }
+  gpu().bce_with_logits({loss.ptr, dwide.ptr, dtargets.ptr, n});
+  check("bce with logits", loss.download(), Doubles{bce / static_cast<double>(n)}, kFloat32Tolerance);
+  gpu().bce_with_logits_backward({out.ptr, dwide.ptr, dtargets.ptr, n, 0.5f});
+  check("bce with logits backward", out.download(), bce_grad_ref, kFloat32Tolerance);
+
+  // Rotary embeddings on [2, 12, 128, 64] with positions offset per sequence, forward and inverse.
+  const int64_t rb = 2, rh = 12, rs = 128, rd = 64;
+  const Vector rx = random_vector(rb * rh * rs * rd);
+  std::vector<int32_t> positions(rb * rs);
+  for (int64_t i = 0; i < rb * rs; ++i) positions[i] = static_cast<int32_t>(i % rs + 7 * (i / rs));
+  Device<float> drx(rx), rotated(rx.size()), restored(rx.size());
+  Doubles rotary_ref(rx.size());
+  for (int64_t bi = 0; bi < rb; ++bi)
+    for (int64_t hi = 0; hi < rh; ++hi)
+      for (int64_t si = 0; si < rs; ++si)
+        for (int64_t pair = 0; pair < rd / 2; ++pair) {
+          const int64_t row = ((bi * rh + hi) * rs + si) * rd;
+          const double angle = positions[bi * rs + si] / std::pow(10000.0, 2.0 * pair / rd);
+          const double low = rx[row + pair], high = rx[row + pair + rd / 2];
+          rotary_ref[row + pair] = low * std::cos(angle) - high * std::sin(angle);
+          rotary_ref[row + pair + rd / 2] = high * std::cos(angle) + low * std::sin(angle);
+        }
+  // Host positions, as the binding passes them (the backend copies them to the device).
+  gpu().rotary({rotated.ptr, drx.ptr, positions.data(), rb, rh, rs, rd, 10000.0f, false});
+  check("rotary embeddings", rotated.download(), rotary_ref, 1e-4);
+  gpu().rotary({restored.ptr, rotated.ptr, positions.data(), rb, rh, rs, rd, 10000.0f, true});
+  check("rotary inverse restores x", restored.download(), Doubles(rx.begin(), rx.end()), 1e-5);
 }
 
 void check_nn() {
@@ -514,9 +606,9 @@ void check_nn() {
     gelu_ref[i] = v * cdf;
     gelu_grad_ref[i] = grad_out[i] * (cdf + v * std::exp(-0.5 * v * v) / std::sqrt(2 * M_PI));
   }
-  cu::gelu_forward(out.ptr, dx.ptr, rows * d, nullptr);
+  gpu().unary({ops::Activation::kGelu, out.ptr, dx.ptr, rows * d});
   check("gelu forward", out.download(), gelu_ref, kFloat32Tolerance);
-  cu::gelu_backward(grad_x.ptr, dx.ptr, dgrad.ptr, rows * d, nullptr);
+  gpu().unary_backward({ops::Activation::kGelu, grad_x.ptr, dx.ptr, dgrad.ptr, rows * d});
   check("gelu backward", grad_x.download(), gelu_grad_ref, kFloat32Tolerance);
 
   // Layer norm
@@ -543,10 +635,10 @@ void check_nn() {
           rs * (static_cast<double>(grad_out[i * d + j]) * gamma[j] - sum_g / d - xhat * sum_gx / d);
     }
   }
-  cu::layer_norm_forward(out.ptr, mean.ptr, rstd.ptr, dx.ptr, dgamma.ptr, dbeta.ptr, eps, rows, d, nullptr);
+  gpu().layer_norm({out.ptr, mean.ptr, rstd.ptr, dx.ptr, dgamma.ptr, dbeta.ptr, rows, d, eps});
   check("layer norm forward", out.download(), ln_ref, kFloat32Tolerance);
-  cu::layer_norm_backward(grad_x.ptr, grad_gamma.ptr, grad_beta.ptr, dgrad.ptr, dx.ptr, dgamma.ptr, mean.ptr, rstd.ptr,
-                          rows, d, nullptr);
+  gpu().layer_norm_backward(
+      {grad_x.ptr, grad_gamma.ptr, grad_beta.ptr, dgrad.ptr, dx.ptr, dgamma.ptr, mean.ptr, rstd.ptr, rows, d});
   check("layer norm backward input", grad_x.download(), ln_grad_ref, kFloat32Tolerance);
   check("layer norm backward gamma", grad_gamma.download(), gamma_ref, kFloat32Tolerance);
   check("layer norm backward beta", grad_beta.download(), beta_ref, kFloat32Tolerance);
@@ -573,9 +665,9 @@ void check_nn() {
     }
   }
   Device<float> dlogits(logits), dmask(mask), ddy(dy), probs(logits.size()), dgrad_logits(logits.size());
-  cu::softmax_forward(probs.ptr, dlogits.ptr, dmask.ptr, batch, per_batch, keys, nullptr);
+  gpu().softmax({probs.ptr, dlogits.ptr, dmask.ptr, batch, per_batch, keys});
   check("softmax forward (mask, a fully masked row)", probs.download(), softmax_ref, kFloat32Tolerance);
-  cu::softmax_backward(dgrad_logits.ptr, probs.ptr, ddy.ptr, batch * per_batch, keys, nullptr);
+  gpu().softmax_backward({dgrad_logits.ptr, probs.ptr, ddy.ptr, batch * per_batch, keys});
   check("softmax backward", dgrad_logits.download(), softmax_grad_ref, kFloat32Tolerance);
 
   // Cross-entropy with ignored rows.
@@ -601,18 +693,17 @@ void check_nn() {
           grad_loss / counted * (std::exp(ce_logits[row * classes + j] - mx) / total - (j == labels[row]));
     }
   }
-  Device<float> dce(ce_logits), loss(1), row_losses(ce_rows), row_scale(1), ce_grad(ce_rows * classes);
-  Device<int32_t> dlabels(labels);
-  cu::cross_entropy_forward(loss.ptr, row_losses.ptr, dce.ptr, dlabels.ptr, ignore, ce_rows, classes, nullptr);
+  // Labels stay in host memory, as the binding hands them over after checking them.
+  Device<float> dce(ce_logits), loss(1), ce_grad(ce_rows * classes);
+  gpu().cross_entropy({loss.ptr, dce.ptr, labels.data(), ce_rows, classes, ignore});
   check("cross-entropy forward", loss.download(), {loss_total / counted}, kFloat32Tolerance);
-  cu::cross_entropy_backward(ce_grad.ptr, row_scale.ptr, dce.ptr, dlabels.ptr, ignore, grad_loss, ce_rows, classes,
-                             nullptr);
+  gpu().cross_entropy_backward({ce_grad.ptr, dce.ptr, labels.data(), ce_rows, classes, ignore, grad_loss});
   check("cross-entropy backward", ce_grad.download(), ce_grad_ref, kFloat32Tolerance);
 
   // Embedding: repeated ids, deterministic backward.
   const int64_t vocab = 501, dim = 300, positions = 2000;
   const Vector table = random_vector(vocab * dim), grad_rows = random_vector(positions * dim);
-  std::vector<int32_t> ids(positions), order(positions), row_start(vocab + 1);
+  std::vector<int32_t> ids(positions);
   for (int32_t& id : ids) id = static_cast<int32_t>(rng() % 97);  // most rows unused, used rows repeat
   Doubles emb_ref(positions * dim), emb_grad_ref(vocab * dim, 0.0);
   for (int64_t p = 0; p < positions; ++p) {
@@ -621,13 +712,11 @@ void check_nn() {
       emb_grad_ref[ids[p] * dim + j] += grad_rows[p * dim + j];
     }
   }
-  cu::embedding_backward_plan(order.data(), row_start.data(), ids.data(), positions, vocab);
   Device<float> dtable(table), dgrad_rows(grad_rows), emb_out(positions * dim), emb_grad(vocab * dim);
-  Device<int32_t> dids(ids), dorder(order), dstart(row_start);
-  cu::embedding_forward(emb_out.ptr, dtable.ptr, dids.ptr, positions, dim, nullptr);
+  gpu().embedding({emb_out.ptr, dtable.ptr, ids.data(), positions, dim});
   check("embedding forward", emb_out.download(), emb_ref, 0.0);
   CHECK_CUDA(cudaMemset(emb_grad.ptr, 0xff, emb_grad.count * sizeof(float)));  // unused rows must be written (0)
-  cu::embedding_backward(emb_grad.ptr, dgrad_rows.ptr, dorder.ptr, dstart.ptr, vocab, dim, nullptr);
+  gpu().embedding_backward({emb_grad.ptr, dgrad_rows.ptr, ids.data(), positions, vocab, dim});
   check("embedding backward", emb_grad.download(), emb_grad_ref, kFloat32Tolerance);
 }
 
@@ -657,7 +746,6 @@ void check_optimizer() {
   const int count = static_cast<int>(sizes.size());
 
   const auto const_ptrs = [](const std::vector<float*>& ptrs) { return const_cast<const float* const*>(ptrs.data()); };
-  const ops::Backend& gpu = cu::backend();
 
   // AdamW, one step from zero moments, through the op contract as the binding calls it.
   ops::AdamwStep adamw{};
@@ -673,7 +761,7 @@ void check_optimizer() {
   adamw.eps = 1e-8;
   adamw.weight_decay = 0.1;
   adamw.step = 1;
-  gpu.adamw_step(adamw);
+  gpu().adamw_step(adamw);
   for (int t = 0; t < count; ++t) {
     Doubles expected(sizes[t]);
     for (int64_t i = 0; i < sizes[t]; ++i) {
@@ -691,11 +779,11 @@ void check_optimizer() {
     for (float value : download(p_ptrs[t], sizes[t])) squares += static_cast<double>(value) * value;
   }
   double norm = 0;
-  gpu.global_norm({&norm, const_ptrs(p_ptrs), sizes.data(), count});
+  gpu().global_norm({&norm, const_ptrs(p_ptrs), sizes.data(), count});
   const double norm_ref = std::sqrt(squares);
   check("list global norm", {static_cast<float>(norm)}, {norm_ref}, kFloat32Tolerance);
   const float eps_value = static_cast<float>(0.01 / norm);
-  gpu.axpy_list({m_ptrs.data(), const_ptrs(g_ptrs), sizes.data(), count, eps_value});  // m += εg
+  gpu().axpy_list({m_ptrs.data(), const_ptrs(g_ptrs), sizes.data(), count, eps_value});  // m += εg
   for (int t = 0; t < count; ++t) {
     Doubles expected(sizes[t]);
     for (int64_t i = 0; i < sizes[t]; ++i) expected[i] = (1 - 0.9) * grads[t][i] + eps_value * grads[t][i];
@@ -704,7 +792,7 @@ void check_optimizer() {
   }
   const float xi = 0.8f;
   // In place on copies of g (out_ptrs), with the factor both backends take: ξ / (2ε).
-  gpu.combine_hypergradient(
+  gpu().combine_hypergradient(
       {out_ptrs.data(), const_ptrs(plus_ptrs), const_ptrs(minus_ptrs), sizes.data(), count, xi / (2.0f * eps_value)});
   for (int t = 0; t < count; ++t) {
     Doubles expected(sizes[t]);
@@ -714,7 +802,7 @@ void check_optimizer() {
     check("hypergradient combine tensor " + std::to_string(t), download(out_ptrs[t], sizes[t]), expected,
           kFloat32Tolerance);
   }
-  gpu.scale_list({out_ptrs.data(), sizes.data(), count, -0.5f});
+  gpu().scale_list({out_ptrs.data(), sizes.data(), count, -0.5f});
   for (int t = 0; t < count; ++t) {
     Doubles expected(sizes[t]);
     for (int64_t i = 0; i < sizes[t]; ++i) {
@@ -724,7 +812,7 @@ void check_optimizer() {
   }
 
   // SGD with Nesterov momentum and decay, from a random buffer (plus as the parameters, minus as the buffer).
-  gpu.sgd_step({plus_ptrs.data(), minus_ptrs.data(), const_ptrs(g_ptrs), sizes.data(), count, 0.05, 0.9, 0.01, true});
+  gpu().sgd_step({plus_ptrs.data(), minus_ptrs.data(), const_ptrs(g_ptrs), sizes.data(), count, 0.05, 0.9, 0.01, true});
   for (int t = 0; t < count; ++t) {
     Doubles expected(sizes[t]);
     for (int64_t i = 0; i < sizes[t]; ++i) {
@@ -787,9 +875,9 @@ void bench(int64_t n, int64_t k, int64_t m, int64_t r) {
                    nullptr);
         },
         repeats);
-    const double lora_ms = time_ms([&] { run_lora(d, L, precision, nullptr); }, repeats);
-    const double dora_detach_ms = time_ms([&] { run_dora(d, L, true, precision, nullptr); }, repeats);
-    const double dora_ms = time_ms([&] { run_dora(d, L, false, precision, nullptr); }, repeats);
+    const double lora_ms = time_ms([&] { run_lora(d, L, precision); }, repeats);
+    const double dora_detach_ms = time_ms([&] { run_dora(d, L, true, precision); }, repeats);
+    const double dora_ms = time_ms([&] { run_dora(d, L, false, precision); }, repeats);
     add_timing("plain GEMM (x W0^T, gy W0)", L.dims, p, gemm_ms, base_flops);
     add_timing("LoRA fwd+bwd", L.dims, p, lora_ms, base_flops);
     add_timing("DoRA fwd+bwd (detach norm)", L.dims, p, dora_detach_ms, base_flops);
@@ -813,6 +901,7 @@ int main(int argc, char** argv) {
   std::printf("device: %s (sm_%d%d, %d SMs)\n\nchecks (max |diff| / max |ref| against double references)\n", prop.name,
               prop.major, prop.minor, prop.multiProcessorCount);
   check_gemm();
+  check_products();
   check_adapters();
   check_elementwise();
   check_layout();

@@ -20,7 +20,7 @@ function resolveShape(tensor: Tensor, shape: Shape): number[] {
 /** The same values with another shape of the same size (one dim may be -1): a view over the same storage. */
 export function reshape(tensor: Tensor, shape: Shape): Tensor {
   const resolved = resolveShape(tensor, shape);
-  const output = tensorOf(native.reshape(handleOf(tensor, 'reshape', 'tensor'), resolved));
+  const output = tensorOf(native.reshape({ x: handleOf(tensor, 'reshape', 'tensor'), shape: resolved }));
   const original = tensor.shape;
   return record(output, 'reshape', [tensor], () => (gradOutput) => [reshape(gradOutput, original)]);
 }

@@ -231,7 +231,7 @@ export abstract class Optimizer {
       const { device } = this.params[index];
       const copies = [...slots].map(([slot, tensor]): [string, Tensor] => [
         slot,
-        keep(tensorOf(native.toDevice(handleOf(tensor, name, slot), device))),
+        keep(tensorOf(native.toDevice({ x: handleOf(tensor, name, slot), device }))),
       ]);
       return new Map(copies);
     });

@@ -3,15 +3,12 @@
 
 #include <exception>
 #include <new>
+#include <stdexcept>
 #include <string>
 
 #include "../core/cpu_features.h"
 #include "../core/threadpool.h"
-#include "args.h"
-#include "gpu.h"
 #include "op.h"
-#include "ops.h"
-#include "tensor_handle.h"
 
 #ifndef BIDORA_VERSION
 #define BIDORA_VERSION "0.0.0"
@@ -39,7 +36,7 @@ Napi::Value build_info(const Napi::CallbackInfo& info) {
   result.Set("threads", num_threads());
   result.Set("poolThreads", pool_size());
   result.Set("poolThreadsRequested", requested_pool_size());
-  result.Set("cuda", BIDORA_HAVE_CUDA != 0);
+  result.Set("cuda", cuda_backend() != nullptr);
   return result;
 }
 
@@ -48,9 +45,8 @@ Napi::Value build_info(const Napi::CallbackInfo& info) {
 Napi::Value devices(const Napi::CallbackInfo& info) {
   Napi::Array result = Napi::Array::New(info.Env());
   result.Set(0u, "cpu");
-#if BIDORA_HAVE_CUDA
-  if (bidora::cuda::usable_device_count() > 0) result.Set(1u, "cuda");
-#endif
+  const ops::Backend* cuda = cuda_backend();
+  if (cuda != nullptr && cuda->usable_device_count() > 0) result.Set(1u, "cuda");
   return result;
 }
 
@@ -58,7 +54,7 @@ Napi::Value devices(const Napi::CallbackInfo& info) {
 // Throws TypeError (not a string), RangeError (unknown name, or not runnable on this CPU).
 Napi::Value set_isa(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
-    const Isa isa = parse_isa(string_arg({info, 0, "setIsa", "isa"}), "setIsa: isa");
+    const Isa isa = parse_isa(read_string("setIsa", "isa", info[0]), "setIsa: isa");
     const Isa previous = active_isa();
     set_active_isa(isa);
     return Napi::String::New(info.Env(), isa_name(previous));
@@ -69,7 +65,7 @@ Napi::Value set_isa(const Napi::CallbackInfo& info) {
 // whole pool. Returns the previous cap. Process-wide. Throws TypeError, RangeError (not an integer from 1 to 2^20).
 Napi::Value set_num_threads(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
-    const int64_t threads = integer_arg({info, 0, "setNumThreads", "threads"}, 1, 1 << 20);
+    const int64_t threads = read_integer("setNumThreads", "threads", info[0], closed(1, 1 << 20));
     return Napi::Number::New(info.Env(), set_thread_limit(static_cast<int>(threads)));
   });
 }
@@ -107,8 +103,31 @@ Napi::Value reset_peak_memory(const Napi::CallbackInfo& info) {
 // RangeError (not an integer from 0 to 2^53 − 1).
 Napi::Value set_buffer_cache_limit(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
-    const int64_t bytes = integer_arg({info, 0, "setCacheLimit", "bytes"}, 0, int64_t{9007199254740991});
+    const int64_t bytes = read_integer("setCacheLimit", "bytes", info[0], closed(0, kMaxSafeInteger));
     return Napi::Number::New(info.Env(), static_cast<double>(bidora::set_cache_limit(bytes)));
+  });
+}
+
+// A non-std exception: what a third-party library might throw.
+struct Foreign {
+  int code;
+};
+
+// [sync] _throwForTest(kind): never returns - throws the C++ exception `kind` names, under guarded() as every entry
+// point, to prove each reaches JavaScript as an error instead of ending the process (test/op-contract.test.ts). Kinds:
+// 'length_error', 'runtime_error', 'range_error' (bidora::RangeError), 'type_error' (bidora::TypeError), 'bad_alloc',
+// 'int' (throw 42), 'foreign' (a plain struct). Test-only: not in lib/binding.ts's public surface.
+Napi::Value throw_for_test(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    const std::string kind = read_string("_throwForTest", "kind", info[0]);
+    if (kind == "length_error") throw std::length_error("vector::reserve");
+    if (kind == "runtime_error") throw std::runtime_error("a failed system call");
+    if (kind == "range_error") throw RangeError("_throwForTest: a bidora RangeError");
+    if (kind == "type_error") throw bidora::TypeError("_throwForTest: a bidora TypeError");
+    if (kind == "bad_alloc") throw std::bad_alloc();
+    if (kind == "int") throw 42;
+    if (kind == "foreign") throw Foreign{7};
+    throw RangeError("_throwForTest: unknown kind '" + kind + "'");
   });
 }
 
@@ -138,6 +157,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("resetPeakMemory", Napi::Function::New<reset_peak_memory>(env, "resetPeakMemory"));
   exports.Set("emptyCache", Napi::Function::New<empty_cache>(env, "emptyCache"));
   exports.Set("setCacheLimit", Napi::Function::New<set_buffer_cache_limit>(env, "setCacheLimit"));
+  exports.Set("_throwForTest", Napi::Function::New<throw_for_test>(env, "_throwForTest"));
   register_op_list(env, exports);
   register_creation(env, exports);
   register_linear_algebra(env, exports);

@@ -2,7 +2,6 @@
 #include "op.h"
 
 #include <algorithm>
-#include <cstdio>
 #include <mutex>
 
 #include "../cpu/backend.h"
@@ -10,7 +9,9 @@
 
 namespace bidora::binding {
 
-// ---- backends ----------------------------------------------------------------------------------------------------
+AddonState& state(Napi::Env env) { return *env.GetInstanceData<AddonState>(); }
+
+// ---- backends ------------------------------------------------------------------------------------------------------
 
 const ops::Backend& cpu_backend() { return cpu::backend(); }
 
@@ -37,18 +38,7 @@ const ops::Backend& backend_with_kernel(const char* fn, Device device, bool (*ha
   return backend;
 }
 
-// ---- argument kinds ------------------------------------------------------------------------------------------------
-
-namespace {
-
-// A number as a person writes it: 1, 0.5, 1e-08, nan.
-std::string format(double value) {
-  char text[32];
-  std::snprintf(text, sizeof text, "%.10g", value);
-  return text;
-}
-
-}  // namespace
+// ---- reading one value ---------------------------------------------------------------------------------------------
 
 std::string where(const char* fn, const char* name) { return std::string(fn) + ": " + name; }
 
@@ -56,7 +46,12 @@ bool missing(Napi::Value value) { return value.IsUndefined() || value.IsNull(); 
 
 TensorHandle* read_tensor(const char* fn, const char* name, Napi::Env env, Napi::Value value, bool optional) {
   if (optional && missing(value)) return nullptr;
-  return &tensor_value(env, value, where(fn, name), true);
+  if (!value.IsObject() || !value.As<Napi::Object>().InstanceOf(state(env).tensor_constructor.Value())) {
+    throw bidora::TypeError(where(fn, name) + " must be a Tensor");
+  }
+  TensorHandle* handle = TensorHandle::live(env, value);
+  if (handle == nullptr) throw bidora::TypeError(where(fn, name) + " is a disposed Tensor");
+  return handle;
 }
 
 void read_tensor_list(const char* fn, const char* name, Napi::Env env, Napi::Value value, bool optional,
@@ -65,46 +60,35 @@ void read_tensor_list(const char* fn, const char* name, Napi::Env env, Napi::Val
   if (optional && missing(value)) return;
   if (!value.IsArray()) throw bidora::TypeError(where(fn, name) + " must be an array of Tensors");
   Napi::Array array = value.As<Napi::Array>();
-  const uint32_t length = array.Length();
   list.present = true;
-  list.handles.reserve(length);
-  for (uint32_t position = 0; position < length; ++position) {
-    const std::string element = where(fn, name) + "[" + std::to_string(position) + "]";
-    TensorHandle& handle = tensor_value(env, array.Get(position), element, true);
-    list.handles.push_back(&handle);
-    list.data.push_back(handle.data());
-    list.lengths.push_back(handle.numel());
+  for (uint32_t position = 0; position < array.Length(); ++position) {
+    const std::string element = std::string(name) + "[" + std::to_string(position) + "]";
+    TensorHandle* handle = read_tensor(fn, element.c_str(), env, array.Get(position), false);
+    list.handles.push_back(handle);
+    list.data.push_back(handle->data());
+    list.lengths.push_back(handle->numel());
+    list.shapes.push_back(handle->shape());
   }
 }
 
 double read_number(const char* fn, const char* name, Napi::Value value, const Bounds& bounds) {
   if (!value.IsNumber()) throw bidora::TypeError(where(fn, name) + " must be a number");
   const double number = value.As<Napi::Number>().DoubleValue();
-  if (!std::isfinite(number)) throw RangeError(where(fn, name) + " must be finite, got " + format(number));
+  if (!std::isfinite(number)) throw RangeError(where(fn, name) + " must be finite, got " + rules::format(number));
   const bool below = bounds.min_open ? number <= bounds.min : number < bounds.min;
   const bool above = bounds.max_open ? number >= bounds.max : number > bounds.max;
   if (!below && !above) return number;
-  std::string wanted;
-  if (bounds.min == 0 && std::isinf(bounds.max)) {
-    wanted = bounds.min_open ? "positive" : "non-negative";
-  } else {
-    wanted = std::string("in ") + (bounds.min_open ? "(" : "[") + format(bounds.min) + ", " + format(bounds.max) +
-             (bounds.max_open ? ")" : "]");
+  std::string wanted = bounds.min_open ? "positive" : "non-negative";
+  if (bounds.min != 0 || std::isfinite(bounds.max)) {
+    wanted = std::string("in ") + (bounds.min_open ? "(" : "[") + rules::format(bounds.min) + ", " +
+             rules::format(bounds.max) + (bounds.max_open ? ")" : "]");
   }
-  throw RangeError(where(fn, name) + " must be " + wanted + ", got " + format(number));
-}
-
-int64_t checked_integer(const char* fn, const char* name, double number, int64_t min, int64_t max) {
-  if (number != std::floor(number) || number < static_cast<double>(min) || number > static_cast<double>(max)) {
-    throw RangeError(where(fn, name) + " must be an integer from " + std::to_string(min) + " to " +
-                     std::to_string(max) + ", got " + format(number));
-  }
-  return static_cast<int64_t>(number);
+  throw RangeError(where(fn, name) + " must be " + wanted + ", got " + rules::format(number));
 }
 
 int64_t read_integer(const char* fn, const char* name, Napi::Value value, const Bounds& bounds) {
-  return checked_integer(fn, name, read_number(fn, name, value, kFinite), static_cast<int64_t>(bounds.min),
-                         static_cast<int64_t>(bounds.max));
+  return rules::integer_in(fn, name, read_number(fn, name, value, kFinite), static_cast<int64_t>(bounds.min),
+                           static_cast<int64_t>(bounds.max));
 }
 
 bool read_boolean(const char* fn, const char* name, Napi::Value value) {
@@ -112,7 +96,7 @@ bool read_boolean(const char* fn, const char* name, Napi::Value value) {
   return value.As<Napi::Boolean>().Value();
 }
 
-Shape read_shape(const char* fn, const char* name, Napi::Value value) {
+Shape parse(const char* fn, const char* name, Napi::Value value, Shape*) {
   const std::string at = where(fn, name);
   if (!value.IsArray()) throw bidora::TypeError(at + " must be an array of dimensions");
   Napi::Array array = value.As<Napi::Array>();
@@ -133,7 +117,7 @@ Shape read_shape(const char* fn, const char* name, Napi::Value value) {
   return Shape::from(dims, at.c_str());
 }
 
-IntArray read_int32_array(const char* fn, const char* name, Napi::Value value) {
+IntArray parse(const char* fn, const char* name, Napi::Value value, IntArray*) {
   if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
     throw bidora::TypeError(where(fn, name) + " must be an Int32Array");
   }
@@ -141,14 +125,14 @@ IntArray read_int32_array(const char* fn, const char* name, Napi::Value value) {
   return {array.Data(), static_cast<int64_t>(array.ElementLength())};
 }
 
-Napi::Float32Array read_float32_array(const char* fn, const char* name, Napi::Value value) {
+Napi::Float32Array parse(const char* fn, const char* name, Napi::Value value, Napi::Float32Array*) {
   if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
     throw bidora::TypeError(where(fn, name) + " must be a Float32Array");
   }
   return value.As<Napi::Float32Array>();
 }
 
-std::string read_string(const char* fn, const char* name, Napi::Value value) {
+std::string parse(const char* fn, const char* name, Napi::Value value, std::string*) {
   if (!value.IsString()) throw bidora::TypeError(where(fn, name) + " must be a string");
   return value.As<Napi::String>().Utf8Value();
 }
@@ -164,12 +148,8 @@ Napi::Object arguments_object(const Napi::CallbackInfo& info, const char* fn) {
 
 namespace {
 
-std::string name_of(const TensorRef& ref) {
-  return ref.index < 0 ? std::string(ref.name) : std::string(ref.name) + "[" + std::to_string(ref.index) + "]";
-}
-
-std::string name_of(const ListRef& ref, size_t position) {
-  return std::string(ref.name) + "[" + std::to_string(position) + "]";
+std::string name_of(const char* name, int64_t index) {
+  return index < 0 ? std::string(name) : std::string(name) + "[" + std::to_string(index) + "]";
 }
 
 }  // namespace
@@ -178,14 +158,15 @@ Device common_device(const char* fn, Runs runs, const std::vector<TensorRef>& te
   if (tensors.empty()) return Device::kCpu;
   const TensorRef& first = tensors.front();
   for (const TensorRef& ref : tensors) {
-    if (runs == Runs::kCpu && ref.tensor->device() != Device::kCpu) {
-      throw bidora::TypeError(std::string(fn) + ": " + name_of(ref) + " is on '" + device_name(ref.tensor->device()) +
+    const Device device = ref.tensor->device();
+    if (runs == Runs::kCpu && device != Device::kCpu) {
+      throw bidora::TypeError(std::string(fn) + ": " + name_of(ref.name, ref.index) + " is on '" + device_name(device) +
                               "', but this op runs on the CPU only; move it with .to('cpu')");
     }
-    if (ref.tensor->device() != first.tensor->device()) {
-      throw bidora::TypeError(std::string(fn) + ": " + name_of(first) + " is on '" +
-                              device_name(first.tensor->device()) + "' but " + name_of(ref) + " is on '" +
-                              device_name(ref.tensor->device()) +
+    if (device != first.tensor->device()) {
+      throw bidora::TypeError(std::string(fn) + ": " + name_of(first.name, first.index) + " is on '" +
+                              device_name(first.tensor->device()) + "' but " + name_of(ref.name, ref.index) +
+                              " is on '" + device_name(device) +
                               "'; move one with .to() so both are on the same device");
     }
   }
@@ -194,40 +175,34 @@ Device common_device(const char* fn, Runs runs, const std::vector<TensorRef>& te
 
 void prepare_writes(const char* fn, const std::vector<ListRef>& lists, const std::vector<TensorHandle*>& written) {
   // An in-place update of one storage through two handles (the same tensor twice, or a view of it) would update it
-  // twice, or read what it has just written: a written list shares storage with no other tensor of the lists.
-  bool any_written = false;
-  for (const ListRef& ref : lists) any_written = any_written || ref.written;
-  if (any_written) {
-    struct Entry {
-      const float* data;
-      const ListRef* list;
-      size_t position;
-    };
-    std::vector<Entry> entries;
-    for (const ListRef& ref : lists) {
-      for (size_t position = 0; position < ref.list->size(); ++position) {
-        if (ref.list->lengths[position] > 0) entries.push_back({ref.list->data[position], &ref, position});
-      }
+  // twice, or read what it has just written.
+  struct Entry {
+    const float* data;
+    const ListRef* list;
+    int64_t position;
+  };
+  std::vector<Entry> entries;
+  for (const ListRef& ref : lists) {
+    for (size_t i = 0; i < ref.list->size(); ++i) {
+      if (ref.list->lengths[i] > 0) entries.push_back({ref.list->data[i], &ref, static_cast<int64_t>(i)});
     }
-    // Written lists first, so a tie names the written tensor first.
-    std::stable_sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
-      if (a.data != b.data) return a.data < b.data;
-      return a.list->written && !b.list->written;
-    });
-    for (size_t index = 1; index < entries.size(); ++index) {
-      const Entry& a = entries[index - 1];
-      const Entry& b = entries[index];
-      if (a.data == b.data && (a.list->written || b.list->written)) {
-        throw RangeError(std::string(fn) + ": " + name_of(*a.list, a.position) + " and " +
-                         name_of(*b.list, b.position) +
-                         " share storage, but an in-place update needs distinct tensors");
-      }
+  }
+  std::stable_sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
+    return a.data != b.data ? a.data < b.data : a.list->written && !b.list->written;
+  });
+  for (size_t i = 1; i < entries.size(); ++i) {
+    const Entry &a = entries[i - 1], &b = entries[i];
+    if (a.data == b.data && (a.list->written || b.list->written)) {
+      throw RangeError(std::string(fn) + ": " + name_of(a.list->name, a.position) + " and " +
+                       name_of(b.list->name, b.position) +
+                       " share storage, but an in-place update needs distinct tensors");
     }
   }
   // Bumped before the kernel runs: one that fails halfway has still changed what a saved tensor's backward reads.
   for (const ListRef& ref : lists) {
-    if (!ref.written) continue;
-    for (TensorHandle* handle : ref.list->handles) handle->mark_modified();
+    for (TensorHandle* handle : ref.list->handles) {
+      if (ref.written) handle->mark_modified();
+    }
   }
   for (TensorHandle* handle : written) handle->mark_modified();
 }
@@ -239,50 +214,32 @@ Napi::Object Call::output(const Shape& shape, float** data) const {
   return object;
 }
 
-void Call::fail(const std::string& message) const { throw RangeError(std::string(fn) + ": " + message); }
+Napi::Object Call::outputs(std::initializer_list<Output> list) const {
+  Napi::Object result = Napi::Object::New(env);
+  for (const Output& entry : list) result.Set(entry.key, output(entry.shape, entry.data));
+  return result;
+}
 
 // ---- the op list ---------------------------------------------------------------------------------------------------
 
 namespace {
 
 std::mutex op_list_mutex;
-std::vector<OpInfo>& op_list() {
-  static std::vector<OpInfo> list;
-  return list;
-}
+std::vector<OpInfo> op_list;
 
 const char* kind_name(Kind kind) {
-  switch (kind) {
-    case Kind::kTensor:
-      return "tensor";
-    case Kind::kTensorList:
-      return "tensorList";
-    case Kind::kNumber:
-      return "number";
-    case Kind::kInteger:
-      return "integer";
-    case Kind::kBoolean:
-      return "boolean";
-    case Kind::kShape:
-      return "shape";
-    case Kind::kInt32Array:
-      return "int32Array";
-    case Kind::kFloat32Array:
-      return "float32Array";
-    case Kind::kString:
-      return "string";
-    default:
-      return "flags";
-  }
+  static const char* const names[] = {"tensor", "tensorList", "number",       "integer", "boolean",
+                                      "shape",  "int32Array", "float32Array", "string",  "flags"};
+  return names[static_cast<int>(kind)];
 }
 
-// [sync] ops(): { name, runs: 'any' | 'cpu', cpu: boolean, cuda: boolean, args: { name, kind, optional, written }[] }[]
-// - every op declared with OpSpec, as registered (cuda: a CUDA kernel is compiled in). Never throws.
+// [sync] ops(): { name, runs: 'any' | 'cpu', cpu, cuda, args: { name, kind, optional, written }[] }[] - every op
+// declared with OpSpec; cpu and cuda tell whether that backend has its kernel. Never throws.
 Napi::Value list_ops(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::lock_guard<std::mutex> lock(op_list_mutex);
   Napi::Array result = Napi::Array::New(env);
-  for (const OpInfo& op : op_list()) {
+  for (const OpInfo& op : op_list) {
     Napi::Object entry = Napi::Object::New(env);
     entry.Set("name", op.name);
     entry.Set("runs", op.runs == Runs::kAny ? "any" : "cpu");
@@ -291,10 +248,10 @@ Napi::Value list_ops(const Napi::CallbackInfo& info) {
     Napi::Array args = Napi::Array::New(env);
     for (size_t index = 0; index < op.args.size(); ++index) {
       Napi::Object arg = Napi::Object::New(env);
-      arg.Set("name", op.args[index]);
-      arg.Set("kind", kind_name(op.kinds[index]));
-      arg.Set("optional", static_cast<bool>(op.optional[index]));
-      arg.Set("written", static_cast<bool>(op.written[index]));
+      arg.Set("name", op.args[index].first);
+      arg.Set("kind", kind_name(op.args[index].second));
+      arg.Set("optional", op.optional_written[index].first);
+      arg.Set("written", op.optional_written[index].second);
       args.Set(static_cast<uint32_t>(index), arg);
     }
     entry.Set("args", args);
@@ -305,15 +262,13 @@ Napi::Value list_ops(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
-void add_op_info(Napi::Env env, OpInfo info) {
+void add_op_info(OpInfo info) {
   std::lock_guard<std::mutex> lock(op_list_mutex);
-  std::vector<OpInfo>& list = op_list();
   // Every environment (main thread, workers) registers the same ops; the list keeps one of each.
-  for (const OpInfo& existing : list) {
+  for (const OpInfo& existing : op_list) {
     if (existing.name == info.name) return;
   }
-  list.push_back(std::move(info));
-  (void)env;
+  op_list.push_back(std::move(info));
 }
 
 void register_op_list(Napi::Env env, Napi::Object exports) {

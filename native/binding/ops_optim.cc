@@ -1,233 +1,183 @@
-// The optimizer kernels over tensor lists and the orthogonality regulariser, declared with op.h. Lists are checked
-// pairwise here; the dispatcher bumps the versions of written lists and refuses storage they share with any other.
-// orthogonalityPenalty runs on the CPU only (lib/ops/regularizer.ts serves GPU layers).
-#include <string>
-
+// The optimizer kernels over tensor lists and the orthogonality regulariser, declared with op.h. Every list op
+// updates its first list in place (one call for the whole list): lists must have equal lengths and pairwise equal
+// shapes, and the dispatcher refuses a written tensor that shares storage with any other. Throw TypeError (not an
+// array of live tensors, tensors on different devices, not a number) and RangeError (lengths, shapes, shared storage,
+// scalars out of range).
 #include "op.h"
 
 namespace bidora::binding {
 
 namespace {
 
-std::string element(const char* name, size_t position) {
-  return std::string(name) + "[" + std::to_string(position) + "]";
-}
-
-// `other` must hold as many tensors as `first`, each of the same shape as its partner.
-void check_pairs(const Call& call, const char* first_name, const TensorList& first, const char* other_name,
-                 const TensorList& other) {
-  if (other.size() != first.size()) {
-    call.fail(std::string(other_name) + " has " + std::to_string(other.size()) + " tensors but " + first_name +
-              " has " + std::to_string(first.size()));
-  }
-  for (size_t position = 0; position < first.size(); ++position) {
-    const Shape& expected = first.handles[position]->shape();
-    const Shape& actual = other.handles[position]->shape();
-    if (actual != expected) {
-      const std::string a = element(first_name, position), b = element(other_name, position);
-      call.fail(b + " must have the shape of " + a + ", but " + describe(a.c_str(), expected) + " and " +
-                describe(b.c_str(), actual));
-    }
-  }
-}
-
-// [sync] adamwStep({ params, grads, expAvg, expAvgSq, lr, beta1, beta2, eps, weightDecay, step }): void
-// One AdamW update (PyTorch's rule, ../common/optim_math.h) of every params[i] in place, with its moments expAvg[i]
-// and expAvgSq[i] (zeros before the first step); step: the update's number, 1 first. Throws TypeError (not an array
-// of live tensors, tensors on different devices, not a number), RangeError (lists of different lengths, a shape that
-// differs from its param's, shared storage, lr/eps/weightDecay negative, a beta outside [0, 1), step below 1).
+// [sync] adamwStep({ params, grads, expAvg, expAvgSq, lr, beta1, beta2, eps, weightDecay, step }): void - one AdamW
+// update (PyTorch's rule, ../common/optim_math.h) of every params[i] with its moments (zeros before the first step);
+// step: the update's number, 1 first; lr, eps, weightDecay ≥ 0, beta1 and beta2 in [0, 1).
 struct AdamwArgs {
   TensorList params, grads, exp_avg, exp_avg_sq;
   double lr, beta1, beta2, eps, weight_decay;
   int64_t step;
 };
 
-const OpSpec<AdamwArgs> kAdamw{
-    "adamwStep",
-    Runs::kAny,
-    kernel<&ops::Backend::adamw_step>,
-    {written_list<&AdamwArgs::params>("params"), tensor_list<&AdamwArgs::grads>("grads"),
-     written_list<&AdamwArgs::exp_avg>("expAvg"), written_list<&AdamwArgs::exp_avg_sq>("expAvgSq"),
-     number<&AdamwArgs::lr>("lr", kNonNegative), number<&AdamwArgs::beta1>("beta1", half_open(0, 1)),
-     number<&AdamwArgs::beta2>("beta2", half_open(0, 1)), number<&AdamwArgs::eps>("eps", kNonNegative),
-     number<&AdamwArgs::weight_decay>("weightDecay", kNonNegative),
-     integer<&AdamwArgs::step>("step", 1, kMaxSafeInteger)},
-    [](const Call& call, AdamwArgs& args) {
-      check_pairs(call, "params", args.params, "grads", args.grads);
-      check_pairs(call, "params", args.params, "expAvg", args.exp_avg);
-      check_pairs(call, "params", args.params, "expAvgSq", args.exp_avg_sq);
+const OpSpec<AdamwArgs> kAdamw(
+    "adamwStep", Runs::kAny, kernel<&ops::Backend::adamw_step>,
+    {arg<&AdamwArgs::params>("params", kWritten), arg<&AdamwArgs::grads>("grads"),
+     arg<&AdamwArgs::exp_avg>("expAvg", kWritten), arg<&AdamwArgs::exp_avg_sq>("expAvgSq", kWritten),
+     arg<&AdamwArgs::lr>("lr", kNonNegative), arg<&AdamwArgs::beta1>("beta1", half_open(0, 1)),
+     arg<&AdamwArgs::beta2>("beta2", half_open(0, 1)), arg<&AdamwArgs::eps>("eps", kNonNegative),
+     arg<&AdamwArgs::weight_decay>("weightDecay", kNonNegative),
+     arg<&AdamwArgs::step>("step", closed(1, kMaxSafeInteger))},
+    [](const char* fn, AdamwArgs& args) {
+      rules::paired(fn, "params", args.params.shapes, "grads", args.grads.shapes);
+      rules::paired(fn, "params", args.params.shapes, "expAvg", args.exp_avg.shapes);
+      rules::paired(fn, "params", args.params.shapes, "expAvgSq", args.exp_avg_sq.shapes);
     },
     [](const Call& call, AdamwArgs& args) -> Napi::Value {
-      call.backend.adamw_step({args.params.data.data(), args.exp_avg.data.data(), args.exp_avg_sq.data.data(),
-                               args.grads.read(), args.params.lengths.data(), static_cast<int64_t>(args.params.size()),
-                               args.lr, args.beta1, args.beta2, args.eps, args.weight_decay, args.step});
+      call.backend.adamw_step({.params = args.params.data.data(),
+                               .exp_avgs = args.exp_avg.data.data(),
+                               .exp_avg_sqs = args.exp_avg_sq.data.data(),
+                               .grads = args.grads.read(),
+                               .lengths = args.params.lengths.data(),
+                               .count = args.params.count(),
+                               .lr = args.lr,
+                               .beta1 = args.beta1,
+                               .beta2 = args.beta2,
+                               .eps = args.eps,
+                               .weight_decay = args.weight_decay,
+                               .step = args.step});
       return call.env.Undefined();
-    }};
+    });
 
-// [sync] sgdStep({ params, grads, momentumBuffers?, lr, momentum, weightDecay, nesterov? }): void
-// One SGD update (PyTorch's rule with dampening 0) of every params[i] in place. momentumBuffers: zeros before the
-// first step (which then sets them to the gradient, as PyTorch does); needed when momentum is non-zero. Throws
-// TypeError, RangeError (as adamwStep; momentum negative, nesterov without momentum, momentum without buffers).
+// [sync] sgdStep({ params, grads, momentumBuffers?, lr, momentum, weightDecay, nesterov? }): void - one SGD update
+// (PyTorch's rule, dampening 0). momentumBuffers start at zero and are required when momentum ≠ 0; nesterov requires
+// momentum > 0.
 struct SgdArgs {
   TensorList params, grads, buffers;
   double lr, momentum, weight_decay;
   bool nesterov = false;
 };
 
-const OpSpec<SgdArgs> kSgd{
-    "sgdStep",
-    Runs::kAny,
-    kernel<&ops::Backend::sgd_step>,
-    {written_list<&SgdArgs::params>("params"), tensor_list<&SgdArgs::grads>("grads"),
-     written_list<&SgdArgs::buffers>("momentumBuffers", true), number<&SgdArgs::lr>("lr", kNonNegative),
-     number<&SgdArgs::momentum>("momentum", kNonNegative), number<&SgdArgs::weight_decay>("weightDecay", kNonNegative),
-     boolean<&SgdArgs::nesterov>("nesterov")},
-    [](const Call& call, SgdArgs& args) {
-      if (args.nesterov && args.momentum == 0) call.fail("nesterov needs a non-zero momentum");
+const OpSpec<SgdArgs> kSgd(
+    "sgdStep", Runs::kAny, kernel<&ops::Backend::sgd_step>,
+    {arg<&SgdArgs::params>("params", kWritten), arg<&SgdArgs::grads>("grads"),
+     arg<&SgdArgs::buffers>("momentumBuffers", kOptionalWritten), arg<&SgdArgs::lr>("lr", kNonNegative),
+     arg<&SgdArgs::momentum>("momentum", kNonNegative), arg<&SgdArgs::weight_decay>("weightDecay", kNonNegative),
+     arg<&SgdArgs::nesterov>("nesterov")},
+    [](const char* fn, SgdArgs& args) {
+      if (args.nesterov && args.momentum == 0)
+        throw RangeError(std::string(fn) + ": nesterov needs a non-zero momentum");
       if (args.momentum != 0 && !args.buffers.present) {
-        throw bidora::TypeError(std::string(call.fn) +
-                                ": momentumBuffers must be an array of Tensors when momentum is " +
-                                std::to_string(args.momentum));
+        throw bidora::TypeError(std::string(fn) + ": momentumBuffers must be an array of Tensors when momentum is " +
+                                rules::format(args.momentum));
       }
-      check_pairs(call, "params", args.params, "grads", args.grads);
-      if (args.buffers.present) check_pairs(call, "params", args.params, "momentumBuffers", args.buffers);
+      rules::paired(fn, "params", args.params.shapes, "grads", args.grads.shapes);
+      if (args.buffers.present) rules::paired(fn, "params", args.params.shapes, "momentumBuffers", args.buffers.shapes);
     },
     [](const Call& call, SgdArgs& args) -> Napi::Value {
-      call.backend.sgd_step({args.params.data.data(), args.buffers.present ? args.buffers.data.data() : nullptr,
-                             args.grads.read(), args.params.lengths.data(), static_cast<int64_t>(args.params.size()),
-                             args.lr, args.momentum, args.weight_decay, args.nesterov});
+      call.backend.sgd_step({.params = args.params.data.data(),
+                             .momentum_buffers = args.buffers.present ? args.buffers.data.data() : nullptr,
+                             .grads = args.grads.read(),
+                             .lengths = args.params.lengths.data(),
+                             .count = args.params.count(),
+                             .lr = args.lr,
+                             .momentum = args.momentum,
+                             .weight_decay = args.weight_decay,
+                             .nesterov = args.nesterov});
       return call.env.Undefined();
-    }};
+    });
 
-// [sync] axpyList({ ys, alpha, xs }): void - ys[i] += alpha * xs[i] in place, for every pair. Throws TypeError (as
-// adamwStep), RangeError (lists of different lengths, shapes that differ pairwise, a y sharing storage).
-struct AxpyListArgs {
-  TensorList ys, xs;
-  float alpha;
-};
-
-const OpSpec<AxpyListArgs> kAxpyList{
-    "axpyList",
-    Runs::kAny,
-    kernel<&ops::Backend::axpy_list>,
-    {written_list<&AxpyListArgs::ys>("ys"), number<&AxpyListArgs::alpha>("alpha"),
-     tensor_list<&AxpyListArgs::xs>("xs")},
-    [](const Call& call, AxpyListArgs& args) { check_pairs(call, "ys", args.ys, "xs", args.xs); },
-    [](const Call& call, AxpyListArgs& args) -> Napi::Value {
-      call.backend.axpy_list({args.ys.data.data(), args.xs.read(), args.ys.lengths.data(),
-                              static_cast<int64_t>(args.ys.size()), args.alpha});
-      return call.env.Undefined();
-    }};
-
-// [sync] scaleList({ tensors, factor }): void - tensors[i] *= factor in place. Throws TypeError (as adamwStep),
-// RangeError (factor not finite, one storage listed twice).
-struct ScaleListArgs {
-  TensorList tensors;
+// [sync] axpyList({ ys, alpha, xs }): void - ys[i] += alpha · xs[i]. scaleList({ tensors, factor }): void -
+// tensors[i] *= factor. combineHypergradient({ direct, plus, minus, factor }): void - direct[i] −= factor · (plus[i] −
+// minus[i]) (BiDoRA's g − ξ (g⁺ − g⁻) / (2ε) with factor = ξ / (2ε)).
+struct ListArgs {
+  TensorList target, first, second;
   float factor;
 };
 
-const OpSpec<ScaleListArgs> kScaleList{
-    "scaleList",
-    Runs::kAny,
-    kernel<&ops::Backend::scale_list>,
-    {written_list<&ScaleListArgs::tensors>("tensors"), number<&ScaleListArgs::factor>("factor")},
-    nullptr,
-    [](const Call& call, ScaleListArgs& args) -> Napi::Value {
-      call.backend.scale_list({args.tensors.data.data(), args.tensors.lengths.data(),
-                               static_cast<int64_t>(args.tensors.size()), args.factor});
+const OpSpec<ListArgs> kAxpyList(
+    "axpyList", Runs::kAny, kernel<&ops::Backend::axpy_list>,
+    {arg<&ListArgs::target>("ys", kWritten), arg<&ListArgs::factor>("alpha"), arg<&ListArgs::first>("xs")},
+    [](const char* fn, ListArgs& args) { rules::paired(fn, "ys", args.target.shapes, "xs", args.first.shapes); },
+    [](const Call& call, ListArgs& args) -> Napi::Value {
+      const TensorList& ys = args.target;
+      call.backend.axpy_list({ys.data.data(), args.first.read(), ys.lengths.data(), ys.count(), args.factor});
       return call.env.Undefined();
-    }};
+    });
 
-// [sync] combineHypergradient({ direct, plus, minus, factor }): void - direct[i] -= factor * (plus[i] - minus[i]) in
-// place (BiDoRA: g − ξ (g⁺ − g⁻) / (2ε), factor = ξ / (2ε)). Throws TypeError (as adamwStep), RangeError (as
-// axpyList).
-struct CombineArgs {
-  TensorList direct, plus, minus;
-  float factor;
-};
+const OpSpec<ListArgs> kScaleList("scaleList", Runs::kAny, kernel<&ops::Backend::scale_list>,
+                                  {arg<&ListArgs::target>("tensors", kWritten), arg<&ListArgs::factor>("factor")},
+                                  nullptr, [](const Call& call, ListArgs& args) -> Napi::Value {
+                                    const TensorList& t = args.target;
+                                    call.backend.scale_list({t.data.data(), t.lengths.data(), t.count(), args.factor});
+                                    return call.env.Undefined();
+                                  });
 
-const OpSpec<CombineArgs> kCombine{
-    "combineHypergradient",
-    Runs::kAny,
-    kernel<&ops::Backend::combine_hypergradient>,
-    {written_list<&CombineArgs::direct>("direct"), tensor_list<&CombineArgs::plus>("plus"),
-     tensor_list<&CombineArgs::minus>("minus"), number<&CombineArgs::factor>("factor")},
-    [](const Call& call, CombineArgs& args) {
-      check_pairs(call, "direct", args.direct, "plus", args.plus);
-      check_pairs(call, "direct", args.direct, "minus", args.minus);
+const OpSpec<ListArgs> kCombine(
+    "combineHypergradient", Runs::kAny, kernel<&ops::Backend::combine_hypergradient>,
+    {arg<&ListArgs::target>("direct", kWritten), arg<&ListArgs::first>("plus"), arg<&ListArgs::second>("minus"),
+     arg<&ListArgs::factor>("factor")},
+    [](const char* fn, ListArgs& args) {
+      rules::paired(fn, "direct", args.target.shapes, "plus", args.first.shapes);
+      rules::paired(fn, "direct", args.target.shapes, "minus", args.second.shapes);
     },
-    [](const Call& call, CombineArgs& args) -> Napi::Value {
-      call.backend.combine_hypergradient({args.direct.data.data(), args.plus.read(), args.minus.read(),
-                                          args.direct.lengths.data(), static_cast<int64_t>(args.direct.size()),
-                                          args.factor});
+    [](const Call& call, ListArgs& args) -> Napi::Value {
+      const TensorList& d = args.target;
+      call.backend.combine_hypergradient({.direct = d.data.data(),
+                                          .plus = args.first.read(),
+                                          .minus = args.second.read(),
+                                          .lengths = d.lengths.data(),
+                                          .count = d.count(),
+                                          .factor = args.factor});
       return call.env.Undefined();
-    }};
-
-Shape matrix(int64_t rows, int64_t cols) { return Shape::from({rows, cols}, "matrix"); }
+    });
 
 // [sync] orthogonalityPenalty({ weight, weightGram, loraA, loraB, scale, eps, computeGradients? })
-//   -> { value: number, gradA?: TensorHandle [R,K], gradB?: TensorHandle [M,R] }
-// BiDoRA's F = ||D Dᵀ − I||_F for D the row-normalised W0 + s B A (norms floored at eps), and dF/dA, dF/dB (unless
-// computeGradients is false), from weight W0 [M,K], weightGram = W0 W0ᵀ [M,M], loraA [R,K] (R ≥ 1), loraB [M,R];
-// never forms an [M,K] matrix. CPU only. Throws TypeError (not a live CPU tensor, not a number), RangeError (shapes
-// that do not fit, scale not finite, eps not positive).
+//   -> { value: number, gradA?: [R,K], gradB?: [M,R] }
+// BiDoRA's F = ||D Dᵀ − I||_F for D the row-normalised W0 + s B A (norms floored at eps > 0) and dF/dA, dF/dB
+// (unless computeGradients is false), from weight W0 [M,K], weightGram = W0 W0ᵀ [M,M], loraA [R,K], loraB [M,R];
+// never forms an [M,K] matrix. CPU only (lib/ops/regularizer.ts serves GPU layers).
 struct PenaltyArgs {
   TensorHandle *weight, *weight_gram, *lora_a, *lora_b;
   float scale, eps;
   bool compute_gradients = true;
+  ops::AdapterDims dims;
 };
 
-const OpSpec<PenaltyArgs> kPenalty{
-    "orthogonalityPenalty",
-    Runs::kCpu,
-    kernel<&ops::Backend::orthogonality_penalty>,
-    {tensor<&PenaltyArgs::weight>("weight"), tensor<&PenaltyArgs::weight_gram>("weightGram"),
-     tensor<&PenaltyArgs::lora_a>("loraA"), tensor<&PenaltyArgs::lora_b>("loraB"), number<&PenaltyArgs::scale>("scale"),
-     number<&PenaltyArgs::eps>("eps", kPositive), boolean<&PenaltyArgs::compute_gradients>("computeGradients")},
-    [](const Call& call, PenaltyArgs& args) {
-      const Shape& w = args.weight->shape();
-      if (w.rank != 2) call.fail("expected weight of rank 2 (out, in), but " + describe("weight", w));
-      const int64_t m = w[0], k = w[1];
-      const Shape& a = args.lora_a->shape();
-      if (a.rank != 2 || a[1] != k || a[0] < 1) {
-        call.fail("expected loraA of shape [r, " + std::to_string(k) + "] with r >= 1, but " + describe("loraA", a) +
-                  " and " + describe("weight", w));
-      }
-      const int64_t r = a[0];
-      if (args.lora_b->shape() != matrix(m, r)) {
-        call.fail("expected loraB of shape " + matrix(m, r).str() + ", but " + describe("loraB", args.lora_b->shape()) +
-                  " and " + describe("loraA", a) + " and " + describe("weight", w));
-      }
-      if (args.weight_gram->shape() != matrix(m, m)) {
-        call.fail("expected weightGram (W0 W0ᵀ) of shape " + matrix(m, m).str() + ", but " +
-                  describe("weightGram", args.weight_gram->shape()) + " and " + describe("weight", w));
-      }
+const OpSpec<PenaltyArgs> kPenalty(
+    "orthogonalityPenalty", Runs::kCpu, kernel<&ops::Backend::orthogonality_penalty>,
+    {arg<&PenaltyArgs::weight>("weight"), arg<&PenaltyArgs::weight_gram>("weightGram"),
+     arg<&PenaltyArgs::lora_a>("loraA"), arg<&PenaltyArgs::lora_b>("loraB"), arg<&PenaltyArgs::scale>("scale"),
+     arg<&PenaltyArgs::eps>("eps", kPositive), arg<&PenaltyArgs::compute_gradients>("computeGradients")},
+    [](const char* fn, PenaltyArgs& args) {
+      args.dims = rules::penalty(fn, args.weight->shape(), args.weight_gram->shape(), args.lora_a->shape(),
+                                 args.lora_b->shape());
     },
     [](const Call& call, PenaltyArgs& args) -> Napi::Value {
-      const int64_t m = args.weight->shape()[0], k = args.weight->shape()[1], r = args.lora_a->shape()[0];
-      Napi::Object result = Napi::Object::New(call.env);
-      float* grad_a = nullptr;
-      float* grad_b = nullptr;
-      if (args.compute_gradients) {
-        result.Set("gradA", call.output(args.lora_a->shape(), &grad_a));
-        result.Set("gradB", call.output(args.lora_b->shape(), &grad_b));
-      }
+      float *grad_a = nullptr, *grad_b = nullptr;
+      Napi::Object result =
+          args.compute_gradients
+              ? call.outputs({{"gradA", args.lora_a->shape(), &grad_a}, {"gradB", args.lora_b->shape(), &grad_b}})
+              : Napi::Object::New(call.env);
       double value = 0;
-      call.backend.orthogonality_penalty({&value, grad_a, grad_b, args.weight->data(), args.weight_gram->data(),
-                                          args.lora_a->data(), args.lora_b->data(), m, k, r, args.scale, args.eps});
+      call.backend.orthogonality_penalty({.value = &value,
+                                          .grad_lora_a = grad_a,
+                                          .grad_lora_b = grad_b,
+                                          .weight = args.weight->data(),
+                                          .weight_gram = args.weight_gram->data(),
+                                          .lora_a = args.lora_a->data(),
+                                          .lora_b = args.lora_b->data(),
+                                          .m = args.dims.m,
+                                          .k = args.dims.k,
+                                          .r = args.dims.r,
+                                          .scale = args.scale,
+                                          .eps = args.eps});
       result.Set("value", Napi::Number::New(call.env, value));
       return result;
-    }};
+    });
 
 }  // namespace
 
 void register_optim(Napi::Env env, Napi::Object exports) {
-  register_op(env, exports, kAdamw);
-  register_op(env, exports, kSgd);
-  register_op(env, exports, kAxpyList);
-  register_op(env, exports, kScaleList);
-  register_op(env, exports, kCombine);
-  register_op(env, exports, kPenalty);
+  register_ops(env, exports, kAdamw, kSgd, kAxpyList, kScaleList, kCombine, kPenalty);
 }
 
 }  // namespace bidora::binding

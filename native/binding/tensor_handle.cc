@@ -5,48 +5,25 @@
 #include <cstring>
 #include <utility>
 
-#include "../cpu/dora.h"
-#include "../cpu/random.h"
-#include "args.h"
-#include "gpu.h"
+#include "op.h"
 
 namespace bidora::binding {
-
-const char* device_name(Device device) { return device == Device::kCuda ? "cuda" : "cpu"; }
 
 Device usable_device(const std::string& name, const std::string& where) {
   if (name == "cpu") return Device::kCpu;
   if (name != "cuda") throw RangeError(where + " must be 'cpu' or 'cuda', got '" + name + "'");
-#if BIDORA_HAVE_CUDA
+  const ops::Backend* cuda = cuda_backend();
+  if (cuda == nullptr) {
+    throw RangeError(where + " 'cuda' is not available: this build of bidora has no CUDA kernels (built without " +
+                     "nvcc, or with BIDORA_CUDA=OFF)");
+  }
   // Asked once per process: the answer does not change while it runs.
-  static const bool usable = cuda::usable_device_count() > 0;
+  static const bool usable = cuda->usable_device_count() > 0;
   if (!usable) {
     throw RangeError(where + " 'cuda' is not available: no GPU of compute capability 8.0 or newer is usable here " +
                      "(devices() lists what is)");
   }
   return Device::kCuda;
-#else
-  throw RangeError(where + " 'cuda' is not available: this build of bidora has no CUDA kernels (built without " +
-                   "nvcc, or with BIDORA_CUDA=OFF)");
-#endif
-}
-
-Storage::Storage(int64_t count, std::shared_ptr<MemoryStats> stats) : device(Device::kCuda), gpu_count(count) {
-#if BIDORA_HAVE_CUDA
-  gpu = cuda::allocate_floats(count, "Tensor");
-#else
-  throw RangeError("Tensor: this build of bidora has no CUDA kernels");
-#endif
-  gpu_stats = std::move(stats);
-  if (gpu_stats) gpu_stats->device_bytes.fetch_add(count * static_cast<int64_t>(sizeof(float)));
-}
-
-Storage::~Storage() {
-#if BIDORA_HAVE_CUDA
-  cuda::free_floats(gpu);
-  cuda::free_floats(gpu_row_sq_norms);
-#endif
-  if (gpu_stats) gpu_stats->device_bytes.fetch_sub(gpu_count * static_cast<int64_t>(sizeof(float)));
 }
 
 namespace {
@@ -95,7 +72,7 @@ TensorHandle* TensorHandle::live(Napi::Env env, Napi::Value object) {
 
 TensorHandle& TensorHandle::this_handle(const Napi::CallbackInfo& info, const char* function) {
   TensorHandle* handle = live(info.Env(), info.This());
-  if (handle == nullptr) throw_type_error(info.Env(), std::string(function) + ": the tensor is disposed");
+  if (handle == nullptr) throw Napi::TypeError::New(info.Env(), std::string(function) + ": the tensor is disposed");
   return *handle;
 }
 
@@ -106,9 +83,11 @@ Napi::Object TensorHandle::create(Napi::Env env, const Shape& shape, FloatBuffer
 Napi::Object TensorHandle::view(Napi::Env env, const Shape& shape) { return construct(env, shape, storage_, true); }
 
 Napi::Object TensorHandle::allocate(Napi::Env env, const Shape& shape, TensorHandle** handle, Device device) {
-  Napi::Object object = device == Device::kCpu
-                            ? create(env, shape, FloatBuffer(shape.numel()))
-                            : construct(env, shape, std::make_shared<Storage>(shape.numel(), state(env).stats), false);
+  Napi::Object object =
+      device == Device::kCpu
+          ? create(env, shape, FloatBuffer(shape.numel()))
+          : construct(env, shape, std::make_shared<Storage>(backend_for(device), shape.numel(), state(env).stats),
+                      false);
   *handle = Unwrap(object);
   return object;
 }
@@ -116,22 +95,7 @@ Napi::Object TensorHandle::allocate(Napi::Env env, const Shape& shape, TensorHan
 Napi::Object TensorHandle::copy_to(Napi::Env env, Device device, const char* function) {
   TensorHandle* copy = nullptr;
   Napi::Object object = allocate(env, shape_, &copy, device);
-  const int64_t count = numel();
-  if (device == Device::kCpu && this->device() == Device::kCpu) {
-    if (count > 0) std::memcpy(copy->data(), data(), static_cast<size_t>(count) * sizeof(float));
-    return object;
-  }
-#if BIDORA_HAVE_CUDA
-  if (device == Device::kCpu) {
-    cuda::copy_to_host(copy->data(), data(), count, function);
-  } else if (this->device() == Device::kCpu) {
-    cuda::copy_to_device(copy->data(), data(), count, function);
-  } else {
-    cuda::copy_on_device(copy->data(), data(), count, function);
-  }
-#else
-  (void)function;
-#endif
+  copy->storage_->copy_from(*storage_, numel(), function);
   return object;
 }
 
@@ -161,34 +125,8 @@ TensorHandle::~TensorHandle() {
 }
 
 const float* TensorHandle::row_sq_norms() {
-  Storage& storage = *storage_;
   const int64_t rows = shape_.rank == 0 ? 1 : shape_[0];
-  const int64_t cols = rows == 0 ? 0 : numel() / rows;
-  const bool stale = storage.row_sq_norms_rows != rows || storage.row_sq_norms_version != storage.version;
-#if BIDORA_HAVE_CUDA
-  if (storage.device == Device::kCuda) {
-    if (stale) {
-      if (storage.row_sq_norms_rows != rows) {
-        cuda::free_floats(storage.gpu_row_sq_norms);
-        storage.gpu_row_sq_norms = nullptr;
-        storage.row_sq_norms_rows = -1;  // stale until the allocation below succeeds
-        storage.gpu_row_sq_norms = cuda::allocate_floats(rows, "row norms");
-      }
-      cuda::row_sq_norms(storage.gpu_row_sq_norms, storage.gpu, rows, cols, nullptr);
-      cuda::check_launch("row norms");
-      storage.row_sq_norms_rows = rows;
-      storage.row_sq_norms_version = storage.version;
-    }
-    return storage.gpu_row_sq_norms;
-  }
-#endif
-  if (stale) {
-    if (storage.row_sq_norms.size() != rows) storage.row_sq_norms = FloatBuffer(rows);
-    cpu::row_sq_norms(storage.row_sq_norms.data(), storage.buffer.data(), rows, cols);
-    storage.row_sq_norms_rows = rows;
-    storage.row_sq_norms_version = storage.version;
-  }
-  return storage.row_sq_norms.data();
+  return storage_->row_sq_norms(cpu_backend(), rows, rows == 0 ? 0 : numel() / rows);
 }
 
 void TensorHandle::destroy(Napi::Env env, Napi::Object object) {
@@ -198,7 +136,7 @@ void TensorHandle::destroy(Napi::Env env, Napi::Object object) {
   // Without its wrap the object owes the finaliser nothing; ~ObjectWrap then deletes the reference napi_wrap made.
   // What is left until garbage collection is the bare JavaScript object.
   if (napi_remove_wrap(env, object, nullptr) != napi_ok) {
-    throw_type_error(env, "dispose: the tensor handle could not be detached");
+    throw Napi::TypeError::New(env, "dispose: the tensor handle could not be detached");
   }
   delete this;
 }
@@ -209,13 +147,11 @@ Napi::Value TensorHandle::read(const Napi::CallbackInfo& info) {
   const int64_t count = handle.numel();
   Napi::Float32Array copy = Napi::Float32Array::New(env, static_cast<size_t>(count));
   guarded(info, [&]() -> Napi::Value {
-#if BIDORA_HAVE_CUDA
-    if (handle.device() == Device::kCuda) {
-      cuda::copy_to_host(copy.Data(), handle.data(), count, "read");
-      return env.Undefined();
+    if (handle.device() != Device::kCpu) {
+      backend_for(handle.device()).copy_to_host(copy.Data(), handle.data(), count, "read");
+    } else if (count > 0) {
+      std::memcpy(copy.Data(), handle.data(), static_cast<size_t>(count) * sizeof(float));
     }
-#endif
-    if (count > 0) std::memcpy(copy.Data(), handle.data(), static_cast<size_t>(count) * sizeof(float));
     return env.Undefined();
   });
   return copy;
@@ -224,22 +160,24 @@ Napi::Value TensorHandle::read(const Napi::CallbackInfo& info) {
 Napi::Value TensorHandle::write(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   TensorHandle& handle = this_handle(info, "write");
-  Napi::Float32Array data = float32_arg({info, 0, "write", "data"});
+  Napi::Float32Array data;
+  guarded(info, [&]() -> Napi::Value {
+    data = parse("write", "data", info[0], static_cast<Napi::Float32Array*>(nullptr));
+    return env.Undefined();
+  });
   const int64_t count = handle.numel();
   if (static_cast<int64_t>(data.ElementLength()) != count) {
-    throw_range_error(env, "write: data has " + std::to_string(data.ElementLength()) +
-                               " elements but the tensor has shape " + handle.shape().str());
+    throw Napi::RangeError::New(env, "write: data has " + std::to_string(data.ElementLength()) +
+                                         " elements but the tensor has shape " + handle.shape().str());
   }
   // Bumped first: even a copy that fails halfway has changed what backward would read.
   handle.mark_modified();
   guarded(info, [&]() -> Napi::Value {
-#if BIDORA_HAVE_CUDA
-    if (handle.device() == Device::kCuda) {
-      cuda::copy_to_device(handle.data(), data.Data(), count, "write");
-      return env.Undefined();
+    if (handle.device() != Device::kCpu) {
+      backend_for(handle.device()).copy_to_device(handle.data(), data.Data(), count, "write");
+    } else if (count > 0) {
+      std::memcpy(handle.data(), data.Data(), static_cast<size_t>(count) * sizeof(float));
     }
-#endif
-    if (count > 0) std::memcpy(handle.data(), data.Data(), static_cast<size_t>(count) * sizeof(float));
     return env.Undefined();
   });
   return env.Undefined();
@@ -274,101 +212,98 @@ Napi::Value TensorHandle::disposed_getter(const Napi::CallbackInfo& info) {
 
 namespace {
 
-// [sync] fromFloat32Array(data: Float32Array, shape: number[]): TensorHandle - copies data.
-// Throws TypeError (not a Float32Array, bad shape entries), RangeError (length does not match the shape).
-Napi::Value from_float32_array(const Napi::CallbackInfo& info) {
-  return guarded(info, [&]() -> Napi::Value {
-    Napi::Float32Array data = float32_arg({info, 0, "Tensor.from", "data"});
-    const Shape shape = shape_arg({info, 1, "Tensor.from", "shape"});
-    if (static_cast<int64_t>(data.ElementLength()) != shape.numel()) {
-      throw_range_error(info.Env(), "Tensor.from: data has " + std::to_string(data.ElementLength()) +
-                                        " elements but shape " + shape.str() + " needs " +
-                                        std::to_string(shape.numel()));
-    }
-    FloatBuffer buffer(shape.numel());
-    if (shape.numel() > 0) {
-      std::memcpy(buffer.data(), data.Data(), static_cast<size_t>(shape.numel()) * sizeof(float));
-    }
-    return TensorHandle::create(info.Env(), shape, std::move(buffer));
-  });
+// ---- creation, declared with op.h: no tensor arguments, so they run on the CPU (lib/tensor.ts moves the result) ---
+
+// [sync] fromFloat32Array({ data: Float32Array, shape }): a copy of data. full({ shape, value }).
+// randn({ shape, seed, mean, std }) and uniform({ shape, seed, low, high }): seeded samples, element i from (seed, i)
+// alone; seed an integer from 0 to 2^53 − 1, std ≥ 0, low below high. Throw TypeError, RangeError (a bad shape or
+// number; data's length not the shape's size).
+struct CreateArgs {
+  Napi::Float32Array data;
+  Shape shape;
+  double value;
+  uint64_t seed;
+  float a, b;
+};
+
+Napi::Value from_float32_array(const Call& call, CreateArgs& args) {
+  const int64_t count = args.shape.numel();
+  if (static_cast<int64_t>(args.data.ElementLength()) != count) {
+    throw RangeError(std::string(call.fn) + ": data has " + std::to_string(args.data.ElementLength()) +
+                     " elements but shape " + args.shape.str() + " needs " + std::to_string(count));
+  }
+  FloatBuffer buffer(count);
+  if (count > 0) std::memcpy(buffer.data(), args.data.Data(), static_cast<size_t>(count) * sizeof(float));
+  return TensorHandle::create(call.env, args.shape, std::move(buffer));
 }
 
-// [sync] full(shape: number[], value: number): TensorHandle. Throws TypeError/RangeError for a bad shape or value.
-Napi::Value full(const Napi::CallbackInfo& info) {
-  return guarded(info, [&]() -> Napi::Value {
-    const Shape shape = shape_arg({info, 0, "Tensor.full", "shape"});
-    const double value = number_arg({info, 1, "Tensor.full", "value"});
-    FloatBuffer buffer(shape.numel(), value == 0.0);
-    if (value != 0.0) std::fill(buffer.data(), buffer.data() + shape.numel(), static_cast<float>(value));
-    return TensorHandle::create(info.Env(), shape, std::move(buffer));
-  });
+Napi::Value full(const Call& call, CreateArgs& args) {
+  FloatBuffer buffer(args.shape.numel(), args.value == 0.0);
+  if (args.value != 0.0) std::fill(buffer.data(), buffer.data() + args.shape.numel(), static_cast<float>(args.value));
+  return TensorHandle::create(call.env, args.shape, std::move(buffer));
 }
 
-constexpr int64_t kMaxSafeInteger = 9007199254740991;
-
-// [sync] randn(shape: number[], seed: number, mean: number, std: number): TensorHandle - seeded normal samples.
-Napi::Value randn(const Napi::CallbackInfo& info) {
-  return guarded(info, [&]() -> Napi::Value {
-    const Shape shape = shape_arg({info, 0, "Tensor.randn", "shape"});
-    const int64_t seed = integer_arg({info, 1, "Tensor.randn", "seed"}, 0, kMaxSafeInteger);
-    const double mean = number_arg({info, 2, "Tensor.randn", "mean"});
-    const double stddev = number_arg({info, 3, "Tensor.randn", "std"});
-    if (stddev < 0) throw_range_error(info.Env(), "Tensor.randn: std must be non-negative");
-    FloatBuffer buffer(shape.numel());
-    cpu::fill_normal(buffer.data(), shape.numel(), static_cast<uint64_t>(seed), static_cast<float>(mean),
-                     static_cast<float>(stddev));
-    return TensorHandle::create(info.Env(), shape, std::move(buffer));
-  });
+template <ops::Distribution kind>
+Napi::Value random(const Call& call, CreateArgs& args) {
+  float* out;
+  Napi::Object result = call.output(args.shape, &out);
+  call.backend.fill({out, args.shape.numel(), kind, args.seed, args.a, args.b});
+  return result;
 }
 
-// [sync] uniform(shape: number[], seed: number, low: number, high: number): TensorHandle - seeded U[low, high).
-Napi::Value uniform(const Napi::CallbackInfo& info) {
-  return guarded(info, [&]() -> Napi::Value {
-    const Shape shape = shape_arg({info, 0, "Tensor.uniform", "shape"});
-    const int64_t seed = integer_arg({info, 1, "Tensor.uniform", "seed"}, 0, kMaxSafeInteger);
-    const double low = number_arg({info, 2, "Tensor.uniform", "low"});
-    const double high = number_arg({info, 3, "Tensor.uniform", "high"});
-    if (!(low < high)) throw_range_error(info.Env(), "Tensor.uniform: low must be below high");
-    FloatBuffer buffer(shape.numel());
-    cpu::fill_uniform(buffer.data(), shape.numel(), static_cast<uint64_t>(seed), static_cast<float>(low),
-                      static_cast<float>(high));
-    return TensorHandle::create(info.Env(), shape, std::move(buffer));
-  });
-}
+Field<CreateArgs> shape() { return arg<&CreateArgs::shape>("shape"); }
+Field<CreateArgs> seed() { return arg<&CreateArgs::seed>("seed", closed(0, kMaxSafeInteger)); }
 
-// [sync] reshape(x, shape: number[]): TensorHandle - a view of x's storage with another shape of the same size
-// (no copy; in-place changes show through every view), on x's device. Throws TypeError, RangeError (sizes differ).
-Napi::Value reshape(const Napi::CallbackInfo& info) {
-  return guarded(info, [&]() -> Napi::Value {
-    TensorHandle& x = any_tensor_arg({info, 0, "reshape", "x"});
-    const Shape shape = shape_arg({info, 1, "reshape", "shape"});
-    if (shape.numel() != x.numel()) {
-      throw RangeError("reshape: " + describe("x", x.shape()) + " (" + std::to_string(x.numel()) +
-                       " elements), which shape " + shape.str() + " cannot hold");
-    }
-    return x.view(info.Env(), shape);
-  });
-}
+const OpSpec<CreateArgs> kFromFloat32Array("fromFloat32Array", Runs::kCpu, nullptr,
+                                           {arg<&CreateArgs::data>("data"), shape()}, nullptr, from_float32_array,
+                                           "Tensor.from");
+const OpSpec<CreateArgs> kFull("full", Runs::kCpu, nullptr, {shape(), arg<&CreateArgs::value>("value")}, nullptr, full,
+                               "Tensor.full");
+const OpSpec<CreateArgs> kRandn("randn", Runs::kCpu, kernel<&ops::Backend::fill>,
+                                {shape(), seed(), arg<&CreateArgs::a>("mean"),
+                                 arg<&CreateArgs::b>("std", kNonNegative)},
+                                nullptr, random<ops::Distribution::kNormal>, "Tensor.randn");
+const OpSpec<CreateArgs> kUniform(
+    "uniform", Runs::kCpu, kernel<&ops::Backend::fill>,
+    {shape(), seed(), arg<&CreateArgs::a>("low"), arg<&CreateArgs::b>("high")},
+    [](const char* fn, CreateArgs& args) {
+      if (!(args.a < args.b)) throw RangeError(std::string(fn) + ": low must be below high");
+    },
+    random<ops::Distribution::kUniform>, "Tensor.uniform");
 
-// [sync] toDevice(x, device: 'cpu' | 'cuda'): TensorHandle - a copy of x on `device` (also when x is there already).
-// Throws TypeError (not a live tensor, device not a string), RangeError (unknown device, or 'cuda' unusable here).
-Napi::Value to_device(const Napi::CallbackInfo& info) {
-  return guarded(info, [&]() -> Napi::Value {
-    TensorHandle& x = any_tensor_arg({info, 0, "Tensor.to", "x"});
-    const Device device = usable_device(string_arg({info, 1, "Tensor.to", "device"}), "Tensor.to: device");
-    return x.copy_to(info.Env(), device, "Tensor.to");
-  });
-}
+// [sync] reshape({ x, shape }): a view of x's storage with another shape of the same size (no copy; in-place changes
+// show through every view), on x's device. toDevice({ x, device: 'cpu' | 'cuda' }): a copy of x on `device` (also
+// when x is there already). Throw TypeError (not a live tensor, device not a string), RangeError (sizes differ, an
+// unknown device, 'cuda' unusable here).
+struct ViewArgs {
+  TensorHandle* x;
+  Shape shape;
+  std::string device;
+};
+
+const OpSpec<ViewArgs> kReshape(
+    "reshape", Runs::kAny, nullptr, {arg<&ViewArgs::x>("x"), arg<&ViewArgs::shape>("shape")},
+    [](const char* fn, ViewArgs& args) {
+      if (args.shape.numel() != args.x->numel()) {
+        throw RangeError(std::string(fn) + ": " + describe("x", args.x->shape()) + " (" +
+                         std::to_string(args.x->numel()) + " elements), which shape " + args.shape.str() +
+                         " cannot hold");
+      }
+    },
+    [](const Call& call, ViewArgs& args) -> Napi::Value { return args.x->view(call.env, args.shape); });
+
+const OpSpec<ViewArgs> kToDevice(
+    "toDevice", Runs::kAny, nullptr, {arg<&ViewArgs::x>("x"), arg<&ViewArgs::device>("device")}, nullptr,
+    [](const Call& call, ViewArgs& args) -> Napi::Value {
+      const Device device = usable_device(args.device, std::string(call.fn) + ": device");
+      return args.x->copy_to(call.env, device, call.fn);
+    },
+    "Tensor.to");
 
 }  // namespace
 
 void register_creation(Napi::Env env, Napi::Object exports) {
-  exports.Set("toDevice", Napi::Function::New<to_device>(env, "toDevice"));
-  exports.Set("reshape", Napi::Function::New<reshape>(env, "reshape"));
-  exports.Set("fromFloat32Array", Napi::Function::New<from_float32_array>(env, "fromFloat32Array"));
-  exports.Set("full", Napi::Function::New<full>(env, "full"));
-  exports.Set("randn", Napi::Function::New<randn>(env, "randn"));
-  exports.Set("uniform", Napi::Function::New<uniform>(env, "uniform"));
+  register_ops(env, exports, kToDevice, kReshape, kFromFloat32Array, kFull, kRandn, kUniform);
 }
 
 }  // namespace bidora::binding

@@ -6,40 +6,13 @@
 
 #include <memory>
 
-#include "../core/memory.h"
 #include "../core/shape.h"
+#include "../core/storage.h"
 
 namespace bidora::binding {
 
-// Where a tensor's contents live. 'cuda' exists only in builds with BIDORA_HAVE_CUDA and with a usable GPU.
-enum class Device { kCpu, kCuda };
-const char* device_name(Device device);
 // 'cpu' or 'cuda' (RangeError naming `where` otherwise); 'cuda' without a usable GPU is a RangeError saying why.
 Device usable_device(const std::string& name, const std::string& where);
-
-// Contents shared by every view, with the version that in-place changes bump and a cache derived from them.
-struct Storage {
-  explicit Storage(FloatBuffer data) : buffer(std::move(data)) {}
-  // `count` floats of uninitialised GPU memory, counted in `stats` while it lives.
-  Storage(int64_t count, std::shared_ptr<MemoryStats> stats);
-  ~Storage();
-  Storage(const Storage&) = delete;
-  Storage& operator=(const Storage&) = delete;
-
-  Device device = Device::kCpu;
-  FloatBuffer buffer;    // the contents on the CPU
-  float* gpu = nullptr;  // the contents on the GPU (owned), for device kCuda
-  int64_t gpu_count = 0;
-  std::shared_ptr<MemoryStats> gpu_stats;
-  uint64_t version = 0;
-  // ||row||² for the row count below, valid while version is unchanged; on the tensor's device.
-  FloatBuffer row_sq_norms;
-  float* gpu_row_sq_norms = nullptr;
-  int64_t row_sq_norms_rows = -1;
-  uint64_t row_sq_norms_version = 0;
-
-  float* data() { return device == Device::kCpu ? buffer.data() : gpu; }
-};
 
 class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
  public:
@@ -62,7 +35,7 @@ class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
   const Shape& shape() const { return shape_; }
   Device device() const { return device_; }
   // The contents on the tensor's own device: a GPU pointer for 'cuda' tensors, which only ops that take tensors
-  // on any device (any_tensor_arg) ever see.
+  // on any device ever see.
   float* data() { return storage_->data(); }
   int64_t numel() const { return shape_.numel(); }
 
@@ -101,8 +74,5 @@ class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
   int64_t reported_bytes_ = 0;          // what this handle told V8 it holds: its storage's bytes if it made the storage
   std::shared_ptr<MemoryStats> stats_;  // counts this handle among the environment's live tensors
 };
-
-// Registers fromFloat32Array, full, randn, uniform, reshape and toDevice on `exports`.
-void register_creation(Napi::Env env, Napi::Object exports);
 
 }  // namespace bidora::binding

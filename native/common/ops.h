@@ -255,18 +255,9 @@ struct RowSqNorms {  // out [m] = ||weight_j||² for every row of weight [m, k],
   int64_t m, k;
 };
 
-// norm [M] = max(||W0 + s B A||_row, eps) from the factored form, with weight_sq_norms = ||W0_j||² (RowSqNorms).
-struct DoraNorm {
-  float* norm;
-  const float *weight, *weight_sq_norms, *lora_a, *lora_b;
-  AdapterDims dims;  // n unused
-  float scale, eps;
-};
-
-// DoRA forward: computes the norm too. combined [N,M] receives u = x W0ᵀ + s h Bᵀ, hidden [N,R] h = x_d Aᵀ,
-// weight_lora_a W0 Aᵀ [M,R], lora_gram A Aᵀ [R,R]: what backward needs. bias nullable.
-struct DoraForward {
-  float *output, *combined, *hidden, *norm, *weight_lora_a, *lora_gram;
+// The operands of one adapted layer as every adapter op reads them; null where an op has none (input for the norm,
+// bias and magnitude when absent). weight_sq_norms: ||W0_j||² [M] (RowSqNorms), cached by the caller.
+struct AdapterLayer {
   const float *input, *weight, *weight_sq_norms, *bias, *lora_a, *lora_b, *magnitude;
   AdapterDims dims;
   float scale, eps;
@@ -274,68 +265,67 @@ struct DoraForward {
   Precision precision;
 };
 
-// `combined` holds u on entry and is overwritten. detach_norm: n is a constant (PEFT) or differentiated through.
-struct DoraBackward {
+// What DoRA's forward keeps for its backward: u = x W0ᵀ + s h Bᵀ [N,M], h = x_d Aᵀ [N,R], n [M], W0 Aᵀ [M,R] and
+// A Aᵀ [R,R]. The backward overwrites `combined` and only reads the rest.
+struct DoraSaved {
+  float *combined, *hidden, *norm, *weight_lora_a, *lora_gram;
+};
+
+struct DoraNorm {  // norm [M] = max(||W0 + s B A||_row, eps) from the factored form
+  float* norm;
+  AdapterLayer layer;
+};
+
+struct DoraForward {  // computes the norm too
+  float* output;
+  DoraSaved saved;
+  AdapterLayer layer;
+};
+
+struct DoraBackward {  // detach_norm: n is a constant (PEFT) or differentiated through
   AdapterGrads grads;
-  float* combined;
-  const float *grad_output, *input, *weight, *lora_a, *lora_b, *magnitude, *norm, *hidden, *weight_lora_a, *lora_gram;
-  AdapterDims dims;
-  float scale, eps;
+  const float* grad_output;
+  DoraSaved saved;
+  AdapterLayer layer;
   bool detach_norm;
-  BranchDropout dropout;
-  Precision precision;
 };
 
 struct LoraForward {  // hidden [N,R] receives h = x_d Aᵀ (saved for backward)
   float *output, *hidden;
-  const float *input, *weight, *bias, *lora_a, *lora_b;
-  AdapterDims dims;
-  float scale;
-  BranchDropout dropout;
-  Precision precision;
+  AdapterLayer layer;
 };
 
 struct LoraBackward {
   AdapterGrads grads;
-  const float *grad_output, *input, *weight, *lora_a, *lora_b, *hidden;
-  AdapterDims dims;
-  float scale;
-  BranchDropout dropout;
-  Precision precision;
+  const float *grad_output, *hidden;
+  AdapterLayer layer;
 };
 
 // merged [M,K] = (m / n) ⊙ (W0 + s B A) with a magnitude (DoRA; n computed here), W0 + s B A without (LoRA).
 struct AdapterMerge {
   float* merged;
-  const float *weight, *weight_sq_norms, *lora_a, *lora_b, *magnitude;
-  AdapterDims dims;
-  float scale, eps;
+  AdapterLayer layer;
 };
 
-// weight [M,K] = merged ⊙ (n / m) − s B A (DoRA, norm from before merging), merged − s B A (LoRA: both null).
+// weight [M,K] = merged ⊙ (n / m) − s B A (DoRA, norm from before merging), merged − s B A (LoRA: magnitude and norm
+// null). layer.weight is the merged weight.
 struct AdapterUnmerge {
   float* weight;
-  const float *merged, *lora_a, *lora_b, *magnitude, *norm;
-  AdapterDims dims;
-  float scale;
+  const float* norm;
+  AdapterLayer layer;
 };
 
 // The plain double-precision references (form V = W0 + s B A); magnitude null = LoRA.
 struct AdapterForwardReference {
   float* output;
-  const float *input, *weight, *bias, *lora_a, *lora_b, *magnitude;
-  AdapterDims dims;
-  float scale, eps;
-  BranchDropout dropout;
+  AdapterLayer layer;
 };
 
 struct AdapterBackwardReference {
   AdapterGrads grads;
-  const float *grad_output, *input, *weight, *lora_a, *lora_b, *magnitude;
-  AdapterDims dims;
-  float scale, eps;
+  const float* grad_output;
+  AdapterLayer layer;
   bool detach_norm;
-  BranchDropout dropout;
 };
 
 // BiDoRA's F = ||D Dᵀ − I||_F (*value, host) and dF/dA [R,K], dF/dB [M,R] (each nullable), see

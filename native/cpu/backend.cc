@@ -234,82 +234,88 @@ DropoutBackward dropout_backward(const ops::BranchDropout& dropout_args) {
 void row_sq_norms_op(const ops::RowSqNorms& args) { row_sq_norms(args.out, args.weight, args.m, args.k); }
 
 void dora_norm_op(const ops::DoraNorm& args) {
-  const auto [n, k, m, r] = args.dims;
+  const ops::AdapterLayer& l = args.layer;
+  const auto [n, k, m, r] = l.dims;
   FloatBuffer weight_lora_a(m * r), lora_gram(r * r);
-  dora_norm(args.norm, weight_lora_a.data(), lora_gram.data(), args.weight, args.weight_sq_norms, args.lora_a,
-            args.lora_b, args.scale, args.eps, m, k, r);
+  dora_norm(args.norm, weight_lora_a.data(), lora_gram.data(), l.weight, l.weight_sq_norms, l.lora_a, l.lora_b, l.scale,
+            l.eps, m, k, r);
 }
 
 void dora_forward_op(const ops::DoraForward& args) {
+  const ops::AdapterLayer& l = args.layer;
+  const ops::DoraSaved& s = args.saved;
   FloatBuffer dropped;
-  const float* lora_input = branch_input(args.input, args.dims.n * args.dims.k, args.dropout, dropped);
-  dora_forward(args.output, args.combined, args.hidden, args.norm, args.weight_lora_a, args.lora_gram, args.input,
-               lora_input, args.weight, args.weight_sq_norms, args.bias, args.lora_a, args.lora_b, args.magnitude,
-               args.scale, args.eps, args.dims);
+  const float* lora_input = branch_input(l.input, l.dims.n * l.dims.k, l.dropout, dropped);
+  dora_forward(args.output, s.combined, s.hidden, s.norm, s.weight_lora_a, s.lora_gram, l.input, lora_input, l.weight,
+               l.weight_sq_norms, l.bias, l.lora_a, l.lora_b, l.magnitude, l.scale, l.eps, l.dims);
 }
 
 void dora_backward_op(const ops::DoraBackward& args) {
+  const ops::AdapterLayer& l = args.layer;
+  const ops::DoraSaved& s = args.saved;
   FloatBuffer dropped;
-  const float* lora_input = args.grads.lora_a != nullptr
-                                ? branch_input(args.input, args.dims.n * args.dims.k, args.dropout, dropped)
-                                : args.input;
-  dora_backward(args.grads, args.combined, args.grad_output, lora_input, args.weight, args.lora_a, args.lora_b,
-                args.magnitude, args.norm, args.hidden, args.weight_lora_a, args.lora_gram, args.scale, args.eps,
-                args.detach_norm, dropout_backward(args.dropout), &args.dropout, args.dims);
+  const float* lora_input =
+      args.grads.lora_a != nullptr ? branch_input(l.input, l.dims.n * l.dims.k, l.dropout, dropped) : l.input;
+  dora_backward(args.grads, s.combined, args.grad_output, lora_input, l.weight, l.lora_a, l.lora_b, l.magnitude, s.norm,
+                s.hidden, s.weight_lora_a, s.lora_gram, l.scale, l.eps, args.detach_norm, dropout_backward(l.dropout),
+                &l.dropout, l.dims);
 }
 
 void lora_forward_op(const ops::LoraForward& args) {
+  const ops::AdapterLayer& l = args.layer;
   FloatBuffer dropped;
-  const float* lora_input = branch_input(args.input, args.dims.n * args.dims.k, args.dropout, dropped);
-  lora_forward(args.output, args.hidden, args.input, lora_input, args.weight, args.bias, args.lora_a, args.lora_b,
-               args.scale, args.dims);
+  const float* lora_input = branch_input(l.input, l.dims.n * l.dims.k, l.dropout, dropped);
+  lora_forward(args.output, args.hidden, l.input, lora_input, l.weight, l.bias, l.lora_a, l.lora_b, l.scale, l.dims);
 }
 
 void lora_backward_op(const ops::LoraBackward& args) {
+  const ops::AdapterLayer& l = args.layer;
   FloatBuffer dropped;
-  const float* lora_input = args.grads.lora_a != nullptr
-                                ? branch_input(args.input, args.dims.n * args.dims.k, args.dropout, dropped)
-                                : args.input;
-  lora_backward(args.grads, args.grad_output, lora_input, args.weight, args.lora_a, args.lora_b, args.hidden,
-                args.scale, dropout_backward(args.dropout), &args.dropout, args.dims);
+  const float* lora_input =
+      args.grads.lora_a != nullptr ? branch_input(l.input, l.dims.n * l.dims.k, l.dropout, dropped) : l.input;
+  lora_backward(args.grads, args.grad_output, lora_input, l.weight, l.lora_a, l.lora_b, args.hidden, l.scale,
+                dropout_backward(l.dropout), &l.dropout, l.dims);
 }
 
 void adapter_merge_op(const ops::AdapterMerge& args) {
-  const auto [n, k, m, r] = args.dims;
+  const ops::AdapterLayer& l = args.layer;
+  const auto [n, k, m, r] = l.dims;
   FloatBuffer norm;
-  if (args.magnitude != nullptr) {
+  if (l.magnitude != nullptr) {
     norm = FloatBuffer(m);
     FloatBuffer weight_lora_a(m * r), lora_gram(r * r);
-    dora_norm(norm.data(), weight_lora_a.data(), lora_gram.data(), args.weight, args.weight_sq_norms, args.lora_a,
-              args.lora_b, args.scale, args.eps, m, k, r);
+    dora_norm(norm.data(), weight_lora_a.data(), lora_gram.data(), l.weight, l.weight_sq_norms, l.lora_a, l.lora_b,
+              l.scale, l.eps, m, k, r);
   }
-  adapter_merge(args.merged, args.weight, args.lora_a, args.lora_b, args.magnitude, norm.data(), args.scale, m, k, r);
+  adapter_merge(args.merged, l.weight, l.lora_a, l.lora_b, l.magnitude, norm.data(), l.scale, m, k, r);
 }
 
 void adapter_unmerge_op(const ops::AdapterUnmerge& args) {
-  const auto [n, k, m, r] = args.dims;
-  adapter_unmerge(args.weight, args.merged, args.lora_a, args.lora_b, args.magnitude, args.norm, args.scale, m, k, r);
+  const ops::AdapterLayer& l = args.layer;
+  adapter_unmerge(args.weight, l.weight, l.lora_a, l.lora_b, l.magnitude, args.norm, l.scale, l.dims.m, l.dims.k,
+                  l.dims.r);
 }
 
 void adapter_forward_reference_op(const ops::AdapterForwardReference& args) {
+  const ops::AdapterLayer& l = args.layer;
   FloatBuffer dropped;
-  const float* lora_input = branch_input(args.input, args.dims.n * args.dims.k, args.dropout, dropped);
-  adapter_forward_reference(args.output, args.input, lora_input, args.weight, args.bias, args.lora_a, args.lora_b,
-                            args.magnitude, args.scale, args.eps, args.dims);
+  const float* lora_input = branch_input(l.input, l.dims.n * l.dims.k, l.dropout, dropped);
+  adapter_forward_reference(args.output, l.input, lora_input, l.weight, l.bias, l.lora_a, l.lora_b, l.magnitude,
+                            l.scale, l.eps, l.dims);
 }
 
 void adapter_backward_reference_op(const ops::AdapterBackwardReference& args) {
-  const int64_t count = args.dims.n * args.dims.k;
+  const ops::AdapterLayer& l = args.layer;
+  const int64_t count = l.dims.n * l.dims.k;
   FloatBuffer dropped, mask;
-  const float* lora_input = branch_input(args.input, count, args.dropout, dropped);
-  if (args.dropout.p > 0) {
+  const float* lora_input = branch_input(l.input, count, l.dropout, dropped);
+  if (l.dropout.p > 0) {
     mask = FloatBuffer(count);
     std::fill_n(mask.data(), mask.size(), 1.0f);
-    dropout(mask.data(), mask.data(), mask.size(), args.dropout.p, args.dropout.seed);
+    dropout(mask.data(), mask.data(), mask.size(), l.dropout.p, l.dropout.seed);
   }
-  adapter_backward_reference(args.grads, args.grad_output, args.input, lora_input,
-                             args.dropout.p > 0 ? mask.data() : nullptr, args.weight, args.lora_a, args.lora_b,
-                             args.magnitude, args.scale, args.eps, args.detach_norm, args.dims);
+  adapter_backward_reference(args.grads, args.grad_output, l.input, lora_input, l.dropout.p > 0 ? mask.data() : nullptr,
+                             l.weight, l.lora_a, l.lora_b, l.magnitude, l.scale, l.eps, args.detach_norm, l.dims);
 }
 
 void orthogonality_penalty_op(const ops::OrthogonalityPenalty& args) {

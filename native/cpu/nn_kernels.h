@@ -5,6 +5,7 @@
 
 #include <cstdint>
 
+#include "../common/nn_math.h"
 #include "../core/cpu_features.h"
 
 namespace bidora::cpu {

@@ -272,44 +272,51 @@ void row_sq_norms_op(const ops::RowSqNorms& args) {
 
 void dora_norm_op(const ops::DoraNorm& args) {
   const char* fn = "doraWeightNorm";
-  const int64_t m = args.dims.m, r = args.dims.r;
+  const ops::AdapterLayer& l = args.layer;
+  const int64_t m = l.dims.m, r = l.dims.r;
   auto* factors = static_cast<float*>(scratch(2, static_cast<size_t>(m * r + r * r) * sizeof(float), fn));
-  dora_norm(args.norm, factors, factors + m * r, args.weight, args.weight_sq_norms, args.lora_a, args.lora_b,
-            args.scale, args.eps, args.dims, workspace(args.dims, fn), nullptr);
+  dora_norm(args.norm, factors, factors + m * r, l.weight, l.weight_sq_norms, l.lora_a, l.lora_b, l.scale, l.eps,
+            l.dims, workspace(l.dims, fn), nullptr);
   check_launch(fn);
 }
 
 void dora_forward_op(const ops::DoraForward& args) {
   const char* fn = "doraForward";
-  const Branch lora = branch(args.input, args.dims.n * args.dims.k, args.dropout, fn);
-  dora_forward(args.output, args.combined, args.hidden, args.norm, args.weight_lora_a, args.lora_gram, args.input,
-               lora.input, args.weight, args.weight_sq_norms, args.bias, args.lora_a, args.lora_b, args.magnitude,
-               args.scale, args.eps, args.dims, args.precision, workspace(args.dims, fn), nullptr);
+  const ops::AdapterLayer& l = args.layer;
+  const ops::DoraSaved& s = args.saved;
+  const Branch lora = branch(l.input, l.dims.n * l.dims.k, l.dropout, fn);
+  dora_forward(args.output, s.combined, s.hidden, s.norm, s.weight_lora_a, s.lora_gram, l.input, lora.input, l.weight,
+               l.weight_sq_norms, l.bias, l.lora_a, l.lora_b, l.magnitude, l.scale, l.eps, l.dims, l.precision,
+               workspace(l.dims, fn), nullptr);
   check_launch(fn);
 }
 
 void dora_backward_op(const ops::DoraBackward& args) {
   const char* fn = "doraBackward";
-  const Branch lora = branch(args.input, args.dims.n * args.dims.k, args.dropout, fn);
-  dora_backward(args.grads, args.combined, args.grad_output, lora.input, lora.scale, args.weight, args.lora_a,
-                args.lora_b, args.magnitude, args.norm, args.hidden, args.weight_lora_a, args.lora_gram, args.scale,
-                args.eps, args.detach_norm, args.dims, args.precision, workspace(args.dims, fn), nullptr);
+  const ops::AdapterLayer& l = args.layer;
+  const ops::DoraSaved& s = args.saved;
+  const Branch lora = branch(l.input, l.dims.n * l.dims.k, l.dropout, fn);
+  dora_backward(args.grads, s.combined, args.grad_output, lora.input, lora.scale, l.weight, l.lora_a, l.lora_b,
+                l.magnitude, s.norm, s.hidden, s.weight_lora_a, s.lora_gram, l.scale, l.eps, args.detach_norm, l.dims,
+                l.precision, workspace(l.dims, fn), nullptr);
   check_launch(fn);
 }
 
 void lora_forward_op(const ops::LoraForward& args) {
   const char* fn = "loraForward";
-  const Branch lora = branch(args.input, args.dims.n * args.dims.k, args.dropout, fn);
-  lora_forward(args.output, args.hidden, args.input, lora.input, args.weight, args.bias, args.lora_a, args.lora_b,
-               args.scale, args.dims, args.precision, workspace(args.dims, fn), nullptr);
+  const ops::AdapterLayer& l = args.layer;
+  const Branch lora = branch(l.input, l.dims.n * l.dims.k, l.dropout, fn);
+  lora_forward(args.output, args.hidden, l.input, lora.input, l.weight, l.bias, l.lora_a, l.lora_b, l.scale, l.dims,
+               l.precision, workspace(l.dims, fn), nullptr);
   check_launch(fn);
 }
 
 void lora_backward_op(const ops::LoraBackward& args) {
   const char* fn = "loraBackward";
-  const Branch lora = branch(args.input, args.dims.n * args.dims.k, args.dropout, fn);
-  lora_backward(args.grads, args.grad_output, lora.input, lora.scale, args.weight, args.lora_a, args.lora_b,
-                args.hidden, args.scale, args.dims, args.precision, workspace(args.dims, fn), nullptr);
+  const ops::AdapterLayer& l = args.layer;
+  const Branch lora = branch(l.input, l.dims.n * l.dims.k, l.dropout, fn);
+  lora_backward(args.grads, args.grad_output, lora.input, lora.scale, l.weight, l.lora_a, l.lora_b, args.hidden,
+                l.scale, l.dims, l.precision, workspace(l.dims, fn), nullptr);
   check_launch(fn);
 }
 

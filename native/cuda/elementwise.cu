@@ -31,19 +31,19 @@ __global__ void axpy_kernel(float* y, float alpha, const float* x, int64_t n) {
 }
 
 __global__ void relu_forward_kernel(float* out, const float* x, int64_t n) {
-  grid_stride(n, [&](int64_t index) { out[index] = x[index] > 0.0f ? x[index] : 0.0f; });
+  grid_stride(n, [&](int64_t index) { out[index] = relu(x[index]); });
 }
 
 __global__ void relu_backward_kernel(float* grad_x, const float* x, const float* grad_out, int64_t n) {
-  grid_stride(n, [&](int64_t index) { grad_x[index] = x[index] > 0.0f ? grad_out[index] : 0.0f; });
+  grid_stride(n, [&](int64_t index) { grad_x[index] = relu_backward(x[index], grad_out[index]); });
 }
 
 __global__ void tanh_forward_kernel(float* out, const float* x, int64_t n) {
-  grid_stride(n, [&](int64_t index) { out[index] = tanhf(x[index]); });
+  grid_stride(n, [&](int64_t index) { out[index] = tanh_approx(x[index]); });
 }
 
 __global__ void tanh_backward_kernel(float* grad_x, const float* out, const float* grad_out, int64_t n) {
-  grid_stride(n, [&](int64_t index) { grad_x[index] = grad_out[index] * (1.0f - out[index] * out[index]); });
+  grid_stride(n, [&](int64_t index) { grad_x[index] = tanh_backward(out[index], grad_out[index]); });
 }
 
 // in == nullptr: the scale itself (keep / (1 − p)), as the fused adapter kernels take it.

@@ -33,7 +33,7 @@ __global__ void gelu_forward_kernel(float* out, const float* x, int64_t n) {
 }
 
 __global__ void gelu_backward_kernel(float* grad_x, const float* x, const float* grad_out, int64_t n) {
-  grid_stride(n, [&](int64_t index) { grad_x[index] = grad_out[index] * gelu_grad(x[index]); });
+  grid_stride(n, [&](int64_t index) { grad_x[index] = gelu_backward(x[index], grad_out[index]); });
 }
 
 // ---- kernels: layer norm --------------------------------------------------------------------------------------------

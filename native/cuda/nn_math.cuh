@@ -11,17 +11,26 @@
 
 #include <vector>
 
+#include "../common/nn_math.h"
 #include "../common/optim_math.h"
 #include "host_device.h"
 
 namespace bidora::cuda {
 
-// ---- GELU (erf form), written with erfc so Φ keeps its relative precision deep in the negative tail -------------
+// ---- the per-element rules: the CPU's own (../common/nn_math.h) ---------------------------------------------------
 
-BIDORA_HD float normal_cdf(float x) { return 0.5f * erfcf(-x * 0.70710678118654752f); }
-BIDORA_HD float gelu(float x) { return x * normal_cdf(x); }
-// d/dx x Φ(x) = Φ(x) + x φ(x)
-BIDORA_HD float gelu_grad(float x) { return normal_cdf(x) + x * 0.39894228040143268f * expf(-0.5f * x * x); }
+using math::exp_approx;
+using math::gelu;
+using math::gelu_backward;
+using math::layer_norm_backward_value;
+using math::layer_norm_rstd;
+using math::layer_norm_value;
+using math::masked_exp;
+using math::relu;
+using math::relu_backward;
+using math::softmax_backward_value;
+using math::tanh_approx;
+using math::tanh_backward;
 
 // ---- layer norm: out = (x − mean) rstd gamma + beta, two passes (mean, then squared deviations) ------------------
 
@@ -31,13 +40,9 @@ BIDORA_HD double strided_squared_deviation(const float* x, double mean, int64_t 
   return total;
 }
 
-BIDORA_HD float layer_norm_rstd(double squared_deviation, int64_t d, float eps) {
-  return static_cast<float>(1.0 / sqrt(squared_deviation / static_cast<double>(d) + eps));
-}
-
 BIDORA_HD void layer_norm_apply(float* out, const float* x, const float* gamma, const float* beta, float mean,
                                 float rstd, int64_t d, int lane, int lanes) {
-  for (int64_t j = lane; j < d; j += lanes) out[j] = (x[j] - mean) * rstd * gamma[j] + beta[j];
+  for (int64_t j = lane; j < d; j += lanes) out[j] = layer_norm_value(x[j], mean, rstd, gamma[j], beta[j]);
 }
 
 // Backward: with g = dy ⊙ gamma and x̂ = (x − mean) rstd, dx = rstd (g − mean(g)) − x̂ rstd mean(g x̂). g is the
@@ -64,7 +69,7 @@ BIDORA_HD void layer_norm_backward_apply(float* grad_x, const float* grad_out, c
   const float scaled_mean_g_normalized = static_cast<float>(rstd * sums.g_normalized / static_cast<double>(d));
   for (int64_t j = lane; j < d; j += lanes) {
     const float g = rounded_product(grad_out[j], gamma[j]);
-    grad_x[j] = rstd * (g - mean_g) - (x[j] - mean) * rstd * scaled_mean_g_normalized;
+    grad_x[j] = layer_norm_backward_value(g, x[j], mean, rstd, mean_g, scaled_mean_g_normalized);
   }
 }
 
@@ -85,7 +90,7 @@ BIDORA_HD double softmax_exp_partial(float* out, const float* x, const float* ma
                                      int lanes) {
   double total = 0.0;
   for (int64_t j = lane; j < d; j += lanes) {
-    const float value = max == -INFINITY ? 0.0f : (mask == nullptr || mask[j] != 0.0f ? expf(x[j] - max) : 0.0f);
+    const float value = max == -INFINITY ? 0.0f : masked_exp(x[j], mask, j, max);
     out[j] = value;
     total += value;
   }
@@ -102,14 +107,14 @@ BIDORA_HD float softmax_normalizer(double total) { return total > 0.0 ? static_c
 // dx = y ⊙ (dy − Σ dy·y), given that dot.
 BIDORA_HD void softmax_backward_apply(float* grad_x, const float* out, const float* grad_out, float dot, int64_t d,
                                       int lane, int lanes) {
-  for (int64_t j = lane; j < d; j += lanes) grad_x[j] = out[j] * (grad_out[j] - dot);
+  for (int64_t j = lane; j < d; j += lanes) grad_x[j] = softmax_backward_value(out[j], grad_out[j], dot);
 }
 
 // ---- cross-entropy: per-row loss logsumexp − logit[label]; grad = scale (softmax − onehot) -----------------------
 
 BIDORA_HD double strided_exp_sum(const float* x, float max, int64_t d, int lane, int lanes) {
   double total = 0.0;
-  for (int64_t j = lane; j < d; j += lanes) total += expf(x[j] - max);
+  for (int64_t j = lane; j < d; j += lanes) total += exp_approx(x[j] - max);
   return total;
 }
 
@@ -121,7 +126,9 @@ BIDORA_HD float cross_entropy_row_loss(float max, double exp_sum, float label_lo
 BIDORA_HD void cross_entropy_backward_apply(float* grad, const float* logits, float max, double exp_sum,
                                             float row_scale, int32_t label, int64_t c, int lane, int lanes) {
   const float factor = static_cast<float>(row_scale / exp_sum);
-  for (int64_t j = lane; j < c; j += lanes) grad[j] = factor * expf(logits[j] - max) - (j == label ? row_scale : 0.0f);
+  for (int64_t j = lane; j < c; j += lanes) {
+    grad[j] = factor * exp_approx(logits[j] - max) - (j == label ? row_scale : 0.0f);
+  }
 }
 
 // ---- optimizers and the hypergradient: the CPU's own rules (../common/optim_math.h) ----------------------------

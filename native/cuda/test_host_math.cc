@@ -518,6 +518,7 @@ void test_cross_entropy_row() {
   expect_close(grad, grad_ref, 1e-5, "cross-entropy backward row");
 }
 
+// The shared activation rules (../common/nn_math.h: the CPU's and the GPU's) against double references.
 void test_gelu() {
   Vector x = random_vector(400, 3.0f);
   x.push_back(-9.0f);  // deep in the tail, where 1 + erf would lose everything
@@ -528,11 +529,23 @@ void test_gelu() {
     value_ref.push_back(v * cdf);
     grad_ref.push_back(cdf + v * std::exp(-0.5 * v * v) / std::sqrt(2 * M_PI));
     value.push_back(gelu(v));
-    grad.push_back(gelu_grad(v));
+    grad.push_back(gelu_backward(v, 1.0f));
   }
   expect_close(value, value_ref, 1e-5, "GELU");
   expect_close(grad, grad_ref, 1e-5, "GELU gradient");
   expect(std::fabs(gelu(-9.0f) / (-9.0 * 0.5 * std::erfc(9.0 / std::sqrt(2.0))) - 1.0) < 1e-4, "GELU tail is relative");
+  Vector tanh_value, exp_value;
+  std::vector<double> tanh_ref, exp_ref;
+  for (float v : x) {
+    tanh_value.push_back(tanh_approx(v));
+    tanh_ref.push_back(std::tanh(static_cast<double>(v)));
+    exp_value.push_back(exp_approx(-std::fabs(v)));
+    exp_ref.push_back(std::exp(-std::fabs(static_cast<double>(v))));
+  }
+  expect_close(tanh_value, tanh_ref, 1e-6, "tanh");
+  expect_close(exp_value, exp_ref, 1e-6, "exp");
+  expect(exp_approx(-100.0f) == 0.0f && relu(-1.0f) == 0.0f && relu_backward(2.0f, 3.0f) == 3.0f,
+         "exp underflows to 0, ReLU and its gradient");
 }
 
 // ---- optimizer and hypergradient ------------------------------------------------------------------------------------

@@ -1,0 +1,112 @@
+// The shape relations of every op, as plain functions: each checks how its operands' shapes fit together and derives
+// the sizes its kernel takes and the shape of its output, or throws RangeError naming the op (`fn`) and the
+// arguments. The binding calls them on the shapes of the tensors it was given; nothing here touches memory.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "../common/ops.h"
+#include "shape.h"
+
+namespace bidora::rules {
+
+// "fn: name must be an integer from min to max, got value" unless value is one.
+int64_t integer_in(const char* fn, const char* name, double value, int64_t min, int64_t max);
+// A number as a person writes it in a message: 1, 0.5, 1e-08, nan.
+std::string format(double value);
+
+void same_shape(const char* fn, const char* reference_name, const Shape& reference, const char* name,
+                const Shape& shape);
+// shape is [length] (RangeError naming reference_name's shape beside it).
+void vector_of(const char* fn, const char* name, const Shape& shape, int64_t length, const char* reference_name,
+               const Shape& reference);
+// The product of every dim but the last: the rows a [..., D] tensor is read as, even when D is 0.
+int64_t leading_rows(const Shape& shape);
+Shape matrix(int64_t rows, int64_t cols);
+Shape vector(int64_t length);
+
+// ---- elementwise ----
+
+// b repeats over a when its shape equals a's or a's trailing dims (a bias over rows); returns b's size.
+int64_t broadcast_period(const char* fn, const Shape& a, const Shape& b);
+
+// `shape` read as [outer, length, inner] around `axis` (negative counts from the end).
+struct AxisSplit {
+  int axis;
+  int64_t outer, length, inner;
+};
+AxisSplit split_axis(const char* fn, double axis, const Shape& shape);
+// sum's output shape and split: over `axis`, or over everything when absent.
+struct Reduction {
+  AxisSplit split;
+  Shape out;
+};
+Reduction reduction(const char* fn, const Shape& a, std::optional<double> axis, bool keep_dims);
+// A range [start, start + length) along `axis` of `shape` (narrow) or of narrowBackward's `shape` from grad's.
+struct Range {
+  AxisSplit split;
+  int64_t start, length;
+  Shape narrowed;
+};
+Range narrow_range(const char* fn, const Shape& a, double axis, double start, double length);
+Range narrow_backward_range(const char* fn, const Shape& grad, const Shape& shape, double axis, double start);
+// Lists: `other` holds as many tensors as `first`, each shaped like its partner.
+void paired(const char* fn, const char* first_name, const std::vector<Shape>& first, const char* other_name,
+            const std::vector<Shape>& other);
+
+// ---- linear algebra ----
+
+struct Product {
+  int64_t batch, m, n, k;
+  bool shared_b;
+  Shape out;
+};
+Product matmul(const char* fn, const Shape& a, const Shape& b, bool transpose_a, bool transpose_b);
+Product linear(const char* fn, const Shape& input, const Shape& weight, const Shape* bias);  // batch = rows
+
+// ---- nn ----
+
+// x [..., D] with D >= 1; gamma, beta (null: absent) [D]; with gradOutput, mean and rstd (layerNormBackward):
+// gradOutput shaped like x, mean and rstd [rows]. Returns the rows and D.
+struct Rows {
+  int64_t rows, d;
+};
+Rows layer_norm(const char* fn, const Shape& x, const Shape& gamma, const Shape* beta, const Shape* grad_output,
+                const Shape* mean, const Shape* rstd);
+struct SoftmaxRows {
+  int64_t batch, rows_per_batch, d;
+};
+SoftmaxRows softmax(const char* fn, const Shape& x, const Shape* mask);
+Rows softmax_backward(const char* fn, const Shape& output, const Shape& grad_output);
+// Every value in [0, limit), or equal to *ignored when given; `what` names the limit.
+void indices(const char* fn, const char* name, const int32_t* values, int64_t count, int64_t limit, const char* what,
+             const int32_t* ignored = nullptr);
+// embedding: weight [V, D], every id in [0, V); embeddingBackward (vocab > 0): gradOutput [ids, ..., D], every id in
+// [0, vocab). Returns D.
+int64_t embedding(const char* fn, const Shape& table, const int32_t* ids, int64_t count, int64_t vocab);
+// logits [rows, classes >= 1], one label per row, each a class or ignore_index.
+void classification(const char* fn, const Shape& logits, const int32_t* labels, int64_t count, int32_t ignore_index);
+Shape permute0213(const char* fn, const Shape& x);  // x [a, b, c, d] -> [a, c, b, d]
+// rotary: x [batch, heads, seq, d] with d even, one non-negative position per token (batch · seq), base above 1.
+void rotary(const char* fn, const Shape& x, const int32_t* positions, int64_t count, double base);
+
+// ---- adapters ----
+
+// weight [M,K], loraA [R,K] with R >= 1, loraB [M,R], magnitude and bias [M], input [..., K] (rank 2 or 3) and
+// gradOutput (the output's shape), whichever are given (null: absent). Derives N, K, M, R and the output's shape.
+struct Layer {
+  ops::AdapterDims dims;
+  Shape output;
+};
+Layer adapter(const char* fn, const Shape* input, const Shape& weight, const Shape* bias, const Shape& lora_a,
+              const Shape& lora_b, const Shape* magnitude, const Shape* grad_output);
+// A tensor saved by a forward: its size and last dim must be the expected shape's.
+void saved(const char* fn, const char* name, const Shape* actual, const Shape& expected);
+// orthogonalityPenalty: weight [M,K], weightGram [M,M], loraA [R,K] with R >= 1, loraB [M,R]. Returns {0, K, M, R}.
+ops::AdapterDims penalty(const char* fn, const Shape& weight, const Shape& weight_gram, const Shape& lora_a,
+                         const Shape& lora_b);
+
+}  // namespace bidora::rules

@@ -1,0 +1,54 @@
+// Tensor storage on either device, its copies and its row-norm cache.
+#include "storage.h"
+
+#include <cstring>
+
+namespace bidora {
+
+const char* device_name(Device device) { return device == Device::kCuda ? "cuda" : "cpu"; }
+
+Storage::Storage(const ops::Backend& device_backend, int64_t count, std::shared_ptr<MemoryStats> stats)
+    : device(Device::kCuda), backend(&device_backend), gpu_count(count) {
+  gpu = backend->allocate(count, "Tensor");
+  gpu_stats = std::move(stats);
+  if (gpu_stats) gpu_stats->device_bytes.fetch_add(count * static_cast<int64_t>(sizeof(float)));
+}
+
+Storage::~Storage() {
+  if (backend != nullptr) {
+    backend->release(gpu);
+    backend->release(gpu_norms_);
+  }
+  if (gpu_stats) gpu_stats->device_bytes.fetch_sub(gpu_count * static_cast<int64_t>(sizeof(float)));
+}
+
+const float* Storage::row_sq_norms(const ops::Backend& cpu, int64_t rows, int64_t cols) {
+  const bool host = device == Device::kCpu;
+  if (norms_rows_ == rows && norms_version_ == version) return host ? norms_.data() : gpu_norms_;
+  if (host && norms_.size() != rows) norms_ = FloatBuffer(rows);
+  if (!host && norms_rows_ != rows) {
+    backend->release(gpu_norms_);
+    gpu_norms_ = nullptr;
+    norms_rows_ = -1;  // stale until the allocation below succeeds
+    gpu_norms_ = backend->allocate(rows, "row norms");
+  }
+  float* out = host ? norms_.data() : gpu_norms_;
+  (host ? cpu : *backend).row_sq_norms({out, data(), rows, cols});
+  norms_rows_ = rows;
+  norms_version_ = version;
+  return out;
+}
+
+void Storage::copy_from(Storage& source, int64_t count, const char* function) {
+  if (device == Device::kCpu && source.device == Device::kCpu) {
+    if (count > 0) std::memcpy(data(), source.data(), static_cast<size_t>(count) * sizeof(float));
+  } else if (device == Device::kCpu) {
+    source.backend->copy_to_host(data(), source.data(), count, function);
+  } else if (source.device == Device::kCpu) {
+    backend->copy_to_device(data(), source.data(), count, function);
+  } else {
+    backend->copy_on_device(data(), source.data(), count, function);
+  }
+}
+
+}  // namespace bidora
