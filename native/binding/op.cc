@@ -87,8 +87,10 @@ double read_number(const char* fn, const char* name, Napi::Value value, const Bo
 }
 
 int64_t read_integer(const char* fn, const char* name, Napi::Value value, const Bounds& bounds) {
-  return rules::integer_in(fn, name, read_number(fn, name, value, kFinite), static_cast<int64_t>(bounds.min),
-                           static_cast<int64_t>(bounds.max));
+  const double safe = static_cast<double>(kMaxSafeInteger);  // an integral member declared without bounds
+  return rules::integer_in(fn, name, read_number(fn, name, value, kFinite),
+                           static_cast<int64_t>(std::max(bounds.min, -safe)),
+                           static_cast<int64_t>(std::min(bounds.max, safe)));
 }
 
 bool read_boolean(const char* fn, const char* name, Napi::Value value) {

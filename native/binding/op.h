@@ -291,9 +291,13 @@ Napi::Value run_op(const Napi::CallbackInfo& info, const OpSpec<Args>& spec) {
     Napi::Object object = arguments_object(info, fn);
     Args args{};
     for (const Field<Args>& field : spec.fields) field.read(field, fn, env, object.Get(field.name), args);
-    std::vector<TensorRef> tensors;
-    std::vector<ListRef> lists;
-    std::vector<TensorHandle*> written;
+    // Reused by every call on this thread (calls never nest), so the common case allocates nothing.
+    thread_local std::vector<TensorRef> tensors;
+    thread_local std::vector<ListRef> lists;
+    thread_local std::vector<TensorHandle*> written;
+    tensors.clear();
+    lists.clear();
+    written.clear();
     for (const Field<Args>& field : spec.fields) {
       if (field.tensor != nullptr && field.tensor(args) != nullptr) {
         tensors.push_back({field.name, -1, field.tensor(args)});

@@ -162,7 +162,7 @@ const OpSpec<E> kEmbedding(
     },
     [](const Call& call, E& args) -> Napi::Value {
       float* out;
-      Napi::Object result = call.output(rules::matrix(args.ids.length, args.d), &out);
+      Napi::Object result = call.output(Shape::from({args.ids.length, args.d}, "output"), &out);
       call.backend.embedding({out, args.weight->data(), args.ids.data, args.ids.length, args.d});
       return result;
     });

@@ -58,8 +58,21 @@ int64_t leading_rows(const Shape& shape) {
   return rows;
 }
 
-Shape matrix(int64_t rows, int64_t cols) { return Shape::from({rows, cols}, "matrix"); }
-Shape vector(int64_t length) { return Shape::from({length}, "vector"); }
+// Built directly (no vector, no checks): these take sizes already checked, and calls are on every op's path.
+Shape matrix(int64_t rows, int64_t cols) {
+  Shape shape;
+  shape.rank = 2;
+  shape.dims[0] = rows;
+  shape.dims[1] = cols;
+  return shape;
+}
+
+Shape vector(int64_t length) {
+  Shape shape;
+  shape.rank = 1;
+  shape.dims[0] = length;
+  return shape;
+}
 
 // ---- elementwise ----
 
