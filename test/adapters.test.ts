@@ -174,7 +174,7 @@ describe('merge and unmerge', () => {
       expect(relativeError(logitsOf(model), adapted)).toBeLessThan(1e-5);
       const dir = folder();
       models.save(model, dir);
-      const plain = models.load(dir, { quiet: true }).eval();
+      const plain = models.load(dir).eval();
       expect(plain.loadReport.missingKeys).toEqual([]);
       expect(relativeError(logitsOf(plain), adapted)).toBeLessThan(1e-5);
       adapters.unmerge(model);

@@ -108,6 +108,7 @@ describe('bidora train --task token-classification', () => {
     expect(trained.status).toBe(0);
     const config = JSON.parse(readFileSync(join(out, 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
     expect(config.use_dora).toBe(true);
+    expect(config.task_type).toBe('TOKEN_CLS');
     expect(JSON.parse(readFileSync(join(out, 'labels.json'), 'utf8'))).toEqual({
       labels: ['B-POS', 'O'],
       task: 'token-classification',
@@ -245,7 +246,7 @@ describe('bidora train', () => {
     });
 
     // The adapter loads into the base model and reproduces the reported accuracy.
-    const model = models.load(modelDir, { quiet: true });
+    const model = models.load(modelDir);
     adapters.load(model, out);
     model.eval();
     const tokenizer = tokenizers.load(modelDir);

@@ -40,7 +40,7 @@ describe('encoder families match transformers', () => {
   for (const { folder, architecture } of families) {
     it(`${folder} (${architecture}): logits, loss and gradients`, () => {
       const reference = readCase(folder);
-      const model = models.load(join(root, folder), { quiet: true }).eval();
+      const model = models.load(join(root, folder)).eval();
       expect(model.config.architecture).toBe(architecture);
       const { logits, loss } = model.forward({
         inputIds: reference.input_ids,
@@ -68,7 +68,7 @@ describe('encoder families match transformers', () => {
   ]) {
     it(`${folder}: a PEFT DoRA folder (SEQ_CLS lists classifier and score to save) gives PEFT's logits`, () => {
       const reference = readCase(folder);
-      const model = models.load(join(root, reference.base!), { quiet: true }).eval();
+      const model = models.load(join(root, reference.base!)).eval();
       const config = adapters.load(model, join(root, folder));
       expect(config.method).toBe('dora');
       expect(config.targetModules).toEqual(targets);
@@ -82,7 +82,7 @@ describe('encoder families match transformers', () => {
   it('saves each family back under its architecture and names: reloaded, the same logits', () => {
     for (const { folder, architecture } of families) {
       const reference = readCase(folder);
-      const model = models.load(join(root, folder), { quiet: true }).eval();
+      const model = models.load(join(root, folder)).eval();
       const dir = mkdtempSync(join(tmpdir(), 'bidora-family-'));
       models.save(model, dir);
       const saved = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as { architectures: string[] };

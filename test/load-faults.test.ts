@@ -209,7 +209,7 @@ describe('config values are checked at load, naming the key', () => {
       const dir = modelFolder(tinyBertConfig(change));
       let error: unknown;
       try {
-        models.load(dir, { quiet: true }).dispose();
+        models.load(dir).dispose();
       } catch (caught) {
         error = caught;
       }
@@ -226,8 +226,8 @@ describe('config values are checked at load, naming the key', () => {
     writeFileSync(join(corrupt, 'model.safetensors'), Buffer.from([1, 0, 0, 0, 0, 0, 0, 0, 0x7b]));
     const before = memory();
     for (let attempt = 0; attempt < 20; attempt++) {
-      expect(() => models.load(missing, { quiet: true })).toThrow(/ENOENT/);
-      expect(() => models.load(corrupt, { quiet: true })).toThrow(/model\.safetensors: the header is not valid JSON/);
+      expect(() => models.load(missing)).toThrow(/ENOENT/);
+      expect(() => models.load(corrupt)).toThrow(/model\.safetensors: the header is not valid JSON/);
     }
     expect(memory().tensors).toBe(before.tensors);
     expect(memory().bytes).toBe(before.bytes);

@@ -181,7 +181,7 @@ describe('checkpoints', () => {
     const dir = scratch();
     const model = models.fromConfig(tinyConfig(), { seed: 5 }).eval();
     models.save(model, dir);
-    const loaded = models.load(dir, { quiet: true }).eval();
+    const loaded = models.load(dir).eval();
     expect(loaded.loadReport).toEqual({ missingKeys: [], unexpectedKeys: [] });
     tidy(() => {
       const expected = model.forward({ inputIds, attentionMask }).logits.toFloat32Array();
@@ -208,17 +208,51 @@ describe('checkpoints', () => {
     expect(memory().tensors).toBe(before);
   });
 
+  it('models.load is quiet by default; warn receives transformers-style messages about missing keys', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'bidora-quiet-'));
+    const model = models.fromConfig(tinyConfig());
+    models.save(model, dir);
+    // Drop the classifier from the weights: the load reports it missing.
+    const { tensors } = io.readSafetensors(join(dir, 'model.safetensors'));
+    for (const name of [...tensors.keys()].filter((key) => key.startsWith('classifier.'))) {
+      tensors.get(name)!.dispose();
+      tensors.delete(name);
+    }
+    io.writeSafetensors(join(dir, 'model.safetensors'), tensors);
+    for (const tensor of tensors.values()) tensor.dispose();
+    const messages: string[] = [];
+    const original = console.warn;
+    console.warn = (...args: unknown[]) => messages.push(args.join(' '));
+    try {
+      const quiet = models.load(dir);
+      expect(quiet.loadReport.missingKeys).toEqual(['classifier.weight', 'classifier.bias']);
+      expect(messages).toEqual([]);
+      const warned: string[] = [];
+      const loud = models.load(dir, { warn: (message) => warned.push(message) });
+      expect(warned).toHaveLength(1);
+      expect(warned[0]).toMatch(
+        /Some weights of BertForSequenceClassification were not initialized .* \[classifier\.weight, classifier\.bias\]/,
+      );
+      quiet.dispose();
+      loud.dispose();
+    } finally {
+      console.warn = original;
+      model.dispose();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('a config whose sizes disagree with the weights names the tensor', () => {
     const dir = scratch();
     const model = models.fromConfig(tinyConfig());
     models.save(model, dir);
     model.dispose();
     io.writeFileAtomic(join(dir, 'config.json'), JSON.stringify(tinyConfig({ intermediate_size: 48 })));
-    expect(() => models.load(dir, { quiet: true })).toThrow(
+    expect(() => models.load(dir)).toThrow(
       /bert\.encoder\.layer\.0\.intermediate\.dense\.(weight|bias) has shape \[64(, 32)?\].*\[48(, 32)?\]/,
     );
     io.writeFileAtomic(join(dir, 'config.json'), JSON.stringify(tinyConfig({ hidden_size: 30 })));
-    expect(() => models.load(dir, { quiet: true })).toThrow(
+    expect(() => models.load(dir)).toThrow(
       /hidden_size 30 is not a multiple of num_attention_heads 4/,
     );
   });

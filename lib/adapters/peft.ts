@@ -53,17 +53,17 @@ export interface PeftAdapterConfig {
 export interface SaveOptions {
   /** Recorded as base_model_name_or_path (the base checkpoint folder or hub id). */
   baseModelNameOrPath?: string;
-  /** PEFT's task_type (default SEQ_CLS). */
+  /** PEFT's task_type (default TOKEN_CLS for a token classifier, else SEQ_CLS). */
   taskType?: string;
 }
 
-function toPeftConfig(config: AdapterConfig, options: SaveOptions): PeftAdapterConfig {
+function toPeftConfig(config: AdapterConfig, options: SaveOptions, defaultTaskType: string): PeftAdapterConfig {
   const targets = config.targetModules;
   const alpha = config.alpha ?? config.r;
   const { layersToTransform, layersPattern } = config;
   return {
     peft_type: 'LORA',
-    task_type: options.taskType ?? 'SEQ_CLS',
+    task_type: options.taskType ?? defaultTaskType,
     base_model_name_or_path: options.baseModelNameOrPath ?? null,
     r: config.r,
     lora_alpha: alpha,
@@ -314,7 +314,10 @@ export function save(model: Module, dir: string, options: SaveOptions = {}): voi
   }
   mkdirSync(dir, { recursive: true });
   writeSafetensors(join(dir, ADAPTER_WEIGHTS_FILE), tensors, { format: 'pt' });
-  writeFileAtomic(join(dir, ADAPTER_CONFIG_FILE), JSON.stringify(toPeftConfig(config, options), null, 2) + '\n');
+  // PEFT's task type from the model's head: per token TOKEN_CLS, else SEQ_CLS (what it was before heads had a task).
+  const task = (model as { config?: { task?: string } }).config?.task;
+  const peftConfig = toPeftConfig(config, options, task === 'token-classification' ? 'TOKEN_CLS' : 'SEQ_CLS');
+  writeFileAtomic(join(dir, ADAPTER_CONFIG_FILE), JSON.stringify(peftConfig, null, 2) + '\n');
 }
 
 function readJson(file: string, where: string): unknown {

@@ -122,7 +122,12 @@ const FLOAT_DTYPES = new Set(['F32', 'F16', 'BF16', 'F64']);
 export interface LoadOptions {
   /** Seed of the parameters the checkpoint lacks (a fresh classifier head). */
   seed?: number;
-  /** Do not print transformers-style warnings about missing and unexpected keys. */
+  /**
+   * Where transformers-style warnings about missing and unexpected keys go (`console.warn`, a logger's warn): by
+   * default nowhere, as a library should be quiet; `model.loadReport` holds the same keys either way.
+   */
+  warn?: (message: string) => void;
+  /** @deprecated Loads are quiet unless `warn` is given; kept so existing calls still type-check. */
   quiet?: boolean;
 }
 
@@ -167,7 +172,7 @@ export function load(dir: string, options: LoadOptions = {}): EncoderTaskModel &
     }
     throw error;
   }
-  if (!options.quiet) warnAbout(report, model, dir);
+  if (options.warn !== undefined && !options.quiet) warnAbout(report, model, dir, options.warn);
   return Object.assign(model, { loadReport: report });
 }
 
@@ -182,16 +187,16 @@ function locatedConfigError(error: unknown, configFile: string): unknown {
   return new Class(message, { cause: error });
 }
 
-function warnAbout(report: LoadReport, model: EncoderTaskModel, dir: string): void {
+function warnAbout(report: LoadReport, model: EncoderTaskModel, dir: string, warn: (message: string) => void): void {
   const name = model.constructor.name;
   if (report.unexpectedKeys.length > 0) {
-    console.warn(
+    warn(
       `Some weights of the model checkpoint at ${dir} were not used when initializing ${name}: ` +
         `[${report.unexpectedKeys.join(', ')}]`,
     );
   }
   if (report.missingKeys.length > 0) {
-    console.warn(
+    warn(
       `Some weights of ${name} were not initialized from the model checkpoint at ${dir} and are newly ` +
         `initialized: [${report.missingKeys.join(', ')}]. You should probably TRAIN this model on a down-stream task.`,
     );
