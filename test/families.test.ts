@@ -276,3 +276,30 @@ describe('multi-label classification (problem_type multi_label_classification)',
     model.dispose();
   });
 });
+
+describe('ESM embeddings', () => {
+  it("ESM-1b's layout (absolute positions, LayerNorm before): padding is zeroed after the LayerNorm, as transformers does", () => {
+    const model = models.fromConfig({
+      architectures: ['EsmForSequenceClassification'],
+      vocab_size: 24,
+      hidden_size: 16,
+      num_hidden_layers: 1,
+      num_attention_heads: 2,
+      intermediate_size: 32,
+      max_position_embeddings: 16,
+      position_embedding_type: 'absolute',
+      emb_layer_norm_before: true,
+      token_dropout: true,
+      mask_token_id: 4,
+      pad_token_id: 1,
+    }) as models.EsmForSequenceClassification;
+    const ids = { data: Int32Array.from([0, 5, 4, 6, 2, 1, 1]), batch: 1, seq: 7 };
+    const mask = { data: Int32Array.from([1, 1, 1, 1, 1, 0, 0]), batch: 1, seq: 7 };
+    const embeddings = model.esm.embeddings.forward(ids, mask).toFloat32Array();
+    const row = (index: number) => Array.from(embeddings.subarray(index * 16, (index + 1) * 16));
+    expect(row(5).every((value) => value === 0) && row(6).every((value) => value === 0)).toBe(true);
+    // The mask token's row went through the LayerNorm from zeros plus its position: not zero, unlike padding.
+    expect(row(2).some((value) => value !== 0)).toBe(true);
+    model.dispose();
+  });
+});

@@ -2,15 +2,16 @@
 // (esm.embeddings.word_embeddings.weight, esm.encoder.layer.0.attention.self.query.weight, ...): pre-LayerNorm layers,
 // a final emb_layer_norm_after, rotary position embeddings on queries and keys, and token dropout's rescaling of the
 // embeddings, all as transformers computes them.
-import { gelu, tanh } from '../ops/activation';
+import { gelu } from '../ops/activation';
 import { add, mul } from '../ops/elementwise';
 import { rotary } from '../ops/rotary';
-import { mergeHeads, select, splitHeads } from '../ops/shape';
+import { mergeHeads, splitHeads } from '../ops/shape';
 import { Tensor } from '../tensor';
 import { Dropout, Embedding, LayerNorm, Linear } from '../nn/layers';
 import { Module } from '../nn/module';
 import { scaledDotProductAttention } from '../nn/transformer';
 import { SeedScope } from '../random';
+import { RobertaClassificationHead } from './bert';
 import { type EncoderModelConfig, type EsmSettings } from './config';
 import { type EncoderBody, EncoderTaskModel } from './encoder';
 import { type IdBatch } from './inputs';
@@ -58,44 +59,40 @@ export class EsmEmbeddings extends Module {
     const { batch, seq } = ids;
     const hidden = this.config.hiddenSize;
     const shape = [batch, seq];
-    let embeddings = this.word_embeddings.forward(ids.data, shape);
-    // One factor per token: padding 0, the mask token 0 with token dropout, else token dropout's rescaling or 1.
+    const attended = (index: number) => mask === undefined || mask.data[index] !== 0;
+    // transformers' order: token dropout, then positions and the LayerNorm, then padding zeroed. Without positions
+    // and LayerNorm (ESM-2) the first and the last are one per-token factor, applied in one product.
+    const separatePadding = this.position_embeddings !== undefined || this.layer_norm !== undefined;
     const factors = new Float32Array(batch * seq);
     for (let row = 0; row < batch; row++) {
       let tokens = 0;
       let masked = 0;
-      for (let column = 0; column < seq; column++) {
-        const index = row * seq + column;
-        const attended = mask === undefined || mask.data[index] !== 0;
-        if (attended) tokens++;
+      for (let index = row * seq; index < (row + 1) * seq; index++) {
+        if (attended(index)) tokens++;
         if (ids.data[index] === settings.maskTokenId) masked++;
       }
       const rescale = settings.tokenDropout ? (1 - MASK_RATIO_TRAIN) / (1 - masked / tokens) : 1;
-      for (let column = 0; column < seq; column++) {
-        const index = row * seq + column;
-        const attended = mask === undefined || mask.data[index] !== 0;
+      for (let index = row * seq; index < (row + 1) * seq; index++) {
         const dropped = settings.tokenDropout && ids.data[index] === settings.maskTokenId;
-        factors[index] = attended && !dropped ? rescale : 0;
+        factors[index] = dropped || (!separatePadding && !attended(index)) ? 0 : rescale;
       }
     }
+    const words = this.word_embeddings.forward(ids.data, shape);
+    let embeddings = mul(words, perTokenFactors(factors, hidden, words.device, [batch, seq, hidden]));
+    if (!separatePadding) return embeddings;
     if (this.position_embeddings !== undefined) {
       const positions = new Int32Array(batch * seq);
       const pad = this.config.padTokenId;
       for (let row = 0; row < batch; row++) {
         let count = 0;
-        for (let column = 0; column < seq; column++) {
-          const index = row * seq + column;
+        for (let index = row * seq; index < (row + 1) * seq; index++) {
           positions[index] = ids.data[index] === pad ? pad : pad + ++count;
         }
       }
-      const scaled = mul(embeddings, perTokenFactors(factors, hidden, embeddings.device, [batch, seq, hidden]));
-      embeddings = add(scaled, this.position_embeddings.forward(positions, shape));
-      if (this.layer_norm !== undefined) embeddings = this.layer_norm.forward(embeddings);
-      // Padding is zeroed after the positions are added, as transformers multiplies by the attention mask last.
-      return mask === undefined ? embeddings : mul(embeddings, paddingMask(mask, hidden, embeddings.device));
+      embeddings = add(embeddings, this.position_embeddings.forward(positions, shape));
     }
-    embeddings = mul(embeddings, perTokenFactors(factors, hidden, embeddings.device, [batch, seq, hidden]));
-    return this.layer_norm === undefined ? embeddings : this.layer_norm.forward(embeddings);
+    if (this.layer_norm !== undefined) embeddings = this.layer_norm.forward(embeddings);
+    return mask === undefined ? embeddings : mul(embeddings, paddingMask(mask, hidden, embeddings.device));
   }
 }
 
@@ -277,36 +274,21 @@ abstract class EsmTaskModel extends EncoderTaskModel {
   }
 }
 
-/** transformers' EsmForSequenceClassification: RoBERTa's head (first token → dropout → dense → tanh → dropout → out_proj). */
+/**
+ * transformers' EsmForSequenceClassification: RoBERTa's head (first token → dropout → dense → tanh → dropout →
+ * out_proj), its dropout ESM's hidden_dropout_prob (the config has no classifier_dropout, which parsing falls back from).
+ */
 export class EsmForSequenceClassification extends EsmTaskModel {
-  classifier: EsmClassificationHead;
+  classifier: RobertaClassificationHead;
 
   constructor(config: EncoderModelConfig, options: { seed?: number } = {}) {
     const seeds = new SeedScope(options.seed ?? 0);
     super(config, seeds);
-    this.classifier = new EsmClassificationHead(config, seeds.child('classifier'));
+    this.classifier = new RobertaClassificationHead(config, seeds.child('classifier'));
   }
 
   protected head(hidden: Tensor): Tensor {
     return this.classifier.forward(hidden);
-  }
-}
-
-class EsmClassificationHead extends Module {
-  dense: Linear;
-  dropout: Dropout;
-  out_proj: Linear;
-
-  constructor(config: EncoderModelConfig, seeds: SeedScope) {
-    super();
-    this.dense = linear(config.hiddenSize, config.hiddenSize, config, seeds.seed('dense.weight'));
-    this.dropout = new Dropout(config.hiddenDropout, seeds.seed('dropout'));
-    this.out_proj = linear(config.hiddenSize, config.numLabels, config, seeds.seed('out_proj.weight'));
-  }
-
-  forward(hidden: Tensor): Tensor {
-    const first = this.dropout.forward(select(hidden, 1, 0));
-    return this.out_proj.forward(this.dropout.forward(tanh(this.dense.forward(first))));
   }
 }
 
