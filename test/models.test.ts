@@ -252,8 +252,6 @@ describe('checkpoints', () => {
       /bert\.encoder\.layer\.0\.intermediate\.dense\.(weight|bias) has shape \[64(, 32)?\].*\[48(, 32)?\]/,
     );
     io.writeFileAtomic(join(dir, 'config.json'), JSON.stringify(tinyConfig({ hidden_size: 30 })));
-    expect(() => models.load(dir)).toThrow(
-      /hidden_size 30 is not a multiple of num_attention_heads 4/,
-    );
+    expect(() => models.load(dir)).toThrow(/hidden_size 30 is not a multiple of num_attention_heads 4/);
   });
 });
