@@ -112,6 +112,7 @@ describe('bidora train --task token-classification', () => {
     expect(JSON.parse(readFileSync(join(out, 'labels.json'), 'utf8'))).toEqual({
       labels: ['B-POS', 'O'],
       task: 'token-classification',
+      seed: 0,
     });
     const metrics = JSON.parse(readFileSync(join(out, 'metrics.json'), 'utf8')) as {
       task: string;
@@ -179,6 +180,7 @@ describe('bidora train --task multi-label', () => {
     expect(JSON.parse(readFileSync(join(out, 'labels.json'), 'utf8'))).toEqual({
       labels: ['blame', 'praise'],
       task: 'multi-label',
+      seed: 0,
     });
     const scored = run(['eval', '--model', modelDir, '--adapter', out, '--data', join(root, 'multi.jsonl')]);
     expect(scored.status).toBe(0);

@@ -256,6 +256,16 @@ describe('collate', () => {
     expect(() => collate(examples, 0, { maxLength: 0 })).toThrow(/maxLength/);
   });
 
+  it("a model without token types (typeVocabSize 0) ignores a pair's token types, as its tokenizers return none", () => {
+    const batch = collate([{ inputIds: [2, 5, 3, 6, 3], tokenTypeIds: [0, 0, 0, 1, 1], label: 1 }], 0, {
+      vocabSize: 10,
+      typeVocabSize: 0,
+      numLabels: 2,
+    });
+    expect(batch.tokenTypeIds).toBeUndefined();
+    expect(Array.from(batch.inputIds.data)).toEqual([2, 5, 3, 6, 3]);
+  });
+
   it('refuses ids that int32 storage would wrap, naming the example, the field and the position', () => {
     const wrapping = [2 ** 32 + 7, 2 ** 31, -1, 2 ** 53];
     for (const id of wrapping) {

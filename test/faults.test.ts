@@ -364,3 +364,61 @@ describe('cancelling and quiet by default', () => {
     expect(records.every((record) => record.totalSteps === 4)).toBe(true);
   });
 });
+
+describe('a refused resume', () => {
+  it('leaves the model as it was when the checkpoint does not fit the run (a changed training set)', async () => {
+    const dir = join(root, 'refused-resume');
+    const build = () => {
+      const model = tinyModel();
+      adapters.apply(model, { method: 'dora', r: 2, targetModules: ['query'], modulesToSave: ['classifier'] });
+      return model;
+    };
+    const first = build();
+    const trainer = new train.Trainer({ model: first, batchSize: 8, maxSteps: 6 });
+    await trainer.fit(tinyExamples(32), { checkpointDir: dir, checkpointEvery: 3 });
+    trainer.dispose();
+    first.dispose();
+    const model = build();
+    const before = model.parameters().map((tensor) => tensor.toFloat32Array());
+    const resumed = new train.Trainer({ model, batchSize: 8, maxSteps: 6 });
+    await expect(resumed.fit(tinyExamples(40), { checkpointDir: dir, resume: true })).rejects.toThrow(RangeError);
+    expect(model.parameters().map((tensor) => tensor.toFloat32Array())).toEqual(before);
+    resumed.dispose();
+    model.dispose();
+  });
+});
+
+describe('evaluation input, checked before training', () => {
+  it('an empty or malformed evaluation set and an unknown metric are RangeErrors; -100 rows are left out', async () => {
+    const model = tinyModel();
+    adapters.apply(model, { method: 'lora', r: 2, targetModules: ['query'], modulesToSave: ['classifier'] });
+    const steps: number[] = [];
+    const trainer = new train.Trainer({
+      model,
+      batchSize: 8,
+      maxSteps: 4,
+      onStep: (record) => steps.push(record.step),
+    });
+    const examples = tinyExamples(40);
+    await expect(trainer.fit(examples, { evalExamples: [] })).rejects.toThrow(/evalExamples must be a non-empty array/);
+    await expect(trainer.fit(examples, { evalExamples: [{ inputIds: [2, 99, 3], label: 0 }] })).rejects.toThrow(
+      /collate: example 0 inputIds\[1\] is 99/,
+    );
+    expect(steps).toEqual([]);
+    const unknown = new train.Trainer({ model, batchSize: 8, maxSteps: 2, metric: 'f1' });
+    await expect(unknown.fit(examples, { evalExamples: examples, evalEvery: 1 })).rejects.toThrow(
+      /metric 'f1' is not one this task reports \(loss, accuracy, macroF1, mcc\)/,
+    );
+    // Ignored rows weigh nothing: the same accuracy and loss as without them.
+    const withIgnored = [
+      ...examples.slice(0, 8),
+      ...examples.slice(0, 4).map((example) => ({ ...example, label: -100 })),
+    ];
+    const plain = train.evaluate(model, examples.slice(0, 8));
+    const ignoring = train.evaluate(model, withIgnored);
+    expect(ignoring.metrics).toEqual(plain.metrics);
+    expect(ignoring.loss).toBeCloseTo(plain.loss, 6);
+    for (const used of [trainer, unknown]) used.dispose();
+    model.dispose();
+  });
+});

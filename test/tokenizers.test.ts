@@ -229,6 +229,8 @@ describe("ESM's protein tokenizer (vocab.txt)", () => {
     expect([tokenizer.vocabSize, tokenizer.padTokenId, tokenizer.clsId, tokenizer.eosId]).toEqual([33, 1, 0, 2]);
     const id = (token: string) => vocab.indexOf(token);
     expect(tokenizer.tokenize('MK<mask>T a')).toEqual([id('M'), id('K'), id('<mask>'), id('T'), id('<unk>')]);
+    // A run of unknown characters is one word, one <unk>, as transformers splits it; a space ends the run.
+    expect(tokenizer.tokenize('mkt A jj k')).toEqual([id('<unk>'), id('A'), id('<unk>'), id('<unk>')]);
     const batch = tokenizer.encodeBatch(['MKT', 'MK'], { pairs: ['A', 'AG'] });
     expect(Array.from(batch.inputIds.data)).toEqual([
       0,

@@ -359,6 +359,8 @@ describe('fit', () => {
       // The abort reaches the worker a message later: a step or two may finish meanwhile, not the 1,000 asked for.
       abortedSteps: expect.toSatisfy((count: number) => count >= 3 && count <= 50),
       failed: expect.stringMatching(/^Error: models\.load: cannot read .*no-such-model/),
+      nonFinite: expect.stringMatching(/loss|norm/),
+      thrown: 'stop here',
     });
   });
 

@@ -22,7 +22,7 @@ function loadAdapted(modelDir: string, adapterDir: string): { model: EncoderTask
     if (!existsSync(join(adapterDir, file))) throw new UsageError(`--adapter ${adapterDir}: ${file} is missing`);
   }
   const task = JSON.parse(readFileSync(join(adapterDir, LABELS_FILE), 'utf8')) as TaskLabels;
-  const model = loadClassifier(modelDir, task, 0);
+  const model = loadClassifier(modelDir, task, task.seed ?? 0);
   adapters.load(model, adapterDir);
   return { model, task };
 }
@@ -84,7 +84,7 @@ export async function mergeCommand(argv: string[]): Promise<void> {
   try {
     adapters.merge(model);
     save(model, values.out as string);
-    for (const file of ['tokenizer.json', 'tokenizer_config.json', tokenizers.CHAR_TOKENIZER_FILE]) {
+    for (const file of tokenizers.TOKENIZER_FILES) {
       const source = join(values.model as string, file);
       if (existsSync(source)) copyFileSync(source, join(values.out as string, file));
     }

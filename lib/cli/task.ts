@@ -43,6 +43,11 @@ export interface TaskLabels {
   labels: string[] | null;
   /** Written to labels.json by train; adapters trained before it existed are sequence tasks. */
   task?: TaskKind;
+  /**
+   * The seed training built the model with: eval and merge rebuild it so, and parameters the checkpoint lacks (a
+   * pooler a masked-LM checkpoint omits) get the values training had.
+   */
+  seed?: number;
 }
 
 /** The rows of a data file: text rows (JSONL or CSV) or, for token classification, words with a tag each. */

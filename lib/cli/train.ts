@@ -145,13 +145,8 @@ export async function trainCommand(argv: string[]): Promise<void> {
     // Saving, the final evaluation and the decomposition analysis run on the CPU, whatever trained.
     model.to('cpu');
     adapters.save(model, outDir, { baseModelNameOrPath: modelDir });
-    writeFileAtomic(join(outDir, LABELS_FILE), JSON.stringify(task, null, 2) + '\n');
-    for (const file of [
-      'tokenizer.json',
-      'tokenizer_config.json',
-      tokenizers.ESM_VOCAB_FILE,
-      tokenizers.CHAR_TOKENIZER_FILE,
-    ]) {
+    writeFileAtomic(join(outDir, LABELS_FILE), JSON.stringify({ ...task, seed }, null, 2) + '\n');
+    for (const file of tokenizers.TOKENIZER_FILES) {
       if (existsSync(join(modelDir, file))) copyFileSync(join(modelDir, file), join(outDir, file));
     }
     const final = evalExamples ? evaluate(model, evalExamples) : evaluate(model, train);

@@ -55,18 +55,30 @@ export class EsmTokenizer implements Tokenizer {
     return this.#ids.size;
   }
 
-  /** Token ids of a sequence, without <cls>/<eos>. */
+  /**
+   * Token ids of a sequence, without <cls>/<eos>. As transformers splits it: on every vocabulary token, then the
+   * rest on whitespace, each leftover word one <unk> (so a lowercase run "mkt" is one <unk>, not three).
+   */
   tokenize(text: string): number[] {
     const ids: number[] = [];
     let position = 0;
+    let inUnknown = false;
     while (position < text.length) {
       if (/\s/.test(text[position])) {
+        inUnknown = false;
         position++;
         continue;
       }
       const token = this.#tokens.find((candidate) => text.startsWith(candidate, position));
-      ids.push(token === undefined ? this.unknownId : this.#ids.get(token)!);
-      position += token === undefined ? 1 : token.length;
+      if (token === undefined) {
+        if (!inUnknown) ids.push(this.unknownId);
+        inUnknown = true;
+        position++;
+        continue;
+      }
+      inUnknown = false;
+      ids.push(this.#ids.get(token)!);
+      position += token.length;
     }
     return ids;
   }

@@ -11,6 +11,9 @@ import { type Tokenizer } from './batch';
 export { type EncodedBatch, type EncodeOptions, type Tokenizer } from './batch';
 export { CHAR_TOKENIZER_FILE, CharTokenizer } from './char';
 export { ESM_VOCAB_FILE, EsmTokenizer } from './esm';
+
+/** Every file a tokenizer may be read from: what a command copies beside an adapter or a merged model. */
+export const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', ESM_VOCAB_FILE, CHAR_TOKENIZER_FILE];
 export { HuggingFaceTokenizer } from './huggingface';
 
 /**

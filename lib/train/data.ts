@@ -374,15 +374,10 @@ function checkExample(example: Example, index: number, rules: IdRules): void {
   if (example.attentionMask !== undefined) {
     checkIdRow('attentionMask', example.attentionMask, length, index, ATTENTION_MASK_VALUES);
   }
-  if (example.tokenTypeIds !== undefined) {
-    // A model without token types (DistilBERT, ESM) takes all-zero ones, as tokenizers write them, and drops them.
-    if (rules.tokenTypes[0] === 0) {
-      if (example.tokenTypeIds.some((type) => type !== 0)) {
-        throw new RangeError(`collate: example ${index} has non-zero tokenTypeIds, but the model takes no token types`);
-      }
-    } else {
-      checkIdRow('tokenTypeIds', example.tokenTypeIds, length, index, rules.tokenTypes);
-    }
+  // A model without token types (DistilBERT, ESM) ignores them, as transformers' tokenizers for it return none: a
+  // BERT-style tokenizer.json still types a pair's second text 1.
+  if (example.tokenTypeIds !== undefined && rules.tokenTypes[0] !== 0) {
+    checkIdRow('tokenTypeIds', example.tokenTypeIds, length, index, rules.tokenTypes);
   }
   if (rules.targetsPerExample !== undefined) {
     const targets = example.label;

@@ -46,20 +46,29 @@ export function* evaluationBatches(
   const regression = model.config.problemType === 'regression';
   const classes = model.config.numLabels;
   const predictions = regression ? new Float32Array(examples.length) : new Int32Array(examples.length);
+  // Rows labelled -100 are out of the loss (transformers) and so out of the metrics and the loss's weights.
+  const counts = (example: Example) => regression || example.label !== IGNORE_INDEX;
   let lossTotal = 0;
+  let counted = 0;
   for (let start = 0; start < examples.length; start += batchSize) {
     const chunk = examples.slice(start, start + batchSize);
     yield* inEvalMode(model, start + batchSize < examples.length, () => {
       const batch = collate(chunk, model.config.padTokenId, model.config);
       const { logits, loss } = model.forward(batch);
-      lossTotal += loss!.item() * chunk.length;
+      const rows = chunk.filter(counts).length;
+      lossTotal += loss!.item() * rows;
+      counted += rows;
       const values = logits.toFloat32Array();
       predictions.set(regression ? values : argmaxRows(values, classes), start);
     });
   }
-  const labels = Float64Array.from(examples, (example) => example.label as number);
-  const metrics = regression ? regressionMetrics(predictions, labels) : classificationMetrics(predictions, labels);
-  return { loss: lossTotal / examples.length, metrics: { ...metrics }, predictions };
+  if (counted === 0) throw new RangeError('evaluate: every example is labelled -100 (ignored)');
+  const kept = examples.flatMap((example, index) => (counts(example) ? [index] : []));
+  const labels = Float64Array.from(kept, (index) => examples[index].label as number);
+  const scored =
+    kept.length === examples.length ? predictions : predictions.filter((_, index) => counts(examples[index]));
+  const metrics = regression ? regressionMetrics(scored, labels) : classificationMetrics(scored, labels);
+  return { loss: lossTotal / counted, metrics: { ...metrics }, predictions };
 }
 
 /**

@@ -5,7 +5,7 @@ import { type Optimizer } from '../optim/index';
 import { globalNorm } from '../ops/reduce';
 import { keep, type Tensor } from '../tensor';
 import { appendHistory, loadCheckpoint, readHistory, removeCheckpoint, saveCheckpoint } from './checkpoint';
-import { type Example } from './data';
+import { collate, type Example } from './data';
 import { evaluationBatches, primaryMetric } from './evaluate';
 import { type Logger, type LogMode, Progress } from './progress';
 
@@ -147,6 +147,13 @@ export abstract class TrainingLoop {
     const maxSteps = this.options.maxSteps ?? positiveInteger(this.options.epochs, 'epochs', 3) * stepsPerEpoch;
     positiveInteger(maxSteps, 'maxSteps', 1);
     const evalEvery = options.evalExamples ? positiveInteger(options.evalEvery, 'evalEvery', stepsPerEpoch) : 0;
+    if (options.evalExamples !== undefined) {
+      // Bad evaluation data is refused now, not after evalEvery steps of training.
+      if (!Array.isArray(options.evalExamples) || options.evalExamples.length === 0) {
+        throw new RangeError('fit: evalExamples must be a non-empty array');
+      }
+      collate(options.evalExamples, this.model.config.padTokenId, this.model.config);
+    }
     const checkpointDir = options.checkpointDir;
     const checkpointEvery = checkpointDir ? positiveInteger(options.checkpointEvery, 'checkpointEvery', 100) : 0;
     const { name: metricName, higherIsBetter } = primaryMetric(this.model, this.options.metric);
@@ -192,8 +199,21 @@ export abstract class TrainingLoop {
             true,
           );
           const value = metricName === 'loss' ? evaluation.loss : evaluation.metrics[metricName];
+          if (value === undefined) {
+            throw new RangeError(
+              `fit: metric '${metricName}' is not one this task reports (${['loss', ...Object.keys(evaluation.metrics)].join(', ')})`,
+            );
+          }
           const bestValue = result.best && (metricName === 'loss' ? result.best.loss : result.best.metrics[metricName]);
-          if (bestValue === undefined || (higherIsBetter ? value > bestValue : value < bestValue)) {
+          // A NaN (a correlation of constant predictions) is never better; any number beats a NaN best. A best read
+          // back from a checkpoint's JSON holds NaN as null.
+          const improves =
+            bestValue === undefined ||
+            (!Number.isNaN(value) &&
+              (bestValue === null ||
+                Number.isNaN(bestValue) ||
+                (higherIsBetter ? value > bestValue : value < bestValue)));
+          if (improves) {
             result.best = evalRecord;
             run.sinceImprovement = 0;
             disposeAll(run.bestState);
@@ -285,23 +305,30 @@ export abstract class TrainingLoop {
       return;
     }
     const { tensors, state } = checkpoint;
-    const kept = new Set<Tensor>();
+    // The best weights move to the model's device (a checkpoint reads onto the CPU); copies made here are ours.
+    const best = new Map<string, Tensor>();
     try {
       const history = state.history as { bytes: number; lines: number } | undefined;
       if (history === undefined) throw new RangeError(`resume: the checkpoint in ${dir} predates history files`);
       const entries = readHistory(dir, history.bytes, history.lines) as HistoryEntry[];
       const trained = this.trainedTensors();
-      const best = new Map<string, Tensor>();
       for (const name of trained.keys()) {
-        const saved = tensors.get(`trained.${name}`);
-        if (saved === undefined) throw new RangeError(`resume: the checkpoint in ${dir} lacks ${name}`);
-        if (state.best !== undefined) {
-          const bestTensor = tensors.get(`best.${name}`);
-          if (bestTensor === undefined) throw new RangeError(`resume: the checkpoint in ${dir} lacks best.${name}`);
-          best.set(name, keep(bestTensor));
+        if (!tensors.has(`trained.${name}`)) throw new RangeError(`resume: the checkpoint in ${dir} lacks ${name}`);
+        if (state.best !== undefined && !tensors.has(`best.${name}`)) {
+          throw new RangeError(`resume: the checkpoint in ${dir} lacks best.${name}`);
         }
       }
-      for (const [name, tensor] of trained) tensor.copyFrom(tensors.get(`trained.${name}`)!);
+      // What can refuse this checkpoint (a changed training set, another optimizer) runs before any weight changes,
+      // so a refused resume leaves the model as it was.
+      this.restoreStreamState(state.streams as Record<string, unknown>);
+      const seedStates = state.seedStreams as number[];
+      const streams = this.model.seedStreams();
+      if (!Array.isArray(seedStates) || seedStates.length !== streams.length) {
+        throw new RangeError(
+          `resume: the checkpoint in ${dir} has ${seedStates?.length} dropout streams, the model ${streams.length}`,
+        );
+      }
+      streams.forEach((stream, index) => (stream.state = seedStates[index]));
       const optimizerStates = state.optimizers as Record<string, Record<string, unknown>>;
       for (const [optimizerName, optimizer] of this.namedOptimizers()) {
         const prefix = `optimizer.${optimizerName}.`;
@@ -312,9 +339,13 @@ export abstract class TrainingLoop {
         );
         optimizer.loadStateDict({ tensors: optimizerTensors, state: optimizerStates[optimizerName] });
       }
-      this.restoreStreamState(state.streams as Record<string, unknown>);
-      const seedStates = state.seedStreams as number[];
-      this.model.seedStreams().forEach((stream, index) => (stream.state = seedStates[index]));
+      for (const [name, tensor] of trained) {
+        tensor.copyFrom(tensors.get(`trained.${name}`)!);
+        if (state.best === undefined) continue;
+        const saved = tensors.get(`best.${name}`)!;
+        const moved = saved.to(tensor.device); // itself when already there: then a copy outlives the checkpoint's
+        best.set(name, keep(moved === saved ? saved.clone() : moved));
+      }
       const { result } = run;
       result.steps = state.steps as number;
       for (const entry of entries) {
@@ -327,12 +358,12 @@ export abstract class TrainingLoop {
       run.historyBytes = history.bytes;
       run.historyLines = history.lines;
       run.lastCheckpoint = { dir, step: result.steps };
-      if (best.size > 0) {
-        run.bestState = best;
-        for (const tensor of best.values()) kept.add(tensor);
-      }
+      if (best.size > 0) run.bestState = best;
+    } catch (error) {
+      disposeAll(best);
+      throw error;
     } finally {
-      for (const tensor of tensors.values()) if (!kept.has(tensor)) tensor.dispose();
+      for (const tensor of tensors.values()) tensor.dispose();
     }
   }
 }

@@ -7,7 +7,7 @@ import { native } from '../binding';
 import { save as saveAdapter } from '../adapters/peft';
 import { fromConfig, load, save as saveModel } from '../models/index';
 import { BiLevelTrainer } from './bilevel';
-import { type EvalRecord, type StepRecord } from './loop';
+import { type EvalRecord, NonFiniteError, type StepRecord } from './loop';
 import { Trainer } from './trainer';
 import { type WorkerFitJob, type WorkerMessage } from './worker';
 
@@ -19,9 +19,11 @@ async function run(job: WorkerFitJob): Promise<void> {
   port.on('message', (message: { type: string }) => {
     if (message.type === 'abort') controller.abort();
   });
+  // Process-wide, so put back however the job ends (a failed load included).
   const previousThreads = job.threads === undefined ? undefined : native.setNumThreads(job.threads);
-  const model = typeof job.model === 'string' ? load(job.model) : fromConfig(job.model.config, job.model);
+  let model: ReturnType<typeof fromConfig> | undefined;
   try {
+    model = typeof job.model === 'string' ? load(job.model) : fromConfig(job.model.config, job.model);
     if (job.adapters !== undefined) apply(model, job.adapters);
     const onStep = (record: StepRecord) => post({ type: 'step', record });
     const onEval = (record: EvalRecord) => post({ type: 'eval', record });
@@ -39,7 +41,7 @@ async function run(job: WorkerFitJob): Promise<void> {
       trainer.dispose();
     }
   } finally {
-    model.dispose();
+    model?.dispose();
     if (previousThreads !== undefined) native.setNumThreads(previousThreads);
   }
 }
@@ -48,7 +50,12 @@ run(workerData as WorkerFitJob).then(
   () => port.close(),
   (error: unknown) => {
     const { name, message, stack } = error instanceof Error ? error : new Error(String(error));
-    post({ type: 'error', name, message, stack });
+    // A NonFiniteError's fields say where the last good checkpoint is: they cross with it.
+    const details =
+      error instanceof NonFiniteError
+        ? { step: error.step, figure: error.figure, value: error.value, checkpoint: error.checkpoint }
+        : undefined;
+    post({ type: 'error', name, message, stack, details });
     port.close();
   },
 );

@@ -8,7 +8,14 @@ import { type AdapterConfig } from '../adapters/apply';
 import { type HuggingFaceConfig } from '../models/config';
 import { type BiLevelTrainerOptions } from './bilevel';
 import { type Example } from './data';
-import { type EvalRecord, type FitOptions, type FitResult, type StepRecord } from './loop';
+import {
+  type CheckpointLocation,
+  type EvalRecord,
+  type FitOptions,
+  type FitResult,
+  NonFiniteError,
+  type StepRecord,
+} from './loop';
 import { type TrainerOptions } from './trainer';
 
 /** Trainer options that can be copied to another thread: no model (the job builds it) and no callbacks. */
@@ -48,7 +55,14 @@ export type WorkerMessage =
   | { type: 'step'; record: StepRecord }
   | { type: 'eval'; record: EvalRecord }
   | { type: 'done'; result: FitResult }
-  | { type: 'error'; name: string; message: string; stack?: string };
+  | {
+      type: 'error';
+      name: string;
+      message: string;
+      stack?: string;
+      /** A NonFiniteError's fields (the step, the figure, the checkpoint that resumes). */
+      details?: { step: number; figure: string; value: number; checkpoint: CheckpointLocation | undefined };
+    };
 
 /**
  * Runs `job` on a new worker thread and resolves with the fit's result once what it trained is saved in `job.outDir`.
@@ -80,10 +94,16 @@ export function fitInWorker(job: WorkerFitJob, options: WorkerFitOptions = {}): 
     const onAbort = (): void => worker.postMessage({ type: 'abort' });
     signal?.addEventListener('abort', onAbort, { once: true });
     worker.on('message', (message: WorkerMessage) => {
-      if (message.type === 'step') onStep?.(message.record);
-      else if (message.type === 'eval') onEval?.(message.record);
-      else if (message.type === 'done') finish(() => resolve(message.result));
-      else finish(() => reject(rebuiltError(message)));
+      try {
+        if (message.type === 'step') onStep?.(message.record);
+        else if (message.type === 'eval') onEval?.(message.record);
+        else if (message.type === 'done') finish(() => resolve(message.result));
+        else finish(() => reject(rebuiltError(message)));
+      } catch (error) {
+        // A callback that throws ends the fit with its error, as it would on this thread.
+        finish(() => reject(error));
+        void worker.terminate();
+      }
     });
     worker.on('error', (error) => finish(() => reject(error)));
     worker.on('exit', (code) =>
@@ -93,7 +113,12 @@ export function fitInWorker(job: WorkerFitJob, options: WorkerFitOptions = {}): 
 }
 
 /** The worker's error on this thread, with its name (AbortError, RangeError, NonFiniteError, ...) and message. */
-function rebuiltError({ name, message, stack }: { name: string; message: string; stack?: string }): Error {
+function rebuiltError({ name, message, stack, details }: Extract<WorkerMessage, { type: 'error' }>): Error {
+  if (details !== undefined) {
+    const error = new NonFiniteError(details.step, details.figure, details.value, details.checkpoint);
+    if (stack !== undefined) error.stack = stack;
+    return error;
+  }
   const Constructor = name === 'TypeError' ? TypeError : name === 'RangeError' ? RangeError : Error;
   const error = name === 'AbortError' ? new DOMException(message, 'AbortError') : new Constructor(message);
   if (!(error instanceof DOMException) && error.name !== name) error.name = name;
