@@ -105,3 +105,47 @@ export function checkTexts(texts: readonly string[], options: EncodeOptions): vo
     throw new RangeError(`encodeBatch: maxLength must be an integer of at least 2, got ${maxLength}`);
   }
 }
+
+/**
+ * Drops the last token of the longer text until both fit in `budget` tokens (transformers' longest_first
+ * truncation; the first text loses on a tie).
+ */
+export function truncateLongestFirst(
+  first: number[],
+  second: number[] | undefined,
+  budget: number,
+): [number[], number[] | undefined] {
+  while (first.length + (second?.length ?? 0) > Math.max(budget, 0) && first.length + (second?.length ?? 0) > 0) {
+    if (second !== undefined && second.length > first.length) second = second.slice(0, -1);
+    else first = first.slice(0, -1);
+  }
+  return [first, second];
+}
+
+/**
+ * Texts (and pairs) as `open` A `close` (B `close`), truncated longest-first to maxLength and padded: the framing of
+ * tokenizers whose special tokens are fixed (bidora's character tokenizer, ESM's). `typedPairs`: the second text and
+ * its closing token get type id 1, as BERT's; otherwise every type id is 0.
+ */
+export function encodeFramed(
+  texts: readonly string[],
+  options: EncodeOptions,
+  frame: { tokenize: (text: string) => number[]; open: number; close: number; padId: number; typedPairs: boolean },
+  defaultMaxLength: number,
+): EncodedBatch {
+  checkTexts(texts, options);
+  const maxLength = options.maxLength ?? defaultMaxLength;
+  const sequences: Encoded[] = texts.map((text, index) => {
+    const pair = options.pairs?.[index];
+    const [first, second] = truncateLongestFirst(
+      frame.tokenize(text),
+      pair === undefined ? undefined : frame.tokenize(pair),
+      maxLength - (pair === undefined ? 2 : 3),
+    );
+    const ids = [frame.open, ...first, frame.close, ...(second === undefined ? [] : [...second, frame.close])];
+    const typeIds = ids.map((_, position) => (frame.typedPairs && position > first.length + 1 ? 1 : 0));
+    return { ids, typeIds };
+  });
+  const longest = Math.max(1, ...sequences.map((sequence) => sequence.ids.length));
+  return padBatch(sequences, frame.padId, options.padding === 'max_length' ? maxLength : longest);
+}

@@ -5,12 +5,10 @@ import { readFileSync } from 'node:fs';
 import { writeFileAtomic } from '../io/atomic';
 import {
   assembleWords,
-  checkTexts,
+  encodeFramed,
   type EncodeOptions,
   type EncodedBatch,
-  type Encoded,
   type EncodedWords,
-  padBatch,
   type Tokenizer,
 } from './batch';
 
@@ -84,22 +82,7 @@ export class CharTokenizer implements Tokenizer {
 
   /** [CLS] text [SEP] (pair [SEP]), truncated longest-first to maxLength, padded into a batch. */
   encodeBatch(texts: readonly string[], options: EncodeOptions = {}): EncodedBatch {
-    checkTexts(texts, options);
-    const maxLength = options.maxLength ?? 512;
-    const sequences: Encoded[] = texts.map((text, index) => {
-      let first = this.tokenize(text);
-      const pairText = options.pairs?.[index];
-      let second = pairText === undefined ? undefined : this.tokenize(pairText);
-      const budget = maxLength - (second === undefined ? 2 : 3);
-      while (first.length + (second?.length ?? 0) > budget) {
-        if (second !== undefined && second.length > first.length) second = second.slice(0, -1);
-        else first = first.slice(0, -1);
-      }
-      const ids = [this.clsId, ...first, this.sepId, ...(second === undefined ? [] : [...second, this.sepId])];
-      const typeIds = ids.map((_, position) => (position <= first.length + 1 ? 0 : 1));
-      return { ids, typeIds };
-    });
-    const longest = Math.max(1, ...sequences.map((sequence) => sequence.ids.length));
-    return padBatch(sequences, this.padTokenId, options.padding === 'max_length' ? maxLength : longest);
+    const frame = { tokenize: (text: string) => this.tokenize(text), open: this.clsId, close: this.sepId };
+    return encodeFramed(texts, options, { ...frame, padId: this.padTokenId, typedPairs: true }, 512);
   }
 }

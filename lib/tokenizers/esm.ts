@@ -5,11 +5,10 @@ import { readFileSync } from 'node:fs';
 
 import {
   assembleWords,
-  checkTexts,
+  encodeFramed,
   type EncodeOptions,
   type EncodedBatch,
   type EncodedWords,
-  padBatch,
   type Tokenizer,
 } from './batch';
 
@@ -89,21 +88,7 @@ export class EsmTokenizer implements Tokenizer {
 
   /** <cls> sequence <eos> (pair <eos>), truncated longest-first to maxLength, padded into a batch. */
   encodeBatch(texts: readonly string[], options: EncodeOptions = {}): EncodedBatch {
-    checkTexts(texts, options);
-    const maxLength = options.maxLength ?? 1024;
-    const sequences = texts.map((text, index) => {
-      let first = this.tokenize(text);
-      const pairText = options.pairs?.[index];
-      let second = pairText === undefined ? undefined : this.tokenize(pairText);
-      const budget = maxLength - (second === undefined ? 2 : 3);
-      while (first.length + (second?.length ?? 0) > budget) {
-        if (second !== undefined && second.length > first.length) second = second.slice(0, -1);
-        else first = first.slice(0, -1);
-      }
-      const ids = [this.clsId, ...first, this.eosId, ...(second === undefined ? [] : [...second, this.eosId])];
-      return { ids, typeIds: ids.map(() => 0) };
-    });
-    const longest = Math.max(1, ...sequences.map((sequence) => sequence.ids.length));
-    return padBatch(sequences, this.padTokenId, options.padding === 'max_length' ? maxLength : longest);
+    const frame = { tokenize: (text: string) => this.tokenize(text), open: this.clsId, close: this.eosId };
+    return encodeFramed(texts, options, { ...frame, padId: this.padTokenId, typedPairs: false }, 1024);
   }
 }

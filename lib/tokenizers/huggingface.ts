@@ -14,6 +14,7 @@ import {
   type EncodedWords,
   padBatch,
   type Tokenizer,
+  truncateLongestFirst,
 } from './batch';
 
 function readJson(path: string): Record<string, unknown> {
@@ -99,13 +100,11 @@ export class HuggingFaceTokenizer implements Tokenizer {
     if (whole.ids.length <= maxLength) return whole;
     // Truncate the tokens longest-first (transformers' default), then let the tokenizer's own post-processor add
     // [CLS]/[SEP] or <s>/</s> and the type ids to the shortened texts.
-    let first = this.tokenize(text);
-    let second = pair === undefined ? undefined : this.tokenize(pair);
-    const budget = maxLength - (second === undefined ? this.#specialCount.single : this.#specialCount.pair);
-    while (first.length + (second?.length ?? 0) > budget && first.length + (second?.length ?? 0) > 0) {
-      if (second !== undefined && second.length > first.length) second = second.slice(0, -1);
-      else first = first.slice(0, -1);
-    }
+    const [first, second] = truncateLongestFirst(
+      this.tokenize(text),
+      pair === undefined ? undefined : this.tokenize(pair),
+      maxLength - (pair === undefined ? this.#specialCount.single : this.#specialCount.pair),
+    );
     const decode = (ids: number[]) => this.#tokenizer.decode(ids, { skip_special_tokens: false });
     const shortened = this.#encode(decode(first), second === undefined ? undefined : decode(second));
     if (shortened.ids.length <= maxLength) return shortened;
