@@ -8,7 +8,8 @@ import { join } from 'node:path';
 
 import { afterAll, describe, expect, it } from 'vitest';
 
-import { adapters, io, models, Tensor, train } from '../lib/index';
+import { adapters, io, Tensor, train } from '../lib/index';
+import { tinyExamples, tinyModel } from './fixtures/tiny-task';
 
 const root = mkdtempSync(join(tmpdir(), 'bidora-faults-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -91,34 +92,6 @@ describe('killed at random points', () => {
     });
   }
 });
-
-function tinyModel() {
-  return models.fromConfig(
-    {
-      architectures: ['BertForSequenceClassification'],
-      model_type: 'bert',
-      vocab_size: 24,
-      hidden_size: 16,
-      num_hidden_layers: 1,
-      num_attention_heads: 2,
-      intermediate_size: 32,
-      max_position_embeddings: 12,
-      num_labels: 2,
-      hidden_dropout_prob: 0.1,
-      attention_probs_dropout_prob: 0,
-    },
-    { seed: 3 },
-  );
-}
-
-function tinyExamples(count: number): train.Example[] {
-  const random = new train.Random(11);
-  return Array.from({ length: count }, () => {
-    const length = 4 + random.int(5);
-    const inputIds = [2, ...Array.from({ length }, () => 5 + random.int(18)), 3];
-    return { inputIds, label: inputIds.includes(7) ? 1 : 0 };
-  });
-}
 
 /** Every tensor of the checkpoint in `dir` is finite; returns the number of steps it holds. */
 function checkpointSteps(dir: string): number {

@@ -12,37 +12,10 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { adapters, grad, models, ops, type Tensor, tidy, train } from '../lib/index';
 import { layerBackward, layerForward, type LayerValues } from './adapter-reference';
 import { randomTensor } from './helpers';
+import { tinyExamples, tinyModel } from './fixtures/tiny-task';
 
 const root = mkdtempSync(join(tmpdir(), 'bidora-train-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
-
-function tinyModel(seed = 3, dropout = 0.1) {
-  return models.fromConfig(
-    {
-      architectures: ['BertForSequenceClassification'],
-      model_type: 'bert',
-      vocab_size: 24,
-      hidden_size: 16,
-      num_hidden_layers: 1,
-      num_attention_heads: 2,
-      intermediate_size: 32,
-      max_position_embeddings: 12,
-      num_labels: 2,
-      hidden_dropout_prob: dropout,
-      attention_probs_dropout_prob: 0,
-    },
-    { seed },
-  );
-}
-
-function tinyExamples(count: number, seed = 11): train.Example[] {
-  const random = new train.Random(seed);
-  return Array.from({ length: count }, () => {
-    const length = 4 + random.int(5);
-    const inputIds = [2, ...Array.from({ length }, () => 5 + random.int(18)), 3];
-    return { inputIds, label: inputIds.includes(7) ? 1 : 0 };
-  });
-}
 
 describe('the finite-difference hypergradient', () => {
   // A two-layer MLP with DoRA layers: y = L2(tanh(L1(x))), loss = mean (y − t)².
