@@ -27,3 +27,5 @@ export {
   type WorkerMessage,
   type WorkerTrainerOptions,
 } from './worker';
+export * from './causal-data';
+export { type TrainableConfig, type TrainableModel } from './model';
