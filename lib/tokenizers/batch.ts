@@ -25,6 +25,12 @@ export interface Tokenizer {
    * fit in `maxLength` (default 512) are dropped from the end.
    */
   encodeWords(words: readonly string[], options?: { maxLength?: number }): EncodedWords;
+  /** Ids of a text without special tokens (what a language model's data and prompts are made of). */
+  tokenize?(text: string): number[];
+  /** The ids put before a single text (Llama's <s>): a language model's examples and prompts start with them. */
+  readonly startIds?: readonly number[];
+  /** The text of ids, special tokens left out. */
+  decode?(ids: readonly number[]): string;
 }
 
 export interface EncodedWords {

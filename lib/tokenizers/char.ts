@@ -61,6 +61,10 @@ export class CharTokenizer implements Tokenizer {
     return Array.from(text, (character) => this.#ids.get(character) ?? this.unknownId);
   }
 
+  /** What a language model's examples start with: nothing (the model learns from the first character on). */
+  readonly startIds: readonly number[] = [];
+
+  /** The text of `ids`; special tokens and unknown ids spell nothing. */
   decode(ids: readonly number[]): string {
     return ids
       .filter((id) => id >= SPECIALS.length)

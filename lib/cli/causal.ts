@@ -1,0 +1,170 @@
+// What the commands share for causal language models (GPT-2, Llama, Qwen2): loading one, turning its tokenizer and
+// config into the encoding of examples and prompts, and reading language-modelling files.
+import { existsSync } from 'node:fs';
+
+import { load } from '../models/index';
+import { type Tensor } from '../tensor';
+import * as tokenizers from '../tokenizers/index';
+import {
+  type CausalEncoding,
+  causalExamples,
+  type CausalRow,
+  packExamples,
+  readCausalExamplesFile,
+} from '../train/causal-data';
+import { type Example } from '../train/data';
+import { ExamplesFileError } from '../train/files';
+import { type TrainableModel } from '../train/model';
+import { numberOption, type OptionValues, UsageError } from './args';
+import { type TrainingJob } from './train';
+
+/** The generation options `model.generate` takes (see the causal-LM models). */
+export interface GenerateOptions {
+  maxNewTokens?: number;
+  doSample?: boolean;
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  numBeams?: number;
+  lengthPenalty?: number;
+  seed?: number;
+  onToken?: (tokens: unknown) => void;
+  signal?: AbortSignal;
+}
+
+/** A causal language model as the commands use it: trainable, and able to generate. */
+export interface CausalLM extends TrainableModel {
+  generate(
+    inputs: {
+      inputIds: { data: Int32Array; shape: [number, number] };
+      attentionMask?: { data: Int32Array; shape: [number, number] };
+    },
+    options?: GenerateOptions,
+  ): unknown;
+}
+
+/** The rows of rows of ids `generate` returned, whichever shape it gave them in. */
+export function generatedRows(output: unknown): number[][] {
+  const value = (output as { sequences?: unknown })?.sequences ?? output;
+  if (Array.isArray(value)) return value.map((row) => Array.from(row as ArrayLike<number>));
+  const matrix = value as { data?: ArrayLike<number>; shape?: readonly number[] };
+  if (matrix?.data !== undefined && Array.isArray(matrix.shape) && matrix.shape.length === 2) {
+    const [rows, columns] = matrix.shape;
+    return Array.from({ length: rows }, (_, row) => Array.from(matrix.data!).slice(row * columns, (row + 1) * columns));
+  }
+  const tensor = value as Tensor;
+  if (typeof tensor?.toFloat32Array === 'function' && tensor.shape.length === 2) {
+    const [rows, columns] = tensor.shape;
+    const values = tensor.toFloat32Array();
+    return Array.from({ length: rows }, (_, row) => Array.from(values.subarray(row * columns, (row + 1) * columns)));
+  }
+  throw new TypeError('generate returned neither rows of ids nor a [batch, seq] matrix');
+}
+
+/** The causal language model in checkpoint folder `dir`, or a UsageError naming what the folder holds instead. */
+export function loadCausalLM(dir: string, seed: number, option = '--model'): CausalLM {
+  const model = load(dir, { seed }) as unknown as CausalLM;
+  if (model.config.task !== 'causal-lm' || typeof model.generate !== 'function') {
+    const architecture = (model.config as { architecture?: string }).architecture ?? model.constructor.name;
+    model.dispose();
+    throw new UsageError(
+      `${option} ${dir} holds ${architecture}, not a causal language model (GPT2LMHeadModel, LlamaForCausalLM, ` +
+        'Qwen2ForCausalLM)',
+    );
+  }
+  return model;
+}
+
+/** The config's eos_token_id (the first, when it lists several), if it has one. */
+export function eosTokenIdOf(model: TrainableModel): number | undefined {
+  const raw = (model.config as { raw?: Record<string, unknown> }).raw ?? {};
+  const eos = Array.isArray(raw.eos_token_id) ? (raw.eos_token_id as unknown[])[0] : raw.eos_token_id;
+  return Number.isInteger(eos) ? (eos as number) : undefined;
+}
+
+/**
+ * How the commands tokenize for `model`: the tokenizer's ids, its start ids (Llama's <s>), and the model's eos after
+ * every text and completion (the id generation stops at).
+ */
+export function causalEncodingOf(tokenizer: tokenizers.Tokenizer, model: TrainableModel): CausalEncoding {
+  const { tokenize } = tokenizer;
+  if (tokenize === undefined) throw new UsageError('the tokenizer cannot tokenize plain text for a language model');
+  return {
+    tokenize: (text) => tokenize.call(tokenizer, text),
+    prefix: tokenizer.startIds ?? [],
+    eosTokenId: eosTokenIdOf(model),
+  };
+}
+
+/** Reads a language-modelling JSONL file; its problems become UsageErrors naming `option`, the file and the line. */
+export function readCausalRows(path: string, option: string): CausalRow[] {
+  if (!existsSync(path)) throw new UsageError(`${option} ${path}: no such file`);
+  try {
+    return readCausalExamplesFile(path);
+  } catch (error) {
+    if (error instanceof ExamplesFileError) throw new UsageError(`${option} ${error.message}`);
+    throw error;
+  }
+}
+
+/** The default adapter targets of each decoder family: PEFT's own (its TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES). */
+export function defaultCausalTargets(model: TrainableModel): string {
+  const modelType = (model.config as { modelType?: string }).modelType;
+  return modelType === 'gpt2' ? 'c_attn' : 'q_proj,v_proj';
+}
+
+/** Tokenized examples of `rows`; a row with nothing to learn is a UsageError naming the file and line. */
+export function causalTrainingExamples(
+  rows: readonly CausalRow[],
+  encoding: CausalEncoding,
+  maxLength: number,
+  file: string,
+): Example[] {
+  try {
+    return causalExamples(rows, encoding, { maxLength, source: file });
+  } catch (error) {
+    if (error instanceof RangeError) throw new UsageError(error.message.replace(/^causalExamples: /, ''));
+    throw error;
+  }
+}
+
+/** `bidora train --task causal-lm`: the language model, its examples (packed with --packing), and labels.json. */
+export function prepareCausalTraining(
+  values: OptionValues,
+  modelDir: string,
+  maxLength: number,
+  seed: number,
+): TrainingJob {
+  const trainRows = readCausalRows(values.data as string, '--data');
+  const evalRows = values.eval === undefined ? undefined : readCausalRows(values.eval as string, '--eval');
+  const tokenizer = tokenizers.load(modelDir);
+  const model = loadCausalLM(modelDir, seed);
+  try {
+    const positions = (model.config as { maxPositions?: number }).maxPositions;
+    if (positions !== undefined && maxLength > positions) {
+      throw new UsageError(`--max-length ${maxLength} exceeds the ${positions} positions ${modelDir} has`);
+    }
+    const encoding = causalEncodingOf(tokenizer, model);
+    const examples = causalTrainingExamples(trainRows, encoding, maxLength, values.data as string);
+    let train = examples;
+    if (values.packing) {
+      try {
+        train = packExamples(examples, maxLength);
+      } catch (error) {
+        throw new UsageError(`--packing: ${(error as Error).message.replace(/^packExamples: /, '')}`);
+      }
+    }
+    const evalExamples = evalRows && causalTrainingExamples(evalRows, encoding, maxLength, values.eval as string);
+    return {
+      model,
+      train,
+      evalExamples,
+      labels: { labels: null, task: 'causal-lm', seed, maxLength: numberOption(values, 'max-length') },
+      targets: defaultCausalTargets(model),
+      modulesToSave: '',
+    };
+  } catch (error) {
+    model.dispose();
+    throw error;
+  }
+}
