@@ -40,7 +40,7 @@ export interface CausalLM extends TrainableModel {
       attentionMask?: { data: Int32Array; shape: [number, number] };
     },
     options?: GenerateOptions,
-  ): unknown;
+  ): Promise<unknown>;
 }
 
 /** The rows of rows of ids `generate` returned, whichever shape it gave them in. */
@@ -75,8 +75,9 @@ export function loadCausalLM(dir: string, seed: number, option = '--model'): Cau
   return model;
 }
 
-/** The config's eos_token_id (the first, when it lists several), if it has one. */
+/** The model's end-of-sequence token (the first, when its config lists several), if it has one. */
 export function eosTokenIdOf(model: TrainableModel): number | undefined {
+  if (model.config.eosTokenIds !== undefined) return model.config.eosTokenIds[0];
   const raw = (model.config as { raw?: Record<string, unknown> }).raw ?? {};
   const eos = Array.isArray(raw.eos_token_id) ? (raw.eos_token_id as unknown[])[0] : raw.eos_token_id;
   return Number.isInteger(eos) ? (eos as number) : undefined;

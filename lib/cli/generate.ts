@@ -7,6 +7,7 @@ import * as adapters from '../adapters/index';
 import { deriveSeed } from '../random';
 import * as tokenizers from '../tokenizers/index';
 import { isPromptRow } from '../train/causal-data';
+import { paddingId } from '../train/model';
 import { generationMetrics } from '../train/metrics';
 import { commandOptions, numberOption, type OptionSpec, type OptionValues, UsageError } from './args';
 import {
@@ -122,17 +123,20 @@ export async function generateCommand(argv: string[]): Promise<void> {
     if (adapterDir !== undefined) adapters.load(model, adapterDir);
     model.eval();
     const encoding = causalEncodingOf(tokenizer, model);
-    const eos = eosTokenIdOf(model);
+    // A generation ends at its first end-of-sequence token (a config may list several); what follows is padding.
+    const first = eosTokenIdOf(model);
+    const stops = new Set(model.config.eosTokenIds ?? (first === undefined ? [] : [first]));
     const generated: number[][] = [];
     for (let start = 0; start < items.length; start += batchSize) {
       const chunk = items.slice(start, start + batchSize);
-      const rows = generateBatch(model, chunk, encoding, {
+      const rows = await generateBatch(model, chunk, encoding, {
         ...settings,
         // One seed per batch, hashed from the run's: a batch's tokens do not depend on the batch size before it.
         seed: deriveSeed(settings.seed ?? 0, `generate.batch.${start}`),
       });
       rows.forEach((row, index) => {
-        const tokens = eos === undefined || !row.includes(eos) ? row : row.slice(0, row.indexOf(eos));
+        const end = row.findIndex((token) => stops.has(token));
+        const tokens = end < 0 ? row : row.slice(0, end);
         generated.push(tokens);
         const item = chunk[index];
         const line = { prompt: item.prompt, generated: tokenizer.decode!(tokens) };
@@ -158,12 +162,12 @@ export async function generateCommand(argv: string[]): Promise<void> {
  * The new tokens of each prompt of one batch: prompts tokenized as in training (start ids, then the text), left-padded
  * as generation needs, and everything after the padded prompts returned (eos and what follows it included).
  */
-function generateBatch(
+async function generateBatch(
   model: CausalLM,
   chunk: readonly Item[],
   encoding: ReturnType<typeof causalEncodingOf>,
   settings: GenerateOptions,
-): number[][] {
+): Promise<number[][]> {
   const prompts = chunk.map((item) => {
     const ids = [...(encoding.prefix ?? []), ...encoding.tokenize(item.prompt)];
     if (ids.length === 0) {
@@ -172,7 +176,7 @@ function generateBatch(
     return ids;
   });
   const width = Math.max(...prompts.map((ids) => ids.length));
-  const inputIds = new Int32Array(prompts.length * width).fill(model.config.padTokenId);
+  const inputIds = new Int32Array(prompts.length * width).fill(paddingId(model.config));
   const attentionMask = new Int32Array(prompts.length * width);
   prompts.forEach((ids, row) => {
     const offset = row * width + width - ids.length;
@@ -181,7 +185,10 @@ function generateBatch(
   });
   const shape: [number, number] = [prompts.length, width];
   const rows = generatedRows(
-    model.generate({ inputIds: { data: inputIds, shape }, attentionMask: { data: attentionMask, shape } }, settings),
+    await model.generate(
+      { inputIds: { data: inputIds, shape }, attentionMask: { data: attentionMask, shape } },
+      settings,
+    ),
   );
   return rows.map((row) => row.slice(width));
 }

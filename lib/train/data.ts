@@ -30,9 +30,10 @@ export interface CollatedBatch {
   tokenTypeIds?: IdMatrix;
   /**
    * One label per example (class ids as floats, or regression targets), numLabels targets per example (multi-label),
-   * or for token classification one per token of the padded [batch, seq] matrix, row by row, -100 on padding.
+   * or for token classification one per token of the padded [batch, seq] matrix, row by row, -100 on padding. A
+   * language model's are token ids, one per position (-100 on padding), as int32: a vocabulary may pass 2^24.
    */
-  labels: Float32Array;
+  labels: Float32Array | Int32Array;
 }
 
 /** A Fisher-Yates shuffle into a new array; `items` is left as it was. */
@@ -460,7 +461,9 @@ export function collate(examples: readonly Example[], padTokenId: number, option
   const tokenTypeIds = new Int32Array(batch * length);
   const targets = rules.targetsPerExample;
   const labels = rules.perToken
-    ? new Float32Array(batch * length).fill(IGNORED_LABEL)
+    ? (options.task === 'causal-lm' ? new Int32Array(batch * length) : new Float32Array(batch * length)).fill(
+        IGNORED_LABEL,
+      )
     : new Float32Array(batch * (targets ?? 1));
   examples.forEach((example, row) => {
     const kept = Math.min(example.inputIds.length, length);

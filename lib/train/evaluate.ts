@@ -3,8 +3,8 @@ import { noGrad } from '../autograd';
 import { type EncoderTaskModel } from '../models/encoder';
 import { select } from '../ops/shape';
 import { tidy } from '../tensor';
-import { collate, type Example } from './data';
-import { type TrainableModel } from './model';
+import { type Example } from './data';
+import { collateFor, type TrainableModel } from './model';
 import {
   argmaxRows,
   classificationMetrics,
@@ -59,7 +59,7 @@ export function* evaluationBatches(
   for (let start = 0; start < examples.length; start += batchSize) {
     const chunk = examples.slice(start, start + batchSize);
     yield* inEvalMode(model, start + batchSize < examples.length, () => {
-      const batch = collate(chunk, model.config.padTokenId, model.config);
+      const batch = collateFor(model, chunk);
       const { logits, loss } = model.forward(batch);
       const rows = chunk.filter(counts).length;
       lossTotal += loss!.item() * rows;
@@ -107,7 +107,7 @@ function* multiLabelEvaluation(
   for (let start = 0; start < examples.length; start += batchSize) {
     const chunk = examples.slice(start, start + batchSize);
     yield* inEvalMode(model, start + batchSize < examples.length, () => {
-      const { logits, loss } = model.forward(collate(chunk, model.config.padTokenId, model.config));
+      const { logits, loss } = model.forward(collateFor(model, chunk));
       lossTotal += loss!.item() * chunk.length;
       predictions.set(
         Int32Array.from(logits.toFloat32Array(), (logit) => (logit > 0 ? 1 : 0)),
@@ -139,7 +139,7 @@ function* tokenEvaluation(
   for (let start = 0; start < examples.length; start += batchSize) {
     const chunk = examples.slice(start, start + batchSize);
     yield* inEvalMode(model, start + batchSize < examples.length, () => {
-      const batch = collate(chunk, model.config.padTokenId, model.config);
+      const batch = collateFor(model, chunk);
       const { logits, loss } = model.forward(batch);
       const best = argmaxRows(logits.toFloat32Array(), classes);
       const seq = batch.inputIds.shape[1];
@@ -196,7 +196,7 @@ function* causalEvaluation(
   for (let start = 0; start < examples.length; start += batchSize) {
     const chunk = examples.slice(start, start + batchSize);
     yield* inEvalMode(model, start + batchSize < examples.length, () => {
-      const batch = collate(chunk, model.config.padTokenId, model.config);
+      const batch = collateFor(model, chunk);
       const { logits, loss } = model.forward(batch);
       const [rows, seq] = batch.inputIds.shape;
       const classes = vocabulary ?? logits.shape[2];

@@ -4,9 +4,9 @@ import { type Optimizer } from '../optim/index';
 import { globalNorm } from '../ops/reduce';
 import { keep, type Tensor } from '../tensor';
 import { appendHistory, loadCheckpoint, readHistory, removeCheckpoint, saveCheckpoint } from './checkpoint';
-import { collate, type Example } from './data';
+import { type Example } from './data';
 import { evaluationBatches, primaryMetric } from './evaluate';
-import { type TrainableModel } from './model';
+import { collateFor, type TrainableModel } from './model';
 import { type Logger, type LogMode, Progress } from './progress';
 
 export interface StepRecord {
@@ -156,7 +156,7 @@ export abstract class TrainingLoop {
       if (!Array.isArray(options.evalExamples) || options.evalExamples.length === 0) {
         throw new RangeError('fit: evalExamples must be a non-empty array');
       }
-      collate(options.evalExamples, this.model.config.padTokenId, this.model.config);
+      collateFor(this.model, options.evalExamples);
     }
     const checkpointDir = options.checkpointDir;
     const checkpointEvery = checkpointDir ? positiveInteger(options.checkpointEvery, 'checkpointEvery', 100) : 0;

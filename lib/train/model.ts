@@ -2,10 +2,13 @@
 // language model. Both take a collated batch and return logits and, with labels, the task's loss.
 import { type Module } from '../nn/module';
 import { type Tensor } from '../tensor';
-import { type CollatedBatch, type CollateLimits } from './data';
+import { collate, type CollatedBatch, type CollateLimits, type Example } from './data';
 
 export interface TrainableConfig extends CollateLimits {
-  padTokenId: number;
+  /** A language model may have none (GPT-2): its batches are then padded with its first eos token, or 0. */
+  padTokenId: number | undefined;
+  /** A language model's end-of-sequence tokens. */
+  eosTokenIds?: readonly number[];
   /** The task: what the labels mean ('causal-lm': the next token at every position) and how evaluation scores. */
   task: NonNullable<CollateLimits['task']>;
 }
@@ -13,4 +16,17 @@ export interface TrainableConfig extends CollateLimits {
 export interface TrainableModel extends Module {
   readonly config: TrainableConfig;
   forward(batch: CollatedBatch): { logits: Tensor; loss?: Tensor };
+}
+
+/**
+ * The id a model's batches are padded with: its pad token, else (a language model without one, as GPT-2) its first
+ * eos token, else 0. Padding is masked out and labelled -100, so the choice changes no result.
+ */
+export function paddingId(config: TrainableConfig): number {
+  return config.padTokenId ?? config.eosTokenIds?.[0] ?? 0;
+}
+
+/** `examples` collated as `model` takes them: its padding, its limits (vocabulary, labels) and its task. */
+export function collateFor(model: TrainableModel, examples: readonly Example[]): CollatedBatch {
+  return collate(examples, paddingId(model.config), model.config);
 }

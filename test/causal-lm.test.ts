@@ -1,0 +1,219 @@
+// Adapters, training and evaluation on causal language models: PEFT's DoRA folders for GPT-2 (Conv1D, fan_in_fan_out)
+// and Llama against PEFT's logits, save → load round trips, merge and unmerge on every decoder projection, Trainer and
+// BiLevelTrainer lowering the loss of a tiny model, and evaluation's loss against one computed here from the logits.
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { afterAll, describe, expect, it } from 'vitest';
+
+import { adapters, io, models, noGrad, Tensor, train } from '../lib/index';
+import { CharTokenizer } from '../lib/tokenizers/index';
+import { relativeError } from './helpers';
+
+const root = join(__dirname, 'fixtures', 'hf-families');
+const scratch = mkdtempSync(join(tmpdir(), 'bidora-causal-lm-'));
+afterAll(() => rmSync(scratch, { recursive: true, force: true }));
+
+interface Case {
+  input_ids: number[][];
+  attention_mask: number[][];
+  logits: number[][][];
+  base: string;
+}
+
+const readCase = (folder: string) => JSON.parse(readFileSync(join(root, folder, 'case.json'), 'utf8')) as Case;
+const flat = (values: unknown): number[] => (values as unknown[]).flat(Infinity as 1) as number[];
+const load = (folder: string) => models.load(join(root, folder)).eval();
+
+function logitsOf(model: ReturnType<typeof load>, batch: { input_ids: number[][]; attention_mask: number[][] }) {
+  return noGrad(() => {
+    const { logits } = model.forward({ inputIds: batch.input_ids, attentionMask: batch.attention_mask });
+    const values = logits.toFloat32Array();
+    logits.dispose();
+    return values;
+  });
+}
+
+const peftFolders = [
+  { folder: 'peft-dora-gpt2', targets: ['c_attn'], fanInFanOut: true },
+  { folder: 'peft-dora-llama', targets: ['q_proj', 'v_proj'], fanInFanOut: false },
+];
+
+describe("PEFT's DoRA folders on decoders", () => {
+  for (const { folder, targets, fanInFanOut } of peftFolders) {
+    it(`${folder}: loads onto its base and gives PEFT's logits (left-padded batch)`, () => {
+      const reference = readCase(folder);
+      const model = load(reference.base);
+      const config = adapters.load(model, join(root, folder));
+      expect(config.method).toBe('dora');
+      expect(config.targetModules).toEqual(targets);
+      expect(relativeError(logitsOf(model, reference), flat(reference.logits))).toBeLessThan(1e-4);
+      model.dispose();
+    });
+
+    it(`${folder}: saves as PEFT does (CAUSAL_LM, fan_in_fan_out ${fanInFanOut}, the same tensor names) and loads back`, () => {
+      const reference = readCase(folder);
+      const model = load(reference.base);
+      adapters.load(model, join(root, folder));
+      const dir = join(scratch, `${folder}-saved`);
+      adapters.save(model, dir);
+      const written = JSON.parse(readFileSync(join(dir, 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
+      expect(written.task_type).toBe('CAUSAL_LM');
+      expect(written.fan_in_fan_out).toBe(fanInFanOut);
+      expect(written.use_dora).toBe(true);
+      const names = (file: string) => [...io.readSafetensors(file).tensors.keys()].sort();
+      expect(names(join(dir, 'adapter_model.safetensors'))).toEqual(
+        names(join(root, folder, 'adapter_model.safetensors')),
+      );
+      const reloaded = load(reference.base);
+      adapters.load(reloaded, dir);
+      expect(logitsOf(reloaded, reference)).toEqual(logitsOf(model, reference));
+      model.dispose();
+      reloaded.dispose();
+    });
+  }
+});
+
+describe('adapters on every decoder projection', () => {
+  const cases = [
+    { base: 'gpt2', targets: ['c_attn', 'c_proj', 'c_fc'] },
+    { base: 'llama', targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] },
+  ];
+  for (const { base, targets } of cases) {
+    for (const method of adapters.ADAPTER_METHOD_NAMES) {
+      it(`${base}, ${method}: starts at the base model; merge and unmerge keep the logits`, () => {
+        const reference = readCase(`peft-dora-${base}`);
+        const model = load(base);
+        const before = logitsOf(model, reference);
+        const groups = adapters.apply(model, { method, r: 4, alpha: 8, targetModules: targets, seed: 5 });
+        const layers = adapters.adaptedLayers(model);
+        // Every projection of every block is adapted, each A [r, in] and B [out, r] as in PEFT.
+        expect(layers.length).toBe(targets.length * 2);
+        for (const { layer, adapter } of layers) {
+          expect(adapter.loraA.shape).toEqual([4, layer.inFeatures]);
+          expect(adapter.loraB.shape).toEqual([layer.outFeatures, 4]);
+        }
+        expect(relativeError(logitsOf(model, reference), before)).toBeLessThan(1e-5);
+        // Move B off zero (and m off ||W0||) so the adapters change the output.
+        for (const [index, { tensor }] of [...groups.direction, ...groups.magnitude].entries()) {
+          const noise = Tensor.randn(tensor.shape, { seed: 100 + index, std: 0.05 });
+          const current = tensor.toFloat32Array();
+          tensor.copyFrom(noise.toFloat32Array().map((value, position) => value + current[position]));
+          noise.dispose();
+        }
+        const adapted = logitsOf(model, reference);
+        expect(relativeError(adapted, before)).toBeGreaterThan(1e-3);
+        adapters.merge(model);
+        expect(relativeError(logitsOf(model, reference), adapted)).toBeLessThan(1e-4);
+        adapters.unmerge(model);
+        expect(relativeError(logitsOf(model, reference), adapted)).toBeLessThan(1e-4);
+        model.dispose();
+      });
+    }
+  }
+});
+
+/** A tiny GPT-2 over a character vocabulary, freshly initialised, and its data: words spelled backwards. */
+function tinyTask() {
+  const words = ['cat', 'dog', 'bird', 'fish', 'frog', 'moth', 'deer', 'lion', 'bear', 'wolf', 'hare', 'crab'];
+  const tokenizer = CharTokenizer.fromTexts([...words, '=']);
+  const model = models.fromConfig(
+    {
+      architectures: ['GPT2LMHeadModel'],
+      model_type: 'gpt2',
+      vocab_size: tokenizer.vocabSize,
+      n_embd: 32,
+      n_layer: 2,
+      n_head: 4,
+      n_positions: 32,
+      eos_token_id: tokenizer.sepId,
+      bos_token_id: tokenizer.clsId,
+      pad_token_id: tokenizer.padTokenId,
+    },
+    { seed: 1 },
+  );
+  const rows = words.map((word) => ({ prompt: `${word}=`, completion: [...word].reverse().join('') }));
+  const examples = train.causalExamples(rows, {
+    tokenize: (text) => tokenizer.tokenize(text),
+    eosTokenId: tokenizer.sepId,
+  });
+  return { model, examples, tokenizer };
+}
+
+describe('training a causal LM', () => {
+  it('evaluation: the loss is the mean over predicted tokens of −log softmax, computed here from the logits', () => {
+    const { model, examples } = tinyTask();
+    model.eval();
+    const evaluation = train.evaluate(model, examples, 5);
+    let total = 0;
+    let count = 0;
+    for (const example of examples) {
+      const logits = noGrad(() => model.forward({ inputIds: [example.inputIds] }).logits);
+      const values = logits.toFloat32Array();
+      const vocabulary = logits.shape[2];
+      logits.dispose();
+      const labels = example.label as number[];
+      for (let position = 0; position + 1 < labels.length; position++) {
+        const next = labels[position + 1];
+        if (next === -100) continue;
+        const row = Array.from(values.subarray(position * vocabulary, (position + 1) * vocabulary), Number);
+        const most = Math.max(...row);
+        const logSum = most + Math.log(row.reduce((sum, value) => sum + Math.exp(value - most), 0));
+        total += logSum - row[next];
+        count++;
+      }
+    }
+    expect(Math.abs(evaluation.loss - total / count) / (total / count)).toBeLessThan(1e-5);
+    expect(evaluation.metrics.perplexity).toBeCloseTo(Math.exp(evaluation.loss), 10);
+    expect(evaluation.metrics.tokenAccuracy).toBeGreaterThanOrEqual(0);
+    expect(evaluation.predictions.length).toBe(count);
+    model.dispose();
+  });
+
+  it('Trainer with DoRA lowers the loss on the completions', async () => {
+    const { model, examples } = tinyTask();
+    adapters.apply(model, { method: 'dora', r: 4, alpha: 8, targetModules: ['c_attn', 'c_proj', 'c_fc'], seed: 2 });
+    const trainer = new train.Trainer({ model, batchSize: 4, maxSteps: 60, seed: 3, optimizer: { lr: 1e-2 } });
+    const before = train.evaluate(model, examples).loss;
+    const result = await trainer.fit(examples);
+    const after = train.evaluate(model, examples).loss;
+    expect(result.steps).toBe(60);
+    expect(after).toBeLessThan(0.8 * before);
+    trainer.dispose();
+    model.dispose();
+  });
+
+  it('BiLevelTrainer splits per example and lowers the loss; the best evaluation is kept by loss', async () => {
+    const { model, examples } = tinyTask();
+    adapters.apply(model, { method: 'bidora', r: 4, alpha: 8, targetModules: ['c_attn', 'c_fc'], seed: 2 });
+    const trainer = new train.BiLevelTrainer({
+      model,
+      batchSize: 4,
+      maxSteps: 40,
+      seed: 3,
+      lowerOptimizer: { lr: 1e-2 },
+      upperOptimizer: { lr: 1e-2 },
+    });
+    const before = train.evaluate(model, examples).loss;
+    const result = await trainer.fit(examples, { evalExamples: examples, evalEvery: 20 });
+    expect(result.evals.length).toBe(2);
+    expect(result.best!.loss).toBe(Math.min(...result.evals.map((record) => record.loss)));
+    expect(result.history.some((record) => Number.isFinite(record.upperLoss))).toBe(true);
+    expect(train.evaluate(model, examples).loss).toBeLessThan(before);
+    trainer.dispose();
+    model.dispose();
+  });
+
+  it('packed blocks train too (no padding, prompt labels kept out)', async () => {
+    const { model, examples } = tinyTask();
+    const blocks = train.packExamples(examples, 16);
+    expect(blocks.every((block) => block.inputIds.length === 16)).toBe(true);
+    adapters.apply(model, { method: 'lora', r: 4, targetModules: ['c_attn'], seed: 2 });
+    const trainer = new train.Trainer({ model, batchSize: 2, maxSteps: 5, seed: 3 });
+    const result = await trainer.fit(blocks);
+    expect(result.history.every((record) => Number.isFinite(record.loss))).toBe(true);
+    trainer.dispose();
+    model.dispose();
+  });
+});
