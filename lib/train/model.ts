@@ -1,5 +1,6 @@
 // What the trainers and evaluation need of a model, whatever it computes: an encoder with a task head, or a causal
 // language model. Both take a collated batch and return logits and, with labels, the task's loss.
+import { type IdMatrix } from '../models/inputs';
 import { type Module } from '../nn/module';
 import { type Tensor } from '../tensor';
 import { collate, type CollatedBatch, type CollateLimits, type Example } from './data';
@@ -13,9 +14,20 @@ export interface TrainableConfig extends CollateLimits {
   task: NonNullable<CollateLimits['task']>;
 }
 
+/**
+ * What forward takes: ids, masks, and labels in whatever form the model reads them (collate's are a Float32Array of
+ * classes or targets, or an Int32Array of token ids for a language model).
+ */
+export interface ModelInputs {
+  inputIds: IdMatrix;
+  attentionMask?: IdMatrix;
+  tokenTypeIds?: IdMatrix;
+  labels?: unknown;
+}
+
 export interface TrainableModel extends Module {
   readonly config: TrainableConfig;
-  forward(batch: CollatedBatch): { logits: Tensor; loss?: Tensor };
+  forward(inputs: ModelInputs): { logits: Tensor; loss?: Tensor };
 }
 
 /**
