@@ -24,7 +24,7 @@ export { linear, matmul, type MatmulOptions } from './matmul';
 export { globalNorm, mean, sum, sumToShape, type SumOptions } from './reduce';
 export { mergeHeads, narrow, permute0213, reshape, select, splitHeads } from './shape';
 export { gelu, relu, tanh } from './activation';
-export { softmax } from './attention';
+export { type AttentionOptions, scaledDotProductAttention, softmax } from './attention';
 export { dropout } from './dropout';
 export { embedding } from './embedding';
 export { bceWithLogits, crossEntropy, IGNORE_INDEX, mseLoss } from './loss';
