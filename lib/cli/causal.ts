@@ -15,7 +15,8 @@ import {
 import { type Example } from '../train/data';
 import { ExamplesFileError } from '../train/files';
 import { type TrainableModel } from '../train/model';
-import { numberOption, type OptionValues, UsageError } from './args';
+import { type OptionValues, UsageError } from './args';
+import { DEFAULT_MAX_LENGTH } from './task';
 import { type TrainingJob } from './train';
 
 /** The generation options `model.generate` takes (see the causal-LM models). */
@@ -133,7 +134,7 @@ export function causalTrainingExamples(
 export function prepareCausalTraining(
   values: OptionValues,
   modelDir: string,
-  maxLength: number,
+  givenMaxLength: number | undefined,
   seed: number,
 ): TrainingJob {
   const trainRows = readCausalRows(values.data as string, '--data');
@@ -141,10 +142,11 @@ export function prepareCausalTraining(
   const tokenizer = tokenizers.load(modelDir);
   const model = loadCausalLM(modelDir, seed);
   try {
-    const positions = (model.config as { maxPositions?: number }).maxPositions;
-    if (positions !== undefined && maxLength > positions) {
-      throw new UsageError(`--max-length ${maxLength} exceeds the ${positions} positions ${modelDir} has`);
+    const positions = (model.config as { maxPositions?: number }).maxPositions ?? Infinity;
+    if (givenMaxLength !== undefined && givenMaxLength > positions) {
+      throw new UsageError(`--max-length ${givenMaxLength} exceeds the ${positions} positions ${modelDir} has`);
     }
+    const maxLength = givenMaxLength ?? Math.min(DEFAULT_MAX_LENGTH, positions);
     const encoding = causalEncodingOf(tokenizer, model);
     const examples = causalTrainingExamples(trainRows, encoding, maxLength, values.data as string);
     let train = examples;
@@ -160,7 +162,7 @@ export function prepareCausalTraining(
       model,
       train,
       evalExamples,
-      labels: { labels: null, task: 'causal-lm', seed, maxLength: numberOption(values, 'max-length') },
+      labels: { labels: null, task: 'causal-lm', seed, maxLength },
       targets: defaultCausalTargets(model),
       modulesToSave: '',
     };

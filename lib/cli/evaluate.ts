@@ -75,8 +75,15 @@ export async function evalCommand(argv: string[]): Promise<void> {
   try {
     const tokenizer = tokenizers.load(values.model as string);
     const maxLength = numberOption(values, 'max-length')!;
+    // A language model sees no more ids than it has positions.
+    const positions = (model.config as { maxPositions?: number }).maxPositions ?? Infinity;
     const examples = causal
-      ? causalTrainingExamples(rows as CausalRow[], causalEncodingOf(tokenizer, model), maxLength, data)
+      ? causalTrainingExamples(
+          rows as CausalRow[],
+          causalEncodingOf(tokenizer, model),
+          Math.min(maxLength, positions),
+          data,
+        )
       : toTaskExamples(rows as TaskRows, tokenizer, task, maxLength, data);
     const result = evaluate(model, examples, numberOption(values, 'batch-size'));
     process.stdout.write(

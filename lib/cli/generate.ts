@@ -35,7 +35,7 @@ export const generateOptions: Record<string, OptionSpec> = {
   },
   'max-new-tokens': { type: 'string', description: 'most tokens generated per prompt', default: '32' },
   'do-sample': { type: 'boolean', description: 'sample instead of greedy decoding' },
-  temperature: { type: 'string', description: 'sampling: divide the logits by this', default: '1' },
+  temperature: { type: 'string', description: 'sampling: divide the logits by this (default 1)' },
   'top-k': { type: 'string', description: 'sampling: keep the k most likely tokens' },
   'top-p': { type: 'string', description: 'sampling: keep the smallest set of tokens holding this probability' },
   'num-beams': {
@@ -43,7 +43,7 @@ export const generateOptions: Record<string, OptionSpec> = {
     description: 'beam search with this many beams (1: greedy or sampling)',
     default: '1',
   },
-  'length-penalty': { type: 'string', description: 'beam search: score / length^this', default: '1' },
+  'length-penalty': { type: 'string', description: 'beam search: score / length^this (default 1)' },
   seed: { type: 'string', description: 'seed of sampling (the same tokens on every run)', default: '0' },
   'batch-size': { type: 'string', description: 'prompts generated together (left-padded)', default: '8' },
 };
@@ -70,8 +70,9 @@ function checkedNumber(
 
 const positiveInteger = (value: number) => Number.isInteger(value) && value >= 1;
 
+/** The options given, as generate takes them: those not given are left out, so the model's defaults apply. */
 function generationSettings(values: OptionValues): GenerateOptions {
-  return {
+  const settings: GenerateOptions = {
     maxNewTokens: checkedNumber(values, 'max-new-tokens', positiveInteger, 'a positive integer'),
     doSample: values['do-sample'] === true,
     temperature: checkedNumber(values, 'temperature', (value) => value > 0, 'a positive number'),
@@ -81,6 +82,7 @@ function generationSettings(values: OptionValues): GenerateOptions {
     lengthPenalty: numberOption(values, 'length-penalty'),
     seed: checkedNumber(values, 'seed', Number.isSafeInteger, 'an integer'),
   };
+  return Object.fromEntries(Object.entries(settings).filter(([, value]) => value !== undefined)) as GenerateOptions;
 }
 
 function readItems(values: OptionValues): Item[] {

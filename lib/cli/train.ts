@@ -19,6 +19,7 @@ import { writeTrainingReport } from './reporting';
 import {
   checkModelFolder,
   chooseTask,
+  DEFAULT_MAX_LENGTH,
   LABELS_FILE,
   loadClassifier,
   readRows,
@@ -74,7 +75,10 @@ export const trainOptions: Record<string, OptionSpec> = {
   epochs: { type: 'string', description: 'passes over the training data', default: '3' },
   'max-steps': { type: 'string', description: 'steps to run (overrides --epochs)' },
   'batch-size': { type: 'string', description: 'examples per step', default: '16' },
-  'max-length': { type: 'string', description: 'longest tokenized sequence', default: '128' },
+  'max-length': {
+    type: 'string',
+    description: 'longest tokenized sequence (default 128, or the positions a language model has when fewer)',
+  },
   packing: {
     type: 'boolean',
     description: 'causal-lm: concatenate the examples and cut them into blocks of --max-length (no padding)',
@@ -108,7 +112,7 @@ export async function trainCommand(argv: string[]): Promise<void> {
   }
   const modelDir = values.model as string;
   checkModelFolder(modelDir);
-  const maxLength = numberOption(values, 'max-length')!;
+  const maxLength = numberOption(values, 'max-length');
   const seed = numberOption(values, 'seed')!;
   if (values.task === 'causal-lm') {
     const { prepareCausalTraining } = await import('./causal');
@@ -119,8 +123,9 @@ export async function trainCommand(argv: string[]): Promise<void> {
   const evalRows = values.eval === undefined ? undefined : readRows(values.eval as string, '--eval');
   const task = taskLabels(trainRows, chooseTask(values.task, trainRows));
   const tokenizer = tokenizers.load(modelDir);
-  const train = toTaskExamples(trainRows, tokenizer, task, maxLength, values.data as string);
-  const evalExamples = evalRows && toTaskExamples(evalRows, tokenizer, task, maxLength, values.eval as string);
+  const length = maxLength ?? DEFAULT_MAX_LENGTH;
+  const train = toTaskExamples(trainRows, tokenizer, task, length, values.data as string);
+  const evalExamples = evalRows && toTaskExamples(evalRows, tokenizer, task, length, values.eval as string);
   const model = loadClassifier(modelDir, task, seed);
   await runTraining(values, {
     model,
