@@ -131,10 +131,11 @@ export async function generateCommand(argv: string[]): Promise<void> {
     const generated: number[][] = [];
     for (let start = 0; start < items.length; start += batchSize) {
       const chunk = items.slice(start, start + batchSize);
+      const { seed: _runSeed, ...fixed } = settings;
       const rows = await generateBatch(model, chunk, encoding, {
-        ...settings,
-        // One seed per batch, hashed from the run's: a batch's tokens do not depend on the batch size before it.
-        seed: deriveSeed(settings.seed ?? 0, `generate.batch.${start}`),
+        ...fixed,
+        // Sampling draws from one seed per batch, hashed from the run's; greedy and beam search take none.
+        ...(settings.doSample && { seed: deriveSeed(settings.seed ?? 0, `generate.batch.${start}`) }),
       });
       rows.forEach((row, index) => {
         const end = row.findIndex((token) => stops.has(token));
