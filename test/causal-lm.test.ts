@@ -223,3 +223,90 @@ describe('training a causal LM', () => {
     model.dispose();
   });
 });
+
+describe('generating and scoring completions', () => {
+  /** A stand-in model that records what generate got and answers each row with fixed tokens. */
+  function recordingModel(answers: number[][]) {
+    const calls: { ids: number[]; mask: number[]; shape: number[]; options: Record<string, unknown> }[] = [];
+    const model = {
+      config: { padTokenId: undefined, eosTokenIds: [9, 8], task: 'causal-lm' },
+      training: true,
+      eval() {
+        this.training = false;
+        return this;
+      },
+      train(mode = true) {
+        this.training = mode;
+        return this;
+      },
+      async generate(
+        inputs: { inputIds: { data: Int32Array; shape: number[] }; attentionMask: { data: Int32Array } },
+        options: Record<string, unknown>,
+      ) {
+        calls.push({
+          ids: [...inputs.inputIds.data],
+          mask: [...inputs.attentionMask.data],
+          shape: [...inputs.inputIds.shape],
+          options,
+        });
+        const [rows, width] = inputs.inputIds.shape;
+        const start = calls.length === 1 ? 0 : 2;
+        return {
+          sequences: Array.from({ length: rows }, (_, row) => [
+            ...inputs.inputIds.data.slice(row * width, (row + 1) * width),
+            ...answers[start + row],
+          ]),
+        };
+      },
+    };
+    return { model: model as unknown as train.GeneratingModel, calls, state: model };
+  }
+
+  it('left-pads each batch with the eos (no pad token), cuts at the first of any eos, restores train mode', async () => {
+    const { model, calls, state } = recordingModel([[5, 6, 8, 7], [4], [9, 1], [3, 3]]);
+    const completions = await train.generateCompletions(model, [[1, 2, 3], [4], [5, 6], [7]], {
+      batchSize: 2,
+      maxNewTokens: 4,
+    });
+    expect(completions).toEqual([[5, 6], [4], [], [3, 3]]);
+    expect(calls[0].ids).toEqual([1, 2, 3, 9, 9, 4]);
+    expect(calls[0].mask).toEqual([1, 1, 1, 0, 0, 1]);
+    expect(calls[1].shape).toEqual([2, 2]);
+    expect(calls[0].options).toEqual({ maxNewTokens: 4 });
+    expect(state.training).toBe(true);
+    const sampled = recordingModel([[1], [1], [1], [1]]);
+    await train.generateCompletions(sampled.model, [[1], [2], [3]], { batchSize: 2, doSample: true, seed: 4 });
+    const seeds = sampled.calls.map((call) => call.options.seed);
+    expect(new Set(seeds).size).toBe(2);
+    expect(seeds.every((seed) => Number.isInteger(seed))).toBe(true);
+    await expect(train.generateCompletions(model, [[]])).rejects.toThrow(/prompt 0 must be a non-empty/);
+    await expect(train.generateCompletions(model, [[1]], { batchSize: 0 })).rejects.toThrow(/batchSize/);
+  });
+
+  it('a tiny GPT-2: greedy completions do not depend on the batch (left padding), and the scores are theirs', async () => {
+    const { model, examples, tokenizer } = tinyTask();
+    const prompts = examples.map((example) =>
+      example.inputIds.filter((_, position) => (example.label as number[])[position] === -100),
+    );
+    const alone = await train.generateCompletions(model as unknown as train.GeneratingModel, prompts, {
+      batchSize: 1,
+      maxNewTokens: 5,
+    });
+    const together = await train.generateCompletions(model as unknown as train.GeneratingModel, prompts, {
+      batchSize: 12,
+      maxNewTokens: 5,
+    });
+    expect(together).toEqual(alone);
+    const references = examples.map((example) =>
+      (example.label as number[]).filter((id) => id !== -100 && id !== tokenizer.sepId),
+    );
+    const scored = await train.evaluateGeneration(
+      model as unknown as train.GeneratingModel,
+      prompts.map((prompt, index) => ({ prompt, reference: references[index] })),
+      { maxNewTokens: 5 },
+    );
+    expect(scored.completions).toEqual(alone);
+    expect(scored.metrics).toEqual(train.generationMetrics(alone, references));
+    model.dispose();
+  });
+});

@@ -3,7 +3,6 @@
 import { existsSync } from 'node:fs';
 
 import { load } from '../models/index';
-import { type Tensor } from '../tensor';
 import * as tokenizers from '../tokenizers/index';
 import {
   type CausalEncoding,
@@ -14,53 +13,14 @@ import {
 } from '../train/causal-data';
 import { type Example } from '../train/data';
 import { ExamplesFileError } from '../train/files';
+import { type GeneratingModel } from '../train/generation-eval';
 import { type TrainableModel } from '../train/model';
 import { type OptionValues, UsageError } from './args';
 import { DEFAULT_MAX_LENGTH } from './task';
 import { type TrainingJob } from './train';
 
-/** The generation options `model.generate` takes (see the causal-LM models). */
-export interface GenerateOptions {
-  maxNewTokens?: number;
-  doSample?: boolean;
-  temperature?: number;
-  topK?: number;
-  topP?: number;
-  numBeams?: number;
-  lengthPenalty?: number;
-  seed?: number;
-  onToken?: (tokens: unknown) => void;
-  signal?: AbortSignal;
-}
-
 /** A causal language model as the commands use it: trainable, and able to generate. */
-export interface CausalLM extends TrainableModel {
-  generate(
-    inputs: {
-      inputIds: { data: Int32Array; shape: [number, number] };
-      attentionMask?: { data: Int32Array; shape: [number, number] };
-    },
-    options?: GenerateOptions,
-  ): Promise<unknown>;
-}
-
-/** The rows of rows of ids `generate` returned, whichever shape it gave them in. */
-export function generatedRows(output: unknown): number[][] {
-  const value = (output as { sequences?: unknown })?.sequences ?? output;
-  if (Array.isArray(value)) return value.map((row) => Array.from(row as ArrayLike<number>));
-  const matrix = value as { data?: ArrayLike<number>; shape?: readonly number[] };
-  if (matrix?.data !== undefined && Array.isArray(matrix.shape) && matrix.shape.length === 2) {
-    const [rows, columns] = matrix.shape;
-    return Array.from({ length: rows }, (_, row) => Array.from(matrix.data!).slice(row * columns, (row + 1) * columns));
-  }
-  const tensor = value as Tensor;
-  if (typeof tensor?.toFloat32Array === 'function' && tensor.shape.length === 2) {
-    const [rows, columns] = tensor.shape;
-    const values = tensor.toFloat32Array();
-    return Array.from({ length: rows }, (_, row) => Array.from(values.subarray(row * columns, (row + 1) * columns)));
-  }
-  throw new TypeError('generate returned neither rows of ids nor a [batch, seq] matrix');
-}
+export type CausalLM = GeneratingModel;
 
 /** The causal language model in checkpoint folder `dir`, or a UsageError naming what the folder holds instead. */
 export function loadCausalLM(dir: string, seed: number, option = '--model'): CausalLM {

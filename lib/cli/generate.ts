@@ -4,21 +4,12 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 
 import * as adapters from '../adapters/index';
-import { deriveSeed } from '../random';
 import * as tokenizers from '../tokenizers/index';
 import { isPromptRow } from '../train/causal-data';
-import { paddingId } from '../train/model';
+import { generateCompletions, type GenerationSettings } from '../train/generation-eval';
 import { generationMetrics } from '../train/metrics';
 import { commandOptions, numberOption, type OptionSpec, type OptionValues, UsageError } from './args';
-import {
-  type CausalLM,
-  causalEncodingOf,
-  eosTokenIdOf,
-  generatedRows,
-  type GenerateOptions,
-  loadCausalLM,
-  readCausalRows,
-} from './causal';
+import { causalEncodingOf, loadCausalLM, readCausalRows } from './causal';
 import { checkModelFolder } from './task';
 
 export const generateOptions: Record<string, OptionSpec> = {
@@ -71,8 +62,8 @@ function checkedNumber(
 const positiveInteger = (value: number) => Number.isInteger(value) && value >= 1;
 
 /** The options given, as generate takes them: those not given are left out, so the model's defaults apply. */
-function generationSettings(values: OptionValues): GenerateOptions {
-  const settings: GenerateOptions = {
+function generationSettings(values: OptionValues): GenerationSettings {
+  const settings: GenerationSettings = {
     maxNewTokens: checkedNumber(values, 'max-new-tokens', positiveInteger, 'a positive integer'),
     doSample: values['do-sample'] === true,
     temperature: checkedNumber(values, 'temperature', (value) => value > 0, 'a positive number'),
@@ -82,7 +73,7 @@ function generationSettings(values: OptionValues): GenerateOptions {
     lengthPenalty: numberOption(values, 'length-penalty'),
     seed: checkedNumber(values, 'seed', Number.isSafeInteger, 'an integer'),
   };
-  return Object.fromEntries(Object.entries(settings).filter(([, value]) => value !== undefined)) as GenerateOptions;
+  return Object.fromEntries(Object.entries(settings).filter(([, value]) => value !== undefined)) as GenerationSettings;
 }
 
 function readItems(values: OptionValues): Item[] {
@@ -119,39 +110,36 @@ export async function generateCommand(argv: string[]): Promise<void> {
     }
   }
   const tokenizer = tokenizers.load(modelDir);
-  if (tokenizer.decode === undefined) throw new UsageError(`--model ${modelDir}: its tokenizer cannot decode`);
+  const decode = tokenizer.decode?.bind(tokenizer);
+  if (decode === undefined) throw new UsageError(`--model ${modelDir}: its tokenizer cannot decode`);
   const model = loadCausalLM(modelDir, settings.seed ?? 0);
   try {
     if (adapterDir !== undefined) adapters.load(model, adapterDir);
-    model.eval();
     const encoding = causalEncodingOf(tokenizer, model);
-    // A generation ends at its first end-of-sequence token (a config may list several); what follows is padding.
-    const first = eosTokenIdOf(model);
-    const stops = new Set(model.config.eosTokenIds ?? (first === undefined ? [] : [first]));
-    const generated: number[][] = [];
-    for (let start = 0; start < items.length; start += batchSize) {
-      const chunk = items.slice(start, start + batchSize);
-      const { seed: _runSeed, ...fixed } = settings;
-      const rows = await generateBatch(model, chunk, encoding, {
-        ...fixed,
-        // Sampling draws from one seed per batch, hashed from the run's; greedy and beam search take none.
-        ...(settings.doSample && { seed: deriveSeed(settings.seed ?? 0, `generate.batch.${start}`) }),
-      });
-      rows.forEach((row, index) => {
-        const end = row.findIndex((token) => stops.has(token));
-        const tokens = end < 0 ? row : row.slice(0, end);
-        generated.push(tokens);
-        const item = chunk[index];
-        const line = { prompt: item.prompt, generated: tokenizer.decode!(tokens) };
-        process.stdout.write(
-          JSON.stringify(item.reference === undefined ? line : { ...line, reference: item.reference }) + '\n',
-        );
-      });
-    }
+    // Prompts are tokenized as training saw them: the start ids, then the text.
+    const prompts = items.map((item) => {
+      const ids = [...(encoding.prefix ?? []), ...encoding.tokenize(item.prompt)];
+      if (ids.length === 0) {
+        throw new UsageError(`${item.where}: the prompt is empty and the tokenizer puts no start token before it`);
+      }
+      return ids;
+    });
+    const completions = await generateCompletions(model, prompts, {
+      ...settings,
+      batchSize,
+      onBatch: (batch, start) =>
+        batch.forEach((tokens, index) => {
+          const item = items[start + index];
+          const line = { prompt: item.prompt, generated: decode(tokens) };
+          process.stdout.write(
+            JSON.stringify(item.reference === undefined ? line : { ...line, reference: item.reference }) + '\n',
+          );
+        }),
+    });
     const scored = items.flatMap((item, index) => (item.reference === undefined ? [] : [index]));
     if (scored.length > 0) {
       const metrics = generationMetrics(
-        scored.map((index) => generated[index]),
+        scored.map((index) => completions[index]),
         scored.map((index) => encoding.tokenize(items[index].reference!)),
       );
       process.stdout.write(JSON.stringify({ metrics: { examples: scored.length, ...metrics } }) + '\n');
@@ -159,39 +147,4 @@ export async function generateCommand(argv: string[]): Promise<void> {
   } finally {
     model.dispose();
   }
-}
-
-/**
- * The new tokens of each prompt of one batch: prompts tokenized as in training (start ids, then the text), left-padded
- * as generation needs, and everything after the padded prompts returned (eos and what follows it included).
- */
-async function generateBatch(
-  model: CausalLM,
-  chunk: readonly Item[],
-  encoding: ReturnType<typeof causalEncodingOf>,
-  settings: GenerateOptions,
-): Promise<number[][]> {
-  const prompts = chunk.map((item) => {
-    const ids = [...(encoding.prefix ?? []), ...encoding.tokenize(item.prompt)];
-    if (ids.length === 0) {
-      throw new UsageError(`${item.where}: the prompt is empty and the tokenizer puts no start token before it`);
-    }
-    return ids;
-  });
-  const width = Math.max(...prompts.map((ids) => ids.length));
-  const inputIds = new Int32Array(prompts.length * width).fill(paddingId(model.config));
-  const attentionMask = new Int32Array(prompts.length * width);
-  prompts.forEach((ids, row) => {
-    const offset = row * width + width - ids.length;
-    inputIds.set(ids, offset);
-    attentionMask.fill(1, offset, (row + 1) * width);
-  });
-  const shape: [number, number] = [prompts.length, width];
-  const rows = generatedRows(
-    await model.generate(
-      { inputIds: { data: inputIds, shape }, attentionMask: { data: attentionMask, shape } },
-      settings,
-    ),
-  );
-  return rows.map((row) => row.slice(width));
 }

@@ -29,3 +29,4 @@ export {
 } from './worker';
 export * from './causal-data';
 export { type TrainableConfig, type TrainableModel } from './model';
+export * from './generation-eval';
