@@ -13,9 +13,20 @@ import {
 } from './metrics';
 import { IGNORE_INDEX } from '../ops/loss';
 
+/** What `evaluate` returns: the task's loss and metrics over the examples, and the predictions they score. */
 export interface Evaluation {
+  /** The mean loss over the counted examples (token classification: over labelled tokens), as in training. */
   loss: number;
+  /**
+   * The task's metrics by name: accuracy and F1 for classification, MSE and correlations for regression,
+   * per-token and (for BIO tags) entity-level scores for token classification.
+   */
   metrics: Record<string, number>;
+  /**
+   * Regression: the predicted values, one per example (Float32Array). Classification: each example's class id.
+   * Multi-label: 0/1 decisions, [examples × classes] row by row. Token classification: the predicted class of each
+   * labelled token, in order.
+   */
   predictions: Float32Array | Int32Array;
 }
 
