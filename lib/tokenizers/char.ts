@@ -23,7 +23,7 @@ const SPECIALS = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'] as const;
 export class CharTokenizer implements Tokenizer {
   /** [PAD]. */
   readonly padTokenId = 0;
-  /** [UNK]: characters not seen when the vocabulary was built. */
+  /** [UNK], for characters not seen when the vocabulary was built. */
   readonly unknownId = 1;
   /** [CLS], opening every sequence. */
   readonly clsId = 2;
