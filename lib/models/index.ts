@@ -38,14 +38,37 @@ export {
   type EncoderFamily,
   type EncoderModelConfig,
   type EncoderTask,
+  type EsmSettings,
   type HuggingFaceConfig,
   parameterCount,
   parseConfig,
   SUPPORTED_ARCHITECTURES,
 } from './config';
-export { DistilBertForSequenceClassification, DistilBertForTokenClassification, DistilBertModel } from './distilbert';
-export { type ClassifierInputs, type ClassifierOutput, EncoderTaskModel } from './encoder';
-export { EsmForSequenceClassification, EsmForTokenClassification, EsmModel } from './esm';
+export {
+  DistilBertAttention,
+  DistilBertEmbeddings,
+  DistilBertEncoder,
+  DistilBertFeedForward,
+  DistilBertForSequenceClassification,
+  DistilBertForTokenClassification,
+  DistilBertLayer,
+  DistilBertModel,
+  DistilBertTransformer,
+} from './distilbert';
+export { type ClassifierInputs, type ClassifierOutput, type EncoderBody, EncoderTaskModel } from './encoder';
+export {
+  EsmAttention,
+  EsmBody,
+  EsmEmbeddings,
+  EsmEncoder,
+  EsmForSequenceClassification,
+  EsmForTokenClassification,
+  EsmIntermediate,
+  EsmLayer,
+  EsmModel,
+  EsmResidualOutput,
+  EsmSelfAttention,
+} from './esm';
 /** The models' common base under its earlier name. */
 export { EncoderTaskModel as SequenceClassifier } from './encoder';
 export { MODEL_CLASSES } from './registry';
