@@ -35,7 +35,7 @@ export interface EncodedBatch {
 export interface EncodeOptions {
   /** Second texts (sentence pairs), one per text. */
   pairs?: readonly string[];
-  /** Longest sequence kept, special tokens included (default 512). */
+  /** Longest sequence kept, special tokens included (default 512; EsmTokenizer's 1024, ESM's context). */
   maxLength?: number;
   /** 'longest' pads to the longest sequence in the batch (default); 'max_length' pads to maxLength. */
   padding?: 'longest' | 'max_length';
@@ -55,7 +55,7 @@ export interface Tokenizer {
   /**
    * A pre-split sequence of words (token classification), with the special tokens the tokenizer adds: `wordIds`
    * says which word each token comes from (null for special tokens), as transformers' `word_ids()`. Words that do not
-   * fit in `maxLength` (default 512) are dropped from the end.
+   * fit in `maxLength` (default 512; EsmTokenizer's 1024) are dropped from the end.
    */
   encodeWords(words: readonly string[], options?: { maxLength?: number }): EncodedWords;
 }

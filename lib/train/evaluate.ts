@@ -18,8 +18,9 @@ export interface Evaluation {
   /** The mean loss over the counted examples (token classification: over labelled tokens), as in training. */
   loss: number;
   /**
-   * The task's metrics by name: accuracy and F1 for classification, MSE and correlations for regression,
-   * per-token and (for BIO tags) entity-level scores for token classification.
+   * The task's metrics by name: accuracy, macroF1 and mcc for classification (per labelled token for token
+   * classification, plus entityPrecision, entityRecall and entityF1 for BIO tags); mse, pearson and spearman for
+   * regression; subsetAccuracy, microF1 and macroF1 for multi-label classification.
    */
   metrics: Record<string, number>;
   /**
