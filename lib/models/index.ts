@@ -22,6 +22,11 @@ export {
   BertForSequenceClassification,
   BertForTokenClassification,
   BertModel,
+  Embeddings,
+  Encoder,
+  EncoderModel,
+  Pooler,
+  RobertaClassificationHead,
   RobertaForSequenceClassification,
   RobertaForTokenClassification,
   RobertaModel,
@@ -33,18 +38,41 @@ export {
   type EncoderFamily,
   type EncoderModelConfig,
   type EncoderTask,
+  type EsmSettings,
   type HuggingFaceConfig,
   parameterCount,
   parseConfig,
   SUPPORTED_ARCHITECTURES,
 } from './config';
-export { DistilBertForSequenceClassification, DistilBertForTokenClassification, DistilBertModel } from './distilbert';
-export { type ClassifierInputs, type ClassifierOutput, EncoderTaskModel } from './encoder';
-export { EsmForSequenceClassification, EsmForTokenClassification, EsmModel } from './esm';
+export {
+  DistilBertAttention,
+  DistilBertEmbeddings,
+  DistilBertEncoder,
+  DistilBertFeedForward,
+  DistilBertForSequenceClassification,
+  DistilBertForTokenClassification,
+  DistilBertLayer,
+  DistilBertModel,
+  DistilBertTransformer,
+} from './distilbert';
+export { type ClassifierInputs, type ClassifierOutput, type EncoderBody, EncoderTaskModel } from './encoder';
+export {
+  EsmAttention,
+  EsmBody,
+  EsmEmbeddings,
+  EsmEncoder,
+  EsmForSequenceClassification,
+  EsmForTokenClassification,
+  EsmIntermediate,
+  EsmLayer,
+  EsmModel,
+  EsmResidualOutput,
+  EsmSelfAttention,
+} from './esm';
 /** The models' common base under its earlier name. */
 export { EncoderTaskModel as SequenceClassifier } from './encoder';
 export { MODEL_CLASSES } from './registry';
-export type { IdMatrix } from './inputs';
+export type { IdBatch, IdMatrix } from './inputs';
 
 /**
  * The class a config asks for: its `architectures` entry, else its `model_type`. Throws a RangeError, before
@@ -66,6 +94,7 @@ function gib(bytes: number): string {
   return `${(bytes / 2 ** 30).toFixed(1)} GiB`;
 }
 
+/** How a checkpoint's tensor names matched the model's parameters, as transformers' loading info. */
 export interface LoadReport {
   /** Parameters of the model the checkpoint lacked: they keep their fresh initialisation. */
   missingKeys: string[];
@@ -119,6 +148,7 @@ export function loadStateDict(model: EncoderTaskModel, tensors: Map<string, Tens
 
 const FLOAT_DTYPES = new Set(['F32', 'F16', 'BF16', 'F64']);
 
+/** Options of `models.load`. */
 export interface LoadOptions {
   /** Seed of the parameters the checkpoint lacks (a fresh classifier head). */
   seed?: number;
@@ -132,7 +162,13 @@ export interface LoadOptions {
 }
 
 /** Reads `config.json` and `model.safetensors` from a Hugging Face checkpoint folder. */
-export function load(dir: string, options: LoadOptions = {}): EncoderTaskModel & { loadReport: LoadReport } {
+export function load(
+  dir: string,
+  options: LoadOptions = {},
+): EncoderTaskModel & {
+  /** Which checkpoint tensors were missing or unused (integer buffers such as position_ids count as unused). */
+  loadReport: LoadReport;
+} {
   if (typeof dir !== 'string' || dir === '') throw new TypeError('models.load: dir must be a non-empty string');
   const configFile = join(dir, 'config.json');
   let text: string;
