@@ -9,11 +9,29 @@ import { ExamplesFileError } from './files';
 /** Labels equal to this are out of the loss, as in transformers. */
 const IGNORED = -100;
 
-/** One row of a language-modelling file, with the line it came from (1-based) for errors about it. */
-export type CausalRow = ({ text: string } | { prompt: string; completion: string }) & { line?: number };
+/** A row trained on every token. */
+export interface TextRow {
+  /** The text, learned whole. */
+  text: string;
+  /** The line it came from (1-based), for errors about it. */
+  line?: number;
+}
+
+/** A row trained on its completion only. */
+export interface PromptRow {
+  /** What the model is given: out of the loss. */
+  prompt: string;
+  /** What it learns to continue with (and the eos after it). */
+  completion: string;
+  /** The line it came from (1-based), for errors about it. */
+  line?: number;
+}
+
+/** One row of a language-modelling file. */
+export type CausalRow = TextRow | PromptRow;
 
 /** Whether a row trains on its completion only. */
-export function isPromptRow(row: CausalRow): row is { prompt: string; completion: string; line?: number } {
+export function isPromptRow(row: CausalRow): row is PromptRow {
   return 'prompt' in row;
 }
 
@@ -90,6 +108,7 @@ export interface CausalEncoding {
   eosTokenId?: number;
 }
 
+/** How causalExamples cuts and names rows. */
 export interface CausalExampleOptions {
   /** Cut longer examples to this many ids, keeping their start. */
   maxLength?: number;

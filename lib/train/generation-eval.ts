@@ -6,12 +6,19 @@ import { paddingId, type TrainableModel } from './model';
 
 /** What a model's generate takes (the causal-LM models' GenerateOptions), as far as scoring needs to know. */
 export interface GenerationSettings {
+  /** New tokens at most per prompt. */
   maxNewTokens?: number;
+  /** Sample from the softmax instead of taking the most likely token. */
   doSample?: boolean;
+  /** Sampling: logits divided by it. */
   temperature?: number;
+  /** Sampling: keep the k most likely tokens. */
   topK?: number;
+  /** Sampling: keep the smallest set of most likely tokens holding this probability. */
   topP?: number;
+  /** Beam search with this many beams when more than 1. */
   numBeams?: number;
+  /** Beam search: finished beams ranked by log-probability / length^lengthPenalty. */
   lengthPenalty?: number;
   /** With doSample: each batch samples from its own seed, hashed from this one (0 when not given). */
   seed?: number;
@@ -19,15 +26,20 @@ export interface GenerationSettings {
 
 /** A language model that generates: `generate` returns each row's prompt (padding included) and new tokens. */
 export interface GeneratingModel extends TrainableModel {
+  /** Each row's prompt (padding included) followed by its new tokens, in `sequences`. */
   generate(
     inputs: {
       inputIds: { data: Int32Array; shape: [number, number] };
       attentionMask: { data: Int32Array; shape: [number, number] };
     },
     options?: GenerationSettings,
-  ): Promise<{ sequences: number[][] }>;
+  ): Promise<{
+    /** [batch] rows of ids: the prompt as given, then the new tokens. */
+    sequences: number[][];
+  }>;
 }
 
+/** Generation settings, and how generateCompletions batches. */
 export interface CompletionOptions extends GenerationSettings {
   /** Prompts generated together (default 8). */
   batchSize?: number;
@@ -93,9 +105,11 @@ export async function generateCompletions(
   return completions;
 }
 
+/** What evaluateGeneration returns. */
 export interface GenerationEvaluation {
   /** Each prompt's generated tokens, before its end-of-sequence token. */
   completions: number[][];
+  /** Exact match, token edit distance and error rate, and BLEU-4 of the completions. */
   metrics: GenerationMetrics;
 }
 

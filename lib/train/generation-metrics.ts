@@ -76,6 +76,7 @@ export function tokenErrorRate(predictions: readonly TokenSequence[], references
   return errors / length;
 }
 
+/** How corpusBleu counts. */
 export interface BleuOptions {
   /** The longest n-gram counted (default 4: BLEU-4). */
   maxOrder?: number;
@@ -86,14 +87,17 @@ export interface BleuOptions {
   smoothing?: 'exp' | 'none';
 }
 
+/** Corpus BLEU and the figures it is made of. */
 export interface BleuScore {
   /** In [0, 1] (sacrebleu reports 100 times this). */
   bleu: number;
   /** The modified n-gram precision of each order, 1 to maxOrder, after smoothing. */
   precisions: number[];
+  /** exp(1 − r/c) when the predictions' length c is below the references' r, else 1. */
   brevityPenalty: number;
-  /** Tokens in the predictions, and in the references (the closest reference length per prediction). */
+  /** Tokens in the predictions. */
   predictionLength: number;
+  /** Tokens in the references (per prediction, the reference length closest to its own). */
   referenceLength: number;
 }
 
@@ -189,7 +193,9 @@ export function corpusBleu(
   return { bleu, precisions, brevityPenalty, predictionLength, referenceLength };
 }
 
+/** The scores of generated token sequences against their references. */
 export interface GenerationMetrics {
+  /** The share of predictions equal to their reference. */
   exactMatch: number;
   /** Corpus token error rate: summed edit distances over summed reference lengths. */
   tokenErrorRate: number;

@@ -28,5 +28,5 @@ export {
   type WorkerTrainerOptions,
 } from './worker';
 export * from './causal-data';
-export { type TrainableConfig, type TrainableModel } from './model';
+export { collateFor, type ModelInputs, paddingId, type TrainableConfig, type TrainableModel } from './model';
 export * from './generation-eval';

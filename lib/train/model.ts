@@ -26,8 +26,15 @@ export interface ModelInputs {
 }
 
 export interface TrainableModel extends Module {
+  /** The model's config: its task, padding and limits. */
   readonly config: TrainableConfig;
-  forward(inputs: ModelInputs): { logits: Tensor; loss?: Tensor };
+  /** Logits, and with labels the task's loss (a language model shifts its labels inside, as transformers). */
+  forward(inputs: ModelInputs): {
+    /** The task's outputs: classes, targets, or next-token logits [batch, seq, vocab]. */
+    logits: Tensor;
+    /** The mean loss over what the labels count, when labels were given. */
+    loss?: Tensor;
+  };
 }
 
 /**
