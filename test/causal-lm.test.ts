@@ -76,20 +76,43 @@ describe("PEFT's DoRA folders on decoders", () => {
 });
 
 describe('adapters on every decoder projection', () => {
+  const llamaTargets = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
+  // Qwen2 (q, k and v with biases) has no fixture: a tiny one is built here, run on llama's batch.
+  const tinyQwen2 = () =>
+    models
+      .fromConfig(
+        {
+          architectures: ['Qwen2ForCausalLM'],
+          model_type: 'qwen2',
+          vocab_size: 89,
+          hidden_size: 48,
+          num_hidden_layers: 2,
+          num_attention_heads: 4,
+          num_key_value_heads: 2,
+          intermediate_size: 80,
+          max_position_embeddings: 64,
+          tie_word_embeddings: true,
+        },
+        { seed: 9 },
+      )
+      .eval();
   const cases = [
     // c_proj names both the attention's output and the MLP's: four Conv1D layers per GPT-2 block.
-    { base: 'gpt2', targets: ['c_attn', 'c_proj', 'c_fc'], perBlock: 4 },
     {
-      base: 'llama',
-      targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
-      perBlock: 7,
+      base: 'gpt2',
+      build: () => load('gpt2'),
+      batch: 'peft-dora-gpt2',
+      targets: ['c_attn', 'c_proj', 'c_fc'],
+      perBlock: 4,
     },
+    { base: 'llama', build: () => load('llama'), batch: 'peft-dora-llama', targets: llamaTargets, perBlock: 7 },
+    { base: 'qwen2', build: tinyQwen2, batch: 'peft-dora-llama', targets: llamaTargets, perBlock: 7 },
   ];
-  for (const { base, targets, perBlock } of cases) {
+  for (const { base, build, batch, targets, perBlock } of cases) {
     for (const method of adapters.ADAPTER_METHOD_NAMES) {
       it(`${base}, ${method}: starts at the base model; merge and unmerge keep the logits`, () => {
-        const reference = readCase(`peft-dora-${base}`);
-        const model = load(base);
+        const reference = readCase(batch);
+        const model = build();
         const before = logitsOf(model, reference);
         const groups = adapters.apply(model, { method, r: 4, alpha: 8, targetModules: targets, seed: 5 });
         const layers = adapters.adaptedLayers(model);
