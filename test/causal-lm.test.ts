@@ -26,7 +26,7 @@ const readCase = (folder: string) => JSON.parse(readFileSync(join(root, folder, 
 const flat = (values: unknown): number[] => (values as unknown[]).flat(Infinity as 1) as number[];
 const load = (folder: string) => models.load(join(root, folder)).eval();
 
-function logitsOf(model: ReturnType<typeof load>, batch: { input_ids: number[][]; attention_mask: number[][] }) {
+function logitsOf(model: train.TrainableModel, batch: { input_ids: number[][]; attention_mask: number[][] }) {
   return noGrad(() => {
     const { logits } = model.forward({ inputIds: batch.input_ids, attentionMask: batch.attention_mask });
     const values = logits.toFloat32Array();
@@ -78,7 +78,7 @@ describe("PEFT's DoRA folders on decoders", () => {
 describe('adapters on every decoder projection', () => {
   const llamaTargets = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
   // Qwen2 (q, k and v with biases) has no fixture: a tiny one is built here, run on llama's batch.
-  const tinyQwen2 = () =>
+  const tinyQwen2 = (): train.TrainableModel =>
     models
       .fromConfig(
         {
@@ -100,12 +100,12 @@ describe('adapters on every decoder projection', () => {
     // c_proj names both the attention's output and the MLP's: four Conv1D layers per GPT-2 block.
     {
       base: 'gpt2',
-      build: () => load('gpt2'),
+      build: (): train.TrainableModel => load('gpt2'),
       batch: 'peft-dora-gpt2',
       targets: ['c_attn', 'c_proj', 'c_fc'],
       perBlock: 4,
     },
-    { base: 'llama', build: () => load('llama'), batch: 'peft-dora-llama', targets: llamaTargets, perBlock: 7 },
+    { base: 'llama', build: (): train.TrainableModel => load('llama'), batch: 'peft-dora-llama', targets: llamaTargets, perBlock: 7 },
     { base: 'qwen2', build: tinyQwen2, batch: 'peft-dora-llama', targets: llamaTargets, perBlock: 7 },
   ];
   for (const { base, build, batch, targets, perBlock } of cases) {
