@@ -105,7 +105,13 @@ describe('adapters on every decoder projection', () => {
       targets: ['c_attn', 'c_proj', 'c_fc'],
       perBlock: 4,
     },
-    { base: 'llama', build: (): train.TrainableModel => load('llama'), batch: 'peft-dora-llama', targets: llamaTargets, perBlock: 7 },
+    {
+      base: 'llama',
+      build: (): train.TrainableModel => load('llama'),
+      batch: 'peft-dora-llama',
+      targets: llamaTargets,
+      perBlock: 7,
+    },
     { base: 'qwen2', build: tinyQwen2, batch: 'peft-dora-llama', targets: llamaTargets, perBlock: 7 },
   ];
   for (const { base, build, batch, targets, perBlock } of cases) {
