@@ -422,6 +422,10 @@ describe('bidora train --task causal-lm and bidora generate', () => {
     const metrics = JSON.parse(readFileSync(join(out, 'metrics.json'), 'utf8'));
     expect(metrics.task).toBe('causal-lm');
     expect(metrics.final.perplexity).toBeCloseTo(Math.exp(metrics.final.loss), 6);
+    // The evaluation file's completions are scored on what the trained model generates.
+    for (const name of ['exactMatch', 'tokenErrorRate', 'editDistance', 'bleu']) {
+      expect(Number.isFinite(metrics.final[name]), name).toBe(true);
+    }
     const losses = metrics.history.map((record: { loss: number }) => record.loss);
     expect(Math.min(...losses.slice(-4))).toBeLessThan(Math.max(...losses.slice(0, 4)));
 

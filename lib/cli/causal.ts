@@ -8,12 +8,13 @@ import {
   type CausalEncoding,
   causalExamples,
   type CausalRow,
+  isPromptRow,
   packExamples,
   readCausalExamplesFile,
 } from '../train/causal-data';
 import { type Example } from '../train/data';
 import { ExamplesFileError } from '../train/files';
-import { type GeneratingModel } from '../train/generation-eval';
+import { evaluateGeneration, type GeneratingModel } from '../train/generation-eval';
 import { type TrainableModel } from '../train/model';
 import { type OptionValues, UsageError } from './args';
 import { DEFAULT_MAX_LENGTH } from './task';
@@ -118,7 +119,28 @@ export function prepareCausalTraining(
       }
     }
     const evalExamples = evalRows && causalTrainingExamples(evalRows, encoding, maxLength, values.eval as string);
+    // Generating is slow beside a forward pass: only an evaluation file's completions are scored.
+    const scored = (evalRows ?? [])
+      .filter(isPromptRow)
+      .filter((row) => encoding.tokenize(row.prompt).length > 0 || (encoding.prefix ?? []).length > 0);
     return {
+      // Completions to score: the model generates after each prompt, greedily, up to the longest reference and eos.
+      extraScores:
+        scored.length === 0
+          ? undefined
+          : async (trained) => {
+              const examples = scored.map((row) => ({
+                prompt: [...(encoding.prefix ?? []), ...encoding.tokenize(row.prompt)],
+                reference: encoding.tokenize(row.completion),
+              }));
+              const longest = Math.max(...examples.map((example) => example.reference.length));
+              const room = maxLength - Math.max(...examples.map((example) => example.prompt.length));
+              const { metrics } = await evaluateGeneration(trained as GeneratingModel, examples, {
+                maxNewTokens: Math.max(1, Math.min(longest + 1, room)),
+                batchSize: 16,
+              });
+              return { ...metrics };
+            },
       model,
       train,
       evalExamples,

@@ -147,6 +147,8 @@ export interface TrainingJob {
   /** --target and --modules-to-save when not given. */
   targets: string;
   modulesToSave: string;
+  /** Scores beyond evaluate's on the trained model (a language model's generations against its completions). */
+  extraScores?: (model: TrainableModel) => Promise<Record<string, number>>;
 }
 
 /** Attaches the adapters, fits, and writes the adapter folder, labels.json, the tokenizer, metrics and the report. */
@@ -207,7 +209,8 @@ async function runTraining(values: OptionValues, job: TrainingJob): Promise<void
     for (const file of tokenizers.TOKENIZER_FILES) {
       if (existsSync(join(modelDir, file))) copyFileSync(join(modelDir, file), join(outDir, file));
     }
-    const final = evalExamples ? evaluate(model, evalExamples) : evaluate(model, train);
+    const evaluation = evalExamples ? evaluate(model, evalExamples) : evaluate(model, train);
+    const final = { ...evaluation, metrics: { ...evaluation.metrics, ...(await job.extraScores?.(model)) } };
     const analysis = adapters.analyze(model);
     const metrics = {
       method,
