@@ -266,6 +266,20 @@ export interface NativeBinding {
    * p in [0, 1]; seed an integer from 0 to 2^53 − 1.
    */
   dropout(args: { x: Handle; p: number; seed: number }): Handle;
+  /**
+   * [sync] Fused attention (online softmax over key blocks, no query × key buffer). query [batch, heads, Lq, D], key
+   * and value [batch, kvHeads, Lk, D] (query head h reads kv head ⌊h / (heads / kvHeads)⌋), keyMask [batch, Lk] (0
+   * masks); causal: query i sees keys j ≤ i + Lk − Lq. Dropout p on the probabilities keeps what `dropout` keeps at
+   * the flat [batch, heads, Lq, Lk] index. A query that sees no key gives zeros (logsumexp −∞). reference: the CPU's
+   * scalar loops in double.
+   */
+  attention(args: AttentionArgs): { output: Handle; logsumexp: Handle };
+  /** [sync] Gradients of query, key and value (key's and value's summed over the heads that share them). */
+  attentionBackward(args: AttentionArgs & { gradOutput: Handle; output: Handle; logsumexp: Handle }): {
+    query: Handle;
+    key: Handle;
+    value: Handle;
+  };
 
   // ---- optimizer kernels over tensor lists and the orthogonality regulariser (native/binding/ops_optim.cc) ----
   // Every list op updates its first list in place, one call for the whole list; lists must have equal lengths and
@@ -334,6 +348,19 @@ export interface NativeLayerArgs {
   loraA: Handle;
   loraB: Handle;
   scale: number;
+}
+
+/** The arguments attention and attentionBackward share. */
+export interface AttentionArgs {
+  query: Handle;
+  key: Handle;
+  value: Handle;
+  keyMask?: Handle;
+  causal?: boolean;
+  scale: number;
+  p: number;
+  seed: number;
+  reference?: boolean;
 }
 
 /** A LoRA layer's call: the layer, its input [..., K], bias [M], and the low-rank branch's dropout and seed. */

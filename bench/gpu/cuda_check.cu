@@ -592,6 +592,73 @@ void check_layout() {
   check("rotary inverse restores x", restored.download(), Doubles(rx.begin(), rx.end()), 1e-5);
 }
 
+// Fused attention against explicit softmax attention in double: padding mask, causal with fewer queries than keys,
+// grouped-query heads (4 on 2), a head size off the warp width, rows that see no key, and dropout with the dropout
+// op's mask at the flat [batch, heads, Lq, Lk] index; output and the three gradients.
+void check_attention() {
+  const int64_t b = 2, h = 4, kvh = 2, lq = 37, lk = 75, hd = 40;
+  const float scale = 0.2f, p = 0.2f;
+  const uint64_t seed = 31;
+  const Vector q = random_vector(b * h * lq * hd), k = random_vector(b * kvh * lk * hd),
+               v = random_vector(b * kvh * lk * hd), g = random_vector(b * h * lq * hd);
+  Vector mask(b * lk, 1.0f);
+  for (int64_t j = 0; j < lk; j += 3) mask[j] = 0.0f;  // padding in entry 0
+  std::fill(mask.begin() + lk, mask.end(), 0.0f);      // entry 1 sees nothing
+  for (const bool causal : {false, true}) {
+    for (const float drop : {0.0f, p}) {
+      Doubles out(q.size(), 0.0), dq(q.size(), 0.0), dk(k.size(), 0.0), dv(v.size(), 0.0);
+      const uint64_t key = bidora::cuda::dropout_key(seed), threshold = bidora::cuda::dropout_threshold(drop);
+      for (int64_t bi = 0; bi < b; ++bi)
+        for (int64_t hi = 0; hi < h; ++hi)
+          for (int64_t i = 0; i < lq; ++i) {
+            const int64_t row = (bi * h + hi) * lq + i, kv = (bi * kvh + hi / (h / kvh)) * lk;
+            Doubles s(lk, -INFINITY), z(lk, 1.0), dp(lk);
+            double max = -INFINITY;
+            for (int64_t j = 0; j < lk; ++j) {
+              if ((causal && j > i + lk - lq) || mask[bi * lk + j] == 0.0f) continue;
+              double dot = 0;
+              for (int64_t e = 0; e < hd; ++e) dot += double(q[row * hd + e]) * k[(kv + j) * hd + e];
+              s[j] = dot * scale;
+              max = std::max(max, s[j]);
+              if (drop > 0) z[j] = bidora::cuda::dropout_keeps(key, row * lk + j, threshold) ? 1.0 / (1.0 - drop) : 0.0;
+            }
+            if (max == -INFINITY) continue;
+            double sum = 0, row_term = 0;
+            for (double& x : s) sum += x = std::exp(x - max);
+            for (int64_t j = 0; j < lk; ++j) {
+              s[j] /= sum;
+              double dot = 0;
+              for (int64_t e = 0; e < hd; ++e) {
+                out[row * hd + e] += s[j] * z[j] * v[(kv + j) * hd + e];
+                dv[(kv + j) * hd + e] += s[j] * z[j] * g[row * hd + e];
+                dot += double(g[row * hd + e]) * v[(kv + j) * hd + e];
+              }
+              dp[j] = z[j] * dot;
+              row_term += s[j] * dp[j];
+            }
+            for (int64_t j = 0; j < lk; ++j) {
+              const double ds = s[j] * (dp[j] - row_term) * scale;
+              for (int64_t e = 0; e < hd; ++e) {
+                dq[row * hd + e] += ds * k[(kv + j) * hd + e];
+                dk[(kv + j) * hd + e] += ds * q[row * hd + e];
+              }
+            }
+          }
+      Device<float> dqd(q), dkd(k), dvd(v), dgd(g), dmask(mask), o(q.size()), lse(b * h * lq), gq(q.size()),
+          gk(k.size()), gv(v.size());
+      const ops::AttentionDims dims{b, h, kvh, lq, lk, hd, scale, causal, false, {drop, seed}};
+      gpu().attention({o.ptr, lse.ptr, dqd.ptr, dkd.ptr, dvd.ptr, dmask.ptr, dims});
+      gpu().attention_backward(
+          {gq.ptr, gk.ptr, gv.ptr, dgd.ptr, dqd.ptr, dkd.ptr, dvd.ptr, dmask.ptr, o.ptr, lse.ptr, dims});
+      const std::string name = std::string("attention") + (causal ? " causal" : "") + (drop > 0 ? " dropout" : "");
+      check(name + " output", o.download(), out, kFloat32Tolerance);
+      check(name + " grad query", gq.download(), dq, kFloat32Tolerance);
+      check(name + " grad key", gk.download(), dk, kFloat32Tolerance);
+      check(name + " grad value", gv.download(), dv, kFloat32Tolerance);
+    }
+  }
+}
+
 void check_nn() {
   const int64_t rows = 193, d = 771;
   const Vector x = random_vector(rows * d, 2.0f), gamma = random_vector(d), beta = random_vector(d);
@@ -906,6 +973,7 @@ int main(int argc, char** argv) {
   check_elementwise();
   check_layout();
   check_nn();
+  check_attention();
   check_optimizer();
   std::printf("\n%d check(s) failed\n", failures);
   if (!quick) {

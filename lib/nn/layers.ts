@@ -220,7 +220,16 @@ export class Dropout extends Module {
   }
 
   forward(input: Tensor): Tensor {
-    return this.training && this.p > 0 ? dropout(input, this.p, this.#seeds.next()) : input;
+    const seed = this.nextSeed();
+    return seed === undefined ? input : dropout(input, this.p, seed);
+  }
+
+  /**
+   * The seed the next forward would use (the stream advances), or undefined when it would be the identity (eval mode
+   * or p = 0): for ops that apply this dropout inside themselves, such as fused attention.
+   */
+  nextSeed(): number | undefined {
+    return this.training && this.p > 0 ? this.#seeds.next() : undefined;
   }
 
   protected override ownSeedStreams(): SeedStream[] {

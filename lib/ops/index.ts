@@ -34,7 +34,7 @@ export {
   swiglu,
   tanh,
 } from './activation';
-export { softmax } from './attention';
+export { type AttentionOptions, scaledDotProductAttention, softmax } from './attention';
 export { dropout } from './dropout';
 export { embedding } from './embedding';
 export { bceWithLogits, crossEntropy, IGNORE_INDEX, mseLoss } from './loss';

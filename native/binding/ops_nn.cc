@@ -337,13 +337,74 @@ const OpSpec<DropoutArgs> kDropout("dropout", Runs::kAny, kernel<&ops::Backend::
                                      return result;
                                    });
 
+// [sync] attention({ query [batch, heads, Lq, D], key, value [batch, kvHeads, Lk, D], keyMask? [batch, Lk], causal,
+// scale, p in [0, 1), seed, reference }) -> { output, logsumexp [batch, heads, Lq] } (ops.h's Attention);
+// attentionBackward({ the same, gradOutput, output, logsumexp }) -> { query, key, value }: their gradients.
+struct AttentionArgs {
+  TensorHandle *query, *key, *value, *key_mask, *grad_output, *output, *logsumexp;
+  bool causal, reference;
+  float scale, p;
+  uint64_t seed;
+  ops::AttentionDims dims;
+};
+
+using At = AttentionArgs;
+std::vector<Field<At>> attention_fields(std::initializer_list<Field<At>> saved) {
+  std::vector<Field<At>> fields{arg<&At::query>("query"),          arg<&At::key>("key"),
+                                arg<&At::value>("value"),          arg<&At::key_mask>("keyMask", kOptional),
+                                arg<&At::causal>("causal"),        arg<&At::scale>("scale"),
+                                arg<&At::p>("p", half_open(0, 1)), arg<&At::seed>("seed", closed(0, kMaxSafeInteger)),
+                                arg<&At::reference>("reference")};
+  fields.insert(fields.end(), saved);
+  return fields;
+}
+
+void attention_rule(const char* fn, At& a) {
+  const auto shape = [](TensorHandle* t) { return t == nullptr ? nullptr : &t->shape(); };
+  rules::attention(fn, a.query->shape(), a.key->shape(), a.value->shape(), shape(a.key_mask), shape(a.grad_output),
+                   shape(a.output), shape(a.logsumexp), a.dims);
+  a.dims.scale = a.scale;
+  a.dims.causal = a.causal;
+  a.dims.reference = a.reference;
+  a.dims.dropout = {a.p, a.seed};
+}
+
+const float* data_of(TensorHandle* t) { return t == nullptr ? nullptr : t->data(); }
+
+const OpSpec<At> kAttention(
+    "attention", Runs::kAny, kernel<&ops::Backend::attention>, attention_fields({}), attention_rule,
+    [](const Call& call, At& a) -> Napi::Value {
+      float *out, *lse;
+      const Shape& q = a.query->shape();
+      Napi::Object result =
+          call.outputs({{"output", q, &out}, {"logsumexp", Shape::from({q[0], q[1], q[2]}, "logsumexp"), &lse}});
+      call.backend.attention({out, lse, a.query->data(), a.key->data(), a.value->data(), data_of(a.key_mask), a.dims});
+      return result;
+    });
+
+const OpSpec<At> kAttentionBackward("attentionBackward", Runs::kAny, kernel<&ops::Backend::attention_backward>,
+                                    attention_fields({arg<&At::grad_output>("gradOutput"), arg<&At::output>("output"),
+                                                      arg<&At::logsumexp>("logsumexp")}),
+                                    attention_rule, [](const Call& call, At& a) -> Napi::Value {
+                                      float *dq, *dk, *dv;
+                                      Napi::Object result = call.outputs({{"query", a.query->shape(), &dq},
+                                                                          {"key", a.key->shape(), &dk},
+                                                                          {"value", a.value->shape(), &dv}});
+                                      call.backend.attention_backward({dq, dk, dv, a.grad_output->data(),
+                                                                       a.query->data(), a.key->data(), a.value->data(),
+                                                                       data_of(a.key_mask), a.output->data(),
+                                                                       a.logsumexp->data(), a.dims});
+                                      return result;
+                                    });
+
 }  // namespace
 
 void register_nn(Napi::Env env, Napi::Object exports) {
   register_ops(env, exports, kGelu, kGeluTanh, kSilu, kRelu, kTanh, kGeluBackward, kGeluTanhBackward, kSiluBackward,
                kReluBackward, kTanhBackward, kPermute0213, kLayerNorm, kLayerNormBackward, kSoftmax, kSoftmaxBackward,
                kEmbedding, kEmbeddingBackward, kCrossEntropy, kCrossEntropyBackward, kMseLoss, kMseLossBackward,
-               kBceWithLogits, kBceWithLogitsBackward, kRotary, kDropout);
+               kBceWithLogits, kBceWithLogitsBackward, kRotary, kDropout,
+               kAttention, kAttentionBackward);
 }
 
 }  // namespace bidora::binding

@@ -159,6 +159,14 @@ BIDORA_HD float swiglu_backward_gate(float gate, float up, float grad_out) {
 }
 BIDORA_HD float swiglu_backward_up(float gate, float grad_out) { return grad_out * silu(gate); }
 
+// How many keys (a prefix of key_length) query `row` of query_length sees: all, or under the causal mask those
+// j <= row + key_length − query_length (aligned at the end, as when a KV cache holds the earlier keys).
+BIDORA_HD int64_t attention_visible_keys(int64_t row, int64_t query_length, int64_t key_length, bool causal) {
+  if (!causal) return key_length;
+  const int64_t end = row + key_length - query_length + 1;
+  return end < 0 ? 0 : (end > key_length ? key_length : end);
+}
+
 BIDORA_HD float relu(float x) { return x > 0.0f ? x : 0.0f; }
 BIDORA_HD float relu_backward(float x, float grad_out) { return x > 0.0f ? grad_out : 0.0f; }
 // From the forward's output: dx = dy (1 − y²).

@@ -277,6 +277,35 @@ struct BranchDropout {
   uint64_t seed;
 };
 
+// Fused scaled-dot-product attention (FlashAttention-2's schedule: online softmax over key blocks, no query × key
+// buffer). query [batch, heads, Lq, D]; key, value [batch, kv_heads, Lk, D], heads a multiple of kv_heads, query head
+// h reading kv head h / (heads / kv_heads). key_mask (nullable) [batch, Lk], 0 masks a key; causal: query i sees keys
+// j <= i + Lk − Lq. A query that sees no key gets a zero output. Dropout on the probabilities keeps what the dropout
+// op would keep at the flat [batch, heads, Lq, Lk] index (../cuda/random_math.cuh). reference: the CPU runs its plain
+// scalar loops (the tests' check of the blocked kernel); CUDA has one kernel and ignores it.
+struct AttentionDims {
+  int64_t batch, heads, kv_heads, query_length, key_length, head_size;
+  float scale;
+  bool causal, reference;
+  BranchDropout dropout;
+};
+
+// out [batch, heads, Lq, D]; logsumexp [batch, heads, Lq] of the scaled, masked scores (−inf where a query sees no
+// key), saved for the backward.
+struct Attention {
+  float *out, *logsumexp;
+  const float *query, *key, *value, *key_mask;
+  AttentionDims dims;
+};
+
+// Gradients of query, key and value (key's and value's summed over the query heads that share them), recomputing
+// the probabilities block by block from the saved logsumexp.
+struct AttentionBackward {
+  float *grad_query, *grad_key, *grad_value;
+  const float *grad_out, *query, *key, *value, *key_mask, *out, *logsumexp;
+  AttentionDims dims;
+};
+
 struct RowSqNorms {  // out [m] = ||weight_j||² for every row of weight [m, k], in double
   float* out;
   const float* weight;
@@ -464,6 +493,8 @@ struct Backend {
   Op<BceWithLogitsBackward> bce_with_logits_backward;
   Op<Rotary> rotary;
   Op<Dropout> dropout;
+  Op<Attention> attention;
+  Op<AttentionBackward> attention_backward;
 
   Op<RowSqNorms> row_sq_norms;
   Op<DoraNorm> dora_norm;

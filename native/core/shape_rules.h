@@ -96,6 +96,12 @@ Shape permute0213(const char* fn, const Shape& x);  // x [a, b, c, d] -> [a, c, 
 // rotary: x [batch, heads, seq, d] with d even, one non-negative position per token (batch · seq), base above 1.
 void rotary(const char* fn, const Shape& x, const int32_t* positions, int64_t count, double base);
 
+// attention: query [batch, heads, Lq, D], key and value [batch, kvHeads, Lk, D] with heads a multiple of kvHeads,
+// keyMask [batch, Lk]; for the backward gradOutput and output shaped like query, logsumexp [batch, heads, Lq]
+// (null: absent). Fills every field of dims but scale, causal, reference and dropout.
+void attention(const char* fn, const Shape& query, const Shape& key, const Shape& value, const Shape* key_mask,
+               const Shape* grad_output, const Shape* output, const Shape* logsumexp, ops::AttentionDims& dims);
+
 // ---- adapters ----
 
 // weight [M,K], loraA [R,K] with R >= 1, loraB [M,R], magnitude and bias [M], input [..., K] (rank 2 or 3) and

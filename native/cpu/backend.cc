@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "../core/memory.h"
+#include "attention.h"
 #include "dora.h"
 #include "elementwise.h"
 #include "gemm.h"
@@ -233,6 +234,14 @@ void dropout_op(const ops::Dropout& args) {
   dropout(args.out, args.x, args.n, args.p, args.seed);
 }
 
+void attention_op(const ops::Attention& args) {
+  (args.dims.reference ? attention_forward_reference : attention_forward)(args);
+}
+
+void attention_backward_op(const ops::AttentionBackward& args) {
+  (args.dims.reference ? attention_backward_reference : attention_backward)(args);
+}
+
 // ---- adapters ----
 
 // The low-rank branch's input: x itself, or x after dropout in `storage`.
@@ -398,6 +407,8 @@ ops::Backend make_backend() {
   table.bce_with_logits_backward = bce_with_logits_backward_op;
   table.rotary = rotary_op;
   table.dropout = dropout_op;
+  table.attention = attention_op;
+  table.attention_backward = attention_backward_op;
   table.row_sq_norms = row_sq_norms_op;
   table.dora_norm = dora_norm_op;
   table.dora_forward = dora_forward_op;

@@ -271,6 +271,19 @@ void rotary_op(const ops::Rotary& args) {
   check_launch(fn);
 }
 
+void attention_op(const ops::Attention& args) {
+  attention_forward(args, nullptr);
+  check_launch("attention");
+}
+
+void attention_backward_op(const ops::AttentionBackward& args) {
+  const char* fn = "attentionBackward";
+  const ops::AttentionDims& d = args.dims;
+  const size_t rows = static_cast<size_t>(d.batch * d.heads * d.query_length);
+  attention_backward(args, static_cast<float*>(scratch(0, rows * sizeof(float), fn)), nullptr);
+  check_launch(fn);
+}
+
 void mse_loss_backward_op(const ops::MseLossBackward& args) {
   mse_loss_backward(args.grad_prediction, args.prediction, args.target, args.grad_loss, args.n, nullptr);
   check_launch("mseLossBackward");
@@ -431,6 +444,8 @@ ops::Backend make_backend() {
   table.bce_with_logits = bce_with_logits;
   table.bce_with_logits_backward = bce_with_logits_backward_op;
   table.rotary = rotary_op;
+  table.attention = attention_op;
+  table.attention_backward = attention_backward_op;
   table.dropout = dropout_op;
   table.row_sq_norms = row_sq_norms_op;
   table.dora_norm = dora_norm_op;

@@ -147,6 +147,11 @@ void bce_with_logits_forward(float* loss, const float* logits, const float* targ
 void bce_with_logits_backward(float* grad_logits, const float* logits, const float* targets, float grad_loss, int64_t n,
                               cudaStream_t stream);
 
+// Fused attention (../common/ops.h's Attention, the CPU's masks and dropout draw). The backward takes row_dots,
+// [batch · heads · Lq] floats of scratch. Head sizes up to what fits the device's shared memory (a few hundred).
+void attention_forward(const ops::Attention& args, cudaStream_t stream);
+void attention_backward(const ops::AttentionBackward& args, float* row_dots, cudaStream_t stream);
+
 // Rotary position embeddings (../common/position_math.h): x [batch, heads, seq, d], positions [batch, seq] on the
 // device; inverse turns the pairs back (the gradient).
 void rotary(float* out, const float* x, const int32_t* positions, int64_t batch, int64_t heads, int64_t seq, int64_t d,

@@ -812,6 +812,21 @@ void test_dropout_mask() {
          "dropout keeps all at p = 0, none at p = 1");
 }
 
+// Attention's visible keys (../common/nn_math.h) against the causal rule written out: query i of Lq sees key j of Lk
+// when j <= i + Lk − Lq, every key without the causal mask; the count is a prefix, 0 to Lk.
+void test_attention_visible_keys() {
+  bool ok = true;
+  for (int64_t lq = 0; lq <= 9; ++lq)
+    for (int64_t lk = 0; lk <= 9; ++lk)
+      for (int64_t i = 0; i < lq; ++i) {
+        int64_t causal = 0;
+        for (int64_t j = 0; j < lk; ++j) causal += j <= i + lk - lq ? 1 : 0;
+        ok = ok && bidora::math::attention_visible_keys(i, lq, lk, true) == causal &&
+             bidora::math::attention_visible_keys(i, lq, lk, false) == lk;
+      }
+  expect(ok, "attention visible keys follow the end-aligned causal rule");
+}
+
 int main() {
   const char* pinned = std::getenv("BIDORA_TEST_SEED");
   const uint64_t seed = pinned != nullptr ? std::strtoull(pinned, nullptr, 10) : std::random_device{}();
@@ -834,6 +849,7 @@ int main() {
   test_sgd();
   test_layout_maps();
   test_dropout_mask();
+  test_attention_visible_keys();
   if (failures > 0) {
     std::printf("%d failure(s) (seed %llu)\n", failures, static_cast<unsigned long long>(seed));
     return 1;
