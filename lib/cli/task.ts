@@ -243,7 +243,9 @@ export function loadClassifier(dir: string, task: TaskLabels, seed: number): Enc
   const labels = task.labels;
   const parsed = parseConfig(raw);
   if (parsed.task === 'causal-lm') {
-    throw new TypeError(`${dir} holds a ${parsed.architecture}, a causal language model, not an encoder to classify with`);
+    throw new TypeError(
+      `${dir} holds a ${parsed.architecture}, a causal language model, not an encoder to classify with`,
+    );
   }
   const family = parsed.modelType;
   const perToken = task.task === 'token-classification';

@@ -1,16 +1,7 @@
 // Hugging Face `config.json` for the decoder (causal language model) families, GPT-2 and the Llama family (Llama,
 // Qwen2), parsed into one normalised config. Options that change the computation and that bidora does not implement
 // (scaled RoPE, sliding windows, cross-attention) are refused with an error naming the key, never ignored.
-import {
-  boundedSize,
-  choice,
-  finiteNumber,
-  flag,
-  probability,
-  shown,
-  tokenId,
-  valueOf,
-} from './config-values';
+import { boundedSize, choice, finiteNumber, flag, probability, shown, tokenId, valueOf } from './config-values';
 
 /** The decoder families by Hugging Face model_type, with the one class each builds. */
 export const DECODER_FAMILIES = {
@@ -138,7 +129,6 @@ export function tokenIdList(config: Record<string, unknown>, key: string, vocabS
 export function parseDecoderConfig(config: Record<string, unknown>): DecoderModelConfig {
   const family = decoderFamilyOf(config);
   if (family === undefined) throw new RangeError('config.json: not a decoder config (GPT-2, Llama or Qwen2)');
-  const modelType = choice(config, 'model_type', family, [family]);
   const architectures = valueOf(config, 'architectures');
   if (architectures !== undefined && !Array.isArray(architectures)) {
     throw new TypeError(`config.json: architectures must be a list of class names, got ${shown(architectures)}`);
@@ -146,9 +136,13 @@ export function parseDecoderConfig(config: Record<string, unknown>): DecoderMode
   const named = (architectures as unknown[] | undefined)?.[0];
   if (named !== undefined && named !== DECODER_FAMILIES[family]) {
     throw new RangeError(
-      `config.json: architecture ${shown(named)} is not supported for model_type '${modelType}'; ` +
+      `config.json: architecture ${shown(named)} is not supported for model_type '${family}'; ` +
         `bidora builds ${DECODER_FAMILIES[family]}`,
     );
+  }
+  const modelType = valueOf(config, 'model_type');
+  if (modelType !== undefined && modelType !== family) {
+    throw new RangeError(`config.json: model_type ${shown(modelType)} disagrees with architecture '${named}'`);
   }
   const parsed = family === 'gpt2' ? gpt2Config(config) : llamaConfig(config, family);
   if (parsed.numHeads % parsed.numKeyValueHeads !== 0) {

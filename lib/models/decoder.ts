@@ -2,11 +2,13 @@
 // causal-LM loss as transformers computes it, and generate().
 import { noGrad } from '../autograd';
 import { scaledDotProductAttention } from '../ops/attention';
+import { add, mul, scale, sub } from '../ops/elementwise';
+import { matmul } from '../ops/matmul';
 import { embedding } from '../ops/embedding';
 import { crossEntropy, IGNORE_INDEX } from '../ops/loss';
 import { concat, narrow, reshape } from '../ops/shape';
+import { type Dropout } from '../nn/layers';
 import { Module } from '../nn/module';
-import { SeedStream } from '../random';
 import { keep, Tensor } from '../tensor';
 import { type DecoderModelConfig } from './decoder-config';
 import { type GenerateInputs, type GenerateOptions, type GenerateOutput, generate } from './generation';
@@ -114,28 +116,29 @@ export interface DecoderPass {
   cache: KeyValueCache | undefined;
   /** Whether only the last position's logits are wanted (generation). */
   lastOnly: boolean;
+  /**
+   * [batch · seq] 1 for each new token that may attend to no key (left padding before a row's first token), when
+   * there is any; see causalAttention.
+   */
+  blindQueries?: Uint8Array;
 }
 
-/** Dropout on attention probabilities, inside the fused attention: p and a fresh seed per call while training. */
-export class AttentionDropout extends Module {
-  #seeds: SeedStream;
-
-  constructor(
-    readonly p: number,
-    seed: number,
-  ) {
-    super();
-    this.#seeds = new SeedStream(seed);
+/** The new tokens of a pass that see no key: under the causal mask, every key up to and including theirs is padding. */
+export function blindQueries(mask: IdBatch, cached: number): Uint8Array | undefined {
+  const seq = mask.seq - cached;
+  const blind = new Uint8Array(mask.batch * seq);
+  let any = false;
+  for (let row = 0; row < mask.batch; row++) {
+    let seen = false;
+    for (let position = 0; position < mask.seq; position++) {
+      seen ||= mask.data[row * mask.seq + position] !== 0;
+      if (position >= cached && !seen) {
+        blind[row * seq + position - cached] = 1;
+        any = true;
+      }
+    }
   }
-
-  /** The fused attention's dropout argument, or undefined in eval mode or with p 0. */
-  options(): { p: number; seed: number } | undefined {
-    return this.training && this.p > 0 ? { p: this.p, seed: this.#seeds.next() } : undefined;
-  }
-
-  protected override ownSeedStreams(): SeedStream[] {
-    return [this.#seeds];
-  }
+  return any ? blind : undefined;
 }
 
 /**
@@ -148,15 +151,73 @@ export function causalAttention(
   value: Tensor,
   pass: DecoderPass,
   layer: number,
-  options: { scale: number; dropout: AttentionDropout },
+  options: { scale: number; dropout: Dropout },
 ): Tensor {
   const all = pass.cache === undefined ? { key, value } : pass.cache.append(layer, key, value);
-  return scaledDotProductAttention(query, all.key, all.value, {
+  // The attention probabilities' dropout runs inside the fused op, from the module's seed stream.
+  const seed = options.dropout.nextSeed();
+  const output = scaledDotProductAttention(query, all.key, all.value, {
     keyMask: pass.keyMask,
     causal: true,
     scale: options.scale,
-    dropout: options.dropout.options(),
+    dropout: seed === undefined ? undefined : { p: options.dropout.p, seed },
   });
+  if (pass.blindQueries === undefined) return output;
+  return add(output, blindAttention(query, all.key, all.value, pass.blindQueries, options.scale));
+}
+
+/**
+ * What transformers' eager attention gives queries that see no key (left padding before a row's first token): it
+ * adds the same large negative number to all of the row's scores, so the softmax weighs every key of the row (later
+ * ones too) equally, yet its gradient is the softmax's at those equal weights, reaching queries and keys through the
+ * scores. The fused op gives such rows zeros. They exist only at padding, but the loss reads the last padding
+ * position (it predicts a row's first token), so this reproduces them: the mean of the values, plus
+ * (s − stop(s)) (v − stop(v̄)) / K, which is zero forward and has exactly that gradient. Computed on the first P query
+ * positions only (P the most padding of any row); [batch, heads, seq, d], zero outside the blind rows.
+ */
+function blindAttention(query: Tensor, key: Tensor, value: Tensor, blind: Uint8Array, scoreScale: number): Tensor {
+  const [batch, heads, seq, headDim] = query.shape;
+  const [, kvHeads, keys] = key.shape;
+  let padded = 0;
+  for (let row = 0; row < batch; row++) {
+    let count = 0;
+    while (count < seq && blind[row * seq + count] === 1) count++;
+    padded = Math.max(padded, count);
+  }
+  const blindQuery = padded === seq ? query : narrow(query, 2, 0, padded);
+  const uniform = scaledDotProductAttention(blindQuery, key, value, { scale: 0 });
+  // Query heads grouped by the key/value head they read: [batch, kvHeads, group · P, d].
+  const grouped = reshape(blindQuery, [batch, kvHeads, (heads / kvHeads) * padded, headDim]);
+  const scores = scale(matmul(grouped, key, { transposeB: true }), scoreScale);
+  const offset = sub(scores, scores.detach());
+  // v̄ repeated over the keys, transposed ([batch, kvHeads, d, K]): a constant.
+  const meanValues = noGrad(() => {
+    const ones = Tensor.full([keys, keys], 1 / keys, { device: value.device });
+    const means = matmul(value, ones, { transposeA: true });
+    ones.dispose();
+    return means;
+  });
+  const centred = sub(matmul(offset, value), matmul(offset, meanValues, { transposeB: true }));
+  const correction = reshape(scale(centred, 1 / keys), [batch, heads, padded, headDim]);
+  const rows = new Float32Array(batch * heads * padded * headDim);
+  for (let row = 0; row < batch; row++) {
+    for (let position = 0; position < padded; position++) {
+      if (blind[row * seq + position] === 0) continue;
+      for (let head = 0; head < heads; head++) {
+        const start = ((row * heads + head) * padded + position) * headDim;
+        rows.fill(1, start, start + headDim);
+      }
+    }
+  }
+  const factors = Tensor.from(rows, [batch, heads, padded, headDim], { device: query.device });
+  const blindOutput = mul(add(uniform, correction), factors);
+  factors.dispose();
+  meanValues.dispose();
+  if (padded === seq) return blindOutput;
+  const rest = Tensor.zeros([batch, heads, seq - padded, headDim], { device: query.device });
+  const whole = concat(blindOutput, rest, 2);
+  rest.dispose();
+  return whole;
 }
 
 export abstract class CausalLM extends Module {
@@ -199,7 +260,8 @@ export abstract class CausalLM extends Module {
     const keyMask = maskIds === undefined ? undefined : maskTensor(maskIds, this.device);
     let logits: Tensor;
     try {
-      logits = this.decode({ ids, positions, keyMask, cache: undefined, lastOnly: false });
+      const blind = maskIds === undefined ? undefined : blindQueries(maskIds, 0);
+      logits = this.decode({ ids, positions, keyMask, cache: undefined, lastOnly: false, blindQueries: blind });
     } finally {
       keyMask?.dispose();
     }
@@ -247,8 +309,7 @@ export abstract class CausalLM extends Module {
 function shiftedLabels(labels: NonNullable<CausalLMInputs['labels']>, ids: IdBatch, vocabSize: number): Int32Array {
   let values: ArrayLike<number>;
   if (Array.isArray(labels) && labels.some((row) => Array.isArray(row))) {
-    const rows = toIdBatchAllowingIgnored(labels as readonly (readonly number[])[]);
-    values = rows;
+    values = labelRows(labels as readonly (readonly number[])[], ids.batch);
   } else if (Array.isArray(labels) || labels instanceof Int32Array) {
     values = labels as ArrayLike<number>;
   } else if (labels !== null && typeof labels === 'object' && 'data' in labels && labels.data instanceof Int32Array) {
@@ -274,8 +335,9 @@ function shiftedLabels(labels: NonNullable<CausalLMInputs['labels']>, ids: IdBat
   return shifted;
 }
 
-/** Rows of labels flattened; their lengths are checked against the ids by the caller's count. */
-function toIdBatchAllowingIgnored(rows: readonly (readonly number[])[]): number[] {
+/** Rows of labels flattened, one row per sequence and all of one length (checked against the ids by the caller). */
+function labelRows(rows: readonly (readonly number[])[], batch: number): number[] {
+  if (rows.length !== batch) throw new RangeError(`labels has ${rows.length} rows; inputIds has ${batch}`);
   const seq = rows[0]?.length ?? 0;
   rows.forEach((row, index) => {
     if (!Array.isArray(row) || row.length !== seq) {
@@ -283,9 +345,4 @@ function toIdBatchAllowingIgnored(rows: readonly (readonly number[])[]): number[
     }
   });
   return rows.flat();
-}
-
-/** A decoder's tensor [batch, seq, hidden] of token embeddings, for the families to add positions to. */
-export function tokenEmbeddings(weight: Tensor, ids: IdBatch): Tensor {
-  return embedding(weight, ids.data, [ids.batch, ids.seq]);
 }

@@ -156,7 +156,8 @@ function checkOptions(model: CausalLM, options: GenerateOptions): Settings {
       return id as number;
     });
   }
-  const pad = options.padTokenId === undefined ? (defaults.padTokenId ?? eos[0]) : integer('padTokenId', 0, 0, vocab - 1);
+  const pad =
+    options.padTokenId === undefined ? (defaults.padTokenId ?? eos[0]) : integer('padTokenId', 0, 0, vocab - 1);
   const earlyStopping = options.earlyStopping ?? false;
   if (earlyStopping !== true && earlyStopping !== false && earlyStopping !== 'never') {
     throw new TypeError(`generate: earlyStopping must be true, false or 'never', got ${String(earlyStopping)}`);
@@ -253,7 +254,9 @@ class Decoder {
     useCache: boolean,
   ) {
     const rowsOf = (batch: IdBatch) =>
-      Array.from({ length: batch.batch }, (_, row) => Array.from(batch.data.subarray(row * batch.seq, (row + 1) * batch.seq)));
+      Array.from({ length: batch.batch }, (_, row) =>
+        Array.from(batch.data.subarray(row * batch.seq, (row + 1) * batch.seq)),
+      );
     this.tokens = rowsOf(prompt);
     this.masks = rowsOf(mask);
     this.cache = useCache ? new KeyValueCache(model.config.numLayers) : undefined;
@@ -322,10 +325,15 @@ function abortIfAsked(signal: AbortSignal | undefined): void {
   if (signal?.aborted) throw signal.reason ?? new DOMException('generate was aborted', 'AbortError');
 }
 
+/**
+ * model.generate's body. `strategy` 'beam' runs beam search even with one beam (transformers runs greedy decoding
+ * then, as generate() does here): the tests' check that one beam is greedy.
+ */
 export async function generate(
   model: CausalLM,
   inputs: GenerateInputs,
   options: GenerateOptions = {},
+  strategy?: 'beam',
 ): Promise<GenerateOutput> {
   const settings = checkOptions(model, options);
   const { ids, mask } = promptOf(model, inputs, settings.eos);
@@ -341,7 +349,9 @@ export async function generate(
   const wasTraining = model.namedModules().map(([, module]) => module.training);
   model.eval();
   try {
-    return settings.numBeams > 1 ? await beamSearch(model, ids, mask, settings) : await decodeRows(model, ids, mask, settings);
+    return settings.numBeams > 1 || strategy === 'beam'
+      ? await beamSearch(model, ids, mask, settings)
+      : await decodeRows(model, ids, mask, settings);
   } finally {
     model.namedModules().forEach(([, module], index) => (module.training = wasTraining[index]));
   }
@@ -456,7 +466,12 @@ interface Hypothesis {
  * maxNewTokens) join the row's finished beams with score sum(log p) / length^lengthPenalty (length counts the new
  * tokens, eos included); a row stops when no running beam could beat its finished ones (earlyStopping).
  */
-async function beamSearch(model: CausalLM, prompt: IdBatch, mask: IdBatch, settings: Settings): Promise<GenerateOutput> {
+async function beamSearch(
+  model: CausalLM,
+  prompt: IdBatch,
+  mask: IdBatch,
+  settings: Settings,
+): Promise<GenerateOutput> {
   const beams = settings.numBeams;
   const batch = prompt.batch;
   const expand = (source: IdBatch): IdBatch => {
@@ -474,7 +489,7 @@ async function beamSearch(model: CausalLM, prompt: IdBatch, mask: IdBatch, setti
   const promptLength = prompt.seq;
   const maxLength = promptLength + settings.maxNewTokens;
   // Running beams: their new tokens and summed log-probabilities; only beam 0 is live at the start.
-  let running: Hypothesis[][] = Array.from({ length: batch }, () =>
+  const running: Hypothesis[][] = Array.from({ length: batch }, () =>
     Array.from({ length: beams }, (_, beam) => ({ tokens: [], score: beam === 0 ? 0 : EXCLUDED })),
   );
   const finished: (Hypothesis | undefined)[][] = Array.from({ length: batch }, () => new Array(beams).fill(undefined));
@@ -532,7 +547,8 @@ async function beamSearch(model: CausalLM, prompt: IdBatch, mask: IdBatch, setti
         }
         running[row] = nextRunning;
       }
-      if (decoderNeedsNext(length + 1, maxLength)) {
+      // The last step's tokens need no cache entry.
+      if (length + 1 < maxLength) {
         decoder.selectRows(origins);
         decoder.push(nextTokens);
       }
@@ -561,9 +577,4 @@ async function beamSearch(model: CausalLM, prompt: IdBatch, mask: IdBatch, setti
     return [...promptRow, ...hypothesis.tokens, ...new Array<number>(longest - hypothesis.tokens.length).fill(pad)];
   });
   return { sequences, sequencesScores: best.map((hypothesis) => hypothesis.score) };
-}
-
-/** Whether another model step follows (the last step's tokens need no cache entry). */
-function decoderNeedsNext(nextLength: number, maxLength: number): boolean {
-  return nextLength < maxLength;
 }

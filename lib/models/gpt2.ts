@@ -11,7 +11,7 @@ import { Dropout, Embedding, LayerNorm, Linear } from '../nn/layers';
 import { Module } from '../nn/module';
 import { SeedScope } from '../random';
 import { type DecoderModelConfig } from './decoder-config';
-import { AttentionDropout, CausalLM, causalAttention, type DecoderPass } from './decoder';
+import { CausalLM, causalAttention, type DecoderPass } from './decoder';
 
 /** The checkpoint names of GPT-2's Conv1D weights, stored [in, out]. */
 const CONV1D_WEIGHT = /(^|\.)(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.weight$/;
@@ -40,7 +40,7 @@ function residualStd(config: DecoderModelConfig): number {
 export class GPT2Attention extends Module {
   c_attn: Linear;
   c_proj: Linear;
-  attn_dropout: AttentionDropout;
+  attn_dropout: Dropout;
   resid_dropout: Dropout;
 
   constructor(
@@ -54,7 +54,7 @@ export class GPT2Attention extends Module {
     // One Linear of 3·hidden outputs, as the checkpoint's c_attn: queries, keys and values side by side.
     this.c_attn = new Linear(size, 3 * size, { std, seed: seeds.seed('c_attn.weight') });
     this.c_proj = new Linear(size, size, { std: residualStd(config), seed: seeds.seed('c_proj.weight') });
-    this.attn_dropout = new AttentionDropout(config.attentionDropout, seeds.seed('attn_dropout'));
+    this.attn_dropout = new Dropout(config.attentionDropout, seeds.seed('attn_dropout'));
     this.resid_dropout = new Dropout(config.residualDropout, seeds.seed('resid_dropout'));
   }
 
@@ -84,7 +84,10 @@ export class GPT2MLP extends Module {
     super();
     const { hiddenSize, intermediateSize, initializerRange: std } = config;
     this.c_fc = new Linear(hiddenSize, intermediateSize, { std, seed: seeds.seed('c_fc.weight') });
-    this.c_proj = new Linear(intermediateSize, hiddenSize, { std: residualStd(config), seed: seeds.seed('c_proj.weight') });
+    this.c_proj = new Linear(intermediateSize, hiddenSize, {
+      std: residualStd(config),
+      seed: seeds.seed('c_proj.weight'),
+    });
     this.dropout = new Dropout(config.residualDropout, seeds.seed('dropout'));
   }
 
@@ -131,7 +134,10 @@ export class GPT2Model extends Module {
     this.wte = new Embedding(vocabSize, hiddenSize, { std, seed: seeds.seed('wte.weight') });
     this.wpe = new Embedding(maxPositions, hiddenSize, { std, seed: seeds.seed('wpe.weight') });
     this.drop = new Dropout(config.embeddingDropout, seeds.seed('drop'));
-    this.h = Array.from({ length: config.numLayers }, (_, index) => new GPT2Block(config, index, seeds.child(`h.${index}`)));
+    this.h = Array.from(
+      { length: config.numLayers },
+      (_, index) => new GPT2Block(config, index, seeds.child(`h.${index}`)),
+    );
     this.ln_f = new LayerNorm(hiddenSize, config.normEps);
   }
 

@@ -52,23 +52,10 @@ export {
   type DecoderModelConfig,
   DECODER_SIZE_LIMITS,
 } from './decoder-config';
-export {
-  type CausalLMInputs,
-  type CausalLMOutput,
-  CausalLM,
-  type GenerationDefaults,
-  KeyValueCache,
-} from './decoder';
+export { type CausalLMInputs, type CausalLMOutput, CausalLM, type GenerationDefaults, KeyValueCache } from './decoder';
 export { type GenerateInputs, type GenerateOptions, type GenerateOutput, type TokenEvent } from './generation';
 export { GPT2Attention, GPT2Block, GPT2LMHeadModel, GPT2MLP, GPT2Model } from './gpt2';
-export {
-  LlamaAttention,
-  LlamaDecoderLayer,
-  LlamaForCausalLM,
-  LlamaMLP,
-  LlamaModel,
-  Qwen2ForCausalLM,
-} from './llama';
+export { LlamaAttention, LlamaDecoderLayer, LlamaForCausalLM, LlamaMLP, LlamaModel, Qwen2ForCausalLM } from './llama';
 export { DistilBertForSequenceClassification, DistilBertForTokenClassification, DistilBertModel } from './distilbert';
 export { type ClassifierInputs, type ClassifierOutput, EncoderTaskModel } from './encoder';
 export { EsmForSequenceClassification, EsmForTokenClassification, EsmModel } from './esm';
@@ -82,7 +69,10 @@ export type { IdMatrix } from './inputs';
  * allocating anything, when the parameters alone would need more memory than the machine has.
  */
 export function fromConfig(config: EncoderModelConfig, options?: { seed?: number }): EncoderTaskModel;
-export function fromConfig(config: DecoderModelConfig | DecoderHuggingFaceConfig, options?: { seed?: number }): CausalLM;
+export function fromConfig(
+  config: DecoderModelConfig | DecoderHuggingFaceConfig,
+  options?: { seed?: number },
+): CausalLM;
 export function fromConfig(config: HuggingFaceConfig, options?: { seed?: number }): EncoderTaskModel;
 export function fromConfig(config: HuggingFaceConfig | ModelConfig, options?: { seed?: number }): PretrainedModel;
 export function fromConfig(
@@ -276,7 +266,9 @@ function readGenerationConfig(model: CausalLM, dir: string): void {
     model.generationConfig = defaults;
   } catch (error) {
     const message = `models.load: ${file}: ${(error as Error).message.replace(/^config\.json: /, '')}`;
-    throw error instanceof RangeError ? new RangeError(message, { cause: error }) : new TypeError(message, { cause: error });
+    throw error instanceof RangeError
+      ? new RangeError(message, { cause: error })
+      : new TypeError(message, { cause: error });
   }
 }
 

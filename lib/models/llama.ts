@@ -9,11 +9,11 @@ import { linear } from '../ops/matmul';
 import { rotary } from '../ops/rotary';
 import { mergeHeads, splitHeads } from '../ops/shape';
 import { type Tensor } from '../tensor';
-import { Embedding, Linear, RMSNorm } from '../nn/layers';
+import { Dropout, Embedding, Linear, RMSNorm } from '../nn/layers';
 import { Module } from '../nn/module';
 import { SeedScope } from '../random';
 import { type DecoderModelConfig } from './decoder-config';
-import { AttentionDropout, CausalLM, causalAttention, type DecoderPass } from './decoder';
+import { CausalLM, causalAttention, type DecoderPass } from './decoder';
 
 function projection(inFeatures: number, outFeatures: number, bias: boolean, config: DecoderModelConfig, seed: number) {
   return new Linear(inFeatures, outFeatures, { bias, std: config.initializerRange, seed });
@@ -24,7 +24,7 @@ export class LlamaAttention extends Module {
   k_proj: Linear;
   v_proj: Linear;
   o_proj: Linear;
-  attention_dropout: AttentionDropout;
+  attention_dropout: Dropout;
 
   constructor(
     readonly config: DecoderModelConfig,
@@ -37,7 +37,7 @@ export class LlamaAttention extends Module {
     this.k_proj = projection(hiddenSize, numKeyValueHeads * headDim, qkvBias, config, seeds.seed('k_proj.weight'));
     this.v_proj = projection(hiddenSize, numKeyValueHeads * headDim, qkvBias, config, seeds.seed('v_proj.weight'));
     this.o_proj = projection(numHeads * headDim, hiddenSize, outputBias, config, seeds.seed('o_proj.weight'));
-    this.attention_dropout = new AttentionDropout(config.attentionDropout, seeds.seed('attention_dropout'));
+    this.attention_dropout = new Dropout(config.attentionDropout, seeds.seed('attention_dropout'));
   }
 
   forward(hidden: Tensor, pass: DecoderPass): Tensor {

@@ -51,7 +51,10 @@ export const MODEL_CLASSES: Record<EncoderFamily, Record<EncoderTask, ModelClass
 };
 
 /** The causal language model class of each decoder family. */
-export const DECODER_CLASSES: Record<DecoderFamily, new (config: DecoderModelConfig, options?: { seed?: number }) => CausalLM> = {
+export const DECODER_CLASSES: Record<
+  DecoderFamily,
+  new (config: DecoderModelConfig, options?: { seed?: number }) => CausalLM
+> = {
   gpt2: GPT2LMHeadModel,
   llama: LlamaForCausalLM,
   qwen2: Qwen2ForCausalLM,

@@ -403,8 +403,7 @@ void register_nn(Napi::Env env, Napi::Object exports) {
   register_ops(env, exports, kGelu, kGeluTanh, kSilu, kRelu, kTanh, kGeluBackward, kGeluTanhBackward, kSiluBackward,
                kReluBackward, kTanhBackward, kPermute0213, kLayerNorm, kLayerNormBackward, kSoftmax, kSoftmaxBackward,
                kEmbedding, kEmbeddingBackward, kCrossEntropy, kCrossEntropyBackward, kMseLoss, kMseLossBackward,
-               kBceWithLogits, kBceWithLogitsBackward, kRotary, kDropout,
-               kAttention, kAttentionBackward);
+               kBceWithLogits, kBceWithLogitsBackward, kRotary, kDropout, kAttention, kAttentionBackward);
 }
 
 }  // namespace bidora::binding
