@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 import { io, models, noGrad, type Tensor, tidy } from '../lib/index';
-import { generate, positionsFromMask, samplingProbabilities } from '../lib/models/generation';
+import { generate, positionsFromMask, samplingProbabilities, topIndices } from '../lib/models/generation';
 import { relativeError } from './helpers';
 
 const root = join(__dirname, 'fixtures', 'hf-families');
@@ -271,6 +271,8 @@ describe('generation', () => {
   });
 
   it('top-k and top-p keep the tokens transformers keeps', () => {
+    expect(topIndices([0.5, 3, -1, 3, 2, 0.5], 4)).toEqual([1, 3, 4, 0]);
+    expect(topIndices([1, 2], 5)).toEqual([1, 0]);
     const logits = [2, 1, 0.5, 3, 0.5, -1];
     const topK = samplingProbabilities(logits, { temperature: 1, topK: 3, topP: 1 });
     // The third largest is 1: tokens 3, 0, 1 kept.

@@ -400,14 +400,20 @@ export function samplingProbabilities(
   options: { temperature: number; topK: number; topP: number },
 ): Float64Array {
   const scores = Float64Array.from(logits, (value) => value / options.temperature);
-  const order = Array.from(scores.keys()).sort((a, b) => scores[b] - scores[a]);
   if (options.topK < scores.length) {
-    const threshold = scores[order[options.topK - 1]];
+    const kth = topIndices(scores, options.topK).at(-1)!;
+    const threshold = scores[kth];
     for (let index = 0; index < scores.length; index++) if (scores[index] < threshold) scores[index] = -Infinity;
   }
   const probabilities = softmax(scores);
   if (options.topP < 1) {
-    // transformers removes the tokens whose ascending cumulative probability stays within 1 − p.
+    // transformers removes the tokens whose ascending cumulative probability stays within 1 − p (tokens already at
+    // probability 0 go either way), keeping at least the most likely one.
+    const order: number[] = [];
+    probabilities.forEach((probability, index) => {
+      if (probability > 0) order.push(index);
+    });
+    order.sort((a, b) => probabilities[b] - probabilities[a] || a - b);
     let cumulative = 0;
     for (let rank = order.length - 1; rank > 0; rank--) {
       cumulative += probabilities[order[rank]];
@@ -417,6 +423,23 @@ export function samplingProbabilities(
     return softmax(scores);
   }
   return probabilities;
+}
+
+/**
+ * Indices of the `count` largest values, largest first, the lower index first among ties (as a stable sort). One
+ * pass that keeps a sorted list of the best so far: most values fall below its last and cost one comparison.
+ */
+export function topIndices(values: ArrayLike<number>, count: number): number[] {
+  const best: number[] = [];
+  for (let index = 0; index < values.length; index++) {
+    const value = values[index];
+    if (best.length === count && !(value > values[best[count - 1]])) continue;
+    let at = best.length;
+    while (at > 0 && value > values[best[at - 1]]) at--;
+    best.splice(at, 0, index);
+    if (best.length > count) best.pop();
+  }
+  return best;
 }
 
 function softmax(scores: Float64Array): Float64Array {
@@ -502,16 +525,18 @@ async function beamSearch(
       const origins = new Int32Array(batch * beams);
       const nextTokens: number[] = [];
       for (let row = 0; row < batch; row++) {
-        const scored: { beam: number; token: number; score: number }[] = [];
+        // Every beam's continuations, [beam · vocab + token], scored by the beam's sum of log-probabilities.
+        const scored = new Float64Array(beams * vocab);
         for (let beam = 0; beam < beams; beam++) {
           const logProbabilities = logSoftmax(logits[row * beams + beam]);
           const base = running[row][beam].score;
-          for (let token = 0; token < vocab; token++) {
-            scored.push({ beam, token, score: base + logProbabilities[token] });
-          }
+          for (let token = 0; token < vocab; token++) scored[beam * vocab + token] = base + logProbabilities[token];
         }
-        // A stable sort keeps the lower index first among ties.
-        const candidates = scored.sort((a, b) => b.score - a.score).slice(0, keepCount);
+        const candidates = topIndices(scored, keepCount).map((index) => ({
+          beam: Math.floor(index / vocab),
+          token: index % vocab,
+          score: scored[index],
+        }));
         const stops = candidates.map(({ token }) => settings.eos.includes(token) || length + 1 >= maxLength);
         if (!stops.every(Boolean)) everyCandidateStops = false;
         // Next running beams: the best that do not stop (stopping ones pushed down by EXCLUDED, as transformers).
