@@ -28,6 +28,11 @@ export {
   BertForSequenceClassification,
   BertForTokenClassification,
   BertModel,
+  Embeddings,
+  Encoder,
+  EncoderModel,
+  Pooler,
+  RobertaClassificationHead,
   RobertaForSequenceClassification,
   RobertaForTokenClassification,
   RobertaModel,
@@ -39,6 +44,7 @@ export {
   type EncoderFamily,
   type EncoderModelConfig,
   type EncoderTask,
+  type EsmSettings,
   type HuggingFaceConfig,
   type ModelConfig,
   parameterCount,
@@ -56,13 +62,35 @@ export { type CausalLMInputs, type CausalLMOutput, CausalLM, type GenerationDefa
 export { type GenerateInputs, type GenerateOptions, type GenerateOutput, type TokenEvent } from './generation';
 export { GPT2Attention, GPT2Block, GPT2LMHeadModel, GPT2MLP, GPT2Model } from './gpt2';
 export { LlamaAttention, LlamaDecoderLayer, LlamaForCausalLM, LlamaMLP, LlamaModel, Qwen2ForCausalLM } from './llama';
-export { DistilBertForSequenceClassification, DistilBertForTokenClassification, DistilBertModel } from './distilbert';
-export { type ClassifierInputs, type ClassifierOutput, EncoderTaskModel } from './encoder';
-export { EsmForSequenceClassification, EsmForTokenClassification, EsmModel } from './esm';
+export {
+  DistilBertAttention,
+  DistilBertEmbeddings,
+  DistilBertEncoder,
+  DistilBertFeedForward,
+  DistilBertForSequenceClassification,
+  DistilBertForTokenClassification,
+  DistilBertLayer,
+  DistilBertModel,
+  DistilBertTransformer,
+} from './distilbert';
+export { type ClassifierInputs, type ClassifierOutput, type EncoderBody, EncoderTaskModel } from './encoder';
+export {
+  EsmAttention,
+  EsmBody,
+  EsmEmbeddings,
+  EsmEncoder,
+  EsmForSequenceClassification,
+  EsmForTokenClassification,
+  EsmIntermediate,
+  EsmLayer,
+  EsmModel,
+  EsmResidualOutput,
+  EsmSelfAttention,
+} from './esm';
 /** The models' common base under its earlier name. */
 export { EncoderTaskModel as SequenceClassifier } from './encoder';
 export { DECODER_CLASSES, MODEL_CLASSES, type PretrainedModel } from './registry';
-export type { IdMatrix } from './inputs';
+export type { IdBatch, IdMatrix } from './inputs';
 
 /**
  * The class a config asks for: its `architectures` entry, else its `model_type`. Throws a RangeError, before
@@ -94,6 +122,7 @@ function gib(bytes: number): string {
   return `${(bytes / 2 ** 30).toFixed(1)} GiB`;
 }
 
+/** How a checkpoint's tensor names matched the model's parameters, as transformers' loading info. */
 export interface LoadReport {
   /** Parameters of the model the checkpoint lacked: they keep their fresh initialisation. */
   missingKeys: string[];
@@ -155,6 +184,7 @@ export function loadStateDict(model: PretrainedModel, tensors: Map<string, Tenso
 
 const FLOAT_DTYPES = new Set(['F32', 'F16', 'BF16', 'F64']);
 
+/** Options of `models.load`. */
 export interface LoadOptions {
   /** Seed of the parameters the checkpoint lacks (a fresh classifier head). */
   seed?: number;
@@ -172,7 +202,13 @@ export interface LoadOptions {
  * model, `generation_config.json` when there is one). Narrow the result with `instanceof models.CausalLM` or
  * `models.EncoderTaskModel`.
  */
-export function load(dir: string, options: LoadOptions = {}): PretrainedModel & { loadReport: LoadReport } {
+export function load(
+  dir: string,
+  options: LoadOptions = {},
+): PretrainedModel & {
+  /** Which checkpoint tensors were missing or unused (integer buffers such as position_ids count as unused). */
+  loadReport: LoadReport;
+} {
   if (typeof dir !== 'string' || dir === '') throw new TypeError('models.load: dir must be a non-empty string');
   const configFile = join(dir, 'config.json');
   let text: string;

@@ -15,12 +15,14 @@ struct RmsNormArgs {
 };
 
 using R = RmsNormArgs;
+void rms_rows(const char* fn, R& args) {  // gradOutput and rstd are null in the forward
+  const auto shape = [](TensorHandle* tensor) { return tensor != nullptr ? &tensor->shape() : nullptr; };
+  args.rows = rules::rms_norm(fn, args.x->shape(), args.weight->shape(), shape(args.grad_output), shape(args.rstd));
+}
+
 const OpSpec<R> kRmsNorm(
     "rmsNorm", Runs::kAny, kernel<&ops::Backend::rms_norm>,
-    {arg<&R::x>("x"), arg<&R::weight>("weight"), arg<&R::eps>("eps", kPositive)},
-    [](const char* fn, R& args) {
-      args.rows = rules::rms_norm(fn, args.x->shape(), args.weight->shape(), nullptr, nullptr);
-    },
+    {arg<&R::x>("x"), arg<&R::weight>("weight"), arg<&R::eps>("eps", kPositive)}, rms_rows,
     [](const Call& call, R& args) -> Napi::Value {
       float *out, *rstd;
       Napi::Object result =
@@ -31,11 +33,7 @@ const OpSpec<R> kRmsNorm(
 
 const OpSpec<R> kRmsNormBackward(
     "rmsNormBackward", Runs::kAny, kernel<&ops::Backend::rms_norm_backward>,
-    {arg<&R::grad_output>("gradOutput"), arg<&R::x>("x"), arg<&R::weight>("weight"), arg<&R::rstd>("rstd")},
-    [](const char* fn, R& args) {
-      args.rows =
-          rules::rms_norm(fn, args.x->shape(), args.weight->shape(), &args.grad_output->shape(), &args.rstd->shape());
-    },
+    {arg<&R::grad_output>("gradOutput"), arg<&R::x>("x"), arg<&R::weight>("weight"), arg<&R::rstd>("rstd")}, rms_rows,
     [](const Call& call, R& args) -> Napi::Value {
       float *input, *weight;
       Napi::Object result =
