@@ -10,6 +10,7 @@ export const DECODER_FAMILIES = {
   qwen2: 'Qwen2ForCausalLM',
 } as const;
 
+/** A decoder family's Hugging Face model_type. */
 export type DecoderFamily = keyof typeof DECODER_FAMILIES;
 
 export const DECODER_ARCHITECTURES: readonly string[] = Object.values(DECODER_FAMILIES);
@@ -34,8 +35,11 @@ export const DECODER_SIZE_LIMITS = {
 
 /** A decoder's config.json as a typed object: its model_type tells it from an encoder's. */
 export interface DecoderHuggingFaceConfig {
+  /** 'gpt2', 'llama' or 'qwen2'. */
   model_type: DecoderFamily;
+  /** The class, e.g. ['LlamaForCausalLM']. */
   architectures?: string[];
+  /** Tokens of the vocabulary. */
   vocab_size?: number;
   [key: string]: unknown;
 }
@@ -46,19 +50,27 @@ function size(config: Record<string, unknown>, key: DecoderSizeKey, fallback?: n
   return boundedSize(config, key, DECODER_SIZE_LIMITS[key], fallback);
 }
 
+/** A decoder's config.json, validated and with transformers' defaults filled in (parseConfig). */
 export interface DecoderModelConfig {
+  /** The family (its Hugging Face model_type). */
   modelType: DecoderFamily;
   /** The class this config builds, as `architectures[0]` names it. */
   architecture: string;
+  /** What tells a decoder's config from an encoder's. */
   task: 'causal-lm';
+  /** Tokens of the vocabulary (rows of the embedding and of the logits). */
   vocabSize: number;
+  /** Width of the residual stream. */
   hiddenSize: number;
+  /** Decoder layers (blocks). */
   numLayers: number;
+  /** Query heads. */
   numHeads: number;
   /** Key/value heads (grouped-query attention); numHeads is a multiple of it. GPT-2: numHeads. */
   numKeyValueHeads: number;
   /** Features per head (Llama's head_dim may differ from hiddenSize / numHeads). */
   headDim: number;
+  /** Width of the MLP's hidden layer. */
   intermediateSize: number;
   /** The MLP's activation: GPT-2's gelu_new (tanh approximation), gelu (erf), relu; Llama's silu inside SwiGLU. */
   activation: 'gelu_new' | 'gelu' | 'relu' | 'silu';
@@ -78,15 +90,21 @@ export interface DecoderModelConfig {
   mlpBias: boolean;
   /** Whether the output projection is the token embedding matrix (no lm_head.weight of its own). */
   tieWordEmbeddings: boolean;
+  /** GPT-2's embd_pdrop (0 for Llama). */
   embeddingDropout: number;
+  /** Dropout on the attention probabilities (attn_pdrop, attention_dropout). */
   attentionDropout: number;
+  /** GPT-2's resid_pdrop, after each block's output projection (0 for Llama). */
   residualDropout: number;
   /** Scores scaled by 1/√headDim (GPT-2's scale_attn_weights may turn it off). */
   scaleAttention: boolean;
   /** GPT-2's scale_attn_by_inverse_layer_idx: layer i's scores further divided by i + 1. */
   scaleByInverseLayer: boolean;
+  /** Standard deviation of the normal initialisation. */
   initializerRange: number;
+  /** pad_token_id, when the config has one. */
   padTokenId: number | undefined;
+  /** bos_token_id, when the config has one. */
   bosTokenId: number | undefined;
   /** Tokens that end a generated sequence (eos_token_id, which may be a list); empty when the config has none. */
   eosTokenIds: number[];

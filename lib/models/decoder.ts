@@ -14,6 +14,7 @@ import { type DecoderModelConfig } from './decoder-config';
 import { type GenerateInputs, type GenerateOptions, type GenerateOutput, generate } from './generation';
 import { expectSameShape, type IdBatch, type IdMatrix, maskTensor, toIdBatch } from './inputs';
 
+/** What a causal language model's forward takes (model.forward). */
 export interface CausalLMInputs {
   /** [batch, seq] token ids; batches of several lengths are padded on the left. */
   inputIds: IdMatrix;
@@ -31,8 +32,9 @@ export interface CausalLMInputs {
   positionIds?: IdMatrix;
 }
 
+/** What a causal language model's forward returns. */
 export interface CausalLMOutput {
-  /** [batch, seq, vocab]: at each position, the scores of the next token. */
+  /** Shape [batch, seq, vocab]: at each position, the scores of the next token. */
   logits: Tensor;
   /** Mean cross-entropy over the counted (not -100) shifted labels, when labels were given. */
   loss?: Tensor;
@@ -220,7 +222,12 @@ function blindAttention(query: Tensor, key: Tensor, value: Tensor, blind: Uint8A
   return whole;
 }
 
+/**
+ * A causal language model (GPT2LMHeadModel, LlamaForCausalLM, Qwen2ForCausalLM): forward gives next-token logits and
+ * transformers' loss, generate continues prompts.
+ */
 export abstract class CausalLM extends Module {
+  /** The parsed config.json it was built from. */
   abstract readonly config: DecoderModelConfig;
   /** The decoder's parameters' prefix in checkpoints ('transformer' for GPT-2, 'model' for Llama). */
   abstract readonly basePrefix: string;

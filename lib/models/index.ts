@@ -58,7 +58,14 @@ export {
   type DecoderModelConfig,
   DECODER_SIZE_LIMITS,
 } from './decoder-config';
-export { type CausalLMInputs, type CausalLMOutput, CausalLM, type GenerationDefaults, KeyValueCache } from './decoder';
+export {
+  type CausalLMInputs,
+  type CausalLMOutput,
+  CausalLM,
+  type DecoderPass,
+  type GenerationDefaults,
+  KeyValueCache,
+} from './decoder';
 export { type GenerateInputs, type GenerateOptions, type GenerateOutput, type TokenEvent } from './generation';
 export { GPT2Attention, GPT2Block, GPT2LMHeadModel, GPT2MLP, GPT2Model } from './gpt2';
 export { LlamaAttention, LlamaDecoderLayer, LlamaForCausalLM, LlamaMLP, LlamaModel, Qwen2ForCausalLM } from './llama';
