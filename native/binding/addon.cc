@@ -157,14 +157,9 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("resetPeakMemory", Napi::Function::New<reset_peak_memory>(env, "resetPeakMemory"));
   exports.Set("emptyCache", Napi::Function::New<empty_cache>(env, "emptyCache"));
   exports.Set("setCacheLimit", Napi::Function::New<set_buffer_cache_limit>(env, "setCacheLimit"));
+  exports.Set("setMatmulPrecision", Napi::Function::New<set_matmul_precision>(env, "setMatmulPrecision"));
   exports.Set("_throwForTest", Napi::Function::New<throw_for_test>(env, "_throwForTest"));
-  register_op_list(env, exports);
-  register_creation(env, exports);
-  register_linear_algebra(env, exports);
-  register_elementwise(env, exports);
-  register_adapter(env, exports);
-  register_nn(env, exports);
-  register_optim(env, exports);
+  export_ops(env, exports);
   return exports;
 }
 

@@ -2,7 +2,6 @@
 #include "op.h"
 
 #include <algorithm>
-#include <mutex>
 
 #include "../cpu/backend.h"
 #include "../cuda/backend.h"
@@ -224,37 +223,36 @@ Napi::Object Call::outputs(std::initializer_list<Output> list) const {
 
 // ---- the op list ---------------------------------------------------------------------------------------------------
 
-namespace {
-
-std::mutex op_list_mutex;
-std::vector<OpInfo> op_list;
-
-const char* kind_name(Kind kind) {
-  static const char* const names[] = {"tensor", "tensorList", "number",       "integer", "boolean",
-                                      "shape",  "int32Array", "float32Array", "string",  "flags"};
-  return names[static_cast<int>(kind)];
+std::vector<OpEntry>& op_registry() {
+  static std::vector<OpEntry> registry;
+  return registry;
 }
 
-// [sync] ops(): { name, runs: 'any' | 'cpu', cpu, cuda, args: { name, kind, optional, written }[] }[] - every op
-// declared with OpSpec; cpu and cuda tell whether that backend has its kernel. Never throws.
+namespace {
+
+const char* const kKindNames[] = {"tensor", "tensorList", "number",       "integer", "boolean",
+                                  "shape",  "int32Array", "float32Array", "string",  "flags"};
+
+// [sync] ops(): { name, runs: 'any' | 'cpu', cpu, cuda, args: { name, kind, optional, written }[] }[] - every declared
+// op; cpu and cuda tell whether that backend has its kernel. Never throws.
 Napi::Value list_ops(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  std::lock_guard<std::mutex> lock(op_list_mutex);
+  const ops::Backend* cuda = cuda_backend();
   Napi::Array result = Napi::Array::New(env);
-  for (const OpInfo& op : op_list) {
+  for (const OpEntry& op : op_registry()) {
     Napi::Object entry = Napi::Object::New(env);
     entry.Set("name", op.name);
     entry.Set("runs", op.runs == Runs::kAny ? "any" : "cpu");
-    entry.Set("cpu", op.cpu);
-    entry.Set("cuda", op.cuda);
+    entry.Set("cpu", op.has_kernel == nullptr || op.has_kernel(cpu_backend()));
+    entry.Set("cuda", op.runs == Runs::kAny && cuda != nullptr && (op.has_kernel == nullptr || op.has_kernel(*cuda)));
     Napi::Array args = Napi::Array::New(env);
-    for (size_t index = 0; index < op.args.size(); ++index) {
+    for (const FieldInfo& field : op.args) {
       Napi::Object arg = Napi::Object::New(env);
-      arg.Set("name", op.args[index].first);
-      arg.Set("kind", kind_name(op.args[index].second));
-      arg.Set("optional", op.optional_written[index].first);
-      arg.Set("written", op.optional_written[index].second);
-      args.Set(static_cast<uint32_t>(index), arg);
+      arg.Set("name", field.name);
+      arg.Set("kind", kKindNames[static_cast<int>(field.kind)]);
+      arg.Set("optional", field.optional);
+      arg.Set("written", field.written);
+      args.Set(args.Length(), arg);
     }
     entry.Set("args", args);
     result.Set(result.Length(), entry);
@@ -264,17 +262,12 @@ Napi::Value list_ops(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
-void add_op_info(OpInfo info) {
-  std::lock_guard<std::mutex> lock(op_list_mutex);
-  // Every environment (main thread, workers) registers the same ops; the list keeps one of each.
-  for (const OpInfo& existing : op_list) {
-    if (existing.name == info.name) return;
-  }
-  op_list.push_back(std::move(info));
-}
-
-void register_op_list(Napi::Env env, Napi::Object exports) {
+void export_ops(Napi::Env env, Napi::Object exports) {
   exports.Set("ops", Napi::Function::New<list_ops>(env, "ops"));
+  for (const OpEntry& op : op_registry()) {
+    auto function = [&op](const Napi::CallbackInfo& info) { return op.run(info, op.spec); };
+    exports.Set(op.name, Napi::Function::New(env, function, op.name));
+  }
 }
 
 }  // namespace bidora::binding

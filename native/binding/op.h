@@ -1,10 +1,9 @@
 // The declaration language of native ops. An op states its arguments once, as fields of a plain struct, each bound to
-// a JavaScript name: tensor<&Args::input>("input"), number<&Args::eps>("eps", kPositive), written_list<...>(...).
-// One generic reader takes them by name out of the single object of named arguments the op is called with, and
-// checks each (TypeError or RangeError naming "op: argument"); one dispatcher checks that every tensor is on one
-// device, runs the op's shape rule, bumps the versions of what it writes, and runs its body with the backend of that
-// device (../common/ops.h). ops() in JavaScript lists the same declarations (test/op-contract.test.ts holds
-// lib/binding.ts to them).
+// a JavaScript name (arg<&Args::eps>("eps", kPositive)). One generic reader takes them by name out of the one object
+// the op is called with and checks each (TypeError or RangeError naming "op: argument"); one dispatcher checks that
+// every tensor is on one device, runs the op's shape rule, bumps the versions of what it writes, and runs its body with
+// that device's backend (../common/ops.h). ops() lists the declarations; test/op-contract.test.ts holds lib/binding.ts
+// to them.
 #pragma once
 
 #include <napi.h>
@@ -61,7 +60,8 @@ constexpr int64_t kMaxSafeInteger = 9007199254740991;
 constexpr int64_t kMaxInt32 = 2147483647;
 
 // What an argument is, as ops() reports it; test/op-contract.test.ts maps each kind to its TypeScript type.
-enum class Kind { kTensor, kList, kNumber, kInteger, kBoolean, kShape, kInt32Array, kFloat32Array, kString, kFlags };
+// kOut: not an argument but a tensor the op returns, allocated by the dispatcher (out<>).
+enum class Kind { kTensor, kList, kNumber, kInt, kBool, kShape, kInt32Array, kFloat32Array, kString, kFlags, kOut };
 // Where an op runs: on its tensors' device (a kernel on every backend), or on the CPU only.
 enum class Runs { kAny, kCpu };
 
@@ -69,8 +69,9 @@ enum class Runs { kAny, kCpu };
 const ops::Backend& cpu_backend();
 const ops::Backend* cuda_backend();
 const ops::Backend& backend_for(Device device);
-// The rounding of GPU products chosen with setMatmulPrecision.
+// The rounding of GPU products chosen with setMatmulPrecision (ops_linear_algebra.cc).
 ops::Precision gemm_precision();
+Napi::Value set_matmul_precision(const Napi::CallbackInfo& info);
 
 // The tensors of one list argument, with the pointers and lengths the list kernels take.
 struct TensorList {
@@ -121,29 +122,31 @@ inline std::string read_string(const char* fn, const char* name, Napi::Value val
 
 // ---- declarations -------------------------------------------------------------------------------------------------
 
-template <typename Member>
-struct MemberOf;
 template <typename A, typename T>
-struct MemberOf<T A::*> {
-  using Args = A;
-  using Type = T;
+A args_of(T A::*);
+template <typename A, typename T>
+T type_of(T A::*);
+template <auto Member>
+using ArgsOf = decltype(args_of(Member));
+template <auto Member>
+using TypeOf = decltype(type_of(Member));
+
+// What ops() says of one argument. `written`: updated in place (versions bumped, storage shared with no other).
+struct FieldInfo {
+  const char* name;
+  Kind kind;
+  bool optional, written;
 };
-template <auto Member>
-using ArgsOf = typename MemberOf<decltype(Member)>::Args;
-template <auto Member>
-using TypeOf = typename MemberOf<decltype(Member)>::Type;
 
 // One argument of an op whose arguments live in `Args`.
 template <typename Args>
-struct Field {
-  const char* name;
-  Kind kind;
-  bool optional;
-  bool written;  // updated in place: versions bumped, storage shared with no other argument
+struct Field : FieldInfo {
   Bounds bounds;
   void (*read)(const Field& field, const char* fn, Napi::Env env, Napi::Value value, Args& args);
   TensorHandle* (*tensor)(const Args& args);    // the tensor this field holds once read, for tensor fields
   const TensorList* (*list)(const Args& args);  // the list, for list fields
+  float** (*output)(Args& args);                // where an output's data goes, for outputs
+  const Shape& (*output_shape)(const Args& args);
 };
 
 // Reads one field into its member, by the member's type: a tensor, a list, a boolean (absent keeps the member's
@@ -181,8 +184,8 @@ template <typename T>
 constexpr Kind kind_of() {
   if constexpr (std::is_same_v<T, TensorHandle*>) return Kind::kTensor;
   if constexpr (std::is_same_v<T, TensorList>) return Kind::kList;
-  if constexpr (std::is_same_v<T, bool>) return Kind::kBoolean;
-  if constexpr (std::is_integral_v<T> || std::is_same_v<T, std::optional<double>>) return Kind::kInteger;
+  if constexpr (std::is_same_v<T, bool>) return Kind::kBool;
+  if constexpr (std::is_integral_v<T> || std::is_same_v<T, std::optional<double>>) return Kind::kInt;
   if constexpr (std::is_floating_point_v<T>) return Kind::kNumber;
   if constexpr (std::is_same_v<T, Shape>) return Kind::kShape;
   if constexpr (std::is_same_v<T, IntArray>) return Kind::kInt32Array;
@@ -198,7 +201,8 @@ Field<Args> arg(const char* name, Bounds bounds = kFinite, Flags flags = kRequir
                 Kind kind = kind_of<TypeOf<Member>>()) {
   using T = TypeOf<Member>;
   const bool optional = flags.optional || std::is_same_v<T, bool> || std::is_same_v<T, std::optional<double>>;
-  Field<Args> field{name, kind, optional, flags.written, bounds, read_member<Member>, nullptr, nullptr};
+  Field<Args> field{
+      {name, kind, optional, flags.written}, bounds, read_member<Member>, nullptr, nullptr, nullptr, nullptr};
   if constexpr (std::is_same_v<T, TensorHandle*>)
     field.tensor = [](const Args& args) -> TensorHandle* { return args.*Member; };
   if constexpr (std::is_same_v<T, TensorList>)
@@ -213,7 +217,24 @@ Field<Args> arg(const char* name, Flags flags) {
 // number, then checked by the op's rule (rules::integer_in).
 template <auto Member, typename Args = ArgsOf<Member>>
 Field<Args> index(const char* name) {
-  return arg<Member>(name, kFinite, kRequired, Kind::kInteger);
+  return arg<Member>(name, kFinite, kRequired, Kind::kInt);
+}
+
+// An output the dispatcher allocates on the call's device before the body runs: a float* member, shaped like a tensor
+// argument or as a Shape the rule derived, reached through members (out<&Args::mean, &Args::rows>("mean"),
+// out<&Args::out, &Args::product, &rules::Product::out>()). One output is what the op returns; several are returned
+// as an object keyed by their names.
+template <auto Member, auto... ShapeOf>
+Field<ArgsOf<Member>> out(const char* name = "output") {
+  using Args = ArgsOf<Member>;
+  Field<Args> field{{name, Kind::kOut, false, false}, kFinite, nullptr, nullptr, nullptr, nullptr, nullptr};
+  field.output = [](Args& args) -> float** { return &(args.*Member); };
+  field.output_shape = [](const Args& args) -> const Shape& {
+    const auto& source = (args.*....*ShapeOf);
+    if constexpr (std::is_same_v<std::decay_t<decltype(source)>, Shape>) return source;
+    if constexpr (!std::is_same_v<std::decay_t<decltype(source)>, Shape>) return source->shape();
+  };
+  return field;
 }
 
 // The context of one call: where it runs and how to make its outputs.
@@ -224,6 +245,14 @@ struct Call {
   const ops::Backend& backend;
   // A fresh tensor of `shape` on the call's device; *data receives its contents there.
   Napi::Object output(const Shape& shape, float** data) const;
+  // A fresh tensor of `shape`, which `write(data)` fills.
+  template <typename Write>
+  Napi::Value output(const Shape& shape, Write write) const {
+    float* data;
+    Napi::Object result = output(shape, &data);
+    write(data);
+    return result;
+  }
   // An object of fresh tensors, one per {key, shape, &data}.
   struct Output {
     const char* key;
@@ -234,12 +263,19 @@ struct Call {
 };
 
 // One op: its name, where it runs, the backend entry it calls (kernel<&ops::Backend::entry>; null for a view or a
-// copy), its fields, its shape rule (relations between arguments, checked after every field is read and before any
-// write; it may store what it derives in `args`), its body, and the name its messages use when not `name`.
+// copy), its fields and outputs, its shape rule (relations between arguments, checked after every field is read and
+// before any write; it may store what it derives in `args`), its body, and the name its messages use when not `name`.
+// A Kernel body returns nothing: it runs the kernel into the declared outputs, which the op returns.
 template <typename Args>
 struct OpSpec {
   using Rule = void (*)(const char* fn, Args& args);
   using Body = Napi::Value (*)(const Call& call, Args& args);
+  using Kernel = void (*)(const Call& call, Args& args);
+  OpSpec(const char* name, Runs runs, bool (*has_kernel)(const ops::Backend&), std::vector<Field<Args>> fields,
+         Rule rule, Kernel kernel)
+      : OpSpec(name, runs, has_kernel, std::move(fields), rule, Body(nullptr)) {
+    this->kernel = kernel;
+  }
   OpSpec(const char* name, Runs runs, bool (*has_kernel)(const ops::Backend&), std::vector<Field<Args>> fields,
          Rule rule, Body body, const char* label = nullptr)
       : name(name),
@@ -248,7 +284,9 @@ struct OpSpec {
         fields(std::move(fields)),
         rule(rule),
         body(body),
-        label(label) {}
+        label(label) {
+    for (const Field<Args>& field : this->fields) outputs += field.kind == Kind::kOut;
+  }
   const char* name;
   Runs runs;
   bool (*has_kernel)(const ops::Backend& backend);
@@ -256,6 +294,8 @@ struct OpSpec {
   Rule rule;
   Body body;
   const char* label;
+  Kernel kernel = nullptr;
+  int outputs = 0;
 };
 
 // The backend entry an op calls, for ops() and the kernel check: kernel<&ops::Backend::scale>.
@@ -284,13 +324,16 @@ const ops::Backend& backend_with_kernel(const char* fn, Device device, bool (*ha
 void prepare_writes(const char* fn, const std::vector<ListRef>& lists, const std::vector<TensorHandle*>& written);
 
 template <typename Args>
-Napi::Value run_op(const Napi::CallbackInfo& info, const OpSpec<Args>& spec) {
+Napi::Value run_op(const Napi::CallbackInfo& info, const void* erased) {
+  const OpSpec<Args>& spec = *static_cast<const OpSpec<Args>*>(erased);
   return guarded(info, [&]() -> Napi::Value {
     Napi::Env env = info.Env();
     const char* fn = spec.label != nullptr ? spec.label : spec.name;
     Napi::Object object = arguments_object(info, fn);
     Args args{};
-    for (const Field<Args>& field : spec.fields) field.read(field, fn, env, object.Get(field.name), args);
+    for (const Field<Args>& field : spec.fields) {
+      if (field.read != nullptr) field.read(field, fn, env, object.Get(field.name), args);
+    }
     // Reused by every call on this thread (calls never nest), so the common case allocates nothing.
     thread_local std::vector<TensorRef> tensors;
     thread_local std::vector<ListRef> lists;
@@ -312,48 +355,48 @@ Napi::Value run_op(const Napi::CallbackInfo& info, const OpSpec<Args>& spec) {
     const Call call{env, fn, device, backend_with_kernel(fn, device, spec.has_kernel)};
     if (spec.rule != nullptr) spec.rule(fn, args);
     prepare_writes(fn, lists, written);
-    return spec.body(call, args);
+    if (spec.body != nullptr) return spec.body(call, args);
+    Napi::Value result = spec.outputs > 1 ? Napi::Object::New(env) : env.Undefined();
+    for (const Field<Args>& field : spec.fields) {
+      if (field.output == nullptr) continue;
+      Napi::Object tensor = call.output(field.output_shape(args), field.output(args));
+      if (spec.outputs > 1) result.As<Napi::Object>().Set(field.name, tensor);
+      if (spec.outputs == 1) result = tensor;
+    }
+    spec.kernel(call, args);
+    return result;
   });
 }
 
-// What ops() says of one registered op.
-struct OpInfo {
-  std::string name;
+// Every declared op, type-erased: exported by the addon's init, listed by ops().
+struct OpEntry {
+  const char* name;
   Runs runs;
-  bool cpu, cuda;
-  std::vector<std::pair<const char*, Kind>> args;
-  std::vector<std::pair<bool, bool>> optional_written;
+  bool (*has_kernel)(const ops::Backend& backend);
+  std::vector<FieldInfo> args;
+  Napi::Value (*run)(const Napi::CallbackInfo& info, const void* spec);
+  const void* spec;
 };
-void add_op_info(OpInfo info);
+std::vector<OpEntry>& op_registry();
 
-// Exports `spec` as a function taking one object of named arguments, and lists it in ops().
 template <typename Args>
-void register_op(Napi::Env env, Napi::Object exports, const OpSpec<Args>& spec) {
-  const ops::Backend* cuda = cuda_backend();
-  OpInfo info{spec.name, spec.runs, spec.has_kernel == nullptr || spec.has_kernel(cpu_backend()), false, {}, {}};
-  info.cuda = spec.runs == Runs::kAny && cuda != nullptr && (spec.has_kernel == nullptr || spec.has_kernel(*cuda));
-  for (const Field<Args>& field : spec.fields) {
-    info.args.emplace_back(field.name, field.kind);
-    info.optional_written.emplace_back(field.optional, field.written);
+std::vector<FieldInfo> arguments(const std::vector<Field<Args>>& fields) {
+  std::vector<FieldInfo> infos;
+  for (const Field<Args>& field : fields) {
+    if (field.kind != Kind::kOut) infos.push_back(field);
   }
-  add_op_info(std::move(info));
-  const OpSpec<Args>* pointer = &spec;
-  auto function = [pointer](const Napi::CallbackInfo& call) { return run_op(call, *pointer); };
-  exports.Set(spec.name, Napi::Function::New(env, function, spec.name));
+  return infos;
 }
 
-template <typename... Specs>
-void register_ops(Napi::Env env, Napi::Object exports, const Specs&... specs) {
-  (register_op(env, exports, specs), ...);
+// Declares ops, once per process when the addon loads: `[[maybe_unused]] const bool kDeclared = declare(kA, kB);`.
+template <typename... Args>
+bool declare(const OpSpec<Args>&... specs) {
+  (op_registry().push_back({specs.name, specs.runs, specs.has_kernel, arguments(specs.fields), run_op<Args>, &specs}),
+   ...);
+  return true;
 }
 
-// Every family registers its ops on the addon's exports; ops() lists them.
-void register_creation(Napi::Env env, Napi::Object exports);
-void register_linear_algebra(Napi::Env env, Napi::Object exports);
-void register_elementwise(Napi::Env env, Napi::Object exports);
-void register_adapter(Napi::Env env, Napi::Object exports);
-void register_nn(Napi::Env env, Napi::Object exports);
-void register_optim(Napi::Env env, Napi::Object exports);
-void register_op_list(Napi::Env env, Napi::Object exports);
+// Exports every declared op as a function taking one object of named arguments, and ops() listing them.
+void export_ops(Napi::Env env, Napi::Object exports);
 
 }  // namespace bidora::binding

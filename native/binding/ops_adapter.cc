@@ -1,8 +1,7 @@
-// The fused DoRA and LoRA layer, declared with op.h. Every adapter op reads its subset of one argument struct, which
-// one shape rule relates (rules::adapter: weight [M,K], loraA [R,K], loraB [M,R], magnitude and bias [M], input
-// [..., K]) and one function hands to the backend (layer()). Forward, backward and the norm run on their tensors'
-// device; merge, unmerge and the double-precision references on the CPU. Throw TypeError (not a live tensor, devices
-// differ) and RangeError (shapes, r = 0, scale not finite, eps not positive, dropout outside [0, 1), seed).
+// The fused DoRA and LoRA layer, declared with op.h (lib/binding.ts documents each). Every adapter op reads its subset
+// of one argument struct, which one shape rule relates (rules::adapter: weight [M,K], loraA [R,K], loraB [M,R],
+// magnitude and bias [M], input [..., K]) and one function hands to the backend (layer()). Forward, backward and the
+// norm run on their tensors' device; merge, unmerge and the double-precision references on the CPU.
 #include <tuple>
 
 #include "op.h"
@@ -41,6 +40,8 @@ struct A {
   bool detach_norm = true;
   Needs needs;
   rules::Layer layer;
+  Shape m, mk, nr;  // [M], [M,K] and [N,R], from the rule
+  float *out, *hidden_out;
 };
 
 const float* data(TensorHandle* tensor) { return tensor != nullptr ? tensor->data() : nullptr; }
@@ -55,6 +56,9 @@ void check(const char* fn, A& args) {
   rules::saved(fn, "norm", shape(args.norm), rules::vector(m));
   rules::saved(fn, "weightLoraA", shape(args.weight_lora_a), rules::matrix(m, r));
   rules::saved(fn, "loraGram", shape(args.lora_gram), rules::matrix(r, r));
+  args.m = rules::vector(m);
+  args.mk = rules::matrix(m, k);
+  args.nr = rules::matrix(n, r);
 }
 
 // The layer as the backend reads it. ||W0_j||² is cached on the weight's storage while W0 is unchanged.
@@ -107,30 +111,26 @@ Field<A> seed() { return arg<&A::seed>("seed", closed(0, kMaxSafeInteger)); }
 Field<A> detach_norm() { return arg<&A::detach_norm>("detachNorm"); }
 Field<A> needs() { return arg<&A::needs>("needs", kOptional); }
 
-// [sync] doraForward({ input, weight, bias?, loraA, loraB, magnitude, scale, eps, dropout, seed })
-//   -> { output, combined, hidden, norm, weightLoraA, loraGram }: the output and what backward needs (u = x W0ᵀ +
-//   s h Bᵀ [N,M], h = x_d Aᵀ [N,R], n [M], W0 Aᵀ [M,R], A Aᵀ [R,R]).
+// [sync] doraForward({ input, weight, bias?, loraA, loraB, magnitude, scale, eps, dropout, seed }) -> { output,
+// combined, hidden, norm, weightLoraA, loraGram }: the output and what doraBackward({ gradOutput, ...the same,
+// combined, hidden, norm, weightLoraA, loraGram, detachNorm?, needs? }) needs; it consumes (overwrites) `combined`.
 const OpSpec<A> kDoraForward("doraForward", Runs::kAny, kernel<&ops::Backend::dora_forward>,
                              {input(), weight(), bias(), lora_a(), lora_b(), magnitude(false), scale(), eps(),
                               dropout(), seed()},
                              check, [](const Call& call, A& args) -> Napi::Value {
                                const auto [n, k, m, r] = args.layer.dims;
-                               float* output;
                                ops::DoraSaved s;
                                Napi::Object result =
-                                   call.outputs({{"output", args.layer.output, &output},
+                                   call.outputs({{"output", args.layer.output, &args.out},
                                                  {"combined", rules::matrix(n, m), &s.combined},
                                                  {"hidden", rules::matrix(n, r), &s.hidden},
                                                  {"norm", rules::vector(m), &s.norm},
                                                  {"weightLoraA", rules::matrix(m, r), &s.weight_lora_a},
                                                  {"loraGram", rules::matrix(r, r), &s.lora_gram}});
-                               call.backend.dora_forward({output, s, layer(args, true)});
+                               call.backend.dora_forward({args.out, s, layer(args, true)});
                                return result;
                              });
 
-// [sync] doraBackward({ gradOutput, input, weight, bias?, loraA, loraB, magnitude, combined, hidden, norm,
-//   weightLoraA, loraGram, scale, eps, detachNorm?, dropout, seed, needs? }) -> { input?, loraA?, loraB?, magnitude?,
-//   bias? }: `combined` is consumed (overwritten); bias only tells whether a bias gradient exists.
 const OpSpec<A> kDoraBackward(
     "doraBackward", Runs::kAny, kernel<&ops::Backend::dora_backward>,
     {grad_output(), input(), weight(), bias(), lora_a(), lora_b(), magnitude(false),
@@ -138,27 +138,25 @@ const OpSpec<A> kDoraBackward(
      arg<&A::lora_gram>("loraGram"), scale(), eps(), detach_norm(), dropout(), seed(), needs()},
     check, [](const Call& call, A& args) -> Napi::Value {
       auto [object, grads] = gradients(call, args, args.needs, true);
-      const ops::DoraSaved saved{args.combined->data(), args.hidden->data(), args.norm->data(),
-                                 args.weight_lora_a->data(), args.lora_gram->data()};
+      const ops::DoraSaved saved{.combined = args.combined->data(),
+                                 .hidden = args.hidden->data(),
+                                 .norm = args.norm->data(),
+                                 .weight_lora_a = args.weight_lora_a->data(),
+                                 .lora_gram = args.lora_gram->data()};
       call.backend.dora_backward({grads, args.grad_output->data(), saved, layer(args, false), args.detach_norm});
       return object;
     });
 
-// [sync] loraForward({ input, weight, bias?, loraA, loraB, scale, dropout, seed }) -> { output, hidden }
+// [sync] loraForward({ input, weight, bias?, loraA, loraB, scale, dropout, seed }) -> { output, hidden };
+// loraBackward({ gradOutput, ...the same, hidden, needs? }) -> { input?, loraA?, loraB?, bias? }.
 const OpSpec<A> kLoraForward("loraForward", Runs::kAny, kernel<&ops::Backend::lora_forward>,
-                             {input(), weight(), bias(), lora_a(), lora_b(), scale(), dropout(), seed()}, check,
-                             [](const Call& call, A& args) -> Napi::Value {
-                               float *output, *hidden;
-                               Napi::Object result = call.outputs(
-                                   {{"output", args.layer.output, &output},
-                                    {"hidden", rules::matrix(args.layer.dims.n, args.layer.dims.r), &hidden}});
+                             {input(), weight(), bias(), lora_a(), lora_b(), scale(), dropout(), seed(),
+                              out<&A::out, &A::layer, &rules::Layer::output>(), out<&A::hidden_out, &A::nr>("hidden")},
+                             check, [](const Call& call, A& args) {
                                call.backend.lora_forward(
-                                   {.output = output, .hidden = hidden, .layer = layer(args, false)});
-                               return result;
+                                   {.output = args.out, .hidden = args.hidden_out, .layer = layer(args, false)});
                              });
 
-// [sync] loraBackward({ gradOutput, input, weight, bias?, loraA, loraB, hidden, scale, dropout, seed, needs? })
-//   -> { input?, loraA?, loraB?, bias? }
 const OpSpec<A> kLoraBackward("loraBackward", Runs::kAny, kernel<&ops::Backend::lora_backward>,
                               {grad_output(), input(), weight(), bias(), lora_a(), lora_b(), hidden(), scale(),
                                dropout(), seed(), needs()},
@@ -171,50 +169,31 @@ const OpSpec<A> kLoraBackward("loraBackward", Runs::kAny, kernel<&ops::Backend::
                                 return object;
                               });
 
-// [sync] doraWeightNorm({ weight, loraA, loraB, scale, eps }) -> norm [M] = max(||W0 + s B A||_row, eps)
+// [sync] doraWeightNorm({ weight, loraA, loraB, scale, eps }) -> norm [M]. adapterMerge({ weight, loraA, loraB,
+// magnitude?, scale, eps }) -> merged [M,K]; adapterUnmerge({ merged, loraA, loraB, magnitude?, norm?, scale }) ->
+// weight [M,K] (DoRA needs the norm from before merging and non-zero magnitudes).
 const OpSpec<A> kDoraWeightNorm("doraWeightNorm", Runs::kAny, kernel<&ops::Backend::dora_norm>,
-                                {weight(), lora_a(), lora_b(), scale(), eps()}, check,
-                                [](const Call& call, A& args) -> Napi::Value {
-                                  float* norm;
-                                  Napi::Object result = call.output(rules::vector(args.layer.dims.m), &norm);
-                                  call.backend.dora_norm({norm, layer(args, true)});
-                                  return result;
+                                {weight(), lora_a(), lora_b(), scale(), eps(), out<&A::out, &A::m>()}, check,
+                                [](const Call& call, A& args) {
+                                  call.backend.dora_norm({args.out, layer(args, true)});
                                 });
 
-// [sync] adapterMerge({ weight, loraA, loraB, magnitude?, scale, eps }) -> merged [M,K]: (m / n) ⊙ (W0 + s B A) with a
-// magnitude (DoRA), W0 + s B A without (LoRA).
 const OpSpec<A> kAdapterMerge("adapterMerge", Runs::kCpu, kernel<&ops::Backend::adapter_merge>,
-                              {weight(), lora_a(), lora_b(), magnitude(true), scale(), eps()}, check,
-                              [](const Call& call, A& args) -> Napi::Value {
-                                float* merged;
-                                const auto [n, k, m, r] = args.layer.dims;
-                                Napi::Object result = call.output(rules::matrix(m, k), &merged);
-                                call.backend.adapter_merge({merged, layer(args, args.magnitude != nullptr)});
-                                return result;
+                              {weight(), lora_a(), lora_b(), magnitude(true), scale(), eps(), out<&A::out, &A::mk>()},
+                              check, [](const Call& call, A& args) {
+                                call.backend.adapter_merge({args.out, layer(args, args.magnitude != nullptr)});
                               });
 
-// [sync] adapterUnmerge({ merged, loraA, loraB, magnitude?, norm?, scale }) -> weight [M,K]. DoRA needs the norm from
-// before merging (doraWeightNorm) and non-zero magnitudes (RangeError naming a zero one).
 const OpSpec<A> kAdapterUnmerge(
     "adapterUnmerge", Runs::kCpu, kernel<&ops::Backend::adapter_unmerge>,
-    {arg<&A::weight>("merged"), lora_a(), lora_b(), magnitude(true), arg<&A::norm>("norm", kOptional), scale()},
+    {arg<&A::weight>("merged"), lora_a(), lora_b(), magnitude(true), arg<&A::norm>("norm", kOptional), scale(),
+     out<&A::out, &A::mk>()},
     [](const char* fn, A& args) {
       check(fn, args);
-      if ((args.magnitude == nullptr) != (args.norm == nullptr)) {
-        throw bidora::TypeError(std::string(fn) + ": magnitude and norm go together (DoRA) or are both absent (LoRA)");
-      }
-      for (int64_t j = 0; args.magnitude != nullptr && j < args.layer.dims.m; ++j) {
-        if (args.magnitude->data()[j] == 0.0f) {
-          throw RangeError(std::string(fn) + ": magnitude[" + std::to_string(j) +
-                           "] is 0, so that row of the merged weight no longer holds its direction");
-        }
-      }
+      rules::unmerge(fn, data(args.magnitude), args.norm != nullptr, args.layer.dims.m);
     },
-    [](const Call& call, A& args) -> Napi::Value {
-      float* weight;
-      Napi::Object result = call.output(rules::matrix(args.layer.dims.m, args.layer.dims.k), &weight);
-      call.backend.adapter_unmerge({weight, data(args.norm), layer(args, false)});
-      return result;
+    [](const Call& call, A& args) {
+      call.backend.adapter_unmerge({args.out, data(args.norm), layer(args, false)});
     });
 
 // [sync] adapterForwardReference({ input, weight, bias?, loraA, loraB, magnitude?, scale, eps, dropout, seed })
@@ -223,12 +202,9 @@ const OpSpec<A> kAdapterUnmerge(
 const OpSpec<A> kForwardReference("adapterForwardReference", Runs::kCpu,
                                   kernel<&ops::Backend::adapter_forward_reference>,
                                   {input(), weight(), bias(), lora_a(), lora_b(), magnitude(true), scale(), eps(),
-                                   dropout(), seed()},
-                                  check, [](const Call& call, A& args) -> Napi::Value {
-                                    float* output;
-                                    Napi::Object result = call.output(args.layer.output, &output);
-                                    call.backend.adapter_forward_reference({output, layer(args, false)});
-                                    return result;
+                                   dropout(), seed(), out<&A::out, &A::layer, &rules::Layer::output>()},
+                                  check, [](const Call& call, A& args) {
+                                    call.backend.adapter_forward_reference({args.out, layer(args, false)});
                                   });
 
 const OpSpec<A> kBackwardReference(
@@ -241,11 +217,10 @@ const OpSpec<A> kBackwardReference(
       return object;
     });
 
-}  // namespace
+[[maybe_unused]] const bool kDeclared =
+    declare(kDoraForward, kDoraBackward, kLoraForward, kLoraBackward, kDoraWeightNorm, kAdapterMerge, kAdapterUnmerge,
+            kForwardReference, kBackwardReference);
 
-void register_adapter(Napi::Env env, Napi::Object exports) {
-  register_ops(env, exports, kDoraForward, kDoraBackward, kLoraForward, kLoraBackward, kDoraWeightNorm, kAdapterMerge,
-               kAdapterUnmerge, kForwardReference, kBackwardReference);
-}
+}  // namespace
 
 }  // namespace bidora::binding

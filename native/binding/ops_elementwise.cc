@@ -1,154 +1,107 @@
-// Elementwise arithmetic, axis reductions and ranges along an axis, declared with op.h. Each runs on its tensors'
-// device and returns a fresh tensor there (axpy writes y in place). Throw TypeError (not a live tensor, devices
-// differ, not a number) and RangeError (shapes that do not fit, an axis or range out of bounds, a scalar not finite).
+// Elementwise arithmetic, axis reductions and ranges along an axis, declared with op.h (lib/binding.ts documents each).
+// Each runs on its tensors' device and returns a fresh tensor there (axpy writes y in place). Throw TypeError and
+// RangeError (shapes that do not fit, an axis or range out of bounds, a scalar not finite).
 #include "op.h"
 
 namespace bidora::binding {
 
 namespace {
 
-// [sync] add({ a, b }), sub({ a, b }), mul({ a, b }): shaped like a; b has a's shape or its trailing dims.
-struct BinaryArgs {
+// [sync] add, sub, mul, scale({ a, b | alpha }), axpy({ y, alpha, x }): void.
+struct ElementArgs {
   TensorHandle *a, *b;
+  float alpha;
   int64_t period;
+  float* out;
 };
+using E = ElementArgs;
 
 template <ops::BinaryOp Op>
-OpSpec<BinaryArgs> binary(const char* name) {
-  return OpSpec<BinaryArgs>(
-      name, Runs::kAny, kernel<&ops::Backend::binary>, {arg<&BinaryArgs::a>("a"), arg<&BinaryArgs::b>("b")},
-      [](const char* fn, BinaryArgs& args) {
-        args.period = rules::broadcast_period(fn, args.a->shape(), args.b->shape());
-      },
-      [](const Call& call, BinaryArgs& args) -> Napi::Value {
-        float* out;
-        Napi::Object result = call.output(args.a->shape(), &out);
-        call.backend.binary({Op, out, args.a->data(), args.b->data(), args.a->numel(), args.period});
-        return result;
+OpSpec<E> binary(const char* name) {
+  return OpSpec<E>(
+      name, Runs::kAny, kernel<&ops::Backend::binary>, {arg<&E::a>("a"), arg<&E::b>("b"), out<&E::out, &E::a>()},
+      [](const char* fn, E& args) { args.period = rules::broadcast_period(fn, args.a->shape(), args.b->shape()); },
+      [](const Call& call, E& args) {
+        call.backend.binary({Op, args.out, args.a->data(), args.b->data(), args.a->numel(), args.period});
       });
 }
 
-const OpSpec<BinaryArgs> kAdd = binary<ops::BinaryOp::kAdd>("add");
-const OpSpec<BinaryArgs> kSub = binary<ops::BinaryOp::kSub>("sub");
-const OpSpec<BinaryArgs> kMul = binary<ops::BinaryOp::kMul>("mul");
+const OpSpec<E> kAdd = binary<ops::BinaryOp::kAdd>("add");
+const OpSpec<E> kSub = binary<ops::BinaryOp::kSub>("sub");
+const OpSpec<E> kMul = binary<ops::BinaryOp::kMul>("mul");
 
-// [sync] scale({ a, alpha }): alpha · a.
-struct ScaleArgs {
-  TensorHandle* a;
-  float alpha;
-};
+const OpSpec<E> kScale("scale", Runs::kAny, kernel<&ops::Backend::scale>,
+                       {arg<&E::a>("a"), arg<&E::alpha>("alpha"), out<&E::out, &E::a>()}, nullptr,
+                       [](const Call& call, E& args) {
+                         call.backend.scale({args.out, args.a->data(), args.a->numel(), args.alpha});
+                       });
 
-const OpSpec<ScaleArgs> kScale("scale", Runs::kAny, kernel<&ops::Backend::scale>,
-                               {arg<&ScaleArgs::a>("a"), arg<&ScaleArgs::alpha>("alpha")}, nullptr,
-                               [](const Call& call, ScaleArgs& args) -> Napi::Value {
-                                 float* out;
-                                 Napi::Object result = call.output(args.a->shape(), &out);
-                                 call.backend.scale({out, args.a->data(), args.a->numel(), args.alpha});
-                                 return result;
-                               });
-
-// [sync] axpy({ y, alpha, x }): void - y += alpha · x in place; x has y's shape.
-struct AxpyArgs {
-  TensorHandle* y;
-  float alpha;
-  TensorHandle* x;
-};
-
-const OpSpec<AxpyArgs> kAxpy(
+const OpSpec<E> kAxpy(
     "axpy", Runs::kAny, kernel<&ops::Backend::axpy>,
-    {arg<&AxpyArgs::y>("y", kWritten), arg<&AxpyArgs::alpha>("alpha"), arg<&AxpyArgs::x>("x")},
-    [](const char* fn, AxpyArgs& args) { rules::same_shape(fn, "y", args.y->shape(), "x", args.x->shape()); },
-    [](const Call& call, AxpyArgs& args) -> Napi::Value {
-      call.backend.axpy({.y = args.y->data(), .x = args.x->data(), .n = args.y->numel(), .alpha = args.alpha});
-      return call.env.Undefined();
+    {arg<&E::a>("y", kWritten), arg<&E::alpha>("alpha"), arg<&E::b>("x")},
+    [](const char* fn, E& args) { rules::same_shape(fn, "y", args.a->shape(), "x", args.b->shape()); },
+    [](const Call& call, E& args) {
+      call.backend.axpy({.y = args.a->data(), .x = args.b->data(), .n = args.a->numel(), .alpha = args.alpha});
     });
 
-// [sync] sum({ a, axis?, keepDims? }): over one axis (negative counts from the end), or over everything.
-struct SumArgs {
+// [sync] sum({ a, axis?, keepDims? }), broadcastAxis({ a, shape, axis? }): sum's gradient.
+// narrow({ a, axis, start, length }), narrowBackward({ grad, shape, axis, start }): narrow's gradient.
+struct AxisArgs {
   TensorHandle* a;
+  Shape shape;
   std::optional<double> axis;
+  double at, start, length;
   bool keep_dims = false;
-  rules::Reduction reduction;
-};
-
-const OpSpec<SumArgs> kSum(
-    "sum", Runs::kAny, kernel<&ops::Backend::sum_axis>,
-    {arg<&SumArgs::a>("a"), index<&SumArgs::axis>("axis"), arg<&SumArgs::keep_dims>("keepDims")},
-    [](const char* fn, SumArgs& args) {
-      args.reduction = rules::reduction(fn, args.a->shape(), args.axis, args.keep_dims);
-    },
-    [](const Call& call, SumArgs& args) -> Napi::Value {
-      const rules::AxisSplit& split = args.reduction.split;
-      float* out;
-      Napi::Object result = call.output(args.reduction.out, &out);
-      call.backend.sum_axis({out, args.a->data(), split.outer, split.length, split.inner});
-      return result;
-    });
-
-// [sync] broadcastAxis({ a, shape, axis? }): `shape` filled with a repeated along `axis` (a lacks it), or with a's one
-// value when axis is absent: the gradient of sum.
-struct BroadcastArgs {
-  TensorHandle* a;
-  Shape shape;
-  std::optional<double> axis;
-  rules::AxisSplit split;
-};
-
-const OpSpec<BroadcastArgs> kBroadcastAxis(
-    "broadcastAxis", Runs::kAny, kernel<&ops::Backend::broadcast_axis>,
-    {arg<&BroadcastArgs::a>("a"), arg<&BroadcastArgs::shape>("shape"), index<&BroadcastArgs::axis>("axis")},
-    [](const char* fn, BroadcastArgs& args) {
-      args.split =
-          args.axis ? rules::split_axis(fn, *args.axis, args.shape) : rules::AxisSplit{0, 1, args.shape.numel(), 1};
-      if (args.a->numel() != args.split.outer * args.split.inner) {
-        throw RangeError(std::string(fn) + ": " + describe("a", args.a->shape()) + " does not match " +
-                         args.shape.str() + " without the broadcast axis");
-      }
-    },
-    [](const Call& call, BroadcastArgs& args) -> Napi::Value {
-      float* out;
-      Napi::Object result = call.output(args.shape, &out);
-      call.backend.broadcast_axis({out, args.a->data(), args.split.outer, args.split.length, args.split.inner});
-      return result;
-    });
-
-// [sync] narrow({ a, axis, start, length }): a copy of a[..., start : start + length, ...] along `axis`.
-// [sync] narrowBackward({ grad, shape, axis, start }): zeros of `shape` with grad at [start, start + its length).
-struct NarrowArgs {
-  TensorHandle* a;
-  Shape shape;
-  double axis, start, length;
-  rules::Range range;
-  bool backward = false;
-};
-
-Napi::Value narrow_body(const Call& call, NarrowArgs& args) {
-  const rules::Range& r = args.range;
+  rules::Range range;  // sum and broadcastAxis use its split and narrowed shape only
   float* out;
-  Napi::Object result = call.output(args.backward ? args.shape : r.narrowed, &out);
-  const ops::Narrow kernel_args{out, args.a->data(), r.split.outer, r.split.length, r.split.inner, r.start, r.length};
-  args.backward ? call.backend.narrow_backward(kernel_args) : call.backend.narrow(kernel_args);
-  return result;
+};
+using X = AxisArgs;
+
+const OpSpec<X> kSum(
+    "sum", Runs::kAny, kernel<&ops::Backend::sum_axis>,
+    {arg<&X::a>("a"), index<&X::axis>("axis"), arg<&X::keep_dims>("keepDims"), out<&X::out, &X::shape>()},
+    [](const char* fn, X& args) {
+      const rules::Reduction reduction = rules::reduction(fn, args.a->shape(), args.axis, args.keep_dims);
+      args.range.split = reduction.split;
+      args.shape = reduction.out;
+    },
+    [](const Call& call, X& args) {
+      const rules::AxisSplit& s = args.range.split;
+      call.backend.sum_axis({args.out, args.a->data(), s.outer, s.length, s.inner});
+    });
+
+const OpSpec<X> kBroadcastAxis(
+    "broadcastAxis", Runs::kAny, kernel<&ops::Backend::broadcast_axis>,
+    {arg<&X::a>("a"), arg<&X::shape>("shape"), index<&X::axis>("axis"), out<&X::out, &X::shape>()},
+    [](const char* fn, X& args) { args.range.split = rules::broadcast(fn, args.a->shape(), args.shape, args.axis); },
+    [](const Call& call, X& args) {
+      const rules::AxisSplit& s = args.range.split;
+      call.backend.broadcast_axis({args.out, args.a->data(), s.outer, s.length, s.inner});
+    });
+
+ops::Narrow narrow(const X& args) {
+  const rules::Range& r = args.range;
+  return {args.out, args.a->data(), r.split.outer, r.split.length, r.split.inner, r.start, r.length};
 }
 
-const OpSpec<NarrowArgs> kNarrow(
+const OpSpec<X> kNarrow(
     "narrow", Runs::kAny, kernel<&ops::Backend::narrow>,
-    {arg<&NarrowArgs::a>("a"), index<&NarrowArgs::axis>("axis"), index<&NarrowArgs::start>("start"),
-     index<&NarrowArgs::length>("length")},
-    [](const char* fn, NarrowArgs& args) {
-      args.range = rules::narrow_range(fn, args.a->shape(), args.axis, args.start, args.length);
+    {arg<&X::a>("a"), index<&X::at>("axis"), index<&X::start>("start"), index<&X::length>("length"),
+     out<&X::out, &X::shape>()},
+    [](const char* fn, X& args) {
+      args.range = rules::narrow_range(fn, args.a->shape(), args.at, args.start, args.length);
+      args.shape = args.range.narrowed;
     },
-    narrow_body);
+    [](const Call& call, X& args) { call.backend.narrow(narrow(args)); });
 
-const OpSpec<NarrowArgs> kNarrowBackward(
+const OpSpec<X> kNarrowBackward(
     "narrowBackward", Runs::kAny, kernel<&ops::Backend::narrow_backward>,
-    {arg<&NarrowArgs::a>("grad"), arg<&NarrowArgs::shape>("shape"), index<&NarrowArgs::axis>("axis"),
-     index<&NarrowArgs::start>("start")},
-    [](const char* fn, NarrowArgs& args) {
-      args.range = rules::narrow_backward_range(fn, args.a->shape(), args.shape, args.axis, args.start);
-      args.backward = true;
+    {arg<&X::a>("grad"), arg<&X::shape>("shape"), index<&X::at>("axis"), index<&X::start>("start"),
+     out<&X::out, &X::shape>()},
+    [](const char* fn, X& args) {
+      args.range = rules::narrow_backward_range(fn, args.a->shape(), args.shape, args.at, args.start);
     },
-    narrow_body);
+    [](const Call& call, X& args) { call.backend.narrow_backward(narrow(args)); });
 
 // [sync] globalNorm({ tensors }): number - sqrt(Σ x²) over every element of every tensor, in double.
 struct GlobalNormArgs {
@@ -163,11 +116,9 @@ const OpSpec<GlobalNormArgs> kGlobalNorm(
       return Napi::Number::New(call.env, norm);
     });
 
-}  // namespace
+[[maybe_unused]] const bool kDeclared =
+    declare(kAdd, kSub, kMul, kScale, kAxpy, kSum, kBroadcastAxis, kNarrow, kNarrowBackward, kGlobalNorm);
 
-void register_elementwise(Napi::Env env, Napi::Object exports) {
-  register_ops(env, exports, kAdd, kSub, kMul, kScale, kAxpy, kSum, kBroadcastAxis, kNarrow, kNarrowBackward,
-               kGlobalNorm);
-}
+}  // namespace
 
 }  // namespace bidora::binding

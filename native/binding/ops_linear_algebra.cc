@@ -13,59 +13,53 @@ namespace {
 std::atomic<ops::Precision> matmul_precision{ops::Precision::kFloat32};
 const char* const kPrecisionNames[] = {"highest", "high", "medium"};  // by ops::Precision
 
-// [sync] matmul({ a, b, transposeA?, transposeB? }): a [..., M, K] (or [..., K, M] transposed) times b [..., K, N]
-// (or [..., N, K]); batch dims equal, or b of rank 2 shared by every batch. Throws TypeError, RangeError (rank below
-// 2, mismatched dims).
-struct MatmulArgs {
-  TensorHandle *a, *b;
+// [sync] matmul({ a, b, transposeA?, transposeB? }), linear({ input [..., K], weight [M, K], bias? [M] }).
+struct ProductArgs {
+  TensorHandle *a, *b, *bias;
   bool transpose_a = false, transpose_b = false;
   rules::Product product;
+  float* out;
 };
+using P = ProductArgs;
 
-const OpSpec<MatmulArgs> kMatmul(
+const OpSpec<P> kMatmul(
     "matmul", Runs::kAny, kernel<&ops::Backend::matmul>,
-    {arg<&MatmulArgs::a>("a"), arg<&MatmulArgs::b>("b"), arg<&MatmulArgs::transpose_a>("transposeA"),
-     arg<&MatmulArgs::transpose_b>("transposeB")},
-    [](const char* fn, MatmulArgs& args) {
+    {arg<&P::a>("a"), arg<&P::b>("b"), arg<&P::transpose_a>("transposeA"), arg<&P::transpose_b>("transposeB"),
+     out<&P::out, &P::product, &rules::Product::out>()},
+    [](const char* fn, P& args) {
       args.product = rules::matmul(fn, args.a->shape(), args.b->shape(), args.transpose_a, args.transpose_b);
     },
-    [](const Call& call, MatmulArgs& args) -> Napi::Value {
+    [](const Call& call, P& args) {
       const rules::Product& p = args.product;
-      float* out;
-      Napi::Object result = call.output(p.out, &out);
-      call.backend.matmul({out, args.a->data(), args.b->data(), p.batch, p.m, p.n, p.k, args.transpose_a,
+      call.backend.matmul({args.out, args.a->data(), args.b->data(), p.batch, p.m, p.n, p.k, args.transpose_a,
                            args.transpose_b, p.shared_b, gemm_precision()});
-      return result;
     });
 
-// [sync] linear({ input [..., K], weight [M, K], bias? [M] }): [..., M] = input weightᵀ + bias. Throws TypeError,
-// RangeError (weight not of rank 2, K or M mismatched).
-struct LinearArgs {
-  TensorHandle *input, *weight, *bias;
-  rules::Product product;
-};
-
-const OpSpec<LinearArgs> kLinear(
+const OpSpec<P> kLinear(
     "linear", Runs::kAny, kernel<&ops::Backend::linear>,
-    {arg<&LinearArgs::input>("input"), arg<&LinearArgs::weight>("weight"), arg<&LinearArgs::bias>("bias", kOptional)},
-    [](const char* fn, LinearArgs& args) {
-      const Shape* bias = args.bias != nullptr ? &args.bias->shape() : nullptr;
-      args.product = rules::linear(fn, args.input->shape(), args.weight->shape(), bias);
+    {arg<&P::a>("input"), arg<&P::b>("weight"), arg<&P::bias>("bias", kOptional),
+     out<&P::out, &P::product, &rules::Product::out>()},
+    [](const char* fn, P& args) {
+      args.product =
+          rules::linear(fn, args.a->shape(), args.b->shape(), args.bias != nullptr ? &args.bias->shape() : nullptr);
     },
-    [](const Call& call, LinearArgs& args) -> Napi::Value {
+    [](const Call& call, P& args) {
       const rules::Product& p = args.product;
-      float* out;
-      Napi::Object result = call.output(p.out, &out);
-      call.backend.linear({.out = out,
-                           .input = args.input->data(),
-                           .weight = args.weight->data(),
+      call.backend.linear({.out = args.out,
+                           .input = args.a->data(),
+                           .weight = args.b->data(),
                            .bias = args.bias != nullptr ? args.bias->data() : nullptr,
                            .rows = p.batch,
                            .m = p.n,
                            .k = p.k,
                            .precision = gemm_precision()});
-      return result;
     });
+
+[[maybe_unused]] const bool kDeclared = declare(kMatmul, kLinear);
+
+}  // namespace
+
+ops::Precision gemm_precision() { return matmul_precision.load(); }
 
 // [sync] setMatmulPrecision(precision: 'highest' | 'high' | 'medium'): string - the previous setting. A process-wide
 // knob, not an op: one plain argument. Throws TypeError (not a string), RangeError (another name).
@@ -79,15 +73,6 @@ Napi::Value set_matmul_precision(const Napi::CallbackInfo& info) {
     }
     throw RangeError("setMatmulPrecision: precision must be 'highest', 'high' or 'medium', got '" + name + "'");
   });
-}
-
-}  // namespace
-
-ops::Precision gemm_precision() { return matmul_precision.load(); }
-
-void register_linear_algebra(Napi::Env env, Napi::Object exports) {
-  exports.Set("setMatmulPrecision", Napi::Function::New<set_matmul_precision>(env, "setMatmulPrecision"));
-  register_ops(env, exports, kMatmul, kLinear);
 }
 
 }  // namespace bidora::binding

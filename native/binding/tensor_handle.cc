@@ -300,10 +300,8 @@ const OpSpec<ViewArgs> kToDevice(
     },
     "Tensor.to");
 
-}  // namespace
+[[maybe_unused]] const bool kDeclared = declare(kToDevice, kReshape, kFromFloat32Array, kFull, kRandn, kUniform);
 
-void register_creation(Napi::Env env, Napi::Object exports) {
-  register_ops(env, exports, kToDevice, kReshape, kFromFloat32Array, kFull, kRandn, kUniform);
-}
+}  // namespace
 
 }  // namespace bidora::binding

@@ -111,6 +111,14 @@ Reduction reduction(const char* fn, const Shape& a, std::optional<double> axis, 
   return result;
 }
 
+AxisSplit broadcast(const char* fn, const Shape& a, const Shape& shape, std::optional<double> axis) {
+  const AxisSplit split = axis ? split_axis(fn, *axis, shape) : AxisSplit{0, 1, shape.numel(), 1};
+  if (a.numel() != split.outer * split.inner) {
+    fail(fn, describe("a", a) + " does not match " + shape.str() + " without the broadcast axis");
+  }
+  return split;
+}
+
 Range narrow_range(const char* fn, const Shape& a, double axis, double start, double length) {
   Range range{split_axis(fn, axis, a), 0, 0, a};
   if (a.rank == 0) fail(fn, "cannot take a range of a rank-0 tensor");
@@ -145,6 +153,17 @@ void paired(const char* fn, const char* first_name, const std::vector<Shape>& fi
     fail(fn,
          b + " must have the shape of " + a + ", but " + both(a.c_str(), first[position], b.c_str(), other[position]));
   }
+}
+
+void sgd(const char* fn, double momentum, bool nesterov, const std::vector<Shape>& params,
+         const std::vector<Shape>& grads, const std::vector<Shape>* buffers) {
+  if (nesterov && momentum == 0) fail(fn, "nesterov needs a non-zero momentum");
+  if (momentum != 0 && buffers == nullptr) {
+    throw TypeError(std::string(fn) + ": momentumBuffers must be an array of Tensors when momentum is " +
+                    format(momentum));
+  }
+  paired(fn, "params", params, "grads", grads);
+  if (buffers != nullptr) paired(fn, "params", params, "momentumBuffers", *buffers);
 }
 
 // ---- linear algebra ----
@@ -320,6 +339,18 @@ void saved(const char* fn, const char* name, const Shape* actual, const Shape& e
   if (actual == nullptr) return;
   if (actual->numel() != expected.numel() || actual->last() != expected.last()) {
     fail(fn, "expected " + std::string(name) + " of shape " + expected.str() + ", but " + describe(name, *actual));
+  }
+}
+
+void unmerge(const char* fn, const float* magnitude, bool has_norm, int64_t m) {
+  if ((magnitude == nullptr) == has_norm) {
+    throw TypeError(std::string(fn) + ": magnitude and norm go together (DoRA) or are both absent (LoRA)");
+  }
+  for (int64_t j = 0; magnitude != nullptr && j < m; ++j) {
+    if (magnitude[j] == 0.0f) {
+      fail(fn,
+           "magnitude[" + std::to_string(j) + "] is 0, so that row of the merged weight no longer holds its direction");
+    }
   }
 }
 

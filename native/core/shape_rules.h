@@ -45,6 +45,8 @@ struct Reduction {
   Shape out;
 };
 Reduction reduction(const char* fn, const Shape& a, std::optional<double> axis, bool keep_dims);
+// broadcastAxis: `shape` split around `axis` (or read as one run when absent), `a` holding it without that axis.
+AxisSplit broadcast(const char* fn, const Shape& a, const Shape& shape, std::optional<double> axis);
 // A range [start, start + length) along `axis` of `shape` (narrow) or of narrowBackward's `shape` from grad's.
 struct Range {
   AxisSplit split;
@@ -56,6 +58,9 @@ Range narrow_backward_range(const char* fn, const Shape& grad, const Shape& shap
 // Lists: `other` holds as many tensors as `first`, each shaped like its partner.
 void paired(const char* fn, const char* first_name, const std::vector<Shape>& first, const char* other_name,
             const std::vector<Shape>& other);
+// sgdStep: nesterov needs momentum; momentum needs buffers (null: absent), each list paired with params.
+void sgd(const char* fn, double momentum, bool nesterov, const std::vector<Shape>& params,
+         const std::vector<Shape>& grads, const std::vector<Shape>* buffers);
 
 // ---- linear algebra ----
 
@@ -105,6 +110,9 @@ Layer adapter(const char* fn, const Shape* input, const Shape& weight, const Sha
               const Shape& lora_b, const Shape* magnitude, const Shape* grad_output);
 // A tensor saved by a forward: its size and last dim must be the expected shape's.
 void saved(const char* fn, const char* name, const Shape* actual, const Shape& expected);
+// adapterUnmerge: magnitude (host [m]; null: absent) and the norm go together (DoRA) or are both absent (LoRA), and no
+// magnitude is 0, which would have erased its row's direction.
+void unmerge(const char* fn, const float* magnitude, bool has_norm, int64_t m);
 // orthogonalityPenalty: weight [M,K], weightGram [M,M], loraA [R,K] with R >= 1, loraB [M,R]. Returns {0, K, M, R}.
 ops::AdapterDims penalty(const char* fn, const Shape& weight, const Shape& weight_gram, const Shape& lora_a,
                          const Shape& lora_b);
