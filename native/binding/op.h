@@ -102,7 +102,6 @@ constexpr Bounds closed(double min, double max) { return {min, max, false, false
 constexpr Bounds half_open(double min, double max) { return {min, max, false, true}; }
 
 // ---- reading one value (op.cc) -------------------------------------------------------------------------------------
-
 std::string where(const char* fn, const char* name);
 bool missing(Napi::Value value);
 TensorHandle* read_tensor(const char* fn, const char* name, Napi::Env env, Napi::Value value, bool optional);
@@ -121,7 +120,6 @@ inline std::string read_string(const char* fn, const char* name, Napi::Value val
 }
 
 // ---- declarations -------------------------------------------------------------------------------------------------
-
 template <typename A, typename T>
 A args_of(T A::*);
 template <typename A, typename T>
@@ -245,14 +243,6 @@ struct Call {
   const ops::Backend& backend;
   // A fresh tensor of `shape` on the call's device; *data receives its contents there.
   Napi::Object output(const Shape& shape, float** data) const;
-  // A fresh tensor of `shape`, which `write(data)` fills.
-  template <typename Write>
-  Napi::Value output(const Shape& shape, Write write) const {
-    float* data;
-    Napi::Object result = output(shape, &data);
-    write(data);
-    return result;
-  }
   // An object of fresh tensors, one per {key, shape, &data}.
   struct Output {
     const char* key;
@@ -272,8 +262,8 @@ struct OpSpec {
   using Body = Napi::Value (*)(const Call& call, Args& args);
   using Kernel = void (*)(const Call& call, Args& args);
   OpSpec(const char* name, Runs runs, bool (*has_kernel)(const ops::Backend&), std::vector<Field<Args>> fields,
-         Rule rule, Kernel kernel)
-      : OpSpec(name, runs, has_kernel, std::move(fields), rule, Body(nullptr)) {
+         Rule rule, Kernel kernel, const char* label = nullptr)
+      : OpSpec(name, runs, has_kernel, std::move(fields), rule, Body(nullptr), label) {
     this->kernel = kernel;
   }
   OpSpec(const char* name, Runs runs, bool (*has_kernel)(const ops::Backend&), std::vector<Field<Args>> fields,

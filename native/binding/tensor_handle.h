@@ -46,17 +46,12 @@ class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
   const float* row_sq_norms();
 
  private:
-  // The JavaScript methods are plain functions on the prototype, not ObjectWrap members, because they must also
-  // answer for a disposed handle, whose C++ object no longer exists.
-  // [sync] read(): Float32Array - a copy of the contents. TypeError once disposed.
+  // The JavaScript methods (lib/binding.ts's NativeTensorHandle) are plain functions on the prototype, not ObjectWrap
+  // members, because they must also answer for a disposed handle, whose C++ object no longer exists: read, write and
+  // dispose; the getters shape, version and device throw TypeError once disposed, disposed never throws.
   static Napi::Value read(const Napi::CallbackInfo& info);
-  // [sync] write(data: Float32Array): void - copies data in and bumps the version. TypeError once disposed,
-  // RangeError unless data.length equals the size.
   static Napi::Value write(const Napi::CallbackInfo& info);
-  // [sync] dispose(): void - frees everything native now (storage and the handle itself); later use throws
-  // TypeError. Idempotent.
   static Napi::Value dispose(const Napi::CallbackInfo& info);
-  // shape, version and device throw TypeError once disposed; disposed never throws.
   static Napi::Value shape_getter(const Napi::CallbackInfo& info);
   static Napi::Value disposed_getter(const Napi::CallbackInfo& info);
   static Napi::Value version_getter(const Napi::CallbackInfo& info);

@@ -76,6 +76,24 @@ Shape vector(int64_t length) {
 
 // ---- elementwise ----
 
+void length(const char* fn, const char* name, int64_t length, const Shape& shape) {
+  if (length != shape.numel()) {
+    fail(fn, std::string(name) + " has " + std::to_string(length) + " elements but shape " + shape.str() + " needs " +
+                 std::to_string(shape.numel()));
+  }
+}
+
+void below(const char* fn, const char* low_name, double low, const char* high_name, double high) {
+  if (!(low < high)) fail(fn, std::string(low_name) + " must be below " + high_name);
+}
+
+void reshape(const char* fn, const Shape& x, const Shape& shape) {
+  if (shape.numel() != x.numel()) {
+    fail(fn, describe("x", x) + " (" + std::to_string(x.numel()) + " elements), which shape " + shape.str() +
+                 " cannot hold");
+  }
+}
+
 int64_t broadcast_period(const char* fn, const Shape& a, const Shape& b) {
   bool fits = b.rank <= a.rank;
   for (int axis = 0; fits && axis < b.rank; ++axis) fits = b[b.rank - 1 - axis] == a[a.rank - 1 - axis];

@@ -20,6 +20,11 @@ std::string format(double value);
 
 void same_shape(const char* fn, const char* reference_name, const Shape& reference, const char* name,
                 const Shape& shape);
+// Creation and views: `length` values fill `shape` (fromFloat32Array); low < high (uniform); `shape` holds x's elements
+// (reshape).
+void length(const char* fn, const char* name, int64_t length, const Shape& shape);
+void below(const char* fn, const char* low_name, double low, const char* high_name, double high);
+void reshape(const char* fn, const Shape& x, const Shape& shape);
 // shape is [length] (RangeError naming reference_name's shape beside it).
 void vector_of(const char* fn, const char* name, const Shape& shape, int64_t length, const char* reference_name,
                const Shape& reference);
