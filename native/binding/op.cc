@@ -43,8 +43,7 @@ std::string where(const char* fn, const char* name) { return std::string(fn) + "
 
 bool missing(Napi::Value value) { return value.IsUndefined() || value.IsNull(); }
 
-TensorHandle* read_tensor(const char* fn, const char* name, Napi::Env env, Napi::Value value, bool optional) {
-  if (optional && missing(value)) return nullptr;
+TensorHandle* read_tensor(const char* fn, const char* name, Napi::Env env, Napi::Value value) {
   if (!value.IsObject() || !value.As<Napi::Object>().InstanceOf(state(env).tensor_constructor.Value())) {
     throw bidora::TypeError(where(fn, name) + " must be a Tensor");
   }
@@ -53,16 +52,19 @@ TensorHandle* read_tensor(const char* fn, const char* name, Napi::Env env, Napi:
   return handle;
 }
 
-void read_tensor_list(const char* fn, const char* name, Napi::Env env, Napi::Value value, bool optional,
-                      TensorList& list) {
+void read_tensor_list(const char* fn, const FieldInfo& field, Napi::Env env, Napi::Value value, TensorList& list,
+                      Gathered& gathered) {
   list = TensorList{};
-  if (optional && missing(value)) return;
-  if (!value.IsArray()) throw bidora::TypeError(where(fn, name) + " must be an array of Tensors");
+  if (field.optional && missing(value)) return;
+  if (!value.IsArray()) throw bidora::TypeError(where(fn, field.name) + " must be an array of Tensors");
   Napi::Array array = value.As<Napi::Array>();
   list.present = true;
+  gathered.lists.push_back({field.name, &list, field.written});
   for (uint32_t position = 0; position < array.Length(); ++position) {
-    const std::string element = std::string(name) + "[" + std::to_string(position) + "]";
-    TensorHandle* handle = read_tensor(fn, element.c_str(), env, array.Get(position), false);
+    const std::string element = std::string(field.name) + "[" + std::to_string(position) + "]";
+    TensorHandle* handle = read_tensor(fn, element.c_str(), env, array.Get(position));
+    gathered.tensors.push_back({field.name, position, handle});
+    if (field.written) gathered.written.push_back(handle);
     list.handles.push_back(handle);
     list.data.push_back(handle->data());
     list.lengths.push_back(handle->numel());
@@ -174,7 +176,7 @@ Device common_device(const char* fn, Runs runs, const std::vector<TensorRef>& te
   return first.tensor->device();
 }
 
-void prepare_writes(const char* fn, const std::vector<ListRef>& lists, const std::vector<TensorHandle*>& written) {
+void prepare_writes(const char* fn, const Gathered& gathered) {
   // An in-place update of one storage through two handles (the same tensor twice, or a view of it) would update it
   // twice, or read what it has just written.
   struct Entry {
@@ -183,7 +185,7 @@ void prepare_writes(const char* fn, const std::vector<ListRef>& lists, const std
     int64_t position;
   };
   std::vector<Entry> entries;
-  for (const ListRef& ref : lists) {
+  for (const ListRef& ref : gathered.lists) {
     for (size_t i = 0; i < ref.list->size(); ++i) {
       if (ref.list->lengths[i] > 0) entries.push_back({ref.list->data[i], &ref, static_cast<int64_t>(i)});
     }
@@ -200,12 +202,7 @@ void prepare_writes(const char* fn, const std::vector<ListRef>& lists, const std
     }
   }
   // Bumped before the kernel runs: one that fails halfway has still changed what a saved tensor's backward reads.
-  for (const ListRef& ref : lists) {
-    for (TensorHandle* handle : ref.list->handles) {
-      if (ref.written) handle->mark_modified();
-    }
-  }
-  for (TensorHandle* handle : written) handle->mark_modified();
+  for (TensorHandle* handle : gathered.written) handle->mark_modified();
 }
 
 Napi::Object Call::output(const Shape& shape, float** data) const {

@@ -104,9 +104,11 @@ constexpr Bounds half_open(double min, double max) { return {min, max, false, tr
 // ---- reading one value (op.cc) -------------------------------------------------------------------------------------
 std::string where(const char* fn, const char* name);
 bool missing(Napi::Value value);
-TensorHandle* read_tensor(const char* fn, const char* name, Napi::Env env, Napi::Value value, bool optional);
-void read_tensor_list(const char* fn, const char* name, Napi::Env env, Napi::Value value, bool optional,
-                      TensorList& list);
+struct FieldInfo;
+struct Gathered;
+TensorHandle* read_tensor(const char* fn, const char* name, Napi::Env env, Napi::Value value);
+void read_tensor_list(const char* fn, const FieldInfo& field, Napi::Env env, Napi::Value value, TensorList& list,
+                      Gathered& gathered);
 double read_number(const char* fn, const char* name, Napi::Value value, const Bounds& bounds);
 int64_t read_integer(const char* fn, const char* name, Napi::Value value, const Bounds& bounds);
 bool read_boolean(const char* fn, const char* name, Napi::Value value);
@@ -136,14 +138,30 @@ struct FieldInfo {
   bool optional, written;
 };
 
+// What a call's arguments hold, gathered as they are read: every tensor (`index`: its position in a list, or -1), every
+// list, and the tensors the op writes.
+struct TensorRef {
+  const char* name;
+  int64_t index;
+  const TensorHandle* tensor;
+};
+struct ListRef {
+  const char* name;
+  const TensorList* list;
+  bool written;
+};
+struct Gathered {
+  std::vector<TensorRef> tensors;
+  std::vector<ListRef> lists;
+  std::vector<TensorHandle*> written;
+};
+
 // One argument of an op whose arguments live in `Args`.
 template <typename Args>
 struct Field : FieldInfo {
   Bounds bounds;
-  void (*read)(const Field& field, const char* fn, Napi::Env env, Napi::Value value, Args& args);
-  TensorHandle* (*tensor)(const Args& args);    // the tensor this field holds once read, for tensor fields
-  const TensorList* (*list)(const Args& args);  // the list, for list fields
-  float** (*output)(Args& args);                // where an output's data goes, for outputs
+  void (*read)(const Field& field, const char* fn, Napi::Env env, Napi::Value value, Args& args, Gathered& gathered);
+  float** (*output)(Args& args);  // for outputs: where the data pointer goes, and the shape
   const Shape& (*output_shape)(const Args& args);
 };
 
@@ -151,12 +169,15 @@ struct Field : FieldInfo {
 // initial value), a number or integer within the field's bounds (std::optional: absent stays empty), or a parse().
 template <auto Member>
 void read_member(const Field<ArgsOf<Member>>& field, const char* fn, Napi::Env env, Napi::Value value,
-                 ArgsOf<Member>& args) {
+                 ArgsOf<Member>& args, Gathered& gathered) {
   using T = TypeOf<Member>;
   if constexpr (std::is_same_v<T, TensorHandle*>) {
-    args.*Member = read_tensor(fn, field.name, env, value, field.optional);
+    TensorHandle* tensor = field.optional && missing(value) ? nullptr : read_tensor(fn, field.name, env, value);
+    args.*Member = tensor;
+    if (tensor != nullptr) gathered.tensors.push_back({field.name, -1, tensor});
+    if (tensor != nullptr && field.written) gathered.written.push_back(tensor);
   } else if constexpr (std::is_same_v<T, TensorList>) {
-    read_tensor_list(fn, field.name, env, value, field.optional, args.*Member);
+    read_tensor_list(fn, field, env, value, args.*Member, gathered);
   } else if constexpr (std::is_same_v<T, bool>) {
     if (!missing(value)) args.*Member = read_boolean(fn, field.name, value);
   } else if constexpr (std::is_same_v<T, std::optional<double>>) {
@@ -199,13 +220,7 @@ Field<Args> arg(const char* name, Bounds bounds = kFinite, Flags flags = kRequir
                 Kind kind = kind_of<TypeOf<Member>>()) {
   using T = TypeOf<Member>;
   const bool optional = flags.optional || std::is_same_v<T, bool> || std::is_same_v<T, std::optional<double>>;
-  Field<Args> field{
-      {name, kind, optional, flags.written}, bounds, read_member<Member>, nullptr, nullptr, nullptr, nullptr};
-  if constexpr (std::is_same_v<T, TensorHandle*>)
-    field.tensor = [](const Args& args) -> TensorHandle* { return args.*Member; };
-  if constexpr (std::is_same_v<T, TensorList>)
-    field.list = [](const Args& args) -> const TensorList* { return &(args.*Member); };
-  return field;
+  return {{name, kind, optional, flags.written}, bounds, read_member<Member>, nullptr, nullptr};
 }
 template <auto Member, typename Args = ArgsOf<Member>>
 Field<Args> arg(const char* name, Flags flags) {
@@ -225,7 +240,7 @@ Field<Args> index(const char* name) {
 template <auto Member, auto... ShapeOf>
 Field<ArgsOf<Member>> out(const char* name = "output") {
   using Args = ArgsOf<Member>;
-  Field<Args> field{{name, Kind::kOut, false, false}, kFinite, nullptr, nullptr, nullptr, nullptr, nullptr};
+  Field<Args> field{{name, Kind::kOut, false, false}, kFinite, nullptr, nullptr, nullptr};
   field.output = [](Args& args) -> float** { return &(args.*Member); };
   field.output_shape = [](const Args& args) -> const Shape& {
     const auto& source = (args.*....*ShapeOf);
@@ -296,22 +311,12 @@ bool kernel(const ops::Backend& backend) {
 
 // ---- the generic half of a call (op.cc) ----------------------------------------------------------------------------
 
-struct TensorRef {
-  const char* name;
-  int64_t index;  // the position in a list argument, or -1
-  const TensorHandle* tensor;
-};
-struct ListRef {
-  const char* name;
-  const TensorList* list;
-  bool written;
-};
 Napi::Object arguments_object(const Napi::CallbackInfo& info, const char* fn);
 // One device for every tensor (the CPU for a CPU-only op), and a backend with the op's kernel there.
 Device common_device(const char* fn, Runs runs, const std::vector<TensorRef>& tensors);
 const ops::Backend& backend_with_kernel(const char* fn, Device device, bool (*has_kernel)(const ops::Backend&));
 // Written lists share storage with no other list's tensor; then every written tensor's version is bumped.
-void prepare_writes(const char* fn, const std::vector<ListRef>& lists, const std::vector<TensorHandle*>& written);
+void prepare_writes(const char* fn, const Gathered& gathered);
 
 template <typename Args>
 Napi::Value run_op(const Napi::CallbackInfo& info, const void* erased) {
@@ -321,30 +326,18 @@ Napi::Value run_op(const Napi::CallbackInfo& info, const void* erased) {
     const char* fn = spec.label != nullptr ? spec.label : spec.name;
     Napi::Object object = arguments_object(info, fn);
     Args args{};
-    for (const Field<Args>& field : spec.fields) {
-      if (field.read != nullptr) field.read(field, fn, env, object.Get(field.name), args);
-    }
     // Reused by every call on this thread (calls never nest), so the common case allocates nothing.
-    thread_local std::vector<TensorRef> tensors;
-    thread_local std::vector<ListRef> lists;
-    thread_local std::vector<TensorHandle*> written;
-    tensors.clear();
-    lists.clear();
-    written.clear();
+    thread_local Gathered gathered;
+    gathered.tensors.clear();
+    gathered.lists.clear();
+    gathered.written.clear();
     for (const Field<Args>& field : spec.fields) {
-      if (field.tensor != nullptr && field.tensor(args) != nullptr) {
-        tensors.push_back({field.name, -1, field.tensor(args)});
-        if (field.written) written.push_back(field.tensor(args));
-      } else if (field.list != nullptr) {
-        const TensorList* list = field.list(args);
-        for (size_t i = 0; i < list->size(); ++i) tensors.push_back({field.name, int64_t(i), list->handles[i]});
-        lists.push_back({field.name, list, field.written});
-      }
+      if (field.read != nullptr) field.read(field, fn, env, object.Get(field.name), args, gathered);
     }
-    const Device device = common_device(fn, spec.runs, tensors);
+    const Device device = common_device(fn, spec.runs, gathered.tensors);
     const Call call{env, fn, device, backend_with_kernel(fn, device, spec.has_kernel)};
     if (spec.rule != nullptr) spec.rule(fn, args);
-    prepare_writes(fn, lists, written);
+    prepare_writes(fn, gathered);
     if (spec.body != nullptr) return spec.body(call, args);
     Napi::Value result = spec.outputs > 1 ? Napi::Object::New(env) : env.Undefined();
     for (const Field<Args>& field : spec.fields) {
