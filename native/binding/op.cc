@@ -74,17 +74,7 @@ void read_tensor_list(const char* fn, const FieldInfo& field, Napi::Env env, Nap
 
 double read_number(const char* fn, const char* name, Napi::Value value, const Bounds& bounds) {
   if (!value.IsNumber()) throw bidora::TypeError(where(fn, name) + " must be a number");
-  const double number = value.As<Napi::Number>().DoubleValue();
-  if (!std::isfinite(number)) throw RangeError(where(fn, name) + " must be finite, got " + rules::format(number));
-  const bool below = bounds.min_open ? number <= bounds.min : number < bounds.min;
-  const bool above = bounds.max_open ? number >= bounds.max : number > bounds.max;
-  if (!below && !above) return number;
-  std::string wanted = bounds.min_open ? "positive" : "non-negative";
-  if (bounds.min != 0 || std::isfinite(bounds.max)) {
-    wanted = std::string("in ") + (bounds.min_open ? "(" : "[") + rules::format(bounds.min) + ", " +
-             rules::format(bounds.max) + (bounds.max_open ? ")" : "]");
-  }
-  throw RangeError(where(fn, name) + " must be " + wanted + ", got " + rules::format(number));
+  return rules::number_in(fn, name, value.As<Napi::Number>().DoubleValue(), bounds);
 }
 
 int64_t read_integer(const char* fn, const char* name, Napi::Value value, const Bounds& bounds) {
@@ -220,8 +210,8 @@ Napi::Object Call::outputs(std::initializer_list<Output> list) const {
 
 // ---- the op list ---------------------------------------------------------------------------------------------------
 
-std::vector<OpEntry>& op_registry() {
-  static std::vector<OpEntry> registry;
+std::vector<const OpBase*>& op_registry() {
+  static std::vector<const OpBase*> registry;
   return registry;
 }
 
@@ -236,14 +226,15 @@ Napi::Value list_ops(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const ops::Backend* cuda = cuda_backend();
   Napi::Array result = Napi::Array::New(env);
-  for (const OpEntry& op : op_registry()) {
+  for (const OpBase* op : op_registry()) {
     Napi::Object entry = Napi::Object::New(env);
-    entry.Set("name", op.name);
-    entry.Set("runs", op.runs == Runs::kAny ? "any" : "cpu");
-    entry.Set("cpu", op.has_kernel == nullptr || op.has_kernel(cpu_backend()));
-    entry.Set("cuda", op.runs == Runs::kAny && cuda != nullptr && (op.has_kernel == nullptr || op.has_kernel(*cuda)));
+    entry.Set("name", op->name);
+    entry.Set("runs", op->runs == Runs::kAny ? "any" : "cpu");
+    entry.Set("cpu", op->has_kernel == nullptr || op->has_kernel(cpu_backend()));
+    entry.Set("cuda",
+              op->runs == Runs::kAny && cuda != nullptr && (op->has_kernel == nullptr || op->has_kernel(*cuda)));
     Napi::Array args = Napi::Array::New(env);
-    for (const FieldInfo& field : op.args) {
+    for (const FieldInfo& field : op->args) {
       Napi::Object arg = Napi::Object::New(env);
       arg.Set("name", field.name);
       arg.Set("kind", kKindNames[static_cast<int>(field.kind)]);
@@ -261,9 +252,9 @@ Napi::Value list_ops(const Napi::CallbackInfo& info) {
 
 void export_ops(Napi::Env env, Napi::Object exports) {
   exports.Set("ops", Napi::Function::New<list_ops>(env, "ops"));
-  for (const OpEntry& op : op_registry()) {
-    auto function = [&op](const Napi::CallbackInfo& info) { return op.run(info, op.spec); };
-    exports.Set(op.name, Napi::Function::New(env, function, op.name));
+  for (const OpBase* op : op_registry()) {
+    auto function = [op](const Napi::CallbackInfo& info) { return op->run(info, *op); };
+    exports.Set(op->name, Napi::Function::New(env, function, op->name));
   }
 }
 

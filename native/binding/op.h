@@ -56,8 +56,7 @@ Napi::Value guarded(const Napi::CallbackInfo& info, Body body) {
   }
 }
 
-constexpr int64_t kMaxSafeInteger = 9007199254740991;
-constexpr int64_t kMaxInt32 = 2147483647;
+using rules::kMaxSafeInteger, rules::kMaxInt32;
 
 // What an argument is, as ops() reports it; test/op-contract.test.ts maps each kind to its TypeScript type.
 // kOut: not an argument but a tensor the op returns, allocated by the dispatcher (out<>).
@@ -90,16 +89,7 @@ struct IntArray {  // an Int32Array viewed without copying
   int64_t length = 0;
 };
 
-// Numbers are finite; these bounds (open or closed at each end) are checked too and named in the message.
-struct Bounds {
-  double min = -std::numeric_limits<double>::infinity(), max = std::numeric_limits<double>::infinity();
-  bool min_open = false, max_open = false;
-};
-constexpr Bounds kFinite{};
-constexpr Bounds kPositive{0, std::numeric_limits<double>::infinity(), true, false};
-constexpr Bounds kNonNegative{0, std::numeric_limits<double>::infinity(), false, false};
-constexpr Bounds closed(double min, double max) { return {min, max, false, false}; }
-constexpr Bounds half_open(double min, double max) { return {min, max, false, true}; }
+using rules::Bounds, rules::kFinite, rules::kPositive, rules::kNonNegative, rules::closed, rules::half_open;
 
 // ---- reading one value (op.cc) -------------------------------------------------------------------------------------
 std::string where(const char* fn, const char* name);
@@ -267,47 +257,55 @@ struct Call {
   Napi::Object outputs(std::initializer_list<Output> list) const;
 };
 
-// One op: its name, where it runs, the backend entry it calls (kernel<&ops::Backend::entry>; null for a view or a
-// copy), its fields and outputs, its shape rule (relations between arguments, checked after every field is read and
-// before any write; it may store what it derives in `args`), its body, and the name its messages use when not `name`.
-// A Kernel body returns nothing: it runs the kernel into the declared outputs, which the op returns.
-template <typename Args>
-struct OpSpec {
-  using Rule = void (*)(const char* fn, Args& args);
-  using Body = Napi::Value (*)(const Call& call, Args& args);
-  using Kernel = void (*)(const Call& call, Args& args);
-  OpSpec(const char* name, Runs runs, bool (*has_kernel)(const ops::Backend&), std::vector<Field<Args>> fields,
-         Rule rule, Kernel kernel, const char* label = nullptr)
-      : OpSpec(name, runs, has_kernel, std::move(fields), rule, Body(nullptr), label) {
-    this->kernel = kernel;
-  }
-  OpSpec(const char* name, Runs runs, bool (*has_kernel)(const ops::Backend&), std::vector<Field<Args>> fields,
-         Rule rule, Body body, const char* label = nullptr)
-      : name(name),
-        runs(runs),
-        has_kernel(has_kernel),
-        fields(std::move(fields)),
-        rule(rule),
-        body(body),
-        label(label) {
-    for (const Field<Args>& field : this->fields) outputs += field.kind == Kind::kOut;
-  }
+// What every op has, whatever its argument struct: exported by the addon's init and listed by ops().
+struct OpBase {
   const char* name;
   Runs runs;
   bool (*has_kernel)(const ops::Backend& backend);
-  std::vector<Field<Args>> fields;
-  Rule rule;
-  Body body;
-  const char* label;
-  Kernel kernel = nullptr;
-  int outputs = 0;
+  const char* label;  // the name its messages use when not `name`
+  Napi::Value (*run)(const Napi::CallbackInfo& info, const OpBase& op);
+  std::vector<FieldInfo> args;  // its arguments, outputs left out
 };
+// Every op, in the order their declarations ran when the addon loaded (once per process).
+std::vector<const OpBase*>& op_registry();
 
 // The backend entry an op calls, for ops() and the kernel check: kernel<&ops::Backend::scale>.
 template <auto Entry>
 bool kernel(const ops::Backend& backend) {
   return backend.*Entry != nullptr;
 }
+
+template <typename Args>
+Napi::Value run_op(const Napi::CallbackInfo& info, const OpBase& op);
+
+// One op, declared at namespace scope, which registers it: its name, where it runs, the backend entry it calls
+// (kernel<&ops::Backend::entry>; null for a view or a copy), its fields and outputs, its shape rule (relations between
+// arguments, checked after every field is read and before any write; it may store what it derives in `args`), and
+// what it runs: a Kernel, run into the declared outputs that the op then returns, or a Body that returns the result.
+template <typename Args>
+struct OpSpec : OpBase {
+  using Rule = void (*)(const char* fn, Args& args);
+  using Body = Napi::Value (*)(const Call& call, Args& args);
+  using Kernel = void (*)(const Call& call, Args& args);
+  template <typename Run>
+  OpSpec(const char* name, Runs runs, bool (*has_kernel)(const ops::Backend&), std::vector<Field<Args>> fields,
+         Rule rule, Run run, const char* label = nullptr)
+      : OpBase{name, runs, has_kernel, label, run_op<Args>, {}}, fields(std::move(fields)), rule(rule) {
+    if constexpr (std::is_convertible_v<Run, Body>) body = run;
+    if constexpr (!std::is_convertible_v<Run, Body>) kernel = run;
+    for (const Field<Args>& field : this->fields) {
+      if (field.kind != Kind::kOut) args.push_back(field);
+    }
+    outputs = static_cast<int>(this->fields.size() - args.size());
+    op_registry().push_back(this);
+  }
+  OpSpec(const OpSpec&) = delete;  // registered by address
+  std::vector<Field<Args>> fields;
+  Rule rule;
+  Body body = nullptr;
+  Kernel kernel = nullptr;
+  int outputs = 0;
+};
 
 // ---- the generic half of a call (op.cc) ----------------------------------------------------------------------------
 
@@ -319,8 +317,8 @@ const ops::Backend& backend_with_kernel(const char* fn, Device device, bool (*ha
 void prepare_writes(const char* fn, const Gathered& gathered);
 
 template <typename Args>
-Napi::Value run_op(const Napi::CallbackInfo& info, const void* erased) {
-  const OpSpec<Args>& spec = *static_cast<const OpSpec<Args>*>(erased);
+Napi::Value run_op(const Napi::CallbackInfo& info, const OpBase& op) {
+  const OpSpec<Args>& spec = static_cast<const OpSpec<Args>&>(op);
   return guarded(info, [&]() -> Napi::Value {
     Napi::Env env = info.Env();
     const char* fn = spec.label != nullptr ? spec.label : spec.name;
@@ -349,34 +347,6 @@ Napi::Value run_op(const Napi::CallbackInfo& info, const void* erased) {
     spec.kernel(call, args);
     return result;
   });
-}
-
-// Every declared op, type-erased: exported by the addon's init, listed by ops().
-struct OpEntry {
-  const char* name;
-  Runs runs;
-  bool (*has_kernel)(const ops::Backend& backend);
-  std::vector<FieldInfo> args;
-  Napi::Value (*run)(const Napi::CallbackInfo& info, const void* spec);
-  const void* spec;
-};
-std::vector<OpEntry>& op_registry();
-
-template <typename Args>
-std::vector<FieldInfo> arguments(const std::vector<Field<Args>>& fields) {
-  std::vector<FieldInfo> infos;
-  for (const Field<Args>& field : fields) {
-    if (field.kind != Kind::kOut) infos.push_back(field);
-  }
-  return infos;
-}
-
-// Declares ops, once per process when the addon loads: `[[maybe_unused]] const bool kDeclared = declare(kA, kB);`.
-template <typename... Args>
-bool declare(const OpSpec<Args>&... specs) {
-  (op_registry().push_back({specs.name, specs.runs, specs.has_kernel, arguments(specs.fields), run_op<Args>, &specs}),
-   ...);
-  return true;
 }
 
 // Exports every declared op as a function taking one object of named arguments, and ops() listing them.

@@ -217,10 +217,6 @@ const OpSpec<A> kBackwardReference(
       return object;
     });
 
-[[maybe_unused]] const bool kDeclared =
-    declare(kDoraForward, kDoraBackward, kLoraForward, kLoraBackward, kDoraWeightNorm, kAdapterMerge, kAdapterUnmerge,
-            kForwardReference, kBackwardReference);
-
 }  // namespace
 
 }  // namespace bidora::binding

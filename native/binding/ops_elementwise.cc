@@ -116,9 +116,6 @@ const OpSpec<GlobalNormArgs> kGlobalNorm(
       return Napi::Number::New(call.env, norm);
     });
 
-[[maybe_unused]] const bool kDeclared =
-    declare(kAdd, kSub, kMul, kScale, kAxpy, kSum, kBroadcastAxis, kNarrow, kNarrowBackward, kGlobalNorm);
-
 }  // namespace
 
 }  // namespace bidora::binding

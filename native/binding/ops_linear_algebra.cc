@@ -55,8 +55,6 @@ const OpSpec<P> kLinear(
                            .precision = gemm_precision()});
     });
 
-[[maybe_unused]] const bool kDeclared = declare(kMatmul, kLinear);
-
 }  // namespace
 
 ops::Precision gemm_precision() { return matmul_precision.load(); }

@@ -253,11 +253,6 @@ const OpSpec<L> kBceWithLogitsBackward("bceWithLogitsBackward", Runs::kAny,
                                               args.prediction->numel(), args.grad_loss});
                                        });
 
-[[maybe_unused]] const bool kDeclared =
-    declare(kGelu, kRelu, kTanh, kGeluBackward, kReluBackward, kTanhBackward, kPermute0213, kRotary, kDropout,
-            kLayerNorm, kLayerNormBackward, kSoftmax, kSoftmaxBackward, kEmbedding, kEmbeddingBackward, kCrossEntropy,
-            kCrossEntropyBackward, kMseLoss, kMseLossBackward, kBceWithLogits, kBceWithLogitsBackward);
-
 }  // namespace
 
 }  // namespace bidora::binding

@@ -148,8 +148,6 @@ const OpSpec<P> kPenalty(
       return result;
     });
 
-[[maybe_unused]] const bool kDeclared = declare(kAdamw, kSgd, kAxpyList, kScaleList, kCombine, kPenalty);
-
 }  // namespace
 
 }  // namespace bidora::binding

@@ -147,11 +147,7 @@ Napi::Value TensorHandle::read(const Napi::CallbackInfo& info) {
   const int64_t count = handle.numel();
   Napi::Float32Array copy = Napi::Float32Array::New(env, static_cast<size_t>(count));
   guarded(info, [&]() -> Napi::Value {
-    if (handle.device() != Device::kCpu) {
-      backend_for(handle.device()).copy_to_host(copy.Data(), handle.data(), count, "read");
-    } else if (count > 0) {
-      std::memcpy(copy.Data(), handle.data(), static_cast<size_t>(count) * sizeof(float));
-    }
+    handle.storage_->copy_to_host(copy.Data(), count, "read");
     return env.Undefined();
   });
   return copy;
@@ -173,11 +169,7 @@ Napi::Value TensorHandle::write(const Napi::CallbackInfo& info) {
   // Bumped first: even a copy that fails halfway has changed what backward would read.
   handle.mark_modified();
   guarded(info, [&]() -> Napi::Value {
-    if (handle.device() != Device::kCpu) {
-      backend_for(handle.device()).copy_to_device(handle.data(), data.Data(), count, "write");
-    } else if (count > 0) {
-      std::memcpy(handle.data(), data.Data(), static_cast<size_t>(count) * sizeof(float));
-    }
+    handle.storage_->copy_from_host(data.Data(), count, "write");
     return env.Undefined();
   });
   return env.Undefined();
@@ -273,8 +265,6 @@ const OpSpec<C> kToDevice(
       return args.x->copy_to(call.env, usable_device(args.device, std::string(call.fn) + ": device"), call.fn);
     },
     "Tensor.to");
-
-[[maybe_unused]] const bool kDeclared = declare(kToDevice, kReshape, kFromFloat32Array, kFull, kRandn, kUniform);
 
 }  // namespace
 

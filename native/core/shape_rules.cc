@@ -36,6 +36,19 @@ int64_t integer_in(const char* fn, const char* name, double value, int64_t min, 
   return static_cast<int64_t>(value);
 }
 
+double number_in(const char* fn, const char* name, double value, const Bounds& bounds) {
+  if (!std::isfinite(value)) fail(fn, std::string(name) + " must be finite, got " + format(value));
+  const bool below = bounds.min_open ? value <= bounds.min : value < bounds.min;
+  const bool above = bounds.max_open ? value >= bounds.max : value > bounds.max;
+  if (!below && !above) return value;
+  std::string wanted = bounds.min_open ? "positive" : "non-negative";
+  if (bounds.min != 0 || std::isfinite(bounds.max)) {
+    wanted = std::string("in ") + (bounds.min_open ? "(" : "[") + format(bounds.min) + ", " + format(bounds.max) +
+             (bounds.max_open ? ")" : "]");
+  }
+  fail(fn, std::string(name) + " must be " + wanted + ", got " + format(value));
+}
+
 void same_shape(const char* fn, const char* reference_name, const Shape& reference, const char* name,
                 const Shape& shape) {
   if (shape != reference) {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <string>
 #include <vector>
@@ -13,6 +14,21 @@
 
 namespace bidora::rules {
 
+constexpr int64_t kMaxSafeInteger = 9007199254740991;  // 2^53 − 1, the largest integer a double holds exactly
+constexpr int64_t kMaxInt32 = 2147483647;
+
+// A number's range, each end open or closed; numbers are finite whatever the bounds.
+struct Bounds {
+  double min = -std::numeric_limits<double>::infinity(), max = std::numeric_limits<double>::infinity();
+  bool min_open = false, max_open = false;
+};
+constexpr Bounds kFinite{};
+constexpr Bounds kPositive{0, std::numeric_limits<double>::infinity(), true, false};
+constexpr Bounds kNonNegative{0, std::numeric_limits<double>::infinity(), false, false};
+constexpr Bounds closed(double min, double max) { return {min, max, false, false}; }
+constexpr Bounds half_open(double min, double max) { return {min, max, false, true}; }
+// `value` when finite and within `bounds`, else "fn: name must be finite | positive | in [min, max), got value".
+double number_in(const char* fn, const char* name, double value, const Bounds& bounds);
 // "fn: name must be an integer from min to max, got value" unless value is one.
 int64_t integer_in(const char* fn, const char* name, double value, int64_t min, int64_t max);
 // A number as a person writes it in a message: 1, 0.5, 1e-08, nan.

@@ -51,4 +51,14 @@ void Storage::copy_from(Storage& source, int64_t count, const char* function) {
   }
 }
 
+void Storage::copy_to_host(float* host, int64_t count, const char* function) {
+  if (device != Device::kCpu) return backend->copy_to_host(host, data(), count, function);
+  if (count > 0) std::memcpy(host, data(), static_cast<size_t>(count) * sizeof(float));
+}
+
+void Storage::copy_from_host(const float* host, int64_t count, const char* function) {
+  if (device != Device::kCpu) return backend->copy_to_device(data(), host, count, function);
+  if (count > 0) std::memcpy(data(), host, static_cast<size_t>(count) * sizeof(float));
+}
+
 }  // namespace bidora

@@ -28,6 +28,9 @@ struct Storage {
   const float* row_sq_norms(const ops::Backend& cpu, int64_t rows, int64_t cols);
   // `count` floats from `source` into this storage, whichever devices the two are on.
   void copy_from(Storage& source, int64_t count, const char* function);
+  // `count` floats between this storage and host memory, whichever device it is on.
+  void copy_to_host(float* host, int64_t count, const char* function);
+  void copy_from_host(const float* host, int64_t count, const char* function);
 
   Device device = Device::kCpu;
   FloatBuffer buffer;                     // the contents on the CPU
