@@ -130,7 +130,6 @@ const OpSpec<A> kDoraForward("doraForward", Runs::kAny, kernel<&ops::Backend::do
                                call.backend.dora_forward({args.out, s, layer(args, true)});
                                return result;
                              });
-
 const OpSpec<A> kDoraBackward(
     "doraBackward", Runs::kAny, kernel<&ops::Backend::dora_backward>,
     {grad_output(), input(), weight(), bias(), lora_a(), lora_b(), magnitude(false),
@@ -156,7 +155,6 @@ const OpSpec<A> kLoraForward("loraForward", Runs::kAny, kernel<&ops::Backend::lo
                                call.backend.lora_forward(
                                    {.output = args.out, .hidden = args.hidden_out, .layer = layer(args, false)});
                              });
-
 const OpSpec<A> kLoraBackward("loraBackward", Runs::kAny, kernel<&ops::Backend::lora_backward>,
                               {grad_output(), input(), weight(), bias(), lora_a(), lora_b(), hidden(), scale(),
                                dropout(), seed(), needs()},
@@ -206,7 +204,6 @@ const OpSpec<A> kForwardReference("adapterForwardReference", Runs::kCpu,
                                   check, [](const Call& call, A& args) {
                                     call.backend.adapter_forward_reference({args.out, layer(args, false)});
                                   });
-
 const OpSpec<A> kBackwardReference(
     "adapterBackwardReference", Runs::kCpu, kernel<&ops::Backend::adapter_backward_reference>,
     {grad_output(), input(), weight(), bias(), lora_a(), lora_b(), magnitude(true), scale(), eps(), detach_norm(),

@@ -69,7 +69,6 @@ const OpSpec<X> kSum(
       const rules::AxisSplit& s = args.range.split;
       call.backend.sum_axis({args.out, args.a->data(), s.outer, s.length, s.inner});
     });
-
 const OpSpec<X> kBroadcastAxis(
     "broadcastAxis", Runs::kAny, kernel<&ops::Backend::broadcast_axis>,
     {arg<&X::a>("a"), arg<&X::shape>("shape"), index<&X::axis>("axis"), out<&X::out, &X::shape>()},
@@ -93,7 +92,6 @@ const OpSpec<X> kNarrow(
       args.shape = args.range.narrowed;
     },
     [](const Call& call, X& args) { call.backend.narrow(narrow(args)); });
-
 const OpSpec<X> kNarrowBackward(
     "narrowBackward", Runs::kAny, kernel<&ops::Backend::narrow_backward>,
     {arg<&X::a>("grad"), arg<&X::shape>("shape"), index<&X::at>("axis"), index<&X::start>("start"),

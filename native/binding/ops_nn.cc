@@ -104,7 +104,6 @@ const OpSpec<N> kLayerNorm(
       call.backend.layer_norm({args.out, args.out_mean, args.out_rstd, args.x->data(), args.gamma->data(),
                                args.beta->data(), args.rows.rows, args.rows.d, args.eps});
     });
-
 const OpSpec<N> kLayerNormBackward(
     "layerNormBackward", Runs::kAny, kernel<&ops::Backend::layer_norm_backward>,
     {arg<&N::grad_output>("gradOutput"), arg<&N::x>("x"), arg<&N::gamma>("gamma"), arg<&N::mean>("mean"),
@@ -131,7 +130,6 @@ const OpSpec<N> kSoftmax(
       const rules::SoftmaxRows& r = args.softmax;
       call.backend.softmax({args.out, args.x->data(), mask, r.batch, r.rows_per_batch, r.d});
     });
-
 const OpSpec<N> kSoftmaxBackward(
     "softmaxBackward", Runs::kAny, kernel<&ops::Backend::softmax_backward>,
     {arg<&N::x>("output"), arg<&N::grad_output>("gradOutput"), out<&N::out, &N::x>()},
@@ -166,7 +164,6 @@ const OpSpec<I> kEmbedding(
     [](const Call& call, I& args) {
       call.backend.embedding({args.out, args.table->data(), args.ids.data, args.ids.length, args.d});
     });
-
 const OpSpec<I> kEmbeddingBackward(
     "embeddingBackward", Runs::kAny, kernel<&ops::Backend::embedding_backward>,
     {arg<&I::table>("gradOutput"), arg<&I::ids>("ids"), arg<&I::vocab_size>("vocabSize", closed(1, kMaxInt32)),
@@ -192,7 +189,6 @@ const OpSpec<I> kCrossEntropy(
       const Shape& s = args.table->shape();
       call.backend.cross_entropy({args.out, args.table->data(), args.ids.data, s[0], s[1], args.ignore_index});
     });
-
 const OpSpec<I> kCrossEntropyBackward("crossEntropyBackward", Runs::kAny, kernel<&ops::Backend::cross_entropy_backward>,
                                       {arg<&I::table>("logits"), arg<&I::ids>("labels"), ignore_index(),
                                        arg<&I::grad_loss>("gradLoss"), out<&I::out, &I::table>()},
@@ -204,7 +200,8 @@ const OpSpec<I> kCrossEntropyBackward("crossEntropyBackward", Runs::kAny, kernel
                                       });
 
 // [sync] mseLoss({ prediction, target }), bceWithLogits({ logits, targets }): rank 0, the mean (0 when empty);
-// mseLossBackward({ prediction, target, gradLoss }), bceWithLogitsBackward({ logits, targets, gradLoss }).
+// mseLossBackward({ prediction, target, gradLoss }), bceWithLogitsBackward({ logits, targets, gradLoss }). Both
+// losses take their two same-shaped tensors and, backward, gradLoss in one argument layout.
 struct LossArgs {
   TensorHandle *prediction, *target;
   float grad_loss;
@@ -212,46 +209,32 @@ struct LossArgs {
   float* out;
 };
 using L = LossArgs;
+constexpr char kPrediction[] = "prediction", kTarget[] = "target", kLogits[] = "logits", kTargets[] = "targets";
 
-void same_shapes(const char* fn, L& args) {
-  rules::same_shape(fn, "prediction", args.prediction->shape(), "target", args.target->shape());
+template <auto Entry, bool kBackward, const char* kFirst, const char* kSecond>
+OpSpec<L> loss(const char* name) {
+  std::vector<Field<L>> fields{arg<&L::prediction>(kFirst), arg<&L::target>(kSecond)};
+  fields.push_back(kBackward ? out<&L::out, &L::prediction>() : out<&L::out, &L::scalar>());
+  if (kBackward) fields.push_back(arg<&L::grad_loss>("gradLoss"));
+  return OpSpec<L>(
+      name, Runs::kAny, kernel<Entry>, fields,
+      [](const char* fn, L& args) {
+        rules::same_shape(fn, kFirst, args.prediction->shape(), kSecond, args.target->shape());
+      },
+      [](const Call& call, L& args) {
+        const float *prediction = args.prediction->data(), *target = args.target->data();
+        const int64_t n = args.prediction->numel();
+        if constexpr (kBackward) (call.backend.*Entry)({args.out, prediction, target, n, args.grad_loss});
+        if constexpr (!kBackward) (call.backend.*Entry)({args.out, prediction, target, n});
+      });
 }
-void same_bce_shapes(const char* fn, L& args) {
-  rules::same_shape(fn, "logits", args.prediction->shape(), "targets", args.target->shape());
-}
 
-const OpSpec<L> kMseLoss(
-    "mseLoss", Runs::kAny, kernel<&ops::Backend::mse_loss>,
-    {arg<&L::prediction>("prediction"), arg<&L::target>("target"), out<&L::out, &L::scalar>()}, same_shapes,
-    [](const Call& call, L& args) {
-      call.backend.mse_loss({args.out, args.prediction->data(), args.target->data(), args.prediction->numel()});
-    });
-
-const OpSpec<L> kMseLossBackward("mseLossBackward", Runs::kAny, kernel<&ops::Backend::mse_loss_backward>,
-                                 {arg<&L::prediction>("prediction"), arg<&L::target>("target"),
-                                  arg<&L::grad_loss>("gradLoss"), out<&L::out, &L::prediction>()},
-                                 same_shapes, [](const Call& call, L& args) {
-                                   call.backend.mse_loss_backward({args.out, args.prediction->data(),
-                                                                   args.target->data(), args.prediction->numel(),
-                                                                   args.grad_loss});
-                                 });
-
-const OpSpec<L> kBceWithLogits(
-    "bceWithLogits", Runs::kAny, kernel<&ops::Backend::bce_with_logits>,
-    {arg<&L::prediction>("logits"), arg<&L::target>("targets"), out<&L::out, &L::scalar>()}, same_bce_shapes,
-    [](const Call& call, L& args) {
-      call.backend.bce_with_logits({args.out, args.prediction->data(), args.target->data(), args.prediction->numel()});
-    });
-
-const OpSpec<L> kBceWithLogitsBackward("bceWithLogitsBackward", Runs::kAny,
-                                       kernel<&ops::Backend::bce_with_logits_backward>,
-                                       {arg<&L::prediction>("logits"), arg<&L::target>("targets"),
-                                        arg<&L::grad_loss>("gradLoss"), out<&L::out, &L::prediction>()},
-                                       same_bce_shapes, [](const Call& call, L& args) {
-                                         call.backend.bce_with_logits_backward(
-                                             {args.out, args.prediction->data(), args.target->data(),
-                                              args.prediction->numel(), args.grad_loss});
-                                       });
+const OpSpec<L> kMseLoss = loss<&ops::Backend::mse_loss, false, kPrediction, kTarget>("mseLoss");
+const OpSpec<L> kMseLossBackward =
+    loss<&ops::Backend::mse_loss_backward, true, kPrediction, kTarget>("mseLossBackward");
+const OpSpec<L> kBce = loss<&ops::Backend::bce_with_logits, false, kLogits, kTargets>("bceWithLogits");
+const OpSpec<L> kBceBackward =
+    loss<&ops::Backend::bce_with_logits_backward, true, kLogits, kTargets>("bceWithLogitsBackward");
 
 }  // namespace
 

@@ -9,23 +9,6 @@
 
 namespace bidora::binding {
 
-Device usable_device(const std::string& name, const std::string& where) {
-  if (name == "cpu") return Device::kCpu;
-  if (name != "cuda") throw RangeError(where + " must be 'cpu' or 'cuda', got '" + name + "'");
-  const ops::Backend* cuda = cuda_backend();
-  if (cuda == nullptr) {
-    throw RangeError(where + " 'cuda' is not available: this build of bidora has no CUDA kernels (built without " +
-                     "nvcc, or with BIDORA_CUDA=OFF)");
-  }
-  // Asked once per process: the answer does not change while it runs.
-  static const bool usable = cuda->usable_device_count() > 0;
-  if (!usable) {
-    throw RangeError(where + " 'cuda' is not available: no GPU of compute capability 8.0 or newer is usable here " +
-                     "(devices() lists what is)");
-  }
-  return Device::kCuda;
-}
-
 namespace {
 
 // What a handle being created from C++ takes over; JavaScript cannot construct handles itself.
@@ -219,13 +202,6 @@ struct CreateArgs {
 };
 using C = CreateArgs;
 
-Napi::Value from_float32_array(const Call& call, C& args) {
-  const int64_t count = args.shape.numel();
-  FloatBuffer buffer(count);
-  if (count > 0) std::memcpy(buffer.data(), args.data.Data(), static_cast<size_t>(count) * sizeof(float));
-  return TensorHandle::create(call.env, args.shape, std::move(buffer));
-}
-
 Napi::Value full(const Call& call, C& args) {
   FloatBuffer buffer(args.shape.numel(), args.value == 0.0);
   if (args.value != 0.0) std::fill(buffer.data(), buffer.data() + args.shape.numel(), static_cast<float>(args.value));
@@ -241,9 +217,9 @@ Field<C> shape() { return arg<&C::shape>("shape"); }
 Field<C> seed() { return arg<&C::seed>("seed", closed(0, kMaxSafeInteger)); }
 
 const OpSpec<C> kFromFloat32Array(
-    "fromFloat32Array", Runs::kCpu, nullptr, {arg<&C::data>("data"), shape()},
+    "fromFloat32Array", Runs::kCpu, nullptr, {arg<&C::data>("data"), shape(), out<&C::out, &C::shape>()},
     [](const char* fn, C& args) { rules::length(fn, "data", int64_t(args.data.ElementLength()), args.shape); },
-    from_float32_array, "Tensor.from");
+    [](const Call&, C& args) { std::copy_n(args.data.Data(), args.shape.numel(), args.out); }, "Tensor.from");
 const OpSpec<C> kFull("full", Runs::kCpu, nullptr, {shape(), arg<&C::value>("value")}, nullptr, full, "Tensor.full");
 const OpSpec<C> kRandn("randn", Runs::kCpu, kernel<&ops::Backend::fill>,
                        {shape(), seed(), arg<&C::a>("mean"), arg<&C::b>("std", kNonNegative),
@@ -262,7 +238,8 @@ const OpSpec<C> kReshape(
 const OpSpec<C> kToDevice(
     "toDevice", Runs::kAny, nullptr, {arg<&C::x>("x"), arg<&C::device>("device")}, nullptr,
     [](const Call& call, C& args) -> Napi::Value {
-      return args.x->copy_to(call.env, usable_device(args.device, std::string(call.fn) + ": device"), call.fn);
+      return args.x->copy_to(call.env, usable_device(args.device, std::string(call.fn) + ": device", cuda_backend()),
+                             call.fn);
     },
     "Tensor.to");
 

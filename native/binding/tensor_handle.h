@@ -11,9 +11,6 @@
 
 namespace bidora::binding {
 
-// 'cpu' or 'cuda' (RangeError naming `where` otherwise); 'cuda' without a usable GPU is a RangeError saying why.
-Device usable_device(const std::string& name, const std::string& where);
-
 class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
  public:
   static Napi::Function define(Napi::Env env);

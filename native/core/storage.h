@@ -13,6 +13,9 @@ namespace bidora {
 // Where a tensor's contents live. 'cuda' exists only in builds with the CUDA backend and with a usable GPU.
 enum class Device { kCpu, kCuda };
 const char* device_name(Device device);
+// 'cpu' or 'cuda' (RangeError naming `where` otherwise); 'cuda' needs the CUDA backend (null in builds without it)
+// and a usable GPU, else a RangeError says which is missing.
+Device usable_device(const std::string& name, const std::string& where, const ops::Backend* cuda);
 
 struct Storage {
   explicit Storage(FloatBuffer data) : buffer(std::move(data)) {}
