@@ -2,6 +2,7 @@
 #include "op.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "../cpu/backend.h"
 #include "../cuda/backend.h"
@@ -59,11 +60,10 @@ void read_tensor_list(const char* fn, const FieldInfo& field, Napi::Env env, Nap
   if (!value.IsArray()) throw bidora::TypeError(where(fn, field.name) + " must be an array of Tensors");
   Napi::Array array = value.As<Napi::Array>();
   list.present = true;
-  gathered.lists.push_back({field.name, &list, field.written});
   for (uint32_t position = 0; position < array.Length(); ++position) {
     const std::string element = std::string(field.name) + "[" + std::to_string(position) + "]";
     TensorHandle* handle = read_tensor(fn, element.c_str(), env, array.Get(position));
-    gathered.tensors.push_back({field.name, position, handle});
+    gathered.tensors.push_back({field.name, position, handle, field.written});
     if (field.written) gathered.written.push_back(handle);
     list.handles.push_back(handle);
     list.data.push_back(handle->data());
@@ -169,25 +169,17 @@ Device common_device(const char* fn, Runs runs, const std::vector<TensorRef>& te
 void prepare_writes(const char* fn, const Gathered& gathered) {
   // An in-place update of one storage through two handles (the same tensor twice, or a view of it) would update it
   // twice, or read what it has just written.
-  struct Entry {
-    const float* data;
-    const ListRef* list;
-    int64_t position;
-  };
-  std::vector<Entry> entries;
-  for (const ListRef& ref : gathered.lists) {
-    for (size_t i = 0; i < ref.list->size(); ++i) {
-      if (ref.list->lengths[i] > 0) entries.push_back({ref.list->data[i], &ref, static_cast<int64_t>(i)});
-    }
+  std::vector<const TensorRef*> elements;  // of lists
+  for (const TensorRef& ref : gathered.tensors) {
+    if (ref.index >= 0 && ref.tensor->numel() > 0) elements.push_back(&ref);
   }
-  std::stable_sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
-    return a.data != b.data ? a.data < b.data : a.list->written && !b.list->written;
+  std::stable_sort(elements.begin(), elements.end(), [](const TensorRef* a, const TensorRef* b) {
+    return a->tensor->data() != b->tensor->data() ? a->tensor->data() < b->tensor->data() : a->written && !b->written;
   });
-  for (size_t i = 1; i < entries.size(); ++i) {
-    const Entry &a = entries[i - 1], &b = entries[i];
-    if (a.data == b.data && (a.list->written || b.list->written)) {
-      throw RangeError(std::string(fn) + ": " + name_of(a.list->name, a.position) + " and " +
-                       name_of(b.list->name, b.position) +
+  for (size_t i = 1; i < elements.size(); ++i) {
+    const TensorRef &a = *elements[i - 1], &b = *elements[i];
+    if (a.tensor->data() == b.tensor->data() && (a.written || b.written)) {
+      throw RangeError(std::string(fn) + ": " + name_of(a.name, a.index) + " and " + name_of(b.name, b.index) +
                        " share storage, but an in-place update needs distinct tensors");
     }
   }

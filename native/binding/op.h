@@ -1,14 +1,10 @@
-// The declaration language of native ops. An op states its arguments once, as fields of a plain struct, each bound to
-// a JavaScript name (arg<&Args::eps>("eps", kPositive)). One generic reader takes them by name out of the one object
-// the op is called with and checks each (TypeError or RangeError naming "op: argument"); one dispatcher checks that
-// every tensor is on one device, runs the op's shape rule, bumps the versions of what it writes, and runs its body with
-// that device's backend (../common/ops.h). ops() lists the declarations; test/op-contract.test.ts holds lib/binding.ts
-// to them.
+// The declaration language of native ops (docs/DESIGN.md, "Native op contract"): each op names its arguments and
+// outputs once, as fields of a plain struct; one generic reader checks them (TypeError or RangeError naming "op:
+// argument") and one dispatcher checks devices, runs the shape rule, bumps versions and runs the device's backend.
 #pragma once
 
 #include <napi.h>
 
-#include <cmath>
 #include <limits>
 #include <memory>
 #include <new>
@@ -31,9 +27,8 @@ struct AddonState {
 };
 AddonState& state(Napi::Env env);
 
-// Runs `body` with allocations charged to this environment and kernel errors turned into JavaScript errors: bidora's
-// own as TypeError and RangeError, out of memory as RangeError, any other C++ exception (a failed system call, a
-// library error) as Error with its message. Nothing thrown by a kernel may reach Node-API as a C++ exception.
+// Runs `body` with allocations charged to this environment and every C++ exception turned into a JavaScript error:
+// bidora's own as TypeError and RangeError, out of memory as RangeError, anything else as Error.
 template <typename Body>
 Napi::Value guarded(const Napi::CallbackInfo& info, Body body) {
   Napi::Env env = info.Env();
@@ -58,8 +53,7 @@ Napi::Value guarded(const Napi::CallbackInfo& info, Body body) {
 
 using rules::kMaxSafeInteger, rules::kMaxInt32;
 
-// What an argument is, as ops() reports it; test/op-contract.test.ts maps each kind to its TypeScript type.
-// kOut: not an argument but a tensor the op returns, allocated by the dispatcher (out<>).
+// What an argument is, as ops() reports it (kOut: an output, out<>, not listed).
 enum class Kind { kTensor, kList, kNumber, kInt, kBool, kShape, kInt32Array, kFloat32Array, kString, kFlags, kOut };
 // Where an op runs: on its tensors' device (a kernel on every backend), or on the CPU only.
 enum class Runs { kAny, kCpu };
@@ -72,7 +66,7 @@ const ops::Backend& backend_for(Device device);
 ops::Precision gemm_precision();
 Napi::Value set_matmul_precision(const Napi::CallbackInfo& info);
 
-// The tensors of one list argument, with the pointers and lengths the list kernels take.
+// The tensors of one list argument, with the pointers, lengths and shapes the list kernels and rules take.
 struct TensorList {
   bool present = false;
   std::vector<TensorHandle*> handles;
@@ -128,21 +122,16 @@ struct FieldInfo {
   bool optional, written;
 };
 
-// What a call's arguments hold, gathered as they are read: every tensor (`index`: its position in a list, or -1), every
-// list, and the tensors the op writes.
+// What a call's arguments hold, gathered as they are read: every tensor (`index`: its position in a list, or -1) and
+// the tensors the op writes.
 struct TensorRef {
   const char* name;
   int64_t index;
-  const TensorHandle* tensor;
-};
-struct ListRef {
-  const char* name;
-  const TensorList* list;
+  TensorHandle* tensor;
   bool written;
 };
 struct Gathered {
   std::vector<TensorRef> tensors;
-  std::vector<ListRef> lists;
   std::vector<TensorHandle*> written;
 };
 
@@ -155,8 +144,8 @@ struct Field : FieldInfo {
   const Shape& (*output_shape)(const Args& args);
 };
 
-// Reads one field into its member, by the member's type: a tensor, a list, a boolean (absent keeps the member's
-// initial value), a number or integer within the field's bounds (std::optional: absent stays empty), or a parse().
+// Reads one field into its member, by the member's type; an absent boolean keeps its initial value and an absent
+// std::optional stays empty.
 template <auto Member>
 void read_member(const Field<ArgsOf<Member>>& field, const char* fn, Napi::Env env, Napi::Value value,
                  ArgsOf<Member>& args, Gathered& gathered) {
@@ -164,7 +153,7 @@ void read_member(const Field<ArgsOf<Member>>& field, const char* fn, Napi::Env e
   if constexpr (std::is_same_v<T, TensorHandle*>) {
     TensorHandle* tensor = field.optional && missing(value) ? nullptr : read_tensor(fn, field.name, env, value);
     args.*Member = tensor;
-    if (tensor != nullptr) gathered.tensors.push_back({field.name, -1, tensor});
+    if (tensor != nullptr) gathered.tensors.push_back({field.name, -1, tensor, field.written});
     if (tensor != nullptr && field.written) gathered.written.push_back(tensor);
   } else if constexpr (std::is_same_v<T, TensorList>) {
     read_tensor_list(fn, field, env, value, args.*Member, gathered);
@@ -187,8 +176,7 @@ struct Flags {
 };
 constexpr Flags kRequired{false, false}, kOptional{true, false}, kWritten{false, true}, kOptionalWritten{true, true};
 
-// The kind of a member's type: a tensor, a list, a boolean, an integer (integral types, or std::optional<double> for
-// an axis whose range depends on a shape), a number, a shape, an Int32Array, a Float32Array, a string, or flags.
+// The kind of a member's type (std::optional<double>: an integer whose range the rule checks).
 template <typename T>
 constexpr Kind kind_of() {
   if constexpr (std::is_same_v<T, TensorHandle*>) return Kind::kTensor;
@@ -223,10 +211,9 @@ Field<Args> index(const char* name) {
   return arg<Member>(name, kFinite, kRequired, Kind::kInt);
 }
 
-// An output the dispatcher allocates on the call's device before the body runs: a float* member, shaped like a tensor
-// argument or as a Shape the rule derived, reached through members (out<&Args::mean, &Args::rows>("mean"),
-// out<&Args::out, &Args::product, &rules::Product::out>()). One output is what the op returns; several are returned
-// as an object keyed by their names.
+// An output allocated on the call's device before the kernel runs into it: a float* member, shaped like a tensor
+// argument or as a Shape the rule derived, reached through members (out<&Args::out, &Args::product,
+// &rules::Product::out>()). The op returns its one output, or an object of several keyed by their names.
 template <auto Member, auto... ShapeOf>
 Field<ArgsOf<Member>> out(const char* name = "output") {
   using Args = ArgsOf<Member>;
@@ -313,7 +300,7 @@ Napi::Object arguments_object(const Napi::CallbackInfo& info, const char* fn);
 // One device for every tensor (the CPU for a CPU-only op), and a backend with the op's kernel there.
 Device common_device(const char* fn, Runs runs, const std::vector<TensorRef>& tensors);
 const ops::Backend& backend_with_kernel(const char* fn, Device device, bool (*has_kernel)(const ops::Backend&));
-// Written lists share storage with no other list's tensor; then every written tensor's version is bumped.
+// A written list's tensors share storage with no other list's; then every written tensor's version is bumped.
 void prepare_writes(const char* fn, const Gathered& gathered);
 
 template <typename Args>
@@ -327,7 +314,6 @@ Napi::Value run_op(const Napi::CallbackInfo& info, const OpBase& op) {
     // Reused by every call on this thread (calls never nest), so the common case allocates nothing.
     thread_local Gathered gathered;
     gathered.tensors.clear();
-    gathered.lists.clear();
     gathered.written.clear();
     for (const Field<Args>& field : spec.fields) {
       if (field.read != nullptr) field.read(field, fn, env, object.Get(field.name), args, gathered);
