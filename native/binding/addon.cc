@@ -1,4 +1,6 @@
-// Module entry: per-environment state, build information and the process-wide knobs (ISA path, threads).
+// Module entry: per-environment state, build information and the process-wide knobs (ISA path, threads, GPU
+// product rounding).
+#include <atomic>
 #include <new>
 #include <stdexcept>
 #include <string>
@@ -97,6 +99,24 @@ Napi::Value set_buffer_cache_limit(const Napi::CallbackInfo& info) {
   });
 }
 
+// As PyTorch's set_float32_matmul_precision: 'highest' keeps float32, 'high' rounds GPU products' inputs to TF32 and
+// 'medium' to BF16 for the tensor cores (float32 accumulation either way). The CPU is always float32.
+std::atomic<ops::Precision> matmul_precision{ops::Precision::kFloat32};
+const char* const kPrecisionNames[] = {"highest", "high", "medium"};  // by ops::Precision
+
+// [sync] setMatmulPrecision(precision): the previous setting, process-wide. RangeError for another name.
+Napi::Value set_matmul_precision(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    const std::string name = read_string("setMatmulPrecision", "precision", info[0]);
+    for (int index = 0; index < 3; ++index) {
+      if (name != kPrecisionNames[index]) continue;
+      const ops::Precision previous = matmul_precision.exchange(static_cast<ops::Precision>(index));
+      return Napi::String::New(info.Env(), kPrecisionNames[static_cast<int>(previous)]);
+    }
+    throw RangeError("setMatmulPrecision: precision must be 'highest', 'high' or 'medium', got '" + name + "'");
+  });
+}
+
 // A non-std exception: what a third-party library might throw.
 struct Foreign {
   int code;
@@ -151,6 +171,8 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
 }
 
 }  // namespace
+
+ops::Precision gemm_precision() { return matmul_precision.load(); }
 
 }  // namespace bidora::binding
 

@@ -62,9 +62,8 @@ enum class Runs { kAny, kCpu };
 const ops::Backend& cpu_backend();
 const ops::Backend* cuda_backend();
 const ops::Backend& backend_for(Device device);
-// The rounding of GPU products chosen with setMatmulPrecision (ops_linear_algebra.cc).
+// The rounding of GPU products chosen with setMatmulPrecision (addon.cc).
 ops::Precision gemm_precision();
-Napi::Value set_matmul_precision(const Napi::CallbackInfo& info);
 
 // The tensors of one list argument, with the pointers, lengths and shapes the list kernels and rules take.
 struct TensorList {

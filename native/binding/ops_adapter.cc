@@ -111,9 +111,7 @@ Field<A> seed() { return arg<&A::seed>("seed", closed(0, kMaxSafeInteger)); }
 Field<A> detach_norm() { return arg<&A::detach_norm>("detachNorm"); }
 Field<A> needs() { return arg<&A::needs>("needs", kOptional); }
 
-// [sync] doraForward({ input, weight, bias?, loraA, loraB, magnitude, scale, eps, dropout, seed }) -> { output,
-// combined, hidden, norm, weightLoraA, loraGram }: the output and what doraBackward({ gradOutput, ...the same,
-// combined, hidden, norm, weightLoraA, loraGram, detachNorm?, needs? }) needs; it consumes (overwrites) `combined`.
+// [sync] doraForward returns the output and what doraBackward needs; doraBackward consumes (overwrites) `combined`.
 const OpSpec<A> kDoraForward("doraForward", Runs::kAny, kernel<&ops::Backend::dora_forward>,
                              {input(), weight(), bias(), lora_a(), lora_b(), magnitude(false), scale(), eps(),
                               dropout(), seed()},
@@ -146,8 +144,6 @@ const OpSpec<A> kDoraBackward(
       return object;
     });
 
-// [sync] loraForward({ input, weight, bias?, loraA, loraB, scale, dropout, seed }) -> { output, hidden };
-// loraBackward({ gradOutput, ...the same, hidden, needs? }) -> { input?, loraA?, loraB?, bias? }.
 const OpSpec<A> kLoraForward("loraForward", Runs::kAny, kernel<&ops::Backend::lora_forward>,
                              {input(), weight(), bias(), lora_a(), lora_b(), scale(), dropout(), seed(),
                               out<&A::out, &A::layer, &rules::Layer::output>(), out<&A::hidden_out, &A::nr>("hidden")},
@@ -167,9 +163,7 @@ const OpSpec<A> kLoraBackward("loraBackward", Runs::kAny, kernel<&ops::Backend::
                                 return object;
                               });
 
-// [sync] doraWeightNorm({ weight, loraA, loraB, scale, eps }) -> norm [M]. adapterMerge({ weight, loraA, loraB,
-// magnitude?, scale, eps }) -> merged [M,K]; adapterUnmerge({ merged, loraA, loraB, magnitude?, norm?, scale }) ->
-// weight [M,K] (DoRA needs the norm from before merging and non-zero magnitudes).
+// [sync] Merge and unmerge: DoRA with a magnitude (unmerge needs the norm from before merging), LoRA without.
 const OpSpec<A> kDoraWeightNorm("doraWeightNorm", Runs::kAny, kernel<&ops::Backend::dora_norm>,
                                 {weight(), lora_a(), lora_b(), scale(), eps(), out<&A::out, &A::m>()}, check,
                                 [](const Call& call, A& args) {
@@ -194,9 +188,7 @@ const OpSpec<A> kAdapterUnmerge(
       call.backend.adapter_unmerge({args.out, data(args.norm), layer(args, false)});
     });
 
-// [sync] adapterForwardReference({ input, weight, bias?, loraA, loraB, magnitude?, scale, eps, dropout, seed })
-//   -> output; adapterBackwardReference({ gradOutput, ...the same, detachNorm? }) -> { input, loraA, loraB,
-//   magnitude?, bias? }: the plain double-precision references, which form V (magnitude absent = LoRA).
+// [sync] The plain double-precision references, which form V = W0 + s B A (magnitude absent: LoRA).
 const OpSpec<A> kForwardReference("adapterForwardReference", Runs::kCpu,
                                   kernel<&ops::Backend::adapter_forward_reference>,
                                   {input(), weight(), bias(), lora_a(), lora_b(), magnitude(true), scale(), eps(),

@@ -7,7 +7,6 @@ namespace bidora::binding {
 
 namespace {
 
-// [sync] add, sub, mul, scale({ a, b | alpha }), axpy({ y, alpha, x }): void.
 struct ElementArgs {
   TensorHandle *a, *b;
   float alpha;
@@ -44,8 +43,7 @@ const OpSpec<E> kAxpy(
       call.backend.axpy({.y = args.a->data(), .x = args.b->data(), .n = args.a->numel(), .alpha = args.alpha});
     });
 
-// [sync] sum({ a, axis?, keepDims? }), broadcastAxis({ a, shape, axis? }): sum's gradient.
-// narrow({ a, axis, start, length }), narrowBackward({ grad, shape, axis, start }): narrow's gradient.
+// [sync] Along one axis: sum and its gradient broadcastAxis (over everything without an axis), narrow and its gradient.
 struct AxisArgs {
   TensorHandle* a;
   Shape shape;
@@ -101,7 +99,6 @@ const OpSpec<X> kNarrowBackward(
     },
     [](const Call& call, X& args) { call.backend.narrow_backward(narrow(args)); });
 
-// [sync] globalNorm({ tensors }): number - sqrt(Σ x²) over every element of every tensor, in double.
 struct GlobalNormArgs {
   TensorList tensors;
 };

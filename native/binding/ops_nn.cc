@@ -1,4 +1,5 @@
-// The neural-network ops, declared with op.h (lib/binding.ts documents each); shapes and ids checked by
+// The neural-network ops and the products, declared with op.h (lib/binding.ts documents each); shapes and ids checked
+// by
 // ../core/shape_rules. Each returns fresh tensors on its tensors' device (gradients too: callers accumulate). Ids and
 // labels are Int32Arrays, viewed without copying and range-checked in host memory, so kernels on either device index
 // safely.
@@ -8,8 +9,48 @@ namespace bidora::binding {
 
 namespace {
 
-// [sync] gelu, relu, tanh({ x }); geluBackward, reluBackward({ x, gradOutput }), tanhBackward({ output, gradOutput });
-// permute0213({ x }); rotary({ x, positions, base > 1, inverse? }); dropout({ x, p in [0, 1], seed }).
+struct ProductArgs {
+  TensorHandle *a, *b, *bias;
+  bool transpose_a = false, transpose_b = false;
+  rules::Product product;
+  float* out;
+};
+using P = ProductArgs;
+
+const OpSpec<P> kMatmul(
+    "matmul", Runs::kAny, kernel<&ops::Backend::matmul>,
+    {arg<&P::a>("a"), arg<&P::b>("b"), arg<&P::transpose_a>("transposeA"), arg<&P::transpose_b>("transposeB"),
+     out<&P::out, &P::product, &rules::Product::out>()},
+    [](const char* fn, P& args) {
+      args.product = rules::matmul(fn, args.a->shape(), args.b->shape(), args.transpose_a, args.transpose_b);
+    },
+    [](const Call& call, P& args) {
+      const rules::Product& p = args.product;
+      call.backend.matmul({args.out, args.a->data(), args.b->data(), p.batch, p.m, p.n, p.k, args.transpose_a,
+                           args.transpose_b, p.shared_b, gemm_precision()});
+    });
+
+const OpSpec<P> kLinear(
+    "linear", Runs::kAny, kernel<&ops::Backend::linear>,
+    {arg<&P::a>("input"), arg<&P::b>("weight"), arg<&P::bias>("bias", kOptional),
+     out<&P::out, &P::product, &rules::Product::out>()},
+    [](const char* fn, P& args) {
+      args.product =
+          rules::linear(fn, args.a->shape(), args.b->shape(), args.bias != nullptr ? &args.bias->shape() : nullptr);
+    },
+    [](const Call& call, P& args) {
+      const rules::Product& p = args.product;
+      call.backend.linear({.out = args.out,
+                           .input = args.a->data(),
+                           .weight = args.b->data(),
+                           .bias = args.bias != nullptr ? args.bias->data() : nullptr,
+                           .rows = p.batch,
+                           .m = p.n,
+                           .k = p.k,
+                           .precision = gemm_precision()});
+    });
+
+// [sync] Row ops shaped like x (permute0213 swaps its middle axes); tanhBackward reads the forward's output.
 struct RowArgs {
   TensorHandle *x, *grad_output;
   IntArray positions;
@@ -79,8 +120,6 @@ const OpSpec<X> kDropout("dropout", Runs::kAny, kernel<&ops::Backend::dropout>,
                            call.backend.dropout({args.out, args.x->data(), args.x->numel(), args.p, args.seed});
                          });
 
-// [sync] layerNorm({ x, gamma, beta, eps > 0 }) -> { output, mean, rstd }; layerNormBackward({ gradOutput, x, gamma,
-// mean, rstd }) -> { input, gamma, beta }. softmax({ x, mask? }), softmaxBackward({ output, gradOutput }).
 struct NormArgs {
   TensorHandle *x, *gamma, *beta, *grad_output, *mean, *rstd, *mask;
   float eps;
@@ -140,9 +179,7 @@ const OpSpec<N> kSoftmaxBackward(
       call.backend.softmax_backward({args.out, args.x->data(), args.grad_output->data(), args.rows.rows, args.rows.d});
     });
 
-// [sync] embedding({ weight [V, D], ids }), embeddingBackward({ gradOutput, ids, vocabSize }): deterministic (on the
-// GPU at most 2^31 − 1 ids). crossEntropy({ logits [N, C], labels (N), ignoreIndex }), crossEntropyBackward({ ...,
-// gradLoss }).
+// [sync] Ops over integer ids: embedding tables (deterministic backward) and cross-entropy over labels.
 struct IndexArgs {
   TensorHandle* table;
   IntArray ids;
@@ -199,9 +236,7 @@ const OpSpec<I> kCrossEntropyBackward("crossEntropyBackward", Runs::kAny, kernel
                                                                              args.ignore_index, args.grad_loss});
                                       });
 
-// [sync] mseLoss({ prediction, target }), bceWithLogits({ logits, targets }): rank 0, the mean (0 when empty);
-// mseLossBackward({ prediction, target, gradLoss }), bceWithLogitsBackward({ logits, targets, gradLoss }). Both
-// losses take their two same-shaped tensors and, backward, gradLoss in one argument layout.
+// [sync] mseLoss and bceWithLogits: rank-0 means of two same-shaped tensors, with one argument layout for both.
 struct LossArgs {
   TensorHandle *prediction, *target;
   float grad_loss;

@@ -7,8 +7,6 @@ namespace bidora::binding {
 
 namespace {
 
-// [sync] adamwStep({ params, grads, expAvg, expAvgSq, lr, beta1, beta2, eps, weightDecay, step }): void.
-// sgdStep({ params, grads, momentumBuffers?, lr, momentum, weightDecay, nesterov? }): void.
 struct StepArgs {
   TensorList params, grads, exp_avg, exp_avg_sq;  // exp_avg: SGD's momentum buffers
   double lr, beta1, beta2, eps, momentum, weight_decay;
@@ -66,8 +64,6 @@ const OpSpec<S> kSgd(
                              .nesterov = args.nesterov});
     });
 
-// [sync] axpyList({ ys, alpha, xs }), scaleList({ tensors, factor }), combineHypergradient({ direct, plus, minus,
-// factor }): void.
 struct ListArgs {
   TensorList target, first, second;
   float factor;
@@ -107,8 +103,7 @@ const OpSpec<T> kCombine(
                                           .factor = args.factor});
     });
 
-// [sync] orthogonalityPenalty({ weight, weightGram, loraA, loraB, scale, eps, computeGradients? }) -> { value: number,
-// gradA?, gradB? }. CPU only (lib/ops/regularizer.ts serves GPU layers).
+// [sync] orthogonalityPenalty -> { value: number, gradA?, gradB? }, CPU only (lib/ops/regularizer.ts serves GPUs).
 struct PenaltyArgs {
   TensorHandle *weight, *weight_gram, *lora_a, *lora_b;
   float scale, eps;
