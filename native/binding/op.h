@@ -77,6 +77,10 @@ struct TensorList {
   const float* const* read() const { return data.data(); }
 };
 
+// An optional tensor's data and shape, null when it is absent.
+inline float* data_of(TensorHandle* tensor) { return tensor != nullptr ? tensor->data() : nullptr; }
+inline const Shape* shape_of(TensorHandle* tensor) { return tensor != nullptr ? &tensor->shape() : nullptr; }
+
 struct IntArray {  // an Int32Array viewed without copying
   const int32_t* data = nullptr;
   int64_t length = 0;

@@ -44,18 +44,15 @@ struct A {
   float *out, *hidden_out;
 };
 
-const float* data(TensorHandle* tensor) { return tensor != nullptr ? tensor->data() : nullptr; }
-const Shape* shape(TensorHandle* tensor) { return tensor != nullptr ? &tensor->shape() : nullptr; }
-
 void check(const char* fn, A& args) {
-  args.layer = rules::adapter(fn, shape(args.input), args.weight->shape(), shape(args.bias), args.lora_a->shape(),
-                              args.lora_b->shape(), shape(args.magnitude), shape(args.grad_output));
+  args.layer = rules::adapter(fn, shape_of(args.input), args.weight->shape(), shape_of(args.bias), args.lora_a->shape(),
+                              args.lora_b->shape(), shape_of(args.magnitude), shape_of(args.grad_output));
   const auto [n, k, m, r] = args.layer.dims;
-  rules::saved(fn, "combined", shape(args.combined), rules::matrix(n, m));
-  rules::saved(fn, "hidden", shape(args.hidden), rules::matrix(n, r));
-  rules::saved(fn, "norm", shape(args.norm), rules::vector(m));
-  rules::saved(fn, "weightLoraA", shape(args.weight_lora_a), rules::matrix(m, r));
-  rules::saved(fn, "loraGram", shape(args.lora_gram), rules::matrix(r, r));
+  rules::saved(fn, "combined", shape_of(args.combined), rules::matrix(n, m));
+  rules::saved(fn, "hidden", shape_of(args.hidden), rules::matrix(n, r));
+  rules::saved(fn, "norm", shape_of(args.norm), rules::vector(m));
+  rules::saved(fn, "weightLoraA", shape_of(args.weight_lora_a), rules::matrix(m, r));
+  rules::saved(fn, "loraGram", shape_of(args.lora_gram), rules::matrix(r, r));
   args.m = rules::vector(m);
   args.mk = rules::matrix(m, k);
   args.nr = rules::matrix(n, r);
@@ -63,13 +60,13 @@ void check(const char* fn, A& args) {
 
 // The layer as the backend reads it. ||W0_j||² is cached on the weight's storage while W0 is unchanged.
 ops::AdapterLayer layer(const A& args, bool needs_norm) {
-  return {.input = data(args.input),
+  return {.input = data_of(args.input),
           .weight = args.weight->data(),
           .weight_sq_norms = needs_norm ? args.weight->row_sq_norms() : nullptr,
-          .bias = data(args.bias),
+          .bias = data_of(args.bias),
           .lora_a = args.lora_a->data(),
           .lora_b = args.lora_b->data(),
-          .magnitude = data(args.magnitude),
+          .magnitude = data_of(args.magnitude),
           .dims = args.layer.dims,
           .scale = args.scale,
           .eps = args.eps,
@@ -182,10 +179,10 @@ const OpSpec<A> kAdapterUnmerge(
      out<&A::out, &A::mk>()},
     [](const char* fn, A& args) {
       check(fn, args);
-      rules::unmerge(fn, data(args.magnitude), args.norm != nullptr, args.layer.dims.m);
+      rules::unmerge(fn, data_of(args.magnitude), args.norm != nullptr, args.layer.dims.m);
     },
     [](const Call& call, A& args) {
-      call.backend.adapter_unmerge({args.out, data(args.norm), layer(args, false)});
+      call.backend.adapter_unmerge({args.out, data_of(args.norm), layer(args, false)});
     });
 
 // [sync] The plain double-precision references, which form V = W0 + s B A (magnitude absent: LoRA).

@@ -35,15 +35,14 @@ const OpSpec<P> kLinear(
     {arg<&P::a>("input"), arg<&P::b>("weight"), arg<&P::bias>("bias", kOptional),
      out<&P::out, &P::product, &rules::Product::out>()},
     [](const char* fn, P& args) {
-      args.product =
-          rules::linear(fn, args.a->shape(), args.b->shape(), args.bias != nullptr ? &args.bias->shape() : nullptr);
+      args.product = rules::linear(fn, args.a->shape(), args.b->shape(), shape_of(args.bias));
     },
     [](const Call& call, P& args) {
       const rules::Product& p = args.product;
       call.backend.linear({.out = args.out,
                            .input = args.a->data(),
                            .weight = args.b->data(),
-                           .bias = args.bias != nullptr ? args.bias->data() : nullptr,
+                           .bias = data_of(args.bias),
                            .rows = p.batch,
                            .m = p.n,
                            .k = p.k,
@@ -87,7 +86,11 @@ OpSpec<X> unary_backward(const char* name, const char* saved) {
 const OpSpec<X> kGelu = unary<ops::Activation::kGelu>("gelu");
 const OpSpec<X> kRelu = unary<ops::Activation::kRelu>("relu");
 const OpSpec<X> kTanh = unary<ops::Activation::kTanh>("tanh");
+const OpSpec<X> kGeluTanh = unary<ops::Activation::kGeluTanh>("geluTanh");
+const OpSpec<X> kSilu = unary<ops::Activation::kSilu>("silu");
 const OpSpec<X> kGeluBackward = unary_backward<ops::Activation::kGelu>("geluBackward", "x");
+const OpSpec<X> kGeluTanhBackward = unary_backward<ops::Activation::kGeluTanh>("geluTanhBackward", "x");
+const OpSpec<X> kSiluBackward = unary_backward<ops::Activation::kSilu>("siluBackward", "x");
 const OpSpec<X> kReluBackward = unary_backward<ops::Activation::kRelu>("reluBackward", "x");
 const OpSpec<X> kTanhBackward = unary_backward<ops::Activation::kTanh>("tanhBackward", "output");
 
@@ -161,13 +164,10 @@ const OpSpec<N> kLayerNormBackward(
 const OpSpec<N> kSoftmax(
     "softmax", Runs::kAny, kernel<&ops::Backend::softmax>,
     {arg<&N::x>("x"), arg<&N::mask>("mask", kOptional), out<&N::out, &N::x>()},
-    [](const char* fn, N& args) {
-      args.softmax = rules::softmax(fn, args.x->shape(), args.mask != nullptr ? &args.mask->shape() : nullptr);
-    },
+    [](const char* fn, N& args) { args.softmax = rules::softmax(fn, args.x->shape(), shape_of(args.mask)); },
     [](const Call& call, N& args) {
-      const float* mask = args.mask != nullptr ? args.mask->data() : nullptr;
       const rules::SoftmaxRows& r = args.softmax;
-      call.backend.softmax({args.out, args.x->data(), mask, r.batch, r.rows_per_batch, r.d});
+      call.backend.softmax({args.out, args.x->data(), data_of(args.mask), r.batch, r.rows_per_batch, r.d});
     });
 const OpSpec<N> kSoftmaxBackward(
     "softmaxBackward", Runs::kAny, kernel<&ops::Backend::softmax_backward>,
@@ -270,6 +270,70 @@ const OpSpec<L> kMseLossBackward =
 const OpSpec<L> kBce = loss<&ops::Backend::bce_with_logits, false, kLogits, kTargets>("bceWithLogits");
 const OpSpec<L> kBceBackward =
     loss<&ops::Backend::bce_with_logits_backward, true, kLogits, kTargets>("bceWithLogitsBackward");
+
+// [sync] attention -> { output, logsumexp [batch, heads, Lq] }; attentionBackward -> { query, key, value }.
+struct AttentionArgs {
+  TensorHandle *query, *key, *value, *key_mask, *grad_output, *output, *logsumexp;
+  bool causal, reference;
+  float scale, p;
+  uint64_t seed;
+  ops::AttentionDims dims;
+  Shape rows;
+  float *out, *out_logsumexp, *grad_key, *grad_value;
+};
+using At = AttentionArgs;
+
+std::vector<Field<At>> attention_fields(std::initializer_list<Field<At>> more) {
+  std::vector<Field<At>> fields{arg<&At::query>("query"),          arg<&At::key>("key"),
+                                arg<&At::value>("value"),          arg<&At::key_mask>("keyMask", kOptional),
+                                arg<&At::causal>("causal"),        arg<&At::scale>("scale"),
+                                arg<&At::p>("p", half_open(0, 1)), arg<&At::seed>("seed", closed(0, kMaxSafeInteger)),
+                                arg<&At::reference>("reference")};
+  fields.insert(fields.end(), more);
+  return fields;
+}
+
+void attention_rule(const char* fn, At& args) {
+  rules::attention(fn, args.query->shape(), args.key->shape(), args.value->shape(), shape_of(args.key_mask),
+                   shape_of(args.grad_output), shape_of(args.output), shape_of(args.logsumexp), args.dims);
+  args.dims.scale = args.scale;
+  args.dims.causal = args.causal;
+  args.dims.reference = args.reference;
+  args.dims.dropout = {args.p, args.seed};
+  const Shape& q = args.query->shape();
+  args.rows = Shape::from({q[0], q[1], q[2]}, "logsumexp");
+}
+
+const OpSpec<At> kAttention("attention", Runs::kAny, kernel<&ops::Backend::attention>,
+                            attention_fields({out<&At::out, &At::query>(),
+                                              out<&At::out_logsumexp, &At::rows>("logsumexp")}),
+                            attention_rule, [](const Call& call, At& args) {
+                              call.backend.attention({.out = args.out,
+                                                      .logsumexp = args.out_logsumexp,
+                                                      .query = args.query->data(),
+                                                      .key = args.key->data(),
+                                                      .value = args.value->data(),
+                                                      .key_mask = data_of(args.key_mask),
+                                                      .dims = args.dims});
+                            });
+const OpSpec<At> kAttentionBackward(
+    "attentionBackward", Runs::kAny, kernel<&ops::Backend::attention_backward>,
+    attention_fields({arg<&At::grad_output>("gradOutput"), arg<&At::output>("output"), arg<&At::logsumexp>("logsumexp"),
+                      out<&At::out, &At::query>("query"), out<&At::grad_key, &At::key>("key"),
+                      out<&At::grad_value, &At::value>("value")}),
+    attention_rule, [](const Call& call, At& args) {
+      call.backend.attention_backward({.grad_query = args.out,
+                                       .grad_key = args.grad_key,
+                                       .grad_value = args.grad_value,
+                                       .grad_out = args.grad_output->data(),
+                                       .query = args.query->data(),
+                                       .key = args.key->data(),
+                                       .value = args.value->data(),
+                                       .key_mask = data_of(args.key_mask),
+                                       .out = args.output->data(),
+                                       .logsumexp = args.logsumexp->data(),
+                                       .dims = args.dims});
+    });
 
 }  // namespace
 

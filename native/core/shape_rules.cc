@@ -252,6 +252,17 @@ Rows layer_norm(const char* fn, const Shape& x, const Shape& gamma, const Shape*
   return rows;
 }
 
+Rows rms_norm(const char* fn, const Shape& x, const Shape& weight, const Shape* grad_output, const Shape* rstd) {
+  if (x.rank < 1 || x.last() < 1) {
+    fail(fn, "x must have rank 1 to 4 and a non-empty last axis, but " + describe("x", x));
+  }
+  const Rows rows{leading_rows(x), x.last()};
+  if (grad_output != nullptr) same_shape(fn, "x", x, "gradOutput", *grad_output);
+  vector_of(fn, "weight", weight, rows.d, "x", x);
+  if (rstd != nullptr) vector_of(fn, "rstd", *rstd, rows.rows, "x", x);
+  return rows;
+}
+
 SoftmaxRows softmax(const char* fn, const Shape& x, const Shape* mask) {
   if (x.rank < 1) fail(fn, "x must have rank 1 to 4, but " + describe("x", x));
   SoftmaxRows rows{1, leading_rows(x), x.last()};
@@ -325,6 +336,36 @@ void rotary(const char* fn, const Shape& x, const int32_t* positions, int64_t co
   }
   indices(fn, "positions", positions, count, std::numeric_limits<int32_t>::max(), "a non-negative position");
   if (!(base > 1.0)) fail(fn, "base must be above 1, got " + format(base));
+}
+
+void attention(const char* fn, const Shape& query, const Shape& key, const Shape& value, const Shape* key_mask,
+               const Shape* grad_output, const Shape* output, const Shape* logsumexp, ops::AttentionDims& dims) {
+  if (query.rank != 4)
+    fail(fn, "expected query of rank 4 [batch, heads, queryLength, headSize], but " + describe("query", query));
+  if (key.rank != 4 || key[0] != query[0] || key[3] != query[3] || key[1] < 1 || query[1] % key[1] != 0) {
+    fail(fn,
+         "expected key [batch, kvHeads, keyLength, headSize] with query's batch and headSize and kvHeads >= 1 "
+         "dividing query's heads, but " +
+             both("key", key, "query", query));
+  }
+  same_shape(fn, "key", key, "value", value);
+  dims.batch = query[0];
+  dims.heads = query[1];
+  dims.kv_heads = key[1];
+  dims.query_length = query[2];
+  dims.key_length = key[2];
+  dims.head_size = query[3];
+  if (key_mask != nullptr && (key_mask->rank != 2 || (*key_mask)[0] != key[0] || (*key_mask)[1] != key[2])) {
+    fail(fn, "expected keyMask of shape [" + std::to_string(key[0]) + ", " + std::to_string(key[2]) +
+                 "] (batch, keyLength), but " + both("keyMask", *key_mask, "key", key));
+  }
+  if (grad_output != nullptr) same_shape(fn, "query", query, "gradOutput", *grad_output);
+  if (output != nullptr) same_shape(fn, "query", query, "output", *output);
+  if (logsumexp != nullptr && (logsumexp->rank != 3 || (*logsumexp)[0] != query[0] || (*logsumexp)[1] != query[1] ||
+                               (*logsumexp)[2] != query[2])) {
+    fail(fn, "expected logsumexp of shape [batch, heads, queryLength], but " +
+                 both("logsumexp", *logsumexp, "query", query));
+  }
 }
 
 // ---- adapters ----

@@ -102,6 +102,9 @@ struct Rows {
 };
 Rows layer_norm(const char* fn, const Shape& x, const Shape& gamma, const Shape* beta, const Shape* grad_output,
                 const Shape* mean, const Shape* rstd);
+// RMS norm's: x of rank 1 to 4 with a non-empty last axis D, weight [D]; gradOutput (nullable) x's shape, rstd
+// (nullable) [rows].
+Rows rms_norm(const char* fn, const Shape& x, const Shape& weight, const Shape* grad_output, const Shape* rstd);
 struct SoftmaxRows {
   int64_t batch, rows_per_batch, d;
 };
@@ -118,6 +121,12 @@ void classification(const char* fn, const Shape& logits, const int32_t* labels, 
 Shape permute0213(const char* fn, const Shape& x);  // x [a, b, c, d] -> [a, c, b, d]
 // rotary: x [batch, heads, seq, d] with d even, one non-negative position per token (batch · seq), base above 1.
 void rotary(const char* fn, const Shape& x, const int32_t* positions, int64_t count, double base);
+
+// attention: query [batch, heads, Lq, D], key and value [batch, kvHeads, Lk, D] with heads a multiple of kvHeads,
+// keyMask [batch, Lk]; for the backward gradOutput and output shaped like query, logsumexp [batch, heads, Lq]
+// (null: absent). Fills every field of dims but scale, causal, reference and dropout.
+void attention(const char* fn, const Shape& query, const Shape& key, const Shape& value, const Shape* key_mask,
+               const Shape* grad_output, const Shape* output, const Shape* logsumexp, ops::AttentionDims& dims);
 
 // ---- adapters ----
 
