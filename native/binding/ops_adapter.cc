@@ -1,7 +1,5 @@
-// The fused DoRA and LoRA layer, declared with op.h (lib/binding.ts documents each). Every adapter op reads its subset
-// of one argument struct, which one shape rule relates (rules::adapter: weight [M,K], loraA [R,K], loraB [M,R],
-// magnitude and bias [M], input [..., K]) and one function hands to the backend (layer()). Forward, backward and the
-// norm run on their tensors' device; merge, unmerge and the double-precision references on the CPU.
+// The fused DoRA and LoRA layer, declared with op.h: every adapter op reads its subset of one argument struct, which
+// one shape rule relates (rules::adapter) and one function hands to the backend (layer()).
 #include <tuple>
 
 #include "op.h"
@@ -92,27 +90,28 @@ std::pair<Napi::Object, ops::AdapterGrads> gradients(const Call& call, const A& 
 }
 
 Field<A> grad_output() { return arg<&A::grad_output>("gradOutput"); }
-Field<A> input() { return arg<&A::input>("input"); }
-Field<A> weight() { return arg<&A::weight>("weight"); }
-Field<A> bias() { return arg<&A::bias>("bias", kOptional); }
-Field<A> lora_a() { return arg<&A::lora_a>("loraA"); }
-Field<A> lora_b() { return arg<&A::lora_b>("loraB"); }
-Field<A> magnitude(bool optional) {
-  return optional ? arg<&A::magnitude>("magnitude", kOptional) : arg<&A::magnitude>("magnitude");
-}
+Field<A> magnitude(Flags flags = kRequired) { return arg<&A::magnitude>("magnitude", flags); }
 Field<A> hidden() { return arg<&A::hidden>("hidden"); }
-Field<A> scale() { return arg<&A::scale>("scale"); }
 Field<A> eps() { return arg<&A::eps>("eps", kPositive); }
-Field<A> dropout() { return arg<&A::dropout>("dropout", half_open(0, 1)); }
-Field<A> seed() { return arg<&A::seed>("seed", closed(0, kMaxSafeInteger)); }
 Field<A> detach_norm() { return arg<&A::detach_norm>("detachNorm"); }
 Field<A> needs() { return arg<&A::needs>("needs", kOptional); }
+// The layer's weights, with the input and the branch's dropout unless `weights_only`, and `more` between them.
+std::vector<Field<A>> layer_fields(std::initializer_list<Field<A>> more, bool weights_only = false) {
+  std::vector<Field<A>> fields{arg<&A::weight>("weight"), arg<&A::lora_a>("loraA"), arg<&A::lora_b>("loraB"),
+                               arg<&A::scale>("scale")};
+  fields.insert(fields.end(), more);
+  if (weights_only) return fields;
+  for (const Field<A>& field :
+       {arg<&A::input>("input"), arg<&A::bias>("bias", kOptional), arg<&A::dropout>("dropout", half_open(0, 1)),
+        arg<&A::seed>("seed", closed(0, kMaxSafeInteger))}) {
+    fields.push_back(field);
+  }
+  return fields;
+}
 
 // [sync] doraForward returns the output and what doraBackward needs; doraBackward consumes (overwrites) `combined`.
 const OpSpec<A> kDoraForward("doraForward", Runs::kAny, kernel<&ops::Backend::dora_forward>,
-                             {input(), weight(), bias(), lora_a(), lora_b(), magnitude(false), scale(), eps(),
-                              dropout(), seed()},
-                             check, [](const Call& call, A& args) -> Napi::Value {
+                             layer_fields({magnitude(), eps()}), check, [](const Call& call, A& args) -> Napi::Value {
                                const auto [n, k, m, r] = args.layer.dims;
                                ops::DoraSaved s;
                                Napi::Object result =
@@ -127,9 +126,9 @@ const OpSpec<A> kDoraForward("doraForward", Runs::kAny, kernel<&ops::Backend::do
                              });
 const OpSpec<A> kDoraBackward(
     "doraBackward", Runs::kAny, kernel<&ops::Backend::dora_backward>,
-    {grad_output(), input(), weight(), bias(), lora_a(), lora_b(), magnitude(false),
-     arg<&A::combined>("combined", kWritten), hidden(), arg<&A::norm>("norm"), arg<&A::weight_lora_a>("weightLoraA"),
-     arg<&A::lora_gram>("loraGram"), scale(), eps(), detach_norm(), dropout(), seed(), needs()},
+    layer_fields({grad_output(), magnitude(), arg<&A::combined>("combined", kWritten), hidden(), arg<&A::norm>("norm"),
+                  arg<&A::weight_lora_a>("weightLoraA"), arg<&A::lora_gram>("loraGram"), eps(), detach_norm(),
+                  needs()}),
     check, [](const Call& call, A& args) -> Napi::Value {
       auto [object, grads] = gradients(call, args, args.needs, true);
       const ops::DoraSaved saved{.combined = args.combined->data(),
@@ -140,18 +139,15 @@ const OpSpec<A> kDoraBackward(
       call.backend.dora_backward({grads, args.grad_output->data(), saved, layer(args, false), args.detach_norm});
       return object;
     });
-
-const OpSpec<A> kLoraForward("loraForward", Runs::kAny, kernel<&ops::Backend::lora_forward>,
-                             {input(), weight(), bias(), lora_a(), lora_b(), scale(), dropout(), seed(),
-                              out<&A::out, &A::layer, &rules::Layer::output>(), out<&A::hidden_out, &A::nr>("hidden")},
-                             check, [](const Call& call, A& args) {
-                               call.backend.lora_forward(
-                                   {.output = args.out, .hidden = args.hidden_out, .layer = layer(args, false)});
-                             });
+const OpSpec<A> kLoraForward(
+    "loraForward", Runs::kAny, kernel<&ops::Backend::lora_forward>,
+    layer_fields({out<&A::out, &A::layer, &rules::Layer::output>(), out<&A::hidden_out, &A::nr>("hidden")}), check,
+    [](const Call& call, A& args) {
+      call.backend.lora_forward({.output = args.out, .hidden = args.hidden_out, .layer = layer(args, false)});
+    });
 const OpSpec<A> kLoraBackward("loraBackward", Runs::kAny, kernel<&ops::Backend::lora_backward>,
-                              {grad_output(), input(), weight(), bias(), lora_a(), lora_b(), hidden(), scale(),
-                               dropout(), seed(), needs()},
-                              check, [](const Call& call, A& args) -> Napi::Value {
+                              layer_fields({grad_output(), hidden(), needs()}), check,
+                              [](const Call& call, A& args) -> Napi::Value {
                                 auto [object, grads] = gradients(call, args, args.needs, false);
                                 call.backend.lora_backward({.grads = grads,
                                                             .grad_output = args.grad_output->data(),
@@ -162,21 +158,19 @@ const OpSpec<A> kLoraBackward("loraBackward", Runs::kAny, kernel<&ops::Backend::
 
 // [sync] Merge and unmerge: DoRA with a magnitude (unmerge needs the norm from before merging), LoRA without.
 const OpSpec<A> kDoraWeightNorm("doraWeightNorm", Runs::kAny, kernel<&ops::Backend::dora_norm>,
-                                {weight(), lora_a(), lora_b(), scale(), eps(), out<&A::out, &A::m>()}, check,
+                                layer_fields({eps(), out<&A::out, &A::m>()}, true), check,
                                 [](const Call& call, A& args) {
                                   call.backend.dora_norm({args.out, layer(args, true)});
                                 });
-
 const OpSpec<A> kAdapterMerge("adapterMerge", Runs::kCpu, kernel<&ops::Backend::adapter_merge>,
-                              {weight(), lora_a(), lora_b(), magnitude(true), scale(), eps(), out<&A::out, &A::mk>()},
-                              check, [](const Call& call, A& args) {
+                              layer_fields({magnitude(kOptional), eps(), out<&A::out, &A::mk>()}, true), check,
+                              [](const Call& call, A& args) {
                                 call.backend.adapter_merge({args.out, layer(args, args.magnitude != nullptr)});
                               });
-
 const OpSpec<A> kAdapterUnmerge(
     "adapterUnmerge", Runs::kCpu, kernel<&ops::Backend::adapter_unmerge>,
-    {arg<&A::weight>("merged"), lora_a(), lora_b(), magnitude(true), arg<&A::norm>("norm", kOptional), scale(),
-     out<&A::out, &A::mk>()},
+    {arg<&A::weight>("merged"), arg<&A::lora_a>("loraA"), arg<&A::lora_b>("loraB"), arg<&A::scale>("scale"),
+     magnitude(kOptional), arg<&A::norm>("norm", kOptional), out<&A::out, &A::mk>()},
     [](const char* fn, A& args) {
       check(fn, args);
       rules::unmerge(fn, data_of(args.magnitude), args.norm != nullptr, args.layer.dims.m);
@@ -188,16 +182,15 @@ const OpSpec<A> kAdapterUnmerge(
 // [sync] The plain double-precision references, which form V = W0 + s B A (magnitude absent: LoRA).
 const OpSpec<A> kForwardReference("adapterForwardReference", Runs::kCpu,
                                   kernel<&ops::Backend::adapter_forward_reference>,
-                                  {input(), weight(), bias(), lora_a(), lora_b(), magnitude(true), scale(), eps(),
-                                   dropout(), seed(), out<&A::out, &A::layer, &rules::Layer::output>()},
+                                  layer_fields({magnitude(kOptional), eps(),
+                                                out<&A::out, &A::layer, &rules::Layer::output>()}),
                                   check, [](const Call& call, A& args) {
                                     call.backend.adapter_forward_reference({args.out, layer(args, false)});
                                   });
 const OpSpec<A> kBackwardReference(
     "adapterBackwardReference", Runs::kCpu, kernel<&ops::Backend::adapter_backward_reference>,
-    {grad_output(), input(), weight(), bias(), lora_a(), lora_b(), magnitude(true), scale(), eps(), detach_norm(),
-     dropout(), seed()},
-    check, [](const Call& call, A& args) -> Napi::Value {
+    layer_fields({grad_output(), magnitude(kOptional), eps(), detach_norm()}), check,
+    [](const Call& call, A& args) -> Napi::Value {
       auto [object, grads] = gradients(call, args, Needs{}, args.magnitude != nullptr);
       call.backend.adapter_backward_reference({grads, args.grad_output->data(), layer(args, false), args.detach_norm});
       return object;

@@ -28,13 +28,11 @@ OpSpec<E> binary(const char* name) {
 const OpSpec<E> kAdd = binary<ops::BinaryOp::kAdd>("add");
 const OpSpec<E> kSub = binary<ops::BinaryOp::kSub>("sub");
 const OpSpec<E> kMul = binary<ops::BinaryOp::kMul>("mul");
-
 const OpSpec<E> kScale("scale", Runs::kAny, kernel<&ops::Backend::scale>,
                        {arg<&E::a>("a"), arg<&E::alpha>("alpha"), out<&E::out, &E::a>()}, nullptr,
                        [](const Call& call, E& args) {
                          call.backend.scale({args.out, args.a->data(), args.a->numel(), args.alpha});
                        });
-
 const OpSpec<E> kAxpy(
     "axpy", Runs::kAny, kernel<&ops::Backend::axpy>,
     {arg<&E::a>("y", kWritten), arg<&E::alpha>("alpha"), arg<&E::b>("x")},

@@ -29,7 +29,6 @@ const OpSpec<P> kMatmul(
       call.backend.matmul({args.out, args.a->data(), args.b->data(), p.batch, p.m, p.n, p.k, args.transpose_a,
                            args.transpose_b, p.shared_b, gemm_precision()});
     });
-
 const OpSpec<P> kLinear(
     "linear", Runs::kAny, kernel<&ops::Backend::linear>,
     {arg<&P::a>("input"), arg<&P::b>("weight"), arg<&P::bias>("bias", kOptional),
@@ -93,7 +92,6 @@ const OpSpec<X> kGeluTanhBackward = unary_backward<ops::Activation::kGeluTanh>("
 const OpSpec<X> kSiluBackward = unary_backward<ops::Activation::kSilu>("siluBackward", "x");
 const OpSpec<X> kReluBackward = unary_backward<ops::Activation::kRelu>("reluBackward", "x");
 const OpSpec<X> kTanhBackward = unary_backward<ops::Activation::kTanh>("tanhBackward", "output");
-
 const OpSpec<X> kPermute0213(
     "permute0213", Runs::kAny, kernel<&ops::Backend::permute0213>, {arg<&X::x>("x"), out<&X::out, &X::shape>()},
     [](const char* fn, X& args) { args.shape = rules::permute0213(fn, args.x->shape()); },
@@ -101,7 +99,6 @@ const OpSpec<X> kPermute0213(
       const Shape& s = args.x->shape();
       call.backend.permute0213({args.out, args.x->data(), s[0], s[1], s[2], s[3]});
     });
-
 const OpSpec<X> kRotary(
     "rotary", Runs::kAny, kernel<&ops::Backend::rotary>,
     {arg<&X::x>("x"), arg<&X::positions>("positions"),
@@ -115,7 +112,6 @@ const OpSpec<X> kRotary(
       call.backend.rotary(
           {args.out, args.x->data(), args.positions.data, s[0], s[1], s[2], s[3], args.base, args.inverse});
     });
-
 const OpSpec<X> kDropout("dropout", Runs::kAny, kernel<&ops::Backend::dropout>,
                          {arg<&X::x>("x"), arg<&X::p>("p", closed(0, 1)),
                           arg<&X::seed>("seed", closed(0, kMaxSafeInteger)), out<&X::out, &X::x>()},
@@ -160,7 +156,6 @@ const OpSpec<N> kLayerNormBackward(
                                         args.x->data(), args.gamma->data(), args.mean->data(), args.rstd->data(),
                                         args.rows.rows, args.rows.d});
     });
-
 const OpSpec<N> kSoftmax(
     "softmax", Runs::kAny, kernel<&ops::Backend::softmax>,
     {arg<&N::x>("x"), arg<&N::mask>("mask", kOptional), out<&N::out, &N::x>()},

@@ -42,7 +42,6 @@ const OpSpec<S> kAdamw(
                                .weight_decay = args.weight_decay,
                                .step = args.step});
     });
-
 const OpSpec<S> kSgd(
     "sgdStep", Runs::kAny, kernel<&ops::Backend::sgd_step>,
     {arg<&S::params>("params", kWritten), arg<&S::grads>("grads"),
@@ -78,14 +77,12 @@ const OpSpec<T> kAxpyList(
       const TensorList& ys = args.target;
       call.backend.axpy_list({ys.data.data(), args.first.read(), ys.lengths.data(), ys.count(), args.factor});
     });
-
 const OpSpec<T> kScaleList("scaleList", Runs::kAny, kernel<&ops::Backend::scale_list>,
                            {arg<&T::target>("tensors", kWritten), arg<&T::factor>("factor")}, nullptr,
                            [](const Call& call, T& args) {
                              const TensorList& t = args.target;
                              call.backend.scale_list({t.data.data(), t.lengths.data(), t.count(), args.factor});
                            });
-
 const OpSpec<T> kCombine(
     "combineHypergradient", Runs::kAny, kernel<&ops::Backend::combine_hypergradient>,
     {arg<&T::target>("direct", kWritten), arg<&T::first>("plus"), arg<&T::second>("minus"), arg<&T::factor>("factor")},

@@ -230,7 +230,6 @@ const OpSpec<C> kUniform(
     {shape(), seed(), arg<&C::a>("low"), arg<&C::b>("high"), out<&C::out, &C::shape>()},
     [](const char* fn, C& args) { rules::below(fn, "low", args.a, "high", args.b); },
     random<ops::Distribution::kUniform>, "Tensor.uniform");
-
 const OpSpec<C> kReshape(
     "reshape", Runs::kAny, nullptr, {arg<&C::x>("x"), shape()},
     [](const char* fn, C& args) { rules::reshape(fn, args.x->shape(), args.shape); },
