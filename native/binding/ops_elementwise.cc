@@ -7,10 +7,17 @@ namespace bidora::binding {
 
 namespace {
 
+// Every argument an elementwise op takes; each op declares the ones it reads and its rule derives the rest.
 struct ElementArgs {
   TensorHandle *a, *b;
+  TensorList tensors;
   float alpha;
   int64_t period;
+  Shape shape;
+  std::optional<double> axis;
+  double at, start, length;
+  bool keep_dims = false;
+  rules::Range range;  // sum and broadcastAxis use its split only
   float* out;
 };
 using E = ElementArgs;
@@ -42,68 +49,54 @@ const OpSpec<E> kAxpy(
     });
 
 // [sync] Along one axis: sum and its gradient broadcastAxis (over everything without an axis), narrow and its gradient.
-struct AxisArgs {
-  TensorHandle* a;
-  Shape shape;
-  std::optional<double> axis;
-  double at, start, length;
-  bool keep_dims = false;
-  rules::Range range;  // sum and broadcastAxis use its split and narrowed shape only
-  float* out;
-};
-using X = AxisArgs;
 
-const OpSpec<X> kSum(
+const OpSpec<E> kSum(
     "sum", Runs::kAny, kernel<&ops::Backend::sum_axis>,
-    {arg<&X::a>("a"), index<&X::axis>("axis"), arg<&X::keep_dims>("keepDims"), out<&X::out, &X::shape>()},
-    [](const char* fn, X& args) {
+    {arg<&E::a>("a"), index<&E::axis>("axis"), arg<&E::keep_dims>("keepDims"), out<&E::out, &E::shape>()},
+    [](const char* fn, E& args) {
       const rules::Reduction reduction = rules::reduction(fn, args.a->shape(), args.axis, args.keep_dims);
       args.range.split = reduction.split;
       args.shape = reduction.out;
     },
-    [](const Call& call, X& args) {
+    [](const Call& call, E& args) {
       const rules::AxisSplit& s = args.range.split;
       call.backend.sum_axis({args.out, args.a->data(), s.outer, s.length, s.inner});
     });
-const OpSpec<X> kBroadcastAxis(
+const OpSpec<E> kBroadcastAxis(
     "broadcastAxis", Runs::kAny, kernel<&ops::Backend::broadcast_axis>,
-    {arg<&X::a>("a"), arg<&X::shape>("shape"), index<&X::axis>("axis"), out<&X::out, &X::shape>()},
-    [](const char* fn, X& args) { args.range.split = rules::broadcast(fn, args.a->shape(), args.shape, args.axis); },
-    [](const Call& call, X& args) {
+    {arg<&E::a>("a"), arg<&E::shape>("shape"), index<&E::axis>("axis"), out<&E::out, &E::shape>()},
+    [](const char* fn, E& args) { args.range.split = rules::broadcast(fn, args.a->shape(), args.shape, args.axis); },
+    [](const Call& call, E& args) {
       const rules::AxisSplit& s = args.range.split;
       call.backend.broadcast_axis({args.out, args.a->data(), s.outer, s.length, s.inner});
     });
 
-ops::Narrow narrow(const X& args) {
+ops::Narrow narrow(const E& args) {
   const rules::Range& r = args.range;
   return {args.out, args.a->data(), r.split.outer, r.split.length, r.split.inner, r.start, r.length};
 }
 
-const OpSpec<X> kNarrow(
+const OpSpec<E> kNarrow(
     "narrow", Runs::kAny, kernel<&ops::Backend::narrow>,
-    {arg<&X::a>("a"), index<&X::at>("axis"), index<&X::start>("start"), index<&X::length>("length"),
-     out<&X::out, &X::shape>()},
-    [](const char* fn, X& args) {
+    {arg<&E::a>("a"), index<&E::at>("axis"), index<&E::start>("start"), index<&E::length>("length"),
+     out<&E::out, &E::shape>()},
+    [](const char* fn, E& args) {
       args.range = rules::narrow_range(fn, args.a->shape(), args.at, args.start, args.length);
       args.shape = args.range.narrowed;
     },
-    [](const Call& call, X& args) { call.backend.narrow(narrow(args)); });
-const OpSpec<X> kNarrowBackward(
+    [](const Call& call, E& args) { call.backend.narrow(narrow(args)); });
+const OpSpec<E> kNarrowBackward(
     "narrowBackward", Runs::kAny, kernel<&ops::Backend::narrow_backward>,
-    {arg<&X::a>("grad"), arg<&X::shape>("shape"), index<&X::at>("axis"), index<&X::start>("start"),
-     out<&X::out, &X::shape>()},
-    [](const char* fn, X& args) {
+    {arg<&E::a>("grad"), arg<&E::shape>("shape"), index<&E::at>("axis"), index<&E::start>("start"),
+     out<&E::out, &E::shape>()},
+    [](const char* fn, E& args) {
       args.range = rules::narrow_backward_range(fn, args.a->shape(), args.shape, args.at, args.start);
     },
-    [](const Call& call, X& args) { call.backend.narrow_backward(narrow(args)); });
+    [](const Call& call, E& args) { call.backend.narrow_backward(narrow(args)); });
 
-struct GlobalNormArgs {
-  TensorList tensors;
-};
-
-const OpSpec<GlobalNormArgs> kGlobalNorm(
-    "globalNorm", Runs::kAny, kernel<&ops::Backend::global_norm>, {arg<&GlobalNormArgs::tensors>("tensors")}, nullptr,
-    [](const Call& call, GlobalNormArgs& args) -> Napi::Value {
+const OpSpec<E> kGlobalNorm(
+    "globalNorm", Runs::kAny, kernel<&ops::Backend::global_norm>, {arg<&E::tensors>("tensors")}, nullptr,
+    [](const Call& call, E& args) -> Napi::Value {
       double norm = 0;
       call.backend.global_norm({&norm, args.tensors.read(), args.tensors.lengths.data(), args.tensors.count()});
       return Napi::Number::New(call.env, norm);

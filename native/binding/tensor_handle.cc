@@ -1,6 +1,4 @@
-// The native tensor handle and the functions that create tensors.
-#include "tensor_handle.h"
-
+// The native tensor handle (op.h) and the ops that create tensors.
 #include <algorithm>
 #include <cstring>
 #include <utility>
