@@ -44,6 +44,11 @@ std::string where(const char* fn, const char* name) { return std::string(fn) + "
 
 bool missing(Napi::Value value) { return value.IsUndefined() || value.IsNull(); }
 
+void gather(Gathered& gathered, const FieldInfo& field, int64_t index, TensorHandle* tensor) {
+  gathered.tensors.push_back({field.name, index, tensor->device(), tensor->data(), tensor->numel(), field.written});
+  if (field.written) gathered.written.push_back(tensor);
+}
+
 TensorHandle* read_tensor(const char* fn, const char* name, Napi::Env env, Napi::Value value) {
   if (!value.IsObject() || !value.As<Napi::Object>().InstanceOf(state(env).tensor_constructor.Value())) {
     throw bidora::TypeError(where(fn, name) + " must be a Tensor");
@@ -63,8 +68,7 @@ void read_tensor_list(const char* fn, const FieldInfo& field, Napi::Env env, Nap
   for (uint32_t position = 0; position < array.Length(); ++position) {
     const std::string element = std::string(field.name) + "[" + std::to_string(position) + "]";
     TensorHandle* handle = read_tensor(fn, element.c_str(), env, array.Get(position));
-    gathered.tensors.push_back({field.name, position, handle, field.written});
-    if (field.written) gathered.written.push_back(handle);
+    gather(gathered, field, position, handle);
     list.handles.push_back(handle);
     list.data.push_back(handle->data());
     list.lengths.push_back(handle->numel());
@@ -137,54 +141,6 @@ Napi::Object arguments_object(const Napi::CallbackInfo& info, const char* fn) {
     throw bidora::TypeError(std::string(fn) + ": expected one object of named arguments");
   }
   return info[0].As<Napi::Object>();
-}
-
-namespace {
-
-std::string name_of(const char* name, int64_t index) {
-  return index < 0 ? std::string(name) : std::string(name) + "[" + std::to_string(index) + "]";
-}
-
-}  // namespace
-
-Device common_device(const char* fn, Runs runs, const std::vector<TensorRef>& tensors) {
-  if (tensors.empty()) return Device::kCpu;
-  const TensorRef& first = tensors.front();
-  for (const TensorRef& ref : tensors) {
-    const Device device = ref.tensor->device();
-    if (runs == Runs::kCpu && device != Device::kCpu) {
-      throw bidora::TypeError(std::string(fn) + ": " + name_of(ref.name, ref.index) + " is on '" + device_name(device) +
-                              "', but this op runs on the CPU only; move it with .to('cpu')");
-    }
-    if (device != first.tensor->device()) {
-      throw bidora::TypeError(std::string(fn) + ": " + name_of(first.name, first.index) + " is on '" +
-                              device_name(first.tensor->device()) + "' but " + name_of(ref.name, ref.index) +
-                              " is on '" + device_name(device) +
-                              "'; move one with .to() so both are on the same device");
-    }
-  }
-  return first.tensor->device();
-}
-
-void prepare_writes(const char* fn, const Gathered& gathered) {
-  // An in-place update of one storage through two handles (the same tensor twice, or a view of it) would update it
-  // twice, or read what it has just written.
-  std::vector<const TensorRef*> elements;  // of lists
-  for (const TensorRef& ref : gathered.tensors) {
-    if (ref.index >= 0 && ref.tensor->numel() > 0) elements.push_back(&ref);
-  }
-  std::stable_sort(elements.begin(), elements.end(), [](const TensorRef* a, const TensorRef* b) {
-    return a->tensor->data() != b->tensor->data() ? a->tensor->data() < b->tensor->data() : a->written && !b->written;
-  });
-  for (size_t i = 1; i < elements.size(); ++i) {
-    const TensorRef &a = *elements[i - 1], &b = *elements[i];
-    if (a.tensor->data() == b.tensor->data() && (a.written || b.written)) {
-      throw RangeError(std::string(fn) + ": " + name_of(a.name, a.index) + " and " + name_of(b.name, b.index) +
-                       " share storage, but an in-place update needs distinct tensors");
-    }
-  }
-  // Bumped before the kernel runs: one that fails halfway has still changed what a saved tensor's backward reads.
-  for (TensorHandle* handle : gathered.written) handle->mark_modified();
 }
 
 Napi::Object Call::output(const Shape& shape, float** data) const {

@@ -26,13 +26,11 @@ namespace bidora::binding {
 class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
  public:
   static Napi::Function define(Napi::Env env);
-  // A new handle owning `buffer` (whose size must equal shape.numel()).
+  // New handles: owning `buffer` (of shape.numel() floats), with uninitialised storage on `device`, with a copy of
+  // this one's contents on `device`, or viewing this one's storage with another shape of the same size.
   static Napi::Object create(Napi::Env env, const Shape& shape, FloatBuffer buffer);
-  // A new handle with uninitialised storage for `shape` on `device`.
   static Napi::Object allocate(Napi::Env env, const Shape& shape, TensorHandle** handle, Device device = Device::kCpu);
-  // A new handle with a copy of this one's contents on `device`.
   Napi::Object copy_to(Napi::Env env, Device device, const char* function);
-  // A new handle viewing this one's storage with another shape of the same size.
   Napi::Object view(Napi::Env env, const Shape& shape);
 
   explicit TensorHandle(const Napi::CallbackInfo& info);
@@ -43,8 +41,7 @@ class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
 
   const Shape& shape() const { return shape_; }
   Device device() const { return device_; }
-  // The contents on the tensor's own device: a GPU pointer for 'cuda' tensors, which only ops that take tensors
-  // on any device ever see.
+  // The contents on the tensor's own device: a GPU pointer for 'cuda' tensors.
   float* data() { return storage_->data(); }
   int64_t numel() const { return shape_.numel(); }
 
@@ -184,18 +181,12 @@ struct FieldInfo {
   bool optional, written;
 };
 
-// What a call's arguments hold, gathered as they are read: every tensor (`index`: its position in a list, or -1) and
-// the tensors the op writes.
-struct TensorRef {
-  const char* name;
-  int64_t index;
-  TensorHandle* tensor;
-  bool written;
-};
+// What a call's arguments hold, gathered as they are read: where every tensor is, and the tensors the op writes.
 struct Gathered {
-  std::vector<TensorRef> tensors;
+  std::vector<rules::Placed> tensors;
   std::vector<TensorHandle*> written;
 };
+void gather(Gathered& gathered, const FieldInfo& field, int64_t index, TensorHandle* tensor);
 
 // One argument of an op whose arguments live in `Args`.
 template <typename Args>
@@ -215,8 +206,7 @@ void read_member(const Field<ArgsOf<Member>>& field, const char* fn, Napi::Env e
   if constexpr (std::is_same_v<T, TensorHandle*>) {
     TensorHandle* tensor = field.optional && missing(value) ? nullptr : read_tensor(fn, field.name, env, value);
     args.*Member = tensor;
-    if (tensor != nullptr) gathered.tensors.push_back({field.name, -1, tensor, field.written});
-    if (tensor != nullptr && field.written) gathered.written.push_back(tensor);
+    if (tensor != nullptr) gather(gathered, field, -1, tensor);
   } else if constexpr (std::is_same_v<T, TensorList>) {
     read_tensor_list(fn, field, env, value, args.*Member, gathered);
   } else if constexpr (std::is_same_v<T, bool>) {
@@ -359,11 +349,8 @@ struct OpSpec : OpBase {
 // ---- the generic half of a call (op.cc) ----------------------------------------------------------------------------
 
 Napi::Object arguments_object(const Napi::CallbackInfo& info, const char* fn);
-// One device for every tensor (the CPU for a CPU-only op), and a backend with the op's kernel there.
-Device common_device(const char* fn, Runs runs, const std::vector<TensorRef>& tensors);
+// A backend with the op's kernel on `device`.
 const ops::Backend& backend_with_kernel(const char* fn, Device device, bool (*has_kernel)(const ops::Backend&));
-// A written list's tensors share storage with no other list's; then every written tensor's version is bumped.
-void prepare_writes(const char* fn, const Gathered& gathered);
 
 template <typename Args>
 Napi::Value run_op(const Napi::CallbackInfo& info, const OpBase& op) {
@@ -380,10 +367,12 @@ Napi::Value run_op(const Napi::CallbackInfo& info, const OpBase& op) {
     for (const Field<Args>& field : spec.fields) {
       if (field.read != nullptr) field.read(field, fn, env, object.Get(field.name), args, gathered);
     }
-    const Device device = common_device(fn, spec.runs, gathered.tensors);
+    const Device device = rules::one_device(fn, spec.runs == Runs::kCpu, gathered.tensors);
     const Call call{env, fn, device, backend_with_kernel(fn, device, spec.has_kernel)};
     if (spec.rule != nullptr) spec.rule(fn, args);
-    prepare_writes(fn, gathered);
+    rules::distinct_storage(fn, gathered.tensors);
+    // Bumped before the kernel runs: one that fails halfway has still changed what a saved tensor's backward reads.
+    for (TensorHandle* handle : gathered.written) handle->mark_modified();
     if (spec.body != nullptr) return spec.body(call, args);
     Napi::Value result = spec.outputs > 1 ? Napi::Object::New(env) : env.Undefined();
     for (const Field<Args>& field : spec.fields) {

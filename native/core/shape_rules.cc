@@ -20,7 +20,47 @@ std::string both(const char* first, const Shape& a, const char* second, const Sh
   return describe(first, a) + " and " + describe(second, b);
 }
 
+std::string name_of(const char* name, int64_t index) {
+  return index < 0 ? std::string(name) : std::string(name) + "[" + std::to_string(index) + "]";
+}
+
 }  // namespace
+
+Device one_device(const char* fn, bool cpu_only, const std::vector<Placed>& tensors) {
+  if (tensors.empty()) return Device::kCpu;
+  const Placed& first = tensors.front();
+  for (const Placed& tensor : tensors) {
+    if (cpu_only && tensor.device != Device::kCpu) {
+      throw TypeError(std::string(fn) + ": " + name_of(tensor.name, tensor.index) + " is on '" +
+                      device_name(tensor.device) + "', but this op runs on the CPU only; move it with .to('cpu')");
+    }
+    if (tensor.device != first.device) {
+      throw TypeError(std::string(fn) + ": " + name_of(first.name, first.index) + " is on '" +
+                      device_name(first.device) + "' but " + name_of(tensor.name, tensor.index) + " is on '" +
+                      device_name(tensor.device) + "'; move one with .to() so both are on the same device");
+    }
+  }
+  return first.device;
+}
+
+void distinct_storage(const char* fn, const std::vector<Placed>& tensors) {
+  // An in-place update of one storage through two handles (the same tensor twice, or a view of it) would update it
+  // twice, or read what it has just written.
+  std::vector<const Placed*> elements;  // of lists
+  for (const Placed& tensor : tensors) {
+    if (tensor.index >= 0 && tensor.numel > 0) elements.push_back(&tensor);
+  }
+  std::stable_sort(elements.begin(), elements.end(), [](const Placed* a, const Placed* b) {
+    return a->data != b->data ? a->data < b->data : a->written && !b->written;
+  });
+  for (size_t i = 1; i < elements.size(); ++i) {
+    const Placed &a = *elements[i - 1], &b = *elements[i];
+    if (a.data == b.data && (a.written || b.written)) {
+      fail(fn, name_of(a.name, a.index) + " and " + name_of(b.name, b.index) +
+                   " share storage, but an in-place update needs distinct tensors");
+    }
+  }
+}
 
 std::string format(double value) {
   char text[32];

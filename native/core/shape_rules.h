@@ -11,6 +11,7 @@
 
 #include "../common/ops.h"
 #include "shape.h"
+#include "storage.h"
 
 namespace bidora::rules {
 
@@ -48,6 +49,23 @@ void vector_of(const char* fn, const char* name, const Shape& shape, int64_t len
 int64_t leading_rows(const Shape& shape);
 Shape matrix(int64_t rows, int64_t cols);
 Shape vector(int64_t length);
+
+// ---- where a call's tensors are ----
+
+// One tensor argument as the dispatcher sees it (`index`: its position in a list argument, or -1).
+struct Placed {
+  const char* name;
+  int64_t index;
+  Device device;
+  const float* data;
+  int64_t numel;
+  bool written;
+};
+// The one device every tensor is on (the CPU when there is none); TypeError naming two that differ, or one off the
+// CPU for a CPU-only op.
+Device one_device(const char* fn, bool cpu_only, const std::vector<Placed>& tensors);
+// RangeError when a list element written in place shares storage with another list element.
+void distinct_storage(const char* fn, const std::vector<Placed>& tensors);
 
 // ---- elementwise ----
 
