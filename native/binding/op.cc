@@ -150,12 +150,6 @@ Napi::Object Call::output(const Shape& shape, float** data) const {
   return object;
 }
 
-Napi::Object Call::outputs(std::initializer_list<Output> list) const {
-  Napi::Object result = Napi::Object::New(env);
-  for (const Output& entry : list) result.Set(entry.key, output(entry.shape, entry.data));
-  return result;
-}
-
 // ---- the op list ---------------------------------------------------------------------------------------------------
 
 std::vector<const OpBase*>& op_registry() {
@@ -168,8 +162,7 @@ namespace {
 const char* const kKindNames[] = {"tensor", "tensorList", "number",       "integer", "boolean",
                                   "shape",  "int32Array", "float32Array", "string",  "flags"};
 
-// [sync] ops(): { name, runs: 'any' | 'cpu', cpu, cuda, args: { name, kind, optional, written }[] }[] - every declared
-// op; cpu and cuda tell whether that backend has its kernel. Never throws.
+// [sync] ops(): every declared op with its arguments and whether each backend has its kernel (NativeOp[]).
 Napi::Value list_ops(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const ops::Backend* cuda = cuda_backend();

@@ -197,8 +197,7 @@ struct Field : FieldInfo {
   const Shape& (*output_shape)(const Args& args);
 };
 
-// Reads one field into its member, by the member's type; an absent boolean keeps its initial value and an absent
-// std::optional stays empty.
+// Reads one field into its member by the member's type (absent booleans and std::optional keep their initial value).
 template <auto Member>
 void read_member(const Field<ArgsOf<Member>>& field, const char* fn, Napi::Env env, Napi::Value value,
                  ArgsOf<Member>& args, Gathered& gathered) {
@@ -243,8 +242,8 @@ constexpr Kind kind_of() {
   return Kind::kFlags;
 }
 
-// The field `name` of an op's arguments, read into Member: arg<&Args::eps>("eps", kPositive),
-// arg<&Args::bias>("bias", kOptional), arg<&Args::seed>("seed", closed(0, kMaxSafeInteger)).
+// The field `name` of an op's arguments, read into Member: arg<&Args::eps>("eps", kPositive), arg<&Args::b>("b",
+// kOptional).
 template <auto Member, typename Args = ArgsOf<Member>>
 Field<Args> arg(const char* name, Bounds bounds = kFinite, Flags flags = kRequired,
                 Kind kind = kind_of<TypeOf<Member>>()) {
@@ -256,8 +255,7 @@ template <auto Member, typename Args = ArgsOf<Member>>
 Field<Args> arg(const char* name, Flags flags) {
   return arg<Member>(name, kFinite, flags);
 }
-// An integer whose range depends on other arguments (a position along an axis): a double member, read as a finite
-// number, then checked by the op's rule (rules::integer_in).
+// An integer whose range depends on other arguments (an axis): a finite double, then checked by the op's rule.
 template <auto Member, typename Args = ArgsOf<Member>>
 Field<Args> index(const char* name) {
   return arg<Member>(name, kFinite, kRequired, Kind::kInt);
@@ -287,13 +285,6 @@ struct Call {
   const ops::Backend& backend;
   // A fresh tensor of `shape` on the call's device; *data receives its contents there.
   Napi::Object output(const Shape& shape, float** data) const;
-  // An object of fresh tensors, one per {key, shape, &data}.
-  struct Output {
-    const char* key;
-    Shape shape;
-    float** data;
-  };
-  Napi::Object outputs(std::initializer_list<Output> list) const;
 };
 
 // What every op has, whatever its argument struct: exported by the addon's init and listed by ops().

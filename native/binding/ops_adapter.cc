@@ -114,13 +114,15 @@ const OpSpec<A> kDoraForward("doraForward", Runs::kAny, kernel<&ops::Backend::do
                              layer_fields({magnitude(), eps()}), check, [](const Call& call, A& args) -> Napi::Value {
                                const auto [n, k, m, r] = args.layer.dims;
                                ops::DoraSaved s;
-                               Napi::Object result =
-                                   call.outputs({{"output", args.layer.output, &args.out},
-                                                 {"combined", rules::matrix(n, m), &s.combined},
-                                                 {"hidden", rules::matrix(n, r), &s.hidden},
-                                                 {"norm", rules::vector(m), &s.norm},
-                                                 {"weightLoraA", rules::matrix(m, r), &s.weight_lora_a},
-                                                 {"loraGram", rules::matrix(r, r), &s.lora_gram}});
+                               const std::tuple<const char*, Shape, float**> outputs[] = {
+                                   {"output", args.layer.output, &args.out},
+                                   {"combined", rules::matrix(n, m), &s.combined},
+                                   {"hidden", rules::matrix(n, r), &s.hidden},
+                                   {"norm", rules::vector(m), &s.norm},
+                                   {"weightLoraA", rules::matrix(m, r), &s.weight_lora_a},
+                                   {"loraGram", rules::matrix(r, r), &s.lora_gram}};
+                               Napi::Object result = Napi::Object::New(call.env);
+                               for (const auto& [key, shape, data] : outputs) result.Set(key, call.output(shape, data));
                                call.backend.dora_forward({args.out, s, layer(args, true)});
                                return result;
                              });

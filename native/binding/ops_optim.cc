@@ -7,13 +7,18 @@ namespace bidora::binding {
 
 namespace {
 
-struct StepArgs {
+// Every argument an optimizer op takes; each op declares the ones it reads.
+struct OptimArgs {
   TensorList params, grads, exp_avg, exp_avg_sq;  // exp_avg: SGD's momentum buffers
+  TensorList target, first, second;               // the list ops': the written list first
+  TensorHandle *weight, *weight_gram, *lora_a, *lora_b;
   double lr, beta1, beta2, eps, momentum, weight_decay;
+  float factor, scale, norm_floor;
   int64_t step;
-  bool nesterov = false;
+  bool nesterov = false, compute_gradients = true;
+  ops::AdapterDims dims;
 };
-using S = StepArgs;
+using S = OptimArgs;
 
 Field<S> weight_decay() { return arg<&S::weight_decay>("weightDecay", kNonNegative); }
 
@@ -63,34 +68,28 @@ const OpSpec<S> kSgd(
                              .nesterov = args.nesterov});
     });
 
-struct ListArgs {
-  TensorList target, first, second;
-  float factor;
-};
-using T = ListArgs;
-
-const OpSpec<T> kAxpyList(
+const OpSpec<S> kAxpyList(
     "axpyList", Runs::kAny, kernel<&ops::Backend::axpy_list>,
-    {arg<&T::target>("ys", kWritten), arg<&T::factor>("alpha"), arg<&T::first>("xs")},
-    [](const char* fn, T& args) { rules::paired(fn, "ys", args.target.shapes, "xs", args.first.shapes); },
-    [](const Call& call, T& args) {
+    {arg<&S::target>("ys", kWritten), arg<&S::factor>("alpha"), arg<&S::first>("xs")},
+    [](const char* fn, S& args) { rules::paired(fn, "ys", args.target.shapes, "xs", args.first.shapes); },
+    [](const Call& call, S& args) {
       const TensorList& ys = args.target;
       call.backend.axpy_list({ys.data.data(), args.first.read(), ys.lengths.data(), ys.count(), args.factor});
     });
-const OpSpec<T> kScaleList("scaleList", Runs::kAny, kernel<&ops::Backend::scale_list>,
-                           {arg<&T::target>("tensors", kWritten), arg<&T::factor>("factor")}, nullptr,
-                           [](const Call& call, T& args) {
+const OpSpec<S> kScaleList("scaleList", Runs::kAny, kernel<&ops::Backend::scale_list>,
+                           {arg<&S::target>("tensors", kWritten), arg<&S::factor>("factor")}, nullptr,
+                           [](const Call& call, S& args) {
                              const TensorList& t = args.target;
                              call.backend.scale_list({t.data.data(), t.lengths.data(), t.count(), args.factor});
                            });
-const OpSpec<T> kCombine(
+const OpSpec<S> kCombine(
     "combineHypergradient", Runs::kAny, kernel<&ops::Backend::combine_hypergradient>,
-    {arg<&T::target>("direct", kWritten), arg<&T::first>("plus"), arg<&T::second>("minus"), arg<&T::factor>("factor")},
-    [](const char* fn, T& args) {
+    {arg<&S::target>("direct", kWritten), arg<&S::first>("plus"), arg<&S::second>("minus"), arg<&S::factor>("factor")},
+    [](const char* fn, S& args) {
       rules::paired(fn, "direct", args.target.shapes, "plus", args.first.shapes);
       rules::paired(fn, "direct", args.target.shapes, "minus", args.second.shapes);
     },
-    [](const Call& call, T& args) {
+    [](const Call& call, S& args) {
       const TensorList& d = args.target;
       call.backend.combine_hypergradient({.direct = d.data.data(),
                                           .plus = args.first.read(),
@@ -101,28 +100,22 @@ const OpSpec<T> kCombine(
     });
 
 // [sync] orthogonalityPenalty -> { value: number, gradA?, gradB? }, CPU only (lib/ops/regularizer.ts serves GPUs).
-struct PenaltyArgs {
-  TensorHandle *weight, *weight_gram, *lora_a, *lora_b;
-  float scale, eps;
-  bool compute_gradients = true;
-  ops::AdapterDims dims;
-};
-using P = PenaltyArgs;
 
-const OpSpec<P> kPenalty(
+const OpSpec<S> kPenalty(
     "orthogonalityPenalty", Runs::kCpu, kernel<&ops::Backend::orthogonality_penalty>,
-    {arg<&P::weight>("weight"), arg<&P::weight_gram>("weightGram"), arg<&P::lora_a>("loraA"), arg<&P::lora_b>("loraB"),
-     arg<&P::scale>("scale"), arg<&P::eps>("eps", kPositive), arg<&P::compute_gradients>("computeGradients")},
-    [](const char* fn, P& args) {
+    {arg<&S::weight>("weight"), arg<&S::weight_gram>("weightGram"), arg<&S::lora_a>("loraA"), arg<&S::lora_b>("loraB"),
+     arg<&S::scale>("scale"), arg<&S::norm_floor>("eps", kPositive), arg<&S::compute_gradients>("computeGradients")},
+    [](const char* fn, S& args) {
       args.dims = rules::penalty(fn, args.weight->shape(), args.weight_gram->shape(), args.lora_a->shape(),
                                  args.lora_b->shape());
     },
-    [](const Call& call, P& args) -> Napi::Value {
+    [](const Call& call, S& args) -> Napi::Value {
       float *grad_a = nullptr, *grad_b = nullptr;
-      Napi::Object result =
-          args.compute_gradients
-              ? call.outputs({{"gradA", args.lora_a->shape(), &grad_a}, {"gradB", args.lora_b->shape(), &grad_b}})
-              : Napi::Object::New(call.env);
+      Napi::Object result = Napi::Object::New(call.env);
+      if (args.compute_gradients) {
+        result.Set("gradA", call.output(args.lora_a->shape(), &grad_a));
+        result.Set("gradB", call.output(args.lora_b->shape(), &grad_b));
+      }
       double value = 0;
       call.backend.orthogonality_penalty({.value = &value,
                                           .grad_lora_a = grad_a,
@@ -135,7 +128,7 @@ const OpSpec<P> kPenalty(
                                           .k = args.dims.k,
                                           .r = args.dims.r,
                                           .scale = args.scale,
-                                          .eps = args.eps});
+                                          .eps = args.norm_floor});
       result.Set("value", Napi::Number::New(call.env, value));
       return result;
     });
