@@ -42,47 +42,47 @@ struct A {
   float *out, *hidden_out;
 };
 
-void check(const char* fn, A& args) {
-  args.layer = rules::adapter(fn, shape_of(args.input), args.weight->shape(), shape_of(args.bias), args.lora_a->shape(),
-                              args.lora_b->shape(), shape_of(args.magnitude), shape_of(args.grad_output));
-  const auto [n, k, m, r] = args.layer.dims;
-  rules::saved(fn, "combined", shape_of(args.combined), rules::matrix(n, m));
-  rules::saved(fn, "hidden", shape_of(args.hidden), rules::matrix(n, r));
-  rules::saved(fn, "norm", shape_of(args.norm), rules::vector(m));
-  rules::saved(fn, "weightLoraA", shape_of(args.weight_lora_a), rules::matrix(m, r));
-  rules::saved(fn, "loraGram", shape_of(args.lora_gram), rules::matrix(r, r));
-  args.m = rules::vector(m);
-  args.mk = rules::matrix(m, k);
-  args.nr = rules::matrix(n, r);
+void check(const char* fn, A& op) {
+  op.layer = rules::adapter(fn, shape_of(op.input), op.weight->shape(), shape_of(op.bias), op.lora_a->shape(),
+                            op.lora_b->shape(), shape_of(op.magnitude), shape_of(op.grad_output));
+  const auto [n, k, m, r] = op.layer.dims;
+  rules::saved(fn, "combined", shape_of(op.combined), rules::matrix(n, m));
+  rules::saved(fn, "hidden", shape_of(op.hidden), rules::matrix(n, r));
+  rules::saved(fn, "norm", shape_of(op.norm), rules::vector(m));
+  rules::saved(fn, "weightLoraA", shape_of(op.weight_lora_a), rules::matrix(m, r));
+  rules::saved(fn, "loraGram", shape_of(op.lora_gram), rules::matrix(r, r));
+  op.m = rules::vector(m);
+  op.mk = rules::matrix(m, k);
+  op.nr = rules::matrix(n, r);
 }
 
 // The layer as the backend reads it. ||W0_j||² is cached on the weight's storage while W0 is unchanged.
-ops::AdapterLayer layer(const A& args, bool needs_norm) {
-  return {.input = data_of(args.input),
-          .weight = args.weight->data(),
-          .weight_sq_norms = needs_norm ? args.weight->row_sq_norms() : nullptr,
-          .bias = data_of(args.bias),
-          .lora_a = args.lora_a->data(),
-          .lora_b = args.lora_b->data(),
-          .magnitude = data_of(args.magnitude),
-          .dims = args.layer.dims,
-          .scale = args.scale,
-          .eps = args.eps,
-          .dropout = {args.dropout, args.seed},
+ops::AdapterLayer layer(const A& op, bool needs_norm) {
+  return {.input = data_of(op.input),
+          .weight = op.weight->data(),
+          .weight_sq_norms = needs_norm ? op.weight->row_sq_norms() : nullptr,
+          .bias = data_of(op.bias),
+          .lora_a = op.lora_a->data(),
+          .lora_b = op.lora_b->data(),
+          .magnitude = data_of(op.magnitude),
+          .dims = op.layer.dims,
+          .scale = op.scale,
+          .eps = op.eps,
+          .dropout = {op.dropout, op.seed},
           .precision = gemm_precision()};
 }
 
 // The requested gradients, allocated on the call's device, in one object beside the pointers the kernel writes.
-std::pair<Napi::Object, ops::AdapterGrads> gradients(const Call& call, const A& args, const Needs& needs, bool dora) {
-  const auto [n, k, m, r] = args.layer.dims;
+std::pair<Napi::Object, ops::AdapterGrads> gradients(const Call& call, const A& op, const Needs& needs, bool dora) {
+  const auto [n, k, m, r] = op.layer.dims;
   std::pair<Napi::Object, ops::AdapterGrads> grads{Napi::Object::New(call.env), {}};
   ops::AdapterGrads& g = grads.second;
   const std::tuple<const char*, bool, Shape, float**> wanted[] = {
-      {"input", needs.input, args.input->shape(), &g.input},
+      {"input", needs.input, op.input->shape(), &g.input},
       {"loraA", needs.lora_a, rules::matrix(r, k), &g.lora_a},
       {"loraB", needs.lora_b, rules::matrix(m, r), &g.lora_b},
       {"magnitude", dora && needs.magnitude, rules::vector(m), &g.magnitude},
-      {"bias", needs.bias && args.bias != nullptr, rules::vector(m), &g.bias}};
+      {"bias", needs.bias && op.bias != nullptr, rules::vector(m), &g.bias}};
   for (const auto& [key, want, shape, slot] : wanted) {
     if (want) grads.first.Set(key, call.output(shape, slot));
   }
@@ -111,11 +111,11 @@ std::vector<Field<A>> layer_fields(std::initializer_list<Field<A>> more, bool we
 
 // [sync] doraForward returns the output and what doraBackward needs; doraBackward consumes (overwrites) `combined`.
 const OpSpec<A> kDoraForward("doraForward", Runs::kAny, kernel<&ops::Backend::dora_forward>,
-                             layer_fields({magnitude(), eps()}), check, [](const Call& call, A& args) -> Napi::Value {
-                               const auto [n, k, m, r] = args.layer.dims;
+                             layer_fields({magnitude(), eps()}), check, [](const Call& call, A& op) -> Napi::Value {
+                               const auto [n, k, m, r] = op.layer.dims;
                                ops::DoraSaved s;
                                const std::tuple<const char*, Shape, float**> outputs[] = {
-                                   {"output", args.layer.output, &args.out},
+                                   {"output", op.layer.output, &op.out},
                                    {"combined", rules::matrix(n, m), &s.combined},
                                    {"hidden", rules::matrix(n, r), &s.hidden},
                                    {"norm", rules::vector(m), &s.norm},
@@ -123,7 +123,7 @@ const OpSpec<A> kDoraForward("doraForward", Runs::kAny, kernel<&ops::Backend::do
                                    {"loraGram", rules::matrix(r, r), &s.lora_gram}};
                                Napi::Object result = Napi::Object::New(call.env);
                                for (const auto& [key, shape, data] : outputs) result.Set(key, call.output(shape, data));
-                               call.backend.dora_forward({args.out, s, layer(args, true)});
+                               call.backend.dora_forward({op.out, s, layer(op, true)});
                                return result;
                              });
 const OpSpec<A> kDoraBackward(
@@ -131,54 +131,53 @@ const OpSpec<A> kDoraBackward(
     layer_fields({grad_output(), magnitude(), arg<&A::combined>("combined", kWritten), hidden(), arg<&A::norm>("norm"),
                   arg<&A::weight_lora_a>("weightLoraA"), arg<&A::lora_gram>("loraGram"), eps(), detach_norm(),
                   needs()}),
-    check, [](const Call& call, A& args) -> Napi::Value {
-      auto [object, grads] = gradients(call, args, args.needs, true);
-      const ops::DoraSaved saved{.combined = args.combined->data(),
-                                 .hidden = args.hidden->data(),
-                                 .norm = args.norm->data(),
-                                 .weight_lora_a = args.weight_lora_a->data(),
-                                 .lora_gram = args.lora_gram->data()};
-      call.backend.dora_backward({grads, args.grad_output->data(), saved, layer(args, false), args.detach_norm});
+    check, [](const Call& call, A& op) -> Napi::Value {
+      auto [object, grads] = gradients(call, op, op.needs, true);
+      const ops::DoraSaved saved{.combined = op.combined->data(),
+                                 .hidden = op.hidden->data(),
+                                 .norm = op.norm->data(),
+                                 .weight_lora_a = op.weight_lora_a->data(),
+                                 .lora_gram = op.lora_gram->data()};
+      call.backend.dora_backward({grads, op.grad_output->data(), saved, layer(op, false), op.detach_norm});
       return object;
     });
 const OpSpec<A> kLoraForward(
     "loraForward", Runs::kAny, kernel<&ops::Backend::lora_forward>,
     layer_fields({out<&A::out, &A::layer, &rules::Layer::output>(), out<&A::hidden_out, &A::nr>("hidden")}), check,
-    [](const Call& call, A& args) {
-      call.backend.lora_forward({.output = args.out, .hidden = args.hidden_out, .layer = layer(args, false)});
+    [](const Call& call, A& op) {
+      call.backend.lora_forward({.output = op.out, .hidden = op.hidden_out, .layer = layer(op, false)});
     });
 const OpSpec<A> kLoraBackward("loraBackward", Runs::kAny, kernel<&ops::Backend::lora_backward>,
                               layer_fields({grad_output(), hidden(), needs()}), check,
-                              [](const Call& call, A& args) -> Napi::Value {
-                                auto [object, grads] = gradients(call, args, args.needs, false);
+                              [](const Call& call, A& op) -> Napi::Value {
+                                auto [object, grads] = gradients(call, op, op.needs, false);
                                 call.backend.lora_backward({.grads = grads,
-                                                            .grad_output = args.grad_output->data(),
-                                                            .hidden = args.hidden->data(),
-                                                            .layer = layer(args, false)});
+                                                            .grad_output = op.grad_output->data(),
+                                                            .hidden = op.hidden->data(),
+                                                            .layer = layer(op, false)});
                                 return object;
                               });
 
 // [sync] Merge and unmerge: DoRA with a magnitude (unmerge needs the norm from before merging), LoRA without.
 const OpSpec<A> kDoraWeightNorm("doraWeightNorm", Runs::kAny, kernel<&ops::Backend::dora_norm>,
-                                layer_fields({eps(), out<&A::out, &A::m>()}, true), check,
-                                [](const Call& call, A& args) {
-                                  call.backend.dora_norm({args.out, layer(args, true)});
+                                layer_fields({eps(), out<&A::out, &A::m>()}, true), check, [](const Call& call, A& op) {
+                                  call.backend.dora_norm({op.out, layer(op, true)});
                                 });
 const OpSpec<A> kAdapterMerge("adapterMerge", Runs::kCpu, kernel<&ops::Backend::adapter_merge>,
                               layer_fields({magnitude(kOptional), eps(), out<&A::out, &A::mk>()}, true), check,
-                              [](const Call& call, A& args) {
-                                call.backend.adapter_merge({args.out, layer(args, args.magnitude != nullptr)});
+                              [](const Call& call, A& op) {
+                                call.backend.adapter_merge({op.out, layer(op, op.magnitude != nullptr)});
                               });
 const OpSpec<A> kAdapterUnmerge(
     "adapterUnmerge", Runs::kCpu, kernel<&ops::Backend::adapter_unmerge>,
     {arg<&A::weight>("merged"), arg<&A::lora_a>("loraA"), arg<&A::lora_b>("loraB"), arg<&A::scale>("scale"),
      magnitude(kOptional), arg<&A::norm>("norm", kOptional), out<&A::out, &A::mk>()},
-    [](const char* fn, A& args) {
-      check(fn, args);
-      rules::unmerge(fn, data_of(args.magnitude), args.norm != nullptr, args.layer.dims.m);
+    [](const char* fn, A& op) {
+      check(fn, op);
+      rules::unmerge(fn, data_of(op.magnitude), op.norm != nullptr, op.layer.dims.m);
     },
-    [](const Call& call, A& args) {
-      call.backend.adapter_unmerge({args.out, data_of(args.norm), layer(args, false)});
+    [](const Call& call, A& op) {
+      call.backend.adapter_unmerge({op.out, data_of(op.norm), layer(op, false)});
     });
 
 // [sync] The plain double-precision references, which form V = W0 + s B A (magnitude absent: LoRA).
@@ -186,15 +185,15 @@ const OpSpec<A> kForwardReference("adapterForwardReference", Runs::kCpu,
                                   kernel<&ops::Backend::adapter_forward_reference>,
                                   layer_fields({magnitude(kOptional), eps(),
                                                 out<&A::out, &A::layer, &rules::Layer::output>()}),
-                                  check, [](const Call& call, A& args) {
-                                    call.backend.adapter_forward_reference({args.out, layer(args, false)});
+                                  check, [](const Call& call, A& op) {
+                                    call.backend.adapter_forward_reference({op.out, layer(op, false)});
                                   });
 const OpSpec<A> kBackwardReference(
     "adapterBackwardReference", Runs::kCpu, kernel<&ops::Backend::adapter_backward_reference>,
     layer_fields({grad_output(), magnitude(kOptional), eps(), detach_norm()}), check,
-    [](const Call& call, A& args) -> Napi::Value {
-      auto [object, grads] = gradients(call, args, Needs{}, args.magnitude != nullptr);
-      call.backend.adapter_backward_reference({grads, args.grad_output->data(), layer(args, false), args.detach_norm});
+    [](const Call& call, A& op) -> Napi::Value {
+      auto [object, grads] = gradients(call, op, Needs{}, op.magnitude != nullptr);
+      call.backend.adapter_backward_reference({grads, op.grad_output->data(), layer(op, false), op.detach_norm});
       return object;
     });
 

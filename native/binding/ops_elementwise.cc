@@ -26,9 +26,9 @@ template <ops::BinaryOp Op>
 OpSpec<E> binary(const char* name) {
   return OpSpec<E>(
       name, Runs::kAny, kernel<&ops::Backend::binary>, {arg<&E::a>("a"), arg<&E::b>("b"), out<&E::out, &E::a>()},
-      [](const char* fn, E& args) { args.period = rules::broadcast_period(fn, args.a->shape(), args.b->shape()); },
-      [](const Call& call, E& args) {
-        call.backend.binary({Op, args.out, args.a->data(), args.b->data(), args.a->numel(), args.period});
+      [](const char* fn, E& op) { op.period = rules::broadcast_period(fn, op.a->shape(), op.b->shape()); },
+      [](const Call& call, E& op) {
+        call.backend.binary({Op, op.out, op.a->data(), op.b->data(), op.a->numel(), op.period});
       });
 }
 
@@ -37,68 +37,67 @@ const OpSpec<E> kSub = binary<ops::BinaryOp::kSub>("sub");
 const OpSpec<E> kMul = binary<ops::BinaryOp::kMul>("mul");
 const OpSpec<E> kScale("scale", Runs::kAny, kernel<&ops::Backend::scale>,
                        {arg<&E::a>("a"), arg<&E::alpha>("alpha"), out<&E::out, &E::a>()}, nullptr,
-                       [](const Call& call, E& args) {
-                         call.backend.scale({args.out, args.a->data(), args.a->numel(), args.alpha});
+                       [](const Call& call, E& op) {
+                         call.backend.scale({op.out, op.a->data(), op.a->numel(), op.alpha});
                        });
 const OpSpec<E> kAxpy(
     "axpy", Runs::kAny, kernel<&ops::Backend::axpy>,
     {arg<&E::a>("y", kWritten), arg<&E::alpha>("alpha"), arg<&E::b>("x")},
-    [](const char* fn, E& args) { rules::same_shape(fn, "y", args.a->shape(), "x", args.b->shape()); },
-    [](const Call& call, E& args) {
-      call.backend.axpy({.y = args.a->data(), .x = args.b->data(), .n = args.a->numel(), .alpha = args.alpha});
+    [](const char* fn, E& op) { rules::same_shape(fn, "y", op.a->shape(), "x", op.b->shape()); },
+    [](const Call& call, E& op) {
+      call.backend.axpy({.y = op.a->data(), .x = op.b->data(), .n = op.a->numel(), .alpha = op.alpha});
     });
 
 // [sync] Along one axis: sum and its gradient broadcastAxis (over everything without an axis), narrow and its gradient.
-
 const OpSpec<E> kSum(
     "sum", Runs::kAny, kernel<&ops::Backend::sum_axis>,
     {arg<&E::a>("a"), index<&E::axis>("axis"), arg<&E::keep_dims>("keepDims"), out<&E::out, &E::shape>()},
-    [](const char* fn, E& args) {
-      const rules::Reduction reduction = rules::reduction(fn, args.a->shape(), args.axis, args.keep_dims);
-      args.range.split = reduction.split;
-      args.shape = reduction.out;
+    [](const char* fn, E& op) {
+      const rules::Reduction reduction = rules::reduction(fn, op.a->shape(), op.axis, op.keep_dims);
+      op.range.split = reduction.split;
+      op.shape = reduction.out;
     },
-    [](const Call& call, E& args) {
-      const rules::AxisSplit& s = args.range.split;
-      call.backend.sum_axis({args.out, args.a->data(), s.outer, s.length, s.inner});
+    [](const Call& call, E& op) {
+      const rules::AxisSplit& s = op.range.split;
+      call.backend.sum_axis({op.out, op.a->data(), s.outer, s.length, s.inner});
     });
 const OpSpec<E> kBroadcastAxis(
     "broadcastAxis", Runs::kAny, kernel<&ops::Backend::broadcast_axis>,
     {arg<&E::a>("a"), arg<&E::shape>("shape"), index<&E::axis>("axis"), out<&E::out, &E::shape>()},
-    [](const char* fn, E& args) { args.range.split = rules::broadcast(fn, args.a->shape(), args.shape, args.axis); },
-    [](const Call& call, E& args) {
-      const rules::AxisSplit& s = args.range.split;
-      call.backend.broadcast_axis({args.out, args.a->data(), s.outer, s.length, s.inner});
+    [](const char* fn, E& op) { op.range.split = rules::broadcast(fn, op.a->shape(), op.shape, op.axis); },
+    [](const Call& call, E& op) {
+      const rules::AxisSplit& s = op.range.split;
+      call.backend.broadcast_axis({op.out, op.a->data(), s.outer, s.length, s.inner});
     });
 
-ops::Narrow narrow(const E& args) {
-  const rules::Range& r = args.range;
-  return {args.out, args.a->data(), r.split.outer, r.split.length, r.split.inner, r.start, r.length};
+ops::Narrow narrow(const E& op) {
+  const rules::Range& r = op.range;
+  return {op.out, op.a->data(), r.split.outer, r.split.length, r.split.inner, r.start, r.length};
 }
 
 const OpSpec<E> kNarrow(
     "narrow", Runs::kAny, kernel<&ops::Backend::narrow>,
     {arg<&E::a>("a"), index<&E::at>("axis"), index<&E::start>("start"), index<&E::length>("length"),
      out<&E::out, &E::shape>()},
-    [](const char* fn, E& args) {
-      args.range = rules::narrow_range(fn, args.a->shape(), args.at, args.start, args.length);
-      args.shape = args.range.narrowed;
+    [](const char* fn, E& op) {
+      op.range = rules::narrow_range(fn, op.a->shape(), op.at, op.start, op.length);
+      op.shape = op.range.narrowed;
     },
-    [](const Call& call, E& args) { call.backend.narrow(narrow(args)); });
+    [](const Call& call, E& op) { call.backend.narrow(narrow(op)); });
 const OpSpec<E> kNarrowBackward(
     "narrowBackward", Runs::kAny, kernel<&ops::Backend::narrow_backward>,
     {arg<&E::a>("grad"), arg<&E::shape>("shape"), index<&E::at>("axis"), index<&E::start>("start"),
      out<&E::out, &E::shape>()},
-    [](const char* fn, E& args) {
-      args.range = rules::narrow_backward_range(fn, args.a->shape(), args.shape, args.at, args.start);
+    [](const char* fn, E& op) {
+      op.range = rules::narrow_backward_range(fn, op.a->shape(), op.shape, op.at, op.start);
     },
-    [](const Call& call, E& args) { call.backend.narrow_backward(narrow(args)); });
+    [](const Call& call, E& op) { call.backend.narrow_backward(narrow(op)); });
 
 const OpSpec<E> kGlobalNorm(
     "globalNorm", Runs::kAny, kernel<&ops::Backend::global_norm>, {arg<&E::tensors>("tensors")}, nullptr,
-    [](const Call& call, E& args) -> Napi::Value {
+    [](const Call& call, E& op) -> Napi::Value {
       double norm = 0;
-      call.backend.global_norm({&norm, args.tensors.read(), args.tensors.lengths.data(), args.tensors.count()});
+      call.backend.global_norm({&norm, op.tensors.read(), op.tensors.lengths.data(), op.tensors.count()});
       return Napi::Number::New(call.env, norm);
     });
 

@@ -28,107 +28,105 @@ const OpSpec<S> kAdamw(
      arg<&S::exp_avg_sq>("expAvgSq", kWritten), arg<&S::lr>("lr", kNonNegative),
      arg<&S::beta1>("beta1", half_open(0, 1)), arg<&S::beta2>("beta2", half_open(0, 1)),
      arg<&S::eps>("eps", kNonNegative), weight_decay(), arg<&S::step>("step", closed(1, kMaxSafeInteger))},
-    [](const char* fn, S& args) {
-      rules::paired(fn, "params", args.params.shapes, "grads", args.grads.shapes);
-      rules::paired(fn, "params", args.params.shapes, "expAvg", args.exp_avg.shapes);
-      rules::paired(fn, "params", args.params.shapes, "expAvgSq", args.exp_avg_sq.shapes);
+    [](const char* fn, S& op) {
+      rules::paired(fn, "params", op.params.shapes, "grads", op.grads.shapes);
+      rules::paired(fn, "params", op.params.shapes, "expAvg", op.exp_avg.shapes);
+      rules::paired(fn, "params", op.params.shapes, "expAvgSq", op.exp_avg_sq.shapes);
     },
-    [](const Call& call, S& args) {
-      call.backend.adamw_step({.params = args.params.data.data(),
-                               .exp_avgs = args.exp_avg.data.data(),
-                               .exp_avg_sqs = args.exp_avg_sq.data.data(),
-                               .grads = args.grads.read(),
-                               .lengths = args.params.lengths.data(),
-                               .count = args.params.count(),
-                               .lr = args.lr,
-                               .beta1 = args.beta1,
-                               .beta2 = args.beta2,
-                               .eps = args.eps,
-                               .weight_decay = args.weight_decay,
-                               .step = args.step});
+    [](const Call& call, S& op) {
+      call.backend.adamw_step({.params = op.params.data.data(),
+                               .exp_avgs = op.exp_avg.data.data(),
+                               .exp_avg_sqs = op.exp_avg_sq.data.data(),
+                               .grads = op.grads.read(),
+                               .lengths = op.params.lengths.data(),
+                               .count = op.params.count(),
+                               .lr = op.lr,
+                               .beta1 = op.beta1,
+                               .beta2 = op.beta2,
+                               .eps = op.eps,
+                               .weight_decay = op.weight_decay,
+                               .step = op.step});
     });
 const OpSpec<S> kSgd(
     "sgdStep", Runs::kAny, kernel<&ops::Backend::sgd_step>,
     {arg<&S::params>("params", kWritten), arg<&S::grads>("grads"),
      arg<&S::exp_avg>("momentumBuffers", kOptionalWritten), arg<&S::lr>("lr", kNonNegative),
      arg<&S::momentum>("momentum", kNonNegative), weight_decay(), arg<&S::nesterov>("nesterov")},
-    [](const char* fn, S& args) {
-      rules::sgd(fn, args.momentum, args.nesterov, args.params.shapes, args.grads.shapes,
-                 args.exp_avg.present ? &args.exp_avg.shapes : nullptr);
+    [](const char* fn, S& op) {
+      rules::sgd(fn, op.momentum, op.nesterov, op.params.shapes, op.grads.shapes,
+                 op.exp_avg.present ? &op.exp_avg.shapes : nullptr);
     },
-    [](const Call& call, S& args) {
-      call.backend.sgd_step({.params = args.params.data.data(),
-                             .momentum_buffers = args.exp_avg.present ? args.exp_avg.data.data() : nullptr,
-                             .grads = args.grads.read(),
-                             .lengths = args.params.lengths.data(),
-                             .count = args.params.count(),
-                             .lr = args.lr,
-                             .momentum = args.momentum,
-                             .weight_decay = args.weight_decay,
-                             .nesterov = args.nesterov});
+    [](const Call& call, S& op) {
+      call.backend.sgd_step({.params = op.params.data.data(),
+                             .momentum_buffers = op.exp_avg.present ? op.exp_avg.data.data() : nullptr,
+                             .grads = op.grads.read(),
+                             .lengths = op.params.lengths.data(),
+                             .count = op.params.count(),
+                             .lr = op.lr,
+                             .momentum = op.momentum,
+                             .weight_decay = op.weight_decay,
+                             .nesterov = op.nesterov});
     });
 
 const OpSpec<S> kAxpyList(
     "axpyList", Runs::kAny, kernel<&ops::Backend::axpy_list>,
     {arg<&S::target>("ys", kWritten), arg<&S::factor>("alpha"), arg<&S::first>("xs")},
-    [](const char* fn, S& args) { rules::paired(fn, "ys", args.target.shapes, "xs", args.first.shapes); },
-    [](const Call& call, S& args) {
-      const TensorList& ys = args.target;
-      call.backend.axpy_list({ys.data.data(), args.first.read(), ys.lengths.data(), ys.count(), args.factor});
+    [](const char* fn, S& op) { rules::paired(fn, "ys", op.target.shapes, "xs", op.first.shapes); },
+    [](const Call& call, S& op) {
+      const TensorList& ys = op.target;
+      call.backend.axpy_list({ys.data.data(), op.first.read(), ys.lengths.data(), ys.count(), op.factor});
     });
 const OpSpec<S> kScaleList("scaleList", Runs::kAny, kernel<&ops::Backend::scale_list>,
                            {arg<&S::target>("tensors", kWritten), arg<&S::factor>("factor")}, nullptr,
-                           [](const Call& call, S& args) {
-                             const TensorList& t = args.target;
-                             call.backend.scale_list({t.data.data(), t.lengths.data(), t.count(), args.factor});
+                           [](const Call& call, S& op) {
+                             const TensorList& t = op.target;
+                             call.backend.scale_list({t.data.data(), t.lengths.data(), t.count(), op.factor});
                            });
 const OpSpec<S> kCombine(
     "combineHypergradient", Runs::kAny, kernel<&ops::Backend::combine_hypergradient>,
     {arg<&S::target>("direct", kWritten), arg<&S::first>("plus"), arg<&S::second>("minus"), arg<&S::factor>("factor")},
-    [](const char* fn, S& args) {
-      rules::paired(fn, "direct", args.target.shapes, "plus", args.first.shapes);
-      rules::paired(fn, "direct", args.target.shapes, "minus", args.second.shapes);
+    [](const char* fn, S& op) {
+      rules::paired(fn, "direct", op.target.shapes, "plus", op.first.shapes);
+      rules::paired(fn, "direct", op.target.shapes, "minus", op.second.shapes);
     },
-    [](const Call& call, S& args) {
-      const TensorList& d = args.target;
+    [](const Call& call, S& op) {
+      const TensorList& d = op.target;
       call.backend.combine_hypergradient({.direct = d.data.data(),
-                                          .plus = args.first.read(),
-                                          .minus = args.second.read(),
+                                          .plus = op.first.read(),
+                                          .minus = op.second.read(),
                                           .lengths = d.lengths.data(),
                                           .count = d.count(),
-                                          .factor = args.factor});
+                                          .factor = op.factor});
     });
 
 // [sync] orthogonalityPenalty -> { value: number, gradA?, gradB? }, CPU only (lib/ops/regularizer.ts serves GPUs).
-
 const OpSpec<S> kPenalty(
     "orthogonalityPenalty", Runs::kCpu, kernel<&ops::Backend::orthogonality_penalty>,
     {arg<&S::weight>("weight"), arg<&S::weight_gram>("weightGram"), arg<&S::lora_a>("loraA"), arg<&S::lora_b>("loraB"),
      arg<&S::scale>("scale"), arg<&S::norm_floor>("eps", kPositive), arg<&S::compute_gradients>("computeGradients")},
-    [](const char* fn, S& args) {
-      args.dims = rules::penalty(fn, args.weight->shape(), args.weight_gram->shape(), args.lora_a->shape(),
-                                 args.lora_b->shape());
+    [](const char* fn, S& op) {
+      op.dims = rules::penalty(fn, op.weight->shape(), op.weight_gram->shape(), op.lora_a->shape(), op.lora_b->shape());
     },
-    [](const Call& call, S& args) -> Napi::Value {
+    [](const Call& call, S& op) -> Napi::Value {
       float *grad_a = nullptr, *grad_b = nullptr;
       Napi::Object result = Napi::Object::New(call.env);
-      if (args.compute_gradients) {
-        result.Set("gradA", call.output(args.lora_a->shape(), &grad_a));
-        result.Set("gradB", call.output(args.lora_b->shape(), &grad_b));
+      if (op.compute_gradients) {
+        result.Set("gradA", call.output(op.lora_a->shape(), &grad_a));
+        result.Set("gradB", call.output(op.lora_b->shape(), &grad_b));
       }
       double value = 0;
       call.backend.orthogonality_penalty({.value = &value,
                                           .grad_lora_a = grad_a,
                                           .grad_lora_b = grad_b,
-                                          .weight = args.weight->data(),
-                                          .weight_gram = args.weight_gram->data(),
-                                          .lora_a = args.lora_a->data(),
-                                          .lora_b = args.lora_b->data(),
-                                          .m = args.dims.m,
-                                          .k = args.dims.k,
-                                          .r = args.dims.r,
-                                          .scale = args.scale,
-                                          .eps = args.norm_floor});
+                                          .weight = op.weight->data(),
+                                          .weight_gram = op.weight_gram->data(),
+                                          .lora_a = op.lora_a->data(),
+                                          .lora_b = op.lora_b->data(),
+                                          .m = op.dims.m,
+                                          .k = op.dims.k,
+                                          .r = op.dims.r,
+                                          .scale = op.scale,
+                                          .eps = op.norm_floor});
       result.Set("value", Napi::Number::New(call.env, value));
       return result;
     });

@@ -200,15 +200,15 @@ struct CreateArgs {
 };
 using C = CreateArgs;
 
-Napi::Value full(const Call& call, C& args) {
-  FloatBuffer buffer(args.shape.numel(), args.value == 0.0);
-  if (args.value != 0.0) std::fill(buffer.data(), buffer.data() + args.shape.numel(), static_cast<float>(args.value));
-  return TensorHandle::create(call.env, args.shape, std::move(buffer));
+Napi::Value full(const Call& call, C& op) {
+  FloatBuffer buffer(op.shape.numel(), op.value == 0.0);
+  if (op.value != 0.0) std::fill(buffer.data(), buffer.data() + op.shape.numel(), static_cast<float>(op.value));
+  return TensorHandle::create(call.env, op.shape, std::move(buffer));
 }
 
 template <ops::Distribution kind>
-void random(const Call& call, C& args) {
-  call.backend.fill({args.out, args.shape.numel(), kind, args.seed, args.a, args.b});
+void random(const Call& call, C& op) {
+  call.backend.fill({op.out, op.shape.numel(), kind, op.seed, op.a, op.b});
 }
 
 Field<C> shape() { return arg<&C::shape>("shape"); }
@@ -216,8 +216,8 @@ Field<C> seed() { return arg<&C::seed>("seed", closed(0, kMaxSafeInteger)); }
 
 const OpSpec<C> kFromFloat32Array(
     "fromFloat32Array", Runs::kCpu, nullptr, {arg<&C::data>("data"), shape(), out<&C::out, &C::shape>()},
-    [](const char* fn, C& args) { rules::length(fn, "data", int64_t(args.data.ElementLength()), args.shape); },
-    [](const Call&, C& args) { std::copy_n(args.data.Data(), args.shape.numel(), args.out); }, "Tensor.from");
+    [](const char* fn, C& op) { rules::length(fn, "data", int64_t(op.data.ElementLength()), op.shape); },
+    [](const Call&, C& op) { std::copy_n(op.data.Data(), op.shape.numel(), op.out); }, "Tensor.from");
 const OpSpec<C> kFull("full", Runs::kCpu, nullptr, {shape(), arg<&C::value>("value")}, nullptr, full, "Tensor.full");
 const OpSpec<C> kRandn("randn", Runs::kCpu, kernel<&ops::Backend::fill>,
                        {shape(), seed(), arg<&C::a>("mean"), arg<&C::b>("std", kNonNegative),
@@ -226,17 +226,17 @@ const OpSpec<C> kRandn("randn", Runs::kCpu, kernel<&ops::Backend::fill>,
 const OpSpec<C> kUniform(
     "uniform", Runs::kCpu, kernel<&ops::Backend::fill>,
     {shape(), seed(), arg<&C::a>("low"), arg<&C::b>("high"), out<&C::out, &C::shape>()},
-    [](const char* fn, C& args) { rules::below(fn, "low", args.a, "high", args.b); },
-    random<ops::Distribution::kUniform>, "Tensor.uniform");
+    [](const char* fn, C& op) { rules::below(fn, "low", op.a, "high", op.b); }, random<ops::Distribution::kUniform>,
+    "Tensor.uniform");
 const OpSpec<C> kReshape(
     "reshape", Runs::kAny, nullptr, {arg<&C::x>("x"), shape()},
-    [](const char* fn, C& args) { rules::reshape(fn, args.x->shape(), args.shape); },
-    [](const Call& call, C& args) -> Napi::Value { return args.x->view(call.env, args.shape); });
+    [](const char* fn, C& op) { rules::reshape(fn, op.x->shape(), op.shape); },
+    [](const Call& call, C& op) -> Napi::Value { return op.x->view(call.env, op.shape); });
 const OpSpec<C> kToDevice(
     "toDevice", Runs::kAny, nullptr, {arg<&C::x>("x"), arg<&C::device>("device")}, nullptr,
-    [](const Call& call, C& args) -> Napi::Value {
-      return args.x->copy_to(call.env, usable_device(args.device, std::string(call.fn) + ": device", cuda_backend()),
-                             call.fn);
+    [](const Call& call, C& op) -> Napi::Value {
+      return op.x->copy_to(call.env, usable_device(op.device, std::string(call.fn) + ": device", cuda_backend()),
+                           call.fn);
     },
     "Tensor.to");
 
