@@ -18,6 +18,7 @@ export {
   loraUnmerge,
   type LoraArgs,
   reference,
+  type WeightNormArgs,
 } from './adapter';
 export { add, axpy, mul, scale, sub } from './elementwise';
 export { linear, matmul, type MatmulOptions } from './matmul';
