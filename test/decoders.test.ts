@@ -8,7 +8,7 @@ import { join } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
-import { io, models, noGrad, type Tensor, tidy } from '../lib/index';
+import { io, memory, models, noGrad, type Tensor, tidy } from '../lib/index';
 import { generate, positionsFromMask, samplingProbabilities, topIndices } from '../lib/models/generation';
 import { relativeError } from './helpers';
 
@@ -26,6 +26,10 @@ interface Case {
 
 function readCase(folder: string): Case {
   return JSON.parse(readFileSync(join(root, folder, 'case.json'), 'utf8')) as Case;
+}
+
+function readConfig(folder: string): Record<string, unknown> {
+  return JSON.parse(readFileSync(join(root, folder, 'config.json'), 'utf8')) as Record<string, unknown>;
 }
 
 function loadDecoder(folder: string): models.CausalLM & { loadReport: models.LoadReport } {
@@ -380,6 +384,51 @@ describe('generation', () => {
     });
     await expect(aborted).rejects.toThrow('enough');
     model.dispose();
+  });
+
+  it('generation frees every tensor it made: greedy, sampling, beams, without the cache, and when aborted', async () => {
+    const model = loadDecoder('llama');
+    const before = memory().tensors;
+    await model.generate(prompt, { maxNewTokens: 4 });
+    await model.generate(prompt, { maxNewTokens: 4, doSample: true, seed: 1 });
+    await model.generate(prompt, { maxNewTokens: 4, numBeams: 2 });
+    await model.generate(prompt, { maxNewTokens: 4, useCache: false });
+    const controller = new AbortController();
+    await expect(
+      model.generate(prompt, { maxNewTokens: 9, signal: controller.signal, onToken: () => controller.abort() }),
+    ).rejects.toThrow();
+    expect(memory().tensors).toBe(before);
+    model.dispose();
+  });
+
+  it('trains in train mode: dropout (attention inside the fused op) is seeded, gradients are finite', () => {
+    const config = {
+      ...readConfig('gpt2'),
+      model_type: 'gpt2' as const,
+      attn_pdrop: 0.2,
+      resid_pdrop: 0.1,
+      embd_pdrop: 0.1,
+    };
+    const losses = [1, 2].map(() => {
+      const model = models.fromConfig(config, { seed: 4 });
+      if (!(model instanceof models.GPT2LMHeadModel)) throw new Error('expected GPT-2');
+      const { logits, loss } = model.forward({ inputIds: prompt.inputIds, labels: prompt.inputIds });
+      loss!.backward();
+      const gradient = model.transformer.h[0].attn.c_attn.weight.grad!.toFloat32Array();
+      expect(gradient.every(Number.isFinite)).toBe(true);
+      const value = loss!.item();
+      logits.dispose();
+      loss!.dispose();
+      model.eval();
+      const evaluated = tidy(() =>
+        noGrad(() => model.forward({ inputIds: prompt.inputIds, labels: prompt.inputIds }).loss!.item()),
+      );
+      model.dispose();
+      return { value, evaluated };
+    });
+    // The same seed replays the same masks; eval mode turns them off, and the loss changes.
+    expect(losses[1].value).toBe(losses[0].value);
+    expect(losses[0].evaluated).not.toBe(losses[0].value);
   });
 
   it('bad options and inputs are TypeErrors or RangeErrors naming them', async () => {
