@@ -5,13 +5,17 @@
 import { afterAll, describe, expect, it } from 'vitest';
 
 import { native } from '../lib/binding';
-import { buildInfo, ops, setNumThreads, Tensor, tidy } from '../lib/index';
+import { buildInfo, ops, setIsa, setNumThreads, Tensor, tidy } from '../lib/index';
 import { handleOf, tensorOf } from '../lib/tensor';
 import { checkGradients } from './gradcheck';
-import { baseSeed, randomTensor, relativeError } from './helpers';
+import { baseSeed, isaPaths, randomTensor, relativeError } from './helpers';
 
 const initialThreads = buildInfo().threads;
-afterAll(() => setNumThreads(initialThreads));
+const initialIsa = buildInfo().isa;
+afterAll(() => {
+  setNumThreads(initialThreads);
+  setIsa(initialIsa);
+});
 const seedNote = `seed ${baseSeed}`;
 
 interface Case {
@@ -45,17 +49,17 @@ const cases: Case[] = [
     heads: 2,
     kvHeads: 2,
     queryLength: 5,
-    keyLength: 150,
+    keyLength: 300,
     headSize: 20,
     causal: true,
   },
   {
-    label: 'causal, past one query block',
-    batch: 2,
+    label: 'causal, past one query block and one key block',
+    batch: 1,
     heads: 2,
     kvHeads: 1,
-    queryLength: 70,
-    keyLength: 70,
+    queryLength: 270,
+    keyLength: 270,
     headSize: 13,
     causal: true,
     mask: 'padding',
@@ -65,8 +69,8 @@ const cases: Case[] = [
     batch: 2,
     heads: 4,
     kvHeads: 2,
-    queryLength: 67,
-    keyLength: 131,
+    queryLength: 131,
+    keyLength: 263,
     headSize: 17,
     mask: 'padding',
   },
@@ -97,7 +101,7 @@ const cases: Case[] = [
     heads: 4,
     kvHeads: 2,
     queryLength: 33,
-    keyLength: 140,
+    keyLength: 290,
     headSize: 10,
     mask: 'padding',
     dropout: 0.3,
@@ -234,9 +238,16 @@ describe('fused attention against float64 softmax attention', () => {
         factors,
         scale,
       );
-      for (const kernel of ['blocked', 'reference'] as const) {
-        const got = runNative(c, inputs, kernel === 'reference', seed);
-        const tolerance = kernel === 'reference' ? 2e-6 : 2e-5;
+      // The blocked kernel on every ISA path this CPU has (its row steps are per-ISA bodies), then the reference.
+      const kernels = [
+        ...isaPaths.map((isa) => ({ name: `blocked (${isa})`, isa, reference: false })),
+        { name: 'reference', isa: initialIsa, reference: true },
+      ];
+      for (const { name: kernel, isa, reference: useReference } of kernels) {
+        setIsa(isa);
+        const got = runNative(c, inputs, useReference, seed);
+        setIsa(initialIsa);
+        const tolerance = useReference ? 2e-6 : 2e-5;
         for (const [name, actual, wanted] of [
           ['output', got.out, expected.out],
           ['query gradient', got.dq, expected.dq],

@@ -10,6 +10,12 @@
 
 namespace bidora::cpu {
 
+// Fused attention's dropout draw (../cuda/random_math.cuh): keep when the mixed counter's top 53 bits reach threshold.
+struct AttentionDropout {
+  uint64_t key, threshold;
+  float keep_scale;
+};
+
 struct NnKernels {
   void (*gelu_forward)(float* out, const float* x, int64_t n);
   void (*gelu_backward)(float* grad_x, const float* x, const float* grad_out, int64_t n);
@@ -48,6 +54,20 @@ struct NnKernels {
   void (*softmax_backward_row)(float* grad_x, const float* out, const float* grad_out, int64_t d);
   // log Σ exp(x_j) over one row, computed as max + log Σ exp(x_j − max).
   double (*log_sum_exp_row)(const float* x, int64_t d);
+
+  // Fused attention (attention.cc), one query row against one block of `cols` keys, of which those c < seen with
+  // valid[c] != 0 are attended. The online-softmax step: p holds the row's scaled scores and receives e^(s − max)
+  // (exactly 0 where not attended); *row_max and *row_sum are updated and *correction = e^(old max − new max) (0 when
+  // nothing was seen before, 1 while nothing is) is what the row's accumulated output must be rescaled by.
+  void (*attention_softmax_step)(float* p, const float* valid, int64_t seen, int64_t cols, float* row_max,
+                                 float* row_sum, float* correction);
+  // p [n] ⊙= dropout's factors (keep_scale or 0) at flat indices first, first + 1, ...
+  void (*attention_dropout_row)(float* p, int64_t n, int64_t first, const AttentionDropout& draw);
+  // The backward: s holds the row's scaled scores, dp = dO·V per key; writes P ⊙ Z to dropped and dS = P (Z dp −
+  // row_dot) over s, with P = e^(s − lse) and Z dropout's factors at first + c (1 when draw is null). seen = 0 for a
+  // row that saw no key (lse −inf): both all zeros.
+  void (*attention_grad_row)(float* s, float* dropped, const float* dp, const float* valid, int64_t seen, int64_t cols,
+                             float lse, float row_dot, int64_t first, const AttentionDropout* draw);
 };
 
 const NnKernels& nn_kernels(Isa isa);
