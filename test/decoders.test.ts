@@ -337,8 +337,50 @@ describe('generation', () => {
       }
       expect(sequencesScores![index]).toBeCloseTo(total / 5 ** 0.5, 4);
     });
-    const greedyShort = await model.generate(prompt, { maxNewTokens: 5, eosTokenId: null });
-    expect(greedyShort.sequences.map((row) => row.length)).toEqual(sequences.map((row) => row.length));
+    model.dispose();
+  });
+
+  it('beam search ends beams at eos: scored over their length with eos, padded after, the best first', async () => {
+    const model = loadDecoder('gpt2');
+    const reference = readCase('gpt2');
+    const inputs = { inputIds: reference.input_ids, attentionMask: reference.attention_mask };
+    // 77 is GPT-2's favourite continuation here (greedy ends rows 0 and 2 with runs of it).
+    const lengthPenalty = 1.5;
+    const { sequences, sequencesScores } = await model.generate(inputs, {
+      maxNewTokens: 6,
+      numBeams: 3,
+      eosTokenId: 77,
+      padTokenId: 1,
+      lengthPenalty,
+    });
+    const vocab = model.config.vocabSize;
+    const length = sequences[0].length;
+    let ended = 0;
+    sequences.forEach((row, index) => {
+      const generated = row.slice(12);
+      const end = generated.indexOf(77);
+      const count = end === -1 ? generated.length : end + 1;
+      if (end !== -1) {
+        ended++;
+        expect(generated.slice(count)).toEqual(new Array(generated.length - count).fill(1));
+      }
+      // The score is the summed log-probability of the new tokens (eos included) over count^lengthPenalty.
+      const ids = [row.slice(0, 12 + count)];
+      const mask = [[...reference.attention_mask[index], ...new Array<number>(count).fill(1)]];
+      const positionIds = [Array.from(positionsFromMask(Int32Array.from(mask[0]), 1, 12 + count))];
+      const logits = tidy(() =>
+        noGrad(() => model.forward({ inputIds: ids, attentionMask: mask, positionIds }).logits.toFloat32Array()),
+      );
+      let total = 0;
+      for (let at = 12; at < 12 + count; at++) {
+        const scores = Array.from(logits.subarray((at - 1) * vocab, at * vocab));
+        const max = Math.max(...scores);
+        total += scores[ids[0][at]] - max - Math.log(scores.reduce((sum, value) => sum + Math.exp(value - max), 0));
+      }
+      expect(sequencesScores![index]).toBeCloseTo(total / count ** lengthPenalty, 4);
+    });
+    expect(ended).toBeGreaterThan(0);
+    expect(length).toBeLessThanOrEqual(18);
     model.dispose();
   });
 
