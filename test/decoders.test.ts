@@ -8,9 +8,10 @@ import { join } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
-import { io, memory, models, noGrad, type Tensor, tidy } from '../lib/index';
+import { io, memory, models, noGrad, ops, type Tensor, tidy } from '../lib/index';
 import { generate, positionsFromMask, samplingProbabilities, topIndices } from '../lib/models/generation';
-import { relativeError } from './helpers';
+import { checkGradients } from './gradcheck';
+import { randomTensor, relativeError } from './helpers';
 
 const root = join(__dirname, 'fixtures', 'hf-families');
 
@@ -509,6 +510,30 @@ describe('generation', () => {
       /position 50 .*outside the 40 learned positions \(n_positions\)/,
     );
     model.dispose();
+  });
+});
+
+describe("the cache's and the checkpoints' shape ops", () => {
+  it('concat joins along an axis and hands each part its slice of the gradient; transpose2d transposes', () => {
+    const first = randomTensor([2, 3, 2, 4]).requireGrad();
+    const second = randomTensor([2, 3, 5, 4]).requireGrad();
+    const joined = ops.concat(first, second, 2);
+    expect(joined.shape).toEqual([2, 3, 7, 4]);
+    const [a, b, c] = [first.toFloat32Array(), second.toFloat32Array(), joined.toFloat32Array()];
+    for (let outer = 0; outer < 6; outer++) {
+      expect(c.subarray(outer * 28, outer * 28 + 8)).toEqual(a.subarray(outer * 8, outer * 8 + 8));
+      expect(c.subarray(outer * 28 + 8, outer * 28 + 28)).toEqual(b.subarray(outer * 20, outer * 20 + 20));
+    }
+    checkGradients('concat', ([x, y]) => ops.concat(x, y, -2), [first, second]);
+    expect(() => ops.concat(first, randomTensor([2, 3, 2, 5]), 2)).toThrow(/differ outside axis 2/);
+    expect(() => ops.concat(first, second, 4)).toThrow(RangeError);
+    const matrix = randomTensor([3, 5]).requireGrad();
+    const flipped = ops.transpose2d(matrix);
+    expect(flipped.shape).toEqual([5, 3]);
+    const [m, t] = [matrix.toFloat32Array(), flipped.toFloat32Array()];
+    for (let row = 0; row < 3; row++) for (let col = 0; col < 5; col++) expect(t[col * 3 + row]).toBe(m[row * 5 + col]);
+    checkGradients('transpose2d', ([x]) => ops.transpose2d(x), [matrix]);
+    for (const tensor of [first, second, joined, matrix, flipped]) tensor.dispose();
   });
 });
 
