@@ -1,11 +1,13 @@
-// The benchmark suites: `npm run bench [-- gemm|dora|bert|bilevel|eventloop|families] [--quick] [--threads 1,2]`. Prints GFLOP/s and ratios against
-// baselines measured in the same run, and writes bench/results/<suite>.json.
+// The benchmark suites: `npm run bench [-- gemm|dora|bert|bilevel|eventloop|families|causal-lm|generate] [--quick]
+// [--threads 1,2]`. Prints GFLOP/s and ratios against baselines measured in the same run, and writes
+// bench/results/<suite>.json.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 
 import { runBert } from './bert.mjs';
 import { runBilevel } from './bilevel.mjs';
+import { runCausalLm, runGenerate } from './causal-lm.mjs';
 import { runDora } from './dora.mjs';
 import { runEventLoop } from './event-loop.mjs';
 import { runFamilies } from './families.mjs';
@@ -26,6 +28,8 @@ const suites = {
   bilevel: runBilevel,
   eventloop: runEventLoop,
   families: runFamilies,
+  'causal-lm': runCausalLm,
+  generate: runGenerate,
 };
 const named = args.filter((arg) => arg in suites);
 const selected = named.length > 0 ? named : Object.keys(suites);
