@@ -84,6 +84,7 @@ export { type ClassifierInputs, type ClassifierOutput, type EncoderBody, Encoder
 export {
   EsmAttention,
   EsmBody,
+  EsmContactHead,
   EsmEmbeddings,
   EsmEncoder,
   EsmForSequenceClassification,
