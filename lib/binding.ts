@@ -191,6 +191,15 @@ export interface NativeBinding {
   /** [sync] GELU, erf form: 0.5·x·(1 + erf(x/√2)) (BERT's `hidden_act: "gelu"`). */
   gelu(args: { x: Handle }): Handle;
   geluBackward(args: { x: Handle; gradOutput: Handle }): Handle;
+  /**
+   * [sync] GELU, tanh approximation: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))) (GPT-2's `activation_function:
+   * "gelu_new"`, transformers' `gelu_pytorch_tanh`).
+   */
+  geluTanh(args: { x: Handle }): Handle;
+  geluTanhBackward(args: { x: Handle; gradOutput: Handle }): Handle;
+  /** [sync] SiLU (swish): x·σ(x) (Llama's `hidden_act: "silu"`). */
+  silu(args: { x: Handle }): Handle;
+  siluBackward(args: { x: Handle; gradOutput: Handle }): Handle;
   relu(args: { x: Handle }): Handle;
   reluBackward(args: { x: Handle; gradOutput: Handle }): Handle;
   tanh(args: { x: Handle }): Handle;
@@ -207,6 +216,18 @@ export interface NativeBinding {
     gamma: Handle;
     beta: Handle;
   };
+  /**
+   * [sync] Llama's RMSNorm over the last axis D (native/binding/ops_decoder.cc): weight ⊙ x / sqrt(mean(x²) + eps),
+   * weight [D], eps > 0. rstd: [rows], saved for rmsNormBackward.
+   */
+  rmsNorm(args: { x: Handle; weight: Handle; eps: number }): { output: Handle; rstd: Handle };
+  rmsNormBackward(args: { gradOutput: Handle; x: Handle; weight: Handle; rstd: Handle }): {
+    input: Handle;
+    weight: Handle;
+  };
+  /** [sync] silu(gate) ⊙ up (Llama's MLP before down_proj); gate and up of one shape. */
+  swiglu(args: { gate: Handle; up: Handle }): Handle;
+  swigluBackward(args: { gate: Handle; up: Handle; gradOutput: Handle }): { gate: Handle; up: Handle };
   /**
    * [sync] Over the last axis. `mask` [x.shape[0], x.shape[last]] broadcasts over the middle axes; 0 masks, any other
    * value attends. Masked entries are exactly 0; a fully masked row is all zeros.

@@ -956,6 +956,64 @@ void bench(int64_t n, int64_t k, int64_t m, int64_t r) {
 
 }  // namespace
 
+// The decoder ops: GELU's tanh form and SiLU (two more activation kinds), SwiGLU, and RMS norm at a Llama-like width.
+void check_decoder() {
+  const int64_t rows = 97, d = 1031, n = rows * d;
+  const Vector x = random_vector(n, 3.0f), up = random_vector(n), grad_out = random_vector(n);
+  const Vector weight = random_vector(d);
+  Device<float> dx(x), dup(up), dgrad(grad_out), dweight(weight), out(n), grad_x(n), grad_up(n), rstd(rows),
+      grad_weight(d);
+  const double c = std::sqrt(2.0 / M_PI);
+  Doubles gelu_ref(n), gelu_grad_ref(n), silu_ref(n), silu_grad_ref(n), swiglu_ref(n), gate_ref(n), up_ref(n);
+  for (int64_t i = 0; i < n; ++i) {
+    const double v = x[i], t = std::tanh(c * (v + 0.044715 * v * v * v));
+    const double sigma = 1.0 / (1.0 + std::exp(-v)), silu_prime = sigma * (1.0 + v * (1.0 - sigma));
+    gelu_ref[i] = 0.5 * v * (1.0 + t);
+    gelu_grad_ref[i] = grad_out[i] * (0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * c * (1.0 + 3 * 0.044715 * v * v));
+    silu_ref[i] = v * sigma;
+    silu_grad_ref[i] = grad_out[i] * silu_prime;
+    swiglu_ref[i] = v * sigma * up[i];
+    gate_ref[i] = static_cast<double>(grad_out[i]) * up[i] * silu_prime;
+    up_ref[i] = grad_out[i] * v * sigma;
+  }
+  gpu().unary({ops::Activation::kGeluTanh, out.ptr, dx.ptr, n});
+  check("gelu tanh form forward", out.download(), gelu_ref, kFloat32Tolerance);
+  gpu().unary_backward({ops::Activation::kGeluTanh, grad_x.ptr, dx.ptr, dgrad.ptr, n});
+  check("gelu tanh form backward", grad_x.download(), gelu_grad_ref, kFloat32Tolerance);
+  gpu().unary({ops::Activation::kSilu, out.ptr, dx.ptr, n});
+  check("silu forward", out.download(), silu_ref, kFloat32Tolerance);
+  gpu().unary_backward({ops::Activation::kSilu, grad_x.ptr, dx.ptr, dgrad.ptr, n});
+  check("silu backward", grad_x.download(), silu_grad_ref, kFloat32Tolerance);
+  gpu().swiglu({out.ptr, dx.ptr, dup.ptr, n});
+  check("swiglu forward", out.download(), swiglu_ref, kFloat32Tolerance);
+  gpu().swiglu_backward({grad_x.ptr, grad_up.ptr, dx.ptr, dup.ptr, dgrad.ptr, n});
+  check("swiglu backward gate", grad_x.download(), gate_ref, kFloat32Tolerance);
+  check("swiglu backward up", grad_up.download(), up_ref, kFloat32Tolerance);
+
+  const float eps = 1e-6f;
+  Doubles rms_ref(n), rms_grad_ref(n), weight_ref(d, 0.0);
+  for (int64_t i = 0; i < rows; ++i) {
+    double squares = 0, sum_gx = 0;
+    for (int64_t j = 0; j < d; ++j) squares += static_cast<double>(x[i * d + j]) * x[i * d + j];
+    const double rs = 1.0 / std::sqrt(squares / d + eps);
+    for (int64_t j = 0; j < d; ++j) {
+      const double xhat = x[i * d + j] * rs;
+      rms_ref[i * d + j] = weight[j] * xhat;
+      sum_gx += static_cast<double>(grad_out[i * d + j]) * weight[j] * xhat;
+      weight_ref[j] += grad_out[i * d + j] * xhat;
+    }
+    for (int64_t j = 0; j < d; ++j) {
+      rms_grad_ref[i * d + j] =
+          rs * (static_cast<double>(grad_out[i * d + j]) * weight[j] - x[i * d + j] * rs * sum_gx / d);
+    }
+  }
+  gpu().rms_norm({out.ptr, rstd.ptr, dx.ptr, dweight.ptr, rows, d, eps});
+  check("rms norm forward", out.download(), rms_ref, kFloat32Tolerance);
+  gpu().rms_norm_backward({grad_x.ptr, grad_weight.ptr, dgrad.ptr, dx.ptr, dweight.ptr, rstd.ptr, rows, d});
+  check("rms norm backward input", grad_x.download(), rms_grad_ref, kFloat32Tolerance);
+  check("rms norm backward weight", grad_weight.download(), weight_ref, kFloat32Tolerance);
+}
+
 int main(int argc, char** argv) {
   const bool quick = argc > 1 && std::strcmp(argv[1], "--checks-only") == 0;
   int devices = cu::usable_device_count();
@@ -973,6 +1031,7 @@ int main(int argc, char** argv) {
   check_elementwise();
   check_layout();
   check_nn();
+  check_decoder();
   check_attention();
   check_optimizer();
   std::printf("\n%d check(s) failed\n", failures);

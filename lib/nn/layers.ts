@@ -1,10 +1,10 @@
-// The basic layers: Linear (optionally carrying a LoRA/DoRA adapter), Embedding, LayerNorm, Dropout, activations,
+// The basic layers: Linear (optionally carrying a LoRA/DoRA adapter), Embedding, LayerNorm, RMSNorm, Dropout, activations,
 // Sequential and MLP.
-import { gelu, relu, tanh } from '../ops/activation';
+import { gelu, geluTanh, relu, silu, tanh } from '../ops/activation';
 import { dropout } from '../ops/dropout';
 import { embedding } from '../ops/embedding';
 import { linear } from '../ops/matmul';
-import { layerNorm } from '../ops/normalization';
+import { layerNorm, rmsNorm } from '../ops/normalization';
 import { Tensor } from '../tensor';
 import { SeedScope, SeedStream } from '../random';
 import { Module } from './module';
@@ -189,6 +189,23 @@ export class LayerNorm extends Module {
   }
 }
 
+/** Llama's RMSNorm: `weight` [dim] (ones at start) named as transformers names it, so checkpoints load by name. */
+export class RMSNorm extends Module {
+  weight: Tensor;
+
+  constructor(
+    readonly dim: number,
+    readonly eps = 1e-6,
+  ) {
+    super();
+    this.weight = Tensor.ones([dim]).requireGrad();
+  }
+
+  forward(input: Tensor): Tensor {
+    return rmsNorm(input, this.weight, this.eps);
+  }
+}
+
 /** Drops entries with probability p in train mode; the identity in eval mode. */
 export class Dropout extends Module {
   #seeds: SeedStream;
@@ -223,6 +240,19 @@ export class Dropout extends Module {
 export class GELU extends Module {
   forward(input: Tensor): Tensor {
     return gelu(input);
+  }
+}
+
+/** GELU's tanh approximation (`gelu_new`, `gelu_pytorch_tanh`). */
+export class GELUTanh extends Module {
+  forward(input: Tensor): Tensor {
+    return geluTanh(input);
+  }
+}
+
+export class SiLU extends Module {
+  forward(input: Tensor): Tensor {
+    return silu(input);
   }
 }
 

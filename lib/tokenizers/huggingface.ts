@@ -25,8 +25,15 @@ function readJson(path: string): Record<string, unknown> {
   }
 }
 
+/**
+ * A Hugging Face tokenizer.json (WordPiece for BERT, byte-level BPE for RoBERTa, ...) run by the pure-JavaScript
+ * @huggingface/tokenizers package, truncating and padding as transformers does. The constructor takes the parsed
+ * tokenizer.json and tokenizer_config.json; `fromFile` reads them.
+ */
 export class HuggingFaceTokenizer implements Tokenizer {
+  /** The model vocabulary's size, grown to cover added tokens. */
   readonly vocabSize: number;
+  /** From tokenizer.json's padding, else the config's pad_token, else [PAD] or <pad>, else 0. */
   readonly padTokenId: number;
   readonly #tokenizer: HfTokenizer;
   readonly #specialCount: { single: number; pair: number };

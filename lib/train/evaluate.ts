@@ -13,9 +13,21 @@ import {
 } from './metrics';
 import { IGNORE_INDEX } from '../ops/loss';
 
+/** What `evaluate` returns: the task's loss and metrics over the examples, and the predictions they score. */
 export interface Evaluation {
+  /** The mean loss over the counted examples (token classification: over labelled tokens), as in training. */
   loss: number;
+  /**
+   * The task's metrics by name: accuracy, macroF1 and mcc for classification (per labelled token for token
+   * classification, plus entityPrecision, entityRecall and entityF1 for BIO tags); mse, pearson and spearman for
+   * regression; subsetAccuracy, microF1 and macroF1 for multi-label classification.
+   */
   metrics: Record<string, number>;
+  /**
+   * Regression: the predicted values, one per example (Float32Array). Classification: each example's class id.
+   * Multi-label: 0/1 decisions, [examples × classes] row by row. Token classification: the predicted class of each
+   * labelled token, in order.
+   */
   predictions: Float32Array | Int32Array;
 }
 

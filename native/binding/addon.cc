@@ -164,6 +164,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   register_elementwise(env, exports);
   register_adapter(env, exports);
   register_nn(env, exports);
+  register_decoder(env, exports);
   register_optim(env, exports);
   return exports;
 }

@@ -353,6 +353,7 @@ void register_linear_algebra(Napi::Env env, Napi::Object exports);
 void register_elementwise(Napi::Env env, Napi::Object exports);
 void register_adapter(Napi::Env env, Napi::Object exports);
 void register_nn(Napi::Env env, Napi::Object exports);
+void register_decoder(Napi::Env env, Napi::Object exports);
 void register_optim(Napi::Env env, Napi::Object exports);
 void register_op_list(Napi::Env env, Napi::Object exports);
 

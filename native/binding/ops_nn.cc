@@ -7,8 +7,9 @@ namespace bidora::binding {
 
 namespace {
 
-// [sync] gelu({ x }), relu({ x }), tanh({ x }): shaped like x (GELU in its erf form); geluBackward({ x, gradOutput }),
-// reluBackward({ x, gradOutput }), tanhBackward({ output, gradOutput }): the input's gradient. Also permute0213({ x }):
+// [sync] gelu({ x }), geluTanh({ x }), silu({ x }), relu({ x }), tanh({ x }): shaped like x (GELU in its erf form and
+// its tanh approximation); geluBackward({ x, gradOutput }) and the same for each, except tanhBackward({ output,
+// gradOutput }): the input's gradient. Also permute0213({ x }):
 // [a, b, c, d] -> [a, c, b, d], the attention head split and merge.
 struct UnaryArgs {
   TensorHandle *x, *grad_output;
@@ -46,7 +47,11 @@ OpSpec<UnaryArgs> unary_backward(const char* name, const char* saved) {
 const OpSpec<UnaryArgs> kGelu = unary<ops::Activation::kGelu>("gelu");
 const OpSpec<UnaryArgs> kRelu = unary<ops::Activation::kRelu>("relu");
 const OpSpec<UnaryArgs> kTanh = unary<ops::Activation::kTanh>("tanh");
+const OpSpec<UnaryArgs> kGeluTanh = unary<ops::Activation::kGeluTanh>("geluTanh");
+const OpSpec<UnaryArgs> kSilu = unary<ops::Activation::kSilu>("silu");
 const OpSpec<UnaryArgs> kGeluBackward = unary_backward<ops::Activation::kGelu>("geluBackward", "x");
+const OpSpec<UnaryArgs> kGeluTanhBackward = unary_backward<ops::Activation::kGeluTanh>("geluTanhBackward", "x");
+const OpSpec<UnaryArgs> kSiluBackward = unary_backward<ops::Activation::kSilu>("siluBackward", "x");
 const OpSpec<UnaryArgs> kReluBackward = unary_backward<ops::Activation::kRelu>("reluBackward", "x");
 const OpSpec<UnaryArgs> kTanhBackward = unary_backward<ops::Activation::kTanh>("tanhBackward", "output");
 
@@ -395,10 +400,10 @@ const OpSpec<At> kAttentionBackward("attentionBackward", Runs::kAny, kernel<&ops
 }  // namespace
 
 void register_nn(Napi::Env env, Napi::Object exports) {
-  register_ops(env, exports, kGelu, kRelu, kTanh, kGeluBackward, kReluBackward, kTanhBackward, kPermute0213, kLayerNorm,
-               kLayerNormBackward, kSoftmax, kSoftmaxBackward, kEmbedding, kEmbeddingBackward, kCrossEntropy,
-               kCrossEntropyBackward, kMseLoss, kMseLossBackward, kBceWithLogits, kBceWithLogitsBackward, kRotary,
-               kDropout, kAttention, kAttentionBackward);
+  register_ops(env, exports, kGelu, kGeluTanh, kSilu, kRelu, kTanh, kGeluBackward, kGeluTanhBackward, kSiluBackward,
+               kReluBackward, kTanhBackward, kPermute0213, kLayerNorm, kLayerNormBackward, kSoftmax, kSoftmaxBackward,
+               kEmbedding, kEmbeddingBackward, kCrossEntropy, kCrossEntropyBackward, kMseLoss, kMseLossBackward,
+               kBceWithLogits, kBceWithLogitsBackward, kRotary, kDropout, kAttention, kAttentionBackward);
 }
 
 }  // namespace bidora::binding

@@ -101,7 +101,8 @@ struct Linear {
 
 // ---- nn ------------------------------------------------------------------------------------------------------------
 
-enum class Activation { kGelu, kRelu, kTanh };
+// kGelu: the erf form (BERT's "gelu"); kGeluTanh: the tanh approximation (GPT-2's "gelu_new"); kSilu: x σ(x).
+enum class Activation { kGelu, kRelu, kTanh, kGeluTanh, kSilu };
 
 struct Unary {  // out = f(x)
   Activation op;
@@ -110,7 +111,7 @@ struct Unary {  // out = f(x)
   int64_t n;
 };
 
-// grad_x = f'(x) grad_out; `saved` is x for GELU and ReLU, the forward's output for tanh.
+// grad_x = f'(x) grad_out; `saved` is x, except for tanh: the forward's output.
 struct UnaryBackward {
   Activation op;
   float* grad_x;
@@ -129,6 +130,33 @@ struct LayerNormBackward {
   float *grad_x, *grad_gamma, *grad_beta;
   const float *grad_out, *x, *gamma, *mean, *rstd;
   int64_t rows, d;
+};
+
+// Llama's RMSNorm over the last axis D of x [rows, D]: out = weight ⊙ x rstd, rstd = 1 / sqrt(mean(x²) + eps) [rows]
+// saved for backward.
+struct RmsNorm {
+  float *out, *rstd;
+  const float *x, *weight;
+  int64_t rows, d;
+  float eps;
+};
+
+struct RmsNormBackward {
+  float *grad_x, *grad_weight;
+  const float *grad_out, *x, *weight, *rstd;
+  int64_t rows, d;
+};
+
+struct Swiglu {  // out = silu(gate) ⊙ up, all [n]
+  float* out;
+  const float *gate, *up;
+  int64_t n;
+};
+
+struct SwigluBackward {
+  float *grad_gate, *grad_up;
+  const float *gate, *up, *grad_out;
+  int64_t n;
 };
 
 // Over the last axis of x read as [batch, rows_per_batch, D]; mask (nullable) [batch, D], 0 masks.
@@ -448,6 +476,10 @@ struct Backend {
   Op<UnaryBackward> unary_backward;
   Op<LayerNorm> layer_norm;
   Op<LayerNormBackward> layer_norm_backward;
+  Op<RmsNorm> rms_norm;
+  Op<RmsNormBackward> rms_norm_backward;
+  Op<Swiglu> swiglu;
+  Op<SwigluBackward> swiglu_backward;
   Op<Softmax> softmax;
   Op<SoftmaxBackward> softmax_backward;
   Op<Embedding> embedding;

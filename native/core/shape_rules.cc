@@ -202,6 +202,17 @@ Rows layer_norm(const char* fn, const Shape& x, const Shape& gamma, const Shape*
   return rows;
 }
 
+Rows rms_norm(const char* fn, const Shape& x, const Shape& weight, const Shape* grad_output, const Shape* rstd) {
+  if (x.rank < 1 || x.last() < 1) {
+    fail(fn, "x must have rank 1 to 4 and a non-empty last axis, but " + describe("x", x));
+  }
+  const Rows rows{leading_rows(x), x.last()};
+  if (grad_output != nullptr) same_shape(fn, "x", x, "gradOutput", *grad_output);
+  vector_of(fn, "weight", weight, rows.d, "x", x);
+  if (rstd != nullptr) vector_of(fn, "rstd", *rstd, rows.rows, "x", x);
+  return rows;
+}
+
 SoftmaxRows softmax(const char* fn, const Shape& x, const Shape* mask) {
   if (x.rank < 1) fail(fn, "x must have rank 1 to 4, but " + describe("x", x));
   SoftmaxRows rows{1, leading_rows(x), x.last()};

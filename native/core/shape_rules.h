@@ -76,6 +76,9 @@ struct Rows {
 };
 Rows layer_norm(const char* fn, const Shape& x, const Shape& gamma, const Shape* beta, const Shape* grad_output,
                 const Shape* mean, const Shape* rstd);
+// RMS norm's: x of rank 1 to 4 with a non-empty last axis D, weight [D]; gradOutput (nullable) x's shape, rstd
+// (nullable) [rows].
+Rows rms_norm(const char* fn, const Shape& x, const Shape& weight, const Shape* grad_output, const Shape* rstd);
 struct SoftmaxRows {
   int64_t batch, rows_per_batch, d;
 };

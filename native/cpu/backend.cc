@@ -129,6 +129,10 @@ void unary(const ops::Unary& args) {
       return relu_forward(args.out, args.x, args.n);
     case ops::Activation::kTanh:
       return tanh_forward(args.out, args.x, args.n);
+    case ops::Activation::kGeluTanh:
+      return gelu_tanh_forward(args.out, args.x, args.n);
+    case ops::Activation::kSilu:
+      return silu_forward(args.out, args.x, args.n);
   }
 }
 
@@ -141,7 +145,25 @@ void unary_backward(const ops::UnaryBackward& args) {
       return relu_backward(args.grad_x, args.saved, args.grad_out, args.n);
     case ops::Activation::kTanh:
       return tanh_backward(args.grad_x, args.saved, args.grad_out, args.n);
+    case ops::Activation::kGeluTanh:
+      return gelu_tanh_backward(args.grad_x, args.saved, args.grad_out, args.n);
+    case ops::Activation::kSilu:
+      return silu_backward(args.grad_x, args.saved, args.grad_out, args.n);
   }
+}
+
+void swiglu(const ops::Swiglu& args) { swiglu_forward(args.out, args.gate, args.up, args.n); }
+
+void swiglu_backward_op(const ops::SwigluBackward& args) {
+  swiglu_backward(args.grad_gate, args.grad_up, args.gate, args.up, args.grad_out, args.n);
+}
+
+void rms_norm(const ops::RmsNorm& args) {
+  rms_norm_forward(args.out, args.rstd, args.x, args.weight, args.eps, args.rows, args.d);
+}
+
+void rms_norm_backward_op(const ops::RmsNormBackward& args) {
+  rms_norm_backward(args.grad_x, args.grad_weight, args.grad_out, args.x, args.weight, args.rstd, args.rows, args.d);
 }
 
 void layer_norm(const ops::LayerNorm& args) {
@@ -368,6 +390,10 @@ ops::Backend make_backend() {
   table.unary_backward = unary_backward;
   table.layer_norm = layer_norm;
   table.layer_norm_backward = layer_norm_backward_op;
+  table.rms_norm = rms_norm;
+  table.rms_norm_backward = rms_norm_backward_op;
+  table.swiglu = swiglu;
+  table.swiglu_backward = swiglu_backward_op;
   table.softmax = softmax;
   table.softmax_backward = softmax_backward_op;
   table.embedding = embedding;

@@ -23,6 +23,13 @@ struct NnKernels {
   void (*relu_backward)(float* grad_x, const float* x, const float* grad_out, int64_t n);
   void (*tanh_forward)(float* out, const float* x, int64_t n);
   void (*tanh_backward)(float* grad_x, const float* out, const float* grad_out, int64_t n);
+  void (*gelu_tanh_forward)(float* out, const float* x, int64_t n);
+  void (*gelu_tanh_backward)(float* grad_x, const float* x, const float* grad_out, int64_t n);
+  void (*silu_forward)(float* out, const float* x, int64_t n);
+  void (*silu_backward)(float* grad_x, const float* x, const float* grad_out, int64_t n);
+  void (*swiglu_forward)(float* out, const float* gate, const float* up, int64_t n);
+  void (*swiglu_backward)(float* grad_gate, float* grad_up, const float* gate, const float* up, const float* grad_out,
+                          int64_t n);
 
   // One row of D; mean and rstd point at that row's slot.
   void (*layer_norm_row)(float* out, float* mean, float* rstd, const float* x, const float* gamma, const float* beta,
@@ -33,6 +40,14 @@ struct NnKernels {
   void (*layer_norm_parameter_grads)(float* grad_gamma, float* grad_beta, const float* grad_out, const float* x,
                                      const float* mean, const float* rstd, int64_t rows, int64_t column_begin,
                                      int64_t column_end, int64_t d);
+
+  // RMS norm: one row of D (rstd points at that row's slot); the weight gradient for columns [column_begin,
+  // column_end), each a sum over all rows in row order.
+  void (*rms_norm_row)(float* out, float* rstd, const float* x, const float* weight, float eps, int64_t d);
+  void (*rms_norm_backward_row)(float* grad_x, const float* grad_out, const float* x, const float* weight, float rstd,
+                                int64_t d);
+  void (*rms_norm_weight_grad)(float* grad_weight, const float* grad_out, const float* x, const float* rstd,
+                               int64_t rows, int64_t column_begin, int64_t column_end, int64_t d);
 
   // out = multiplier · softmax(x) over one row; mask (nullable) zero = masked. An all-masked row is all zeros.
   void (*softmax_row)(float* out, const float* x, const float* mask, float multiplier, int64_t d);

@@ -125,6 +125,13 @@ void relu_forward(float* out, const float* x, int64_t n, cudaStream_t stream);
 void relu_backward(float* grad_x, const float* x, const float* grad_out, int64_t n, cudaStream_t stream);
 void tanh_forward(float* out, const float* x, int64_t n, cudaStream_t stream);
 void tanh_backward(float* grad_x, const float* out, const float* grad_out, int64_t n, cudaStream_t stream);
+void gelu_tanh_forward(float* out, const float* x, int64_t n, cudaStream_t stream);
+void gelu_tanh_backward(float* grad_x, const float* x, const float* grad_out, int64_t n, cudaStream_t stream);
+void silu_forward(float* out, const float* x, int64_t n, cudaStream_t stream);
+void silu_backward(float* grad_x, const float* x, const float* grad_out, int64_t n, cudaStream_t stream);
+void swiglu_forward(float* out, const float* gate, const float* up, int64_t n, cudaStream_t stream);
+void swiglu_backward(float* grad_gate, float* grad_up, const float* gate, const float* up, const float* grad_out,
+                     int64_t n, cudaStream_t stream);
 
 // Inverted dropout with native/cpu/random's mask (random_math.cuh): the same elements kept on both devices. in may
 // be null: out then receives the scale keep / (1 − p) itself.
@@ -158,6 +165,11 @@ void layer_norm_forward(float* out, float* mean, float* rstd, const float* x, co
 void layer_norm_backward(float* grad_x, float* grad_gamma, float* grad_beta, const float* grad_out, const float* x,
                          const float* gamma, const float* mean, const float* rstd, int64_t rows, int64_t d,
                          cudaStream_t stream);
+
+void rms_norm_forward(float* out, float* rstd, const float* x, const float* weight, float eps, int64_t rows, int64_t d,
+                      cudaStream_t stream);
+void rms_norm_backward(float* grad_x, float* grad_weight, const float* grad_out, const float* x, const float* weight,
+                       const float* rstd, int64_t rows, int64_t d, cudaStream_t stream);
 
 // x read as [batch, rows_per_batch, D]; mask (nullable) [batch, D].
 void softmax_forward(float* out, const float* x, const float* mask, int64_t batch, int64_t rows_per_batch, int64_t d,
