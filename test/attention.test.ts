@@ -347,6 +347,39 @@ describe('fused attention against float64 softmax attention', () => {
   );
 });
 
+describe('fused attention on empty shapes', () => {
+  it.each([
+    [
+      [1, 2, 0, 4],
+      [1, 1, 3, 4],
+    ],
+    [
+      [1, 2, 3, 4],
+      [1, 1, 0, 4],
+    ],
+    [
+      [0, 2, 3, 4],
+      [0, 1, 3, 4],
+    ],
+    [
+      [1, 2, 3, 0],
+      [1, 1, 3, 0],
+    ],
+  ])("query %j, key %j: zeros where a query sees no key, gradients of the inputs' shapes", (queryShape, keyShape) => {
+    tidy(() => {
+      const [q, k, v] = [queryShape, keyShape, keyShape].map((shape) => randomTensor(shape).requireGrad());
+      const output = ops.scaledDotProductAttention(q, k, v, { causal: true, dropout: { p: 0.2, seed: 3 } });
+      output.backward({ gradient: randomTensor(queryShape) });
+      expect(output.shape).toEqual(queryShape);
+      expect(output.toFloat32Array().every((x) => x === 0)).toBe(true);
+      for (const t of [q, k, v]) {
+        expect(t.grad!.shape).toEqual(t.shape);
+        expect(t.grad!.toFloat32Array().every((x) => x === 0)).toBe(true);
+      }
+    });
+  });
+});
+
 describe('fused attention gradients against central differences', () => {
   const shapes = [
     { label: 'padding mask, grouped queries', causal: false, dropout: undefined },
