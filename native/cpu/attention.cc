@@ -11,6 +11,7 @@
 #include "attention.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -64,6 +65,19 @@ struct DropoutDraw {
 void product(float* c, int64_t ldc, const float* a, int64_t ars, int64_t acs, const float* b, int64_t brs, int64_t bcs,
              int64_t m, int64_t n, int64_t k, float alpha, float beta) {
   gemm({c, ldc, 1, a, ars, acs, b, brs, bcs, m, n, k, alpha, beta});
+}
+
+// Runs task(index, scratch) for every index below n on the pool's threads, each taking the next index as it finishes
+// one (a thread slowed by a busy machine takes fewer instead of holding the rest back); one Scratch per thread. Every
+// task writes its own outputs whatever thread runs it, so results do not depend on who took what.
+template <typename Scratch, typename Task>
+void run_tasks(int64_t n, const Scratch& prototype, Task task) {
+  if (n <= 0) return;
+  std::atomic<int64_t> next{0};
+  run_on_threads(static_cast<int>(std::min<int64_t>(n, num_threads())), [&](int, int) {
+    Scratch scratch = prototype;
+    for (int64_t index = next.fetch_add(1); index < n; index = next.fetch_add(1)) task(index, scratch);
+  });
 }
 
 // Keys [j0, j0 + cols) as 1 (attend) or 0 (masked).
@@ -308,12 +322,9 @@ double reference_probabilities(const ops::AttentionDims& d, const float* query, 
 void attention_forward(const ops::Attention& args) {
   const ops::AttentionDims& d = args.dims;
   const int64_t query_blocks = (d.query_length + kQueryBlock - 1) / kQueryBlock;
-  parallel_for(d.batch * d.heads * query_blocks, 1, 2, [&](int64_t begin, int64_t end) {
-    ForwardScratch scratch(d.head_size);
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t block = task % query_blocks, head = task / query_blocks % d.heads;
-      forward_block(args, task / query_blocks / d.heads, head, block * kQueryBlock, scratch);
-    }
+  run_tasks(d.batch * d.heads * query_blocks, ForwardScratch(d.head_size), [&](int64_t task, ForwardScratch& scratch) {
+    const int64_t block = task % query_blocks, head = task / query_blocks % d.heads;
+    forward_block(args, task / query_blocks / d.heads, head, block * kQueryBlock, scratch);
   });
 }
 
@@ -331,30 +342,20 @@ void attention_backward(const ops::AttentionBackward& args) {
   });
   const BackwardPlan plan(args, row_dots.data());
   if (d.batch * d.kv_heads >= num_threads()) {
-    parallel_for(d.batch * d.kv_heads, 1, 2, [&](int64_t begin, int64_t end) {
-      BackwardScratch scratch(hd);
-      for (int64_t task = begin; task < end; ++task) {
-        kv_head_gradients(plan, task / d.kv_heads, task % d.kv_heads, scratch);
-      }
+    run_tasks(d.batch * d.kv_heads, BackwardScratch(hd), [&](int64_t task, BackwardScratch& scratch) {
+      kv_head_gradients(plan, task / d.kv_heads, task % d.kv_heads, scratch);
     });
     return;
   }
   const int64_t key_blocks = (d.key_length + kKeyBlock - 1) / kKeyBlock;
-  parallel_for(d.batch * d.kv_heads * key_blocks, 1, 2, [&](int64_t begin, int64_t end) {
-    BackwardScratch scratch(hd);
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t kv_index = task / key_blocks;
-      key_block_gradients(plan, kv_index / d.kv_heads, kv_index % d.kv_heads, task % key_blocks * kKeyBlock, scratch);
-    }
+  run_tasks(d.batch * d.kv_heads * key_blocks, BackwardScratch(hd), [&](int64_t task, BackwardScratch& scratch) {
+    const int64_t kv_index = task / key_blocks;
+    key_block_gradients(plan, kv_index / d.kv_heads, kv_index % d.kv_heads, task % key_blocks * kKeyBlock, scratch);
   });
   const int64_t query_blocks = (d.query_length + kQueryBlock - 1) / kQueryBlock;
-  parallel_for(d.batch * d.heads * query_blocks, 1, 2, [&](int64_t begin, int64_t end) {
-    BackwardScratch scratch(hd);
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t head_index = task / query_blocks;
-      query_block_gradients(plan, head_index / d.heads, head_index % d.heads, task % query_blocks * kQueryBlock,
-                            scratch);
-    }
+  run_tasks(d.batch * d.heads * query_blocks, BackwardScratch(hd), [&](int64_t task, BackwardScratch& scratch) {
+    const int64_t head_index = task / query_blocks;
+    query_block_gradients(plan, head_index / d.heads, head_index % d.heads, task % query_blocks * kQueryBlock, scratch);
   });
 }
 
