@@ -127,7 +127,7 @@ export interface NativeBinding {
   /** [sync] A view of x's storage with another shape of the same size, on x's device. */
   reshape(args: { x: Handle; shape: readonly number[] }): Handle;
 
-  // ---- linear algebra (native/binding/ops_linear_algebra.cc), on the operands' device ----
+  // ---- products (native/binding/ops_nn.cc), on the operands' device ----
 
   /** [sync] a [..., M, K] (or [..., K, M] transposed) times b [..., K, N] (or [..., N, K]); b of rank 2 is shared. */
   matmul(args: { a: Handle; b: Handle; transposeA?: boolean; transposeB?: boolean }): Handle;

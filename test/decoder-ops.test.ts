@@ -85,6 +85,18 @@ function rmsNormBackwardReference(
   return { input, weight: gradWeight };
 }
 
+/** The largest absolute difference over max(1e-3, the largest |expected|); NaN counts as infinite. */
+function flooredError(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
+  let difference = 0;
+  let scale = 1e-3;
+  for (let index = 0; index < expected.length; index++) {
+    const gap = Math.abs(actual[index] - expected[index]);
+    difference = Math.max(difference, Number.isNaN(gap) ? Infinity : gap);
+    scale = Math.max(scale, Math.abs(expected[index]));
+  }
+  return difference / scale;
+}
+
 const elementShapes = [[1], [7, 17], [130, 257], [2, 3, 5, 7]];
 const rowShapes = [
   [1, 1],
@@ -107,11 +119,13 @@ describe.each(isaPaths)('decoder kernels on the %s path', (isa) => {
         ['silu', native.silu, native.siluBackward, siluReference, siluDerivative],
       ] as const;
       for (const [name, forward, backward, reference, derivative] of cases) {
+        // Relative to the largest output, floored: one draw far in the negative tail has an output near float's
+        // underflow, where no float kernel has five significant digits (the tails test checks those points).
         const output = read(forward({ x: handle(x) }));
-        expect(relativeError(output, Array.from(xs, reference)), `${name} ${label}`).toBeLessThan(1e-5);
+        expect(flooredError(output, Array.from(xs, reference)), `${name} ${label}`).toBeLessThan(1e-5);
         const grad = read(backward({ x: handle(x), gradOutput: handle(gradOutput) }));
         const expected = Array.from(xs, (value, index) => gy[index] * derivative(value));
-        expect(relativeError(grad, expected), `${name}′ ${label}`).toBeLessThan(1e-5);
+        expect(flooredError(grad, expected), `${name}′ ${label}`).toBeLessThan(1e-5);
       }
     });
   });

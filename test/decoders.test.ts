@@ -8,9 +8,10 @@ import { join } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
-import { io, models, noGrad, type Tensor, tidy } from '../lib/index';
+import { io, memory, models, noGrad, ops, type Tensor, tidy } from '../lib/index';
 import { generate, positionsFromMask, samplingProbabilities, topIndices } from '../lib/models/generation';
-import { relativeError } from './helpers';
+import { checkGradients } from './gradcheck';
+import { randomTensor, relativeError } from './helpers';
 
 const root = join(__dirname, 'fixtures', 'hf-families');
 
@@ -26,6 +27,10 @@ interface Case {
 
 function readCase(folder: string): Case {
   return JSON.parse(readFileSync(join(root, folder, 'case.json'), 'utf8')) as Case;
+}
+
+function readConfig(folder: string): Record<string, unknown> {
+  return JSON.parse(readFileSync(join(root, folder, 'config.json'), 'utf8')) as Record<string, unknown>;
 }
 
 function loadDecoder(folder: string): models.CausalLM & { loadReport: models.LoadReport } {
@@ -333,8 +338,50 @@ describe('generation', () => {
       }
       expect(sequencesScores![index]).toBeCloseTo(total / 5 ** 0.5, 4);
     });
-    const greedyShort = await model.generate(prompt, { maxNewTokens: 5, eosTokenId: null });
-    expect(greedyShort.sequences.map((row) => row.length)).toEqual(sequences.map((row) => row.length));
+    model.dispose();
+  });
+
+  it('beam search ends beams at eos: scored over their length with eos, padded after, the best first', async () => {
+    const model = loadDecoder('gpt2');
+    const reference = readCase('gpt2');
+    const inputs = { inputIds: reference.input_ids, attentionMask: reference.attention_mask };
+    // 77 is GPT-2's favourite continuation here (greedy ends rows 0 and 2 with runs of it).
+    const lengthPenalty = 1.5;
+    const { sequences, sequencesScores } = await model.generate(inputs, {
+      maxNewTokens: 6,
+      numBeams: 3,
+      eosTokenId: 77,
+      padTokenId: 1,
+      lengthPenalty,
+    });
+    const vocab = model.config.vocabSize;
+    const length = sequences[0].length;
+    let ended = 0;
+    sequences.forEach((row, index) => {
+      const generated = row.slice(12);
+      const end = generated.indexOf(77);
+      const count = end === -1 ? generated.length : end + 1;
+      if (end !== -1) {
+        ended++;
+        expect(generated.slice(count)).toEqual(new Array(generated.length - count).fill(1));
+      }
+      // The score is the summed log-probability of the new tokens (eos included) over count^lengthPenalty.
+      const ids = [row.slice(0, 12 + count)];
+      const mask = [[...reference.attention_mask[index], ...new Array<number>(count).fill(1)]];
+      const positionIds = [Array.from(positionsFromMask(Int32Array.from(mask[0]), 1, 12 + count))];
+      const logits = tidy(() =>
+        noGrad(() => model.forward({ inputIds: ids, attentionMask: mask, positionIds }).logits.toFloat32Array()),
+      );
+      let total = 0;
+      for (let at = 12; at < 12 + count; at++) {
+        const scores = Array.from(logits.subarray((at - 1) * vocab, at * vocab));
+        const max = Math.max(...scores);
+        total += scores[ids[0][at]] - max - Math.log(scores.reduce((sum, value) => sum + Math.exp(value - max), 0));
+      }
+      expect(sequencesScores![index]).toBeCloseTo(total / count ** lengthPenalty, 4);
+    });
+    expect(ended).toBeGreaterThan(0);
+    expect(length).toBeLessThanOrEqual(18);
     model.dispose();
   });
 
@@ -382,6 +429,51 @@ describe('generation', () => {
     model.dispose();
   });
 
+  it('generation frees every tensor it made: greedy, sampling, beams, without the cache, and when aborted', async () => {
+    const model = loadDecoder('llama');
+    const before = memory().tensors;
+    await model.generate(prompt, { maxNewTokens: 4 });
+    await model.generate(prompt, { maxNewTokens: 4, doSample: true, seed: 1 });
+    await model.generate(prompt, { maxNewTokens: 4, numBeams: 2 });
+    await model.generate(prompt, { maxNewTokens: 4, useCache: false });
+    const controller = new AbortController();
+    await expect(
+      model.generate(prompt, { maxNewTokens: 9, signal: controller.signal, onToken: () => controller.abort() }),
+    ).rejects.toThrow();
+    expect(memory().tensors).toBe(before);
+    model.dispose();
+  });
+
+  it('trains in train mode: dropout (attention inside the fused op) is seeded, gradients are finite', () => {
+    const config = {
+      ...readConfig('gpt2'),
+      model_type: 'gpt2' as const,
+      attn_pdrop: 0.2,
+      resid_pdrop: 0.1,
+      embd_pdrop: 0.1,
+    };
+    const losses = [1, 2].map(() => {
+      const model = models.fromConfig(config, { seed: 4 });
+      if (!(model instanceof models.GPT2LMHeadModel)) throw new Error('expected GPT-2');
+      const { logits, loss } = model.forward({ inputIds: prompt.inputIds, labels: prompt.inputIds });
+      loss!.backward();
+      const gradient = model.transformer.h[0].attn.c_attn.weight.grad!.toFloat32Array();
+      expect(gradient.every(Number.isFinite)).toBe(true);
+      const value = loss!.item();
+      logits.dispose();
+      loss!.dispose();
+      model.eval();
+      const evaluated = tidy(() =>
+        noGrad(() => model.forward({ inputIds: prompt.inputIds, labels: prompt.inputIds }).loss!.item()),
+      );
+      model.dispose();
+      return { value, evaluated };
+    });
+    // The same seed replays the same masks; eval mode turns them off, and the loss changes.
+    expect(losses[1].value).toBe(losses[0].value);
+    expect(losses[0].evaluated).not.toBe(losses[0].value);
+  });
+
   it('bad options and inputs are TypeErrors or RangeErrors naming them', async () => {
     const model = loadDecoder('gpt2');
     const cases: [object, RegExp, ErrorConstructor][] = [
@@ -418,6 +510,30 @@ describe('generation', () => {
       /position 50 .*outside the 40 learned positions \(n_positions\)/,
     );
     model.dispose();
+  });
+});
+
+describe("the cache's and the checkpoints' shape ops", () => {
+  it('concat joins along an axis and hands each part its slice of the gradient; transpose2d transposes', () => {
+    const first = randomTensor([2, 3, 2, 4]).requireGrad();
+    const second = randomTensor([2, 3, 5, 4]).requireGrad();
+    const joined = ops.concat(first, second, 2);
+    expect(joined.shape).toEqual([2, 3, 7, 4]);
+    const [a, b, c] = [first.toFloat32Array(), second.toFloat32Array(), joined.toFloat32Array()];
+    for (let outer = 0; outer < 6; outer++) {
+      expect(c.subarray(outer * 28, outer * 28 + 8)).toEqual(a.subarray(outer * 8, outer * 8 + 8));
+      expect(c.subarray(outer * 28 + 8, outer * 28 + 28)).toEqual(b.subarray(outer * 20, outer * 20 + 20));
+    }
+    checkGradients('concat', ([x, y]) => ops.concat(x, y, -2), [first, second]);
+    expect(() => ops.concat(first, randomTensor([2, 3, 2, 5]), 2)).toThrow(/differ outside axis 2/);
+    expect(() => ops.concat(first, second, 4)).toThrow(RangeError);
+    const matrix = randomTensor([3, 5]).requireGrad();
+    const flipped = ops.transpose2d(matrix);
+    expect(flipped.shape).toEqual([5, 3]);
+    const [m, t] = [matrix.toFloat32Array(), flipped.toFloat32Array()];
+    for (let row = 0; row < 3; row++) for (let col = 0; col < 5; col++) expect(t[col * 3 + row]).toBe(m[row * 5 + col]);
+    checkGradients('transpose2d', ([x]) => ops.transpose2d(x), [matrix]);
+    for (const tensor of [first, second, joined, matrix, flipped]) tensor.dispose();
   });
 });
 

@@ -22,6 +22,9 @@ import { UsageError } from './args';
 
 export const LABELS_FILE = 'labels.json';
 
+/** The longest tokenized example when --max-length is not given (a language model's positions, when fewer). */
+export const DEFAULT_MAX_LENGTH = 128;
+
 /** Checks that `dir` is a checkpoint folder with a config, weights and a tokenizer; errors name the missing file. */
 export function checkModelFolder(dir: string, option = '--model'): void {
   if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new UsageError(`${option} ${dir}: no such folder`);

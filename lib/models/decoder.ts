@@ -4,6 +4,7 @@ import { noGrad } from '../autograd';
 import { scaledDotProductAttention } from '../ops/attention';
 import { add, mul, scale, sub } from '../ops/elementwise';
 import { matmul } from '../ops/matmul';
+import { mean, sum } from '../ops/reduce';
 import { embedding } from '../ops/embedding';
 import { crossEntropy, IGNORE_INDEX } from '../ops/loss';
 import { concat, narrow, reshape } from '../ops/shape';
@@ -174,7 +175,7 @@ export function causalAttention(
  * ones too) equally, yet its gradient is the softmax's at those equal weights, reaching queries and keys through the
  * scores. The fused op gives such rows zeros. They exist only at padding, but the loss reads the last padding
  * position (it predicts a row's first token), so this reproduces them: the mean of the values, plus
- * (s − stop(s)) (v − stop(v̄)) / K, which is zero forward and has exactly that gradient. Computed on the first P query
+ * Σ_j (s_j − stop(s_j)) (v_j − stop(v̄)) / K, which is zero forward and has exactly that gradient. Computed on the first P query
  * positions only (P the most padding of any row); [batch, heads, seq, d], zero outside the blind rows.
  */
 function blindAttention(query: Tensor, key: Tensor, value: Tensor, blind: Uint8Array, scoreScale: number): Tensor {
@@ -192,14 +193,9 @@ function blindAttention(query: Tensor, key: Tensor, value: Tensor, blind: Uint8A
   const grouped = reshape(blindQuery, [batch, kvHeads, (heads / kvHeads) * padded, headDim]);
   const scores = scale(matmul(grouped, key, { transposeB: true }), scoreScale);
   const offset = sub(scores, scores.detach());
-  // v̄ repeated over the keys, transposed ([batch, kvHeads, d, K]): a constant.
-  const meanValues = noGrad(() => {
-    const ones = Tensor.full([keys, keys], 1 / keys, { device: value.device });
-    const means = matmul(value, ones, { transposeA: true });
-    ones.dispose();
-    return means;
-  });
-  const centred = sub(matmul(offset, value), matmul(offset, meanValues, { transposeB: true }));
+  // Σ_j offset_j (v_j − v̄) = offset · v − (Σ_j offset_j) v̄, with v̄ [batch, kvHeads, 1, d] a constant.
+  const meanValues = noGrad(() => mean(value, { axis: 2, keepDims: true }));
+  const centred = sub(matmul(offset, value), matmul(sum(offset, { axis: 3, keepDims: true }), meanValues));
   const correction = reshape(scale(centred, 1 / keys), [batch, heads, padded, headDim]);
   const rows = new Float32Array(batch * heads * padded * headDim);
   for (let row = 0; row < batch; row++) {

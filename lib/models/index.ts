@@ -109,7 +109,10 @@ export function fromConfig(
   options?: { seed?: number },
 ): CausalLM;
 export function fromConfig(config: HuggingFaceConfig, options?: { seed?: number }): EncoderTaskModel;
-export function fromConfig(config: HuggingFaceConfig | ModelConfig, options?: { seed?: number }): PretrainedModel;
+export function fromConfig(
+  config: HuggingFaceConfig | DecoderHuggingFaceConfig | ModelConfig,
+  options?: { seed?: number },
+): PretrainedModel;
 export function fromConfig(
   config: HuggingFaceConfig | DecoderHuggingFaceConfig | ModelConfig,
   options: { seed?: number } = {},

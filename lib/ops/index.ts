@@ -23,7 +23,7 @@ export {
 export { add, axpy, mul, scale, sub } from './elementwise';
 export { linear, matmul, type MatmulOptions } from './matmul';
 export { globalNorm, mean, sum, sumToShape, type SumOptions } from './reduce';
-export { mergeHeads, narrow, permute0213, reshape, select, splitHeads } from './shape';
+export { concat, mergeHeads, narrow, permute0213, reshape, select, splitHeads, transpose2d } from './shape';
 export {
   ACTIVATIONS,
   type ActivationName,

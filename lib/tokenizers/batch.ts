@@ -58,6 +58,12 @@ export interface Tokenizer {
    * fit in `maxLength` (default 512; EsmTokenizer's 1024) are dropped from the end.
    */
   encodeWords(words: readonly string[], options?: { maxLength?: number }): EncodedWords;
+  /** Ids of a text without special tokens (what a language model's data and prompts are made of). */
+  tokenize?(text: string): number[];
+  /** The ids put before a single text (Llama's <s>): a language model's examples and prompts start with them. */
+  readonly startIds?: readonly number[];
+  /** The text of ids, special tokens left out. */
+  decode?(ids: readonly number[]): string;
 }
 
 /** One pre-split sequence from `encodeWords`: token ids and the word each token belongs to, position by position. */

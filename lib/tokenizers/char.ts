@@ -77,6 +77,9 @@ export class CharTokenizer implements Tokenizer {
     return Array.from(text, (character) => this.#ids.get(character) ?? this.unknownId);
   }
 
+  /** What a language model's examples start with: nothing (the model learns from the first character on). */
+  readonly startIds: readonly number[] = [];
+
   /** The text `ids` spell; special and out-of-range ids are dropped. */
   decode(ids: readonly number[]): string {
     return ids

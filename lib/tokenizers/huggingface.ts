@@ -88,6 +88,19 @@ export class HuggingFaceTokenizer implements Tokenizer {
     return new HuggingFaceTokenizer(readJson(file), existsSync(configFile) ? readJson(configFile) : {});
   }
 
+  /**
+   * The ids the tokenizer puts before a single text (Llama's <s>, BERT's [CLS]; none for GPT-2): what a language
+   * model's examples and prompts start with, as transformers' tokenizer(text) gives them.
+   */
+  get startIds(): readonly number[] {
+    return this.#around.prefix;
+  }
+
+  /** The text of `ids`, special tokens left out unless `skipSpecialTokens` is false. */
+  decode(ids: readonly number[], options: { skipSpecialTokens?: boolean } = {}): string {
+    return this.#tokenizer.decode([...ids], { skip_special_tokens: options.skipSpecialTokens ?? true });
+  }
+
   /** Token ids without special tokens. */
   tokenize(text: string): number[] {
     return this.#tokenizer.encode(text, { add_special_tokens: false }).ids;

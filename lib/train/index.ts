@@ -27,3 +27,6 @@ export {
   type WorkerMessage,
   type WorkerTrainerOptions,
 } from './worker';
+export * from './causal-data';
+export { collateFor, type ModelInputs, paddingId, type TrainableConfig, type TrainableModel } from './model';
+export * from './generation-eval';
