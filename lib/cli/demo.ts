@@ -75,7 +75,7 @@ const FULL_PLAN: Plan = {
   epochs: 10,
   seeds: 5,
   learningRates: {
-    head: [3e-3, 1e-2],
+    head: [1e-3, 3e-3, 1e-2],
     lora: [1e-3, 3e-3, 1e-2],
     dora: [1e-3, 3e-3, 1e-2],
     bidora: [1e-3, 3e-3, 1e-2],
@@ -93,7 +93,7 @@ const QUICK_PLAN: Plan = {
   testExamples: 600,
   epochs: 5,
   seeds: 3,
-  learningRates: { head: [1e-2], lora: [3e-3], dora: [3e-3], bidora: [3e-3], [RETRAINED]: [3e-3], full: [3e-4] },
+  learningRates: { head: [3e-3], lora: [3e-3], dora: [3e-3], bidora: [3e-3], [RETRAINED]: [3e-3], full: [3e-4] },
 };
 
 const ENCODER = { hidden: 128, layers: 4, heads: 4, intermediate: 256, maxLength: 16 };

@@ -164,7 +164,7 @@ export function writeDemoReport(dir: string, report: DemoReport): string[] {
     title: 'bidora demo: adapting a pretrained character encoder',
     summary:
       `Target task: predict the stressed vowel of an English word (${report.classes.length} classes) from its spelling, ` +
-      `with few labelled words per class, after pretraining the encoder on the vowel of words' first syllables.\n\n` +
+      `with few labelled words per class, after pretraining the encoder on the vowel of words' last syllables.\n\n` +
       report.comparisons
         .map(
           ({ method, baseline, differences, wilcoxon }) =>
