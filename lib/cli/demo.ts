@@ -216,16 +216,18 @@ async function adapt(
       ...result.evals,
       ...(result.retrain?.evals ?? []).map((record) => ({ ...record, step: result.steps + record.step })),
     ];
-    const decomposition = analyses.flatMap((layers, index) =>
+    // The retrained row's curve starts at the end of its search and its ΔM-vs-ΔD points are the retraining's: the
+    // search is the BiDoRA row's run again (the same seed and data, and the same learning rate where the learning-rate
+    // search picked the same), whose points it would hide.
+    const searched = result.retrain === undefined ? 0 : result.evals.length;
+    const evals = allEvals.slice(Math.max(0, searched - 1));
+    const decomposition = analyses.slice(searched).flatMap((layers, index) =>
       layers.map(({ deltaMagnitude, deltaDirection }) => ({
-        step: allEvals[index].step,
+        step: allEvals[searched + index].step,
         deltaMagnitude,
         deltaDirection,
       })),
     );
-    // The retrained row's curve starts at the end of its search: the search is the BiDoRA row's run again (the same
-    // seed and data, and the same learning rate where the search picked the same), whose curve it would hide.
-    const evals = result.retrain === undefined ? allEvals : allEvals.slice(result.evals.length - 1);
     const final = evaluate(model, evaluation.test ?? evaluation.validation);
     return { accuracy: final.metrics.accuracy, msPerStep, trainable, evals, decomposition };
   } finally {
