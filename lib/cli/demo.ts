@@ -162,7 +162,9 @@ interface RunResult {
 
 /**
  * One adaptation run: the pretrained encoder with a fresh head, trained by `method` with learning rate `lr`. The
- * retraining phase's steps count on from the search's last.
+ * retrained row's run is the BiDoRA row's with the retraining phase after it (the same seed, data and learning rate),
+ * so it yields that row too, as `search`: what the model scores when the search ends. Its retraining steps count on
+ * from the search's last.
  */
 async function adapt(
   encoderDir: string,
@@ -173,9 +175,10 @@ async function adapt(
   train: Example[],
   evaluation: { validation: Example[]; test?: Example[] },
   plan: Plan,
-): Promise<RunResult> {
+): Promise<RunResult & { search?: RunResult }> {
   const model: EncoderTaskModel = loadClassifier(encoderDir, { labels: classes }, seed);
   const adapterMethod = adapterOf(method);
+  const finalExamples = evaluation.test ?? evaluation.validation;
   try {
     if (method === 'head') {
       for (const [name, tensor] of model.namedParameters()) tensor.requiresGrad = name.startsWith('classifier.');
@@ -187,12 +190,19 @@ async function adapt(
     const maxSteps = Math.ceil(train.length / batchSize) * plan.epochs;
     // One entry per evaluation, in the order the evaluations come (the search's, then the retraining's).
     const analyses: { deltaMagnitude: number; deltaDirection: number }[][] = [];
-    const onEval = () => {
+    let searchEnd: { ms: number; accuracy: number; evaluationMs: number } | undefined;
+    const started = performance.now();
+    const onEval = (record: EvalRecord) => {
       if (adapterMethod !== undefined) analyses.push(adapters.analyze(model).layers);
+      // The search's last evaluation, before the retraining puts the direction back to its start.
+      if (method === RETRAINED && searchEnd === undefined && record.step === maxSteps) {
+        const ms = performance.now() - started;
+        const accuracy = evaluate(model, finalExamples).metrics.accuracy;
+        searchEnd = { ms, accuracy, evaluationMs: performance.now() - started - ms };
+      }
     };
     const common = { model, batchSize, maxSteps, seed, log: 'none' as const, onEval, restoreBest: false };
     const optimizer = { lr, weightDecay: 0.01 };
-    const started = performance.now();
     let result: BiLevelFitResult;
     const fitOptions = { evalExamples: evaluation.validation, evalEvery: Math.max(1, Math.floor(maxSteps / 6)) };
     if (adapterMethod !== undefined && ADAPTER_METHODS[adapterMethod].bilevel) {
@@ -211,24 +221,41 @@ async function adapt(
       trainer.dispose();
     }
     const steps = result.steps + (result.retrain?.steps ?? 0);
-    const msPerStep = (performance.now() - started) / steps;
+    const msPerStep = (performance.now() - started - (searchEnd?.evaluationMs ?? 0)) / steps;
     const allEvals = [
       ...result.evals,
       ...(result.retrain?.evals ?? []).map((record) => ({ ...record, step: result.steps + record.step })),
     ];
-    // The retrained row's curve starts at the end of its search and its ΔM-vs-ΔD points are the retraining's: the
-    // search is the BiDoRA row's run again (the same seed, data and learning rate), whose points it would hide.
-    const searched = result.retrain === undefined ? 0 : result.evals.length;
-    const evals = allEvals.slice(Math.max(0, searched - 1));
-    const decomposition = analyses.slice(searched).flatMap((layers, index) =>
-      layers.map(({ deltaMagnitude, deltaDirection }) => ({
-        step: allEvals[searched + index].step,
-        deltaMagnitude,
-        deltaDirection,
-      })),
-    );
-    const final = evaluate(model, evaluation.test ?? evaluation.validation);
-    return { accuracy: final.metrics.accuracy, msPerStep, trainable, evals, decomposition };
+    const pointsOf = (from: number, to: number) =>
+      analyses.slice(from, to).flatMap((layers, index) =>
+        layers.map(({ deltaMagnitude, deltaDirection }) => ({
+          step: allEvals[from + index].step,
+          deltaMagnitude,
+          deltaDirection,
+        })),
+      );
+    const final = evaluate(model, finalExamples);
+    if (searchEnd === undefined) {
+      const decomposition = pointsOf(0, analyses.length);
+      return { accuracy: final.metrics.accuracy, msPerStep, trainable, evals: allEvals, decomposition };
+    }
+    // The retrained row's curve starts at the end of the search and its ΔM-vs-ΔD points are the retraining's: the
+    // search is the BiDoRA row's.
+    const searched = result.evals.length;
+    return {
+      accuracy: final.metrics.accuracy,
+      msPerStep,
+      trainable,
+      evals: allEvals.slice(searched - 1),
+      decomposition: pointsOf(searched, analyses.length),
+      search: {
+        accuracy: searchEnd.accuracy,
+        msPerStep: searchEnd.ms / result.steps,
+        trainable,
+        evals: result.evals,
+        decomposition: pointsOf(0, searched),
+      },
+    };
   } finally {
     model.dispose();
   }
@@ -297,17 +324,22 @@ export async function demoCommand(argv: string[]): Promise<void> {
 
   const runs = {} as Record<Method, RunResult[]>;
   for (const method of METHODS) runs[method] = [];
-  const total = plan.seeds * METHODS.length;
+  // The BiDoRA row comes out of the retrained row's run (its search), so it is not run on its own.
+  const trained = METHODS.filter((method) => method !== 'bidora');
+  const total = plan.seeds * trained.length;
   let done = 0;
   for (let seed = 0; seed < plan.seeds; seed++) {
     const train = sampleFor(seed);
-    for (const method of METHODS) {
+    for (const method of trained) {
       const run = await adapt(encoderDir, classes, method, chosenLr[method], seed, train, { validation, test }, plan);
-      runs[method].push(run);
+      if (run.search !== undefined) runs.bidora.push(run.search);
+      const { search, ...row } = run;
+      runs[method].push(row);
       done++;
+      const accuracies = `${search === undefined ? '' : `${search.accuracy.toFixed(3)} searched, `}${run.accuracy.toFixed(3)}`;
       process.stderr.write(
         `\r[${'#'.repeat(Math.round((24 * done) / total)).padEnd(24, '.')}] ${done}/${total} ${method} seed ${seed}: ` +
-          `test accuracy ${run.accuracy.toFixed(3)}\u001b[K`,
+          `test accuracy ${accuracies}\u001b[K`,
       );
     }
   }
