@@ -4,7 +4,7 @@ import globals from 'globals';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/', 'build/', 'dist/', 'bench/results/'] },
+  { ignores: ['node_modules/', 'build/', 'dist/', 'bench/results/', 'docs/api/'] },
   eslint.configs.recommended,
   ...tseslint.configs.recommended,
   {

@@ -1,6 +1,8 @@
 // Tokens per second for forward + backward of a BERT-base-sized stack (hidden 768, 12 heads, intermediate 3072,
 // sequence 128, batch 8, 2 layers) with adapters on query and value: LoRA, DoRA, BiDoRA's DoRA (through the norm),
-// and full fine-tuning; PyTorch as a baseline where Debian's python3-torch is installed.
+// and full fine-tuning; PyTorch as a baseline where Debian's python3-torch is installed. Then the same DoRA step on one
+// sequence of 1,024 tokens against 8 × 128 (the same tokens): attention's cost grows with the length, and the fused
+// attention should keep the long step within 1.4× of the short one (issue 15; the FLOP count alone gives 1.28×).
 import { spawnSync } from 'node:child_process';
 
 import Benchmark from 'benchmark';
@@ -10,7 +12,7 @@ import { pythonWithTorch } from './python.mjs';
 
 const shape = { batch: 8, seq: 128, hidden: 768, heads: 12, intermediate: 3072, layers: 2, vocab: 30522, r: 8 };
 
-function makeModel(bidora, method) {
+function makeModel(bidora, method, maxPositions = 512) {
   const model = bidora.models.fromConfig({
     architectures: ['BertForSequenceClassification'],
     model_type: 'bert',
@@ -19,7 +21,7 @@ function makeModel(bidora, method) {
     num_hidden_layers: shape.layers,
     num_attention_heads: shape.heads,
     intermediate_size: shape.intermediate,
-    max_position_embeddings: 512,
+    max_position_embeddings: maxPositions,
     num_labels: 2,
   });
   if (method !== 'full') {
@@ -34,11 +36,11 @@ function makeModel(bidora, method) {
   return model;
 }
 
-function makeBatch(seed) {
+function makeBatch(seed, batchSize = shape.batch, seq = shape.seq) {
   let state = seed;
   const next = () => (state = (Math.imul(state, 1664525) + 1013904223) >>> 0);
-  const inputIds = Array.from({ length: shape.batch }, () =>
-    Array.from({ length: shape.seq }, (_, position) => (position === 0 ? 101 : 1000 + (next() % 20000))),
+  const inputIds = Array.from({ length: batchSize }, () =>
+    Array.from({ length: seq }, (_, position) => (position === 0 ? 101 : 1000 + (next() % 20000))),
   );
   return { inputIds, labels: inputIds.map((_, index) => index % 2) };
 }
@@ -52,6 +54,50 @@ function step(bidora, model, batch) {
     parameter.grad?.dispose();
     parameter.grad = undefined;
   }
+}
+
+/** Median seconds of one training step of `model` on `batch`. */
+function timeStep(bidora, name, model, batch, quick) {
+  let seconds;
+  new Benchmark(name, () => step(bidora, model, batch), {
+    maxTime: quick ? 0.5 : 6,
+    minSamples: quick ? 2 : 5,
+    onComplete: (event) => {
+      seconds = median(event.target.stats.sample);
+    },
+  }).run();
+  return seconds;
+}
+
+/** The DoRA step on 1 × 1,024 tokens against 8 × 128, one model, in one run: the ratio issue 15 bounds by 1.4. */
+function longSequence(bidora, { quick, threads }) {
+  const model = makeModel(bidora, 'dora', 1024);
+  model.train();
+  const cases = [
+    { batch: 8, seq: 128 },
+    { batch: 1, seq: 1024 },
+  ].map((entry) => ({
+    ...entry,
+    seconds: timeStep(bidora, `dora ${entry.batch}x${entry.seq}`, model, makeBatch(2, entry.batch, entry.seq), quick),
+  }));
+  model.dispose();
+  const ratio = cases[1].seconds / cases[0].seconds;
+  for (const entry of cases) {
+    console.log(
+      `dora ${`${entry.batch}×${entry.seq}`.padEnd(8)} ${threads}t  ${(entry.seconds * 1e3).toFixed(1).padStart(7)} ms/step`,
+    );
+  }
+  console.log(`dora 1×1024 / 8×128 step time: ${ratio.toFixed(3)}× (target at most 1.4×)`);
+  return cases.map((entry) => ({
+    method: `dora-${entry.batch}x${entry.seq}`,
+    threads,
+    ...shape,
+    batch: entry.batch,
+    seq: entry.seq,
+    msPerStep: entry.seconds * 1e3,
+    tokensPerSecond: (entry.batch * entry.seq) / entry.seconds,
+    ...(entry.batch === 1 ? { ratioToShort: ratio } : {}),
+  }));
 }
 
 function torchBaseline(quick) {
@@ -73,14 +119,7 @@ export function runBert(bidora, { quick, threads }) {
   for (const method of ['lora', 'dora', 'dora-norm', 'full']) {
     const model = makeModel(bidora, method);
     model.train();
-    let seconds;
-    new Benchmark(method, () => step(bidora, model, batch), {
-      maxTime: quick ? 0.5 : 6,
-      minSamples: quick ? 2 : 5,
-      onComplete: (event) => {
-        seconds = median(event.target.stats.sample);
-      },
-    }).run();
+    const seconds = timeStep(bidora, method, model, batch, quick);
     model.dispose();
     const row = { method, threads, ...shape, msPerStep: seconds * 1e3, tokensPerSecond: tokens / seconds };
     rows.push(row);
@@ -89,6 +128,7 @@ export function runBert(bidora, { quick, threads }) {
         `${row.tokensPerSecond.toFixed(0).padStart(6)} tokens/s`,
     );
   }
+  rows.push(...longSequence(bidora, { quick, threads }));
   bidora.setNumThreads(previousThreads);
   const torch = torchBaseline(quick);
   if (torch !== null) {

@@ -166,8 +166,9 @@ function topologicalOrder(root: Tensor): Tensor[] {
   return order;
 }
 
+/** How `backward` and `grad` run a pass. */
 export interface BackwardOptions {
-  /** dL/d(root); defaults to 1 for a scalar root. */
+  /** dL/d(root), of the root's shape; defaults to 1 for a scalar root (a RangeError for another root without it). */
   gradient?: Tensor;
   /** Only these leaves receive gradients (and only products leading to them are computed). */
   inputs?: readonly Tensor[];

@@ -127,7 +127,7 @@ export interface NativeBinding {
   /** [sync] A view of x's storage with another shape of the same size, on x's device. */
   reshape(args: { x: Handle; shape: readonly number[] }): Handle;
 
-  // ---- linear algebra (native/binding/ops_linear_algebra.cc), on the operands' device ----
+  // ---- products (native/binding/ops_nn.cc), on the operands' device ----
 
   /** [sync] a [..., M, K] (or [..., K, M] transposed) times b [..., K, N] (or [..., N, K]); b of rank 2 is shared. */
   matmul(args: { a: Handle; b: Handle; transposeA?: boolean; transposeB?: boolean }): Handle;
@@ -191,6 +191,15 @@ export interface NativeBinding {
   /** [sync] GELU, erf form: 0.5·x·(1 + erf(x/√2)) (BERT's `hidden_act: "gelu"`). */
   gelu(args: { x: Handle }): Handle;
   geluBackward(args: { x: Handle; gradOutput: Handle }): Handle;
+  /**
+   * [sync] GELU, tanh approximation: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))) (GPT-2's `activation_function:
+   * "gelu_new"`, transformers' `gelu_pytorch_tanh`).
+   */
+  geluTanh(args: { x: Handle }): Handle;
+  geluTanhBackward(args: { x: Handle; gradOutput: Handle }): Handle;
+  /** [sync] SiLU (swish): x·σ(x) (Llama's `hidden_act: "silu"`). */
+  silu(args: { x: Handle }): Handle;
+  siluBackward(args: { x: Handle; gradOutput: Handle }): Handle;
   relu(args: { x: Handle }): Handle;
   reluBackward(args: { x: Handle; gradOutput: Handle }): Handle;
   tanh(args: { x: Handle }): Handle;
@@ -207,6 +216,18 @@ export interface NativeBinding {
     gamma: Handle;
     beta: Handle;
   };
+  /**
+   * [sync] Llama's RMSNorm over the last axis D (native/binding/ops_decoder.cc): weight ⊙ x / sqrt(mean(x²) + eps),
+   * weight [D], eps > 0. rstd: [rows], saved for rmsNormBackward.
+   */
+  rmsNorm(args: { x: Handle; weight: Handle; eps: number }): { output: Handle; rstd: Handle };
+  rmsNormBackward(args: { gradOutput: Handle; x: Handle; weight: Handle; rstd: Handle }): {
+    input: Handle;
+    weight: Handle;
+  };
+  /** [sync] silu(gate) ⊙ up (Llama's MLP before down_proj); gate and up of one shape. */
+  swiglu(args: { gate: Handle; up: Handle }): Handle;
+  swigluBackward(args: { gate: Handle; up: Handle; gradOutput: Handle }): { gate: Handle; up: Handle };
   /**
    * [sync] Over the last axis. `mask` [x.shape[0], x.shape[last]] broadcasts over the middle axes; 0 masks, any other
    * value attends. Masked entries are exactly 0; a fully masked row is all zeros.
@@ -245,6 +266,20 @@ export interface NativeBinding {
    * p in [0, 1]; seed an integer from 0 to 2^53 − 1.
    */
   dropout(args: { x: Handle; p: number; seed: number }): Handle;
+  /**
+   * [sync] Fused attention (online softmax over key blocks, no query × key buffer). query [batch, heads, Lq, D], key
+   * and value [batch, kvHeads, Lk, D] (query head h reads kv head ⌊h / (heads / kvHeads)⌋), keyMask [batch, Lk] (0
+   * masks); causal: query i sees keys j ≤ i + Lk − Lq. Dropout p on the probabilities keeps what `dropout` keeps at
+   * the flat [batch, heads, Lq, Lk] index. A query that sees no key gives zeros (logsumexp −∞). reference: the CPU's
+   * scalar loops in double.
+   */
+  attention(args: AttentionArgs): { output: Handle; logsumexp: Handle };
+  /** [sync] Gradients of query, key and value (key's and value's summed over the heads that share them). */
+  attentionBackward(args: AttentionArgs & { gradOutput: Handle; output: Handle; logsumexp: Handle }): {
+    query: Handle;
+    key: Handle;
+    value: Handle;
+  };
 
   // ---- optimizer kernels over tensor lists and the orthogonality regulariser (native/binding/ops_optim.cc) ----
   // Every list op updates its first list in place, one call for the whole list; lists must have equal lengths and
@@ -313,6 +348,19 @@ export interface NativeLayerArgs {
   loraA: Handle;
   loraB: Handle;
   scale: number;
+}
+
+/** The arguments attention and attentionBackward share. */
+export interface AttentionArgs {
+  query: Handle;
+  key: Handle;
+  value: Handle;
+  keyMask?: Handle;
+  causal?: boolean;
+  scale: number;
+  p: number;
+  seed: number;
+  reference?: boolean;
 }
 
 /** A LoRA layer's call: the layer, its input [..., K], bias [M], and the low-rank branch's dropout and seed. */

@@ -2,7 +2,7 @@
 import { addonFile, type BuildInfo, type Device, type Isa, type MatmulPrecision, native } from './binding';
 
 export * as adapters from './adapters/index';
-export { backward, grad, isGradEnabled, noGrad } from './autograd';
+export { backward, type BackwardOptions, grad, isGradEnabled, noGrad } from './autograd';
 export * as io from './io/index';
 export * as models from './models/index';
 export * as nn from './nn/index';

@@ -27,6 +27,10 @@ function splitMix32(seed: { value: number }): number {
   return (mixed ^ (mixed >>> 16)) >>> 0;
 }
 
+/**
+ * xoshiro128**: data order, shuffles and sampling on the JavaScript side. Same seed, same numbers on every machine;
+ * `state()` and `fromState()` checkpoint it exactly.
+ */
 export class Random {
   // The four state words, kept as signed 32-bit integers (what Math.imul and `|` produce).
   #s0 = 0;
@@ -168,12 +172,15 @@ export function freshSeed(): number {
  */
 export class SeedScope {
   constructor(
+    /** The root seed every seed of the scope derives from: a safe integer ≥ 0 (else a RangeError). */
     readonly root: number,
+    /** This scope's dotted name ('' at the root), prefixed to every name asked of it. */
     readonly path = '',
   ) {
     checkSeed(root, 'SeedScope');
   }
 
+  /** The scope one level down: `name` appended to this scope's path, the same root. */
   child(name: string): SeedScope {
     return new SeedScope(this.root, this.#join(name));
   }
@@ -201,6 +208,7 @@ export class SeedStream {
     this.#root = seed;
   }
 
+  /** The next seed of the stream (a safe integer ≥ 0, to pass as a dropout mask's seed). */
   next(): number {
     const position = this.#position++;
     return hashSeed(this.#root, [position >>> 0, Math.floor(position / 2 ** 32)]);
@@ -211,6 +219,7 @@ export class SeedStream {
     return this.#position;
   }
 
+  /** Rewinds or advances the stream to `position`; a RangeError unless it is a non-negative safe integer. */
   set state(position: number) {
     if (!Number.isSafeInteger(position) || position < 0) {
       throw new RangeError(`SeedStream: state must be a non-negative integer, got ${position}`);

@@ -6,13 +6,16 @@ import { type Device, native, type NativeTensorHandle } from './binding';
 import { reshape as reshapeOp } from './ops/shape';
 import { freshSeed } from './random';
 
+/** Dimensions, outermost first: 0 to 4 non-negative integers ([] is a scalar). */
 export type Shape = readonly number[];
 
+/** Where a new tensor is made. */
 export interface DeviceOptions {
   /** Where the tensor lives: 'cpu' (the default) or 'cuda' (see `devices()`). */
   device?: Device;
 }
 
+/** The seed and device of a random tensor; without a seed, one is drawn from `freshSeed()`. */
 export interface RandomOptions extends DeviceOptions {
   /** Any integer from 0 to 2^53 - 1; the same seed gives the same numbers on every machine, thread count and device. */
   seed?: number;
@@ -85,14 +88,17 @@ export class Tensor {
     return onDevice(native.fromFloat32Array({ data: values, shape: shape ?? [values.length] }), options, 'Tensor.from');
   }
 
+  /** A tensor of zeros. A RangeError when `shape` is not 0 to 4 non-negative integers. */
   static zeros(shape: Shape, options: DeviceOptions = {}): Tensor {
     return onDevice(native.full({ shape, value: 0 }), options, 'Tensor.zeros');
   }
 
+  /** A tensor of ones. A RangeError when `shape` is not 0 to 4 non-negative integers. */
   static ones(shape: Shape, options: DeviceOptions = {}): Tensor {
     return onDevice(native.full({ shape, value: 1 }), options, 'Tensor.ones');
   }
 
+  /** A tensor of `value` everywhere. A RangeError for a bad shape, a TypeError when `value` is not a number. */
   static full(shape: Shape, value: number, options: DeviceOptions = {}): Tensor {
     return onDevice(native.full({ shape, value }), options, 'Tensor.full');
   }
@@ -131,10 +137,12 @@ export class Tensor {
     return new Tensor(native.toDevice({ x: handle, device }));
   }
 
+  /** Number of dimensions, 0 (scalar) to 4. */
   get rank(): number {
     return this.shape.length;
   }
 
+  /** Whether `dispose()` (or an enclosing `tidy`) freed the values; any use of a disposed tensor is a TypeError. */
   get isDisposed(): boolean {
     return this.#handle.disposed;
   }
@@ -144,6 +152,10 @@ export class Tensor {
     return this.#requiresGrad;
   }
 
+  /**
+   * Makes this tensor a leaf that collects `.grad`, or stops it. A TypeError for a non-boolean, or for false on an op
+   * output (which requires grad through its inputs: use `detach()`).
+   */
   set requiresGrad(value: boolean) {
     if (typeof value !== 'boolean') throw new TypeError('requiresGrad must be a boolean');
     if (!value && this.gradNode !== undefined) {
@@ -211,6 +223,7 @@ export class Tensor {
     this.#handle.dispose();
   }
 
+  /** Shape and disposal only: the values stay in native memory (read them with `toFloat32Array()`). */
   toString(): string {
     return `Tensor(shape=[${this.shape.join(', ')}]${this.isDisposed ? ', disposed' : ''})`;
   }
@@ -349,6 +362,7 @@ export function keep<T extends Tensor>(tensor: T): T {
   return tensor;
 }
 
+/** What `memory()` reports: counts and bytes of native memory, for leak checks and sizing. */
 export interface MemoryInfo {
   /** Live tensors of this thread: neither disposed nor collected. */
   tensors: number;

@@ -27,7 +27,7 @@ const batch = {
   ],
 };
 
-function logitsOf(model: models.SequenceClassifier): Float32Array {
+function logitsOf(model: models.PretrainedModel): Float32Array {
   return tidy(() => noGrad(() => model.forward(batch).logits.toFloat32Array()));
 }
 

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { native } from '../lib/binding';
-import { adapters, models, noGrad, tidy, tokenizers } from '../lib/index';
+import { adapters, models, noGrad, tidy, tokenizers, train } from '../lib/index';
 import { METHODS } from '../lib/cli/demo';
 import { DATA_PACKAGE, DATA_VERSION, lastVowel, stressedVowel, tarEntry } from '../lib/cli/demo-data';
 import { SPECIAL_TOKENS, wordPieceTokenizerJson } from './fixtures/wordpiece';
@@ -352,6 +352,226 @@ describe('bidora train', () => {
   });
 });
 
+describe('bidora train --task causal-lm and bidora generate', () => {
+  // A tiny GPT-2 over characters, built here: it learns to spell words backwards after "=".
+  const lmDir = join(root, 'tiny-gpt2');
+  const animals = ['cat', 'dog', 'bird', 'fish', 'frog', 'moth', 'deer', 'lion', 'bear', 'wolf', 'hare', 'crab'];
+  const tokenizer = tokenizers.CharTokenizer.fromTexts([...animals, '=']);
+  const reversed = (word: string) => [...word].reverse().join('');
+
+  beforeAll(() => {
+    mkdirSync(lmDir);
+    const model = models.fromConfig({
+      architectures: ['GPT2LMHeadModel'],
+      model_type: 'gpt2',
+      vocab_size: tokenizer.vocabSize,
+      n_embd: 32,
+      n_layer: 2,
+      n_head: 4,
+      n_positions: 32,
+      eos_token_id: tokenizer.sepId,
+      bos_token_id: tokenizer.clsId,
+      pad_token_id: tokenizer.padTokenId,
+    });
+    models.save(model, lmDir);
+    model.dispose();
+    tokenizer.save(join(lmDir, tokenizers.CHAR_TOKENIZER_FILE));
+    const rows = (words: string[]) =>
+      words.map((word) => JSON.stringify({ prompt: `${word}=`, completion: reversed(word) })).join('\n') + '\n';
+    writeFileSync(join(root, 'lm-train.jsonl'), rows([...animals, ...animals, ...animals]));
+    writeFileSync(join(root, 'lm-eval.jsonl'), rows(animals.slice(0, 4)));
+    writeFileSync(join(root, 'lm-text.jsonl'), animals.map((word) => JSON.stringify({ text: word })).join('\n'));
+  });
+
+  it('trains DoRA on prompt/completion JSONL, writes a CAUSAL_LM adapter, and generate scores the completions', () => {
+    const out = join(root, 'lm-run');
+    const trained = run([
+      'train',
+      '--task',
+      'causal-lm',
+      '--model',
+      lmDir,
+      '--data',
+      join(root, 'lm-train.jsonl'),
+      '--eval',
+      join(root, 'lm-eval.jsonl'),
+      '--method',
+      'dora',
+      '--r',
+      '4',
+      '--epochs',
+      '4',
+      '--batch-size',
+      '6',
+      '--lr',
+      '1e-2',
+      '--out',
+      out,
+      '--log',
+      'none',
+    ]);
+    expect(trained.status, trained.stderr).toBe(0);
+    expect(trained.stdout).toMatch(/dora: 24 steps; eval perplexity \d/);
+    const config = JSON.parse(readFileSync(join(out, 'adapter_config.json'), 'utf8'));
+    expect(config).toMatchObject({
+      task_type: 'CAUSAL_LM',
+      target_modules: ['c_attn'],
+      fan_in_fan_out: true,
+      modules_to_save: null,
+      use_dora: true,
+    });
+    const metrics = JSON.parse(readFileSync(join(out, 'metrics.json'), 'utf8'));
+    expect(metrics.task).toBe('causal-lm');
+    expect(metrics.final.perplexity).toBeCloseTo(Math.exp(metrics.final.loss), 6);
+    // The evaluation file's completions are scored on what the trained model generates.
+    for (const name of ['exactMatch', 'tokenErrorRate', 'editDistance', 'bleu']) {
+      expect(Number.isFinite(metrics.final[name]), name).toBe(true);
+    }
+    const losses = metrics.history.map((record: { loss: number }) => record.loss);
+    expect(Math.min(...losses.slice(-4))).toBeLessThan(Math.max(...losses.slice(0, 4)));
+
+    const generated = run([
+      'generate',
+      '--model',
+      lmDir,
+      '--adapter',
+      out,
+      '--data',
+      join(root, 'lm-eval.jsonl'),
+      '--max-new-tokens',
+      '6',
+    ]);
+    expect(generated.status, generated.stderr).toBe(0);
+    const lines = generated.stdout
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line));
+    expect(lines).toHaveLength(5);
+    lines.slice(0, 4).forEach((line, index) => {
+      expect(line.prompt).toBe(`${animals[index]}=`);
+      expect(line.reference).toBe(reversed(animals[index]));
+      expect(typeof line.generated).toBe('string');
+    });
+    const scores = lines[4].metrics;
+    expect(scores.examples).toBe(4);
+    for (const name of ['exactMatch', 'tokenErrorRate', 'editDistance', 'bleu']) {
+      expect(Number.isFinite(scores[name]), name).toBe(true);
+    }
+    // The metrics are those of the printed generations, recomputed here from their characters.
+    const predicted = lines.slice(0, 4).map((line) => [...line.generated].map((c) => tokenizer.tokenize(c)[0]));
+    const references = lines.slice(0, 4).map((line) => tokenizer.tokenize(line.reference));
+    const recomputed = train.generationMetrics(predicted, references);
+    expect(scores.exactMatch).toBeCloseTo(recomputed.exactMatch, 12);
+    expect(scores.tokenErrorRate).toBeCloseTo(recomputed.tokenErrorRate, 12);
+
+    // eval scores the adapter on completions; merge folds it into a plain GPT-2 that generates the same.
+    const evaluated = run(['eval', '--model', lmDir, '--adapter', out, '--data', join(root, 'lm-eval.jsonl')]);
+    expect(evaluated.status, evaluated.stderr).toBe(0);
+    expect(JSON.parse(evaluated.stdout)).toMatchObject({ examples: 4 });
+    expect(JSON.parse(evaluated.stdout).perplexity).toBeGreaterThan(1);
+    const merged = join(root, 'lm-merged');
+    const merging = run(['merge', '--model', lmDir, '--adapter', out, '--out', merged]);
+    expect(merging.status, merging.stderr).toBe(0);
+    const again = run(['generate', '--model', merged, '--data', join(root, 'lm-eval.jsonl'), '--max-new-tokens', '6']);
+    expect(again.stdout).toBe(generated.stdout);
+  });
+
+  it('trains BiDoRA on packed text, and generates from prompts with sampling, the same on every run', () => {
+    const out = join(root, 'lm-text-run');
+    const trained = run([
+      'train',
+      '--task',
+      'causal-lm',
+      '--model',
+      lmDir,
+      '--data',
+      join(root, 'lm-text.jsonl'),
+      '--method',
+      'bidora',
+      '--packing',
+      '--max-length',
+      '8',
+      '--max-steps',
+      '4',
+      '--batch-size',
+      '2',
+      '--out',
+      out,
+      '--log',
+      'none',
+    ]);
+    expect(trained.status, trained.stderr).toBe(0);
+    const sample = () =>
+      run([
+        'generate',
+        '--model',
+        lmDir,
+        '--adapter',
+        out,
+        '--prompt',
+        'ca',
+        '--prompt',
+        'wol',
+        '--do-sample',
+        '--temperature',
+        '0.8',
+        '--top-k',
+        '5',
+        '--top-p',
+        '0.9',
+        '--seed',
+        '7',
+        '--max-new-tokens',
+        '4',
+      ]);
+    const first = sample();
+    expect(first.status, first.stderr).toBe(0);
+    const lines = first.stdout
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line));
+    expect(lines.map((line) => line.prompt)).toEqual(['ca', 'wol']);
+    expect(lines.every((line) => !('metrics' in line))).toBe(true);
+    expect(sample().stdout).toBe(first.stdout);
+    const beams = run(['generate', '--model', lmDir, '--prompt', 'ca', '--num-beams', '2', '--max-new-tokens', '3']);
+    expect(beams.status, beams.stderr).toBe(0);
+  });
+
+  it('names the argument that is wrong, with the command once', () => {
+    const generate = (...args: string[]) => run(['generate', '--model', lmDir, ...args]);
+    expect(generate().stderr).toBe(
+      'bidora generate: give --prompt <text> (one or more) or --data <file.jsonl>, not both\n',
+    );
+    expect(generate('--prompt', 'a', '--data', join(root, 'lm-eval.jsonl')).status).toBe(2);
+    expect(generate('--prompt', 'a', '--top-p', '1.5').stderr).toMatch(/^bidora generate: --top-p must be in \(0, 1\]/);
+    expect(generate('--prompt', 'a', '--max-new-tokens', '0').stderr).toMatch(/--max-new-tokens must be a positive/);
+    expect(generate('--prompt', 'a', '--temperature', 'hot').stderr).toMatch(/--temperature must be a number/);
+    expect(generate('--prompt', '').stderr).toMatch(/--prompt 1: the prompt is empty/);
+    expect(run(['generate', '--model', modelDir, '--prompt', 'a']).stderr).toMatch(
+      /--model .*tiny-bert holds BertForSequenceClassification, not a causal language model/,
+    );
+    expect(generate('--prompt', 'a', '--adapter', join(root, 'nope')).stderr).toMatch(
+      /--adapter .*nope: adapter_config\.json is missing/,
+    );
+    const badLine = join(root, 'lm-bad.jsonl');
+    writeFileSync(badLine, '{"text": "cat"}\n{"prompt": "dog="}\n');
+    const trainLM = (...args: string[]) =>
+      run(['train', '--task', 'causal-lm', '--model', lmDir, '--out', join(root, 'y'), ...args]);
+    expect(trainLM('--data', badLine).stderr).toMatch(/^bidora train: --data .*lm-bad\.jsonl:2: this line has/);
+    expect(trainLM('--data', join(root, 'lm-text.jsonl'), '--max-length', '64').stderr).toMatch(
+      /--max-length 64 exceeds the 32 positions/,
+    );
+    expect(
+      run(['train', '--model', modelDir, '--data', join(root, 'train.jsonl'), '--packing', '--out', join(root, 'y')])
+        .stderr,
+    ).toMatch(/--packing applies to --task causal-lm only/);
+    expect(trainLM('--data', join(root, 'lm-text.jsonl'), '--model', modelDir).stderr).toMatch(
+      /not a causal language model/,
+    );
+    expect(existsSync(join(root, 'y'))).toBe(false);
+  });
+});
+
 describe('bidora bench', () => {
   it('times the four layer variants in both settings, prints the table and writes ratios to JSON', () => {
     const out = join(root, 'bench.json');
@@ -444,7 +664,7 @@ describe('bidora, whatever the command', () => {
   });
 
   it('shows each command its help for -h as for --help', () => {
-    for (const command of ['demo', 'train', 'eval', 'merge', 'bench']) {
+    for (const command of ['demo', 'train', 'eval', 'merge', 'generate', 'bench']) {
       const short = run([command, '-h']);
       expect(short.status, short.stderr).toBe(0);
       expect(short.stdout).toMatch(new RegExp(`^Usage: bidora ${command} `));

@@ -194,7 +194,7 @@ describe('config values are checked at load, naming the key', () => {
       [{ hidden_dropout_prob: 1 }, RangeError, /hidden_dropout_prob must be a probability in \[0, 1\)/],
       [{ classifier_dropout: 'x' }, TypeError, /classifier_dropout/],
       [{ hidden_act: 7 }, TypeError, /hidden_act/],
-      [{ model_type: 'gpt2' }, RangeError, /model_type "gpt2" is not supported/],
+      [{ model_type: 'gpt_neox' }, RangeError, /model_type "gpt_neox" is not supported/],
       [{ id2label: { 0: 'a', 1: 'b' }, num_labels: 3 }, RangeError, /num_labels 3 disagrees with the 2 labels/],
       [{ id2label: ['a', 'b'] }, TypeError, /id2label must map ids to label names/],
       [{ label2id: { a: 'x' } }, TypeError, /label2id/],

@@ -592,6 +592,73 @@ void check_layout() {
   check("rotary inverse restores x", restored.download(), Doubles(rx.begin(), rx.end()), 1e-5);
 }
 
+// Fused attention against explicit softmax attention in double: padding mask, causal with fewer queries than keys,
+// grouped-query heads (4 on 2), a head size off the warp width, rows that see no key, and dropout with the dropout
+// op's mask at the flat [batch, heads, Lq, Lk] index; output and the three gradients.
+void check_attention() {
+  const int64_t b = 2, h = 4, kvh = 2, lq = 37, lk = 75, hd = 40;
+  const float scale = 0.2f, p = 0.2f;
+  const uint64_t seed = 31;
+  const Vector q = random_vector(b * h * lq * hd), k = random_vector(b * kvh * lk * hd),
+               v = random_vector(b * kvh * lk * hd), g = random_vector(b * h * lq * hd);
+  Vector mask(b * lk, 1.0f);
+  for (int64_t j = 0; j < lk; j += 3) mask[j] = 0.0f;  // padding in entry 0
+  std::fill(mask.begin() + lk, mask.end(), 0.0f);      // entry 1 sees nothing
+  for (const bool causal : {false, true}) {
+    for (const float drop : {0.0f, p}) {
+      Doubles out(q.size(), 0.0), dq(q.size(), 0.0), dk(k.size(), 0.0), dv(v.size(), 0.0);
+      const uint64_t key = bidora::cuda::dropout_key(seed), threshold = bidora::cuda::dropout_threshold(drop);
+      for (int64_t bi = 0; bi < b; ++bi)
+        for (int64_t hi = 0; hi < h; ++hi)
+          for (int64_t i = 0; i < lq; ++i) {
+            const int64_t row = (bi * h + hi) * lq + i, kv = (bi * kvh + hi / (h / kvh)) * lk;
+            Doubles s(lk, -INFINITY), z(lk, 1.0), dp(lk);
+            double max = -INFINITY;
+            for (int64_t j = 0; j < lk; ++j) {
+              if ((causal && j > i + lk - lq) || mask[bi * lk + j] == 0.0f) continue;
+              double dot = 0;
+              for (int64_t e = 0; e < hd; ++e) dot += double(q[row * hd + e]) * k[(kv + j) * hd + e];
+              s[j] = dot * scale;
+              max = std::max(max, s[j]);
+              if (drop > 0) z[j] = bidora::cuda::dropout_keeps(key, row * lk + j, threshold) ? 1.0 / (1.0 - drop) : 0.0;
+            }
+            if (max == -INFINITY) continue;
+            double sum = 0, row_term = 0;
+            for (double& x : s) sum += x = std::exp(x - max);
+            for (int64_t j = 0; j < lk; ++j) {
+              s[j] /= sum;
+              double dot = 0;
+              for (int64_t e = 0; e < hd; ++e) {
+                out[row * hd + e] += s[j] * z[j] * v[(kv + j) * hd + e];
+                dv[(kv + j) * hd + e] += s[j] * z[j] * g[row * hd + e];
+                dot += double(g[row * hd + e]) * v[(kv + j) * hd + e];
+              }
+              dp[j] = z[j] * dot;
+              row_term += s[j] * dp[j];
+            }
+            for (int64_t j = 0; j < lk; ++j) {
+              const double ds = s[j] * (dp[j] - row_term) * scale;
+              for (int64_t e = 0; e < hd; ++e) {
+                dq[row * hd + e] += ds * k[(kv + j) * hd + e];
+                dk[(kv + j) * hd + e] += ds * q[row * hd + e];
+              }
+            }
+          }
+      Device<float> dqd(q), dkd(k), dvd(v), dgd(g), dmask(mask), o(q.size()), lse(b * h * lq), gq(q.size()),
+          gk(k.size()), gv(v.size());
+      const ops::AttentionDims dims{b, h, kvh, lq, lk, hd, scale, causal, false, {drop, seed}};
+      gpu().attention({o.ptr, lse.ptr, dqd.ptr, dkd.ptr, dvd.ptr, dmask.ptr, dims});
+      gpu().attention_backward(
+          {gq.ptr, gk.ptr, gv.ptr, dgd.ptr, dqd.ptr, dkd.ptr, dvd.ptr, dmask.ptr, o.ptr, lse.ptr, dims});
+      const std::string name = std::string("attention") + (causal ? " causal" : "") + (drop > 0 ? " dropout" : "");
+      check(name + " output", o.download(), out, kFloat32Tolerance);
+      check(name + " grad query", gq.download(), dq, kFloat32Tolerance);
+      check(name + " grad key", gk.download(), dk, kFloat32Tolerance);
+      check(name + " grad value", gv.download(), dv, kFloat32Tolerance);
+    }
+  }
+}
+
 void check_nn() {
   const int64_t rows = 193, d = 771;
   const Vector x = random_vector(rows * d, 2.0f), gamma = random_vector(d), beta = random_vector(d);
@@ -889,6 +956,64 @@ void bench(int64_t n, int64_t k, int64_t m, int64_t r) {
 
 }  // namespace
 
+// The decoder ops: GELU's tanh form and SiLU (two more activation kinds), SwiGLU, and RMS norm at a Llama-like width.
+void check_decoder() {
+  const int64_t rows = 97, d = 1031, n = rows * d;
+  const Vector x = random_vector(n, 3.0f), up = random_vector(n), grad_out = random_vector(n);
+  const Vector weight = random_vector(d);
+  Device<float> dx(x), dup(up), dgrad(grad_out), dweight(weight), out(n), grad_x(n), grad_up(n), rstd(rows),
+      grad_weight(d);
+  const double c = std::sqrt(2.0 / M_PI);
+  Doubles gelu_ref(n), gelu_grad_ref(n), silu_ref(n), silu_grad_ref(n), swiglu_ref(n), gate_ref(n), up_ref(n);
+  for (int64_t i = 0; i < n; ++i) {
+    const double v = x[i], t = std::tanh(c * (v + 0.044715 * v * v * v));
+    const double sigma = 1.0 / (1.0 + std::exp(-v)), silu_prime = sigma * (1.0 + v * (1.0 - sigma));
+    gelu_ref[i] = 0.5 * v * (1.0 + t);
+    gelu_grad_ref[i] = grad_out[i] * (0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * c * (1.0 + 3 * 0.044715 * v * v));
+    silu_ref[i] = v * sigma;
+    silu_grad_ref[i] = grad_out[i] * silu_prime;
+    swiglu_ref[i] = v * sigma * up[i];
+    gate_ref[i] = static_cast<double>(grad_out[i]) * up[i] * silu_prime;
+    up_ref[i] = grad_out[i] * v * sigma;
+  }
+  gpu().unary({ops::Activation::kGeluTanh, out.ptr, dx.ptr, n});
+  check("gelu tanh form forward", out.download(), gelu_ref, kFloat32Tolerance);
+  gpu().unary_backward({ops::Activation::kGeluTanh, grad_x.ptr, dx.ptr, dgrad.ptr, n});
+  check("gelu tanh form backward", grad_x.download(), gelu_grad_ref, kFloat32Tolerance);
+  gpu().unary({ops::Activation::kSilu, out.ptr, dx.ptr, n});
+  check("silu forward", out.download(), silu_ref, kFloat32Tolerance);
+  gpu().unary_backward({ops::Activation::kSilu, grad_x.ptr, dx.ptr, dgrad.ptr, n});
+  check("silu backward", grad_x.download(), silu_grad_ref, kFloat32Tolerance);
+  gpu().swiglu({out.ptr, dx.ptr, dup.ptr, n});
+  check("swiglu forward", out.download(), swiglu_ref, kFloat32Tolerance);
+  gpu().swiglu_backward({grad_x.ptr, grad_up.ptr, dx.ptr, dup.ptr, dgrad.ptr, n});
+  check("swiglu backward gate", grad_x.download(), gate_ref, kFloat32Tolerance);
+  check("swiglu backward up", grad_up.download(), up_ref, kFloat32Tolerance);
+
+  const float eps = 1e-6f;
+  Doubles rms_ref(n), rms_grad_ref(n), weight_ref(d, 0.0);
+  for (int64_t i = 0; i < rows; ++i) {
+    double squares = 0, sum_gx = 0;
+    for (int64_t j = 0; j < d; ++j) squares += static_cast<double>(x[i * d + j]) * x[i * d + j];
+    const double rs = 1.0 / std::sqrt(squares / d + eps);
+    for (int64_t j = 0; j < d; ++j) {
+      const double xhat = x[i * d + j] * rs;
+      rms_ref[i * d + j] = weight[j] * xhat;
+      sum_gx += static_cast<double>(grad_out[i * d + j]) * weight[j] * xhat;
+      weight_ref[j] += grad_out[i * d + j] * xhat;
+    }
+    for (int64_t j = 0; j < d; ++j) {
+      rms_grad_ref[i * d + j] =
+          rs * (static_cast<double>(grad_out[i * d + j]) * weight[j] - x[i * d + j] * rs * sum_gx / d);
+    }
+  }
+  gpu().rms_norm({out.ptr, rstd.ptr, dx.ptr, dweight.ptr, rows, d, eps});
+  check("rms norm forward", out.download(), rms_ref, kFloat32Tolerance);
+  gpu().rms_norm_backward({grad_x.ptr, grad_weight.ptr, dgrad.ptr, dx.ptr, dweight.ptr, rstd.ptr, rows, d});
+  check("rms norm backward input", grad_x.download(), rms_grad_ref, kFloat32Tolerance);
+  check("rms norm backward weight", grad_weight.download(), weight_ref, kFloat32Tolerance);
+}
+
 int main(int argc, char** argv) {
   const bool quick = argc > 1 && std::strcmp(argv[1], "--checks-only") == 0;
   int devices = cu::usable_device_count();
@@ -906,6 +1031,8 @@ int main(int argc, char** argv) {
   check_elementwise();
   check_layout();
   check_nn();
+  check_decoder();
+  check_attention();
   check_optimizer();
   std::printf("\n%d check(s) failed\n", failures);
   if (!quick) {

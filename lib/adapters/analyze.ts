@@ -9,7 +9,9 @@ import { type Module } from '../nn/module';
 import { tidy } from '../tensor';
 import { adaptedLayers } from './layers';
 
+/** How far training moved one adapted layer from its pretrained weight W0. */
 export interface LayerDecomposition {
+  /** The Linear layer's dotted module path, e.g. bert.encoder.layer.0.attention.self.query. */
   path: string;
   /** mean_i |m_i − ||W0_i|||, with m the magnitude vector (DoRA) or the row norms of W0 + s B A (LoRA). */
   deltaMagnitude: number;
@@ -17,7 +19,9 @@ export interface LayerDecomposition {
   deltaDirection: number;
 }
 
+/** The weight-decomposition analysis of a model: per-layer ΔM and ΔD, and the trend between them. */
 export interface DecompositionAnalysis {
+  /** One entry per adapted layer, in module order. */
   layers: LayerDecomposition[];
   /** Least-squares slope of ΔM against ΔD over the layers (negative: DoRA-like, positive: LoRA-like). */
   slope: number;

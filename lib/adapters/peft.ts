@@ -53,17 +53,21 @@ export interface PeftAdapterConfig {
 export interface SaveOptions {
   /** Recorded as base_model_name_or_path (the base checkpoint folder or hub id). */
   baseModelNameOrPath?: string;
-  /** PEFT's task_type (default TOKEN_CLS for a token classifier, else SEQ_CLS). */
+  /** PEFT's task_type (default TOKEN_CLS for a token classifier, CAUSAL_LM for a language model, else SEQ_CLS). */
   taskType?: string;
 }
 
-function toPeftConfig(config: AdapterConfig, options: SaveOptions, defaultTaskType: string): PeftAdapterConfig {
+function toPeftConfig(
+  config: AdapterConfig,
+  options: SaveOptions,
+  defaults: { taskType: string; fanInFanOut: boolean },
+): PeftAdapterConfig {
   const targets = config.targetModules;
   const alpha = config.alpha ?? config.r;
   const { layersToTransform, layersPattern } = config;
   return {
     peft_type: 'LORA',
-    task_type: options.taskType ?? defaultTaskType,
+    task_type: options.taskType ?? defaults.taskType,
     base_model_name_or_path: options.baseModelNameOrPath ?? null,
     r: config.r,
     lora_alpha: alpha,
@@ -73,7 +77,7 @@ function toPeftConfig(config: AdapterConfig, options: SaveOptions, defaultTaskTy
     modules_to_save: config.modulesToSave && config.modulesToSave.length > 0 ? [...config.modulesToSave] : null,
     use_dora: ADAPTER_METHODS[config.method].peftUseDora,
     use_rslora: config.useRslora ?? false,
-    fan_in_fan_out: false,
+    fan_in_fan_out: defaults.fanInFanOut,
     bias: 'none',
     init_lora_weights: config.init === 'gaussian' ? 'gaussian' : true,
     inference_mode: true,
@@ -191,9 +195,9 @@ export function fromPeftConfig(raw: unknown, file: string): AdapterConfig {
   const read = new ConfigReader(config, where);
   if (config.peft_type !== 'LORA') read.fail('peft_type', '"LORA"', 'range');
   for (const key of ['task_type', 'base_model_name_or_path', 'revision']) read.string(key);
-  if (read.boolean('fan_in_fan_out', false)) {
-    throw new RangeError(`${where}: fan_in_fan_out adapters (GPT-2 Conv1D) are not supported`);
-  }
+  // PEFT itself overrides this flag per layer (True for a Conv1D, False for an nn.Linear, with a warning), and A and
+  // B have the same shapes either way: each layer's orientation comes from the model, not the file.
+  read.boolean('fan_in_fan_out', false);
   if ((read.value('bias') ?? 'none') !== 'none') read.fail('bias', '"none" (bias training is not supported)', 'range');
   read.boolean('inference_mode', true);
   const init = read.value('init_lora_weights') ?? true;
@@ -314,10 +318,25 @@ export function save(model: Module, dir: string, options: SaveOptions = {}): voi
   }
   mkdirSync(dir, { recursive: true });
   writeSafetensors(join(dir, ADAPTER_WEIGHTS_FILE), tensors, { format: 'pt' });
-  // PEFT's task type from the model's head: per token TOKEN_CLS, else SEQ_CLS (what it was before heads had a task).
+  // PEFT's task type from the model's head: per token TOKEN_CLS, a language model CAUSAL_LM, else SEQ_CLS (what it
+  // was before heads had a task).
   const task = (model as { config?: { task?: string } }).config?.task;
-  const peftConfig = toPeftConfig(config, options, task === 'token-classification' ? 'TOKEN_CLS' : 'SEQ_CLS');
+  const taskType = task === 'token-classification' ? 'TOKEN_CLS' : task === 'causal-lm' ? 'CAUSAL_LM' : 'SEQ_CLS';
+  const fanInFanOut = layers.some(({ path }) => isConv1D(model, path));
+  const peftConfig = toPeftConfig(config, options, { taskType, fanInFanOut });
   writeFileAtomic(join(dir, ADAPTER_CONFIG_FILE), JSON.stringify(peftConfig, null, 2) + '\n');
+}
+
+/** GPT-2's Conv1D layers in transformers: bidora keeps their weights as Linear's [out, in], transposed on load. */
+const CONV1D_LAYERS = /(^|\.)(c_attn|c_proj|c_fc|q_attn)$/;
+
+/**
+ * Whether transformers holds the layer at `path` as a Conv1D (weights [in, out]), for which PEFT writes
+ * fan_in_fan_out true: the Conv1D layers of a GPT-2 model.
+ */
+function isConv1D(model: Module, path: string): boolean {
+  const modelType = (model as { config?: { modelType?: string } }).config?.modelType;
+  return modelType === 'gpt2' && CONV1D_LAYERS.test(path);
 }
 
 function readJson(file: string, where: string): unknown {

@@ -21,15 +21,23 @@ export { median, timeCall, timeInterleaved, type TimingOptions } from './timing'
 
 /** The ratios reported, each as [numerator, denominator]. */
 export const LAYER_RATIOS = {
+  /** What DoRA's fused kernels cost over LoRA's, norm detached (PEFT's default). */
   doraOverLora: ['dora', 'lora'],
+  /** The same with the gradient taken through the norm (BiDoRA's `detachNorm: false`). */
   doraThroughNormOverLora: ['doraThroughNorm', 'lora'],
+  /** What the fused DoRA saves over DoRA built from separate ops as PEFT does: the speed-up, above 1 when it helps. */
   naiveOverDora: ['naiveDora', 'dora'],
 } as const satisfies Record<string, readonly [LayerVariant, LayerVariant]>;
+/** The name of a reported ratio: a key of `LAYER_RATIOS`. */
 export type LayerRatio = keyof typeof LAYER_RATIOS;
 
+/** What `benchLayers` times, and how long. */
 export interface LayerBenchOptions {
+  /** The layer shapes; default `DEFAULT_SHAPES`. A RangeError unless each holds four positive integers. */
   shapes?: readonly LayerShape[];
+  /** With and without the input gradient; default both (`LAYER_SETTINGS`). */
   settings?: readonly LayerSetting[];
+  /** Where the tensors live and the kernels run; default 'cpu'. A RangeError when this build or machine lacks it. */
   device?: Device;
   /** Caps the kernels' threads for the run, restored after; the whole pool when absent. */
   threads?: number;
@@ -41,20 +49,31 @@ export interface LayerBenchOptions {
   onRow?: (row: LayerBenchRow) => void;
 }
 
+/** One shape under one setting: each variant's time and the ratios between them. */
 export interface LayerBenchRow extends LayerShape {
+  /** The setting's name, e.g. 'inner layer'. */
   setting: string;
+  /** Whether the timed backward computed the input's gradient. */
   inputGradient: boolean;
+  /** Where it ran. */
   device: Device;
+  /** The kernels' thread cap during the run. */
   threads: number;
+  /** Rounds of all the variants side by side that the medians are over. */
   rounds: number;
-  /** Median milliseconds per call over the rounds. */
+  /** LoRA's median milliseconds per forward + backward over the rounds. */
   loraMs: number;
+  /** Fused DoRA's (norm detached) median milliseconds per forward + backward. */
   doraMs: number;
+  /** Fused DoRA's through the norm, median milliseconds per forward + backward. */
   doraThroughNormMs: number;
+  /** Naive DoRA's (PEFT's way, from separate ops) median milliseconds per forward + backward. */
   naiveDoraMs: number;
-  /** Medians of the ratios within each round. */
+  /** doraMs / loraMs, as the median of the ratio within each round (not the ratio of the medians). */
   doraOverLora: number;
+  /** doraThroughNormMs / loraMs, the median of the ratio within each round. */
   doraThroughNormOverLora: number;
+  /** naiveDoraMs / doraMs, the median of the ratio within each round: the fused kernels' speed-up. */
   naiveOverDora: number;
   /** Milliseconds per call of each variant, one entry per round. */
   roundMs: Record<LayerVariant, number>[];

@@ -6,10 +6,15 @@ import * as ops from '../ops/index';
 import { type GradientRequest } from '../ops/index';
 import { Tensor, tidy } from '../tensor';
 
+/** The size of one benchmarked layer; every field a positive integer. */
 export interface LayerShape {
+  /** Tokens: rows of the input (batch × sequence). */
   n: number;
+  /** In-features. */
   k: number;
+  /** Out-features. */
   m: number;
+  /** Adapter rank. */
   r: number;
 }
 
@@ -18,10 +23,13 @@ export interface LayerShape {
  * fused kernels skip the input products; an inner layer pays for them.
  */
 export interface LayerSetting {
+  /** How tables and rows name the setting. */
   name: string;
+  /** Whether the backward computes the input's gradient. */
   inputGradient: boolean;
 }
 
+/** Both settings, input as data first: what `benchLayers` times by default. */
 export const LAYER_SETTINGS: readonly LayerSetting[] = [
   { name: 'input is data', inputGradient: false },
   { name: 'inner layer', inputGradient: true },
@@ -37,18 +45,28 @@ export const DEFAULT_SHAPES: readonly LayerShape[] = [
   { n: 2048, k: 768, m: 768, r: 4 },
 ];
 
+/** The variants timed, in table order (see this module's header for what each is). */
 export const LAYER_VARIANTS = ['lora', 'dora', 'doraThroughNorm', 'naiveDora'] as const;
+/** One of `LAYER_VARIANTS`. */
 export type LayerVariant = (typeof LAYER_VARIANTS)[number];
 
 /** What a variant reads; every tensor is made once per shape and device, from fixed seeds. */
 export interface BenchLayer {
+  /** The layer's input, [N, K]. */
   input: Tensor;
+  /** The frozen base weight W0, [M, K]. */
   weight: Tensor;
+  /** The base bias, [M]. */
   bias: Tensor;
+  /** The adapter's down-projection A, [r, K]. */
   loraA: Tensor;
+  /** The adapter's up-projection B, [M, r]. */
   loraB: Tensor;
+  /** DoRA's per-output magnitudes, [M] (LoRA ignores them). */
   magnitude: Tensor;
+  /** The adapter scale s (alpha / r). */
   scale: number;
+  /** The gradient arriving at the output, [N, M]. */
   gradOutput: Tensor;
 }
 
@@ -78,6 +96,7 @@ export function makeLayer(shape: LayerShape, device: Device = 'cpu'): BenchLayer
   }));
 }
 
+/** Frees the tensors `makeLayer` made. */
 export function disposeLayer(layer: BenchLayer): void {
   for (const value of Object.values(layer)) if (value instanceof Tensor) value.dispose();
 }

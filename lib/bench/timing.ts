@@ -1,9 +1,11 @@
 // A small timing loop for the microbenchmarks: calibrated batches, discarded warm-up, functions sampled interleaved,
 // the median of the samples.
 
+/** How long `timeInterleaved` and `timeCall` sample. */
 export interface TimingOptions {
   /** Keep sampling until this much time has been spent on samples; at least `minSamples` are taken either way. */
   minSeconds: number;
+  /** Samples (calibrated batches) taken of each function at the least, however long they take. */
   minSamples: number;
   /**
    * Called once at the end of each batch, inside the timed span: waits for work that `fn` only queued (GPU kernels),

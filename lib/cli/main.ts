@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The bidora command line: demo, train, eval, merge, bench.
+// The bidora command line: demo, train, eval, merge, generate, bench.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -11,7 +11,8 @@ const commands: Record<string, { summary: string; run: (argv: string[]) => Promi
     run: async (argv) => (await import('./demo')).demoCommand(argv),
   },
   train: {
-    summary: 'fine-tune a Hugging Face BERT-family checkpoint on a JSONL/CSV file; writes a PEFT adapter',
+    summary:
+      'fine-tune a BERT-family encoder or a GPT-2/Llama/Qwen2 language model on a data file; writes a PEFT adapter',
     run: async (argv) => (await import('./train')).trainCommand(argv),
   },
   eval: {
@@ -21,6 +22,10 @@ const commands: Record<string, { summary: string; run: (argv: string[]) => Promi
   merge: {
     summary: 'fold an adapter into the base weights and save a plain checkpoint',
     run: async (argv) => (await import('./evaluate')).mergeCommand(argv),
+  },
+  generate: {
+    summary: 'continue prompts with a causal language model (and an adapter); scores completions from a data file',
+    run: async (argv) => (await import('./generate')).generateCommand(argv),
   },
   bench: {
     summary: 'time LoRA, DoRA, DoRA through the norm and a naive DoRA on your layer shapes; prints ratios',

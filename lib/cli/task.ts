@@ -3,7 +3,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { architectureName, fromConfig, loadStateDict, parseConfig } from '../models/index';
+import { architectureName, fromConfig, type HuggingFaceConfig, loadStateDict, parseConfig } from '../models/index';
 import { type EncoderTaskModel } from '../models/encoder';
 import { readSafetensors } from '../io/safetensors';
 import * as tokenizers from '../tokenizers/index';
@@ -21,6 +21,9 @@ import {
 import { UsageError } from './args';
 
 export const LABELS_FILE = 'labels.json';
+
+/** The longest tokenized example when --max-length is not given (a language model's positions, when fewer). */
+export const DEFAULT_MAX_LENGTH = 128;
 
 /** Checks that `dir` is a checkpoint folder with a config, weights and a tokenizer; errors name the missing file. */
 export function checkModelFolder(dir: string, option = '--model'): void {
@@ -241,10 +244,16 @@ function encodeRow(
 export function loadClassifier(dir: string, task: TaskLabels, seed: number): EncoderTaskModel {
   const raw = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
   const labels = task.labels;
-  const family = parseConfig(raw).modelType;
+  const parsed = parseConfig(raw);
+  if (parsed.task === 'causal-lm') {
+    throw new TypeError(
+      `${dir} holds a ${parsed.architecture}, a causal language model, not an encoder to classify with`,
+    );
+  }
+  const family = parsed.modelType;
   const perToken = task.task === 'token-classification';
   const config = parseConfig({
-    ...raw,
+    ...(raw as HuggingFaceConfig),
     architectures: [architectureName(family, perToken ? 'token-classification' : 'sequence-classification')],
     num_labels: labels === null ? 1 : labels.length,
     problem_type:

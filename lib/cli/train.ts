@@ -1,5 +1,5 @@
-// `bidora train`: fine-tune a Hugging Face BERT-family checkpoint on a JSONL/CSV file with LoRA, DoRA or BiDoRA, and
-// write a PEFT adapter folder, the metrics and a report.
+// `bidora train`: fine-tune a Hugging Face BERT-family checkpoint on a JSONL/CSV file, or a GPT-2 / Llama / Qwen2
+// language model on JSONL text, with LoRA, DoRA or BiDoRA, and write a PEFT adapter folder, the metrics and a report.
 import { copyFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -10,13 +10,16 @@ import { writeFileAtomic } from '../io/atomic';
 import * as tokenizers from '../tokenizers/index';
 import { BiLevelTrainer } from '../train/bilevel';
 import { evaluate } from '../train/evaluate';
+import { type Example } from '../train/data';
 import { type FitResult } from '../train/loop';
+import { type TrainableModel } from '../train/model';
 import { Trainer } from '../train/trainer';
-import { commandOptions, numberOption, type OptionSpec, UsageError } from './args';
+import { commandOptions, numberOption, type OptionSpec, type OptionValues, UsageError } from './args';
 import { writeTrainingReport } from './reporting';
 import {
   checkModelFolder,
   chooseTask,
+  DEFAULT_MAX_LENGTH,
   LABELS_FILE,
   loadClassifier,
   readRows,
@@ -37,7 +40,9 @@ export const trainOptions: Record<string, OptionSpec> = {
   },
   task: {
     type: 'string',
-    description: 'sequence-classification | regression | multi-label | token-classification (default: from the data)',
+    description:
+      'sequence-classification | regression | multi-label | token-classification (default: from the data), or ' +
+      'causal-lm (a GPT-2 / Llama / Qwen2 checkpoint and JSONL of "text", or "prompt" and "completion")',
     default: 'auto',
   },
   eval: { type: 'string', description: 'evaluation examples, same format' },
@@ -46,8 +51,14 @@ export const trainOptions: Record<string, OptionSpec> = {
   r: { type: 'string', description: 'adapter rank', default: '8' },
   alpha: { type: 'string', description: 'lora_alpha (scale alpha / r)', default: '16' },
   dropout: { type: 'string', description: 'lora_dropout', default: '0' },
-  target: { type: 'string', description: 'comma-separated module names to adapt', default: 'query,value' },
-  'modules-to-save': { type: 'string', description: 'comma-separated modules trained in full', default: 'classifier' },
+  target: {
+    type: 'string',
+    description: 'comma-separated module names to adapt (default query,value; causal-lm: c_attn or q_proj,v_proj)',
+  },
+  'modules-to-save': {
+    type: 'string',
+    description: 'comma-separated modules trained in full (default classifier; causal-lm: none)',
+  },
   lr: { type: 'string', description: 'learning rate (lower level for bidora)', default: '1e-3' },
   'upper-lr': { type: 'string', description: 'bidora: learning rate of the magnitudes', default: '1e-3' },
   'upper-fraction': {
@@ -64,7 +75,14 @@ export const trainOptions: Record<string, OptionSpec> = {
   epochs: { type: 'string', description: 'passes over the training data', default: '3' },
   'max-steps': { type: 'string', description: 'steps to run (overrides --epochs)' },
   'batch-size': { type: 'string', description: 'examples per step', default: '16' },
-  'max-length': { type: 'string', description: 'longest tokenized sequence', default: '128' },
+  'max-length': {
+    type: 'string',
+    description: 'longest tokenized sequence (default 128, or the positions a language model has when fewer)',
+  },
+  packing: {
+    type: 'boolean',
+    description: 'causal-lm: concatenate the examples and cut them into blocks of --max-length (no padding)',
+  },
   'weight-decay': { type: 'string', description: 'AdamW weight decay', default: '0.01' },
   'eval-every': { type: 'string', description: 'steps between evaluations (default once per epoch)' },
   seed: { type: 'string', description: 'seed of initialisation, data order and dropout', default: '0' },
@@ -75,7 +93,8 @@ export const trainOptions: Record<string, OptionSpec> = {
 export async function trainCommand(argv: string[]): Promise<void> {
   const values = commandOptions(
     'train',
-    'Fine-tune a BERT-family encoder (BERT, RoBERTa, XLM-R, CamemBERT, DistilBERT) with LoRA, DoRA or BiDoRA.',
+    'Fine-tune a BERT-family encoder (BERT, RoBERTa, XLM-R, CamemBERT, DistilBERT) or, with --task causal-lm, a ' +
+      'GPT-2, Llama or Qwen2 language model, with LoRA, DoRA or BiDoRA.',
     argv,
     trainOptions,
   );
@@ -93,24 +112,65 @@ export async function trainCommand(argv: string[]): Promise<void> {
   }
   const modelDir = values.model as string;
   checkModelFolder(modelDir);
+  const maxLength = numberOption(values, 'max-length');
+  const seed = numberOption(values, 'seed')!;
+  if (values.task === 'causal-lm') {
+    const { prepareCausalTraining } = await import('./causal');
+    return runTraining(values, prepareCausalTraining(values, modelDir, maxLength, seed));
+  }
+  if (values.packing) throw new UsageError('--packing applies to --task causal-lm only');
   const trainRows = readRows(values.data as string, '--data');
   const evalRows = values.eval === undefined ? undefined : readRows(values.eval as string, '--eval');
   const task = taskLabels(trainRows, chooseTask(values.task, trainRows));
-  const maxLength = numberOption(values, 'max-length')!;
   const tokenizer = tokenizers.load(modelDir);
-  const train = toTaskExamples(trainRows, tokenizer, task, maxLength, values.data as string);
-  const evalExamples = evalRows && toTaskExamples(evalRows, tokenizer, task, maxLength, values.eval as string);
+  const length = maxLength ?? DEFAULT_MAX_LENGTH;
+  const train = toTaskExamples(trainRows, tokenizer, task, length, values.data as string);
+  const evalExamples = evalRows && toTaskExamples(evalRows, tokenizer, task, length, values.eval as string);
+  const model = loadClassifier(modelDir, task, seed);
+  await runTraining(values, {
+    model,
+    train,
+    evalExamples,
+    labels: { ...task, seed },
+    targets: 'query,value',
+    modulesToSave: 'classifier',
+  });
+}
+
+/** What one run trains: the model, its examples, and what labels.json records for eval and merge. */
+export interface TrainingJob {
+  model: TrainableModel;
+  train: Example[];
+  evalExamples: Example[] | undefined;
+  /** Written to labels.json beside the adapter. */
+  labels: Record<string, unknown> & { task?: string };
+  /** --target and --modules-to-save when not given. */
+  targets: string;
+  modulesToSave: string;
+  /** Scores beyond evaluate's on the trained model (a language model's generations against its completions). */
+  extraScores?: (model: TrainableModel) => Promise<Record<string, number>>;
+}
+
+/** Attaches the adapters, fits, and writes the adapter folder, labels.json, the tokenizer, metrics and the report. */
+async function runTraining(values: OptionValues, job: TrainingJob): Promise<void> {
+  const method = values.method as AdapterMethod;
+  const modelDir = values.model as string;
   const seed = numberOption(values, 'seed')!;
-  const model = loadClassifier(modelDir, task, seed).to(device as 'cpu' | 'cuda');
+  const { train, evalExamples } = job;
+  const model = job.model.to(values.device as 'cpu' | 'cuda');
   const outDir = values.out as string;
   try {
     adapters.apply(model, {
-      method: method as adapters.AdapterMethod,
+      method,
       r: numberOption(values, 'r')!,
       alpha: numberOption(values, 'alpha'),
       dropout: numberOption(values, 'dropout'),
-      targetModules: String(values.target).split(',').filter(Boolean),
-      modulesToSave: String(values['modules-to-save']).split(',').filter(Boolean),
+      targetModules: String(values.target ?? job.targets)
+        .split(',')
+        .filter(Boolean),
+      modulesToSave: String(values['modules-to-save'] ?? job.modulesToSave)
+        .split(',')
+        .filter(Boolean),
       seed,
     });
     const { line } = adapters.trainableParameters(model);
@@ -126,7 +186,7 @@ export async function trainCommand(argv: string[]): Promise<void> {
     const optimizer = { lr: numberOption(values, 'lr'), weightDecay: numberOption(values, 'weight-decay') };
     const fitOptions = { evalExamples, evalEvery: numberOption(values, 'eval-every') };
     let result: FitResult;
-    if (ADAPTER_METHODS[method as AdapterMethod].bilevel) {
+    if (ADAPTER_METHODS[method].bilevel) {
       const trainer = new BiLevelTrainer({
         ...common,
         lowerOptimizer: optimizer,
@@ -145,16 +205,17 @@ export async function trainCommand(argv: string[]): Promise<void> {
     // Saving, the final evaluation and the decomposition analysis run on the CPU, whatever trained.
     model.to('cpu');
     adapters.save(model, outDir, { baseModelNameOrPath: modelDir });
-    writeFileAtomic(join(outDir, LABELS_FILE), JSON.stringify({ ...task, seed }, null, 2) + '\n');
+    writeFileAtomic(join(outDir, LABELS_FILE), JSON.stringify(job.labels, null, 2) + '\n');
     for (const file of tokenizers.TOKENIZER_FILES) {
       if (existsSync(join(modelDir, file))) copyFileSync(join(modelDir, file), join(outDir, file));
     }
-    const final = evalExamples ? evaluate(model, evalExamples) : evaluate(model, train);
+    const evaluation = evalExamples ? evaluate(model, evalExamples) : evaluate(model, train);
+    const final = { ...evaluation, metrics: { ...evaluation.metrics, ...(await job.extraScores?.(model)) } };
     const analysis = adapters.analyze(model);
     const metrics = {
       method,
-      task: task.task,
-      labels: task.labels,
+      task: job.labels.task,
+      labels: job.labels.labels,
       trainable: adapters.trainableParameters(model),
       steps: result.steps,
       evaluatedOn: evalExamples ? values.eval : values.data,

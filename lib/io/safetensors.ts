@@ -12,6 +12,7 @@ import { writeFileAtomicWith } from './atomic';
 export interface SafetensorsTensorInfo {
   /** As written in the file: 'F32', 'F16', 'BF16', 'I64', ... */
   readonly dtype: string;
+  /** Dimensions, outermost first ([] for a scalar). */
   readonly shape: readonly number[];
   /** [begin, end) in bytes, relative to the start of the data buffer. */
   readonly dataOffsets: readonly [number, number];
@@ -27,8 +28,10 @@ export interface SafetensorsHeader {
   dataStart: number;
 }
 
+/** Decides from a tensor's name and header entry whether `readSafetensors` reads it (true) or skips it. */
 export type TensorFilter = (name: string, info: SafetensorsTensorInfo) => boolean;
 
+/** Which tensors `readSafetensors` reads and what it checks of them. */
 export interface ReadSafetensorsOptions {
   /**
    * Reads only the tensors that pass (by name, or by what the header says of them, e.g. skip non-float dtypes such as
@@ -85,7 +88,12 @@ const HOST_IS_LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] ===
 export function readSafetensors(
   path: string,
   options: ReadSafetensorsOptions = {},
-): { tensors: Map<string, Tensor>; metadata: Record<string, string> } {
+): {
+  /** The tensors read, as float32 CPU tensors the caller owns, in file order. */
+  tensors: Map<string, Tensor>;
+  /** The `__metadata__` map; empty when the file has none. */
+  metadata: Record<string, string>;
+} {
   const where = `readSafetensors: ${checkPath(path, 'readSafetensors')}`;
   const only = checkOnly(options, where);
   const requireFinite = checkRequireFinite(options, where);

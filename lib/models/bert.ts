@@ -26,14 +26,25 @@ function encoderConfig(config: EncoderModelConfig): EncoderConfig {
   };
 }
 
+/**
+ * BERT's embeddings (`bert.embeddings.*`): word + position + token type, then LayerNorm and dropout. Field names are
+ * transformers' so checkpoints load by name.
+ */
 export class Embeddings extends Module {
+  /** One row per token id, [vocabSize, hidden]. */
   word_embeddings: Embedding;
+  /** One row per position, [maxPositions, hidden]. */
   position_embeddings: Embedding;
+  /** One row per segment (token type), [typeVocabSize, hidden]. */
   token_type_embeddings: Embedding;
+  /** Normalizes the sum of the three embeddings (post-LayerNorm layout). */
   LayerNorm: LayerNorm;
+  /** Hidden dropout on the embeddings' output (config.hiddenDropout). */
   dropout: Dropout;
 
+  /** `seeds`: the scope of `<prefix>.embeddings`, so each table is seeded by its full name. */
   constructor(
+    /** The model's config: sizes, padding id and whether positions count from padding (RoBERTa). */
     readonly config: EncoderModelConfig,
     seeds: SeedScope,
   ) {
@@ -81,6 +92,10 @@ export class Embeddings extends Module {
     return positions;
   }
 
+  /**
+   * The embedded tokens, [batch, seq, hidden]; token types default to 0. A RangeError when a sequence needs a
+   * position beyond max_position_embeddings.
+   */
   forward(ids: IdBatch, tokenTypes: IdBatch | undefined): Tensor {
     const shape = [ids.batch, ids.seq];
     const words = this.word_embeddings.forward(ids.data, shape);
@@ -90,9 +105,12 @@ export class Embeddings extends Module {
   }
 }
 
+/** The stack of post-LayerNorm transformer layers (`bert.encoder.layer.N.*`). */
 export class Encoder extends Module {
+  /** config.numLayers layers, applied in order. */
   layer: TransformerEncoderLayer[];
 
+  /** `seeds`: the scope of `<prefix>.encoder`. */
   constructor(config: EncoderModelConfig, seeds: SeedScope) {
     super();
     const layerConfig = encoderConfig(config);
@@ -102,6 +120,7 @@ export class Encoder extends Module {
     );
   }
 
+  /** [batch, seq, hidden] through every layer; `mask` is the float [batch, seq] attention mask (1 keeps a token). */
   forward(hidden: Tensor, mask: Tensor | undefined): Tensor {
     return this.layer.reduce((value, layer) => layer.forward(value, mask), hidden);
   }
@@ -109,8 +128,10 @@ export class Encoder extends Module {
 
 /** tanh(dense(first token)): BERT's pooler. */
 export class Pooler extends Module {
+  /** [hidden, hidden] projection of the first token. */
   dense: Linear;
 
+  /** `seeds`: the scope of `<prefix>.pooler`. */
   constructor(config: EncoderModelConfig, seeds: SeedScope) {
     super();
     this.dense = new Linear(config.hiddenSize, config.hiddenSize, {
@@ -119,6 +140,7 @@ export class Pooler extends Module {
     });
   }
 
+  /** [batch, hidden] from the last hidden states [batch, seq, hidden]. */
   forward(hidden: Tensor): Tensor {
     return tanh(this.dense.forward(select(hidden, 1, 0)));
   }
@@ -126,8 +148,11 @@ export class Pooler extends Module {
 
 /** Embeddings, the encoder stack and (for BERT) the pooler: `bert.*` / `roberta.*`. */
 export class EncoderModel extends Module implements EncoderBody {
+  /** Token, position and type embeddings. */
   embeddings: Embeddings;
+  /** The transformer layers, where adapters usually go (attention.self.query, .value, ...). */
   encoder: Encoder;
+  /** BERT's pooler, for sequence classification; undefined where the model has none (RoBERTa's heads, token tasks). */
   pooler: Pooler | undefined;
 
   /** `seeds`: the scope of the base model's prefix (`bert`, `roberta`), so parameters are seeded by their full names. */
@@ -148,11 +173,16 @@ export class EncoderModel extends Module implements EncoderBody {
 /** transformers' BertForSequenceClassification: pooler → dropout → classifier. */
 export class BertForSequenceClassification extends EncoderTaskModel {
   readonly basePrefix = 'bert';
+  /** The encoder with its pooler (`bert.*`). */
   bert: EncoderModel;
+  /** Dropout on the pooled output (config.classifierDropout). */
   dropout: Dropout;
+  /** The logits: hidden → numLabels. */
   classifier: Linear;
 
+  /** `options.seed` (default 0) is the root every parameter's seed derives from, by its name. */
   constructor(
+    /** The model's parsed config. */
     readonly config: EncoderModelConfig,
     options: { seed?: number } = {},
   ) {
@@ -166,6 +196,7 @@ export class BertForSequenceClassification extends EncoderTaskModel {
     });
   }
 
+  /** The encoder the task head reads: `bert`. */
   protected get base(): EncoderModel {
     return this.bert;
   }
@@ -177,10 +208,14 @@ export class BertForSequenceClassification extends EncoderTaskModel {
 
 /** transformers' RobertaClassificationHead: first token → dropout → dense → tanh → dropout → out_proj. */
 export class RobertaClassificationHead extends Module {
+  /** [hidden, hidden] projection before the tanh. */
   dense: Linear;
+  /** Applied before dense and before out_proj (config.classifierDropout). */
   dropout: Dropout;
+  /** The logits: hidden → numLabels. */
   out_proj: Linear;
 
+  /** `seeds`: the scope of `classifier`. */
   constructor(config: EncoderModelConfig, seeds: SeedScope) {
     super();
     const std = config.initializerRange;
@@ -189,6 +224,7 @@ export class RobertaClassificationHead extends Module {
     this.out_proj = new Linear(config.hiddenSize, config.numLabels, { std, seed: seeds.seed('out_proj.weight') });
   }
 
+  /** Logits [batch, numLabels] from the last hidden states [batch, seq, hidden]. */
   forward(hidden: Tensor): Tensor {
     const first = this.dropout.forward(select(hidden, 1, 0));
     return this.out_proj.forward(this.dropout.forward(tanh(this.dense.forward(first))));
@@ -198,10 +234,14 @@ export class RobertaClassificationHead extends Module {
 /** transformers' RobertaForSequenceClassification: no pooler, a two-layer head on the first token. */
 export class RobertaForSequenceClassification extends EncoderTaskModel {
   readonly basePrefix = 'roberta';
+  /** The encoder, without a pooler (`roberta.*`). */
   roberta: EncoderModel;
+  /** The two-layer head on the first token. */
   classifier: RobertaClassificationHead;
 
+  /** `options.seed` (default 0) is the root every parameter's seed derives from, by its name. */
   constructor(
+    /** The model's parsed config. */
     readonly config: EncoderModelConfig,
     options: { seed?: number } = {},
   ) {
@@ -211,6 +251,7 @@ export class RobertaForSequenceClassification extends EncoderTaskModel {
     this.classifier = new RobertaClassificationHead(config, seeds.child('classifier'));
   }
 
+  /** The encoder the task head reads: `roberta`. */
   protected get base(): EncoderModel {
     return this.roberta;
   }
@@ -222,7 +263,9 @@ export class RobertaForSequenceClassification extends EncoderTaskModel {
 
 /** The per-token head of every BERT-layout family (transformers' …ForTokenClassification): dropout → classifier. */
 abstract class TokenClassifier extends EncoderTaskModel {
+  /** Dropout on every token's hidden state (config.classifierDropout). */
   dropout: Dropout;
+  /** Per-token logits: hidden → numLabels. */
   classifier: Linear;
 
   constructor(config: EncoderModelConfig, seeds: SeedScope) {
@@ -242,9 +285,12 @@ abstract class TokenClassifier extends EncoderTaskModel {
 /** transformers' BertForTokenClassification: the encoder without its pooler, a classifier on every token. */
 export class BertForTokenClassification extends TokenClassifier {
   readonly basePrefix = 'bert';
+  /** The encoder (`bert.*`), pooler included only in the bare model. */
   bert: EncoderModel;
 
+  /** `options.seed` (default 0) is the root every parameter's seed derives from, by its name. */
   constructor(
+    /** The model's parsed config. */
     readonly config: EncoderModelConfig,
     options: { seed?: number } = {},
   ) {
@@ -253,6 +299,7 @@ export class BertForTokenClassification extends TokenClassifier {
     this.bert = new EncoderModel(config, { pooler: false, seeds: seeds.child('bert') });
   }
 
+  /** The encoder the task head reads: `bert`. */
   protected get base(): EncoderModel {
     return this.bert;
   }
@@ -261,9 +308,12 @@ export class BertForTokenClassification extends TokenClassifier {
 /** transformers' RobertaForTokenClassification (XLM-RoBERTa's and CamemBERT's too). */
 export class RobertaForTokenClassification extends TokenClassifier {
   readonly basePrefix = 'roberta';
+  /** The encoder (`roberta.*`), pooler included only in the bare model. */
   roberta: EncoderModel;
 
+  /** `options.seed` (default 0) is the root every parameter's seed derives from, by its name. */
   constructor(
+    /** The model's parsed config. */
     readonly config: EncoderModelConfig,
     options: { seed?: number } = {},
   ) {
@@ -272,6 +322,7 @@ export class RobertaForTokenClassification extends TokenClassifier {
     this.roberta = new EncoderModel(config, { pooler: false, seeds: seeds.child('roberta') });
   }
 
+  /** The encoder the task head reads: `roberta`. */
   protected get base(): EncoderModel {
     return this.roberta;
   }
@@ -284,9 +335,12 @@ export class RobertaForTokenClassification extends TokenClassifier {
  */
 export class BertModel extends EncoderTaskModel {
   readonly basePrefix = 'bert';
+  /** The encoder (`bert.*`), pooler included only in the bare model. */
   bert: EncoderModel;
 
+  /** `options.seed` (default 0) is the root every parameter's seed derives from, by its name. */
   constructor(
+    /** The model's parsed config. */
     readonly config: EncoderModelConfig,
     options: { seed?: number } = {},
   ) {
@@ -294,6 +348,7 @@ export class BertModel extends EncoderTaskModel {
     this.bert = new EncoderModel(config, { pooler: true, seeds: new SeedScope(options.seed ?? 0).child('bert') });
   }
 
+  /** The encoder the task head reads: `bert`. */
   protected get base(): EncoderModel {
     return this.bert;
   }
@@ -306,9 +361,12 @@ export class BertModel extends EncoderTaskModel {
 /** transformers' RobertaModel (XLM-RoBERTa's and CamemBERT's too): the bare encoder, pooler included. */
 export class RobertaModel extends EncoderTaskModel {
   readonly basePrefix = 'roberta';
+  /** The encoder (`roberta.*`), pooler included only in the bare model. */
   roberta: EncoderModel;
 
+  /** `options.seed` (default 0) is the root every parameter's seed derives from, by its name. */
   constructor(
+    /** The model's parsed config. */
     readonly config: EncoderModelConfig,
     options: { seed?: number } = {},
   ) {
@@ -316,6 +374,7 @@ export class RobertaModel extends EncoderTaskModel {
     this.roberta = new EncoderModel(config, { pooler: true, seeds: new SeedScope(options.seed ?? 0).child('roberta') });
   }
 
+  /** The encoder the task head reads: `roberta`. */
   protected get base(): EncoderModel {
     return this.roberta;
   }

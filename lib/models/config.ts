@@ -1,5 +1,14 @@
-// Hugging Face `config.json` for the encoder families (BERT, RoBERTa, XLM-RoBERTa, CamemBERT, DistilBERT): parsing
-// into one normalised config, with checks that name the offending key, and which class the config asks for.
+// Hugging Face `config.json` for the encoder families (BERT, RoBERTa, XLM-RoBERTa, CamemBERT, DistilBERT, ESM): parsing
+// into one normalised config, with checks that name the offending key, and which class the config asks for. Decoder
+// configs (GPT-2, Llama, Qwen2) are told apart here and parsed by decoder-config.ts.
+import { boundedSize, choice, finiteNumber, flag, probability, shown, valueOf } from './config-values';
+import {
+  DECODER_ARCHITECTURES,
+  decoderFamilyOf,
+  type DecoderModelConfig,
+  decoderParameterCount,
+  parseDecoderConfig,
+} from './decoder-config';
 
 /**
  * The keys of a Hugging Face encoder config that bidora reads (snake_case, as in the file). The sizes are BERT's
@@ -53,12 +62,17 @@ const TASK_SUFFIXES: Record<string, EncoderTask> = {
   ForPreTraining: 'sequence-classification',
 };
 
-/** Every architecture name bidora builds, for the error that lists them. */
-export const SUPPORTED_ARCHITECTURES: readonly string[] = Object.values(ENCODER_FAMILIES).flatMap((prefix) =>
+const ENCODER_ARCHITECTURES: readonly string[] = Object.values(ENCODER_FAMILIES).flatMap((prefix) =>
   Object.keys(TASK_SUFFIXES)
     .filter((suffix) => !((prefix === 'DistilBert' || prefix === 'Esm') && suffix === 'ForPreTraining'))
     .map((suffix) => prefix + suffix),
 );
+
+/** Every architecture name bidora builds, encoders and decoders, for the error that lists them. */
+export const SUPPORTED_ARCHITECTURES: readonly string[] = [...ENCODER_ARCHITECTURES, ...DECODER_ARCHITECTURES];
+
+/** A parsed config of either kind: `task` 'causal-lm' marks a decoder. */
+export type ModelConfig = EncoderModelConfig | DecoderModelConfig;
 
 /** The class name transformers gives a family's model for a task (what models.save writes in architectures). */
 export function architectureName(family: EncoderFamily, task: EncoderTask): string {
@@ -72,7 +86,7 @@ export function architectureName(family: EncoderFamily, task: EncoderTask): stri
 
 /** The family and task of an architecture name, or undefined when bidora does not build it. */
 export function architectureInfo(architecture: string): { family: EncoderFamily; task: EncoderTask } | undefined {
-  if (!SUPPORTED_ARCHITECTURES.includes(architecture)) return undefined;
+  if (!ENCODER_ARCHITECTURES.includes(architecture)) return undefined;
   // Longest prefix first: "XLMRoberta..." must not read as "Roberta...".
   const families = (Object.entries(ENCODER_FAMILIES) as [EncoderFamily, string][]).sort(
     ([, a], [, b]) => b.length - a.length,
@@ -144,64 +158,8 @@ export const CONFIG_SIZE_LIMITS = {
 
 type SizeKey = keyof typeof CONFIG_SIZE_LIMITS;
 
-/** A config value for the messages: it came from a file and may be anything. */
-function shown(value: unknown): string {
-  const json = JSON.stringify(value) ?? String(value);
-  return json.length > 80 ? `${json.slice(0, 80)}...` : json;
-}
-
-/** A key's value, with null read as absent (transformers writes null for "not set"). */
-function valueOf(config: Record<string, unknown>, key: string): unknown {
-  const value = config[key];
-  return value === null ? undefined : value;
-}
-
 function size(config: Record<string, unknown>, key: SizeKey, fallback?: number): number {
-  const value = valueOf(config, key) ?? fallback;
-  const limit = CONFIG_SIZE_LIMITS[key];
-  if (typeof value !== 'number') {
-    throw new TypeError(`config.json: ${key} must be an integer in [1, ${limit}], got ${shown(value)}`);
-  }
-  if (!Number.isInteger(value) || value < 1 || value > limit) {
-    throw new RangeError(`config.json: ${key} must be an integer in [1, ${limit}], got ${shown(value)}`);
-  }
-  return value;
-}
-
-function probability(config: Record<string, unknown>, key: string, fallback: number): number {
-  const value = valueOf(config, key) ?? fallback;
-  if (typeof value !== 'number') {
-    throw new TypeError(`config.json: ${key} must be a probability in [0, 1), got ${shown(value)}`);
-  }
-  if (!(value >= 0 && value < 1)) {
-    throw new RangeError(`config.json: ${key} must be a probability in [0, 1), got ${shown(value)}`);
-  }
-  return value;
-}
-
-function finiteNumber(
-  config: Record<string, unknown>,
-  key: string,
-  fallback: number,
-  valid: (value: number) => boolean,
-  expected: string,
-): number {
-  const value = valueOf(config, key) ?? fallback;
-  if (typeof value !== 'number') throw new TypeError(`config.json: ${key} must be ${expected}, got ${shown(value)}`);
-  if (!Number.isFinite(value) || !valid(value)) {
-    throw new RangeError(`config.json: ${key} must be ${expected}, got ${shown(value)}`);
-  }
-  return value;
-}
-
-function choice<T extends string>(config: Record<string, unknown>, key: string, fallback: T, allowed: readonly T[]): T {
-  const value = valueOf(config, key) ?? fallback;
-  const expected = allowed.map((item) => `'${item}'`).join(' or ');
-  if (typeof value !== 'string') throw new TypeError(`config.json: ${key} must be ${expected}, got ${shown(value)}`);
-  if (!allowed.includes(value as T)) {
-    throw new RangeError(`config.json: ${key} ${shown(value)} is not supported (expected ${expected})`);
-  }
-  return value as T;
+  return boundedSize(config, key, CONFIG_SIZE_LIMITS[key], fallback);
 }
 
 function firstArchitecture(config: Record<string, unknown>): string | undefined {
@@ -241,12 +199,23 @@ function labelCount(config: Record<string, unknown>): number | undefined {
   return id2label === undefined ? undefined : Object.keys(id2label as object).length;
 }
 
-/** Validates a parsed config.json and fills Hugging Face's defaults; every key bidora reads is checked here. */
-export function parseConfig(raw: unknown): EncoderModelConfig {
+/**
+ * Validates a parsed config.json and fills Hugging Face's defaults; every key bidora reads is checked here. A decoder
+ * config (GPT-2, Llama, Qwen2, by architecture or model_type) gives a DecoderModelConfig, anything else an encoder's.
+ */
+export function parseConfig(raw: HuggingFaceConfig): EncoderModelConfig;
+export function parseConfig(raw: unknown): ModelConfig;
+export function parseConfig(raw: unknown): ModelConfig {
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
     throw new TypeError('config.json: expected a JSON object');
   }
-  const config = raw as HuggingFaceConfig;
+  if (decoderFamilyOf(raw as Record<string, unknown>) !== undefined) {
+    return parseDecoderConfig(raw as Record<string, unknown>);
+  }
+  return parseEncoderConfig(raw as HuggingFaceConfig);
+}
+
+function parseEncoderConfig(config: HuggingFaceConfig): EncoderModelConfig {
   const named = firstArchitecture(config);
   const fromName = named === undefined ? undefined : architectureInfo(named)!;
   const modelType = choice(
@@ -324,12 +293,6 @@ export function parseConfig(raw: unknown): EncoderModelConfig {
 }
 
 function esmSettings(config: Record<string, unknown>, vocabSize: number): EsmSettings {
-  const flag = (key: string, fallback: boolean): boolean => {
-    const value = valueOf(config, key) ?? fallback;
-    if (typeof value !== 'boolean')
-      throw new TypeError(`config.json: ${key} must be true or false, got ${shown(value)}`);
-    return value;
-  };
   const maskTokenId = valueOf(config, 'mask_token_id');
   if (
     maskTokenId !== undefined &&
@@ -339,7 +302,7 @@ function esmSettings(config: Record<string, unknown>, vocabSize: number): EsmSet
       `config.json: mask_token_id must be a token id in [0, ${vocabSize}), got ${shown(maskTokenId)}`,
     );
   }
-  const tokenDropout = flag('token_dropout', false);
+  const tokenDropout = flag(config, 'token_dropout', false);
   if (tokenDropout && maskTokenId === undefined) {
     throw new RangeError('config.json: token_dropout needs mask_token_id');
   }
@@ -347,7 +310,7 @@ function esmSettings(config: Record<string, unknown>, vocabSize: number): EsmSet
     positionEmbedding: choice(config, 'position_embedding_type', 'absolute', ['absolute', 'rotary']),
     tokenDropout,
     maskTokenId: maskTokenId as number | undefined,
-    layerNormBefore: flag('emb_layer_norm_before', false),
+    layerNormBefore: flag(config, 'emb_layer_norm_before', false),
   };
 }
 
@@ -403,8 +366,12 @@ function distilbertSizes(config: Record<string, unknown>): FamilySizes {
   };
 }
 
-/** The number of parameters the classifier a config describes has: known before anything is allocated. */
-export function parameterCount(config: EncoderModelConfig): number {
+/** The number of parameters the model a config describes has: known before anything is allocated. */
+export function parameterCount(config: ModelConfig): number {
+  return config.task === 'causal-lm' ? decoderParameterCount(config) : encoderParameterCount(config);
+}
+
+function encoderParameterCount(config: EncoderModelConfig): number {
   const { vocabSize, maxPositions, typeVocabSize, hiddenSize: hidden, intermediateSize, numLayers, numLabels } = config;
   const linear = (inputs: number, outputs: number) => inputs * outputs + outputs;
   const layerNorm = 2 * hidden;

@@ -7,7 +7,7 @@ import { mergeHeads, select, splitHeads } from '../ops/shape';
 import { type Tensor } from '../tensor';
 import { Dropout, Embedding, LayerNorm, Linear } from '../nn/layers';
 import { Module } from '../nn/module';
-import { scaledDotProductAttention } from '../nn/transformer';
+import { attention } from '../nn/transformer';
 import { SeedScope } from '../random';
 import { type EncoderModelConfig } from './config';
 import { type EncoderBody, EncoderTaskModel } from './encoder';
@@ -73,7 +73,7 @@ export class DistilBertAttention extends Module {
 
   forward(hidden: Tensor, mask: Tensor | undefined): Tensor {
     const heads = this.config.numHeads;
-    const context = scaledDotProductAttention(
+    const context = attention(
       splitHeads(this.q_lin.forward(hidden), heads),
       splitHeads(this.k_lin.forward(hidden), heads),
       splitHeads(this.v_lin.forward(hidden), heads),

@@ -9,7 +9,7 @@ import { mergeHeads, splitHeads } from '../ops/shape';
 import { Tensor } from '../tensor';
 import { Dropout, Embedding, LayerNorm, Linear } from '../nn/layers';
 import { Module } from '../nn/module';
-import { scaledDotProductAttention } from '../nn/transformer';
+import { attention } from '../nn/transformer';
 import { SeedScope } from '../random';
 import { RobertaClassificationHead } from './bert';
 import { type EncoderModelConfig, type EsmSettings } from './config';
@@ -141,7 +141,7 @@ export class EsmSelfAttention extends Module {
       key = rotary(key, { base: ESM_ROTARY_BASE });
     }
     const value = splitHeads(this.value.forward(hidden), heads);
-    return mergeHeads(scaledDotProductAttention(query, key, value, mask, this.dropout));
+    return mergeHeads(attention(query, key, value, mask, this.dropout));
   }
 }
 

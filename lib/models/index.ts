@@ -1,5 +1,5 @@
 // Models by name: build one from a Hugging Face config, load a checkpoint folder, save one back.
-import { mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { totalmem } from 'node:os';
 import { join } from 'node:path';
 
@@ -7,21 +7,32 @@ import { adaptedLayers } from '../adapters/layers';
 import { readSafetensors, writeSafetensors } from '../io/safetensors';
 import { writeFileAtomic } from '../io/atomic';
 import { replaceParameter } from '../nn/module';
+import { transpose2d } from '../ops/shape';
+import { noGrad } from '../autograd';
 import { type Tensor } from '../tensor';
 import {
   architectureName,
   type EncoderModelConfig,
   type HuggingFaceConfig,
+  type ModelConfig,
   parameterCount,
   parseConfig,
 } from './config';
+import { CausalLM, type GenerationDefaults } from './decoder';
+import { type DecoderHuggingFaceConfig, type DecoderModelConfig, tokenIdList } from './decoder-config';
+import { boundedSize, valueOf } from './config-values';
 import { type EncoderTaskModel } from './encoder';
-import { buildModel } from './registry';
+import { buildModel, type PretrainedModel } from './registry';
 
 export {
   BertForSequenceClassification,
   BertForTokenClassification,
   BertModel,
+  Embeddings,
+  Encoder,
+  EncoderModel,
+  Pooler,
+  RobertaClassificationHead,
   RobertaForSequenceClassification,
   RobertaForTokenClassification,
   RobertaModel,
@@ -33,25 +44,80 @@ export {
   type EncoderFamily,
   type EncoderModelConfig,
   type EncoderTask,
+  type EsmSettings,
   type HuggingFaceConfig,
+  type ModelConfig,
   parameterCount,
   parseConfig,
   SUPPORTED_ARCHITECTURES,
 } from './config';
-export { DistilBertForSequenceClassification, DistilBertForTokenClassification, DistilBertModel } from './distilbert';
-export { type ClassifierInputs, type ClassifierOutput, EncoderTaskModel } from './encoder';
-export { EsmForSequenceClassification, EsmForTokenClassification, EsmModel } from './esm';
+export {
+  DECODER_FAMILIES,
+  type DecoderFamily,
+  type DecoderHuggingFaceConfig,
+  type DecoderModelConfig,
+  DECODER_SIZE_LIMITS,
+} from './decoder-config';
+export {
+  type CausalLMInputs,
+  type CausalLMOutput,
+  CausalLM,
+  type DecoderPass,
+  type GenerationDefaults,
+  KeyValueCache,
+} from './decoder';
+export { type GenerateInputs, type GenerateOptions, type GenerateOutput, type TokenEvent } from './generation';
+export { GPT2Attention, GPT2Block, GPT2LMHeadModel, GPT2MLP, GPT2Model } from './gpt2';
+export { LlamaAttention, LlamaDecoderLayer, LlamaForCausalLM, LlamaMLP, LlamaModel, Qwen2ForCausalLM } from './llama';
+export {
+  DistilBertAttention,
+  DistilBertEmbeddings,
+  DistilBertEncoder,
+  DistilBertFeedForward,
+  DistilBertForSequenceClassification,
+  DistilBertForTokenClassification,
+  DistilBertLayer,
+  DistilBertModel,
+  DistilBertTransformer,
+} from './distilbert';
+export { type ClassifierInputs, type ClassifierOutput, type EncoderBody, EncoderTaskModel } from './encoder';
+export {
+  EsmAttention,
+  EsmBody,
+  EsmEmbeddings,
+  EsmEncoder,
+  EsmForSequenceClassification,
+  EsmForTokenClassification,
+  EsmIntermediate,
+  EsmLayer,
+  EsmModel,
+  EsmResidualOutput,
+  EsmSelfAttention,
+} from './esm';
 /** The models' common base under its earlier name. */
 export { EncoderTaskModel as SequenceClassifier } from './encoder';
-export { MODEL_CLASSES } from './registry';
-export type { IdMatrix } from './inputs';
+export { DECODER_CLASSES, MODEL_CLASSES, type PretrainedModel } from './registry';
+export type { IdBatch, IdMatrix } from './inputs';
 
 /**
  * The class a config asks for: its `architectures` entry, else its `model_type`. Throws a RangeError, before
  * allocating anything, when the parameters alone would need more memory than the machine has.
  */
-export function fromConfig(config: HuggingFaceConfig | EncoderModelConfig, options: { seed?: number } = {}) {
-  const parsed = 'raw' in config && 'modelType' in config ? (config as EncoderModelConfig) : parseConfig(config);
+export function fromConfig(config: EncoderModelConfig, options?: { seed?: number }): EncoderTaskModel;
+export function fromConfig(
+  config: DecoderModelConfig | DecoderHuggingFaceConfig,
+  options?: { seed?: number },
+): CausalLM;
+export function fromConfig(config: HuggingFaceConfig, options?: { seed?: number }): EncoderTaskModel;
+export function fromConfig(
+  config: HuggingFaceConfig | DecoderHuggingFaceConfig | ModelConfig,
+  options?: { seed?: number },
+): PretrainedModel;
+export function fromConfig(
+  config: HuggingFaceConfig | DecoderHuggingFaceConfig | ModelConfig,
+  options: { seed?: number } = {},
+): PretrainedModel {
+  const parsed = 'raw' in config && 'modelType' in config ? (config as ModelConfig) : parseConfig(config);
   const bytes = 4 * parameterCount(parsed);
   if (bytes > totalmem()) {
     throw new RangeError(
@@ -66,6 +132,7 @@ function gib(bytes: number): string {
   return `${(bytes / 2 ** 30).toFixed(1)} GiB`;
 }
 
+/** How a checkpoint's tensor names matched the model's parameters, as transformers' loading info. */
 export interface LoadReport {
   /** Parameters of the model the checkpoint lacked: they keep their fresh initialisation. */
   missingKeys: string[];
@@ -74,7 +141,7 @@ export interface LoadReport {
 }
 
 /** Checkpoint names of older or headless saves, mapped to this model's: gamma/beta, and a missing base prefix. */
-function canonicalName(name: string, model: EncoderTaskModel, known: Set<string>): string {
+function canonicalName(name: string, model: PretrainedModel, known: Set<string>): string {
   let renamed = name.replace(/\.gamma$/, '.weight').replace(/\.beta$/, '.bias');
   if (!known.has(renamed) && known.has(`${model.basePrefix}.${renamed}`)) renamed = `${model.basePrefix}.${renamed}`;
   return renamed;
@@ -82,9 +149,11 @@ function canonicalName(name: string, model: EncoderTaskModel, known: Set<string>
 
 /**
  * Copies checkpoint tensors into the model by name (taking them over, no copy), reporting missing and unexpected
- * keys as transformers does. A tensor whose shape disagrees with the model's throws a RangeError naming it.
+ * keys as transformers does. A tensor whose shape disagrees with the model's throws a RangeError naming it. Weights a
+ * family stores transposed in checkpoints (GPT-2's Conv1D) are transposed into the model's [out, in] layout.
  */
-export function loadStateDict(model: EncoderTaskModel, tensors: Map<string, Tensor>): LoadReport {
+export function loadStateDict(model: PretrainedModel, tensors: Map<string, Tensor>): LoadReport {
+  const transposed = (name: string) => model instanceof CausalLM && model.transposedInCheckpoint(name);
   const parameters = new Map(model.namedParameters());
   const known = new Set(parameters.keys());
   const loaded = new Set<string>();
@@ -96,10 +165,11 @@ export function loadStateDict(model: EncoderTaskModel, tensors: Map<string, Tens
       unexpectedKeys.push(name);
       continue;
     }
-    if (current.shape.join() !== tensor.shape.join()) {
+    const expected = transposed(target) ? [...current.shape].reverse() : current.shape;
+    if (expected.join() !== tensor.shape.join()) {
       throw new RangeError(
         `checkpoint tensor ${name} has shape [${tensor.shape.join(', ')}] but the config makes ${target} ` +
-          `[${current.shape.join(', ')}]`,
+          `[${expected.join(', ')}]${transposed(target) ? ' (stored [in, out])' : ''}`,
       );
     }
     loaded.add(target);
@@ -111,14 +181,20 @@ export function loadStateDict(model: EncoderTaskModel, tensors: Map<string, Tens
       tensor.dispose();
       continue;
     }
-    tensor.requiresGrad = parameters.get(target)!.requiresGrad;
-    replaceParameter(model, target, tensor).dispose();
+    let value = tensor;
+    if (transposed(target)) {
+      value = noGrad(() => transpose2d(tensor));
+      tensor.dispose();
+    }
+    value.requiresGrad = parameters.get(target)!.requiresGrad;
+    replaceParameter(model, target, value).dispose();
   }
   return { missingKeys: [...known].filter((name) => !loaded.has(name)), unexpectedKeys };
 }
 
 const FLOAT_DTYPES = new Set(['F32', 'F16', 'BF16', 'F64']);
 
+/** Options of `models.load`. */
 export interface LoadOptions {
   /** Seed of the parameters the checkpoint lacks (a fresh classifier head). */
   seed?: number;
@@ -131,8 +207,18 @@ export interface LoadOptions {
   quiet?: boolean;
 }
 
-/** Reads `config.json` and `model.safetensors` from a Hugging Face checkpoint folder. */
-export function load(dir: string, options: LoadOptions = {}): EncoderTaskModel & { loadReport: LoadReport } {
+/**
+ * Reads `config.json` and `model.safetensors` from a Hugging Face checkpoint folder (and, for a causal language
+ * model, `generation_config.json` when there is one). Narrow the result with `instanceof models.CausalLM` or
+ * `models.EncoderTaskModel`.
+ */
+export function load(
+  dir: string,
+  options: LoadOptions = {},
+): PretrainedModel & {
+  /** Which checkpoint tensors were missing or unused (integer buffers such as position_ids count as unused). */
+  loadReport: LoadReport;
+} {
   if (typeof dir !== 'string' || dir === '') throw new TypeError('models.load: dir must be a non-empty string');
   const configFile = join(dir, 'config.json');
   let text: string;
@@ -141,11 +227,19 @@ export function load(dir: string, options: LoadOptions = {}): EncoderTaskModel &
   } catch (error) {
     throw new Error(`models.load: cannot read ${configFile}: ${(error as Error).message}`, { cause: error });
   }
-  let model: EncoderTaskModel;
+  let model: PretrainedModel;
   try {
-    model = fromConfig(parseConfig(JSON.parse(text)), { seed: options.seed });
+    model = fromConfig(parseConfig(JSON.parse(text) as unknown), { seed: options.seed });
   } catch (error) {
     throw locatedConfigError(error, configFile);
+  }
+  if (model instanceof CausalLM) {
+    try {
+      readGenerationConfig(model, dir);
+    } catch (error) {
+      model.dispose();
+      throw error;
+    }
   }
   // Integer buffers (transformers saves embeddings.position_ids as I64) are not parameters: skip and report them.
   const skipped: string[] = [];
@@ -187,7 +281,44 @@ function locatedConfigError(error: unknown, configFile: string): unknown {
   return new Class(message, { cause: error });
 }
 
-function warnAbout(report: LoadReport, model: EncoderTaskModel, dir: string, warn: (message: string) => void): void {
+/**
+ * generation_config.json's end, pad and start tokens (and max_new_tokens), which transformers' generate prefers to
+ * config.json's. Sampling settings in it are not applied: generate() samples only when asked.
+ */
+function readGenerationConfig(model: CausalLM, dir: string): void {
+  const file = join(dir, 'generation_config.json');
+  if (!existsSync(file)) return;
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (error) {
+    const reason = (error as Error).message;
+    throw new TypeError(`models.load: ${file} is not valid JSON (${reason})`, { cause: error });
+  }
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+    throw new TypeError(`models.load: ${file}: expected a JSON object`);
+  }
+  const config = raw as Record<string, unknown>;
+  const vocab = model.config.vocabSize;
+  try {
+    const read = (key: string) => tokenIdList(config, key, vocab);
+    const defaults: GenerationDefaults = { ...model.generationConfig };
+    if (valueOf(config, 'eos_token_id') !== undefined) defaults.eosTokenIds = read('eos_token_id');
+    if (valueOf(config, 'pad_token_id') !== undefined) defaults.padTokenId = read('pad_token_id')[0];
+    if (valueOf(config, 'bos_token_id') !== undefined) defaults.bosTokenId = read('bos_token_id')[0];
+    if (valueOf(config, 'max_new_tokens') !== undefined) {
+      defaults.maxNewTokens = boundedSize(config, 'max_new_tokens', 2 ** 31 - 1);
+    }
+    model.generationConfig = defaults;
+  } catch (error) {
+    const message = `models.load: ${file}: ${(error as Error).message.replace(/^config\.json: /, '')}`;
+    throw error instanceof RangeError
+      ? new RangeError(message, { cause: error })
+      : new TypeError(message, { cause: error });
+  }
+}
+
+function warnAbout(report: LoadReport, model: PretrainedModel, dir: string, warn: (message: string) => void): void {
   const name = model.constructor.name;
   if (report.unexpectedKeys.length > 0) {
     warn(
@@ -203,8 +334,11 @@ function warnAbout(report: LoadReport, model: EncoderTaskModel, dir: string, war
   }
 }
 
-/** Writes `config.json` and `model.safetensors` (Hugging Face names; adapters must be merged first). */
-export function save(model: EncoderTaskModel, dir: string): void {
+/**
+ * Writes `config.json` and `model.safetensors` (Hugging Face names and layouts; adapters must be merged first), and
+ * for a causal language model `generation_config.json`.
+ */
+export function save(model: PretrainedModel, dir: string): void {
   const unmerged = adaptedLayers(model).filter(({ adapter }) => !adapter.merged);
   if (unmerged.length > 0) {
     throw new TypeError(
@@ -212,10 +346,34 @@ export function save(model: EncoderTaskModel, dir: string): void {
     );
   }
   mkdirSync(dir, { recursive: true });
-  const { modelType, task } = model.config;
-  const config = { ...model.config.raw, architectures: [architectureName(modelType, task)], model_type: modelType };
+  const architecture =
+    model.config.task === 'causal-lm'
+      ? model.config.architecture
+      : architectureName(model.config.modelType, model.config.task);
+  const config = { ...model.config.raw, architectures: [architecture], model_type: model.config.modelType };
   writeFileAtomic(join(dir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
+  if (model instanceof CausalLM) {
+    const { eosTokenIds, padTokenId, bosTokenId, maxNewTokens } = model.generationConfig;
+    const generation = {
+      ...(bosTokenId === undefined ? {} : { bos_token_id: bosTokenId }),
+      ...(eosTokenIds.length === 0 ? {} : { eos_token_id: eosTokenIds.length === 1 ? eosTokenIds[0] : eosTokenIds }),
+      ...(padTokenId === undefined ? {} : { pad_token_id: padTokenId }),
+      ...(maxNewTokens === undefined ? {} : { max_new_tokens: maxNewTokens }),
+    };
+    writeFileAtomic(join(dir, 'generation_config.json'), JSON.stringify(generation, null, 2) + '\n');
+  }
   // A merged model saves only its Hugging Face parameters: the attached adapters stay out of the checkpoint.
   const parameters = model.namedParameters().filter(([name]) => !name.includes('.adapter.'));
-  writeSafetensors(join(dir, 'model.safetensors'), new Map(parameters), { format: 'pt' });
+  const transposed: Tensor[] = [];
+  try {
+    const layout = parameters.map(([name, tensor]): [string, Tensor] => {
+      if (!(model instanceof CausalLM && model.transposedInCheckpoint(name))) return [name, tensor];
+      const stored = noGrad(() => transpose2d(tensor));
+      transposed.push(stored);
+      return [name, stored];
+    });
+    writeSafetensors(join(dir, 'model.safetensors'), new Map(layout), { format: 'pt' });
+  } finally {
+    for (const tensor of transposed) tensor.dispose();
+  }
 }

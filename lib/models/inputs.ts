@@ -2,11 +2,26 @@
 import type { Device } from '../binding';
 import { Tensor } from '../tensor';
 
-export type IdMatrix = readonly (readonly number[])[] | { data: Int32Array; shape: readonly [number, number] };
+/**
+ * A [batch, seq] matrix of token ids as models take them: rows of numbers, or a tokenizer's row-major Int32Array with
+ * its shape (`EncodedBatch.inputIds` fits as it is). Ids are integers in [0, 2^31).
+ */
+export type IdMatrix =
+  | readonly (readonly number[])[]
+  | {
+      /** The ids, row after row. */
+      data: Int32Array;
+      /** [batch, seq]. */
+      shape: readonly [number, number];
+    };
 
+/** An id matrix after validation: flat row-major ids and their dimensions, what embeddings read. */
 export interface IdBatch {
+  /** batch × seq ids, row after row. */
   data: Int32Array;
+  /** Rows (sequences). */
   batch: number;
+  /** Columns (tokens per sequence, padding included). */
   seq: number;
 }
 

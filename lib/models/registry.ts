@@ -8,10 +8,17 @@ import {
   RobertaForTokenClassification,
   RobertaModel,
 } from './bert';
-import { type EncoderFamily, type EncoderModelConfig, type EncoderTask } from './config';
+import { type EncoderFamily, type EncoderModelConfig, type EncoderTask, type ModelConfig } from './config';
+import { type CausalLM } from './decoder';
+import { type DecoderFamily, type DecoderModelConfig } from './decoder-config';
 import { DistilBertForSequenceClassification, DistilBertForTokenClassification, DistilBertModel } from './distilbert';
 import { type EncoderTaskModel } from './encoder';
 import { EsmForSequenceClassification, EsmForTokenClassification, EsmModel } from './esm';
+import { GPT2LMHeadModel } from './gpt2';
+import { LlamaForCausalLM, Qwen2ForCausalLM } from './llama';
+
+/** Any model the registry builds: an encoder with its task's head, or a causal language model. */
+export type PretrainedModel = EncoderTaskModel | CausalLM;
 
 type ModelClass = new (config: EncoderModelConfig, options?: { seed?: number }) => EncoderTaskModel;
 
@@ -43,7 +50,21 @@ export const MODEL_CLASSES: Record<EncoderFamily, Record<EncoderTask, ModelClass
   },
 };
 
+/** The causal language model class of each decoder family. */
+export const DECODER_CLASSES: Record<
+  DecoderFamily,
+  new (config: DecoderModelConfig, options?: { seed?: number }) => CausalLM
+> = {
+  gpt2: GPT2LMHeadModel,
+  llama: LlamaForCausalLM,
+  qwen2: Qwen2ForCausalLM,
+};
+
 /** The model `config` describes, freshly initialised from `seed`. */
-export function buildModel(config: EncoderModelConfig, options: { seed?: number } = {}): EncoderTaskModel {
+export function buildModel(config: EncoderModelConfig, options?: { seed?: number }): EncoderTaskModel;
+export function buildModel(config: DecoderModelConfig, options?: { seed?: number }): CausalLM;
+export function buildModel(config: ModelConfig, options?: { seed?: number }): PretrainedModel;
+export function buildModel(config: ModelConfig, options: { seed?: number } = {}): PretrainedModel {
+  if (config.task === 'causal-lm') return new DECODER_CLASSES[config.modelType](config, options);
   return new MODEL_CLASSES[config.modelType][config.task](config, options);
 }

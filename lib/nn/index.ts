@@ -3,6 +3,7 @@ export {
   Dropout,
   Embedding,
   GELU,
+  GELUTanh,
   type InitOptions,
   type Layer,
   LayerNorm,
@@ -10,7 +11,9 @@ export {
   LinearAdapter,
   MLP,
   ReLU,
+  RMSNorm,
   Sequential,
+  SiLU,
   Tanh,
 } from './layers';
 export { SeedStream } from '../random';

@@ -1,10 +1,10 @@
-// The basic layers: Linear (optionally carrying a LoRA/DoRA adapter), Embedding, LayerNorm, Dropout, activations,
+// The basic layers: Linear (optionally carrying a LoRA/DoRA adapter), Embedding, LayerNorm, RMSNorm, Dropout, activations,
 // Sequential and MLP.
-import { gelu, relu, tanh } from '../ops/activation';
+import { gelu, geluTanh, relu, silu, tanh } from '../ops/activation';
 import { dropout } from '../ops/dropout';
 import { embedding } from '../ops/embedding';
 import { linear } from '../ops/matmul';
-import { layerNorm } from '../ops/normalization';
+import { layerNorm, rmsNorm } from '../ops/normalization';
 import { Tensor } from '../tensor';
 import { SeedScope, SeedStream } from '../random';
 import { Module } from './module';
@@ -189,6 +189,23 @@ export class LayerNorm extends Module {
   }
 }
 
+/** Llama's RMSNorm: `weight` [dim] (ones at start) named as transformers names it, so checkpoints load by name. */
+export class RMSNorm extends Module {
+  weight: Tensor;
+
+  constructor(
+    readonly dim: number,
+    readonly eps = 1e-6,
+  ) {
+    super();
+    this.weight = Tensor.ones([dim]).requireGrad();
+  }
+
+  forward(input: Tensor): Tensor {
+    return rmsNorm(input, this.weight, this.eps);
+  }
+}
+
 /** Drops entries with probability p in train mode; the identity in eval mode. */
 export class Dropout extends Module {
   #seeds: SeedStream;
@@ -203,7 +220,16 @@ export class Dropout extends Module {
   }
 
   forward(input: Tensor): Tensor {
-    return this.training && this.p > 0 ? dropout(input, this.p, this.#seeds.next()) : input;
+    const seed = this.nextSeed();
+    return seed === undefined ? input : dropout(input, this.p, seed);
+  }
+
+  /**
+   * The seed the next forward would use (the stream advances), or undefined when it would be the identity (eval mode
+   * or p = 0): for ops that apply this dropout inside themselves, such as fused attention.
+   */
+  nextSeed(): number | undefined {
+    return this.training && this.p > 0 ? this.#seeds.next() : undefined;
   }
 
   protected override ownSeedStreams(): SeedStream[] {
@@ -214,6 +240,19 @@ export class Dropout extends Module {
 export class GELU extends Module {
   forward(input: Tensor): Tensor {
     return gelu(input);
+  }
+}
+
+/** GELU's tanh approximation (`gelu_new`, `gelu_pytorch_tanh`). */
+export class GELUTanh extends Module {
+  forward(input: Tensor): Tensor {
+    return geluTanh(input);
+  }
+}
+
+export class SiLU extends Module {
+  forward(input: Tensor): Tensor {
+    return silu(input);
   }
 }
 

@@ -4,6 +4,11 @@ import type { Device } from '../binding';
 import { type SeedStream } from '../random';
 import { Tensor } from '../tensor';
 
+/**
+ * Base of every layer and model. A module's parameters are its Tensor fields and its sub-modules' (arrays of modules
+ * included), named by the dotted field path, so `namedParameters()` lines up with Hugging Face checkpoint names and
+ * adapters can replace a parameter by name.
+ */
 export abstract class Module {
   /** Train mode (dropout active) or eval mode. */
   training = true;
@@ -24,6 +29,7 @@ export abstract class Module {
     return found;
   }
 
+  /** Every parameter of this module and its sub-modules, in declaration order (the values of `namedParameters()`). */
   parameters(): Tensor[] {
     return this.namedParameters().map(([, tensor]) => tensor);
   }
@@ -94,11 +100,16 @@ export abstract class Module {
     return this.namedModules().flatMap(([, module]) => module.ownSeedStreams());
   }
 
+  /**
+   * Sets train mode (dropout active) on this module and every sub-module, or eval mode when `mode` is false.
+   * Returns this.
+   */
   train(mode = true): this {
     for (const [, module] of this.namedModules()) module.training = mode;
     return this;
   }
 
+  /** Sets eval mode (dropout off, outputs deterministic) on this module and every sub-module. Returns this. */
   eval(): this {
     return this.train(false);
   }

@@ -1,9 +1,8 @@
 // The Transformer encoder layer in Hugging Face's BERT layout (attention.self.{query,key,value},
 // attention.output.{dense,LayerNorm}, intermediate.dense, output.{dense,LayerNorm}), so checkpoints load by name.
-import { add, scale } from '../ops/elementwise';
+import { add } from '../ops/elementwise';
 import { gelu, relu } from '../ops/activation';
-import { softmax } from '../ops/attention';
-import { matmul } from '../ops/matmul';
+import { scaledDotProductAttention } from '../ops/attention';
 import { mergeHeads, splitHeads } from '../ops/shape';
 import { type SeedScope } from '../random';
 import { type Tensor } from '../tensor';
@@ -48,7 +47,7 @@ export class MultiHeadSelfAttention extends Module {
   forward(hidden: Tensor, mask: Tensor | undefined): Tensor {
     const heads = this.config.numHeads;
     return mergeHeads(
-      scaledDotProductAttention(
+      attention(
         splitHeads(this.query.forward(hidden), heads),
         splitHeads(this.key.forward(hidden), heads),
         splitHeads(this.value.forward(hidden), heads),
@@ -60,19 +59,22 @@ export class MultiHeadSelfAttention extends Module {
 }
 
 /**
- * softmax(q kᵀ / √d) v over heads: q, k, v [batch, heads, seq, d]; `mask` [batch, seq] (1 = token, 0 = padding);
- * `dropout` on the attention probabilities. Every family's self-attention runs through here.
+ * softmax(q kᵀ / √d) v over heads, fused (lib/ops/attention.ts): q, k, v [batch, heads, seq, d]; `mask` [batch, seq]
+ * (1 = token, 0 = padding); `dropout` on the attention probabilities, with the seed the module would have drawn for
+ * them. Every family's self-attention runs through here.
  */
-export function scaledDotProductAttention(
+export function attention(
   query: Tensor,
   key: Tensor,
   value: Tensor,
   mask: Tensor | undefined,
   dropout: Dropout,
 ): Tensor {
-  const headSize = query.shape[query.rank - 1];
-  const scores = scale(matmul(query, key, { transposeB: true }), 1 / Math.sqrt(headSize));
-  return matmul(dropout.forward(softmax(scores, mask)), value);
+  const seed = dropout.nextSeed();
+  return scaledDotProductAttention(query, key, value, {
+    keyMask: mask,
+    dropout: seed === undefined ? undefined : { p: dropout.p, seed },
+  });
 }
 
 /** dense → dropout → residual → LayerNorm: the output block after attention and after the feed-forward layer. */

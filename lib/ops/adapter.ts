@@ -10,6 +10,10 @@ export type { GradientRequest } from '../binding';
 /** Default floor of the direction's row norm: a zero row gives finite outputs and gradients. */
 export const DEFAULT_NORM_EPS = 1e-6;
 
+/**
+ * The named arguments of the LoRA layer (loraForward, loraLinear): the input, the frozen base layer and the
+ * adapter. All tensors on one device; shapes are checked by the kernel (RangeError naming the argument).
+ */
 export interface LoraArgs {
   /** [N, in] or [batch, seq, in]. */
   input: Tensor;
@@ -29,6 +33,7 @@ export interface LoraArgs {
   seed?: number;
 }
 
+/** The named arguments of the DoRA layer (doraForward, doraLinear): LoRA's plus the magnitude and the norm's handling. */
 export interface DoraArgs extends LoraArgs {
   /** m, [out]. */
   magnitude: Tensor;
@@ -38,11 +43,20 @@ export interface DoraArgs extends LoraArgs {
   eps?: number;
 }
 
+/**
+ * Gradients from an adapter backward, fresh tensors the caller owns, each of its argument's shape; absent where not
+ * asked for (`needs`) or where there is no such argument. The frozen weight never gets one.
+ */
 export interface AdapterGradients {
+  /** dL/dx, the input's shape. */
   input?: Tensor;
+  /** dL/dA, [r, in]. */
   loraA?: Tensor;
+  /** dL/dB, [out, r]. */
   loraB?: Tensor;
+  /** dL/dm, [out] (DoRA only). */
   magnitude?: Tensor;
+  /** dL/dbias, [out]: the output gradient summed over rows. */
   bias?: Tensor;
 }
 
@@ -61,7 +75,8 @@ interface SavedOptions {
  * activations it owns. Released by backward or by `dispose()`; tidy scopes leave it alone.
  */
 export class AdapterSaved {
-  readonly kind: Kind;
+  /** Which forward made it: backward refuses the other kind's state. */
+  readonly kind: 'dora' | 'lora';
   #inputs: Record<string, Tensor | undefined>;
   #versions: Map<Tensor, number>;
   #owned: Record<string, Tensor>;
@@ -94,6 +109,7 @@ export class AdapterSaved {
     this.#options = options;
   }
 
+  /** Whether a backward used it or `dispose()` freed it; either way it cannot be used again. */
   get isDisposed(): boolean {
     return this.#released;
   }
@@ -165,7 +181,12 @@ function seedOf(seed: number | undefined, dropout: number): number {
  * DoRA forward: y = (m / n) ⊙ (x W0ᵀ + s (x_d Aᵀ) Bᵀ) + bias, with n the row norms of W0 + s B A computed from
  * factored terms (no [out, in] buffer). Returns the output and the state backward needs.
  */
-export function doraForward(args: DoraArgs): { output: Tensor; saved: AdapterSaved } {
+export function doraForward(args: DoraArgs): {
+  /** y, the input's shape with `in` replaced by `out`. */
+  output: Tensor;
+  /** What doraBackward needs; dispose it when no backward follows. */
+  saved: AdapterSaved;
+} {
   const fn = 'doraForward';
   requireArgs(args, fn);
   const dropout = args.dropout ?? 0;
@@ -265,7 +286,12 @@ function withDefaults(needs: GradientRequest | undefined): GradientRequest | und
 }
 
 /** LoRA forward: y = x W0ᵀ + s (x_d Aᵀ) Bᵀ + bias. */
-export function loraForward(args: LoraArgs): { output: Tensor; saved: AdapterSaved } {
+export function loraForward(args: LoraArgs): {
+  /** y, the input's shape with `in` replaced by `out`. */
+  output: Tensor;
+  /** What loraBackward needs; dispose it when no backward follows. */
+  saved: AdapterSaved;
+} {
   const fn = 'loraForward';
   requireArgs(args, fn);
   const dropout = args.dropout ?? 0;
@@ -310,11 +336,17 @@ export function loraBackward(saved: AdapterSaved, gradOutput: Tensor, needs?: Gr
   );
 }
 
+/** The factored weight whose row norms `doraWeightNorm` takes (and `doraMerge` merges). */
 export interface WeightNormArgs {
+  /** The frozen base weight W0, [out, in]. */
   weight: Tensor;
+  /** A, [r, in]. */
   loraA: Tensor;
+  /** B, [out, r]. */
   loraB: Tensor;
+  /** s: alpha / r (or alpha / sqrt(r) for rsLoRA). */
   scale: number;
+  /** Floor of the row norm (default 1e-6), as in the forward. */
   eps?: number;
 }
 
@@ -452,6 +484,7 @@ export function loraUnmerge(args: { merged: Tensor; loraA: Tensor; loraB: Tensor
  * for anyone checking another implementation. Without `magnitude` they compute LoRA.
  */
 export const reference = {
+  /** The layer's output y, computed in float64 from the explicit V (and its row norms, with `magnitude`). */
   forward(args: LoraArgs & { magnitude?: Tensor; eps?: number }): Tensor {
     const fn = 'reference.forward';
     requireArgs(args, fn);
@@ -470,7 +503,14 @@ export const reference = {
       }),
     );
   },
-  backward(args: LoraArgs & { magnitude?: Tensor; eps?: number; detachNorm?: boolean }, gradOutput: Tensor) {
+  /**
+   * Every gradient of the layer for dL/dy = `gradOutput`, computed in float64 from the explicit V; the norm is
+   * detached unless `detachNorm` is false.
+   */
+  backward(
+    args: LoraArgs & { magnitude?: Tensor; eps?: number; detachNorm?: boolean },
+    gradOutput: Tensor,
+  ): AdapterGradients {
     const fn = 'reference.backward';
     requireArgs(args, fn);
     return wrapGrads(

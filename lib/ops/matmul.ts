@@ -6,6 +6,7 @@ import { handleOf, type Tensor, tensorOf } from '../tensor';
 import { sumToShape } from './reduce';
 import { reshape } from './shape';
 
+/** How `matmul` reads its operands; neither is copied to transpose it. */
 export interface MatmulOptions {
   /** Read `a` as its transpose (its last two dims swapped). */
   transposeA?: boolean;

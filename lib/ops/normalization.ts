@@ -1,4 +1,4 @@
-// Layer normalisation over the last axis, with its gradient.
+// Layer normalisation and RMS normalisation over the last axis, with their gradients.
 import { record } from '../autograd';
 import { native } from '../binding';
 import { handleOf, type Tensor, tensorOf } from '../tensor';
@@ -36,5 +36,34 @@ export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps = 1e-12): 
     mean.dispose();
     rstd.dispose();
   }
+  return recorded;
+}
+
+/**
+ * Llama's RMSNorm over the last axis: weight ⊙ x / sqrt(mean(x²) + eps) (transformers' `LlamaRMSNorm`, whose float32
+ * computation this is; the mean of squares is summed in double). Gradients for x and weight.
+ */
+export function rmsNorm(x: Tensor, weight: Tensor, eps = 1e-6): Tensor {
+  const fn = 'rmsNorm';
+  const result = native.rmsNorm({ x: handleOf(x, fn, 'x'), weight: handleOf(weight, fn, 'weight'), eps });
+  const output = tensorOf(result.output);
+  const rstd = tensorOf(result.rstd);
+  const recorded = record(output, fn, [x, weight], (saved) => {
+    const input = saved.save(x, 'x');
+    const scale = saved.save(weight, 'weight');
+    saved.own(rstd);
+    return (gradOutput, [needX, needWeight]) => {
+      const grads = native.rmsNormBackward({
+        gradOutput: handleOf(gradOutput, fn, 'gradOutput'),
+        x: handleOf(input, fn, 'x'),
+        weight: handleOf(scale, fn, 'weight'),
+        rstd: handleOf(rstd, fn, 'rstd'),
+      });
+      const inputGrad = tensorOf(grads.input);
+      const weightGrad = tensorOf(grads.weight);
+      return [needX ? inputGrad : undefined, needWeight ? weightGrad : undefined];
+    };
+  });
+  if (recorded.gradNode === undefined) rstd.dispose();
   return recorded;
 }

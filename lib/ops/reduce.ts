@@ -5,6 +5,7 @@ import { handleOf, type Shape, type Tensor, tensorOf } from '../tensor';
 import { scale } from './elementwise';
 import { reshape } from './shape';
 
+/** Which axis `sum` reduces, and whether it stays as length 1 (to broadcast the result back). */
 export interface SumOptions {
   /** The axis to sum over (negative counts from the end); all elements when omitted. */
   axis?: number;

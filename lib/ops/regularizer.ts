@@ -8,6 +8,7 @@ import { handleOf, keep, Tensor, tensorOf } from '../tensor';
 import { DEFAULT_NORM_EPS } from './adapter';
 import { scale as scaleTensor } from './elementwise';
 
+/** The named arguments of `orthogonalityPenalty`: one adapted layer's factored direction W0 + s B A. */
 export interface OrthogonalityArgs {
   /** The frozen base weight W0, [out, in]; treated as a constant (no gradient flows to it). */
   weight: Tensor;

@@ -4,8 +4,9 @@ import { record } from '../autograd';
 import { native } from '../binding';
 import { handleOf, type Tensor, tensorOf } from '../tensor';
 
+/** Options of `rotary`: the frequency base and the token positions. */
 export interface RotaryOptions {
-  /** The frequency base (rope_theta): pair i of a d-wide head turns base^(−2i/d) radians per position. */
+  /** The frequency base (rope_theta), default 10000: pair i of a d-wide head turns base^(−2i/d) radians per position. */
   base?: number;
   /**
    * Each token's position, [batch][seq] or flattened (Int32Array); 0, 1, ... along every row by default. Decoders

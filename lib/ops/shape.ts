@@ -75,3 +75,58 @@ export function mergeHeads(tensor: Tensor): Tensor {
   permuted.dispose();
   return output;
 }
+
+function checkAxis(fn: string, tensor: Tensor, axis: number): number {
+  if (!Number.isInteger(axis) || axis < -tensor.rank || axis >= tensor.rank) {
+    throw new RangeError(`${fn}: axis must be an integer in [${-tensor.rank}, ${tensor.rank}), got ${axis}`);
+  }
+  return axis < 0 ? axis + tensor.rank : axis;
+}
+
+/**
+ * `first` and `second` joined along `axis` (every other dim equal), as torch.cat of two: how a decoder's key/value
+ * cache grows by the new tokens. Each part is written into its place by the padding that narrow's gradient uses;
+ * the gradient hands each part its slice back.
+ */
+export function concat(first: Tensor, second: Tensor, axis: number): Tensor {
+  const fn = 'concat';
+  const firstHandle = handleOf(first, fn, 'first');
+  const secondHandle = handleOf(second, fn, 'second');
+  const resolved = checkAxis(fn, first, axis);
+  if (
+    first.rank !== second.rank ||
+    first.shape.some((dim, index) => index !== resolved && dim !== second.shape[index])
+  ) {
+    throw new RangeError(
+      `${fn}: shapes [${first.shape.join(', ')}] and [${second.shape.join(', ')}] differ outside axis ${resolved}`,
+    );
+  }
+  const firstLength = first.shape[resolved];
+  const secondLength = second.shape[resolved];
+  const shape = first.shape.map((dim, index) => (index === resolved ? dim + secondLength : dim));
+  const placedFirst = native.narrowBackward({ grad: firstHandle, shape, axis: resolved, start: 0 });
+  const placedSecond = native.narrowBackward({ grad: secondHandle, shape, axis: resolved, start: firstLength });
+  let joined;
+  try {
+    joined = native.add({ a: placedFirst, b: placedSecond });
+  } finally {
+    placedFirst.dispose();
+    placedSecond.dispose();
+  }
+  return record(tensorOf(joined), fn, [first, second], () => (gradOutput) => [
+    narrow(gradOutput, resolved, 0, firstLength),
+    narrow(gradOutput, resolved, firstLength, secondLength),
+  ]);
+}
+
+/** The transpose of a matrix [rows, cols] → [cols, rows], as a copy (the head permute on a [1, rows, cols, 1] view). */
+export function transpose2d(matrix: Tensor): Tensor {
+  if (matrix.rank !== 2) throw new RangeError(`transpose2d: expected a matrix, got shape [${matrix.shape.join(', ')}]`);
+  const [rows, cols] = matrix.shape;
+  const view = reshape(matrix, [1, rows, cols, 1]);
+  const swapped = permute0213(view);
+  view.dispose();
+  const output = reshape(swapped, [cols, rows]);
+  swapped.dispose();
+  return output;
+}

@@ -3,6 +3,7 @@
 import { native, type NativeTensorHandle } from '../binding';
 import { handleOf, keep, Tensor, tensorOf } from '../tensor';
 
+/** Options of one `Optimizer.step()`. */
 export interface StepOptions {
   /** The learning rate of this step only (e.g. from `learningRateAt`); the optimizer's `lr` otherwise. */
   lr?: number;
@@ -53,6 +54,7 @@ function checkKeys(options: object, allowed: readonly string[], where: string): 
  * parameter's first update, live outside tidy scopes, and are freed by `dispose()`.
  */
 export abstract class Optimizer {
+  /** The parameters this optimizer steps, frozen in the order given: state dict keys index into it. */
   readonly params: readonly Tensor[];
   #lr = 0;
   #stepCount = 0;
@@ -82,6 +84,7 @@ export abstract class Optimizer {
     return this.#lr;
   }
 
+  /** Sets the default learning rate; a RangeError unless it is a finite number ≥ 0. */
   set lr(value: number) {
     this.#lr = nonNegative(value, `${this.constructor.name}: lr`);
   }
@@ -95,19 +98,34 @@ export abstract class Optimizer {
   protected abstract slotNames(): readonly string[];
   /** Runs the native update of `indices` (parameters with a gradient, their slots created) at `lr`. */
   protected abstract update(indices: readonly number[], lr: number, steps: readonly number[]): void;
-  /** The hyperparameters a state dict carries, and their restoration (validated). */
+  /** The hyperparameters a state dict carries (lr and step counts aside). */
   protected abstract hyperparameters(): Record<string, unknown>;
+  /**
+   * Restores hyperparameters from `hyperparameters()`'s form; throws a RangeError on an invalid value before changing
+   * any (loadStateDict relies on that to roll back).
+   */
   protected abstract loadHyperparameters(values: Record<string, unknown>): void;
 
-  /** Handles of one state slot for the given parameters. */
+  /**
+   * Handles of one state slot for the given parameters.
+   * @internal
+   */
   protected slotHandles(indices: readonly number[], slot: string): NativeTensorHandle[] {
     return indices.map((index) => handleOf(this.#slots[index]!.get(slot)!, this.constructor.name, `${index}.${slot}`));
   }
 
+  /**
+   * Native handles of the given parameters, for `update()`.
+   * @internal
+   */
   protected paramHandles(indices: readonly number[]): NativeTensorHandle[] {
     return indices.map((index) => handleOf(this.params[index], this.constructor.name, `params[${index}]`));
   }
 
+  /**
+   * Native handles of the given parameters' gradients, for `update()`.
+   * @internal
+   */
   protected gradHandles(indices: readonly number[]): NativeTensorHandle[] {
     return indices.map((index) => handleOf(this.params[index].grad, this.constructor.name, `params[${index}].grad`));
   }
@@ -280,10 +298,15 @@ export abstract class Optimizer {
   }
 }
 
+/** AdamW's hyperparameters; the defaults are PyTorch's. Each is validated (RangeError) by the constructor. */
 export interface AdamWOptions {
+  /** Learning rate, ≥ 0; default 1e-3. */
   lr?: number;
+  /** Decay rates of the first and second moment averages, each in [0, 1); default [0.9, 0.999]. */
   betas?: readonly [number, number];
+  /** Added to the square root of the second moment to keep the step finite, ≥ 0; default 1e-8. */
   eps?: number;
+  /** Decoupled weight decay per unit of learning rate, ≥ 0; default 0.01. */
   weightDecay?: number;
 }
 
@@ -305,14 +328,17 @@ export class AdamW extends Optimizer {
     });
   }
 
+  /** The moment decay rates [beta1, beta2]. */
   get betas(): readonly [number, number] {
     return [this.#beta1, this.#beta2];
   }
 
+  /** The denominator's stabilizing term. */
   get eps(): number {
     return this.#eps;
   }
 
+  /** The decoupled weight decay: each step scales the parameter by (1 − lr·weightDecay). */
   get weightDecay(): number {
     return this.#weightDecay;
   }
@@ -363,10 +389,15 @@ export class AdamW extends Optimizer {
   }
 }
 
+/** SGD's hyperparameters, as PyTorch's (dampening 0). Each is validated (RangeError) by the constructor. */
 export interface SGDOptions {
+  /** Learning rate, ≥ 0; required, as in PyTorch. */
   lr: number;
+  /** Momentum factor, ≥ 0; default 0 (plain SGD, no momentum buffers). */
   momentum?: number;
+  /** L2 penalty added to the gradient (wd·p), ≥ 0; default 0. Unlike AdamW's, it passes through momentum. */
   weightDecay?: number;
+  /** Nesterov momentum; default false. Requires momentum above 0. */
   nesterov?: boolean;
 }
 
@@ -388,14 +419,17 @@ export class SGD extends Optimizer {
     });
   }
 
+  /** The momentum factor (0: none). */
   get momentum(): number {
     return this.#momentum;
   }
 
+  /** The L2 penalty added to the gradient. */
   get weightDecay(): number {
     return this.#weightDecay;
   }
 
+  /** Whether momentum is Nesterov's. */
   get nesterov(): boolean {
     return this.#nesterov;
   }

@@ -1,10 +1,33 @@
 // Learning-rate schedules with the semantics of Hugging Face transformers' get_constant_schedule,
 // get_linear_schedule_with_warmup and get_cosine_schedule_with_warmup (with min_lr: get_cosine_with_min_lr_...).
 
+/**
+ * A learning-rate schedule for `learningRateAt`, in optimizer updates. 'constant' keeps the base rate; 'linear' and
+ * 'cosine' warm up linearly from 0, then decay to 0 (linear) or to `minLr` (cosine) at `totalSteps`.
+ */
 export type Schedule =
-  | { type: 'constant' }
-  | { type: 'linear'; warmupSteps?: number; totalSteps: number }
-  | { type: 'cosine'; warmupSteps?: number; totalSteps: number; minLr?: number };
+  | {
+      /** The base learning rate at every step. */
+      type: 'constant';
+    }
+  | {
+      /** Linear decay to 0 after the warmup. */
+      type: 'linear';
+      /** Updates of linear warmup from 0, an integer ≥ 0; default 0. */
+      warmupSteps?: number;
+      /** The update at which the rate reaches 0, an integer ≥ 1. */
+      totalSteps: number;
+    }
+  | {
+      /** Half-cosine decay to `minLr` after the warmup. */
+      type: 'cosine';
+      /** Updates of linear warmup from 0, an integer ≥ 0; default 0. */
+      warmupSteps?: number;
+      /** The update at which the rate reaches `minLr`, an integer ≥ 1. */
+      totalSteps: number;
+      /** The floor of the decay, in [0, baseLr]; default 0. */
+      minLr?: number;
+    };
 
 function stepCount(value: unknown, where: string, minimum: number): number {
   if (!Number.isSafeInteger(value) || (value as number) < minimum) {

@@ -1,34 +1,76 @@
 // What every tokenizer returns for a batch: padded [batch, seq] id matrices ready for a model's forward.
 
+/**
+ * A tokenized batch as three row-major [batch, seq] int32 matrices, every row padded to the same length: what a
+ * model's forward takes.
+ */
 export interface EncodedBatch {
-  inputIds: { data: Int32Array; shape: [number, number] };
-  attentionMask: { data: Int32Array; shape: [number, number] };
-  tokenTypeIds: { data: Int32Array; shape: [number, number] };
+  /** Token ids, padding rows out with the tokenizer's `padTokenId`. */
+  inputIds: {
+    /** The ids, row after row. */
+    data: Int32Array;
+    /** [batch, seq]. */
+    shape: [number, number];
+  };
+  /** 1 over real tokens, 0 over padding. */
+  attentionMask: {
+    /** The mask, row after row. */
+    data: Int32Array;
+    /** [batch, seq]. */
+    shape: [number, number];
+  };
+  /** Segment ids: 0 for the first text, 1 for a pair's second where the tokenizer types pairs, 0 over padding. */
+  tokenTypeIds: {
+    /** The segment ids, row after row. */
+    data: Int32Array;
+    /** [batch, seq]. */
+    shape: [number, number];
+  };
 }
 
+/**
+ * How `encodeBatch` frames, truncates and pads. A RangeError when `pairs` does not hold one text per text or
+ * `maxLength` is not an integer of at least 2.
+ */
 export interface EncodeOptions {
   /** Second texts (sentence pairs), one per text. */
   pairs?: readonly string[];
-  /** Longest sequence kept, special tokens included (default 512). */
+  /** Longest sequence kept, special tokens included (default 512; EsmTokenizer's 1024, ESM's context). */
   maxLength?: number;
   /** 'longest' pads to the longest sequence in the batch (default); 'max_length' pads to maxLength. */
   padding?: 'longest' | 'max_length';
 }
 
+/** What models and training need of a tokenizer, whichever file it came from (see `tokenizers.load`). */
 export interface Tokenizer {
+  /** Ids run from 0 to vocabSize − 1: the embedding table needs at least this many rows. */
   readonly vocabSize: number;
+  /** The id padding is filled with (masked out by the attention mask). */
   readonly padTokenId: number;
+  /**
+   * Texts (or sentence pairs) with the tokenizer's special tokens, truncated longest-first to `maxLength` and
+   * padded into one batch. A TypeError unless `texts` is an array of strings.
+   */
   encodeBatch(texts: readonly string[], options?: EncodeOptions): EncodedBatch;
   /**
    * A pre-split sequence of words (token classification), with the special tokens the tokenizer adds: `wordIds`
    * says which word each token comes from (null for special tokens), as transformers' `word_ids()`. Words that do not
-   * fit in `maxLength` (default 512) are dropped from the end.
+   * fit in `maxLength` (default 512; EsmTokenizer's 1024) are dropped from the end.
    */
   encodeWords(words: readonly string[], options?: { maxLength?: number }): EncodedWords;
+  /** Ids of a text without special tokens (what a language model's data and prompts are made of). */
+  tokenize?(text: string): number[];
+  /** The ids put before a single text (Llama's <s>): a language model's examples and prompts start with them. */
+  readonly startIds?: readonly number[];
+  /** The text of ids, special tokens left out. */
+  decode?(ids: readonly number[]): string;
 }
 
+/** One pre-split sequence from `encodeWords`: token ids and the word each token belongs to, position by position. */
 export interface EncodedWords {
+  /** Token ids, special tokens included, unpadded. */
   ids: number[];
+  /** Index into the words of each token's word; null for special tokens and separators (labelled -100 in training). */
   wordIds: (number | null)[];
 }
 

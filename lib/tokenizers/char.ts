@@ -12,14 +12,24 @@ import {
   type Tokenizer,
 } from './batch';
 
+/** The file name a CharTokenizer is saved under in a model folder (what `tokenizers.load` looks for). */
 export const CHAR_TOKENIZER_FILE = 'char-tokenizer.json';
 const SPECIALS = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'] as const;
 
+/**
+ * One id per character (code point) for models trained from scratch on small alphabets (DNA, protein, toy tasks),
+ * framed BERT-style as [CLS] text [SEP]. The special ids are fixed, so any saved vocabulary agrees on them.
+ */
 export class CharTokenizer implements Tokenizer {
+  /** [PAD]. */
   readonly padTokenId = 0;
+  /** [UNK], for characters not seen when the vocabulary was built. */
   readonly unknownId = 1;
+  /** [CLS], opening every sequence. */
   readonly clsId = 2;
+  /** [SEP], closing every sequence (and a pair's first text). */
   readonly sepId = 3;
+  /** [MASK], for masked-language-model pretraining. */
   readonly maskId = 4;
   readonly #ids: Map<string, number>;
   readonly #characters: string[];
@@ -37,6 +47,10 @@ export class CharTokenizer implements Tokenizer {
     return new CharTokenizer([...seen].sort());
   }
 
+  /**
+   * Reads a file `save` wrote. Throws the file system's error when it cannot be read, a SyntaxError when it is not
+   * JSON, and a TypeError when it is not a bidora character tokenizer.
+   */
   static load(path: string): CharTokenizer {
     const parsed = JSON.parse(readFileSync(path, 'utf8')) as { type?: string; characters?: unknown };
     if (parsed.type !== 'bidora-char' || !Array.isArray(parsed.characters)) {
@@ -45,6 +59,7 @@ export class CharTokenizer implements Tokenizer {
     return new CharTokenizer(parsed.characters as string[]);
   }
 
+  /** Writes the vocabulary as JSON to `path` (atomically: a reader never sees half a file). */
   save(path: string): void {
     writeFileAtomic(
       path,
@@ -52,6 +67,7 @@ export class CharTokenizer implements Tokenizer {
     );
   }
 
+  /** The five special tokens plus one id per known character. */
   get vocabSize(): number {
     return SPECIALS.length + this.#characters.length;
   }
@@ -61,6 +77,10 @@ export class CharTokenizer implements Tokenizer {
     return Array.from(text, (character) => this.#ids.get(character) ?? this.unknownId);
   }
 
+  /** What a language model's examples start with: nothing (the model learns from the first character on). */
+  readonly startIds: readonly number[] = [];
+
+  /** The text `ids` spell; special and out-of-range ids are dropped. */
   decode(ids: readonly number[]): string {
     return ids
       .filter((id) => id >= SPECIALS.length)

@@ -12,15 +12,26 @@ import {
   type Tokenizer,
 } from './batch';
 
+/** The vocabulary file of an ESM model folder. */
 export const ESM_VOCAB_FILE = 'vocab.txt';
 
+/**
+ * ESM's protein tokenizer, as transformers' EsmTokenizer: amino-acid letters and special tokens from vocab.txt, the
+ * longest match first. Pairs carry no token type ids (ESM has none). The constructor takes the vocabulary, one token
+ * per id, and throws a TypeError for an empty or non-string list, a RangeError when <pad>, <cls>, <eos> or <unk> is
+ * missing.
+ */
 export class EsmTokenizer implements Tokenizer {
   readonly #ids: Map<string, number>;
   /** Longest token first: "<mask>" must win over "<". */
   readonly #tokens: string[];
+  /** <pad>. */
   readonly padTokenId: number;
+  /** <cls>, opening every sequence. */
   readonly clsId: number;
+  /** <eos>, closing every sequence (and a pair's first). */
   readonly eosId: number;
+  /** <unk>: one for each run of characters outside the vocabulary. */
   readonly unknownId: number;
 
   constructor(vocabulary: readonly string[]) {
@@ -44,12 +55,14 @@ export class EsmTokenizer implements Tokenizer {
     this.unknownId = required('<unk>');
   }
 
+  /** Reads a vocab.txt, one token a line (ids are line numbers from 0); throws as the constructor does. */
   static load(path: string): EsmTokenizer {
     const lines = readFileSync(path, 'utf8').split(/\r?\n/);
     if (lines.at(-1) === '') lines.pop();
     return new EsmTokenizer(lines.map((line) => line.trim()));
   }
 
+  /** The number of distinct tokens in the vocabulary. */
   get vocabSize(): number {
     return this.#ids.size;
   }

@@ -25,8 +25,15 @@ function readJson(path: string): Record<string, unknown> {
   }
 }
 
+/**
+ * A Hugging Face tokenizer.json (WordPiece for BERT, byte-level BPE for RoBERTa, ...) run by the pure-JavaScript
+ * @huggingface/tokenizers package, truncating and padding as transformers does. The constructor takes the parsed
+ * tokenizer.json and tokenizer_config.json; `fromFile` reads them.
+ */
 export class HuggingFaceTokenizer implements Tokenizer {
+  /** The model vocabulary's size, grown to cover added tokens. */
   readonly vocabSize: number;
+  /** From tokenizer.json's padding, else the config's pad_token, else [PAD] or <pad>, else 0. */
   readonly padTokenId: number;
   readonly #tokenizer: HfTokenizer;
   readonly #specialCount: { single: number; pair: number };
@@ -79,6 +86,19 @@ export class HuggingFaceTokenizer implements Tokenizer {
     const file = folder ? join(path, 'tokenizer.json') : path;
     const configFile = join(folder ? path : join(path, '..'), 'tokenizer_config.json');
     return new HuggingFaceTokenizer(readJson(file), existsSync(configFile) ? readJson(configFile) : {});
+  }
+
+  /**
+   * The ids the tokenizer puts before a single text (Llama's <s>, BERT's [CLS]; none for GPT-2): what a language
+   * model's examples and prompts start with, as transformers' tokenizer(text) gives them.
+   */
+  get startIds(): readonly number[] {
+    return this.#around.prefix;
+  }
+
+  /** The text of `ids`, special tokens left out unless `skipSpecialTokens` is false. */
+  decode(ids: readonly number[], options: { skipSpecialTokens?: boolean } = {}): string {
+    return this.#tokenizer.decode([...ids], { skip_special_tokens: options.skipSpecialTokens ?? true });
   }
 
   /** Token ids without special tokens. */

@@ -8,7 +8,7 @@ import { ESM_VOCAB_FILE, EsmTokenizer } from './esm';
 import { HuggingFaceTokenizer } from './huggingface';
 import { type Tokenizer } from './batch';
 
-export { type EncodedBatch, type EncodeOptions, type Tokenizer } from './batch';
+export { type EncodedBatch, type EncodedWords, type EncodeOptions, type Tokenizer } from './batch';
 export { CHAR_TOKENIZER_FILE, CharTokenizer } from './char';
 export { ESM_VOCAB_FILE, EsmTokenizer } from './esm';
 

@@ -8,7 +8,8 @@ import { globalNorm } from '../ops/reduce';
 import { orthogonalityPenalty } from '../ops/regularizer';
 import { type Optimizer } from '../optim/index';
 import { keep, type Tensor, tidy } from '../tensor';
-import { BatchStream, collate, type Example, splitLowerUpper } from './data';
+import { BatchStream, type CollatedBatch, type Example, splitLowerUpper } from './data';
+import { collateFor } from './model';
 import { applySecondOrder } from './hypergradient';
 import {
   disposeAll,
@@ -122,10 +123,7 @@ export class BiLevelTrainer extends TrainingLoop {
    * Task loss plus gamma × the mean orthogonality penalty over adapted layers, on `batch`. The penalty depends on the
    * direction only (dR/dm ≡ 0), so passes that want magnitude gradients alone leave it out (`withPenalty` false).
    */
-  lowerObjective(
-    batch: ReturnType<typeof collate>,
-    withPenalty = true,
-  ): { loss: Tensor; taskLoss: number; regularizer: number } {
+  lowerObjective(batch: CollatedBatch, withPenalty = true): { loss: Tensor; taskLoss: number; regularizer: number } {
     const { loss: taskLoss } = this.model.forward(batch);
     if (this.#settings.gamma === 0 || !withPenalty)
       return { loss: taskLoss!, taskLoss: taskLoss!.item(), regularizer: 0 };
@@ -152,7 +150,7 @@ export class BiLevelTrainer extends TrainingLoop {
    * dL_tr/dm on `batch` at the current parameters, computing no A, B or head gradient. The regulariser is part of
    * L_tr but contributes nothing to dL_tr/dm, so it is not evaluated here.
    */
-  #magnitudeGradients(batch: ReturnType<typeof collate>): Tensor[] {
+  #magnitudeGradients(batch: CollatedBatch): Tensor[] {
     return tidy(() => grad(this.lowerObjective(batch, false).loss, this.magnitudes));
   }
 
@@ -170,8 +168,7 @@ export class BiLevelTrainer extends TrainingLoop {
    */
   step(lowerExamples: readonly Example[], upperExamples?: readonly Example[], index = 0): BiLevelStep {
     this.#ensureOptimizers(this.options.maxSteps ?? 1);
-    const { config } = this.model;
-    const lowerBatch = collate(lowerExamples, config.padTokenId, config);
+    const lowerBatch = collateFor(this.model, lowerExamples);
     const { taskLoss, regularizer } = tidy(() => {
       const objective = this.lowerObjective(lowerBatch);
       objective.loss.backward({ inputs: this.lowerParameters });
@@ -190,7 +187,7 @@ export class BiLevelTrainer extends TrainingLoop {
     };
     if (upperExamples === undefined) return withoutUpper(record);
 
-    const upperBatch = collate(upperExamples, config.padTokenId, config);
+    const upperBatch = collateFor(this.model, upperExamples);
     const count = this.magnitudes.length;
     // v = dL_val/dθ' is only needed for the second-order term: first-order asks for the magnitudes' gradients alone.
     const firstOrder = this.#settings.hypergradient === 'first-order';
@@ -218,7 +215,7 @@ export class BiLevelTrainer extends TrainingLoop {
   }
 
   /** Subtracts xi·(g+ − g−)/(2ε) from `direct` in place (same lower batch, same dropout masks); returns its norm. */
-  #secondOrder(lowerBatch: ReturnType<typeof collate>, direct: Tensor[], direction: Tensor[], lowerLr: number): number {
+  #secondOrder(lowerBatch: CollatedBatch, direct: Tensor[], direction: Tensor[], lowerLr: number): number {
     const streams = this.model.seedStreams();
     const masks = streams.map((stream) => stream.state);
     const xi = this.#settings.xi === 'lower-lr' ? lowerLr : this.#settings.xi;

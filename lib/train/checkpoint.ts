@@ -12,15 +12,24 @@ import { join } from 'node:path';
 import { readSafetensors, writeSafetensors } from '../io/safetensors';
 import { type Tensor } from '../tensor';
 
+/** The checkpoint's file in a checkpoint folder: the training state's tensors, its JSON in the metadata. */
 export const CHECKPOINT_FILE = 'checkpoint.safetensors';
+/** The step and evaluation records of a checkpoint folder, one JSON value a line. */
 export const HISTORY_FILE = 'history.jsonl';
 const STATE_KEY = 'bidora_training_state';
 
+/** A training checkpoint as written and read back: the tensors of the state and a JSON description of the rest. */
 export interface Checkpoint {
+  /** Trained tensors, optimizer state and best weights, by name; read back as float32 CPU tensors the caller owns. */
   tensors: Map<string, Tensor>;
+  /** Steps, history length, best evaluation, optimizer hyperparameters, data and dropout stream positions. */
   state: Record<string, unknown>;
 }
 
+/**
+ * Writes `checkpoint` to `dir` (created when missing) as CHECKPOINT_FILE, replacing the previous one atomically. The
+ * tensors are written as they are: the caller still owns them. Throws the file system's error when it cannot write.
+ */
 export function saveCheckpoint(dir: string, checkpoint: Checkpoint): void {
   mkdirSync(dir, { recursive: true });
   writeSafetensors(join(dir, CHECKPOINT_FILE), checkpoint.tensors, { [STATE_KEY]: JSON.stringify(checkpoint.state) });

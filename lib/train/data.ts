@@ -30,9 +30,10 @@ export interface CollatedBatch {
   tokenTypeIds?: IdMatrix;
   /**
    * One label per example (class ids as floats, or regression targets), numLabels targets per example (multi-label),
-   * or for token classification one per token of the padded [batch, seq] matrix, row by row, -100 on padding.
+   * or for token classification one per token of the padded [batch, seq] matrix, row by row, -100 on padding. A
+   * language model's are token ids, one per position (-100 on padding), as int32: a vocabulary may pass 2^24.
    */
-  labels: Float32Array;
+  labels: Float32Array | Int32Array;
 }
 
 /** A Fisher-Yates shuffle into a new array; `items` is left as it was. */
@@ -258,8 +259,12 @@ export interface CollateLimits {
    * takes numLabels targets in [0, 1] per example.
    */
   problemType?: 'single_label_classification' | 'regression' | 'multi_label_classification';
-  /** 'token-classification': every label is an array with one class per input id. Default: one label per example. */
-  task?: 'sequence-classification' | 'token-classification' | 'base';
+  /**
+   * 'token-classification': every label is an array with one class per input id. 'causal-lm': one label per input
+   * id too, each a token id in [0, vocabSize) or -100 (the model shifts them), and no token types. Default: one
+   * label per example.
+   */
+  task?: 'sequence-classification' | 'token-classification' | 'causal-lm' | 'base';
 }
 
 export interface CollateOptions extends CollateLimits {
@@ -288,6 +293,8 @@ interface IdRules {
   tokenTypes: [number, string];
   /** The number of classes, or undefined for finite (regression or unknown) labels. */
   classes: number | undefined;
+  /** The option the classes come from, for errors: numLabels, or a language model's vocabSize. */
+  classesName: string;
   /** One label per input id instead of one per example. */
   perToken: boolean;
   /** Multi-label: this many targets in [0, 1] per example. */
@@ -296,8 +303,20 @@ interface IdRules {
 
 function idRules(options: CollateOptions): IdRules {
   const vocabSize = limitOption(options, 'vocabSize');
-  // 0: the model has no token types (DistilBERT); batches then carry none.
-  const typeVocabSize = limitOption(options, 'typeVocabSize', 0);
+  const causal = options.task === 'causal-lm';
+  // 0: the model has no token types (DistilBERT, decoders); batches then carry none.
+  const typeVocabSize = causal ? 0 : limitOption(options, 'typeVocabSize', 0);
+  if (causal) {
+    // A language model's classes are its vocabulary: each label is the id of the token to predict.
+    return {
+      ids: vocabSize === undefined ? [INT32_LIMIT, 'int32'] : [vocabSize, 'vocabSize'],
+      tokenTypes: [0, 'typeVocabSize'],
+      classes: vocabSize ?? INT32_LIMIT,
+      classesName: vocabSize === undefined ? 'int32' : 'vocabSize',
+      perToken: true,
+      targetsPerExample: undefined,
+    };
+  }
   const numLabels = limitOption(options, 'numLabels');
   const { problemType } = options;
   const problemTypes = ['regression', 'single_label_classification', 'multi_label_classification'];
@@ -314,6 +333,7 @@ function idRules(options: CollateOptions): IdRules {
     ids: vocabSize === undefined ? [INT32_LIMIT, 'int32'] : [vocabSize, 'vocabSize'],
     tokenTypes: typeVocabSize === undefined ? [INT32_LIMIT, 'int32'] : [typeVocabSize, 'typeVocabSize'],
     classes: regression ? undefined : numLabels,
+    classesName: 'numLabels',
     perToken: options.task === 'token-classification',
     targetsPerExample: problemType === 'multi_label_classification' ? numLabels : undefined,
   };
@@ -345,14 +365,14 @@ function checkIdRow(
   }
 }
 
-function checkLabel(label: unknown, index: number, field: string, classes: number | undefined): void {
+function checkLabel(label: unknown, index: number, field: string, { classes, classesName }: IdRules): void {
   if (typeof label !== 'number' || !Number.isFinite(label)) {
     throw new RangeError(`collate: example ${index} ${field} must be a finite number, got ${describeValue(label)}`);
   }
   if (classes === undefined || label === IGNORED_LABEL) return;
   if (!Number.isInteger(label) || label < 0 || label >= classes) {
     throw new RangeError(
-      `collate: example ${index} ${field} is ${label}; expected an integer class in [0, ${classes}) (numLabels) ` +
+      `collate: example ${index} ${field} is ${label}; expected an integer class in [0, ${classes}) (${classesName}) ` +
         `or ${IGNORED_LABEL} (ignored)`,
     );
   }
@@ -396,16 +416,17 @@ function checkExample(example: Example, index: number, rules: IdRules): void {
     return;
   }
   if (!rules.perToken) {
-    checkLabel(example.label, index, 'label', rules.classes);
+    checkLabel(example.label, index, 'label', rules);
     return;
   }
   const labels = example.label;
   if (!Array.isArray(labels) || labels.length !== length) {
     throw new RangeError(
-      `collate: example ${index} label must be ${length} labels, one per input id (token classification)`,
+      `collate: example ${index} label must be ${length} labels, one per input id ` +
+        `(${rules.classesName === 'numLabels' ? 'token classification' : 'a language model'})`,
     );
   }
-  labels.forEach((label: unknown, position) => checkLabel(label, index, `label[${position}]`, rules.classes));
+  labels.forEach((label: unknown, position) => checkLabel(label, index, `label[${position}]`, rules));
 }
 
 /**
@@ -440,7 +461,9 @@ export function collate(examples: readonly Example[], padTokenId: number, option
   const tokenTypeIds = new Int32Array(batch * length);
   const targets = rules.targetsPerExample;
   const labels = rules.perToken
-    ? new Float32Array(batch * length).fill(IGNORED_LABEL)
+    ? (options.task === 'causal-lm' ? new Int32Array(batch * length) : new Float32Array(batch * length)).fill(
+        IGNORED_LABEL,
+      )
     : new Float32Array(batch * (targets ?? 1));
   examples.forEach((example, row) => {
     const kept = Math.min(example.inputIds.length, length);

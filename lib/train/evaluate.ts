@@ -1,26 +1,41 @@
 // Evaluation: predictions over a set of examples in eval mode without a graph, and the task's metrics.
 import { noGrad } from '../autograd';
 import { type EncoderTaskModel } from '../models/encoder';
+import { select } from '../ops/shape';
 import { tidy } from '../tensor';
-import { collate, type Example } from './data';
+import { type Example } from './data';
+import { collateFor, type TrainableModel } from './model';
 import {
   argmaxRows,
   classificationMetrics,
   entityMetrics,
   isEntityTagSet,
   multiLabelMetrics,
+  perplexity,
   regressionMetrics,
 } from './metrics';
 import { IGNORE_INDEX } from '../ops/loss';
 
+/** What `evaluate` returns: the task's loss and metrics over the examples, and the predictions they score. */
 export interface Evaluation {
+  /** The mean loss over the counted examples (token classification: over labelled tokens), as in training. */
   loss: number;
+  /**
+   * The task's metrics by name: accuracy, macroF1 and mcc for classification (per labelled token for token
+   * classification, plus entityPrecision, entityRecall and entityF1 for BIO tags); mse, pearson and spearman for
+   * regression; subsetAccuracy, microF1 and macroF1 for multi-label classification.
+   */
   metrics: Record<string, number>;
+  /**
+   * Regression: the predicted values, one per example (Float32Array). Classification: each example's class id.
+   * Multi-label: 0/1 decisions, [examples × classes] row by row. Token classification: the predicted class of each
+   * labelled token, in order.
+   */
   predictions: Float32Array | Int32Array;
 }
 
 /** Runs `model` over `examples` in batches (eval mode, no graph) and scores the predictions. */
-export function evaluate(model: EncoderTaskModel, examples: readonly Example[], batchSize = 64): Evaluation {
+export function evaluate(model: TrainableModel, examples: readonly Example[], batchSize = 64): Evaluation {
   const batches = evaluationBatches(model, examples, batchSize);
   for (;;) {
     const next = batches.next();
@@ -34,11 +49,14 @@ export function evaluate(model: EncoderTaskModel, examples: readonly Example[], 
  * rest of the program seeing the model in eval mode.
  */
 export function* evaluationBatches(
-  model: EncoderTaskModel,
+  trainable: TrainableModel,
   examples: readonly Example[],
   batchSize = 64,
 ): Generator<void, Evaluation> {
   if (examples.length === 0) throw new RangeError('evaluate: no examples');
+  if (trainable.config.task === 'causal-lm') return yield* causalEvaluation(trainable, examples, batchSize);
+  // Every other task is an encoder's, with its head's config (numLabels, problemType, id2label).
+  const model = trainable as unknown as EncoderTaskModel;
   if (model.config.task === 'token-classification') return yield* tokenEvaluation(model, examples, batchSize);
   if (model.config.problemType === 'multi_label_classification') {
     return yield* multiLabelEvaluation(model, examples, batchSize);
@@ -53,7 +71,7 @@ export function* evaluationBatches(
   for (let start = 0; start < examples.length; start += batchSize) {
     const chunk = examples.slice(start, start + batchSize);
     yield* inEvalMode(model, start + batchSize < examples.length, () => {
-      const batch = collate(chunk, model.config.padTokenId, model.config);
+      const batch = collateFor(model, chunk);
       const { logits, loss } = model.forward(batch);
       const rows = chunk.filter(counts).length;
       lossTotal += loss!.item() * rows;
@@ -75,7 +93,7 @@ export function* evaluationBatches(
  * Runs `batch` in eval mode without a graph, then yields when more batches follow. The mode switch covers one batch
  * only, so whatever runs between batches sees the model as it was.
  */
-function* inEvalMode(model: EncoderTaskModel, more: boolean, batch: () => void): Generator<void, void> {
+function* inEvalMode(model: TrainableModel, more: boolean, batch: () => void): Generator<void, void> {
   const wasTraining = model.training;
   model.eval();
   try {
@@ -101,7 +119,7 @@ function* multiLabelEvaluation(
   for (let start = 0; start < examples.length; start += batchSize) {
     const chunk = examples.slice(start, start + batchSize);
     yield* inEvalMode(model, start + batchSize < examples.length, () => {
-      const { logits, loss } = model.forward(collate(chunk, model.config.padTokenId, model.config));
+      const { logits, loss } = model.forward(collateFor(model, chunk));
       lossTotal += loss!.item() * chunk.length;
       predictions.set(
         Int32Array.from(logits.toFloat32Array(), (logit) => (logit > 0 ? 1 : 0)),
@@ -133,7 +151,7 @@ function* tokenEvaluation(
   for (let start = 0; start < examples.length; start += batchSize) {
     const chunk = examples.slice(start, start + batchSize);
     yield* inEvalMode(model, start + batchSize < examples.length, () => {
-      const batch = collate(chunk, model.config.padTokenId, model.config);
+      const batch = collateFor(model, chunk);
       const { logits, loss } = model.forward(batch);
       const best = argmaxRows(logits.toFloat32Array(), classes);
       const seq = batch.inputIds.shape[1];
@@ -173,11 +191,65 @@ function labelNames(model: EncoderTaskModel): string[] | undefined {
   return Array.from({ length: model.config.numLabels }, (_, id) => id2label[String(id)]);
 }
 
+/**
+ * A causal language model's loss (the mean over every predicted token, as transformers' loss over one batch), its
+ * perplexity, and next-token accuracy: how often the largest logit at a position is the label of the next one.
+ * `predictions` holds those argmax ids, labelled positions only, in order.
+ */
+function* causalEvaluation(
+  model: TrainableModel,
+  examples: readonly Example[],
+  batchSize: number,
+): Generator<void, Evaluation> {
+  const vocabulary = model.config.vocabSize;
+  const predicted: number[] = [];
+  let correct = 0;
+  let lossTotal = 0;
+  for (let start = 0; start < examples.length; start += batchSize) {
+    const chunk = examples.slice(start, start + batchSize);
+    yield* inEvalMode(model, start + batchSize < examples.length, () => {
+      const batch = collateFor(model, chunk);
+      const { logits, loss } = model.forward(batch);
+      const [rows, seq] = batch.inputIds.shape;
+      const classes = vocabulary ?? logits.shape[2];
+      let counted = 0;
+      for (let row = 0; row < rows; row++) {
+        // One row's logits at a time: a batch's [batch, seq, vocab] would be gigabytes for a real vocabulary.
+        const best = argmaxRows(select(logits, 0, row).toFloat32Array(), classes);
+        for (let position = 0; position + 1 < seq; position++) {
+          const next = batch.labels[row * seq + position + 1];
+          if (next === IGNORE_INDEX) continue;
+          counted++;
+          predicted.push(best[position]);
+          if (best[position] === next) correct++;
+        }
+      }
+      if (counted > 0) lossTotal += loss!.item() * counted;
+    });
+  }
+  if (predicted.length === 0) throw new RangeError('evaluate: no example has a token to predict (every label is -100)');
+  const loss = lossTotal / predicted.length;
+  return {
+    loss,
+    metrics: { perplexity: perplexity(loss), tokenAccuracy: correct / predicted.length },
+    predictions: Int32Array.from(predicted),
+  };
+}
+
+/** Metrics where lower is better; every other one is better higher. */
+const LOWER_IS_BETTER = new Set(['loss', 'mse', 'perplexity', 'tokenErrorRate', 'editDistance']);
+
 /** The metric a run is judged by, and whether higher is better. */
-export function primaryMetric(model: EncoderTaskModel, name?: string): { name: string; higherIsBetter: boolean } {
-  const { problemType } = model.config;
+export function primaryMetric(model: TrainableModel, name?: string): { name: string; higherIsBetter: boolean } {
+  const { problemType, task } = model.config;
   const chosen =
     name ??
-    (problemType === 'regression' ? 'mse' : problemType === 'multi_label_classification' ? 'microF1' : 'accuracy');
-  return { name: chosen, higherIsBetter: chosen !== 'mse' && chosen !== 'loss' };
+    (task === 'causal-lm'
+      ? 'loss'
+      : problemType === 'regression'
+        ? 'mse'
+        : problemType === 'multi_label_classification'
+          ? 'microF1'
+          : 'accuracy');
+  return { name: chosen, higherIsBetter: !LOWER_IS_BETTER.has(chosen) };
 }

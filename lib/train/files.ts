@@ -5,6 +5,7 @@ import { extname } from 'node:path';
 
 /** One row of an examples file, before tokenization. */
 export interface ExampleRow {
+  /** The text to classify (the first of a pair). */
   text: string;
   /** The second text of a sentence pair. */
   textPair?: string;
@@ -18,7 +19,9 @@ export interface ExampleRow {
 /** A malformed examples file: `file` and `line` (1-based) say where, the message says what. */
 export class ExamplesFileError extends Error {
   constructor(
+    /** The path of the file, as given. */
     readonly file: string,
+    /** The 1-based line of the problem (where a multi-line CSV record starts). */
     readonly line: number,
     problem: string,
   ) {
@@ -173,7 +176,10 @@ function readCsv(file: string, content: string): ExampleRow[] {
  * file (a header row naming `text`, optional `text_pair`, and `label`). Throws ExamplesFileError naming the file and
  * line of the first problem.
  */
-export function readExamplesFile(path: string): { rows: ExampleRow[] } {
+export function readExamplesFile(path: string): {
+  /** The rows in file order, at least one. */
+  rows: ExampleRow[];
+} {
   const extension = extname(path).toLowerCase();
   if (extension !== '.jsonl' && extension !== '.csv') {
     throw new RangeError(`readExamplesFile: ${path}: expected a .jsonl or .csv file`);
@@ -188,6 +194,7 @@ export function readExamplesFile(path: string): { rows: ExampleRow[] } {
 /** More distinct integer labels than this are read as a regression target, not as classes. */
 export const MAX_INTEGER_CLASSES = 20;
 
+/** How labels map to class ids (or regression targets), from `labelVocabulary`. */
 export interface LabelVocabulary {
   /** Class names, sorted (numerically when they are all numbers); null for regression. */
   labels: string[] | null;
@@ -254,6 +261,7 @@ export function labelVocabulary(rows: readonly { label: string | number }[]): La
 
 /** One row of a token-classification file: words and one tag per word. */
 export interface TokenRow {
+  /** The words, pre-split, at least one. */
   tokens: string[];
   /** As written in the file: a tag name ("B-PER") or a class id (Hugging Face datasets' ClassLabel integers). */
   tags: (string | number)[];
@@ -282,7 +290,10 @@ export function isTokenExamplesFile(path: string): boolean {
  * and one of "ner_tags", "labels", "tags" or "pos_tags" (one tag per word). Throws ExamplesFileError naming the file
  * and line of the first problem.
  */
-export function readTokenExamplesFile(path: string): { rows: TokenRow[] } {
+export function readTokenExamplesFile(path: string): {
+  /** The rows in file order. */
+  rows: TokenRow[];
+} {
   if (extname(path).toLowerCase() !== '.jsonl') {
     throw new RangeError(`readTokenExamplesFile: ${path}: expected a .jsonl file`);
   }

@@ -5,6 +5,10 @@ import { axpyList, combineHypergradient } from '../ops/multi';
 import { globalNorm } from '../ops/reduce';
 import { type Tensor, tidy } from '../tensor';
 
+/**
+ * What the finite-difference estimate of BiDoRA's second-order term needs: the magnitudes' training gradient as a
+ * function, the lower-level parameters to perturb along `direction`, and the direction itself.
+ */
 export interface SecondOrderInputs {
   /** dL_tr/dm at the current lower parameters, as fresh tensors (computing no other gradient). */
   magnitudeGradients: () => Tensor[];
@@ -17,7 +21,14 @@ export interface SecondOrderInputs {
 }
 
 /** (g+ − g−)/(2ε) as fresh tensors, or undefined when v = 0 (no second-order information). */
-export function finiteDifferenceTerm(inputs: SecondOrderInputs): { term: Tensor[]; epsilon: number } | undefined {
+export function finiteDifferenceTerm(inputs: SecondOrderInputs):
+  | {
+      /** (g+ − g−)/(2ε), one tensor per magnitude, owned by the caller. */
+      term: Tensor[];
+      /** The step ε = 0.01 / ||v|| along v, so the perturbation's norm is 0.01 whatever v's scale. */
+      epsilon: number;
+    }
+  | undefined {
   const perturbed = perturbedGradients(inputs);
   if (perturbed === undefined) return undefined;
   const { plus, minus, epsilon } = perturbed;

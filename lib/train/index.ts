@@ -1,6 +1,6 @@
 // Training: the single-level Trainer and BiDoRA's BiLevelTrainer, evaluation, metrics, data and statistics.
 export { type BiLevelFitResult, type BiLevelStep, BiLevelTrainer, type BiLevelTrainerOptions } from './bilevel';
-export { CHECKPOINT_FILE, HISTORY_FILE, loadCheckpoint, saveCheckpoint } from './checkpoint';
+export { type Checkpoint, CHECKPOINT_FILE, HISTORY_FILE, loadCheckpoint, saveCheckpoint } from './checkpoint';
 export * from './data';
 export * from './files';
 export { type Evaluation, evaluate } from './evaluate';
@@ -16,7 +16,7 @@ export {
 } from './loop';
 export * from './metrics';
 export { type OptimizerOptions } from './optimizers';
-export { type LogMode } from './progress';
+export { type Logger, type LogMode, type ProgressRecord } from './progress';
 export { Random } from '../random';
 export * from './stats';
 export { Trainer, type TrainerOptions } from './trainer';
@@ -27,3 +27,6 @@ export {
   type WorkerMessage,
   type WorkerTrainerOptions,
 } from './worker';
+export * from './causal-data';
+export { collateFor, type ModelInputs, paddingId, type TrainableConfig, type TrainableModel } from './model';
+export * from './generation-eval';

@@ -1,12 +1,12 @@
 // The training loop both trainers share: steps on the event loop's terms (fit() yields between steps), evaluation,
 // best-state keeping, early stopping, atomic checkpoints with resume, progress, callbacks and fault checks.
-import { type EncoderTaskModel } from '../models/encoder';
 import { type Optimizer } from '../optim/index';
 import { globalNorm } from '../ops/reduce';
 import { keep, type Tensor } from '../tensor';
 import { appendHistory, loadCheckpoint, readHistory, removeCheckpoint, saveCheckpoint } from './checkpoint';
-import { collate, type Example } from './data';
+import { type Example } from './data';
 import { evaluationBatches, primaryMetric } from './evaluate';
+import { collateFor, type TrainableModel } from './model';
 import { type Logger, type LogMode, Progress } from './progress';
 
 export interface StepRecord {
@@ -34,14 +34,18 @@ export interface FitResult {
 }
 
 export interface LoopOptions {
-  model: EncoderTaskModel;
+  /** An encoder with a task head, or a causal language model (labels one token id per position). */
+  model: TrainableModel;
   batchSize?: number;
   /** Steps to run; defaults to `epochs` passes over the training examples. */
   maxSteps?: number;
   epochs?: number;
   seed?: number;
   evalBatchSize?: number;
-  /** The metric that picks the best evaluation: accuracy (default) or mse (regression), macroF1, mcc, ... */
+  /**
+   * The metric that picks the best evaluation: accuracy (default), mse (regression), microF1 (multi-label), loss
+   * (causal LM), or another the task reports (macroF1, mcc, perplexity, tokenAccuracy, ...).
+   */
   metric?: string;
   /** Stop after this many evaluations without improvement. */
   earlyStoppingPatience?: number;
@@ -115,7 +119,7 @@ export function positiveInteger(value: number | undefined, name: string, fallbac
 }
 
 export abstract class TrainingLoop {
-  readonly model: EncoderTaskModel;
+  readonly model: TrainableModel;
   protected readonly options: LoopOptions;
   protected readonly batchSize: number;
   protected readonly seed: number;
@@ -152,7 +156,7 @@ export abstract class TrainingLoop {
       if (!Array.isArray(options.evalExamples) || options.evalExamples.length === 0) {
         throw new RangeError('fit: evalExamples must be a non-empty array');
       }
-      collate(options.evalExamples, this.model.config.padTokenId, this.model.config);
+      collateFor(this.model, options.evalExamples);
     }
     const checkpointDir = options.checkpointDir;
     const checkpointEvery = checkpointDir ? positiveInteger(options.checkpointEvery, 'checkpointEvery', 100) : 0;

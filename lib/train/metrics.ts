@@ -323,3 +323,5 @@ export function multiLabelMetrics(
     macroF1: perClass.reduce((total, counts) => total + f1(counts), 0) / classes,
   };
 }
+
+export * from './generation-metrics';

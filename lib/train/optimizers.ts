@@ -2,16 +2,26 @@
 import { AdamW, clipGradNorm, learningRateAt, type Optimizer, type Schedule, SGD } from '../optim/index';
 import { type Tensor } from '../tensor';
 
+/**
+ * One optimizer of a training run (a Trainer's, or either level of a BiLevelTrainer): AdamW or SGD, its learning-rate
+ * schedule and gradient clipping. Values are checked as `AdamW` and `SGD` check them (RangeError).
+ */
 export interface OptimizerOptions {
   /** 'adamw' (default) or 'sgd'. */
   type?: 'adamw' | 'sgd';
+  /** The base learning rate the schedule scales; default 1e-3. */
   lr?: number;
+  /** AdamW's decoupled weight decay (default 0.01) or SGD's L2 penalty (default 0). */
   weightDecay?: number;
+  /** AdamW only: the moment decay rates; default [0.9, 0.999]. */
   betas?: [number, number];
+  /** AdamW only: the denominator's stabilizing term; default 1e-8. */
   eps?: number;
+  /** SGD only: the momentum factor; default 0. */
   momentum?: number;
+  /** SGD only: Nesterov momentum (needs momentum above 0); default false. */
   nesterov?: boolean;
-  /** The learning-rate schedule over the run (default constant). */
+  /** The learning-rate schedule over the run (default constant); its totalSteps defaults to the run's. */
   schedule?: Schedule;
   /** Clip the gradients' global norm to this before each step (none by default). */
   maxGradNorm?: number;

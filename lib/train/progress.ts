@@ -6,12 +6,20 @@ export type LogMode = 'auto' | 'bar' | 'json' | 'none';
 
 /** Receives one record per step and per evaluation: `console`, pino and winston loggers all fit. */
 export interface Logger {
+  /** Called after each step and each evaluation; the record adds `elapsedSeconds` since training started. */
   info(record: ProgressRecord): void;
 }
 
+/**
+ * One line of progress: the step's record (loss, learning rate, gradient norm, ...) or an evaluation's (evalLoss and
+ * the task's metrics), flattened to numbers and strings.
+ */
 export interface ProgressRecord {
+  /** Optimizer updates done. */
   step: number;
+  /** Updates the run will make. */
   totalSteps: number;
+  /** Whatever else the record holds, by name. */
   [key: string]: number | string | undefined;
 }
 

@@ -55,6 +55,7 @@ export function erfc(x: number): number {
   return Math.exp(-x * x) / (Math.sqrt(Math.PI) * fraction);
 }
 
+/** How `wilcoxonSignedRank` computes its p-value. */
 export interface WilcoxonOptions {
   /**
    * 'exact': the null distribution of the rank sum; 'normal': the normal approximation with tie correction;
@@ -65,6 +66,7 @@ export interface WilcoxonOptions {
   continuityCorrection?: boolean;
 }
 
+/** The Wilcoxon signed-rank test's outcome, as scipy.stats.wilcoxon reports it. */
 export interface WilcoxonResult {
   /** min(W+, W−): the smaller of the rank sums of the positive and of the negative differences. */
   statistic: number;
@@ -72,6 +74,7 @@ export interface WilcoxonResult {
   pValue: number;
   /** Non-zero differences, the ones ranked. */
   n: number;
+  /** Which null distribution gave the p-value (what 'auto' chose). */
   method: 'exact' | 'normal';
 }
 

@@ -2,7 +2,8 @@
 // training set.
 import { type Optimizer } from '../optim/index';
 import { tidy, type Tensor } from '../tensor';
-import { BatchStream, collate, type Example } from './data';
+import { BatchStream, type Example } from './data';
+import { collateFor } from './model';
 import { type LoopOptions, type StepRecord, TrainingLoop } from './loop';
 import { type OptimizerOptions, ScheduledOptimizer } from './optimizers';
 
@@ -43,7 +44,7 @@ export class Trainer extends TrainingLoop {
       this.#optimizer = new ScheduledOptimizer(this.parameters, options.optimizer ?? {}, options.maxSteps ?? 1);
     }
     const loss = tidy(() => {
-      const { loss } = this.model.forward(collate(examples, this.model.config.padTokenId, this.model.config));
+      const { loss } = this.model.forward(collateFor(this.model, examples));
       loss!.backward({ inputs: this.parameters });
       return loss!.item();
     });

@@ -5,7 +5,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { apply, appliedConfig } from '../adapters/apply';
 import { native } from '../binding';
 import { save as saveAdapter } from '../adapters/peft';
-import { fromConfig, load, save as saveModel } from '../models/index';
+import { EncoderTaskModel, fromConfig, load, save as saveModel } from '../models/index';
 import { BiLevelTrainer } from './bilevel';
 import { type EvalRecord, NonFiniteError, type StepRecord } from './loop';
 import { Trainer } from './trainer';
@@ -21,9 +21,14 @@ async function run(job: WorkerFitJob): Promise<void> {
   });
   // Process-wide, so put back however the job ends (a failed load included).
   const previousThreads = job.threads === undefined ? undefined : native.setNumThreads(job.threads);
-  let model: ReturnType<typeof fromConfig> | undefined;
+  let model: EncoderTaskModel | undefined;
   try {
-    model = typeof job.model === 'string' ? load(job.model) : fromConfig(job.model.config, job.model);
+    const built = typeof job.model === 'string' ? load(job.model) : fromConfig(job.model.config, job.model);
+    if (!(built instanceof EncoderTaskModel)) {
+      built.dispose();
+      throw new TypeError(`a worker fit trains encoders; ${built.config.architecture} is a causal language model`);
+    }
+    model = built;
     if (job.adapters !== undefined) apply(model, job.adapters);
     const onStep = (record: StepRecord) => post({ type: 'step', record });
     const onEval = (record: EvalRecord) => post({ type: 'eval', record });

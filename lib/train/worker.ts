@@ -20,16 +20,33 @@ import { type TrainerOptions } from './trainer';
 
 /** Trainer options that can be copied to another thread: no model (the job builds it) and no callbacks. */
 export type WorkerTrainerOptions =
-  | ({ kind: 'trainer' } & Omit<TrainerOptions, 'model' | 'parameters' | 'onStep' | 'onEval' | 'log'>)
-  | ({ kind: 'bilevel' } & Omit<BiLevelTrainerOptions, 'model' | 'onStep' | 'onEval' | 'log'>);
+  | ({
+      /** A single-level Trainer. */
+      kind: 'trainer';
+    } & Omit<TrainerOptions, 'model' | 'parameters' | 'onStep' | 'onEval' | 'log'>)
+  | ({
+      /** BiDoRA's BiLevelTrainer. */
+      kind: 'bilevel';
+    } & Omit<BiLevelTrainerOptions, 'model' | 'onStep' | 'onEval' | 'log'>);
 
+/** Everything a fit on a worker thread needs, as plain data (it is copied to the thread by structured clone). */
 export interface WorkerFitJob {
   /** A Hugging Face checkpoint folder (models.load), or a config to build a fresh model from (models.fromConfig). */
-  model: string | { config: HuggingFaceConfig; seed?: number };
+  model:
+    | string
+    | {
+        /** The parsed config.json of the model to build. */
+        config: HuggingFaceConfig;
+        /** The root seed of the fresh parameters; default 0. */
+        seed?: number;
+      };
   /** Adapters to apply before training (adapters.apply); omit to train what the model already trains. */
   adapters?: AdapterConfig;
+  /** Which trainer runs the fit, and its options. */
   trainer: WorkerTrainerOptions;
+  /** The training examples, already tokenized. */
   train: readonly Example[];
+  /** The fit's options (steps, evaluation, checkpoints); the abort signal goes in `fitInWorker`'s options instead. */
   fit?: Omit<FitOptions, 'signal'>;
   /**
    * Where the worker writes what it trained: the adapter (adapters.save, PEFT layout; load it with adapters.load), or
@@ -43,25 +60,56 @@ export interface WorkerFitJob {
   threads?: number;
 }
 
+/** What stays on the calling thread: the abort signal and the progress callbacks. */
 export interface WorkerFitOptions {
   /** Aborts the fit in the worker; the promise rejects with an AbortError and the worker ends. */
   signal?: AbortSignal;
+  /** Called on this thread with each step's record; a throw ends the fit with that error. */
   onStep?: (record: StepRecord) => void;
+  /** Called on this thread with each evaluation's record; a throw ends the fit with that error. */
   onEval?: (record: EvalRecord) => void;
 }
 
 /** What the worker posts back. */
 export type WorkerMessage =
-  | { type: 'step'; record: StepRecord }
-  | { type: 'eval'; record: EvalRecord }
-  | { type: 'done'; result: FitResult }
   | {
+      /** A step finished. */
+      type: 'step';
+      /** Its record, as `onStep` receives it. */
+      record: StepRecord;
+    }
+  | {
+      /** An evaluation finished. */
+      type: 'eval';
+      /** Its record, as `onEval` receives it. */
+      record: EvalRecord;
+    }
+  | {
+      /** The fit ended and what it trained is saved in `outDir`. */
+      type: 'done';
+      /** The fit's result. */
+      result: FitResult;
+    }
+  | {
+      /** The fit failed; the worker ends after this message. */
       type: 'error';
+      /** The error's class name (TypeError, RangeError, AbortError, NonFiniteError, ...), to rebuild it by. */
       name: string;
+      /** The error's message. */
       message: string;
+      /** The stack on the worker, when there was one. */
       stack?: string;
       /** A NonFiniteError's fields (the step, the figure, the checkpoint that resumes). */
-      details?: { step: number; figure: string; value: number; checkpoint: CheckpointLocation | undefined };
+      details?: {
+        /** The step that went non-finite, counted from 1. */
+        step: number;
+        /** What went non-finite: a step figure's name, or `parameters`. */
+        figure: string;
+        /** The value (NaN or ±Infinity). */
+        value: number;
+        /** The last checkpoint written, to resume from; undefined when none was. */
+        checkpoint: CheckpointLocation | undefined;
+      };
     };
 
 /**

@@ -1,7 +1,6 @@
-// Module entry: per-environment state, build information and the process-wide knobs (ISA path, threads).
-#include <napi.h>
-
-#include <exception>
+// Module entry: per-environment state, build information and the process-wide knobs (ISA path, threads, GPU
+// product rounding).
+#include <atomic>
 #include <new>
 #include <stdexcept>
 #include <string>
@@ -18,8 +17,7 @@ namespace bidora::binding {
 
 namespace {
 
-// [sync] buildInfo(): { version, isaCompiled: string[], isaSupported: string[], isa, threads, poolThreads,
-// poolThreadsRequested, cuda }
+// [sync] buildInfo(): what was compiled in and what runs now (lib/binding.ts's BuildInfo).
 Napi::Value build_info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object result = Napi::Object::New(env);
@@ -40,8 +38,7 @@ Napi::Value build_info(const Napi::CallbackInfo& info) {
   return result;
 }
 
-// [sync] devices(): string[] - where kernels can run: 'cpu', then 'cuda' when the addon was built with CUDA and a
-// GPU of compute capability 8.0 or newer is usable now. Never throws: no GPU or no driver gives ['cpu'].
+// [sync] devices(): where kernels can run: 'cpu', then 'cuda' with CUDA kernels and a usable GPU. Never throws.
 Napi::Value devices(const Napi::CallbackInfo& info) {
   Napi::Array result = Napi::Array::New(info.Env());
   result.Set(0u, "cpu");
@@ -50,8 +47,7 @@ Napi::Value devices(const Napi::CallbackInfo& info) {
   return result;
 }
 
-// [sync] setIsa(name: 'generic' | 'avx2' | 'avx512'): string - the previous path. Process-wide.
-// Throws TypeError (not a string), RangeError (unknown name, or not runnable on this CPU).
+// [sync] setIsa(name): the previous path, process-wide. RangeError for an unknown name or one this CPU cannot run.
 Napi::Value set_isa(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
     const Isa isa = parse_isa(read_string("setIsa", "isa", info[0]), "setIsa: isa");
@@ -61,8 +57,7 @@ Napi::Value set_isa(const Napi::CallbackInfo& info) {
   });
 }
 
-// [sync] setNumThreads(threads: number): number - caps the threads jobs use; a cap above the pool size means the
-// whole pool. Returns the previous cap. Process-wide. Throws TypeError, RangeError (not an integer from 1 to 2^20).
+// [sync] setNumThreads(threads): the previous cap on the threads jobs use (above the pool size: the whole pool).
 Napi::Value set_num_threads(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
     const int64_t threads = read_integer("setNumThreads", "threads", info[0], closed(1, 1 << 20));
@@ -70,9 +65,7 @@ Napi::Value set_num_threads(const Napi::CallbackInfo& info) {
   });
 }
 
-// [sync] memory(): { tensors, buffers, bytes, peakBytes, workspaceBytes, cachedBytes, deviceBytes } - native memory
-// of this environment (tensors, caches and kernel scratch), the process's reusable kernel workspaces and freed
-// buffers kept for reuse, and this environment's GPU memory.
+// [sync] memory(): this environment's native and GPU memory, the process's kernel workspaces and cached buffers.
 Napi::Value memory(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const MemoryStats& stats = *state(env).stats;
@@ -87,7 +80,7 @@ Napi::Value memory(const Napi::CallbackInfo& info) {
   return result;
 }
 
-// [sync] emptyCache(): number - hands the freed buffers kept for reuse back to the system; returns their bytes.
+// [sync] emptyCache(): hands the cached freed buffers back to the system; returns their bytes.
 Napi::Value empty_cache(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(release_cached_memory()));
 }
@@ -98,13 +91,29 @@ Napi::Value reset_peak_memory(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// [sync] setCacheLimit(bytes: number): number - the most bytes of freed buffers kept for reuse, process-wide (0 turns
-// the cache off; the oldest kept blocks are freed down to it); returns the previous limit. Throws TypeError,
-// RangeError (not an integer from 0 to 2^53 − 1).
+// [sync] setCacheLimit(bytes): the previous limit on cached freed buffers, process-wide (0: no cache).
 Napi::Value set_buffer_cache_limit(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
     const int64_t bytes = read_integer("setCacheLimit", "bytes", info[0], closed(0, kMaxSafeInteger));
     return Napi::Number::New(info.Env(), static_cast<double>(bidora::set_cache_limit(bytes)));
+  });
+}
+
+// As PyTorch's set_float32_matmul_precision: 'highest' keeps float32, 'high' rounds GPU products' inputs to TF32 and
+// 'medium' to BF16 for the tensor cores (float32 accumulation either way). The CPU is always float32.
+std::atomic<ops::Precision> matmul_precision{ops::Precision::kFloat32};
+const char* const kPrecisionNames[] = {"highest", "high", "medium"};  // by ops::Precision
+
+// [sync] setMatmulPrecision(precision): the previous setting, process-wide. RangeError for another name.
+Napi::Value set_matmul_precision(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    const std::string name = read_string("setMatmulPrecision", "precision", info[0]);
+    for (int index = 0; index < 3; ++index) {
+      if (name != kPrecisionNames[index]) continue;
+      const ops::Precision previous = matmul_precision.exchange(static_cast<ops::Precision>(index));
+      return Napi::String::New(info.Env(), kPrecisionNames[static_cast<int>(previous)]);
+    }
+    throw RangeError("setMatmulPrecision: precision must be 'highest', 'high' or 'medium', got '" + name + "'");
   });
 }
 
@@ -113,10 +122,8 @@ struct Foreign {
   int code;
 };
 
-// [sync] _throwForTest(kind): never returns - throws the C++ exception `kind` names, under guarded() as every entry
-// point, to prove each reaches JavaScript as an error instead of ending the process (test/op-contract.test.ts). Kinds:
-// 'length_error', 'runtime_error', 'range_error' (bidora::RangeError), 'type_error' (bidora::TypeError), 'bad_alloc',
-// 'int' (throw 42), 'foreign' (a plain struct). Test-only: not in lib/binding.ts's public surface.
+// [sync] _throwForTest(kind): throws the C++ exception `kind` names under guarded(), as every entry point does, to
+// prove each reaches JavaScript as an error (test/op-contract.test.ts). Test-only: not in lib/binding.ts's surface.
 Napi::Value throw_for_test(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
     const std::string kind = read_string("_throwForTest", "kind", info[0]);
@@ -157,18 +164,15 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("resetPeakMemory", Napi::Function::New<reset_peak_memory>(env, "resetPeakMemory"));
   exports.Set("emptyCache", Napi::Function::New<empty_cache>(env, "emptyCache"));
   exports.Set("setCacheLimit", Napi::Function::New<set_buffer_cache_limit>(env, "setCacheLimit"));
+  exports.Set("setMatmulPrecision", Napi::Function::New<set_matmul_precision>(env, "setMatmulPrecision"));
   exports.Set("_throwForTest", Napi::Function::New<throw_for_test>(env, "_throwForTest"));
-  register_op_list(env, exports);
-  register_creation(env, exports);
-  register_linear_algebra(env, exports);
-  register_elementwise(env, exports);
-  register_adapter(env, exports);
-  register_nn(env, exports);
-  register_optim(env, exports);
+  export_ops(env, exports);
   return exports;
 }
 
 }  // namespace
+
+ops::Precision gemm_precision() { return matmul_precision.load(); }
 
 }  // namespace bidora::binding
 

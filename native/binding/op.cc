@@ -2,7 +2,7 @@
 #include "op.h"
 
 #include <algorithm>
-#include <mutex>
+#include <cmath>
 
 #include "../cpu/backend.h"
 #include "../cuda/backend.h"
@@ -44,8 +44,12 @@ std::string where(const char* fn, const char* name) { return std::string(fn) + "
 
 bool missing(Napi::Value value) { return value.IsUndefined() || value.IsNull(); }
 
-TensorHandle* read_tensor(const char* fn, const char* name, Napi::Env env, Napi::Value value, bool optional) {
-  if (optional && missing(value)) return nullptr;
+void gather(Gathered& gathered, const FieldInfo& field, int64_t index, TensorHandle* tensor) {
+  gathered.tensors.push_back({field.name, index, tensor->device(), tensor->data(), tensor->numel(), field.written});
+  if (field.written) gathered.written.push_back(tensor);
+}
+
+TensorHandle* read_tensor(const char* fn, const char* name, Napi::Env env, Napi::Value value) {
   if (!value.IsObject() || !value.As<Napi::Object>().InstanceOf(state(env).tensor_constructor.Value())) {
     throw bidora::TypeError(where(fn, name) + " must be a Tensor");
   }
@@ -54,16 +58,17 @@ TensorHandle* read_tensor(const char* fn, const char* name, Napi::Env env, Napi:
   return handle;
 }
 
-void read_tensor_list(const char* fn, const char* name, Napi::Env env, Napi::Value value, bool optional,
-                      TensorList& list) {
+void read_tensor_list(const char* fn, const FieldInfo& field, Napi::Env env, Napi::Value value, TensorList& list,
+                      Gathered& gathered) {
   list = TensorList{};
-  if (optional && missing(value)) return;
-  if (!value.IsArray()) throw bidora::TypeError(where(fn, name) + " must be an array of Tensors");
+  if (field.optional && missing(value)) return;
+  if (!value.IsArray()) throw bidora::TypeError(where(fn, field.name) + " must be an array of Tensors");
   Napi::Array array = value.As<Napi::Array>();
   list.present = true;
   for (uint32_t position = 0; position < array.Length(); ++position) {
-    const std::string element = std::string(name) + "[" + std::to_string(position) + "]";
-    TensorHandle* handle = read_tensor(fn, element.c_str(), env, array.Get(position), false);
+    const std::string element = std::string(field.name) + "[" + std::to_string(position) + "]";
+    TensorHandle* handle = read_tensor(fn, element.c_str(), env, array.Get(position));
+    gather(gathered, field, position, handle);
     list.handles.push_back(handle);
     list.data.push_back(handle->data());
     list.lengths.push_back(handle->numel());
@@ -73,17 +78,7 @@ void read_tensor_list(const char* fn, const char* name, Napi::Env env, Napi::Val
 
 double read_number(const char* fn, const char* name, Napi::Value value, const Bounds& bounds) {
   if (!value.IsNumber()) throw bidora::TypeError(where(fn, name) + " must be a number");
-  const double number = value.As<Napi::Number>().DoubleValue();
-  if (!std::isfinite(number)) throw RangeError(where(fn, name) + " must be finite, got " + rules::format(number));
-  const bool below = bounds.min_open ? number <= bounds.min : number < bounds.min;
-  const bool above = bounds.max_open ? number >= bounds.max : number > bounds.max;
-  if (!below && !above) return number;
-  std::string wanted = bounds.min_open ? "positive" : "non-negative";
-  if (bounds.min != 0 || std::isfinite(bounds.max)) {
-    wanted = std::string("in ") + (bounds.min_open ? "(" : "[") + rules::format(bounds.min) + ", " +
-             rules::format(bounds.max) + (bounds.max_open ? ")" : "]");
-  }
-  throw RangeError(where(fn, name) + " must be " + wanted + ", got " + rules::format(number));
+  return rules::number_in(fn, name, value.As<Napi::Number>().DoubleValue(), bounds);
 }
 
 int64_t read_integer(const char* fn, const char* name, Napi::Value value, const Bounds& bounds) {
@@ -148,67 +143,6 @@ Napi::Object arguments_object(const Napi::CallbackInfo& info, const char* fn) {
   return info[0].As<Napi::Object>();
 }
 
-namespace {
-
-std::string name_of(const char* name, int64_t index) {
-  return index < 0 ? std::string(name) : std::string(name) + "[" + std::to_string(index) + "]";
-}
-
-}  // namespace
-
-Device common_device(const char* fn, Runs runs, const std::vector<TensorRef>& tensors) {
-  if (tensors.empty()) return Device::kCpu;
-  const TensorRef& first = tensors.front();
-  for (const TensorRef& ref : tensors) {
-    const Device device = ref.tensor->device();
-    if (runs == Runs::kCpu && device != Device::kCpu) {
-      throw bidora::TypeError(std::string(fn) + ": " + name_of(ref.name, ref.index) + " is on '" + device_name(device) +
-                              "', but this op runs on the CPU only; move it with .to('cpu')");
-    }
-    if (device != first.tensor->device()) {
-      throw bidora::TypeError(std::string(fn) + ": " + name_of(first.name, first.index) + " is on '" +
-                              device_name(first.tensor->device()) + "' but " + name_of(ref.name, ref.index) +
-                              " is on '" + device_name(device) +
-                              "'; move one with .to() so both are on the same device");
-    }
-  }
-  return first.tensor->device();
-}
-
-void prepare_writes(const char* fn, const std::vector<ListRef>& lists, const std::vector<TensorHandle*>& written) {
-  // An in-place update of one storage through two handles (the same tensor twice, or a view of it) would update it
-  // twice, or read what it has just written.
-  struct Entry {
-    const float* data;
-    const ListRef* list;
-    int64_t position;
-  };
-  std::vector<Entry> entries;
-  for (const ListRef& ref : lists) {
-    for (size_t i = 0; i < ref.list->size(); ++i) {
-      if (ref.list->lengths[i] > 0) entries.push_back({ref.list->data[i], &ref, static_cast<int64_t>(i)});
-    }
-  }
-  std::stable_sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
-    return a.data != b.data ? a.data < b.data : a.list->written && !b.list->written;
-  });
-  for (size_t i = 1; i < entries.size(); ++i) {
-    const Entry &a = entries[i - 1], &b = entries[i];
-    if (a.data == b.data && (a.list->written || b.list->written)) {
-      throw RangeError(std::string(fn) + ": " + name_of(a.list->name, a.position) + " and " +
-                       name_of(b.list->name, b.position) +
-                       " share storage, but an in-place update needs distinct tensors");
-    }
-  }
-  // Bumped before the kernel runs: one that fails halfway has still changed what a saved tensor's backward reads.
-  for (const ListRef& ref : lists) {
-    for (TensorHandle* handle : ref.list->handles) {
-      if (ref.written) handle->mark_modified();
-    }
-  }
-  for (TensorHandle* handle : written) handle->mark_modified();
-}
-
 Napi::Object Call::output(const Shape& shape, float** data) const {
   TensorHandle* handle = nullptr;
   Napi::Object object = TensorHandle::allocate(env, shape, &handle, device);
@@ -216,45 +150,38 @@ Napi::Object Call::output(const Shape& shape, float** data) const {
   return object;
 }
 
-Napi::Object Call::outputs(std::initializer_list<Output> list) const {
-  Napi::Object result = Napi::Object::New(env);
-  for (const Output& entry : list) result.Set(entry.key, output(entry.shape, entry.data));
-  return result;
-}
-
 // ---- the op list ---------------------------------------------------------------------------------------------------
+
+std::vector<const OpBase*>& op_registry() {
+  static std::vector<const OpBase*> registry;
+  return registry;
+}
 
 namespace {
 
-std::mutex op_list_mutex;
-std::vector<OpInfo> op_list;
+const char* const kKindNames[] = {"tensor", "tensorList", "number",       "integer", "boolean",
+                                  "shape",  "int32Array", "float32Array", "string",  "flags"};
 
-const char* kind_name(Kind kind) {
-  static const char* const names[] = {"tensor", "tensorList", "number",       "integer", "boolean",
-                                      "shape",  "int32Array", "float32Array", "string",  "flags"};
-  return names[static_cast<int>(kind)];
-}
-
-// [sync] ops(): { name, runs: 'any' | 'cpu', cpu, cuda, args: { name, kind, optional, written }[] }[] - every op
-// declared with OpSpec; cpu and cuda tell whether that backend has its kernel. Never throws.
+// [sync] ops(): every declared op with its arguments and whether each backend has its kernel (NativeOp[]).
 Napi::Value list_ops(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  std::lock_guard<std::mutex> lock(op_list_mutex);
+  const ops::Backend* cuda = cuda_backend();
   Napi::Array result = Napi::Array::New(env);
-  for (const OpInfo& op : op_list) {
+  for (const OpBase* op : op_registry()) {
     Napi::Object entry = Napi::Object::New(env);
-    entry.Set("name", op.name);
-    entry.Set("runs", op.runs == Runs::kAny ? "any" : "cpu");
-    entry.Set("cpu", op.cpu);
-    entry.Set("cuda", op.cuda);
+    entry.Set("name", op->name);
+    entry.Set("runs", op->runs == Runs::kAny ? "any" : "cpu");
+    entry.Set("cpu", op->has_kernel == nullptr || op->has_kernel(cpu_backend()));
+    entry.Set("cuda",
+              op->runs == Runs::kAny && cuda != nullptr && (op->has_kernel == nullptr || op->has_kernel(*cuda)));
     Napi::Array args = Napi::Array::New(env);
-    for (size_t index = 0; index < op.args.size(); ++index) {
+    for (const FieldInfo& field : op->args) {
       Napi::Object arg = Napi::Object::New(env);
-      arg.Set("name", op.args[index].first);
-      arg.Set("kind", kind_name(op.args[index].second));
-      arg.Set("optional", op.optional_written[index].first);
-      arg.Set("written", op.optional_written[index].second);
-      args.Set(static_cast<uint32_t>(index), arg);
+      arg.Set("name", field.name);
+      arg.Set("kind", kKindNames[static_cast<int>(field.kind)]);
+      arg.Set("optional", field.optional);
+      arg.Set("written", field.written);
+      args.Set(args.Length(), arg);
     }
     entry.Set("args", args);
     result.Set(result.Length(), entry);
@@ -264,17 +191,12 @@ Napi::Value list_ops(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
-void add_op_info(OpInfo info) {
-  std::lock_guard<std::mutex> lock(op_list_mutex);
-  // Every environment (main thread, workers) registers the same ops; the list keeps one of each.
-  for (const OpInfo& existing : op_list) {
-    if (existing.name == info.name) return;
-  }
-  op_list.push_back(std::move(info));
-}
-
-void register_op_list(Napi::Env env, Napi::Object exports) {
+void export_ops(Napi::Env env, Napi::Object exports) {
   exports.Set("ops", Napi::Function::New<list_ops>(env, "ops"));
+  for (const OpBase* op : op_registry()) {
+    auto function = [op](const Napi::CallbackInfo& info) { return op->run(info, *op); };
+    exports.Set(op->name, Napi::Function::New(env, function, op->name));
+  }
 }
 
 }  // namespace bidora::binding

@@ -1,15 +1,10 @@
-// The declaration language of native ops. An op states its arguments once, as fields of a plain struct, each bound to
-// a JavaScript name: tensor<&Args::input>("input"), number<&Args::eps>("eps", kPositive), written_list<...>(...).
-// One generic reader takes them by name out of the single object of named arguments the op is called with, and
-// checks each (TypeError or RangeError naming "op: argument"); one dispatcher checks that every tensor is on one
-// device, runs the op's shape rule, bumps the versions of what it writes, and runs its body with the backend of that
-// device (../common/ops.h). ops() in JavaScript lists the same declarations (test/op-contract.test.ts holds
-// lib/binding.ts to them).
+// The declaration language of native ops (docs/DESIGN.md, "Native op contract"): each op names its arguments and
+// outputs once, as fields of a plain struct; one generic reader checks them (TypeError or RangeError naming "op:
+// argument") and one dispatcher checks devices, runs the shape rule, bumps versions and runs the device's backend.
 #pragma once
 
 #include <napi.h>
 
-#include <cmath>
 #include <limits>
 #include <memory>
 #include <new>
@@ -20,10 +15,66 @@
 
 #include "../common/ops.h"
 #include "../core/errors.h"
+#include "../core/shape.h"
 #include "../core/shape_rules.h"
-#include "tensor_handle.h"
+#include "../core/storage.h"
 
 namespace bidora::binding {
+
+// The native handle behind every TypeScript Tensor: a shape over shared, aligned float storage. Several handles may
+// view one storage (reshape, aliases kept for backward); the storage lives until the last of them is disposed.
+class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
+ public:
+  static Napi::Function define(Napi::Env env);
+  // New handles: owning `buffer` (of shape.numel() floats), with uninitialised storage on `device`, with a copy of
+  // this one's contents on `device`, or viewing this one's storage with another shape of the same size.
+  static Napi::Object create(Napi::Env env, const Shape& shape, FloatBuffer buffer);
+  static Napi::Object allocate(Napi::Env env, const Shape& shape, TensorHandle** handle, Device device = Device::kCpu);
+  Napi::Object copy_to(Napi::Env env, Device device, const char* function);
+  Napi::Object view(Napi::Env env, const Shape& shape);
+
+  explicit TensorHandle(const Napi::CallbackInfo& info);
+  ~TensorHandle() override;
+
+  // The handle behind a JavaScript object of this class, or nullptr once dispose() has deleted it. Does not throw.
+  static TensorHandle* live(Napi::Env env, Napi::Value object);
+
+  const Shape& shape() const { return shape_; }
+  Device device() const { return device_; }
+  // The contents on the tensor's own device: a GPU pointer for 'cuda' tensors.
+  float* data() { return storage_->data(); }
+  int64_t numel() const { return shape_.numel(); }
+
+  // Bumped by every in-place change, so saved activations and caches can tell the contents changed.
+  uint64_t version() const { return storage_ ? storage_->version : 0; }
+  void mark_modified() { ++storage_->version; }
+  // ||row||² of a rank-2 tensor, computed once per version (DoRA's frozen-weight norms).
+  const float* row_sq_norms();
+
+ private:
+  // The JavaScript methods (lib/binding.ts's NativeTensorHandle) are plain functions on the prototype, not ObjectWrap
+  // members, because they must also answer for a disposed handle, whose C++ object no longer exists: read, write and
+  // dispose; the getters shape, version and device throw TypeError once disposed, disposed never throws.
+  static Napi::Value read(const Napi::CallbackInfo& info);
+  static Napi::Value write(const Napi::CallbackInfo& info);
+  static Napi::Value dispose(const Napi::CallbackInfo& info);
+  static Napi::Value shape_getter(const Napi::CallbackInfo& info);
+  static Napi::Value disposed_getter(const Napi::CallbackInfo& info);
+  static Napi::Value version_getter(const Napi::CallbackInfo& info);
+  static Napi::Value device_getter(const Napi::CallbackInfo& info);
+  // The live handle behind info.This(), or a TypeError saying `function` needs one.
+  static TensorHandle& this_handle(const Napi::CallbackInfo& info, const char* function);
+
+  // Frees the storage, detaches this object from its JavaScript object and deletes it: all at once, because
+  // Node-API finalizers run only when the event loop turns, and a synchronous training loop never lets it.
+  void destroy(Napi::Env env, Napi::Object object);
+
+  Shape shape_;
+  std::shared_ptr<Storage> storage_;
+  Device device_ = Device::kCpu;
+  int64_t reported_bytes_ = 0;          // what this handle told V8 it holds: its storage's bytes if it made the storage
+  std::shared_ptr<MemoryStats> stats_;  // counts this handle among the environment's live tensors
+};
 
 // What one JavaScript environment (main thread or worker) keeps: its memory counters and the handle class.
 struct AddonState {
@@ -32,9 +83,8 @@ struct AddonState {
 };
 AddonState& state(Napi::Env env);
 
-// Runs `body` with allocations charged to this environment and kernel errors turned into JavaScript errors: bidora's
-// own as TypeError and RangeError, out of memory as RangeError, any other C++ exception (a failed system call, a
-// library error) as Error with its message. Nothing thrown by a kernel may reach Node-API as a C++ exception.
+// Runs `body` with allocations charged to this environment and every C++ exception turned into a JavaScript error:
+// bidora's own as TypeError and RangeError, out of memory as RangeError, anything else as Error.
 template <typename Body>
 Napi::Value guarded(const Napi::CallbackInfo& info, Body body) {
   Napi::Env env = info.Env();
@@ -57,11 +107,10 @@ Napi::Value guarded(const Napi::CallbackInfo& info, Body body) {
   }
 }
 
-constexpr int64_t kMaxSafeInteger = 9007199254740991;
-constexpr int64_t kMaxInt32 = 2147483647;
+using rules::kMaxSafeInteger, rules::kMaxInt32;
 
-// What an argument is, as ops() reports it; test/op-contract.test.ts maps each kind to its TypeScript type.
-enum class Kind { kTensor, kList, kNumber, kInteger, kBoolean, kShape, kInt32Array, kFloat32Array, kString, kFlags };
+// What an argument is, as ops() reports it (kOut: an output, out<>, not listed).
+enum class Kind { kTensor, kList, kNumber, kInt, kBool, kShape, kInt32Array, kFloat32Array, kString, kFlags, kOut };
 // Where an op runs: on its tensors' device (a kernel on every backend), or on the CPU only.
 enum class Runs { kAny, kCpu };
 
@@ -69,10 +118,10 @@ enum class Runs { kAny, kCpu };
 const ops::Backend& cpu_backend();
 const ops::Backend* cuda_backend();
 const ops::Backend& backend_for(Device device);
-// The rounding of GPU products chosen with setMatmulPrecision.
+// The rounding of GPU products chosen with setMatmulPrecision (addon.cc).
 ops::Precision gemm_precision();
 
-// The tensors of one list argument, with the pointers and lengths the list kernels take.
+// The tensors of one list argument, with the pointers, lengths and shapes the list kernels and rules take.
 struct TensorList {
   bool present = false;
   std::vector<TensorHandle*> handles;
@@ -84,29 +133,25 @@ struct TensorList {
   const float* const* read() const { return data.data(); }
 };
 
+// An optional tensor's data and shape, null when it is absent.
+inline float* data_of(TensorHandle* tensor) { return tensor != nullptr ? tensor->data() : nullptr; }
+inline const Shape* shape_of(TensorHandle* tensor) { return tensor != nullptr ? &tensor->shape() : nullptr; }
+
 struct IntArray {  // an Int32Array viewed without copying
   const int32_t* data = nullptr;
   int64_t length = 0;
 };
 
-// Numbers are finite; these bounds (open or closed at each end) are checked too and named in the message.
-struct Bounds {
-  double min = -std::numeric_limits<double>::infinity(), max = std::numeric_limits<double>::infinity();
-  bool min_open = false, max_open = false;
-};
-constexpr Bounds kFinite{};
-constexpr Bounds kPositive{0, std::numeric_limits<double>::infinity(), true, false};
-constexpr Bounds kNonNegative{0, std::numeric_limits<double>::infinity(), false, false};
-constexpr Bounds closed(double min, double max) { return {min, max, false, false}; }
-constexpr Bounds half_open(double min, double max) { return {min, max, false, true}; }
+using rules::Bounds, rules::kFinite, rules::kPositive, rules::kNonNegative, rules::closed, rules::half_open;
 
 // ---- reading one value (op.cc) -------------------------------------------------------------------------------------
-
 std::string where(const char* fn, const char* name);
 bool missing(Napi::Value value);
-TensorHandle* read_tensor(const char* fn, const char* name, Napi::Env env, Napi::Value value, bool optional);
-void read_tensor_list(const char* fn, const char* name, Napi::Env env, Napi::Value value, bool optional,
-                      TensorList& list);
+struct FieldInfo;
+struct Gathered;
+TensorHandle* read_tensor(const char* fn, const char* name, Napi::Env env, Napi::Value value);
+void read_tensor_list(const char* fn, const FieldInfo& field, Napi::Env env, Napi::Value value, TensorList& list,
+                      Gathered& gathered);
 double read_number(const char* fn, const char* name, Napi::Value value, const Bounds& bounds);
 int64_t read_integer(const char* fn, const char* name, Napi::Value value, const Bounds& bounds);
 bool read_boolean(const char* fn, const char* name, Napi::Value value);
@@ -120,42 +165,49 @@ inline std::string read_string(const char* fn, const char* name, Napi::Value val
 }
 
 // ---- declarations -------------------------------------------------------------------------------------------------
-
-template <typename Member>
-struct MemberOf;
 template <typename A, typename T>
-struct MemberOf<T A::*> {
-  using Args = A;
-  using Type = T;
+A args_of(T A::*);
+template <typename A, typename T>
+T type_of(T A::*);
+template <auto Member>
+using ArgsOf = decltype(args_of(Member));
+template <auto Member>
+using TypeOf = decltype(type_of(Member));
+
+// What ops() says of one argument. `written`: updated in place (versions bumped, storage shared with no other).
+struct FieldInfo {
+  const char* name;
+  Kind kind;
+  bool optional, written;
 };
-template <auto Member>
-using ArgsOf = typename MemberOf<decltype(Member)>::Args;
-template <auto Member>
-using TypeOf = typename MemberOf<decltype(Member)>::Type;
+
+// What a call's arguments hold, gathered as they are read: where every tensor is, and the tensors the op writes.
+struct Gathered {
+  std::vector<rules::Placed> tensors;
+  std::vector<TensorHandle*> written;
+};
+void gather(Gathered& gathered, const FieldInfo& field, int64_t index, TensorHandle* tensor);
 
 // One argument of an op whose arguments live in `Args`.
 template <typename Args>
-struct Field {
-  const char* name;
-  Kind kind;
-  bool optional;
-  bool written;  // updated in place: versions bumped, storage shared with no other argument
+struct Field : FieldInfo {
   Bounds bounds;
-  void (*read)(const Field& field, const char* fn, Napi::Env env, Napi::Value value, Args& args);
-  TensorHandle* (*tensor)(const Args& args);    // the tensor this field holds once read, for tensor fields
-  const TensorList* (*list)(const Args& args);  // the list, for list fields
+  void (*read)(const Field& field, const char* fn, Napi::Env env, Napi::Value value, Args& args, Gathered& gathered);
+  float** (*output)(Args& args);  // for outputs: where the data pointer goes, and the shape
+  const Shape& (*output_shape)(const Args& args);
 };
 
-// Reads one field into its member, by the member's type: a tensor, a list, a boolean (absent keeps the member's
-// initial value), a number or integer within the field's bounds (std::optional: absent stays empty), or a parse().
+// Reads one field into its member by the member's type (absent booleans and std::optional keep their initial value).
 template <auto Member>
 void read_member(const Field<ArgsOf<Member>>& field, const char* fn, Napi::Env env, Napi::Value value,
-                 ArgsOf<Member>& args) {
+                 ArgsOf<Member>& args, Gathered& gathered) {
   using T = TypeOf<Member>;
   if constexpr (std::is_same_v<T, TensorHandle*>) {
-    args.*Member = read_tensor(fn, field.name, env, value, field.optional);
+    TensorHandle* tensor = field.optional && missing(value) ? nullptr : read_tensor(fn, field.name, env, value);
+    args.*Member = tensor;
+    if (tensor != nullptr) gather(gathered, field, -1, tensor);
   } else if constexpr (std::is_same_v<T, TensorList>) {
-    read_tensor_list(fn, field.name, env, value, field.optional, args.*Member);
+    read_tensor_list(fn, field, env, value, args.*Member, gathered);
   } else if constexpr (std::is_same_v<T, bool>) {
     if (!missing(value)) args.*Member = read_boolean(fn, field.name, value);
   } else if constexpr (std::is_same_v<T, std::optional<double>>) {
@@ -175,14 +227,13 @@ struct Flags {
 };
 constexpr Flags kRequired{false, false}, kOptional{true, false}, kWritten{false, true}, kOptionalWritten{true, true};
 
-// The kind of a member's type: a tensor, a list, a boolean, an integer (integral types, or std::optional<double> for
-// an axis whose range depends on a shape), a number, a shape, an Int32Array, a Float32Array, a string, or flags.
+// The kind of a member's type (std::optional<double>: an integer whose range the rule checks).
 template <typename T>
 constexpr Kind kind_of() {
   if constexpr (std::is_same_v<T, TensorHandle*>) return Kind::kTensor;
   if constexpr (std::is_same_v<T, TensorList>) return Kind::kList;
-  if constexpr (std::is_same_v<T, bool>) return Kind::kBoolean;
-  if constexpr (std::is_integral_v<T> || std::is_same_v<T, std::optional<double>>) return Kind::kInteger;
+  if constexpr (std::is_same_v<T, bool>) return Kind::kBool;
+  if constexpr (std::is_integral_v<T> || std::is_same_v<T, std::optional<double>>) return Kind::kInt;
   if constexpr (std::is_floating_point_v<T>) return Kind::kNumber;
   if constexpr (std::is_same_v<T, Shape>) return Kind::kShape;
   if constexpr (std::is_same_v<T, IntArray>) return Kind::kInt32Array;
@@ -191,29 +242,39 @@ constexpr Kind kind_of() {
   return Kind::kFlags;
 }
 
-// The field `name` of an op's arguments, read into Member: arg<&Args::eps>("eps", kPositive),
-// arg<&Args::bias>("bias", kOptional), arg<&Args::seed>("seed", closed(0, kMaxSafeInteger)).
+// The field `name` of an op's arguments, read into Member: arg<&Args::eps>("eps", kPositive), arg<&Args::b>("b",
+// kOptional).
 template <auto Member, typename Args = ArgsOf<Member>>
 Field<Args> arg(const char* name, Bounds bounds = kFinite, Flags flags = kRequired,
                 Kind kind = kind_of<TypeOf<Member>>()) {
   using T = TypeOf<Member>;
   const bool optional = flags.optional || std::is_same_v<T, bool> || std::is_same_v<T, std::optional<double>>;
-  Field<Args> field{name, kind, optional, flags.written, bounds, read_member<Member>, nullptr, nullptr};
-  if constexpr (std::is_same_v<T, TensorHandle*>)
-    field.tensor = [](const Args& args) -> TensorHandle* { return args.*Member; };
-  if constexpr (std::is_same_v<T, TensorList>)
-    field.list = [](const Args& args) -> const TensorList* { return &(args.*Member); };
-  return field;
+  return {{name, kind, optional, flags.written}, bounds, read_member<Member>, nullptr, nullptr};
 }
 template <auto Member, typename Args = ArgsOf<Member>>
 Field<Args> arg(const char* name, Flags flags) {
   return arg<Member>(name, kFinite, flags);
 }
-// An integer whose range depends on other arguments (a position along an axis): a double member, read as a finite
-// number, then checked by the op's rule (rules::integer_in).
+// An integer whose range depends on other arguments (an axis): a finite double, then checked by the op's rule.
 template <auto Member, typename Args = ArgsOf<Member>>
 Field<Args> index(const char* name) {
-  return arg<Member>(name, kFinite, kRequired, Kind::kInteger);
+  return arg<Member>(name, kFinite, kRequired, Kind::kInt);
+}
+
+// An output allocated on the call's device before the kernel runs into it: a float* member, shaped like a tensor
+// argument or as a Shape the rule derived, reached through members (out<&Args::out, &Args::product,
+// &rules::Product::out>()). The op returns its one output, or an object of several keyed by their names.
+template <auto Member, auto... ShapeOf>
+Field<ArgsOf<Member>> out(const char* name = "output") {
+  using Args = ArgsOf<Member>;
+  Field<Args> field{{name, Kind::kOut, false, false}, kFinite, nullptr, nullptr, nullptr};
+  field.output = [](Args& args) -> float** { return &(args.*Member); };
+  field.output_shape = [](const Args& args) -> const Shape& {
+    const auto& source = (args.*....*ShapeOf);
+    if constexpr (std::is_same_v<std::decay_t<decltype(source)>, Shape>) return source;
+    if constexpr (!std::is_same_v<std::decay_t<decltype(source)>, Shape>) return source->shape();
+  };
+  return field;
 }
 
 // The context of one call: where it runs and how to make its outputs.
@@ -224,39 +285,19 @@ struct Call {
   const ops::Backend& backend;
   // A fresh tensor of `shape` on the call's device; *data receives its contents there.
   Napi::Object output(const Shape& shape, float** data) const;
-  // An object of fresh tensors, one per {key, shape, &data}.
-  struct Output {
-    const char* key;
-    Shape shape;
-    float** data;
-  };
-  Napi::Object outputs(std::initializer_list<Output> list) const;
 };
 
-// One op: its name, where it runs, the backend entry it calls (kernel<&ops::Backend::entry>; null for a view or a
-// copy), its fields, its shape rule (relations between arguments, checked after every field is read and before any
-// write; it may store what it derives in `args`), its body, and the name its messages use when not `name`.
-template <typename Args>
-struct OpSpec {
-  using Rule = void (*)(const char* fn, Args& args);
-  using Body = Napi::Value (*)(const Call& call, Args& args);
-  OpSpec(const char* name, Runs runs, bool (*has_kernel)(const ops::Backend&), std::vector<Field<Args>> fields,
-         Rule rule, Body body, const char* label = nullptr)
-      : name(name),
-        runs(runs),
-        has_kernel(has_kernel),
-        fields(std::move(fields)),
-        rule(rule),
-        body(body),
-        label(label) {}
+// What every op has, whatever its argument struct: exported by the addon's init and listed by ops().
+struct OpBase {
   const char* name;
   Runs runs;
   bool (*has_kernel)(const ops::Backend& backend);
-  std::vector<Field<Args>> fields;
-  Rule rule;
-  Body body;
-  const char* label;
+  const char* label;  // the name its messages use when not `name`
+  Napi::Value (*run)(const Napi::CallbackInfo& info, const OpBase& op);
+  std::vector<FieldInfo> args;  // its arguments, outputs left out
 };
+// Every op, in the order their declarations ran when the addon loaded (once per process).
+std::vector<const OpBase*>& op_registry();
 
 // The backend entry an op calls, for ops() and the kernel check: kernel<&ops::Backend::scale>.
 template <auto Entry>
@@ -264,96 +305,79 @@ bool kernel(const ops::Backend& backend) {
   return backend.*Entry != nullptr;
 }
 
+template <typename Args>
+Napi::Value run_op(const Napi::CallbackInfo& info, const OpBase& op);
+
+// One op, declared at namespace scope, which registers it: its name, where it runs, the backend entry it calls
+// (kernel<&ops::Backend::entry>; null for a view or a copy), its fields and outputs, its shape rule (relations between
+// arguments, checked after every field is read and before any write; it may store what it derives in `args`), and
+// what it runs: a Kernel, run into the declared outputs that the op then returns, or a Body that returns the result.
+template <typename Args>
+struct OpSpec : OpBase {
+  using Rule = void (*)(const char* fn, Args& args);
+  using Body = Napi::Value (*)(const Call& call, Args& args);
+  using Kernel = void (*)(const Call& call, Args& args);
+  template <typename Run>
+  OpSpec(const char* name, Runs runs, bool (*has_kernel)(const ops::Backend&), std::vector<Field<Args>> fields,
+         Rule rule, Run run, const char* label = nullptr)
+      : OpBase{name, runs, has_kernel, label, run_op<Args>, {}}, fields(std::move(fields)), rule(rule) {
+    if constexpr (std::is_convertible_v<Run, Body>) body = run;
+    if constexpr (!std::is_convertible_v<Run, Body>) kernel = run;
+    for (const Field<Args>& field : this->fields) {
+      if (field.kind != Kind::kOut) args.push_back(field);
+    }
+    outputs = static_cast<int>(this->fields.size() - args.size());
+    op_registry().push_back(this);
+  }
+  OpSpec(const OpSpec&) = delete;  // registered by address
+  std::vector<Field<Args>> fields;
+  Rule rule;
+  Body body = nullptr;
+  Kernel kernel = nullptr;
+  int outputs = 0;
+};
+
 // ---- the generic half of a call (op.cc) ----------------------------------------------------------------------------
 
-struct TensorRef {
-  const char* name;
-  int64_t index;  // the position in a list argument, or -1
-  const TensorHandle* tensor;
-};
-struct ListRef {
-  const char* name;
-  const TensorList* list;
-  bool written;
-};
 Napi::Object arguments_object(const Napi::CallbackInfo& info, const char* fn);
-// One device for every tensor (the CPU for a CPU-only op), and a backend with the op's kernel there.
-Device common_device(const char* fn, Runs runs, const std::vector<TensorRef>& tensors);
+// A backend with the op's kernel on `device`.
 const ops::Backend& backend_with_kernel(const char* fn, Device device, bool (*has_kernel)(const ops::Backend&));
-// Written lists share storage with no other list's tensor; then every written tensor's version is bumped.
-void prepare_writes(const char* fn, const std::vector<ListRef>& lists, const std::vector<TensorHandle*>& written);
 
 template <typename Args>
-Napi::Value run_op(const Napi::CallbackInfo& info, const OpSpec<Args>& spec) {
+Napi::Value run_op(const Napi::CallbackInfo& info, const OpBase& op) {
+  const OpSpec<Args>& spec = static_cast<const OpSpec<Args>&>(op);
   return guarded(info, [&]() -> Napi::Value {
     Napi::Env env = info.Env();
     const char* fn = spec.label != nullptr ? spec.label : spec.name;
     Napi::Object object = arguments_object(info, fn);
     Args args{};
-    for (const Field<Args>& field : spec.fields) field.read(field, fn, env, object.Get(field.name), args);
     // Reused by every call on this thread (calls never nest), so the common case allocates nothing.
-    thread_local std::vector<TensorRef> tensors;
-    thread_local std::vector<ListRef> lists;
-    thread_local std::vector<TensorHandle*> written;
-    tensors.clear();
-    lists.clear();
-    written.clear();
+    thread_local Gathered gathered;
+    gathered.tensors.clear();
+    gathered.written.clear();
     for (const Field<Args>& field : spec.fields) {
-      if (field.tensor != nullptr && field.tensor(args) != nullptr) {
-        tensors.push_back({field.name, -1, field.tensor(args)});
-        if (field.written) written.push_back(field.tensor(args));
-      } else if (field.list != nullptr) {
-        const TensorList* list = field.list(args);
-        for (size_t i = 0; i < list->size(); ++i) tensors.push_back({field.name, int64_t(i), list->handles[i]});
-        lists.push_back({field.name, list, field.written});
-      }
+      if (field.read != nullptr) field.read(field, fn, env, object.Get(field.name), args, gathered);
     }
-    const Device device = common_device(fn, spec.runs, tensors);
+    const Device device = rules::one_device(fn, spec.runs == Runs::kCpu, gathered.tensors);
     const Call call{env, fn, device, backend_with_kernel(fn, device, spec.has_kernel)};
     if (spec.rule != nullptr) spec.rule(fn, args);
-    prepare_writes(fn, lists, written);
-    return spec.body(call, args);
+    rules::distinct_storage(fn, gathered.tensors);
+    // Bumped before the kernel runs: one that fails halfway has still changed what a saved tensor's backward reads.
+    for (TensorHandle* handle : gathered.written) handle->mark_modified();
+    if (spec.body != nullptr) return spec.body(call, args);
+    Napi::Value result = spec.outputs > 1 ? Napi::Object::New(env) : env.Undefined();
+    for (const Field<Args>& field : spec.fields) {
+      if (field.output == nullptr) continue;
+      Napi::Object tensor = call.output(field.output_shape(args), field.output(args));
+      if (spec.outputs > 1) result.As<Napi::Object>().Set(field.name, tensor);
+      if (spec.outputs == 1) result = tensor;
+    }
+    spec.kernel(call, args);
+    return result;
   });
 }
 
-// What ops() says of one registered op.
-struct OpInfo {
-  std::string name;
-  Runs runs;
-  bool cpu, cuda;
-  std::vector<std::pair<const char*, Kind>> args;
-  std::vector<std::pair<bool, bool>> optional_written;
-};
-void add_op_info(OpInfo info);
-
-// Exports `spec` as a function taking one object of named arguments, and lists it in ops().
-template <typename Args>
-void register_op(Napi::Env env, Napi::Object exports, const OpSpec<Args>& spec) {
-  const ops::Backend* cuda = cuda_backend();
-  OpInfo info{spec.name, spec.runs, spec.has_kernel == nullptr || spec.has_kernel(cpu_backend()), false, {}, {}};
-  info.cuda = spec.runs == Runs::kAny && cuda != nullptr && (spec.has_kernel == nullptr || spec.has_kernel(*cuda));
-  for (const Field<Args>& field : spec.fields) {
-    info.args.emplace_back(field.name, field.kind);
-    info.optional_written.emplace_back(field.optional, field.written);
-  }
-  add_op_info(std::move(info));
-  const OpSpec<Args>* pointer = &spec;
-  auto function = [pointer](const Napi::CallbackInfo& call) { return run_op(call, *pointer); };
-  exports.Set(spec.name, Napi::Function::New(env, function, spec.name));
-}
-
-template <typename... Specs>
-void register_ops(Napi::Env env, Napi::Object exports, const Specs&... specs) {
-  (register_op(env, exports, specs), ...);
-}
-
-// Every family registers its ops on the addon's exports; ops() lists them.
-void register_creation(Napi::Env env, Napi::Object exports);
-void register_linear_algebra(Napi::Env env, Napi::Object exports);
-void register_elementwise(Napi::Env env, Napi::Object exports);
-void register_adapter(Napi::Env env, Napi::Object exports);
-void register_nn(Napi::Env env, Napi::Object exports);
-void register_optim(Napi::Env env, Napi::Object exports);
-void register_op_list(Napi::Env env, Napi::Object exports);
+// Exports every declared op as a function taking one object of named arguments, and ops() listing them.
+void export_ops(Napi::Env env, Napi::Object exports);
 
 }  // namespace bidora::binding

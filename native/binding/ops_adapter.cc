@@ -1,8 +1,5 @@
-// The fused DoRA and LoRA layer, declared with op.h. Every adapter op reads its subset of one argument struct, which
-// one shape rule relates (rules::adapter: weight [M,K], loraA [R,K], loraB [M,R], magnitude and bias [M], input
-// [..., K]) and one function hands to the backend (layer()). Forward, backward and the norm run on their tensors'
-// device; merge, unmerge and the double-precision references on the CPU. Throw TypeError (not a live tensor, devices
-// differ) and RangeError (shapes, r = 0, scale not finite, eps not positive, dropout outside [0, 1), seed).
+// The fused DoRA and LoRA layer, declared with op.h: every adapter op reads its subset of one argument struct, which
+// one shape rule relates (rules::adapter) and one function hands to the backend (layer()).
 #include <tuple>
 
 #include "op.h"
@@ -41,49 +38,51 @@ struct A {
   bool detach_norm = true;
   Needs needs;
   rules::Layer layer;
+  Shape m, mk, nr;  // [M], [M,K] and [N,R], from the rule
+  float *out, *hidden_out;
 };
 
-const float* data(TensorHandle* tensor) { return tensor != nullptr ? tensor->data() : nullptr; }
-const Shape* shape(TensorHandle* tensor) { return tensor != nullptr ? &tensor->shape() : nullptr; }
-
-void check(const char* fn, A& args) {
-  args.layer = rules::adapter(fn, shape(args.input), args.weight->shape(), shape(args.bias), args.lora_a->shape(),
-                              args.lora_b->shape(), shape(args.magnitude), shape(args.grad_output));
-  const auto [n, k, m, r] = args.layer.dims;
-  rules::saved(fn, "combined", shape(args.combined), rules::matrix(n, m));
-  rules::saved(fn, "hidden", shape(args.hidden), rules::matrix(n, r));
-  rules::saved(fn, "norm", shape(args.norm), rules::vector(m));
-  rules::saved(fn, "weightLoraA", shape(args.weight_lora_a), rules::matrix(m, r));
-  rules::saved(fn, "loraGram", shape(args.lora_gram), rules::matrix(r, r));
+void check(const char* fn, A& op) {
+  op.layer = rules::adapter(fn, shape_of(op.input), op.weight->shape(), shape_of(op.bias), op.lora_a->shape(),
+                            op.lora_b->shape(), shape_of(op.magnitude), shape_of(op.grad_output));
+  const auto [n, k, m, r] = op.layer.dims;
+  rules::saved(fn, "combined", shape_of(op.combined), rules::matrix(n, m));
+  rules::saved(fn, "hidden", shape_of(op.hidden), rules::matrix(n, r));
+  rules::saved(fn, "norm", shape_of(op.norm), rules::vector(m));
+  rules::saved(fn, "weightLoraA", shape_of(op.weight_lora_a), rules::matrix(m, r));
+  rules::saved(fn, "loraGram", shape_of(op.lora_gram), rules::matrix(r, r));
+  op.m = rules::vector(m);
+  op.mk = rules::matrix(m, k);
+  op.nr = rules::matrix(n, r);
 }
 
 // The layer as the backend reads it. ||W0_j||² is cached on the weight's storage while W0 is unchanged.
-ops::AdapterLayer layer(const A& args, bool needs_norm) {
-  return {.input = data(args.input),
-          .weight = args.weight->data(),
-          .weight_sq_norms = needs_norm ? args.weight->row_sq_norms() : nullptr,
-          .bias = data(args.bias),
-          .lora_a = args.lora_a->data(),
-          .lora_b = args.lora_b->data(),
-          .magnitude = data(args.magnitude),
-          .dims = args.layer.dims,
-          .scale = args.scale,
-          .eps = args.eps,
-          .dropout = {args.dropout, args.seed},
+ops::AdapterLayer layer(const A& op, bool needs_norm) {
+  return {.input = data_of(op.input),
+          .weight = op.weight->data(),
+          .weight_sq_norms = needs_norm ? op.weight->row_sq_norms() : nullptr,
+          .bias = data_of(op.bias),
+          .lora_a = op.lora_a->data(),
+          .lora_b = op.lora_b->data(),
+          .magnitude = data_of(op.magnitude),
+          .dims = op.layer.dims,
+          .scale = op.scale,
+          .eps = op.eps,
+          .dropout = {op.dropout, op.seed},
           .precision = gemm_precision()};
 }
 
 // The requested gradients, allocated on the call's device, in one object beside the pointers the kernel writes.
-std::pair<Napi::Object, ops::AdapterGrads> gradients(const Call& call, const A& args, const Needs& needs, bool dora) {
-  const auto [n, k, m, r] = args.layer.dims;
+std::pair<Napi::Object, ops::AdapterGrads> gradients(const Call& call, const A& op, const Needs& needs, bool dora) {
+  const auto [n, k, m, r] = op.layer.dims;
   std::pair<Napi::Object, ops::AdapterGrads> grads{Napi::Object::New(call.env), {}};
   ops::AdapterGrads& g = grads.second;
   const std::tuple<const char*, bool, Shape, float**> wanted[] = {
-      {"input", needs.input, args.input->shape(), &g.input},
+      {"input", needs.input, op.input->shape(), &g.input},
       {"loraA", needs.lora_a, rules::matrix(r, k), &g.lora_a},
       {"loraB", needs.lora_b, rules::matrix(m, r), &g.lora_b},
       {"magnitude", dora && needs.magnitude, rules::vector(m), &g.magnitude},
-      {"bias", needs.bias && args.bias != nullptr, rules::vector(m), &g.bias}};
+      {"bias", needs.bias && op.bias != nullptr, rules::vector(m), &g.bias}};
   for (const auto& [key, want, shape, slot] : wanted) {
     if (want) grads.first.Set(key, call.output(shape, slot));
   }
@@ -91,161 +90,113 @@ std::pair<Napi::Object, ops::AdapterGrads> gradients(const Call& call, const A& 
 }
 
 Field<A> grad_output() { return arg<&A::grad_output>("gradOutput"); }
-Field<A> input() { return arg<&A::input>("input"); }
-Field<A> weight() { return arg<&A::weight>("weight"); }
-Field<A> bias() { return arg<&A::bias>("bias", kOptional); }
-Field<A> lora_a() { return arg<&A::lora_a>("loraA"); }
-Field<A> lora_b() { return arg<&A::lora_b>("loraB"); }
-Field<A> magnitude(bool optional) {
-  return optional ? arg<&A::magnitude>("magnitude", kOptional) : arg<&A::magnitude>("magnitude");
-}
+Field<A> magnitude(Flags flags = kRequired) { return arg<&A::magnitude>("magnitude", flags); }
 Field<A> hidden() { return arg<&A::hidden>("hidden"); }
-Field<A> scale() { return arg<&A::scale>("scale"); }
 Field<A> eps() { return arg<&A::eps>("eps", kPositive); }
-Field<A> dropout() { return arg<&A::dropout>("dropout", half_open(0, 1)); }
-Field<A> seed() { return arg<&A::seed>("seed", closed(0, kMaxSafeInteger)); }
 Field<A> detach_norm() { return arg<&A::detach_norm>("detachNorm"); }
 Field<A> needs() { return arg<&A::needs>("needs", kOptional); }
+// The layer's weights, with the input and the branch's dropout unless `weights_only`, and `more` between them.
+std::vector<Field<A>> layer_fields(std::initializer_list<Field<A>> more, bool weights_only = false) {
+  std::vector<Field<A>> fields{arg<&A::weight>("weight"), arg<&A::lora_a>("loraA"), arg<&A::lora_b>("loraB"),
+                               arg<&A::scale>("scale")};
+  fields.insert(fields.end(), more);
+  if (weights_only) return fields;
+  for (const Field<A>& field :
+       {arg<&A::input>("input"), arg<&A::bias>("bias", kOptional), arg<&A::dropout>("dropout", half_open(0, 1)),
+        arg<&A::seed>("seed", closed(0, kMaxSafeInteger))}) {
+    fields.push_back(field);
+  }
+  return fields;
+}
 
-// [sync] doraForward({ input, weight, bias?, loraA, loraB, magnitude, scale, eps, dropout, seed })
-//   -> { output, combined, hidden, norm, weightLoraA, loraGram }: the output and what backward needs (u = x W0ᵀ +
-//   s h Bᵀ [N,M], h = x_d Aᵀ [N,R], n [M], W0 Aᵀ [M,R], A Aᵀ [R,R]).
+// [sync] doraForward returns the output and what doraBackward needs; doraBackward consumes (overwrites) `combined`.
 const OpSpec<A> kDoraForward("doraForward", Runs::kAny, kernel<&ops::Backend::dora_forward>,
-                             {input(), weight(), bias(), lora_a(), lora_b(), magnitude(false), scale(), eps(),
-                              dropout(), seed()},
-                             check, [](const Call& call, A& args) -> Napi::Value {
-                               const auto [n, k, m, r] = args.layer.dims;
-                               float* output;
+                             layer_fields({magnitude(), eps()}), check, [](const Call& call, A& op) -> Napi::Value {
+                               const auto [n, k, m, r] = op.layer.dims;
                                ops::DoraSaved s;
-                               Napi::Object result =
-                                   call.outputs({{"output", args.layer.output, &output},
-                                                 {"combined", rules::matrix(n, m), &s.combined},
-                                                 {"hidden", rules::matrix(n, r), &s.hidden},
-                                                 {"norm", rules::vector(m), &s.norm},
-                                                 {"weightLoraA", rules::matrix(m, r), &s.weight_lora_a},
-                                                 {"loraGram", rules::matrix(r, r), &s.lora_gram}});
-                               call.backend.dora_forward({output, s, layer(args, true)});
+                               const std::tuple<const char*, Shape, float**> outputs[] = {
+                                   {"output", op.layer.output, &op.out},
+                                   {"combined", rules::matrix(n, m), &s.combined},
+                                   {"hidden", rules::matrix(n, r), &s.hidden},
+                                   {"norm", rules::vector(m), &s.norm},
+                                   {"weightLoraA", rules::matrix(m, r), &s.weight_lora_a},
+                                   {"loraGram", rules::matrix(r, r), &s.lora_gram}};
+                               Napi::Object result = Napi::Object::New(call.env);
+                               for (const auto& [key, shape, data] : outputs) result.Set(key, call.output(shape, data));
+                               call.backend.dora_forward({op.out, s, layer(op, true)});
                                return result;
                              });
-
-// [sync] doraBackward({ gradOutput, input, weight, bias?, loraA, loraB, magnitude, combined, hidden, norm,
-//   weightLoraA, loraGram, scale, eps, detachNorm?, dropout, seed, needs? }) -> { input?, loraA?, loraB?, magnitude?,
-//   bias? }: `combined` is consumed (overwritten); bias only tells whether a bias gradient exists.
 const OpSpec<A> kDoraBackward(
     "doraBackward", Runs::kAny, kernel<&ops::Backend::dora_backward>,
-    {grad_output(), input(), weight(), bias(), lora_a(), lora_b(), magnitude(false),
-     arg<&A::combined>("combined", kWritten), hidden(), arg<&A::norm>("norm"), arg<&A::weight_lora_a>("weightLoraA"),
-     arg<&A::lora_gram>("loraGram"), scale(), eps(), detach_norm(), dropout(), seed(), needs()},
-    check, [](const Call& call, A& args) -> Napi::Value {
-      auto [object, grads] = gradients(call, args, args.needs, true);
-      const ops::DoraSaved saved{args.combined->data(), args.hidden->data(), args.norm->data(),
-                                 args.weight_lora_a->data(), args.lora_gram->data()};
-      call.backend.dora_backward({grads, args.grad_output->data(), saved, layer(args, false), args.detach_norm});
+    layer_fields({grad_output(), magnitude(), arg<&A::combined>("combined", kWritten), hidden(), arg<&A::norm>("norm"),
+                  arg<&A::weight_lora_a>("weightLoraA"), arg<&A::lora_gram>("loraGram"), eps(), detach_norm(),
+                  needs()}),
+    check, [](const Call& call, A& op) -> Napi::Value {
+      auto [object, grads] = gradients(call, op, op.needs, true);
+      const ops::DoraSaved saved{.combined = op.combined->data(),
+                                 .hidden = op.hidden->data(),
+                                 .norm = op.norm->data(),
+                                 .weight_lora_a = op.weight_lora_a->data(),
+                                 .lora_gram = op.lora_gram->data()};
+      call.backend.dora_backward({grads, op.grad_output->data(), saved, layer(op, false), op.detach_norm});
       return object;
     });
-
-// [sync] loraForward({ input, weight, bias?, loraA, loraB, scale, dropout, seed }) -> { output, hidden }
-const OpSpec<A> kLoraForward("loraForward", Runs::kAny, kernel<&ops::Backend::lora_forward>,
-                             {input(), weight(), bias(), lora_a(), lora_b(), scale(), dropout(), seed()}, check,
-                             [](const Call& call, A& args) -> Napi::Value {
-                               float *output, *hidden;
-                               Napi::Object result = call.outputs(
-                                   {{"output", args.layer.output, &output},
-                                    {"hidden", rules::matrix(args.layer.dims.n, args.layer.dims.r), &hidden}});
-                               call.backend.lora_forward(
-                                   {.output = output, .hidden = hidden, .layer = layer(args, false)});
-                               return result;
-                             });
-
-// [sync] loraBackward({ gradOutput, input, weight, bias?, loraA, loraB, hidden, scale, dropout, seed, needs? })
-//   -> { input?, loraA?, loraB?, bias? }
+const OpSpec<A> kLoraForward(
+    "loraForward", Runs::kAny, kernel<&ops::Backend::lora_forward>,
+    layer_fields({out<&A::out, &A::layer, &rules::Layer::output>(), out<&A::hidden_out, &A::nr>("hidden")}), check,
+    [](const Call& call, A& op) {
+      call.backend.lora_forward({.output = op.out, .hidden = op.hidden_out, .layer = layer(op, false)});
+    });
 const OpSpec<A> kLoraBackward("loraBackward", Runs::kAny, kernel<&ops::Backend::lora_backward>,
-                              {grad_output(), input(), weight(), bias(), lora_a(), lora_b(), hidden(), scale(),
-                               dropout(), seed(), needs()},
-                              check, [](const Call& call, A& args) -> Napi::Value {
-                                auto [object, grads] = gradients(call, args, args.needs, false);
+                              layer_fields({grad_output(), hidden(), needs()}), check,
+                              [](const Call& call, A& op) -> Napi::Value {
+                                auto [object, grads] = gradients(call, op, op.needs, false);
                                 call.backend.lora_backward({.grads = grads,
-                                                            .grad_output = args.grad_output->data(),
-                                                            .hidden = args.hidden->data(),
-                                                            .layer = layer(args, false)});
+                                                            .grad_output = op.grad_output->data(),
+                                                            .hidden = op.hidden->data(),
+                                                            .layer = layer(op, false)});
                                 return object;
                               });
 
-// [sync] doraWeightNorm({ weight, loraA, loraB, scale, eps }) -> norm [M] = max(||W0 + s B A||_row, eps)
+// [sync] Merge and unmerge: DoRA with a magnitude (unmerge needs the norm from before merging), LoRA without.
 const OpSpec<A> kDoraWeightNorm("doraWeightNorm", Runs::kAny, kernel<&ops::Backend::dora_norm>,
-                                {weight(), lora_a(), lora_b(), scale(), eps()}, check,
-                                [](const Call& call, A& args) -> Napi::Value {
-                                  float* norm;
-                                  Napi::Object result = call.output(rules::vector(args.layer.dims.m), &norm);
-                                  call.backend.dora_norm({norm, layer(args, true)});
-                                  return result;
+                                layer_fields({eps(), out<&A::out, &A::m>()}, true), check, [](const Call& call, A& op) {
+                                  call.backend.dora_norm({op.out, layer(op, true)});
                                 });
-
-// [sync] adapterMerge({ weight, loraA, loraB, magnitude?, scale, eps }) -> merged [M,K]: (m / n) ⊙ (W0 + s B A) with a
-// magnitude (DoRA), W0 + s B A without (LoRA).
 const OpSpec<A> kAdapterMerge("adapterMerge", Runs::kCpu, kernel<&ops::Backend::adapter_merge>,
-                              {weight(), lora_a(), lora_b(), magnitude(true), scale(), eps()}, check,
-                              [](const Call& call, A& args) -> Napi::Value {
-                                float* merged;
-                                const auto [n, k, m, r] = args.layer.dims;
-                                Napi::Object result = call.output(rules::matrix(m, k), &merged);
-                                call.backend.adapter_merge({merged, layer(args, args.magnitude != nullptr)});
-                                return result;
+                              layer_fields({magnitude(kOptional), eps(), out<&A::out, &A::mk>()}, true), check,
+                              [](const Call& call, A& op) {
+                                call.backend.adapter_merge({op.out, layer(op, op.magnitude != nullptr)});
                               });
-
-// [sync] adapterUnmerge({ merged, loraA, loraB, magnitude?, norm?, scale }) -> weight [M,K]. DoRA needs the norm from
-// before merging (doraWeightNorm) and non-zero magnitudes (RangeError naming a zero one).
 const OpSpec<A> kAdapterUnmerge(
     "adapterUnmerge", Runs::kCpu, kernel<&ops::Backend::adapter_unmerge>,
-    {arg<&A::weight>("merged"), lora_a(), lora_b(), magnitude(true), arg<&A::norm>("norm", kOptional), scale()},
-    [](const char* fn, A& args) {
-      check(fn, args);
-      if ((args.magnitude == nullptr) != (args.norm == nullptr)) {
-        throw bidora::TypeError(std::string(fn) + ": magnitude and norm go together (DoRA) or are both absent (LoRA)");
-      }
-      for (int64_t j = 0; args.magnitude != nullptr && j < args.layer.dims.m; ++j) {
-        if (args.magnitude->data()[j] == 0.0f) {
-          throw RangeError(std::string(fn) + ": magnitude[" + std::to_string(j) +
-                           "] is 0, so that row of the merged weight no longer holds its direction");
-        }
-      }
+    {arg<&A::weight>("merged"), arg<&A::lora_a>("loraA"), arg<&A::lora_b>("loraB"), arg<&A::scale>("scale"),
+     magnitude(kOptional), arg<&A::norm>("norm", kOptional), out<&A::out, &A::mk>()},
+    [](const char* fn, A& op) {
+      check(fn, op);
+      rules::unmerge(fn, data_of(op.magnitude), op.norm != nullptr, op.layer.dims.m);
     },
-    [](const Call& call, A& args) -> Napi::Value {
-      float* weight;
-      Napi::Object result = call.output(rules::matrix(args.layer.dims.m, args.layer.dims.k), &weight);
-      call.backend.adapter_unmerge({weight, data(args.norm), layer(args, false)});
-      return result;
+    [](const Call& call, A& op) {
+      call.backend.adapter_unmerge({op.out, data_of(op.norm), layer(op, false)});
     });
 
-// [sync] adapterForwardReference({ input, weight, bias?, loraA, loraB, magnitude?, scale, eps, dropout, seed })
-//   -> output; adapterBackwardReference({ gradOutput, ...the same, detachNorm? }) -> { input, loraA, loraB,
-//   magnitude?, bias? }: the plain double-precision references, which form V (magnitude absent = LoRA).
+// [sync] The plain double-precision references, which form V = W0 + s B A (magnitude absent: LoRA).
 const OpSpec<A> kForwardReference("adapterForwardReference", Runs::kCpu,
                                   kernel<&ops::Backend::adapter_forward_reference>,
-                                  {input(), weight(), bias(), lora_a(), lora_b(), magnitude(true), scale(), eps(),
-                                   dropout(), seed()},
-                                  check, [](const Call& call, A& args) -> Napi::Value {
-                                    float* output;
-                                    Napi::Object result = call.output(args.layer.output, &output);
-                                    call.backend.adapter_forward_reference({output, layer(args, false)});
-                                    return result;
+                                  layer_fields({magnitude(kOptional), eps(),
+                                                out<&A::out, &A::layer, &rules::Layer::output>()}),
+                                  check, [](const Call& call, A& op) {
+                                    call.backend.adapter_forward_reference({op.out, layer(op, false)});
                                   });
-
 const OpSpec<A> kBackwardReference(
     "adapterBackwardReference", Runs::kCpu, kernel<&ops::Backend::adapter_backward_reference>,
-    {grad_output(), input(), weight(), bias(), lora_a(), lora_b(), magnitude(true), scale(), eps(), detach_norm(),
-     dropout(), seed()},
-    check, [](const Call& call, A& args) -> Napi::Value {
-      auto [object, grads] = gradients(call, args, Needs{}, args.magnitude != nullptr);
-      call.backend.adapter_backward_reference({grads, args.grad_output->data(), layer(args, false), args.detach_norm});
+    layer_fields({grad_output(), magnitude(kOptional), eps(), detach_norm()}), check,
+    [](const Call& call, A& op) -> Napi::Value {
+      auto [object, grads] = gradients(call, op, Needs{}, op.magnitude != nullptr);
+      call.backend.adapter_backward_reference({grads, op.grad_output->data(), layer(op, false), op.detach_norm});
       return object;
     });
 
 }  // namespace
-
-void register_adapter(Napi::Env env, Napi::Object exports) {
-  register_ops(env, exports, kDoraForward, kDoraBackward, kLoraForward, kLoraBackward, kDoraWeightNorm, kAdapterMerge,
-               kAdapterUnmerge, kForwardReference, kBackwardReference);
-}
 
 }  // namespace bidora::binding

@@ -1,173 +1,106 @@
-// Elementwise arithmetic, axis reductions and ranges along an axis, declared with op.h. Each runs on its tensors'
-// device and returns a fresh tensor there (axpy writes y in place). Throw TypeError (not a live tensor, devices
-// differ, not a number) and RangeError (shapes that do not fit, an axis or range out of bounds, a scalar not finite).
+// Elementwise arithmetic, axis reductions and ranges along an axis, declared with op.h (lib/binding.ts documents each).
+// Each runs on its tensors' device and returns a fresh tensor there (axpy writes y in place). Throw TypeError and
+// RangeError (shapes that do not fit, an axis or range out of bounds, a scalar not finite).
 #include "op.h"
 
 namespace bidora::binding {
 
 namespace {
 
-// [sync] add({ a, b }), sub({ a, b }), mul({ a, b }): shaped like a; b has a's shape or its trailing dims.
-struct BinaryArgs {
+// Every argument an elementwise op takes; each op declares the ones it reads and its rule derives the rest.
+struct ElementArgs {
   TensorHandle *a, *b;
+  TensorList tensors;
+  float alpha;
   int64_t period;
+  Shape shape;
+  std::optional<double> axis;
+  double at, start, length;
+  bool keep_dims = false;
+  rules::Range range;  // sum and broadcastAxis use its split only
+  float* out;
 };
+using E = ElementArgs;
 
 template <ops::BinaryOp Op>
-OpSpec<BinaryArgs> binary(const char* name) {
-  return OpSpec<BinaryArgs>(
-      name, Runs::kAny, kernel<&ops::Backend::binary>, {arg<&BinaryArgs::a>("a"), arg<&BinaryArgs::b>("b")},
-      [](const char* fn, BinaryArgs& args) {
-        args.period = rules::broadcast_period(fn, args.a->shape(), args.b->shape());
-      },
-      [](const Call& call, BinaryArgs& args) -> Napi::Value {
-        float* out;
-        Napi::Object result = call.output(args.a->shape(), &out);
-        call.backend.binary({Op, out, args.a->data(), args.b->data(), args.a->numel(), args.period});
-        return result;
+OpSpec<E> binary(const char* name) {
+  return OpSpec<E>(
+      name, Runs::kAny, kernel<&ops::Backend::binary>, {arg<&E::a>("a"), arg<&E::b>("b"), out<&E::out, &E::a>()},
+      [](const char* fn, E& op) { op.period = rules::broadcast_period(fn, op.a->shape(), op.b->shape()); },
+      [](const Call& call, E& op) {
+        call.backend.binary({Op, op.out, op.a->data(), op.b->data(), op.a->numel(), op.period});
       });
 }
 
-const OpSpec<BinaryArgs> kAdd = binary<ops::BinaryOp::kAdd>("add");
-const OpSpec<BinaryArgs> kSub = binary<ops::BinaryOp::kSub>("sub");
-const OpSpec<BinaryArgs> kMul = binary<ops::BinaryOp::kMul>("mul");
-
-// [sync] scale({ a, alpha }): alpha · a.
-struct ScaleArgs {
-  TensorHandle* a;
-  float alpha;
-};
-
-const OpSpec<ScaleArgs> kScale("scale", Runs::kAny, kernel<&ops::Backend::scale>,
-                               {arg<&ScaleArgs::a>("a"), arg<&ScaleArgs::alpha>("alpha")}, nullptr,
-                               [](const Call& call, ScaleArgs& args) -> Napi::Value {
-                                 float* out;
-                                 Napi::Object result = call.output(args.a->shape(), &out);
-                                 call.backend.scale({out, args.a->data(), args.a->numel(), args.alpha});
-                                 return result;
-                               });
-
-// [sync] axpy({ y, alpha, x }): void - y += alpha · x in place; x has y's shape.
-struct AxpyArgs {
-  TensorHandle* y;
-  float alpha;
-  TensorHandle* x;
-};
-
-const OpSpec<AxpyArgs> kAxpy(
+const OpSpec<E> kAdd = binary<ops::BinaryOp::kAdd>("add");
+const OpSpec<E> kSub = binary<ops::BinaryOp::kSub>("sub");
+const OpSpec<E> kMul = binary<ops::BinaryOp::kMul>("mul");
+const OpSpec<E> kScale("scale", Runs::kAny, kernel<&ops::Backend::scale>,
+                       {arg<&E::a>("a"), arg<&E::alpha>("alpha"), out<&E::out, &E::a>()}, nullptr,
+                       [](const Call& call, E& op) {
+                         call.backend.scale({op.out, op.a->data(), op.a->numel(), op.alpha});
+                       });
+const OpSpec<E> kAxpy(
     "axpy", Runs::kAny, kernel<&ops::Backend::axpy>,
-    {arg<&AxpyArgs::y>("y", kWritten), arg<&AxpyArgs::alpha>("alpha"), arg<&AxpyArgs::x>("x")},
-    [](const char* fn, AxpyArgs& args) { rules::same_shape(fn, "y", args.y->shape(), "x", args.x->shape()); },
-    [](const Call& call, AxpyArgs& args) -> Napi::Value {
-      call.backend.axpy({.y = args.y->data(), .x = args.x->data(), .n = args.y->numel(), .alpha = args.alpha});
-      return call.env.Undefined();
+    {arg<&E::a>("y", kWritten), arg<&E::alpha>("alpha"), arg<&E::b>("x")},
+    [](const char* fn, E& op) { rules::same_shape(fn, "y", op.a->shape(), "x", op.b->shape()); },
+    [](const Call& call, E& op) {
+      call.backend.axpy({.y = op.a->data(), .x = op.b->data(), .n = op.a->numel(), .alpha = op.alpha});
     });
 
-// [sync] sum({ a, axis?, keepDims? }): over one axis (negative counts from the end), or over everything.
-struct SumArgs {
-  TensorHandle* a;
-  std::optional<double> axis;
-  bool keep_dims = false;
-  rules::Reduction reduction;
-};
-
-const OpSpec<SumArgs> kSum(
+// [sync] Along one axis: sum and its gradient broadcastAxis (over everything without an axis), narrow and its gradient.
+const OpSpec<E> kSum(
     "sum", Runs::kAny, kernel<&ops::Backend::sum_axis>,
-    {arg<&SumArgs::a>("a"), index<&SumArgs::axis>("axis"), arg<&SumArgs::keep_dims>("keepDims")},
-    [](const char* fn, SumArgs& args) {
-      args.reduction = rules::reduction(fn, args.a->shape(), args.axis, args.keep_dims);
+    {arg<&E::a>("a"), index<&E::axis>("axis"), arg<&E::keep_dims>("keepDims"), out<&E::out, &E::shape>()},
+    [](const char* fn, E& op) {
+      const rules::Reduction reduction = rules::reduction(fn, op.a->shape(), op.axis, op.keep_dims);
+      op.range.split = reduction.split;
+      op.shape = reduction.out;
     },
-    [](const Call& call, SumArgs& args) -> Napi::Value {
-      const rules::AxisSplit& split = args.reduction.split;
-      float* out;
-      Napi::Object result = call.output(args.reduction.out, &out);
-      call.backend.sum_axis({out, args.a->data(), split.outer, split.length, split.inner});
-      return result;
+    [](const Call& call, E& op) {
+      const rules::AxisSplit& s = op.range.split;
+      call.backend.sum_axis({op.out, op.a->data(), s.outer, s.length, s.inner});
     });
-
-// [sync] broadcastAxis({ a, shape, axis? }): `shape` filled with a repeated along `axis` (a lacks it), or with a's one
-// value when axis is absent: the gradient of sum.
-struct BroadcastArgs {
-  TensorHandle* a;
-  Shape shape;
-  std::optional<double> axis;
-  rules::AxisSplit split;
-};
-
-const OpSpec<BroadcastArgs> kBroadcastAxis(
+const OpSpec<E> kBroadcastAxis(
     "broadcastAxis", Runs::kAny, kernel<&ops::Backend::broadcast_axis>,
-    {arg<&BroadcastArgs::a>("a"), arg<&BroadcastArgs::shape>("shape"), index<&BroadcastArgs::axis>("axis")},
-    [](const char* fn, BroadcastArgs& args) {
-      args.split =
-          args.axis ? rules::split_axis(fn, *args.axis, args.shape) : rules::AxisSplit{0, 1, args.shape.numel(), 1};
-      if (args.a->numel() != args.split.outer * args.split.inner) {
-        throw RangeError(std::string(fn) + ": " + describe("a", args.a->shape()) + " does not match " +
-                         args.shape.str() + " without the broadcast axis");
-      }
-    },
-    [](const Call& call, BroadcastArgs& args) -> Napi::Value {
-      float* out;
-      Napi::Object result = call.output(args.shape, &out);
-      call.backend.broadcast_axis({out, args.a->data(), args.split.outer, args.split.length, args.split.inner});
-      return result;
+    {arg<&E::a>("a"), arg<&E::shape>("shape"), index<&E::axis>("axis"), out<&E::out, &E::shape>()},
+    [](const char* fn, E& op) { op.range.split = rules::broadcast(fn, op.a->shape(), op.shape, op.axis); },
+    [](const Call& call, E& op) {
+      const rules::AxisSplit& s = op.range.split;
+      call.backend.broadcast_axis({op.out, op.a->data(), s.outer, s.length, s.inner});
     });
 
-// [sync] narrow({ a, axis, start, length }): a copy of a[..., start : start + length, ...] along `axis`.
-// [sync] narrowBackward({ grad, shape, axis, start }): zeros of `shape` with grad at [start, start + its length).
-struct NarrowArgs {
-  TensorHandle* a;
-  Shape shape;
-  double axis, start, length;
-  rules::Range range;
-  bool backward = false;
-};
-
-Napi::Value narrow_body(const Call& call, NarrowArgs& args) {
-  const rules::Range& r = args.range;
-  float* out;
-  Napi::Object result = call.output(args.backward ? args.shape : r.narrowed, &out);
-  const ops::Narrow kernel_args{out, args.a->data(), r.split.outer, r.split.length, r.split.inner, r.start, r.length};
-  args.backward ? call.backend.narrow_backward(kernel_args) : call.backend.narrow(kernel_args);
-  return result;
+ops::Narrow narrow(const E& op) {
+  const rules::Range& r = op.range;
+  return {op.out, op.a->data(), r.split.outer, r.split.length, r.split.inner, r.start, r.length};
 }
 
-const OpSpec<NarrowArgs> kNarrow(
+const OpSpec<E> kNarrow(
     "narrow", Runs::kAny, kernel<&ops::Backend::narrow>,
-    {arg<&NarrowArgs::a>("a"), index<&NarrowArgs::axis>("axis"), index<&NarrowArgs::start>("start"),
-     index<&NarrowArgs::length>("length")},
-    [](const char* fn, NarrowArgs& args) {
-      args.range = rules::narrow_range(fn, args.a->shape(), args.axis, args.start, args.length);
+    {arg<&E::a>("a"), index<&E::at>("axis"), index<&E::start>("start"), index<&E::length>("length"),
+     out<&E::out, &E::shape>()},
+    [](const char* fn, E& op) {
+      op.range = rules::narrow_range(fn, op.a->shape(), op.at, op.start, op.length);
+      op.shape = op.range.narrowed;
     },
-    narrow_body);
-
-const OpSpec<NarrowArgs> kNarrowBackward(
+    [](const Call& call, E& op) { call.backend.narrow(narrow(op)); });
+const OpSpec<E> kNarrowBackward(
     "narrowBackward", Runs::kAny, kernel<&ops::Backend::narrow_backward>,
-    {arg<&NarrowArgs::a>("grad"), arg<&NarrowArgs::shape>("shape"), index<&NarrowArgs::axis>("axis"),
-     index<&NarrowArgs::start>("start")},
-    [](const char* fn, NarrowArgs& args) {
-      args.range = rules::narrow_backward_range(fn, args.a->shape(), args.shape, args.axis, args.start);
-      args.backward = true;
+    {arg<&E::a>("grad"), arg<&E::shape>("shape"), index<&E::at>("axis"), index<&E::start>("start"),
+     out<&E::out, &E::shape>()},
+    [](const char* fn, E& op) {
+      op.range = rules::narrow_backward_range(fn, op.a->shape(), op.shape, op.at, op.start);
     },
-    narrow_body);
+    [](const Call& call, E& op) { call.backend.narrow_backward(narrow(op)); });
 
-// [sync] globalNorm({ tensors }): number - sqrt(Σ x²) over every element of every tensor, in double.
-struct GlobalNormArgs {
-  TensorList tensors;
-};
-
-const OpSpec<GlobalNormArgs> kGlobalNorm(
-    "globalNorm", Runs::kAny, kernel<&ops::Backend::global_norm>, {arg<&GlobalNormArgs::tensors>("tensors")}, nullptr,
-    [](const Call& call, GlobalNormArgs& args) -> Napi::Value {
+const OpSpec<E> kGlobalNorm(
+    "globalNorm", Runs::kAny, kernel<&ops::Backend::global_norm>, {arg<&E::tensors>("tensors")}, nullptr,
+    [](const Call& call, E& op) -> Napi::Value {
       double norm = 0;
-      call.backend.global_norm({&norm, args.tensors.read(), args.tensors.lengths.data(), args.tensors.count()});
+      call.backend.global_norm({&norm, op.tensors.read(), op.tensors.lengths.data(), op.tensors.count()});
       return Napi::Number::New(call.env, norm);
     });
 
 }  // namespace
-
-void register_elementwise(Napi::Env env, Napi::Object exports) {
-  register_ops(env, exports, kAdd, kSub, kMul, kScale, kAxpy, kSum, kBroadcastAxis, kNarrow, kNarrowBackward,
-               kGlobalNorm);
-}
 
 }  // namespace bidora::binding

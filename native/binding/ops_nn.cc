@@ -1,344 +1,338 @@
-// The neural-network ops, declared with op.h; shapes and ids checked by ../core/shape_rules. Each returns fresh
-// tensors on its tensors' device (gradients too: callers accumulate). Ids and labels are Int32Arrays, viewed without
-// copying and range-checked in host memory, so kernels on either device index safely.
+// The neural-network ops and the products, declared with op.h; shapes and ids checked by ../core/shape_rules. Each
+// returns fresh tensors on its tensors' device (gradients too: callers accumulate). Ids and labels are Int32Arrays,
+// viewed without copying and range-checked in host memory, so kernels on either device index safely.
 #include "op.h"
 
 namespace bidora::binding {
 
 namespace {
 
-// [sync] gelu({ x }), relu({ x }), tanh({ x }): shaped like x (GELU in its erf form); geluBackward({ x, gradOutput }),
-// reluBackward({ x, gradOutput }), tanhBackward({ output, gradOutput }): the input's gradient. Also permute0213({ x }):
-// [a, b, c, d] -> [a, c, b, d], the attention head split and merge.
-struct UnaryArgs {
-  TensorHandle *x, *grad_output;
-  Shape out;
+// Every argument an nn op takes; each op declares the ones it reads and its rule derives the rest.
+struct NnArgs {
+  TensorHandle *a, *b, *bias, *x, *grad_output, *gamma, *beta, *mean, *rstd, *mask, *weight, *table, *prediction,
+      *target, *query, *key, *value, *key_mask, *output, *logsumexp, *gate, *up;
+  IntArray positions, ids;
+  bool transpose_a = false, transpose_b = false, inverse = false, causal = false, reference = false;
+  float base, p, eps, grad_loss, scale;
+  uint64_t seed;
+  int64_t vocab_size, d;
+  int32_t ignore_index;
+  rules::Product product;
+  rules::Rows rows;
+  rules::SoftmaxRows softmax;
+  ops::AttentionDims dims;
+  Shape shape, scalar, rows_shape, lse_shape;  // output shapes: rank 0 for `scalar`
+  float *out, *out_mean, *out_rstd, *out_logsumexp, *grad_gamma, *grad_beta, *grad_weight, *grad_key, *grad_value,
+      *grad_up;
 };
+using N = NnArgs;
 
+const OpSpec<N> kMatmul(
+    "matmul", Runs::kAny, kernel<&ops::Backend::matmul>,
+    {arg<&N::a>("a"), arg<&N::b>("b"), arg<&N::transpose_a>("transposeA"), arg<&N::transpose_b>("transposeB"),
+     out<&N::out, &N::product, &rules::Product::out>()},
+    [](const char* fn, N& op) {
+      op.product = rules::matmul(fn, op.a->shape(), op.b->shape(), op.transpose_a, op.transpose_b);
+    },
+    [](const Call& call, N& op) {
+      const rules::Product& p = op.product;
+      call.backend.matmul({op.out, op.a->data(), op.b->data(), p.batch, p.m, p.n, p.k, op.transpose_a, op.transpose_b,
+                           p.shared_b, gemm_precision()});
+    });
+const OpSpec<N> kLinear(
+    "linear", Runs::kAny, kernel<&ops::Backend::linear>,
+    {arg<&N::a>("input"), arg<&N::b>("weight"), arg<&N::bias>("bias", kOptional),
+     out<&N::out, &N::product, &rules::Product::out>()},
+    [](const char* fn, N& op) { op.product = rules::linear(fn, op.a->shape(), op.b->shape(), shape_of(op.bias)); },
+    [](const Call& call, N& op) {
+      const rules::Product& p = op.product;
+      call.backend.linear({.out = op.out,
+                           .input = op.a->data(),
+                           .weight = op.b->data(),
+                           .bias = data_of(op.bias),
+                           .rows = p.batch,
+                           .m = p.n,
+                           .k = p.k,
+                           .precision = gemm_precision()});
+    });
+
+// [sync] Row ops shaped like x (permute0213 swaps its middle axes); tanhBackward reads the forward's output.
 template <ops::Activation Op>
-OpSpec<UnaryArgs> unary(const char* name) {
-  return OpSpec<UnaryArgs>(name, Runs::kAny, kernel<&ops::Backend::unary>, {arg<&UnaryArgs::x>("x")}, nullptr,
-                           [](const Call& call, UnaryArgs& args) -> Napi::Value {
-                             float* out;
-                             Napi::Object result = call.output(args.x->shape(), &out);
-                             call.backend.unary({Op, out, args.x->data(), args.x->numel()});
-                             return result;
-                           });
+OpSpec<N> unary(const char* name) {
+  return OpSpec<N>(name, Runs::kAny, kernel<&ops::Backend::unary>, {arg<&N::x>("x"), out<&N::out, &N::x>()}, nullptr,
+                   [](const Call& call, N& op) {
+                     call.backend.unary({Op, op.out, op.x->data(), op.x->numel()});
+                   });
 }
 
 template <ops::Activation Op>
-OpSpec<UnaryArgs> unary_backward(const char* name, const char* saved) {
-  return OpSpec<UnaryArgs>(
+OpSpec<N> unary_backward(const char* name, const char* saved) {
+  return OpSpec<N>(
       name, Runs::kAny, kernel<&ops::Backend::unary_backward>,
-      {arg<&UnaryArgs::x>(saved), arg<&UnaryArgs::grad_output>("gradOutput")},
-      [](const char* fn, UnaryArgs& args) {
+      {arg<&N::x>(saved), arg<&N::grad_output>("gradOutput"), out<&N::out, &N::x>()},
+      [](const char* fn, N& op) {
         const char* saved_name = Op == ops::Activation::kTanh ? "output" : "x";
-        rules::same_shape(fn, saved_name, args.x->shape(), "gradOutput", args.grad_output->shape());
+        rules::same_shape(fn, saved_name, op.x->shape(), "gradOutput", op.grad_output->shape());
       },
-      [](const Call& call, UnaryArgs& args) -> Napi::Value {
-        float* grad;
-        Napi::Object result = call.output(args.x->shape(), &grad);
-        call.backend.unary_backward({Op, grad, args.x->data(), args.grad_output->data(), args.x->numel()});
-        return result;
+      [](const Call& call, N& op) {
+        call.backend.unary_backward({Op, op.out, op.x->data(), op.grad_output->data(), op.x->numel()});
       });
 }
 
-const OpSpec<UnaryArgs> kGelu = unary<ops::Activation::kGelu>("gelu");
-const OpSpec<UnaryArgs> kRelu = unary<ops::Activation::kRelu>("relu");
-const OpSpec<UnaryArgs> kTanh = unary<ops::Activation::kTanh>("tanh");
-const OpSpec<UnaryArgs> kGeluBackward = unary_backward<ops::Activation::kGelu>("geluBackward", "x");
-const OpSpec<UnaryArgs> kReluBackward = unary_backward<ops::Activation::kRelu>("reluBackward", "x");
-const OpSpec<UnaryArgs> kTanhBackward = unary_backward<ops::Activation::kTanh>("tanhBackward", "output");
-
-const OpSpec<UnaryArgs> kPermute0213(
-    "permute0213", Runs::kAny, kernel<&ops::Backend::permute0213>, {arg<&UnaryArgs::x>("x")},
-    [](const char* fn, UnaryArgs& args) { args.out = rules::permute0213(fn, args.x->shape()); },
-    [](const Call& call, UnaryArgs& args) -> Napi::Value {
-      const Shape& s = args.x->shape();
-      float* out;
-      Napi::Object result = call.output(args.out, &out);
-      call.backend.permute0213({out, args.x->data(), s[0], s[1], s[2], s[3]});
-      return result;
+const OpSpec<N> kGelu = unary<ops::Activation::kGelu>("gelu");
+const OpSpec<N> kRelu = unary<ops::Activation::kRelu>("relu");
+const OpSpec<N> kTanh = unary<ops::Activation::kTanh>("tanh");
+const OpSpec<N> kGeluTanh = unary<ops::Activation::kGeluTanh>("geluTanh");
+const OpSpec<N> kSilu = unary<ops::Activation::kSilu>("silu");
+const OpSpec<N> kGeluBackward = unary_backward<ops::Activation::kGelu>("geluBackward", "x");
+const OpSpec<N> kGeluTanhBackward = unary_backward<ops::Activation::kGeluTanh>("geluTanhBackward", "x");
+const OpSpec<N> kSiluBackward = unary_backward<ops::Activation::kSilu>("siluBackward", "x");
+const OpSpec<N> kReluBackward = unary_backward<ops::Activation::kRelu>("reluBackward", "x");
+const OpSpec<N> kTanhBackward = unary_backward<ops::Activation::kTanh>("tanhBackward", "output");
+const OpSpec<N> kPermute0213(
+    "permute0213", Runs::kAny, kernel<&ops::Backend::permute0213>, {arg<&N::x>("x"), out<&N::out, &N::shape>()},
+    [](const char* fn, N& op) { op.shape = rules::permute0213(fn, op.x->shape()); },
+    [](const Call& call, N& op) {
+      const Shape& s = op.x->shape();
+      call.backend.permute0213({op.out, op.x->data(), s[0], s[1], s[2], s[3]});
     });
+const OpSpec<N> kRotary(
+    "rotary", Runs::kAny, kernel<&ops::Backend::rotary>,
+    {arg<&N::x>("x"), arg<&N::positions>("positions"),
+     arg<&N::base>("base", closed(1, std::numeric_limits<double>::infinity())), arg<&N::inverse>("inverse"),
+     out<&N::out, &N::x>()},
+    [](const char* fn, N& op) { rules::rotary(fn, op.x->shape(), op.positions.data, op.positions.length, op.base); },
+    [](const Call& call, N& op) {
+      const Shape& s = op.x->shape();
+      call.backend.rotary({op.out, op.x->data(), op.positions.data, s[0], s[1], s[2], s[3], op.base, op.inverse});
+    });
+const OpSpec<N> kDropout("dropout", Runs::kAny, kernel<&ops::Backend::dropout>,
+                         {arg<&N::x>("x"), arg<&N::p>("p", closed(0, 1)),
+                          arg<&N::seed>("seed", closed(0, kMaxSafeInteger)), out<&N::out, &N::x>()},
+                         nullptr, [](const Call& call, N& op) {
+                           call.backend.dropout({op.out, op.x->data(), op.x->numel(), op.p, op.seed});
+                         });
 
-// [sync] layerNorm({ x, gamma, beta, eps > 0 }) -> { output, mean, rstd }: over the last axis D of x, gamma and beta
-// [D]; mean and rstd [rows] are saved for layerNormBackward({ gradOutput, x, gamma, mean, rstd }) -> { input, gamma,
-// beta }.
-struct LayerNormArgs {
-  TensorHandle *x, *gamma, *beta, *grad_output, *mean, *rstd;
-  float eps;
-  rules::Rows rows;
-};
-
-using L = LayerNormArgs;
-const OpSpec<L> kLayerNorm(
+const OpSpec<N> kLayerNorm(
     "layerNorm", Runs::kAny, kernel<&ops::Backend::layer_norm>,
-    {arg<&L::x>("x"), arg<&L::gamma>("gamma"), arg<&L::beta>("beta"), arg<&L::eps>("eps", kPositive)},
-    [](const char* fn, L& args) {
-      args.rows =
-          rules::layer_norm(fn, args.x->shape(), args.gamma->shape(), &args.beta->shape(), nullptr, nullptr, nullptr);
+    {arg<&N::x>("x"), arg<&N::gamma>("gamma"), arg<&N::beta>("beta"), arg<&N::eps>("eps", kPositive),
+     out<&N::out, &N::x>(), out<&N::out_mean, &N::rows_shape>("mean"), out<&N::out_rstd, &N::rows_shape>("rstd")},
+    [](const char* fn, N& op) {
+      op.rows = rules::layer_norm(fn, op.x->shape(), op.gamma->shape(), &op.beta->shape(), nullptr, nullptr, nullptr);
+      op.rows_shape = rules::vector(op.rows.rows);
     },
-    [](const Call& call, L& args) -> Napi::Value {
-      float *out, *mean, *rstd;
-      const Shape rows = rules::vector(args.rows.rows);
-      Napi::Object result =
-          call.outputs({{"output", args.x->shape(), &out}, {"mean", rows, &mean}, {"rstd", rows, &rstd}});
-      call.backend.layer_norm({out, mean, rstd, args.x->data(), args.gamma->data(), args.beta->data(), args.rows.rows,
-                               args.rows.d, args.eps});
-      return result;
+    [](const Call& call, N& op) {
+      call.backend.layer_norm({op.out, op.out_mean, op.out_rstd, op.x->data(), op.gamma->data(), op.beta->data(),
+                               op.rows.rows, op.rows.d, op.eps});
     });
-
-const OpSpec<L> kLayerNormBackward(
+const OpSpec<N> kLayerNormBackward(
     "layerNormBackward", Runs::kAny, kernel<&ops::Backend::layer_norm_backward>,
-    {arg<&L::grad_output>("gradOutput"), arg<&L::x>("x"), arg<&L::gamma>("gamma"), arg<&L::mean>("mean"),
-     arg<&L::rstd>("rstd")},
-    [](const char* fn, L& args) {
-      args.rows = rules::layer_norm(fn, args.x->shape(), args.gamma->shape(), nullptr, &args.grad_output->shape(),
-                                    &args.mean->shape(), &args.rstd->shape());
+    {arg<&N::grad_output>("gradOutput"), arg<&N::x>("x"), arg<&N::gamma>("gamma"), arg<&N::mean>("mean"),
+     arg<&N::rstd>("rstd"), out<&N::out, &N::x>("input"), out<&N::grad_gamma, &N::gamma>("gamma"),
+     out<&N::grad_beta, &N::gamma>("beta")},
+    [](const char* fn, N& op) {
+      op.rows = rules::layer_norm(fn, op.x->shape(), op.gamma->shape(), nullptr, &op.grad_output->shape(),
+                                  &op.mean->shape(), &op.rstd->shape());
     },
-    [](const Call& call, L& args) -> Napi::Value {
-      float *input, *gamma, *beta;
-      const Shape& d = args.gamma->shape();
-      Napi::Object result =
-          call.outputs({{"input", args.x->shape(), &input}, {"gamma", d, &gamma}, {"beta", d, &beta}});
-      call.backend.layer_norm_backward({input, gamma, beta, args.grad_output->data(), args.x->data(),
-                                        args.gamma->data(), args.mean->data(), args.rstd->data(), args.rows.rows,
-                                        args.rows.d});
-      return result;
+    [](const Call& call, N& op) {
+      call.backend.layer_norm_backward({op.out, op.grad_gamma, op.grad_beta, op.grad_output->data(), op.x->data(),
+                                        op.gamma->data(), op.mean->data(), op.rstd->data(), op.rows.rows, op.rows.d});
     });
-
-// [sync] softmax({ x, mask? }): over the last axis; mask [x.shape[0], x.shape[last]] broadcasts over the middle axes
-// (a padding mask on [batch, heads, query, key] scores), 0 masks: masked entries are exactly 0, a fully masked row all
-// zeros. softmaxBackward({ output, gradOutput }): output ⊙ (gradOutput − Σ gradOutput·output) per row.
-struct SoftmaxArgs {
-  TensorHandle *x, *mask, *grad_output;
-  rules::SoftmaxRows rows;
-  rules::Rows backward;
-};
-
-const OpSpec<SoftmaxArgs> kSoftmax(
+const OpSpec<N> kSoftmax(
     "softmax", Runs::kAny, kernel<&ops::Backend::softmax>,
-    {arg<&SoftmaxArgs::x>("x"), arg<&SoftmaxArgs::mask>("mask", kOptional)},
-    [](const char* fn, SoftmaxArgs& args) {
-      args.rows = rules::softmax(fn, args.x->shape(), args.mask != nullptr ? &args.mask->shape() : nullptr);
-    },
-    [](const Call& call, SoftmaxArgs& args) -> Napi::Value {
-      float* out;
-      Napi::Object result = call.output(args.x->shape(), &out);
-      const float* mask = args.mask != nullptr ? args.mask->data() : nullptr;
-      call.backend.softmax({out, args.x->data(), mask, args.rows.batch, args.rows.rows_per_batch, args.rows.d});
-      return result;
+    {arg<&N::x>("x"), arg<&N::mask>("mask", kOptional), out<&N::out, &N::x>()},
+    [](const char* fn, N& op) { op.softmax = rules::softmax(fn, op.x->shape(), shape_of(op.mask)); },
+    [](const Call& call, N& op) {
+      const rules::SoftmaxRows& r = op.softmax;
+      call.backend.softmax({op.out, op.x->data(), data_of(op.mask), r.batch, r.rows_per_batch, r.d});
     });
-
-const OpSpec<SoftmaxArgs> kSoftmaxBackward(
+const OpSpec<N> kSoftmaxBackward(
     "softmaxBackward", Runs::kAny, kernel<&ops::Backend::softmax_backward>,
-    {arg<&SoftmaxArgs::x>("output"), arg<&SoftmaxArgs::grad_output>("gradOutput")},
-    [](const char* fn, SoftmaxArgs& args) {
-      args.backward = rules::softmax_backward(fn, args.x->shape(), args.grad_output->shape());
-    },
-    [](const Call& call, SoftmaxArgs& args) -> Napi::Value {
-      const rules::Rows& rows = args.backward;
-      float* grad;
-      Napi::Object result = call.output(args.x->shape(), &grad);
-      call.backend.softmax_backward({grad, args.x->data(), args.grad_output->data(), rows.rows, rows.d});
-      return result;
+    {arg<&N::x>("output"), arg<&N::grad_output>("gradOutput"), out<&N::out, &N::x>()},
+    [](const char* fn, N& op) { op.rows = rules::softmax_backward(fn, op.x->shape(), op.grad_output->shape()); },
+    [](const Call& call, N& op) {
+      call.backend.softmax_backward({op.out, op.x->data(), op.grad_output->data(), op.rows.rows, op.rows.d});
     });
 
-// [sync] embedding({ weight [V, D], ids }): [ids.length, D], weight's rows at ids. embeddingBackward({ gradOutput,
-// ids, vocabSize }): [vocabSize, D], gradOutput's rows (one per id) added at their ids, deterministically (on the GPU
-// at most 2^31 − 1 ids).
-struct EmbeddingArgs {
-  TensorHandle* weight;
-  IntArray ids;
-  int64_t vocab_size;
-  int64_t d;
-};
-
-using E = EmbeddingArgs;
-const OpSpec<E> kEmbedding(
-    "embedding", Runs::kAny, kernel<&ops::Backend::embedding>, {arg<&E::weight>("weight"), arg<&E::ids>("ids")},
-    [](const char* fn, E& args) {
-      args.d = rules::embedding(fn, args.weight->shape(), args.ids.data, args.ids.length, 0);
+// [sync] Ops over integer ids: embedding tables (deterministic backward) and cross-entropy over labels.
+const OpSpec<N> kEmbedding(
+    "embedding", Runs::kAny, kernel<&ops::Backend::embedding>,
+    {arg<&N::table>("weight"), arg<&N::ids>("ids"), out<&N::out, &N::shape>()},
+    [](const char* fn, N& op) {
+      op.d = rules::embedding(fn, op.table->shape(), op.ids.data, op.ids.length, 0);
+      op.shape = Shape::from({op.ids.length, op.d}, "output");
     },
-    [](const Call& call, E& args) -> Napi::Value {
-      float* out;
-      Napi::Object result = call.output(Shape::from({args.ids.length, args.d}, "output"), &out);
-      call.backend.embedding({out, args.weight->data(), args.ids.data, args.ids.length, args.d});
-      return result;
+    [](const Call& call, N& op) {
+      call.backend.embedding({op.out, op.table->data(), op.ids.data, op.ids.length, op.d});
     });
-
-const OpSpec<E> kEmbeddingBackward(
+const OpSpec<N> kEmbeddingBackward(
     "embeddingBackward", Runs::kAny, kernel<&ops::Backend::embedding_backward>,
-    {arg<&E::weight>("gradOutput"), arg<&E::ids>("ids"), arg<&E::vocab_size>("vocabSize", closed(1, kMaxInt32))},
-    [](const char* fn, E& args) {
-      args.d = rules::embedding(fn, args.weight->shape(), args.ids.data, args.ids.length, args.vocab_size);
+    {arg<&N::table>("gradOutput"), arg<&N::ids>("ids"), arg<&N::vocab_size>("vocabSize", closed(1, kMaxInt32)),
+     out<&N::out, &N::shape>()},
+    [](const char* fn, N& op) {
+      op.d = rules::embedding(fn, op.table->shape(), op.ids.data, op.ids.length, op.vocab_size);
+      op.shape = Shape::from({op.vocab_size, op.d}, "vocabSize");
     },
-    [](const Call& call, E& args) -> Napi::Value {
-      float* grad;
-      Napi::Object result = call.output(Shape::from({args.vocab_size, args.d}, "vocabSize"), &grad);
-      call.backend.embedding_backward(
-          {grad, args.weight->data(), args.ids.data, args.ids.length, args.vocab_size, args.d});
-      return result;
+    [](const Call& call, N& op) {
+      call.backend.embedding_backward({op.out, op.table->data(), op.ids.data, op.ids.length, op.vocab_size, op.d});
     });
 
-// [sync] crossEntropy({ logits [N, C], labels (N), ignoreIndex }): rank 0, the mean over rows whose label is not
-// ignoreIndex of −log softmax(logits)[label] (0 when every row is ignored). crossEntropyBackward({ ..., gradLoss }):
-// gradLoss · (softmax − onehot) / counted rows, zero rows where ignored.
-struct CrossEntropyArgs {
-  TensorHandle* logits;
-  IntArray labels;
-  int32_t ignore_index;
-  float grad_loss;
-};
-
-using C = CrossEntropyArgs;
-void classification(const char* fn, C& args) {
-  rules::classification(fn, args.logits->shape(), args.labels.data, args.labels.length, args.ignore_index);
+Field<N> ignore_index() { return arg<&N::ignore_index>("ignoreIndex", closed(-kMaxInt32 - 1, kMaxInt32)); }
+void classification(const char* fn, N& op) {
+  rules::classification(fn, op.table->shape(), op.ids.data, op.ids.length, op.ignore_index);
 }
 
-const OpSpec<C> kCrossEntropy(
+const OpSpec<N> kCrossEntropy(
     "crossEntropy", Runs::kAny, kernel<&ops::Backend::cross_entropy>,
-    {arg<&C::logits>("logits"), arg<&C::labels>("labels"),
-     arg<&C::ignore_index>("ignoreIndex", closed(-kMaxInt32 - 1, kMaxInt32))},
-    classification, [](const Call& call, C& args) -> Napi::Value {
-      float* loss;
-      Napi::Object result = call.output(Shape(), &loss);
-      const Shape& s = args.logits->shape();
-      call.backend.cross_entropy({loss, args.logits->data(), args.labels.data, s[0], s[1], args.ignore_index});
-      return result;
+    {arg<&N::table>("logits"), arg<&N::ids>("labels"), ignore_index(), out<&N::out, &N::scalar>()}, classification,
+    [](const Call& call, N& op) {
+      const Shape& s = op.table->shape();
+      call.backend.cross_entropy({op.out, op.table->data(), op.ids.data, s[0], s[1], op.ignore_index});
     });
-
-const OpSpec<C> kCrossEntropyBackward("crossEntropyBackward", Runs::kAny, kernel<&ops::Backend::cross_entropy_backward>,
-                                      {arg<&C::logits>("logits"), arg<&C::labels>("labels"),
-                                       arg<&C::ignore_index>("ignoreIndex", closed(-kMaxInt32 - 1, kMaxInt32)),
-                                       arg<&C::grad_loss>("gradLoss")},
-                                      classification, [](const Call& call, C& args) -> Napi::Value {
-                                        const Shape& s = args.logits->shape();
-                                        float* grad;
-                                        Napi::Object result = call.output(s, &grad);
-                                        call.backend.cross_entropy_backward({grad, args.logits->data(),
-                                                                             args.labels.data, s[0], s[1],
-                                                                             args.ignore_index, args.grad_loss});
-                                        return result;
+const OpSpec<N> kCrossEntropyBackward("crossEntropyBackward", Runs::kAny, kernel<&ops::Backend::cross_entropy_backward>,
+                                      {arg<&N::table>("logits"), arg<&N::ids>("labels"), ignore_index(),
+                                       arg<&N::grad_loss>("gradLoss"), out<&N::out, &N::table>()},
+                                      classification, [](const Call& call, N& op) {
+                                        const Shape& s = op.table->shape();
+                                        call.backend.cross_entropy_backward({op.out, op.table->data(), op.ids.data,
+                                                                             s[0], s[1], op.ignore_index,
+                                                                             op.grad_loss});
                                       });
 
-// [sync] mseLoss({ prediction, target }): rank 0, the mean of squared differences (0 when empty);
-// mseLossBackward({ prediction, target, gradLoss }): 2 · gradLoss · (prediction − target) / n.
-struct MseArgs {
-  TensorHandle *prediction, *target;
-  float grad_loss;
-};
+// [sync] mseLoss and bceWithLogits: rank-0 means of two same-shaped tensors, with one argument layout for both.
+constexpr char kPrediction[] = "prediction", kTarget[] = "target", kLogits[] = "logits", kTargets[] = "targets";
 
-void same_shapes(const char* fn, MseArgs& args) {
-  rules::same_shape(fn, "prediction", args.prediction->shape(), "target", args.target->shape());
+template <auto Entry, bool kBackward, const char* kFirst, const char* kSecond>
+OpSpec<N> loss(const char* name) {
+  std::vector<Field<N>> fields{arg<&N::prediction>(kFirst), arg<&N::target>(kSecond)};
+  fields.push_back(kBackward ? out<&N::out, &N::prediction>() : out<&N::out, &N::scalar>());
+  if (kBackward) fields.push_back(arg<&N::grad_loss>("gradLoss"));
+  return OpSpec<N>(
+      name, Runs::kAny, kernel<Entry>, fields,
+      [](const char* fn, N& op) { rules::same_shape(fn, kFirst, op.prediction->shape(), kSecond, op.target->shape()); },
+      [](const Call& call, N& op) {
+        const float *prediction = op.prediction->data(), *target = op.target->data();
+        const int64_t n = op.prediction->numel();
+        if constexpr (kBackward) (call.backend.*Entry)({op.out, prediction, target, n, op.grad_loss});
+        if constexpr (!kBackward) (call.backend.*Entry)({op.out, prediction, target, n});
+      });
 }
 
-const OpSpec<MseArgs> kMseLoss("mseLoss", Runs::kAny, kernel<&ops::Backend::mse_loss>,
-                               {arg<&MseArgs::prediction>("prediction"), arg<&MseArgs::target>("target")}, same_shapes,
-                               [](const Call& call, MseArgs& args) -> Napi::Value {
-                                 float* loss;
-                                 Napi::Object result = call.output(Shape(), &loss);
-                                 TensorHandle &p = *args.prediction, &t = *args.target;
-                                 call.backend.mse_loss({loss, p.data(), t.data(), p.numel()});
-                                 return result;
-                               });
+const OpSpec<N> kMseLoss = loss<&ops::Backend::mse_loss, false, kPrediction, kTarget>("mseLoss");
+const OpSpec<N> kMseLossBackward =
+    loss<&ops::Backend::mse_loss_backward, true, kPrediction, kTarget>("mseLossBackward");
+const OpSpec<N> kBce = loss<&ops::Backend::bce_with_logits, false, kLogits, kTargets>("bceWithLogits");
+const OpSpec<N> kBceBackward =
+    loss<&ops::Backend::bce_with_logits_backward, true, kLogits, kTargets>("bceWithLogitsBackward");
 
-const OpSpec<MseArgs> kMseLossBackward(
-    "mseLossBackward", Runs::kAny, kernel<&ops::Backend::mse_loss_backward>,
-    {arg<&MseArgs::prediction>("prediction"), arg<&MseArgs::target>("target"), arg<&MseArgs::grad_loss>("gradLoss")},
-    same_shapes, [](const Call& call, MseArgs& args) -> Napi::Value {
-      TensorHandle &p = *args.prediction, &t = *args.target;
-      float* grad;
-      Napi::Object result = call.output(p.shape(), &grad);
-      call.backend.mse_loss_backward({grad, p.data(), t.data(), p.numel(), args.grad_loss});
-      return result;
-    });
-
-// [sync] bceWithLogits({ logits, targets }): rank 0, the mean over every element of max(z, 0) − z·y + log(1 +
-// exp(−|z|)) (PyTorch's BCEWithLogitsLoss; 0 when empty); targets are probabilities, 0 or 1 per class for multi-label.
-// bceWithLogitsBackward({ logits, targets, gradLoss }): gradLoss · (σ(logits) − targets) / n.
-struct BceArgs {
-  TensorHandle *logits, *targets;
-  float grad_loss;
-};
-
-void same_bce_shapes(const char* fn, BceArgs& args) {
-  rules::same_shape(fn, "logits", args.logits->shape(), "targets", args.targets->shape());
+// [sync] attention -> { output, logsumexp [batch, heads, Lq] }; attentionBackward -> { query, key, value }.
+std::vector<Field<N>> attention_fields(std::initializer_list<Field<N>> more) {
+  std::vector<Field<N>> fields{arg<&N::query>("query"),          arg<&N::key>("key"),
+                               arg<&N::value>("value"),          arg<&N::key_mask>("keyMask", kOptional),
+                               arg<&N::causal>("causal"),        arg<&N::scale>("scale"),
+                               arg<&N::p>("p", half_open(0, 1)), arg<&N::seed>("seed", closed(0, kMaxSafeInteger)),
+                               arg<&N::reference>("reference")};
+  fields.insert(fields.end(), more);
+  return fields;
 }
 
-const OpSpec<BceArgs> kBceWithLogits("bceWithLogits", Runs::kAny, kernel<&ops::Backend::bce_with_logits>,
-                                     {arg<&BceArgs::logits>("logits"), arg<&BceArgs::targets>("targets")},
-                                     same_bce_shapes, [](const Call& call, BceArgs& args) -> Napi::Value {
-                                       float* loss;
-                                       Napi::Object result = call.output(Shape(), &loss);
-                                       TensorHandle &z = *args.logits, &y = *args.targets;
-                                       call.backend.bce_with_logits({loss, z.data(), y.data(), z.numel()});
-                                       return result;
-                                     });
+void attention_rule(const char* fn, N& op) {
+  rules::attention(fn, op.query->shape(), op.key->shape(), op.value->shape(), shape_of(op.key_mask),
+                   shape_of(op.grad_output), shape_of(op.output), shape_of(op.logsumexp), op.dims);
+  op.dims.scale = op.scale;
+  op.dims.causal = op.causal;
+  op.dims.reference = op.reference;
+  op.dims.dropout = {op.p, op.seed};
+  const Shape& q = op.query->shape();
+  op.lse_shape = Shape::from({q[0], q[1], q[2]}, "logsumexp");
+}
 
-const OpSpec<BceArgs> kBceWithLogitsBackward(
-    "bceWithLogitsBackward", Runs::kAny, kernel<&ops::Backend::bce_with_logits_backward>,
-    {arg<&BceArgs::logits>("logits"), arg<&BceArgs::targets>("targets"), arg<&BceArgs::grad_loss>("gradLoss")},
-    same_bce_shapes, [](const Call& call, BceArgs& args) -> Napi::Value {
-      TensorHandle &z = *args.logits, &y = *args.targets;
-      float* grad;
-      Napi::Object result = call.output(z.shape(), &grad);
-      call.backend.bce_with_logits_backward({grad, z.data(), y.data(), z.numel(), args.grad_loss});
-      return result;
-    });
-
-// [sync] rotary({ x [batch, heads, seq, d], positions (batch · seq), base > 1, inverse }): each (token, head) row's
-// pairs (x_i, x_{i+d/2}) turned by positions[b, s] · base^(−2i/d) radians (rotary position embeddings, transformers'
-// rotate_half layout); inverse turns them back, which is the gradient.
-struct RotaryArgs {
-  TensorHandle* x;
-  IntArray positions;
-  float base;
-  bool inverse;
-};
-
-const OpSpec<RotaryArgs> kRotary(
-    "rotary", Runs::kAny, kernel<&ops::Backend::rotary>,
-    {arg<&RotaryArgs::x>("x"), arg<&RotaryArgs::positions>("positions"),
-     arg<&RotaryArgs::base>("base", closed(1, std::numeric_limits<double>::infinity())),
-     arg<&RotaryArgs::inverse>("inverse")},
-    [](const char* fn, RotaryArgs& args) {
-      rules::rotary(fn, args.x->shape(), args.positions.data, args.positions.length, args.base);
-    },
-    [](const Call& call, RotaryArgs& args) -> Napi::Value {
-      const Shape& shape = args.x->shape();
-      float* out;
-      Napi::Object result = call.output(shape, &out);
-      call.backend.rotary(
-          {out, args.x->data(), args.positions.data, shape[0], shape[1], shape[2], shape[3], args.base, args.inverse});
-      return result;
-    });
-
-// [sync] dropout({ x, p in [0, 1], seed }): x ⊙ keep / (1 − p), keep_i drawn from (seed, i) alone, so backward is
-// dropout({ x: gradOutput, p, seed }); the same mask on both devices.
-struct DropoutArgs {
-  TensorHandle* x;
-  float p;
-  uint64_t seed;
-};
-
-const OpSpec<DropoutArgs> kDropout("dropout", Runs::kAny, kernel<&ops::Backend::dropout>,
-                                   {arg<&DropoutArgs::x>("x"), arg<&DropoutArgs::p>("p", closed(0, 1)),
-                                    arg<&DropoutArgs::seed>("seed", closed(0, kMaxSafeInteger))},
-                                   nullptr, [](const Call& call, DropoutArgs& args) -> Napi::Value {
-                                     float* out;
-                                     Napi::Object result = call.output(args.x->shape(), &out);
-                                     call.backend.dropout({out, args.x->data(), args.x->numel(), args.p, args.seed});
-                                     return result;
+const OpSpec<N> kAttention("attention", Runs::kAny, kernel<&ops::Backend::attention>,
+                           attention_fields({out<&N::out, &N::query>(),
+                                             out<&N::out_logsumexp, &N::lse_shape>("logsumexp")}),
+                           attention_rule, [](const Call& call, N& op) {
+                             call.backend.attention({.out = op.out,
+                                                     .logsumexp = op.out_logsumexp,
+                                                     .query = op.query->data(),
+                                                     .key = op.key->data(),
+                                                     .value = op.value->data(),
+                                                     .key_mask = data_of(op.key_mask),
+                                                     .dims = op.dims});
+                           });
+const OpSpec<N> kAttentionBackward("attentionBackward", Runs::kAny, kernel<&ops::Backend::attention_backward>,
+                                   attention_fields({arg<&N::grad_output>("gradOutput"), arg<&N::output>("output"),
+                                                     arg<&N::logsumexp>("logsumexp"), out<&N::out, &N::query>("query"),
+                                                     out<&N::grad_key, &N::key>("key"),
+                                                     out<&N::grad_value, &N::value>("value")}),
+                                   attention_rule, [](const Call& call, N& op) {
+                                     call.backend.attention_backward({.grad_query = op.out,
+                                                                      .grad_key = op.grad_key,
+                                                                      .grad_value = op.grad_value,
+                                                                      .grad_out = op.grad_output->data(),
+                                                                      .query = op.query->data(),
+                                                                      .key = op.key->data(),
+                                                                      .value = op.value->data(),
+                                                                      .key_mask = data_of(op.key_mask),
+                                                                      .out = op.output->data(),
+                                                                      .logsumexp = op.logsumexp->data(),
+                                                                      .dims = op.dims});
                                    });
 
-}  // namespace
-
-void register_nn(Napi::Env env, Napi::Object exports) {
-  register_ops(env, exports, kGelu, kRelu, kTanh, kGeluBackward, kReluBackward, kTanhBackward, kPermute0213, kLayerNorm,
-               kLayerNormBackward, kSoftmax, kSoftmaxBackward, kEmbedding, kEmbeddingBackward, kCrossEntropy,
-               kCrossEntropyBackward, kMseLoss, kMseLossBackward, kBceWithLogits, kBceWithLogitsBackward, kRotary,
-               kDropout);
+// [sync] Decoders' rmsNorm (Llama's) -> { output, rstd }: weight ⊙ x / sqrt(mean(x²) + eps) over the last axis, rstd
+// [rows] saved for rmsNormBackward -> { input, weight }.
+void rms_rows(const char* fn, N& op) {  // gradOutput and rstd are null in the forward
+  op.rows = rules::rms_norm(fn, op.x->shape(), op.weight->shape(), shape_of(op.grad_output), shape_of(op.rstd));
+  op.rows_shape = rules::vector(op.rows.rows);
 }
+
+const OpSpec<N> kRmsNorm(
+    "rmsNorm", Runs::kAny, kernel<&ops::Backend::rms_norm>,
+    {arg<&N::x>("x"), arg<&N::weight>("weight"), arg<&N::eps>("eps", kPositive), out<&N::out, &N::x>(),
+     out<&N::out_rstd, &N::rows_shape>("rstd")},
+    rms_rows, [](const Call& call, N& op) {
+      call.backend.rms_norm({op.out, op.out_rstd, op.x->data(), op.weight->data(), op.rows.rows, op.rows.d, op.eps});
+    });
+const OpSpec<N> kRmsNormBackward("rmsNormBackward", Runs::kAny, kernel<&ops::Backend::rms_norm_backward>,
+                                 {arg<&N::grad_output>("gradOutput"), arg<&N::x>("x"), arg<&N::weight>("weight"),
+                                  arg<&N::rstd>("rstd"), out<&N::out, &N::x>("input"),
+                                  out<&N::grad_weight, &N::weight>("weight")},
+                                 rms_rows, [](const Call& call, N& op) {
+                                   call.backend.rms_norm_backward({.grad_x = op.out,
+                                                                   .grad_weight = op.grad_weight,
+                                                                   .grad_out = op.grad_output->data(),
+                                                                   .x = op.x->data(),
+                                                                   .weight = op.weight->data(),
+                                                                   .rstd = op.rstd->data(),
+                                                                   .rows = op.rows.rows,
+                                                                   .d = op.rows.d});
+                                 });
+
+// [sync] swiglu: silu(gate) ⊙ up; swigluBackward -> { gate, up }.
+void same_gate_shapes(const char* fn, N& op) {
+  rules::same_shape(fn, "gate", op.gate->shape(), "up", op.up->shape());
+  if (op.grad_output != nullptr) {
+    rules::same_shape(fn, "gate", op.gate->shape(), "gradOutput", op.grad_output->shape());
+  }
+}
+
+const OpSpec<N> kSwiglu("swiglu", Runs::kAny, kernel<&ops::Backend::swiglu>,
+                        {arg<&N::gate>("gate"), arg<&N::up>("up"), out<&N::out, &N::gate>()}, same_gate_shapes,
+                        [](const Call& call, N& op) {
+                          call.backend.swiglu(
+                              {.out = op.out, .gate = op.gate->data(), .up = op.up->data(), .n = op.gate->numel()});
+                        });
+const OpSpec<N> kSwigluBackward("swigluBackward", Runs::kAny, kernel<&ops::Backend::swiglu_backward>,
+                                {arg<&N::gate>("gate"), arg<&N::up>("up"), arg<&N::grad_output>("gradOutput"),
+                                 out<&N::out, &N::gate>("gate"), out<&N::grad_up, &N::up>("up")},
+                                same_gate_shapes, [](const Call& call, N& op) {
+                                  call.backend.swiglu_backward({.grad_gate = op.out,
+                                                                .grad_up = op.grad_up,
+                                                                .gate = op.gate->data(),
+                                                                .up = op.up->data(),
+                                                                .grad_out = op.grad_output->data(),
+                                                                .n = op.gate->numel()});
+                                });
+
+}  // namespace
 
 }  // namespace bidora::binding

@@ -1,6 +1,4 @@
-// The native tensor handle and the functions that create tensors.
-#include "tensor_handle.h"
-
+// The native tensor handle (op.h) and the ops that create tensors.
 #include <algorithm>
 #include <cstring>
 #include <utility>
@@ -8,23 +6,6 @@
 #include "op.h"
 
 namespace bidora::binding {
-
-Device usable_device(const std::string& name, const std::string& where) {
-  if (name == "cpu") return Device::kCpu;
-  if (name != "cuda") throw RangeError(where + " must be 'cpu' or 'cuda', got '" + name + "'");
-  const ops::Backend* cuda = cuda_backend();
-  if (cuda == nullptr) {
-    throw RangeError(where + " 'cuda' is not available: this build of bidora has no CUDA kernels (built without " +
-                     "nvcc, or with BIDORA_CUDA=OFF)");
-  }
-  // Asked once per process: the answer does not change while it runs.
-  static const bool usable = cuda->usable_device_count() > 0;
-  if (!usable) {
-    throw RangeError(where + " 'cuda' is not available: no GPU of compute capability 8.0 or newer is usable here " +
-                     "(devices() lists what is)");
-  }
-  return Device::kCuda;
-}
 
 namespace {
 
@@ -147,11 +128,7 @@ Napi::Value TensorHandle::read(const Napi::CallbackInfo& info) {
   const int64_t count = handle.numel();
   Napi::Float32Array copy = Napi::Float32Array::New(env, static_cast<size_t>(count));
   guarded(info, [&]() -> Napi::Value {
-    if (handle.device() != Device::kCpu) {
-      backend_for(handle.device()).copy_to_host(copy.Data(), handle.data(), count, "read");
-    } else if (count > 0) {
-      std::memcpy(copy.Data(), handle.data(), static_cast<size_t>(count) * sizeof(float));
-    }
+    handle.storage_->copy_to_host(copy.Data(), count, "read");
     return env.Undefined();
   });
   return copy;
@@ -173,11 +150,7 @@ Napi::Value TensorHandle::write(const Napi::CallbackInfo& info) {
   // Bumped first: even a copy that fails halfway has changed what backward would read.
   handle.mark_modified();
   guarded(info, [&]() -> Napi::Value {
-    if (handle.device() != Device::kCpu) {
-      backend_for(handle.device()).copy_to_device(handle.data(), data.Data(), count, "write");
-    } else if (count > 0) {
-      std::memcpy(handle.data(), data.Data(), static_cast<size_t>(count) * sizeof(float));
-    }
+    handle.storage_->copy_from_host(data.Data(), count, "write");
     return env.Undefined();
   });
   return env.Undefined();
@@ -212,98 +185,61 @@ Napi::Value TensorHandle::disposed_getter(const Napi::CallbackInfo& info) {
 
 namespace {
 
-// ---- creation, declared with op.h: no tensor arguments, so they run on the CPU (lib/tensor.ts moves the result) ---
-
-// [sync] fromFloat32Array({ data: Float32Array, shape }): a copy of data. full({ shape, value }).
-// randn({ shape, seed, mean, std }) and uniform({ shape, seed, low, high }): seeded samples, element i from (seed, i)
-// alone; seed an integer from 0 to 2^53 − 1, std ≥ 0, low below high. Throw TypeError, RangeError (a bad shape or
-// number; data's length not the shape's size).
+// ---- creation and views, declared with op.h. Creation takes no tensor, so it runs on the CPU (lib/tensor.ts moves
+// the result). [sync] fromFloat32Array({ data, shape }), full({ shape, value }), randn({ shape, seed, mean, std }),
+// uniform({ shape, seed, low, high }); reshape({ x, shape }): a view of x's storage; toDevice({ x, device }): a copy.
 struct CreateArgs {
   Napi::Float32Array data;
   Shape shape;
   double value;
   uint64_t seed;
   float a, b;
+  TensorHandle* x;
+  std::string device;
+  float* out;
 };
+using C = CreateArgs;
 
-Napi::Value from_float32_array(const Call& call, CreateArgs& args) {
-  const int64_t count = args.shape.numel();
-  if (static_cast<int64_t>(args.data.ElementLength()) != count) {
-    throw RangeError(std::string(call.fn) + ": data has " + std::to_string(args.data.ElementLength()) +
-                     " elements but shape " + args.shape.str() + " needs " + std::to_string(count));
-  }
-  FloatBuffer buffer(count);
-  if (count > 0) std::memcpy(buffer.data(), args.data.Data(), static_cast<size_t>(count) * sizeof(float));
-  return TensorHandle::create(call.env, args.shape, std::move(buffer));
-}
-
-Napi::Value full(const Call& call, CreateArgs& args) {
-  FloatBuffer buffer(args.shape.numel(), args.value == 0.0);
-  if (args.value != 0.0) std::fill(buffer.data(), buffer.data() + args.shape.numel(), static_cast<float>(args.value));
-  return TensorHandle::create(call.env, args.shape, std::move(buffer));
+Napi::Value full(const Call& call, C& op) {
+  FloatBuffer buffer(op.shape.numel(), op.value == 0.0);
+  if (op.value != 0.0) std::fill(buffer.data(), buffer.data() + op.shape.numel(), static_cast<float>(op.value));
+  return TensorHandle::create(call.env, op.shape, std::move(buffer));
 }
 
 template <ops::Distribution kind>
-Napi::Value random(const Call& call, CreateArgs& args) {
-  float* out;
-  Napi::Object result = call.output(args.shape, &out);
-  call.backend.fill({out, args.shape.numel(), kind, args.seed, args.a, args.b});
-  return result;
+void random(const Call& call, C& op) {
+  call.backend.fill({op.out, op.shape.numel(), kind, op.seed, op.a, op.b});
 }
 
-Field<CreateArgs> shape() { return arg<&CreateArgs::shape>("shape"); }
-Field<CreateArgs> seed() { return arg<&CreateArgs::seed>("seed", closed(0, kMaxSafeInteger)); }
+Field<C> shape() { return arg<&C::shape>("shape"); }
+Field<C> seed() { return arg<&C::seed>("seed", closed(0, kMaxSafeInteger)); }
 
-const OpSpec<CreateArgs> kFromFloat32Array("fromFloat32Array", Runs::kCpu, nullptr,
-                                           {arg<&CreateArgs::data>("data"), shape()}, nullptr, from_float32_array,
-                                           "Tensor.from");
-const OpSpec<CreateArgs> kFull("full", Runs::kCpu, nullptr, {shape(), arg<&CreateArgs::value>("value")}, nullptr, full,
-                               "Tensor.full");
-const OpSpec<CreateArgs> kRandn("randn", Runs::kCpu, kernel<&ops::Backend::fill>,
-                                {shape(), seed(), arg<&CreateArgs::a>("mean"),
-                                 arg<&CreateArgs::b>("std", kNonNegative)},
-                                nullptr, random<ops::Distribution::kNormal>, "Tensor.randn");
-const OpSpec<CreateArgs> kUniform(
+const OpSpec<C> kFromFloat32Array(
+    "fromFloat32Array", Runs::kCpu, nullptr, {arg<&C::data>("data"), shape(), out<&C::out, &C::shape>()},
+    [](const char* fn, C& op) { rules::length(fn, "data", int64_t(op.data.ElementLength()), op.shape); },
+    [](const Call&, C& op) { std::copy_n(op.data.Data(), op.shape.numel(), op.out); }, "Tensor.from");
+const OpSpec<C> kFull("full", Runs::kCpu, nullptr, {shape(), arg<&C::value>("value")}, nullptr, full, "Tensor.full");
+const OpSpec<C> kRandn("randn", Runs::kCpu, kernel<&ops::Backend::fill>,
+                       {shape(), seed(), arg<&C::a>("mean"), arg<&C::b>("std", kNonNegative),
+                        out<&C::out, &C::shape>()},
+                       nullptr, random<ops::Distribution::kNormal>, "Tensor.randn");
+const OpSpec<C> kUniform(
     "uniform", Runs::kCpu, kernel<&ops::Backend::fill>,
-    {shape(), seed(), arg<&CreateArgs::a>("low"), arg<&CreateArgs::b>("high")},
-    [](const char* fn, CreateArgs& args) {
-      if (!(args.a < args.b)) throw RangeError(std::string(fn) + ": low must be below high");
-    },
-    random<ops::Distribution::kUniform>, "Tensor.uniform");
-
-// [sync] reshape({ x, shape }): a view of x's storage with another shape of the same size (no copy; in-place changes
-// show through every view), on x's device. toDevice({ x, device: 'cpu' | 'cuda' }): a copy of x on `device` (also
-// when x is there already). Throw TypeError (not a live tensor, device not a string), RangeError (sizes differ, an
-// unknown device, 'cuda' unusable here).
-struct ViewArgs {
-  TensorHandle* x;
-  Shape shape;
-  std::string device;
-};
-
-const OpSpec<ViewArgs> kReshape(
-    "reshape", Runs::kAny, nullptr, {arg<&ViewArgs::x>("x"), arg<&ViewArgs::shape>("shape")},
-    [](const char* fn, ViewArgs& args) {
-      if (args.shape.numel() != args.x->numel()) {
-        throw RangeError(std::string(fn) + ": " + describe("x", args.x->shape()) + " (" +
-                         std::to_string(args.x->numel()) + " elements), which shape " + args.shape.str() +
-                         " cannot hold");
-      }
-    },
-    [](const Call& call, ViewArgs& args) -> Napi::Value { return args.x->view(call.env, args.shape); });
-
-const OpSpec<ViewArgs> kToDevice(
-    "toDevice", Runs::kAny, nullptr, {arg<&ViewArgs::x>("x"), arg<&ViewArgs::device>("device")}, nullptr,
-    [](const Call& call, ViewArgs& args) -> Napi::Value {
-      const Device device = usable_device(args.device, std::string(call.fn) + ": device");
-      return args.x->copy_to(call.env, device, call.fn);
+    {shape(), seed(), arg<&C::a>("low"), arg<&C::b>("high"), out<&C::out, &C::shape>()},
+    [](const char* fn, C& op) { rules::below(fn, "low", op.a, "high", op.b); }, random<ops::Distribution::kUniform>,
+    "Tensor.uniform");
+const OpSpec<C> kReshape(
+    "reshape", Runs::kAny, nullptr, {arg<&C::x>("x"), shape()},
+    [](const char* fn, C& op) { rules::reshape(fn, op.x->shape(), op.shape); },
+    [](const Call& call, C& op) -> Napi::Value { return op.x->view(call.env, op.shape); });
+const OpSpec<C> kToDevice(
+    "toDevice", Runs::kAny, nullptr, {arg<&C::x>("x"), arg<&C::device>("device")}, nullptr,
+    [](const Call& call, C& op) -> Napi::Value {
+      return op.x->copy_to(call.env, usable_device(op.device, std::string(call.fn) + ": device", cuda_backend()),
+                           call.fn);
     },
     "Tensor.to");
 
 }  // namespace
-
-void register_creation(Napi::Env env, Napi::Object exports) {
-  register_ops(env, exports, kToDevice, kReshape, kFromFloat32Array, kFull, kRandn, kUniform);
-}
 
 }  // namespace bidora::binding

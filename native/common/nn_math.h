@@ -1,6 +1,7 @@
 // The per-element rules of the nn kernels, compiled by both compilers: exp, the normal tail and tanh as branch-free
-// float code (libm's expf/erff/tanhf are opaque calls that keep every CPU loop around them scalar), GELU, ReLU and
-// tanh with their gradients, and the per-element steps of layer norm and softmax. The CPU bodies
+// float code (libm's expf/erff/tanhf are opaque calls that keep every CPU loop around them scalar), GELU (erf and tanh
+// forms), SiLU, SwiGLU, ReLU and tanh with their gradients, and the per-element steps of layer norm, RMS norm and
+// softmax. The CPU bodies
 // (native/cpu/nn_body.inc, once per ISA path) and the CUDA kernels (native/cuda/nn.cu, elementwise.cu) run these same
 // lines; only how rows are reduced differs (eight double lanes on the CPU, a warp on the GPU).
 #pragma once
@@ -113,6 +114,59 @@ BIDORA_HD float gelu_backward(float x, float grad_out) {
   return grad_out * (cdf + x * kInvSqrt2Pi * gaussian);
 }
 
+// σ(z) = 1 / (1 + e^−z), and 1 − σ(z) = e^−z σ(z) without the cancellation of 1 − σ for z >> 0. e^−z saturates at
+// e^88 for z < −88, where σ is below float's smallest normal and every caller multiplies it by something finite.
+struct Sigmoid {
+  float value, complement;
+};
+BIDORA_HD Sigmoid sigmoid(float z) {
+  const float e = exp_approx(-z);
+  const float value = 1.0f / (1.0f + e);
+  return {value, e * value};
+}
+
+// GELU's tanh approximation (GPT-2's `gelu_new`, transformers' `gelu_pytorch_tanh`): 0.5 x (1 + tanh(u)) with
+// u = √(2/π) (x + 0.044715 x³), written as x σ(2u), since 0.5 (1 + tanh(u)) = σ(2u): one exp, and the negative tail
+// keeps its relative precision where 1 + tanh(u) would cancel to 0.
+constexpr float kGeluTanhScale = 0.7978845608028654f;  // √(2/π)
+constexpr float kGeluTanhCubic = 0.044715f;
+BIDORA_HD float gelu_tanh(float x) {
+  const float u = kGeluTanhScale * x * (1.0f + kGeluTanhCubic * x * x);
+  return x * sigmoid(2.0f * u).value;
+}
+
+// d/dx x σ(2u) = σ(2u) + 2 x σ(2u) (1 − σ(2u)) u', u' = √(2/π) (1 + 3 · 0.044715 x²).
+BIDORA_HD float gelu_tanh_backward(float x, float grad_out) {
+  const float x2 = x * x;
+  const float u = kGeluTanhScale * x * (1.0f + kGeluTanhCubic * x2);
+  const float du = kGeluTanhScale * (1.0f + 3.0f * kGeluTanhCubic * x2);
+  const Sigmoid s = sigmoid(2.0f * u);
+  return grad_out * (s.value + 2.0f * x * s.value * s.complement * du);
+}
+
+// SiLU (swish), x σ(x): Llama's MLP activation; its gradient σ(x) (1 + x (1 − σ(x))).
+BIDORA_HD float silu(float x) { return x * sigmoid(x).value; }
+BIDORA_HD float silu_derivative(float x) {
+  const Sigmoid s = sigmoid(x);
+  return s.value * (1.0f + x * s.complement);
+}
+BIDORA_HD float silu_backward(float x, float grad_out) { return grad_out * silu_derivative(x); }
+
+// SwiGLU, silu(gate) ⊙ up (Llama's down_proj input): d gate = dy · up · silu'(gate), d up = dy · silu(gate).
+BIDORA_HD float swiglu(float gate, float up) { return silu(gate) * up; }
+BIDORA_HD float swiglu_backward_gate(float gate, float up, float grad_out) {
+  return grad_out * up * silu_derivative(gate);
+}
+BIDORA_HD float swiglu_backward_up(float gate, float grad_out) { return grad_out * silu(gate); }
+
+// How many keys (a prefix of key_length) query `row` of query_length sees: all, or under the causal mask those
+// j <= row + key_length − query_length (aligned at the end, as when a KV cache holds the earlier keys).
+BIDORA_HD int64_t attention_visible_keys(int64_t row, int64_t query_length, int64_t key_length, bool causal) {
+  if (!causal) return key_length;
+  const int64_t end = row + key_length - query_length + 1;
+  return end < 0 ? 0 : (end > key_length ? key_length : end);
+}
+
 BIDORA_HD float relu(float x) { return x > 0.0f ? x : 0.0f; }
 BIDORA_HD float relu_backward(float x, float grad_out) { return x > 0.0f ? grad_out : 0.0f; }
 // From the forward's output: dx = dy (1 − y²).
@@ -135,6 +189,21 @@ BIDORA_HD float layer_norm_backward_value(float g, float x, float mean, float rs
                                           float scaled_mean_g_normalized) {
   const float normalized = (x - mean) * rstd;
   return rstd * (g - mean_g) - normalized * scaled_mean_g_normalized;
+}
+
+// ---- RMS norm (Llama's RMSNorm): out = x rstd weight, rstd = 1 / sqrt(mean(x²) + eps), the sum of squares in double
+// --
+
+BIDORA_HD float rms_norm_rstd(double sum_squares, int64_t d, float eps) {
+  return static_cast<float>(1.0 / sqrt(sum_squares / static_cast<double>(d) + eps));
+}
+
+// weight · (x · rstd), in transformers' order.
+BIDORA_HD float rms_norm_value(float x, float rstd, float weight) { return weight * (x * rstd); }
+
+// dx = rstd (g − x̂ mean(g x̂)), g = dy ⊙ weight, x̂ = x rstd; scaled_mean_g_normalized = rstd · mean(g x̂).
+BIDORA_HD float rms_norm_backward_value(float g, float x, float rstd, float scaled_mean_g_normalized) {
+  return rstd * g - (x * rstd) * scaled_mean_g_normalized;
 }
 
 // ---- softmax ----

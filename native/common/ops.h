@@ -101,7 +101,8 @@ struct Linear {
 
 // ---- nn ------------------------------------------------------------------------------------------------------------
 
-enum class Activation { kGelu, kRelu, kTanh };
+// kGelu: the erf form (BERT's "gelu"); kGeluTanh: the tanh approximation (GPT-2's "gelu_new"); kSilu: x σ(x).
+enum class Activation { kGelu, kRelu, kTanh, kGeluTanh, kSilu };
 
 struct Unary {  // out = f(x)
   Activation op;
@@ -110,7 +111,7 @@ struct Unary {  // out = f(x)
   int64_t n;
 };
 
-// grad_x = f'(x) grad_out; `saved` is x for GELU and ReLU, the forward's output for tanh.
+// grad_x = f'(x) grad_out; `saved` is x, except for tanh: the forward's output.
 struct UnaryBackward {
   Activation op;
   float* grad_x;
@@ -129,6 +130,33 @@ struct LayerNormBackward {
   float *grad_x, *grad_gamma, *grad_beta;
   const float *grad_out, *x, *gamma, *mean, *rstd;
   int64_t rows, d;
+};
+
+// Llama's RMSNorm over the last axis D of x [rows, D]: out = weight ⊙ x rstd, rstd = 1 / sqrt(mean(x²) + eps) [rows]
+// saved for backward.
+struct RmsNorm {
+  float *out, *rstd;
+  const float *x, *weight;
+  int64_t rows, d;
+  float eps;
+};
+
+struct RmsNormBackward {
+  float *grad_x, *grad_weight;
+  const float *grad_out, *x, *weight, *rstd;
+  int64_t rows, d;
+};
+
+struct Swiglu {  // out = silu(gate) ⊙ up, all [n]
+  float* out;
+  const float *gate, *up;
+  int64_t n;
+};
+
+struct SwigluBackward {
+  float *grad_gate, *grad_up;
+  const float *gate, *up, *grad_out;
+  int64_t n;
 };
 
 // Over the last axis of x read as [batch, rows_per_batch, D]; mask (nullable) [batch, D], 0 masks.
@@ -247,6 +275,35 @@ struct AdapterGrads {
 struct BranchDropout {
   float p;
   uint64_t seed;
+};
+
+// Fused scaled-dot-product attention (FlashAttention-2's schedule: online softmax over key blocks, no query × key
+// buffer). query [batch, heads, Lq, D]; key, value [batch, kv_heads, Lk, D], heads a multiple of kv_heads, query head
+// h reading kv head h / (heads / kv_heads). key_mask (nullable) [batch, Lk], 0 masks a key; causal: query i sees keys
+// j <= i + Lk − Lq. A query that sees no key gets a zero output. Dropout on the probabilities keeps what the dropout
+// op would keep at the flat [batch, heads, Lq, Lk] index (../cuda/random_math.cuh). reference: the CPU runs its plain
+// scalar loops (the tests' check of the blocked kernel); CUDA has one kernel and ignores it.
+struct AttentionDims {
+  int64_t batch, heads, kv_heads, query_length, key_length, head_size;
+  float scale;
+  bool causal, reference;
+  BranchDropout dropout;
+};
+
+// out [batch, heads, Lq, D]; logsumexp [batch, heads, Lq] of the scaled, masked scores (−inf where a query sees no
+// key), saved for the backward.
+struct Attention {
+  float *out, *logsumexp;
+  const float *query, *key, *value, *key_mask;
+  AttentionDims dims;
+};
+
+// Gradients of query, key and value (key's and value's summed over the query heads that share them), recomputing
+// the probabilities block by block from the saved logsumexp.
+struct AttentionBackward {
+  float *grad_query, *grad_key, *grad_value;
+  const float *grad_out, *query, *key, *value, *key_mask, *out, *logsumexp;
+  AttentionDims dims;
 };
 
 struct RowSqNorms {  // out [m] = ||weight_j||² for every row of weight [m, k], in double
@@ -419,6 +476,10 @@ struct Backend {
   Op<UnaryBackward> unary_backward;
   Op<LayerNorm> layer_norm;
   Op<LayerNormBackward> layer_norm_backward;
+  Op<RmsNorm> rms_norm;
+  Op<RmsNormBackward> rms_norm_backward;
+  Op<Swiglu> swiglu;
+  Op<SwigluBackward> swiglu_backward;
   Op<Softmax> softmax;
   Op<SoftmaxBackward> softmax_backward;
   Op<Embedding> embedding;
@@ -432,6 +493,8 @@ struct Backend {
   Op<BceWithLogitsBackward> bce_with_logits_backward;
   Op<Rotary> rotary;
   Op<Dropout> dropout;
+  Op<Attention> attention;
+  Op<AttentionBackward> attention_backward;
 
   Op<RowSqNorms> row_sq_norms;
   Op<DoraNorm> dora_norm;

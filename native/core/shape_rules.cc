@@ -20,7 +20,47 @@ std::string both(const char* first, const Shape& a, const char* second, const Sh
   return describe(first, a) + " and " + describe(second, b);
 }
 
+std::string name_of(const char* name, int64_t index) {
+  return index < 0 ? std::string(name) : std::string(name) + "[" + std::to_string(index) + "]";
+}
+
 }  // namespace
+
+Device one_device(const char* fn, bool cpu_only, const std::vector<Placed>& tensors) {
+  if (tensors.empty()) return Device::kCpu;
+  const Placed& first = tensors.front();
+  for (const Placed& tensor : tensors) {
+    if (cpu_only && tensor.device != Device::kCpu) {
+      throw TypeError(std::string(fn) + ": " + name_of(tensor.name, tensor.index) + " is on '" +
+                      device_name(tensor.device) + "', but this op runs on the CPU only; move it with .to('cpu')");
+    }
+    if (tensor.device != first.device) {
+      throw TypeError(std::string(fn) + ": " + name_of(first.name, first.index) + " is on '" +
+                      device_name(first.device) + "' but " + name_of(tensor.name, tensor.index) + " is on '" +
+                      device_name(tensor.device) + "'; move one with .to() so both are on the same device");
+    }
+  }
+  return first.device;
+}
+
+void distinct_storage(const char* fn, const std::vector<Placed>& tensors) {
+  // An in-place update of one storage through two handles (the same tensor twice, or a view of it) would update it
+  // twice, or read what it has just written.
+  std::vector<const Placed*> elements;  // of lists
+  for (const Placed& tensor : tensors) {
+    if (tensor.index >= 0 && tensor.numel > 0) elements.push_back(&tensor);
+  }
+  std::stable_sort(elements.begin(), elements.end(), [](const Placed* a, const Placed* b) {
+    return a->data != b->data ? a->data < b->data : a->written && !b->written;
+  });
+  for (size_t i = 1; i < elements.size(); ++i) {
+    const Placed &a = *elements[i - 1], &b = *elements[i];
+    if (a.data == b.data && (a.written || b.written)) {
+      fail(fn, name_of(a.name, a.index) + " and " + name_of(b.name, b.index) +
+                   " share storage, but an in-place update needs distinct tensors");
+    }
+  }
+}
 
 std::string format(double value) {
   char text[32];
@@ -34,6 +74,19 @@ int64_t integer_in(const char* fn, const char* name, double value, int64_t min, 
                  ", got " + format(value));
   }
   return static_cast<int64_t>(value);
+}
+
+double number_in(const char* fn, const char* name, double value, const Bounds& bounds) {
+  if (!std::isfinite(value)) fail(fn, std::string(name) + " must be finite, got " + format(value));
+  const bool below = bounds.min_open ? value <= bounds.min : value < bounds.min;
+  const bool above = bounds.max_open ? value >= bounds.max : value > bounds.max;
+  if (!below && !above) return value;
+  std::string wanted = bounds.min_open ? "positive" : "non-negative";
+  if (bounds.min != 0 || std::isfinite(bounds.max)) {
+    wanted = std::string("in ") + (bounds.min_open ? "(" : "[") + format(bounds.min) + ", " + format(bounds.max) +
+             (bounds.max_open ? ")" : "]");
+  }
+  fail(fn, std::string(name) + " must be " + wanted + ", got " + format(value));
 }
 
 void same_shape(const char* fn, const char* reference_name, const Shape& reference, const char* name,
@@ -76,6 +129,24 @@ Shape vector(int64_t length) {
 
 // ---- elementwise ----
 
+void length(const char* fn, const char* name, int64_t length, const Shape& shape) {
+  if (length != shape.numel()) {
+    fail(fn, std::string(name) + " has " + std::to_string(length) + " elements but shape " + shape.str() + " needs " +
+                 std::to_string(shape.numel()));
+  }
+}
+
+void below(const char* fn, const char* low_name, double low, const char* high_name, double high) {
+  if (!(low < high)) fail(fn, std::string(low_name) + " must be below " + high_name);
+}
+
+void reshape(const char* fn, const Shape& x, const Shape& shape) {
+  if (shape.numel() != x.numel()) {
+    fail(fn, describe("x", x) + " (" + std::to_string(x.numel()) + " elements), which shape " + shape.str() +
+                 " cannot hold");
+  }
+}
+
 int64_t broadcast_period(const char* fn, const Shape& a, const Shape& b) {
   bool fits = b.rank <= a.rank;
   for (int axis = 0; fits && axis < b.rank; ++axis) fits = b[b.rank - 1 - axis] == a[a.rank - 1 - axis];
@@ -109,6 +180,14 @@ Reduction reduction(const char* fn, const Shape& a, std::optional<double> axis, 
     }
   }
   return result;
+}
+
+AxisSplit broadcast(const char* fn, const Shape& a, const Shape& shape, std::optional<double> axis) {
+  const AxisSplit split = axis ? split_axis(fn, *axis, shape) : AxisSplit{0, 1, shape.numel(), 1};
+  if (a.numel() != split.outer * split.inner) {
+    fail(fn, describe("a", a) + " does not match " + shape.str() + " without the broadcast axis");
+  }
+  return split;
 }
 
 Range narrow_range(const char* fn, const Shape& a, double axis, double start, double length) {
@@ -145,6 +224,17 @@ void paired(const char* fn, const char* first_name, const std::vector<Shape>& fi
     fail(fn,
          b + " must have the shape of " + a + ", but " + both(a.c_str(), first[position], b.c_str(), other[position]));
   }
+}
+
+void sgd(const char* fn, double momentum, bool nesterov, const std::vector<Shape>& params,
+         const std::vector<Shape>& grads, const std::vector<Shape>* buffers) {
+  if (nesterov && momentum == 0) fail(fn, "nesterov needs a non-zero momentum");
+  if (momentum != 0 && buffers == nullptr) {
+    throw TypeError(std::string(fn) + ": momentumBuffers must be an array of Tensors when momentum is " +
+                    format(momentum));
+  }
+  paired(fn, "params", params, "grads", grads);
+  if (buffers != nullptr) paired(fn, "params", params, "momentumBuffers", *buffers);
 }
 
 // ---- linear algebra ----
@@ -198,6 +288,17 @@ Rows layer_norm(const char* fn, const Shape& x, const Shape& gamma, const Shape*
   vector_of(fn, "gamma", gamma, rows.d, "x", x);
   if (beta != nullptr) vector_of(fn, "beta", *beta, rows.d, "x", x);
   if (mean != nullptr) vector_of(fn, "mean", *mean, rows.rows, "x", x);
+  if (rstd != nullptr) vector_of(fn, "rstd", *rstd, rows.rows, "x", x);
+  return rows;
+}
+
+Rows rms_norm(const char* fn, const Shape& x, const Shape& weight, const Shape* grad_output, const Shape* rstd) {
+  if (x.rank < 1 || x.last() < 1) {
+    fail(fn, "x must have rank 1 to 4 and a non-empty last axis, but " + describe("x", x));
+  }
+  const Rows rows{leading_rows(x), x.last()};
+  if (grad_output != nullptr) same_shape(fn, "x", x, "gradOutput", *grad_output);
+  vector_of(fn, "weight", weight, rows.d, "x", x);
   if (rstd != nullptr) vector_of(fn, "rstd", *rstd, rows.rows, "x", x);
   return rows;
 }
@@ -277,6 +378,36 @@ void rotary(const char* fn, const Shape& x, const int32_t* positions, int64_t co
   if (!(base > 1.0)) fail(fn, "base must be above 1, got " + format(base));
 }
 
+void attention(const char* fn, const Shape& query, const Shape& key, const Shape& value, const Shape* key_mask,
+               const Shape* grad_output, const Shape* output, const Shape* logsumexp, ops::AttentionDims& dims) {
+  if (query.rank != 4)
+    fail(fn, "expected query of rank 4 [batch, heads, queryLength, headSize], but " + describe("query", query));
+  if (key.rank != 4 || key[0] != query[0] || key[3] != query[3] || key[1] < 1 || query[1] % key[1] != 0) {
+    fail(fn,
+         "expected key [batch, kvHeads, keyLength, headSize] with query's batch and headSize and kvHeads >= 1 "
+         "dividing query's heads, but " +
+             both("key", key, "query", query));
+  }
+  same_shape(fn, "key", key, "value", value);
+  dims.batch = query[0];
+  dims.heads = query[1];
+  dims.kv_heads = key[1];
+  dims.query_length = query[2];
+  dims.key_length = key[2];
+  dims.head_size = query[3];
+  if (key_mask != nullptr && (key_mask->rank != 2 || (*key_mask)[0] != key[0] || (*key_mask)[1] != key[2])) {
+    fail(fn, "expected keyMask of shape [" + std::to_string(key[0]) + ", " + std::to_string(key[2]) +
+                 "] (batch, keyLength), but " + both("keyMask", *key_mask, "key", key));
+  }
+  if (grad_output != nullptr) same_shape(fn, "query", query, "gradOutput", *grad_output);
+  if (output != nullptr) same_shape(fn, "query", query, "output", *output);
+  if (logsumexp != nullptr && (logsumexp->rank != 3 || (*logsumexp)[0] != query[0] || (*logsumexp)[1] != query[1] ||
+                               (*logsumexp)[2] != query[2])) {
+    fail(fn, "expected logsumexp of shape [batch, heads, queryLength], but " +
+                 both("logsumexp", *logsumexp, "query", query));
+  }
+}
+
 // ---- adapters ----
 
 Layer adapter(const char* fn, const Shape* input, const Shape& w, const Shape* bias, const Shape& a, const Shape& b,
@@ -320,6 +451,18 @@ void saved(const char* fn, const char* name, const Shape* actual, const Shape& e
   if (actual == nullptr) return;
   if (actual->numel() != expected.numel() || actual->last() != expected.last()) {
     fail(fn, "expected " + std::string(name) + " of shape " + expected.str() + ", but " + describe(name, *actual));
+  }
+}
+
+void unmerge(const char* fn, const float* magnitude, bool has_norm, int64_t m) {
+  if ((magnitude == nullptr) == has_norm) {
+    throw TypeError(std::string(fn) + ": magnitude and norm go together (DoRA) or are both absent (LoRA)");
+  }
+  for (int64_t j = 0; magnitude != nullptr && j < m; ++j) {
+    if (magnitude[j] == 0.0f) {
+      fail(fn,
+           "magnitude[" + std::to_string(j) + "] is 0, so that row of the merged weight no longer holds its direction");
+    }
   }
 }
 

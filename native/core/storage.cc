@@ -3,9 +3,27 @@
 
 #include <cstring>
 
+#include "errors.h"
+
 namespace bidora {
 
 const char* device_name(Device device) { return device == Device::kCuda ? "cuda" : "cpu"; }
+
+Device usable_device(const std::string& name, const std::string& where, const ops::Backend* cuda) {
+  if (name == "cpu") return Device::kCpu;
+  if (name != "cuda") throw RangeError(where + " must be 'cpu' or 'cuda', got '" + name + "'");
+  if (cuda == nullptr) {
+    throw RangeError(where + " 'cuda' is not available: this build of bidora has no CUDA kernels (built without " +
+                     "nvcc, or with BIDORA_CUDA=OFF)");
+  }
+  // Asked once per process: the answer does not change while it runs.
+  static const bool usable = cuda->usable_device_count() > 0;
+  if (!usable) {
+    throw RangeError(where + " 'cuda' is not available: no GPU of compute capability 8.0 or newer is usable here " +
+                     "(devices() lists what is)");
+  }
+  return Device::kCuda;
+}
 
 Storage::Storage(const ops::Backend& device_backend, int64_t count, std::shared_ptr<MemoryStats> stats)
     : device(Device::kCuda), backend(&device_backend), gpu_count(count) {
@@ -49,6 +67,16 @@ void Storage::copy_from(Storage& source, int64_t count, const char* function) {
   } else {
     backend->copy_on_device(data(), source.data(), count, function);
   }
+}
+
+void Storage::copy_to_host(float* host, int64_t count, const char* function) {
+  if (device != Device::kCpu) return backend->copy_to_host(host, data(), count, function);
+  if (count > 0) std::memcpy(host, data(), static_cast<size_t>(count) * sizeof(float));
+}
+
+void Storage::copy_from_host(const float* host, int64_t count, const char* function) {
+  if (device != Device::kCpu) return backend->copy_to_device(data(), host, count, function);
+  if (count > 0) std::memcpy(data(), host, static_cast<size_t>(count) * sizeof(float));
 }
 
 }  // namespace bidora

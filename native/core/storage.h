@@ -13,6 +13,9 @@ namespace bidora {
 // Where a tensor's contents live. 'cuda' exists only in builds with the CUDA backend and with a usable GPU.
 enum class Device { kCpu, kCuda };
 const char* device_name(Device device);
+// 'cpu' or 'cuda' (RangeError naming `where` otherwise); 'cuda' needs the CUDA backend (null in builds without it)
+// and a usable GPU, else a RangeError says which is missing.
+Device usable_device(const std::string& name, const std::string& where, const ops::Backend* cuda);
 
 struct Storage {
   explicit Storage(FloatBuffer data) : buffer(std::move(data)) {}
@@ -28,6 +31,9 @@ struct Storage {
   const float* row_sq_norms(const ops::Backend& cpu, int64_t rows, int64_t cols);
   // `count` floats from `source` into this storage, whichever devices the two are on.
   void copy_from(Storage& source, int64_t count, const char* function);
+  // `count` floats between this storage and host memory, whichever device it is on.
+  void copy_to_host(float* host, int64_t count, const char* function);
+  void copy_from_host(const float* host, int64_t count, const char* function);
 
   Device device = Device::kCpu;
   FloatBuffer buffer;                     // the contents on the CPU

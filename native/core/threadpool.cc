@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <exception>
+#include <limits>
 #include <mutex>
 #include <new>
 #include <string>
@@ -43,15 +44,19 @@ class ThreadPool {
   // address space for its stack) leaves the pool smaller instead of ending the process, and threads() says how
   // small. Workers never read threads_; only run() does.
   explicit ThreadPool(int threads) : requested_(threads) {
-    for (int index = 1; index < threads; ++index) {
+    bool refused = false;
+    for (int index = 1; index < threads && !refused; ++index) {
       try {
         workers_.emplace_back([this, index] { worker_loop(index); });
       } catch (const std::system_error&) {
-        break;
+        refused = true;
       } catch (const std::bad_alloc&) {
-        break;
+        refused = true;
       }
     }
+    // A refusal means the process is at its limit, and the host still needs room after us (V8 grows its heap and
+    // starts threads of its own): hand a quarter of what was granted back.
+    if (refused) retire_workers_from(workers_.size() * 3 / 4);
     threads_ = static_cast<int>(workers_.size()) + 1;
   }
 
@@ -98,6 +103,18 @@ class ThreadPool {
   }
 
  private:
+  // Stops and joins workers_[keep...] (pool indices above keep) before any job has run.
+  void retire_workers_from(size_t keep) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      kept_workers_ = static_cast<int>(keep);
+      generation_.fetch_add(1, std::memory_order_release);
+    }
+    wake_.notify_all();
+    for (size_t index = keep; index < workers_.size(); ++index) workers_[index].join();
+    workers_.resize(keep);
+  }
+
   void wait_for_workers() {
     // Short jobs finish within microseconds: spin briefly before sleeping.
     for (int spin = 0; spin < 20000; ++spin) {
@@ -135,7 +152,7 @@ class ThreadPool {
           sleepers_.fetch_sub(1, std::memory_order_acq_rel);
         }
         seen = generation_.load(std::memory_order_acquire);
-        if (stopping_) return;
+        if (stopping_ || index > kept_workers_) return;
         body = body_;
         threads = job_threads_;
       }
@@ -164,6 +181,7 @@ class ThreadPool {
   std::atomic<uint64_t> generation_{0};
   std::atomic<int> sleepers_{0};
   bool stopping_ = false;
+  int kept_workers_ = std::numeric_limits<int>::max();  // workers with a higher pool index stop
   const std::function<void(int, int)>* body_ = nullptr;
   int job_threads_ = 0;
   std::atomic<int> pending_{0};

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "../core/memory.h"
+#include "attention.h"
 #include "dora.h"
 #include "elementwise.h"
 #include "gemm.h"
@@ -128,6 +129,10 @@ void unary(const ops::Unary& args) {
       return relu_forward(args.out, args.x, args.n);
     case ops::Activation::kTanh:
       return tanh_forward(args.out, args.x, args.n);
+    case ops::Activation::kGeluTanh:
+      return gelu_tanh_forward(args.out, args.x, args.n);
+    case ops::Activation::kSilu:
+      return silu_forward(args.out, args.x, args.n);
   }
 }
 
@@ -140,7 +145,25 @@ void unary_backward(const ops::UnaryBackward& args) {
       return relu_backward(args.grad_x, args.saved, args.grad_out, args.n);
     case ops::Activation::kTanh:
       return tanh_backward(args.grad_x, args.saved, args.grad_out, args.n);
+    case ops::Activation::kGeluTanh:
+      return gelu_tanh_backward(args.grad_x, args.saved, args.grad_out, args.n);
+    case ops::Activation::kSilu:
+      return silu_backward(args.grad_x, args.saved, args.grad_out, args.n);
   }
+}
+
+void swiglu(const ops::Swiglu& args) { swiglu_forward(args.out, args.gate, args.up, args.n); }
+
+void swiglu_backward_op(const ops::SwigluBackward& args) {
+  swiglu_backward(args.grad_gate, args.grad_up, args.gate, args.up, args.grad_out, args.n);
+}
+
+void rms_norm(const ops::RmsNorm& args) {
+  rms_norm_forward(args.out, args.rstd, args.x, args.weight, args.eps, args.rows, args.d);
+}
+
+void rms_norm_backward_op(const ops::RmsNormBackward& args) {
+  rms_norm_backward(args.grad_x, args.grad_weight, args.grad_out, args.x, args.weight, args.rstd, args.rows, args.d);
 }
 
 void layer_norm(const ops::LayerNorm& args) {
@@ -209,6 +232,14 @@ void mse_loss_backward_op(const ops::MseLossBackward& args) {
 void dropout_op(const ops::Dropout& args) {
   if (args.n == 0) return;
   dropout(args.out, args.x, args.n, args.p, args.seed);
+}
+
+void attention_op(const ops::Attention& args) {
+  (args.dims.reference ? attention_forward_reference : attention_forward)(args);
+}
+
+void attention_backward_op(const ops::AttentionBackward& args) {
+  (args.dims.reference ? attention_backward_reference : attention_backward)(args);
 }
 
 // ---- adapters ----
@@ -359,6 +390,10 @@ ops::Backend make_backend() {
   table.unary_backward = unary_backward;
   table.layer_norm = layer_norm;
   table.layer_norm_backward = layer_norm_backward_op;
+  table.rms_norm = rms_norm;
+  table.rms_norm_backward = rms_norm_backward_op;
+  table.swiglu = swiglu;
+  table.swiglu_backward = swiglu_backward_op;
   table.softmax = softmax;
   table.softmax_backward = softmax_backward_op;
   table.embedding = embedding;
@@ -372,6 +407,8 @@ ops::Backend make_backend() {
   table.bce_with_logits_backward = bce_with_logits_backward_op;
   table.rotary = rotary_op;
   table.dropout = dropout_op;
+  table.attention = attention_op;
+  table.attention_backward = attention_backward_op;
   table.row_sq_norms = row_sq_norms_op;
   table.dora_norm = dora_norm_op;
   table.dora_forward = dora_forward_op;

@@ -23,12 +23,29 @@ void relu_backward(float* grad_x, const float* x, const float* grad_out, int64_t
 void tanh_forward(float* out, const float* x, int64_t n);
 void tanh_backward(float* grad_x, const float* out, const float* grad_out, int64_t n);
 
+// GELU's tanh approximation, 0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³))), as GPT-2's hidden_act "gelu_new".
+void gelu_tanh_forward(float* out, const float* x, int64_t n);
+void gelu_tanh_backward(float* grad_x, const float* x, const float* grad_out, int64_t n);
+
+// SiLU, x σ(x); SwiGLU, silu(gate) ⊙ up (Llama's MLP), with both inputs' gradients.
+void silu_forward(float* out, const float* x, int64_t n);
+void silu_backward(float* grad_x, const float* x, const float* grad_out, int64_t n);
+void swiglu_forward(float* out, const float* gate, const float* up, int64_t n);
+void swiglu_backward(float* grad_gate, float* grad_up, const float* gate, const float* up, const float* grad_out,
+                     int64_t n);
+
 // Over the last axis: out = (x − mean) · rstd · gamma + beta, rstd = 1 / sqrt(biased variance + eps). Statistics
 // in double; mean and rstd [N] are saved for backward.
 void layer_norm_forward(float* out, float* mean, float* rstd, const float* x, const float* gamma, const float* beta,
                         float eps, int64_t rows, int64_t d);
 void layer_norm_backward(float* grad_x, float* grad_gamma, float* grad_beta, const float* grad_out, const float* x,
                          const float* gamma, const float* mean, const float* rstd, int64_t rows, int64_t d);
+
+// Llama's RMSNorm over the last axis: out = weight ⊙ x · rstd, rstd = 1 / sqrt(mean(x²) + eps), the sum of squares
+// in double; rstd [N] is saved for backward.
+void rms_norm_forward(float* out, float* rstd, const float* x, const float* weight, float eps, int64_t rows, int64_t d);
+void rms_norm_backward(float* grad_x, float* grad_weight, const float* grad_out, const float* x, const float* weight,
+                       const float* rstd, int64_t rows, int64_t d);
 
 // Softmax over the last axis of x read as [batch, rows_per_batch, D]. mask (nullable) is [batch, D]: zero masks a
 // key for every row of that batch entry, any other value attends. Masked keys get exactly 0; a row with every key

@@ -116,6 +116,12 @@ void unary(const ops::Unary& args) {
     case ops::Activation::kTanh:
       tanh_forward(args.out, args.x, args.n, nullptr);
       break;
+    case ops::Activation::kGeluTanh:
+      gelu_tanh_forward(args.out, args.x, args.n, nullptr);
+      break;
+    case ops::Activation::kSilu:
+      silu_forward(args.out, args.x, args.n, nullptr);
+      break;
   }
   check_launch("activation");
 }
@@ -131,6 +137,12 @@ void unary_backward(const ops::UnaryBackward& args) {
       break;
     case ops::Activation::kTanh:
       tanh_backward(args.grad_x, args.saved, args.grad_out, args.n, nullptr);
+      break;
+    case ops::Activation::kGeluTanh:
+      gelu_tanh_backward(args.grad_x, args.saved, args.grad_out, args.n, nullptr);
+      break;
+    case ops::Activation::kSilu:
+      silu_backward(args.grad_x, args.saved, args.grad_out, args.n, nullptr);
       break;
   }
   check_launch("activation backward");
@@ -148,6 +160,31 @@ void layer_norm_backward_op(const ops::LayerNormBackward& args) {
   layer_norm_backward(args.grad_x, args.grad_gamma, args.grad_beta, args.grad_out, args.x, args.gamma, args.mean,
                       args.rstd, args.rows, args.d, nullptr);
   check_launch("layerNormBackward");
+}
+
+void rms_norm(const ops::RmsNorm& args) {
+  if (args.rows == 0) return;
+  rms_norm_forward(args.out, args.rstd, args.x, args.weight, args.eps, args.rows, args.d, nullptr);
+  check_launch("rmsNorm");
+}
+
+void rms_norm_backward_op(const ops::RmsNormBackward& args) {
+  // Writes grad_weight (zeros) even when rows is 0; d is at least 1 here.
+  rms_norm_backward(args.grad_x, args.grad_weight, args.grad_out, args.x, args.weight, args.rstd, args.rows, args.d,
+                    nullptr);
+  check_launch("rmsNormBackward");
+}
+
+void swiglu(const ops::Swiglu& args) {
+  if (args.n == 0) return;
+  swiglu_forward(args.out, args.gate, args.up, args.n, nullptr);
+  check_launch("swiglu");
+}
+
+void swiglu_backward_op(const ops::SwigluBackward& args) {
+  if (args.n == 0) return;
+  swiglu_backward(args.grad_gate, args.grad_up, args.gate, args.up, args.grad_out, args.n, nullptr);
+  check_launch("swigluBackward");
 }
 
 void softmax(const ops::Softmax& args) {
@@ -231,6 +268,19 @@ void rotary_op(const ops::Rotary& args) {
   const char* fn = "rotary";
   rotary(args.out, args.x, device_ints(0, args.positions, args.batch * args.seq, fn), args.batch, args.heads, args.seq,
          args.d, args.base, args.inverse, nullptr);
+  check_launch(fn);
+}
+
+void attention_op(const ops::Attention& args) {
+  attention_forward(args, nullptr);
+  check_launch("attention");
+}
+
+void attention_backward_op(const ops::AttentionBackward& args) {
+  const char* fn = "attentionBackward";
+  const ops::AttentionDims& d = args.dims;
+  const size_t rows = static_cast<size_t>(d.batch * d.heads * d.query_length);
+  attention_backward(args, static_cast<float*>(scratch(0, rows * sizeof(float), fn)), nullptr);
   check_launch(fn);
 }
 
@@ -378,6 +428,10 @@ ops::Backend make_backend() {
   table.unary_backward = unary_backward;
   table.layer_norm = layer_norm;
   table.layer_norm_backward = layer_norm_backward_op;
+  table.rms_norm = rms_norm;
+  table.rms_norm_backward = rms_norm_backward_op;
+  table.swiglu = swiglu;
+  table.swiglu_backward = swiglu_backward_op;
   table.softmax = softmax;
   table.softmax_backward = softmax_backward_op;
   table.embedding = embedding;
@@ -390,6 +444,8 @@ ops::Backend make_backend() {
   table.bce_with_logits = bce_with_logits;
   table.bce_with_logits_backward = bce_with_logits_backward_op;
   table.rotary = rotary_op;
+  table.attention = attention_op;
+  table.attention_backward = attention_backward_op;
   table.dropout = dropout_op;
   table.row_sq_norms = row_sq_norms_op;
   table.dora_norm = dora_norm_op;

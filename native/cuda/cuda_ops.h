@@ -125,6 +125,13 @@ void relu_forward(float* out, const float* x, int64_t n, cudaStream_t stream);
 void relu_backward(float* grad_x, const float* x, const float* grad_out, int64_t n, cudaStream_t stream);
 void tanh_forward(float* out, const float* x, int64_t n, cudaStream_t stream);
 void tanh_backward(float* grad_x, const float* out, const float* grad_out, int64_t n, cudaStream_t stream);
+void gelu_tanh_forward(float* out, const float* x, int64_t n, cudaStream_t stream);
+void gelu_tanh_backward(float* grad_x, const float* x, const float* grad_out, int64_t n, cudaStream_t stream);
+void silu_forward(float* out, const float* x, int64_t n, cudaStream_t stream);
+void silu_backward(float* grad_x, const float* x, const float* grad_out, int64_t n, cudaStream_t stream);
+void swiglu_forward(float* out, const float* gate, const float* up, int64_t n, cudaStream_t stream);
+void swiglu_backward(float* grad_gate, float* grad_up, const float* gate, const float* up, const float* grad_out,
+                     int64_t n, cudaStream_t stream);
 
 // Inverted dropout with native/cpu/random's mask (random_math.cuh): the same elements kept on both devices. in may
 // be null: out then receives the scale keep / (1 − p) itself.
@@ -140,6 +147,11 @@ void bce_with_logits_forward(float* loss, const float* logits, const float* targ
 void bce_with_logits_backward(float* grad_logits, const float* logits, const float* targets, float grad_loss, int64_t n,
                               cudaStream_t stream);
 
+// Fused attention (../common/ops.h's Attention, the CPU's masks and dropout draw). The backward takes row_dots,
+// [batch · heads · Lq] floats of scratch. Head sizes up to what fits the device's shared memory (a few hundred).
+void attention_forward(const ops::Attention& args, cudaStream_t stream);
+void attention_backward(const ops::AttentionBackward& args, float* row_dots, cudaStream_t stream);
+
 // Rotary position embeddings (../common/position_math.h): x [batch, heads, seq, d], positions [batch, seq] on the
 // device; inverse turns the pairs back (the gradient).
 void rotary(float* out, const float* x, const int32_t* positions, int64_t batch, int64_t heads, int64_t seq, int64_t d,
@@ -153,6 +165,11 @@ void layer_norm_forward(float* out, float* mean, float* rstd, const float* x, co
 void layer_norm_backward(float* grad_x, float* grad_gamma, float* grad_beta, const float* grad_out, const float* x,
                          const float* gamma, const float* mean, const float* rstd, int64_t rows, int64_t d,
                          cudaStream_t stream);
+
+void rms_norm_forward(float* out, float* rstd, const float* x, const float* weight, float eps, int64_t rows, int64_t d,
+                      cudaStream_t stream);
+void rms_norm_backward(float* grad_x, float* grad_weight, const float* grad_out, const float* x, const float* weight,
+                       const float* rstd, int64_t rows, int64_t d, cudaStream_t stream);
 
 // x read as [batch, rows_per_batch, D]; mask (nullable) [batch, D].
 void softmax_forward(float* out, const float* x, const float* mask, int64_t batch, int64_t rows_per_batch, int64_t d,

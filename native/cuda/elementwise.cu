@@ -1,6 +1,7 @@
 // Elementwise arithmetic on contiguous float arrays (grid-stride loops, b broadcast every `period` elements of a),
-// ReLU and tanh, dropout with the CPU's counter-based mask, the mean squared error, BCE with logits and rotary
-// position embeddings (their per-element rules shared with the CPU in ../common/position_math.h).
+// ReLU, tanh, GELU's tanh form, SiLU and SwiGLU, dropout with the CPU's counter-based mask, the mean squared error, BCE
+// with logits and rotary position embeddings (their per-element rules shared with the CPU in
+// ../common/position_math.h).
 #include "../common/position_math.h"
 #include "cuda_ops.h"
 #include "device_common.cuh"
@@ -44,6 +45,34 @@ __global__ void tanh_forward_kernel(float* out, const float* x, int64_t n) {
 
 __global__ void tanh_backward_kernel(float* grad_x, const float* out, const float* grad_out, int64_t n) {
   grid_stride(n, [&](int64_t index) { grad_x[index] = tanh_backward(out[index], grad_out[index]); });
+}
+
+__global__ void gelu_tanh_forward_kernel(float* out, const float* x, int64_t n) {
+  grid_stride(n, [&](int64_t index) { out[index] = gelu_tanh(x[index]); });
+}
+
+__global__ void gelu_tanh_backward_kernel(float* grad_x, const float* x, const float* grad_out, int64_t n) {
+  grid_stride(n, [&](int64_t index) { grad_x[index] = gelu_tanh_backward(x[index], grad_out[index]); });
+}
+
+__global__ void silu_forward_kernel(float* out, const float* x, int64_t n) {
+  grid_stride(n, [&](int64_t index) { out[index] = silu(x[index]); });
+}
+
+__global__ void silu_backward_kernel(float* grad_x, const float* x, const float* grad_out, int64_t n) {
+  grid_stride(n, [&](int64_t index) { grad_x[index] = silu_backward(x[index], grad_out[index]); });
+}
+
+__global__ void swiglu_forward_kernel(float* out, const float* gate, const float* up, int64_t n) {
+  grid_stride(n, [&](int64_t index) { out[index] = swiglu(gate[index], up[index]); });
+}
+
+__global__ void swiglu_backward_kernel(float* grad_gate, float* grad_up, const float* gate, const float* up,
+                                       const float* grad_out, int64_t n) {
+  grid_stride(n, [&](int64_t index) {
+    grad_gate[index] = swiglu_backward_gate(gate[index], up[index], grad_out[index]);
+    grad_up[index] = swiglu_backward_up(gate[index], grad_out[index]);
+  });
 }
 
 // in == nullptr: the scale itself (keep / (1 − p)), as the fused adapter kernels take it.
@@ -153,6 +182,38 @@ void tanh_forward(float* out, const float* x, int64_t n, cudaStream_t stream) {
 void tanh_backward(float* grad_x, const float* out, const float* grad_out, int64_t n, cudaStream_t stream) {
   if (n == 0) return;
   tanh_backward_kernel<<<elementwise_blocks(n), kElementwiseThreads, 0, stream>>>(grad_x, out, grad_out, n);
+}
+
+void gelu_tanh_forward(float* out, const float* x, int64_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  gelu_tanh_forward_kernel<<<elementwise_blocks(n), kElementwiseThreads, 0, stream>>>(out, x, n);
+}
+
+void gelu_tanh_backward(float* grad_x, const float* x, const float* grad_out, int64_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  gelu_tanh_backward_kernel<<<elementwise_blocks(n), kElementwiseThreads, 0, stream>>>(grad_x, x, grad_out, n);
+}
+
+void silu_forward(float* out, const float* x, int64_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  silu_forward_kernel<<<elementwise_blocks(n), kElementwiseThreads, 0, stream>>>(out, x, n);
+}
+
+void silu_backward(float* grad_x, const float* x, const float* grad_out, int64_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  silu_backward_kernel<<<elementwise_blocks(n), kElementwiseThreads, 0, stream>>>(grad_x, x, grad_out, n);
+}
+
+void swiglu_forward(float* out, const float* gate, const float* up, int64_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  swiglu_forward_kernel<<<elementwise_blocks(n), kElementwiseThreads, 0, stream>>>(out, gate, up, n);
+}
+
+void swiglu_backward(float* grad_gate, float* grad_up, const float* gate, const float* up, const float* grad_out,
+                     int64_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  swiglu_backward_kernel<<<elementwise_blocks(n), kElementwiseThreads, 0, stream>>>(grad_gate, grad_up, gate, up,
+                                                                                    grad_out, n);
 }
 
 void dropout(float* out, const float* in, int64_t n, float p, uint64_t seed, cudaStream_t stream) {

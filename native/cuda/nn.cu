@@ -1,5 +1,5 @@
-// The nn kernels on the GPU: GELU, layer norm, masked softmax, cross-entropy, embedding. Forward and backward side
-// by side; row kernels run one warp per row with the row math of nn_math.cuh, column reductions (parameter
+// The nn kernels on the GPU: GELU, layer norm, RMS norm, masked softmax, cross-entropy, embedding. Forward and backward
+// side by side; row kernels run one warp per row with the row math of nn_math.cuh, column reductions (parameter
 // gradients) give each column to a fixed set of row lanes added in lane order, so every result is deterministic.
 // Contracts as native/cpu/nn.h.
 //
@@ -96,6 +96,49 @@ __global__ void layer_norm_parameter_grads_kernel(float* grad_gamma, float* grad
   }
   grad_gamma[col] = static_cast<float>(gamma_total);
   grad_beta[col] = static_cast<float>(beta_total);
+}
+
+// ---- kernels: RMS norm ----------------------------------------------------------------------------------------------
+
+__global__ void rms_norm_forward_kernel(float* out, float* rstd, const float* x, const float* weight, float eps,
+                                        int64_t rows, int64_t d) {
+  const int64_t row = warp_row(rows);
+  if (row < 0) return;
+  const int lane = threadIdx.x % kWarpSize;
+  const float* x_row = x + row * d;
+  const float row_rstd = rms_norm_rstd(warp_sum(strided_dot(x_row, x_row, d, lane, kWarpSize)), d, eps);
+  rms_norm_apply(out + row * d, x_row, weight, row_rstd, d, lane, kWarpSize);
+  if (lane == 0) rstd[row] = row_rstd;
+}
+
+__global__ void rms_norm_backward_kernel(float* grad_x, const float* grad_out, const float* x, const float* weight,
+                                         const float* rstd, int64_t rows, int64_t d) {
+  const int64_t row = warp_row(rows);
+  if (row < 0) return;
+  const int lane = threadIdx.x % kWarpSize;
+  const int64_t offset = row * d;
+  const double sum_g_x = warp_sum(rms_norm_backward_partial(grad_out + offset, x + offset, weight, d, lane, kWarpSize));
+  rms_norm_backward_apply(grad_x + offset, grad_out + offset, x + offset, weight, rstd[row], sum_g_x, d, lane,
+                          kWarpSize);
+}
+
+// grad_weight = Σ_rows dy ⊙ x̂ in double, 32 columns per block, row lanes combined in lane order.
+__global__ void rms_norm_weight_grad_kernel(float* grad_weight, const float* grad_out, const float* x,
+                                            const float* rstd, int64_t rows, int64_t d) {
+  __shared__ double partials[kReduceRowLanes][kReduceColumns];
+  const int64_t col = static_cast<int64_t>(blockIdx.x) * kReduceColumns + threadIdx.x;
+  double total = 0.0;
+  if (col < d) {
+    for (int64_t row = threadIdx.y; row < rows; row += kReduceRowLanes) {
+      total += grad_out[row * d + col] * (x[row * d + col] * rstd[row]);
+    }
+  }
+  partials[threadIdx.y][threadIdx.x] = total;
+  __syncthreads();
+  if (threadIdx.y != 0 || col >= d) return;
+  total = 0.0;
+  for (int lane = 0; lane < kReduceRowLanes; ++lane) total += partials[lane][threadIdx.x];
+  grad_weight[col] = static_cast<float>(total);
 }
 
 // ---- kernels: softmax -----------------------------------------------------------------------------------------------
@@ -234,6 +277,24 @@ void layer_norm_backward(float* grad_x, float* grad_gamma, float* grad_beta, con
   const dim3 block(kReduceColumns, kReduceRowLanes);
   layer_norm_parameter_grads_kernel<<<static_cast<unsigned>(ceil_div(d, kReduceColumns)), block, 0, stream>>>(
       grad_gamma, grad_beta, grad_out, x, mean, rstd, rows, d);
+}
+
+void rms_norm_forward(float* out, float* rstd, const float* x, const float* weight, float eps, int64_t rows, int64_t d,
+                      cudaStream_t stream) {
+  if (rows == 0) return;
+  rms_norm_forward_kernel<<<row_kernel_blocks(rows), kRowThreads, 0, stream>>>(out, rstd, x, weight, eps, rows, d);
+}
+
+void rms_norm_backward(float* grad_x, float* grad_weight, const float* grad_out, const float* x, const float* weight,
+                       const float* rstd, int64_t rows, int64_t d, cudaStream_t stream) {
+  if (d == 0) return;
+  if (rows > 0) {
+    rms_norm_backward_kernel<<<row_kernel_blocks(rows), kRowThreads, 0, stream>>>(grad_x, grad_out, x, weight, rstd,
+                                                                                  rows, d);
+  }
+  const dim3 block(kReduceColumns, kReduceRowLanes);
+  rms_norm_weight_grad_kernel<<<static_cast<unsigned>(ceil_div(d, kReduceColumns)), block, 0, stream>>>(
+      grad_weight, grad_out, x, rstd, rows, d);
 }
 
 void softmax_forward(float* out, const float* x, const float* mask, int64_t batch, int64_t rows_per_batch, int64_t d,

@@ -22,13 +22,23 @@ namespace bidora::cuda {
 using math::exp_approx;
 using math::gelu;
 using math::gelu_backward;
+using math::gelu_tanh;
+using math::gelu_tanh_backward;
 using math::layer_norm_backward_value;
 using math::layer_norm_rstd;
 using math::layer_norm_value;
 using math::masked_exp;
 using math::relu;
 using math::relu_backward;
+using math::rms_norm_backward_value;
+using math::rms_norm_rstd;
+using math::rms_norm_value;
+using math::silu;
+using math::silu_backward;
 using math::softmax_backward_value;
+using math::swiglu;
+using math::swiglu_backward_gate;
+using math::swiglu_backward_up;
 using math::tanh_approx;
 using math::tanh_backward;
 
@@ -70,6 +80,32 @@ BIDORA_HD void layer_norm_backward_apply(float* grad_x, const float* grad_out, c
   for (int64_t j = lane; j < d; j += lanes) {
     const float g = rounded_product(grad_out[j], gamma[j]);
     grad_x[j] = layer_norm_backward_value(g, x[j], mean, rstd, mean_g, scaled_mean_g_normalized);
+  }
+}
+
+// ---- RMS norm: out = weight ⊙ x rstd, rstd = 1 / sqrt(mean(x²) + eps) from Σ x² in double (strided_dot) ---------
+
+BIDORA_HD void rms_norm_apply(float* out, const float* x, const float* weight, float rstd, int64_t d, int lane,
+                              int lanes) {
+  for (int64_t j = lane; j < d; j += lanes) out[j] = rms_norm_value(x[j], rstd, weight[j]);
+}
+
+// Backward: dx = rstd (g − x̂ mean(g x̂)), g = dy ⊙ weight (rounded_product: the same g in the sum and the result),
+// x̂ = x rstd. The partial is the lane's share of Σ g x.
+BIDORA_HD double rms_norm_backward_partial(const float* grad_out, const float* x, const float* weight, int64_t d,
+                                           int lane, int lanes) {
+  double total = 0.0;
+  for (int64_t j = lane; j < d; j += lanes)
+    total += static_cast<double>(rounded_product(grad_out[j], weight[j])) * x[j];
+  return total;
+}
+
+BIDORA_HD void rms_norm_backward_apply(float* grad_x, const float* grad_out, const float* x, const float* weight,
+                                       float rstd, double sum_g_x, int64_t d, int lane, int lanes) {
+  const float scaled_mean_g_normalized =
+      static_cast<float>(static_cast<double>(rstd) * rstd * sum_g_x / static_cast<double>(d));
+  for (int64_t j = lane; j < d; j += lanes) {
+    grad_x[j] = rms_norm_backward_value(rounded_product(grad_out[j], weight[j]), x[j], rstd, scaled_mean_g_normalized);
   }
 }
 

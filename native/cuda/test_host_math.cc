@@ -1,7 +1,8 @@
 // Host test of the CUDA kernels' shared math (the .cuh headers, built here with a plain C++ compiler): replays the
-// GEMM kernels' tiling, split-K included, and runs the DoRA row math, the row kernels' lane-strided loops, AdamW and
-// the hypergradient and SGD against plain double references on fresh random inputs, and the layout kernels' index maps
-// and dropout's mask. Needs no GPU. Exit status 0: all pass. BIDORA_TEST_SEED pins the seed; it is printed either way.
+// GEMM kernels' tiling, split-K included, and runs the DoRA row math, the row kernels' lane-strided loops (RMS norm's
+// too), AdamW and the hypergradient and SGD against plain double references on fresh random inputs, and the layout
+// kernels' index maps and dropout's mask. Needs no GPU. Exit status 0: all pass. BIDORA_TEST_SEED pins the seed; it is
+// printed either way.
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -493,6 +494,41 @@ void test_layer_norm_rows() {
   expect(one_result == 0.0f, "layer norm backward of a one-element row is exactly 0");
 }
 
+void test_rms_norm_rows() {
+  const int64_t d = random_size(2, 300);
+  const float eps = 1e-6f;
+  Vector x = random_vector(d, 2.0f);
+  for (float& value : x) value += 3.0f;  // RMSNorm keeps the mean: an offset must come through scaled, not removed
+  const Vector weight = random_vector(d), grad_out = random_vector(d);
+  double squares = 0;
+  for (float value : x) squares += static_cast<double>(value) * value;
+  const double rstd_ref = 1.0 / std::sqrt(squares / d + eps);
+  std::vector<double> out_ref(d), grad_ref(d);
+  double sum_g_xhat = 0;
+  for (int64_t j = 0; j < d; ++j) {
+    out_ref[j] = weight[j] * x[j] * rstd_ref;
+    sum_g_xhat += static_cast<double>(grad_out[j]) * weight[j] * x[j] * rstd_ref;
+  }
+  for (int64_t j = 0; j < d; ++j) {
+    grad_ref[j] = rstd_ref * (static_cast<double>(grad_out[j]) * weight[j] - x[j] * rstd_ref * sum_g_xhat / d);
+  }
+
+  const float rstd = rms_norm_rstd(
+      over_lanes([&](int lane, int lanes) { return strided_dot(x.data(), x.data(), d, lane, lanes); }), d, eps);
+  expect_close({rstd}, {rstd_ref}, 1e-6, "rms norm rstd");
+  Vector out(d, kNaN);
+  for_lanes([&](int lane, int lanes) { rms_norm_apply(out.data(), x.data(), weight.data(), rstd, d, lane, lanes); });
+  expect_close(out, out_ref, 1e-5, "rms norm row");
+  const double sum_g_x = over_lanes([&](int lane, int lanes) {
+    return rms_norm_backward_partial(grad_out.data(), x.data(), weight.data(), d, lane, lanes);
+  });
+  Vector grad(d, kNaN);
+  for_lanes([&](int lane, int lanes) {
+    rms_norm_backward_apply(grad.data(), grad_out.data(), x.data(), weight.data(), rstd, sum_g_x, d, lane, lanes);
+  });
+  expect_close(grad, grad_ref, 1e-5, "rms norm backward row");
+}
+
 void test_cross_entropy_row() {
   const int64_t c = random_size(2, 500);
   const Vector logits = random_vector(c, 4.0f);
@@ -546,6 +582,42 @@ void test_gelu() {
   expect_close(exp_value, exp_ref, 1e-6, "exp");
   expect(exp_approx(-100.0f) == 0.0f && relu(-1.0f) == 0.0f && relu_backward(2.0f, 3.0f) == 3.0f,
          "exp underflows to 0, ReLU and its gradient");
+}
+
+// GELU's tanh form, SiLU and SwiGLU (../common/nn_math.h) against double references, tails included.
+void test_decoder_activations() {
+  Vector x = random_vector(400, 4.0f);
+  for (float tail : {-90.0f, -30.0f, -9.0f, 9.0f, 30.0f, 90.0f}) x.push_back(tail);
+  const Vector up = random_vector(x.size()), grad_out = random_vector(x.size());
+  const double c = std::sqrt(2.0 / M_PI);
+  std::vector<double> gelu_ref, gelu_grad_ref, silu_ref, silu_grad_ref, swiglu_ref, gate_ref, up_ref;
+  Vector gelu_value, gelu_grad, silu_value, silu_grad, swiglu_value, gate_grad, up_grad;
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double v = x[i], t = std::tanh(c * (v + 0.044715 * v * v * v));
+    const double sigma = 1.0 / (1.0 + std::exp(-v)), silu_prime = sigma * (1.0 + v * (1.0 - sigma));
+    gelu_ref.push_back(0.5 * v * (1.0 + t));
+    gelu_grad_ref.push_back(grad_out[i] *
+                            (0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * c * (1.0 + 3 * 0.044715 * v * v)));
+    silu_ref.push_back(v * sigma);
+    silu_grad_ref.push_back(grad_out[i] * silu_prime);
+    swiglu_ref.push_back(v * sigma * up[i]);
+    gate_ref.push_back(static_cast<double>(grad_out[i]) * up[i] * silu_prime);
+    up_ref.push_back(grad_out[i] * v * sigma);
+    gelu_value.push_back(gelu_tanh(x[i]));
+    gelu_grad.push_back(gelu_tanh_backward(x[i], grad_out[i]));
+    silu_value.push_back(silu(x[i]));
+    silu_grad.push_back(silu_backward(x[i], grad_out[i]));
+    swiglu_value.push_back(swiglu(x[i], up[i]));
+    gate_grad.push_back(swiglu_backward_gate(x[i], up[i], grad_out[i]));
+    up_grad.push_back(swiglu_backward_up(x[i], grad_out[i]));
+  }
+  expect_close(gelu_value, gelu_ref, 1e-6, "GELU (tanh form)");
+  expect_close(gelu_grad, gelu_grad_ref, 1e-6, "GELU (tanh form) gradient");
+  expect_close(silu_value, silu_ref, 1e-6, "SiLU");
+  expect_close(silu_grad, silu_grad_ref, 1e-6, "SiLU gradient");
+  expect_close(swiglu_value, swiglu_ref, 1e-6, "SwiGLU");
+  expect_close(gate_grad, gate_ref, 1e-6, "SwiGLU gate gradient");
+  expect_close(up_grad, up_ref, 1e-6, "SwiGLU up gradient");
 }
 
 // ---- optimizer and hypergradient ------------------------------------------------------------------------------------
@@ -740,6 +812,21 @@ void test_dropout_mask() {
          "dropout keeps all at p = 0, none at p = 1");
 }
 
+// Attention's visible keys (../common/nn_math.h) against the causal rule written out: query i of Lq sees key j of Lk
+// when j <= i + Lk − Lq, every key without the causal mask; the count is a prefix, 0 to Lk.
+void test_attention_visible_keys() {
+  bool ok = true;
+  for (int64_t lq = 0; lq <= 9; ++lq)
+    for (int64_t lk = 0; lk <= 9; ++lk)
+      for (int64_t i = 0; i < lq; ++i) {
+        int64_t causal = 0;
+        for (int64_t j = 0; j < lk; ++j) causal += j <= i + lk - lq ? 1 : 0;
+        ok = ok && bidora::math::attention_visible_keys(i, lq, lk, true) == causal &&
+             bidora::math::attention_visible_keys(i, lq, lk, false) == lk;
+      }
+  expect(ok, "attention visible keys follow the end-aligned causal rule");
+}
+
 int main() {
   const char* pinned = std::getenv("BIDORA_TEST_SEED");
   const uint64_t seed = pinned != nullptr ? std::strtoull(pinned, nullptr, 10) : std::random_device{}();
@@ -750,8 +837,10 @@ int main() {
   test_dora_rows();
   test_softmax_rows();
   test_layer_norm_rows();
+  test_rms_norm_rows();
   test_cross_entropy_row();
   test_gelu();
+  test_decoder_activations();
   test_adamw();
   test_hypergradient();
   test_embedding_plan();
@@ -760,6 +849,7 @@ int main() {
   test_sgd();
   test_layout_maps();
   test_dropout_mask();
+  test_attention_visible_keys();
   if (failures > 0) {
     std::printf("%d failure(s) (seed %llu)\n", failures, static_cast<unsigned long long>(seed));
     return 1;
