@@ -15,7 +15,7 @@ export interface StepRecord {
   step: number;
   /** The step's training loss on its batch (the task loss, mean over what the labels count). */
   loss: number;
-  /** The learning rate the step used, after warmup and decay. */
+  /** The learning rate the step used, as the schedule set it. */
   lr: number;
   /** Further figures a trainer reports (`gradNorm` when clipping; BiDoRA's upper loss and norms). */
   [figure: string]: number;
@@ -55,7 +55,7 @@ export interface LoopOptions {
   maxSteps?: number;
   /** Passes over the training examples when `maxSteps` is not given (default 3). */
   epochs?: number;
-  /** Seed of the data order (shuffling each epoch); default 0. */
+  /** Seed of the data order (a shuffle each epoch) and of BiDoRA's lower/upper split; default 0. */
   seed?: number;
   /** Examples per evaluation batch (default 64). */
   evalBatchSize?: number;
