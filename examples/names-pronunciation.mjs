@@ -41,7 +41,7 @@ const FULL = {
   testNames: 1000,
   epochs: 10,
   seeds: 5,
-  learningRates: [1e-3, 3e-3, 1e-2],
+  learningRates: [1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
 };
 const QUICK = {
   pretrainWords: 4000,

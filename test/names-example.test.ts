@@ -1,11 +1,14 @@
 // The data preparation of examples/names-pronunciation.mjs: first names are kept out of pretraining, the names split
 // into test and adaptation pool once and the same way every run, each seed's adaptation set is a function of the seed
-// alone and never holds a test name, and a pronunciation is one token per phoneme.
-import { readFileSync } from 'node:fs';
+// alone and never holds a test name, and a pronunciation is one token per phoneme; and the example's --quick mode
+// end to end (it uses the package as built in dist/: run `npm run build:ts` first), pretraining once then from the cache.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { CharTokenizer } from '../lib/tokenizers/index';
 
@@ -102,5 +105,34 @@ describe('names example: data preparation', () => {
     expect(ids.every((id) => id !== tokenizer.unknownId)).toBe(true);
     expect(alphabet.read(tokenizer.decode(ids))).toBe('JH AE1 K S AH0 N');
     expect(tokenizer.tokenize(row.prompt).every((id) => id !== tokenizer.unknownId)).toBe(true);
+  });
+});
+
+describe('names example: --quick end to end', () => {
+  const cache = mkdtempSync(join(tmpdir(), 'bidora-names-'));
+  afterAll(() => rmSync(cache, { recursive: true, force: true }));
+  const run = () =>
+    spawnSync(process.execPath, [join(root, 'examples', 'names-pronunciation.mjs'), '--quick', '--cache', cache], {
+      encoding: 'utf8',
+    });
+
+  it('pretrains, adapts by each method over paired seeds and reports the paired tests; a rerun uses the cache', () => {
+    const first = run();
+    expect(first.status, first.stderr).toBe(0);
+    expect(first.stdout).toMatch(/pretrained 30 steps of 64 words/);
+    for (const method of ['no adaptation', 'lora', 'dora', 'bidora']) {
+      expect(first.stdout).toMatch(new RegExp(`^${method} +`, 'm'));
+    }
+    expect(first.stdout.match(/^seed \d (lora|dora|bidora) +exact match [\d.]+% +PER [\d.]+%/gm)).toHaveLength(6);
+    expect(first.stdout).toMatch(/^dora − lora PER \(points\): .*Wilcoxon signed-rank p = /m);
+    expect(first.stdout).toMatch(/^bidora − dora exact match \(points\): /m);
+    const second = run();
+    expect(second.status, second.stderr).toBe(0);
+    expect(second.stdout).toMatch(/pretrained decoder from the cache/);
+    // The same cached decoder and the same seeds: the same figures.
+    const figures = (output: string) => output.split('\n').filter((line) => line.startsWith('seed '));
+    expect(figures(second.stdout).map((line) => line.replace(/\(.*$/, ''))).toEqual(
+      figures(first.stdout).map((line) => line.replace(/\(.*$/, '')),
+    );
   });
 });
