@@ -66,7 +66,8 @@ export function scaledDotProductAttention(
   if (query.rank !== 4) {
     throw new RangeError(`${fn}: query must be [batch, heads, queryLength, headSize], got shape [${query.shape}]`);
   }
-  const scale = options.scale ?? 1 / Math.sqrt(query.shape[3]);
+  const headSize = query.shape[3];
+  const scale = options.scale ?? (headSize > 0 ? 1 / Math.sqrt(headSize) : 1);
   if (typeof scale !== 'number' || !Number.isFinite(scale)) {
     throw new RangeError(`${fn}: options.scale must be a finite number, got ${String(scale)}`);
   }
