@@ -19,8 +19,10 @@ export interface NativeTensorHandle {
   dispose(): void;
 }
 
+/** A CPU kernel path: portable C++, AVX2 + FMA, or AVX-512 (F, BW, DQ, VL). */
 export type Isa = 'generic' | 'avx2' | 'avx512';
 
+/** What {@link buildInfo} reports: the addon's build, the kernel path and threads in use. */
 export interface BuildInfo {
   /** The package version the addon was built from. */
   version: string;
@@ -399,12 +401,20 @@ export interface NativeTestHooks {
   _throwForTest(kind: string): never;
 }
 
-/** Which gradients an adapter backward computes; each defaults to true. */
+/**
+ * Which gradients an adapter backward computes. Naming some as true asks for those alone; naming some as false (and
+ * none true) skips those and keeps the rest; without a request, all.
+ */
 export interface GradientRequest {
+  /** dL/dx, the input's shape. */
   input?: boolean;
+  /** dL/dA, [r, in]. */
   loraA?: boolean;
+  /** dL/dB, [out, r]. */
   loraB?: boolean;
+  /** dL/dm, [out] (DoRA only). */
   magnitude?: boolean;
+  /** dL/db, [out] (when the layer has a bias). */
   bias?: boolean;
 }
 

@@ -329,15 +329,53 @@ describe('fused attention against float64 softmax attention', () => {
     });
   });
 
-  it('gives the same bits whatever the thread count', () => {
+  // The backward splits key blocks and query blocks into tasks of their own when there are fewer (batch, kv head)
+  // pairs than threads (the second case at 2 threads or more): the same sums in the same order, so the same bits.
+  it.each(['grouped queries, heads 4 kvHeads 2', 'causal, past one query block and one key block'])(
+    'gives the same bits whatever the thread count: %s',
+    (label) => {
+      tidy(() => {
+        const c = cases.find((entry) => entry.label === label)!;
+        const inputs = inputsFor(c);
+        setNumThreads(1);
+        const one = runNative(c, inputs, false, 5);
+        setNumThreads(initialThreads);
+        const many = runNative(c, inputs, false, 5);
+        for (const key of ['out', 'dq', 'dk', 'dv'] as const) expect(many[key]).toEqual(one[key]);
+      });
+    },
+  );
+});
+
+describe('fused attention on empty shapes', () => {
+  it.each([
+    [
+      [1, 2, 0, 4],
+      [1, 1, 3, 4],
+    ],
+    [
+      [1, 2, 3, 4],
+      [1, 1, 0, 4],
+    ],
+    [
+      [0, 2, 3, 4],
+      [0, 1, 3, 4],
+    ],
+    [
+      [1, 2, 3, 0],
+      [1, 1, 3, 0],
+    ],
+  ])("query %j, key %j: zeros where a query sees no key, gradients of the inputs' shapes", (queryShape, keyShape) => {
     tidy(() => {
-      const c = cases.find((entry) => entry.label === 'grouped queries, heads 4 kvHeads 2')!;
-      const inputs = inputsFor(c);
-      setNumThreads(1);
-      const one = runNative(c, inputs, false, 5);
-      setNumThreads(initialThreads);
-      const many = runNative(c, inputs, false, 5);
-      for (const key of ['out', 'dq', 'dk', 'dv'] as const) expect(many[key]).toEqual(one[key]);
+      const [q, k, v] = [queryShape, keyShape, keyShape].map((shape) => randomTensor(shape).requireGrad());
+      const output = ops.scaledDotProductAttention(q, k, v, { causal: true, dropout: { p: 0.2, seed: 3 } });
+      output.backward({ gradient: randomTensor(queryShape) });
+      expect(output.shape).toEqual(queryShape);
+      expect(output.toFloat32Array().every((x) => x === 0)).toBe(true);
+      for (const t of [q, k, v]) {
+        expect(t.grad!.shape).toEqual(t.shape);
+        expect(t.grad!.toFloat32Array().every((x) => x === 0)).toBe(true);
+      }
     });
   });
 });

@@ -10,7 +10,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { native } from '../lib/binding';
 import { adapters, models, noGrad, tidy, tokenizers, train } from '../lib/index';
-import { DATA_PACKAGE, DATA_VERSION, tarEntry } from '../lib/cli/demo-data';
+import { METHODS } from '../lib/cli/demo';
+import { DATA_PACKAGE, DATA_VERSION, lastVowel, stressedVowel, tarEntry } from '../lib/cli/demo-data';
 import { SPECIAL_TOKENS, wordPieceTokenizerJson } from './fixtures/wordpiece';
 
 const root = mkdtempSync(join(tmpdir(), 'bidora-cli-'));
@@ -670,6 +671,20 @@ describe('bidora, whatever the command', () => {
       expect(short.stdout).toBe(run([command, '--help']).stdout);
     }
     expect(run(['-h']).stdout).toMatch(/^Usage: bidora <command>/);
+  });
+});
+
+describe('the demo', () => {
+  it('shows BiDoRA with its retraining phase as its own row, right after BiDoRA', () => {
+    expect(METHODS).toEqual(['head', 'lora', 'dora', 'bidora', 'bidora+retrain', 'full']);
+  });
+
+  it("pretrains on the last syllable's vowel and adapts to the stressed one", () => {
+    const word = { word: 'banana', phonemes: ['B', 'AH0', 'N', 'AE1', 'N', 'AH0'] };
+    expect(lastVowel(word)).toBe('AH');
+    expect(stressedVowel(word)).toBe('AE');
+    expect(lastVowel({ word: 'nth', phonemes: ['EH1', 'N', 'TH'] })).toBe('EH');
+    expect(lastVowel({ word: 'hmm', phonemes: ['HH', 'M'] })).toBeUndefined();
   });
 });
 

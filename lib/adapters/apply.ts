@@ -9,13 +9,15 @@ import { Tensor } from '../tensor';
 
 export type { AdapterMethod } from './methods';
 
+/** What {@link apply} attaches and where, in PEFT's LoraConfig terms (camelCase). */
 export interface AdapterConfig {
+  /** 'lora', 'dora' or 'bidora'; anything else is a RangeError. */
   method: AdapterMethod;
   /** Rank r of A [r, in] and B [out, r]. */
   r: number;
   /** lora_alpha: the scale is alpha / r (alpha / sqrt(r) with rsLoRA). Defaults to r (scale 1). */
   alpha?: number;
-  /** lora_dropout on the low-rank branch's input. */
+  /** lora_dropout on the low-rank branch's input, in [0, 1) (default 0). */
   dropout?: number;
   /**
    * Which Linear layers get adapters: names matched like PEFT (equal to, or ending in "." + an entry), or a regular
@@ -26,6 +28,7 @@ export interface AdapterConfig {
   modulesToSave?: readonly string[];
   /** Treat the row norm as a constant in backward: true for DoRA (PEFT), false for BiDoRA (official code). */
   detachNorm?: boolean;
+  /** rsLoRA's scale alpha / sqrt(r) in place of alpha / r (default false). */
   useRslora?: boolean;
   /** A's initialisation: Kaiming-uniform as PEFT ('kaiming', default) or N(0, 1) as the official BiDoRA code. */
   init?: 'kaiming' | 'gaussian';
@@ -47,8 +50,11 @@ export interface AdapterConfig {
   layersPattern?: string | readonly string[];
 }
 
+/** A parameter and its dotted name in the model. */
 export interface NamedTensor {
+  /** As `model.namedParameters()` names it ("encoder.layer.0.attention.self.query.adapter.loraA"). */
   name: string;
+  /** The parameter itself (not a copy). */
   tensor: Tensor;
 }
 

@@ -42,6 +42,7 @@ function requireMagnitude(magnitude: Tensor | undefined): Tensor {
 
 /** What a method means to apply, training and PEFT's files. */
 export interface AdapterMethodSpec {
+  /** The layer kind that computes it: its trained tensors, PEFT names, initial magnitude, kernels and merging. */
   readonly layer: AdapterLayerKind;
   /** The default of `detachNorm`: treat the row norm as a constant in backward (PEFT's DoRA) or not (BiDoRA). */
   readonly detachNorm: boolean;
@@ -49,10 +50,18 @@ export interface AdapterMethodSpec {
   readonly bilevel: boolean;
   /** PEFT's `use_dora` for this method (PEFT's own folders say no more than that). */
   readonly peftUseDora: boolean;
+  /** One line for users: the formula and what sets the method apart. */
   readonly summary: string;
 }
 
-export const ADAPTER_METHODS = {
+/**
+ * A method name: 'lora' (W0 + s·B·A), 'dora' (PEFT's DoRA, the norm detached) or 'bidora' (DoRA with the norm
+ * differentiated, trained bi-level by BiLevelTrainer).
+ */
+export type AdapterMethod = 'lora' | 'dora' | 'bidora';
+
+/** Every adapter method by name, with what it means to apply, training and PEFT's files. */
+export const ADAPTER_METHODS: Readonly<Record<AdapterMethod, AdapterMethodSpec>> = {
   lora: {
     layer: loraKind,
     detachNorm: true,
@@ -74,9 +83,7 @@ export const ADAPTER_METHODS = {
     peftUseDora: true,
     summary: 'BiDoRA: DoRA with the norm differentiated, direction and magnitude trained on two splits',
   },
-} as const satisfies Record<string, AdapterMethodSpec>;
-
-export type AdapterMethod = keyof typeof ADAPTER_METHODS;
+};
 
 /** The method names, in the order they are listed to users. */
 export const ADAPTER_METHOD_NAMES = Object.keys(ADAPTER_METHODS) as AdapterMethod[];

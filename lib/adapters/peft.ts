@@ -22,34 +22,62 @@ import {
 } from './apply';
 import { adaptedLayers } from './layers';
 
+/** The config file of an adapter folder, as PEFT names it. */
 export const ADAPTER_CONFIG_FILE = 'adapter_config.json';
+/** The weights file of an adapter folder, as PEFT names it: A, B and magnitudes under PEFT's tensor names. */
 export const ADAPTER_WEIGHTS_FILE = 'adapter_model.safetensors';
 const PREFIX = 'base_model.model.';
 
 /** The keys of PEFT's LoraConfig that bidora writes and reads (snake_case, as in the file). */
 export interface PeftAdapterConfig {
+  /** Always 'LORA': DoRA and BiDoRA are LoRA configs with `use_dora`. */
   peft_type: 'LORA';
+  /** SEQ_CLS, TOKEN_CLS, CAUSAL_LM, or null. */
   task_type: string | null;
+  /** The base checkpoint folder or hub id, when saved with one. */
   base_model_name_or_path: string | null;
+  /** The default rank. */
   r: number;
+  /** The default alpha: the scale is alpha / r (alpha / sqrt(r) with `use_rslora`). */
   lora_alpha: number;
+  /** Dropout on the low-rank branch's input, in [0, 1). */
   lora_dropout: number;
+  /** Module names matched by suffix (a list), or a regular expression over the whole name (a string). */
   target_modules: string[] | string;
+  /** Modules trained in full and saved with the adapter (the head), or null. */
   modules_to_save: string[] | null;
+  /** True for DoRA and BiDoRA: the folder holds `lora_magnitude_vector`s. */
   use_dora: boolean;
+  /** rsLoRA's scale alpha / sqrt(r). */
   use_rslora: boolean;
+  /** True when the adapted layers store weights [in, out] (GPT-2's Conv1D). */
   fan_in_fan_out: boolean;
+  /** Bias training: 'none' is the only kind bidora does. */
   bias: 'none';
+  /** A's initialisation: true (Kaiming-uniform) or 'gaussian'; a trained adapter's values replace it on load. */
   init_lora_weights: boolean | 'gaussian';
+  /** Written true: the saved adapter is for inference until loaded for training. */
   inference_mode: boolean;
+  /** Rank per layer, by pattern (see {@link AdapterConfig.rankPattern}). */
   rank_pattern: Record<string, number>;
+  /** Alpha per layer, by pattern. */
   alpha_pattern: Record<string, number>;
+  /** Only layers with these indices get adapters, or null for all. */
   layers_to_transform: number | number[] | null;
+  /** The module list whose index `layers_to_transform` reads, or null. */
   layers_pattern: string | string[] | null;
-  bidora?: { method: AdapterMethod; detachNorm: boolean };
+  /** bidora's own settings, which PEFT ignores: the method (PEFT knows only `use_dora`) and `detachNorm`. */
+  bidora?: {
+    /** 'lora', 'dora' or 'bidora'. */
+    method: AdapterMethod;
+    /** Whether the row norm was a constant in backward. */
+    detachNorm: boolean;
+  };
+  /** Other PEFT keys, read and checked on load (those that change the computation must hold their defaults). */
   [key: string]: unknown;
 }
 
+/** Options of {@link save}. */
 export interface SaveOptions {
   /** Recorded as base_model_name_or_path (the base checkpoint folder or hub id). */
   baseModelNameOrPath?: string;
@@ -485,7 +513,14 @@ function disposeAll(tensors: (Tensor | undefined)[]): void {
 }
 
 /** PEFT's print_trainable_parameters line: "trainable params: … || all params: … || trainable%: …". */
-export function trainableParameters(model: Module): { trainable: number; all: number; line: string } {
+export function trainableParameters(model: Module): {
+  /** Parameters that require grad. */
+  trainable: number;
+  /** Every parameter of the model, adapters included. */
+  all: number;
+  /** The line PEFT prints. */
+  line: string;
+} {
   const all = model.parameterCount();
   const trainable = model.parameterCount({ trainableOnly: true });
   const line =

@@ -103,9 +103,13 @@ const bare = (phoneme: string) => phoneme.replace(/\d$/, '');
 
 const VOWEL = /^(AA|AE|AH|AO|AW|AY|EH|ER|EY|IH|IY|OW|OY|UH|UW)\d$/;
 
-/** Pretraining label: the vowel sound of the first syllable (15 classes), plentiful and related to the target. */
-export function firstVowel(word: Word): string | undefined {
-  const vowel = word.phonemes.find((phoneme) => VOWEL.test(phoneme));
+/**
+ * Pretraining label: the vowel sound of the last syllable (15 classes), plentiful. It teaches the encoder how letters
+ * sound, but at the end of the word, while the target's vowel is mostly at its start: features read off the frozen
+ * encoder miss it, and the encoder itself has to adapt.
+ */
+export function lastVowel(word: Word): string | undefined {
+  const vowel = word.phonemes.findLast((phoneme) => VOWEL.test(phoneme));
   return vowel === undefined ? undefined : bare(vowel);
 }
 

@@ -1,24 +1,25 @@
 // `bidora demo`: pretrain a small character-level encoder on one pronunciation task (cached), then adapt it to a
-// harder one with few examples per class using head-only, LoRA, DoRA, BiDoRA and full fine-tuning over paired
-// seeds; print the comparison and write a report with validation curves and the ΔM-vs-ΔD picture.
+// harder one with few examples per class using head-only, LoRA, DoRA, BiDoRA (without and with the retraining phase)
+// and full fine-tuning over paired seeds; print the comparison and write a report with validation curves and the
+// ΔM-vs-ΔD picture.
 import { existsSync, mkdirSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 
 import * as adapters from '../adapters/index';
-import { ADAPTER_METHOD_NAMES, ADAPTER_METHODS } from '../adapters/methods';
+import { ADAPTER_METHOD_NAMES, ADAPTER_METHODS, type AdapterMethod } from '../adapters/methods';
 import { fromConfig, save } from '../models/index';
 import { type EncoderTaskModel } from '../models/encoder';
 import { CHAR_TOKENIZER_FILE, CharTokenizer } from '../tokenizers/char';
-import { BiLevelTrainer } from '../train/bilevel';
+import { type BiLevelFitResult, BiLevelTrainer } from '../train/bilevel';
 import { type Example, splitLowerUpper } from '../train/data';
 import { evaluate } from '../train/evaluate';
-import { type EvalRecord, type FitResult } from '../train/loop';
+import { type EvalRecord } from '../train/loop';
 import { Random } from '../random';
 import { mean, standardDeviation, wilcoxonSignedRank } from '../train/stats';
 import { Trainer } from '../train/trainer';
 import { commandOptions, numberOption, type OptionSpec } from './args';
-import { firstVowel, loadWords, stressedVowel, type Word, wordHash } from './demo-data';
+import { lastVowel, loadWords, stressedVowel, type Word, wordHash } from './demo-data';
 import { type DemoReport, writeDemoReport } from './reporting';
 import { loadClassifier } from './task';
 
@@ -33,9 +34,26 @@ const demoOptions: Record<string, OptionSpec> = {
   log: { type: 'string', description: 'auto | bar | json | none', default: 'none' },
 };
 
-/** Head-only and full fine-tuning around the adapter methods (adapters/methods.ts), in table order. */
-export const METHODS = ['head', ...ADAPTER_METHOD_NAMES, 'full'] as const;
-export type Method = (typeof METHODS)[number];
+/** The row of BiDoRA with its retraining phase (BiLevelTrainer's `retrain`). */
+const RETRAINED = 'bidora+retrain';
+
+/** The adapter method a row trains with, if any. */
+function adapterOf(method: Method): AdapterMethod | undefined {
+  if (method === RETRAINED) return 'bidora';
+  return method === 'head' || method === 'full' ? undefined : method;
+}
+
+/**
+ * The table's rows in order: head-only and full fine-tuning around the adapter methods (adapters/methods.ts), BiDoRA
+ * twice: as searched (direction and magnitudes trained together on their two splits) and with the paper's retraining
+ * phase (the direction and head trained again from their start on the whole training set, the magnitudes fixed).
+ */
+export const METHODS = [
+  'head',
+  ...ADAPTER_METHOD_NAMES.flatMap((name) => (name === 'bidora' ? (['bidora', RETRAINED] as const) : [name])),
+  'full',
+] as const;
+export type Method = 'head' | AdapterMethod | typeof RETRAINED | 'full';
 
 interface Plan {
   pretrainWords: number;
@@ -45,7 +63,8 @@ interface Plan {
   testExamples: number;
   epochs: number;
   seeds: number;
-  learningRates: Record<Method, number[]>;
+  /** The candidates of each row's search; the retrained row takes BiDoRA's. */
+  learningRates: Record<Exclude<Method, typeof RETRAINED>, number[]>;
 }
 
 const FULL_PLAN: Plan = {
@@ -57,7 +76,7 @@ const FULL_PLAN: Plan = {
   epochs: 10,
   seeds: 5,
   learningRates: {
-    head: [3e-3, 1e-2],
+    head: [1e-3, 3e-3, 1e-2],
     lora: [1e-3, 3e-3, 1e-2],
     dora: [1e-3, 3e-3, 1e-2],
     bidora: [1e-3, 3e-3, 1e-2],
@@ -73,11 +92,13 @@ const QUICK_PLAN: Plan = {
   validationExamples: 200,
   testExamples: 600,
   epochs: 5,
-  learningRates: { head: [1e-2], lora: [3e-3], dora: [3e-3], bidora: [3e-3], full: [3e-4] },
+  seeds: 3,
+  learningRates: { head: [3e-3], lora: [3e-3], dora: [3e-3], bidora: [3e-3], full: [3e-4] },
 };
 
 const ENCODER = { hidden: 128, layers: 4, heads: 4, intermediate: 256, maxLength: 16 };
-const ADAPTER = { r: 8, alpha: 16, targetModules: ['query', 'value'] };
+// Every linear layer of the encoder: the frozen features miss the target, so the encoder has to move, not just read.
+const ADAPTER = { r: 8, alpha: 16, targetModules: ['query', 'key', 'value', 'dense'] };
 
 function encode(tokenizer: CharTokenizer, words: readonly Word[], label: (word: Word) => number): Example[] {
   return words.map((word) => ({
@@ -88,14 +109,14 @@ function encode(tokenizer: CharTokenizer, words: readonly Word[], label: (word: 
 
 /** The pretrained encoder's folder: built once per plan and reused. */
 async function pretrainedEncoder(words: Word[], plan: Plan, cacheRoot: string, log: string): Promise<string> {
-  const dir = join(cacheRoot, `demo-encoder-v2-${plan.pretrainWords}-${plan.pretrainSteps}`);
+  const dir = join(cacheRoot, `demo-encoder-v3-${plan.pretrainWords}-${plan.pretrainSteps}`);
   if (existsSync(join(dir, 'model.safetensors')) && existsSync(join(dir, CHAR_TOKENIZER_FILE))) return dir;
   process.stderr.write(`pretraining the encoder (${plan.pretrainSteps} steps; cached in ${dir})\n`);
   const pool = words
-    .filter((word) => wordHash(word.word, 'role') < 0.5 && firstVowel(word) !== undefined)
+    .filter((word) => wordHash(word.word, 'role') < 0.5 && lastVowel(word) !== undefined)
     .slice(0, plan.pretrainWords);
   const tokenizer = CharTokenizer.fromTexts(words.map((word) => word.word));
-  const sounds = [...new Set(pool.map((word) => firstVowel(word)!))].sort();
+  const sounds = [...new Set(pool.map((word) => lastVowel(word)!))].sort();
   const model = fromConfig({
     architectures: ['BertForSequenceClassification'],
     model_type: 'bert',
@@ -122,7 +143,7 @@ async function pretrainedEncoder(words: Word[], plan: Plan, cacheRoot: string, l
     },
   });
   const soundIds = new Map(sounds.map((sound, index) => [sound, index]));
-  await trainer.fit(encode(tokenizer, pool, (word) => soundIds.get(firstVowel(word)!)!));
+  await trainer.fit(encode(tokenizer, pool, (word) => soundIds.get(lastVowel(word)!)!));
   trainer.dispose();
   mkdirSync(dir, { recursive: true });
   tokenizer.save(join(dir, CHAR_TOKENIZER_FILE));
@@ -139,7 +160,12 @@ interface RunResult {
   decomposition: { step: number; deltaMagnitude: number; deltaDirection: number }[];
 }
 
-/** One adaptation run: the pretrained encoder with a fresh head, trained by `method` with learning rate `lr`. */
+/**
+ * One adaptation run: the pretrained encoder with a fresh head, trained by `method` with learning rate `lr`. The
+ * retrained row's run is the BiDoRA row's with the retraining phase after it (the same seed, data and learning rate),
+ * so it yields that row too, as `search`: what the model scores when the search ends. Its retraining steps count on
+ * from the search's last.
+ */
 async function adapt(
   encoderDir: string,
   classes: string[],
@@ -149,34 +175,43 @@ async function adapt(
   train: Example[],
   evaluation: { validation: Example[]; test?: Example[] },
   plan: Plan,
-): Promise<RunResult> {
+): Promise<RunResult & { search?: RunResult }> {
   const model: EncoderTaskModel = loadClassifier(encoderDir, { labels: classes }, seed);
-  const adapterMethod = method === 'head' || method === 'full' ? undefined : ADAPTER_METHODS[method];
+  const adapterMethod = adapterOf(method);
+  const finalExamples = evaluation.test ?? evaluation.validation;
   try {
     if (method === 'head') {
       for (const [name, tensor] of model.namedParameters()) tensor.requiresGrad = name.startsWith('classifier.');
-    } else if (method !== 'full') {
-      adapters.apply(model, { method, ...ADAPTER, modulesToSave: ['classifier'], seed });
+    } else if (adapterMethod !== undefined) {
+      adapters.apply(model, { method: adapterMethod, ...ADAPTER, modulesToSave: ['classifier'], seed });
     }
     const trainable = model.parameterCount({ trainableOnly: true });
     const batchSize = 16;
     const maxSteps = Math.ceil(train.length / batchSize) * plan.epochs;
-    const decomposition: RunResult['decomposition'] = [];
+    // One entry per evaluation, in the order the evaluations come (the search's, then the retraining's).
+    const analyses: { deltaMagnitude: number; deltaDirection: number }[][] = [];
+    let searchEnd: { ms: number; accuracy: number; evaluationMs: number } | undefined;
+    const started = performance.now();
     const onEval = (record: EvalRecord) => {
-      if (adapterMethod !== undefined) {
-        for (const layer of adapters.analyze(model).layers) decomposition.push({ step: record.step, ...layer });
+      if (adapterMethod !== undefined) analyses.push(adapters.analyze(model).layers);
+      // The search's last evaluation, before the retraining puts the direction back to its start.
+      if (method === RETRAINED && searchEnd === undefined && record.step === maxSteps) {
+        const ms = performance.now() - started;
+        const accuracy = evaluate(model, finalExamples).metrics.accuracy;
+        searchEnd = { ms, accuracy, evaluationMs: performance.now() - started - ms };
       }
     };
     const common = { model, batchSize, maxSteps, seed, log: 'none' as const, onEval, restoreBest: false };
     const optimizer = { lr, weightDecay: 0.01 };
-    const started = performance.now();
-    let result: FitResult;
+    let result: BiLevelFitResult;
     const fitOptions = { evalExamples: evaluation.validation, evalEvery: Math.max(1, Math.floor(maxSteps / 6)) };
-    if (adapterMethod?.bilevel) {
+    if (adapterMethod !== undefined && ADAPTER_METHODS[adapterMethod].bilevel) {
       const trainer = new BiLevelTrainer({
         ...common,
         lowerOptimizer: optimizer,
         upperOptimizer: { lr, weightDecay: 0 },
+        // As many retraining steps as the other rows train for, over the whole training set.
+        retrain: method === RETRAINED ? { maxSteps } : false,
       });
       result = await trainer.fit(train, fitOptions);
       trainer.dispose();
@@ -185,9 +220,42 @@ async function adapt(
       result = await trainer.fit(train, fitOptions);
       trainer.dispose();
     }
-    const msPerStep = (performance.now() - started) / result.steps;
-    const final = evaluate(model, evaluation.test ?? evaluation.validation);
-    return { accuracy: final.metrics.accuracy, msPerStep, trainable, evals: result.evals, decomposition };
+    const steps = result.steps + (result.retrain?.steps ?? 0);
+    const msPerStep = (performance.now() - started - (searchEnd?.evaluationMs ?? 0)) / steps;
+    const allEvals = [
+      ...result.evals,
+      ...(result.retrain?.evals ?? []).map((record) => ({ ...record, step: result.steps + record.step })),
+    ];
+    const pointsOf = (from: number, to: number) =>
+      analyses.slice(from, to).flatMap((layers, index) =>
+        layers.map(({ deltaMagnitude, deltaDirection }) => ({
+          step: allEvals[from + index].step,
+          deltaMagnitude,
+          deltaDirection,
+        })),
+      );
+    const final = evaluate(model, finalExamples);
+    if (searchEnd === undefined) {
+      const decomposition = pointsOf(0, analyses.length);
+      return { accuracy: final.metrics.accuracy, msPerStep, trainable, evals: allEvals, decomposition };
+    }
+    // The retrained row's curve starts at the end of the search and its ΔM-vs-ΔD points are the retraining's: the
+    // search is the BiDoRA row's.
+    const searched = result.evals.length;
+    return {
+      accuracy: final.metrics.accuracy,
+      msPerStep,
+      trainable,
+      evals: allEvals.slice(searched - 1),
+      decomposition: pointsOf(searched, analyses.length),
+      search: {
+        accuracy: searchEnd.accuracy,
+        msPerStep: searchEnd.ms / result.steps,
+        trainable,
+        evals: result.evals,
+        decomposition: pointsOf(0, searched),
+      },
+    };
   } finally {
     model.dispose();
   }
@@ -231,6 +299,9 @@ export async function demoCommand(argv: string[]): Promise<void> {
   const chosenLr = {} as Record<Method, number>;
   const selection = splitLowerUpper(sampleFor(0), 0.25, 7);
   for (const method of METHODS) {
+    // The retrained row is the BiDoRA row's run with the retraining phase after it: one learning rate for both, so
+    // the two rows differ in that phase alone.
+    if (method === RETRAINED) continue;
     let best = { lr: plan.learningRates[method][0], accuracy: -1 };
     for (const lr of plan.learningRates[method]) {
       if (plan.learningRates[method].length === 1) break;
@@ -249,27 +320,42 @@ export async function demoCommand(argv: string[]): Promise<void> {
     }
     chosenLr[method] = best.lr;
   }
+  chosenLr[RETRAINED] = chosenLr.bidora;
 
   const runs = {} as Record<Method, RunResult[]>;
   for (const method of METHODS) runs[method] = [];
-  const total = plan.seeds * METHODS.length;
+  // The BiDoRA row comes out of the retrained row's run (its search), so it is not run on its own.
+  const trained = METHODS.filter((method) => method !== 'bidora');
+  const total = plan.seeds * trained.length;
   let done = 0;
   for (let seed = 0; seed < plan.seeds; seed++) {
     const train = sampleFor(seed);
-    for (const method of METHODS) {
+    for (const method of trained) {
       const run = await adapt(encoderDir, classes, method, chosenLr[method], seed, train, { validation, test }, plan);
-      runs[method].push(run);
+      if (run.search !== undefined) runs.bidora.push(run.search);
+      const { search, ...row } = run;
+      runs[method].push(row);
       done++;
+      const accuracies = `${search === undefined ? '' : `${search.accuracy.toFixed(3)} searched, `}${run.accuracy.toFixed(3)}`;
       process.stderr.write(
         `\r[${'#'.repeat(Math.round((24 * done) / total)).padEnd(24, '.')}] ${done}/${total} ${method} seed ${seed}: ` +
-          `test accuracy ${run.accuracy.toFixed(3)}\u001b[K`,
+          `test accuracy ${accuracies}\u001b[K`,
       );
     }
   }
   process.stderr.write('\n');
 
-  const differences = runs.bidora.map((run, index) => run.accuracy - runs.dora[index].accuracy);
-  const wilcoxon = wilcoxonSignedRank(differences);
+  // Paired over seeds: what each BiDoRA row gains on DoRA, and what adapting the encoder gains on the head alone.
+  const comparisons = (
+    [
+      ['bidora', 'dora'],
+      [RETRAINED, 'dora'],
+      ['dora', 'head'],
+    ] as const
+  ).map(([method, baseline]) => {
+    const differences = runs[method].map((run, index) => run.accuracy - runs[baseline][index].accuracy);
+    return { method, baseline, differences, wilcoxon: wilcoxonSignedRank(differences) };
+  });
   const rows = METHODS.map((method) => {
     const accuracies = runs[method].map((run) => run.accuracy);
     return {
@@ -281,15 +367,19 @@ export async function demoCommand(argv: string[]): Promise<void> {
       msPerStep: mean(runs[method].map((run) => run.msPerStep)),
     };
   });
+  const width = Math.max(...METHODS.map((method) => method.length));
   const table = [
-    `method   accuracy (mean ± std over ${plan.seeds} seeds)   trainable params   ms/step   lr`,
+    `${'method'.padEnd(width)}   accuracy (mean ± std over ${plan.seeds} seeds)   trainable params   ms/step   lr`,
     ...rows.map(
       (row) =>
-        `${row.method.padEnd(8)} ${(100 * row.accuracyMean).toFixed(1).padStart(6)} ± ${(100 * row.accuracyStd).toFixed(1).padEnd(29)}` +
+        `${row.method.padEnd(width)} ${(100 * row.accuracyMean).toFixed(1).padStart(6)} ± ${(100 * row.accuracyStd).toFixed(1).padEnd(29)}` +
         `${row.trainable.toLocaleString('en-US').padStart(16)}   ${row.msPerStep.toFixed(1).padStart(7)}   ${row.lr}`,
     ),
-    `BiDoRA − DoRA per seed (points): ${differences.map((value) => (100 * value).toFixed(1)).join(', ')}; ` +
-      `Wilcoxon signed-rank p = ${wilcoxon.pValue.toFixed(3)} (n = ${wilcoxon.n})`,
+    ...comparisons.map(
+      ({ method, baseline, differences, wilcoxon }) =>
+        `${method} − ${baseline} per seed (points): ${differences.map((value) => (100 * value).toFixed(1)).join(', ')}; ` +
+        `mean ${(100 * mean(differences)).toFixed(1)}, Wilcoxon signed-rank p = ${wilcoxon.pValue.toFixed(3)} (n = ${wilcoxon.n})`,
+    ),
   ].join('\n');
   process.stdout.write(`${table}\n`);
 
@@ -299,8 +389,7 @@ export async function demoCommand(argv: string[]): Promise<void> {
     adapter: ADAPTER,
     classes,
     rows,
-    differences,
-    wilcoxon,
+    comparisons,
     runs: Object.fromEntries(METHODS.map((method) => [method, runs[method]])),
     seconds: (performance.now() - started) / 1000,
     table,

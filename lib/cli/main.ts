@@ -7,7 +7,7 @@ import { CommandError, UsageError } from './args';
 
 const commands: Record<string, { summary: string; run: (argv: string[]) => Promise<void> }> = {
   demo: {
-    summary: 'pretrain a small encoder and compare head-only, LoRA, DoRA, BiDoRA and full fine-tuning on it',
+    summary: 'compare head-only, LoRA, DoRA, BiDoRA (± retraining) and full fine-tuning on a small encoder',
     run: async (argv) => (await import('./demo')).demoCommand(argv),
   },
   train: {

@@ -1,5 +1,4 @@
 // The reports the commands write: the charts and tables of a training run, and of the demo's comparison.
-import { ADAPTER_METHOD_NAMES } from '../adapters/methods';
 import { type Chart, fitOf, PALETTE, type Series, writeReport } from '../report/index';
 import { mean, standardDeviation } from '../train/stats';
 
@@ -95,8 +94,13 @@ export interface DemoReport {
   adapter: unknown;
   classes: string[];
   rows: DemoRow[];
-  differences: number[];
-  wilcoxon: { statistic: number; pValue: number; n: number };
+  /** Paired accuracy differences over seeds, `method` − `baseline`, with their signed-rank test. */
+  comparisons: {
+    method: string;
+    baseline: string;
+    differences: number[];
+    wilcoxon: { statistic: number; pValue: number; n: number };
+  }[];
   runs: Record<
     string,
     {
@@ -115,6 +119,7 @@ const METHOD_COLORS: Record<string, string> = {
   lora: PALETTE[0],
   dora: PALETTE[1],
   bidora: PALETTE[2],
+  'bidora+retrain': PALETTE[4],
   full: PALETTE[3],
 };
 
@@ -136,8 +141,8 @@ export function writeDemoReport(dir: string, report: DemoReport): string[] {
   });
   const scatter: Series[] = [];
   const fits = [];
-  for (const method of ADAPTER_METHOD_NAMES) {
-    const points = (report.runs[method] ?? []).flatMap((run) =>
+  for (const [method, runs] of Object.entries(report.runs)) {
+    const points = runs.flatMap((run) =>
       run.decomposition.map((entry) => ({ x: entry.deltaDirection, y: entry.deltaMagnitude })),
     );
     if (points.length < 2) continue;
@@ -159,9 +164,15 @@ export function writeDemoReport(dir: string, report: DemoReport): string[] {
     title: 'bidora demo: adapting a pretrained character encoder',
     summary:
       `Target task: predict the stressed vowel of an English word (${report.classes.length} classes) from its spelling, ` +
-      `with few labelled words per class, after pretraining the encoder on the vowel of words' first syllables.\n\n` +
-      `BiDoRA − DoRA per seed (accuracy points): ${report.differences.map(percent).join(', ')}; Wilcoxon signed-rank ` +
-      `p = ${report.wilcoxon.pValue.toFixed(3)} (n = ${report.wilcoxon.n}).\n\nRun time ${report.seconds.toFixed(0)} s.`,
+      `with few labelled words per class, after pretraining the encoder on the vowel of words' last syllables.\n\n` +
+      report.comparisons
+        .map(
+          ({ method, baseline, differences, wilcoxon }) =>
+            `${method} − ${baseline} per seed (accuracy points): ${differences.map(percent).join(', ')}; mean ` +
+            `${percent(mean(differences))}, Wilcoxon signed-rank p = ${wilcoxon.pValue.toFixed(3)} (n = ${wilcoxon.n}).`,
+        )
+        .join('\n\n') +
+      `\n\nRun time ${report.seconds.toFixed(0)} s.`,
     tables: [
       {
         title: 'Test accuracy over paired seeds',

@@ -15,39 +15,67 @@ import {
  * names; DistilBERT's (dim, n_layers, n_heads, hidden_dim) are read as well. parseConfig checks whichever apply.
  */
 export interface HuggingFaceConfig {
+  /** The class to build; its first entry decides the task (`BertForTokenClassification`). */
   architectures?: string[];
+  /** The family ('bert', 'roberta', 'xlm-roberta', 'camembert', 'distilbert', 'esm'). */
   model_type?: string;
+  /** Rows of the word embedding: token ids are in [0, vocab_size). */
   vocab_size: number;
+  /** Width of the hidden states. */
   hidden_size?: number;
+  /** Encoder layers. */
   num_hidden_layers?: number;
+  /** Attention heads; hidden_size must be a multiple. */
   num_attention_heads?: number;
+  /** Width of the feed-forward layer's inner projection. */
   intermediate_size?: number;
+  /** The feed-forward activation: 'gelu' (default) or 'relu'. */
   hidden_act?: string;
+  /** Dropout after embeddings and output projections (default 0.1). */
   hidden_dropout_prob?: number;
+  /** Dropout on the attention probabilities (default 0.1). */
   attention_probs_dropout_prob?: number;
+  /** Rows of the learned position embedding, which bound the sequence length. */
   max_position_embeddings?: number;
+  /** Token type (segment) ids are in [0, type_vocab_size) (default 2). */
   type_vocab_size?: number;
+  /** LayerNorm's epsilon (default 1e-12). */
   layer_norm_eps?: number;
+  /** Standard deviation of the initial weights (default 0.02). */
   initializer_range?: number;
+  /** The padding token (default 0; 1 for the RoBERTa family). */
   pad_token_id?: number;
+  /** Outputs of the task head (default the size of id2label, else 2). */
   num_labels?: number;
+  /** Label names by class id ("0" to num_labels − 1). */
   id2label?: Record<string, string>;
+  /** Class ids by label name. */
   label2id?: Record<string, number>;
+  /** 'single_label_classification', 'regression' (default when num_labels is 1) or 'multi_label_classification'. */
   problem_type?: string;
+  /** Dropout in the sequence head; null or absent: hidden_dropout_prob. */
   classifier_dropout?: number | null;
+  /** Any other key: kept in {@link EncoderModelConfig.raw} and written back on save. */
   [key: string]: unknown;
 }
 
 /** The encoder families, by their Hugging Face model_type. */
 export const ENCODER_FAMILIES = {
+  /** BERT: BertModel, BertForSequenceClassification, BertForTokenClassification. */
   bert: 'Bert',
+  /** RoBERTa: BERT's layers, positions counted from pad_token_id + 1, its own sequence head. */
   roberta: 'Roberta',
+  /** XLM-RoBERTa: RoBERTa's layout with a multilingual vocabulary. */
   'xlm-roberta': 'XLMRoberta',
+  /** CamemBERT: RoBERTa's layout. */
   camembert: 'Camembert',
+  /** DistilBERT: six layers under their own names, no token types. */
   distilbert: 'DistilBert',
+  /** ESM-2 and ESM-1b protein language models: pre-LayerNorm layers, rotary or learned positions. */
   esm: 'Esm',
 } as const;
 
+/** An encoder family's model_type: a key of {@link ENCODER_FAMILIES}. */
 export type EncoderFamily = keyof typeof ENCODER_FAMILIES;
 
 /** What a model computes on top of the encoder: one prediction per sequence, one per token, or hidden states. */
@@ -95,26 +123,43 @@ export function architectureInfo(architecture: string): { family: EncoderFamily;
   return { family, task: TASK_SUFFIXES[architecture.slice(prefix.length)] };
 }
 
+/** An encoder config as {@link parseConfig} normalises it: every family's keys under one set of names, checked. */
 export interface EncoderModelConfig {
   /** The family (its Hugging Face model_type). */
   modelType: EncoderFamily;
   /** The class this config builds (`BertForTokenClassification`, ...), as `architectures[0]` names it. */
   architecture: string;
+  /** What the head computes, from the architecture (a sequence classifier when none is named). */
   task: EncoderTask;
+  /** Token ids are in [0, vocabSize). */
   vocabSize: number;
+  /** Width of the hidden states; a multiple of numHeads. */
   hiddenSize: number;
+  /** Encoder layers. */
   numLayers: number;
+  /** Attention heads. */
   numHeads: number;
+  /** Width of the feed-forward layer's inner projection. */
   intermediateSize: number;
+  /** The feed-forward activation. */
   activation: 'gelu' | 'relu';
+  /** Dropout after embeddings and output projections. */
   hiddenDropout: number;
+  /** Dropout on the attention probabilities. */
   attentionDropout: number;
+  /** Dropout in the task head (classifier_dropout, else hiddenDropout; DistilBERT's seq_classif_dropout, 0.2). */
   classifierDropout: number;
+  /** Rows of the position embedding (max_position_embeddings), which bound the sequence length. */
   maxPositions: number;
+  /** Token type ids are in [0, typeVocabSize); 0 for families without them (DistilBERT, ESM). */
   typeVocabSize: number;
+  /** LayerNorm's epsilon. */
   layerNormEps: number;
+  /** Standard deviation of the initial weights. */
   initializerRange: number;
+  /** The padding token, in [0, vocabSize). */
   padTokenId: number;
+  /** Outputs of the task head (classes, 1 for regression, or the label set for multi-label). */
   numLabels: number;
   /** One class per example (cross-entropy), a real value (MSE), or any set of classes (BCE with logits). */
   problemType: 'single_label_classification' | 'regression' | 'multi_label_classification';
@@ -126,11 +171,13 @@ export interface EncoderModelConfig {
   raw: HuggingFaceConfig;
 }
 
+/** What sets an ESM config apart, from its own keys. */
 export interface EsmSettings {
   /** 'rotary' (ESM-2) rotates queries and keys; 'absolute' (ESM-1b) adds learned position embeddings. */
   positionEmbedding: 'rotary' | 'absolute';
   /** Zero the mask token's embedding and rescale the rest by (1 − 0.12) / (1 − the sequence's mask share). */
   tokenDropout: boolean;
+  /** The mask token's id (mask_token_id); token dropout needs it. */
   maskTokenId: number | undefined;
   /** A LayerNorm on the embeddings (ESM-1b); ESM-2 normalises after the last layer only. */
   layerNormBefore: boolean;
@@ -141,18 +188,30 @@ export interface EsmSettings {
  * 24 layers of 1,024), low enough that a corrupt value is refused before anything is allocated.
  */
 export const CONFIG_SIZE_LIMITS = {
+  /** 2^24 tokens. */
   vocab_size: 1 << 24,
+  /** 65,536 features. */
   hidden_size: 1 << 16,
+  /** 1,024 layers. */
   num_hidden_layers: 1 << 10,
+  /** 4,096 heads. */
   num_attention_heads: 1 << 12,
+  /** 262,144 features. */
   intermediate_size: 1 << 18,
+  /** 2^20 positions. */
   max_position_embeddings: 1 << 20,
+  /** 65,536 token types. */
   type_vocab_size: 1 << 16,
+  /** 2^20 labels. */
   num_labels: 1 << 20,
   // DistilBERT's names for the same sizes.
+  /** DistilBERT's hidden_size. */
   dim: 1 << 16,
+  /** DistilBERT's num_hidden_layers. */
   n_layers: 1 << 10,
+  /** DistilBERT's num_attention_heads. */
   n_heads: 1 << 12,
+  /** DistilBERT's intermediate_size. */
   hidden_dim: 1 << 18,
 } as const;
 

@@ -5,8 +5,11 @@ import { boundedSize, choice, finiteNumber, flag, probability, shown, tokenId, v
 
 /** The decoder families by Hugging Face model_type, with the one class each builds. */
 export const DECODER_FAMILIES = {
+  /** GPT-2: learned positions, fused query/key/value, Conv1D weights stored [in, out], tied head. */
   gpt2: 'GPT2LMHeadModel',
+  /** Llama: RMSNorm, rotary positions, grouped-query attention, SwiGLU. */
   llama: 'LlamaForCausalLM',
+  /** Qwen2: Llama's layout with query, key and value biases. */
   qwen2: 'Qwen2ForCausalLM',
 } as const;
 
@@ -17,19 +20,32 @@ export const DECODER_ARCHITECTURES: readonly string[] = Object.values(DECODER_FA
 
 /** Upper bounds on the decoder size keys: above any released checkpoint, low enough to refuse a corrupt value. */
 export const DECODER_SIZE_LIMITS = {
+  /** 2^24 tokens. */
   vocab_size: 1 << 24,
+  /** 65,536 features. */
   hidden_size: 1 << 16,
+  /** 1,024 layers. */
   num_hidden_layers: 1 << 10,
+  /** 4,096 query heads. */
   num_attention_heads: 1 << 12,
+  /** 4,096 key/value heads. */
   num_key_value_heads: 1 << 12,
+  /** 4,096 features per head. */
   head_dim: 1 << 12,
+  /** 262,144 features. */
   intermediate_size: 1 << 18,
+  /** 2^24 positions. */
   max_position_embeddings: 1 << 24,
   // GPT-2's names for the same sizes.
+  /** GPT-2's hidden_size. */
   n_embd: 1 << 16,
+  /** GPT-2's num_hidden_layers. */
   n_layer: 1 << 10,
+  /** GPT-2's num_attention_heads. */
   n_head: 1 << 12,
+  /** GPT-2's intermediate_size. */
   n_inner: 1 << 18,
+  /** GPT-2's max_position_embeddings. */
   n_positions: 1 << 24,
 } as const;
 

@@ -47,6 +47,7 @@ export interface GenerationDefaults {
   eosTokenIds: number[];
   /** What finished rows are padded with; transformers falls back to the first eos token. */
   padTokenId: number | undefined;
+  /** The start-of-sequence token (bos_token_id), when the checkpoint names one; generate does not add it. */
   bosTokenId: number | undefined;
   /** generation_config.json's max_new_tokens, when it has one. */
   maxNewTokens?: number;
@@ -57,10 +58,15 @@ export interface GenerationDefaults {
  * the new tokens only. Owns its tensors: dispose() frees them.
  */
 export class KeyValueCache {
+  /** Each layer's cached keys, [batch, kvHeads, length, headDim]; undefined before its first pass. */
   keys: (Tensor | undefined)[];
+  /** Each layer's cached values, [batch, kvHeads, length, headDim]; undefined before its first pass. */
   values: (Tensor | undefined)[];
 
-  constructor(readonly layers: number) {
+  constructor(
+    /** The model's layer count: one slot each. */
+    readonly layers: number,
+  ) {
     this.keys = new Array<Tensor | undefined>(layers).fill(undefined);
     this.values = new Array<Tensor | undefined>(layers).fill(undefined);
   }
@@ -71,7 +77,16 @@ export class KeyValueCache {
   }
 
   /** Appends a layer's new keys and values (along the sequence) and returns everything cached for that layer. */
-  append(layer: number, key: Tensor, value: Tensor): { key: Tensor; value: Tensor } {
+  append(
+    layer: number,
+    key: Tensor,
+    value: Tensor,
+  ): {
+    /** Every key the layer has seen, [batch, kvHeads, length, headDim] (owned by the cache). */
+    key: Tensor;
+    /** Every value the layer has seen, [batch, kvHeads, length, headDim] (owned by the cache). */
+    value: Tensor;
+  } {
     const join = (previous: Tensor | undefined, next: Tensor): Tensor => {
       // The cache outlives the step's tidy scope; the tensor it replaces is freed here.
       const joined = keep(previous === undefined ? next.clone() : concat(previous, next, 2));
@@ -101,6 +116,7 @@ export class KeyValueCache {
     this.values = this.values.map(pick);
   }
 
+  /** Frees every cached tensor; the cache is then empty (length 0). */
   dispose(): void {
     for (const tensor of [...this.keys, ...this.values]) tensor?.dispose();
     this.keys.fill(undefined);
@@ -110,6 +126,7 @@ export class KeyValueCache {
 
 /** One pass through the decoder: the new tokens, their positions, and the mask over every key they may read. */
 export interface DecoderPass {
+  /** The new tokens, [batch, seq], checked against the vocabulary. */
   ids: IdBatch;
   /** [batch · seq] the new tokens' positions. */
   positions: Int32Array;
@@ -235,6 +252,7 @@ export abstract class CausalLM extends Module {
   /** Logits [..., vocab] from hidden states: lm_head, or the token embeddings' transpose when tied. */
   protected abstract outputProjection(hidden: Tensor): Tensor;
 
+  /** Sets `generationConfig` from config.json's end, pad and start tokens; each family's constructor calls it. */
   protected initGenerationConfig(): void {
     const { eosTokenIds, padTokenId, bosTokenId } = this.config;
     this.generationConfig = { eosTokenIds: [...eosTokenIds], padTokenId, bosTokenId };
@@ -246,6 +264,11 @@ export abstract class CausalLM extends Module {
     return false;
   }
 
+  /**
+   * Next-token logits [batch, seq, vocab] for every position; with labels, also the mean cross-entropy of the shifted
+   * labels as transformers' ForCausalLMLoss computes it. Throws a TypeError or RangeError for ids, masks, positions or
+   * labels of the wrong shape or outside the vocabulary, and a RangeError for a position past a learned table.
+   */
   forward(inputs: CausalLMInputs): CausalLMOutput {
     if (inputs === null || typeof inputs !== 'object') throw new TypeError('forward: expected { inputIds, ... }');
     const ids = toIdBatch(inputs.inputIds, 'inputIds');

@@ -17,13 +17,19 @@ function linear(inFeatures: number, outFeatures: number, config: EncoderModelCon
   return new Linear(inFeatures, outFeatures, { std: config.initializerRange, seed });
 }
 
+/** Word plus learned absolute position embeddings, LayerNorm, dropout (no token types). */
 export class DistilBertEmbeddings extends Module {
+  /** [vocabSize, hidden]. */
   word_embeddings: Embedding;
+  /** Learned positions, [maxPositions, hidden]: position p adds row p. */
   position_embeddings: Embedding;
+  /** Normalises the sum of the two embeddings. */
   LayerNorm: LayerNorm;
+  /** Dropout on the result (`hiddenDropout`). */
   dropout: Dropout;
 
   constructor(
+    /** The parsed config it was built from. */
     readonly config: EncoderModelConfig,
     seeds: SeedScope,
   ) {
@@ -38,6 +44,7 @@ export class DistilBertEmbeddings extends Module {
     this.dropout = new Dropout(config.hiddenDropout, seeds.seed('dropout'));
   }
 
+  /** ids [batch, seq] → [batch, seq, hidden]; a RangeError when seq exceeds `maxPositions`. */
   forward(ids: IdBatch): Tensor {
     if (ids.seq > this.config.maxPositions) {
       throw new RangeError(
@@ -51,14 +58,21 @@ export class DistilBertEmbeddings extends Module {
   }
 }
 
+/** Multi-head self-attention with its output projection (the residual and LayerNorm are the layer's). */
 export class DistilBertAttention extends Module {
+  /** The query projection, [hidden] → [hidden]. */
   q_lin: Linear;
+  /** The key projection, [hidden] → [hidden]. */
   k_lin: Linear;
+  /** The value projection, [hidden] → [hidden]. */
   v_lin: Linear;
+  /** The output projection of the concatenated heads, [hidden] → [hidden]. */
   out_lin: Linear;
+  /** Dropout on the attention probabilities (`attentionDropout`). */
   dropout: Dropout;
 
   constructor(
+    /** The parsed config it was built from. */
     readonly config: EncoderModelConfig,
     seeds: SeedScope,
   ) {
@@ -71,6 +85,7 @@ export class DistilBertAttention extends Module {
     this.dropout = new Dropout(config.attentionDropout, seeds.seed('dropout'));
   }
 
+  /** [batch, seq, hidden] → [batch, seq, hidden]; `mask` [batch, seq] (1 = token, 0 = padding). */
   forward(hidden: Tensor, mask: Tensor | undefined): Tensor {
     const heads = this.config.numHeads;
     const context = attention(
@@ -84,12 +99,17 @@ export class DistilBertAttention extends Module {
   }
 }
 
+/** lin1 → activation → lin2 → dropout. */
 export class DistilBertFeedForward extends Module {
+  /** [hidden] → [intermediate]. */
   lin1: Linear;
+  /** [intermediate] → [hidden]. */
   lin2: Linear;
+  /** Dropout on the output (`hiddenDropout`). */
   dropout: Dropout;
 
   constructor(
+    /** The parsed config it was built from. */
     readonly config: EncoderModelConfig,
     seeds: SeedScope,
   ) {
@@ -99,6 +119,7 @@ export class DistilBertFeedForward extends Module {
     this.dropout = new Dropout(config.hiddenDropout, seeds.seed('dropout'));
   }
 
+  /** [batch, seq, hidden] → [batch, seq, hidden]. */
   forward(hidden: Tensor): Tensor {
     const inner = this.lin1.forward(hidden);
     return this.dropout.forward(this.lin2.forward(this.config.activation === 'relu' ? relu(inner) : gelu(inner)));
@@ -107,9 +128,13 @@ export class DistilBertFeedForward extends Module {
 
 /** One layer: attention, residual, sa_layer_norm; feed-forward, residual, output_layer_norm. */
 export class DistilBertLayer extends Module {
+  /** Self-attention with its output projection. */
   attention: DistilBertAttention;
+  /** LayerNorm after the attention's residual. */
   sa_layer_norm: LayerNorm;
+  /** The feed-forward block. */
   ffn: DistilBertFeedForward;
+  /** LayerNorm after the feed-forward residual. */
   output_layer_norm: LayerNorm;
 
   constructor(config: EncoderModelConfig, seeds: SeedScope) {
@@ -120,13 +145,16 @@ export class DistilBertLayer extends Module {
     this.output_layer_norm = new LayerNorm(config.hiddenSize, config.layerNormEps);
   }
 
+  /** [batch, seq, hidden] → [batch, seq, hidden]; `mask` [batch, seq] (1 = token, 0 = padding). */
   forward(hidden: Tensor, mask: Tensor | undefined): Tensor {
     const attended = this.sa_layer_norm.forward(add(this.attention.forward(hidden, mask), hidden));
     return this.output_layer_norm.forward(add(this.ffn.forward(attended), attended));
   }
 }
 
+/** `distilbert.transformer`: the stack of `numLayers` layers. */
 export class DistilBertTransformer extends Module {
+  /** The layers, in order (`layer.0`, `layer.1`, ...). */
   layer: DistilBertLayer[];
 
   constructor(config: EncoderModelConfig, seeds: SeedScope) {
@@ -137,6 +165,7 @@ export class DistilBertTransformer extends Module {
     );
   }
 
+  /** [batch, seq, hidden] through every layer; `mask` [batch, seq] (1 = token, 0 = padding). */
   forward(hidden: Tensor, mask: Tensor | undefined): Tensor {
     return this.layer.reduce((value, layer) => layer.forward(value, mask), hidden);
   }
@@ -144,7 +173,9 @@ export class DistilBertTransformer extends Module {
 
 /** `distilbert.*`: embeddings and the layer stack. */
 export class DistilBertEncoder extends Module implements EncoderBody {
+  /** Word and position embeddings. */
   embeddings: DistilBertEmbeddings;
+  /** The layer stack. */
   transformer: DistilBertTransformer;
 
   constructor(config: EncoderModelConfig, seeds: SeedScope) {
@@ -153,6 +184,7 @@ export class DistilBertEncoder extends Module implements EncoderBody {
     this.transformer = new DistilBertTransformer(config, seeds.child('transformer'));
   }
 
+  /** ids [batch, seq] → [batch, seq, hidden]; token types are a TypeError (DistilBERT has none). */
   forward(ids: IdBatch, tokenTypes: IdBatch | undefined, mask: Tensor | undefined): Tensor {
     if (tokenTypes !== undefined) throw new TypeError('forward: DistilBERT has no token types; pass no tokenTypeIds');
     return this.transformer.forward(this.embeddings.forward(ids), mask);
@@ -161,9 +193,11 @@ export class DistilBertEncoder extends Module implements EncoderBody {
 
 abstract class DistilBertTaskModel extends EncoderTaskModel {
   readonly basePrefix = 'distilbert';
+  /** The encoder: embeddings and layers. */
   distilbert: DistilBertEncoder;
 
   constructor(
+    /** The parsed config it was built from. */
     readonly config: EncoderModelConfig,
     seeds: SeedScope,
   ) {
@@ -178,8 +212,11 @@ abstract class DistilBertTaskModel extends EncoderTaskModel {
 
 /** transformers' DistilBertForSequenceClassification: first token → pre_classifier → ReLU → dropout → classifier. */
 export class DistilBertForSequenceClassification extends DistilBertTaskModel {
+  /** [hidden] → [hidden], on the first token's hidden state. */
   pre_classifier: Linear;
+  /** Dropout before the classifier (`classifierDropout`, seq_classif_dropout). */
   dropout: Dropout;
+  /** [hidden] → [numLabels]. */
   classifier: Linear;
 
   constructor(config: EncoderModelConfig, options: { seed?: number } = {}) {
@@ -198,7 +235,9 @@ export class DistilBertForSequenceClassification extends DistilBertTaskModel {
 
 /** transformers' DistilBertForTokenClassification: dropout (the model's) → classifier on every token. */
 export class DistilBertForTokenClassification extends DistilBertTaskModel {
+  /** Dropout on every token's hidden state (`hiddenDropout`). */
   dropout: Dropout;
+  /** [hidden] → [numLabels], per token. */
   classifier: Linear;
 
   constructor(config: EncoderModelConfig, options: { seed?: number } = {}) {

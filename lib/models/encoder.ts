@@ -7,6 +7,7 @@ import { Tensor } from '../tensor';
 import { type EncoderModelConfig } from './config';
 import { expectSameShape, type IdBatch, type IdMatrix, maskTensor, toIdBatch } from './inputs';
 
+/** What an encoder model's forward takes: a padded batch of ids, and labels for the loss. */
 export interface ClassifierInputs {
   /** [batch, seq] token ids. */
   inputIds: IdMatrix;
@@ -22,6 +23,7 @@ export interface ClassifierInputs {
   labels?: readonly number[] | Int32Array | Float32Array | readonly (readonly number[])[];
 }
 
+/** What an encoder model's forward returns. */
 export interface ClassifierOutput {
   /** [batch, numLabels] per sequence, [batch, seq, numLabels] per token; the last hidden states for a bare model. */
   logits: Tensor;
@@ -34,18 +36,30 @@ export interface ClassifierOutput {
  * attention mask as the softmax reads it; `maskIds` the same as ids, for families whose embeddings use it (ESM).
  */
 export interface EncoderBody extends Module {
+  /** ids [batch, seq] → the last hidden states [batch, seq, hidden]. */
   forward(ids: IdBatch, tokenTypes: IdBatch | undefined, mask: Tensor | undefined, maskIds?: IdBatch): Tensor;
 }
 
+/**
+ * An encoder model of any family with its task's head: the bare model ('base'), a sequence classifier (one label, a
+ * regression target, or multi-label) or a token classifier. Build one with `models.fromConfig` or `models.load`.
+ */
 export abstract class EncoderTaskModel extends Module {
+  /** The parsed config it was built from: family, sizes, task and labels. */
   abstract readonly config: EncoderModelConfig;
   /** The encoder's parameters' prefix in checkpoints ('bert', 'roberta', 'distilbert'). */
   abstract readonly basePrefix: string;
 
+  /** The family's encoder, under its checkpoint name (`bert`, `roberta`, `distilbert`, `esm`). */
   protected abstract get base(): EncoderBody;
   /** The task's output from the last hidden states (the hidden states themselves for a bare model). */
   protected abstract head(hidden: Tensor): Tensor;
 
+  /**
+   * Encodes the batch and applies the head; with labels, also the task's loss as transformers computes it
+   * (cross-entropy, MSE for regression, BCE with logits for multi-label). Throws a TypeError or RangeError for ids,
+   * masks or labels of the wrong shape or range, and a TypeError for labels on a bare model.
+   */
   forward(inputs: ClassifierInputs): ClassifierOutput {
     if (inputs === null || typeof inputs !== 'object') throw new TypeError('forward: expected { inputIds, ... }');
     const ids = toIdBatch(inputs.inputIds, 'inputIds');

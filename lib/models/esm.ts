@@ -30,12 +30,20 @@ function settingsOf(config: EncoderModelConfig): EsmSettings {
   return config.esm;
 }
 
+/**
+ * Token embeddings with ESM's token dropout rescaling; ESM-1b's learned absolute positions and LayerNorm when the
+ * config has them (ESM-2 has neither: its positions are rotary, in attention).
+ */
 export class EsmEmbeddings extends Module {
+  /** [vocabSize, hidden]. */
   word_embeddings: Embedding;
+  /** LayerNorm of the embeddings (emb_layer_norm_before); undefined unless the config asks for it. */
   layer_norm: LayerNorm | undefined;
+  /** Learned positions [maxPositions, hidden], counted from padTokenId + 1 as RoBERTa; undefined with rotary ones. */
   position_embeddings: Embedding | undefined;
 
   constructor(
+    /** The parsed config it was built from, with its ESM settings. */
     readonly config: EncoderModelConfig,
     seeds: SeedScope,
   ) {
@@ -53,6 +61,7 @@ export class EsmEmbeddings extends Module {
   /**
    * Token embeddings, with token dropout (when the config has it): the mask token's embedding zeroed and the rest
    * scaled by (1 − 0.12) / (1 − the share of mask tokens among the sequence's real tokens); padding zeroed.
+   * ids and mask [batch, seq] → [batch, seq, hidden].
    */
   forward(ids: IdBatch, mask: IdBatch | undefined): Tensor {
     const settings = settingsOf(this.config);
@@ -112,13 +121,19 @@ function paddingMask(mask: IdBatch, hidden: number, device: Tensor['device']): T
   );
 }
 
+/** Multi-head self-attention, with rotary position embeddings (base 10,000) on queries and keys in ESM-2. */
 export class EsmSelfAttention extends Module {
+  /** The query projection, [hidden] → [hidden]. */
   query: Linear;
+  /** The key projection, [hidden] → [hidden]. */
   key: Linear;
+  /** The value projection, [hidden] → [hidden]. */
   value: Linear;
+  /** Dropout on the attention probabilities (`attentionDropout`). */
   dropout: Dropout;
 
   constructor(
+    /** The parsed config it was built from, with its ESM settings. */
     readonly config: EncoderModelConfig,
     seeds: SeedScope,
   ) {
@@ -130,6 +145,7 @@ export class EsmSelfAttention extends Module {
     this.dropout = new Dropout(config.attentionDropout, seeds.seed('dropout'));
   }
 
+  /** [batch, seq, hidden] → [batch, seq, hidden]; `mask` [batch, seq] (1 = token, 0 = padding). */
   forward(hidden: Tensor, mask: Tensor | undefined): Tensor {
     const heads = this.config.numHeads;
     let query = splitHeads(this.query.forward(hidden), heads);
@@ -147,7 +163,9 @@ export class EsmSelfAttention extends Module {
 
 /** dense → dropout → residual, with no LayerNorm: ESM normalises before each block instead. */
 export class EsmResidualOutput extends Module {
+  /** The projection back to the hidden size, [inFeatures] → [hidden]. */
   dense: Linear;
+  /** Dropout on the projection, before the residual (`hiddenDropout`). */
   dropout: Dropout;
 
   constructor(inFeatures: number, config: EncoderModelConfig, seeds: SeedScope) {
@@ -156,14 +174,19 @@ export class EsmResidualOutput extends Module {
     this.dropout = new Dropout(config.hiddenDropout, seeds.seed('dropout'));
   }
 
+  /** dropout(dense(hidden)) + residual: hidden [batch, seq, inFeatures], residual [batch, seq, hidden]. */
   forward(hidden: Tensor, residual: Tensor): Tensor {
     return add(this.dropout.forward(this.dense.forward(hidden)), residual);
   }
 }
 
+/** The pre-LayerNorm attention block: x + output(self(LayerNorm(x))). */
 export class EsmAttention extends Module {
+  /** Multi-head self-attention. */
   self: EsmSelfAttention;
+  /** Output projection, dropout and residual. */
   output: EsmResidualOutput;
+  /** LayerNorm of the block's input, before attention. */
   LayerNorm: LayerNorm;
 
   constructor(config: EncoderModelConfig, seeds: SeedScope) {
@@ -173,12 +196,15 @@ export class EsmAttention extends Module {
     this.LayerNorm = new LayerNorm(config.hiddenSize, config.layerNormEps);
   }
 
+  /** [batch, seq, hidden] → [batch, seq, hidden]; `mask` [batch, seq] (1 = token, 0 = padding). */
   forward(hidden: Tensor, mask: Tensor | undefined): Tensor {
     return this.output.forward(this.self.forward(this.LayerNorm.forward(hidden), mask), hidden);
   }
 }
 
+/** The feed-forward layer's projection up (the layer applies LayerNorm before it and GELU after). */
 export class EsmIntermediate extends Module {
+  /** [hidden] → [intermediate]. */
   dense: Linear;
 
   constructor(config: EncoderModelConfig, seeds: SeedScope) {
@@ -189,9 +215,13 @@ export class EsmIntermediate extends Module {
 
 /** Pre-LayerNorm layer: x + attention(LN(x)), then y + feed-forward(LN(y)). */
 export class EsmLayer extends Module {
+  /** The attention block, with its own LayerNorm and residual. */
   attention: EsmAttention;
+  /** The feed-forward projection up. */
   intermediate: EsmIntermediate;
+  /** The feed-forward projection down, with the residual. */
   output: EsmResidualOutput;
+  /** LayerNorm before the feed-forward block. */
   LayerNorm: LayerNorm;
 
   constructor(config: EncoderModelConfig, seeds: SeedScope) {
@@ -202,6 +232,7 @@ export class EsmLayer extends Module {
     this.LayerNorm = new LayerNorm(config.hiddenSize, config.layerNormEps);
   }
 
+  /** [batch, seq, hidden] → [batch, seq, hidden]; `mask` [batch, seq] (1 = token, 0 = padding). */
   forward(hidden: Tensor, mask: Tensor | undefined): Tensor {
     const attended = this.attention.forward(hidden, mask);
     const inner = gelu(this.intermediate.dense.forward(this.LayerNorm.forward(attended)));
@@ -209,8 +240,11 @@ export class EsmLayer extends Module {
   }
 }
 
+/** `esm.encoder`: the layer stack and the final LayerNorm. */
 export class EsmEncoder extends Module {
+  /** The layers, in order (`layer.0`, `layer.1`, ...). */
   layer: EsmLayer[];
+  /** LayerNorm of the last layer's output (pre-LayerNorm stacks end with one). */
   emb_layer_norm_after: LayerNorm;
 
   constructor(config: EncoderModelConfig, seeds: SeedScope) {
@@ -222,13 +256,15 @@ export class EsmEncoder extends Module {
     this.emb_layer_norm_after = new LayerNorm(config.hiddenSize, config.layerNormEps);
   }
 
+  /** [batch, seq, hidden] through every layer and the final LayerNorm; `mask` [batch, seq] (1 = token, 0 = padding). */
   forward(hidden: Tensor, mask: Tensor | undefined): Tensor {
     return this.emb_layer_norm_after.forward(this.layer.reduce((value, layer) => layer.forward(value, mask), hidden));
   }
 }
 
 /** transformers' EsmContactPredictionHead's parameters: kept so checkpoints load and save whole (unused here). */
-class EsmContactHead extends Module {
+export class EsmContactHead extends Module {
+  /** [numLayers × numHeads] → [1], frozen (requiresGrad false). */
   regression: Linear;
 
   constructor(config: EncoderModelConfig, seeds: SeedScope) {
@@ -241,9 +277,13 @@ class EsmContactHead extends Module {
 
 /** `esm.*`: embeddings, the layer stack and the contact head's parameters. */
 export class EsmBody extends Module implements EncoderBody {
+  /** Token (and, in ESM-1b, position) embeddings. */
   embeddings: EsmEmbeddings;
+  /** The layer stack and the final LayerNorm. */
   encoder: EsmEncoder;
+  /** The contact head's frozen parameters, carried for checkpoints only. */
   contact_head: EsmContactHead;
+
   constructor(config: EncoderModelConfig, seeds: SeedScope) {
     super();
     this.embeddings = new EsmEmbeddings(config, seeds.child('embeddings'));
@@ -251,6 +291,7 @@ export class EsmBody extends Module implements EncoderBody {
     this.contact_head = new EsmContactHead(config, seeds.child('contact_head'));
   }
 
+  /** ids [batch, seq] → [batch, seq, hidden]; token types are a TypeError (ESM has none). */
   forward(ids: IdBatch, tokenTypes: IdBatch | undefined, mask: Tensor | undefined, maskIds?: IdBatch): Tensor {
     if (tokenTypes !== undefined) throw new TypeError('forward: ESM has no token types; pass no tokenTypeIds');
     return this.encoder.forward(this.embeddings.forward(ids, maskIds), mask);
@@ -259,9 +300,11 @@ export class EsmBody extends Module implements EncoderBody {
 
 abstract class EsmTaskModel extends EncoderTaskModel {
   readonly basePrefix = 'esm';
+  /** The encoder: embeddings, layers and the contact head's parameters. */
   esm: EsmBody;
 
   constructor(
+    /** The parsed config it was built from, with its ESM settings. */
     readonly config: EncoderModelConfig,
     seeds: SeedScope,
   ) {
@@ -279,6 +322,7 @@ abstract class EsmTaskModel extends EncoderTaskModel {
  * out_proj), its dropout ESM's hidden_dropout_prob (the config has no classifier_dropout, which parsing falls back from).
  */
 export class EsmForSequenceClassification extends EsmTaskModel {
+  /** RoBERTa's classification head on the first token, [hidden] → [numLabels]. */
   classifier: RobertaClassificationHead;
 
   constructor(config: EncoderModelConfig, options: { seed?: number } = {}) {
@@ -294,7 +338,9 @@ export class EsmForSequenceClassification extends EsmTaskModel {
 
 /** transformers' EsmForTokenClassification: dropout → classifier on every token (per-residue labels). */
 export class EsmForTokenClassification extends EsmTaskModel {
+  /** Dropout on every token's hidden state (`hiddenDropout`). */
   dropout: Dropout;
+  /** [hidden] → [numLabels], per residue. */
   classifier: Linear;
 
   constructor(config: EncoderModelConfig, options: { seed?: number } = {}) {

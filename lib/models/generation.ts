@@ -9,6 +9,7 @@ import type { CausalLM, DecoderPass } from './decoder';
 import { KeyValueCache } from './decoder';
 import { type IdBatch, type IdMatrix, expectSameShape, maskTensor, toIdBatch } from './inputs';
 
+/** The prompts `generate` continues. */
 export interface GenerateInputs {
   /** [batch, seq] prompt ids, rows of different lengths padded on the left. */
   inputIds: IdMatrix;
@@ -23,11 +24,16 @@ export interface GenerateInputs {
 export interface TokenEvent {
   /** 0 for the first new token. */
   step: number;
+  /** The new token of each row, in batch order (with beams: of each returned sequence). */
   tokens: number[];
   /** Whether each row has ended (its end-of-sequence token included). */
   finished: boolean[];
 }
 
+/**
+ * How `generate` decodes, with transformers' names in camelCase and its defaults. Unknown keys are a TypeError;
+ * values out of range a RangeError naming the option.
+ */
 export interface GenerateOptions {
   /** New tokens at most per row: generation_config.json's max_new_tokens, else 20. */
   maxNewTokens?: number;
@@ -59,6 +65,7 @@ export interface GenerateOptions {
   signal?: AbortSignal;
 }
 
+/** What `generate` resolves to, as transformers' generate returns it. */
 export interface GenerateOutput {
   /** Each row's prompt (padding included) followed by its new tokens; finished rows padded to the longest. */
   sequences: number[][];

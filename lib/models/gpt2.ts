@@ -37,14 +37,21 @@ function residualStd(config: DecoderModelConfig): number {
   return config.initializerRange / Math.sqrt(2 * config.numLayers);
 }
 
+/** Causal multi-head self-attention with GPT-2's fused query/key/value projection. */
 export class GPT2Attention extends Module {
+  /** Queries, keys and values side by side, [hidden] → [3 · hidden] (a Conv1D [in, out] in checkpoints). */
   c_attn: Linear;
+  /** The output projection, [hidden] → [hidden], initialised with std initializer_range / √(2 · n_layer). */
   c_proj: Linear;
+  /** Dropout on the attention probabilities (attn_pdrop). */
   attn_dropout: Dropout;
+  /** Dropout on the output projection (resid_pdrop). */
   resid_dropout: Dropout;
 
   constructor(
+    /** The parsed config it was built from. */
     readonly config: DecoderModelConfig,
+    /** The block's index from 0: its slot in the key/value cache, and the divisor of scale_attn_by_inverse_layer_idx. */
     readonly layerIndex: number,
     seeds: SeedScope,
   ) {
@@ -58,6 +65,7 @@ export class GPT2Attention extends Module {
     this.resid_dropout = new Dropout(config.residualDropout, seeds.seed('resid_dropout'));
   }
 
+  /** [batch, seq, hidden] → [batch, seq, hidden], attending over the cached keys too when the pass has a cache. */
   forward(hidden: Tensor, pass: DecoderPass): Tensor {
     const { hiddenSize: size, numHeads, headDim } = this.config;
     const fused = this.c_attn.forward(hidden);
@@ -72,12 +80,17 @@ export class GPT2Attention extends Module {
   }
 }
 
+/** The feed-forward layer: c_fc → activation (gelu_new) → c_proj → dropout. */
 export class GPT2MLP extends Module {
+  /** [hidden] → [intermediate] (n_inner, default 4 · hidden). */
   c_fc: Linear;
+  /** [intermediate] → [hidden], initialised with std initializer_range / √(2 · n_layer). */
   c_proj: Linear;
+  /** Dropout on the output (resid_pdrop). */
   dropout: Dropout;
 
   constructor(
+    /** The parsed config it was built from. */
     readonly config: DecoderModelConfig,
     seeds: SeedScope,
   ) {
@@ -91,6 +104,7 @@ export class GPT2MLP extends Module {
     this.dropout = new Dropout(config.residualDropout, seeds.seed('dropout'));
   }
 
+  /** [batch, seq, hidden] → [batch, seq, hidden]. */
   forward(hidden: Tensor): Tensor {
     return this.dropout.forward(this.c_proj.forward(activationOf(this.config)(this.c_fc.forward(hidden))));
   }
@@ -98,9 +112,13 @@ export class GPT2MLP extends Module {
 
 /** Pre-LayerNorm block: x + attn(ln_1(x)), then y + mlp(ln_2(y)). */
 export class GPT2Block extends Module {
+  /** LayerNorm before attention. */
   ln_1: LayerNorm;
+  /** Causal self-attention. */
   attn: GPT2Attention;
+  /** LayerNorm before the feed-forward layer. */
   ln_2: LayerNorm;
+  /** The feed-forward layer. */
   mlp: GPT2MLP;
 
   constructor(config: DecoderModelConfig, layerIndex: number, seeds: SeedScope) {
@@ -111,6 +129,7 @@ export class GPT2Block extends Module {
     this.mlp = new GPT2MLP(config, seeds.child('mlp'));
   }
 
+  /** [batch, seq, hidden] → [batch, seq, hidden]. */
   forward(hidden: Tensor, pass: DecoderPass): Tensor {
     const attended = add(hidden, this.attn.forward(this.ln_1.forward(hidden), pass));
     return add(attended, this.mlp.forward(this.ln_2.forward(attended)));
@@ -119,13 +138,19 @@ export class GPT2Block extends Module {
 
 /** `transformer.*`: token and position embeddings, the blocks, the final LayerNorm. */
 export class GPT2Model extends Module {
+  /** Token embeddings, [vocab, hidden]; also the output projection when the head is tied. */
   wte: Embedding;
+  /** Learned positions, [n_positions, hidden]. */
   wpe: Embedding;
+  /** Dropout on the summed embeddings (embd_pdrop). */
   drop: Dropout;
+  /** The blocks, in order (`h.0`, `h.1`, ...). */
   h: GPT2Block[];
+  /** The final LayerNorm. */
   ln_f: LayerNorm;
 
   constructor(
+    /** The parsed config it was built from. */
     readonly config: DecoderModelConfig,
     seeds: SeedScope,
   ) {
@@ -141,6 +166,10 @@ export class GPT2Model extends Module {
     this.ln_f = new LayerNorm(hiddenSize, config.normEps);
   }
 
+  /**
+   * The last hidden states [batch, seq, hidden] of a pass, after ln_f. Throws a RangeError for a position outside
+   * [0, n_positions).
+   */
   forward(pass: DecoderPass): Tensor {
     const { ids, positions } = pass;
     const limit = this.config.maxPositions;
@@ -161,10 +190,13 @@ export class GPT2Model extends Module {
 /** transformers' GPT2LMHeadModel: the decoder and the output projection (the token embeddings when tied). */
 export class GPT2LMHeadModel extends CausalLM {
   readonly basePrefix = 'transformer';
+  /** The decoder: embeddings, blocks and the final LayerNorm. */
   transformer: GPT2Model;
+  /** [hidden] → [vocab] without bias; undefined when tied to `transformer.wte` (tie_word_embeddings, the default). */
   lm_head: Linear | undefined;
 
   constructor(
+    /** The parsed config it was built from. */
     readonly config: DecoderModelConfig,
     options: { seed?: number } = {},
   ) {

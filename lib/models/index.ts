@@ -84,6 +84,7 @@ export { type ClassifierInputs, type ClassifierOutput, type EncoderBody, Encoder
 export {
   EsmAttention,
   EsmBody,
+  EsmContactHead,
   EsmEmbeddings,
   EsmEncoder,
   EsmForSequenceClassification,
@@ -96,7 +97,7 @@ export {
 } from './esm';
 /** The models' common base under its earlier name. */
 export { EncoderTaskModel as SequenceClassifier } from './encoder';
-export { DECODER_CLASSES, MODEL_CLASSES, type PretrainedModel } from './registry';
+export { DECODER_CLASSES, type EncoderModelClass, MODEL_CLASSES, type PretrainedModel } from './registry';
 export type { IdBatch, IdMatrix } from './inputs';
 
 /**

@@ -19,15 +19,23 @@ function projection(inFeatures: number, outFeatures: number, bias: boolean, conf
   return new Linear(inFeatures, outFeatures, { bias, std: config.initializerRange, seed });
 }
 
+/** Causal grouped-query self-attention with rotary position embeddings (base rope_theta) on queries and keys. */
 export class LlamaAttention extends Module {
+  /** [hidden] → [heads · headDim]; with a bias in Qwen2 (attention_bias). */
   q_proj: Linear;
+  /** [hidden] → [kvHeads · headDim]: num_key_value_heads heads, each shared by heads / kvHeads query heads. */
   k_proj: Linear;
+  /** [hidden] → [kvHeads · headDim]. */
   v_proj: Linear;
+  /** The output projection, [heads · headDim] → [hidden]. */
   o_proj: Linear;
+  /** Dropout on the attention probabilities (attention_dropout, 0 in released checkpoints). */
   attention_dropout: Dropout;
 
   constructor(
+    /** The parsed config it was built from. */
     readonly config: DecoderModelConfig,
+    /** The layer's index from 0: its slot in the key/value cache. */
     readonly layerIndex: number,
     seeds: SeedScope,
   ) {
@@ -40,6 +48,7 @@ export class LlamaAttention extends Module {
     this.attention_dropout = new Dropout(config.attentionDropout, seeds.seed('attention_dropout'));
   }
 
+  /** [batch, seq, hidden] → [batch, seq, hidden], attending over the cached keys too when the pass has a cache. */
   forward(hidden: Tensor, pass: DecoderPass): Tensor {
     const { numHeads, numKeyValueHeads, headDim, ropeTheta } = this.config;
     const turn = (x: Tensor) => rotary(x, { base: ropeTheta, positions: pass.positions });
@@ -54,9 +63,13 @@ export class LlamaAttention extends Module {
   }
 }
 
+/** The SwiGLU feed-forward layer: down(silu(gate(x)) ⊙ up(x)). */
 export class LlamaMLP extends Module {
+  /** [hidden] → [intermediate], through SiLU. */
   gate_proj: Linear;
+  /** [hidden] → [intermediate], multiplied by the gate. */
   up_proj: Linear;
+  /** [intermediate] → [hidden]. */
   down_proj: Linear;
 
   constructor(config: DecoderModelConfig, seeds: SeedScope) {
@@ -67,6 +80,7 @@ export class LlamaMLP extends Module {
     this.down_proj = projection(intermediateSize, hiddenSize, mlpBias, config, seeds.seed('down_proj.weight'));
   }
 
+  /** [batch, seq, hidden] → [batch, seq, hidden]. */
   forward(hidden: Tensor): Tensor {
     return this.down_proj.forward(swiglu(this.gate_proj.forward(hidden), this.up_proj.forward(hidden)));
   }
@@ -74,9 +88,13 @@ export class LlamaMLP extends Module {
 
 /** x + attention(RMSNorm(x)), then y + MLP(RMSNorm(y)). */
 export class LlamaDecoderLayer extends Module {
+  /** Causal self-attention. */
   self_attn: LlamaAttention;
+  /** The SwiGLU feed-forward layer. */
   mlp: LlamaMLP;
+  /** RMSNorm before attention. */
   input_layernorm: RMSNorm;
+  /** RMSNorm before the feed-forward layer. */
   post_attention_layernorm: RMSNorm;
 
   constructor(config: DecoderModelConfig, layerIndex: number, seeds: SeedScope) {
@@ -87,6 +105,7 @@ export class LlamaDecoderLayer extends Module {
     this.post_attention_layernorm = new RMSNorm(config.hiddenSize, config.normEps);
   }
 
+  /** [batch, seq, hidden] → [batch, seq, hidden]. */
   forward(hidden: Tensor, pass: DecoderPass): Tensor {
     const attended = add(hidden, this.self_attn.forward(this.input_layernorm.forward(hidden), pass));
     return add(attended, this.mlp.forward(this.post_attention_layernorm.forward(attended)));
@@ -95,8 +114,11 @@ export class LlamaDecoderLayer extends Module {
 
 /** `model.*`: token embeddings, the layers, the final RMSNorm. */
 export class LlamaModel extends Module {
+  /** Token embeddings, [vocab, hidden]; also the output projection when the head is tied. */
   embed_tokens: Embedding;
+  /** The layers, in order (`layers.0`, `layers.1`, ...). */
   layers: LlamaDecoderLayer[];
+  /** The final RMSNorm. */
   norm: RMSNorm;
 
   constructor(config: DecoderModelConfig, seeds: SeedScope) {
@@ -112,6 +134,7 @@ export class LlamaModel extends Module {
     this.norm = new RMSNorm(config.hiddenSize, config.normEps);
   }
 
+  /** The last hidden states [batch, seq, hidden] of a pass, after the final RMSNorm. */
   forward(pass: DecoderPass): Tensor {
     const embedded = this.embed_tokens.forward(pass.ids.data, [pass.ids.batch, pass.ids.seq]);
     return this.norm.forward(this.layers.reduce((value, layer) => layer.forward(value, pass), embedded));
@@ -121,10 +144,13 @@ export class LlamaModel extends Module {
 /** transformers' LlamaForCausalLM: the decoder and lm_head (the token embeddings when tie_word_embeddings). */
 export class LlamaForCausalLM extends CausalLM {
   readonly basePrefix = 'model';
+  /** The decoder: embeddings, layers and the final RMSNorm. */
   model: LlamaModel;
+  /** [hidden] → [vocab] without bias; undefined when tied to `model.embed_tokens` (tie_word_embeddings). */
   lm_head: Linear | undefined;
 
   constructor(
+    /** The parsed config it was built from. */
     readonly config: DecoderModelConfig,
     options: { seed?: number } = {},
   ) {

@@ -20,15 +20,17 @@ import { LlamaForCausalLM, Qwen2ForCausalLM } from './llama';
 /** Any model the registry builds: an encoder with its task's head, or a causal language model. */
 export type PretrainedModel = EncoderTaskModel | CausalLM;
 
-type ModelClass = new (config: EncoderModelConfig, options?: { seed?: number }) => EncoderTaskModel;
+/** An encoder model class: built from a parsed config, its weights seeded by `options.seed` (default 0). */
+export type EncoderModelClass = new (config: EncoderModelConfig, options?: { seed?: number }) => EncoderTaskModel;
 
-const ROBERTA_LAYOUT: Record<EncoderTask, ModelClass> = {
+const ROBERTA_LAYOUT: Record<EncoderTask, EncoderModelClass> = {
   'sequence-classification': RobertaForSequenceClassification,
   'token-classification': RobertaForTokenClassification,
   base: RobertaModel,
 };
 
-export const MODEL_CLASSES: Record<EncoderFamily, Record<EncoderTask, ModelClass>> = {
+/** The encoder class of each family and task: what `models.fromConfig` and `models.load` build. */
+export const MODEL_CLASSES: Record<EncoderFamily, Record<EncoderTask, EncoderModelClass>> = {
   bert: {
     'sequence-classification': BertForSequenceClassification,
     'token-classification': BertForTokenClassification,

@@ -9,26 +9,43 @@ import { type Tensor } from '../tensor';
 import { Dropout, LayerNorm, Linear } from './layers';
 import { Module } from './module';
 
+/** The sizes and settings one encoder layer is built from (a model's parsed config supplies them). */
 export interface EncoderConfig {
+  /** Width of the hidden states (768 in BERT-base); a multiple of `numHeads`. */
   hiddenSize: number;
+  /** Attention heads; each has hiddenSize / numHeads features. */
   numHeads: number;
+  /** Width of the feed-forward layer's inner projection (3072 in BERT-base). */
   intermediateSize: number;
+  /** Dropout probability after the output projections and on embeddings, in [0, 1). */
   hiddenDropout: number;
+  /** Dropout probability on the attention probabilities, in [0, 1). */
   attentionDropout: number;
+  /** The epsilon added to the variance in LayerNorm (1e-12 in BERT). */
   layerNormEps: number;
+  /** The feed-forward activation: exact (erf) GELU or ReLU. */
   activation: 'gelu' | 'relu';
+  /** Standard deviation of the normal initialisation of every weight matrix (0.02 in BERT). */
   initializerRange: number;
 }
 
 /** Scaled dot-product self-attention over heads; `mask` [batch, seq] (1 = token, 0 = padding). */
 export class MultiHeadSelfAttention extends Module {
+  /** The query projection, [hidden] → [hidden]. */
   query: Linear;
+  /** The key projection, [hidden] → [hidden]. */
   key: Linear;
+  /** The value projection, [hidden] → [hidden]. */
   value: Linear;
+  /** Dropout on the attention probabilities (`attentionDropout`). */
   dropout: Dropout;
 
-  /** `seeds`: this module's scope (e.g. `bert.encoder.layer.0.attention.self`); each weight is seeded by its name. */
+  /**
+   * `seeds`: this module's scope (e.g. `bert.encoder.layer.0.attention.self`); each weight is seeded by its name.
+   * Throws a RangeError when hiddenSize is not a multiple of numHeads.
+   */
   constructor(
+    /** The sizes it was built with. */
     readonly config: EncoderConfig,
     seeds: SeedScope,
   ) {
@@ -79,8 +96,11 @@ export function attention(
 
 /** dense → dropout → residual → LayerNorm: the output block after attention and after the feed-forward layer. */
 export class ResidualOutput extends Module {
+  /** The projection back to the hidden size, [inFeatures] → [hidden]. */
   dense: Linear;
+  /** Normalises the sum of the projection and the residual. */
   LayerNorm: LayerNorm;
+  /** Dropout on the projection, before the residual (`hiddenDropout`). */
   dropout: Dropout;
 
   constructor(inFeatures: number, config: EncoderConfig, seeds: SeedScope) {
@@ -93,13 +113,17 @@ export class ResidualOutput extends Module {
     this.dropout = new Dropout(config.hiddenDropout, seeds.seed('dropout'));
   }
 
+  /** LayerNorm(dropout(dense(hidden)) + residual): hidden [batch, seq, inFeatures], residual [batch, seq, hidden]. */
   forward(hidden: Tensor, residual: Tensor): Tensor {
     return this.LayerNorm.forward(add(this.dropout.forward(this.dense.forward(hidden)), residual));
   }
 }
 
+/** The attention block: self-attention, then its output projection with the residual and LayerNorm. */
 export class Attention extends Module {
+  /** Multi-head self-attention. */
   self: MultiHeadSelfAttention;
+  /** Output projection, dropout, residual and LayerNorm. */
   output: ResidualOutput;
 
   constructor(config: EncoderConfig, seeds: SeedScope) {
@@ -108,15 +132,19 @@ export class Attention extends Module {
     this.output = new ResidualOutput(config.hiddenSize, config, seeds.child('output'));
   }
 
+  /** [batch, seq, hidden] → [batch, seq, hidden]; `mask` [batch, seq] (1 = token, 0 = padding). */
   forward(hidden: Tensor, mask: Tensor | undefined): Tensor {
     return this.output.forward(this.self.forward(hidden, mask), hidden);
   }
 }
 
+/** The feed-forward layer's first half: projection to the intermediate size and the activation. */
 export class Intermediate extends Module {
+  /** [hidden] → [intermediate]. */
   dense: Linear;
 
   constructor(
+    /** The sizes and the activation it was built with. */
     readonly config: EncoderConfig,
     seeds: SeedScope,
   ) {
@@ -127,6 +155,7 @@ export class Intermediate extends Module {
     });
   }
 
+  /** [batch, seq, hidden] → [batch, seq, intermediate]. */
   forward(hidden: Tensor): Tensor {
     const projected = this.dense.forward(hidden);
     return this.config.activation === 'relu' ? relu(projected) : gelu(projected);
@@ -135,8 +164,11 @@ export class Intermediate extends Module {
 
 /** Post-LayerNorm encoder layer: self-attention block, then the feed-forward block, each with a residual. */
 export class TransformerEncoderLayer extends Module {
+  /** The self-attention block. */
   attention: Attention;
+  /** The feed-forward projection up, with the activation. */
   intermediate: Intermediate;
+  /** The feed-forward projection down, with the residual and LayerNorm. */
   output: ResidualOutput;
 
   /** `seeds`: this layer's scope, e.g. `bert.encoder.layer.3` (`new SeedScope(seed, name)`). */
@@ -147,6 +179,7 @@ export class TransformerEncoderLayer extends Module {
     this.output = new ResidualOutput(config.intermediateSize, config, seeds.child('output'));
   }
 
+  /** [batch, seq, hidden] → [batch, seq, hidden]; `mask` [batch, seq] (1 = token, 0 = padding). */
   forward(hidden: Tensor, mask: Tensor | undefined): Tensor {
     const attended = this.attention.forward(hidden, mask);
     return this.output.forward(this.intermediate.forward(attended), attended);

@@ -105,15 +105,23 @@ export function swiglu(gate: Tensor, up: Tensor): Tensor {
 
 /** The activation names of transformers' configs (`hidden_act`, `activation_function`) that bidora runs. */
 export const ACTIVATIONS = {
+  /** The exact GELU, x·Φ(x) with the erf (BERT, RoBERTa, ESM). */
   gelu,
+  /** GPT-2's name for the tanh approximation of GELU. */
   gelu_new: geluTanh,
+  /** PyTorch's name for the same tanh approximation. */
   gelu_pytorch_tanh: geluTanh,
+  /** x·sigmoid(x), the gate of Llama and Qwen2 feed-forward layers. */
   silu,
+  /** Another name of SiLU. */
   swish: silu,
+  /** max(x, 0). */
   relu,
+  /** The hyperbolic tangent. */
   tanh,
 } as const satisfies Record<string, (x: Tensor) => Tensor>;
 
+/** A key of {@link ACTIVATIONS}: an activation name bidora runs. */
 export type ActivationName = keyof typeof ACTIVATIONS;
 
 /** The op for a config's activation name (`"gelu_new"` → geluTanh); RangeError naming the known ones otherwise. */

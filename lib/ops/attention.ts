@@ -26,15 +26,21 @@ export function softmax(x: Tensor, mask?: Tensor): Tensor {
   });
 }
 
+/** Options of {@link scaledDotProductAttention}. */
 export interface AttentionOptions {
-  /** [batch, keyLength]: 1 = attend, 0 = padding. */
+  /** 1 = attend, 0 = padding, [batch, keyLength]; default every key. */
   keyMask?: Tensor;
   /** Query i attends to keys j ≤ i + (keyLength − queryLength): aligned at the end, as for KV-cache decoding. */
   causal?: boolean;
   /** Multiplies the scores; 1/√headSize by default. */
   scale?: number;
   /** Dropout on the attention probabilities (training): the mask the `dropout` op draws from `seed` on them. */
-  dropout?: { p: number; seed: number };
+  dropout?: {
+    /** The probability of dropping an attention weight, in [0, 1); kept ones are scaled by 1 / (1 − p). */
+    p: number;
+    /** The mask's seed: the same seed drops the same weights. */
+    seed: number;
+  };
 }
 
 /**
@@ -66,7 +72,8 @@ export function scaledDotProductAttention(
   if (query.rank !== 4) {
     throw new RangeError(`${fn}: query must be [batch, heads, queryLength, headSize], got shape [${query.shape}]`);
   }
-  const scale = options.scale ?? 1 / Math.sqrt(query.shape[3]);
+  const headSize = query.shape[3];
+  const scale = options.scale ?? (headSize > 0 ? 1 / Math.sqrt(headSize) : 1);
   if (typeof scale !== 'number' || !Number.isFinite(scale)) {
     throw new RangeError(`${fn}: options.scale must be a finite number, got ${String(scale)}`);
   }

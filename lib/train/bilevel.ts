@@ -23,6 +23,7 @@ import {
 import { type OptimizerOptions, ScheduledOptimizer } from './optimizers';
 import { Trainer } from './trainer';
 
+/** Options of {@link BiLevelTrainer}: the two levels' optimizers and the hypergradient. */
 export interface BiLevelTrainerOptions extends LoopOptions {
   /** Over the direction (A, B) and the modules to save; default AdamW lr 1e-3. */
   lowerOptimizer?: OptimizerOptions;
@@ -42,14 +43,25 @@ export interface BiLevelTrainerOptions extends LoopOptions {
    * After the search, restore A, B and the head to their initial values and train them on the whole training set with
    * the searched magnitudes fixed.
    */
-  retrain?: false | { maxSteps?: number; epochs?: number; optimizer?: OptimizerOptions };
+  retrain?:
+    | false
+    | {
+        /** Steps of the retraining; default `epochs` passes over the whole training set. */
+        maxSteps?: number;
+        /** Passes over the whole training set when `maxSteps` is not given (default 3). */
+        epochs?: number;
+        /** Over A, B and the head; default `lowerOptimizer`. */
+        optimizer?: OptimizerOptions;
+      };
 }
 
+/** What one BiDoRA iteration reports: `loss` is the lower task loss; the upper figures only on upper steps. */
 export interface BiLevelStep extends StepRecord {
+  /** The task loss on the lower batch, before the regulariser (equals `loss`). */
   lowerLoss: number;
   /** The regulariser's value (before gamma), when gamma > 0. */
   regularizer: number;
-  /** On steps with an upper update: */
+  /** The task loss on the upper batch, at the updated direction; on steps with an upper update only. */
   upperLoss: number;
   /** ||g||, the direct gradient of the upper loss with respect to the magnitudes. */
   directNorm: number;
@@ -57,15 +69,24 @@ export interface BiLevelStep extends StepRecord {
   secondOrderNorm: number;
 }
 
+/** What {@link BiLevelTrainer.fit} resolves to: the search, and the retraining phase when asked for. */
 export interface BiLevelFitResult extends FitResult {
   /** The retraining phase, when asked for. */
   retrain?: FitResult;
 }
 
+/**
+ * BiDoRA's bi-level training on a model with `bidora` (or DoRA) adapters: the direction (A, B) and the head learn on
+ * the lower split, the magnitudes on the upper split (`upperFraction` of the training set), coupled by a
+ * finite-difference hypergradient. Throws a RangeError when the model has no adapters, an adapter has no magnitude, or
+ * an option is out of range.
+ */
 export class BiLevelTrainer extends TrainingLoop {
+  /** The adapted layers, in module order. */
   readonly layers: AdaptedLayer[];
   /** A and B of every adapted layer, then the modules to save: the lower level's parameters. */
   readonly lowerParameters: Tensor[];
+  /** The magnitude vector of every adapted layer: the upper level's parameters. */
   readonly magnitudes: Tensor[];
   readonly #settings: Required<
     Pick<BiLevelTrainerOptions, 'upperFraction' | 'hypergradient' | 'xi' | 'unrollSteps' | 'gamma'>
@@ -123,7 +144,17 @@ export class BiLevelTrainer extends TrainingLoop {
    * Task loss plus gamma × the mean orthogonality penalty over adapted layers, on `batch`. The penalty depends on the
    * direction only (dR/dm ≡ 0), so passes that want magnitude gradients alone leave it out (`withPenalty` false).
    */
-  lowerObjective(batch: CollatedBatch, withPenalty = true): { loss: Tensor; taskLoss: number; regularizer: number } {
+  lowerObjective(
+    batch: CollatedBatch,
+    withPenalty = true,
+  ): {
+    /** The objective as a scalar tensor, for backward. */
+    loss: Tensor;
+    /** The task loss alone. */
+    taskLoss: number;
+    /** The mean orthogonality penalty before gamma; 0 when left out. */
+    regularizer: number;
+  } {
     const { loss: taskLoss } = this.model.forward(batch);
     if (this.#settings.gamma === 0 || !withPenalty)
       return { loss: taskLoss!, taskLoss: taskLoss!.item(), regularizer: 0 };
@@ -251,6 +282,10 @@ export class BiLevelTrainer extends TrainingLoop {
     return this.step(lower, upper, index);
   }
 
+  /**
+   * The bi-level search as {@link Trainer.fit}, then, with `retrain`, A, B and the head reset to their initial
+   * values and trained on the whole training set with the magnitudes fixed (no checkpoints in that phase).
+   */
   override async fit(train: readonly Example[], options: FitOptions = {}): Promise<BiLevelFitResult> {
     const retrain = (this.options as BiLevelTrainerOptions).retrain;
     const initial = retrain
@@ -309,6 +344,7 @@ export class BiLevelTrainer extends TrainingLoop {
     this.#upperBatches!.restore(state.upper as never);
   }
 
+  /** Frees both optimizers' state. */
   dispose(): void {
     this.#lowerOptimizer?.optimizer.dispose();
     this.#upperOptimizer?.optimizer.dispose();

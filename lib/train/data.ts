@@ -4,6 +4,7 @@ import { Random } from '../random';
 
 /** One tokenized training example. */
 export interface Example {
+  /** Token ids, special tokens included, as a tokenizer returns them: non-empty, integers in [0, vocabSize). */
   inputIds: number[];
   /** Defaults to 1 over every id. */
   attentionMask?: number[];
@@ -19,12 +20,17 @@ export interface Example {
 
 /** A padded [batch, seq] id matrix, as tokenizers return and models take. */
 export interface IdMatrix {
+  /** The ids row by row, batch × seq of them. */
   data: Int32Array;
+  /** [batch, seq]. */
   shape: [number, number];
 }
 
+/** Examples padded to one length and packed as a model's forward takes them. */
 export interface CollatedBatch {
+  /** [batch, seq] token ids, padded with the model's padding id to the longest example. */
   inputIds: IdMatrix;
+  /** 1 over real tokens and 0 over padding, [batch, seq]. */
   attentionMask: IdMatrix;
   /** Absent for models without token types (DistilBERT: typeVocabSize 0). */
   tokenTypeIds?: IdMatrix;
@@ -96,7 +102,16 @@ function stratifiedUpperCounts(classSizes: number[], upperFraction: number, targ
  * stratified: each class keeps its share on both sides, and a class of two or more items appears in both. Items
  * keep their original order within each side.
  */
-export function splitLowerUpper<T>(items: readonly T[], upperFraction = 0.2, seed = 0): { lower: T[]; upper: T[] } {
+export function splitLowerUpper<T>(
+  items: readonly T[],
+  upperFraction = 0.2,
+  seed = 0,
+): {
+  /** The rest: what A, B and the head train on. */
+  lower: T[];
+  /** round(n × upperFraction) items (at least one): what the magnitudes train on. */
+  upper: T[];
+} {
   if (!(upperFraction > 0 && upperFraction < 1)) {
     throw new RangeError(`splitLowerUpper: upperFraction must be in (0, 1), got ${upperFraction}`);
   }
@@ -156,6 +171,7 @@ export interface BatchStreamState {
  */
 export class BatchStream<T> {
   readonly #items: readonly T[];
+  /** Items per batch (the last of an epoch may hold fewer). */
   readonly batchSize: number;
   #random: Random;
   #epoch = 0;
@@ -179,10 +195,12 @@ export class BatchStream<T> {
     return this.#epoch;
   }
 
+  /** ceil(items / batchSize). */
   get batchesPerEpoch(): number {
     return Math.ceil(this.#items.length / this.batchSize);
   }
 
+  /** The next batch, starting (and shuffling) a new epoch when the current one is used up. */
   next(): T[] {
     if (this.#position >= this.#order.length) {
       this.#epoch++;
@@ -194,6 +212,7 @@ export class BatchStream<T> {
     return indices.map((index) => this.#items[index]);
   }
 
+  /** Where the stream is, for a checkpoint; {@link BatchStream.restore} continues from it. */
   state(): BatchStreamState {
     return {
       epoch: this.#epoch,

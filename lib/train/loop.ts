@@ -9,38 +9,55 @@ import { evaluationBatches, primaryMetric } from './evaluate';
 import { collateFor, type TrainableModel } from './model';
 import { type Logger, type LogMode, Progress } from './progress';
 
+/** What one training step reports to `onStep`, the history and the progress log. */
 export interface StepRecord {
   /** Steps taken when this record was made, counting from 1 as evaluations and progress records do. */
   step: number;
+  /** The step's training loss on its batch (the task loss, mean over what the labels count). */
   loss: number;
+  /** The learning rate the step used, as the schedule set it. */
   lr: number;
+  /** Further figures a trainer reports (`gradNorm` when clipping; BiDoRA's upper loss and norms). */
   [figure: string]: number;
 }
 
+/** One evaluation during fit(), on `evalExamples`. */
 export interface EvalRecord {
   /** Steps taken before this evaluation. */
   step: number;
+  /** The mean task loss over the evaluation examples. */
   loss: number;
+  /** The task's metrics by name (accuracy, macroF1, mcc; mse, pearson; microF1; perplexity, ...). */
   metrics: Record<string, number>;
 }
 
+/** What fit() resolves to. */
 export interface FitResult {
+  /** Steps taken in all, a resumed run's earlier steps included. */
   steps: number;
+  /** One record per step, in order. */
   history: StepRecord[];
+  /** One record per evaluation, in order (empty without `evalExamples`). */
   evals: EvalRecord[];
   /** The evaluation with the best primary metric (its state is restored at the end unless restoreBest is false). */
   best?: EvalRecord;
+  /** True when `earlyStoppingPatience` evaluations without improvement ended the run before `maxSteps`. */
   stoppedEarly: boolean;
 }
 
+/** The options both trainers share. */
 export interface LoopOptions {
   /** An encoder with a task head, or a causal language model (labels one token id per position). */
   model: TrainableModel;
+  /** Examples per step (default 16); a positive integer, else a RangeError. */
   batchSize?: number;
   /** Steps to run; defaults to `epochs` passes over the training examples. */
   maxSteps?: number;
+  /** Passes over the training examples when `maxSteps` is not given (default 3). */
   epochs?: number;
+  /** Seed of the data order (a shuffle each epoch) and of BiDoRA's lower/upper split; default 0. */
   seed?: number;
+  /** Examples per evaluation batch (default 64). */
   evalBatchSize?: number;
   /**
    * The metric that picks the best evaluation: accuracy (default), mse (regression), microF1 (multi-label), loss
@@ -53,18 +70,24 @@ export interface LoopOptions {
   restoreBest?: boolean;
   /** Progress: silent by default; a logger (anything with `info(record)`), or the command line's bar / JSON lines. */
   log?: LogMode | Logger;
+  /** Called after every step with its record; an exception thrown here stops the fit and rejects it. */
   onStep?: (record: StepRecord) => void;
+  /** Called after every evaluation with its record. */
   onEval?: (record: EvalRecord) => void;
 }
 
+/** Options of one fit() call: evaluation, checkpoints and cancellation. */
 export interface FitOptions {
+  /** Held-out examples evaluated every `evalEvery` steps and after the last; none: no evaluation. */
   evalExamples?: readonly Example[];
+  /** Steps between evaluations (default one epoch). */
   evalEvery?: number;
   /**
    * Folder for the checkpoint, written atomically every `checkpointEvery` steps and after the last: everything a
    * resumed run needs to end exactly as an uninterrupted one would, the best evaluation's weights included.
    */
   checkpointDir?: string;
+  /** Steps between checkpoints (default 100). */
   checkpointEvery?: number;
   /** Continue from the checkpoint in checkpointDir when there is one; otherwise a previous run's there is removed. */
   resume?: boolean;
@@ -78,7 +101,9 @@ export interface FitOptions {
 
 /** Where a run's last published checkpoint is: its folder and the number of steps it holds. */
 export interface CheckpointLocation {
+  /** The `checkpointDir` it was written to. */
   dir: string;
+  /** Steps taken when it was written. */
   step: number;
 }
 
@@ -92,7 +117,9 @@ export class NonFiniteError extends Error {
     readonly step: number,
     /** What went non-finite: a step figure's name, or `parameters` (the trained tensors after the update). */
     readonly figure: string,
+    /** The non-finite value: NaN, Infinity or -Infinity. */
     readonly value: number,
+    /** The last checkpoint written before the failure, undefined when none was. */
     readonly checkpoint: CheckpointLocation | undefined,
   ) {
     super(
@@ -118,10 +145,15 @@ export function positiveInteger(value: number | undefined, name: string, fallbac
   return chosen;
 }
 
+/** The loop both trainers extend: fit() with evaluation, best-state keeping, checkpoints and cancellation. */
 export abstract class TrainingLoop {
+  /** The model being trained, as given in the options. */
   readonly model: TrainableModel;
+  /** The options as given. */
   protected readonly options: LoopOptions;
+  /** Examples per step, checked (default 16). */
   protected readonly batchSize: number;
+  /** Seed of the data order (default 0). */
   protected readonly seed: number;
 
   constructor(options: LoopOptions) {
@@ -140,11 +172,18 @@ export abstract class TrainingLoop {
   protected abstract nextStep(index: number): StepRecord;
   /** The tensors that training changes, by name (kept for the best state and checkpoints). */
   protected abstract trainedTensors(): Map<string, Tensor>;
+  /** The optimizers whose state checkpoints save, by name. */
   protected abstract namedOptimizers(): Map<string, Optimizer>;
   /** Data order and random state, for checkpoints. */
   protected abstract streamState(): Record<string, unknown>;
+  /** Restores what `streamState` saved; throws a RangeError when it does not fit this run (another training set). */
   protected abstract restoreStreamState(state: Record<string, unknown>): void;
 
+  /**
+   * Trains on `train` for `maxSteps` (or `epochs` passes), yielding to the event loop between steps. Evaluates,
+   * keeps the best state, checkpoints and resumes as `options` ask. Rejects with a RangeError for empty data or bad
+   * options, a {@link NonFiniteError} when training diverges, and the signal's reason when aborted.
+   */
   async fit(train: readonly Example[], options: FitOptions = {}): Promise<FitResult> {
     if (!Array.isArray(train) || train.length === 0) throw new RangeError('fit: train must be a non-empty array');
     const stepsPerEpoch = this.prepare(train);

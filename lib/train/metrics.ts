@@ -2,15 +2,23 @@
 // Spearman) and named entities (span precision, recall and F1 over BIO tags), defined as scikit-learn, SciPy and
 // seqeval define them so reported numbers compare with published ones.
 
+/** A single-label classifier's scores, each in the scikit-learn definition. */
 export interface ClassificationMetrics {
+  /** The share of examples predicted right, in [0, 1]. */
   accuracy: number;
+  /** The unweighted mean over classes of each class's F1, in [0, 1]. */
   macroF1: number;
+  /** Matthews correlation coefficient (multiclass), in [-1, 1]; 0 when either side is constant. */
   mcc: number;
 }
 
+/** A regression's scores against its targets. */
 export interface RegressionMetrics {
+  /** Mean squared error, in the targets' units squared. */
   mse: number;
+  /** Pearson's correlation; NaN when either side is constant. */
   pearson: number;
+  /** Spearman's rank correlation (ties averaged); NaN when either side is constant. */
   spearman: number;
 }
 
@@ -89,6 +97,7 @@ export function matthewsCorrelation(predictions: ArrayLike<number>, labels: Arra
   return covariance / Math.sqrt(trueVariance * predictedVariance);
 }
 
+/** The mean of (prediction − target)²; a RangeError when the lengths differ. */
 export function meanSquaredError(predictions: ArrayLike<number>, targets: ArrayLike<number>): number {
   checkPair('meanSquaredError', predictions, targets);
   let total = 0;
@@ -189,16 +198,23 @@ export function argmaxRows(logits: Float32Array, classes: number): Int32Array {
   return result;
 }
 
+/** Span-level named-entity scores, micro-averaged as seqeval's. */
 export interface EntityMetrics {
+  /** Predicted entities that match a true one (type and both ends) over all predicted; 0 when none is predicted. */
   entityPrecision: number;
+  /** True entities found over all true ones; 0 when there are none. */
   entityRecall: number;
+  /** The harmonic mean of precision and recall; 0 when both are 0. */
   entityF1: number;
 }
 
 /** A labelled span: its type and its first and last positions. */
-interface Entity {
+export interface Entity {
+  /** The entity type, the tag without its prefix ("PER" of "B-PER"). */
   type: string;
+  /** The position of its first tag, counting from 0. */
   start: number;
+  /** The position of its last tag (inclusive). */
   end: number;
 }
 
@@ -278,6 +294,7 @@ export function isEntityTagSet(names: readonly string[]): boolean {
   return names.length > 1 && names.every((name) => name === 'O' || /^[BIES][-_].+$/.test(name));
 }
 
+/** A multi-label classifier's scores over 0/1 decisions, as scikit-learn's. */
 export interface MultiLabelMetrics {
   /** Examples whose every class decision is right (scikit-learn's accuracy_score on label sets). */
   subsetAccuracy: number;

@@ -19,9 +19,13 @@ export interface TrainableConfig extends CollateLimits {
  * classes or targets, or an Int32Array of token ids for a language model).
  */
 export interface ModelInputs {
+  /** [batch, seq] token ids. */
   inputIds: IdMatrix;
+  /** 1 = attend, 0 = padding, [batch, seq]; default all ones. */
   attentionMask?: IdMatrix;
+  /** [batch, seq] segment ids for models with token types (BERT); default all zeros. */
   tokenTypeIds?: IdMatrix;
+  /** Targets; with them forward also returns the task's loss. */
   labels?: unknown;
 }
 

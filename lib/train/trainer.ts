@@ -7,13 +7,20 @@ import { collateFor } from './model';
 import { type LoopOptions, type StepRecord, TrainingLoop } from './loop';
 import { type OptimizerOptions, ScheduledOptimizer } from './optimizers';
 
+/** Options of the single-level {@link Trainer}. */
 export interface TrainerOptions extends LoopOptions {
+  /** The optimizer and its schedule over `parameters` (default AdamW, lr 1e-3). */
   optimizer?: OptimizerOptions;
   /** The tensors to train; by default every parameter of the model that requires grad. */
   parameters?: Tensor[];
 }
 
+/**
+ * Trains whatever requires grad (an adapter's A, B and magnitudes, a head, or every weight) on the whole training set
+ * with one optimizer: LoRA, DoRA, full fine-tuning, head only. Throws a RangeError when nothing requires grad.
+ */
 export class Trainer extends TrainingLoop {
+  /** The tensors trained: `options.parameters`, else every model parameter that required grad at construction. */
   readonly parameters: Tensor[];
   #optimizer: ScheduledOptimizer | undefined;
   #batches: BatchStream<Example> | undefined;

@@ -11,6 +11,7 @@
 #include "attention.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -64,6 +65,19 @@ struct DropoutDraw {
 void product(float* c, int64_t ldc, const float* a, int64_t ars, int64_t acs, const float* b, int64_t brs, int64_t bcs,
              int64_t m, int64_t n, int64_t k, float alpha, float beta) {
   gemm({c, ldc, 1, a, ars, acs, b, brs, bcs, m, n, k, alpha, beta});
+}
+
+// Runs task(index, scratch) for every index below n on the pool's threads, each taking the next index as it finishes
+// one (a thread slowed by a busy machine takes fewer instead of holding the rest back); one Scratch per thread. Every
+// task writes its own outputs whatever thread runs it, so results do not depend on who took what.
+template <typename Scratch, typename Task>
+void run_tasks(int64_t n, const Scratch& prototype, Task task) {
+  if (n <= 0) return;
+  std::atomic<int64_t> next{0};
+  run_on_threads(static_cast<int>(std::min<int64_t>(n, num_threads())), [&](int, int) {
+    Scratch scratch = prototype;
+    for (int64_t index = next.fetch_add(1); index < n; index = next.fetch_add(1)) task(index, scratch);
+  });
 }
 
 // Keys [j0, j0 + cols) as 1 (attend) or 0 (masked).
@@ -129,78 +143,147 @@ void forward_block(const ops::Attention& args, int64_t batch, int64_t head, int6
 // ---- blocked backward ----
 
 struct BackwardScratch {
-  std::vector<float> probabilities, grad_probabilities, dropped, grad_key, grad_value, row_dot, valid;
-  BackwardScratch(int64_t head_size, int64_t query_length)
+  std::vector<float> probabilities, grad_probabilities, dropped, grad_key, grad_value, valid;
+  explicit BackwardScratch(int64_t head_size)
       : probabilities(kQueryBlock * kKeyBlock),
         grad_probabilities(kQueryBlock * kKeyBlock),
         dropped(kQueryBlock * kKeyBlock),
         grad_key(kKeyBlock * head_size),
         grad_value(kKeyBlock * head_size),
-        row_dot(query_length),
         valid(kKeyBlock) {}
 };
 
-// One (batch, kv head): its key and value gradients, and the query gradients of every head that reads it.
-void backward_kv_head(const ops::AttentionBackward& args, int64_t batch, int64_t kv_head, BackwardScratch& s) {
+// What every schedule of the backward shares.
+struct BackwardPlan {
+  const ops::AttentionBackward& args;
+  DropoutDraw draw;
+  AttentionDropout row_draw;
+  const NnKernels& kernels;
+  const float* row_dots;  // D_i = dO_i · O_i for every query row [batch · heads · Lq]
+
+  BackwardPlan(const ops::AttentionBackward& a, const float* dots)
+      : args(a), draw(a.dims.dropout), row_draw(draw.row_draw()), kernels(nn_kernels(active_isa())), row_dots(dots) {}
+};
+
+// One head's query block [i0, i0 + rows) against its key block [j0, j0 + cols): recomputes the scores and dO·V by
+// GEMM and leaves dS in s.probabilities and P ⊙ Z in s.dropped (row stride kKeyBlock). False, computing nothing,
+// when no row of the block sees a key of it (causal).
+bool block_gradients(const BackwardPlan& plan, const HeadView& view, int64_t i0, int64_t rows, int64_t j0, int64_t cols,
+                     BackwardScratch& s) {
+  const ops::AttentionBackward& args = plan.args;
   const ops::AttentionDims& d = args.dims;
+  const int64_t hd = d.head_size, lq = d.query_length, lk = d.key_length;
+  if (math::attention_visible_keys(i0 + rows - 1, lq, lk, d.causal) <= j0) return false;
+  float* p = s.probabilities.data();
+  float* dp = s.grad_probabilities.data();
+  key_block_valid(s.valid.data(), view.mask, j0, cols);
+  product(p, kKeyBlock, args.query + (view.query_offset + i0) * hd, hd, 1, args.key + (view.kv_offset + j0) * hd, 1, hd,
+          rows, cols, hd, d.scale, 0.0f);
+  product(dp, kKeyBlock, args.grad_out + (view.query_offset + i0) * hd, hd, 1, args.value + (view.kv_offset + j0) * hd,
+          1, hd, rows, cols, hd, 1.0f, 0.0f);
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t row = view.query_offset + i0 + r;
+    const float lse = args.logsumexp[row];
+    const int64_t seen =
+        lse == kNegativeInfinity
+            ? 0
+            : std::clamp<int64_t>(math::attention_visible_keys(i0 + r, lq, lk, d.causal) - j0, 0, cols);
+    plan.kernels.attention_grad_row(p + r * kKeyBlock, s.dropped.data() + r * kKeyBlock, dp + r * kKeyBlock,
+                                    s.valid.data(), seen, cols, lse, plan.row_dots[row], row * lk + j0,
+                                    plan.draw.active ? &plan.row_draw : nullptr);
+  }
+  return true;
+}
+
+// dV_j += (P ⊙ Z)ᵀ dO_i and dK_j += scale dSᵀ Q_i into the scratch accumulators, for the pair block_gradients left.
+void add_key_block(const BackwardPlan& plan, const HeadView& view, int64_t i0, int64_t rows, int64_t cols,
+                   BackwardScratch& s) {
+  const ops::AttentionBackward& args = plan.args;
+  const int64_t hd = args.dims.head_size;
+  product(s.grad_value.data(), hd, s.dropped.data(), 1, kKeyBlock, args.grad_out + (view.query_offset + i0) * hd, hd, 1,
+          cols, hd, rows, 1.0f, 1.0f);
+  product(s.grad_key.data(), hd, s.probabilities.data(), 1, kKeyBlock, args.query + (view.query_offset + i0) * hd, hd,
+          1, cols, hd, rows, args.dims.scale, 1.0f);
+}
+
+// dQ_i += scale dS K_j, for the pair block_gradients left.
+void add_query_block(const BackwardPlan& plan, const HeadView& view, int64_t i0, int64_t rows, int64_t j0, int64_t cols,
+                     BackwardScratch& s) {
+  const ops::AttentionBackward& args = plan.args;
+  const int64_t hd = args.dims.head_size;
+  product(args.grad_query + (view.query_offset + i0) * hd, hd, s.probabilities.data(), kKeyBlock, 1,
+          args.key + (view.kv_offset + j0) * hd, hd, 1, rows, hd, cols, args.dims.scale, 1.0f);
+}
+
+// Adds one head's accumulated key block (s.grad_key, s.grad_value) into the gradients, then clears the accumulators.
+void flush_key_block(const BackwardPlan& plan, const HeadView& view, int64_t j0, int64_t cols, BackwardScratch& s) {
+  const int64_t hd = plan.args.dims.head_size;
+  float* grad_key = plan.args.grad_key + (view.kv_offset + j0) * hd;
+  float* grad_value = plan.args.grad_value + (view.kv_offset + j0) * hd;
+  for (int64_t e = 0; e < cols * hd; ++e) {
+    grad_key[e] += s.grad_key[e];
+    grad_value[e] += s.grad_value[e];
+  }
+  std::fill(s.grad_key.begin(), s.grad_key.end(), 0.0f);
+  std::fill(s.grad_value.begin(), s.grad_value.end(), 0.0f);
+}
+
+// The three gradients are sums over (query block, key block) pairs, each accumulated in one fixed order: dK_j and dV_j
+// over the group's heads, then query blocks, ascending; dQ_i over key blocks ascending. Two schedules keep those
+// orders, so they give the same bits. With a task per (batch, kv head) for every thread, each task owns its key and
+// value gradients and its heads' query gradients and computes every pair once. With fewer (one long sequence), key
+// blocks and query blocks become tasks of their own: dK, dV per (batch, kv head, key block), then dQ per (batch, head,
+// query block), recomputing each pair's dS once more for the parallelism.
+
+void kv_head_gradients(const BackwardPlan& plan, int64_t batch, int64_t kv_head, BackwardScratch& s) {
+  const ops::AttentionDims& d = plan.args.dims;
   const int64_t hd = d.head_size, lq = d.query_length, lk = d.key_length, group = d.heads / d.kv_heads;
-  const DropoutDraw draw(d.dropout);
-  const AttentionDropout row_draw = draw.row_draw();
-  const NnKernels& kernels = nn_kernels(active_isa());
   const int64_t kv_offset = (batch * d.kv_heads + kv_head) * lk;
-  float* grad_key = args.grad_key + kv_offset * hd;
-  float* grad_value = args.grad_value + kv_offset * hd;
-  std::fill(grad_key, grad_key + lk * hd, 0.0f);
-  std::fill(grad_value, grad_value + lk * hd, 0.0f);
+  std::fill(plan.args.grad_key + kv_offset * hd, plan.args.grad_key + (kv_offset + lk) * hd, 0.0f);
+  std::fill(plan.args.grad_value + kv_offset * hd, plan.args.grad_value + (kv_offset + lk) * hd, 0.0f);
   for (int64_t head = kv_head * group; head < (kv_head + 1) * group; ++head) {
-    const HeadView view = head_view(d, args.key_mask, batch, head);
-    const float* q = args.query + view.query_offset * hd;
-    const float* grad_out = args.grad_out + view.query_offset * hd;
-    const float* out = args.out + view.query_offset * hd;
-    const float* lse = args.logsumexp + view.query_offset;
-    float* grad_query = args.grad_query + view.query_offset * hd;
-    std::fill(grad_query, grad_query + lq * hd, 0.0f);
-    // D_i = dO_i · O_i = Σ_j P_ij Z_ij dO_i·V_j, the row term of softmax's backward (dropout included).
-    for (int64_t i = 0; i < lq; ++i) {
-      float dot = 0.0f;
-      for (int64_t e = 0; e < hd; ++e) dot += grad_out[i * hd + e] * out[i * hd + e];
-      s.row_dot[i] = dot;
-    }
+    const HeadView view = head_view(d, plan.args.key_mask, batch, head);
+    std::fill(plan.args.grad_query + view.query_offset * hd, plan.args.grad_query + (view.query_offset + lq) * hd,
+              0.0f);
     for (int64_t j0 = 0; j0 < lk; j0 += kKeyBlock) {
       const int64_t cols = std::min(kKeyBlock, lk - j0);
-      const float* k = args.key + (kv_offset + j0) * hd;
-      const float* v = args.value + (kv_offset + j0) * hd;
-      key_block_valid(s.valid.data(), view.mask, j0, cols);
-      std::fill(s.grad_key.begin(), s.grad_key.begin() + cols * hd, 0.0f);
-      std::fill(s.grad_value.begin(), s.grad_value.begin() + cols * hd, 0.0f);
       for (int64_t i0 = 0; i0 < lq; i0 += kQueryBlock) {
         const int64_t rows = std::min(kQueryBlock, lq - i0);
-        if (math::attention_visible_keys(i0 + rows - 1, lq, lk, d.causal) <= j0) continue;  // no row sees this block
-        float* p = s.probabilities.data();
-        float* dp = s.grad_probabilities.data();
-        product(p, kKeyBlock, q + i0 * hd, hd, 1, k, 1, hd, rows, cols, hd, d.scale, 0.0f);
-        product(dp, kKeyBlock, grad_out + i0 * hd, hd, 1, v, 1, hd, rows, cols, hd, 1.0f, 0.0f);
-        for (int64_t r = 0; r < rows; ++r) {
-          const float row_lse = lse[i0 + r];
-          const int64_t seen =
-              row_lse == kNegativeInfinity
-                  ? 0
-                  : std::clamp<int64_t>(math::attention_visible_keys(i0 + r, lq, lk, d.causal) - j0, 0, cols);
-          kernels.attention_grad_row(p + r * kKeyBlock, s.dropped.data() + r * kKeyBlock, dp + r * kKeyBlock,
-                                     s.valid.data(), seen, cols, row_lse, s.row_dot[i0 + r],
-                                     (view.query_offset + i0 + r) * lk + j0, draw.active ? &row_draw : nullptr);
-        }
-        // dV_j += (P ⊙ Z)ᵀ dO_i; dK_j += scale dSᵀ Q_i; dQ_i += scale dS K_j.
-        product(s.grad_value.data(), hd, s.dropped.data(), 1, kKeyBlock, grad_out + i0 * hd, hd, 1, cols, hd, rows,
-                1.0f, 1.0f);
-        product(s.grad_key.data(), hd, p, 1, kKeyBlock, q + i0 * hd, hd, 1, cols, hd, rows, d.scale, 1.0f);
-        product(grad_query + i0 * hd, hd, p, kKeyBlock, 1, k, hd, 1, rows, hd, cols, d.scale, 1.0f);
+        if (!block_gradients(plan, view, i0, rows, j0, cols, s)) continue;
+        add_key_block(plan, view, i0, rows, cols, s);
+        add_query_block(plan, view, i0, rows, j0, cols, s);
       }
-      for (int64_t e = 0; e < cols * hd; ++e) {
-        grad_key[j0 * hd + e] += s.grad_key[e];
-        grad_value[j0 * hd + e] += s.grad_value[e];
-      }
+      flush_key_block(plan, view, j0, cols, s);
     }
+  }
+}
+
+void key_block_gradients(const BackwardPlan& plan, int64_t batch, int64_t kv_head, int64_t j0, BackwardScratch& s) {
+  const ops::AttentionDims& d = plan.args.dims;
+  const int64_t hd = d.head_size, lq = d.query_length, group = d.heads / d.kv_heads;
+  const int64_t cols = std::min(kKeyBlock, d.key_length - j0);
+  const int64_t first = ((batch * d.kv_heads + kv_head) * d.key_length + j0) * hd;
+  std::fill(plan.args.grad_key + first, plan.args.grad_key + first + cols * hd, 0.0f);
+  std::fill(plan.args.grad_value + first, plan.args.grad_value + first + cols * hd, 0.0f);
+  for (int64_t head = kv_head * group; head < (kv_head + 1) * group; ++head) {
+    const HeadView view = head_view(d, plan.args.key_mask, batch, head);
+    for (int64_t i0 = 0; i0 < lq; i0 += kQueryBlock) {
+      const int64_t rows = std::min(kQueryBlock, lq - i0);
+      if (block_gradients(plan, view, i0, rows, j0, cols, s)) add_key_block(plan, view, i0, rows, cols, s);
+    }
+    flush_key_block(plan, view, j0, cols, s);
+  }
+}
+
+void query_block_gradients(const BackwardPlan& plan, int64_t batch, int64_t head, int64_t i0, BackwardScratch& s) {
+  const ops::AttentionDims& d = plan.args.dims;
+  const int64_t hd = d.head_size, rows = std::min(kQueryBlock, d.query_length - i0);
+  const HeadView view = head_view(d, plan.args.key_mask, batch, head);
+  float* grad_query = plan.args.grad_query + (view.query_offset + i0) * hd;
+  std::fill(grad_query, grad_query + rows * hd, 0.0f);
+  for (int64_t j0 = 0; j0 < d.key_length; j0 += kKeyBlock) {
+    const int64_t cols = std::min(kKeyBlock, d.key_length - j0);
+    if (block_gradients(plan, view, i0, rows, j0, cols, s)) add_query_block(plan, view, i0, rows, j0, cols, s);
   }
 }
 
@@ -239,21 +322,40 @@ double reference_probabilities(const ops::AttentionDims& d, const float* query, 
 void attention_forward(const ops::Attention& args) {
   const ops::AttentionDims& d = args.dims;
   const int64_t query_blocks = (d.query_length + kQueryBlock - 1) / kQueryBlock;
-  parallel_for(d.batch * d.heads * query_blocks, 1, 2, [&](int64_t begin, int64_t end) {
-    ForwardScratch scratch(d.head_size);
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t block = task % query_blocks, head = task / query_blocks % d.heads;
-      forward_block(args, task / query_blocks / d.heads, head, block * kQueryBlock, scratch);
-    }
+  run_tasks(d.batch * d.heads * query_blocks, ForwardScratch(d.head_size), [&](int64_t task, ForwardScratch& scratch) {
+    const int64_t block = task % query_blocks, head = task / query_blocks % d.heads;
+    forward_block(args, task / query_blocks / d.heads, head, block * kQueryBlock, scratch);
   });
 }
 
 void attention_backward(const ops::AttentionBackward& args) {
   const ops::AttentionDims& d = args.dims;
-  parallel_for(d.batch * d.kv_heads, 1, 2, [&](int64_t begin, int64_t end) {
-    BackwardScratch scratch(d.head_size, d.query_length);
-    for (int64_t task = begin; task < end; ++task)
-      backward_kv_head(args, task / d.kv_heads, task % d.kv_heads, scratch);
+  const int64_t hd = d.head_size, rows = d.batch * d.heads * d.query_length;
+  // D_i = dO_i · O_i = Σ_j P_ij Z_ij dO_i·V_j, the row term of softmax's backward (dropout included).
+  std::vector<float> row_dots(rows);
+  parallel_for(rows, 64, 4096, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      float dot = 0.0f;
+      for (int64_t e = 0; e < hd; ++e) dot += args.grad_out[row * hd + e] * args.out[row * hd + e];
+      row_dots[row] = dot;
+    }
+  });
+  const BackwardPlan plan(args, row_dots.data());
+  if (d.batch * d.kv_heads >= num_threads()) {
+    run_tasks(d.batch * d.kv_heads, BackwardScratch(hd), [&](int64_t task, BackwardScratch& scratch) {
+      kv_head_gradients(plan, task / d.kv_heads, task % d.kv_heads, scratch);
+    });
+    return;
+  }
+  const int64_t key_blocks = (d.key_length + kKeyBlock - 1) / kKeyBlock;
+  run_tasks(d.batch * d.kv_heads * key_blocks, BackwardScratch(hd), [&](int64_t task, BackwardScratch& scratch) {
+    const int64_t kv_index = task / key_blocks;
+    key_block_gradients(plan, kv_index / d.kv_heads, kv_index % d.kv_heads, task % key_blocks * kKeyBlock, scratch);
+  });
+  const int64_t query_blocks = (d.query_length + kQueryBlock - 1) / kQueryBlock;
+  run_tasks(d.batch * d.heads * query_blocks, BackwardScratch(hd), [&](int64_t task, BackwardScratch& scratch) {
+    const int64_t head_index = task / query_blocks;
+    query_block_gradients(plan, head_index / d.heads, head_index % d.heads, task % query_blocks * kQueryBlock, scratch);
   });
 }
 
