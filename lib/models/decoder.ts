@@ -3,12 +3,12 @@
 import { noGrad } from '../autograd';
 import { scaledDotProductAttention } from '../ops/attention';
 import { add, mul, scale, sub } from '../ops/elementwise';
-import { matmul } from '../ops/matmul';
+import { linear, matmul } from '../ops/matmul';
 import { mean, sum } from '../ops/reduce';
 import { embedding } from '../ops/embedding';
 import { crossEntropy, IGNORE_INDEX } from '../ops/loss';
 import { concat, narrow, reshape } from '../ops/shape';
-import { type Dropout } from '../nn/layers';
+import { type Dropout, Linear } from '../nn/layers';
 import { Module } from '../nn/module';
 import { keep, Tensor } from '../tensor';
 import { type DecoderModelConfig } from './decoder-config';
@@ -51,6 +51,17 @@ export interface GenerationDefaults {
   bosTokenId: number | undefined;
   /** generation_config.json's max_new_tokens, when it has one. */
   maxNewTokens?: number;
+}
+
+/** lm_head, [hidden] → [vocab] without bias; undefined when tied to the token embeddings (tie_word_embeddings). */
+export function languageModelHead(config: DecoderModelConfig, seed: number): Linear | undefined {
+  if (config.tieWordEmbeddings) return undefined;
+  return new Linear(config.hiddenSize, config.vocabSize, { bias: false, std: config.initializerRange, seed });
+}
+
+/** Next-token logits from the last hidden states: through lm_head, or the token embeddings' weight when tied. */
+export function projectToVocabulary(hidden: Tensor, head: Linear | undefined, embeddings: Tensor): Tensor {
+  return head?.forward(hidden) ?? linear(hidden, embeddings);
 }
 
 /**

@@ -4,14 +4,13 @@
 // [in, out]; here they are ordinary Linear layers [out, in], transposed when a checkpoint is read or written.
 import { gelu, geluTanh, relu } from '../ops/activation';
 import { add } from '../ops/elementwise';
-import { linear } from '../ops/matmul';
 import { mergeHeads, narrow, splitHeads } from '../ops/shape';
 import { type Tensor } from '../tensor';
 import { Dropout, Embedding, LayerNorm, Linear } from '../nn/layers';
 import { Module } from '../nn/module';
 import { SeedScope } from '../random';
 import { type DecoderModelConfig } from './decoder-config';
-import { CausalLM, causalAttention, type DecoderPass } from './decoder';
+import { CausalLM, causalAttention, type DecoderPass, languageModelHead, projectToVocabulary } from './decoder';
 
 /** The checkpoint names of GPT-2's Conv1D weights, stored [in, out]. */
 const CONV1D_WEIGHT = /(^|\.)(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.weight$/;
@@ -203,13 +202,7 @@ export class GPT2LMHeadModel extends CausalLM {
     super();
     const seeds = new SeedScope(options.seed ?? 0);
     this.transformer = new GPT2Model(config, seeds.child('transformer'));
-    this.lm_head = config.tieWordEmbeddings
-      ? undefined
-      : new Linear(config.hiddenSize, config.vocabSize, {
-          bias: false,
-          std: config.initializerRange,
-          seed: seeds.seed('lm_head.weight'),
-        });
+    this.lm_head = languageModelHead(config, seeds.seed('lm_head.weight'));
     this.initGenerationConfig();
   }
 
@@ -218,7 +211,7 @@ export class GPT2LMHeadModel extends CausalLM {
   }
 
   protected outputProjection(hidden: Tensor): Tensor {
-    return this.lm_head?.forward(hidden) ?? linear(hidden, this.transformer.wte.weight);
+    return projectToVocabulary(hidden, this.lm_head, this.transformer.wte.weight);
   }
 
   override transposedInCheckpoint(name: string): boolean {

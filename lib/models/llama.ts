@@ -5,7 +5,6 @@
 // same layout with biases on the query, key and value projections.
 import { swiglu } from '../ops/activation';
 import { add } from '../ops/elementwise';
-import { linear } from '../ops/matmul';
 import { rotary } from '../ops/rotary';
 import { mergeHeads, splitHeads } from '../ops/shape';
 import { type Tensor } from '../tensor';
@@ -13,7 +12,7 @@ import { Dropout, Embedding, Linear, RMSNorm } from '../nn/layers';
 import { Module } from '../nn/module';
 import { SeedScope } from '../random';
 import { type DecoderModelConfig } from './decoder-config';
-import { CausalLM, causalAttention, type DecoderPass } from './decoder';
+import { CausalLM, causalAttention, type DecoderPass, languageModelHead, projectToVocabulary } from './decoder';
 
 function projection(inFeatures: number, outFeatures: number, bias: boolean, config: DecoderModelConfig, seed: number) {
   return new Linear(inFeatures, outFeatures, { bias, std: config.initializerRange, seed });
@@ -157,9 +156,7 @@ export class LlamaForCausalLM extends CausalLM {
     super();
     const seeds = new SeedScope(options.seed ?? 0);
     this.model = new LlamaModel(config, seeds.child('model'));
-    this.lm_head = config.tieWordEmbeddings
-      ? undefined
-      : projection(config.hiddenSize, config.vocabSize, false, config, seeds.seed('lm_head.weight'));
+    this.lm_head = languageModelHead(config, seeds.seed('lm_head.weight'));
     this.initGenerationConfig();
   }
 
@@ -168,7 +165,7 @@ export class LlamaForCausalLM extends CausalLM {
   }
 
   protected outputProjection(hidden: Tensor): Tensor {
-    return this.lm_head?.forward(hidden) ?? linear(hidden, this.model.embed_tokens.weight);
+    return projectToVocabulary(hidden, this.lm_head, this.model.embed_tokens.weight);
   }
 }
 
