@@ -10,9 +10,9 @@ import Benchmark from 'benchmark';
 import { median } from './baselines.mjs';
 import { pythonWithTorch } from './python.mjs';
 
-const shape = { batch: 8, seq: 128, hidden: 768, heads: 12, intermediate: 3072, layers: 2, vocab: 30522, r: 8 };
+export const shape = { batch: 8, seq: 128, hidden: 768, heads: 12, intermediate: 3072, layers: 2, vocab: 30522, r: 8 };
 
-function makeModel(bidora, method, maxPositions = 512) {
+export function makeModel(bidora, method, maxPositions = 512) {
   const model = bidora.models.fromConfig({
     architectures: ['BertForSequenceClassification'],
     model_type: 'bert',
@@ -36,7 +36,7 @@ function makeModel(bidora, method, maxPositions = 512) {
   return model;
 }
 
-function makeBatch(seed, batchSize = shape.batch, seq = shape.seq) {
+export function makeBatch(seed, batchSize = shape.batch, seq = shape.seq) {
   let state = seed;
   const next = () => (state = (Math.imul(state, 1664525) + 1013904223) >>> 0);
   const inputIds = Array.from({ length: batchSize }, () =>

@@ -398,7 +398,10 @@ export function memory(): MemoryInfo {
   };
 }
 
-/** Hands the freed buffers kept for reuse (`memory().cachedBytes`) back to the system; returns how many bytes. */
+/**
+ * Hands the freed buffers kept for reuse (`memory().cachedBytes`) back to the system, and on a GPU the free blocks of
+ * the device's memory pool back to the driver (after waiting for queued kernels); returns how many bytes.
+ */
 export function emptyCache(): number {
   return native.emptyCache();
 }

@@ -311,7 +311,12 @@ describe.skipIf(!hasGpu)('devices with a GPU (skipped here: no usable CUDA GPU o
     expect(() => ops.matmul(host, gpu)).toThrow(TypeError);
     expect(() => ops.matmul(host, gpu)).toThrow(/matmul: a is on 'cpu' but b is on 'cuda'/);
     expect(() => ops.add(gpu, host)).toThrow(/add: a is on 'cuda' but b is on 'cpu'/);
-    expect(() => ops.relu(gpu)).toThrow(/is on 'cuda', but this op runs on the CPU only/);
+    // The double-precision reference is CPU only: given a well-formed layer on 'cuda', it names the device.
+    const onGpu = (shape: number[], seed: number) => Tensor.randn(shape, { seed, device: 'cuda' });
+    const layer = { input: onGpu([2, 4], 32), weight: gpu, loraA: onGpu([2, 4], 33), loraB: onGpu([4, 2], 34) };
+    const cpuOnly = () => ops.reference.forward({ ...layer, scale: 1 });
+    expect(cpuOnly).toThrow(/is on 'cuda', but this op runs on the CPU only/);
+    [layer.input, layer.loraA, layer.loraB].forEach((tensor) => tensor.dispose());
     host.dispose();
     gpu.dispose();
   });
@@ -324,7 +329,7 @@ describe.skipIf(!hasGpu)('devices with a GPU (skipped here: no usable CUDA GPU o
         new nn.Linear(32, 3, { seed: 2 }),
       );
       model.to(device);
-      adapters.apply(model, { method: 'dora', r: 4, alpha: 8, targetModules: ['0', '2'] });
+      adapters.apply(model, { method: 'dora', r: 2, alpha: 4, targetModules: ['0', '2'] }); // r ≤ min(in, out) = 3
       const optimizer = new optim.AdamW(
         model.parameters().filter((p) => p.requiresGrad),
         { lr: 1e-2 },

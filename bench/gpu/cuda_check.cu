@@ -497,7 +497,8 @@ void check_layout() {
   }
   Device<float> sums(outer * axis);
   gpu().sum_axis({sums.ptr, da.ptr, outer, axis, inner});
-  check("sum over an inner axis", Vector(sums.download().begin(), sums.download().begin() + outer * inner), column_sums,
+  const Vector inner_sums = sums.download();  // one copy: the first outer × inner entries are the column sums
+  check("sum over an inner axis", Vector(inner_sums.begin(), inner_sums.begin() + outer * inner), column_sums,
         kFloat32Tolerance);
   gpu().sum_axis({sums.ptr, da.ptr, outer * axis, inner, 1});
   check("sum over rows", sums.download(), row_sums, kFloat32Tolerance);
@@ -1016,6 +1017,8 @@ void check_decoder() {
 
 int main(int argc, char** argv) {
   const bool quick = argc > 1 && std::strcmp(argv[1], "--checks-only") == 0;
+  // Line by line even into a pipe: a check that aborts then shows where.
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
   int devices = cu::usable_device_count();
   if (devices == 0) {
     std::printf("no usable CUDA GPU (compute capability 8.0+): nothing to check\n");

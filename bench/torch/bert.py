@@ -64,7 +64,7 @@ class Model(torch.nn.Module):
         self.dropout = torch.nn.Dropout(0.1)
 
     def forward(self, ids, labels):
-        positions = torch.arange(ids.shape[1]).unsqueeze(0)
+        positions = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0)
         x = self.dropout(self.norm(self.words(ids) + self.positions(positions) + self.types(torch.zeros_like(ids))))
         for layer in self.layers:
             x = layer(x)
@@ -88,19 +88,28 @@ def build(s, method):
 def main():
     s = json.loads(sys.argv[1])
     seconds = 0.5 if sys.argv[2] == "1" else 6.0
+    # An optional third argument names the device (bench/gpu/node-step.mjs times the same step on 'cuda').
+    device = torch.device(sys.argv[3] if len(sys.argv) > 3 else "cpu")
+    # A fourth argument, "high", rounds float32 products to TF32 on the GPU (torch.set_float32_matmul_precision).
+    torch.set_float32_matmul_precision(sys.argv[4] if len(sys.argv) > 4 else "highest")
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    ids = torch.randint(1000, 21000, (s["batch"], s["seq"]))
-    labels = torch.arange(s["batch"]) % 2
+    ids = torch.randint(1000, 21000, (s["batch"], s["seq"]), device=device)
+    labels = torch.arange(s["batch"], device=device) % 2
     results = []
     for method in ("lora", "dora", "full"):
-        model = build(s, method)
+        model = build(s, method).to(device)
+        for _ in range(3):  # warm-up: kernel selection and the allocator's first blocks
+            model(ids, labels).backward()
         samples = []
         deadline = time.perf_counter() + seconds
         while len(samples) < 3 or time.perf_counter() < deadline:
             model.zero_grad(set_to_none=True)
+            sync()
             start = time.perf_counter()
             model(ids, labels).backward()
+            sync()
             samples.append((time.perf_counter() - start) * 1e3)
         samples.sort()
         results.append({"version": torch.__version__, "method": method, "msPerStep": samples[len(samples) // 2]})

@@ -82,7 +82,11 @@ Napi::Value memory(const Napi::CallbackInfo& info) {
 
 // [sync] emptyCache(): hands the cached freed buffers back to the system; returns their bytes.
 Napi::Value empty_cache(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), static_cast<double>(release_cached_memory()));
+  return guarded(info, [&]() -> Napi::Value {
+    const ops::Backend* cuda = cuda_backend();
+    const int64_t device_bytes = cuda != nullptr ? cuda->release_cached() : 0;
+    return Napi::Number::New(info.Env(), static_cast<double>(release_cached_memory() + device_bytes));
+  });
 }
 
 // [sync] resetPeakMemory(): void - peakBytes restarts from the bytes live now.

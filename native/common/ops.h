@@ -455,6 +455,7 @@ struct Backend {
   int (*usable_device_count)();  // GPUs this process can run the kernels on
   float* (*allocate)(int64_t count, const char* function);
   void (*release)(float* pointer);
+  int64_t (*release_cached)();  // frees the allocator's cached blocks, returns their bytes (null: nothing cached)
   void (*copy_to_device)(float* device, const float* host, int64_t count, const char* function);
   void (*copy_to_host)(float* host, const float* device, int64_t count, const char* function);
   void (*copy_on_device)(float* destination, const float* source, int64_t count, const char* function);

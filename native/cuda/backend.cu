@@ -411,6 +411,7 @@ ops::Backend make_backend() {
   table.usable_device_count = usable_device_count;
   table.allocate = allocate_floats;
   table.release = free_floats;
+  table.release_cached = release_cached_device_memory;
   table.copy_to_device = copy_to_device;
   table.copy_to_host = copy_to_host;
   table.copy_on_device = copy_on_device;

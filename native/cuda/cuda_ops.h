@@ -26,9 +26,12 @@ int usable_device_count();
 // Each throws bidora::RangeError with CUDA's own message on failure (out of memory, a kernel fault surfacing at a
 // synchronising copy), prefixed by `function`.
 
-// count floats of device memory (nullptr for 0). Freed with free_floats.
+// count floats of device memory (nullptr for 0), from the device's stream-ordered pool. Freed with free_floats, which
+// returns the block to the pool without waiting for the GPU.
 float* allocate_floats(int64_t count, const char* function);
 void free_floats(float* pointer);
+// Waits for the GPU, then hands the pool's free blocks back to the driver; returns their bytes (emptyCache()).
+int64_t release_cached_device_memory();
 // Synchronous copies: they wait for every kernel queued before them, so a read sees finished results.
 void copy_to_device(float* device, const float* host, int64_t count, const char* function);
 void copy_to_host(float* host, const float* device, int64_t count, const char* function);
