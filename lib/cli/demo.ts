@@ -55,7 +55,7 @@ export const METHODS = [
 ] as const;
 export type Method = 'head' | AdapterMethod | typeof RETRAINED | 'full';
 
-interface Plan {
+export interface Plan {
   pretrainWords: number;
   pretrainSteps: number;
   trainExamples: number;
@@ -67,7 +67,7 @@ interface Plan {
   learningRates: Record<Exclude<Method, typeof RETRAINED>, number[]>;
 }
 
-const FULL_PLAN: Plan = {
+export const FULL_PLAN: Plan = {
   pretrainWords: 24_000,
   pretrainSteps: 1500,
   trainExamples: 480,
@@ -84,7 +84,7 @@ const FULL_PLAN: Plan = {
   },
 };
 
-const QUICK_PLAN: Plan = {
+export const QUICK_PLAN: Plan = {
   ...FULL_PLAN,
   pretrainWords: 8000,
   pretrainSteps: 300,
@@ -96,11 +96,11 @@ const QUICK_PLAN: Plan = {
   learningRates: { head: [3e-3], lora: [3e-3], dora: [3e-3], bidora: [3e-3], full: [3e-4] },
 };
 
-const ENCODER = { hidden: 128, layers: 4, heads: 4, intermediate: 256, maxLength: 16 };
+export const ENCODER = { hidden: 128, layers: 4, heads: 4, intermediate: 256, maxLength: 16 };
 // Every linear layer of the encoder: the frozen features miss the target, so the encoder has to move, not just read.
-const ADAPTER = { r: 8, alpha: 16, targetModules: ['query', 'key', 'value', 'dense'] };
+export const ADAPTER = { r: 8, alpha: 16, targetModules: ['query', 'key', 'value', 'dense'] };
 
-function encode(tokenizer: CharTokenizer, words: readonly Word[], label: (word: Word) => number): Example[] {
+export function encode(tokenizer: CharTokenizer, words: readonly Word[], label: (word: Word) => number): Example[] {
   return words.map((word) => ({
     inputIds: [tokenizer.clsId, ...tokenizer.tokenize(word.word), tokenizer.sepId],
     label: label(word),
@@ -108,7 +108,7 @@ function encode(tokenizer: CharTokenizer, words: readonly Word[], label: (word: 
 }
 
 /** The pretrained encoder's folder: built once per plan and reused. */
-async function pretrainedEncoder(words: Word[], plan: Plan, cacheRoot: string, log: string): Promise<string> {
+export async function pretrainedEncoder(words: Word[], plan: Plan, cacheRoot: string, log: string): Promise<string> {
   const dir = join(cacheRoot, `demo-encoder-v3-${plan.pretrainWords}-${plan.pretrainSteps}`);
   if (existsSync(join(dir, 'model.safetensors')) && existsSync(join(dir, CHAR_TOKENIZER_FILE))) return dir;
   process.stderr.write(`pretraining the encoder (${plan.pretrainSteps} steps; cached in ${dir})\n`);
@@ -261,23 +261,15 @@ async function adapt(
   }
 }
 
-export async function demoCommand(argv: string[]): Promise<void> {
-  const values = commandOptions(
-    'demo',
-    'Compare adapter methods on a small pronunciation task, end to end.',
-    argv,
-    demoOptions,
-  );
-  if (values === undefined) return;
-  const plan: Plan = { ...(values.quick ? QUICK_PLAN : FULL_PLAN) };
-  plan.seeds = numberOption(values, 'seeds') ?? plan.seeds;
-  const cacheRoot =
-    (values.cache as string | undefined) ?? process.env.BIDORA_CACHE ?? join(homedir(), '.cache', 'bidora');
-  const started = performance.now();
-  const words = loadWords(cacheRoot);
-  const encoderDir = await pretrainedEncoder(words, plan, cacheRoot, values.log as string);
-
-  // The target task: the stressed vowel, from words the encoder never saw.
+/**
+ * The target task: the stressed vowel, from words the encoder never saw. A fixed test set, a fixed validation set,
+ * and per seed a training sample of `plan.trainExamples` words drawn from the rest.
+ */
+export function demoSplits(
+  words: Word[],
+  plan: Plan,
+  encoderDir: string,
+): { classes: string[]; test: Example[]; validation: Example[]; sampleFor: (seed: number) => Example[] } {
   const labelled = words
     .filter((word) => wordHash(word.word, 'role') >= 0.5 && stressedVowel(word) !== undefined)
     .sort((a, b) => wordHash(a.word, 'order') - wordHash(b.word, 'order'));
@@ -294,6 +286,27 @@ export async function demoCommand(argv: string[]): Promise<void> {
     while (chosen.size < plan.trainExamples) chosen.add(random.int(candidates.length));
     return [...chosen].map((index) => candidates[index]);
   };
+
+  return { classes, test, validation, sampleFor };
+}
+
+export async function demoCommand(argv: string[]): Promise<void> {
+  const values = commandOptions(
+    'demo',
+    'Compare adapter methods on a small pronunciation task, end to end.',
+    argv,
+    demoOptions,
+  );
+  if (values === undefined) return;
+  const plan: Plan = { ...(values.quick ? QUICK_PLAN : FULL_PLAN) };
+  plan.seeds = numberOption(values, 'seeds') ?? plan.seeds;
+  const cacheRoot =
+    (values.cache as string | undefined) ?? process.env.BIDORA_CACHE ?? join(homedir(), '.cache', 'bidora');
+  const started = performance.now();
+  const words = loadWords(cacheRoot);
+  const encoderDir = await pretrainedEncoder(words, plan, cacheRoot, values.log as string);
+
+  const { classes, test, validation, sampleFor } = demoSplits(words, plan, encoderDir);
 
   // Learning rates are chosen on a split of the first seed's training sample only, never on the test set.
   const chosenLr = {} as Record<Method, number>;

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The bidora command line: demo, train, eval, merge, generate, bench.
+// The bidora command line: demo, train, eval, merge, generate, sweep, bench.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -26,6 +26,10 @@ const commands: Record<string, { summary: string; run: (argv: string[]) => Promi
   generate: {
     summary: 'continue prompts with a causal language model (and an adapter); scores completions from a data file',
     run: async (argv) => (await import('./generate')).generateCommand(argv),
+  },
+  sweep: {
+    summary: "map BiDoRA's settings against DoRA over paired seeds on a task; writes a table and a chart",
+    run: async (argv) => (await import('./sweep')).sweepCommand(argv),
   },
   bench: {
     summary: 'time LoRA, DoRA, DoRA through the norm and a naive DoRA on your layer shapes; prints ratios',
