@@ -62,19 +62,19 @@ describe('the figures of a run', () => {
     expect(secondOrderRatio([{ step: 1, loss: 1, lr: 1 }])).toBeNaN();
   });
 
-  it("bilevelOptions: factors of the task's learning rate, DoRA's step count when asked", () => {
-    const task = { epochs: 4 };
+  it("bilevelOptions: factors of the task's learning rate, epochs over the lower split or DoRA's step count", () => {
+    const task = { epochs: 4, batchSize: 10 };
+    // 100 examples: 20 in the upper split, 80 in the lower: 8 steps per epoch; DoRA: 10.
     const base = bilevelOptions(BASE_SETTINGS, 2e-3, task, 100);
     expect(base).toMatchObject({
       lowerOptimizer: { lr: 2e-3 },
       upperOptimizer: { lr: 2e-3 },
-      epochs: 4,
+      maxSteps: 32,
       retrain: false,
     });
-    expect(base.maxSteps).toBeUndefined();
     const steps = bilevelOptions({ ...BASE_SETTINGS, lower: 3, steps: 'dora', retrain: true }, 2e-3, task, 100);
-    expect(steps).toMatchObject({ lowerOptimizer: { lr: 6e-3 }, maxSteps: 100, retrain: { maxSteps: 100 } });
-    expect(steps.epochs).toBeUndefined();
+    expect(steps).toMatchObject({ lowerOptimizer: { lr: 6e-3 }, maxSteps: 40, retrain: { maxSteps: 40 } });
+    expect(bilevelOptions({ ...BASE_SETTINGS, upperFraction: 0.3 }, 2e-3, task, 100).maxSteps).toBe(28);
   });
 });
 

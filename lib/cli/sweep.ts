@@ -3,7 +3,7 @@
 // orders, so each cell is compared with DoRA seed by seed (paired differences and a Wilcoxon signed-rank test).
 // Runs append to `runs.jsonl` in the output folder as they finish, so a sweep resumes where it stopped and several
 // processes (`--shard i/n`) can share one folder; every process rewrites the table and chart from all runs so far.
-import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { appendFileSync, closeSync, existsSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import * as adapters from '../adapters/index';
@@ -55,7 +55,10 @@ export const BASE_SETTINGS: BiDoRASettings = {
   upperWeightDecay: 0.01,
 };
 
-/** The one-factor-at-a-time map around BASE_SETTINGS, plus DoRA at the task's learning rate and a third each way. */
+/**
+ * The one-factor-at-a-time map around BASE_SETTINGS, plus DoRA at the task's learning rate and a third each way; in
+ * order of what a cut-short sweep should have measured first.
+ */
 export function mapCells(): Cell[] {
   const vary = (name: string, change: Partial<BiDoRASettings>): Cell => ({
     name,
@@ -67,6 +70,8 @@ export function mapCells(): Cell[] {
     { name: 'dora lr/3', method: 'dora', lr: 1 / 3 },
     { name: 'dora lr×3', method: 'dora', lr: 3 },
     vary('base', {}),
+    vary('retrain', { retrain: true }),
+    vary("DoRA's steps", { steps: 'dora' }),
     vary('lower lr/3', { lower: 1 / 3 }),
     vary('lower lr×3', { lower: 3 }),
     vary('upper lr/3', { upper: 1 / 3 }),
@@ -75,8 +80,6 @@ export function mapCells(): Cell[] {
     vary('upper split 0.1', { upperFraction: 0.1 }),
     vary('upper split 0.3', { upperFraction: 0.3 }),
     vary('first-order', { hypergradient: 'first-order' }),
-    vary('retrain', { retrain: true }),
-    vary("DoRA's steps", { steps: 'dora' }),
     vary('upper wd 0', { upperWeightDecay: 0 }),
   ];
 }
@@ -191,14 +194,21 @@ export function decompositionSlope(model: Parameters<typeof adapters.analyze>[0]
   };
 }
 
-/** The BiLevelTrainer options of `settings` at base learning rate `lr`, for a run DoRA makes `doraSteps` steps in. */
+/**
+ * The BiLevelTrainer options of `settings` at base learning rate `lr` for `trainSize` training examples, every one
+ * explicit so that the map does not move with the trainer's defaults. 'epochs' counts passes over the lower split
+ * (splitLowerUpper's size), 'dora' takes DoRA's steps: `epochs` passes over the whole sample.
+ */
 export function bilevelOptions(
   settings: BiDoRASettings,
   lr: number,
-  task: { epochs: number },
-  doraSteps: number,
+  task: { epochs: number; batchSize: number },
+  trainSize: number,
 ): Omit<BiLevelTrainerOptions, 'model'> {
   const lower = lr * settings.lower;
+  const doraSteps = Math.ceil(trainSize / task.batchSize) * task.epochs;
+  const upperSize = Math.min(trainSize - 1, Math.max(1, Math.round(trainSize * settings.upperFraction)));
+  const lowerSteps = Math.ceil((trainSize - upperSize) / task.batchSize) * task.epochs;
   return {
     lowerOptimizer: { lr: lower },
     upperOptimizer: { lr: lr * settings.upper, weightDecay: settings.upperWeightDecay },
@@ -206,7 +216,7 @@ export function bilevelOptions(
     upperFraction: settings.upperFraction,
     hypergradient: settings.hypergradient,
     retrain: settings.retrain ? { maxSteps: doraSteps } : false,
-    ...(settings.steps === 'dora' ? { maxSteps: doraSteps } : { epochs: task.epochs }),
+    maxSteps: settings.steps === 'dora' ? doraSteps : lowerSteps,
   };
 }
 
@@ -221,7 +231,6 @@ export async function runCell(
   const started = performance.now();
   const train = task.trainFor(seed);
   const model = task.model(cell.method === 'dora' ? 'dora' : 'bidora', seed);
-  const doraSteps = Math.ceil(train.length / task.batchSize) * task.epochs;
   try {
     const common = { model, batchSize: task.batchSize, seed, log: 'none' as const };
     let lr: number;
@@ -233,7 +242,7 @@ export async function runCell(
       trainer.dispose();
     } else {
       lr = baseLr * cell.settings.lower;
-      const trainer = new BiLevelTrainer({ ...common, ...bilevelOptions(cell.settings, baseLr, task, doraSteps) });
+      const trainer = new BiLevelTrainer({ ...common, ...bilevelOptions(cell.settings, baseLr, task, train.length) });
       result = await trainer.fit(train);
       trainer.dispose();
     }
@@ -411,6 +420,10 @@ const sweepOptions: Record<string, OptionSpec> = {
     description: 'output folder (runs.jsonl, sweep.json, sweep.md, sweep.png, sweep.svg)',
     default: 'bidora-sweep',
   },
+  claim: {
+    type: 'boolean',
+    description: 'take runs first come, first served with other --claim processes on the same --out (a claims/ folder)',
+  },
   shard: {
     type: 'string',
     description: 'i/n: run every n-th run from the i-th (0-based), to share the sweep between processes',
@@ -460,6 +473,7 @@ export async function sweepCommand(argv: string[]): Promise<void> {
     const prepared = new Map<string, PreparedTask>();
     for (const [index, { task, cell, seed }] of mine.entries()) {
       if (done.has(`${task}|${cell.name}|${seed}`)) continue;
+      if (values.claim && !claim(out, `${task}|${cell.name}|${seed}`)) continue;
       if (!prepared.has(task)) {
         prepared.set(task, await SWEEP_TASKS[task].prepare({ cacheRoot, quick: values.quick === true }));
       }
@@ -475,6 +489,22 @@ export async function sweepCommand(argv: string[]): Promise<void> {
   }
   const files = writeSummary(out, readRuns(runsFile), new Map());
   process.stdout.write(`${readFileSync(files.markdown, 'utf8')}\nwrote ${Object.values(files).join(', ')}\n`);
+}
+
+/**
+ * Claims a run for this process by creating its file exclusively (atomic on a local file system): false when another
+ * process has. A claimed run that never finished stays claimed: delete `claims/` to give its runs out again.
+ */
+function claim(out: string, key: string): boolean {
+  const dir = join(out, 'claims');
+  mkdirSync(dir, { recursive: true });
+  try {
+    closeSync(openSync(join(dir, encodeURIComponent(key)), 'wx'));
+    return true;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw error;
+  }
 }
 
 function range(count: number): number[] {
