@@ -308,8 +308,9 @@ describe('cancelling and quiet by default', () => {
       bidora.adapters.apply(model, { method: 'bidora', r: 2, targetModules: ['query'], modulesToSave: ['classifier'] });
       const examples = tinyExamples(40);
       const records = [];
-      const logged = new bidora.train.BiLevelTrainer({ model, batchSize: 8, maxSteps: 4, log: { info: (r) => records.push(r) } });
-      const quiet = new bidora.train.BiLevelTrainer({ model, batchSize: 8, maxSteps: 4 });
+      // The search alone: the records checked are its steps and evaluations, not the retraining phase's.
+      const logged = new bidora.train.BiLevelTrainer({ model, batchSize: 8, maxSteps: 4, retrain: false, log: { info: (r) => records.push(r) } });
+      const quiet = new bidora.train.BiLevelTrainer({ model, batchSize: 8, maxSteps: 4, retrain: false });
       (async () => {
         const result = await quiet.fit(examples.slice(0, 32), { evalExamples: examples.slice(32), evalEvery: 2 });
         await logged.fit(examples.slice(0, 32), { evalExamples: examples.slice(32), evalEvery: 2 });

@@ -209,9 +209,9 @@ async function adapt(
       const trainer = new BiLevelTrainer({
         ...common,
         lowerOptimizer: optimizer,
-        upperOptimizer: { lr, weightDecay: 0 },
-        // As many retraining steps as the other rows train for, over the whole training set.
-        retrain: method === RETRAINED ? { maxSteps } : false,
+        // BiLevelTrainer's defaults otherwise (docs/bidora-map.md): the magnitudes at the same learning rate, its xi,
+        // and for the retrained row the retraining phase, as many steps as the search (the other rows' count).
+        ...(method === RETRAINED ? {} : { retrain: false }),
       });
       result = await trainer.fit(train, fitOptions);
       trainer.dispose();

@@ -8,7 +8,7 @@ import { ADAPTER_METHOD_NAMES, ADAPTER_METHODS, type AdapterMethod } from '../ad
 import { native } from '../binding';
 import { writeFileAtomic } from '../io/atomic';
 import * as tokenizers from '../tokenizers/index';
-import { BiLevelTrainer } from '../train/bilevel';
+import { BiLevelTrainer, DEFAULT_XI } from '../train/bilevel';
 import { evaluate } from '../train/evaluate';
 import { type Example } from '../train/data';
 import { type FitResult } from '../train/loop';
@@ -26,6 +26,13 @@ import {
   taskLabels,
   toTaskExamples,
 } from './task';
+
+/** --xi: 1 or 'lower-lr', the two choices of the method's sources. */
+function xiOption(value: string): 1 | 'lower-lr' {
+  if (value === '1') return 1;
+  if (value === 'lower-lr') return value;
+  throw new UsageError(`--xi must be 1 or lower-lr, got ${JSON.stringify(value)}`);
+}
 
 export const trainOptions: Record<string, OptionSpec> = {
   model: {
@@ -60,13 +67,23 @@ export const trainOptions: Record<string, OptionSpec> = {
     description: 'comma-separated modules trained in full (default classifier; causal-lm: none)',
   },
   lr: { type: 'string', description: 'learning rate (lower level for bidora)', default: '1e-3' },
-  'upper-lr': { type: 'string', description: 'bidora: learning rate of the magnitudes', default: '1e-3' },
+  'upper-lr': { type: 'string', description: 'bidora: learning rate of the magnitudes (default: --lr)' },
   'upper-fraction': {
     type: 'string',
     description: 'bidora: share of the training set for the magnitudes',
     default: '0.2',
   },
   gamma: { type: 'string', description: 'bidora: orthogonality regulariser weight', default: '1e-5' },
+  xi: {
+    type: 'string',
+    description: "bidora: factor on the second-order term, 1 or 'lower-lr' (docs/bidora-map.md)",
+    default: String(DEFAULT_XI),
+  },
+  'no-retrain': {
+    type: 'boolean',
+    description:
+      "bidora: skip the paper's retraining phase (direction and head again from their start, magnitudes fixed)",
+  },
   hypergradient: {
     type: 'string',
     description: 'bidora: finite-difference | first-order',
@@ -190,10 +207,12 @@ async function runTraining(values: OptionValues, job: TrainingJob): Promise<void
       const trainer = new BiLevelTrainer({
         ...common,
         lowerOptimizer: optimizer,
-        upperOptimizer: { lr: numberOption(values, 'upper-lr'), weightDecay: 0 },
+        upperOptimizer: { lr: numberOption(values, 'upper-lr') ?? optimizer.lr, weightDecay: 0 },
         upperFraction: numberOption(values, 'upper-fraction'),
         gamma: numberOption(values, 'gamma'),
         hypergradient: values.hypergradient as 'first-order',
+        xi: xiOption(values.xi as string),
+        retrain: values['no-retrain'] !== true,
       });
       result = await trainer.fit(train, fitOptions);
       trainer.dispose();

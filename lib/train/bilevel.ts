@@ -23,17 +23,26 @@ import {
 import { type OptimizerOptions, ScheduledOptimizer } from './optimizers';
 import { Trainer } from './trainer';
 
+/** `xi`'s default, chosen on the measured map of BiDoRA's settings (docs/bidora-map.md). */
+export const DEFAULT_XI: 1 | 'lower-lr' = 1;
+
 /** Options of {@link BiLevelTrainer}: the two levels' optimizers and the hypergradient. */
 export interface BiLevelTrainerOptions extends LoopOptions {
   /** Over the direction (A, B) and the modules to save; default AdamW lr 1e-3. */
   lowerOptimizer?: OptimizerOptions;
-  /** Over the magnitudes; default AdamW lr 1e-3. */
+  /**
+   * Over the magnitudes; default AdamW at the lower optimizer's learning rate (one rate for both levels, as the
+   * paper's code; docs/bidora-map.md measures a third and three times it, neither better).
+   */
   upperOptimizer?: OptimizerOptions;
   /** The share of the training set the magnitudes learn on (default 0.2). */
   upperFraction?: number;
   /** 'finite-difference' (default): g − xi·(g+ − g−)/(2ε); 'first-order': g alone. */
   hypergradient?: 'finite-difference' | 'first-order';
-  /** The factor on the second-order term: 1 (default, as Betty in the official code) or the lower learning rate. */
+  /**
+   * The factor on the second-order term: 1 (as Betty in the official code) or 'lower-lr', the lower learning rate
+   * (DARTS). Default {@link DEFAULT_XI}.
+   */
   xi?: number | 'lower-lr';
   /** One upper step every this many lower steps (default 1). */
   unrollSteps?: number;
@@ -41,14 +50,15 @@ export interface BiLevelTrainerOptions extends LoopOptions {
   gamma?: number;
   /**
    * After the search, restore A, B and the head to their initial values and train them on the whole training set with
-   * the searched magnitudes fixed.
+   * the searched magnitudes fixed: the paper's retraining phase, on by default (`true`: as many steps as the search
+   * took; docs/bidora-map.md: it steadies BiDoRA across seeds). `false`: the searched model as it is.
    */
   retrain?:
-    | false
+    | boolean
     | {
-        /** Steps of the retraining; default `epochs` passes over the whole training set. */
+        /** Steps of the retraining; default as many as the search took (or `epochs` passes when given). */
         maxSteps?: number;
-        /** Passes over the whole training set when `maxSteps` is not given (default 3). */
+        /** Passes over the whole training set when `maxSteps` is not given (default: the search's step count). */
         epochs?: number;
         /** Over A, B and the head; default `lowerOptimizer`. */
         optimizer?: OptimizerOptions;
@@ -78,7 +88,9 @@ export interface BiLevelFitResult extends FitResult {
 /**
  * BiDoRA's bi-level training on a model with `bidora` (or DoRA) adapters: the direction (A, B) and the head learn on
  * the lower split, the magnitudes on the upper split (`upperFraction` of the training set), coupled by a
- * finite-difference hypergradient. Throws a RangeError when the model has no adapters, an adapter has no magnitude, or
+ * finite-difference hypergradient; then, by default, the paper's retraining phase. `epochs` counts steps as a
+ * Trainer does over the whole training set, so BiDoRA's direction takes as many steps as DoRA's. The defaults are
+ * the settings that served best on the measured map (docs/bidora-map.md). Throws a RangeError when the model has no adapters, an adapter has no magnitude, or
  * an option is out of range.
  */
 export class BiLevelTrainer extends TrainingLoop {
@@ -119,7 +131,7 @@ export class BiLevelTrainer extends TrainingLoop {
     if (hypergradient !== 'finite-difference' && hypergradient !== 'first-order') {
       throw new RangeError(`BiLevelTrainer: hypergradient must be 'finite-difference' or 'first-order'`);
     }
-    const xi = options.xi ?? 1;
+    const xi = options.xi ?? DEFAULT_XI;
     if (xi !== 'lower-lr' && !Number.isFinite(xi))
       throw new RangeError(`BiLevelTrainer: xi must be a number or 'lower-lr'`);
     const gamma = options.gamma ?? 1e-5;
@@ -188,7 +200,11 @@ export class BiLevelTrainer extends TrainingLoop {
   #ensureOptimizers(totalSteps: number): void {
     const options = this.options as BiLevelTrainerOptions;
     this.#lowerOptimizer ??= new ScheduledOptimizer(this.lowerParameters, options.lowerOptimizer ?? {}, totalSteps);
-    this.#upperOptimizer ??= new ScheduledOptimizer(this.magnitudes, options.upperOptimizer ?? {}, totalSteps);
+    this.#upperOptimizer ??= new ScheduledOptimizer(
+      this.magnitudes,
+      options.upperOptimizer ?? { lr: options.lowerOptimizer?.lr },
+      totalSteps,
+    );
   }
 
   /**
@@ -267,7 +283,10 @@ export class BiLevelTrainer extends TrainingLoop {
     this.#train = train;
     this.#lowerBatches = new BatchStream(lower, this.batchSize, this.seed);
     this.#upperBatches = new BatchStream(upper, this.batchSize, this.seed + 1);
-    const stepsPerEpoch = Math.ceil(lower.length / this.batchSize);
+    // An epoch is a pass's worth of steps over the whole training set, as a Trainer's: with the same `epochs` the
+    // direction takes as many steps as DoRA's (docs/bidora-map.md), the lower split going round 1/(1 − upperFraction)
+    // times.
+    const stepsPerEpoch = Math.ceil(train.length / this.batchSize);
     this.#lowerOptimizer?.optimizer.dispose();
     this.#upperOptimizer?.optimizer.dispose();
     this.#lowerOptimizer = undefined;
@@ -287,7 +306,8 @@ export class BiLevelTrainer extends TrainingLoop {
    * values and trained on the whole training set with the magnitudes fixed (no checkpoints in that phase).
    */
   override async fit(train: readonly Example[], options: FitOptions = {}): Promise<BiLevelFitResult> {
-    const retrain = (this.options as BiLevelTrainerOptions).retrain;
+    const option = (this.options as BiLevelTrainerOptions).retrain ?? true;
+    const retrain = option === true ? {} : option;
     const initial = retrain
       ? new Map(this.lowerParameters.map((tensor) => [tensor, keep(tensor.detach())]))
       : undefined;
@@ -295,7 +315,7 @@ export class BiLevelTrainer extends TrainingLoop {
       const result: BiLevelFitResult = await super.fit(train, options);
       if (retrain && initial) {
         for (const [tensor, start] of initial) tensor.copyFrom(start);
-        result.retrain = await this.#retrain(retrain, options);
+        result.retrain = await this.#retrain(retrain, result.steps, options);
       }
       return result;
     } finally {
@@ -304,13 +324,14 @@ export class BiLevelTrainer extends TrainingLoop {
   }
 
   async #retrain(
-    retrain: Exclude<BiLevelTrainerOptions['retrain'], false | undefined>,
+    retrain: Exclude<BiLevelTrainerOptions['retrain'], boolean | undefined>,
+    searchSteps: number,
     options: FitOptions,
   ): Promise<FitResult> {
     for (const magnitude of this.magnitudes) magnitude.requiresGrad = false;
     const trainer = new Trainer({
       ...this.options,
-      maxSteps: retrain.maxSteps,
+      maxSteps: retrain.maxSteps ?? (retrain.epochs === undefined ? searchSteps : undefined),
       epochs: retrain.epochs,
       optimizer: retrain.optimizer ?? (this.options as BiLevelTrainerOptions).lowerOptimizer,
       parameters: this.lowerParameters,
