@@ -347,6 +347,13 @@ describe('bidora train', () => {
       expect(run([...trainArgs, '--device', 'cuda']).stderr).toMatch(/--device cuda is not available here.*GPU/);
     }
     expect(run(['train', '--help']).stdout).toMatch(/Usage: bidora train/);
+    const xi = run([...trainArgs, '--method', 'bidora', '--xi', '2']);
+    expect([xi.status, xi.stderr]).toEqual([2, 'bidora train: --xi must be 1 or lower-lr, got "2"\n']);
+    const sweep = run(['sweep', '--out', join(root, 'x')]);
+    expect([sweep.status, sweep.stderr]).toEqual([2, 'bidora sweep: --task is required (or --report-only)\n']);
+    expect(run(['sweep', '--task', 'nope', '--out', join(root, 'x')]).stderr).toMatch(
+      /--task must be one of demo, spam/,
+    );
     expect(run(['bogus']).status).toBe(2);
     expect(existsSync(join(root, 'x'))).toBe(false);
   });
@@ -664,7 +671,7 @@ describe('bidora, whatever the command', () => {
   });
 
   it('shows each command its help for -h as for --help', () => {
-    for (const command of ['demo', 'train', 'eval', 'merge', 'generate', 'bench']) {
+    for (const command of ['demo', 'train', 'eval', 'merge', 'generate', 'sweep', 'bench']) {
       const short = run([command, '-h']);
       expect(short.status, short.stderr).toBe(0);
       expect(short.stdout).toMatch(new RegExp(`^Usage: bidora ${command} `));

@@ -271,6 +271,8 @@ export async function runCell(
 export interface CellSummary {
   task: string;
   cell: string;
+  /** The cell's row number, the same in every task's table and on the chart's axis. */
+  row: number;
   method: 'dora' | 'bidora';
   seeds: number[];
   testMean: number;
@@ -292,9 +294,17 @@ export function summarize(records: readonly RunRecord[]): { baselines: Record<st
   const baselines: Record<string, string> = {};
   const cells: CellSummary[] = [];
   const tasks = [...new Set(records.map((record) => record.task))];
+  // One row order for every task, so that a row number means the same cell in each table and in the chart: the map's
+  // cells in its order, then the others as they first appear.
+  const mapNames = mapCells().map((cell) => cell.name);
+  const measured = new Set(records.map((record) => record.cell));
+  const order = [...new Set([...mapNames, ...records.map((record) => record.cell)])].filter((name) =>
+    measured.has(name),
+  );
   for (const task of tasks) {
     const ofTask = records.filter((record) => record.task === task);
-    const names = [...new Set(ofTask.map((record) => record.cell))];
+    const present = new Set(ofTask.map((record) => record.cell));
+    const names = order.filter((name) => present.has(name));
     const bySeed = (cell: string) =>
       new Map(ofTask.filter((record) => record.cell === cell).map((record) => [record.seed, record]));
     const doraCells = names.filter((name) => ofTask.find((record) => record.cell === name)!.method === 'dora');
@@ -314,6 +324,7 @@ export function summarize(records: readonly RunRecord[]): { baselines: Record<st
       cells.push({
         task,
         cell: name,
+        row: order.indexOf(name) + 1,
         method: all[0].method,
         seeds,
         testMean: mean(all.map((run) => run.testAccuracy)),
@@ -362,9 +373,9 @@ export function markdownTable(summary: ReturnType<typeof summarize>, description
       '| # | cell | test acc % | Δ test per seed | mean Δ test | p (test) | mean Δ val | p (val) | 2nd/direct | ΔM/ΔD slope | s/run |',
       '|---|---|---|---|---|---|---|---|---|---|---|',
     );
-    cells.forEach((cell, index) => {
+    cells.forEach((cell) => {
       lines.push(
-        `| ${index + 1} | ${cell.cell} | ${points(cell.testMean)} ± ${points(cell.testStd)} | ` +
+        `| ${cell.row} | ${cell.cell} | ${points(cell.testMean)} ± ${points(cell.testStd)} | ` +
           `${cell.cell === baseline ? '' : cell.testDifferences.map(signed).join(', ')} | ` +
           `${cell.cell === baseline ? '' : signed(mean(cell.testDifferences))} | ${cell.cell === baseline ? '' : figure(cell.testP, 2)} | ` +
           `${cell.cell === baseline ? '' : signed(mean(cell.validationDifferences))} | ${cell.cell === baseline ? '' : figure(cell.validationP, 2)} | ` +
@@ -386,13 +397,13 @@ export function mapChart(summary: ReturnType<typeof summarize>): Chart {
       name: `${task}: per seed`,
       color,
       style: 'points',
-      points: cells.flatMap((cell, row) => cell.testDifferences.map((value) => ({ x: row + 1, y: 100 * value }))),
+      points: cells.flatMap((cell) => cell.testDifferences.map((value) => ({ x: cell.row, y: 100 * value }))),
     });
     series.push({
       name: `${task}: mean`,
       color,
       style: 'line+points',
-      points: cells.map((cell, row) => ({ x: row + 1, y: 100 * mean(cell.testDifferences) })),
+      points: cells.map((cell) => ({ x: cell.row, y: 100 * mean(cell.testDifferences) })),
     });
   });
   return {
@@ -449,14 +460,14 @@ export async function sweepCommand(argv: string[]): Promise<void> {
   );
   if (values === undefined) return;
   const out = values.out as string;
-  mkdirSync(out, { recursive: true });
   const runsFile = join(out, 'runs.jsonl');
   const tasks = (values.task as string[] | undefined) ?? [];
   for (const task of tasks) {
     if (!(task in SWEEP_TASKS)) throw new UsageError(`--task must be one of ${Object.keys(SWEEP_TASKS).join(', ')}`);
   }
+  if (!values['report-only'] && tasks.length === 0) throw new UsageError('--task is required (or --report-only)');
+  mkdirSync(out, { recursive: true });
   if (!values['report-only']) {
-    if (tasks.length === 0) throw new UsageError('--task is required (or --report-only)');
     native.setNumThreads(numberOption(values, 'threads') ?? 1);
     const seeds = numberOption(values, 'seeds') ?? 5;
     if (!Number.isInteger(seeds) || seeds < 1) throw new UsageError('--seeds must be a positive integer');

@@ -120,6 +120,7 @@ export async function trainCommand(argv: string[]): Promise<void> {
   if (!(ADAPTER_METHOD_NAMES as readonly string[]).includes(method)) {
     throw new UsageError(`--method must be ${ADAPTER_METHOD_NAMES.join(', ')}; got ${method}`);
   }
+  xiOption(values.xi as string); // checked before any work
   const device = values.device as string;
   if (!native.devices().includes(device)) {
     throw new UsageError(
