@@ -156,7 +156,14 @@ async function adapt(method, lr, seed, entries, scored) {
     const common = { model, batchSize: BATCH, maxSteps, seed, log: 'none' };
     const trainer =
       method === 'bidora'
-        ? new train.BiLevelTrainer({ ...common, lowerOptimizer: { lr, weightDecay: 0.01 }, upperOptimizer: { lr } })
+        ? // The search alone, as the README's figures for this example were measured: docs/bidora-map.md, where the
+          // retraining phase became the default, has not yet covered this task.
+          new train.BiLevelTrainer({
+            ...common,
+            lowerOptimizer: { lr, weightDecay: 0.01 },
+            upperOptimizer: { lr },
+            retrain: false,
+          })
         : new train.Trainer({ ...common, optimizer: { lr, weightDecay: 0.01 } });
     const begun = performance.now();
     await trainer.fit(trainingExamples(entries));
