@@ -40,6 +40,8 @@ export interface BuildInfo {
   poolThreadsRequested: number;
   /** Whether the CUDA backend was compiled in. */
   cuda: boolean;
+  /** Whether the MPI collectives of data-parallel training were compiled in (CMake found mpi.h). */
+  mpi: boolean;
   /** The addon file loaded: a prebuild from the package's prebuilds/ folder, or one compiled on this machine. */
   addon: string;
 }
@@ -115,6 +117,18 @@ export interface NativeBinding {
   emptyCache(): number;
   setCacheLimit(bytes: number): number;
   setMatmulPrecision(precision: MatmulPrecision): MatmulPrecision;
+  /**
+   * [sync] One MPI collective (native/mpi), every wait bounded by `timeout` seconds (then an Error naming the
+   * collective and the time waited; the communicator is then unusable): 'init' (once per process, idempotent),
+   * 'allreduceMean' (each of `tensors` replaced in place by its mean over the ranks), 'broadcast' (by rank `root`'s),
+   * 'barrier', 'finalize'. Returns this process's rank and the world's size. RangeError in builds without MPI.
+   */
+  mpi(args: {
+    collective: string;
+    tensors: Handle[];
+    root: number;
+    timeout: number;
+  }): { rank: number; worldSize: number };
   /** [sync] A copy of x on `device` (also when x is there already). */
   toDevice(args: { x: Handle; device: Device }): Handle;
 

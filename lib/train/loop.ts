@@ -5,6 +5,7 @@ import { globalNorm } from '../ops/reduce';
 import { keep, type Tensor } from '../tensor';
 import { appendHistory, loadCheckpoint, readHistory, removeCheckpoint, saveCheckpoint } from './checkpoint';
 import { type Example } from './data';
+import { broadcastFromRoot, distributed } from './distributed';
 import { evaluationBatches, primaryMetric } from './evaluate';
 import { collateFor, type TrainableModel } from './model';
 import { type Logger, type LogMode, Progress } from './progress';
@@ -204,13 +205,18 @@ export abstract class TrainingLoop {
     if (signal !== undefined && !(signal instanceof AbortSignal)) {
       throw new TypeError(`fit: signal must be an AbortSignal, got ${typeof signal}`);
     }
-    const progress = new Progress(this.options.log ?? 'none');
+    // Under MPI (distributed.ts) rank 0 alone reports and writes checkpoints; every rank resumes from them.
+    const { rank } = distributed();
+    const progress = new Progress(rank === 0 ? (this.options.log ?? 'none') : 'none');
     signal?.throwIfAborted();
     const run = new RunState();
     const { result } = run;
 
     if (checkpointDir && options.resume) this.resume(checkpointDir, run);
-    else if (checkpointDir) removeCheckpoint(checkpointDir);
+    else if (checkpointDir && rank === 0) removeCheckpoint(checkpointDir);
+    // Every rank starts from rank 0's weights (a model initialised with another seed, a resume that read another
+    // file), so the identical updates that follow keep them identical.
+    broadcastFromRoot([...this.trainedTensors().values()]);
     this.model.train();
     try {
       while (result.steps < maxSteps && !result.stoppedEarly) {
@@ -320,8 +326,15 @@ export abstract class TrainingLoop {
     if (!Number.isFinite(norm)) {
       throw new NonFiniteError(result.steps, 'the norm of the training state', norm, run.lastCheckpoint);
     }
-    const historyBytes = appendHistory(dir, run.historyBytes, run.pending);
     const historyLines = run.historyLines + run.pending.length;
+    if (distributed().rank !== 0) {
+      // The other ranks hold the same state; they only follow what rank 0 published.
+      run.historyLines = historyLines;
+      run.pending = [];
+      run.lastCheckpoint = { dir, step: result.steps };
+      return;
+    }
+    const historyBytes = appendHistory(dir, run.historyBytes, run.pending);
     saveCheckpoint(dir, {
       tensors,
       state: {

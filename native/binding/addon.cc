@@ -7,6 +7,7 @@
 
 #include "../core/cpu_features.h"
 #include "../core/threadpool.h"
+#include "../mpi/communicator.h"
 #include "op.h"
 
 #ifndef BIDORA_VERSION
@@ -35,6 +36,7 @@ Napi::Value build_info(const Napi::CallbackInfo& info) {
   result.Set("poolThreads", pool_size());
   result.Set("poolThreadsRequested", requested_pool_size());
   result.Set("cuda", cuda_backend() != nullptr);
+  result.Set("mpi", mpi::compiled());
   return result;
 }
 

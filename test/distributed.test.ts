@@ -1,0 +1,155 @@
+// Data-parallel training over MPI, run as CI runs it: `mpirun -n 2 --oversubscribe` over test/fixtures/mpi-child.cjs
+// (the compiled package in dist/). Two ranks sharing global batches of 16 end where one process with batches of 16
+// ends (Trainer and BiLevelTrainer, 20 steps, shards of unequal weight); a checkpoint written by two ranks resumes in
+// one; a rank that is SIGKILLed or hangs ends the run with an error within 30 s. Skipped only in builds without MPI
+// (.ci/run asserts that CI's build has it), and the world-of-one and sharding rules are checked in every build.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { afterAll, describe, expect, it } from 'vitest';
+
+import { buildInfo, train } from '../lib/index';
+import { lossUnits, shardOf } from '../lib/train/distributed';
+import { tinyExamples, tinyModel } from './fixtures/tiny-task';
+
+const root = mkdtempSync(join(tmpdir(), 'bidora-mpi-'));
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+const child = join(__dirname, 'fixtures', 'mpi-child.cjs');
+
+interface Job {
+  trainer: 'single' | 'bilevel';
+  maxSteps: number;
+  out: string;
+  checkpointDir?: string;
+  resume?: boolean;
+  timeout?: number;
+  fault?: 'kill' | 'hang';
+}
+interface Outcome {
+  world: train.DistributedInfo;
+  tensors: Record<string, number[]>;
+  losses: number[];
+  steps: number;
+}
+
+// Root may launch (as in CI's containers); one kernel thread per rank on a machine of two cores.
+const env = { ...process.env, OMPI_ALLOW_RUN_AS_ROOT: '1', OMPI_ALLOW_RUN_AS_ROOT_CONFIRM: '1', BIDORA_NUM_THREADS: '1' };
+
+/** Runs the job in one process (no launcher: a world of one) or under mpirun with `ranks` processes. */
+function run(job: Job, ranks: number, mpirunFlags: string[] = []) {
+  const args = [child, JSON.stringify(job)];
+  const started = Date.now();
+  const result =
+    ranks === 0
+      ? spawnSync(process.execPath, args, { env, encoding: 'utf8', timeout: 120_000 })
+      : spawnSync('mpirun', ['-n', String(ranks), '--oversubscribe', ...mpirunFlags, process.execPath, ...args], {
+          env,
+          encoding: 'utf8',
+          timeout: 120_000,
+        });
+  return { ...result, seconds: (Date.now() - started) / 1000, output: `${result.stdout}${result.stderr}` };
+}
+
+function fit(job: Omit<Job, 'out'>, ranks: number): Outcome {
+  const out = join(root, `${job.trainer}-${ranks}-${Math.random().toString(36).slice(2)}.json`);
+  const result = run({ ...job, out }, ranks);
+  if (result.status !== 0) throw new Error(`the fit on ${ranks} rank(s) failed:\n${result.output}`);
+  return JSON.parse(readFileSync(out, 'utf8')) as Outcome;
+}
+
+/** The largest difference of a tensor's elements relative to its largest element, over every trained tensor. */
+function worstRelativeDifference(a: Outcome, b: Outcome): number {
+  let worst = 0;
+  for (const [name, values] of Object.entries(a.tensors)) {
+    const other = b.tensors[name];
+    expect(other, name).toHaveLength(values.length);
+    const scale = Math.max(...values.map(Math.abs));
+    const difference = Math.max(...values.map((value, index) => Math.abs(value - other[index])));
+    worst = Math.max(worst, difference / scale);
+  }
+  return worst;
+}
+
+describe('sharding a global batch', () => {
+  it('gives every rank a contiguous share, sizes within one, larger first, the batch in order', () => {
+    const items = Array.from({ length: 11 }, (_, index) => index);
+    for (const worldSize of [1, 2, 3, 4, 11, 13]) {
+      const shards = Array.from({ length: worldSize }, (_, rank) => shardOf(items, rank, worldSize));
+      expect(shards.flat()).toEqual(items);
+      const sizes = shards.map((shard) => shard.length);
+      expect(Math.max(...sizes) - Math.min(...sizes)).toBeLessThanOrEqual(1);
+      expect([...sizes].sort((a, b) => b - a)).toEqual(sizes);
+      expect(sizes[0]).toBeGreaterThan(0);
+    }
+  });
+
+  it('weighs a shard by what its loss counts: rows labelled -100 count for nothing', () => {
+    const model = tinyModel(3, 0);
+    const examples = tinyExamples(10).map((example, index) => (index < 3 ? { ...example, label: -100 } : example));
+    expect(lossUnits(model, examples)).toBe(7);
+    expect(lossUnits(model, [])).toBe(0);
+    model.dispose();
+  });
+
+  it('is a world of one, without MPI, outside a launcher', () => {
+    expect(train.distributed()).toEqual({ rank: 0, worldSize: 1, backend: 'none' });
+    expect(() => train.distributed({ timeout: 0 })).toThrow(/timeout must be a positive number/);
+  });
+});
+
+describe.skipIf(!buildInfo().mpi)('data-parallel training under mpirun -n 2 (needs a build with MPI)', () => {
+  for (const trainer of ['single', 'bilevel'] as const) {
+    it(`${trainer === 'single' ? 'Trainer' : 'BiLevelTrainer'}: 2 ranks × 8 of global batch 16 end as 1 process with 16 (20 steps, 1e-5)`, () => {
+      const alone = fit({ trainer, maxSteps: 20 }, 0);
+      const shared = fit({ trainer, maxSteps: 20 }, 2);
+      expect(alone.world).toEqual({ rank: 0, worldSize: 1, backend: 'none' });
+      expect(shared.world).toEqual({ rank: 0, worldSize: 2, backend: 'mpi' });
+      expect(shared.steps).toBe(20);
+      expect(worstRelativeDifference(alone, shared)).toBeLessThan(1e-5);
+      // The reported loss is the global batch's mean, not rank 0's shard's.
+      shared.losses.forEach((loss, index) => expect(loss).toBeCloseTo(alone.losses[index], 5));
+      // And training moved the adapters: equal because both learned the same, not because neither did.
+      const untrained = fit({ trainer, maxSteps: 1 }, 0);
+      expect(worstRelativeDifference(alone, untrained)).toBeGreaterThan(1e-2);
+    });
+  }
+
+  it('a checkpoint written by 2 ranks resumes in 1 and ends as an uninterrupted run', () => {
+    const checkpointDir = join(root, 'resume');
+    fit({ trainer: 'bilevel', maxSteps: 10, checkpointDir }, 2);
+    const resumed = fit({ trainer: 'bilevel', maxSteps: 20, checkpointDir, resume: true }, 0);
+    const uninterrupted = fit({ trainer: 'bilevel', maxSteps: 20 }, 0);
+    expect(resumed.steps).toBe(20);
+    expect(worstRelativeDifference(uninterrupted, resumed)).toBeLessThan(1e-5);
+  });
+
+  const faultJob = (fault: 'kill' | 'hang'): Job => ({
+    trainer: 'single',
+    maxSteps: 1_000_000,
+    out: join(root, 'never-written.json'),
+    timeout: 5,
+    fault,
+  });
+
+  it('a rank SIGKILLed mid-run ends the run within 30 s (mpirun aborts the job by default)', () => {
+    const result = run(faultJob('kill'), 2);
+    expect(result.status).not.toBe(0);
+    expect(result.seconds).toBeLessThan(30);
+    expect(result.output).toMatch(/rank 1 .*signal 9/);
+  });
+
+  it('with the job kept alive (--enable-recovery), the other rank stops with an error naming the collective', () => {
+    const result = run(faultJob('kill'), 2, ['--enable-recovery']);
+    expect(result.seconds).toBeLessThan(30);
+    expect(result.output).toMatch(/rank 0 failed after [\d.]+ s: .*allreduceMean of \d+ tensors .* did not complete within 5\.\d s/);
+  });
+
+  it('a rank that hangs ends the run with an error on the other within the timeout', () => {
+    const result = run(faultJob('hang'), 2);
+    expect(result.status).not.toBe(0);
+    expect(result.seconds).toBeLessThan(30);
+    expect(result.output).toMatch(/rank 0 failed after [\d.]+ s: .*allreduceMean .* on rank 0 of 2 did not complete within 5\.\d s/);
+  });
+});
