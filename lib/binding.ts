@@ -120,7 +120,8 @@ export interface NativeBinding {
   /**
    * [sync] One MPI collective (native/mpi), every wait bounded by `timeout` seconds (then an Error naming the
    * collective and the time waited; the communicator is then unusable): 'init' (once per process, idempotent),
-   * 'allreduceMean' (each of `tensors` replaced in place by its mean over the ranks), 'broadcast' (by rank `root`'s),
+   * 'allreduceMean' and 'allreduceSum' (each of `tensors` replaced in place by its mean or sum over the ranks),
+   * 'broadcast' (by rank `root`'s),
    * 'barrier', 'finalize'. Returns this process's rank and the world's size. RangeError in builds without MPI.
    */
   mpi(args: {

@@ -1,7 +1,8 @@
 // Data-parallel training over MPI, run as CI runs it: `mpirun -n 2 --oversubscribe` over test/fixtures/mpi-child.cjs
 // (the compiled package in dist/). Two ranks sharing global batches of 16 end where one process with batches of 16
 // ends (Trainer and BiLevelTrainer, 20 steps, shards of unequal weight); a checkpoint written by two ranks resumes in
-// one; a rank that is SIGKILLed or hangs ends the run with an error within 30 s. Skipped only in builds without MPI
+// one; evaluation sharded over 3 ranks scores every kind of task as one process does; a rank that is SIGKILLed or
+// hangs ends the run with an error within 30 s. Skipped only in builds without MPI
 // (.ci/run asserts that CI's build has it), and the world-of-one and sharding rules are checked in every build.
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -32,6 +33,7 @@ interface Outcome {
   tensors: Record<string, number[]>;
   losses: number[];
   steps: number;
+  evals: train.EvalRecord[];
 }
 
 // Root may launch (as in CI's containers); one kernel thread per rank on a machine of two cores.
@@ -110,11 +112,41 @@ describe.skipIf(!buildInfo().mpi)('data-parallel training under mpirun -n 2 (nee
       expect(worstRelativeDifference(alone, shared)).toBeLessThan(1e-5);
       // The reported loss is the global batch's mean, not rank 0's shard's.
       shared.losses.forEach((loss, index) => expect(loss).toBeCloseTo(alone.losses[index], 5));
+      // Evaluation sharded over the ranks and combined: the whole held-out set's loss and metrics.
+      expect(shared.evals.map((record) => record.step)).toEqual([10, 20]);
+      shared.evals.forEach((record, index) => {
+        expect(record.loss).toBeCloseTo(alone.evals[index].loss, 5);
+        expect(record.metrics).toEqual(alone.evals[index].metrics);
+      });
       // And training moved the adapters: equal because both learned the same, not because neither did.
       const untrained = fit({ trainer, maxSteps: 1 }, 0);
       expect(worstRelativeDifference(alone, untrained)).toBeGreaterThan(1e-2);
     });
   }
+
+  it('evaluation sharded over 3 ranks gives every task the predictions, loss and metrics of the whole set', () => {
+    const evalChild = join(__dirname, 'fixtures', 'mpi-eval-child.cjs');
+    const evaluations = [0, 3].map((ranks) => {
+      const out = join(root, `evaluations-${ranks}.json`);
+      const args = [evalChild, out];
+      const result =
+        ranks === 0
+          ? spawnSync(process.execPath, args, { env, encoding: 'utf8' })
+          : spawnSync('mpirun', ['-n', '3', '--oversubscribe', process.execPath, ...args], { env, encoding: 'utf8' });
+      expect(result.status, `${result.stdout}${result.stderr}`).toBe(0);
+      return JSON.parse(readFileSync(out, 'utf8')) as Record<string, train.Evaluation>;
+    });
+    const [alone, shared] = evaluations;
+    expect(Object.keys(shared)).toEqual(['classification', 'regression', 'multiLabel', 'token', 'causal']);
+    for (const [task, evaluation] of Object.entries(alone)) {
+      expect(shared[task].predictions, task).toEqual(evaluation.predictions);
+      expect(shared[task].loss, task).toBeCloseTo(evaluation.loss, 5);
+      expect(Object.keys(shared[task].metrics), task).toEqual(Object.keys(evaluation.metrics));
+      for (const [name, value] of Object.entries(evaluation.metrics)) {
+        expect(shared[task].metrics[name], `${task} ${name}`).toBeCloseTo(value, 5);
+      }
+    }
+  });
 
   it('a checkpoint written by 2 ranks resumes in 1 and ends as an uninterrupted run', () => {
     const checkpointDir = join(root, 'resume');

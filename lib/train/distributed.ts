@@ -103,7 +103,9 @@ export function distributed(options: DistributedOptions = {}): DistributedInfo {
   return { ...world };
 }
 
-function collective(name: 'init' | 'allreduceMean' | 'broadcast' | 'barrier' | 'finalize', tensors: Tensor[] = []) {
+type Collective = 'init' | 'allreduceMean' | 'allreduceSum' | 'broadcast' | 'barrier' | 'finalize';
+
+function collective(name: Collective, tensors: Tensor[] = []) {
   const handles = tensors.map((tensor, index) => handleOf(tensor, `distributed ${name}`, `tensors[${index}]`));
   return native.mpi({ collective: name, tensors: handles, root: 0, timeout: timeoutSeconds ?? defaultTimeout() });
 }
@@ -111,6 +113,35 @@ function collective(name: 'init' | 'allreduceMean' | 'broadcast' | 'barrier' | '
 /** Each tensor replaced in place by its mean over the ranks (a no-op in a world of one). */
 export function allreduceMean(tensors: Tensor[]): void {
   if (distributed().worldSize > 1 && tensors.length > 0) collective('allreduceMean', tensors);
+}
+
+/**
+ * The sums over the ranks of `values` (exact for integers below 2^24 and for values every rank but one leaves at 0:
+ * the float32 sum of one value and zeros is the value). Returns `values` itself in a world of one.
+ */
+export function sumOverRanks(values: Float32Array): Float32Array {
+  const { worldSize } = distributed();
+  if (worldSize === 1 || values.length === 0) return values;
+  const tensor = keep(Tensor.from(values, [values.length]));
+  try {
+    collective('allreduceSum', [tensor]);
+    return tensor.toFloat32Array();
+  } finally {
+    tensor.dispose();
+  }
+}
+
+/** Every rank's `values` concatenated in rank order, on every rank (an all-gather of variable lengths). */
+export function concatenateOverRanks(values: ArrayLike<number>): Float32Array {
+  const { rank, worldSize } = distributed();
+  if (worldSize === 1) return Float32Array.from(values);
+  const lengths = new Float32Array(worldSize);
+  lengths[rank] = values.length;
+  const all = sumOverRanks(lengths);
+  const offset = all.subarray(0, rank).reduce((total, length) => total + length, 0);
+  const placed = new Float32Array(all.reduce((total, length) => total + length, 0));
+  placed.set(Float32Array.from(values), offset);
+  return sumOverRanks(placed);
 }
 
 /** Each tensor replaced in place by rank 0's (a no-op in a world of one). */
@@ -128,10 +159,16 @@ export function barrier(): void {
  * is never empty. The concatenation over ranks is the batch in its order.
  */
 export function shardOf<T>(items: readonly T[], rank: number, worldSize: number): T[] {
-  const base = Math.floor(items.length / worldSize);
-  const extra = items.length % worldSize;
-  const start = rank * base + Math.min(rank, extra);
-  return items.slice(start, start + base + (rank < extra ? 1 : 0));
+  const { begin, end } = shardRange(items.length, rank, worldSize);
+  return items.slice(begin, end);
+}
+
+/** Where {@link shardOf}'s share of `length` items begins and ends. */
+export function shardRange(length: number, rank: number, worldSize: number): { begin: number; end: number } {
+  const base = Math.floor(length / worldSize);
+  const extra = length % worldSize;
+  const begin = rank * base + Math.min(rank, extra);
+  return { begin, end: begin + base + (rank < extra ? 1 : 0) };
 }
 
 /**

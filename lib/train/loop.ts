@@ -231,7 +231,8 @@ export abstract class TrainingLoop {
         const lastStep = result.steps === maxSteps;
         if (evalEvery > 0 && (result.steps % evalEvery === 0 || lastStep)) {
           // A batch at a time, yielding between them: a large evaluation set must not hold the event loop either.
-          const batches = evaluationBatches(this.model, options.evalExamples!, this.options.evalBatchSize);
+          // Sharded under MPI: each rank evaluates its share and all of them get the whole set's figures.
+          const batches = evaluationBatches(this.model, options.evalExamples!, this.options.evalBatchSize, true);
           let next = batches.next();
           while (!next.done) {
             await yieldToEventLoop();

@@ -166,10 +166,11 @@ void bucketed(float* const* data, const int64_t* lengths, int64_t count, bool pa
 
 World collective(const std::string& name, float* const* data, const int64_t* lengths, int64_t count, int root,
                  double timeout_seconds) {
-  static const char* const kNames[] = {"init", "allreduceMean", "broadcast", "barrier", "finalize"};
+  static const char* const kNames[] = {"init", "allreduceMean", "allreduceSum", "broadcast", "barrier", "finalize"};
   if (std::none_of(std::begin(kNames), std::end(kNames), [&](const char* known) { return name == known; })) {
-    throw RangeError("mpi: collective must be 'init', 'allreduceMean', 'broadcast', 'barrier' or 'finalize', got '" +
-                     name + "'");
+    throw RangeError(
+        "mpi: collective must be 'init', 'allreduceMean', 'allreduceSum', 'broadcast', 'barrier' or 'finalize', got '" +
+        name + "'");
   }
   if (name == "init") {
     init();
@@ -193,13 +194,13 @@ World collective(const std::string& name, float* const* data, const int64_t* len
     std::vector<MPI_Request> requests(1, MPI_REQUEST_NULL);
     check(MPI_Ibarrier(MPI_COMM_WORLD, requests.data()), "MPI_Ibarrier");
     wait_all(requests, "barrier", timeout_seconds, [](int) {});
-  } else if (name == "allreduceMean") {
+  } else if (name == "allreduceMean" || name == "allreduceSum") {
     bucketed(
-        data, lengths, count, true, describe("allreduceMean", floats, count), timeout_seconds,
+        data, lengths, count, true, describe(name.c_str(), floats, count), timeout_seconds,
         [](float* buffer, int length, MPI_Request* request) {
           return MPI_Iallreduce(MPI_IN_PLACE, buffer, length, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, request);
         },
-        1.0f / static_cast<float>(world.size));
+        name == "allreduceSum" ? 1.0f : 1.0f / static_cast<float>(world.size));
   } else {
     bucketed(
         data, lengths, count, world.rank == root, describe("broadcast", floats, count), timeout_seconds,

@@ -21,6 +21,7 @@ struct World {
 // `timeout_seconds`:
 //   'init'          MPI_Init_thread once per process (idempotent); the tensors are ignored.
 //   'allreduceMean' every tensor replaced, in place, by its mean over the ranks (summed in buckets of 4 MiB).
+//   'allreduceSum'  every tensor replaced, in place, by its sum over the ranks.
 //   'broadcast'     every tensor replaced, in place, by rank `root`'s.
 //   'barrier'       returns when every rank has entered it.
 //   'finalize'      MPI_Finalize (no-op when never initialised, or after a failed collective left requests behind).
