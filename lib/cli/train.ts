@@ -9,6 +9,7 @@ import { native } from '../binding';
 import { writeFileAtomic } from '../io/atomic';
 import * as tokenizers from '../tokenizers/index';
 import { BiLevelTrainer } from '../train/bilevel';
+import { distributed } from '../train/distributed';
 import { evaluate } from '../train/evaluate';
 import { type Example } from '../train/data';
 import { type FitResult } from '../train/loop';
@@ -173,8 +174,10 @@ async function runTraining(values: OptionValues, job: TrainingJob): Promise<void
         .filter(Boolean),
       seed,
     });
+    // Under mpirun every rank trains its share of each batch (train.distributed()); rank 0 alone speaks and writes.
+    const { rank } = distributed();
     const { line } = adapters.trainableParameters(model);
-    process.stderr.write(`${line}\n`);
+    if (rank === 0) process.stderr.write(`${line}\n`);
     const common = {
       model,
       batchSize: numberOption(values, 'batch-size'),
@@ -202,6 +205,7 @@ async function runTraining(values: OptionValues, job: TrainingJob): Promise<void
       result = await trainer.fit(train, fitOptions);
       trainer.dispose();
     }
+    if (rank !== 0) return;
     // Saving, the final evaluation and the decomposition analysis run on the CPU, whatever trained.
     model.to('cpu');
     adapters.save(model, outDir, { baseModelNameOrPath: modelDir });
