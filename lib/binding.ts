@@ -119,17 +119,13 @@ export interface NativeBinding {
   setMatmulPrecision(precision: MatmulPrecision): MatmulPrecision;
   /**
    * [sync] One MPI collective (native/mpi), every wait bounded by `timeout` seconds (then an Error naming the
-   * collective and the time waited; the communicator is then unusable): 'init' (once per process, idempotent),
+   * collective and the time waited; the communicator is then unusable): 'init' (once per process, idempotent;
+   * writes this process's rank and the world's size into `tensors[0]`, of two or more elements, when given),
    * 'allreduceMean' and 'allreduceSum' (each of `tensors` replaced in place by its mean or sum over the ranks),
    * 'broadcast' (by rank `root`'s),
-   * 'barrier', 'finalize'. Returns this process's rank and the world's size. RangeError in builds without MPI.
+   * 'barrier', 'finalize'. RangeError in builds without MPI.
    */
-  mpi(args: {
-    collective: string;
-    tensors: Handle[];
-    root: number;
-    timeout: number;
-  }): { rank: number; worldSize: number };
+  mpi(args: { collective: string; tensors: Handle[]; root: number; timeout: number }): void;
   /** [sync] A copy of x on `device` (also when x is there already). */
   toDevice(args: { x: Handle; device: Device }): Handle;
 

@@ -14,7 +14,10 @@ const root = join(__dirname, '..');
 const ops: NativeOp[] = native.ops();
 const byName = new Map(ops.map((op) => [op.name, op]));
 
-/** Ops that run on the CPU only, by design: creation (lib/tensor.ts moves results), merges and the references. */
+/**
+ * Ops that run on the CPU only, by design: creation (lib/tensor.ts moves results), merges, the references, and MPI's
+ * collectives (host buffers; GPUs would exchange theirs through NCCL).
+ */
 const cpuOnly = [
   'adapterBackwardReference',
   'adapterForwardReference',
@@ -22,6 +25,7 @@ const cpuOnly = [
   'adapterUnmerge',
   'fromFloat32Array',
   'full',
+  'mpi',
   'orthogonalityPenalty',
   'randn',
   'uniform',

@@ -85,7 +85,10 @@ export function distributed(options: DistributedOptions = {}): DistributedInfo {
           'bidora has no MPI (install libopenmpi-dev and rebuild: npm run build:native)',
       );
     }
-    const { rank, worldSize } = collective('init');
+    const reported = keep(Tensor.zeros([2]));
+    collective('init', [reported]);
+    const [rank, worldSize] = reported.toFloat32Array();
+    reported.dispose();
     if (rank !== launcher.rank || worldSize !== launcher.size) {
       throw new Error(
         `distributed: MPI says rank ${rank} of ${worldSize}, the launcher's environment rank ${launcher.rank} of ` +
@@ -107,7 +110,7 @@ type Collective = 'init' | 'allreduceMean' | 'allreduceSum' | 'broadcast' | 'bar
 
 function collective(name: Collective, tensors: Tensor[] = []) {
   const handles = tensors.map((tensor, index) => handleOf(tensor, `distributed ${name}`, `tensors[${index}]`));
-  return native.mpi({ collective: name, tensors: handles, root: 0, timeout: timeoutSeconds ?? defaultTimeout() });
+  native.mpi({ collective: name, tensors: handles, root: 0, timeout: timeoutSeconds ?? defaultTimeout() });
 }
 
 /** Each tensor replaced in place by its mean over the ranks (a no-op in a world of one). */

@@ -19,7 +19,8 @@ struct World {
 
 // One collective by name, over `count` float tensors (data[i] of lengths[i] floats), each wait bounded by
 // `timeout_seconds`:
-//   'init'          MPI_Init_thread once per process (idempotent); the tensors are ignored.
+//   'init'          MPI_Init_thread once per process (idempotent); writes rank and size into data[0][0..1] when
+//                   given a tensor of two or more floats.
 //   'allreduceMean' every tensor replaced, in place, by its mean over the ranks (summed in buckets of 4 MiB).
 //   'allreduceSum'  every tensor replaced, in place, by its sum over the ranks.
 //   'broadcast'     every tensor replaced, in place, by rank `root`'s.
