@@ -122,7 +122,7 @@ void wait_all(std::vector<MPI_Request>& requests, const std::string& what, doubl
       throw std::runtime_error("mpi: " + broken);
     }
     if (pause.count() > 0) std::this_thread::sleep_for(pause);
-    pause = std::min(std::max(pause * 2, std::chrono::microseconds(1)), std::chrono::microseconds(1000));
+    pause = std::min(std::max(pause * 2, std::chrono::microseconds(1)), std::chrono::microseconds(100));
   }
 }
 
