@@ -37,7 +37,12 @@ interface Outcome {
 }
 
 // Root may launch (as in CI's containers); one kernel thread per rank on a machine of two cores.
-const env = { ...process.env, OMPI_ALLOW_RUN_AS_ROOT: '1', OMPI_ALLOW_RUN_AS_ROOT_CONFIRM: '1', BIDORA_NUM_THREADS: '1' };
+const env = {
+  ...process.env,
+  OMPI_ALLOW_RUN_AS_ROOT: '1',
+  OMPI_ALLOW_RUN_AS_ROOT_CONFIRM: '1',
+  BIDORA_NUM_THREADS: '1',
+};
 
 /** Runs the job in one process (no launcher: a world of one) or under mpirun with `ranks` processes. */
 function run(job: Job, ranks: number, mpirunFlags: string[] = []) {
@@ -175,13 +180,17 @@ describe.skipIf(!buildInfo().mpi)('data-parallel training under mpirun -n 2 (nee
   it('with the job kept alive (--enable-recovery), the other rank stops with an error naming the collective', () => {
     const result = run(faultJob('kill'), 2, ['--enable-recovery']);
     expect(result.seconds).toBeLessThan(30);
-    expect(result.output).toMatch(/rank 0 failed after [\d.]+ s: .*allreduceMean of \d+ tensors .* did not complete within 5\.\d s/);
+    expect(result.output).toMatch(
+      /rank 0 failed after [\d.]+ s: .*allreduceMean of \d+ tensors .* did not complete within 5\.\d s/,
+    );
   });
 
   it('a rank that hangs ends the run with an error on the other within the timeout', () => {
     const result = run(faultJob('hang'), 2);
     expect(result.status).not.toBe(0);
     expect(result.seconds).toBeLessThan(30);
-    expect(result.output).toMatch(/rank 0 failed after [\d.]+ s: .*allreduceMean .* on rank 0 of 2 did not complete within 5\.\d s/);
+    expect(result.output).toMatch(
+      /rank 0 failed after [\d.]+ s: .*allreduceMean .* on rank 0 of 2 did not complete within 5\.\d s/,
+    );
   });
 });

@@ -43,7 +43,9 @@ function launcherWorld(env: NodeJS.ProcessEnv): { rank: number; size: number } {
     const rank = Number(env[rankName]);
     const size = Number(env[sizeName]);
     if (!Number.isInteger(rank) || !Number.isInteger(size) || size < 1 || rank < 0 || rank >= size) {
-      throw new RangeError(`distributed: ${rankName}=${env[rankName]} and ${sizeName}=${env[sizeName]} are not a rank and a size`);
+      throw new RangeError(
+        `distributed: ${rankName}=${env[rankName]} and ${sizeName}=${env[sizeName]} are not a rank and a size`,
+      );
     }
     return { rank, size };
   }
@@ -187,7 +189,8 @@ export function lossUnits(model: TrainableModel, examples: readonly Example[]): 
     const { labels, inputIds } = collateFor(model, examples);
     const seq = inputIds.shape[1];
     let count = 0;
-    for (let index = 0; index < labels.length; index++) if (index % seq !== 0 && labels[index] !== IGNORE_INDEX) count++;
+    for (let index = 0; index < labels.length; index++)
+      if (index % seq !== 0 && labels[index] !== IGNORE_INDEX) count++;
     return count;
   }
   if (task === 'token-classification') {
