@@ -122,10 +122,10 @@ export interface NativeBinding {
    * collective and the time waited; the communicator is then unusable): 'init' (once per process, idempotent;
    * writes this process's rank and the world's size into `tensors[0]`, of two or more elements, when given),
    * 'allreduceMean' and 'allreduceSum' (each of `tensors` replaced in place by its mean or sum over the ranks),
-   * 'broadcast' (by rank `root`'s),
+   * 'broadcast' (by rank 0's),
    * 'barrier', 'finalize'. RangeError in builds without MPI.
    */
-  mpi(args: { collective: string; tensors: Handle[]; root: number; timeout: number }): void;
+  mpi(args: { collective: string; tensors: Handle[]; timeout: number }): void;
   /** [sync] A copy of x on `device` (also when x is there already). */
   toDevice(args: { x: Handle; device: Device }): Handle;
 

@@ -112,7 +112,7 @@ type Collective = 'init' | 'allreduceMean' | 'allreduceSum' | 'broadcast' | 'bar
 
 function collective(name: Collective, tensors: Tensor[] = []) {
   const handles = tensors.map((tensor, index) => handleOf(tensor, `distributed ${name}`, `tensors[${index}]`));
-  native.mpi({ collective: name, tensors: handles, root: 0, timeout: timeoutSeconds ?? defaultTimeout() });
+  native.mpi({ collective: name, tensors: handles, timeout: timeoutSeconds ?? defaultTimeout() });
 }
 
 /** Each tensor replaced in place by its mean over the ranks (a no-op in a world of one). */

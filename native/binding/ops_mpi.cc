@@ -7,16 +7,15 @@ namespace {
 struct MpiArgs {
   std::string collective;
   TensorList tensors;
-  int64_t root;
   double timeout;
 };
 using M = MpiArgs;
 const OpSpec<M> kMpi("mpi", Runs::kCpu, nullptr,
                      {arg<&M::collective>("collective"), arg<&M::tensors>("tensors", kWritten),
-                      arg<&M::root>("root", closed(0, kMaxInt32)), arg<&M::timeout>("timeout", kPositive)},
+                      arg<&M::timeout>("timeout", kPositive)},
                      nullptr, [](const Call&, M& op) {
                        const TensorList& t = op.tensors;
-                       mpi::collective(op.collective, t.data.data(), t.lengths.data(), t.count(), op.root, op.timeout);
+                       mpi::collective(op.collective, t.data.data(), t.lengths.data(), t.count(), op.timeout);
                      });
 }  // namespace
 }  // namespace bidora::binding

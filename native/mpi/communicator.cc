@@ -26,7 +26,7 @@ namespace bidora::mpi {
 
 bool compiled() { return false; }
 
-World collective(const std::string& name, float* const*, const int64_t*, int64_t, int, double) {
+World collective(const std::string& name, float* const*, const int64_t*, int64_t, double) {
   throw RangeError("mpi: this build of bidora has no MPI (mpi.h was not found when it was compiled); '" + name +
                    "' cannot run");
 }
@@ -165,7 +165,7 @@ void bucketed(float* const* data, const int64_t* lengths, int64_t count, bool pa
 
 }  // namespace
 
-World collective(const std::string& name, float* const* data, const int64_t* lengths, int64_t count, int root,
+World collective(const std::string& name, float* const* data, const int64_t* lengths, int64_t count,
                  double timeout_seconds) {
   static const char* const kNames[] = {"init", "allreduceMean", "allreduceSum", "broadcast", "barrier", "finalize"};
   if (std::none_of(std::begin(kNames), std::end(kNames), [&](const char* known) { return name == known; })) {
@@ -189,10 +189,6 @@ World collective(const std::string& name, float* const* data, const int64_t* len
   }
   if (!initialised) throw RangeError("mpi: '" + name + "' before 'init'");
   if (!broken.empty()) throw std::runtime_error("mpi: '" + name + "' after an earlier failure: " + broken);
-  if (root < 0 || root >= world.size) {
-    throw RangeError("mpi: root must be a rank in [0, " + std::to_string(world.size) + "), got " +
-                     std::to_string(root));
-  }
   int64_t floats = 0;
   for (int64_t index = 0; index < count; ++index) floats += lengths[index];
   if (name == "barrier") {
@@ -208,9 +204,9 @@ World collective(const std::string& name, float* const* data, const int64_t* len
         name == "allreduceSum" ? 1.0f : 1.0f / static_cast<float>(world.size));
   } else {
     bucketed(
-        data, lengths, count, world.rank == root, describe("broadcast", floats, count), timeout_seconds,
-        [root](float* buffer, int length, MPI_Request* request) {
-          return MPI_Ibcast(buffer, length, MPI_FLOAT, root, MPI_COMM_WORLD, request);
+        data, lengths, count, world.rank == 0, describe("broadcast", floats, count), timeout_seconds,
+        [](float* buffer, int length, MPI_Request* request) {
+          return MPI_Ibcast(buffer, length, MPI_FLOAT, 0, MPI_COMM_WORLD, request);
         },
         1.0f);
   }

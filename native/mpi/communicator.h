@@ -23,12 +23,12 @@ struct World {
 //                   given a tensor of two or more floats.
 //   'allreduceMean' every tensor replaced, in place, by its mean over the ranks (summed in buckets of 4 MiB).
 //   'allreduceSum'  every tensor replaced, in place, by its sum over the ranks.
-//   'broadcast'     every tensor replaced, in place, by rank `root`'s.
+//   'broadcast'     every tensor replaced, in place, by rank 0's.
 //   'barrier'       returns when every rank has entered it.
 //   'finalize'      MPI_Finalize (no-op when never initialised, or after a failed collective left requests behind).
 // Returns the world (rank, size) after the call. Throws bidora::RangeError for an unknown name or a collective before
 // 'init', std::runtime_error for an MPI failure or a timeout.
-World collective(const std::string& name, float* const* data, const int64_t* lengths, int64_t count, int root,
+World collective(const std::string& name, float* const* data, const int64_t* lengths, int64_t count,
                  double timeout_seconds);
 
 }  // namespace bidora::mpi
