@@ -5,15 +5,16 @@
 // hangs ends the run with an error within 30 s. Skipped only in builds without MPI
 // (.ci/run asserts that CI's build has it), and the world-of-one and sharding rules are checked in every build.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { afterAll, describe, expect, it } from 'vitest';
 
-import { buildInfo, train } from '../lib/index';
+import { buildInfo, models, train } from '../lib/index';
 import { lossUnits, shardOf } from '../lib/train/distributed';
 import { tinyExamples, tinyModel } from './fixtures/tiny-task';
+import { SPECIAL_TOKENS, wordPieceTokenizerJson } from './fixtures/wordpiece';
 
 const root = mkdtempSync(join(tmpdir(), 'bidora-mpi-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -160,6 +161,53 @@ describe.skipIf(!buildInfo().mpi)('data-parallel training under mpirun -n 2 (nee
     const uninterrupted = fit({ trainer: 'bilevel', maxSteps: 20 }, 0);
     expect(resumed.steps).toBe(20);
     expect(worstRelativeDifference(uninterrupted, resumed)).toBeLessThan(1e-5);
+  });
+
+  it('bidora train under mpirun: both ranks train, rank 0 alone prints and writes the adapter folder', () => {
+    const words = ['good', 'great', 'fine', 'bad', 'awful', 'poor'];
+    const modelDir = join(root, 'cli-model');
+    mkdirSync(modelDir);
+    const model = models.fromConfig({
+      ...{ architectures: ['BertForSequenceClassification'], model_type: 'bert', vocab_size: 5 + words.length },
+      ...{ hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 32 },
+      ...{ max_position_embeddings: 16, num_labels: 2 },
+    });
+    models.save(model, modelDir);
+    model.dispose();
+    writeFileSync(
+      join(modelDir, 'tokenizer.json'),
+      JSON.stringify(wordPieceTokenizerJson([...SPECIAL_TOKENS, ...words])),
+    );
+    const rows = Array.from({ length: 48 }, (_, index) => {
+      const chosen = [0, 1, 2].map((offset) => words[(index * 7 + offset * 5) % words.length]);
+      return JSON.stringify({ text: chosen.join(' '), label: chosen.includes('good') ? 'pos' : 'neg' });
+    });
+    writeFileSync(join(root, 'cli-train.jsonl'), rows.join('\n') + '\n');
+    const out = join(root, 'cli-run');
+    const cli = join(__dirname, '..', 'dist', 'cli', 'main.js');
+    const result = spawnSync(
+      'mpirun',
+      [
+        '-n',
+        '2',
+        '--oversubscribe',
+        process.execPath,
+        cli,
+        'train',
+        '--model',
+        modelDir,
+        '--data',
+        join(root, 'cli-train.jsonl'),
+      ]
+        .concat(['--method', 'bidora', '--r', '2', '--target', 'query,value', '--batch-size', '8', '--max-steps', '6'])
+        .concat(['--log', 'none', '--out', out]),
+      { env, encoding: 'utf8' },
+    );
+    expect(result.status, `${result.stdout}${result.stderr}`).toBe(0);
+    expect(result.stdout.match(/bidora: 6 steps/g)).toHaveLength(1);
+    expect(result.stderr.match(/trainable params/g)).toHaveLength(1);
+    expect(existsSync(join(out, 'adapter_model.safetensors'))).toBe(true);
+    expect(JSON.parse(readFileSync(join(out, 'metrics.json'), 'utf8')).steps).toBe(6);
   });
 
   const faultJob = (fault: 'kill' | 'hang'): Job => ({
