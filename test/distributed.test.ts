@@ -1,8 +1,8 @@
 // Data-parallel training over MPI, run as CI runs it: `mpirun -n 2 --oversubscribe` over test/fixtures/mpi-child.cjs
 // (the compiled package in dist/). Two ranks sharing global batches of 16 end where one process with batches of 16
 // ends (Trainer and BiLevelTrainer, 20 steps, shards of unequal weight); a checkpoint written by two ranks resumes in
-// one; evaluation sharded over 3 ranks scores every kind of task as one process does; a rank that is SIGKILLed or
-// hangs ends the run with an error within 30 s. Skipped only in builds without MPI
+// one; evaluation sharded over 3 ranks scores every kind of task as one process does; `bidora train` runs under
+// mpirun; a rank that is SIGKILLed or hangs ends the run with an error within 30 s. Skipped only in builds without MPI
 // (.ci/run asserts that CI's build has it), and the world-of-one and sharding rules are checked in every build.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -104,6 +104,18 @@ describe('sharding a global batch', () => {
   it('is a world of one, without MPI, outside a launcher', () => {
     expect(train.distributed()).toEqual({ rank: 0, worldSize: 1, backend: 'none' });
     expect(() => train.distributed({ timeout: 0 })).toThrow(/timeout must be a positive number/);
+  });
+});
+
+describe.skipIf(buildInfo().mpi)('a build without MPI (the node-gyp fallback)', () => {
+  it('refuses to train when a launcher started several processes, rather than let each train alone', () => {
+    const script = `require(${JSON.stringify(join(__dirname, '..', 'dist', 'index.js'))}).train.distributed()`;
+    const result = spawnSync(process.execPath, ['-e', script], {
+      env: { ...env, OMPI_COMM_WORLD_RANK: '1', OMPI_COMM_WORLD_SIZE: '2' },
+      encoding: 'utf8',
+    });
+    expect(result.status).not.toBe(0);
+    expect(result.stderr).toMatch(/started as rank 1 of 2 by an MPI launcher, but this build of bidora has no MPI/);
   });
 });
 

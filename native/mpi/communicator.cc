@@ -55,8 +55,8 @@ void check(int code, const char* call) {
   throw std::runtime_error("mpi: " + broken);
 }
 
-// Open MPI loads its transports as plugins that resolve symbols of libmpi; Node loads addons (and with them libmpi)
-// with RTLD_LOCAL, so libmpi is promoted to global scope before MPI_Init.
+// Open MPI can load its transports as plugins that resolve symbols of libmpi, but Node loads addons (and with them
+// libmpi) with RTLD_LOCAL: libmpi is promoted to global scope before MPI_Init, as Python's mpi4py does.
 void promote_libmpi() {
   Dl_info info{};
   if (dladdr(reinterpret_cast<void*>(&MPI_Init_thread), &info) != 0 && info.dli_fname != nullptr) {
