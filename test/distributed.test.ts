@@ -222,6 +222,21 @@ describe.skipIf(!buildInfo().mpi)('data-parallel training under mpirun -n 2 (nee
     expect(JSON.parse(readFileSync(join(out, 'metrics.json'), 'utf8')).steps).toBe(6);
   });
 
+  it('fitInWorker under mpirun: the worker trains its share, rank 0 writes; MPI then cannot start a second time', () => {
+    const out = join(root, 'worker-run');
+    const script = join(__dirname, 'fixtures', 'mpi-worker-child.cjs');
+    const result = spawnSync('mpirun', ['-n', '2', '--oversubscribe', process.execPath, script, out], {
+      env,
+      encoding: 'utf8',
+    });
+    expect(result.status, `${result.stdout}${result.stderr}`).toBe(0);
+    const losses = [...result.stdout.matchAll(/rank \d: 5 steps, loss ([\d.]+)/g)].map((match) => match[1]);
+    expect(losses).toHaveLength(2);
+    expect(losses[0]).toBe(losses[1]);
+    expect(existsSync(join(out, 'adapter_model.safetensors'))).toBe(true);
+    expect(result.stdout.match(/second fit: .*'init' after MPI_Finalize .*MPI runs once per process/g)).toHaveLength(2);
+  });
+
   const faultJob = (fault: 'kill' | 'hang'): Job => ({
     trainer: 'single',
     maxSteps: 1_000_000,

@@ -7,6 +7,7 @@ import { native } from '../binding';
 import { save as saveAdapter } from '../adapters/peft';
 import { EncoderTaskModel, fromConfig, load, save as saveModel } from '../models/index';
 import { BiLevelTrainer } from './bilevel';
+import { distributed } from './distributed';
 import { type EvalRecord, NonFiniteError, type StepRecord } from './loop';
 import { Trainer } from './trainer';
 import { type WorkerFitJob, type WorkerMessage } from './worker';
@@ -39,8 +40,11 @@ async function run(job: WorkerFitJob): Promise<void> {
         : new Trainer({ ...options, model, onStep, onEval });
     try {
       const result = await trainer.fit(job.train, { ...job.fit, signal: controller.signal });
-      if (appliedConfig(model) === undefined) saveModel(model, job.outDir);
-      else saveAdapter(model, job.outDir);
+      // Under mpirun every rank holds the same weights: rank 0 alone writes them.
+      if (distributed().rank === 0) {
+        if (appliedConfig(model) === undefined) saveModel(model, job.outDir);
+        else saveAdapter(model, job.outDir);
+      }
       post({ type: 'done', result });
     } finally {
       trainer.dispose();

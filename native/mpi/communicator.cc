@@ -64,7 +64,19 @@ void promote_libmpi() {
   }
 }
 
+// MPI allows one initialisation per process, and finalizing belongs to the thread that initialised it: after a fit in
+// a worker thread that has exited, MPI is gone for the rest of the process.
+void refuse_if_finalized(const std::string& name) {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (finalized) {
+    throw std::runtime_error("mpi: '" + name + "' after MPI_Finalize (the thread that initialised MPI has exited; " +
+                             "MPI runs once per process)");
+  }
+}
+
 void init() {
+  refuse_if_finalized("init");
   if (initialised) return;
   int already = 0;
   MPI_Initialized(&already);
@@ -188,6 +200,7 @@ World collective(const std::string& name, float* const* data, const int64_t* len
     return world;
   }
   if (!initialised) throw RangeError("mpi: '" + name + "' before 'init'");
+  refuse_if_finalized(name);
   if (!broken.empty()) throw std::runtime_error("mpi: '" + name + "' after an earlier failure: " + broken);
   int64_t floats = 0;
   for (int64_t index = 0; index < count; ++index) floats += lengths[index];
