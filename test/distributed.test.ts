@@ -57,6 +57,7 @@ function run(job: Job, ranks: number, mpirunFlags: string[] = []) {
           encoding: 'utf8',
           timeout: 120_000,
         });
+  if (result.error) throw new Error(`${ranks === 0 ? 'node' : 'mpirun'} did not start (${result.error.message})`);
   return { ...result, seconds: (Date.now() - started) / 1000, output: `${result.stdout}${result.stderr}` };
 }
 

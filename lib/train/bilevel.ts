@@ -196,7 +196,7 @@ export class BiLevelTrainer extends TrainingLoop {
    * One iteration: a lower step on `lowerExamples`; then, if `upperExamples` are given, the hypergradient of the
    * upper loss with respect to the magnitudes at the updated direction and one upper step. Returns the figures.
    * `index` is the iteration's 0-based position in the run, which the schedules follow; the record's `step` is
-   * `index + 1`.
+   * `index + 1`. Under MPI every rank passes the same global batches and trains its share of each.
    */
   step(lowerExamples: readonly Example[], upperExamples?: readonly Example[], index = 0): BiLevelStep {
     this.#ensureOptimizers(this.options.maxSteps ?? 1);

@@ -50,7 +50,10 @@ export interface FitResult {
 export interface LoopOptions {
   /** An encoder with a task head, or a causal language model (labels one token id per position). */
   model: TrainableModel;
-  /** Examples per step (default 16); a positive integer, else a RangeError. */
+  /**
+   * Examples per step (default 16); a positive integer, else a RangeError. Under MPI (`train.distributed()`) this is
+   * the global batch, which the ranks share.
+   */
   batchSize?: number;
   /** Steps to run; defaults to `epochs` passes over the training examples. */
   maxSteps?: number;

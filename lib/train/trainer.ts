@@ -44,7 +44,8 @@ export class Trainer extends TrainingLoop {
 
   /**
    * One optimizer step on `examples` (for custom loops; fit() calls it with its own batches). `index` is the step's
-   * 0-based position in the run, which the learning-rate schedule follows; the record's `step` is `index + 1`.
+   * 0-based position in the run, which the learning-rate schedule follows; the record's `step` is `index + 1`. Under
+   * MPI every rank passes the same global batch and trains its share of it; the loss is the global batch's.
    */
   step(examples: readonly Example[], index = 0): StepRecord {
     if (this.#optimizer === undefined) {
