@@ -27,7 +27,7 @@ interface Job {
   checkpointDir?: string;
   resume?: boolean;
   timeout?: number;
-  fault?: 'kill' | 'hang';
+  fault?: 'kill' | 'hang' | 'throw';
 }
 interface Outcome {
   world: train.DistributedInfo;
@@ -238,11 +238,11 @@ describe.skipIf(!buildInfo().mpi)('data-parallel training under mpirun -n 2 (nee
     expect(result.stdout.match(/second fit: .*'init' after MPI_Finalize .*MPI runs once per process/g)).toHaveLength(2);
   });
 
-  const faultJob = (fault: 'kill' | 'hang'): Job => ({
+  const faultJob = (fault: 'kill' | 'hang' | 'throw', timeout = 5): Job => ({
     trainer: 'single',
     maxSteps: 1_000_000,
     out: join(root, 'never-written.json'),
-    timeout: 5,
+    timeout,
     fault,
   });
 
@@ -259,6 +259,13 @@ describe.skipIf(!buildInfo().mpi)('data-parallel training under mpirun -n 2 (nee
     expect(result.output).toMatch(
       /rank 0 failed after [\d.]+ s: .*allreduceMean of \d+ tensors .* did not complete within 5\.\d s/,
     );
+  });
+
+  it('a rank that fails with an error of its own ends the run at once, not after the timeout (no MPI_Finalize)', () => {
+    const result = run(faultJob('throw', 300), 2);
+    expect(result.status).not.toBe(0);
+    expect(result.seconds).toBeLessThan(30);
+    expect(result.output).toMatch(/rank 1 failed after [\d.]+ s: rank 1 gives up/);
   });
 
   it('a rank that hangs ends the run with an error on the other within the timeout', () => {

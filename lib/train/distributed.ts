@@ -100,9 +100,12 @@ export function distributed(options: DistributedOptions = {}): DistributedInfo {
     world = { rank, worldSize, backend: 'mpi' };
     if (!finalizeOnExit) {
       finalizeOnExit = true;
-      // MPI wants every process that initialised it to finalize; after a failed collective the native side skips it
-      // (finalizing would wait on the dead peer) and the launcher reports the abnormal exit.
-      process.on('exit', () => collective('finalize'));
+      // MPI wants every process that initialised it to finalize, but MPI_Finalize waits for the other ranks. After a
+      // failure (a non-zero exit code; a failed collective, which the native side remembers) it is skipped, and the
+      // launcher, seeing the abnormal exit, ends the other ranks at once instead of leaving them to their timeout.
+      process.on('exit', (code) => {
+        if (code === 0) collective('finalize');
+      });
     }
   }
   return { ...world };
