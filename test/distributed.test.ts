@@ -105,6 +105,10 @@ describe('sharding a global batch', () => {
   it('is a world of one, without MPI, outside a launcher', () => {
     expect(train.distributed()).toEqual({ rank: 0, worldSize: 1, backend: 'none' });
     expect(() => train.distributed({ timeout: 0 })).toThrow(/timeout must be a positive number/);
+    // The collectives are no-ops here, but still refuse what they could not reduce under a launcher.
+    expect(() => train.allreduceMean('x' as never)).toThrow(/allreduceMean: tensors must be an array of Tensors/);
+    expect(() => train.broadcastFromRoot([{} as never])).toThrow(TypeError);
+    expect(() => train.barrier()).not.toThrow();
   });
 });
 

@@ -84,7 +84,8 @@ export function distributed(options: DistributedOptions = {}): DistributedInfo {
     if (!native.buildInfo().mpi) {
       throw new Error(
         `distributed: started as rank ${launcher.rank} of ${launcher.size} by an MPI launcher, but this build of ` +
-          'bidora has no MPI (install libopenmpi-dev and rebuild: npm run build:native)',
+          'bidora has no MPI: install Open MPI (libopenmpi-dev) and build from source, ' +
+          'BIDORA_BUILD_FROM_SOURCE=1 npm rebuild bidora (docs/distributed.md)',
       );
     }
     const reported = keep(Tensor.zeros([2]));
@@ -118,9 +119,16 @@ function collective(name: Collective, tensors: Tensor[] = []) {
   native.mpi({ collective: name, tensors: handles, timeout: timeoutSeconds ?? defaultTimeout() });
 }
 
+/** Checks, in every world, that `tensors` is an array of live tensors (a TypeError naming the first that is not). */
+function tensorList(name: string, tensors: Tensor[]): void {
+  if (!Array.isArray(tensors)) throw new TypeError(`${name}: tensors must be an array of Tensors`);
+  tensors.forEach((tensor, index) => handleOf(tensor, name, `tensors[${index}]`));
+}
+
 /** Each tensor replaced in place by its mean over the ranks (a no-op in a world of one). */
 export function allreduceMean(tensors: Tensor[]): void {
-  if (distributed().worldSize > 1 && tensors.length > 0) collective('allreduceMean', tensors);
+  tensorList('allreduceMean', tensors);
+  if (distributed().worldSize > 1) collective('allreduceMean', tensors);
 }
 
 /**
@@ -154,7 +162,8 @@ export function concatenateOverRanks(values: ArrayLike<number>): Float32Array {
 
 /** Each tensor replaced in place by rank 0's (a no-op in a world of one). */
 export function broadcastFromRoot(tensors: Tensor[]): void {
-  if (distributed().worldSize > 1 && tensors.length > 0) collective('broadcast', tensors);
+  tensorList('broadcastFromRoot', tensors);
+  if (distributed().worldSize > 1) collective('broadcast', tensors);
 }
 
 /** Returns when every rank has called it (at once in a world of one). */
