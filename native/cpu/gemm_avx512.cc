@@ -266,7 +266,9 @@ void pack_b_avx512(const float* b, int64_t brs, int64_t bcs, int64_t kc, int64_t
 
 }  // namespace
 
-TileKernelInfo tile_kernel_avx512() { return {kMr, kNr, &run_tile, &pack_a_avx512, &pack_b_avx512}; }
+TileKernelInfo tile_kernel_avx512() {
+  return {kMr, kNr, &run_tile, &pack_a_avx512, &pack_b_avx512, &pack_b16_widened<kNr>};
+}
 
 void dot_block_avx512(const DotBlock& d) {
   for (int64_t i = 0; i < d.m; i += kDotRows) {
