@@ -18,6 +18,8 @@
 #include <cstring>
 #include <utility>
 
+#include "transpose_avx512.h"
+
 namespace bidora::cpu::kernels {
 
 namespace {
@@ -25,12 +27,6 @@ namespace {
 constexpr int kMr = 12;
 constexpr int kNr = 32;
 constexpr int kPrefetchSteps = 8;
-
-inline uint32_t load_word(const void* address) {
-  uint32_t word;
-  std::memcpy(&word, address, sizeof word);
-  return word;
-}
 
 // One A element rounded as vcvtne2ps2bf16 rounds it (nearest even, subnormals to zero), for the odd tails the vector
 // conversion does not reach, so an element's bits do not depend on where it sits in a row.
@@ -41,26 +37,33 @@ inline uint32_t round_like_hardware(float value) {
   return float_to_bf16(value);
 }
 
-// A (float32) into pair panels of kMr rows: word (q, r) = bf16(A(r, 2q)) | bf16(A(r, 2q + 1)) << 16.
+// A (float32) into pair panels of kMr rows: word (q, r) = bf16(A(r, 2q)) | bf16(A(r, 2q + 1)) << 16. A row-major
+// panel converts 32 floats of each row at once and transposes the 16 words of its 12 rows in registers.
 void pack_a_pairs(const float* a, int64_t ars, int64_t acs, int64_t rows, int64_t kc, float* out) {
   const int64_t pairs = (kc + 1) / 2;
   uint32_t* words = reinterpret_cast<uint32_t*>(out);
   for (int64_t i0 = 0; i0 < rows; i0 += kMr) {
     const int64_t count = rows - i0 < kMr ? rows - i0 : kMr;
     uint32_t* panel = words + i0 * pairs;
-    for (int64_t r = 0; r < count; ++r) {
-      const float* row = a + (i0 + r) * ars;
-      int64_t q = 0;
-      if (acs == 1) {
-        // 32 floats at a time: one conversion gives 16 pair words (lower half from the first 16 floats' evens).
-        alignas(64) uint32_t converted[16];
-        for (; 2 * q + 32 <= kc; q += 16) {
-          const __m512 low = _mm512_loadu_ps(row + 2 * q), high = _mm512_loadu_ps(row + 2 * q + 16);
-          _mm512_store_si512(converted, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(high, low)));
-          for (int w = 0; w < 16; ++w) panel[(q + w) * kMr + r] = converted[w];
+    int64_t done = 0;  // pairs packed by the vector form
+    if (acs == 1 && count == kMr) {
+      for (; 2 * done + 32 <= kc; done += 16) {
+        __m512 v[16];
+        for (int r = 0; r < kMr; ++r) {
+          const float* at = a + (i0 + r) * ars + 2 * done;
+          const __m512bh pairs_of_row = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(at + 16), _mm512_loadu_ps(at));
+          v[r] = reinterpret_cast<__m512>(pairs_of_row);
+        }
+        for (int r = kMr; r < 16; ++r) v[r] = _mm512_setzero_ps();
+        transpose16(v);
+        for (int q = 0; q < 16; ++q) {
+          _mm512_mask_storeu_ps(panel + (done + q) * kMr, (1u << kMr) - 1, v[q]);
         }
       }
-      for (; q < pairs; ++q) {
+    }
+    for (int64_t r = 0; r < count; ++r) {
+      const float* row = a + (i0 + r) * ars;
+      for (int64_t q = done; q < pairs; ++q) {
         const uint32_t even = round_like_hardware(row[2 * q * acs]);
         const uint32_t odd = 2 * q + 1 < kc ? round_like_hardware(row[(2 * q + 1) * acs]) : 0u;
         panel[q * kMr + r] = even | odd << 16;
@@ -69,7 +72,10 @@ void pack_a_pairs(const float* a, int64_t ars, int64_t acs, int64_t rows, int64_
   }
 }
 
-// B (bfloat16) into pair panels of kNr columns, zero-padded past `cols` and past an odd kc.
+// B (bfloat16) into pair panels of kNr columns, zero-padded past `cols` and past an odd kc. Columns contiguous along
+// k (a weight read transposed, as x Wᵀ reads it) hold each pair as one word already: 16 columns x 16 words go
+// through a register transpose. Rows contiguous (g W) interleave two rows: zero-extend the even row's 16 values to
+// words and or in the odd row's shifted up.
 void pack_b_pairs(const uint16_t* b, int64_t brs, int64_t bcs, int64_t kc, int64_t cols, float* out) {
   const int64_t pairs = (kc + 1) / 2;
   const int64_t whole = kc / 2;
@@ -78,21 +84,36 @@ void pack_b_pairs(const uint16_t* b, int64_t brs, int64_t bcs, int64_t kc, int64
     const int64_t count = cols - j0 < kNr ? cols - j0 : kNr;
     uint32_t* panel = words + j0 * pairs;
     const uint16_t* src = b + j0 * bcs;
-    if (brs == 1) {
-      // Columns contiguous along k (a weight read transposed, as x Wᵀ reads it): each pair is one word in place.
-      for (int64_t j = 0; j < count; ++j) {
-        const uint16_t* column = src + j * bcs;
-        for (int64_t q = 0; q < whole; ++q) panel[q * kNr + j] = load_word(column + 2 * q);
-        if (pairs > whole) panel[whole * kNr + j] = column[2 * whole];
-      }
-    } else {
-      for (int64_t j = 0; j < count; ++j) {
-        const uint16_t* column = src + j * bcs;
-        for (int64_t q = 0; q < whole; ++q) {
-          panel[q * kNr + j] = column[2 * q * brs] | static_cast<uint32_t>(column[(2 * q + 1) * brs]) << 16;
+    int64_t done = 0;  // pairs packed by the vector forms
+    if (brs == 1 && count == kNr) {
+      for (; done + 16 <= whole; done += 16) {
+        for (int half = 0; half < kNr; half += 16) {
+          __m512 v[16];
+          for (int j = 0; j < 16; ++j) v[j] = _mm512_loadu_ps(src + (half + j) * bcs + 2 * done);
+          transpose16(v);
+          for (int q = 0; q < 16; ++q) _mm512_storeu_ps(panel + (done + q) * kNr + half, v[q]);
         }
-        if (pairs > whole) panel[whole * kNr + j] = column[2 * whole * brs];
       }
+    } else if (bcs == 1 && count == kNr) {
+      for (; done < whole; ++done) {
+        const uint16_t* even = src + 2 * done * brs;
+        const uint16_t* odd = even + brs;
+        for (int half = 0; half < kNr; half += 16) {
+          // Zero-masked forms: the plain ones trip a false -Wmaybe-uninitialized in GCC 12's headers.
+          const auto widen = [](const uint16_t* at) {
+            return _mm512_maskz_cvtepu16_epi32(0xFFFF, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(at)));
+          };
+          const __m512i high = _mm512_maskz_slli_epi32(0xFFFF, widen(odd + half), 16);
+          _mm512_storeu_si512(panel + done * kNr + half, _mm512_or_si512(widen(even + half), high));
+        }
+      }
+    }
+    for (int64_t j = 0; j < count; ++j) {
+      const uint16_t* column = src + j * bcs;
+      for (int64_t q = done; q < whole; ++q) {
+        panel[q * kNr + j] = column[2 * q * brs] | static_cast<uint32_t>(column[(2 * q + 1) * brs]) << 16;
+      }
+      if (pairs > whole) panel[whole * kNr + j] = column[2 * whole * brs];
     }
     for (int64_t j = count; j < kNr; ++j) {
       for (int64_t q = 0; q < pairs; ++q) panel[q * kNr + j] = 0;
