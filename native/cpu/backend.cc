@@ -327,8 +327,16 @@ void adapter_merge_op(const ops::AdapterMerge& args) {
   FloatBuffer norm;
   if (l.magnitude != nullptr) {
     norm = FloatBuffer(m);
-    FloatBuffer weight_lora_a(m * r), lora_gram(r * r);
-    dora_norm(norm.data(), weight_lora_a.data(), lora_gram.data(), weight_of(l), l.weight_sq_norms, l.lora_a, l.lora_b,
+    FloatBuffer weight_lora_a(m * r), lora_gram(r * r), widened;
+    // A merge happens once: over a bfloat16 W0 the norm comes from its float32 widening, so that the merged weight
+    // is the float32 merge rounded once (the fast products would round A to bfloat16 too).
+    WeightView weight = weight_of(l);
+    if (weight.bf16 != nullptr) {
+      widened = FloatBuffer(m * k);
+      for (int64_t index = 0; index < m * k; ++index) widened.data()[index] = bf16_to_float(weight.bf16[index]);
+      weight = {widened.data(), nullptr};
+    }
+    dora_norm(norm.data(), weight_lora_a.data(), lora_gram.data(), weight, l.weight_sq_norms, l.lora_a, l.lora_b,
               l.scale, l.eps, m, k, r);
   }
   adapter_merge({args.merged, args.merged_bf16}, weight_of(l), l.lora_a, l.lora_b, l.magnitude, norm.data(), l.scale, m,
