@@ -341,7 +341,7 @@ describe('models in bfloat16', () => {
       for (let step = 0; step < 30; step++) {
         losses.push(
           tidy(() => {
-            const { loss } = model.forward({ inputIds, labels });
+            const loss = model.forward({ inputIds, labels }).loss!;
             loss.backward();
             return loss.item();
           }),

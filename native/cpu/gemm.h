@@ -12,8 +12,9 @@
 // B may instead be bfloat16 (b_bf16 set, b null): a frozen weight kept in half the memory. On a CPU with AVX512-BF16
 // (and the avx512 path active) A is rounded to bfloat16 (nearest even) while it is packed and vdpbf16ps multiplies
 // pairs of k, accumulating in float32: each product is exact, so the error is A's rounding (relative 2^-8 per
-// element: bfloat16 keeps 8 significant bits) plus float32 accumulation. Elsewhere B is widened to float32 while it is packed (exact) and the float32
-// kernel runs: float32-accurate. Either way C keeps its layout; B is never transposed into the A role.
+// element: bfloat16 keeps 8 significant bits) plus float32 accumulation. Elsewhere B is widened to float32 while it is
+// packed (exact) and the float32 kernel runs: float32-accurate. Either way C keeps its layout; B is never transposed
+// into the A role.
 #pragma once
 
 #include <cstdint>
