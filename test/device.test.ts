@@ -81,7 +81,7 @@ describe('devices on the CPU', () => {
     expect(() => tensor.to('tpu' as never)).toThrow(RangeError);
     expect(() => tensor.to('tpu' as never)).toThrow(/Tensor\.to: device must be 'cpu' or 'cuda', got 'tpu'/);
     expect(() => tensor.to(0 as never)).toThrow(TypeError);
-    expect(() => tensor.to(0 as never)).toThrow(/to: device must be 'cpu' or 'cuda', got number/);
+    expect(() => tensor.to(0 as never)).toThrow(/to: device must be 'cpu' or 'cuda' \(or a dtype\), got number/);
     expect(() => Tensor.zeros([2], 'cuda' as never)).toThrow(/Tensor\.zeros: options must be an object/);
     tensor.dispose();
   });

@@ -23,6 +23,7 @@ const cpuOnly = [
   'adapterForwardReference',
   'adapterMerge',
   'adapterUnmerge',
+  'fromBFloat16',
   'fromFloat32Array',
   'full',
   'mpi',
@@ -41,7 +42,8 @@ const typeOfKind: Record<string, (type: string) => boolean> = {
   shape: (type) => type === 'readonly number[]',
   int32Array: (type) => /^Int32Array(<ArrayBufferLike>)?$/.test(type),
   float32Array: (type) => /^Float32Array(<ArrayBufferLike>)?$/.test(type),
-  string: (type) => type === 'string' || type === 'Device',
+  uint16Array: (type) => /^Uint16Array(<ArrayBufferLike>)?$/.test(type),
+  string: (type) => type === 'string' || type === 'Device' || type === 'DType',
   flags: (type) => type === 'GradientRequest',
 };
 

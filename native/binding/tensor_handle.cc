@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cstring>
 #include <utility>
+#include <vector>
 
 #include "op.h"
 
@@ -40,6 +41,7 @@ Napi::Function TensorHandle::define(Napi::Env env) {
       Napi::PropertyDescriptor::Accessor<disposed_getter>("disposed"),
       Napi::PropertyDescriptor::Accessor<version_getter>("version"),
       Napi::PropertyDescriptor::Accessor<device_getter>("device"),
+      Napi::PropertyDescriptor::Accessor<dtype_getter>("dtype"),
   });
   return constructor;
 }
@@ -57,17 +59,19 @@ TensorHandle& TensorHandle::this_handle(const Napi::CallbackInfo& info, const ch
   return *handle;
 }
 
-Napi::Object TensorHandle::create(Napi::Env env, const Shape& shape, FloatBuffer buffer) {
-  return construct(env, shape, std::make_shared<Storage>(std::move(buffer)), false);
+Napi::Object TensorHandle::create(Napi::Env env, const Shape& shape, FloatBuffer buffer, DType dtype) {
+  return construct(env, shape, std::make_shared<Storage>(std::move(buffer), dtype), false);
 }
 
 Napi::Object TensorHandle::view(Napi::Env env, const Shape& shape) { return construct(env, shape, storage_, true); }
 
-Napi::Object TensorHandle::allocate(Napi::Env env, const Shape& shape, TensorHandle** handle, Device device) {
+Napi::Object TensorHandle::allocate(Napi::Env env, const Shape& shape, TensorHandle** handle, Device device,
+                                    DType dtype) {
+  const int64_t words = storage_words(dtype, shape.numel());
   Napi::Object object =
       device == Device::kCpu
-          ? create(env, shape, FloatBuffer(shape.numel()))
-          : construct(env, shape, std::make_shared<Storage>(backend_for(device), shape.numel(), state(env).stats),
+          ? create(env, shape, FloatBuffer(words), dtype)
+          : construct(env, shape, std::make_shared<Storage>(backend_for(device), words, state(env).stats, dtype),
                       false);
   *handle = Unwrap(object);
   return object;
@@ -75,8 +79,8 @@ Napi::Object TensorHandle::allocate(Napi::Env env, const Shape& shape, TensorHan
 
 Napi::Object TensorHandle::copy_to(Napi::Env env, Device device, const char* function) {
   TensorHandle* copy = nullptr;
-  Napi::Object object = allocate(env, shape_, &copy, device);
-  copy->storage_->copy_from(*storage_, numel(), function);
+  Napi::Object object = allocate(env, shape_, &copy, device, dtype());
+  copy->storage_->copy_from(*storage_, words(), function);
   return object;
 }
 
@@ -128,7 +132,14 @@ Napi::Value TensorHandle::read(const Napi::CallbackInfo& info) {
   const int64_t count = handle.numel();
   Napi::Float32Array copy = Napi::Float32Array::New(env, static_cast<size_t>(count));
   guarded(info, [&]() -> Napi::Value {
-    handle.storage_->copy_to_host(copy.Data(), count, "read");
+    if (handle.dtype() == DType::kFloat32) {
+      handle.storage_->copy_to_host(copy.Data(), count, "read");
+      return env.Undefined();
+    }
+    // bfloat16 comes back widened (exact): its bits first, then each value in place from the last down.
+    std::vector<Bf16> bits(static_cast<size_t>(handle.words()) * 2);
+    handle.storage_->copy_to_host(reinterpret_cast<float*>(bits.data()), handle.words(), "read");
+    for (int64_t index = 0; index < count; ++index) copy.Data()[index] = bf16_to_float(bits[index]);
     return env.Undefined();
   });
   return copy;
@@ -150,7 +161,13 @@ Napi::Value TensorHandle::write(const Napi::CallbackInfo& info) {
   // Bumped first: even a copy that fails halfway has changed what backward would read.
   handle.mark_modified();
   guarded(info, [&]() -> Napi::Value {
-    handle.storage_->copy_from_host(data.Data(), count, "write");
+    if (handle.dtype() == DType::kFloat32) {
+      handle.storage_->copy_from_host(data.Data(), count, "write");
+      return env.Undefined();
+    }
+    std::vector<Bf16> bits(static_cast<size_t>(handle.words()) * 2, 0);  // rounded to nearest even
+    for (int64_t index = 0; index < count; ++index) bits[index] = float_to_bf16(data.Data()[index]);
+    handle.storage_->copy_from_host(reinterpret_cast<const float*>(bits.data()), handle.words(), "write");
     return env.Undefined();
   });
   return env.Undefined();
@@ -179,6 +196,10 @@ Napi::Value TensorHandle::device_getter(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), device_name(this_handle(info, "device").device()));
 }
 
+Napi::Value TensorHandle::dtype_getter(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), dtype_name(this_handle(info, "dtype").dtype()));
+}
+
 Napi::Value TensorHandle::disposed_getter(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), live(info.Env(), info.This()) == nullptr);
 }
@@ -186,19 +207,50 @@ Napi::Value TensorHandle::disposed_getter(const Napi::CallbackInfo& info) {
 namespace {
 
 // ---- creation and views, declared with op.h. Creation takes no tensor, so it runs on the CPU (lib/tensor.ts moves
-// the result). [sync] fromFloat32Array({ data, shape }), full({ shape, value }), randn({ shape, seed, mean, std }),
-// uniform({ shape, seed, low, high }); reshape({ x, shape }): a view of x's storage; toDevice({ x, device }): a copy.
+// the result). [sync] fromFloat32Array({ data, shape }), fromBFloat16({ bits, shape }), full({ shape, value }),
+// randn({ shape, seed, mean, std }), uniform({ shape, seed, low, high }); reshape({ x, shape }): a view of x's storage;
+// toDevice({ x, device }) and cast({ x, dtype }): copies, the second converted (to bfloat16: nearest even).
 struct CreateArgs {
   Napi::Float32Array data;
+  Napi::Uint16Array bits;
   Shape shape;
   double value;
   uint64_t seed;
   float a, b;
   TensorHandle* x;
-  std::string device;
+  std::string device, dtype;
   float* out;
 };
 using C = CreateArgs;
+
+// n elements from `from` words of type `from_type` into `to` words of `to_type`, both in host memory.
+void convert(const float* from, DType from_type, float* to, DType to_type, int64_t n) {
+  const auto* from_bits = reinterpret_cast<const Bf16*>(from);
+  auto* to_bits = reinterpret_cast<Bf16*>(to);
+  if (n % 2 == 1 && to_type == DType::kBfloat16) to_bits[n] = 0;  // the unused half of the last word
+  for (int64_t index = 0; index < n; ++index) {
+    const float value = from_type == DType::kFloat32 ? from[index] : bf16_to_float(from_bits[index]);
+    if (to_type == DType::kFloat32) to[index] = value;
+    if (to_type == DType::kBfloat16) to_bits[index] = float_to_bf16(value);
+  }
+}
+
+Napi::Value cast(const Call& call, C& op) {
+  const DType to = parse_dtype(op.dtype, std::string(call.fn) + ": dtype");
+  TensorHandle* out = nullptr;
+  Napi::Object object = TensorHandle::allocate(call.env, op.x->shape(), &out, call.device, to);
+  const int64_t n = op.x->numel();
+  if (call.device == Device::kCpu) {
+    convert(op.x->data(), op.x->dtype(), out->data(), to, n);
+    return object;
+  }
+  // On a GPU through host memory: casts happen once, when a model is loaded or converted.
+  std::vector<float> from(static_cast<size_t>(op.x->words())), converted(static_cast<size_t>(out->words()));
+  call.backend.copy_to_host(from.data(), op.x->data(), op.x->words(), call.fn);
+  convert(from.data(), op.x->dtype(), converted.data(), to, n);
+  call.backend.copy_to_device(out->data(), converted.data(), out->words(), call.fn);
+  return object;
+}
 
 Napi::Value full(const Call& call, C& op) {
   FloatBuffer buffer(op.shape.numel(), op.value == 0.0);
@@ -218,6 +270,15 @@ const OpSpec<C> kFromFloat32Array(
     "fromFloat32Array", Runs::kCpu, nullptr, {arg<&C::data>("data"), shape(), out<&C::out, &C::shape>()},
     [](const char* fn, C& op) { rules::length(fn, "data", int64_t(op.data.ElementLength()), op.shape); },
     [](const Call&, C& op) { std::copy_n(op.data.Data(), op.shape.numel(), op.out); }, "Tensor.from");
+const OpSpec<C> kFromBFloat16(
+    "fromBFloat16", Runs::kCpu, nullptr, {arg<&C::bits>("bits"), shape()},
+    [](const char* fn, C& op) { rules::length(fn, "bits", int64_t(op.bits.ElementLength()), op.shape); },
+    [](const Call& call, C& op) -> Napi::Value {
+      FloatBuffer words(storage_words(DType::kBfloat16, op.shape.numel()), true);
+      std::memcpy(words.data(), op.bits.Data(), op.bits.ElementLength() * sizeof(Bf16));
+      return TensorHandle::create(call.env, op.shape, std::move(words), DType::kBfloat16);
+    },
+    "Tensor.fromBFloat16");
 const OpSpec<C> kFull("full", Runs::kCpu, nullptr, {shape(), arg<&C::value>("value")}, nullptr, full, "Tensor.full");
 const OpSpec<C> kRandn("randn", Runs::kCpu, kernel<&ops::Backend::fill>,
                        {shape(), seed(), arg<&C::a>("mean"), arg<&C::b>("std", kNonNegative),
@@ -229,16 +290,18 @@ const OpSpec<C> kUniform(
     [](const char* fn, C& op) { rules::below(fn, "low", op.a, "high", op.b); }, random<ops::Distribution::kUniform>,
     "Tensor.uniform");
 const OpSpec<C> kReshape(
-    "reshape", Runs::kAny, nullptr, {arg<&C::x>("x"), shape()},
+    "reshape", Runs::kAny, nullptr, {arg<&C::x>("x", kBf16), shape()},
     [](const char* fn, C& op) { rules::reshape(fn, op.x->shape(), op.shape); },
     [](const Call& call, C& op) -> Napi::Value { return op.x->view(call.env, op.shape); });
 const OpSpec<C> kToDevice(
-    "toDevice", Runs::kAny, nullptr, {arg<&C::x>("x"), arg<&C::device>("device")}, nullptr,
+    "toDevice", Runs::kAny, nullptr, {arg<&C::x>("x", kBf16), arg<&C::device>("device")}, nullptr,
     [](const Call& call, C& op) -> Napi::Value {
       return op.x->copy_to(call.env, usable_device(op.device, std::string(call.fn) + ": device", cuda_backend()),
                            call.fn);
     },
     "Tensor.to");
+const OpSpec<C> kCast("cast", Runs::kAny, nullptr, {arg<&C::x>("x", kBf16), arg<&C::dtype>("dtype")}, nullptr, cast,
+                      "Tensor.to");
 
 }  // namespace
 

@@ -25,11 +25,24 @@ Device usable_device(const std::string& name, const std::string& where, const op
   return Device::kCuda;
 }
 
-Storage::Storage(const ops::Backend& device_backend, int64_t count, std::shared_ptr<MemoryStats> stats)
-    : device(Device::kCuda), backend(&device_backend), gpu_count(count) {
-  gpu = backend->allocate(count, "Tensor");
+const char* dtype_name(DType dtype) { return dtype == DType::kBfloat16 ? "bfloat16" : "float32"; }
+
+DType parse_dtype(const std::string& name, const std::string& where) {
+  if (name == "float32") return DType::kFloat32;
+  if (name == "bfloat16") return DType::kBfloat16;
+  throw RangeError(where + " must be 'float32' or 'bfloat16', got '" + name + "'");
+}
+
+Storage::Storage(FloatBuffer data, DType type) : dtype(type), buffer(std::move(data)) {
+  if (dtype == DType::kBfloat16 && (dtype_stats_ = current_stats())) dtype_stats_->bf16_bytes.fetch_add(bytes());
+}
+
+Storage::Storage(const ops::Backend& device_backend, int64_t words, std::shared_ptr<MemoryStats> stats, DType type)
+    : device(Device::kCuda), dtype(type), backend(&device_backend), gpu_count(words) {
+  gpu = backend->allocate(words, "Tensor");
   gpu_stats = std::move(stats);
-  if (gpu_stats) gpu_stats->device_bytes.fetch_add(count * static_cast<int64_t>(sizeof(float)));
+  if (gpu_stats) gpu_stats->device_bytes.fetch_add(bytes());
+  if (dtype == DType::kBfloat16 && (dtype_stats_ = gpu_stats)) dtype_stats_->bf16_bytes.fetch_add(bytes());
 }
 
 Storage::~Storage() {
@@ -37,7 +50,8 @@ Storage::~Storage() {
     backend->release(gpu);
     backend->release(gpu_norms_);
   }
-  if (gpu_stats) gpu_stats->device_bytes.fetch_sub(gpu_count * static_cast<int64_t>(sizeof(float)));
+  if (gpu_stats) gpu_stats->device_bytes.fetch_sub(bytes());
+  if (dtype_stats_) dtype_stats_->bf16_bytes.fetch_sub(bytes());
 }
 
 const float* Storage::row_sq_norms(const ops::Backend& cpu, int64_t rows, int64_t cols) {
@@ -51,7 +65,8 @@ const float* Storage::row_sq_norms(const ops::Backend& cpu, int64_t rows, int64_
     gpu_norms_ = backend->allocate(rows, "row norms");
   }
   float* out = host ? norms_.data() : gpu_norms_;
-  (host ? cpu : *backend).row_sq_norms({out, data(), rows, cols});
+  const bool bf16 = dtype == DType::kBfloat16;
+  (host ? cpu : *backend).row_sq_norms({out, bf16 ? nullptr : data(), rows, cols, bf16 ? bits() : nullptr});
   norms_rows_ = rows;
   norms_version_ = version;
   return out;
