@@ -16,23 +16,16 @@ constexpr long kIterations = 25'000'000;
 constexpr int kChains = 24;
 
 // Twenty-four independent accumulators (zmm0-23) against two fixed sources, in assembly so that the compiler can
-// neither fold the loop nor spill an accumulator.
-#define BIDORA_ONE(op, n) op " %%zmm30, %%zmm31, %%zmm" #n "\n"
-#define BIDORA_TWELVE(op)                                                                                     \
-  BIDORA_ONE(op, 0)                                                                                           \
-  BIDORA_ONE(op, 1) BIDORA_ONE(op, 2) BIDORA_ONE(op, 3) BIDORA_ONE(op, 4) BIDORA_ONE(op, 5) BIDORA_ONE(op, 6) \
-      BIDORA_ONE(op, 7) BIDORA_ONE(op, 8) BIDORA_ONE(op, 9) BIDORA_ONE(op, 10) BIDORA_ONE(op, 11)
-#define BIDORA_TWENTY_FOUR(op)                                                                                      \
-  BIDORA_TWELVE(op)                                                                                                 \
-  BIDORA_ONE(op, 12) BIDORA_ONE(op, 13) BIDORA_ONE(op, 14) BIDORA_ONE(op, 15) BIDORA_ONE(op, 16) BIDORA_ONE(op, 17) \
-      BIDORA_ONE(op, 18) BIDORA_ONE(op, 19) BIDORA_ONE(op, 20) BIDORA_ONE(op, 21) BIDORA_ONE(op, 22)                \
-          BIDORA_ONE(op, 23)
+// neither fold the loop nor spill an accumulator; the assembler repeats the instruction once per accumulator.
+#define BIDORA_ON_EACH_ACCUMULATOR(op)                                                                           \
+  ".irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23\n " op " %%zmm30, %%zmm31, %%zmm\\n\n " \
+                                                                                ".endr\n"
 
 float dot_bf16_loop() {
   long count = kIterations;
   __asm__ volatile(
       "vpxord %%zmm30, %%zmm30, %%zmm30\n vpxord %%zmm31, %%zmm31, %%zmm31\n"
-      "1:\n" BIDORA_TWENTY_FOUR("vdpbf16ps") "dec %0\n jnz 1b\n"
+      "1:\n" BIDORA_ON_EACH_ACCUMULATOR("vdpbf16ps") "dec %0\n jnz 1b\n"
       : "+r"(count)
       :
       : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12",
@@ -45,7 +38,7 @@ float fma_loop() {
   long count = kIterations;
   __asm__ volatile(
       "vpxord %%zmm30, %%zmm30, %%zmm30\n vpxord %%zmm31, %%zmm31, %%zmm31\n"
-      "1:\n" BIDORA_TWENTY_FOUR("vfmadd231ps") "dec %0\n jnz 1b\n"
+      "1:\n" BIDORA_ON_EACH_ACCUMULATOR("vfmadd231ps") "dec %0\n jnz 1b\n"
       : "+r"(count)
       :
       : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12",
