@@ -17,9 +17,10 @@ constexpr int kChains = 24;
 
 // Twenty-four independent accumulators (zmm0-23) against two fixed sources, in assembly so that the compiler can
 // neither fold the loop nor spill an accumulator; the assembler repeats the instruction once per accumulator.
-#define BIDORA_ON_EACH_ACCUMULATOR(op)                                                                           \
-  ".irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23\n " op " %%zmm30, %%zmm31, %%zmm\\n\n " \
-                                                                                ".endr\n"
+// clang-format off
+#define BIDORA_ON_EACH_ACCUMULATOR(op) \
+  ".irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23\n " op " %%zmm30, %%zmm31, %%zmm\\n\n .endr\n"
+// clang-format on
 
 float dot_bf16_loop() {
   long count = kIterations;
