@@ -283,6 +283,20 @@ describe('models in bfloat16', () => {
     });
   }
 
+  it("to('bfloat16') after adapters.apply keeps what trains in float32 and freezes the rest of the matrices", () => {
+    const model = models.fromConfig(tinyBertConfig(), { seed: 4 });
+    adapters.apply(model, { method: 'dora', r: 2, targetModules: ['query'], modulesToSave: ['classifier'] });
+    model.to('bfloat16');
+    for (const [name, tensor] of model.namedParameters()) {
+      const trains = name.includes('.adapter.') || name.startsWith('classifier');
+      expect(tensor.dtype, name).toBe(!trains && tensor.rank === 2 ? 'bfloat16' : 'float32');
+      if (trains) expect(tensor.requiresGrad, name).toBe(true);
+    }
+    model.to('float32');
+    expect(model.parameters().every((tensor) => tensor.dtype === 'float32')).toBe(true);
+    model.dispose();
+  });
+
   it('a BF16 checkpoint loads bit for bit into bfloat16, and writes back as BF16 with the same bits', () => {
     const dir = mkdtempSync(join(tmpdir(), 'bidora-bf16-'));
     try {

@@ -47,13 +47,18 @@ export abstract class Module {
    *
    * With a dtype, `to('bfloat16')` keeps the weight matrices (every rank-2 parameter: linear weights, embedding
    * tables) in bfloat16, half the memory, and freezes them, as a base model loaded in bfloat16 for adapter training is;
-   * vectors (biases, norm scales) and the matrices `keepsFloat32` names (a task head that will be trained) stay
-   * float32. `to('float32')` widens every bfloat16 parameter back, exactly.
+   * vectors (biases, norm scales), the matrices `keepsFloat32` names (a task head that will be trained), and once
+   * adapters are applied their tensors and every other trainable one stay float32. `to('float32')` widens every
+   * bfloat16 parameter back, exactly.
    */
   to(target: Device | DType): this {
     if (target === 'bfloat16') {
+      // After adapters.apply, what trains stays float32: the adapters' own tensors and the modules it saves.
+      const adapted = this.namedParameters().some(([name]) => ADAPTER_TENSOR.test(name));
+      const trained = (name: string, tensor: Tensor) => ADAPTER_TENSOR.test(name) || (adapted && tensor.requiresGrad);
       return this.#replaceTensors(
-        (name, tensor) => tensor.dtype === 'float32' && tensor.rank === 2 && !this.keepsFloat32(name),
+        (name, tensor) =>
+          tensor.dtype === 'float32' && tensor.rank === 2 && !this.keepsFloat32(name) && !trained(name, tensor),
         (tensor) => {
           const frozen = tensor.detach(); // a trainable tensor cannot become bfloat16; its frozen view can
           try {
@@ -172,6 +177,9 @@ export abstract class Module {
     }
   }
 }
+
+/** The dotted names of adapters' tensors (adapters/layers.ts attaches them as `<layer>.adapter`). */
+const ADAPTER_TENSOR = /(^|\.)adapter\./;
 
 /** Replaces the tensor at dotted `name` inside `root` (used by state loading and adapters); returns the old one. */
 export function replaceParameter(root: Module, name: string, tensor: Tensor): Tensor {
