@@ -5,7 +5,7 @@
 //   fraction of this machine's peaks, measured here by register-only loops (bench/native/peak.cc);
 // - the BERT-base-sized 2-layer stack of bench/bert.mjs: a DoRA training step and one BiDoRA iteration, and what
 //   memory() counts for each model;
-// - the GPT-2-small-sized causal LM of bench/causal-lm.mjs: a DoRA training step at 8 × 128 tokens;
+// - the GPT-2-small-sized causal LM of bench/causal-lm.mjs: a DoRA training step and one BiDoRA iteration at 8 × 128;
 // - PyTorch's torch.autocast('cpu', dtype=torch.bfloat16) DoRA step on the BERT stack, where python3-torch is installed.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
@@ -182,7 +182,35 @@ function gpt2Rows(bidora, quick, threads) {
     quick,
   );
   for (const { model } of Object.values(models)) model.dispose();
-  return [{ suite: 'gpt2', name: 'DoRA step 8×128', threads, ...msOf(step), ...bytesOf(models) }];
+  // One BiDoRA iteration on the same shapes: 8 × 128 tokens in each split, the loss on every token.
+  const examples = (seed) => tokenRows(seed, 8, 128).map((ids) => ({ inputIds: ids, label: ids }));
+  const [lower, upper] = [examples(2), examples(3)];
+  const trainers = Object.fromEntries(
+    dtypes.map((dtype) => {
+      const model = makeGpt2(bidora).to(dtype);
+      bidora.adapters.apply(model, {
+        method: 'bidora',
+        r: gpt2Shape.r,
+        alpha: gpt2Shape.alpha,
+        targetModules: ['c_attn'],
+      });
+      return [dtype, new bidora.train.BiLevelTrainer({ model, batchSize: 8, log: 'none' })];
+    }),
+  );
+  const iteration = alternate(
+    'gpt2 bidora',
+    Object.fromEntries(dtypes.map((dtype) => [dtype, () => trainers[dtype].step(lower, upper)])),
+    quick ? 1 : 3,
+    quick,
+  );
+  for (const trainer of Object.values(trainers)) {
+    trainer.dispose();
+    trainer.model.dispose();
+  }
+  return [
+    { suite: 'gpt2', name: 'DoRA step 8×128', threads, ...msOf(step), ...bytesOf(models) },
+    { suite: 'gpt2', name: 'BiDoRA iteration 8×128', threads, ...msOf(iteration) },
+  ];
 }
 
 const msOf = (timed) => ({

@@ -88,6 +88,11 @@ export const trainOptions: Record<string, OptionSpec> = {
   'eval-every': { type: 'string', description: 'steps between evaluations (default once per epoch)' },
   seed: { type: 'string', description: 'seed of initialisation, data order and dropout', default: '0' },
   device: { type: 'string', description: 'cpu | cuda: where training runs (see devices())', default: 'cpu' },
+  dtype: {
+    type: 'string',
+    description: 'float32 | bfloat16: the frozen base weights (bfloat16: half the memory, faster on AVX512-BF16)',
+    default: 'float32',
+  },
   log: { type: 'string', description: 'auto | bar | json | none', default: 'auto' },
 };
 
@@ -110,6 +115,9 @@ export async function trainCommand(argv: string[]): Promise<void> {
       `--device ${device} is not available here: this machine runs on ${native.devices().join(' or ')}` +
         (device === 'cuda' ? ' (a CUDA build of bidora and a GPU of compute capability 8.0 or newer are needed)' : ''),
     );
+  }
+  if (values.dtype !== 'float32' && values.dtype !== 'bfloat16') {
+    throw new UsageError(`--dtype must be float32 or bfloat16; got ${values.dtype as string}`);
   }
   const modelDir = values.model as string;
   checkModelFolder(modelDir);
@@ -158,7 +166,7 @@ async function runTraining(values: OptionValues, job: TrainingJob): Promise<void
   const modelDir = values.model as string;
   const seed = numberOption(values, 'seed')!;
   const { train, evalExamples } = job;
-  const model = job.model.to(values.device as 'cpu' | 'cuda');
+  const model = job.model.to(values.dtype as 'float32' | 'bfloat16').to(values.device as 'cpu' | 'cuda');
   const outDir = values.out as string;
   try {
     adapters.apply(model, {

@@ -53,6 +53,8 @@ class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
   }
   int64_t numel() const { return shape_.numel(); }
   int64_t words() const { return storage_words(dtype(), numel()); }  // 32-bit words of storage it spans
+  // Its elements converted into `target`, of the same shape and device and maybe another dtype.
+  void convert_into(TensorHandle& target, const char* fn) { storage_->convert_into(*target.storage_, numel(), fn); }
 
   // Bumped by every in-place change, so saved activations and caches can tell the contents changed.
   uint64_t version() const { return storage_ ? storage_->version : 0; }

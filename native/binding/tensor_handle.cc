@@ -2,7 +2,6 @@
 #include <algorithm>
 #include <cstring>
 #include <utility>
-#include <vector>
 
 #include "op.h"
 
@@ -132,14 +131,7 @@ Napi::Value TensorHandle::read(const Napi::CallbackInfo& info) {
   const int64_t count = handle.numel();
   Napi::Float32Array copy = Napi::Float32Array::New(env, static_cast<size_t>(count));
   guarded(info, [&]() -> Napi::Value {
-    if (handle.dtype() == DType::kFloat32) {
-      handle.storage_->copy_to_host(copy.Data(), count, "read");
-      return env.Undefined();
-    }
-    // bfloat16 comes back widened (exact): its bits first, then each value in place from the last down.
-    std::vector<Bf16> bits(static_cast<size_t>(handle.words()) * 2);
-    handle.storage_->copy_to_host(reinterpret_cast<float*>(bits.data()), handle.words(), "read");
-    for (int64_t index = 0; index < count; ++index) copy.Data()[index] = bf16_to_float(bits[index]);
+    handle.storage_->read_floats(copy.Data(), count, "read");
     return env.Undefined();
   });
   return copy;
@@ -161,13 +153,7 @@ Napi::Value TensorHandle::write(const Napi::CallbackInfo& info) {
   // Bumped first: even a copy that fails halfway has changed what backward would read.
   handle.mark_modified();
   guarded(info, [&]() -> Napi::Value {
-    if (handle.dtype() == DType::kFloat32) {
-      handle.storage_->copy_from_host(data.Data(), count, "write");
-      return env.Undefined();
-    }
-    std::vector<Bf16> bits(static_cast<size_t>(handle.words()) * 2, 0);  // rounded to nearest even
-    for (int64_t index = 0; index < count; ++index) bits[index] = float_to_bf16(data.Data()[index]);
-    handle.storage_->copy_from_host(reinterpret_cast<const float*>(bits.data()), handle.words(), "write");
+    handle.storage_->write_floats(data.Data(), count, "write");
     return env.Undefined();
   });
   return env.Undefined();
@@ -223,32 +209,11 @@ struct CreateArgs {
 };
 using C = CreateArgs;
 
-// n elements from `from` words of type `from_type` into `to` words of `to_type`, both in host memory.
-void convert(const float* from, DType from_type, float* to, DType to_type, int64_t n) {
-  const auto* from_bits = reinterpret_cast<const Bf16*>(from);
-  auto* to_bits = reinterpret_cast<Bf16*>(to);
-  if (n % 2 == 1 && to_type == DType::kBfloat16) to_bits[n] = 0;  // the unused half of the last word
-  for (int64_t index = 0; index < n; ++index) {
-    const float value = from_type == DType::kFloat32 ? from[index] : bf16_to_float(from_bits[index]);
-    if (to_type == DType::kFloat32) to[index] = value;
-    if (to_type == DType::kBfloat16) to_bits[index] = float_to_bf16(value);
-  }
-}
-
 Napi::Value cast(const Call& call, C& op) {
-  const DType to = parse_dtype(op.dtype, std::string(call.fn) + ": dtype");
   TensorHandle* out = nullptr;
+  const DType to = parse_dtype(op.dtype, std::string(call.fn) + ": dtype");
   Napi::Object object = TensorHandle::allocate(call.env, op.x->shape(), &out, call.device, to);
-  const int64_t n = op.x->numel();
-  if (call.device == Device::kCpu) {
-    convert(op.x->data(), op.x->dtype(), out->data(), to, n);
-    return object;
-  }
-  // On a GPU through host memory: casts happen once, when a model is loaded or converted.
-  std::vector<float> from(static_cast<size_t>(op.x->words())), converted(static_cast<size_t>(out->words()));
-  call.backend.copy_to_host(from.data(), op.x->data(), op.x->words(), call.fn);
-  convert(from.data(), op.x->dtype(), converted.data(), to, n);
-  call.backend.copy_to_device(out->data(), converted.data(), out->words(), call.fn);
+  op.x->convert_into(*out, call.fn);
   return object;
 }
 

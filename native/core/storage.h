@@ -45,6 +45,11 @@ struct Storage {
   // `count` words between this storage and host memory, whichever device it is on.
   void copy_to_host(float* host, int64_t count, const char* function);
   void copy_from_host(const float* host, int64_t count, const char* function);
+  // `count` elements as float32 values, whatever the dtype: read widened (exact), written rounded to nearest even.
+  void read_floats(float* host, int64_t count, const char* function);
+  void write_floats(const float* host, int64_t count, const char* function);
+  // This storage's first `count` elements converted into `target`'s dtype, on the device both are on.
+  void convert_into(Storage& target, int64_t count, const char* function);
 
   Device device = Device::kCpu;
   DType dtype = DType::kFloat32;
