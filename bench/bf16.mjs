@@ -116,6 +116,27 @@ function measuredBuild(bidora, build) {
   return { model, bytes: bidora.memory().bytes - before };
 }
 
+/** Alternating timings of one BiDoRA iteration on `lower` and `upper`, a model of each dtype from `build(dtype)`. */
+function bidoraIteration(bidora, name, build, lower, upper, rounds, quick) {
+  const trainers = Object.fromEntries(
+    dtypes.map((dtype) => [
+      dtype,
+      new bidora.train.BiLevelTrainer({ model: build(dtype), batchSize: lower.length, log: 'none' }),
+    ]),
+  );
+  const timed = alternate(
+    name,
+    Object.fromEntries(dtypes.map((dtype) => [dtype, () => trainers[dtype].step(lower, upper)])),
+    rounds,
+    quick,
+  );
+  for (const trainer of Object.values(trainers)) {
+    trainer.dispose();
+    trainer.model.dispose();
+  }
+  return timed;
+}
+
 function bertRows(bidora, quick, threads) {
   const rounds = quick ? 1 : 5;
   const rows = [];
@@ -136,23 +157,9 @@ function bertRows(bidora, quick, threads) {
   const config = bilevelConfigs.find((entry) => entry.hidden === 768);
   const lower = makeExamples(config, config.batch, 1);
   const upper = makeExamples(config, config.batch, 2);
-  const trainers = Object.fromEntries(
-    dtypes.map((dtype) => {
-      const model = makeBert(bidora, 'bidora').to(dtype);
-      return [dtype, new bidora.train.BiLevelTrainer({ model, batchSize: config.batch, log: 'none' })];
-    }),
-  );
-  const iteration = alternate(
-    'bert bidora',
-    Object.fromEntries(dtypes.map((dtype) => [dtype, () => trainers[dtype].step(lower, upper)])),
-    rounds,
-    quick,
-  );
+  const build = (dtype) => makeBert(bidora, 'bidora').to(dtype);
+  const iteration = bidoraIteration(bidora, 'bert bidora', build, lower, upper, rounds, quick);
   rows.push({ suite: 'bert', name: 'BiDoRA iteration 8×128', threads, ...msOf(iteration) });
-  for (const trainer of Object.values(trainers)) {
-    trainer.dispose();
-    trainer.model.dispose();
-  }
   return rows;
 }
 
@@ -185,28 +192,13 @@ function gpt2Rows(bidora, quick, threads) {
   // One BiDoRA iteration on the same shapes: 8 × 128 tokens in each split, the loss on every token.
   const examples = (seed) => tokenRows(seed, 8, 128).map((ids) => ({ inputIds: ids, label: ids }));
   const [lower, upper] = [examples(2), examples(3)];
-  const trainers = Object.fromEntries(
-    dtypes.map((dtype) => {
-      const model = makeGpt2(bidora).to(dtype);
-      bidora.adapters.apply(model, {
-        method: 'bidora',
-        r: gpt2Shape.r,
-        alpha: gpt2Shape.alpha,
-        targetModules: ['c_attn'],
-      });
-      return [dtype, new bidora.train.BiLevelTrainer({ model, batchSize: 8, log: 'none' })];
-    }),
-  );
-  const iteration = alternate(
-    'gpt2 bidora',
-    Object.fromEntries(dtypes.map((dtype) => [dtype, () => trainers[dtype].step(lower, upper)])),
-    quick ? 1 : 3,
-    quick,
-  );
-  for (const trainer of Object.values(trainers)) {
-    trainer.dispose();
-    trainer.model.dispose();
-  }
+  const build = (dtype) => {
+    const model = makeGpt2(bidora).to(dtype);
+    const adapter = { method: 'bidora', r: gpt2Shape.r, alpha: gpt2Shape.alpha, targetModules: ['c_attn'] };
+    bidora.adapters.apply(model, adapter);
+    return model;
+  };
+  const iteration = bidoraIteration(bidora, 'gpt2 bidora', build, lower, upper, quick ? 1 : 3, quick);
   return [
     { suite: 'gpt2', name: 'DoRA step 8×128', threads, ...msOf(step), ...bytesOf(models) },
     { suite: 'gpt2', name: 'BiDoRA iteration 8×128', threads, ...msOf(iteration) },

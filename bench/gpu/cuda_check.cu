@@ -388,32 +388,42 @@ void run_lora(LayerOnDevice& d, const Layer& L, cu::GemmPrecision precision, boo
   gpu().lora_backward({grads, d.grad_output.ptr, d.hidden.ptr, d.layer(L, precision, bf16)});
 }
 
+// Every output and gradient of one forward + backward against the double reference.
+void check_layer(const std::string& name, LayerOnDevice& d, const Reference& ref, double tolerance, bool dora) {
+  check(name + " output", d.output.download(), ref.output, tolerance);
+  check(name + " grad input", d.grad_input.download(), ref.grad_input, tolerance);
+  check(name + " grad lora_a", d.grad_lora_a.download(), ref.grad_lora_a, tolerance);
+  check(name + " grad lora_b", d.grad_lora_b.download(), ref.grad_lora_b, tolerance);
+  if (dora) check(name + " grad magnitude", d.grad_magnitude.download(), ref.grad_magnitude, tolerance);
+  check(name + " grad bias", d.grad_bias.download(), ref.grad_bias, tolerance);
+}
+
+// DoRA (both norm modes) and LoRA, with and without dropout, in float32, TF32, and over a bfloat16 W0 (a frozen
+// weight loaded in bfloat16: BF16 tensor cores whatever the precision, the reference reading the widened values).
 void check_adapters() {
+  struct Variant {
+    const char* label;
+    cu::GemmPrecision precision;
+    bool bf16_weight;
+  };
+  const Variant variants[] = {{"fp32", cu::GemmPrecision::kFloat32, false},
+                              {"tf32", cu::GemmPrecision::kTf32, false},
+                              {"bf16-W0", cu::GemmPrecision::kFloat32, true}};
   for (bool dropout : {false, true}) {
-    const Layer L = random_layer(67, 150, 90, 8, dropout);
-    for (auto precision : {cu::GemmPrecision::kFloat32, cu::GemmPrecision::kTf32}) {
-      const double tolerance = tolerance_of(precision);
-      const std::string tag = std::string(precision_name(precision)) + (dropout ? " dropout" : "");
+    for (const auto& [label, precision, bf16_weight] : variants) {
+      Layer L = random_layer(67, 150, 90, 8, dropout);
+      if (bf16_weight) L.weight = rounded(L.weight);
+      const double tolerance = bf16_weight ? kBf16Tolerance : tolerance_of(precision);
+      const std::string tag = std::string(label) + (dropout ? " dropout" : "");
       for (bool detach_norm : {true, false}) {
-        const Reference ref = adapter_reference(L, true, detach_norm);
         LayerOnDevice d(L);
-        run_dora(d, L, detach_norm, precision);
+        run_dora(d, L, detach_norm, precision, bf16_weight);
         const std::string name = "dora " + tag + (detach_norm ? " detach" : " through-norm");
-        check(name + " output", d.output.download(), ref.output, tolerance);
-        check(name + " grad input", d.grad_input.download(), ref.grad_input, tolerance);
-        check(name + " grad lora_a", d.grad_lora_a.download(), ref.grad_lora_a, tolerance);
-        check(name + " grad lora_b", d.grad_lora_b.download(), ref.grad_lora_b, tolerance);
-        check(name + " grad magnitude", d.grad_magnitude.download(), ref.grad_magnitude, tolerance);
-        check(name + " grad bias", d.grad_bias.download(), ref.grad_bias, tolerance);
+        check_layer(name, d, adapter_reference(L, true, detach_norm), tolerance, true);
       }
-      const Reference ref = adapter_reference(L, false, true);
       LayerOnDevice d(L);
-      run_lora(d, L, precision);
-      check("lora " + tag + " output", d.output.download(), ref.output, tolerance);
-      check("lora " + tag + " grad input", d.grad_input.download(), ref.grad_input, tolerance);
-      check("lora " + tag + " grad lora_a", d.grad_lora_a.download(), ref.grad_lora_a, tolerance);
-      check("lora " + tag + " grad lora_b", d.grad_lora_b.download(), ref.grad_lora_b, tolerance);
-      check("lora " + tag + " grad bias", d.grad_bias.download(), ref.grad_bias, tolerance);
+      run_lora(d, L, precision, bf16_weight);
+      check_layer("lora " + tag, d, adapter_reference(L, false, true), tolerance, false);
     }
   }
   // doraWeightNorm: the factored row norm against ||W0 + s B A|| formed in double.
@@ -445,8 +455,8 @@ void check_adapters() {
 }
 
 // Frozen bfloat16 weights (models loaded with dtype 'bfloat16'): products with a bfloat16 operand on either side (BF16
-// tensor cores whatever the precision), the DoRA and LoRA layers over a bfloat16 W0, its row norms and embedding rows,
-// against double references over the widened values.
+// tensor cores whatever the precision), row norms and embedding rows, against double references over the widened
+// values (check_adapters covers the DoRA and LoRA layers over a bfloat16 W0).
 void check_bf16_weights() {
   struct Shape {
     int64_t m, n, k;
@@ -478,28 +488,6 @@ void check_bf16_weights() {
                cu::GemmPrecision::kFloat32, {scratch.ptr, scratch.count}, nullptr);
       check(std::string("gemm bf16-weight a ") + shape, dc.download(), expected, kBf16Tolerance);
     }
-  }
-  for (bool dropout : {false, true}) {
-    Layer L = random_layer(67, 150, 90, 8, dropout);
-    L.weight = rounded(L.weight);
-    const std::string tag = dropout ? " dropout" : "";
-    for (bool detach_norm : {true, false}) {
-      const Reference ref = adapter_reference(L, true, detach_norm);
-      LayerOnDevice d(L);
-      run_dora(d, L, detach_norm, cu::GemmPrecision::kFloat32, true);
-      const std::string name = "dora bf16-W0" + tag + (detach_norm ? " detach" : " through-norm");
-      check(name + " output", d.output.download(), ref.output, kBf16Tolerance);
-      check(name + " grad input", d.grad_input.download(), ref.grad_input, kBf16Tolerance);
-      check(name + " grad lora_a", d.grad_lora_a.download(), ref.grad_lora_a, kBf16Tolerance);
-      check(name + " grad lora_b", d.grad_lora_b.download(), ref.grad_lora_b, kBf16Tolerance);
-      check(name + " grad magnitude", d.grad_magnitude.download(), ref.grad_magnitude, kBf16Tolerance);
-    }
-    const Reference ref = adapter_reference(L, false, true);
-    LayerOnDevice d(L);
-    run_lora(d, L, cu::GemmPrecision::kFloat32, true);
-    check("lora bf16-W0" + tag + " output", d.output.download(), ref.output, kBf16Tolerance);
-    check("lora bf16-W0" + tag + " grad input", d.grad_input.download(), ref.grad_input, kBf16Tolerance);
-    check("lora bf16-W0" + tag + " grad lora_a", d.grad_lora_a.download(), ref.grad_lora_a, kBf16Tolerance);
   }
   // Row norms (in double, of exact inputs) and embedding rows (widened exactly).
   const int64_t rows = 37, cols = 300, vocab = 50, positions = 64;

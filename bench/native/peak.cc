@@ -22,31 +22,23 @@ constexpr int kChains = 24;
   ".irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23\n " op " %%zmm30, %%zmm31, %%zmm\\n\n .endr\n"
 // clang-format on
 
-float dot_bf16_loop() {
-  long count = kIterations;
-  __asm__ volatile(
-      "vpxord %%zmm30, %%zmm30, %%zmm30\n vpxord %%zmm31, %%zmm31, %%zmm31\n"
-      "1:\n" BIDORA_ON_EACH_ACCUMULATOR("vdpbf16ps") "dec %0\n jnz 1b\n"
-      : "+r"(count)
-      :
-      : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12",
-        "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18", "xmm19", "xmm20", "xmm21", "xmm22", "xmm23", "xmm30",
-        "xmm31", "cc");
-  return static_cast<float>(count);
-}
+// One thread's loop of `op` over the accumulators, zeroed sources (the values do not change the rate).
+#define BIDORA_PEAK_LOOP(name, op)                                                                                    \
+  float name() {                                                                                                      \
+    long count = kIterations;                                                                                         \
+    __asm__ volatile(                                                                                                 \
+        "vpxord %%zmm30, %%zmm30, %%zmm30\n vpxord %%zmm31, %%zmm31, %%zmm31\n"                                       \
+        "1:\n" BIDORA_ON_EACH_ACCUMULATOR(op) "dec %0\n jnz 1b\n"                                                     \
+        : "+r"(count)                                                                                                 \
+        :                                                                                                             \
+        : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12",  \
+          "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18", "xmm19", "xmm20", "xmm21", "xmm22", "xmm23", "xmm30", \
+          "xmm31", "cc");                                                                                             \
+    return static_cast<float>(count);                                                                                 \
+  }
 
-float fma_loop() {
-  long count = kIterations;
-  __asm__ volatile(
-      "vpxord %%zmm30, %%zmm30, %%zmm30\n vpxord %%zmm31, %%zmm31, %%zmm31\n"
-      "1:\n" BIDORA_ON_EACH_ACCUMULATOR("vfmadd231ps") "dec %0\n jnz 1b\n"
-      : "+r"(count)
-      :
-      : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12",
-        "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18", "xmm19", "xmm20", "xmm21", "xmm22", "xmm23", "xmm30",
-        "xmm31", "cc");
-  return static_cast<float>(count);
-}
+BIDORA_PEAK_LOOP(dot_bf16_loop, "vdpbf16ps")
+BIDORA_PEAK_LOOP(fma_loop, "vfmadd231ps")
 
 // GFLOP/s of `loop` on `threads` threads, each running it once: flops_per_instruction counts multiply and add.
 template <typename Loop>

@@ -142,7 +142,7 @@ Path path_for(Isa isa, bool bf16_b = false) {
   if (isa == Isa::Avx2) return {kernels::tile_kernel_avx2(), blocking, &kernels::dot_block_avx2, 6};
 #endif
   return {{kGenericMr, kGenericNr, &run_tile_generic, &kernels::pack_a_panels<kGenericMr>,
-           &kernels::pack_b_panels<kGenericNr>, &kernels::pack_b16_widened<kGenericNr>},
+           &kernels::pack_b_panels<kGenericNr>, &kernels::pack_b_panels<kGenericNr, uint16_t>},
           blocking,
           nullptr,
           1};

@@ -188,7 +188,7 @@ const std::array<std::array<DotGroup, kDotCols>, kDotRows> kDotGroups = {
 }  // namespace
 
 TileKernelInfo tile_kernel_avx2() {
-  return {kMr, kNr, &run_tile, &pack_a_panels<kMr>, &pack_b_panels<kNr>, &pack_b16_widened<kNr>};
+  return {kMr, kNr, &run_tile, &pack_a_panels<kMr>, &pack_b_panels<kNr>, &pack_b_panels<kNr, uint16_t>};
 }
 
 void dot_block_avx2(const DotBlock& d) {

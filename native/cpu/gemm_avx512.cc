@@ -7,7 +7,7 @@
 #include <array>
 #include <utility>
 
-#include "transpose_avx512.h"
+#include "avx512_common.h"
 
 namespace bidora::cpu::kernels {
 
@@ -20,12 +20,6 @@ constexpr int kPrefetchSteps = 8;
 constexpr int kMinDepthForCPrefetch = 32;
 
 enum class Cols { Full, PaddedEdge, Edge };
-
-inline __mmask16 low_mask(int count) {
-  if (count >= 16) return 0xFFFF;
-  if (count <= 0) return 0;
-  return static_cast<__mmask16>((1u << count) - 1);
-}
 
 // A fixed pairwise tree, so a sum depends only on its inputs. (Scalar on purpose: the cast and shuffle intrinsics
 // that would do this in registers trip a false -Wuninitialized in GCC 12 headers, and this runs once per C element.)
@@ -240,7 +234,7 @@ void pack_b_avx512(const float* b, int64_t brs, int64_t bcs, int64_t kc, int64_t
 }  // namespace
 
 TileKernelInfo tile_kernel_avx512() {
-  return {kMr, kNr, &run_tile, &pack_a_avx512, &pack_b_avx512, &pack_b16_widened<kNr>};
+  return {kMr, kNr, &run_tile, &pack_a_avx512, &pack_b_avx512, &pack_b_panels<kNr, uint16_t>};
 }
 
 void dot_block_avx512(const DotBlock& d) {

@@ -18,7 +18,7 @@
 #include <cstring>
 #include <utility>
 
-#include "transpose_avx512.h"
+#include "avx512_common.h"
 
 namespace bidora::cpu::kernels {
 
@@ -119,12 +119,6 @@ void pack_b_pairs(const uint16_t* b, int64_t brs, int64_t bcs, int64_t kc, int64
       for (int64_t q = 0; q < pairs; ++q) panel[q * kNr + j] = 0;
     }
   }
-}
-
-inline __mmask16 low_mask(int count) {
-  if (count >= 16) return 0xFFFF;
-  if (count <= 0) return 0;
-  return static_cast<__mmask16>((1u << count) - 1);
 }
 
 // B panels are always packed and padded, so every tile reads whole panels; only the stores are masked at an edge.

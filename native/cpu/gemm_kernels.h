@@ -76,42 +76,32 @@ void pack_a_panels(const float* a, int64_t ars, int64_t acs, int64_t rows, int64
   }
 }
 
-template <int Nr>
-void pack_b_panels(const float* b, int64_t brs, int64_t bcs, int64_t kc, int64_t cols, float* out) {
+// An element of B as float32: itself, or a bfloat16 one widened (exact).
+inline float widened(float value) { return value; }
+inline float widened(uint16_t bits) { return bf16_to_float(bits); }
+
+// B (float32, or bfloat16 widened on the way: the float32 kernels of CPUs without AVX512-BF16) into NR-column panels.
+template <int Nr, typename Element = float>
+void pack_b_panels(const Element* b, int64_t brs, int64_t bcs, int64_t kc, int64_t cols, float* out) {
   for (int64_t j0 = 0; j0 < cols; j0 += Nr) {
     const int64_t count = cols - j0 < Nr ? cols - j0 : Nr;
     float* dst = out + j0 * kc;
-    const float* src = b + j0 * bcs;
+    const Element* src = b + j0 * bcs;
     if (count == Nr && bcs == 1) {
       for (int64_t q = 0; q < kc; ++q) {
-        for (int j = 0; j < Nr; ++j) dst[q * Nr + j] = src[q * brs + j];
+        for (int j = 0; j < Nr; ++j) dst[q * Nr + j] = widened(src[q * brs + j]);
       }
     } else if (count == Nr && brs == 1) {
       // Transposed B: read each column along k (contiguous), write across the panel.
       for (int64_t q0 = 0; q0 < kc; q0 += 16) {
         const int64_t q1 = q0 + 16 < kc ? q0 + 16 : kc;
         for (int j = 0; j < Nr; ++j) {
-          for (int64_t q = q0; q < q1; ++q) dst[q * Nr + j] = src[j * bcs + q];
+          for (int64_t q = q0; q < q1; ++q) dst[q * Nr + j] = widened(src[j * bcs + q]);
         }
       }
     } else {
       for (int64_t q = 0; q < kc; ++q) {
-        for (int64_t j = 0; j < Nr; ++j) dst[q * Nr + j] = j < count ? src[q * brs + j * bcs] : 0.0f;
-      }
-    }
-  }
-}
-
-// A bfloat16 B widened to float32 panels (exact), for the float32 kernels of CPUs without AVX512-BF16.
-template <int Nr>
-void pack_b16_widened(const uint16_t* b, int64_t brs, int64_t bcs, int64_t kc, int64_t cols, float* out) {
-  for (int64_t j0 = 0; j0 < cols; j0 += Nr) {
-    const int64_t count = cols - j0 < Nr ? cols - j0 : Nr;
-    float* dst = out + j0 * kc;
-    const uint16_t* src = b + j0 * bcs;
-    for (int64_t q = 0; q < kc; ++q) {
-      for (int64_t j = 0; j < Nr; ++j) {
-        dst[q * Nr + j] = j < count ? bf16_to_float(src[q * brs + j * bcs]) : 0.0f;
+        for (int64_t j = 0; j < Nr; ++j) dst[q * Nr + j] = j < count ? widened(src[q * brs + j * bcs]) : 0.0f;
       }
     }
   }

@@ -1,5 +1,6 @@
-// An in-register 16x16 transpose of 32-bit elements, for the AVX-512 packing routines (gemm_avx512.cc packs float32
-// panels with it, gemm_bf16_avx512.cc bfloat16 pair panels). Include only from files compiled with AVX-512 flags.
+// What the AVX-512 GEMM files share (gemm_avx512.cc's float32 kernels, gemm_bf16_avx512.cc's bfloat16 pair kernels):
+// edge masks and an in-register 16x16 transpose of 32-bit elements. Include only from files compiled with AVX-512
+// flags.
 #pragma once
 
 #include <immintrin.h>
@@ -7,6 +8,13 @@
 namespace bidora::cpu::kernels {
 
 namespace {
+
+// The lowest `count` of 16 lanes (all for 16 or more, none for 0 or fewer).
+inline __mmask16 low_mask(int count) {
+  if (count >= 16) return 0xFFFF;
+  if (count <= 0) return 0;
+  return static_cast<__mmask16>((1u << count) - 1);
+}
 
 // In-register 16x16 transpose: on entry v[r] is row r, on return v[c] is column c. (All-ones zero-masked forms
 // because the plain intrinsics trip a false -Wuninitialized in GCC 12 headers; they compile to the same code.)
