@@ -2,7 +2,7 @@
 // bfloat16 B on every ISA path against float64 within the bound their rounding allows, linear, embedding, merge and
 // the regulariser over bfloat16 weights, whole models loaded in bfloat16 against float32 (memory halved, logits close,
 // a training run's losses close), safetensors BF16 in and out, and bad input.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -282,6 +282,28 @@ describe('models in bfloat16', () => {
       }
     });
   }
+
+  it('models.save writes a bfloat16 base as BF16 (config torch_dtype bfloat16), and it loads back bit for bit', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'bidora-bf16-save-'));
+    const half = models.load(join(families, 'gpt2'), { dtype: 'bfloat16' });
+    try {
+      models.save(half, dir);
+      expect(JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')).torch_dtype).toBe('bfloat16');
+      const header = io.readSafetensorsHeader(join(dir, 'model.safetensors'));
+      expect(header.tensors.get('transformer.h.0.attn.c_attn.weight')!.dtype).toBe('BF16');
+      expect(header.tensors.get('transformer.h.0.ln_1.weight')!.dtype).toBe('F32');
+      const again = models.load(dir, { dtype: 'bfloat16' });
+      const before = new Map(half.namedParameters());
+      for (const [name, tensor] of again.namedParameters()) {
+        expect(tensor.dtype, name).toBe(before.get(name)!.dtype);
+        expect(Array.from(tensor.toFloat32Array()), name).toEqual(Array.from(before.get(name)!.toFloat32Array()));
+      }
+      again.dispose();
+    } finally {
+      half.dispose();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 
   it("to('bfloat16') after adapters.apply keeps what trains in float32 and freezes the rest of the matrices", () => {
     const model = models.fromConfig(tinyBertConfig(), { seed: 4 });

@@ -215,16 +215,30 @@ export function loadStateDict(model: PretrainedModel, tensors: Map<string, Tenso
     }
     let value = tensor;
     if (transposed(target)) {
-      // transpose2d is a float32 op: a bfloat16 weight goes through float32 and back, exactly.
-      const wide = tensor.to('float32');
-      const flipped = noGrad(() => transpose2d(wide));
-      value = flipped.to(tensor.dtype);
-      for (const made of new Set([wide, tensor, flipped])) if (made !== value) made.dispose();
+      value = transposedCopy(tensor);
+      tensor.dispose();
     }
     value.requiresGrad = parameters.get(target)!.requiresGrad;
     replaceParameter(model, target, value).dispose();
   }
   return { missingKeys: [...known].filter((name) => !loaded.has(name)), unexpectedKeys };
+}
+
+/** A matrix's transpose in its own dtype: transpose2d runs in float32, so bfloat16 goes there and back, exactly. */
+function transposedCopy(tensor: Tensor): Tensor {
+  if (tensor.dtype === 'float32') return noGrad(() => transpose2d(tensor));
+  const wide = tensor.to('float32');
+  let flipped: Tensor;
+  try {
+    flipped = noGrad(() => transpose2d(wide));
+  } finally {
+    wide.dispose();
+  }
+  try {
+    return flipped.to(tensor.dtype);
+  } finally {
+    flipped.dispose();
+  }
 }
 
 const FLOAT_DTYPES = new Set(['F32', 'F16', 'BF16', 'F64']);
@@ -394,7 +408,14 @@ export function save(model: PretrainedModel, dir: string): void {
     model.config.task === 'causal-lm'
       ? model.config.architecture
       : architectureName(model.config.modelType, model.config.task);
-  const config = { ...model.config.raw, architectures: [architecture], model_type: model.config.modelType };
+  const config: Record<string, unknown> = {
+    ...model.config.raw,
+    architectures: [architecture],
+    model_type: model.config.modelType,
+  };
+  // transformers' name for the dtype the weights are stored in: bfloat16 when the base's matrices are.
+  const stored = model.parameters().some((tensor) => tensor.dtype === 'bfloat16') ? 'bfloat16' : 'float32';
+  if ('torch_dtype' in config || stored === 'bfloat16') config.torch_dtype = stored;
   writeFileAtomic(join(dir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
   if (model instanceof CausalLM) {
     const { eosTokenIds, padTokenId, bosTokenId, maxNewTokens } = model.generationConfig;
@@ -412,7 +433,7 @@ export function save(model: PretrainedModel, dir: string): void {
   try {
     const layout = parameters.map(([name, tensor]): [string, Tensor] => {
       if (!(model instanceof CausalLM && model.transposedInCheckpoint(name))) return [name, tensor];
-      const stored = noGrad(() => transpose2d(tensor));
+      const stored = transposedCopy(tensor);
       transposed.push(stored);
       return [name, stored];
     });

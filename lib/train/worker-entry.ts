@@ -24,7 +24,11 @@ async function run(job: WorkerFitJob): Promise<void> {
   const previousThreads = job.threads === undefined ? undefined : native.setNumThreads(job.threads);
   let model: EncoderTaskModel | undefined;
   try {
-    const built = typeof job.model === 'string' ? load(job.model) : fromConfig(job.model.config, job.model);
+    const dtype = job.dtype ?? 'float32';
+    const built =
+      typeof job.model === 'string'
+        ? load(job.model, { dtype })
+        : fromConfig(job.model.config, { seed: job.model.seed, dtype });
     if (!(built instanceof EncoderTaskModel)) {
       built.dispose();
       throw new TypeError(`a worker fit trains encoders; ${built.config.architecture} is a causal language model`);
