@@ -122,20 +122,7 @@ Napi::Value guarded(const Napi::CallbackInfo& info, Body body) {
 using rules::kMaxSafeInteger, rules::kMaxInt32;
 
 // What an argument is, as ops() reports it (kOut: an output, out<>, not listed).
-enum class Kind {
-  kTensor,
-  kList,
-  kNumber,
-  kInt,
-  kBool,
-  kShape,
-  kInt32Array,
-  kFloat32Array,
-  kString,
-  kFlags,
-  kUint16Array,
-  kOut
-};
+enum class Kind { kTensor, kList, kNumber, kInt, kBool, kShape, kInt32s, kFloat32s, kString, kFlags, kUint16s, kOut };
 // Where an op runs: on its tensors' device (a kernel on every backend), or on the CPU only.
 enum class Runs { kAny, kCpu };
 
@@ -270,9 +257,9 @@ constexpr Kind kind_of() {
   if constexpr (std::is_integral_v<T> || std::is_same_v<T, std::optional<double>>) return Kind::kInt;
   if constexpr (std::is_floating_point_v<T>) return Kind::kNumber;
   if constexpr (std::is_same_v<T, Shape>) return Kind::kShape;
-  if constexpr (std::is_same_v<T, IntArray>) return Kind::kInt32Array;
-  if constexpr (std::is_same_v<T, Napi::Float32Array>) return Kind::kFloat32Array;
-  if constexpr (std::is_same_v<T, Napi::Uint16Array>) return Kind::kUint16Array;
+  if constexpr (std::is_same_v<T, IntArray>) return Kind::kInt32s;
+  if constexpr (std::is_same_v<T, Napi::Float32Array>) return Kind::kFloat32s;
+  if constexpr (std::is_same_v<T, Napi::Uint16Array>) return Kind::kUint16s;
   if constexpr (std::is_same_v<T, std::string>) return Kind::kString;
   return Kind::kFlags;
 }
