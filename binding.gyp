@@ -1,4 +1,5 @@
-# Fallback build with node-gyp for machines without CMake: the same CPU sources and flags, no CUDA.
+# Fallback build with node-gyp for machines without CMake: the same CPU sources and flags, no CUDA, no MPI (native/mpi
+# compiles to stubs that say so).
 {
   "target_defaults": {
     "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++1y", "-std=gnu++17"],
@@ -23,7 +24,7 @@
       "target_name": "bidora",
       "dependencies": ["bidora_avx2", "bidora_avx512"],
       "sources": [
-        "<!@(node -p \"['core', 'cpu', 'binding'].flatMap(d => require('fs').readdirSync('native/' + d).filter(f => /\\.cc$/.test(f) && !/_avx(2|512)\\.cc$/.test(f)).map(f => 'native/' + d + '/' + f)).join(' ')\")"
+        "<!@(node -p \"['core', 'cpu', 'binding', 'mpi'].flatMap(d => require('fs').readdirSync('native/' + d).filter(f => /\\.cc$/.test(f) && !/_avx(2|512)\\.cc$/.test(f)).map(f => 'native/' + d + '/' + f)).join(' ')\")"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["BIDORA_VERSION=\"<!(node -p \"require('./package.json').version\")\""],

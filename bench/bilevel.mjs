@@ -4,7 +4,7 @@ import Benchmark from 'benchmark';
 
 import { median } from './baselines.mjs';
 
-const configs = [
+export const configs = [
   {
     name: 'tiny BERT (hidden 128, 4 layers, seq 16)',
     hidden: 128,
@@ -27,7 +27,7 @@ const configs = [
   },
 ];
 
-function makeModel(bidora, config, method) {
+export function makeModel(bidora, config, method) {
   const model = bidora.models.fromConfig({
     architectures: ['BertForSequenceClassification'],
     model_type: 'bert',
@@ -49,7 +49,7 @@ function makeModel(bidora, config, method) {
   return model;
 }
 
-function makeExamples(config, count, seed) {
+export function makeExamples(config, count, seed) {
   let state = seed;
   const next = () => (state = (Math.imul(state, 1664525) + 1013904223) >>> 0);
   return Array.from({ length: count }, (_, index) => ({

@@ -14,7 +14,7 @@ import Benchmark from 'benchmark';
 import { median } from './baselines.mjs';
 import { pythonWithTorch } from './python.mjs';
 
-const shape = { hidden: 768, heads: 12, layers: 2, vocab: 50257, positions: 1024, r: 8, alpha: 16 };
+export const shape = { hidden: 768, heads: 12, layers: 2, vocab: 50257, positions: 1024, r: 8, alpha: 16 };
 const trainCases = [
   { batch: 8, seq: 128 },
   { batch: 1, seq: 512 },
@@ -24,7 +24,7 @@ const generateCases = [
   { batch: 8, prompt: 32, newTokens: 64 },
 ];
 
-function makeModel(bidora) {
+export function makeModel(bidora) {
   return bidora.models.fromConfig({
     architectures: ['GPT2LMHeadModel'],
     model_type: 'gpt2',
@@ -38,7 +38,7 @@ function makeModel(bidora) {
 }
 
 /** [batch][seq] token ids from a fixed linear congruential stream. */
-function tokenRows(seed, batch, seq) {
+export function tokenRows(seed, batch, seq) {
   let state = seed;
   const next = () => (state = (Math.imul(state, 1664525) + 1013904223) >>> 0);
   return Array.from({ length: batch }, () => Array.from({ length: seq }, () => next() % shape.vocab));

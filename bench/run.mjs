@@ -1,11 +1,13 @@
-// The benchmark suites: `npm run bench [-- gemm|dora|bert|bilevel|eventloop|families|causal-lm|generate] [--quick]
-// [--threads 1,2]`. Prints GFLOP/s and ratios against baselines measured in the same run, and writes
-// bench/results/<suite>.json.
+// The benchmark suites: `npm run bench [-- gemm|dora|bert|bilevel|eventloop|families|causal-lm|generate|bf16|
+// allreduce] [--quick] [--threads 1,2]`. Prints GFLOP/s and ratios against baselines measured in the same run, and
+// writes bench/results/<suite>.json.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 
+import { runAllreduce } from './allreduce.mjs';
 import { runBert } from './bert.mjs';
+import { runBf16 } from './bf16.mjs';
 import { runBilevel } from './bilevel.mjs';
 import { runCausalLm, runGenerate } from './causal-lm.mjs';
 import { runDora } from './dora.mjs';
@@ -30,6 +32,8 @@ const suites = {
   families: runFamilies,
   'causal-lm': runCausalLm,
   generate: runGenerate,
+  bf16: runBf16,
+  allreduce: runAllreduce,
 };
 const named = args.filter((arg) => arg in suites);
 const selected = named.length > 0 ? named : Object.keys(suites);

@@ -11,6 +11,8 @@ export interface NativeTensorHandle {
   readonly version: number;
   /** Where the contents live. */
   readonly device: Device;
+  /** What the elements are. */
+  readonly dtype: DType;
   /** [sync] A copy of the contents. */
   read(): Float32Array;
   /** [sync] Copies `data` in. RangeError unless `data.length` equals the size. */
@@ -40,12 +42,25 @@ export interface BuildInfo {
   poolThreadsRequested: number;
   /** Whether the CUDA backend was compiled in. */
   cuda: boolean;
+  /** Whether the MPI collectives of data-parallel training were compiled in (CMake found mpi.h). */
+  mpi: boolean;
+  /**
+   * Whether this CPU has AVX512-BF16: with the avx512 path, products with bfloat16 weights then round the activations
+   * to bfloat16 and run vdpbf16ps (twice the multiply-adds of float32); elsewhere the weights are widened to float32.
+   */
+  avx512Bf16: boolean;
   /** The addon file loaded: a prebuild from the package's prebuilds/ folder, or one compiled on this machine. */
   addon: string;
 }
 
 /** Where a tensor's contents live and its ops run. */
 export type Device = 'cpu' | 'cuda';
+
+/**
+ * What a tensor's elements are: float32, or bfloat16 (the upper half of a float32: 8 bits of mantissa), the storage
+ * of frozen base weights loaded with `{ dtype: 'bfloat16' }`. Trainable tensors, activations and gradients are float32.
+ */
+export type DType = 'float32' | 'bfloat16';
 
 /** How GPU products round float32 inputs (as PyTorch's set_float32_matmul_precision); the CPU is always float32. */
 export type MatmulPrecision = 'highest' | 'high' | 'medium';
@@ -64,6 +79,8 @@ export interface NativeMemory {
   cachedBytes: number;
   /** GPU memory of this thread's live tensors. */
   deviceBytes: number;
+  /** bfloat16 tensor storage, on either device (also counted in `bytes` or `deviceBytes`). */
+  bfloat16Bytes: number;
 }
 
 type Handle = NativeTensorHandle;
@@ -115,13 +132,25 @@ export interface NativeBinding {
   emptyCache(): number;
   setCacheLimit(bytes: number): number;
   setMatmulPrecision(precision: MatmulPrecision): MatmulPrecision;
+  /**
+   * [sync] One MPI collective (native/mpi), every wait bounded by `timeout` seconds (then an Error naming the
+   * collective and the time waited; the communicator is then unusable): 'init' (once per process, idempotent;
+   * writes this process's rank and the world's size into `tensors[0]`, of two or more elements, when given),
+   * 'allreduceMean' and 'allreduceSum' (each of `tensors` replaced in place by its mean or sum over the ranks),
+   * 'broadcast' (by rank 0's), 'barrier', 'finalize'. RangeError in builds without MPI.
+   */
+  mpi(args: { collective: string; tensors: Handle[]; timeout: number }): void;
   /** [sync] A copy of x on `device` (also when x is there already). */
   toDevice(args: { x: Handle; device: Device }): Handle;
+  /** [sync] A copy of x as `dtype` on x's device (to bfloat16: rounded to nearest even). */
+  cast(args: { x: Handle; dtype: DType }): Handle;
 
   // ---- creation (native/binding/tensor_handle.cc): on the CPU; lib/tensor.ts moves results where asked ----
 
   /** [sync] A copy of `data` with `shape`. */
   fromFloat32Array(args: { data: Float32Array; shape: readonly number[] }): Handle;
+  /** [sync] A bfloat16 tensor holding a copy of `bits` (bfloat16 values as their 16 bits) with `shape`. */
+  fromBFloat16(args: { bits: Uint16Array; shape: readonly number[] }): Handle;
   full(args: { shape: readonly number[]; value: number }): Handle;
   /** [sync] Seeded samples: element i depends on (seed, i) alone. seed an integer from 0 to 2^53 − 1. */
   randn(args: { shape: readonly number[]; seed: number; mean: number; std: number }): Handle;

@@ -24,7 +24,7 @@ export {
   Tensor,
   tidy,
 } from './tensor';
-export type { BuildInfo, Device, Isa, MatmulPrecision } from './binding';
+export type { BuildInfo, Device, DType, Isa, MatmulPrecision } from './binding';
 
 /** What was compiled, what runs, and how many threads: include it in bug reports. */
 export function buildInfo(): BuildInfo {

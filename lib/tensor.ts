@@ -2,7 +2,7 @@
 // autograd.ts and ops/shape.ts import this module too; each side uses the other only inside functions, so the cycle
 // is harmless.
 import { backward as runBackward, type BackwardOptions, releaseOrphanedGraphs } from './autograd';
-import { type Device, native, type NativeTensorHandle } from './binding';
+import { type Device, type DType, native, type NativeTensorHandle } from './binding';
 import { reshape as reshapeOp } from './ops/shape';
 import { freshSeed } from './random';
 
@@ -38,11 +38,15 @@ export interface GradNode {
 let unwrapHandle: (tensor: Tensor) => NativeTensorHandle;
 let wrapHandle: (handle: NativeTensorHandle) => Tensor;
 
-/** A tensor of float32 values in native, 64-byte-aligned memory. Rank 0 to 4, contiguous, row-major. */
+/**
+ * A tensor of float32 values in native, 64-byte-aligned memory. Rank 0 to 4, contiguous, row-major. Frozen weights may
+ * instead be bfloat16 (`dtype`), which products, embeddings and the adapter layers read directly.
+ */
 export class Tensor {
   #handle: NativeTensorHandle;
-  // Read once: a disposed handle no longer knows it.
+  // Read once: a disposed handle no longer knows them.
   readonly #device: Device;
+  readonly #dtype: DType;
   /** Dimensions, outermost first. */
   readonly shape: Shape;
   /** Number of elements. */
@@ -62,6 +66,7 @@ export class Tensor {
     this.#handle = handle;
     this.shape = Object.freeze(handle.shape);
     this.#device = handle.device;
+    this.#dtype = handle.dtype;
     this.size = this.shape.reduce((count, dim) => count * dim, 1);
     scopes.at(-1)?.created.add(this);
   }
@@ -86,6 +91,17 @@ export class Tensor {
       throw new TypeError(`Tensor.from: data must be a Float32Array or an array of numbers, got ${describe(data)}`);
     }
     return onDevice(native.fromFloat32Array({ data: values, shape: shape ?? [values.length] }), options, 'Tensor.from');
+  }
+
+  /**
+   * A bfloat16 tensor holding a copy of `bits`, bfloat16 values given as their 16 bits (as safetensors stores them),
+   * without a round trip through float32. Such a tensor holds a frozen weight: it cannot require grad.
+   */
+  static fromBFloat16(bits: Uint16Array, shape?: Shape, options: DeviceOptions = {}): Tensor {
+    if (!(bits instanceof Uint16Array)) {
+      throw new TypeError(`Tensor.fromBFloat16: bits must be a Uint16Array, got ${describe(bits)}`);
+    }
+    return onDevice(native.fromBFloat16({ bits, shape: shape ?? [bits.length] }), options, 'Tensor.fromBFloat16');
   }
 
   /** A tensor of zeros. A RangeError when `shape` is not 0 to 4 non-negative integers. */
@@ -126,15 +142,31 @@ export class Tensor {
     return this.#device;
   }
 
+  /** What the elements are: 'float32', or 'bfloat16' for a frozen weight kept in half the memory. */
+  get dtype(): DType {
+    return this.#dtype;
+  }
+
   /**
-   * This tensor on `device`: itself when it is there already (as in PyTorch), else a copy outside any graph. An op
-   * takes tensors on one device and returns its result there; mixing devices is a TypeError naming both.
+   * This tensor on `device` ('cpu' or 'cuda'), or as `dtype` ('float32' or 'bfloat16'): itself when it is so already
+   * (as in PyTorch), else a copy outside any graph. An op takes tensors on one device and returns its result there;
+   * mixing devices is a TypeError naming both. To bfloat16, values round to nearest even; a tensor that requires grad
+   * cannot become bfloat16 (trainable tensors stay float32).
    */
-  to(device: Device): Tensor {
+  to(target: Device | DType): Tensor {
     const handle = handleOf(this, 'to', 'tensor');
-    if (typeof device !== 'string') throw new TypeError(`to: device must be 'cpu' or 'cuda', got ${describe(device)}`);
-    if (device === handle.device) return this;
-    return new Tensor(native.toDevice({ x: handle, device }));
+    if (target === 'float32' || target === 'bfloat16') {
+      if (target === this.#dtype) return this;
+      if (target === 'bfloat16' && this.requiresGrad) {
+        throw new TypeError('to: a tensor that requires grad cannot become bfloat16 (trainable tensors stay float32)');
+      }
+      return new Tensor(native.cast({ x: handle, dtype: target }));
+    }
+    if (typeof target !== 'string') {
+      throw new TypeError(`to: device must be 'cpu' or 'cuda' (or a dtype), got ${describe(target)}`);
+    }
+    if (target === handle.device) return this;
+    return new Tensor(native.toDevice({ x: handle, device: target }));
   }
 
   /** Number of dimensions, 0 (scalar) to 4. */
@@ -158,6 +190,9 @@ export class Tensor {
    */
   set requiresGrad(value: boolean) {
     if (typeof value !== 'boolean') throw new TypeError('requiresGrad must be a boolean');
+    if (value && this.#dtype === 'bfloat16') {
+      throw new TypeError("requiresGrad: a bfloat16 tensor holds a frozen weight; train a .to('float32') copy");
+    }
     if (!value && this.gradNode !== undefined) {
       throw new TypeError('requiresGrad: an op output cannot stop requiring grad; use detach()');
     }
@@ -225,7 +260,8 @@ export class Tensor {
 
   /** Shape and disposal only: the values stay in native memory (read them with `toFloat32Array()`). */
   toString(): string {
-    return `Tensor(shape=[${this.shape.join(', ')}]${this.isDisposed ? ', disposed' : ''})`;
+    const dtype = this.#dtype === 'float32' ? '' : `, dtype=${this.#dtype}`;
+    return `Tensor(shape=[${this.shape.join(', ')}]${dtype}${this.isDisposed ? ', disposed' : ''})`;
   }
 }
 
@@ -382,6 +418,8 @@ export interface MemoryInfo {
   cachedBytes: number;
   /** GPU memory of this thread's live tensors (0 without a GPU). */
   deviceBytes: number;
+  /** Storage of this thread's live bfloat16 tensors on either device, also counted in `bytes` or `deviceBytes`. */
+  bfloat16Bytes: number;
 }
 
 /** Native memory of this thread's environment (each worker thread has its own). */
@@ -395,6 +433,7 @@ export function memory(): MemoryInfo {
     workspaceBytes: counts.workspaceBytes,
     cachedBytes: counts.cachedBytes,
     deviceBytes: counts.deviceBytes,
+    bfloat16Bytes: counts.bfloat16Bytes,
   };
 }
 

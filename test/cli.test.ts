@@ -343,6 +343,9 @@ describe('bidora train', () => {
     const tpu = run([...trainArgs, '--device', 'tpu']);
     expect(tpu.status).toBe(2);
     expect(tpu.stderr).toMatch(/--device tpu is not available here: this machine runs on cpu/);
+    const half = run([...trainArgs, '--dtype', 'float16']);
+    expect(half.status).toBe(2);
+    expect(half.stderr).toMatch(/--dtype must be float32 or bfloat16; got float16/);
     if (!native.devices().includes('cuda')) {
       expect(run([...trainArgs, '--device', 'cuda']).stderr).toMatch(/--device cuda is not available here.*GPU/);
     }
@@ -483,7 +486,7 @@ describe('bidora train --task causal-lm and bidora generate', () => {
     expect(again.stdout).toBe(generated.stdout);
   });
 
-  it('trains BiDoRA on packed text, and generates from prompts with sampling, the same on every run', () => {
+  it('trains BiDoRA on packed text over a bfloat16 base, and generates with sampling, the same on every run', () => {
     const out = join(root, 'lm-text-run');
     const trained = run([
       'train',
@@ -495,6 +498,8 @@ describe('bidora train --task causal-lm and bidora generate', () => {
       join(root, 'lm-text.jsonl'),
       '--method',
       'bidora',
+      '--dtype',
+      'bfloat16',
       '--packing',
       '--max-length',
       '8',

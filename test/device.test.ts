@@ -81,7 +81,7 @@ describe('devices on the CPU', () => {
     expect(() => tensor.to('tpu' as never)).toThrow(RangeError);
     expect(() => tensor.to('tpu' as never)).toThrow(/Tensor\.to: device must be 'cpu' or 'cuda', got 'tpu'/);
     expect(() => tensor.to(0 as never)).toThrow(TypeError);
-    expect(() => tensor.to(0 as never)).toThrow(/to: device must be 'cpu' or 'cuda', got number/);
+    expect(() => tensor.to(0 as never)).toThrow(/to: device must be 'cpu' or 'cuda' \(or a dtype\), got number/);
     expect(() => Tensor.zeros([2], 'cuda' as never)).toThrow(/Tensor\.zeros: options must be an object/);
     tensor.dispose();
   });
@@ -248,6 +248,37 @@ describe.skipIf(!hasGpu)('devices with a GPU (skipped here: no usable CUDA GPU o
       );
     });
   }
+
+  // bfloat16 weights: BF16 tensor cores on the GPU, vdpbf16ps or widened weights on the CPU; both round or keep the
+  // activations within bfloat16's 2^-8, so the two devices agree to about that.
+  compare(
+    'bfloat16 weights: linear, matmul, embedding, fused DoRA forward and backward',
+    (d) => {
+      const weight = randn([257, 130], 17, d).to('bfloat16');
+      const args = {
+        input: randn([7, 130], 16, d),
+        weight,
+        loraA: randn([16, 130], 19, d),
+        loraB: randn([257, 16], 20, d),
+        magnitude: Tensor.uniform([257], { seed: 21, low: 0.5, high: 1.5, device: d }),
+        scale: 2,
+        detachNorm: false,
+      };
+      const { output, saved } = ops.doraForward(args);
+      const grads = ops.doraBackward(saved, randn([7, 257], 22, d));
+      return [
+        ops.linear(randn([2, 7, 130], 7, d), weight, randn([257], 9, d)),
+        ops.matmul(randn([5, 257], 8, d), weight),
+        ops.embedding(weight, Int32Array.from([3, 256, 0, 3])),
+        output,
+        grads.input!,
+        grads.loraA!,
+        grads.loraB!,
+        grads.magnitude!,
+      ];
+    },
+    2e-2,
+  );
 
   compare('DoRA merge and unmerge (through the CPU)', (d) => {
     const weight = randn([33, 20], 23, d);

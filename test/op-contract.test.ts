@@ -14,14 +14,19 @@ const root = join(__dirname, '..');
 const ops: NativeOp[] = native.ops();
 const byName = new Map(ops.map((op) => [op.name, op]));
 
-/** Ops that run on the CPU only, by design: creation (lib/tensor.ts moves results), merges and the references. */
+/**
+ * Ops that run on the CPU only, by design: creation (lib/tensor.ts moves results), merges, the references, and MPI's
+ * collectives (host buffers; GPUs would exchange theirs through NCCL).
+ */
 const cpuOnly = [
   'adapterBackwardReference',
   'adapterForwardReference',
   'adapterMerge',
   'adapterUnmerge',
+  'fromBFloat16',
   'fromFloat32Array',
   'full',
+  'mpi',
   'orthogonalityPenalty',
   'randn',
   'uniform',
@@ -37,7 +42,8 @@ const typeOfKind: Record<string, (type: string) => boolean> = {
   shape: (type) => type === 'readonly number[]',
   int32Array: (type) => /^Int32Array(<ArrayBufferLike>)?$/.test(type),
   float32Array: (type) => /^Float32Array(<ArrayBufferLike>)?$/.test(type),
-  string: (type) => type === 'string' || type === 'Device',
+  uint16Array: (type) => /^Uint16Array(<ArrayBufferLike>)?$/.test(type),
+  string: (type) => type === 'string' || type === 'Device' || type === 'DType',
   flags: (type) => type === 'GradientRequest',
 };
 

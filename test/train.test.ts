@@ -337,6 +337,8 @@ describe('fit', () => {
       progress: [1, 2, 3, 'eval 3', 4, 5, 6, 'eval 6'],
       sameResult: true,
       sameWeights: true,
+      // job.dtype 'bfloat16': the same figures as on this thread, and not the float32 run's.
+      sameBfloat16Result: true,
       aborted: 'AbortError',
       // The abort reaches the worker a message later: a step or two may finish meanwhile, not the 1,000 asked for.
       abortedSteps: expect.toSatisfy((count: number) => count >= 3 && count <= 50),

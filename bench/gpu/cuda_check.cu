@@ -26,6 +26,7 @@ namespace cu = bidora::cuda;
 namespace ops = bidora::ops;
 using Vector = std::vector<float>;
 using Doubles = std::vector<double>;
+using bidora::Bf16, bidora::bf16_to_float, bidora::float_to_bf16;
 
 #define CHECK_CUDA(call)                                                                               \
   do {                                                                                                 \
@@ -50,6 +51,18 @@ Vector random_vector(size_t count, float spread = 1.0f) {
   Vector values(count);
   for (float& value : values) value = normal(rng);
   return values;
+}
+
+// A frozen weight in bfloat16: its bits, and the float32 values they widen to (what the references read).
+std::vector<Bf16> bits_of(const Vector& values) {
+  std::vector<Bf16> bits(values.size());
+  for (size_t i = 0; i < values.size(); ++i) bits[i] = float_to_bf16(values[i]);
+  return bits;
+}
+Vector rounded(const Vector& values) {
+  Vector out(values.size());
+  for (size_t i = 0; i < values.size(); ++i) out[i] = bf16_to_float(float_to_bf16(values[i]));
+  return out;
 }
 
 // A device copy that frees itself; upload() and download() copy whole arrays.
@@ -307,6 +320,7 @@ Reference adapter_reference(const Layer& L, bool dora, bool detach_norm) {
 // Device copies of one layer and the outputs of a forward + backward.
 struct LayerOnDevice {
   Device<float> input, weight, weight_sq_norms, bias, lora_a, lora_b, magnitude, grad_output;
+  Device<Bf16> weight_bits;  // W0 in bfloat16, for the layer(.., bf16 = true) form
   Device<float> output, combined, hidden, norm, weight_lora_a, lora_gram;
   Device<float> grad_input, grad_lora_a, grad_lora_b, grad_magnitude, grad_bias;
   explicit LayerOnDevice(const Layer& L)
@@ -328,14 +342,16 @@ struct LayerOnDevice {
         grad_lora_a(L.dims.r * L.dims.k),
         grad_lora_b(L.dims.m * L.dims.r),
         grad_magnitude(L.dims.m),
-        grad_bias(L.dims.m) {
+        grad_bias(L.dims.m),
+        weight_bits(bits_of(L.weight)) {
     gpu().row_sq_norms({weight_sq_norms.ptr, weight.ptr, L.dims.m, L.dims.k});
   }
   // The layer as the binding hands it to a backend.
-  ops::AdapterLayer layer(const Layer& L, cu::GemmPrecision precision) const {
+  ops::AdapterLayer layer(const Layer& L, cu::GemmPrecision precision, bool bf16 = false) const {
     ops::AdapterLayer l{};
     l.input = input.ptr;
-    l.weight = weight.ptr;
+    l.weight = bf16 ? nullptr : weight.ptr;
+    l.weight_bf16 = bf16 ? weight_bits.ptr : nullptr;
     l.weight_sq_norms = weight_sq_norms.ptr;
     l.bias = bias.ptr;
     l.lora_a = lora_a.ptr;
@@ -359,45 +375,55 @@ struct LayerOnDevice {
   }
 };
 
-void run_dora(LayerOnDevice& d, const Layer& L, bool detach_norm, cu::GemmPrecision precision) {
+void run_dora(LayerOnDevice& d, const Layer& L, bool detach_norm, cu::GemmPrecision precision, bool bf16 = false) {
   const ops::DoraSaved saved{d.combined.ptr, d.hidden.ptr, d.norm.ptr, d.weight_lora_a.ptr, d.lora_gram.ptr};
-  gpu().dora_forward({d.output.ptr, saved, d.layer(L, precision)});
-  gpu().dora_backward({d.grads(), d.grad_output.ptr, saved, d.layer(L, precision), detach_norm});
+  gpu().dora_forward({d.output.ptr, saved, d.layer(L, precision, bf16)});
+  gpu().dora_backward({d.grads(), d.grad_output.ptr, saved, d.layer(L, precision, bf16), detach_norm});
 }
 
-void run_lora(LayerOnDevice& d, const Layer& L, cu::GemmPrecision precision) {
-  gpu().lora_forward({d.output.ptr, d.hidden.ptr, d.layer(L, precision)});
+void run_lora(LayerOnDevice& d, const Layer& L, cu::GemmPrecision precision, bool bf16 = false) {
+  gpu().lora_forward({d.output.ptr, d.hidden.ptr, d.layer(L, precision, bf16)});
   cu::AdapterGrads grads = d.grads();
   grads.magnitude = nullptr;
-  gpu().lora_backward({grads, d.grad_output.ptr, d.hidden.ptr, d.layer(L, precision)});
+  gpu().lora_backward({grads, d.grad_output.ptr, d.hidden.ptr, d.layer(L, precision, bf16)});
 }
 
+// Every output and gradient of one forward + backward against the double reference.
+void check_layer(const std::string& name, LayerOnDevice& d, const Reference& ref, double tolerance, bool dora) {
+  check(name + " output", d.output.download(), ref.output, tolerance);
+  check(name + " grad input", d.grad_input.download(), ref.grad_input, tolerance);
+  check(name + " grad lora_a", d.grad_lora_a.download(), ref.grad_lora_a, tolerance);
+  check(name + " grad lora_b", d.grad_lora_b.download(), ref.grad_lora_b, tolerance);
+  if (dora) check(name + " grad magnitude", d.grad_magnitude.download(), ref.grad_magnitude, tolerance);
+  check(name + " grad bias", d.grad_bias.download(), ref.grad_bias, tolerance);
+}
+
+// DoRA (both norm modes) and LoRA, with and without dropout, in float32, TF32, and over a bfloat16 W0 (a frozen
+// weight loaded in bfloat16: BF16 tensor cores whatever the precision, the reference reading the widened values).
 void check_adapters() {
+  struct Variant {
+    const char* label;
+    cu::GemmPrecision precision;
+    bool bf16_weight;
+  };
+  const Variant variants[] = {{"fp32", cu::GemmPrecision::kFloat32, false},
+                              {"tf32", cu::GemmPrecision::kTf32, false},
+                              {"bf16-W0", cu::GemmPrecision::kFloat32, true}};
   for (bool dropout : {false, true}) {
-    const Layer L = random_layer(67, 150, 90, 8, dropout);
-    for (auto precision : {cu::GemmPrecision::kFloat32, cu::GemmPrecision::kTf32}) {
-      const double tolerance = tolerance_of(precision);
-      const std::string tag = std::string(precision_name(precision)) + (dropout ? " dropout" : "");
+    for (const auto& [label, precision, bf16_weight] : variants) {
+      Layer L = random_layer(67, 150, 90, 8, dropout);
+      if (bf16_weight) L.weight = rounded(L.weight);
+      const double tolerance = bf16_weight ? kBf16Tolerance : tolerance_of(precision);
+      const std::string tag = std::string(label) + (dropout ? " dropout" : "");
       for (bool detach_norm : {true, false}) {
-        const Reference ref = adapter_reference(L, true, detach_norm);
         LayerOnDevice d(L);
-        run_dora(d, L, detach_norm, precision);
+        run_dora(d, L, detach_norm, precision, bf16_weight);
         const std::string name = "dora " + tag + (detach_norm ? " detach" : " through-norm");
-        check(name + " output", d.output.download(), ref.output, tolerance);
-        check(name + " grad input", d.grad_input.download(), ref.grad_input, tolerance);
-        check(name + " grad lora_a", d.grad_lora_a.download(), ref.grad_lora_a, tolerance);
-        check(name + " grad lora_b", d.grad_lora_b.download(), ref.grad_lora_b, tolerance);
-        check(name + " grad magnitude", d.grad_magnitude.download(), ref.grad_magnitude, tolerance);
-        check(name + " grad bias", d.grad_bias.download(), ref.grad_bias, tolerance);
+        check_layer(name, d, adapter_reference(L, true, detach_norm), tolerance, true);
       }
-      const Reference ref = adapter_reference(L, false, true);
       LayerOnDevice d(L);
-      run_lora(d, L, precision);
-      check("lora " + tag + " output", d.output.download(), ref.output, tolerance);
-      check("lora " + tag + " grad input", d.grad_input.download(), ref.grad_input, tolerance);
-      check("lora " + tag + " grad lora_a", d.grad_lora_a.download(), ref.grad_lora_a, tolerance);
-      check("lora " + tag + " grad lora_b", d.grad_lora_b.download(), ref.grad_lora_b, tolerance);
-      check("lora " + tag + " grad bias", d.grad_bias.download(), ref.grad_bias, tolerance);
+      run_lora(d, L, precision, bf16_weight);
+      check_layer("lora " + tag, d, adapter_reference(L, false, true), tolerance, false);
     }
   }
   // doraWeightNorm: the factored row norm against ||W0 + s B A|| formed in double.
@@ -426,6 +452,59 @@ void check_adapters() {
   const bool same =
       std::memcmp(a.data(), b.data(), a.size() * 4) == 0 && std::memcmp(c.data(), e.data(), c.size() * 4) == 0;
   report("dora backward is bitwise deterministic (0 = same bits)", same ? 0.0 : 1.0, 0.0);
+}
+
+// Frozen bfloat16 weights (models loaded with dtype 'bfloat16'): products with a bfloat16 operand on either side (BF16
+// tensor cores whatever the precision), row norms and embedding rows, against double references over the widened
+// values (check_adapters covers the DoRA and LoRA layers over a bfloat16 W0).
+void check_bf16_weights() {
+  struct Shape {
+    int64_t m, n, k;
+  };
+  Device<float> scratch(1 << 22);
+  for (const Shape& s : {Shape{130, 67, 45}, Shape{257, 300, 129}, Shape{16, 64, 3000}}) {
+    for (int transposes = 0; transposes < 4; ++transposes) {
+      const bool ta = transposes & 1, tb = transposes & 2;
+      const Vector a = rounded(random_vector(s.m * s.k)), b = rounded(random_vector(s.k * s.n));
+      Doubles expected(s.m * s.n);
+      for (int64_t i = 0; i < s.m; ++i) {
+        for (int64_t j = 0; j < s.n; ++j) {
+          double total = 0;
+          for (int64_t p = 0; p < s.k; ++p) {
+            total += static_cast<double>(a[ta ? p * s.m + i : i * s.k + p]) * b[tb ? j * s.k + p : p * s.n + j];
+          }
+          expected[i * s.n + j] = total;
+        }
+      }
+      Device<float> da(a), db(b), dc(s.m * s.n);
+      Device<Bf16> da16(bits_of(a)), db16(bits_of(b));
+      char shape[64];
+      std::snprintf(shape, sizeof shape, "%lldx%lldx%lld a%s b%s", static_cast<long long>(s.m),
+                    static_cast<long long>(s.n), static_cast<long long>(s.k), ta ? "T" : "", tb ? "T" : "");
+      cu::gemm(dc.ptr, cu::float32(da.ptr), ta, {nullptr, db16.ptr}, tb, s.m, s.n, s.k, 1.0f, 0.0f,
+               cu::GemmPrecision::kFloat32, {scratch.ptr, scratch.count}, nullptr);
+      check(std::string("gemm bf16-weight b ") + shape, dc.download(), expected, kBf16Tolerance);
+      cu::gemm(dc.ptr, {nullptr, da16.ptr}, ta, cu::float32(db.ptr), tb, s.m, s.n, s.k, 1.0f, 0.0f,
+               cu::GemmPrecision::kFloat32, {scratch.ptr, scratch.count}, nullptr);
+      check(std::string("gemm bf16-weight a ") + shape, dc.download(), expected, kBf16Tolerance);
+    }
+  }
+  // Row norms (in double, of exact inputs) and embedding rows (widened exactly).
+  const int64_t rows = 37, cols = 300, vocab = 50, positions = 64;
+  const Vector weight = rounded(random_vector(rows * cols)), table = rounded(random_vector(vocab * cols));
+  Device<Bf16> dweight(bits_of(weight)), dtable(bits_of(table));
+  Device<float> norms(rows), gathered(positions * cols);
+  gpu().row_sq_norms({norms.ptr, nullptr, rows, cols, dweight.ptr});
+  Doubles norms_ref(rows, 0.0), gathered_ref(positions * cols);
+  for (int64_t i = 0; i < rows * cols; ++i) norms_ref[i / cols] += static_cast<double>(weight[i]) * weight[i];
+  check("row sq norms bf16-weight", norms.download(), norms_ref, kFloat32Tolerance);
+  std::vector<int32_t> ids(positions);
+  for (int64_t p = 0; p < positions; ++p) {
+    ids[p] = static_cast<int32_t>(rng() % vocab);
+    for (int64_t j = 0; j < cols; ++j) gathered_ref[p * cols + j] = table[ids[p] * cols + j];
+  }
+  gpu().embedding({gathered.ptr, nullptr, ids.data(), positions, cols, dtable.ptr});
+  check("embedding bf16-weight", gathered.download(), gathered_ref, 0.0);
 }
 
 // ---- elementwise, nn, optimizer
@@ -953,6 +1032,20 @@ void bench(int64_t n, int64_t k, int64_t m, int64_t r) {
     std::printf("  %-5s DoRA/LoRA %.3f (detach %.3f), DoRA/GEMM %.3f, LoRA/GEMM %.3f\n", p, dora_ms / lora_ms,
                 dora_detach_ms / lora_ms, dora_ms / gemm_ms, lora_ms / gemm_ms);
   }
+  // W0 stored in bfloat16 (half the bytes it streams): BF16 tensor cores whatever the precision.
+  const double gemm16_ms = time_ms(
+      [&] {
+        cu::gemm(d.output.ptr, cu::float32(d.input.ptr), false, {nullptr, d.weight_bits.ptr}, true, n, m, k, 1.0f, 0.0f,
+                 cu::GemmPrecision::kBf16, {}, nullptr);
+        cu::gemm(d.grad_input.ptr, cu::float32(d.grad_output.ptr), false, {nullptr, d.weight_bits.ptr}, false, n, k, m,
+                 1.0f, 0.0f, cu::GemmPrecision::kBf16, {}, nullptr);
+      },
+      10);
+  const double lora16_ms = time_ms([&] { run_lora(d, L, cu::GemmPrecision::kBf16, true); }, 10);
+  const double dora16_ms = time_ms([&] { run_dora(d, L, false, cu::GemmPrecision::kBf16, true); }, 10);
+  add_timing("plain GEMM, bf16 W0", L.dims, "bf16", gemm16_ms, base_flops);
+  add_timing("LoRA fwd+bwd, bf16 W0", L.dims, "bf16", lora16_ms, base_flops);
+  add_timing("DoRA fwd+bwd (through norm), bf16 W0", L.dims, "bf16", dora16_ms, base_flops);
 }
 
 }  // namespace
@@ -1037,6 +1130,7 @@ int main(int argc, char** argv) {
   check_decoder();
   check_attention();
   check_optimizer();
+  check_bf16_weights();
   std::printf("\n%d check(s) failed\n", failures);
   if (!quick) {
     bench(4096, 4096, 4096, 16);

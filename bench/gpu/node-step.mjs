@@ -19,8 +19,9 @@ if (!bidora.devices().includes('cuda')) {
   process.exit(3);
 }
 
-function msPerStep(method) {
+function msPerStep(method, dtype) {
   const model = makeModel(bidora, method);
+  model.to(dtype); // 'bfloat16': the frozen matrices (BF16 tensor cores), adapters and head float32
   model.to('cuda');
   model.train();
   const batch = makeBatch(1);
@@ -49,9 +50,9 @@ function msPerStep(method) {
   return samples[samples.length >> 1];
 }
 
-function torchOnCuda(precision) {
+function torchOnCuda(precision, autocast) {
   const script = new URL('../torch/bert.py', import.meta.url).pathname;
-  const args = [script, JSON.stringify(shape), quick ? '1' : '0', 'cuda', precision];
+  const args = [script, JSON.stringify(shape), quick ? '1' : '0', 'cuda', precision, autocast ? 'autocast' : 'plain'];
   const result = spawnSync('python3', args, { encoding: 'utf8' });
   if (result.status !== 0) {
     console.log(`PyTorch on cuda did not run: ${(result.stderr || result.error?.message || '').trim().slice(-400)}`);
@@ -60,17 +61,24 @@ function torchOnCuda(precision) {
   return JSON.parse(result.stdout);
 }
 
-// 'highest' keeps products in float32 (both libraries' default); 'high' rounds their inputs to TF32.
+// 'highest' keeps products in float32 (both libraries' default); 'high' rounds their inputs to TF32; a bfloat16 base
+// runs its products on BF16 tensor cores, against PyTorch's torch.autocast in bfloat16.
 const tokens = shape.batch * shape.seq;
 const rows = [];
-for (const precision of ['highest', 'high']) {
+const settings = [
+  { precision: 'highest', dtype: 'float32', methods: ['lora', 'dora', 'full'] },
+  { precision: 'high', dtype: 'float32', methods: ['lora', 'dora', 'full'] },
+  { precision: 'highest', dtype: 'bfloat16', methods: ['lora', 'dora'] },
+];
+for (const { precision, dtype, methods } of settings) {
   bidora.setMatmulPrecision(precision);
-  const torch = torchOnCuda(precision);
-  for (const method of ['lora', 'dora', 'full']) {
-    const ms = msPerStep(method);
+  const torch = torchOnCuda(precision, dtype === 'bfloat16');
+  for (const method of methods) {
+    const ms = msPerStep(method, dtype);
     const baseline = torch.find((entry) => entry.method === method);
     rows.push({
       precision,
+      dtype,
       method,
       bidoraMsPerStep: ms,
       torchMsPerStep: baseline?.msPerStep,
@@ -80,7 +88,8 @@ for (const precision of ['highest', 'high']) {
       ? `, PyTorch ${baseline.msPerStep.toFixed(2)} ms (bidora ${(baseline.msPerStep / ms).toFixed(2)}×)`
       : '';
     const rate = `${Math.round(tokens / (ms / 1e3))} tokens/s`;
-    console.log(`${precision.padEnd(7)} ${method.padEnd(4)} ${ms.toFixed(2)} ms per step, ${rate}${versus}`);
+    const label = dtype === 'bfloat16' ? 'bf16 base' : precision;
+    console.log(`${label.padEnd(9)} ${method.padEnd(4)} ${ms.toFixed(2)} ms per step, ${rate}${versus}`);
   }
 }
 if (process.env.OUT) writeFileSync(`${process.env.OUT}/node_step.json`, JSON.stringify(rows, null, 2));

@@ -90,25 +90,34 @@ def main():
     seconds = 0.5 if sys.argv[2] == "1" else 6.0
     # An optional third argument names the device (bench/gpu/node-step.mjs times the same step on 'cuda').
     device = torch.device(sys.argv[3] if len(sys.argv) > 3 else "cpu")
-    # A fourth argument, "high", rounds float32 products to TF32 on the GPU (torch.set_float32_matmul_precision).
+    # A fourth argument, "high", rounds float32 products to TF32 on the GPU (torch.set_float32_matmul_precision); a
+    # fifth, "autocast", runs forward under torch.autocast in bfloat16 (weights float32, products in bfloat16).
     torch.set_float32_matmul_precision(sys.argv[4] if len(sys.argv) > 4 else "highest")
+    autocast = len(sys.argv) > 5 and sys.argv[5] == "autocast"
+
+    def loss_of(model):
+        if not autocast:
+            return model(ids, labels)
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            return model(ids, labels)
+
     sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
     torch.set_num_threads(2)
     torch.manual_seed(0)
     ids = torch.randint(1000, 21000, (s["batch"], s["seq"]), device=device)
     labels = torch.arange(s["batch"], device=device) % 2
     results = []
-    for method in ("lora", "dora", "full"):
+    for method in ("lora", "dora") if autocast else ("lora", "dora", "full"):
         model = build(s, method).to(device)
         for _ in range(3):  # warm-up: kernel selection and the allocator's first blocks
-            model(ids, labels).backward()
+            loss_of(model).backward()
         samples = []
         deadline = time.perf_counter() + seconds
         while len(samples) < 3 or time.perf_counter() < deadline:
             model.zero_grad(set_to_none=True)
             sync()
             start = time.perf_counter()
-            model(ids, labels).backward()
+            loss_of(model).backward()
             sync()
             samples.append((time.perf_counter() - start) * 1e3)
         samples.sort()

@@ -35,7 +35,8 @@ export function analyze(model: Module): DecompositionAnalysis {
       return tidy(() => {
         const { loraA, loraB, magnitude } = adapter;
         const scale = adapter.options.scale;
-        const weight = layer.weight;
+        // A bfloat16 W0 is widened (exactly) for these float32 products; the copy lives for this layer only.
+        const weight = layer.weight.to('float32');
         const baseNorms = Float64Array.from(sum(mul(weight, weight), { axis: 1 }).toFloat32Array(), Math.sqrt);
         // V_i · W0_i = ||W0_i||² + s (W0 Aᵀ)_i · B_i
         const cross = sum(mul(matmul(weight, loraA, { transposeB: true }), loraB), { axis: 1 }).toFloat32Array();

@@ -361,6 +361,7 @@ export function attachAdapters(
     if (magnitude) groups.magnitude.push({ name: `${planned.name}.adapter.magnitude`, tensor: magnitude });
   });
   for (const [name, module] of plan.modulesToSave) {
+    module.to('float32'); // trained, so float32 even in a model loaded in bfloat16
     for (const [parameterName, tensor] of module.namedParameters(name)) {
       tensor.requiresGrad = true;
       groups.modulesToSave.push({ name: parameterName, tensor });

@@ -9,6 +9,7 @@ import { native } from '../binding';
 import { writeFileAtomic } from '../io/atomic';
 import * as tokenizers from '../tokenizers/index';
 import { BiLevelTrainer, DEFAULT_XI } from '../train/bilevel';
+import { distributed } from '../train/distributed';
 import { evaluate } from '../train/evaluate';
 import { type Example } from '../train/data';
 import { type FitResult } from '../train/loop';
@@ -104,6 +105,11 @@ export const trainOptions: Record<string, OptionSpec> = {
   'eval-every': { type: 'string', description: 'steps between evaluations (default once per epoch)' },
   seed: { type: 'string', description: 'seed of initialisation, data order and dropout', default: '0' },
   device: { type: 'string', description: 'cpu | cuda: where training runs (see devices())', default: 'cpu' },
+  dtype: {
+    type: 'string',
+    description: 'float32 | bfloat16: the frozen base weights (bfloat16: half the memory, faster on AVX512-BF16)',
+    default: 'float32',
+  },
   log: { type: 'string', description: 'auto | bar | json | none', default: 'auto' },
 };
 
@@ -127,6 +133,9 @@ export async function trainCommand(argv: string[]): Promise<void> {
       `--device ${device} is not available here: this machine runs on ${native.devices().join(' or ')}` +
         (device === 'cuda' ? ' (a CUDA build of bidora and a GPU of compute capability 8.0 or newer are needed)' : ''),
     );
+  }
+  if (values.dtype !== 'float32' && values.dtype !== 'bfloat16') {
+    throw new UsageError(`--dtype must be float32 or bfloat16; got ${values.dtype as string}`);
   }
   const modelDir = values.model as string;
   checkModelFolder(modelDir);
@@ -175,7 +184,7 @@ async function runTraining(values: OptionValues, job: TrainingJob): Promise<void
   const modelDir = values.model as string;
   const seed = numberOption(values, 'seed')!;
   const { train, evalExamples } = job;
-  const model = job.model.to(values.device as 'cpu' | 'cuda');
+  const model = job.model.to(values.dtype as 'float32' | 'bfloat16').to(values.device as 'cpu' | 'cuda');
   const outDir = values.out as string;
   try {
     adapters.apply(model, {
@@ -191,8 +200,10 @@ async function runTraining(values: OptionValues, job: TrainingJob): Promise<void
         .filter(Boolean),
       seed,
     });
+    // Under mpirun every rank trains its share of each batch (train.distributed()); rank 0 alone speaks and writes.
+    const { rank } = distributed();
     const { line } = adapters.trainableParameters(model);
-    process.stderr.write(`${line}\n`);
+    if (rank === 0) process.stderr.write(`${line}\n`);
     const common = {
       model,
       batchSize: numberOption(values, 'batch-size'),
@@ -222,6 +233,7 @@ async function runTraining(values: OptionValues, job: TrainingJob): Promise<void
       result = await trainer.fit(train, fitOptions);
       trainer.dispose();
     }
+    if (rank !== 0) return;
     // Saving, the final evaluation and the decomposition analysis run on the CPU, whatever trained.
     model.to('cpu');
     adapters.save(model, outDir, { baseModelNameOrPath: modelDir });

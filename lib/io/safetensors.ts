@@ -43,6 +43,11 @@ export interface ReadSafetensorsOptions {
    * (after conversion to float32, so an F64 too large for float32 counts): such weights only ever produce NaN outputs.
    */
   requireFinite?: boolean;
+  /**
+   * The tensors to return as bfloat16 (frozen weights kept in half the memory): a BF16 tensor's bits are taken as
+   * they are, never widened to float32 on the way; one of another dtype is read as float32 and rounded (nearest even).
+   */
+  bfloat16?: TensorFilter;
 }
 
 /** Bytes per element of each dtype the format defines, so any file's offsets can be checked. */
@@ -81,7 +86,7 @@ const HOST_IS_LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] ===
 
 /**
  * Reads the tensors of a safetensors file as float32 Tensors (F16, BF16 and F64 converted), in file order, with the
- * file's metadata; `options.only` picks which. Reads one tensor at a time, so memory beyond the result stays at one
+ * file's metadata; `options.only` picks which, and `options.bfloat16` which come back as bfloat16 instead. Reads one tensor at a time, so memory beyond the result stays at one
  * tensor's bytes. Throws a TypeError or RangeError naming the tensor for any malformed file, for a selected tensor
  * of another dtype, and for a selected tensor of rank above 4; what was read before an error is disposed.
  */
@@ -97,15 +102,25 @@ export function readSafetensors(
   const where = `readSafetensors: ${checkPath(path, 'readSafetensors')}`;
   const only = checkOnly(options, where);
   const requireFinite = checkRequireFinite(options, where);
+  const inBfloat16 = checkFilter(options.bfloat16, `${where}: options.bfloat16`);
   return withFileOpen(path, where, (fd) => {
     const header = readHeader(fd, where);
     const selected = selectTensors(header.tensors, only, where);
     const tensors = new Map<string, Tensor>();
     try {
       for (const [name, info] of selected) {
+        const what = `${where}: tensor ${quote(name)}`;
+        const bfloat16 = inBfloat16?.(name, info) === true;
+        if (bfloat16 && info.dtype === 'BF16') {
+          const bits = readBfloat16Bits(fd, header.dataStart, info, what);
+          if (requireFinite) checkFiniteBits(bits, info.shape, what);
+          tensors.set(name, tensorFrom(bits, info.shape, what));
+          continue;
+        }
         const values = readValues(fd, header.dataStart, name, info, where);
-        if (requireFinite) checkFinite(values, info.shape, `${where}: tensor ${quote(name)}`);
-        tensors.set(name, tensorFrom(values, info.shape, `${where}: tensor ${quote(name)}`));
+        if (requireFinite) checkFinite(values, info.shape, what);
+        const tensor = tensorFrom(values, info.shape, what);
+        tensors.set(name, bfloat16 ? rounded(tensor) : tensor);
       }
     } catch (error) {
       for (const tensor of tensors.values()) tensor.dispose();
@@ -133,6 +148,13 @@ function checkOnly(options: unknown, where: string): TensorFilter | undefined {
     throw new TypeError(`${where}: options.only must be a function, got ${kindOf(only)}`);
   }
   return only as TensorFilter | undefined;
+}
+
+function checkFilter(filter: unknown, what: string): TensorFilter | undefined {
+  if (filter !== undefined && typeof filter !== 'function') {
+    throw new TypeError(`${what} must be a function, got ${kindOf(filter)}`);
+  }
+  return filter as TensorFilter | undefined;
 }
 
 function checkRequireFinite(options: ReadSafetensorsOptions, where: string): boolean {
@@ -174,6 +196,18 @@ function withLocation(error: unknown, where: string): unknown {
   const code = (error as NodeJS.ErrnoException).code;
   if (code !== undefined) Object.assign(located, { code });
   return located;
+}
+
+/** The same test on bfloat16 bits: an all-ones exponent is ±Infinity or NaN. */
+function checkFiniteBits(bits: Uint16Array, shape: readonly number[], what: string): void {
+  for (let index = 0; index < bits.length; index++) {
+    if ((bits[index] & 0x7f80) === 0x7f80) {
+      const value = bits[index] & 0x7f ? NaN : bits[index] & 0x8000 ? -Infinity : Infinity;
+      throw new RangeError(
+        `${what}: element ${index} (of shape [${shape.join(', ')}]) is ${value}; the tensor must hold finite values`,
+      );
+    }
+  }
 }
 
 function checkFinite(values: Float32Array, shape: readonly number[], what: string): void {
@@ -395,10 +429,28 @@ function readValues(
   return decodeFloat64(bytes, count);
 }
 
-/** Tensor.from, its errors (an empty tensor can still have dimensions too large for one) naming the tensor. */
-function tensorFrom(values: Float32Array, shape: readonly number[], what: string): Tensor {
+/** A BF16 tensor's bits as stored (little-endian), in one read. */
+function readBfloat16Bits(fd: number, dataStart: number, info: SafetensorsTensorInfo, what: string): Uint16Array {
+  const bits = new Uint16Array(elementCount(info.shape));
+  const bytes = new Uint8Array(bits.buffer);
+  readInto(fd, dataStart + info.dataOffsets[0], bytes, what);
+  if (!HOST_IS_LITTLE_ENDIAN) reverseBytesOfEachWord(bytes, 2);
+  return bits;
+}
+
+/** A float32 tensor rounded to bfloat16; the float32 one is freed. */
+function rounded(tensor: Tensor): Tensor {
   try {
-    return Tensor.from(values, shape);
+    return tensor.to('bfloat16');
+  } finally {
+    tensor.dispose();
+  }
+}
+
+/** Tensor.from (or fromBFloat16), its errors (an empty tensor can still have dimensions too large) naming the tensor. */
+function tensorFrom(values: Float32Array | Uint16Array, shape: readonly number[], what: string): Tensor {
+  try {
+    return values instanceof Uint16Array ? Tensor.fromBFloat16(values, shape) : Tensor.from(values, shape);
   } catch (error) {
     throw new RangeError(`${what}: ${(error as Error).message}`, { cause: error });
   }
@@ -475,8 +527,9 @@ function decodeFloat64(bytes: Uint8Array, count: number): Float32Array {
 // ---- writing ----------------------------------------------------------------------------------------------------
 
 /**
- * Writes `tensors` as F32 in name order, with `metadata` (strings only), atomically: the file is written beside
- * `path` and renamed over it once complete, so a crash never leaves a half-written file. Streams one tensor at a time.
+ * Writes `tensors` in name order, float32 ones as F32 and bfloat16 ones as BF16 (their bits as they are), with
+ * `metadata` (strings only), atomically: the file is written beside `path` and renamed over it once complete, so a
+ * crash never leaves a half-written file. Streams one tensor at a time.
  */
 export function writeSafetensors(
   path: string,
@@ -490,7 +543,7 @@ export function writeSafetensors(
   writeFileAtomicWith(path, (append) => {
     append(headerLengthField(header.length));
     append(header);
-    for (const [, tensor] of named) append(littleEndianBytes(tensor.toFloat32Array()));
+    for (const [, tensor] of named) append(littleEndianBytes(tensor));
   });
 }
 
@@ -528,10 +581,10 @@ function encodeHeader(named: [string, Tensor][], metadata: Record<string, string
   if (Object.keys(metadata).length > 0) fields.push(`"__metadata__":${JSON.stringify(metadata)}`);
   let offset = 0;
   for (const [name, tensor] of named) {
-    const end = offset + 4 * tensor.size;
-    fields.push(
-      `${JSON.stringify(name)}:${JSON.stringify({ dtype: 'F32', shape: tensor.shape, data_offsets: [offset, end] })}`,
-    );
+    const bfloat16 = tensor.dtype === 'bfloat16';
+    const end = offset + (bfloat16 ? 2 : 4) * tensor.size;
+    const entry = { dtype: bfloat16 ? 'BF16' : 'F32', shape: tensor.shape, data_offsets: [offset, end] };
+    fields.push(`${JSON.stringify(name)}:${JSON.stringify(entry)}`);
     offset = end;
   }
   const json = Buffer.from(`{${fields.join(',')}}`, 'utf8');
@@ -552,7 +605,16 @@ function headerLengthField(headerLength: number): Uint8Array {
   return field;
 }
 
-function littleEndianBytes(values: Float32Array): Uint8Array {
+/** A tensor's elements as the file stores them: float32, or bfloat16 bits (the top halves of the exact widening). */
+function littleEndianBytes(tensor: Tensor): Uint8Array {
+  const values = tensor.toFloat32Array();
+  if (tensor.dtype === 'bfloat16') {
+    const words = new Uint32Array(values.buffer, values.byteOffset, values.length);
+    const bits = Uint16Array.from(words, (word) => word >>> 16);
+    const bytes = new Uint8Array(bits.buffer);
+    if (!HOST_IS_LITTLE_ENDIAN) reverseBytesOfEachWord(bytes, 2);
+    return bytes;
+  }
   const bytes = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
   if (!HOST_IS_LITTLE_ENDIAN) reverseBytesOfEachWord(bytes, 4); // `values` is our own copy: safe to swap in place
   return bytes;

@@ -55,6 +55,11 @@ export abstract class EncoderTaskModel extends Module {
   /** The task's output from the last hidden states (the hidden states themselves for a bare model). */
   protected abstract head(hidden: Tensor): Tensor;
 
+  /** In bfloat16 (`to('bfloat16')`) the encoder's matrices freeze; the task head, trained with the adapters, stays. */
+  protected override keepsFloat32(name: string): boolean {
+    return !name.startsWith(`${this.basePrefix}.`);
+  }
+
   /**
    * Encodes the batch and applies the head; with labels, also the task's loss as transformers computes it
    * (cross-entropy, MSE for regression, BCE with logits for multi-label). Throws a TypeError or RangeError for ids,

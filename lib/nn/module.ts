@@ -1,6 +1,6 @@
 // Layers are plain classes: parameters are Tensor fields, sub-layers are Module fields (or arrays of them), and the
 // dotted names of the fields are the parameter names, so they match Hugging Face checkpoints.
-import type { Device } from '../binding';
+import type { Device, DType } from '../binding';
 import { type SeedStream } from '../random';
 import { Tensor } from '../tensor';
 
@@ -44,31 +44,79 @@ export abstract class Module {
    * (requiresGrad and `.grad` carried over; a tensor shared by several fields stays shared) and the old one
    * disposed. Move a model before making its optimizer, which holds the parameters it was given. The copies are all
    * made before anything is replaced, so a failure (out of GPU memory) leaves the model as it was. Returns this.
+   *
+   * With a dtype, `to('bfloat16')` keeps the weight matrices (every rank-2 parameter: linear weights, embedding
+   * tables) in bfloat16, half the memory, and freezes them, as a base model loaded in bfloat16 for adapter training is;
+   * vectors (biases, norm scales), the matrices `keepsFloat32` names (a task head that will be trained), and once
+   * adapters are applied their tensors and every other trainable one stay float32. `to('float32')` widens every
+   * bfloat16 parameter back, exactly.
    */
-  to(device: Device): this {
-    const moved = new Map<Tensor, Tensor>();
+  to(target: Device | DType): this {
+    if (target === 'bfloat16') {
+      // After adapters.apply, what trains stays float32: the adapters' own tensors and the modules it saves.
+      const adapted = this.namedParameters().some(([name]) => ADAPTER_TENSOR.test(name));
+      const trained = (name: string, tensor: Tensor) => ADAPTER_TENSOR.test(name) || (adapted && tensor.requiresGrad);
+      return this.#replaceTensors(
+        (name, tensor) =>
+          tensor.dtype === 'float32' && tensor.rank === 2 && !this.keepsFloat32(name) && !trained(name, tensor),
+        (tensor) => {
+          const frozen = tensor.detach(); // a trainable tensor cannot become bfloat16; its frozen view can
+          try {
+            return frozen.to('bfloat16');
+          } finally {
+            frozen.dispose();
+          }
+        },
+      );
+    }
+    if (target === 'float32') {
+      return this.#replaceTensors(
+        (_, tensor) => tensor.dtype === 'bfloat16',
+        (tensor) => tensor.to('float32'),
+      );
+    }
+    return this.#replaceTensors(
+      (_, tensor) => tensor.device !== target,
+      (tensor) => {
+        const copy = tensor.to(target);
+        copy.requiresGrad = tensor.requiresGrad;
+        copy.grad = tensor.grad?.to(target);
+        return copy;
+      },
+    );
+  }
+
+  /**
+   * Whether `to('bfloat16')` leaves the parameter at dotted `name` in float32: none by default; a task model keeps
+   * its head, which adapter training trains (modulesToSave).
+   */
+  protected keepsFloat32(name: string): boolean {
+    void name;
+    return false;
+  }
+
+  /** Replaces each parameter `chosen` picks by `copy` of it, all copies made first (see `to`). */
+  #replaceTensors(chosen: (name: string, tensor: Tensor) => boolean, copy: (tensor: Tensor) => Tensor): this {
+    const replaced = new Map<Tensor, Tensor>();
     const fields: [Record<string, unknown>, string, Tensor][] = [];
     try {
-      for (const [, module] of this.namedModules()) {
+      for (const [moduleName, module] of this.namedModules()) {
         for (const [key, value] of Object.entries(module)) {
-          if (!(value instanceof Tensor) || value.device === device) continue;
+          const name = moduleName === '' ? key : `${moduleName}.${key}`;
+          if (!(value instanceof Tensor) || !(replaced.has(value) || chosen(name, value))) continue;
           fields.push([module as unknown as Record<string, unknown>, key, value]);
-          if (moved.has(value)) continue;
-          const copy = value.to(device);
-          moved.set(value, copy);
-          copy.requiresGrad = value.requiresGrad;
-          copy.grad = value.grad?.to(device);
+          if (!replaced.has(value)) replaced.set(value, copy(value));
         }
       }
     } catch (error) {
-      for (const copy of moved.values()) {
-        copy.grad?.dispose();
-        copy.dispose();
+      for (const made of replaced.values()) {
+        made.grad?.dispose();
+        made.dispose();
       }
       throw error;
     }
-    for (const [owner, key, value] of fields) owner[key] = moved.get(value);
-    for (const original of moved.keys()) {
+    for (const [owner, key, value] of fields) owner[key] = replaced.get(value);
+    for (const original of replaced.keys()) {
       original.grad?.dispose();
       original.dispose();
     }
@@ -129,6 +177,9 @@ export abstract class Module {
     }
   }
 }
+
+/** The dotted names of adapters' tensors (adapters/layers.ts attaches them as `<layer>.adapter`). */
+const ADAPTER_TENSOR = /(^|\.)adapter\./;
 
 /** Replaces the tensor at dotted `name` inside `root` (used by state loading and adapters); returns the old one. */
 export function replaceParameter(root: Module, name: string, tensor: Tensor): Tensor {

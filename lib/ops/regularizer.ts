@@ -42,7 +42,15 @@ function cachedWeight(
     // The cache outlives any tidy scope the first call ran in.
     const hostWeight = weight.device === 'cpu' ? undefined : keep(weight.to('cpu'));
     const host = hostWeight === undefined ? handle : handleOf(hostWeight, fn, 'weight');
-    const gram = keep(tensorOf(native.matmul({ a: host, b: host, transposeB: true })));
+    // A bfloat16 W0 can only be a product's b: its float32 widening serves as a, for this one product.
+    const wide = weight.dtype === 'bfloat16' ? tensorOf(native.cast({ x: host, dtype: 'float32' })) : undefined;
+    let gram: Tensor;
+    try {
+      const a = wide === undefined ? host : handleOf(wide, fn, 'weight');
+      gram = keep(tensorOf(native.matmul({ a, b: host, transposeB: true })));
+    } finally {
+      wide?.dispose();
+    }
     cached = { version: handle.version, gram, hostWeight };
     gramCache.set(weight, cached);
   }

@@ -9,6 +9,7 @@ import { orthogonalityPenalty } from '../ops/regularizer';
 import { type Optimizer } from '../optim/index';
 import { keep, type Tensor, tidy } from '../tensor';
 import { BatchStream, type CollatedBatch, type Example, splitLowerUpper } from './data';
+import { adoptGradients, distributed, shardedPass, shardOf } from './distributed';
 import { collateFor } from './model';
 import { applySecondOrder } from './hypergradient';
 import {
@@ -211,16 +212,28 @@ export class BiLevelTrainer extends TrainingLoop {
    * One iteration: a lower step on `lowerExamples`; then, if `upperExamples` are given, the hypergradient of the
    * upper loss with respect to the magnitudes at the updated direction and one upper step. Returns the figures.
    * `index` is the iteration's 0-based position in the run, which the schedules follow; the record's `step` is
-   * `index + 1`.
+   * `index + 1`. Under MPI every rank passes the same global batches and trains its share of each.
    */
   step(lowerExamples: readonly Example[], upperExamples?: readonly Example[], index = 0): BiLevelStep {
     this.#ensureOptimizers(this.options.maxSteps ?? 1);
-    const lowerBatch = collateFor(this.model, lowerExamples);
-    const { taskLoss, regularizer } = tidy(() => {
-      const objective = this.lowerObjective(lowerBatch);
-      objective.loss.backward({ inputs: this.lowerParameters });
-      return { taskLoss: objective.taskLoss, regularizer: objective.regularizer };
+    // Under MPI every pass below runs on this rank's shard of its global batch and is averaged over the ranks
+    // (distributed.ts): the lower gradients, the upper loss's direct gradient and v (so ||v|| and ε are the global
+    // ones), and the perturbed magnitude gradients g±.
+    const { rank, worldSize } = distributed();
+    const lowerShard = shardOf(lowerExamples, rank, worldSize);
+    const lowerBatch = lowerShard.length > 0 ? collateFor(this.model, lowerShard) : undefined;
+    const {
+      tensors: lowerGrads,
+      figures: [taskLoss, regularizer],
+    } = shardedPass(this.model, lowerExamples, this.lowerParameters, 2, () => {
+      const figures = tidy(() => {
+        const objective = this.lowerObjective(lowerBatch!);
+        objective.loss.backward({ inputs: this.lowerParameters });
+        return [objective.taskLoss, objective.regularizer];
+      });
+      return { tensors: this.lowerParameters.map((parameter) => parameter.grad), figures };
     });
+    adoptGradients(this.lowerParameters, lowerGrads);
     const { lr } = this.#lowerOptimizer!.step(index);
     const record: BiLevelStep = {
       step: index + 1,
@@ -234,21 +247,26 @@ export class BiLevelTrainer extends TrainingLoop {
     };
     if (upperExamples === undefined) return withoutUpper(record);
 
-    const upperBatch = collateFor(this.model, upperExamples);
     const count = this.magnitudes.length;
     // v = dL_val/dθ' is only needed for the second-order term: first-order asks for the magnitudes' gradients alone.
     const firstOrder = this.#settings.hypergradient === 'first-order';
-    const { upperLoss, direct, direction } = tidy(() => {
-      const { loss } = this.model.forward(upperBatch);
-      const grads = grad(loss!, firstOrder ? this.magnitudes : [...this.magnitudes, ...this.lowerParameters]);
-      return { upperLoss: loss!.item(), direct: grads.slice(0, count), direction: grads.slice(count) };
-    });
+    const wanted = firstOrder ? this.magnitudes : [...this.magnitudes, ...this.lowerParameters];
+    const upper = shardedPass(this.model, upperExamples, wanted, 1, (shard) =>
+      tidy(() => {
+        const { loss } = this.model.forward(collateFor(this.model, shard));
+        return { tensors: grad(loss!, wanted), figures: [loss!.item()] };
+      }),
+    );
+    const [upperLoss] = upper.figures;
+    const grads = upper.tensors as Tensor[];
+    const direct = grads.slice(0, count);
+    const direction = grads.slice(count);
     record.upperLoss = upperLoss;
     record.directNorm = globalNorm(direct);
     record.secondOrderNorm = 0;
     try {
       if (!firstOrder) {
-        record.secondOrderNorm = this.#secondOrder(lowerBatch, direct, direction, lr);
+        record.secondOrderNorm = this.#secondOrder(lowerExamples, lowerBatch, direct, direction, lr);
       }
       this.magnitudes.forEach((magnitude, index) => {
         magnitude.grad?.dispose();
@@ -262,14 +280,24 @@ export class BiLevelTrainer extends TrainingLoop {
   }
 
   /** Subtracts xi·(g+ − g−)/(2ε) from `direct` in place (same lower batch, same dropout masks); returns its norm. */
-  #secondOrder(lowerBatch: CollatedBatch, direct: Tensor[], direction: Tensor[], lowerLr: number): number {
+  #secondOrder(
+    lowerExamples: readonly Example[],
+    lowerBatch: CollatedBatch | undefined,
+    direct: Tensor[],
+    direction: Tensor[],
+    lowerLr: number,
+  ): number {
     const streams = this.model.seedStreams();
     const masks = streams.map((stream) => stream.state);
     const xi = this.#settings.xi === 'lower-lr' ? lowerLr : this.#settings.xi;
     return applySecondOrder(
       direct,
       {
-        magnitudeGradients: () => this.#magnitudeGradients(lowerBatch),
+        magnitudeGradients: () =>
+          shardedPass(this.model, lowerExamples, this.magnitudes, 0, () => ({
+            tensors: this.#magnitudeGradients(lowerBatch!),
+            figures: [],
+          })).tensors as Tensor[],
         lowerParameters: this.lowerParameters,
         direction,
         beforePass: () => streams.forEach((stream, index) => (stream.state = masks[index])),

@@ -15,6 +15,7 @@ import {
   regressionMetrics,
 } from './metrics';
 import { IGNORE_INDEX } from '../ops/loss';
+import { concatenateOverRanks, distributed, shardRange, sumOverRanks } from './distributed';
 
 /** What `evaluate` returns: the task's loss and metrics over the examples, and the predictions they score. */
 export interface Evaluation {
@@ -46,20 +47,25 @@ export function evaluate(model: TrainableModel, examples: readonly Example[], ba
 /**
  * evaluate() one batch at a time: each `next()` runs one batch, and the last returns the evaluation. Eval mode and
  * the graph switch apply within a batch only, so a caller can give the event loop a turn between batches without the
- * rest of the program seeing the model in eval mode.
+ * rest of the program seeing the model in eval mode. With `sharded`, under MPI (train.distributed()) each rank runs
+ * its contiguous share of the examples and the ranks combine predictions and loss sums, so every rank returns the
+ * evaluation of the whole set; every rank must then call it, with the same examples.
  */
 export function* evaluationBatches(
   trainable: TrainableModel,
   examples: readonly Example[],
   batchSize = 64,
+  sharded = false,
 ): Generator<void, Evaluation> {
   if (examples.length === 0) throw new RangeError('evaluate: no examples');
-  if (trainable.config.task === 'causal-lm') return yield* causalEvaluation(trainable, examples, batchSize);
+  const { rank, worldSize } = sharded ? distributed() : { rank: 0, worldSize: 1 };
+  const range: Range = { ...shardRange(examples.length, rank, worldSize), gather: worldSize > 1 };
+  if (trainable.config.task === 'causal-lm') return yield* causalEvaluation(trainable, examples, batchSize, range);
   // Every other task is an encoder's, with its head's config (numLabels, problemType, id2label).
   const model = trainable as unknown as EncoderTaskModel;
-  if (model.config.task === 'token-classification') return yield* tokenEvaluation(model, examples, batchSize);
+  if (model.config.task === 'token-classification') return yield* tokenEvaluation(model, examples, batchSize, range);
   if (model.config.problemType === 'multi_label_classification') {
-    return yield* multiLabelEvaluation(model, examples, batchSize);
+    return yield* multiLabelEvaluation(model, examples, batchSize, range);
   }
   const regression = model.config.problemType === 'regression';
   const classes = model.config.numLabels;
@@ -68,17 +74,22 @@ export function* evaluationBatches(
   const counts = (example: Example) => regression || example.label !== IGNORE_INDEX;
   let lossTotal = 0;
   let counted = 0;
-  for (let start = 0; start < examples.length; start += batchSize) {
-    const chunk = examples.slice(start, start + batchSize);
-    yield* inEvalMode(model, start + batchSize < examples.length, () => {
+  for (let start = range.begin; start < range.end; start += batchSize) {
+    const chunk = examples.slice(start, Math.min(start + batchSize, range.end));
+    yield* inEvalMode(model, start + batchSize < range.end, () => {
       const batch = collateFor(model, chunk);
       const { logits, loss } = model.forward(batch);
       const rows = chunk.filter(counts).length;
-      lossTotal += loss!.item() * rows;
+      if (rows > 0) lossTotal += loss!.item() * rows;
       counted += rows;
       const values = logits.toFloat32Array();
       predictions.set(regression ? values : argmaxRows(values, classes), start);
     });
+  }
+  if (range.gather) {
+    // Each rank filled its own rows and left the others 0: the sums are everyone's predictions.
+    predictions.set(sumOverRanks(Float32Array.from(predictions)));
+    [lossTotal, counted] = sumOverRanks(Float32Array.of(lossTotal, counted));
   }
   if (counted === 0) throw new RangeError('evaluate: every example is labelled -100 (ignored)');
   const kept = examples.flatMap((example, index) => (counts(example) ? [index] : []));
@@ -112,13 +123,14 @@ function* multiLabelEvaluation(
   model: EncoderTaskModel,
   examples: readonly Example[],
   batchSize: number,
+  range: Range,
 ): Generator<void, Evaluation> {
   const classes = model.config.numLabels;
   const predictions = new Int32Array(examples.length * classes);
   let lossTotal = 0;
-  for (let start = 0; start < examples.length; start += batchSize) {
-    const chunk = examples.slice(start, start + batchSize);
-    yield* inEvalMode(model, start + batchSize < examples.length, () => {
+  for (let start = range.begin; start < range.end; start += batchSize) {
+    const chunk = examples.slice(start, Math.min(start + batchSize, range.end));
+    yield* inEvalMode(model, start + batchSize < range.end, () => {
       const { logits, loss } = model.forward(collateFor(model, chunk));
       lossTotal += loss!.item() * chunk.length;
       predictions.set(
@@ -126,6 +138,10 @@ function* multiLabelEvaluation(
         start * classes,
       );
     });
+  }
+  if (range.gather) {
+    predictions.set(sumOverRanks(Float32Array.from(predictions)));
+    [lossTotal] = sumOverRanks(Float32Array.of(lossTotal));
   }
   const targets = Float64Array.from(examples.flatMap((example) => example.label as readonly number[]));
   const metrics = multiLabelMetrics(predictions, targets, classes);
@@ -141,16 +157,17 @@ function* tokenEvaluation(
   model: EncoderTaskModel,
   examples: readonly Example[],
   batchSize: number,
+  range: Range,
 ): Generator<void, Evaluation> {
   const classes = model.config.numLabels;
-  const predicted: number[] = [];
-  const truth: number[] = [];
-  const predictedTags: number[][] = [];
-  const trueTags: number[][] = [];
+  let predicted: number[] = [];
+  let truth: number[] = [];
+  // Labelled tokens per example: the rows of predicted and truth.
+  let rowLengths: number[] = [];
   let lossTotal = 0;
-  for (let start = 0; start < examples.length; start += batchSize) {
-    const chunk = examples.slice(start, start + batchSize);
-    yield* inEvalMode(model, start + batchSize < examples.length, () => {
+  for (let start = range.begin; start < range.end; start += batchSize) {
+    const chunk = examples.slice(start, Math.min(start + batchSize, range.end));
+    yield* inEvalMode(model, start + batchSize < range.end, () => {
       const batch = collateFor(model, chunk);
       const { logits, loss } = model.forward(batch);
       const best = argmaxRows(logits.toFloat32Array(), classes);
@@ -168,12 +185,21 @@ function* tokenEvaluation(
         labelled += rowTrue.length;
         predicted.push(...rowPredicted);
         truth.push(...rowTrue);
-        predictedTags.push(rowPredicted);
-        trueTags.push(rowTrue);
+        rowLengths.push(rowTrue.length);
       });
-      lossTotal += loss!.item() * labelled;
+      if (labelled > 0) lossTotal += loss!.item() * labelled;
     });
   }
+  if (range.gather) {
+    [predicted, truth, rowLengths] = [predicted, truth, rowLengths].map((values) => [...concatenateOverRanks(values)]);
+    [lossTotal] = sumOverRanks(Float32Array.of(lossTotal));
+  }
+  const rows = (flat: number[]) => {
+    let offset = 0;
+    return rowLengths.map((length) => flat.slice(offset, (offset += length)));
+  };
+  const predictedTags = rows(predicted);
+  const trueTags = rows(truth);
   if (truth.length === 0) throw new RangeError('evaluate: no example has a labelled token (every label is -100)');
   const metrics: Record<string, number> = { ...classificationMetrics(predicted, truth) };
   const names = labelNames(model);
@@ -200,14 +226,15 @@ function* causalEvaluation(
   model: TrainableModel,
   examples: readonly Example[],
   batchSize: number,
+  range: Range,
 ): Generator<void, Evaluation> {
   const vocabulary = model.config.vocabSize;
-  const predicted: number[] = [];
+  let predicted: number[] = [];
   let correct = 0;
   let lossTotal = 0;
-  for (let start = 0; start < examples.length; start += batchSize) {
-    const chunk = examples.slice(start, start + batchSize);
-    yield* inEvalMode(model, start + batchSize < examples.length, () => {
+  for (let start = range.begin; start < range.end; start += batchSize) {
+    const chunk = examples.slice(start, Math.min(start + batchSize, range.end));
+    yield* inEvalMode(model, start + batchSize < range.end, () => {
       const batch = collateFor(model, chunk);
       const { logits, loss } = model.forward(batch);
       const [rows, seq] = batch.inputIds.shape;
@@ -227,6 +254,11 @@ function* causalEvaluation(
       if (counted > 0) lossTotal += loss!.item() * counted;
     });
   }
+  if (range.gather) {
+    // Token ids below 2^24 (every vocabulary in use) travel exactly as float32.
+    predicted = [...concatenateOverRanks(predicted)];
+    [correct, lossTotal] = sumOverRanks(Float32Array.of(correct, lossTotal));
+  }
   if (predicted.length === 0) throw new RangeError('evaluate: no example has a token to predict (every label is -100)');
   const loss = lossTotal / predicted.length;
   return {
@@ -234,6 +266,13 @@ function* causalEvaluation(
     metrics: { perplexity: perplexity(loss), tokenAccuracy: correct / predicted.length },
     predictions: Int32Array.from(predicted),
   };
+}
+
+/** The examples [begin, end) this process evaluates, and whether the ranks then combine their results. */
+interface Range {
+  begin: number;
+  end: number;
+  gather: boolean;
 }
 
 /** Metrics where lower is better; every other one is better higher. */

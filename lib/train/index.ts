@@ -3,6 +3,14 @@ export { type BiLevelFitResult, type BiLevelStep, BiLevelTrainer, type BiLevelTr
 export { type Checkpoint, CHECKPOINT_FILE, HISTORY_FILE, loadCheckpoint, saveCheckpoint } from './checkpoint';
 export * from './data';
 export * from './files';
+export {
+  allreduceMean,
+  barrier,
+  broadcastFromRoot,
+  distributed,
+  type DistributedInfo,
+  type DistributedOptions,
+} from './distributed';
 export { type Evaluation, evaluate } from './evaluate';
 export { applySecondOrder, finiteDifferenceTerm, type SecondOrderInputs } from './hypergradient';
 export {

@@ -5,6 +5,7 @@ import { globalNorm } from '../ops/reduce';
 import { keep, type Tensor } from '../tensor';
 import { appendHistory, loadCheckpoint, readHistory, removeCheckpoint, saveCheckpoint } from './checkpoint';
 import { type Example } from './data';
+import { broadcastFromRoot, distributed } from './distributed';
 import { evaluationBatches, primaryMetric } from './evaluate';
 import { collateFor, type TrainableModel } from './model';
 import { type Logger, type LogMode, Progress } from './progress';
@@ -49,7 +50,10 @@ export interface FitResult {
 export interface LoopOptions {
   /** An encoder with a task head, or a causal language model (labels one token id per position). */
   model: TrainableModel;
-  /** Examples per step (default 16); a positive integer, else a RangeError. */
+  /**
+   * Examples per step (default 16); a positive integer, else a RangeError. Under MPI (`train.distributed()`) this is
+   * the global batch, which the ranks share.
+   */
   batchSize?: number;
   /** Steps to run; defaults to `epochs` passes over the training examples. */
   maxSteps?: number;
@@ -204,13 +208,18 @@ export abstract class TrainingLoop {
     if (signal !== undefined && !(signal instanceof AbortSignal)) {
       throw new TypeError(`fit: signal must be an AbortSignal, got ${typeof signal}`);
     }
-    const progress = new Progress(this.options.log ?? 'none');
+    // Under MPI (distributed.ts) rank 0 alone reports and writes checkpoints; every rank resumes from them.
+    const { rank } = distributed();
+    const progress = new Progress(rank === 0 ? (this.options.log ?? 'none') : 'none');
     signal?.throwIfAborted();
     const run = new RunState();
     const { result } = run;
 
     if (checkpointDir && options.resume) this.resume(checkpointDir, run);
-    else if (checkpointDir) removeCheckpoint(checkpointDir);
+    else if (checkpointDir && rank === 0) removeCheckpoint(checkpointDir);
+    // Every rank starts from rank 0's weights (a model initialised with another seed, a resume that read another
+    // file), so the identical updates that follow keep them identical.
+    broadcastFromRoot([...this.trainedTensors().values()]);
     this.model.train();
     try {
       while (result.steps < maxSteps && !result.stoppedEarly) {
@@ -225,7 +234,8 @@ export abstract class TrainingLoop {
         const lastStep = result.steps === maxSteps;
         if (evalEvery > 0 && (result.steps % evalEvery === 0 || lastStep)) {
           // A batch at a time, yielding between them: a large evaluation set must not hold the event loop either.
-          const batches = evaluationBatches(this.model, options.evalExamples!, this.options.evalBatchSize);
+          // Sharded under MPI: each rank evaluates its share and all of them get the whole set's figures.
+          const batches = evaluationBatches(this.model, options.evalExamples!, this.options.evalBatchSize, true);
           let next = batches.next();
           while (!next.done) {
             await yieldToEventLoop();
@@ -320,8 +330,15 @@ export abstract class TrainingLoop {
     if (!Number.isFinite(norm)) {
       throw new NonFiniteError(result.steps, 'the norm of the training state', norm, run.lastCheckpoint);
     }
-    const historyBytes = appendHistory(dir, run.historyBytes, run.pending);
     const historyLines = run.historyLines + run.pending.length;
+    if (distributed().rank !== 0) {
+      // The other ranks hold the same state; they only follow what rank 0 published.
+      run.historyLines = historyLines;
+      run.pending = [];
+      run.lastCheckpoint = { dir, step: result.steps };
+      return;
+    }
+    const historyBytes = appendHistory(dir, run.historyBytes, run.pending);
     saveCheckpoint(dir, {
       tensors,
       state: {

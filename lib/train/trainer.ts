@@ -3,6 +3,7 @@
 import { type Optimizer } from '../optim/index';
 import { tidy, type Tensor } from '../tensor';
 import { BatchStream, type Example } from './data';
+import { adoptGradients, shardedPass } from './distributed';
 import { collateFor } from './model';
 import { type LoopOptions, type StepRecord, TrainingLoop } from './loop';
 import { type OptimizerOptions, ScheduledOptimizer } from './optimizers';
@@ -43,18 +44,28 @@ export class Trainer extends TrainingLoop {
 
   /**
    * One optimizer step on `examples` (for custom loops; fit() calls it with its own batches). `index` is the step's
-   * 0-based position in the run, which the learning-rate schedule follows; the record's `step` is `index + 1`.
+   * 0-based position in the run, which the learning-rate schedule follows; the record's `step` is `index + 1`. Under
+   * MPI every rank passes the same global batch and trains its share of it; the loss is the global batch's.
    */
   step(examples: readonly Example[], index = 0): StepRecord {
     if (this.#optimizer === undefined) {
       const options = this.options as TrainerOptions;
       this.#optimizer = new ScheduledOptimizer(this.parameters, options.optimizer ?? {}, options.maxSteps ?? 1);
     }
-    const loss = tidy(() => {
-      const { loss } = this.model.forward(collateFor(this.model, examples));
-      loss!.backward({ inputs: this.parameters });
-      return loss!.item();
+    // Under MPI: this rank's shard of the global batch, its gradients and loss averaged over the ranks (weighted by
+    // what each shard's loss counts), so every rank takes the same optimizer step.
+    const {
+      tensors: grads,
+      figures: [loss],
+    } = shardedPass(this.model, examples, this.parameters, 1, (shard) => {
+      const loss = tidy(() => {
+        const { loss } = this.model.forward(collateFor(this.model, shard));
+        loss!.backward({ inputs: this.parameters });
+        return loss!.item();
+      });
+      return { tensors: this.parameters.map((parameter) => parameter.grad), figures: [loss] };
     });
+    adoptGradients(this.parameters, grads);
     const { lr, gradNorm } = this.#optimizer.step(index);
     const step = index + 1;
     return gradNorm === undefined ? { step, loss, lr } : { step, loss, lr, gradNorm };

@@ -7,6 +7,7 @@ import { native } from '../binding';
 import { save as saveAdapter } from '../adapters/peft';
 import { EncoderTaskModel, fromConfig, load, save as saveModel } from '../models/index';
 import { BiLevelTrainer } from './bilevel';
+import { distributed } from './distributed';
 import { type EvalRecord, NonFiniteError, type StepRecord } from './loop';
 import { Trainer } from './trainer';
 import { type WorkerFitJob, type WorkerMessage } from './worker';
@@ -23,7 +24,11 @@ async function run(job: WorkerFitJob): Promise<void> {
   const previousThreads = job.threads === undefined ? undefined : native.setNumThreads(job.threads);
   let model: EncoderTaskModel | undefined;
   try {
-    const built = typeof job.model === 'string' ? load(job.model) : fromConfig(job.model.config, job.model);
+    const dtype = job.dtype ?? 'float32';
+    const built =
+      typeof job.model === 'string'
+        ? load(job.model, { dtype })
+        : fromConfig(job.model.config, { seed: job.model.seed, dtype });
     if (!(built instanceof EncoderTaskModel)) {
       built.dispose();
       throw new TypeError(`a worker fit trains encoders; ${built.config.architecture} is a causal language model`);
@@ -39,8 +44,11 @@ async function run(job: WorkerFitJob): Promise<void> {
         : new Trainer({ ...options, model, onStep, onEval });
     try {
       const result = await trainer.fit(job.train, { ...job.fit, signal: controller.signal });
-      if (appliedConfig(model) === undefined) saveModel(model, job.outDir);
-      else saveAdapter(model, job.outDir);
+      // Under mpirun every rank holds the same weights: rank 0 alone writes them.
+      if (distributed().rank === 0) {
+        if (appliedConfig(model) === undefined) saveModel(model, job.outDir);
+        else saveAdapter(model, job.outDir);
+      }
       post({ type: 'done', result });
     } finally {
       trainer.dispose();

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 
 import { type AdapterConfig } from '../adapters/apply';
+import { type DType } from '../binding';
 import { type HuggingFaceConfig } from '../models/config';
 import { type BiLevelTrainerOptions } from './bilevel';
 import { type Example } from './data';
@@ -40,6 +41,8 @@ export interface WorkerFitJob {
         /** The root seed of the fresh parameters; default 0. */
         seed?: number;
       };
+  /** 'bfloat16' keeps the base's weight matrices in bfloat16, frozen (models.load's `dtype`); default 'float32'. */
+  dtype?: DType;
   /** Adapters to apply before training (adapters.apply); omit to train what the model already trains. */
   adapters?: AdapterConfig;
   /** Which trainer runs the fit, and its options. */

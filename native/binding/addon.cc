@@ -7,6 +7,7 @@
 
 #include "../core/cpu_features.h"
 #include "../core/threadpool.h"
+#include "../mpi/communicator.h"
 #include "op.h"
 
 #ifndef BIDORA_VERSION
@@ -35,6 +36,8 @@ Napi::Value build_info(const Napi::CallbackInfo& info) {
   result.Set("poolThreads", pool_size());
   result.Set("poolThreadsRequested", requested_pool_size());
   result.Set("cuda", cuda_backend() != nullptr);
+  result.Set("mpi", mpi::compiled());
+  result.Set("avx512Bf16", cpu_has_avx512_bf16());
   return result;
 }
 
@@ -77,6 +80,7 @@ Napi::Value memory(const Napi::CallbackInfo& info) {
   result.Set("workspaceBytes", static_cast<double>(workspace_bytes()));
   result.Set("cachedBytes", static_cast<double>(cached_bytes()));
   result.Set("deviceBytes", static_cast<double>(stats.device_bytes.load()));
+  result.Set("bfloat16Bytes", static_cast<double>(stats.bf16_bytes.load()));
   return result;
 }
 

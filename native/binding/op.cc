@@ -45,7 +45,7 @@ std::string where(const char* fn, const char* name) { return std::string(fn) + "
 bool missing(Napi::Value value) { return value.IsUndefined() || value.IsNull(); }
 
 void gather(Gathered& gathered, const FieldInfo& field, int64_t index, TensorHandle* tensor) {
-  gathered.tensors.push_back({field.name, index, tensor->device(), tensor->data(), tensor->numel(), field.written});
+  gathered.tensors.push_back({field.name, index, tensor->device(), tensor->data(), tensor->words(), field.written});
   if (field.written) gathered.written.push_back(tensor);
 }
 
@@ -68,6 +68,7 @@ void read_tensor_list(const char* fn, const FieldInfo& field, Napi::Env env, Nap
   for (uint32_t position = 0; position < array.Length(); ++position) {
     const std::string element = std::string(field.name) + "[" + std::to_string(position) + "]";
     TensorHandle* handle = read_tensor(fn, element.c_str(), env, array.Get(position));
+    require_float32(fn, element.c_str(), field, handle);
     gather(gathered, field, position, handle);
     list.handles.push_back(handle);
     list.data.push_back(handle->data());
@@ -129,6 +130,13 @@ Napi::Float32Array parse(const char* fn, const char* name, Napi::Value value, Na
   return value.As<Napi::Float32Array>();
 }
 
+Napi::Uint16Array parse(const char* fn, const char* name, Napi::Value value, Napi::Uint16Array*) {
+  if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != napi_uint16_array) {
+    throw bidora::TypeError(where(fn, name) + " must be a Uint16Array");
+  }
+  return value.As<Napi::Uint16Array>();
+}
+
 std::string parse(const char* fn, const char* name, Napi::Value value, std::string*) {
   if (!value.IsString()) throw bidora::TypeError(where(fn, name) + " must be a string");
   return value.As<Napi::String>().Utf8Value();
@@ -143,9 +151,15 @@ Napi::Object arguments_object(const Napi::CallbackInfo& info, const char* fn) {
   return info[0].As<Napi::Object>();
 }
 
-Napi::Object Call::output(const Shape& shape, float** data) const {
+void require_float32(const char* fn, const char* name, const FieldInfo& field, TensorHandle* tensor) {
+  if (tensor->dtype() == DType::kFloat32 || field.bf16) return;
+  throw bidora::TypeError(where(fn, name) + " is bfloat16, but this op takes float32 (bfloat16 holds frozen weights; " +
+                          "convert with .to('float32'))");
+}
+
+Napi::Object Call::output(const Shape& shape, float** data, DType dtype) const {
   TensorHandle* handle = nullptr;
-  Napi::Object object = TensorHandle::allocate(env, shape, &handle, device);
+  Napi::Object object = TensorHandle::allocate(env, shape, &handle, device, dtype);
   *data = handle->data();
   return object;
 }
@@ -159,8 +173,8 @@ std::vector<const OpBase*>& op_registry() {
 
 namespace {
 
-const char* const kKindNames[] = {"tensor", "tensorList", "number",       "integer", "boolean",
-                                  "shape",  "int32Array", "float32Array", "string",  "flags"};
+const char* const kKindNames[] = {"tensor",     "tensorList",   "number", "integer", "boolean",    "shape",
+                                  "int32Array", "float32Array", "string", "flags",   "uint16Array"};
 
 // [sync] ops(): every declared op with its arguments and whether each backend has its kernel (NativeOp[]).
 Napi::Value list_ops(const Napi::CallbackInfo& info) {
@@ -181,6 +195,7 @@ Napi::Value list_ops(const Napi::CallbackInfo& info) {
       arg.Set("kind", kKindNames[static_cast<int>(field.kind)]);
       arg.Set("optional", field.optional);
       arg.Set("written", field.written);
+      if (field.bf16) arg.Set("bfloat16", true);
       args.Set(args.Length(), arg);
     }
     entry.Set("args", args);

@@ -28,8 +28,9 @@ class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
   static Napi::Function define(Napi::Env env);
   // New handles: owning `buffer` (of shape.numel() floats), with uninitialised storage on `device`, with a copy of
   // this one's contents on `device`, or viewing this one's storage with another shape of the same size.
-  static Napi::Object create(Napi::Env env, const Shape& shape, FloatBuffer buffer);
-  static Napi::Object allocate(Napi::Env env, const Shape& shape, TensorHandle** handle, Device device = Device::kCpu);
+  static Napi::Object create(Napi::Env env, const Shape& shape, FloatBuffer buffer, DType dtype = DType::kFloat32);
+  static Napi::Object allocate(Napi::Env env, const Shape& shape, TensorHandle** handle, Device device = Device::kCpu,
+                               DType dtype = DType::kFloat32);
   Napi::Object copy_to(Napi::Env env, Device device, const char* function);
   Napi::Object view(Napi::Env env, const Shape& shape);
 
@@ -41,9 +42,19 @@ class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
 
   const Shape& shape() const { return shape_; }
   Device device() const { return device_; }
-  // The contents on the tensor's own device: a GPU pointer for 'cuda' tensors.
+  DType dtype() const { return storage_->dtype; }
+  // The contents on the tensor's own device (a GPU pointer for 'cuda' tensors): float32 values, or for a bfloat16
+  // tensor its bits; weight() is whichever the tensor holds, for the ops that take a bfloat16 weight.
   float* data() { return storage_->data(); }
+  Bf16* bits() { return storage_->bits(); }
+  WeightView weight() {
+    const bool bf16 = dtype() == DType::kBfloat16;
+    return {bf16 ? nullptr : data(), bf16 ? bits() : nullptr};
+  }
   int64_t numel() const { return shape_.numel(); }
+  int64_t words() const { return storage_words(dtype(), numel()); }  // 32-bit words of storage it spans
+  // Its elements converted into `target`, of the same shape and device and maybe another dtype.
+  void convert_into(TensorHandle& target, const char* fn) { storage_->convert_into(*target.storage_, numel(), fn); }
 
   // Bumped by every in-place change, so saved activations and caches can tell the contents changed.
   uint64_t version() const { return storage_ ? storage_->version : 0; }
@@ -62,6 +73,7 @@ class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
   static Napi::Value disposed_getter(const Napi::CallbackInfo& info);
   static Napi::Value version_getter(const Napi::CallbackInfo& info);
   static Napi::Value device_getter(const Napi::CallbackInfo& info);
+  static Napi::Value dtype_getter(const Napi::CallbackInfo& info);
   // The live handle behind info.This(), or a TypeError saying `function` needs one.
   static TensorHandle& this_handle(const Napi::CallbackInfo& info, const char* function);
 
@@ -110,7 +122,7 @@ Napi::Value guarded(const Napi::CallbackInfo& info, Body body) {
 using rules::kMaxSafeInteger, rules::kMaxInt32;
 
 // What an argument is, as ops() reports it (kOut: an output, out<>, not listed).
-enum class Kind { kTensor, kList, kNumber, kInt, kBool, kShape, kInt32Array, kFloat32Array, kString, kFlags, kOut };
+enum class Kind { kTensor, kList, kNumber, kInt, kBool, kShape, kInt32s, kFloat32s, kString, kFlags, kUint16s, kOut };
 // Where an op runs: on its tensors' device (a kernel on every backend), or on the CPU only.
 enum class Runs { kAny, kCpu };
 
@@ -159,6 +171,7 @@ bool read_boolean(const char* fn, const char* name, Napi::Value value);
 Shape parse(const char* fn, const char* name, Napi::Value value, Shape*);
 IntArray parse(const char* fn, const char* name, Napi::Value value, IntArray*);
 Napi::Float32Array parse(const char* fn, const char* name, Napi::Value value, Napi::Float32Array*);
+Napi::Uint16Array parse(const char* fn, const char* name, Napi::Value value, Napi::Uint16Array*);
 std::string parse(const char* fn, const char* name, Napi::Value value, std::string*);
 inline std::string read_string(const char* fn, const char* name, Napi::Value value) {
   return parse(fn, name, value, static_cast<std::string*>(nullptr));
@@ -175,11 +188,14 @@ template <auto Member>
 using TypeOf = decltype(type_of(Member));
 
 // What ops() says of one argument. `written`: updated in place (versions bumped, storage shared with no other).
+// `bf16`: a frozen weight that may be bfloat16; every other tensor argument must be float32.
 struct FieldInfo {
   const char* name;
   Kind kind;
-  bool optional, written;
+  bool optional, written, bf16 = false;
 };
+// A TypeError for a bfloat16 tensor given where float32 is required.
+void require_float32(const char* fn, const char* name, const FieldInfo& field, TensorHandle* tensor);
 
 // What a call's arguments hold, gathered as they are read: where every tensor is, and the tensors the op writes.
 struct Gathered {
@@ -205,7 +221,10 @@ void read_member(const Field<ArgsOf<Member>>& field, const char* fn, Napi::Env e
   if constexpr (std::is_same_v<T, TensorHandle*>) {
     TensorHandle* tensor = field.optional && missing(value) ? nullptr : read_tensor(fn, field.name, env, value);
     args.*Member = tensor;
-    if (tensor != nullptr) gather(gathered, field, -1, tensor);
+    if (tensor != nullptr) {
+      require_float32(fn, field.name, field, tensor);
+      gather(gathered, field, -1, tensor);
+    }
   } else if constexpr (std::is_same_v<T, TensorList>) {
     read_tensor_list(fn, field, env, value, args.*Member, gathered);
   } else if constexpr (std::is_same_v<T, bool>) {
@@ -221,11 +240,13 @@ void read_member(const Field<ArgsOf<Member>>& field, const char* fn, Napi::Env e
   }
 }
 
-// How an argument may be given: absent (optional; booleans always are), and whether the op writes it in place.
+// How an argument may be given: absent (optional; booleans always are), whether the op writes it in place, and
+// whether it may be a bfloat16 weight.
 struct Flags {
-  bool optional, written;
+  bool optional, written, bf16 = false;
 };
-constexpr Flags kRequired{false, false}, kOptional{true, false}, kWritten{false, true}, kOptionalWritten{true, true};
+constexpr Flags kRequired{false, false}, kOptional{true, false}, kWritten{false, true}, kOptionalWritten{true, true},
+    kBf16{false, false, true};
 
 // The kind of a member's type (std::optional<double>: an integer whose range the rule checks).
 template <typename T>
@@ -236,8 +257,9 @@ constexpr Kind kind_of() {
   if constexpr (std::is_integral_v<T> || std::is_same_v<T, std::optional<double>>) return Kind::kInt;
   if constexpr (std::is_floating_point_v<T>) return Kind::kNumber;
   if constexpr (std::is_same_v<T, Shape>) return Kind::kShape;
-  if constexpr (std::is_same_v<T, IntArray>) return Kind::kInt32Array;
-  if constexpr (std::is_same_v<T, Napi::Float32Array>) return Kind::kFloat32Array;
+  if constexpr (std::is_same_v<T, IntArray>) return Kind::kInt32s;
+  if constexpr (std::is_same_v<T, Napi::Float32Array>) return Kind::kFloat32s;
+  if constexpr (std::is_same_v<T, Napi::Uint16Array>) return Kind::kUint16s;
   if constexpr (std::is_same_v<T, std::string>) return Kind::kString;
   return Kind::kFlags;
 }
@@ -249,7 +271,7 @@ Field<Args> arg(const char* name, Bounds bounds = kFinite, Flags flags = kRequir
                 Kind kind = kind_of<TypeOf<Member>>()) {
   using T = TypeOf<Member>;
   const bool optional = flags.optional || std::is_same_v<T, bool> || std::is_same_v<T, std::optional<double>>;
-  return {{name, kind, optional, flags.written}, bounds, read_member<Member>, nullptr, nullptr};
+  return {{name, kind, optional, flags.written, flags.bf16}, bounds, read_member<Member>, nullptr, nullptr};
 }
 template <auto Member, typename Args = ArgsOf<Member>>
 Field<Args> arg(const char* name, Flags flags) {
@@ -283,8 +305,8 @@ struct Call {
   const char* fn;
   Device device;
   const ops::Backend& backend;
-  // A fresh tensor of `shape` on the call's device; *data receives its contents there.
-  Napi::Object output(const Shape& shape, float** data) const;
+  // A fresh tensor of `shape` on the call's device; *data receives its contents there (bfloat16: its bits).
+  Napi::Object output(const Shape& shape, float** data, DType dtype = DType::kFloat32) const;
 };
 
 // What every op has, whatever its argument struct: exported by the addon's init and listed by ops().

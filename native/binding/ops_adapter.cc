@@ -59,7 +59,7 @@ void check(const char* fn, A& op) {
 // The layer as the backend reads it. ||W0_j||² is cached on the weight's storage while W0 is unchanged.
 ops::AdapterLayer layer(const A& op, bool needs_norm) {
   return {.input = data_of(op.input),
-          .weight = op.weight->data(),
+          .weight = op.weight->weight().f32,
           .weight_sq_norms = needs_norm ? op.weight->row_sq_norms() : nullptr,
           .bias = data_of(op.bias),
           .lora_a = op.lora_a->data(),
@@ -69,7 +69,8 @@ ops::AdapterLayer layer(const A& op, bool needs_norm) {
           .scale = op.scale,
           .eps = op.eps,
           .dropout = {op.dropout, op.seed},
-          .precision = gemm_precision()};
+          .precision = gemm_precision(),
+          .weight_bf16 = op.weight->weight().bf16};
 }
 
 // The requested gradients, allocated on the call's device, in one object beside the pointers the kernel writes.
@@ -97,7 +98,7 @@ Field<A> detach_norm() { return arg<&A::detach_norm>("detachNorm"); }
 Field<A> needs() { return arg<&A::needs>("needs", kOptional); }
 // The layer's weights, with the input and the branch's dropout unless `weights_only`, and `more` between them.
 std::vector<Field<A>> layer_fields(std::initializer_list<Field<A>> more, bool weights_only = false) {
-  std::vector<Field<A>> fields{arg<&A::weight>("weight"), arg<&A::lora_a>("loraA"), arg<&A::lora_b>("loraB"),
+  std::vector<Field<A>> fields{arg<&A::weight>("weight", kBf16), arg<&A::lora_a>("loraA"), arg<&A::lora_b>("loraB"),
                                arg<&A::scale>("scale")};
   fields.insert(fields.end(), more);
   if (weights_only) return fields;
@@ -163,21 +164,32 @@ const OpSpec<A> kDoraWeightNorm("doraWeightNorm", Runs::kAny, kernel<&ops::Backe
                                 layer_fields({eps(), out<&A::out, &A::m>()}, true), check, [](const Call& call, A& op) {
                                   call.backend.dora_norm({op.out, layer(op, true)});
                                 });
+// A bfloat16 weight merges into bfloat16 and unmerges from it (rounded to nearest even).
+Bf16* as_bits(float* words, TensorHandle* like) { return like->dtype() == DType::kBfloat16 ? (Bf16*)words : nullptr; }
+float* as_floats(float* words, TensorHandle* like) { return like->dtype() == DType::kFloat32 ? words : nullptr; }
 const OpSpec<A> kAdapterMerge("adapterMerge", Runs::kCpu, kernel<&ops::Backend::adapter_merge>,
-                              layer_fields({magnitude(kOptional), eps(), out<&A::out, &A::mk>()}, true), check,
-                              [](const Call& call, A& op) {
-                                call.backend.adapter_merge({op.out, layer(op, op.magnitude != nullptr)});
+                              layer_fields({magnitude(kOptional), eps()}, true), check,
+                              [](const Call& call, A& op) -> Napi::Value {
+                                Napi::Object merged = call.output(op.mk, &op.out, op.weight->dtype());
+                                call.backend.adapter_merge({as_floats(op.out, op.weight),
+                                                            layer(op, op.magnitude != nullptr),
+                                                            as_bits(op.out, op.weight)});
+                                return merged;
                               });
 const OpSpec<A> kAdapterUnmerge(
     "adapterUnmerge", Runs::kCpu, kernel<&ops::Backend::adapter_unmerge>,
-    {arg<&A::weight>("merged"), arg<&A::lora_a>("loraA"), arg<&A::lora_b>("loraB"), arg<&A::scale>("scale"),
-     magnitude(kOptional), arg<&A::norm>("norm", kOptional), out<&A::out, &A::mk>()},
+    {arg<&A::weight>("merged", kBf16), arg<&A::lora_a>("loraA"), arg<&A::lora_b>("loraB"), arg<&A::scale>("scale"),
+     magnitude(kOptional), arg<&A::norm>("norm", kOptional)},
     [](const char* fn, A& op) {
       check(fn, op);
       rules::unmerge(fn, data_of(op.magnitude), op.norm != nullptr, op.layer.dims.m);
     },
-    [](const Call& call, A& op) {
-      call.backend.adapter_unmerge({op.out, data_of(op.norm), layer(op, false)});
+    [](const Call& call, A& op) -> Napi::Value {
+      Napi::Object weight = call.output(op.mk, &op.out, op.weight->dtype());
+      const ops::AdapterLayer merged = layer(op, false);
+      call.backend.adapter_unmerge(
+          {as_floats(op.out, op.weight), data_of(op.norm), merged, as_bits(op.out, op.weight)});
+      return weight;
     });
 
 // [sync] The plain double-precision references, which form V = W0 + s B A (magnitude absent: LoRA).

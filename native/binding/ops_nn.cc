@@ -29,31 +29,33 @@ using N = NnArgs;
 
 const OpSpec<N> kMatmul(
     "matmul", Runs::kAny, kernel<&ops::Backend::matmul>,
-    {arg<&N::a>("a"), arg<&N::b>("b"), arg<&N::transpose_a>("transposeA"), arg<&N::transpose_b>("transposeB"),
+    {arg<&N::a>("a"), arg<&N::b>("b", kBf16), arg<&N::transpose_a>("transposeA"), arg<&N::transpose_b>("transposeB"),
      out<&N::out, &N::product, &rules::Product::out>()},
     [](const char* fn, N& op) {
       op.product = rules::matmul(fn, op.a->shape(), op.b->shape(), op.transpose_a, op.transpose_b);
     },
     [](const Call& call, N& op) {
       const rules::Product& p = op.product;
-      call.backend.matmul({op.out, op.a->data(), op.b->data(), p.batch, p.m, p.n, p.k, op.transpose_a, op.transpose_b,
-                           p.shared_b, gemm_precision()});
+      const WeightView b = op.b->weight();
+      call.backend.matmul({op.out, op.a->data(), b.f32, p.batch, p.m, p.n, p.k, op.transpose_a, op.transpose_b,
+                           p.shared_b, gemm_precision(), b.bf16});
     });
 const OpSpec<N> kLinear(
     "linear", Runs::kAny, kernel<&ops::Backend::linear>,
-    {arg<&N::a>("input"), arg<&N::b>("weight"), arg<&N::bias>("bias", kOptional),
+    {arg<&N::a>("input"), arg<&N::b>("weight", kBf16), arg<&N::bias>("bias", kOptional),
      out<&N::out, &N::product, &rules::Product::out>()},
     [](const char* fn, N& op) { op.product = rules::linear(fn, op.a->shape(), op.b->shape(), shape_of(op.bias)); },
     [](const Call& call, N& op) {
       const rules::Product& p = op.product;
       call.backend.linear({.out = op.out,
                            .input = op.a->data(),
-                           .weight = op.b->data(),
+                           .weight = op.b->weight().f32,
                            .bias = data_of(op.bias),
                            .rows = p.batch,
                            .m = p.n,
                            .k = p.k,
-                           .precision = gemm_precision()});
+                           .precision = gemm_precision(),
+                           .weight_bf16 = op.b->weight().bf16});
     });
 
 // [sync] Row ops shaped like x (permute0213 swaps its middle axes); tanhBackward reads the forward's output.
@@ -157,13 +159,14 @@ const OpSpec<N> kSoftmaxBackward(
 // [sync] Ops over integer ids: embedding tables (deterministic backward) and cross-entropy over labels.
 const OpSpec<N> kEmbedding(
     "embedding", Runs::kAny, kernel<&ops::Backend::embedding>,
-    {arg<&N::table>("weight"), arg<&N::ids>("ids"), out<&N::out, &N::shape>()},
+    {arg<&N::table>("weight", kBf16), arg<&N::ids>("ids"), out<&N::out, &N::shape>()},
     [](const char* fn, N& op) {
       op.d = rules::embedding(fn, op.table->shape(), op.ids.data, op.ids.length, 0);
       op.shape = Shape::from({op.ids.length, op.d}, "output");
     },
     [](const Call& call, N& op) {
-      call.backend.embedding({op.out, op.table->data(), op.ids.data, op.ids.length, op.d});
+      const WeightView table = op.table->weight();
+      call.backend.embedding({op.out, table.f32, op.ids.data, op.ids.length, op.d, table.bf16});
     });
 const OpSpec<N> kEmbeddingBackward(
     "embeddingBackward", Runs::kAny, kernel<&ops::Backend::embedding_backward>,

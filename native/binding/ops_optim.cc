@@ -102,8 +102,9 @@ const OpSpec<S> kCombine(
 // [sync] orthogonalityPenalty -> { value: number, gradA?, gradB? }, CPU only (lib/ops/regularizer.ts serves GPUs).
 const OpSpec<S> kPenalty(
     "orthogonalityPenalty", Runs::kCpu, kernel<&ops::Backend::orthogonality_penalty>,
-    {arg<&S::weight>("weight"), arg<&S::weight_gram>("weightGram"), arg<&S::lora_a>("loraA"), arg<&S::lora_b>("loraB"),
-     arg<&S::scale>("scale"), arg<&S::norm_floor>("eps", kPositive), arg<&S::compute_gradients>("computeGradients")},
+    {arg<&S::weight>("weight", kBf16), arg<&S::weight_gram>("weightGram"), arg<&S::lora_a>("loraA"),
+     arg<&S::lora_b>("loraB"), arg<&S::scale>("scale"), arg<&S::norm_floor>("eps", kPositive),
+     arg<&S::compute_gradients>("computeGradients")},
     [](const char* fn, S& op) {
       op.dims = rules::penalty(fn, op.weight->shape(), op.weight_gram->shape(), op.lora_a->shape(), op.lora_b->shape());
     },
@@ -118,7 +119,7 @@ const OpSpec<S> kPenalty(
       call.backend.orthogonality_penalty({.value = &value,
                                           .grad_lora_a = grad_a,
                                           .grad_lora_b = grad_b,
-                                          .weight = op.weight->data(),
+                                          .weight = op.weight->weight().f32,
                                           .weight_gram = op.weight_gram->data(),
                                           .lora_a = op.lora_a->data(),
                                           .lora_b = op.lora_b->data(),
@@ -126,7 +127,8 @@ const OpSpec<S> kPenalty(
                                           .k = op.dims.k,
                                           .r = op.dims.r,
                                           .scale = op.scale,
-                                          .eps = op.norm_floor});
+                                          .eps = op.norm_floor,
+                                          .weight_bf16 = op.weight->weight().bf16});
       result.Set("value", Napi::Number::New(call.env, value));
       return result;
     });

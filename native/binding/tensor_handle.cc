@@ -40,6 +40,7 @@ Napi::Function TensorHandle::define(Napi::Env env) {
       Napi::PropertyDescriptor::Accessor<disposed_getter>("disposed"),
       Napi::PropertyDescriptor::Accessor<version_getter>("version"),
       Napi::PropertyDescriptor::Accessor<device_getter>("device"),
+      Napi::PropertyDescriptor::Accessor<dtype_getter>("dtype"),
   });
   return constructor;
 }
@@ -57,17 +58,19 @@ TensorHandle& TensorHandle::this_handle(const Napi::CallbackInfo& info, const ch
   return *handle;
 }
 
-Napi::Object TensorHandle::create(Napi::Env env, const Shape& shape, FloatBuffer buffer) {
-  return construct(env, shape, std::make_shared<Storage>(std::move(buffer)), false);
+Napi::Object TensorHandle::create(Napi::Env env, const Shape& shape, FloatBuffer buffer, DType dtype) {
+  return construct(env, shape, std::make_shared<Storage>(std::move(buffer), dtype), false);
 }
 
 Napi::Object TensorHandle::view(Napi::Env env, const Shape& shape) { return construct(env, shape, storage_, true); }
 
-Napi::Object TensorHandle::allocate(Napi::Env env, const Shape& shape, TensorHandle** handle, Device device) {
+Napi::Object TensorHandle::allocate(Napi::Env env, const Shape& shape, TensorHandle** handle, Device device,
+                                    DType dtype) {
+  const int64_t words = storage_words(dtype, shape.numel());
   Napi::Object object =
       device == Device::kCpu
-          ? create(env, shape, FloatBuffer(shape.numel()))
-          : construct(env, shape, std::make_shared<Storage>(backend_for(device), shape.numel(), state(env).stats),
+          ? create(env, shape, FloatBuffer(words), dtype)
+          : construct(env, shape, std::make_shared<Storage>(backend_for(device), words, state(env).stats, dtype),
                       false);
   *handle = Unwrap(object);
   return object;
@@ -75,8 +78,8 @@ Napi::Object TensorHandle::allocate(Napi::Env env, const Shape& shape, TensorHan
 
 Napi::Object TensorHandle::copy_to(Napi::Env env, Device device, const char* function) {
   TensorHandle* copy = nullptr;
-  Napi::Object object = allocate(env, shape_, &copy, device);
-  copy->storage_->copy_from(*storage_, numel(), function);
+  Napi::Object object = allocate(env, shape_, &copy, device, dtype());
+  copy->storage_->copy_from(*storage_, words(), function);
   return object;
 }
 
@@ -128,7 +131,7 @@ Napi::Value TensorHandle::read(const Napi::CallbackInfo& info) {
   const int64_t count = handle.numel();
   Napi::Float32Array copy = Napi::Float32Array::New(env, static_cast<size_t>(count));
   guarded(info, [&]() -> Napi::Value {
-    handle.storage_->copy_to_host(copy.Data(), count, "read");
+    handle.storage_->read_floats(copy.Data(), count, "read");
     return env.Undefined();
   });
   return copy;
@@ -150,7 +153,7 @@ Napi::Value TensorHandle::write(const Napi::CallbackInfo& info) {
   // Bumped first: even a copy that fails halfway has changed what backward would read.
   handle.mark_modified();
   guarded(info, [&]() -> Napi::Value {
-    handle.storage_->copy_from_host(data.Data(), count, "write");
+    handle.storage_->write_floats(data.Data(), count, "write");
     return env.Undefined();
   });
   return env.Undefined();
@@ -179,6 +182,10 @@ Napi::Value TensorHandle::device_getter(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), device_name(this_handle(info, "device").device()));
 }
 
+Napi::Value TensorHandle::dtype_getter(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), dtype_name(this_handle(info, "dtype").dtype()));
+}
+
 Napi::Value TensorHandle::disposed_getter(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), live(info.Env(), info.This()) == nullptr);
 }
@@ -186,19 +193,29 @@ Napi::Value TensorHandle::disposed_getter(const Napi::CallbackInfo& info) {
 namespace {
 
 // ---- creation and views, declared with op.h. Creation takes no tensor, so it runs on the CPU (lib/tensor.ts moves
-// the result). [sync] fromFloat32Array({ data, shape }), full({ shape, value }), randn({ shape, seed, mean, std }),
-// uniform({ shape, seed, low, high }); reshape({ x, shape }): a view of x's storage; toDevice({ x, device }): a copy.
+// the result). [sync] fromFloat32Array({ data, shape }), fromBFloat16({ bits, shape }), full({ shape, value }),
+// randn({ shape, seed, mean, std }), uniform({ shape, seed, low, high }); reshape({ x, shape }): a view of x's storage;
+// toDevice({ x, device }) and cast({ x, dtype }): copies, the second converted (to bfloat16: nearest even).
 struct CreateArgs {
   Napi::Float32Array data;
+  Napi::Uint16Array bits;
   Shape shape;
   double value;
   uint64_t seed;
   float a, b;
   TensorHandle* x;
-  std::string device;
+  std::string device, dtype;
   float* out;
 };
 using C = CreateArgs;
+
+Napi::Value cast(const Call& call, C& op) {
+  TensorHandle* out = nullptr;
+  const DType to = parse_dtype(op.dtype, std::string(call.fn) + ": dtype");
+  Napi::Object object = TensorHandle::allocate(call.env, op.x->shape(), &out, call.device, to);
+  op.x->convert_into(*out, call.fn);
+  return object;
+}
 
 Napi::Value full(const Call& call, C& op) {
   FloatBuffer buffer(op.shape.numel(), op.value == 0.0);
@@ -218,6 +235,15 @@ const OpSpec<C> kFromFloat32Array(
     "fromFloat32Array", Runs::kCpu, nullptr, {arg<&C::data>("data"), shape(), out<&C::out, &C::shape>()},
     [](const char* fn, C& op) { rules::length(fn, "data", int64_t(op.data.ElementLength()), op.shape); },
     [](const Call&, C& op) { std::copy_n(op.data.Data(), op.shape.numel(), op.out); }, "Tensor.from");
+const OpSpec<C> kFromBFloat16(
+    "fromBFloat16", Runs::kCpu, nullptr, {arg<&C::bits>("bits"), shape()},
+    [](const char* fn, C& op) { rules::length(fn, "bits", int64_t(op.bits.ElementLength()), op.shape); },
+    [](const Call& call, C& op) -> Napi::Value {
+      FloatBuffer words(storage_words(DType::kBfloat16, op.shape.numel()), true);
+      std::memcpy(words.data(), op.bits.Data(), op.bits.ElementLength() * sizeof(Bf16));
+      return TensorHandle::create(call.env, op.shape, std::move(words), DType::kBfloat16);
+    },
+    "Tensor.fromBFloat16");
 const OpSpec<C> kFull("full", Runs::kCpu, nullptr, {shape(), arg<&C::value>("value")}, nullptr, full, "Tensor.full");
 const OpSpec<C> kRandn("randn", Runs::kCpu, kernel<&ops::Backend::fill>,
                        {shape(), seed(), arg<&C::a>("mean"), arg<&C::b>("std", kNonNegative),
@@ -229,16 +255,18 @@ const OpSpec<C> kUniform(
     [](const char* fn, C& op) { rules::below(fn, "low", op.a, "high", op.b); }, random<ops::Distribution::kUniform>,
     "Tensor.uniform");
 const OpSpec<C> kReshape(
-    "reshape", Runs::kAny, nullptr, {arg<&C::x>("x"), shape()},
+    "reshape", Runs::kAny, nullptr, {arg<&C::x>("x", kBf16), shape()},
     [](const char* fn, C& op) { rules::reshape(fn, op.x->shape(), op.shape); },
     [](const Call& call, C& op) -> Napi::Value { return op.x->view(call.env, op.shape); });
 const OpSpec<C> kToDevice(
-    "toDevice", Runs::kAny, nullptr, {arg<&C::x>("x"), arg<&C::device>("device")}, nullptr,
+    "toDevice", Runs::kAny, nullptr, {arg<&C::x>("x", kBf16), arg<&C::device>("device")}, nullptr,
     [](const Call& call, C& op) -> Napi::Value {
       return op.x->copy_to(call.env, usable_device(op.device, std::string(call.fn) + ": device", cuda_backend()),
                            call.fn);
     },
     "Tensor.to");
+const OpSpec<C> kCast("cast", Runs::kAny, nullptr, {arg<&C::x>("x", kBf16), arg<&C::dtype>("dtype")}, nullptr, cast,
+                      "Tensor.to");
 
 }  // namespace
 

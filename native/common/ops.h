@@ -4,12 +4,15 @@
 // GPU check (bench/gpu/cuda_check.cu) calls the CUDA table the same way.
 //
 // Pointers are on the op's device, except where a field says "host" (ids and labels, which the binding range-checks
-// in host memory; lists of tensor pointers). Outputs first, then inputs, then dims, then scalars. Legend: n elements;
-// rows x D for row ops; N tokens, K in-features, M out-features, R rank for adapter layers.
+// in host memory; lists of tensor pointers). Outputs first, then inputs, then dims, then scalars. A frozen weight may
+// be bfloat16 (bf16.h): its `*_bf16` field is set and its float pointer null; every other tensor is float32. Legend: n
+// elements; rows x D for row ops; N tokens, K in-features, M out-features, R rank for adapter layers.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+
+#include "bf16.h"
 
 namespace bidora::ops {
 
@@ -89,6 +92,7 @@ struct Matmul {
   int64_t batch, m, n, k;
   bool transpose_a, transpose_b, shared_b;
   Precision precision;
+  const Bf16* b_bf16;  // b as bfloat16 (b null)
 };
 
 // out [rows, m] = input [rows, k] weightᵀ (weight [m, k]) + bias [m] (nullable).
@@ -97,6 +101,7 @@ struct Linear {
   const float *input, *weight, *bias;
   int64_t rows, m, k;
   Precision precision;
+  const Bf16* weight_bf16;  // weight as bfloat16 (weight null)
 };
 
 // ---- nn ------------------------------------------------------------------------------------------------------------
@@ -177,6 +182,7 @@ struct Embedding {  // out [n, D] = weight [V, D] rows at ids
   const float* weight;
   const int32_t* ids;  // host, checked in [0, V)
   int64_t n, d;
+  const Bf16* weight_bf16;  // weight as bfloat16 (weight null): rows widened
 };
 
 struct EmbeddingBackward {  // grad_weight [V, D] = rows of grad_out [n, D] added at ids, deterministically
@@ -310,6 +316,7 @@ struct RowSqNorms {  // out [m] = ||weight_j||² for every row of weight [m, k],
   float* out;
   const float* weight;
   int64_t m, k;
+  const Bf16* weight_bf16;
 };
 
 // The operands of one adapted layer as every adapter op reads them; null where an op has none (input for the norm,
@@ -320,6 +327,7 @@ struct AdapterLayer {
   float scale, eps;
   BranchDropout dropout;
   Precision precision;
+  const Bf16* weight_bf16;  // W0 as bfloat16 (weight null)
 };
 
 // What DoRA's forward keeps for its backward: u = x W0ᵀ + s h Bᵀ [N,M], h = x_d Aᵀ [N,R], n [M], W0 Aᵀ [M,R] and
@@ -359,17 +367,19 @@ struct LoraBackward {
 };
 
 // merged [M,K] = (m / n) ⊙ (W0 + s B A) with a magnitude (DoRA; n computed here), W0 + s B A without (LoRA).
-struct AdapterMerge {
+struct AdapterMerge {  // a bfloat16 W0 merges into bfloat16 (merged_bf16, rounded to nearest even; merged null)
   float* merged;
   AdapterLayer layer;
+  Bf16* merged_bf16;
 };
 
 // weight [M,K] = merged ⊙ (n / m) − s B A (DoRA, norm from before merging), merged − s B A (LoRA: magnitude and norm
 // null). layer.weight is the merged weight.
-struct AdapterUnmerge {
+struct AdapterUnmerge {  // a bfloat16 merged weight unmerges into bfloat16 (weight_bf16; weight null)
   float* weight;
   const float* norm;
   AdapterLayer layer;
+  Bf16* weight_bf16;
 };
 
 // The plain double-precision references (form V = W0 + s B A); magnitude null = LoRA.
@@ -393,6 +403,7 @@ struct OrthogonalityPenalty {
   const float *weight, *weight_gram, *lora_a, *lora_b;
   int64_t m, k, r;
   float scale, eps;
+  const Bf16* weight_bf16;  // W0 as bfloat16 (weight null)
 };
 
 // ---- optimizers and lists (host arrays of `count` device pointers and their lengths) -----------------------------

@@ -19,6 +19,7 @@ namespace {
 struct X86Features {
   bool avx2_fma = false;
   bool avx512 = false;
+  bool avx512_bf16 = false;  // vdpbf16ps and vcvtne2ps2bf16
 };
 
 unsigned long long read_xcr0() {
@@ -46,6 +47,7 @@ X86Features probe() {
   const bool avx512vl = ebx & (1u << 31);
   features.avx2_fma = os_ymm && avx2 && fma;
   features.avx512 = features.avx2_fma && os_zmm && avx512f && avx512dq && avx512bw && avx512vl;
+  if (features.avx512 && __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx)) features.avx512_bf16 = eax & (1u << 5);
   return features;
 }
 
@@ -114,6 +116,14 @@ bool isa_supported(Isa isa) {
   }
 #else
   return true;
+#endif
+}
+
+bool cpu_has_avx512_bf16() {
+#if BIDORA_X86
+  return cpu().avx512_bf16;
+#else
+  return false;
 #endif
 }
 

@@ -15,6 +15,8 @@ Isa parse_isa(const std::string& name, const char* argument);
 bool isa_compiled(Isa isa);
 bool isa_supported(Isa isa);
 Isa best_isa();
+// AVX512-BF16 (vdpbf16ps) on this CPU, with the AVX-512 path runnable: the bfloat16 weight products' fast form.
+bool cpu_has_avx512_bf16();
 
 // The path kernels use now: BIDORA_ISA if set (and runnable), else the best one. Process-wide.
 Isa active_isa();

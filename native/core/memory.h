@@ -17,6 +17,7 @@ struct MemoryStats {
   std::atomic<int64_t> live_bytes{0};
   std::atomic<int64_t> peak_bytes{0};
   std::atomic<int64_t> device_bytes{0};  // GPU memory of live tensors (not counted in live_bytes)
+  std::atomic<int64_t> bf16_bytes{0};    // bfloat16 tensor storage on either device (counted in the two above too)
 
   void charge(int64_t bytes);
   void release(int64_t bytes);

@@ -2,6 +2,7 @@
 #include "storage.h"
 
 #include <cstring>
+#include <vector>
 
 #include "errors.h"
 
@@ -25,11 +26,24 @@ Device usable_device(const std::string& name, const std::string& where, const op
   return Device::kCuda;
 }
 
-Storage::Storage(const ops::Backend& device_backend, int64_t count, std::shared_ptr<MemoryStats> stats)
-    : device(Device::kCuda), backend(&device_backend), gpu_count(count) {
-  gpu = backend->allocate(count, "Tensor");
+const char* dtype_name(DType dtype) { return dtype == DType::kBfloat16 ? "bfloat16" : "float32"; }
+
+DType parse_dtype(const std::string& name, const std::string& where) {
+  if (name == "float32") return DType::kFloat32;
+  if (name == "bfloat16") return DType::kBfloat16;
+  throw RangeError(where + " must be 'float32' or 'bfloat16', got '" + name + "'");
+}
+
+Storage::Storage(FloatBuffer data, DType type) : dtype(type), buffer(std::move(data)) {
+  if (dtype == DType::kBfloat16 && (dtype_stats_ = current_stats())) dtype_stats_->bf16_bytes.fetch_add(bytes());
+}
+
+Storage::Storage(const ops::Backend& device_backend, int64_t words, std::shared_ptr<MemoryStats> stats, DType type)
+    : device(Device::kCuda), dtype(type), backend(&device_backend), gpu_count(words) {
+  gpu = backend->allocate(words, "Tensor");
   gpu_stats = std::move(stats);
-  if (gpu_stats) gpu_stats->device_bytes.fetch_add(count * static_cast<int64_t>(sizeof(float)));
+  if (gpu_stats) gpu_stats->device_bytes.fetch_add(bytes());
+  if (dtype == DType::kBfloat16 && (dtype_stats_ = gpu_stats)) dtype_stats_->bf16_bytes.fetch_add(bytes());
 }
 
 Storage::~Storage() {
@@ -37,7 +51,8 @@ Storage::~Storage() {
     backend->release(gpu);
     backend->release(gpu_norms_);
   }
-  if (gpu_stats) gpu_stats->device_bytes.fetch_sub(gpu_count * static_cast<int64_t>(sizeof(float)));
+  if (gpu_stats) gpu_stats->device_bytes.fetch_sub(bytes());
+  if (dtype_stats_) dtype_stats_->bf16_bytes.fetch_sub(bytes());
 }
 
 const float* Storage::row_sq_norms(const ops::Backend& cpu, int64_t rows, int64_t cols) {
@@ -51,7 +66,8 @@ const float* Storage::row_sq_norms(const ops::Backend& cpu, int64_t rows, int64_
     gpu_norms_ = backend->allocate(rows, "row norms");
   }
   float* out = host ? norms_.data() : gpu_norms_;
-  (host ? cpu : *backend).row_sq_norms({out, data(), rows, cols});
+  const bool bf16 = dtype == DType::kBfloat16;
+  (host ? cpu : *backend).row_sq_norms({out, bf16 ? nullptr : data(), rows, cols, bf16 ? bits() : nullptr});
   norms_rows_ = rows;
   norms_version_ = version;
   return out;
@@ -77,6 +93,48 @@ void Storage::copy_to_host(float* host, int64_t count, const char* function) {
 void Storage::copy_from_host(const float* host, int64_t count, const char* function) {
   if (device != Device::kCpu) return backend->copy_to_device(data(), host, count, function);
   if (count > 0) std::memcpy(data(), host, static_cast<size_t>(count) * sizeof(float));
+}
+
+namespace {
+
+// n elements of `from` (words of from_type) into `to` (words of to_type), both in host memory.
+void convert(const float* from, DType from_type, float* to, DType to_type, int64_t n) {
+  const auto* from_bits = reinterpret_cast<const Bf16*>(from);
+  auto* to_bits = reinterpret_cast<Bf16*>(to);
+  if (n % 2 == 1 && to_type == DType::kBfloat16) to_bits[n] = 0;  // the unused half of the last word
+  for (int64_t index = 0; index < n; ++index) {
+    const float value = from_type == DType::kFloat32 ? from[index] : bf16_to_float(from_bits[index]);
+    if (to_type == DType::kFloat32) to[index] = value;
+    if (to_type == DType::kBfloat16) to_bits[index] = float_to_bf16(value);
+  }
+}
+
+}  // namespace
+
+void Storage::read_floats(float* host, int64_t count, const char* function) {
+  if (dtype == DType::kFloat32) return copy_to_host(host, count, function);
+  std::vector<float> words(static_cast<size_t>(storage_words(dtype, count)));
+  copy_to_host(words.data(), static_cast<int64_t>(words.size()), function);
+  convert(words.data(), dtype, host, DType::kFloat32, count);
+}
+
+void Storage::write_floats(const float* host, int64_t count, const char* function) {
+  if (dtype == DType::kFloat32) return copy_from_host(host, count, function);
+  std::vector<float> words(static_cast<size_t>(storage_words(dtype, count)));
+  convert(host, DType::kFloat32, words.data(), dtype, count);
+  copy_from_host(words.data(), static_cast<int64_t>(words.size()), function);
+}
+
+void Storage::convert_into(Storage& target, int64_t count, const char* function) {
+  if (device == Device::kCpu && target.device == Device::kCpu) {
+    return convert(data(), dtype, target.data(), target.dtype, count);
+  }
+  // Off the CPU through host memory: a conversion happens once, when a model is loaded or converted.
+  std::vector<float> from(static_cast<size_t>(storage_words(dtype, count)));
+  std::vector<float> to(static_cast<size_t>(storage_words(target.dtype, count)));
+  copy_to_host(from.data(), static_cast<int64_t>(from.size()), function);
+  convert(from.data(), dtype, to.data(), target.dtype, count);
+  target.copy_from_host(to.data(), static_cast<int64_t>(to.size()), function);
 }
 
 }  // namespace bidora

@@ -74,11 +74,12 @@ void matmul(const ops::Matmul& args) {
   operands.k = k;
   operands.alpha = 1.0f;
   operands.beta = 0.0f;
+  operands.b = args.b;
+  operands.b_bf16 = args.b_bf16;
   if (args.shared_b && !args.transpose_a) {
     // Every batch multiplies the same b: one GEMM over all rows is faster than `batch` small ones.
     operands.c = args.out;
     operands.a = args.a;
-    operands.b = args.b;
     operands.m = args.batch * m;
     operands.n = n;
     gemm(operands);
@@ -89,7 +90,9 @@ void matmul(const ops::Matmul& args) {
   for (int64_t index = 0; index < args.batch; ++index) {
     operands.c = args.out + index * m * n;
     operands.a = args.a + index * m * k;
-    operands.b = args.b + (args.shared_b ? 0 : index * k * n);
+    const int64_t b_offset = args.shared_b ? 0 : index * k * n;
+    if (args.b != nullptr) operands.b = args.b + b_offset;
+    if (args.b_bf16 != nullptr) operands.b_bf16 = args.b_bf16 + b_offset;
     gemm(operands);
   }
 }
@@ -108,6 +111,7 @@ void linear(const ops::Linear& args) {
   operands.a_row_stride = k;
   operands.a_col_stride = 1;
   operands.b = args.weight;
+  operands.b_bf16 = args.weight_bf16;
   operands.b_row_stride = 1;  // B(k, j) = weight[j, k]
   operands.b_col_stride = k;
   operands.m = rows;
@@ -188,7 +192,11 @@ void softmax_backward_op(const ops::SoftmaxBackward& args) {
 
 void embedding(const ops::Embedding& args) {
   if (args.n == 0 || args.d == 0) return;
-  embedding_forward(args.out, args.weight, args.ids, args.n, args.d);
+  if (args.weight_bf16 == nullptr) return embedding_forward(args.out, args.weight, args.ids, args.n, args.d);
+  for (int64_t position = 0; position < args.n; ++position) {
+    const Bf16* row = args.weight_bf16 + static_cast<int64_t>(args.ids[position]) * args.d;
+    for (int64_t col = 0; col < args.d; ++col) args.out[position * args.d + col] = bf16_to_float(row[col]);
+  }
 }
 
 void embedding_backward_op(const ops::EmbeddingBackward& args) {
@@ -262,14 +270,18 @@ DropoutBackward dropout_backward(const ops::BranchDropout& dropout_args) {
   return dropout_args.p > 0 ? apply_dropout_mask : nullptr;
 }
 
-void row_sq_norms_op(const ops::RowSqNorms& args) { row_sq_norms(args.out, args.weight, args.m, args.k); }
+void row_sq_norms_op(const ops::RowSqNorms& args) {
+  row_sq_norms(args.out, {args.weight, args.weight_bf16}, args.m, args.k);
+}
+
+WeightView weight_of(const ops::AdapterLayer& layer) { return {layer.weight, layer.weight_bf16}; }
 
 void dora_norm_op(const ops::DoraNorm& args) {
   const ops::AdapterLayer& l = args.layer;
   const auto [n, k, m, r] = l.dims;
   FloatBuffer weight_lora_a(m * r), lora_gram(r * r);
-  dora_norm(args.norm, weight_lora_a.data(), lora_gram.data(), l.weight, l.weight_sq_norms, l.lora_a, l.lora_b, l.scale,
-            l.eps, m, k, r);
+  dora_norm(args.norm, weight_lora_a.data(), lora_gram.data(), weight_of(l), l.weight_sq_norms, l.lora_a, l.lora_b,
+            l.scale, l.eps, m, k, r);
 }
 
 void dora_forward_op(const ops::DoraForward& args) {
@@ -277,8 +289,8 @@ void dora_forward_op(const ops::DoraForward& args) {
   const ops::DoraSaved& s = args.saved;
   FloatBuffer dropped;
   const float* lora_input = branch_input(l.input, l.dims.n * l.dims.k, l.dropout, dropped);
-  dora_forward(args.output, s.combined, s.hidden, s.norm, s.weight_lora_a, s.lora_gram, l.input, lora_input, l.weight,
-               l.weight_sq_norms, l.bias, l.lora_a, l.lora_b, l.magnitude, l.scale, l.eps, l.dims);
+  dora_forward(args.output, s.combined, s.hidden, s.norm, s.weight_lora_a, s.lora_gram, l.input, lora_input,
+               weight_of(l), l.weight_sq_norms, l.bias, l.lora_a, l.lora_b, l.magnitude, l.scale, l.eps, l.dims);
 }
 
 void dora_backward_op(const ops::DoraBackward& args) {
@@ -287,16 +299,17 @@ void dora_backward_op(const ops::DoraBackward& args) {
   FloatBuffer dropped;
   const float* lora_input =
       args.grads.lora_a != nullptr ? branch_input(l.input, l.dims.n * l.dims.k, l.dropout, dropped) : l.input;
-  dora_backward(args.grads, s.combined, args.grad_output, lora_input, l.weight, l.lora_a, l.lora_b, l.magnitude, s.norm,
-                s.hidden, s.weight_lora_a, s.lora_gram, l.scale, l.eps, args.detach_norm, dropout_backward(l.dropout),
-                &l.dropout, l.dims);
+  dora_backward(args.grads, s.combined, args.grad_output, lora_input, weight_of(l), l.lora_a, l.lora_b, l.magnitude,
+                s.norm, s.hidden, s.weight_lora_a, s.lora_gram, l.scale, l.eps, args.detach_norm,
+                dropout_backward(l.dropout), &l.dropout, l.dims);
 }
 
 void lora_forward_op(const ops::LoraForward& args) {
   const ops::AdapterLayer& l = args.layer;
   FloatBuffer dropped;
   const float* lora_input = branch_input(l.input, l.dims.n * l.dims.k, l.dropout, dropped);
-  lora_forward(args.output, args.hidden, l.input, lora_input, l.weight, l.bias, l.lora_a, l.lora_b, l.scale, l.dims);
+  lora_forward(args.output, args.hidden, l.input, lora_input, weight_of(l), l.bias, l.lora_a, l.lora_b, l.scale,
+               l.dims);
 }
 
 void lora_backward_op(const ops::LoraBackward& args) {
@@ -304,7 +317,7 @@ void lora_backward_op(const ops::LoraBackward& args) {
   FloatBuffer dropped;
   const float* lora_input =
       args.grads.lora_a != nullptr ? branch_input(l.input, l.dims.n * l.dims.k, l.dropout, dropped) : l.input;
-  lora_backward(args.grads, args.grad_output, lora_input, l.weight, l.lora_a, l.lora_b, args.hidden, l.scale,
+  lora_backward(args.grads, args.grad_output, lora_input, weight_of(l), l.lora_a, l.lora_b, args.hidden, l.scale,
                 dropout_backward(l.dropout), &l.dropout, l.dims);
 }
 
@@ -314,24 +327,33 @@ void adapter_merge_op(const ops::AdapterMerge& args) {
   FloatBuffer norm;
   if (l.magnitude != nullptr) {
     norm = FloatBuffer(m);
-    FloatBuffer weight_lora_a(m * r), lora_gram(r * r);
-    dora_norm(norm.data(), weight_lora_a.data(), lora_gram.data(), l.weight, l.weight_sq_norms, l.lora_a, l.lora_b,
+    FloatBuffer weight_lora_a(m * r), lora_gram(r * r), widened;
+    // A merge happens once: over a bfloat16 W0 the norm comes from its float32 widening, so that the merged weight
+    // is the float32 merge rounded once (the fast products would round A to bfloat16 too).
+    WeightView weight = weight_of(l);
+    if (weight.bf16 != nullptr) {
+      widened = FloatBuffer(m * k);
+      for (int64_t index = 0; index < m * k; ++index) widened.data()[index] = bf16_to_float(weight.bf16[index]);
+      weight = {widened.data(), nullptr};
+    }
+    dora_norm(norm.data(), weight_lora_a.data(), lora_gram.data(), weight, l.weight_sq_norms, l.lora_a, l.lora_b,
               l.scale, l.eps, m, k, r);
   }
-  adapter_merge(args.merged, l.weight, l.lora_a, l.lora_b, l.magnitude, norm.data(), l.scale, m, k, r);
+  adapter_merge({args.merged, args.merged_bf16}, weight_of(l), l.lora_a, l.lora_b, l.magnitude, norm.data(), l.scale, m,
+                k, r);
 }
 
 void adapter_unmerge_op(const ops::AdapterUnmerge& args) {
   const ops::AdapterLayer& l = args.layer;
-  adapter_unmerge(args.weight, l.weight, l.lora_a, l.lora_b, l.magnitude, args.norm, l.scale, l.dims.m, l.dims.k,
-                  l.dims.r);
+  adapter_unmerge({args.weight, args.weight_bf16}, weight_of(l), l.lora_a, l.lora_b, l.magnitude, args.norm, l.scale,
+                  l.dims.m, l.dims.k, l.dims.r);
 }
 
 void adapter_forward_reference_op(const ops::AdapterForwardReference& args) {
   const ops::AdapterLayer& l = args.layer;
   FloatBuffer dropped;
   const float* lora_input = branch_input(l.input, l.dims.n * l.dims.k, l.dropout, dropped);
-  adapter_forward_reference(args.output, l.input, lora_input, l.weight, l.bias, l.lora_a, l.lora_b, l.magnitude,
+  adapter_forward_reference(args.output, l.input, lora_input, weight_of(l), l.bias, l.lora_a, l.lora_b, l.magnitude,
                             l.scale, l.eps, l.dims);
 }
 
@@ -346,12 +368,13 @@ void adapter_backward_reference_op(const ops::AdapterBackwardReference& args) {
     dropout(mask.data(), mask.data(), mask.size(), l.dropout.p, l.dropout.seed);
   }
   adapter_backward_reference(args.grads, args.grad_output, l.input, lora_input, l.dropout.p > 0 ? mask.data() : nullptr,
-                             l.weight, l.lora_a, l.lora_b, l.magnitude, l.scale, l.eps, args.detach_norm, l.dims);
+                             weight_of(l), l.lora_a, l.lora_b, l.magnitude, l.scale, l.eps, args.detach_norm, l.dims);
 }
 
 void orthogonality_penalty_op(const ops::OrthogonalityPenalty& args) {
-  *args.value = orthogonality_penalty(args.grad_lora_a, args.grad_lora_b, args.weight, args.weight_gram, args.lora_a,
-                                      args.lora_b, args.scale, args.eps, args.m, args.k, args.r);
+  *args.value =
+      orthogonality_penalty(args.grad_lora_a, args.grad_lora_b, {args.weight, args.weight_bf16}, args.weight_gram,
+                            args.lora_a, args.lora_b, args.scale, args.eps, args.m, args.k, args.r);
 }
 
 // ---- optimizers and lists ----

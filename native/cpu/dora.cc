@@ -50,7 +50,7 @@ void fill_rows_with_bias(float* output, const float* bias, int64_t rows, int64_t
 
 // grad_input = g W0 + s (gh A) [masked by dropout's backward when the branch saw a dropped input]. base_written:
 // grad_input already holds g W0 (computed in a shared pass over W0).
-void input_gradient(float* grad_input, const float* grad_combined, const float* grad_hidden, const float* weight,
+void input_gradient(float* grad_input, const float* grad_combined, const float* grad_hidden, WeightView weight,
                     const float* lora_a, float lora_factor, DropoutBackward dropout, const void* dropout_context,
                     const AdapterDims& dims, bool base_written = false) {
   const auto [n, k, m, r] = dims;
@@ -90,27 +90,34 @@ void finish_forward(float* output, float* combined, const float* hidden, const f
 
 }  // namespace
 
-void row_sq_norms(float* out, const float* weight, int64_t m, int64_t k) {
+void row_sq_norms(float* out, WeightView weight, int64_t m, int64_t k) {
   parallel_for(m, 1, std::max<int64_t>(1, kParallelElements / std::max<int64_t>(k, 1)),
                [&](int64_t begin, int64_t end) {
                  for (int64_t row = begin; row < end; ++row) {
-                   const float* line = weight + row * k;
                    double total = 0;
-                   for (int64_t col = 0; col < k; ++col) total += static_cast<double>(line[col]) * line[col];
+                   for (int64_t col = 0; col < k; ++col) {
+                     const double value = weight_at(weight, row * k + col);
+                     total += value * value;
+                   }
                    out[row] = static_cast<float>(total);
                  }
                });
 }
 
-void dora_norm(float* norm, float* weight_lora_a, float* lora_gram, const float* weight, const float* weight_sq_norms,
+void dora_norm(float* norm, float* weight_lora_a, float* lora_gram, WeightView weight, const float* weight_sq_norms,
                const float* lora_a, const float* lora_b, float scale, float eps, int64_t m, int64_t k, int64_t r) {
-  matmul_rowmajor(weight_lora_a, weight, false, lora_a, true, m, r, k, 1.0f, 0.0f);  // W0 Aᵀ [M,R]
-  matmul_rowmajor(lora_gram, lora_a, false, lora_a, true, r, r, k, 1.0f, 0.0f);      // A Aᵀ [R,R]
+  if (weight.f32 != nullptr) {
+    matmul_rowmajor(weight_lora_a, weight.f32, false, lora_a, true, m, r, k, 1.0f, 0.0f);  // W0 Aᵀ [M,R]
+  } else {
+    // A bfloat16 W0 can only be B: (A W0ᵀ)ᵀ, written transposed.
+    gemm({weight_lora_a, 1, r, lora_a, k, 1, nullptr, 1, k, r, m, k, 1.0f, 0.0f, weight.bf16});
+  }
+  matmul_rowmajor(lora_gram, lora_a, false, lora_a, true, r, r, k, 1.0f, 0.0f);  // A Aᵀ [R,R]
   norm_from_factors(norm, weight_lora_a, lora_gram, weight_sq_norms, lora_b, scale, eps, m, r);
 }
 
 void dora_forward(float* output, float* combined, float* hidden, float* norm, float* weight_lora_a, float* lora_gram,
-                  const float* input, const float* lora_input, const float* weight, const float* weight_sq_norms,
+                  const float* input, const float* lora_input, WeightView weight, const float* weight_sq_norms,
                   const float* bias, const float* lora_a, const float* lora_b, const float* magnitude, float scale,
                   float eps, const AdapterDims& dims) {
   const auto [n, k, m, r] = dims;
@@ -118,8 +125,8 @@ void dora_forward(float* output, float* combined, float* hidden, float* norm, fl
   matmul_rowmajor(lora_gram, lora_a, false, lora_a, true, r, r, k, 1.0f, 0.0f);   // A Aᵀ [R,R]
   // u = x W0ᵀ and A W0ᵀ (stored transposed: W0 Aᵀ [M,R]) as rows of one product, so W0 streams from memory once.
   GemmOperands blocks[2] = {
-      {combined, m, 1, input, k, 1, weight, 1, k, n, m, k, 1.0f, 0.0f},
-      {weight_lora_a, 1, r, lora_a, k, 1, weight, 1, k, r, m, k, 1.0f, 0.0f},
+      {combined, m, 1, input, k, 1, weight.f32, 1, k, n, m, k, 1.0f, 0.0f, weight.bf16},
+      {weight_lora_a, 1, r, lora_a, k, 1, weight.f32, 1, k, r, m, k, 1.0f, 0.0f, weight.bf16},
   };
   gemm_stacked(blocks, 2);
   norm_from_factors(norm, weight_lora_a, lora_gram, weight_sq_norms, lora_b, scale, eps, m, r);
@@ -127,7 +134,7 @@ void dora_forward(float* output, float* combined, float* hidden, float* norm, fl
 }
 
 void dora_backward(const AdapterGrads& grads, float* combined, const float* grad_output, const float* lora_input,
-                   const float* weight, const float* lora_a, const float* lora_b, const float* magnitude,
+                   WeightView weight, const float* lora_a, const float* lora_b, const float* magnitude,
                    const float* norm, const float* hidden, const float* weight_lora_a, const float* lora_gram,
                    float scale, float eps, bool detach_norm, DropoutBackward dropout, const void* dropout_context,
                    const AdapterDims& dims) {
@@ -188,8 +195,8 @@ void dora_backward(const AdapterGrads& grads, float* combined, const float* grad
       }
       // (cB)ᵀ W0 [R,K] is a few more rows of ĝ W0 [N,K]: one pass over W0 serves both.
       GemmOperands blocks[2] = {
-          {grads.input, k, 1, grad_combined, m, 1, weight, k, 1, n, k, m, 1.0f, 0.0f},
-          {grads.lora_a, k, 1, scaled_b.data(), 1, r, weight, k, 1, r, k, m, scale, 1.0f},
+          {grads.input, k, 1, grad_combined, m, 1, weight.f32, k, 1, n, k, m, 1.0f, 0.0f, weight.bf16},
+          {grads.lora_a, k, 1, scaled_b.data(), 1, r, weight.f32, k, 1, r, k, m, scale, 1.0f, weight.bf16},
       };
       if (grads.input != nullptr) {
         gemm_stacked(blocks, 2);
@@ -209,7 +216,7 @@ void dora_backward(const AdapterGrads& grads, float* combined, const float* grad
   }
 }
 
-void lora_forward(float* output, float* hidden, const float* input, const float* lora_input, const float* weight,
+void lora_forward(float* output, float* hidden, const float* input, const float* lora_input, WeightView weight,
                   const float* bias, const float* lora_a, const float* lora_b, float scale, const AdapterDims& dims) {
   const auto [n, k, m, r] = dims;
   matmul_rowmajor(hidden, lora_input, false, lora_a, true, n, r, k, 1.0f, 0.0f);
@@ -218,7 +225,7 @@ void lora_forward(float* output, float* hidden, const float* input, const float*
   matmul_rowmajor(output, hidden, false, lora_b, true, n, m, r, scale, 1.0f);
 }
 
-void lora_backward(const AdapterGrads& grads, const float* grad_output, const float* lora_input, const float* weight,
+void lora_backward(const AdapterGrads& grads, const float* grad_output, const float* lora_input, WeightView weight,
                    const float* lora_a, const float* lora_b, const float* hidden, float scale, DropoutBackward dropout,
                    const void* dropout_context, const AdapterDims& dims) {
   const auto [n, k, m, r] = dims;
@@ -237,34 +244,62 @@ void lora_backward(const AdapterGrads& grads, const float* grad_output, const fl
   }
 }
 
-void adapter_merge(float* merged, const float* weight, const float* lora_a, const float* lora_b, const float* magnitude,
-                   const float* norm, float scale, int64_t m, int64_t k, int64_t r) {
-  std::copy_n(weight, m * k, merged);
-  matmul_rowmajor(merged, lora_b, false, lora_a, false, m, k, r, scale, 1.0f);  // V = W0 + s B A
-  if (magnitude == nullptr) return;
-  parallel_for(m, 1, std::max<int64_t>(1, kParallelElements / std::max<int64_t>(k, 1)),
-               [&](int64_t begin, int64_t end) {
-                 for (int64_t row = begin; row < end; ++row) {
-                   const float gain = magnitude[row] / norm[row];
-                   for (int64_t col = 0; col < k; ++col) merged[row * k + col] *= gain;
-                 }
-               });
+namespace {
+
+// `count` elements of a weight widened into float32 `out` (a copy when it is float32 already).
+void widen(float* out, WeightView weight, int64_t count) {
+  if (weight.f32 != nullptr) {
+    std::copy_n(weight.f32, count, out);
+    return;
+  }
+  parallel_for(count, 4096, kParallelElements, [&](int64_t begin, int64_t end) {
+    for (int64_t index = begin; index < end; ++index) out[index] = bf16_to_float(weight.bf16[index]);
+  });
 }
 
-void adapter_unmerge(float* weight, const float* merged, const float* lora_a, const float* lora_b,
+// float32 values rounded to bfloat16 (nearest even), the storage of a merged or restored bfloat16 weight.
+void narrow(Bf16* out, const float* values, int64_t count) {
+  parallel_for(count, 4096, kParallelElements, [&](int64_t begin, int64_t end) {
+    for (int64_t index = begin; index < end; ++index) out[index] = float_to_bf16(values[index]);
+  });
+}
+
+}  // namespace
+
+void adapter_merge(MutableWeight merged, WeightView weight, const float* lora_a, const float* lora_b,
+                   const float* magnitude, const float* norm, float scale, int64_t m, int64_t k, int64_t r) {
+  FloatBuffer staging(merged.f32 == nullptr ? m * k : 0);
+  float* values = merged.f32 != nullptr ? merged.f32 : staging.data();
+  widen(values, weight, m * k);
+  matmul_rowmajor(values, lora_b, false, lora_a, false, m, k, r, scale, 1.0f);  // V = W0 + s B A
+  if (magnitude != nullptr) {
+    parallel_for(m, 1, std::max<int64_t>(1, kParallelElements / std::max<int64_t>(k, 1)),
+                 [&](int64_t begin, int64_t end) {
+                   for (int64_t row = begin; row < end; ++row) {
+                     const float gain = magnitude[row] / norm[row];
+                     for (int64_t col = 0; col < k; ++col) values[row * k + col] *= gain;
+                   }
+                 });
+  }
+  if (merged.bf16 != nullptr) narrow(merged.bf16, values, m * k);
+}
+
+void adapter_unmerge(MutableWeight weight, WeightView merged, const float* lora_a, const float* lora_b,
                      const float* magnitude, const float* norm, float scale, int64_t m, int64_t k, int64_t r) {
-  if (magnitude == nullptr) {
-    std::copy_n(merged, m * k, weight);
-  } else {
+  FloatBuffer staging(weight.f32 == nullptr ? m * k : 0);
+  float* values = weight.f32 != nullptr ? weight.f32 : staging.data();
+  widen(values, merged, m * k);
+  if (magnitude != nullptr) {
     parallel_for(m, 1, std::max<int64_t>(1, kParallelElements / std::max<int64_t>(k, 1)),
                  [&](int64_t begin, int64_t end) {
                    for (int64_t row = begin; row < end; ++row) {
                      const float inverse_gain = norm[row] / magnitude[row];
-                     for (int64_t col = 0; col < k; ++col) weight[row * k + col] = merged[row * k + col] * inverse_gain;
+                     for (int64_t col = 0; col < k; ++col) values[row * k + col] *= inverse_gain;
                    }
                  });
   }
-  matmul_rowmajor(weight, lora_b, false, lora_a, false, m, k, r, -scale, 1.0f);
+  matmul_rowmajor(values, lora_b, false, lora_a, false, m, k, r, -scale, 1.0f);
+  if (weight.bf16 != nullptr) narrow(weight.bf16, values, m * k);
 }
 
 // ---- references ---------------------------------------------------------------------------------------------------
@@ -278,7 +313,7 @@ struct ReferenceState {
   std::vector<double> combined;   // u [N,M]
 };
 
-ReferenceState reference_state(const float* input, const float* lora_input, const float* weight, const float* lora_a,
+ReferenceState reference_state(const float* input, const float* lora_input, WeightView weight, const float* lora_a,
                                const float* lora_b, float scale, float eps, const AdapterDims& dims) {
   const auto [n, k, m, r] = dims;
   ReferenceState state;
@@ -287,7 +322,7 @@ ReferenceState reference_state(const float* input, const float* lora_input, cons
   for (int64_t j = 0; j < m; ++j) {
     double squared = 0;
     for (int64_t c = 0; c < k; ++c) {
-      double value = weight[j * k + c];
+      double value = weight_at(weight, j * k + c);
       for (int64_t p = 0; p < r; ++p) value += static_cast<double>(scale) * lora_b[j * r + p] * lora_a[p * k + c];
       state.direction[j * k + c] = value;
       squared += value * value;
@@ -306,7 +341,7 @@ ReferenceState reference_state(const float* input, const float* lora_input, cons
   for (int64_t i = 0; i < n; ++i) {
     for (int64_t j = 0; j < m; ++j) {
       double total = 0;
-      for (int64_t c = 0; c < k; ++c) total += static_cast<double>(input[i * k + c]) * weight[j * k + c];
+      for (int64_t c = 0; c < k; ++c) total += static_cast<double>(input[i * k + c]) * weight_at(weight, j * k + c);
       for (int64_t p = 0; p < r; ++p) total += scale * state.hidden[i * r + p] * lora_b[j * r + p];
       state.combined[i * m + j] = total;
     }
@@ -316,7 +351,7 @@ ReferenceState reference_state(const float* input, const float* lora_input, cons
 
 }  // namespace
 
-void adapter_forward_reference(float* output, const float* input, const float* lora_input, const float* weight,
+void adapter_forward_reference(float* output, const float* input, const float* lora_input, WeightView weight,
                                const float* bias, const float* lora_a, const float* lora_b, const float* magnitude,
                                float scale, float eps, const AdapterDims& dims) {
   const auto [n, k, m, r] = dims;
@@ -330,7 +365,7 @@ void adapter_forward_reference(float* output, const float* input, const float* l
 }
 
 void adapter_backward_reference(const AdapterGrads& grads, const float* grad_output, const float* input,
-                                const float* lora_input, const float* lora_input_mask, const float* weight,
+                                const float* lora_input, const float* lora_input_mask, WeightView weight,
                                 const float* lora_a, const float* lora_b, const float* magnitude, float scale,
                                 float eps, bool detach_norm, const AdapterDims& dims) {
   const auto [n, k, m, r] = dims;
@@ -392,7 +427,7 @@ void adapter_backward_reference(const AdapterGrads& grads, const float* grad_out
     for (int64_t i = 0; i < n; ++i) {
       for (int64_t c = 0; c < k; ++c) {
         double base = 0, branch = 0;
-        for (int64_t j = 0; j < m; ++j) base += grad_combined[i * m + j] * weight[j * k + c];
+        for (int64_t j = 0; j < m; ++j) base += grad_combined[i * m + j] * weight_at(weight, j * k + c);
         for (int64_t p = 0; p < r; ++p) branch += grad_hidden[i * r + p] * lora_a[p * k + c];
         if (lora_input_mask != nullptr) branch *= lora_input_mask[i * k + c];
         grads.input[i * k + c] = static_cast<float>(base + branch);

@@ -76,7 +76,8 @@ void run_tile_generic(const Tile& t) {
 
 // ---- Problem orientation ---------------------------------------------------------------------------------------
 
-// The product with explicit element strides; `transposed` describes C^T = B^T A^T over the same memory.
+// The product with explicit element strides; `transposed` describes C^T = B^T A^T over the same memory (never taken
+// with a bfloat16 B, b16, which only the B role reads).
 struct Problem {
   float* c;
   int64_t crs, ccs;
@@ -86,8 +87,9 @@ struct Problem {
   int64_t brs, bcs;
   int64_t m, n, k;
   float alpha, beta;
+  const uint16_t* b16;
 
-  Problem transposed() const { return {c, ccs, crs, b, bcs, brs, a, acs, ars, n, m, k, alpha, beta}; }
+  Problem transposed() const { return {c, ccs, crs, b, bcs, brs, a, acs, ars, n, m, k, alpha, beta, nullptr}; }
 };
 
 Problem from_operands(const GemmOperands& o) {
@@ -104,7 +106,8 @@ Problem from_operands(const GemmOperands& o) {
           o.n,
           o.k,
           o.alpha,
-          o.beta};
+          o.beta,
+          o.b_bf16};
 }
 
 // ---- Blocking and per-ISA choices ------------------------------------------------------------------------------
@@ -118,24 +121,28 @@ struct Blocking {
 struct Path {
   TileKernelInfo tile;
   Blocking blocking;
-  void (*dot)(const DotBlock&);  // null where the path has no thin-C form
-  int dot_grain;
+  void (*dot)(const DotBlock&) = nullptr;  // null where the path has no thin-C form
+  int dot_grain = 1;
 };
 
-Blocking tuned_blocking[3] = {
+// KC counts elements of k for every path; the pairs kernel's panels are half as deep in words, so the same bytes.
+Blocking tuned_blocking[4] = {
     {256, 256, 512},  // generic
     {256, 960, 768},  // avx2, 6x16 tiles
     {384, 960, 512},  // avx512, 12x32 tiles
+    {768, 960, 512},  // avx512 with bfloat16 B and AVX512-BF16, 12x32 pair tiles
 };
+constexpr int kBf16Blocking = 3;
 
-Path path_for(Isa isa) {
+Path path_for(Isa isa, bool bf16_b = false) {
   const Blocking blocking = tuned_blocking[static_cast<int>(isa)];
 #if defined(__x86_64__) || defined(_M_X64)
+  if (bf16_b && bf16_dot_product(isa)) return {kernels::tile_kernel_avx512_bf16(), tuned_blocking[kBf16Blocking]};
   if (isa == Isa::Avx512) return {kernels::tile_kernel_avx512(), blocking, &kernels::dot_block_avx512, 6};
   if (isa == Isa::Avx2) return {kernels::tile_kernel_avx2(), blocking, &kernels::dot_block_avx2, 6};
 #endif
   return {{kGenericMr, kGenericNr, &run_tile_generic, &kernels::pack_a_panels<kGenericMr>,
-           &kernels::pack_b_panels<kGenericNr>},
+           &kernels::pack_b_panels<kGenericNr>, &kernels::pack_b_panels<kGenericNr, uint16_t>},
           blocking,
           nullptr,
           1};
@@ -208,15 +215,16 @@ struct RowBlock {
   float alpha, beta;
 };
 
-// The B (k x n) every block multiplies.
+// The B (k x n) every block multiplies: float32 b, or bfloat16 b16.
 struct SharedB {
   const float* b;
   int64_t brs, bcs;
   int64_t n, k;
+  const uint16_t* b16;
 };
 
 RowBlock row_block_of(const Problem& p) { return {p.a, p.ars, p.acs, p.c, p.crs, p.ccs, p.m, p.alpha, p.beta}; }
-SharedB shared_b_of(const Problem& p) { return {p.b, p.brs, p.bcs, p.n, p.k}; }
+SharedB shared_b_of(const Problem& p) { return {p.b, p.brs, p.bcs, p.n, p.k, p.b16}; }
 
 // Up to this many blocks live on the stack; more (rare) go to the heap.
 constexpr int kInlineBlocks = 8;
@@ -253,12 +261,14 @@ void run_blocked_part(const RowBlock* blocks, int count, const SharedB& sb, cons
   int64_t total_rows = 0;
   for (int i = 0; i < count; ++i) total_rows += blocks[i].m;
   // A B with contiguous rows that few row panels share is read in place: packing would cost more than it saves.
-  const bool b_in_place = sb.bcs == 1 && total_rows <= 2 * mr;
+  // A bfloat16 B is always packed (widened, or into pairs).
+  const bool b_in_place = sb.b16 == nullptr && sb.bcs == 1 && total_rows <= 2 * mr;
   SmallArray<Piece> piece_storage(count);
   Piece* pieces = piece_storage.data();
   alignas(64) float staging[16 * 64];
   for (int64_t pc = 0; pc < sb.k; pc += blocking.kc) {
     const int64_t kc = std::min(blocking.kc, sb.k - pc);
+    const int64_t kw = path.tile.pairs ? (kc + 1) / 2 : kc;  // packed depth in 32-bit words
     int block_index = 0;
     int64_t block_row = 0;
     while (block_index < count) {
@@ -268,7 +278,7 @@ void run_blocked_part(const RowBlock* blocks, int count, const SharedB& sb, cons
       while (block_index < count && padded < blocking.mc) {
         const RowBlock& block = blocks[block_index];
         const int64_t rows = std::min(block.m - block_row, blocking.mc - padded);
-        pieces[piece_count++] = {&block, block_row, rows, padded * kc};
+        pieces[piece_count++] = {&block, block_row, rows, padded * kw};
         padded += round_up(rows, mr);
         block_row += rows;
         if (block_row == block.m) {
@@ -276,7 +286,7 @@ void run_blocked_part(const RowBlock* blocks, int count, const SharedB& sb, cons
           block_row = 0;
         }
       }
-      float* packed_a = thread_workspace(kSlotPackedA, padded * kc);
+      float* packed_a = thread_workspace(kSlotPackedA, padded * kw);
       for (int q = 0; q < piece_count; ++q) {
         const Piece& piece = pieces[q];
         const RowBlock& block = *piece.block;
@@ -287,8 +297,13 @@ void run_blocked_part(const RowBlock* blocks, int count, const SharedB& sb, cons
         const int64_t nc = std::min(blocking.nc, sb.n - jc);
         float* packed_b = nullptr;
         if (!b_in_place) {
-          packed_b = thread_workspace(kSlotPackedB, round_up(nc, nr) * kc);
-          path.tile.pack_b(sb.b + pc * sb.brs + jc * sb.bcs, sb.brs, sb.bcs, kc, nc, packed_b);
+          packed_b = thread_workspace(kSlotPackedB, round_up(nc, nr) * kw);
+          const int64_t origin = pc * sb.brs + jc * sb.bcs;
+          if (sb.b16 != nullptr) {
+            path.tile.pack_b16(sb.b16 + origin, sb.brs, sb.bcs, kc, nc, packed_b);
+          } else {
+            path.tile.pack_b(sb.b + origin, sb.brs, sb.bcs, kc, nc, packed_b);
+          }
         }
         for (int q = 0; q < piece_count; ++q) {
           const Piece& piece = pieces[q];
@@ -298,14 +313,14 @@ void run_blocked_part(const RowBlock* blocks, int count, const SharedB& sb, cons
           const bool c_in_place = block.ccs == 1;
           for (int64_t ir = 0; ir < piece.rows; ir += mr) {
             Tile tile;
-            tile.k = kc;
-            tile.a = packed_a + piece.packed_offset + ir * kc;
+            tile.k = kw;
+            tile.a = packed_a + piece.packed_offset + ir * kw;
             tile.a_k_stride = mr;
             tile.rows = static_cast<int>(std::min<int64_t>(mr, piece.rows - ir));
             tile.b_padded = !b_in_place;
             tile.b_k_stride = b_in_place ? sb.brs : nr;
             for (int64_t jr = 0; jr < nc; jr += nr) {
-              tile.b = b_in_place ? sb.b + pc * sb.brs + jc + jr : packed_b + jr * kc;
+              tile.b = b_in_place ? sb.b + pc * sb.brs + jc + jr : packed_b + jr * kw;
               tile.cols = static_cast<int>(std::min<int64_t>(nr, nc - jr));
               float* c = block.c + (piece.row + ir) * block.crs + (jc + jr) * block.ccs;
               if (c_in_place) {
@@ -378,7 +393,11 @@ void run_blocked(const RowBlock* blocks, int count, const SharedB& sb, const Pat
     } else {
       split_range(sb.n, kColumnGrain, part, parts, &begin, &end);
       my_b.n = end - begin;
-      my_b.b = sb.b + begin * sb.bcs;
+      if (sb.b16 != nullptr) {
+        my_b.b16 = sb.b16 + begin * sb.bcs;
+      } else {
+        my_b.b = sb.b + begin * sb.bcs;
+      }
       for (int i = 0; i < count; ++i) {
         mine[i] = blocks[i];
         mine[i].c = blocks[i].c + begin * blocks[i].ccs;
@@ -394,14 +413,21 @@ void check_operands(const GemmOperands& o) {
     throw RangeError("gemm: negative size (m=" + std::to_string(o.m) + ", n=" + std::to_string(o.n) +
                      ", k=" + std::to_string(o.k) + ")");
   }
+  if ((o.b == nullptr) == (o.b_bf16 == nullptr) && o.k > 0 && o.n > 0) {
+    throw RangeError("gemm: exactly one of b (float32) and b_bf16 (bfloat16) must be given");
+  }
 }
 
 }  // namespace
 
 void kernels::override_blocking(int isa, int64_t kc, int64_t mc, int64_t nc) {
-  if (isa < 0 || isa > 2 || kc < 1 || mc < 1 || nc < 1) throw RangeError("override_blocking: bad arguments");
+  if (isa < 0 || isa > kBf16Blocking || kc < 1 || mc < 1 || nc < 1) {
+    throw RangeError("override_blocking: bad arguments");
+  }
   tuned_blocking[isa] = {kc, mc, nc};
 }
+
+bool bf16_dot_product(Isa isa) { return isa == Isa::Avx512 && cpu_has_avx512_bf16(); }
 
 void gemm(const GemmOperands& operands) { gemm(operands, active_isa()); }
 
@@ -416,7 +442,11 @@ void gemm(const GemmOperands& operands, Isa isa) {
     scale_c(p);
     return;
   }
-  const Path path = path_for(isa);
+  const Path path = path_for(isa, p.b16 != nullptr);
+  if (p.b16 != nullptr) {  // kept as given: the bfloat16 operand stays B
+    const RowBlock block = row_block_of(p);
+    return run_blocked(&block, 1, shared_b_of(p), path);
+  }
   // Every choice below depends only on shapes and strides, never on timing or the thread count.
   if (path.dot != nullptr) {
     if (fits_dot(p)) return run_dot(p, path);
@@ -438,8 +468,8 @@ void gemm_stacked(const GemmOperands* blocks, int count, Isa isa) {
     const GemmOperands& o = blocks[i];
     check_operands(o);
     const GemmOperands& first = blocks[0];
-    if (o.b != first.b || o.b_row_stride != first.b_row_stride || o.b_col_stride != first.b_col_stride ||
-        o.n != first.n || o.k != first.k) {
+    if (o.b != first.b || o.b_bf16 != first.b_bf16 || o.b_row_stride != first.b_row_stride ||
+        o.b_col_stride != first.b_col_stride || o.n != first.n || o.k != first.k) {
       throw RangeError("gemm_stacked: block " + std::to_string(i) + " does not share block 0's B, n and k");
     }
   }
@@ -462,15 +492,16 @@ void gemm_stacked(const GemmOperands* blocks, int count, Isa isa) {
     active[active_count++] = row_block_of(p);
   }
   if (active_count == 0) return;
-  const Path path = path_for(isa);
+  const GemmOperands& first = blocks[0];
+  const Path path = path_for(isa, first.b_bf16 != nullptr);
   // With fewer columns than a register tile, B is small enough to stream once per block, and each block is better
   // off with the plain call's own orientation (thin-C dot form or transposed).
-  if (active_count == 1 || blocks[0].n < path.tile.nr) {
+  if (active_count == 1 || first.n < path.tile.nr) {
     for (int i = 0; i < active_count; ++i) gemm(blocks[origin.data()[i]], isa);
     return;
   }
-  const GemmOperands& first = blocks[0];
-  run_blocked(active, active_count, {first.b, first.b_row_stride, first.b_col_stride, first.n, first.k}, path);
+  const SharedB shared{first.b, first.b_row_stride, first.b_col_stride, first.n, first.k, first.b_bf16};
+  run_blocked(active, active_count, shared, path);
 }
 
 void gemm_reference(const GemmOperands& o) {
@@ -479,8 +510,9 @@ void gemm_reference(const GemmOperands& o) {
     for (int64_t j = 0; j < o.n; ++j) {
       double sum = 0.0;
       for (int64_t q = 0; q < o.k; ++q) {
-        sum += static_cast<double>(o.a[i * o.a_row_stride + q * o.a_col_stride]) *
-               static_cast<double>(o.b[q * o.b_row_stride + j * o.b_col_stride]);
+        const int64_t at = q * o.b_row_stride + j * o.b_col_stride;
+        const float b = o.b != nullptr ? o.b[at] : bf16_to_float(o.b_bf16[at]);
+        sum += static_cast<double>(o.a[i * o.a_row_stride + q * o.a_col_stride]) * static_cast<double>(b);
       }
       float& out = o.c[i * o.c_row_stride + j * o.c_col_stride];
       const double scaled = static_cast<double>(o.alpha) * sum;

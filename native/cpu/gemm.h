@@ -8,6 +8,13 @@
 // Computes C = alpha * A B + beta * C. With beta == 0, C is only written (whatever it held, NaN included, is
 // ignored). Each C element is accumulated in the same order whatever the thread count, so results do not depend on
 // the number of threads.
+//
+// B may instead be bfloat16 (b_bf16 set, b null): a frozen weight kept in half the memory. On a CPU with AVX512-BF16
+// (and the avx512 path active) A is rounded to bfloat16 (nearest even) while it is packed and vdpbf16ps multiplies
+// pairs of k, accumulating in float32: each product is exact, so the error is A's rounding (relative 2^-8 per
+// element: bfloat16 keeps 8 significant bits) plus float32 accumulation. Elsewhere B is widened to float32 while it is
+// packed (exact) and the float32 kernel runs: float32-accurate. Either way C keeps its layout; B is never transposed
+// into the A role.
 #pragma once
 
 #include <cstdint>
@@ -25,7 +32,11 @@ struct GemmOperands {
   int64_t b_row_stride, b_col_stride;
   int64_t m, n, k;
   float alpha, beta;
+  const uint16_t* b_bf16 = nullptr;  // B as bfloat16 bits, with b null and the same strides (in elements)
 };
+
+// Whether products with a bfloat16 B use vdpbf16ps on path `isa` (AVX512-BF16 CPU, avx512 path) rather than widening.
+bool bf16_dot_product(Isa isa);
 
 // Uses active_isa() and the thread pool.
 void gemm(const GemmOperands& operands);

@@ -187,7 +187,9 @@ const std::array<std::array<DotGroup, kDotCols>, kDotRows> kDotGroups = {
 
 }  // namespace
 
-TileKernelInfo tile_kernel_avx2() { return {kMr, kNr, &run_tile, &pack_a_panels<kMr>, &pack_b_panels<kNr>}; }
+TileKernelInfo tile_kernel_avx2() {
+  return {kMr, kNr, &run_tile, &pack_a_panels<kMr>, &pack_b_panels<kNr>, &pack_b_panels<kNr, uint16_t>};
+}
 
 void dot_block_avx2(const DotBlock& d) {
   for (int64_t i = 0; i < d.m; i += kDotRows) {

@@ -7,6 +7,8 @@
 #include <array>
 #include <utility>
 
+#include "avx512_common.h"
+
 namespace bidora::cpu::kernels {
 
 namespace {
@@ -18,12 +20,6 @@ constexpr int kPrefetchSteps = 8;
 constexpr int kMinDepthForCPrefetch = 32;
 
 enum class Cols { Full, PaddedEdge, Edge };
-
-inline __mmask16 low_mask(int count) {
-  if (count >= 16) return 0xFFFF;
-  if (count <= 0) return 0;
-  return static_cast<__mmask16>((1u << count) - 1);
-}
 
 // A fixed pairwise tree, so a sum depends only on its inputs. (Scalar on purpose: the cast and shuffle intrinsics
 // that would do this in registers trip a false -Wuninitialized in GCC 12 headers, and this runs once per C element.)
@@ -190,35 +186,6 @@ const std::array<std::array<DotGroup, kDotCols>, kDotRows> kDotGroups = {
     make_dot_row<3>(std::make_integer_sequence<int, kDotCols>()),
 };
 
-// In-register 16x16 transpose: on entry v[r] is row r, on return v[c] is column c. (All-ones zero-masked forms
-// because the plain intrinsics trip a false -Wuninitialized in GCC 12 headers; they compile to the same code.)
-inline void transpose16(__m512 v[16]) {
-  __m512 t[16];
-  for (int i = 0; i < 16; i += 2) {
-    t[i] = _mm512_maskz_unpacklo_ps(0xFFFF, v[i], v[i + 1]);
-    t[i + 1] = _mm512_maskz_unpackhi_ps(0xFFFF, v[i], v[i + 1]);
-  }
-  const auto pd = [](__m512 x) { return _mm512_castps_pd(x); };
-  for (int i = 0; i < 16; i += 4) {
-    v[i] = _mm512_castpd_ps(_mm512_maskz_unpacklo_pd(0xFF, pd(t[i]), pd(t[i + 2])));
-    v[i + 1] = _mm512_castpd_ps(_mm512_maskz_unpackhi_pd(0xFF, pd(t[i]), pd(t[i + 2])));
-    v[i + 2] = _mm512_castpd_ps(_mm512_maskz_unpacklo_pd(0xFF, pd(t[i + 1]), pd(t[i + 3])));
-    v[i + 3] = _mm512_castpd_ps(_mm512_maskz_unpackhi_pd(0xFF, pd(t[i + 1]), pd(t[i + 3])));
-  }
-  // Now v[4g + c] holds, in 128-bit lane L, rows 4g..4g+3 of column 4L + c: gather the lanes across g.
-  for (int c = 0; c < 4; ++c) {
-    const __m512 x0 = _mm512_maskz_shuffle_f32x4(0xFFFF, v[c], v[4 + c], 0x88);
-    const __m512 x1 = _mm512_maskz_shuffle_f32x4(0xFFFF, v[c], v[4 + c], 0xDD);
-    const __m512 y0 = _mm512_maskz_shuffle_f32x4(0xFFFF, v[8 + c], v[12 + c], 0x88);
-    const __m512 y1 = _mm512_maskz_shuffle_f32x4(0xFFFF, v[8 + c], v[12 + c], 0xDD);
-    t[c] = _mm512_maskz_shuffle_f32x4(0xFFFF, x0, y0, 0x88);
-    t[8 + c] = _mm512_maskz_shuffle_f32x4(0xFFFF, x0, y0, 0xDD);
-    t[4 + c] = _mm512_maskz_shuffle_f32x4(0xFFFF, x1, y1, 0x88);
-    t[12 + c] = _mm512_maskz_shuffle_f32x4(0xFFFF, x1, y1, 0xDD);
-  }
-  for (int i = 0; i < 16; ++i) v[i] = t[i];
-}
-
 // Row-major A (the common case) needs a transpose into k-major panels: do it 16 k at a time in registers.
 void pack_a_avx512(const float* a, int64_t ars, int64_t acs, int64_t rows, int64_t kc, float* out) {
   if (acs != 1 || kc < 16) return pack_a_panels<kMr>(a, ars, acs, rows, kc, out);
@@ -266,7 +233,9 @@ void pack_b_avx512(const float* b, int64_t brs, int64_t bcs, int64_t kc, int64_t
 
 }  // namespace
 
-TileKernelInfo tile_kernel_avx512() { return {kMr, kNr, &run_tile, &pack_a_avx512, &pack_b_avx512}; }
+TileKernelInfo tile_kernel_avx512() {
+  return {kMr, kNr, &run_tile, &pack_a_avx512, &pack_b_avx512, &pack_b_panels<kNr, uint16_t>};
+}
 
 void dot_block_avx512(const DotBlock& d) {
   for (int64_t i = 0; i < d.m; i += kDotRows) {

@@ -3,6 +3,8 @@
 
 #include <cstdint>
 
+#include "../common/bf16.h"
+
 namespace bidora::cpu::kernels {
 
 // One register tile of C: C[rows x cols] = alpha * A B + beta * C, with A(r, p) = a[p * a_k_stride + r] and
@@ -29,12 +31,20 @@ using TileKernel = void (*)(const Tile& tile);
 using PackA = void (*)(const float* a, int64_t row_stride, int64_t col_stride, int64_t rows, int64_t kc, float* out);
 // Packs kc x cols of B into NR-column panels, k-major, the last one zero-padded to NR columns.
 using PackB = void (*)(const float* b, int64_t row_stride, int64_t col_stride, int64_t kc, int64_t cols, float* out);
+// The same from a bfloat16 B: widened to float32 panels, or (pairs) into bfloat16 pair panels.
+using PackB16 = void (*)(const uint16_t* b, int64_t row_stride, int64_t col_stride, int64_t kc, int64_t cols,
+                         float* out);
 
+// pairs: the bfloat16 dot-product kernel. Its packed panels hold k in pairs, two bfloat16 per 32-bit word (the lower
+// half the even k): an A panel of depth kc is a float panel of depth ceil(kc / 2) (the odd tail paired with 0), and
+// Tile::k, a_k_stride and b_k_stride count words. It packs A by rounding to bfloat16 and B only from bfloat16.
 struct TileKernelInfo {
   int mr, nr;
   TileKernel run;
   PackA pack_a;
   PackB pack_b;
+  PackB16 pack_b16;
+  bool pairs = false;
 };
 
 namespace {
@@ -66,27 +76,32 @@ void pack_a_panels(const float* a, int64_t ars, int64_t acs, int64_t rows, int64
   }
 }
 
-template <int Nr>
-void pack_b_panels(const float* b, int64_t brs, int64_t bcs, int64_t kc, int64_t cols, float* out) {
+// An element of B as float32: itself, or a bfloat16 one widened (exact).
+inline float widened(float value) { return value; }
+inline float widened(uint16_t bits) { return bf16_to_float(bits); }
+
+// B (float32, or bfloat16 widened on the way: the float32 kernels of CPUs without AVX512-BF16) into NR-column panels.
+template <int Nr, typename Element = float>
+void pack_b_panels(const Element* b, int64_t brs, int64_t bcs, int64_t kc, int64_t cols, float* out) {
   for (int64_t j0 = 0; j0 < cols; j0 += Nr) {
     const int64_t count = cols - j0 < Nr ? cols - j0 : Nr;
     float* dst = out + j0 * kc;
-    const float* src = b + j0 * bcs;
+    const Element* src = b + j0 * bcs;
     if (count == Nr && bcs == 1) {
       for (int64_t q = 0; q < kc; ++q) {
-        for (int j = 0; j < Nr; ++j) dst[q * Nr + j] = src[q * brs + j];
+        for (int j = 0; j < Nr; ++j) dst[q * Nr + j] = widened(src[q * brs + j]);
       }
     } else if (count == Nr && brs == 1) {
       // Transposed B: read each column along k (contiguous), write across the panel.
       for (int64_t q0 = 0; q0 < kc; q0 += 16) {
         const int64_t q1 = q0 + 16 < kc ? q0 + 16 : kc;
         for (int j = 0; j < Nr; ++j) {
-          for (int64_t q = q0; q < q1; ++q) dst[q * Nr + j] = src[j * bcs + q];
+          for (int64_t q = q0; q < q1; ++q) dst[q * Nr + j] = widened(src[j * bcs + q]);
         }
       }
     } else {
       for (int64_t q = 0; q < kc; ++q) {
-        for (int64_t j = 0; j < Nr; ++j) dst[q * Nr + j] = j < count ? src[q * brs + j * bcs] : 0.0f;
+        for (int64_t j = 0; j < Nr; ++j) dst[q * Nr + j] = j < count ? widened(src[q * brs + j * bcs]) : 0.0f;
       }
     }
   }
@@ -113,6 +128,7 @@ void override_blocking(int isa, int64_t kc, int64_t mc, int64_t nc);
 #if defined(__x86_64__) || defined(_M_X64)
 TileKernelInfo tile_kernel_avx2();
 TileKernelInfo tile_kernel_avx512();
+TileKernelInfo tile_kernel_avx512_bf16();  // the pairs kernel (gemm_bf16_avx512.cc)
 void dot_block_avx2(const DotBlock& block);
 void dot_block_avx512(const DotBlock& block);
 #endif

@@ -20,14 +20,18 @@ int64_t min_parallel_rows(int64_t m) { return std::max<int64_t>(1, kParallelElem
 
 }  // namespace
 
-double orthogonality_penalty(float* grad_lora_a, float* grad_lora_b, const float* weight, const float* weight_gram,
+double orthogonality_penalty(float* grad_lora_a, float* grad_lora_b, WeightView weight, const float* weight_gram,
                              const float* lora_a, const float* lora_b, float scale, float eps, int64_t m, int64_t k,
                              int64_t r) {
   const bool need_gradients = grad_lora_a != nullptr || grad_lora_b != nullptr;
   FloatBuffer weight_lora_a(m * r);     // P = W0 Aᵀ [M,R]
   FloatBuffer lora_gram(r * r);         // A Aᵀ [R,R]
   FloatBuffer direction_lora_a(m * r);  // T = V Aᵀ = P + s B (A Aᵀ) [M,R]
-  matmul_rowmajor(weight_lora_a.data(), weight, false, lora_a, true, m, r, k, 1.0f, 0.0f);
+  if (weight.f32 != nullptr) {
+    matmul_rowmajor(weight_lora_a.data(), weight.f32, false, lora_a, true, m, r, k, 1.0f, 0.0f);
+  } else {  // a bfloat16 W0 can only be B: (A W0ᵀ)ᵀ, written transposed
+    gemm({weight_lora_a.data(), 1, r, lora_a, k, 1, nullptr, 1, k, r, m, k, 1.0f, 0.0f, weight.bf16});
+  }
   matmul_rowmajor(lora_gram.data(), lora_a, false, lora_a, true, r, r, k, 1.0f, 0.0f);
   std::copy_n(weight_lora_a.data(), m * r, direction_lora_a.data());
   matmul_rowmajor(direction_lora_a.data(), lora_b, false, lora_gram.data(), false, m, r, r, scale, 1.0f);

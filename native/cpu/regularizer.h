@@ -8,6 +8,8 @@
 
 #include <cstdint>
 
+#include "../common/bf16.h"
+
 namespace bidora::cpu {
 
 // Returns F and writes dF/dA [R,K] and dF/dB [M,R] (either may be null to skip it), working from the Gram matrix
@@ -16,7 +18,7 @@ namespace bidora::cpu {
 // With E = C ⊘ (n nᵀ) and Q = (E − I) / F, dF/dC = G = Q ⊘ (n nᵀ) − diag(t_i / n_i²) with t_i = Σ_j Q_ij E_ij (the
 // diagonal term only where n_i is not floored), dF/dV = 2 G V, so dF/dB = 2 s G V Aᵀ and dF/dA = 2 s Bᵀ G V. At F = 0
 // (D Dᵀ = I exactly, e.g. a single row) the gradients are 0.
-double orthogonality_penalty(float* grad_lora_a, float* grad_lora_b, const float* weight, const float* weight_gram,
+double orthogonality_penalty(float* grad_lora_a, float* grad_lora_b, WeightView weight, const float* weight_gram,
                              const float* lora_a, const float* lora_b, float scale, float eps, int64_t m, int64_t k,
                              int64_t r);
 

@@ -88,16 +88,18 @@ void global_norm(const ops::GlobalNorm& args) {
 void matmul(const ops::Matmul& args) {
   const int64_t m = args.m, n = args.n, k = args.k;
   for (int64_t index = 0; index < args.batch; ++index) {
-    gemm(args.out + index * m * n, args.a + index * m * k, args.transpose_a,
-         args.b + (args.shared_b ? 0 : index * k * n), args.transpose_b, m, n, k, 1.0f, 0.0f, args.precision, {},
-         nullptr);
+    const int64_t b_offset = args.shared_b ? 0 : index * k * n;
+    const WeightView b =
+        args.b_bf16 != nullptr ? WeightView{nullptr, args.b_bf16 + b_offset} : WeightView{args.b + b_offset, nullptr};
+    gemm(args.out + index * m * n, float32(args.a + index * m * k), args.transpose_a, b, args.transpose_b, m, n, k,
+         1.0f, 0.0f, args.precision, {}, nullptr);
   }
   check_launch("matmul");
 }
 
 void linear(const ops::Linear& args) {
-  gemm(args.out, args.input, false, args.weight, true, args.rows, args.m, args.k, 1.0f, 0.0f, args.precision, {},
-       nullptr);
+  gemm(args.out, float32(args.input), false, {args.weight, args.weight_bf16}, true, args.rows, args.m, args.k, 1.0f,
+       0.0f, args.precision, {}, nullptr);
   if (args.bias != nullptr) add(args.out, args.out, args.bias, args.rows * args.m, args.m, nullptr);
   check_launch("linear");
 }
@@ -202,7 +204,8 @@ void softmax_backward_op(const ops::SoftmaxBackward& args) {
 void embedding(const ops::Embedding& args) {
   const char* fn = "embedding";
   if (args.n == 0 || args.d == 0) return;
-  embedding_forward(args.out, args.weight, device_ints(0, args.ids, args.n, fn), args.n, args.d, nullptr);
+  embedding_forward(args.out, {args.weight, args.weight_bf16}, device_ints(0, args.ids, args.n, fn), args.n, args.d,
+                    nullptr);
   check_launch(fn);
 }
 
@@ -316,7 +319,7 @@ Branch branch(const float* input, int64_t count, const ops::BranchDropout& dropo
 void* workspace(const ops::AdapterDims& dims, const char* fn) { return scratch(1, adapter_workspace_bytes(dims), fn); }
 
 void row_sq_norms_op(const ops::RowSqNorms& args) {
-  row_sq_norms(args.out, args.weight, args.m, args.k, nullptr);
+  row_sq_norms(args.out, {args.weight, args.weight_bf16}, args.m, args.k, nullptr);
   check_launch("row norms");
 }
 
@@ -325,8 +328,8 @@ void dora_norm_op(const ops::DoraNorm& args) {
   const ops::AdapterLayer& l = args.layer;
   const int64_t m = l.dims.m, r = l.dims.r;
   auto* factors = static_cast<float*>(scratch(2, static_cast<size_t>(m * r + r * r) * sizeof(float), fn));
-  dora_norm(args.norm, factors, factors + m * r, l.weight, l.weight_sq_norms, l.lora_a, l.lora_b, l.scale, l.eps,
-            l.dims, workspace(l.dims, fn), nullptr);
+  dora_norm(args.norm, factors, factors + m * r, WeightView{l.weight, l.weight_bf16}, l.weight_sq_norms, l.lora_a,
+            l.lora_b, l.scale, l.eps, l.dims, workspace(l.dims, fn), nullptr);
   check_launch(fn);
 }
 
@@ -335,9 +338,9 @@ void dora_forward_op(const ops::DoraForward& args) {
   const ops::AdapterLayer& l = args.layer;
   const ops::DoraSaved& s = args.saved;
   const Branch lora = branch(l.input, l.dims.n * l.dims.k, l.dropout, fn);
-  dora_forward(args.output, s.combined, s.hidden, s.norm, s.weight_lora_a, s.lora_gram, l.input, lora.input, l.weight,
-               l.weight_sq_norms, l.bias, l.lora_a, l.lora_b, l.magnitude, l.scale, l.eps, l.dims, l.precision,
-               workspace(l.dims, fn), nullptr);
+  dora_forward(args.output, s.combined, s.hidden, s.norm, s.weight_lora_a, s.lora_gram, l.input, lora.input,
+               WeightView{l.weight, l.weight_bf16}, l.weight_sq_norms, l.bias, l.lora_a, l.lora_b, l.magnitude, l.scale,
+               l.eps, l.dims, l.precision, workspace(l.dims, fn), nullptr);
   check_launch(fn);
 }
 
@@ -346,9 +349,9 @@ void dora_backward_op(const ops::DoraBackward& args) {
   const ops::AdapterLayer& l = args.layer;
   const ops::DoraSaved& s = args.saved;
   const Branch lora = branch(l.input, l.dims.n * l.dims.k, l.dropout, fn);
-  dora_backward(args.grads, s.combined, args.grad_output, lora.input, lora.scale, l.weight, l.lora_a, l.lora_b,
-                l.magnitude, s.norm, s.hidden, s.weight_lora_a, s.lora_gram, l.scale, l.eps, args.detach_norm, l.dims,
-                l.precision, workspace(l.dims, fn), nullptr);
+  dora_backward(args.grads, s.combined, args.grad_output, lora.input, lora.scale, WeightView{l.weight, l.weight_bf16},
+                l.lora_a, l.lora_b, l.magnitude, s.norm, s.hidden, s.weight_lora_a, s.lora_gram, l.scale, l.eps,
+                args.detach_norm, l.dims, l.precision, workspace(l.dims, fn), nullptr);
   check_launch(fn);
 }
 
@@ -356,8 +359,8 @@ void lora_forward_op(const ops::LoraForward& args) {
   const char* fn = "loraForward";
   const ops::AdapterLayer& l = args.layer;
   const Branch lora = branch(l.input, l.dims.n * l.dims.k, l.dropout, fn);
-  lora_forward(args.output, args.hidden, l.input, lora.input, l.weight, l.bias, l.lora_a, l.lora_b, l.scale, l.dims,
-               l.precision, workspace(l.dims, fn), nullptr);
+  lora_forward(args.output, args.hidden, l.input, lora.input, WeightView{l.weight, l.weight_bf16}, l.bias, l.lora_a,
+               l.lora_b, l.scale, l.dims, l.precision, workspace(l.dims, fn), nullptr);
   check_launch(fn);
 }
 
@@ -365,8 +368,8 @@ void lora_backward_op(const ops::LoraBackward& args) {
   const char* fn = "loraBackward";
   const ops::AdapterLayer& l = args.layer;
   const Branch lora = branch(l.input, l.dims.n * l.dims.k, l.dropout, fn);
-  lora_backward(args.grads, args.grad_output, lora.input, lora.scale, l.weight, l.lora_a, l.lora_b, args.hidden,
-                l.scale, l.dims, l.precision, workspace(l.dims, fn), nullptr);
+  lora_backward(args.grads, args.grad_output, lora.input, lora.scale, WeightView{l.weight, l.weight_bf16}, l.lora_a,
+                l.lora_b, args.hidden, l.scale, l.dims, l.precision, workspace(l.dims, fn), nullptr);
   check_launch(fn);
 }
 

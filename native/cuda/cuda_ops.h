@@ -59,6 +59,12 @@ struct GemmScratch {
 // [K,N] is B stored [K,N] or [N,K] (b_transposed). beta == 0: C is only written. Any M, N, K (K = 0 gives beta C).
 void gemm(float* c, const float* a, bool a_transposed, const float* b, bool b_transposed, int64_t m, int64_t n,
           int64_t k, float alpha, float beta, GemmPrecision precision, GemmScratch scratch, cudaStream_t stream);
+// The same where either operand may be bfloat16 (a frozen weight, ../common/bf16.h): then BF16 tensor cores run it
+// whatever `precision` says, the float32 operand rounded to bfloat16 (nearest even) on its way to shared memory.
+void gemm(float* c, WeightView a, bool a_transposed, WeightView b, bool b_transposed, int64_t m, int64_t n, int64_t k,
+          float alpha, float beta, GemmPrecision precision, GemmScratch scratch, cudaStream_t stream);
+// An activation as a gemm operand beside a WeightView.
+inline WeightView float32(const float* values) { return {values, nullptr}; }
 
 // ---- fused DoRA and LoRA (same formulas as native/cpu/dora.h) ------------------------------------------------------
 
@@ -70,35 +76,36 @@ using AdapterGrads = ops::AdapterGrads;
 size_t adapter_workspace_bytes(const AdapterDims& dims);
 
 // ||W0_j||² for every row [M], accumulated in double.
-void row_sq_norms(float* out, const float* weight, int64_t m, int64_t k, cudaStream_t stream);
+void row_sq_norms(float* out, WeightView weight, int64_t m, int64_t k, cudaStream_t stream);
 
 // n [M], W0 Aᵀ [M,R] and A Aᵀ [R,R] from the factored form (no [M,K] buffer). The factors are float32 products
-// whatever the layer's precision: n² is a difference of large terms.
-void dora_norm(float* norm, float* weight_lora_a, float* lora_gram, const float* weight, const float* weight_sq_norms,
+// whatever the layer's precision (n² is a difference of large terms), but for a bfloat16 W0: W0 Aᵀ then runs on BF16
+// tensor cores like every product with it (A rounded to bfloat16), as on CPUs with AVX512-BF16.
+void dora_norm(float* norm, float* weight_lora_a, float* lora_gram, WeightView weight, const float* weight_sq_norms,
                const float* lora_a, const float* lora_b, float scale, float eps, const AdapterDims& dims,
                void* workspace, cudaStream_t stream);
 
 // combined [N,M] receives u = x W0ᵀ + s h Bᵀ (saved for backward), hidden [N,R] receives h = x_d Aᵀ, norm and its
 // factors as dora_norm. bias may be null. lora_input is x after dropout (the same pointer as input without it).
 void dora_forward(float* output, float* combined, float* hidden, float* norm, float* weight_lora_a, float* lora_gram,
-                  const float* input, const float* lora_input, const float* weight, const float* weight_sq_norms,
+                  const float* input, const float* lora_input, WeightView weight, const float* weight_sq_norms,
                   const float* bias, const float* lora_a, const float* lora_b, const float* magnitude, float scale,
                   float eps, const AdapterDims& dims, GemmPrecision precision, void* workspace, cudaStream_t stream);
 
 // `combined` holds u on entry and is overwritten with (m / n) ⊙ grad_output. detach_norm: n is a constant (PEFT)
 // or differentiated through. dropout_scale [N,K]: the branch's mask / (1 − p), or null without dropout.
 void dora_backward(const AdapterGrads& grads, float* combined, const float* grad_output, const float* lora_input,
-                   const float* dropout_scale, const float* weight, const float* lora_a, const float* lora_b,
+                   const float* dropout_scale, WeightView weight, const float* lora_a, const float* lora_b,
                    const float* magnitude, const float* norm, const float* hidden, const float* weight_lora_a,
                    const float* lora_gram, float scale, float eps, bool detach_norm, const AdapterDims& dims,
                    GemmPrecision precision, void* workspace, cudaStream_t stream);
 
-void lora_forward(float* output, float* hidden, const float* input, const float* lora_input, const float* weight,
+void lora_forward(float* output, float* hidden, const float* input, const float* lora_input, WeightView weight,
                   const float* bias, const float* lora_a, const float* lora_b, float scale, const AdapterDims& dims,
                   GemmPrecision precision, void* workspace, cudaStream_t stream);
 
 void lora_backward(const AdapterGrads& grads, const float* grad_output, const float* lora_input,
-                   const float* dropout_scale, const float* weight, const float* lora_a, const float* lora_b,
+                   const float* dropout_scale, WeightView weight, const float* lora_a, const float* lora_b,
                    const float* hidden, float scale, const AdapterDims& dims, GemmPrecision precision, void* workspace,
                    cudaStream_t stream);
 
@@ -188,7 +195,7 @@ void cross_entropy_forward(float* loss, float* row_losses, const float* logits, 
 void cross_entropy_backward(float* grad_logits, float* row_scale, const float* logits, const int32_t* labels,
                             int32_t ignore_index, float grad_loss, int64_t rows, int64_t c, cudaStream_t stream);
 
-void embedding_forward(float* out, const float* weight, const int32_t* ids, int64_t n, int64_t d, cudaStream_t stream);
+void embedding_forward(float* out, WeightView weight, const int32_t* ids, int64_t n, int64_t d, cudaStream_t stream);
 // Deterministic scatter-add without atomics. The ids live on the host in the binding (an Int32Array), so a stable
 // counting sort runs there (embedding_backward_plan, nn_math.cuh: order [n], row_start [V + 1]); the kernel takes
 // device copies and sums each vocabulary row's positions in that order, writing every row (zeros where unused).

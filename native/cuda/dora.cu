@@ -57,13 +57,15 @@ AdapterScratch carve(void* workspace, const AdapterDims& dims) {
 // ---- kernels --------------------------------------------------------------------------------------------------------
 
 // One warp per row, in double like the CPU (the norm's largest term).
-__global__ void row_sq_norms_kernel(float* out, const float* weight, int64_t m, int64_t k) {
+__global__ void row_sq_norms_kernel(float* out, WeightView weight, int64_t m, int64_t k) {
   const int64_t row = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / kWarpSize;
   const int lane = threadIdx.x % kWarpSize;
   if (row >= m) return;
-  const float* line = weight + row * k;
   double total = 0.0;
-  for (int64_t col = lane; col < k; col += kWarpSize) total += static_cast<double>(line[col]) * line[col];
+  for (int64_t col = lane; col < k; col += kWarpSize) {
+    const double value = weight_at(weight, row * k + col);
+    total += value * value;
+  }
   total = warp_sum(total);
   if (lane == 0) out[row] = static_cast<float>(total);
 }
@@ -163,11 +165,11 @@ __global__ void dropout_branch_kernel(float* grad_input, const float* grad_hidde
 unsigned row_blocks(int64_t rows) { return static_cast<unsigned>(ceil_div(std::max<int64_t>(rows, 1), 256)); }
 
 // grad_input = ĝ W0 + s gh A (through dropout when the branch saw a dropped input).
-void input_gradient(float* grad_input, const float* grad_combined, const float* grad_hidden, const float* weight,
+void input_gradient(float* grad_input, const float* grad_combined, const float* grad_hidden, WeightView weight,
                     const float* lora_a, const float* dropout_scale, float scale, const AdapterDims& dims,
                     GemmPrecision precision, GemmScratch gemm_scratch, cudaStream_t stream) {
   const auto [n, k, m, r] = dims;
-  gemm(grad_input, grad_combined, false, weight, false, n, k, m, 1.0f, 0.0f, precision, gemm_scratch, stream);
+  gemm(grad_input, float32(grad_combined), false, weight, false, n, k, m, 1.0f, 0.0f, precision, gemm_scratch, stream);
   if (dropout_scale == nullptr) {
     gemm(grad_input, grad_hidden, false, lora_a, false, n, k, r, scale, 1.0f, precision, gemm_scratch, stream);
   } else {
@@ -187,28 +189,28 @@ size_t adapter_workspace_bytes(const AdapterDims& dims) {
          align_up(sizeof(float) * split_k_floats(dims));
 }
 
-void row_sq_norms(float* out, const float* weight, int64_t m, int64_t k, cudaStream_t stream) {
+void row_sq_norms(float* out, WeightView weight, int64_t m, int64_t k, cudaStream_t stream) {
   if (m == 0) return;
   constexpr int kRowsPerBlock = 8;
   row_sq_norms_kernel<<<static_cast<unsigned>(ceil_div(m, kRowsPerBlock)), kRowsPerBlock * kWarpSize, 0, stream>>>(
       out, weight, m, k);
 }
 
-void dora_norm(float* norm, float* weight_lora_a, float* lora_gram, const float* weight, const float* weight_sq_norms,
+void dora_norm(float* norm, float* weight_lora_a, float* lora_gram, WeightView weight, const float* weight_sq_norms,
                const float* lora_a, const float* lora_b, float scale, float eps, const AdapterDims& dims,
                void* workspace, cudaStream_t stream) {
   const auto [n, k, m, r] = dims;
   const AdapterScratch scratch = carve(workspace, dims);
   const auto f32 = GemmPrecision::kFloat32;
-  gemm(weight_lora_a, weight, false, lora_a, true, m, r, k, 1.0f, 0.0f, f32, scratch.gemm, stream);  // W0 Aᵀ
-  gemm(lora_gram, lora_a, false, lora_a, true, r, r, k, 1.0f, 0.0f, f32, scratch.gemm, stream);      // A Aᵀ
+  gemm(weight_lora_a, weight, false, float32(lora_a), true, m, r, k, 1.0f, 0.0f, f32, scratch.gemm, stream);  // W0 Aᵀ
+  gemm(lora_gram, lora_a, false, lora_a, true, r, r, k, 1.0f, 0.0f, f32, scratch.gemm, stream);               // A Aᵀ
   if (m == 0) return;
   dora_norm_kernel<<<row_blocks(m), 256, 0, stream>>>(norm, weight_lora_a, lora_gram, weight_sq_norms, lora_b, scale,
                                                       eps, m, r);
 }
 
 void dora_forward(float* output, float* combined, float* hidden, float* norm, float* weight_lora_a, float* lora_gram,
-                  const float* input, const float* lora_input, const float* weight, const float* weight_sq_norms,
+                  const float* input, const float* lora_input, WeightView weight, const float* weight_sq_norms,
                   const float* bias, const float* lora_a, const float* lora_b, const float* magnitude, float scale,
                   float eps, const AdapterDims& dims, GemmPrecision precision, void* workspace, cudaStream_t stream) {
   const auto [n, k, m, r] = dims;
@@ -216,15 +218,15 @@ void dora_forward(float* output, float* combined, float* hidden, float* norm, fl
   dora_norm(norm, weight_lora_a, lora_gram, weight, weight_sq_norms, lora_a, lora_b, scale, eps, dims, workspace,
             stream);
   gemm(hidden, lora_input, false, lora_a, true, n, r, k, 1.0f, 0.0f, precision, scratch.gemm, stream);  // h = x_d Aᵀ
-  gemm(combined, input, false, weight, true, n, m, k, 1.0f, 0.0f, precision, scratch.gemm, stream);     // x W0ᵀ
-  gemm(combined, hidden, false, lora_b, true, n, m, r, scale, 1.0f, precision, scratch.gemm, stream);   // + s h Bᵀ
+  gemm(combined, float32(input), false, weight, true, n, m, k, 1.0f, 0.0f, precision, scratch.gemm, stream);  // x W0ᵀ
+  gemm(combined, hidden, false, lora_b, true, n, m, r, scale, 1.0f, precision, scratch.gemm, stream);  // + s h Bᵀ
   if (n * m == 0) return;
   compose_kernel<<<elementwise_blocks(n * m), kElementwiseThreads, 0, stream>>>(output, combined, magnitude, norm, bias,
                                                                                 n, m);
 }
 
 void dora_backward(const AdapterGrads& grads, float* combined, const float* grad_output, const float* lora_input,
-                   const float* dropout_scale, const float* weight, const float* lora_a, const float* lora_b,
+                   const float* dropout_scale, WeightView weight, const float* lora_a, const float* lora_b,
                    const float* magnitude, const float* norm, const float* hidden, const float* weight_lora_a,
                    const float* lora_gram, float scale, float eps, bool detach_norm, const AdapterDims& dims,
                    GemmPrecision precision, void* workspace, cudaStream_t stream) {
@@ -261,7 +263,8 @@ void dora_backward(const AdapterGrads& grads, float* combined, const float* grad
          stream);  // s ghᵀ x_d
     if (through_norm) {
       // + s Bᵀ diag(c) V = s (cB)ᵀ W0 + s² ((cB)ᵀ B) A, in float32 like the norm's factors.
-      gemm(grads.lora_a, scratch.scaled_lora_b, true, weight, false, r, k, m, scale, 1.0f, f32, scratch.gemm, stream);
+      gemm(grads.lora_a, float32(scratch.scaled_lora_b), true, weight, false, r, k, m, scale, 1.0f, f32, scratch.gemm,
+           stream);
       gemm(scratch.small, scratch.scaled_lora_b, true, lora_b, false, r, r, m, 1.0f, 0.0f, f32, scratch.gemm, stream);
       gemm(grads.lora_a, scratch.small, false, lora_a, false, r, k, r, scale * scale, 1.0f, f32, scratch.gemm, stream);
     }
@@ -272,13 +275,13 @@ void dora_backward(const AdapterGrads& grads, float* combined, const float* grad
   }
 }
 
-void lora_forward(float* output, float* hidden, const float* input, const float* lora_input, const float* weight,
+void lora_forward(float* output, float* hidden, const float* input, const float* lora_input, WeightView weight,
                   const float* bias, const float* lora_a, const float* lora_b, float scale, const AdapterDims& dims,
                   GemmPrecision precision, void* workspace, cudaStream_t stream) {
   const auto [n, k, m, r] = dims;
   const AdapterScratch scratch = carve(workspace, dims);
   gemm(hidden, lora_input, false, lora_a, true, n, r, k, 1.0f, 0.0f, precision, scratch.gemm, stream);
-  gemm(output, input, false, weight, true, n, m, k, 1.0f, 0.0f, precision, scratch.gemm, stream);
+  gemm(output, float32(input), false, weight, true, n, m, k, 1.0f, 0.0f, precision, scratch.gemm, stream);
   gemm(output, hidden, false, lora_b, true, n, m, r, scale, 1.0f, precision, scratch.gemm, stream);
   if (bias != nullptr && n * m > 0) {  // y += bias, in place (gain 1)
     compose_kernel<<<elementwise_blocks(n * m), kElementwiseThreads, 0, stream>>>(output, output, nullptr, nullptr,
@@ -287,7 +290,7 @@ void lora_forward(float* output, float* hidden, const float* input, const float*
 }
 
 void lora_backward(const AdapterGrads& grads, const float* grad_output, const float* lora_input,
-                   const float* dropout_scale, const float* weight, const float* lora_a, const float* lora_b,
+                   const float* dropout_scale, WeightView weight, const float* lora_a, const float* lora_b,
                    const float* hidden, float scale, const AdapterDims& dims, GemmPrecision precision, void* workspace,
                    cudaStream_t stream) {
   const auto [n, k, m, r] = dims;

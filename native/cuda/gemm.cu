@@ -4,6 +4,8 @@
 #include <cuda_bf16.h>
 #include <mma.h>
 
+#include <type_traits>
+
 #include "cuda_ops.h"
 #include "device_common.cuh"
 #include "gemm_tiles.cuh"
@@ -108,10 +110,11 @@ struct WmmaTraits<__nv_bfloat16> {  // BF16: rounded (to nearest even) when stor
 };
 
 // Two blocks per SM (at most 128 registers a thread): the tile loads are not pipelined, so one block's loads hide
-// behind the other's tensor-core work.
-template <typename Element>
+// behind the other's tensor-core work. Either operand may be stored in bfloat16 (AType, BType: float or Bf16), a
+// frozen weight, which the BF16 form then takes as it is.
+template <typename Element, typename AType = float, typename BType = float>
 __global__ void __launch_bounds__(wmma_tile::kThreads, 2)
-    gemm_wmma_kernel(float* c, const float* a, const float* b, GemmArgs args) {
+    gemm_wmma_kernel(float* c, const AType* a, const BType* b, GemmArgs args) {
   using namespace wmma_tile;
   using Traits = WmmaTraits<Element>;
   constexpr int kDepth = Traits::kDepth, kPad = Traits::kPad;
@@ -208,9 +211,17 @@ __global__ void split_k_reduce_kernel(float* c, const float* partials, int split
 
 // ---- launchers ------------------------------------------------------------------------------------------------------
 
-void gemm(float* c, const float* a, bool a_transposed, const float* b, bool b_transposed, int64_t m, int64_t n,
-          int64_t k, float alpha, float beta, GemmPrecision precision, GemmScratch scratch, cudaStream_t stream) {
+namespace {
+
+// The tiling, split-K and kernel choice shared by every operand type. A bfloat16 operand always runs on BF16 tensor
+// cores (the other operand rounded to bfloat16 in shared memory), as the CPU's vdpbf16ps path does.
+template <typename AType, typename BType>
+void launch_gemm(float* c, const AType* a, bool a_transposed, const BType* b, bool b_transposed, int64_t m, int64_t n,
+                 int64_t k, float alpha, float beta, GemmPrecision precision, GemmScratch scratch,
+                 cudaStream_t stream) {
   if (m == 0 || n == 0) return;
+  constexpr bool has_bf16_operand = !std::is_same_v<AType, float> || !std::is_same_v<BType, float>;
+  if (has_bf16_operand) precision = GemmPrecision::kBf16;
   const bool tensor_cores = precision != GemmPrecision::kFloat32;
   const int block_rows = tensor_cores ? wmma_tile::kBlockRows : simt::kBlockRows;
   const int block_cols = tensor_cores ? wmma_tile::kBlockCols : simt::kBlockCols;
@@ -226,20 +237,47 @@ void gemm(float* c, const float* a, bool a_transposed, const float* b, bool b_tr
     target = scratch.data;
   }
   const dim3 grid(static_cast<unsigned>(tiles_across), static_cast<unsigned>(tiles_down), splits);
-  switch (precision) {
-    case GemmPrecision::kFloat32:
-      gemm_float32_kernel<<<grid, simt::kThreads, 0, stream>>>(target, a, b, args);
-      break;
-    case GemmPrecision::kTf32:
-      gemm_wmma_kernel<float><<<grid, wmma_tile::kThreads, 0, stream>>>(target, a, b, args);
-      break;
-    case GemmPrecision::kBf16:
-      gemm_wmma_kernel<__nv_bfloat16><<<grid, wmma_tile::kThreads, 0, stream>>>(target, a, b, args);
-      break;
+  if constexpr (has_bf16_operand) {
+    gemm_wmma_kernel<__nv_bfloat16, AType, BType><<<grid, wmma_tile::kThreads, 0, stream>>>(target, a, b, args);
+  } else {
+    switch (precision) {
+      case GemmPrecision::kFloat32:
+        gemm_float32_kernel<<<grid, simt::kThreads, 0, stream>>>(target, a, b, args);
+        break;
+      case GemmPrecision::kTf32:
+        gemm_wmma_kernel<float><<<grid, wmma_tile::kThreads, 0, stream>>>(target, a, b, args);
+        break;
+      case GemmPrecision::kBf16:
+        gemm_wmma_kernel<__nv_bfloat16><<<grid, wmma_tile::kThreads, 0, stream>>>(target, a, b, args);
+        break;
+    }
   }
   if (splits > 1) {
     split_k_reduce_kernel<<<elementwise_blocks(m * n), kElementwiseThreads, 0, stream>>>(c, scratch.data, splits, m * n,
                                                                                          beta);
+  }
+}
+
+}  // namespace
+
+void gemm(float* c, const float* a, bool a_transposed, const float* b, bool b_transposed, int64_t m, int64_t n,
+          int64_t k, float alpha, float beta, GemmPrecision precision, GemmScratch scratch, cudaStream_t stream) {
+  launch_gemm(c, a, a_transposed, b, b_transposed, m, n, k, alpha, beta, precision, scratch, stream);
+}
+
+void gemm(float* c, WeightView a, bool a_transposed, WeightView b, bool b_transposed, int64_t m, int64_t n, int64_t k,
+          float alpha, float beta, GemmPrecision precision, GemmScratch scratch, cudaStream_t stream) {
+  const auto with_b = [&](auto a_operand) {
+    if (b.bf16 != nullptr) {
+      launch_gemm(c, a_operand, a_transposed, b.bf16, b_transposed, m, n, k, alpha, beta, precision, scratch, stream);
+    } else {
+      launch_gemm(c, a_operand, a_transposed, b.f32, b_transposed, m, n, k, alpha, beta, precision, scratch, stream);
+    }
+  };
+  if (a.bf16 != nullptr) {
+    with_b(a.bf16);
+  } else {
+    with_b(a.f32);
   }
 }
 

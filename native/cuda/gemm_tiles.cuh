@@ -6,6 +6,7 @@
 // [M,K], or Aᵀ with A stored [K,M] (a_transposed); op(B) = B stored [K,N], or Bᵀ with B stored [N,K].
 #pragma once
 
+#include "../common/bf16.h"
 #include "host_device.h"
 
 namespace bidora::cuda {
@@ -18,6 +19,12 @@ BIDORA_HD int64_t operand_offset(int64_t row, int64_t col, int64_t rows, int64_t
 BIDORA_HD float load_or_zero(const float* matrix, int64_t row, int64_t col, int64_t rows, int64_t cols,
                              bool transposed) {
   return row < rows && col < cols ? matrix[operand_offset(row, col, rows, cols, transposed)] : 0.0f;
+}
+
+// The same from a bfloat16 operand (a frozen weight), widened exactly.
+BIDORA_HD float load_or_zero(const Bf16* matrix, int64_t row, int64_t col, int64_t rows, int64_t cols,
+                             bool transposed) {
+  return row < rows && col < cols ? bf16_to_float(matrix[operand_offset(row, col, rows, cols, transposed)]) : 0.0f;
 }
 
 struct TileCoord {

@@ -225,10 +225,10 @@ __global__ void cross_entropy_backward_kernel(float* grad_logits, const float* r
 
 // ---- kernels: embedding ---------------------------------------------------------------------------------------------
 
-__global__ void embedding_forward_kernel(float* out, const float* weight, const int32_t* ids, int64_t n, int64_t d) {
+__global__ void embedding_forward_kernel(float* out, WeightView weight, const int32_t* ids, int64_t n, int64_t d) {
   for (int64_t index = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; index < n * d;
        index += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    out[index] = weight[static_cast<int64_t>(ids[index / d]) * d + index % d];
+    out[index] = weight_at(weight, static_cast<int64_t>(ids[index / d]) * d + index % d);
   }
 }
 
@@ -327,7 +327,7 @@ void cross_entropy_backward(float* grad_logits, float* row_scale, const float* l
                                                                                      labels, ignore_index, rows, c);
 }
 
-void embedding_forward(float* out, const float* weight, const int32_t* ids, int64_t n, int64_t d, cudaStream_t stream) {
+void embedding_forward(float* out, WeightView weight, const int32_t* ids, int64_t n, int64_t d, cudaStream_t stream) {
   if (n * d == 0) return;
   embedding_forward_kernel<<<elementwise_blocks(n * d), kElementwiseThreads, 0, stream>>>(out, weight, ids, n, d);
 }
