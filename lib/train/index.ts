@@ -1,5 +1,11 @@
 // Training: the single-level Trainer and BiDoRA's BiLevelTrainer, evaluation, metrics, data and statistics.
-export { type BiLevelFitResult, type BiLevelStep, BiLevelTrainer, type BiLevelTrainerOptions } from './bilevel';
+export {
+  type BiLevelFitResult,
+  type BiLevelStep,
+  BiLevelTrainer,
+  type BiLevelTrainerOptions,
+  DEFAULT_XI,
+} from './bilevel';
 export { type Checkpoint, CHECKPOINT_FILE, HISTORY_FILE, loadCheckpoint, saveCheckpoint } from './checkpoint';
 export * from './data';
 export * from './files';
