@@ -135,28 +135,36 @@ double tolerance_of(cu::GemmPrecision precision) {
 // ---- GEMM
 // -------------------------------------------------------------------------------------------------------------
 
+struct GemmShape {
+  int64_t m, n, k;
+};
+
+// op(A) op(B) in double, A stored [m,k] (or [k,m] when ta), B stored [k,n] (or [n,k] when tb), row-major.
+Doubles product_reference(const Vector& a, bool ta, const Vector& b, bool tb, const GemmShape& s) {
+  Doubles out(s.m * s.n);
+  for (int64_t i = 0; i < s.m; ++i) {
+    for (int64_t j = 0; j < s.n; ++j) {
+      double total = 0;
+      for (int64_t p = 0; p < s.k; ++p) {
+        total += static_cast<double>(a[ta ? p * s.m + i : i * s.k + p]) * b[tb ? j * s.k + p : p * s.n + j];
+      }
+      out[i * s.n + j] = total;
+    }
+  }
+  return out;
+}
+
 void check_gemm() {
-  struct Shape {
-    int64_t m, n, k;
-  };
   // Edges on every side, a single row, an empty K, and a skinny long-K product (split-K).
-  const Shape shapes[] = {{1, 1, 1}, {130, 67, 45}, {257, 300, 129}, {16, 64, 3000}, {7, 9, 0}, {200, 1, 77}};
+  const GemmShape shapes[] = {{1, 1, 1}, {130, 67, 45}, {257, 300, 129}, {16, 64, 3000}, {7, 9, 0}, {200, 1, 77}};
   Device<float> scratch(1 << 22);
-  for (const Shape& s : shapes) {
+  for (const GemmShape& s : shapes) {
     for (int transposes = 0; transposes < 4; ++transposes) {
       const bool ta = transposes & 1, tb = transposes & 2;
       const Vector a = random_vector(s.m * s.k), b = random_vector(s.k * s.n), c0 = random_vector(s.m * s.n);
       const float alpha = 0.75f, beta = transposes == 3 ? 0.0f : -0.5f;
-      Doubles expected(s.m * s.n);
-      for (int64_t i = 0; i < s.m; ++i) {
-        for (int64_t j = 0; j < s.n; ++j) {
-          double total = 0;
-          for (int64_t p = 0; p < s.k; ++p) {
-            total += static_cast<double>(a[ta ? p * s.m + i : i * s.k + p]) * b[tb ? j * s.k + p : p * s.n + j];
-          }
-          expected[i * s.n + j] = alpha * total + (beta == 0 ? 0.0 : beta * c0[i * s.n + j]);
-        }
-      }
+      Doubles expected = product_reference(a, ta, b, tb, s);
+      for (size_t i = 0; i < expected.size(); ++i) expected[i] = alpha * expected[i] + (beta == 0 ? 0.0 : beta * c0[i]);
       for (auto precision : {cu::GemmPrecision::kFloat32, cu::GemmPrecision::kTf32, cu::GemmPrecision::kBf16}) {
         Device<float> da(a), db(b), dc(c0);
         if (beta == 0) CHECK_CUDA(cudaMemset(dc.ptr, 0xff, dc.count * sizeof(float)));  // NaN: must not be read
@@ -458,24 +466,12 @@ void check_adapters() {
 // tensor cores whatever the precision), row norms and embedding rows, against double references over the widened
 // values (check_adapters covers the DoRA and LoRA layers over a bfloat16 W0).
 void check_bf16_weights() {
-  struct Shape {
-    int64_t m, n, k;
-  };
   Device<float> scratch(1 << 22);
-  for (const Shape& s : {Shape{130, 67, 45}, Shape{257, 300, 129}, Shape{16, 64, 3000}}) {
+  for (const GemmShape& s : {GemmShape{130, 67, 45}, GemmShape{257, 300, 129}, GemmShape{16, 64, 3000}}) {
     for (int transposes = 0; transposes < 4; ++transposes) {
       const bool ta = transposes & 1, tb = transposes & 2;
       const Vector a = rounded(random_vector(s.m * s.k)), b = rounded(random_vector(s.k * s.n));
-      Doubles expected(s.m * s.n);
-      for (int64_t i = 0; i < s.m; ++i) {
-        for (int64_t j = 0; j < s.n; ++j) {
-          double total = 0;
-          for (int64_t p = 0; p < s.k; ++p) {
-            total += static_cast<double>(a[ta ? p * s.m + i : i * s.k + p]) * b[tb ? j * s.k + p : p * s.n + j];
-          }
-          expected[i * s.n + j] = total;
-        }
-      }
+      const Doubles expected = product_reference(a, ta, b, tb, s);
       Device<float> da(a), db(b), dc(s.m * s.n);
       Device<Bf16> da16(bits_of(a)), db16(bits_of(b));
       char shape[64];
