@@ -35,6 +35,19 @@ export interface GradNode {
   release(): void;
 }
 
+// Tensors that are made and freed within one synchronous task (a training step inside tidy) are never reported to
+// V8's garbage collector, which could not have freed them and whose collections would only slow the step; those
+// still alive when the event loop next turns are reported then (native/binding/op.h, ExternalMemory).
+let reportScheduled = false;
+function scheduleMemoryReport(): void {
+  if (reportScheduled) return;
+  reportScheduled = true;
+  setImmediate(() => {
+    reportScheduled = false;
+    native.reportExternalMemory();
+  }).unref();
+}
+
 let unwrapHandle: (tensor: Tensor) => NativeTensorHandle;
 let wrapHandle: (handle: NativeTensorHandle) => Tensor;
 
@@ -69,6 +82,7 @@ export class Tensor {
     this.#dtype = handle.dtype;
     this.size = this.shape.reduce((count, dim) => count * dim, 1);
     scopes.at(-1)?.created.add(this);
+    scheduleMemoryReport();
   }
 
   /**

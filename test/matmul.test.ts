@@ -48,19 +48,51 @@ describe.each(isaPaths)('matmul on the %s path', (isa) => {
     }
   });
 
-  it('linear equals input · weightᵀ + bias, with and without bias, for rank-3 input', () => {
+  // [rows, out, in]: the GEMM adds the bias as it first stores each register tile, on whichever form the shape takes:
+  // rows split between threads, columns split (few rows), several depth blocks (in > KC), the thin-C dot form (few
+  // outputs) and the transposed form (fewer outputs than a tile is wide).
+  it.each([
+    [33, 257, 130],
+    [4, 257, 700],
+    [300, 70, 1000],
+    [9, 5, 200],
+    [100, 20, 30],
+  ])('linear with %i rows, %i outputs and %i inputs equals input · weightᵀ + bias, bias added once', (rows, out, k) => {
     setIsa(isa);
     tidy(() => {
-      const input = randomTensor([3, 11, 130]);
-      const weight = randomTensor([257, 130]);
-      const bias = randomTensor([257]);
-      const product = matmulReference(input.toFloat32Array(), false, weight.toFloat32Array(), true, 33, 257, 130);
-      const withBias = Float64Array.from(product, (value, index) => value + bias.toFloat32Array()[index % 257]);
+      const input = randomTensor([3, rows, k]);
+      const weight = randomTensor([out, k]);
+      const bias = randomTensor([out]);
+      const biasValues = bias.toFloat32Array();
+      const product = matmulReference(input.toFloat32Array(), false, weight.toFloat32Array(), true, 3 * rows, out, k);
+      const withBias = Float64Array.from(product, (value, index) => value + biasValues[index % out]);
       const plain = ops.linear(input, weight);
       const biased = ops.linear(input, weight, bias);
-      expect(plain.shape).toEqual([3, 11, 257]);
+      expect(plain.shape).toEqual([3, rows, out]);
       expect(relativeError(plain.toFloat32Array(), product), `seed ${baseSeed}`).toBeLessThan(1e-5);
       expect(relativeError(biased.toFloat32Array(), withBias), `seed ${baseSeed}`).toBeLessThan(1e-5);
+      // With bfloat16 weights the products round their inputs; the bias still lands once, in its own column. Added
+      // to the first depth block's sum, it changes only how the later ones round: a few float32 ulps of the terms.
+      const narrow = weight.to('bfloat16');
+      const plainNarrow = ops.linear(input, narrow).toFloat32Array();
+      const biasedNarrow = ops.linear(input, narrow, bias).toFloat32Array();
+      const absolute = (values: Float32Array) => values.map(Math.abs);
+      const termSizes = matmulReference(
+        absolute(input.toFloat32Array()),
+        false,
+        absolute(weight.toFloat32Array()),
+        true,
+        3 * rows,
+        out,
+        k,
+      );
+      for (let index = 0; index < biasedNarrow.length; index++) {
+        const added = biasedNarrow[index] - plainNarrow[index];
+        const bound = 2 ** -21 * (termSizes[index] + Math.abs(biasValues[index % out]));
+        expect(Math.abs(added - biasValues[index % out]), `element ${index}, seed ${baseSeed}`).toBeLessThanOrEqual(
+          bound,
+        );
+      }
     });
   });
 

@@ -1,4 +1,6 @@
 // Tensor creation, copies, disposal, tidy scopes, memory accounting and the finaliser.
+import { constants, PerformanceObserver } from 'node:perf_hooks';
+
 import { describe, expect, it } from 'vitest';
 
 import { keep, memory, ops, resetPeakMemory, Tensor, tidy } from '../lib/index';
@@ -132,6 +134,41 @@ describe('memory', () => {
     expect(() => tensor.toFloat32Array()).toThrow(TypeError);
     expect(() => ops.scale(tensor, 2)).toThrow(/scale: a is a disposed Tensor/);
     expect(String(tensor)).toContain('disposed');
+  });
+
+  // V8 is told of native memory so that it collects tensors nobody disposed under pressure, but only of tensors that
+  // outlive the task that made them (or once more than 512 MiB of them are live): a training step's activations,
+  // freed by tidy, never start a collection, which would find nothing to free and slow the step.
+  it('tensors freed within their task never start a collection; tensors nobody disposed are collected', async () => {
+    const turns = async (count: number) => {
+      for (let index = 0; index < count; index++) await new Promise((resolve) => setTimeout(resolve, 5));
+    };
+    let major = 0;
+    const observer = new PerformanceObserver((list) => {
+      for (const entry of list.getEntries()) {
+        if ((entry.detail as { kind?: number } | undefined)?.kind === constants.NODE_PERFORMANCE_GC_MAJOR) major++;
+      }
+    });
+    observer.observe({ entryTypes: ['gc'] });
+    try {
+      (globalThis as { gc?: () => void }).gc?.();
+      await turns(2);
+      major = 0;
+      for (let index = 0; index < 40; index++) Tensor.zeros([16 << 20]).dispose(); // 2.5 GiB made and freed
+      await turns(5);
+      expect(major, 'major collections after tensors made and freed in one task').toBe(0);
+      // Nobody disposes these, and the loop never yields: past 512 MiB V8 is told at once, and collects them.
+      const before = memory().tensors;
+      (() => {
+        for (let index = 0; index < 12; index++) Tensor.zeros([16 << 20]);
+      })();
+      expect(memory().tensors).toBe(before + 12);
+      for (let attempt = 0; attempt < 200 && memory().tensors > before; attempt++) await turns(1);
+      expect(memory().tensors).toBe(before);
+      expect(major).toBeGreaterThan(0);
+    } finally {
+      observer.disconnect();
+    }
   });
 
   it('the finaliser frees tensors nobody disposed once they are collected', async () => {

@@ -93,6 +93,12 @@ Napi::Value empty_cache(const Napi::CallbackInfo& info) {
   });
 }
 
+// [sync] reportExternalMemory(): void - tells V8 of the live tensors' host memory it has not been told of yet.
+Napi::Value report_external_memory(const Napi::CallbackInfo& info) {
+  TensorHandle::report_external_memory(info.Env());
+  return info.Env().Undefined();
+}
+
 // [sync] resetPeakMemory(): void - peakBytes restarts from the bytes live now.
 Napi::Value reset_peak_memory(const Napi::CallbackInfo& info) {
   state(info.Env()).stats->reset_peak();
@@ -169,6 +175,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("setIsa", Napi::Function::New<set_isa>(env, "setIsa"));
   exports.Set("setNumThreads", Napi::Function::New<set_num_threads>(env, "setNumThreads"));
   exports.Set("memory", Napi::Function::New<memory>(env, "memory"));
+  exports.Set("reportExternalMemory", Napi::Function::New<report_external_memory>(env, "reportExternalMemory"));
   exports.Set("resetPeakMemory", Napi::Function::New<reset_peak_memory>(env, "resetPeakMemory"));
   exports.Set("emptyCache", Napi::Function::New<empty_cache>(env, "emptyCache"));
   exports.Set("setCacheLimit", Napi::Function::New<set_buffer_cache_limit>(env, "setCacheLimit"));

@@ -21,6 +21,8 @@
 
 namespace bidora::binding {
 
+struct ExternalMemory;
+
 // The native handle behind every TypeScript Tensor: a shape over shared, aligned float storage. Several handles may
 // view one storage (reshape, aliases kept for backward); the storage lives until the last of them is disposed.
 class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
@@ -56,6 +58,9 @@ class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
   // Its elements converted into `target`, of the same shape and device and maybe another dtype.
   void convert_into(TensorHandle& target, const char* fn) { storage_->convert_into(*target.storage_, numel(), fn); }
 
+  // Tells V8 of the host memory of this environment's live handles it has not been told of yet (ExternalMemory).
+  static void report_external_memory(Napi::Env env);
+
   // Bumped by every in-place change, so saved activations and caches can tell the contents changed.
   uint64_t version() const { return storage_ ? storage_->version : 0; }
   void mark_modified() { ++storage_->version; }
@@ -80,17 +85,38 @@ class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
   // Frees the storage, detaches this object from its JavaScript object and deletes it: all at once, because
   // Node-API finalizers run only when the event loop turns, and a synchronous training loop never lets it.
   void destroy(Napi::Env env, Napi::Object object);
+  // Run by garbage collection for a handle never disposed, before it is deleted.
+  void Finalize(Napi::Env env) override;
+  // Takes this handle's host memory out of what V8 is or will be told of.
+  void forget_external_memory(Napi::Env env);
 
   Shape shape_;
   std::shared_ptr<Storage> storage_;
   Device device_ = Device::kCpu;
-  int64_t reported_bytes_ = 0;          // what this handle told V8 it holds: its storage's bytes if it made the storage
   std::shared_ptr<MemoryStats> stats_;  // counts this handle among the environment's live tensors
+  int64_t host_bytes_ = 0;  // the host storage this handle made (0 for views and device tensors), for V8
+  uint64_t epoch_ = 0;      // the ExternalMemory epoch it was made in
+  std::shared_ptr<ExternalMemory> external_;
+};
+
+// What V8 knows of an environment's tensor memory. V8 collects garbage when the external memory it is told of grows
+// by more than 64 MiB over what it was at its last collection. Told of every tensor as it was made, it ran two full
+// collections in every BERT-base-sized training step (a tenth of the step, the marking competing with the kernels
+// for the same cores) for tensors that tidy() freed milliseconds later and that collection could not have freed.
+// So a handle is told of once it outlives the synchronous task that made it (lib/tensor.ts reports after each
+// event-loop turn that made tensors), or as soon as more than kUnreportedLimit bytes are live untold: a loop that
+// leaks tensors without yielding still brings on a collection. Each report starts a new epoch; handles made in an
+// earlier one have been told of, and disposing of them tells V8 their memory is gone.
+struct ExternalMemory {
+  static constexpr int64_t kUnreportedLimit = int64_t{512} << 20;
+  uint64_t epoch = 0;
+  int64_t unreported_bytes = 0;  // host bytes of the live handles made in this epoch
 };
 
 // What one JavaScript environment (main thread or worker) keeps: its memory counters and the handle class.
 struct AddonState {
   std::shared_ptr<MemoryStats> stats = std::make_shared<MemoryStats>();
+  std::shared_ptr<ExternalMemory> external = std::make_shared<ExternalMemory>();
   Napi::FunctionReference tensor_constructor;
 };
 AddonState& state(Napi::Env env);

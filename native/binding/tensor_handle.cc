@@ -93,13 +93,38 @@ TensorHandle::TensorHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Te
   const bool is_view = pending_is_view;
   pending_storage = nullptr;
   pending_shape = nullptr;
-  stats_ = state(info.Env()).stats;
+  AddonState& addon = state(info.Env());
+  stats_ = addon.stats;
   stats_->live_tensors.fetch_add(1, std::memory_order_relaxed);
-  // Tell V8 about native memory so that garbage collection (and with it the finaliser) runs under pressure.
-  // GPU memory is not reported: V8's heuristics are about host memory, and memory() reports deviceBytes.
-  reported_bytes_ = is_view ? 0 : storage_->buffer.size() * static_cast<int64_t>(sizeof(float));
-  if (reported_bytes_ > 0) Napi::MemoryManagement::AdjustExternalMemory(info.Env(), reported_bytes_);
+  // V8 is told of host memory so that garbage collection (and with it the finaliser) runs under pressure, though not
+  // at once (ExternalMemory). GPU memory is not reported: V8's heuristics are about host memory, and memory()
+  // reports deviceBytes.
+  host_bytes_ = is_view ? 0 : storage_->buffer.size() * static_cast<int64_t>(sizeof(float));
+  if (host_bytes_ == 0) return;
+  external_ = addon.external;
+  epoch_ = external_->epoch;
+  external_->unreported_bytes += host_bytes_;
+  if (external_->unreported_bytes > ExternalMemory::kUnreportedLimit) report_external_memory(info.Env());
 }
+
+void TensorHandle::report_external_memory(Napi::Env env) {
+  ExternalMemory& external = *state(env).external;
+  if (external.unreported_bytes > 0) Napi::MemoryManagement::AdjustExternalMemory(env, external.unreported_bytes);
+  external.unreported_bytes = 0;
+  ++external.epoch;
+}
+
+void TensorHandle::forget_external_memory(Napi::Env env) {
+  if (host_bytes_ == 0) return;
+  if (epoch_ < external_->epoch) {
+    Napi::MemoryManagement::AdjustExternalMemory(env, -host_bytes_);
+  } else {
+    external_->unreported_bytes -= host_bytes_;
+  }
+  host_bytes_ = 0;
+}
+
+void TensorHandle::Finalize(Napi::Env env) { forget_external_memory(env); }
 
 TensorHandle::~TensorHandle() {
   // Run by destroy() or, for a handle never disposed, by the finaliser after garbage collection. Memory counters
@@ -115,8 +140,7 @@ const float* TensorHandle::row_sq_norms() {
 
 void TensorHandle::destroy(Napi::Env env, Napi::Object object) {
   storage_.reset();
-  if (reported_bytes_ > 0) Napi::MemoryManagement::AdjustExternalMemory(env, -reported_bytes_);
-  reported_bytes_ = 0;
+  forget_external_memory(env);
   // Without its wrap the object owes the finaliser nothing; ~ObjectWrap then deletes the reference napi_wrap made.
   // What is left until garbage collection is the bare JavaScript object.
   if (napi_remove_wrap(env, object, nullptr) != napi_ok) {

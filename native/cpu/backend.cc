@@ -99,10 +99,6 @@ void matmul(const ops::Matmul& args) {
 
 void linear(const ops::Linear& args) {
   const int64_t rows = args.rows, m = args.m, k = args.k;
-  if (args.bias != nullptr) {
-    // Start C at the bias and let the GEMM accumulate onto it (beta = 1): no second pass over the output.
-    for (int64_t row = 0; row < rows; ++row) std::copy_n(args.bias, m, args.out + row * m);
-  }
   GemmOperands operands{};
   operands.c = args.out;
   operands.c_row_stride = m;
@@ -118,7 +114,8 @@ void linear(const ops::Linear& args) {
   operands.n = m;
   operands.k = k;
   operands.alpha = 1.0f;
-  operands.beta = args.bias != nullptr ? 1.0f : 0.0f;
+  operands.beta = 0.0f;
+  operands.bias = args.bias;
   gemm(operands);
 }
 

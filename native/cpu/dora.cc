@@ -41,13 +41,6 @@ void compose_rows(float* output, const float* combined, const float* gain, const
                [&](int64_t begin, int64_t end) { kernel(output, combined, gain, bias, cols, begin, end); });
 }
 
-void fill_rows_with_bias(float* output, const float* bias, int64_t rows, int64_t cols) {
-  parallel_for(rows, 1, std::max<int64_t>(1, kParallelElements / std::max<int64_t>(cols, 1)),
-               [&](int64_t begin, int64_t end) {
-                 for (int64_t row = begin; row < end; ++row) std::copy_n(bias, cols, output + row * cols);
-               });
-}
-
 // grad_input = g W0 + s (gh A) [masked by dropout's backward when the branch saw a dropped input]. base_written:
 // grad_input already holds g W0 (computed in a shared pass over W0).
 void input_gradient(float* grad_input, const float* grad_combined, const float* grad_hidden, WeightView weight,
@@ -220,8 +213,7 @@ void lora_forward(float* output, float* hidden, const float* input, const float*
                   const float* bias, const float* lora_a, const float* lora_b, float scale, const AdapterDims& dims) {
   const auto [n, k, m, r] = dims;
   matmul_rowmajor(hidden, lora_input, false, lora_a, true, n, r, k, 1.0f, 0.0f);
-  if (bias != nullptr) fill_rows_with_bias(output, bias, n, m);
-  matmul_rowmajor(output, input, false, weight, true, n, m, k, 1.0f, bias != nullptr ? 1.0f : 0.0f);
+  matmul_rowmajor(output, input, false, weight, true, n, m, k, 1.0f, 0.0f, bias);
   matmul_rowmajor(output, hidden, false, lora_b, true, n, m, r, scale, 1.0f);
 }
 

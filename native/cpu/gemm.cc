@@ -88,8 +88,9 @@ struct Problem {
   int64_t m, n, k;
   float alpha, beta;
   const uint16_t* b16;
+  const float* bias;  // per column of C; never in a transposed problem (add_bias_first takes it out before)
 
-  Problem transposed() const { return {c, ccs, crs, b, bcs, brs, a, acs, ars, n, m, k, alpha, beta, nullptr}; }
+  Problem transposed() const { return {c, ccs, crs, b, bcs, brs, a, acs, ars, n, m, k, alpha, beta, nullptr, nullptr}; }
 };
 
 Problem from_operands(const GemmOperands& o) {
@@ -107,7 +108,8 @@ Problem from_operands(const GemmOperands& o) {
           o.k,
           o.alpha,
           o.beta,
-          o.b_bf16};
+          o.b_bf16,
+          o.bias};
 }
 
 // ---- Blocking and per-ISA choices ------------------------------------------------------------------------------
@@ -165,15 +167,24 @@ bool fits_dot(const Problem& p) { return p.acs == 1 && p.n <= kDotMaxCols && p.k
 
 int64_t round_up(int64_t value, int64_t step) { return (value + step - 1) / step * step; }
 
-// C = beta * C, for alpha == 0 or k == 0, where A and B are never read.
+// C = beta * C (+ the bias row), for alpha == 0 or k == 0, where A and B are never read.
 void scale_c(const Problem& p) {
   for (int64_t i = 0; i < p.m; ++i) {
     float* row = p.c + i * p.crs;
     for (int64_t j = 0; j < p.n; ++j) {
       float& value = row[j * p.ccs];
-      value = p.beta == 0.0f ? 0.0f : p.beta * value;
+      value = (p.beta == 0.0f ? 0.0f : p.beta * value) + (p.bias != nullptr ? p.bias[j] : 0.0f);
     }
   }
+}
+
+// The forms without a bias epilogue (thin C, transposed): C = beta C + bias first, then the product onto it.
+Problem add_bias_first(Problem p) {
+  if (p.bias == nullptr) return p;
+  scale_c(p);
+  p.beta = 1.0f;
+  p.bias = nullptr;
+  return p;
 }
 
 // ---- Thin C: dot-product form ----------------------------------------------------------------------------------
@@ -213,6 +224,7 @@ struct RowBlock {
   int64_t crs, ccs;
   int64_t m;
   float alpha, beta;
+  const float* bias;  // added to every row of C, indexed by C's column; or null
 };
 
 // The B (k x n) every block multiplies: float32 b, or bfloat16 b16.
@@ -223,7 +235,9 @@ struct SharedB {
   const uint16_t* b16;
 };
 
-RowBlock row_block_of(const Problem& p) { return {p.a, p.ars, p.acs, p.c, p.crs, p.ccs, p.m, p.alpha, p.beta}; }
+RowBlock row_block_of(const Problem& p) {
+  return {p.a, p.ars, p.acs, p.c, p.crs, p.ccs, p.m, p.alpha, p.beta, p.bias};
+}
 SharedB shared_b_of(const Problem& p) { return {p.b, p.brs, p.bcs, p.n, p.k, p.b16}; }
 
 // Up to this many blocks live on the stack; more (rare) go to the heap.
@@ -308,8 +322,9 @@ void run_blocked_part(const RowBlock* blocks, int count, const SharedB& sb, cons
         for (int q = 0; q < piece_count; ++q) {
           const Piece& piece = pieces[q];
           const RowBlock& block = *piece.block;
-          // Later depth blocks add onto what the first one wrote.
+          // Later depth blocks add onto what the first one wrote; the first adds the bias.
           const float beta = pc == 0 ? block.beta : 1.0f;
+          const float* bias = pc == 0 ? block.bias : nullptr;
           const bool c_in_place = block.ccs == 1;
           for (int64_t ir = 0; ir < piece.rows; ir += mr) {
             Tile tile;
@@ -328,6 +343,15 @@ void run_blocked_part(const RowBlock* blocks, int count, const SharedB& sb, cons
                 tile.c_row_stride = block.crs;
                 tile.alpha = block.alpha;
                 tile.beta = beta;
+                if (bias != nullptr) {
+                  // beta C + bias into the tile's rows just before the kernel adds onto them, while they are in L1.
+                  for (int r = 0; r < tile.rows; ++r) {
+                    float* row = c + r * block.crs;
+                    const float* add = bias + jc + jr;
+                    for (int j = 0; j < tile.cols; ++j) row[j] = (beta == 0.0f ? 0.0f : beta * row[j]) + add[j];
+                  }
+                  tile.beta = 1.0f;
+                }
                 path.tile.run(tile);
                 continue;
               }
@@ -343,6 +367,7 @@ void run_blocked_part(const RowBlock* blocks, int count, const SharedB& sb, cons
                   const float value = staging[r * nr + j];
                   float& out = row[j * block.ccs];
                   out = beta == 0.0f ? block.alpha * value : block.alpha * value + beta * out;
+                  if (bias != nullptr) out += bias[jc + jr + j];
                 }
               }
             }
@@ -401,6 +426,7 @@ void run_blocked(const RowBlock* blocks, int count, const SharedB& sb, const Pat
       for (int i = 0; i < count; ++i) {
         mine[i] = blocks[i];
         mine[i].c = blocks[i].c + begin * blocks[i].ccs;
+        if (blocks[i].bias != nullptr) mine[i].bias = blocks[i].bias + begin;
       }
       mine_count = count;
     }
@@ -449,13 +475,15 @@ void gemm(const GemmOperands& operands, Isa isa) {
   }
   // Every choice below depends only on shapes and strides, never on timing or the thread count.
   if (path.dot != nullptr) {
-    if (fits_dot(p)) return run_dot(p, path);
-    if (fits_dot(p.transposed())) return run_dot(p.transposed(), path);
+    if (fits_dot(p)) return run_dot(add_bias_first(p), path);
+    if (fits_dot(p.transposed())) return run_dot(add_bias_first(p).transposed(), path);
   }
   const int nr = path.tile.nr;
   // A tile row is NR columns wide: with fewer columns than that, most of it would be padding.
   const auto wastes_columns = [nr](int64_t m, int64_t n) { return n < nr && m > n; };
-  if (wastes_columns(p.m, p.n) || (!wastes_columns(p.n, p.m) && p.ccs != 1 && p.crs == 1)) p = p.transposed();
+  if (wastes_columns(p.m, p.n) || (!wastes_columns(p.n, p.m) && p.ccs != 1 && p.crs == 1)) {
+    p = add_bias_first(p).transposed();
+  }
   const RowBlock block = row_block_of(p);
   run_blocked(&block, 1, shared_b_of(p), path);
 }
@@ -515,7 +543,7 @@ void gemm_reference(const GemmOperands& o) {
         sum += static_cast<double>(o.a[i * o.a_row_stride + q * o.a_col_stride]) * static_cast<double>(b);
       }
       float& out = o.c[i * o.c_row_stride + j * o.c_col_stride];
-      const double scaled = static_cast<double>(o.alpha) * sum;
+      const double scaled = static_cast<double>(o.alpha) * sum + (o.bias != nullptr ? o.bias[j] : 0.0);
       out = static_cast<float>(o.beta == 0.0f ? scaled : scaled + static_cast<double>(o.beta) * out);
     }
   }

@@ -33,6 +33,9 @@ struct GemmOperands {
   int64_t m, n, k;
   float alpha, beta;
   const uint16_t* b_bf16 = nullptr;  // B as bfloat16 bits, with b null and the same strides (in elements)
+  // A row added to every row of C: C = alpha A B + beta C + 1 biasᵀ (a linear layer's bias, n values), or null. Added
+  // as each register tile is first stored, so C is not written and read back by a separate pass.
+  const float* bias = nullptr;
 };
 
 // Whether products with a bfloat16 B use vdpbf16ps on path `isa` (AVX512-BF16 CPU, avx512 path) rather than widening.

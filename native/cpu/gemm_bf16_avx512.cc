@@ -27,6 +27,11 @@ namespace {
 constexpr int kMr = 12;
 constexpr int kNr = 32;
 constexpr int kPrefetchSteps = 8;
+// A weight read for packing is cold (it streams from memory once per product), and the transposed form reads 16 rows
+// at once, more streams than the hardware prefetchers follow: each row's line 4 ahead (each even/odd row pair 8 ahead
+// in the interleaving form) is asked for in advance. Measured in the BERT-base-sized step: a third off the packing.
+constexpr int kPackPrefetchLines = 4;
+constexpr int kPackPrefetchRows = 8;
 
 // One A element rounded as vcvtne2ps2bf16 rounds it (nearest even, subnormals to zero), for the odd tails the vector
 // conversion does not reach, so an element's bits do not depend on where it sits in a row.
@@ -89,7 +94,11 @@ void pack_b_pairs(const uint16_t* b, int64_t brs, int64_t bcs, int64_t kc, int64
       for (; done + 16 <= whole; done += 16) {
         for (int half = 0; half < kNr; half += 16) {
           __m512 v[16];
-          for (int j = 0; j < 16; ++j) v[j] = _mm512_loadu_ps(src + (half + j) * bcs + 2 * done);
+          for (int j = 0; j < 16; ++j) {
+            const uint16_t* line = src + (half + j) * bcs + 2 * done;
+            _mm_prefetch(reinterpret_cast<const char*>(line + 32 * kPackPrefetchLines), _MM_HINT_T0);
+            v[j] = _mm512_loadu_ps(line);
+          }
           transpose16(v);
           for (int q = 0; q < 16; ++q) _mm512_storeu_ps(panel + (done + q) * kNr + half, v[q]);
         }
@@ -98,6 +107,8 @@ void pack_b_pairs(const uint16_t* b, int64_t brs, int64_t bcs, int64_t kc, int64
       for (; done < whole; ++done) {
         const uint16_t* even = src + 2 * done * brs;
         const uint16_t* odd = even + brs;
+        _mm_prefetch(reinterpret_cast<const char*>(even + 2 * kPackPrefetchRows * brs), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(odd + 2 * kPackPrefetchRows * brs), _MM_HINT_T0);
         for (int half = 0; half < kNr; half += 16) {
           // Zero-masked forms: the plain ones trip a false -Wmaybe-uninitialized in GCC 12's headers.
           const auto widen = [](const uint16_t* at) {

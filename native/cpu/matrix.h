@@ -36,12 +36,13 @@ inline void matmul_rowmajor(float* c, const float* a, bool transpose_a, const fl
   gemm(operands);
 }
 
-// The same with a frozen weight as B, float32 or bfloat16.
+// The same with a frozen weight as B, float32 or bfloat16, and a bias row added to every row of C (or null).
 inline void matmul_rowmajor(float* c, const float* a, bool transpose_a, WeightView b, bool transpose_b, int64_t m,
-                            int64_t n, int64_t k, float alpha, float beta) {
+                            int64_t n, int64_t k, float alpha, float beta, const float* bias = nullptr) {
   GemmOperands operands = rowmajor_operands(c, a, transpose_a, transpose_b, m, n, k, alpha, beta);
   operands.b = b.f32;
   operands.b_bf16 = b.bf16;
+  operands.bias = bias;
   gemm(operands);
 }
 
