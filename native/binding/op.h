@@ -94,8 +94,8 @@ class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
   std::shared_ptr<Storage> storage_;
   Device device_ = Device::kCpu;
   std::shared_ptr<MemoryStats> stats_;  // counts this handle among the environment's live tensors
-  int64_t host_bytes_ = 0;  // the host storage this handle made (0 for views and device tensors), for V8
-  uint64_t epoch_ = 0;      // the ExternalMemory epoch it was made in
+  int64_t host_bytes_ = 0;              // the host storage this handle made (0 for views and device tensors), for V8
+  uint64_t epoch_ = 0;                  // the ExternalMemory epoch it was made in
   std::shared_ptr<ExternalMemory> external_;
 };
 

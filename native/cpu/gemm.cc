@@ -235,9 +235,7 @@ struct SharedB {
   const uint16_t* b16;
 };
 
-RowBlock row_block_of(const Problem& p) {
-  return {p.a, p.ars, p.acs, p.c, p.crs, p.ccs, p.m, p.alpha, p.beta, p.bias};
-}
+RowBlock row_block_of(const Problem& p) { return {p.a, p.ars, p.acs, p.c, p.crs, p.ccs, p.m, p.alpha, p.beta, p.bias}; }
 SharedB shared_b_of(const Problem& p) { return {p.b, p.brs, p.bcs, p.n, p.k, p.b16}; }
 
 // Up to this many blocks live on the stack; more (rare) go to the heap.
