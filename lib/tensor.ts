@@ -39,10 +39,11 @@ export interface GradNode {
 // V8's garbage collector, which could not have freed them and whose collections would only slow the step; those
 // still alive when the event loop next turns are reported then (native/binding/op.h, ExternalMemory).
 let reportScheduled = false;
+const nextTurn = setImmediate; // the real one, even where a test framework fakes timers later
 function scheduleMemoryReport(): void {
   if (reportScheduled) return;
   reportScheduled = true;
-  setImmediate(() => {
+  nextTurn(() => {
     reportScheduled = false;
     native.reportExternalMemory();
   }).unref();
