@@ -128,7 +128,7 @@ export interface NativeBinding {
   setIsa(isa: string): Isa;
   setNumThreads(threads: number): number;
   memory(): NativeMemory;
-  /** [sync] Tells V8 of the live tensors' host memory it has not been told of yet (native/binding/op.h, ExternalMemory). */
+  /** [sync] Tells V8 of the live tensors' host memory it has not been told of yet (native/core/memory.h, ExternalMemory). */
   reportExternalMemory(): void;
   resetPeakMemory(): void;
   emptyCache(): number;

@@ -164,6 +164,19 @@ describe('the op contract', () => {
     expect(() => untyped.add({ a: handle })).toThrow(/add: b must be a Tensor/);
     a.dispose();
   });
+
+  it('keeps native/binding within its budget: 1,800 lines, BIDORA_HAVE_CUDA at most twice (issue 13)', () => {
+    const dir = join(root, 'native', 'binding');
+    const text = readdirSync(dir)
+      .map((file) => readFileSync(join(dir, file), 'utf8'))
+      .join('');
+    // As `cat native/binding/* | wc -l` counts: newline characters.
+    const lines = text.split('\n').length - 1;
+    const budget = "issue 13's budget: move pure C++ rules to native/core and keep declarations short";
+    expect(lines, `native/binding is ${lines} lines; ${budget}`).toBeLessThanOrEqual(1800);
+    const cuda = text.split('BIDORA_HAVE_CUDA').length - 1;
+    expect(cuda, `native/binding mentions BIDORA_HAVE_CUDA ${cuda} times; ${budget}`).toBeLessThanOrEqual(2);
+  });
 });
 
 describe('no C++ exception ends the process', () => {

@@ -1,8 +1,6 @@
 // Module entry: per-environment state, build information and the process-wide knobs (ISA path, threads, GPU
 // product rounding).
-#include <atomic>
 #include <new>
-#include <stdexcept>
 #include <string>
 
 #include "../core/cpu_features.h"
@@ -70,17 +68,8 @@ Napi::Value set_num_threads(const Napi::CallbackInfo& info) {
 
 // [sync] memory(): this environment's native and GPU memory, the process's kernel workspaces and cached buffers.
 Napi::Value memory(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  const MemoryStats& stats = *state(env).stats;
-  Napi::Object result = Napi::Object::New(env);
-  result.Set("tensors", static_cast<double>(stats.live_tensors.load()));
-  result.Set("buffers", static_cast<double>(stats.live_buffers.load()));
-  result.Set("bytes", static_cast<double>(stats.live_bytes.load()));
-  result.Set("peakBytes", static_cast<double>(stats.peak_bytes.load()));
-  result.Set("workspaceBytes", static_cast<double>(workspace_bytes()));
-  result.Set("cachedBytes", static_cast<double>(cached_bytes()));
-  result.Set("deviceBytes", static_cast<double>(stats.device_bytes.load()));
-  result.Set("bfloat16Bytes", static_cast<double>(stats.bf16_bytes.load()));
+  Napi::Object result = Napi::Object::New(info.Env());
+  for (const auto& [key, value] : memory_report(*state(info.Env()).stats)) result.Set(key, static_cast<double>(value));
   return result;
 }
 
@@ -113,43 +102,19 @@ Napi::Value set_buffer_cache_limit(const Napi::CallbackInfo& info) {
   });
 }
 
-// As PyTorch's set_float32_matmul_precision: 'highest' keeps float32, 'high' rounds GPU products' inputs to TF32 and
-// 'medium' to BF16 for the tensor cores (float32 accumulation either way). The CPU is always float32.
-std::atomic<ops::Precision> matmul_precision{ops::Precision::kFloat32};
-const char* const kPrecisionNames[] = {"highest", "high", "medium"};  // by ops::Precision
-
-// [sync] setMatmulPrecision(precision): the previous setting, process-wide. RangeError for another name.
+// [sync] setMatmulPrecision(precision): the previous setting, process-wide (../core/precision.h). RangeError for
+// another name.
 Napi::Value set_matmul_precision(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
     const std::string name = read_string("setMatmulPrecision", "precision", info[0]);
-    for (int index = 0; index < 3; ++index) {
-      if (name != kPrecisionNames[index]) continue;
-      const ops::Precision previous = matmul_precision.exchange(static_cast<ops::Precision>(index));
-      return Napi::String::New(info.Env(), kPrecisionNames[static_cast<int>(previous)]);
-    }
-    throw RangeError("setMatmulPrecision: precision must be 'highest', 'high' or 'medium', got '" + name + "'");
+    return Napi::String::New(info.Env(), set_gemm_precision(name, "setMatmulPrecision: precision"));
   });
 }
 
-// A non-std exception: what a third-party library might throw.
-struct Foreign {
-  int code;
-};
-
-// [sync] _throwForTest(kind): throws the C++ exception `kind` names under guarded(), as every entry point does, to
-// prove each reaches JavaScript as an error (test/op-contract.test.ts). Test-only: not in lib/binding.ts's surface.
+// [sync] _throwForTest(kind): throws the C++ exception `kind` names (../core/errors.h) under guarded(), as every entry
+// point does (test/op-contract.test.ts). Test-only: not in lib/binding.ts's surface.
 Napi::Value throw_for_test(const Napi::CallbackInfo& info) {
-  return guarded(info, [&]() -> Napi::Value {
-    const std::string kind = read_string("_throwForTest", "kind", info[0]);
-    if (kind == "length_error") throw std::length_error("vector::reserve");
-    if (kind == "runtime_error") throw std::runtime_error("a failed system call");
-    if (kind == "range_error") throw RangeError("_throwForTest: a bidora RangeError");
-    if (kind == "type_error") throw bidora::TypeError("_throwForTest: a bidora TypeError");
-    if (kind == "bad_alloc") throw std::bad_alloc();
-    if (kind == "int") throw 42;
-    if (kind == "foreign") throw Foreign{7};
-    throw RangeError("_throwForTest: unknown kind '" + kind + "'");
-  });
+  return guarded(info, [&]() -> Napi::Value { bidora::throw_for_test(read_string("_throwForTest", "kind", info[0])); });
 }
 
 Napi::Object init(Napi::Env env, Napi::Object exports) {
@@ -186,8 +151,6 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
 }
 
 }  // namespace
-
-ops::Precision gemm_precision() { return matmul_precision.load(); }
 
 }  // namespace bidora::binding
 

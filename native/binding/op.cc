@@ -23,19 +23,8 @@ const ops::Backend* cuda_backend() {
 #endif
 }
 
-const ops::Backend& backend_for(Device device) {
-  const ops::Backend* cuda = cuda_backend();
-  if (device == Device::kCuda && cuda == nullptr) throw RangeError("this build of bidora has no CUDA kernels");
-  return device == Device::kCuda ? *cuda : cpu_backend();
-}
-
-const ops::Backend& backend_with_kernel(const char* fn, Device device, bool (*has_kernel)(const ops::Backend&)) {
-  const ops::Backend& backend = backend_for(device);
-  if (has_kernel != nullptr && !has_kernel(backend)) {
-    throw bidora::TypeError(std::string(fn) + ": this op has no kernel on '" + device_name(device) +
-                            "'; move its tensors with .to('cpu')");
-  }
-  return backend;
+const ops::Backend& backend_for(Device device, const char* fn, bool (*has_kernel)(const ops::Backend&)) {
+  return select_backend(device, cpu_backend(), cuda_backend(), fn, has_kernel);
 }
 
 // ---- reading one value ---------------------------------------------------------------------------------------------
@@ -70,7 +59,6 @@ void read_tensor_list(const char* fn, const FieldInfo& field, Napi::Env env, Nap
     TensorHandle* handle = read_tensor(fn, element.c_str(), env, array.Get(position));
     require_float32(fn, element.c_str(), field, handle);
     gather(gathered, field, position, handle);
-    list.handles.push_back(handle);
     list.data.push_back(handle->data());
     list.lengths.push_back(handle->numel());
     list.shapes.push_back(handle->shape());
@@ -83,10 +71,7 @@ double read_number(const char* fn, const char* name, Napi::Value value, const Bo
 }
 
 int64_t read_integer(const char* fn, const char* name, Napi::Value value, const Bounds& bounds) {
-  const double safe = static_cast<double>(kMaxSafeInteger);  // an integral member declared without bounds
-  return rules::integer_in(fn, name, read_number(fn, name, value, kFinite),
-                           static_cast<int64_t>(std::max(bounds.min, -safe)),
-                           static_cast<int64_t>(std::min(bounds.max, safe)));
+  return rules::integer_in(fn, name, read_number(fn, name, value, kFinite), bounds);
 }
 
 bool read_boolean(const char* fn, const char* name, Napi::Value value) {
@@ -115,26 +100,27 @@ Shape parse(const char* fn, const char* name, Napi::Value value, Shape*) {
   return Shape::from(dims, at.c_str());
 }
 
-IntArray parse(const char* fn, const char* name, Napi::Value value, IntArray*) {
-  if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
-    throw bidora::TypeError(where(fn, name) + " must be an Int32Array");
+namespace {
+template <typename Array>
+Array typed_array(const char* fn, const char* name, Napi::Value value, napi_typedarray_type type, const char* what) {
+  if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != type) {
+    throw bidora::TypeError(where(fn, name) + " must be " + what);
   }
-  Napi::Int32Array array = value.As<Napi::Int32Array>();
+  return value.As<Array>();
+}
+}  // namespace
+
+IntArray parse(const char* fn, const char* name, Napi::Value value, IntArray*) {
+  auto array = typed_array<Napi::Int32Array>(fn, name, value, napi_int32_array, "an Int32Array");
   return {array.Data(), static_cast<int64_t>(array.ElementLength())};
 }
 
 Napi::Float32Array parse(const char* fn, const char* name, Napi::Value value, Napi::Float32Array*) {
-  if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
-    throw bidora::TypeError(where(fn, name) + " must be a Float32Array");
-  }
-  return value.As<Napi::Float32Array>();
+  return typed_array<Napi::Float32Array>(fn, name, value, napi_float32_array, "a Float32Array");
 }
 
 Napi::Uint16Array parse(const char* fn, const char* name, Napi::Value value, Napi::Uint16Array*) {
-  if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != napi_uint16_array) {
-    throw bidora::TypeError(where(fn, name) + " must be a Uint16Array");
-  }
-  return value.As<Napi::Uint16Array>();
+  return typed_array<Napi::Uint16Array>(fn, name, value, napi_uint16_array, "a Uint16Array");
 }
 
 std::string parse(const char* fn, const char* name, Napi::Value value, std::string*) {

@@ -15,17 +15,16 @@
 
 #include "../common/ops.h"
 #include "../core/errors.h"
+#include "../core/precision.h"
 #include "../core/shape.h"
 #include "../core/shape_rules.h"
-#include "../core/storage.h"
+#include "../core/tensor.h"
 
 namespace bidora::binding {
 
-struct ExternalMemory;
-
-// The native handle behind every TypeScript Tensor: a shape over shared, aligned float storage. Several handles may
-// view one storage (reshape, aliases kept for backward); the storage lives until the last of them is disposed.
-class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
+// The native handle behind every TypeScript Tensor: a Tensor (../core/tensor.h) that JavaScript holds. The storage
+// lives until the last handle viewing it is disposed.
+class TensorHandle : public Napi::ObjectWrap<TensorHandle>, public Tensor {
  public:
   static Napi::Function define(Napi::Env env);
   // New handles: owning `buffer` (of shape.numel() floats), with uninitialised storage on `device`, with a copy of
@@ -41,44 +40,16 @@ class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
 
   // The handle behind a JavaScript object of this class, or nullptr once dispose() has deleted it. Does not throw.
   static TensorHandle* live(Napi::Env env, Napi::Value object);
-
-  const Shape& shape() const { return shape_; }
-  Device device() const { return device_; }
-  DType dtype() const { return storage_->dtype; }
-  // The contents on the tensor's own device (a GPU pointer for 'cuda' tensors): float32 values, or for a bfloat16
-  // tensor its bits; weight() is whichever the tensor holds, for the ops that take a bfloat16 weight.
-  float* data() { return storage_->data(); }
-  Bf16* bits() { return storage_->bits(); }
-  WeightView weight() {
-    const bool bf16 = dtype() == DType::kBfloat16;
-    return {bf16 ? nullptr : data(), bf16 ? bits() : nullptr};
-  }
-  int64_t numel() const { return shape_.numel(); }
-  int64_t words() const { return storage_words(dtype(), numel()); }  // 32-bit words of storage it spans
-  // Its elements converted into `target`, of the same shape and device and maybe another dtype.
-  void convert_into(TensorHandle& target, const char* fn) { storage_->convert_into(*target.storage_, numel(), fn); }
-
   // Tells V8 of the host memory of this environment's live handles it has not been told of yet (ExternalMemory).
   static void report_external_memory(Napi::Env env);
-
-  // Bumped by every in-place change, so saved activations and caches can tell the contents changed.
-  uint64_t version() const { return storage_ ? storage_->version : 0; }
-  void mark_modified() { ++storage_->version; }
-  // ||row||² of a rank-2 tensor, computed once per version (DoRA's frozen-weight norms).
-  const float* row_sq_norms();
 
  private:
   // The JavaScript methods (lib/binding.ts's NativeTensorHandle) are plain functions on the prototype, not ObjectWrap
   // members, because they must also answer for a disposed handle, whose C++ object no longer exists: read, write and
-  // dispose; the getters shape, version and device throw TypeError once disposed, disposed never throws.
+  // dispose; the getters shape, version, device and dtype throw TypeError once disposed, disposed never throws.
   static Napi::Value read(const Napi::CallbackInfo& info);
   static Napi::Value write(const Napi::CallbackInfo& info);
   static Napi::Value dispose(const Napi::CallbackInfo& info);
-  static Napi::Value shape_getter(const Napi::CallbackInfo& info);
-  static Napi::Value disposed_getter(const Napi::CallbackInfo& info);
-  static Napi::Value version_getter(const Napi::CallbackInfo& info);
-  static Napi::Value device_getter(const Napi::CallbackInfo& info);
-  static Napi::Value dtype_getter(const Napi::CallbackInfo& info);
   // The live handle behind info.This(), or a TypeError saying `function` needs one.
   static TensorHandle& this_handle(const Napi::CallbackInfo& info, const char* function);
 
@@ -90,27 +61,9 @@ class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
   // Takes this handle's host memory out of what V8 is or will be told of.
   void forget_external_memory(Napi::Env env);
 
-  Shape shape_;
-  std::shared_ptr<Storage> storage_;
-  Device device_ = Device::kCpu;
   std::shared_ptr<MemoryStats> stats_;  // counts this handle among the environment's live tensors
-  int64_t host_bytes_ = 0;              // the host storage this handle made (0 for views and device tensors), for V8
-  uint64_t epoch_ = 0;                  // the ExternalMemory epoch it was made in
   std::shared_ptr<ExternalMemory> external_;
-};
-
-// What V8 knows of an environment's tensor memory. V8 collects garbage when the external memory it is told of grows
-// by more than 64 MiB over what it was at its last collection. Told of every tensor as it was made, it ran two full
-// collections in every BERT-base-sized training step (a tenth of the step, the marking competing with the kernels
-// for the same cores) for tensors that tidy() freed milliseconds later and that collection could not have freed.
-// So a handle is told of once it outlives the synchronous task that made it (lib/tensor.ts reports after each
-// event-loop turn that made tensors), or as soon as more than kUnreportedLimit bytes are live untold: a loop that
-// leaks tensors without yielding still brings on a collection. Each report starts a new epoch; handles made in an
-// earlier one have been told of, and disposing of them tells V8 their memory is gone.
-struct ExternalMemory {
-  static constexpr int64_t kUnreportedLimit = int64_t{512} << 20;
-  uint64_t epoch = 0;
-  int64_t unreported_bytes = 0;  // host bytes of the live handles made in this epoch
+  ExternalMemory::Share host_;  // the host storage this handle made, for V8
 };
 
 // What one JavaScript environment (main thread or worker) keeps: its memory counters and the handle class.
@@ -152,22 +105,20 @@ enum class Kind { kTensor, kList, kNumber, kInt, kBool, kShape, kInt32s, kFloat3
 // Where an op runs: on its tensors' device (a kernel on every backend), or on the CPU only.
 enum class Runs { kAny, kCpu };
 
-// The backends: the CPU always, CUDA in builds that have it (null otherwise).
+// The backends: the CPU always, CUDA in builds that have it (null otherwise), and the one for `device` (with
+// `has_kernel`: a TypeError naming `fn` if it lacks the op's kernel).
 const ops::Backend& cpu_backend();
 const ops::Backend* cuda_backend();
-const ops::Backend& backend_for(Device device);
-// The rounding of GPU products chosen with setMatmulPrecision (addon.cc).
-ops::Precision gemm_precision();
+const ops::Backend& backend_for(Device device, const char* fn = nullptr,
+                                bool (*has_kernel)(const ops::Backend&) = nullptr);
 
 // The tensors of one list argument, with the pointers, lengths and shapes the list kernels and rules take.
 struct TensorList {
   bool present = false;
-  std::vector<TensorHandle*> handles;
   std::vector<float*> data;
   std::vector<int64_t> lengths;
   std::vector<Shape> shapes;
-  size_t size() const { return handles.size(); }
-  int64_t count() const { return static_cast<int64_t>(handles.size()); }
+  int64_t count() const { return static_cast<int64_t>(data.size()); }
   const float* const* read() const { return data.data(); }
 };
 
@@ -213,12 +164,18 @@ using ArgsOf = decltype(args_of(Member));
 template <auto Member>
 using TypeOf = decltype(type_of(Member));
 
-// What ops() says of one argument. `written`: updated in place (versions bumped, storage shared with no other).
-// `bf16`: a frozen weight that may be bfloat16; every other tensor argument must be float32.
-struct FieldInfo {
+// How an argument may be given: absent (optional; booleans always are), updated in place (`written`: versions bumped,
+// storage shared with no other), and whether it may be a bfloat16 frozen weight (every other tensor must be float32).
+struct Flags {
+  bool optional, written, bf16 = false;
+};
+constexpr Flags kRequired{false, false}, kOptional{true, false}, kWritten{false, true}, kOptionalWritten{true, true},
+    kBf16{false, false, true};
+
+// What ops() says of one argument.
+struct FieldInfo : Flags {
   const char* name;
   Kind kind;
-  bool optional, written, bf16 = false;
 };
 // A TypeError for a bfloat16 tensor given where float32 is required.
 void require_float32(const char* fn, const char* name, const FieldInfo& field, TensorHandle* tensor);
@@ -266,14 +223,6 @@ void read_member(const Field<ArgsOf<Member>>& field, const char* fn, Napi::Env e
   }
 }
 
-// How an argument may be given: absent (optional; booleans always are), whether the op writes it in place, and
-// whether it may be a bfloat16 weight.
-struct Flags {
-  bool optional, written, bf16 = false;
-};
-constexpr Flags kRequired{false, false}, kOptional{true, false}, kWritten{false, true}, kOptionalWritten{true, true},
-    kBf16{false, false, true};
-
 // The kind of a member's type (std::optional<double>: an integer whose range the rule checks).
 template <typename T>
 constexpr Kind kind_of() {
@@ -297,7 +246,7 @@ Field<Args> arg(const char* name, Bounds bounds = kFinite, Flags flags = kRequir
                 Kind kind = kind_of<TypeOf<Member>>()) {
   using T = TypeOf<Member>;
   const bool optional = flags.optional || std::is_same_v<T, bool> || std::is_same_v<T, std::optional<double>>;
-  return {{name, kind, optional, flags.written, flags.bf16}, bounds, read_member<Member>, nullptr, nullptr};
+  return {{{optional, flags.written, flags.bf16}, name, kind}, bounds, read_member<Member>, nullptr, nullptr};
 }
 template <auto Member, typename Args = ArgsOf<Member>>
 Field<Args> arg(const char* name, Flags flags) {
@@ -315,7 +264,7 @@ Field<Args> index(const char* name) {
 template <auto Member, auto... ShapeOf>
 Field<ArgsOf<Member>> out(const char* name = "output") {
   using Args = ArgsOf<Member>;
-  Field<Args> field{{name, Kind::kOut, false, false}, kFinite, nullptr, nullptr, nullptr};
+  Field<Args> field{{kRequired, name, Kind::kOut}, kFinite, nullptr, nullptr, nullptr};
   field.output = [](Args& args) -> float** { return &(args.*Member); };
   field.output_shape = [](const Args& args) -> const Shape& {
     const auto& source = (args.*....*ShapeOf);
@@ -388,8 +337,6 @@ struct OpSpec : OpBase {
 // ---- the generic half of a call (op.cc) ----------------------------------------------------------------------------
 
 Napi::Object arguments_object(const Napi::CallbackInfo& info, const char* fn);
-// A backend with the op's kernel on `device`.
-const ops::Backend& backend_with_kernel(const char* fn, Device device, bool (*has_kernel)(const ops::Backend&));
 
 template <typename Args>
 Napi::Value run_op(const Napi::CallbackInfo& info, const OpBase& op) {
@@ -407,7 +354,7 @@ Napi::Value run_op(const Napi::CallbackInfo& info, const OpBase& op) {
       if (field.read != nullptr) field.read(field, fn, env, object.Get(field.name), args, gathered);
     }
     const Device device = rules::one_device(fn, spec.runs == Runs::kCpu, gathered.tensors);
-    const Call call{env, fn, device, backend_with_kernel(fn, device, spec.has_kernel)};
+    const Call call{env, fn, device, backend_for(device, fn, spec.has_kernel)};
     if (spec.rule != nullptr) spec.rule(fn, args);
     rules::distinct_storage(fn, gathered.tensors);
     // Bumped before the kernel runs: one that fails halfway has still changed what a saved tensor's backward reads.

@@ -22,9 +22,7 @@ Needs parse(const char* fn, const char* name, Napi::Value value, Needs*) {
        {std::pair{"input", &needs.input}, std::pair{"loraA", &needs.lora_a}, std::pair{"loraB", &needs.lora_b},
         std::pair{"magnitude", &needs.magnitude}, std::pair{"bias", &needs.bias}}) {
     Napi::Value entry = object.Get(key);
-    if (entry.IsUndefined()) continue;
-    if (!entry.IsBoolean()) throw bidora::TypeError(where(fn, name) + "." + key + " must be a boolean");
-    *slot = entry.As<Napi::Boolean>().Value();
+    if (!entry.IsUndefined()) *slot = read_boolean(fn, (std::string(name) + "." + key).c_str(), entry);
   }
   return needs;
 }
@@ -46,11 +44,10 @@ void check(const char* fn, A& op) {
   op.layer = rules::adapter(fn, shape_of(op.input), op.weight->shape(), shape_of(op.bias), op.lora_a->shape(),
                             op.lora_b->shape(), shape_of(op.magnitude), shape_of(op.grad_output));
   const auto [n, k, m, r] = op.layer.dims;
-  rules::saved(fn, "combined", shape_of(op.combined), rules::matrix(n, m));
-  rules::saved(fn, "hidden", shape_of(op.hidden), rules::matrix(n, r));
-  rules::saved(fn, "norm", shape_of(op.norm), rules::vector(m));
-  rules::saved(fn, "weightLoraA", shape_of(op.weight_lora_a), rules::matrix(m, r));
-  rules::saved(fn, "loraGram", shape_of(op.lora_gram), rules::matrix(r, r));
+  TensorHandle* const saved[] = {op.combined, op.hidden, op.norm, op.weight_lora_a, op.lora_gram};
+  for (int i = 0; i < 5; ++i) {
+    rules::saved(fn, op.layer.dora_saved[i].name, shape_of(saved[i]), op.layer.dora_saved[i].shape);
+  }
   op.m = rules::vector(m);
   op.mk = rules::matrix(m, k);
   op.nr = rules::matrix(n, r);
@@ -60,7 +57,7 @@ void check(const char* fn, A& op) {
 ops::AdapterLayer layer(const A& op, bool needs_norm) {
   return {.input = data_of(op.input),
           .weight = op.weight->weight().f32,
-          .weight_sq_norms = needs_norm ? op.weight->row_sq_norms() : nullptr,
+          .weight_sq_norms = needs_norm ? op.weight->row_sq_norms(cpu_backend()) : nullptr,
           .bias = data_of(op.bias),
           .lora_a = op.lora_a->data(),
           .lora_b = op.lora_b->data(),
@@ -102,31 +99,26 @@ std::vector<Field<A>> layer_fields(std::initializer_list<Field<A>> more, bool we
                                arg<&A::scale>("scale")};
   fields.insert(fields.end(), more);
   if (weights_only) return fields;
-  for (const Field<A>& field :
-       {arg<&A::input>("input"), arg<&A::bias>("bias", kOptional), arg<&A::dropout>("dropout", half_open(0, 1)),
-        arg<&A::seed>("seed", closed(0, kMaxSafeInteger))}) {
-    fields.push_back(field);
-  }
+  fields.insert(fields.end(),
+                {arg<&A::input>("input"), arg<&A::bias>("bias", kOptional),
+                 arg<&A::dropout>("dropout", half_open(0, 1)), arg<&A::seed>("seed", closed(0, kMaxSafeInteger))});
   return fields;
 }
 
 // [sync] doraForward returns the output and what doraBackward needs; doraBackward consumes (overwrites) `combined`.
-const OpSpec<A> kDoraForward("doraForward", Runs::kAny, kernel<&ops::Backend::dora_forward>,
-                             layer_fields({magnitude(), eps()}), check, [](const Call& call, A& op) -> Napi::Value {
-                               const auto [n, k, m, r] = op.layer.dims;
-                               ops::DoraSaved s;
-                               const std::tuple<const char*, Shape, float**> outputs[] = {
-                                   {"output", op.layer.output, &op.out},
-                                   {"combined", rules::matrix(n, m), &s.combined},
-                                   {"hidden", rules::matrix(n, r), &s.hidden},
-                                   {"norm", rules::vector(m), &s.norm},
-                                   {"weightLoraA", rules::matrix(m, r), &s.weight_lora_a},
-                                   {"loraGram", rules::matrix(r, r), &s.lora_gram}};
-                               Napi::Object result = Napi::Object::New(call.env);
-                               for (const auto& [key, shape, data] : outputs) result.Set(key, call.output(shape, data));
-                               call.backend.dora_forward({op.out, s, layer(op, true)});
-                               return result;
-                             });
+const OpSpec<A> kDoraForward(
+    "doraForward", Runs::kAny, kernel<&ops::Backend::dora_forward>, layer_fields({magnitude(), eps()}), check,
+    [](const Call& call, A& op) -> Napi::Value {
+      ops::DoraSaved s;
+      float** const saved[] = {&s.combined, &s.hidden, &s.norm, &s.weight_lora_a, &s.lora_gram};
+      Napi::Object result = Napi::Object::New(call.env);
+      result.Set("output", call.output(op.layer.output, &op.out));
+      for (int i = 0; i < 5; ++i) {
+        result.Set(op.layer.dora_saved[i].name, call.output(op.layer.dora_saved[i].shape, saved[i]));
+      }
+      call.backend.dora_forward({op.out, s, layer(op, true)});
+      return result;
+    });
 const OpSpec<A> kDoraBackward(
     "doraBackward", Runs::kAny, kernel<&ops::Backend::dora_backward>,
     layer_fields({grad_output(), magnitude(), arg<&A::combined>("combined", kWritten), hidden(), arg<&A::norm>("norm"),

@@ -1,6 +1,8 @@
-// The optimizer kernels over tensor lists and the orthogonality regulariser, declared with op.h (lib/binding.ts
-// documents each). Every list op updates its first list in place (one call for the whole list): lists must have equal
-// lengths and pairwise equal shapes, and the dispatcher refuses a written tensor that shares storage with any other.
+// The optimizer kernels over tensor lists, the collectives of data-parallel training (native/mpi) and the
+// orthogonality regulariser, declared with op.h (lib/binding.ts documents each). Every list op updates its first list
+// in place (one call for the whole list): lists must have equal lengths and pairwise equal shapes, and the dispatcher
+// refuses a written tensor that shares storage with any other.
+#include "../mpi/communicator.h"
 #include "op.h"
 
 namespace bidora::binding {
@@ -12,7 +14,8 @@ struct OptimArgs {
   TensorList params, grads, exp_avg, exp_avg_sq;  // exp_avg: SGD's momentum buffers
   TensorList target, first, second;               // the list ops': the written list first
   TensorHandle *weight, *weight_gram, *lora_a, *lora_b;
-  double lr, beta1, beta2, eps, momentum, weight_decay;
+  double lr, beta1, beta2, eps, momentum, weight_decay, timeout;
+  std::string collective;
   float factor, scale, norm_floor;
   int64_t step;
   bool nesterov = false, compute_gradients = true;
@@ -98,6 +101,14 @@ const OpSpec<S> kCombine(
                                           .count = d.count(),
                                           .factor = op.factor});
     });
+
+const OpSpec<S> kMpi("mpi", Runs::kCpu, nullptr,
+                     {arg<&S::collective>("collective"), arg<&S::target>("tensors", kWritten),
+                      arg<&S::timeout>("timeout", kPositive)},
+                     nullptr, [](const Call&, S& op) {
+                       const TensorList& t = op.target;
+                       mpi::collective(op.collective, t.data.data(), t.lengths.data(), t.count(), op.timeout);
+                     });
 
 // [sync] orthogonalityPenalty -> { value: number, gradA?, gradB? }, CPU only (lib/ops/regularizer.ts serves GPUs).
 const OpSpec<S> kPenalty(

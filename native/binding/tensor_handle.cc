@@ -10,19 +10,18 @@ namespace bidora::binding {
 namespace {
 
 // What a handle being created from C++ takes over; JavaScript cannot construct handles itself.
-thread_local std::shared_ptr<Storage>* pending_storage = nullptr;
-thread_local const Shape* pending_shape = nullptr;
-thread_local bool pending_is_view = false;
+struct Pending {
+  const Shape& shape;
+  std::shared_ptr<Storage> storage;
+  bool is_view;
+};
+thread_local const Pending* pending = nullptr;
 
 Napi::Object construct(Napi::Env env, const Shape& shape, std::shared_ptr<Storage> storage, bool is_view) {
-  pending_storage = &storage;
-  pending_shape = &shape;
-  pending_is_view = is_view;
+  const Pending handle{shape, std::move(storage), is_view};
+  pending = &handle;
   struct Reset {
-    ~Reset() {
-      pending_storage = nullptr;
-      pending_shape = nullptr;
-    }
+    ~Reset() { pending = nullptr; }
   } reset;
   return state(env).tensor_constructor.New({});
 }
@@ -32,15 +31,30 @@ Napi::Object construct(Napi::Env env, const Shape& shape, std::shared_ptr<Storag
 Napi::Function TensorHandle::define(Napi::Env env) {
   Napi::Function constructor = DefineClass(env, "TensorHandle", {});
   Napi::Object prototype = constructor.Get("prototype").As<Napi::Object>();
+  // The getters but `disposed` throw TypeError naming themselves once the handle is disposed.
+  auto getter = [&](const char* name, auto get) {
+    return Napi::PropertyDescriptor::Accessor(env, prototype, name, [name, get](const Napi::CallbackInfo& info) {
+      return Napi::Value::From(info.Env(), get(this_handle(info, name), info.Env()));
+    });
+  };
+  auto disposed = [](const Napi::CallbackInfo& info) {
+    return Napi::Boolean::New(info.Env(), live(info.Env(), info.This()) == nullptr);
+  };
   prototype.DefineProperties({
       Napi::PropertyDescriptor::Function(env, prototype, "read", read),
       Napi::PropertyDescriptor::Function(env, prototype, "write", write),
       Napi::PropertyDescriptor::Function(env, prototype, "dispose", dispose),
-      Napi::PropertyDescriptor::Accessor<shape_getter>("shape"),
-      Napi::PropertyDescriptor::Accessor<disposed_getter>("disposed"),
-      Napi::PropertyDescriptor::Accessor<version_getter>("version"),
-      Napi::PropertyDescriptor::Accessor<device_getter>("device"),
-      Napi::PropertyDescriptor::Accessor<dtype_getter>("dtype"),
+      getter("shape",
+             [](TensorHandle& handle, Napi::Env env) {
+               const Shape& shape = handle.shape();
+               Napi::Array dims = Napi::Array::New(env, shape.rank);
+               for (int axis = 0; axis < shape.rank; ++axis) dims.Set(axis, static_cast<double>(shape.dims[axis]));
+               return dims;
+             }),
+      getter("version", [](TensorHandle& handle, Napi::Env) { return static_cast<double>(handle.version()); }),
+      getter("device", [](TensorHandle& handle, Napi::Env) { return device_name(handle.device()); }),
+      getter("dtype", [](TensorHandle& handle, Napi::Env) { return dtype_name(handle.dtype()); }),
+      Napi::PropertyDescriptor::Accessor(env, prototype, "disposed", disposed),
   });
   return constructor;
 }
@@ -66,12 +80,8 @@ Napi::Object TensorHandle::view(Napi::Env env, const Shape& shape) { return cons
 
 Napi::Object TensorHandle::allocate(Napi::Env env, const Shape& shape, TensorHandle** handle, Device device,
                                     DType dtype) {
-  const int64_t words = storage_words(dtype, shape.numel());
   Napi::Object object =
-      device == Device::kCpu
-          ? create(env, shape, FloatBuffer(words), dtype)
-          : construct(env, shape, std::make_shared<Storage>(backend_for(device), words, state(env).stats, dtype),
-                      false);
+      construct(env, shape, make_storage(device, backend_for(device), shape.numel(), dtype, state(env).stats), false);
   *handle = Unwrap(object);
   return object;
 }
@@ -84,44 +94,33 @@ Napi::Object TensorHandle::copy_to(Napi::Env env, Device device, const char* fun
 }
 
 TensorHandle::TensorHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TensorHandle>(info) {
-  if (pending_storage == nullptr) {
+  if (pending == nullptr) {
     throw Napi::TypeError::New(info.Env(), "TensorHandle cannot be constructed directly; use Tensor.from()");
   }
-  shape_ = *pending_shape;
-  storage_ = *pending_storage;
+  shape_ = pending->shape;
+  storage_ = pending->storage;
   device_ = storage_->device;
-  const bool is_view = pending_is_view;
-  pending_storage = nullptr;
-  pending_shape = nullptr;
+  const bool is_view = pending->is_view;
+  pending = nullptr;
   AddonState& addon = state(info.Env());
   stats_ = addon.stats;
   stats_->live_tensors.fetch_add(1, std::memory_order_relaxed);
   // V8 is told of host memory so that garbage collection (and with it the finaliser) runs under pressure, though not
   // at once (ExternalMemory). GPU memory is not reported: V8's heuristics are about host memory, and memory()
   // reports deviceBytes.
-  host_bytes_ = is_view ? 0 : storage_->buffer.size() * static_cast<int64_t>(sizeof(float));
-  if (host_bytes_ == 0) return;
   external_ = addon.external;
-  epoch_ = external_->epoch;
-  external_->unreported_bytes += host_bytes_;
-  if (external_->unreported_bytes > ExternalMemory::kUnreportedLimit) report_external_memory(info.Env());
+  const int64_t host_bytes = is_view ? 0 : storage_->buffer.size() * static_cast<int64_t>(sizeof(float));
+  if (external_->add(host_, host_bytes)) report_external_memory(info.Env());
 }
 
 void TensorHandle::report_external_memory(Napi::Env env) {
-  ExternalMemory& external = *state(env).external;
-  if (external.unreported_bytes > 0) Napi::MemoryManagement::AdjustExternalMemory(env, external.unreported_bytes);
-  external.unreported_bytes = 0;
-  ++external.epoch;
+  const int64_t bytes = state(env).external->report();
+  if (bytes > 0) Napi::MemoryManagement::AdjustExternalMemory(env, bytes);
 }
 
 void TensorHandle::forget_external_memory(Napi::Env env) {
-  if (host_bytes_ == 0) return;
-  if (epoch_ < external_->epoch) {
-    Napi::MemoryManagement::AdjustExternalMemory(env, -host_bytes_);
-  } else {
-    external_->unreported_bytes -= host_bytes_;
-  }
-  host_bytes_ = 0;
+  const int64_t told = external_->remove(host_);
+  if (told > 0) Napi::MemoryManagement::AdjustExternalMemory(env, -told);
 }
 
 void TensorHandle::Finalize(Napi::Env env) { forget_external_memory(env); }
@@ -131,11 +130,6 @@ TensorHandle::~TensorHandle() {
   // live in shared state, so this is safe even when the environment is being torn down.
   storage_.reset();
   if (stats_) stats_->live_tensors.fetch_sub(1, std::memory_order_relaxed);
-}
-
-const float* TensorHandle::row_sq_norms() {
-  const int64_t rows = shape_.rank == 0 ? 1 : shape_[0];
-  return storage_->row_sq_norms(cpu_backend(), rows, rows == 0 ? 0 : numel() / rows);
 }
 
 void TensorHandle::destroy(Napi::Env env, Napi::Object object) {
@@ -150,68 +144,33 @@ void TensorHandle::destroy(Napi::Env env, Napi::Object object) {
 }
 
 Napi::Value TensorHandle::read(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  TensorHandle& handle = this_handle(info, "read");
-  const int64_t count = handle.numel();
-  Napi::Float32Array copy = Napi::Float32Array::New(env, static_cast<size_t>(count));
-  guarded(info, [&]() -> Napi::Value {
-    handle.storage_->read_floats(copy.Data(), count, "read");
-    return env.Undefined();
+  return guarded(info, [&]() -> Napi::Value {
+    TensorHandle& handle = this_handle(info, "read");
+    Napi::Float32Array copy = Napi::Float32Array::New(info.Env(), static_cast<size_t>(handle.numel()));
+    handle.storage_->read_floats(copy.Data(), handle.numel(), "read");
+    return copy;
   });
-  return copy;
 }
 
 Napi::Value TensorHandle::write(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  TensorHandle& handle = this_handle(info, "write");
-  Napi::Float32Array data;
-  guarded(info, [&]() -> Napi::Value {
-    data = parse("write", "data", info[0], static_cast<Napi::Float32Array*>(nullptr));
-    return env.Undefined();
+  return guarded(info, [&]() -> Napi::Value {
+    TensorHandle& handle = this_handle(info, "write");
+    Napi::Float32Array data = parse("write", "data", info[0], static_cast<Napi::Float32Array*>(nullptr));
+    if (static_cast<int64_t>(data.ElementLength()) != handle.numel()) {
+      throw RangeError("write: data has " + std::to_string(data.ElementLength()) +
+                       " elements but the tensor has shape " + handle.shape().str());
+    }
+    // Bumped first: even a copy that fails halfway has changed what backward would read.
+    handle.mark_modified();
+    handle.storage_->write_floats(data.Data(), handle.numel(), "write");
+    return info.Env().Undefined();
   });
-  const int64_t count = handle.numel();
-  if (static_cast<int64_t>(data.ElementLength()) != count) {
-    throw Napi::RangeError::New(env, "write: data has " + std::to_string(data.ElementLength()) +
-                                         " elements but the tensor has shape " + handle.shape().str());
-  }
-  // Bumped first: even a copy that fails halfway has changed what backward would read.
-  handle.mark_modified();
-  guarded(info, [&]() -> Napi::Value {
-    handle.storage_->write_floats(data.Data(), count, "write");
-    return env.Undefined();
-  });
-  return env.Undefined();
 }
 
 Napi::Value TensorHandle::dispose(const Napi::CallbackInfo& info) {
   TensorHandle* handle = live(info.Env(), info.This());
   if (handle != nullptr) handle->destroy(info.Env(), info.This().As<Napi::Object>());
   return info.Env().Undefined();
-}
-
-Napi::Value TensorHandle::shape_getter(const Napi::CallbackInfo& info) {
-  const Shape& shape = this_handle(info, "shape").shape();
-  Napi::Array dims = Napi::Array::New(info.Env(), shape.rank);
-  for (int axis = 0; axis < shape.rank; ++axis) {
-    dims.Set(static_cast<uint32_t>(axis), Napi::Number::New(info.Env(), static_cast<double>(shape.dims[axis])));
-  }
-  return dims;
-}
-
-Napi::Value TensorHandle::version_getter(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), static_cast<double>(this_handle(info, "version").version()));
-}
-
-Napi::Value TensorHandle::device_getter(const Napi::CallbackInfo& info) {
-  return Napi::String::New(info.Env(), device_name(this_handle(info, "device").device()));
-}
-
-Napi::Value TensorHandle::dtype_getter(const Napi::CallbackInfo& info) {
-  return Napi::String::New(info.Env(), dtype_name(this_handle(info, "dtype").dtype()));
-}
-
-Napi::Value TensorHandle::disposed_getter(const Napi::CallbackInfo& info) {
-  return Napi::Boolean::New(info.Env(), live(info.Env(), info.This()) == nullptr);
 }
 
 namespace {
@@ -241,12 +200,6 @@ Napi::Value cast(const Call& call, C& op) {
   return object;
 }
 
-Napi::Value full(const Call& call, C& op) {
-  FloatBuffer buffer(op.shape.numel(), op.value == 0.0);
-  if (op.value != 0.0) std::fill(buffer.data(), buffer.data() + op.shape.numel(), static_cast<float>(op.value));
-  return TensorHandle::create(call.env, op.shape, std::move(buffer));
-}
-
 template <ops::Distribution kind>
 void random(const Call& call, C& op) {
   call.backend.fill({op.out, op.shape.numel(), kind, op.seed, op.a, op.b});
@@ -263,12 +216,15 @@ const OpSpec<C> kFromBFloat16(
     "fromBFloat16", Runs::kCpu, nullptr, {arg<&C::bits>("bits"), shape()},
     [](const char* fn, C& op) { rules::length(fn, "bits", int64_t(op.bits.ElementLength()), op.shape); },
     [](const Call& call, C& op) -> Napi::Value {
-      FloatBuffer words(storage_words(DType::kBfloat16, op.shape.numel()), true);
-      std::memcpy(words.data(), op.bits.Data(), op.bits.ElementLength() * sizeof(Bf16));
-      return TensorHandle::create(call.env, op.shape, std::move(words), DType::kBfloat16);
+      return TensorHandle::create(call.env, op.shape, bf16_words(op.bits.Data(), op.shape.numel()), DType::kBfloat16);
     },
     "Tensor.fromBFloat16");
-const OpSpec<C> kFull("full", Runs::kCpu, nullptr, {shape(), arg<&C::value>("value")}, nullptr, full, "Tensor.full");
+const OpSpec<C> kFull(
+    "full", Runs::kCpu, nullptr, {shape(), arg<&C::value>("value")}, nullptr,
+    [](const Call& call, C& op) -> Napi::Value {
+      return TensorHandle::create(call.env, op.shape, FloatBuffer::filled(op.shape.numel(), float(op.value)));
+    },
+    "Tensor.full");
 const OpSpec<C> kRandn("randn", Runs::kCpu, kernel<&ops::Backend::fill>,
                        {shape(), seed(), arg<&C::a>("mean"), arg<&C::b>("std", kNonNegative),
                         out<&C::out, &C::shape>()},

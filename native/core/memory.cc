@@ -1,6 +1,7 @@
 // Aligned allocation, per-environment accounting and per-thread kernel workspaces.
 #include "memory.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <iterator>
@@ -186,6 +187,12 @@ FloatBuffer::FloatBuffer(int64_t count, bool zeroed) : data_(allocate_buffer(cou
   if (stats_) stats_->charge(count_ * static_cast<int64_t>(sizeof(float)));
 }
 
+FloatBuffer FloatBuffer::filled(int64_t count, float value) {
+  FloatBuffer buffer(count, value == 0.0f);
+  if (value != 0.0f) std::fill(buffer.data(), buffer.data() + count, value);
+  return buffer;
+}
+
 FloatBuffer::~FloatBuffer() { reset(); }
 
 FloatBuffer::FloatBuffer(FloatBuffer&& other) noexcept
@@ -244,12 +251,40 @@ float* thread_workspace(int slot, int64_t count) {
 
 int64_t workspace_bytes() { return total_workspace_bytes.load(); }
 
+std::vector<std::pair<const char*, int64_t>> memory_report(const MemoryStats& stats) {
+  return {{"tensors", stats.live_tensors.load()},     {"buffers", stats.live_buffers.load()},
+          {"bytes", stats.live_bytes.load()},         {"peakBytes", stats.peak_bytes.load()},
+          {"workspaceBytes", workspace_bytes()},      {"cachedBytes", cached_bytes()},
+          {"deviceBytes", stats.device_bytes.load()}, {"bfloat16Bytes", stats.bf16_bytes.load()}};
+}
+
 int64_t cached_bytes() { return static_cast<int64_t>(block_cache().cached_bytes()); }
 
 int64_t release_cached_memory() { return static_cast<int64_t>(block_cache().release_all()); }
 
 int64_t set_cache_limit(int64_t bytes) {
   return static_cast<int64_t>(block_cache().set_limit(static_cast<size_t>(bytes)));
+}
+
+bool ExternalMemory::add(Share& share, int64_t bytes) {
+  if (bytes == 0) return false;
+  share = {bytes, epoch_};
+  unreported_bytes_ += bytes;
+  return unreported_bytes_ > kUnreportedLimit;
+}
+
+int64_t ExternalMemory::report() {
+  const int64_t bytes = unreported_bytes_;
+  unreported_bytes_ = 0;
+  ++epoch_;
+  return bytes;
+}
+
+int64_t ExternalMemory::remove(Share& share) {
+  const int64_t told = share.epoch < epoch_ ? share.bytes : 0;
+  if (told == 0) unreported_bytes_ -= share.bytes;
+  share.bytes = 0;
+  return told;
 }
 
 }  // namespace bidora

@@ -76,6 +76,12 @@ int64_t integer_in(const char* fn, const char* name, double value, int64_t min, 
   return static_cast<int64_t>(value);
 }
 
+int64_t integer_in(const char* fn, const char* name, double value, const Bounds& bounds) {
+  const double safe = static_cast<double>(kMaxSafeInteger);
+  return integer_in(fn, name, value, static_cast<int64_t>(std::max(bounds.min, -safe)),
+                    static_cast<int64_t>(std::min(bounds.max, safe)));
+}
+
 double number_in(const char* fn, const char* name, double value, const Bounds& bounds) {
   if (!std::isfinite(value)) fail(fn, std::string(name) + " must be finite, got " + format(value));
   const bool below = bounds.min_open ? value <= bounds.min : value < bounds.min;
@@ -429,7 +435,7 @@ Layer adapter(const char* fn, const Shape* input, const Shape& w, const Shape* b
                    both(name, *shape, "weight", w));
     }
   }
-  Layer layer{{0, k, m, r}, Shape()};
+  Layer layer{{0, k, m, r}, Shape(), {}};
   if (input != nullptr) {
     const Shape& x = *input;
     if ((x.rank != 2 && x.rank != 3) || x.last() != k) {
@@ -444,6 +450,12 @@ Layer adapter(const char* fn, const Shape* input, const Shape& w, const Shape* b
     fail(fn, "gradOutput must have the output's shape " + layer.output.str() + ", but " +
                  describe("gradOutput", *grad_output));
   }
+  const int64_t n = layer.dims.n;
+  layer.dora_saved = {{{"combined", matrix(n, m)},
+                       {"hidden", matrix(n, r)},
+                       {"norm", vector(m)},
+                       {"weightLoraA", matrix(m, r)},
+                       {"loraGram", matrix(r, r)}}};
   return layer;
 }
 

@@ -3,6 +3,7 @@
 // arguments. The binding calls them on the shapes of the tensors it was given; nothing here touches memory.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <limits>
 #include <optional>
@@ -32,6 +33,8 @@ constexpr Bounds half_open(double min, double max) { return {min, max, false, tr
 double number_in(const char* fn, const char* name, double value, const Bounds& bounds);
 // "fn: name must be an integer from min to max, got value" unless value is one.
 int64_t integer_in(const char* fn, const char* name, double value, int64_t min, int64_t max);
+// The same within `bounds`, clamped to the integers a double holds exactly (for one declared without bounds).
+int64_t integer_in(const char* fn, const char* name, double value, const Bounds& bounds);
 // A number as a person writes it in a message: 1, 0.5, 1e-08, nan.
 std::string format(double value);
 
@@ -150,9 +153,16 @@ void attention(const char* fn, const Shape& query, const Shape& key, const Shape
 
 // weight [M,K], loraA [R,K] with R >= 1, loraB [M,R], magnitude and bias [M], input [..., K] (rank 2 or 3) and
 // gradOutput (the output's shape), whichever are given (null: absent). Derives N, K, M, R and the output's shape.
+// Also the shapes of what a DoRA forward saves for its backward, named, in the order of ops::DoraSaved's members:
+// combined [N,M], hidden [N,R], norm [M], weightLoraA [M,R], loraGram [R,R].
 struct Layer {
   ops::AdapterDims dims;
   Shape output;
+  struct Saved {
+    const char* name;
+    Shape shape;
+  };
+  std::array<Saved, 5> dora_saved;
 };
 Layer adapter(const char* fn, const Shape* input, const Shape& weight, const Shape* bias, const Shape& lora_a,
               const Shape& lora_b, const Shape* magnitude, const Shape* grad_output);

@@ -26,12 +26,36 @@ Device usable_device(const std::string& name, const std::string& where, const op
   return Device::kCuda;
 }
 
+const ops::Backend& select_backend(Device device, const ops::Backend& cpu, const ops::Backend* cuda, const char* fn,
+                                   bool (*has_kernel)(const ops::Backend&)) {
+  if (device == Device::kCuda && cuda == nullptr) throw RangeError("this build of bidora has no CUDA kernels");
+  const ops::Backend& backend = device == Device::kCuda ? *cuda : cpu;
+  if (has_kernel != nullptr && !has_kernel(backend)) {
+    throw TypeError(std::string(fn) + ": this op has no kernel on '" + device_name(device) +
+                    "'; move its tensors with .to('cpu')");
+  }
+  return backend;
+}
+
+FloatBuffer bf16_words(const Bf16* bits, int64_t count) {
+  FloatBuffer words(storage_words(DType::kBfloat16, count), true);
+  std::memcpy(words.data(), bits, static_cast<size_t>(count) * sizeof(Bf16));
+  return words;
+}
+
 const char* dtype_name(DType dtype) { return dtype == DType::kBfloat16 ? "bfloat16" : "float32"; }
 
 DType parse_dtype(const std::string& name, const std::string& where) {
   if (name == "float32") return DType::kFloat32;
   if (name == "bfloat16") return DType::kBfloat16;
   throw RangeError(where + " must be 'float32' or 'bfloat16', got '" + name + "'");
+}
+
+std::shared_ptr<Storage> make_storage(Device device, const ops::Backend& backend, int64_t count, DType dtype,
+                                      std::shared_ptr<MemoryStats> stats) {
+  const int64_t words = storage_words(dtype, count);
+  if (device == Device::kCpu) return std::make_shared<Storage>(FloatBuffer(words), dtype);
+  return std::make_shared<Storage>(backend, words, std::move(stats), dtype);
 }
 
 Storage::Storage(FloatBuffer data, DType type) : dtype(type), buffer(std::move(data)) {

@@ -20,10 +20,22 @@ const char* dtype_name(DType dtype);
 // 'float32' or 'bfloat16' (RangeError naming `where` otherwise).
 DType parse_dtype(const std::string& name, const std::string& where);
 inline int64_t storage_words(DType dtype, int64_t count) { return dtype == DType::kBfloat16 ? (count + 1) / 2 : count; }
+// The storage of `count` bfloat16 values copied from `bits` (an odd count's last half-word zero).
+FloatBuffer bf16_words(const Bf16* bits, int64_t count);
 const char* device_name(Device device);
 // 'cpu' or 'cuda' (RangeError naming `where` otherwise); 'cuda' needs the CUDA backend (null in builds without it)
 // and a usable GPU, else a RangeError says which is missing.
 Device usable_device(const std::string& name, const std::string& where, const ops::Backend* cuda);
+// The backend of `device`: `cpu`, or `cuda` (RangeError when this build has none); with `has_kernel`, a TypeError
+// naming `fn` when that backend lacks the op's kernel.
+const ops::Backend& select_backend(Device device, const ops::Backend& cpu, const ops::Backend* cuda, const char* fn,
+                                   bool (*has_kernel)(const ops::Backend&));
+
+struct Storage;
+// Uninitialised storage for `count` elements of `dtype` on `device`: host memory, or `backend`'s device memory counted
+// in `stats` while it lives.
+std::shared_ptr<Storage> make_storage(Device device, const ops::Backend& backend, int64_t count, DType dtype,
+                                      std::shared_ptr<MemoryStats> stats);
 
 struct Storage {
   explicit Storage(FloatBuffer data, DType type = DType::kFloat32);
