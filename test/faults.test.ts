@@ -62,6 +62,9 @@ describe('killed at random points', () => {
       // The best evaluation must come before the end, or restoring it could not be told from keeping the last step.
       expect(expected.best!.step).toBeLessThan(expected.steps);
 
+      // BiDoRA's run prints 48 step lines, its search's 24 then its retraining's 24, and publishes 24 checkpoints.
+      const lines = kind === 'bilevel' ? 44 : 12;
+      const publishes = kind === 'bilevel' ? 24 : 3;
       const random = killPoints(seed + (kind === 'bilevel' ? 1 : 0));
       // Runs are killed up to three times each, then resumed to the end and compared, until 20 kills have landed.
       let kills = 0;
@@ -74,8 +77,8 @@ describe('killed at random points', () => {
           // between appending the history and publishing its checkpoint.
           killed =
             random() < 2 / 3
-              ? await runAndKill(args, 1 + Math.floor(random() * 12), Math.floor(random() * 8))
-              : await runAndKill(args, Infinity, 0, { KILL_AT_PUBLISH: String(1 + Math.floor(random() * 3)) });
+              ? await runAndKill(args, 1 + Math.floor(random() * lines), Math.floor(random() * 8))
+              : await runAndKill(args, Infinity, 0, { KILL_AT_PUBLISH: String(1 + Math.floor(random() * publishes)) });
         } else {
           execFileSync(process.execPath, [child, ...args]);
         }
@@ -91,6 +94,25 @@ describe('killed at random points', () => {
       expect(kills, `seed ${seed}`).toBeGreaterThanOrEqual(20);
     });
   }
+
+  it('bilevel: a run killed in its retraining phase resumes there, not from the start of the retraining', () => {
+    const dir = join(root, 'bilevel-retrain');
+    const out = join(root, 'bilevel-retrain.json');
+    // Killed as it publishes its 16th checkpoint: the search's 12 and the retraining's first 3 (6 steps) are on disk.
+    const killed = spawnSync(process.execPath, [child, 'bilevel', dir, out], {
+      env: { ...process.env, KILL_AT_PUBLISH: '16' },
+      encoding: 'utf8',
+    });
+    expect(killed.signal).toBe('SIGKILL');
+    expect(killed.stdout.split('\n').length - 1).toBe(32);
+    const resumed = execFileSync(process.execPath, [child, 'bilevel', dir, out], { encoding: 'utf8' });
+    expect(resumed.split('\n').length - 1, 'steps the resumed run took').toBe(18);
+    const wholeFile = join(root, 'bilevel-whole.json'); // the uninterrupted run, made above or here
+    if (!existsSync(wholeFile))
+      execFileSync(process.execPath, [child, 'bilevel', join(root, 'bilevel-whole'), wholeFile]);
+    const whole = JSON.parse(readFileSync(wholeFile, 'utf8')) as unknown;
+    expect(JSON.parse(readFileSync(out, 'utf8'))).toEqual(whole);
+  });
 });
 
 /** Every tensor of the checkpoint in `dir` is finite; returns the number of steps it holds. */

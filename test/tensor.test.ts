@@ -1,5 +1,5 @@
 // Tensor creation, copies, disposal, tidy scopes, memory accounting and the finaliser.
-import { constants, PerformanceObserver } from 'node:perf_hooks';
+import { constants, type PerformanceEntry, PerformanceObserver } from 'node:perf_hooks';
 
 import { describe, expect, it } from 'vitest';
 
@@ -146,7 +146,8 @@ describe('memory', () => {
     let major = 0;
     const observer = new PerformanceObserver((list) => {
       for (const entry of list.getEntries()) {
-        if ((entry.detail as { kind?: number } | undefined)?.kind === constants.NODE_PERFORMANCE_GC_MAJOR) major++;
+        const { detail } = entry as PerformanceEntry & { detail?: { kind?: number } };
+        if (detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR) major++;
       }
     });
     observer.observe({ entryTypes: ['gc'] });

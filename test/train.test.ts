@@ -214,6 +214,33 @@ describe('BiLevelTrainer', () => {
     expect(runs[1]).toEqual(runs[0]);
   });
 
+  it('retrains A, B and the head from where the search started them, with the searched magnitudes fixed', async () => {
+    const model = tinyModel();
+    adapters.apply(model, { method: 'bidora', r: 2, targetModules: ['query', 'value'], modulesToSave: ['classifier'] });
+    const trainer = new train.BiLevelTrainer({
+      model,
+      batchSize: 16,
+      maxSteps: 10,
+      seed: 4,
+      lowerOptimizer: { lr: 1e-2 },
+      upperOptimizer: { lr: 1e-2 },
+      // A retraining step at learning rate 0 leaves each tensor where the retraining put it before its first step.
+      retrain: { maxSteps: 1, optimizer: { lr: 0 } },
+      log: 'none',
+    });
+    const lowerAtStart = trainer.lowerParameters.map((tensor) => tensor.toFloat32Array());
+    const magnitudesAtStart = trainer.magnitudes.map((tensor) => tensor.toFloat32Array());
+    const result = await trainer.fit(tinyExamples(160));
+    expect(result.steps).toBe(10);
+    expect(result.retrain?.steps).toBe(1);
+    expect(trainer.lowerParameters.map((tensor) => tensor.toFloat32Array())).toEqual(lowerAtStart);
+    trainer.magnitudes.forEach((tensor, index) => {
+      expect(tensor.toFloat32Array(), `magnitude ${index} searched`).not.toEqual(magnitudesAtStart[index]);
+    });
+    trainer.dispose();
+    model.dispose();
+  });
+
   it('refuses a model without adapters, a LoRA model, bad fractions and an empty upper split, before training', async () => {
     const plain = tinyModel();
     expect(() => new train.BiLevelTrainer({ model: plain })).toThrow(/no adapters/);

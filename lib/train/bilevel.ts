@@ -1,5 +1,8 @@
 // BiDoRA's bi-level training (docs/DESIGN.md, "The method, precisely"): the direction (A, B) and the head learn on the
 // lower split, the magnitudes on the upper split, coupled by a finite-difference hypergradient.
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+
 import { adaptedLayers, type AdaptedLayer } from '../adapters/layers';
 import { appliedConfig } from '../adapters/apply';
 import { grad } from '../autograd';
@@ -7,7 +10,9 @@ import { add, scale } from '../ops/elementwise';
 import { globalNorm } from '../ops/reduce';
 import { orthogonalityPenalty } from '../ops/regularizer';
 import { type Optimizer } from '../optim/index';
+import { readSafetensors, writeSafetensors } from '../io/safetensors';
 import { keep, type Tensor, tidy } from '../tensor';
+import { CHECKPOINT_FILE, removeCheckpoint } from './checkpoint';
 import { BatchStream, type CollatedBatch, type Example, splitLowerUpper } from './data';
 import { adoptGradients, distributed, shardedPass, shardOf } from './distributed';
 import { collateFor } from './model';
@@ -23,6 +28,11 @@ import {
 } from './loop';
 import { type OptimizerOptions, ScheduledOptimizer } from './optimizers';
 import { Trainer } from './trainer';
+
+/** The retraining phase's checkpoint folder, inside the search's `checkpointDir`. */
+export const RETRAIN_DIR = 'retrain';
+/** The lower parameters at the start of the search (where the retraining starts), beside the search's checkpoint. */
+export const RETRAIN_START_FILE = 'retrain-start.safetensors';
 
 /** `xi`'s default, chosen on the measured map of BiDoRA's settings (docs/bidora-map.md). */
 export const DEFAULT_XI: 1 | 'lower-lr' = 1;
@@ -330,25 +340,66 @@ export class BiLevelTrainer extends TrainingLoop {
   }
 
   /**
-   * The bi-level search as {@link Trainer.fit}, then, with `retrain`, A, B and the head reset to their initial
-   * values and trained on the whole training set with the magnitudes fixed (no checkpoints in that phase).
+   * The bi-level search as {@link Trainer.fit}, then, with `retrain`, A, B and the head reset to their values at the
+   * start of the search and trained on the whole training set with the magnitudes fixed. With a `checkpointDir` the
+   * retraining checkpoints into its `retrain` folder, and a run killed in either phase resumes where it was.
    */
   override async fit(train: readonly Example[], options: FitOptions = {}): Promise<BiLevelFitResult> {
     const option = (this.options as BiLevelTrainerOptions).retrain ?? true;
     const retrain = option === true ? {} : option;
-    const initial = retrain
-      ? new Map(this.lowerParameters.map((tensor) => [tensor, keep(tensor.detach())]))
-      : undefined;
+    const start = retrain ? this.#retrainStart(options) : undefined;
     try {
       const result: BiLevelFitResult = await super.fit(train, options);
-      if (retrain && initial) {
-        for (const [tensor, start] of initial) tensor.copyFrom(start);
+      if (retrain && start) {
+        const lower = this.#lowerByName();
+        for (const [name, values] of start) lower.get(name)!.copyFrom(values);
         result.retrain = await this.#retrain(retrain, result.steps, options);
       }
       return result;
     } finally {
-      disposeAll(initial && new Map([...initial.values()].map((tensor, index) => [String(index), tensor])));
+      disposeAll(start);
     }
+  }
+
+  #lowerByName(): Map<string, Tensor> {
+    const trained = this.trainedTensors();
+    const lower = new Set(this.lowerParameters);
+    return new Map([...trained].filter(([, tensor]) => lower.has(tensor)));
+  }
+
+  /**
+   * Copies of the lower parameters as the search starts from them: where the retraining starts. With a
+   * `checkpointDir` they are also written beside the search's checkpoint, so a resumed run retrains from the same
+   * start whatever its model was initialised with; a run that starts anew writes them and drops an earlier run's
+   * retraining checkpoint.
+   */
+  #retrainStart(options: FitOptions): Map<string, Tensor> {
+    const lower = this.#lowerByName();
+    const dir = options.checkpointDir;
+    const file = dir === undefined ? undefined : join(dir, RETRAIN_START_FILE);
+    if (dir && file && options.resume && existsSync(join(dir, CHECKPOINT_FILE)) && existsSync(file)) {
+      const { tensors } = readSafetensors(file);
+      try {
+        return new Map(
+          [...lower].map(([name, tensor]) => {
+            const saved = tensors.get(name);
+            if (saved === undefined || saved.shape.join() !== tensor.shape.join()) {
+              throw new RangeError(`resume: ${file} lacks ${name} of shape [${tensor.shape}]`);
+            }
+            return [name, keep(saved.to(tensor.device).clone())];
+          }),
+        );
+      } finally {
+        for (const tensor of tensors.values()) tensor.dispose();
+      }
+    }
+    const start = new Map([...lower].map(([name, tensor]) => [name, keep(tensor.clone())]));
+    if (dir && file && distributed().rank === 0) {
+      removeCheckpoint(join(dir, RETRAIN_DIR));
+      mkdirSync(dir, { recursive: true });
+      writeSafetensors(file, start);
+    }
+    return start;
   }
 
   async #retrain(
@@ -365,7 +416,8 @@ export class BiLevelTrainer extends TrainingLoop {
       parameters: this.lowerParameters,
     });
     try {
-      return await trainer.fit(this.#train, { ...options, checkpointDir: undefined, resume: false });
+      const checkpointDir = options.checkpointDir && join(options.checkpointDir, RETRAIN_DIR);
+      return await trainer.fit(this.#train, { ...options, checkpointDir });
     } finally {
       trainer.dispose();
       for (const magnitude of this.magnitudes) magnitude.requiresGrad = true;
