@@ -37,7 +37,7 @@ export interface GradNode {
 
 // Tensors that are made and freed within one synchronous task (a training step inside tidy) are never reported to
 // V8's garbage collector, which could not have freed them and whose collections would only slow the step; those
-// still alive when the event loop next turns are reported then (native/binding/op.h, ExternalMemory).
+// still alive when the event loop next turns are reported then (native/core/memory.h, ExternalMemory).
 let reportScheduled = false;
 const nextTurn = setImmediate; // the real one, even where a test framework fakes timers later
 function scheduleMemoryReport(): void {
