@@ -62,7 +62,7 @@ export interface BiLevelTrainerOptions extends LoopOptions {
   /**
    * After the search, restore A, B and the head to their initial values and train them on the whole training set with
    * the searched magnitudes fixed: the paper's retraining phase, on by default (`true`: as many steps as the search
-   * took; docs/bidora-map.md: it steadies BiDoRA across seeds). `false`: the searched model as it is.
+   * took; docs/bidora-map.md: it gained on both tasks measured). `false`: the searched model as it is.
    */
   retrain?:
     | boolean
