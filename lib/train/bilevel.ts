@@ -379,16 +379,20 @@ export class BiLevelTrainer extends TrainingLoop {
     const file = dir === undefined ? undefined : join(dir, RETRAIN_START_FILE);
     if (dir && file && options.resume && existsSync(join(dir, CHECKPOINT_FILE)) && existsSync(file)) {
       const { tensors } = readSafetensors(file);
+      const start = new Map<string, Tensor>();
       try {
-        return new Map(
-          [...lower].map(([name, tensor]) => {
-            const saved = tensors.get(name);
-            if (saved === undefined || saved.shape.join() !== tensor.shape.join()) {
-              throw new RangeError(`resume: ${file} lacks ${name} of shape [${tensor.shape}]`);
-            }
-            return [name, keep(saved.to(tensor.device).clone())];
-          }),
-        );
+        for (const [name, tensor] of lower) {
+          const saved = tensors.get(name);
+          if (saved === undefined || saved.shape.join() !== tensor.shape.join()) {
+            throw new RangeError(`resume: ${file} lacks ${name} of shape [${tensor.shape}]`);
+          }
+          const moved = saved.to(tensor.device); // itself when already there: then a copy outlives the file's
+          start.set(name, keep(moved === saved ? saved.clone() : moved));
+        }
+        return start;
+      } catch (error) {
+        disposeAll(start);
+        throw error;
       } finally {
         for (const tensor of tensors.values()) tensor.dispose();
       }
